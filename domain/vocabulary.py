@@ -1,0 +1,91 @@
+"""The program's own words as enums, shared by every package."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Sex(StrEnum):
+    MALE = "male"
+    FEMALE = "female"
+
+
+class Channel(StrEnum):
+    CONSOLE = "console"
+    TELEGRAM = "telegram"
+    WHATSAPP = "whatsapp"
+
+
+class Language(StrEnum):
+    INDONESIAN = "id"
+    ENGLISH = "en"
+
+
+class Occupation(StrEnum):
+    """Relationship or occupation of the sponsored worker (SPEC 4.2)."""
+
+    FAMILY_MEMBER = "family_member"
+    HOUSEHOLD_ASSISTANT = "household_assistant"
+    GARDEN_WORKER = "garden_worker"
+    DRIVER = "driver"
+    HOUSE_GUARD = "house_guard"
+    PLACE_OF_WORSHIP_WORKER = "place_of_worship_worker"
+    FISHER = "fisher"
+    OJOL_RIDER = "ojol_rider"
+    OTHER = "other"
+
+
+class SponsorshipStatus(StrEnum):
+    WAITING_FOR_PIC = "waiting_for_pic"
+    RETURNED = "returned"
+    ACCEPTED = "accepted"
+    SUBMITTED = "submitted"
+    ACTIVE = "active"
+    CARD_HANDED_OVER = "card_handed_over"
+    LAPSED = "lapsed"
+    ENDED = "ended"
+
+    @property
+    def is_open(self) -> bool:
+        """True while the sponsorship holds the worker (SPEC 3: one open sponsorship per worker)."""
+        return self not in (SponsorshipStatus.LAPSED, SponsorshipStatus.ENDED)
+
+
+OPEN_STATUSES: tuple[SponsorshipStatus, ...] = tuple(s for s in SponsorshipStatus if s.is_open)
+
+
+class PaymentPlan(StrEnum):
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+    PAYROLL_DEDUCTION = "payroll_deduction"
+
+    @property
+    def months_per_payment(self) -> int:
+        return 3 if self is PaymentPlan.QUARTERLY else 1
+
+
+class ConsentSubject(StrEnum):
+    ASN = "asn"
+    WORKER = "worker"
+
+
+class ConsentPurpose(StrEnum):
+    PRIVACY_NOTICE = "privacy_notice"
+    PAYROLL_DEDUCTION = "payroll_deduction"
+    WORKER_ENROLLMENT = "worker_enrollment"
+
+
+class WorkerConsent(StrEnum):
+    """The worker's answer to the consent request, as shown on the enrollment."""
+
+    NOT_REQUESTED = "not_requested"
+    PENDING = "pending"
+    GIVEN = "given"
+    REFUSED = "refused"
+
+
+class EmploymentType(StrEnum):
+    """ASN kind, told apart by the NIP layout (SPEC 3)."""
+
+    PNS = "pns"
+    PPPK = "pppk"

@@ -1,0 +1,102 @@
+"""What channels hand to the engine and what the engine hands back.
+
+Channels translate platform payloads into `InboundEvent` and render `Reply`;
+nothing here knows about a messenger library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from domain.vocabulary import Channel, Language
+
+#: Telegram limits callback_data to 64 bytes; option ids stay well inside it.
+MAX_OPTION_ID_BYTES = 48
+
+
+class EventKind(StrEnum):
+    TEXT = "text"
+    CHOICE = "choice"
+    CONTACT = "contact"
+    PHOTO = "photo"
+    DOCUMENT = "document"
+    COMMAND = "command"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class InboundEvent:
+    """One thing a person sent, in channel-neutral form.
+
+    `update_id` is unique per channel (Telegram update_id, WhatsApp message id,
+    a console counter) and is the dedupe key: the same update twice has one effect.
+    `sender_id` is the channel's id of the person (Telegram user id, WhatsApp
+    wa_id, console user name); replies go back to the same person.
+    """
+
+    channel: Channel
+    sender_id: str
+    update_id: str
+    kind: EventKind
+    received_at: datetime
+    text: str | None = None
+    #: The option id of a pressed button, exactly as the engine issued it.
+    choice_id: str | None = None
+    #: A shared contact's phone number, as the platform sent it.
+    contact_phone: str | None = None
+    #: True when the shared contact is the sender's own (Telegram: contact.user_id == from.id).
+    contact_is_own: bool = False
+    #: A platform file reference (Telegram file_id, WhatsApp media id) for photos/documents.
+    file_ref: str | None = None
+    file_name: str | None = None
+    #: For COMMAND: the command word without the slash, lower case ("start", "help").
+    command: str | None = None
+    command_args: str | None = None
+    display_name: str | None = None
+    #: The platform's language hint (Telegram language_code), used only for new accounts.
+    language_hint: str | None = None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Option:
+    """One choice offered to the user.
+
+    `id` is stable and at most 48 bytes (fits Telegram's 64-byte callback_data);
+    `label` is the text on the button, already translated.
+    """
+
+    id: str
+    label: str
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Reply:
+    """One message to the person who sent the event.
+
+    `options` render as buttons (Telegram inline keyboard) or numbered lines
+    (console). `request_contact` asks for the user's own phone number (Telegram's
+    share-contact keyboard button); channels without it let the user type it.
+    """
+
+    text: str
+    options: tuple[Option, ...] = ()
+    request_contact: bool = False
+
+
+class ConversationEngine(Protocol):
+    """The single entry point every channel calls."""
+
+    async def handle(self, event: InboundEvent) -> Sequence[Reply]:
+        """Apply the event in one transaction and return the replies to send.
+
+        Returns an empty sequence for a replayed update (already processed).
+        """
+        ...
+
+    async def language_of(self, channel: Channel, sender_id: str) -> Language:
+        """The language the person chose (for channel-level texts like command menus)."""
+        ...

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, repositories, migrations and the unit of work."""

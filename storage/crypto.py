@@ -1,0 +1,81 @@
+"""NIK protection at rest (SPEC 7): AES-GCM ciphertext plus a keyed hash for lookups.
+
+One 32-byte master key (settings) is split with HKDF into an encryption key and
+a hashing key, so the hash column cannot be used to test guesses without the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_NONCE_BYTES = 12
+_AAD = b"sertakan:nik:v1"
+
+
+class NikKeyError(ValueError):
+    """The configured NIK key is missing or malformed."""
+
+
+def decode_key(encoded: str) -> bytes:
+    """Decode an urlsafe-base64 32-byte key; raise NikKeyError with a clear reason."""
+    try:
+        raw = base64.urlsafe_b64decode(encoded.strip().encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise NikKeyError("SERTAKAN_NIK_KEY is not valid urlsafe base64") from exc
+    if len(raw) != 32:
+        raise NikKeyError(f"SERTAKAN_NIK_KEY must decode to 32 bytes, got {len(raw)}")
+    return raw
+
+
+def generate_key() -> str:
+    """A new random key in the settings' encoding."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def load_or_create_key_file(path: Path) -> bytes:
+    """Development only: read the key file, creating it (mode 0600) on first use."""
+    if path.exists():
+        return decode_key(path.read_text(encoding="ascii"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(key + "\n")
+    return decode_key(key)
+
+
+class NikCipher:
+    """Encrypts, decrypts and hashes NIKs with keys derived from one master key."""
+
+    __slots__ = ("_aead", "_hash_key")
+
+    def __init__(self, master_key: bytes) -> None:
+        if len(master_key) != 32:
+            raise NikKeyError("the NIK master key must be 32 bytes")
+        self._aead = AESGCM(self._derive(master_key, b"nik-encryption"))
+        self._hash_key = self._derive(master_key, b"nik-lookup-hash")
+
+    @staticmethod
+    def _derive(master_key: bytes, info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master_key)
+
+    def encrypt(self, nik: str) -> bytes:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, nik.encode("ascii"), _AAD)
+
+    def decrypt(self, blob: bytes) -> str:
+        nonce, ciphertext = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
+        return self._aead.decrypt(nonce, ciphertext, _AAD).decode("ascii")
+
+    def lookup_hash(self, nik: str) -> bytes:
+        return hmac.new(self._hash_key, nik.encode("ascii"), hashlib.sha256).digest()
