@@ -43,6 +43,10 @@ class AppSettings(BaseSettings):
     #: The province's time zone (WIB Asia/Jakarta, WITA Asia/Makassar, WIT Asia/Jayapura).
     timezone: str = "Asia/Jakarta"
     log_level: str = "INFO"
+    #: OPD list loaded on the console's first run when the database has none.
+    opd_seed_file: Path = Path("data/opd_bengkulu.csv")
+    #: Inbound update ids are kept this long for deduplication (Meta retries for days).
+    processed_update_retention_days: int = Field(30, ge=8)
 
 
 class DatabaseSettings(BaseSettings):
@@ -65,10 +69,6 @@ class ProgramSettings(BaseSettings):
     max_workers_per_asn: int = Field(5, ge=1)
     #: A flow untouched this long is parked as a draft and offered for resumption.
     draft_idle_minutes: int = Field(30, ge=1)
-    #: Who a refused duplicate enrollment should contact when no PIC is known.
-    helpdesk_contact: str = "PIC OPD Anda atau Dinas Tenaga Kerja Provinsi"
-    #: Where cards are collected (shown in the info menu).
-    province_name: str = "Bengkulu"
 
 
 class TelegramSettings(BaseSettings):

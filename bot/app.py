@@ -1,0 +1,131 @@
+"""The composition root: settings -> logging -> database -> engine -> channels -> scheduler.
+
+Everything is built here, in this order, and passed down; nothing is built by
+an import side effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.settings import Environment, Settings
+from domain.eligibility import AgeBounds
+from domain.tariff import DEFAULT_TARIFF
+from handlers.context import EngineConfig
+from handlers.engine import Engine
+from handlers.i18n import Catalogs
+from storage.crypto import NikCipher, NikKeyError, decode_key, load_or_create_key_file
+from storage.db import create_engine, create_sessionmaker
+from storage.migrate import upgrade_to_head
+from storage.opd_repository import OpdRepository
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class StartupError(RuntimeError):
+    """The configuration cannot work; the message says what to set."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.app.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # aiogram logs update contents at DEBUG; keep personal data out of logs.
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+
+
+def nik_master_key(settings: Settings) -> bytes:
+    """The NIK key from settings; in development a key file is created if none is set."""
+    configured = settings.app.nik_key
+    if configured is not None:
+        try:
+            return decode_key(configured.get_secret_value())
+        except NikKeyError as exc:
+            raise StartupError(str(exc)) from exc
+    if settings.app.env is Environment.PRODUCTION:
+        raise StartupError(
+            "SERTAKAN_NIK_KEY is required in production: NIKs are encrypted with it. "
+            "Generate one with `sertakan key generate` and keep it safe; "
+            "losing it makes stored NIKs unreadable."
+        )
+    return load_or_create_key_file(settings.app.data_dir / "nik.key")
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    program = settings.program
+    if program.min_age > program.max_age:
+        raise StartupError("PROGRAM_MIN_AGE must not be above PROGRAM_MAX_AGE")
+    try:
+        timezone = ZoneInfo(settings.app.timezone)
+    except (KeyError, ValueError) as exc:
+        raise StartupError(f"SERTAKAN_TIMEZONE {settings.app.timezone!r} is unknown") from exc
+    return EngineConfig(
+        age_bounds=AgeBounds(minimum=program.min_age, maximum=program.max_age),
+        max_workers_per_asn=program.max_workers_per_asn,
+        draft_idle=timedelta(minutes=program.draft_idle_minutes),
+        timezone=timezone,
+        default_language=settings.app.default_language,
+        tariff=DEFAULT_TARIFF,
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class Runtime:
+    """Everything a channel needs, built once."""
+
+    settings: Settings
+    db: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    engine: Engine
+    clock: Clock
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+async def build_runtime(
+    settings: Settings, *, clock: Clock = utc_now, migrate: bool | None = None
+) -> Runtime:
+    """Open the database (migrating it when configured) and build the engine."""
+    cipher = NikCipher(nik_master_key(settings))
+    config = engine_config(settings)
+    url = settings.database_url
+    if settings.database.auto_migrate if migrate is None else migrate:
+        await upgrade_to_head(url)
+    db = create_engine(
+        url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, echo=settings.database.echo
+    )
+    sessionmaker = create_sessionmaker(db)
+    engine = Engine(
+        sessionmaker=sessionmaker,
+        cipher=cipher,
+        config=config,
+        catalogs=Catalogs(),
+        clock=clock,
+    )
+    return Runtime(settings=settings, db=db, sessionmaker=sessionmaker, engine=engine, clock=clock)
+
+
+async def seed_opds_if_empty(runtime: Runtime) -> int:
+    """Load the shipped OPD list when the database has none (first console run)."""
+    path = runtime.settings.app.opd_seed_file
+    async with runtime.sessionmaker() as session, session.begin():
+        repo = OpdRepository(session)
+        if await repo.count() > 0 or not path.exists():
+            return 0
+        result = await repo.load_csv(path, now=runtime.clock())
+    log.info("loaded %d OPDs from %s", result.inserted, path)
+    return result.inserted

@@ -1,0 +1,157 @@
+"""`sertakan` command line: run the bot, the console, migrations, OPD data, keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from bot.app import (
+    Runtime,
+    StartupError,
+    build_runtime,
+    configure_logging,
+    seed_opds_if_empty,
+)
+from bot.console import ConsoleChannel
+from bot.settings import Settings, TelegramMode
+from scheduler.runner import build_scheduler
+from storage.crypto import generate_key
+from storage.migrate import upgrade_to_head
+from storage.opd_repository import OpdFileError, OpdRepository
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sertakan",
+        description="SERTAKAN bot: ASN enroll and sponsor vulnerable workers into BPJS "
+        "Ketenagakerjaan. Without a subcommand, `run` is assumed.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser(
+        "run",
+        help="run the bot: Telegram when TELEGRAM_TOKEN is set, otherwise the console",
+    )
+    console = sub.add_parser("console", help="chat with the bot in this terminal")
+    console.add_argument("--user", default="asn", help="simulated user id (default: asn)")
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+    opd = sub.add_parser("opd", help="manage the OPD (agency) list")
+    opd_sub = opd.add_subparsers(dest="opd_command", required=True)
+    load = opd_sub.add_parser("load", help="load or update OPDs from a CSV file (code,name)")
+    load.add_argument("file", type=Path)
+    key = sub.add_parser("key", help="NIK encryption key")
+    key_sub = key.add_subparsers(dest="key_command", required=True)
+    key_sub.add_parser("generate", help="print a new random SERTAKAN_NIK_KEY")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "key":
+        print(generate_key())
+        return 0
+    settings = Settings()
+    configure_logging(settings)
+    try:
+        return asyncio.run(_dispatch(args, settings))
+    except StartupError as exc:
+        print(f"sertakan: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command or "run"
+    if command == "migrate":
+        await upgrade_to_head(settings.database_url)
+        print("database is at the latest schema")
+        return 0
+    if command == "opd":
+        return await _load_opds(settings, args.file)
+    if command == "console" or (command == "run" and settings.telegram.token is None):
+        return await _run_console(settings, user=getattr(args, "user", "asn"))
+    return await _run_telegram(settings)
+
+
+async def _load_opds(settings: Settings, path: Path) -> int:
+    runtime = await build_runtime(settings)
+    try:
+        async with runtime.sessionmaker() as session, session.begin():
+            result = await OpdRepository(session).load_csv(path, now=runtime.clock())
+    except (OpdFileError, OSError) as exc:
+        print(f"sertakan: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await runtime.close()
+    print(
+        f"OPD list loaded: {result.inserted} new, {result.updated} updated, "
+        f"{result.unchanged} unchanged"
+    )
+    return 0
+
+
+async def _run_console(settings: Settings, *, user: str) -> int:
+    runtime = await build_runtime(settings)
+    try:
+        await seed_opds_if_empty(runtime)
+        await ConsoleChannel(runtime.engine, runtime.clock, user=user).run()
+    finally:
+        await runtime.close()
+    return 0
+
+
+async def _run_telegram(settings: Settings) -> int:
+    from aiohttp import web
+
+    from bot.telegram import TelegramChannel
+
+    runtime = await build_runtime(settings)
+    channel = TelegramChannel(runtime.engine, settings.telegram, runtime.clock)
+    scheduler = _scheduler(runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    runner: web.AppRunner | None = None
+    try:
+        await channel.set_commands()
+        scheduler.start()
+        if settings.telegram.mode is TelegramMode.WEBHOOK:
+            app = web.Application()
+            channel.webhook_routes(app)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, settings.web.host, settings.web.port).start()
+            await channel.set_webhook()
+            log.info("webhook server on %s:%s", settings.web.host, settings.web.port)
+            await stop.wait()
+        else:
+            log.info("Telegram long polling started")
+            await channel.run_polling(stop)
+    finally:
+        scheduler.shutdown(wait=False)
+        if runner is not None:
+            await runner.cleanup()
+        await channel.close()
+        await runtime.close()
+    return 0
+
+
+def _scheduler(runtime: Runtime):  # type: ignore[no-untyped-def]
+    settings = runtime.settings
+    return build_scheduler(
+        sessionmaker=runtime.sessionmaker,
+        clock=runtime.clock,
+        processed_update_retention=timedelta(days=settings.app.processed_update_retention_days),
+        timezone=settings.app.timezone,
+    )

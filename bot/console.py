@@ -1,0 +1,131 @@
+"""The console channel: a terminal chat with the engine, for trying the service.
+
+Choices print as numbered options; typing a number presses that button. Lines
+starting with ":" talk to the console itself: ":user NAME" switches the
+simulated person (one for the ASN side, another for the PIC side), ":quit" ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+from domain.vocabulary import Channel
+from handlers.types import ConversationEngine, EventKind, InboundEvent, Option, Reply
+
+ReadLine = Callable[[str], Awaitable[str | None]]
+Write = Callable[[str], None]
+
+HELP = (
+    "Konsol SERTAKAN. Ketik jawaban lalu Enter; ketik nomor untuk memilih tombol.\n"
+    "  :user NAMA   ganti pengguna simulasi (mis. :user pic)\n"
+    "  :quit        keluar\n"
+)
+
+
+async def read_stdin_line(prompt: str) -> str | None:
+    """Read one line from the terminal without blocking the event loop; None at EOF."""
+
+    def _read() -> str | None:
+        try:
+            return input(prompt)
+        except EOFError:
+            return None
+
+    return await asyncio.to_thread(_read)
+
+
+def write_stdout(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+class ConsoleChannel:
+    """Reads lines, builds InboundEvents, prints Replies."""
+
+    def __init__(
+        self,
+        engine: ConversationEngine,
+        clock: Callable[[], datetime],
+        *,
+        user: str = "asn",
+        read_line: ReadLine = read_stdin_line,
+        write: Write = write_stdout,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._read_line = read_line
+        self._write = write
+        self.user = user
+        #: The options of the last question shown, per user, so "2" presses button 2.
+        self._options: dict[str, tuple[Option, ...]] = {}
+
+    def to_event(self, line: str) -> InboundEvent:
+        """The event for one typed line of the current user."""
+        text = line.strip()
+        base: dict[str, object] = {
+            "channel": Channel.CONSOLE,
+            "sender_id": self.user,
+            # Unique across restarts: the dedupe log must never see a console id twice.
+            "update_id": uuid.uuid4().hex,
+            "received_at": self._clock(),
+            "display_name": self.user,
+        }
+        options = self._options.get(self.user, ())
+        if text.isdigit() and 1 <= int(text) <= len(options):
+            return InboundEvent(
+                kind=EventKind.CHOICE, choice_id=options[int(text) - 1].id, **base  # type: ignore[arg-type]
+            )
+        if text.startswith("/") and len(text) > 1:
+            command, _, args = text[1:].partition(" ")
+            return InboundEvent(
+                kind=EventKind.COMMAND,
+                text=text,
+                command=command.lower(),
+                command_args=args.strip() or None,
+                **base,  # type: ignore[arg-type]
+            )
+        return InboundEvent(kind=EventKind.TEXT, text=line, **base)  # type: ignore[arg-type]
+
+    def render(self, replies: Sequence[Reply]) -> None:
+        for reply in replies:
+            self._write(f"\nbot> {reply.text}")
+            for number, option in enumerate(reply.options, start=1):
+                self._write(f"  [{number}] {option.label}")
+            if reply.request_contact:
+                self._write("  (ketik nomor HP Anda / type your phone number)")
+            if reply.options:
+                self._options[self.user] = reply.options
+
+    async def send(self, line: str) -> Sequence[Reply]:
+        """Hand one line to the engine and print the replies."""
+        replies = await self._engine.handle(self.to_event(line))
+        self.render(replies)
+        return replies
+
+    async def run(self) -> None:
+        """The interactive loop; starts with /start so the menu shows."""
+        self._write(HELP)
+        await self.send("/start")
+        while True:
+            line = await self._read_line(f"\n{self.user}> ")
+            if line is None:
+                return
+            stripped = line.strip()
+            if stripped in (":quit", ":q", ":exit"):
+                return
+            if stripped.startswith(":user"):
+                name = stripped[len(":user") :].strip()
+                if not name:
+                    self._write(f"Pengguna saat ini: {self.user}")
+                    continue
+                self.user = name
+                self._write(f"Sekarang Anda adalah pengguna '{name}'.")
+                await self.send("/menu")
+                continue
+            if not stripped:
+                continue
+            await self.send(line)

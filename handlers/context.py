@@ -1,0 +1,105 @@
+"""Everything a step may use while handling one event, bound to its transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.eligibility import AgeBounds
+from domain.tariff import TariffTable
+from domain.vocabulary import Language
+from handlers.i18n import Translator
+from handlers.types import InboundEvent, Option
+from storage.crypto import NikCipher
+from storage.models import Asn, ChannelAccount
+from storage.opd_repository import OpdRepository
+from storage.repositories import (
+    AsnRepository,
+    ConsentRepository,
+    SponsorshipRepository,
+    WorkerRepository,
+)
+
+#: Options whose id starts with this work at any time (menus); others are tagged
+#: with the question's version and go stale when the question changes.
+GLOBAL_PREFIX = "g:"
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class EngineConfig:
+    """Program settings the flows need; built from bot settings in the composition root."""
+
+    age_bounds: AgeBounds
+    max_workers_per_asn: int
+    draft_idle: timedelta
+    timezone: ZoneInfo
+    default_language: Language
+    tariff: TariffTable
+    #: Longest typed answer accepted anywhere; longer input is refused with its length.
+    max_input_chars: int = 300
+
+
+@dataclasses.dataclass(slots=True)
+class State:
+    """The working copy of the conversation row for this event."""
+
+    flow: str | None
+    step: str | None
+    data: dict[str, Any]
+    history: list[str]
+    draft: dict[str, Any] | None
+    version: int
+
+
+class Repositories:
+    """The repositories of one unit of work."""
+
+    def __init__(self, session: AsyncSession, cipher: NikCipher) -> None:
+        self.session = session
+        self.asns = AsnRepository(session)
+        self.workers = WorkerRepository(session, cipher)
+        self.sponsorships = SponsorshipRepository(session)
+        self.consents = ConsentRepository(session)
+        self.opds = OpdRepository(session)
+
+
+@dataclasses.dataclass(slots=True)
+class Context:
+    event: InboundEvent
+    now: datetime
+    config: EngineConfig
+    t: Translator
+    account: ChannelAccount
+    state: State
+    repo: Repositories
+    cipher: NikCipher
+    _asn: Asn | None = None
+    _asn_loaded: bool = False
+
+    @property
+    def today(self) -> date:
+        """The date in the province's time zone (rules are about local days)."""
+        return self.now.astimezone(self.config.timezone).date()
+
+    async def asn(self) -> Asn | None:
+        """The registered ASN behind this account, if any (loaded once per event)."""
+        if not self._asn_loaded:
+            self._asn = await self.repo.asns.by_account(self.account.id)
+            self._asn_loaded = True
+        return self._asn
+
+    def forget_asn(self) -> None:
+        self._asn_loaded = False
+
+    def option(self, key: str, label: str) -> Option:
+        """An answer option of the current question, tagged so stale buttons are recognised."""
+        return Option(id=f"{self.state.version}:{key}", label=label)
+
+    @staticmethod
+    def global_option(key: str, label: str) -> Option:
+        """A menu option that is valid at any time."""
+        return Option(id=GLOBAL_PREFIX + key, label=label)

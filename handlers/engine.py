@@ -1,0 +1,460 @@
+"""The conversation engine: one inbound event, one transaction, a list of replies.
+
+For every event: take the sender's in-process lock (updates of one person run
+in order even when the transport delivers them concurrently), open a
+transaction, claim the update id (a replay has no effect), load and lock the
+conversation row, apply the event, write the new state, commit, and only then
+return the replies for the channel to send. Nothing about a conversation lives
+only in memory, so a restart resumes at the same step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.vocabulary import Channel, Language
+from handlers import menus
+from handlers.context import GLOBAL_PREFIX, Context, EngineConfig, Repositories, State
+from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome
+from handlers.flows.enrollment import EnrollmentFlow
+from handlers.flows.registration import RegistrationFlow
+from handlers.i18n import Catalogs
+from handlers.types import EventKind, InboundEvent, Reply
+from storage.crypto import NikCipher
+from storage.repositories import Accounts, Conversations, UpdateLog
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: Slash commands (Telegram) and their actions.
+COMMANDS = {
+    "start": "start",
+    "menu": "menu",
+    "daftar": "enroll",
+    "pekerja": "workers",
+    "info": "info",
+    "bantuan": "help",
+    "help": "help",
+    "batal": "cancel",
+    "cancel": "cancel",
+    "kembali": "back",
+    "back": "back",
+    "bahasa": "language",
+    "language": "language",
+}
+#: Words that act at any step (SPEC 4: batal, menu, bantuan; plus kembali).
+FLOW_WORDS = {
+    "batal": "cancel",
+    "cancel": "cancel",
+    "menu": "menu",
+    "bantuan": "help",
+    "help": "help",
+    "kembali": "back",
+    "back": "back",
+}
+#: Extra words understood when no flow is running (WhatsApp users type words, not commands).
+IDLE_WORDS = {
+    **FLOW_WORDS,
+    "daftar": "enroll",
+    "pekerja": "workers",
+    "info": "info",
+    "bahasa": "language",
+    "language": "language",
+    "mulai": "start",
+    "start": "start",
+}
+
+_NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
+
+
+def _normalise(text: str) -> str:
+    return _NON_WORD.sub(" ", text.casefold()).strip()
+
+
+class _KeyedLocks:
+    """One asyncio.Lock per sender, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[Channel, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: tuple[Channel, str]) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Engine:
+    """Implements `handlers.types.ConversationEngine`."""
+
+    def __init__(
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        cipher: NikCipher,
+        config: EngineConfig,
+        catalogs: Catalogs,
+        clock: Clock,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._cipher = cipher
+        self._config = config
+        self._catalogs = catalogs
+        self._clock = clock
+        self._locks = _KeyedLocks()
+        self._flows: dict[str, Flow] = {
+            flow.name: flow for flow in (RegistrationFlow(), EnrollmentFlow())
+        }
+
+    async def language_of(self, channel: Channel, sender_id: str) -> Language:
+        async with self._sessionmaker() as session:
+            account = await Accounts(session).find(channel, sender_id)
+        return account.language if account else self._config.default_language
+
+    async def handle(self, event: InboundEvent) -> Sequence[Reply]:
+        async with (
+            self._locks.hold((event.channel, event.sender_id)),
+            self._sessionmaker() as session,
+            session.begin(),
+        ):
+            now = self._clock()
+            if not await UpdateLog(session).claim(event.channel, event.update_id, now):
+                log.info("replayed update %s/%s ignored", event.channel, event.update_id)
+                return []
+            replies = await self._apply(session, event, now)
+        return replies
+
+    # -- one event -----------------------------------------------------------------
+
+    async def _apply(self, session: AsyncSession, event: InboundEvent, now: datetime) -> list[Reply]:
+        language = self._config.default_language
+        if event.language_hint and event.language_hint.lower().startswith("en"):
+            language = Language.ENGLISH
+        account = await Accounts(session).get_or_create(
+            event.channel,
+            event.sender_id,
+            language=language,
+            display_name=event.display_name,
+            now=now,
+        )
+        conversation = await Conversations(session).load_for_update(account.id, now)
+        idle_since = conversation.updated_at
+        state = State(
+            flow=conversation.flow,
+            step=conversation.step,
+            data=dict(conversation.data or {}),
+            history=list(conversation.history or []),
+            draft=dict(conversation.draft) if conversation.draft else None,
+            version=conversation.version,
+        )
+        ctx = Context(
+            event=event,
+            now=now,
+            config=self._config,
+            t=self._catalogs.translator(account.language),
+            account=account,
+            state=state,
+            repo=Repositories(session, self._cipher),
+            cipher=self._cipher,
+        )
+        replies = await self._route(ctx, idle_since)
+        conversation.flow = state.flow
+        conversation.step = state.step
+        conversation.data = state.data
+        conversation.history = state.history
+        conversation.draft = state.draft
+        conversation.version = state.version
+        conversation.updated_at = now
+        log.debug(
+            "update %s/%s -> flow=%s step=%s v%s",
+            event.channel,
+            event.update_id,
+            state.flow,
+            state.step,
+            state.version,
+        )
+        return replies
+
+    async def _route(self, ctx: Context, idle_since: datetime) -> list[Reply]:
+        event, state = ctx.event, ctx.state
+
+        if event.kind is EventKind.COMMAND:
+            action = COMMANDS.get((event.command or "").lower())
+            if action is None:
+                notice = ctx.t("input.unknown_command", command=f"/{event.command}")
+                return [Reply(notice), *await self._reask_or_menu(ctx)]
+            return await self._global(ctx, action)
+
+        if event.kind is EventKind.CHOICE and (event.choice_id or "").startswith(GLOBAL_PREFIX):
+            return await self._global(ctx, (event.choice_id or "")[len(GLOBAL_PREFIX) :])
+
+        if event.kind is EventKind.TEXT:
+            text = (event.text or "").strip()
+            if len(text) > ctx.config.max_input_chars:
+                notice = ctx.t(
+                    "input.too_long",
+                    length=ctx.t.number(len(text)),
+                    limit=ctx.t.number(ctx.config.max_input_chars),
+                )
+                return [Reply(notice), *await self._reask_or_menu(ctx)]
+            words = FLOW_WORDS if state.flow else IDLE_WORDS
+            action = words.get(_normalise(text))
+            if action is not None:
+                return await self._global(ctx, action)
+
+        flow = self._flows.get(state.flow) if state.flow else None
+        if flow is None or state.step is None or not flow.has_step(state.step):
+            state.flow = state.step = None
+            return await self._idle_input(ctx)
+
+        fresh_choice = (
+            event.kind is EventKind.CHOICE
+            and (event.choice_id or "").split(":", 1)[0] == str(state.version)
+        )
+        if ctx.now - idle_since > ctx.config.draft_idle and not fresh_choice:
+            self._park(ctx, flow)
+            return [menus.resume_offer(ctx, self._draft_title(ctx))]
+
+        return await self._answer(ctx, flow, event)
+
+    async def _answer(self, ctx: Context, flow: Flow, event: InboundEvent) -> list[Reply]:
+        state = ctx.state
+        assert state.step is not None
+        step = flow.step(state.step)
+        question = await step.ask(ctx)
+        options = question[-1].options if question else ()
+        keys = {opt.id.split(":", 1)[1]: opt for opt in options if ":" in opt.id}
+
+        answer: Answer
+        if event.kind is EventKind.CHOICE:
+            version, _, key = (event.choice_id or "").partition(":")
+            if version != str(state.version) or key not in keys:
+                return [Reply(ctx.t("input.stale_button")), *question]
+            answer = Answer(kind=EventKind.CHOICE, choice=key)
+        elif event.kind is EventKind.TEXT:
+            text = (event.text or "").strip()
+            if not text:
+                return [Reply(ctx.t("input.empty")), *question]
+            choice = _match_option(text, options)
+            if choice is None and options and not step.free_text:
+                return [Reply(ctx.t("input.choose_option")), *question]
+            answer = Answer(kind=EventKind.TEXT, text=text, choice=choice)
+        elif event.kind is EventKind.CONTACT:
+            answer = Answer(
+                kind=EventKind.CONTACT,
+                contact_phone=event.contact_phone,
+                contact_is_own=event.contact_is_own,
+            )
+        elif event.kind in (EventKind.PHOTO, EventKind.DOCUMENT):
+            return [Reply(ctx.t("input.file_not_needed")), *question]
+        else:
+            return [Reply(ctx.t("input.unsupported")), *question]
+
+        outcome = await step.handle(ctx, answer)
+        return await self._apply_outcome(ctx, flow, outcome)
+
+    async def _apply_outcome(self, ctx: Context, flow: Flow, outcome: Outcome) -> list[Reply]:
+        state = ctx.state
+        assert state.step is not None
+        if isinstance(outcome, Invalid):
+            return [Reply(outcome.message), *await flow.step(state.step).ask(ctx)]
+        if isinstance(outcome, Done):
+            self._end_flow(ctx)
+            replies = list(outcome.replies)
+            if outcome.show_menu:
+                replies.append(await menus.main_menu(ctx))
+            return replies
+        if isinstance(outcome, Goto):
+            target: str | None = outcome.step
+        else:
+            target = "summary" if state.data.get("_editing") else flow.after(state.step, ctx)
+        if target is None:
+            raise RuntimeError(f"flow {flow.name} ran past its last step {state.step}")
+        if target == "summary":
+            state.data.pop("_editing", None)
+        if target != state.step:
+            state.history.append(state.step)
+        self._enter(ctx, target)
+        replies = [Reply(outcome.notice)] if outcome.notice else []
+        return replies + await flow.step(target).ask(ctx)
+
+    # -- flow state ------------------------------------------------------------------
+
+    def _enter(self, ctx: Context, step: str) -> None:
+        ctx.state.step = step
+        ctx.state.version += 1
+
+    def _end_flow(self, ctx: Context) -> None:
+        state = ctx.state
+        state.flow = state.step = None
+        state.data = {}
+        state.history = []
+        state.version += 1
+
+    def _park(self, ctx: Context, flow: Flow) -> None:
+        """Keep the running flow as the draft (when anything was answered) and leave it."""
+        state = ctx.state
+        if any(not key.startswith("_") for key in state.data):
+            state.draft = {
+                "flow": flow.name,
+                "step": state.step,
+                "data": state.data,
+                "history": state.history,
+            }
+        self._end_flow(ctx)
+
+    def _draft_title(self, ctx: Context) -> str:
+        draft = ctx.state.draft or {}
+        flow = self._flows.get(str(draft.get("flow")))
+        return ctx.t(flow.title_key) if flow else ""
+
+    async def _start_flow(self, ctx: Context, name: str) -> list[Reply]:
+        flow = self._flows[name]
+        state = ctx.state
+        if state.flow == name and state.step:
+            return [Reply(ctx.t("flow.already_running")), *await flow.step(state.step).ask(ctx)]
+        if state.flow:
+            self._park(ctx, self._flows[state.flow])
+        refusal = await flow.can_start(ctx)
+        if refusal is not None:
+            return [Reply(refusal), await menus.main_menu(ctx)]
+        if state.draft and state.draft.get("flow") == name:
+            return [menus.draft_choice(ctx, ctx.t(flow.title_key), name)]
+        state.flow = name
+        state.data = dict(flow.initial_data(ctx))
+        state.history = []
+        first = flow.first if flow.steps[0].applies(ctx) else flow.after(flow.first, ctx)
+        assert first is not None
+        self._enter(ctx, first)
+        return await flow.step(first).ask(ctx)
+
+    async def _resume(self, ctx: Context) -> list[Reply]:
+        state = ctx.state
+        draft = state.draft
+        flow = self._flows.get(str(draft.get("flow"))) if draft else None
+        if draft is None or flow is None or not flow.has_step(str(draft.get("step"))):
+            state.draft = None
+            return [Reply(ctx.t("draft.none")), await menus.main_menu(ctx)]
+        if state.flow:
+            if state.flow == flow.name:
+                assert state.step is not None
+                return await flow.step(state.step).ask(ctx)
+            self._park(ctx, self._flows[state.flow])
+        state.flow = flow.name
+        state.data = dict(draft.get("data") or {})
+        state.history = list(draft.get("history") or [])
+        state.draft = None
+        self._enter(ctx, str(draft["step"]))
+        notice = Reply(ctx.t("draft.resumed", title=ctx.t(flow.title_key)))
+        return [notice, *await flow.step(str(draft["step"])).ask(ctx)]
+
+    async def _reask_or_menu(self, ctx: Context) -> list[Reply]:
+        flow = self._flows.get(ctx.state.flow) if ctx.state.flow else None
+        if flow is not None and ctx.state.step and flow.has_step(ctx.state.step):
+            return await flow.step(ctx.state.step).ask(ctx)
+        return [await menus.main_menu(ctx)]
+
+    async def _idle_input(self, ctx: Context) -> list[Reply]:
+        """Input outside any flow: greet and show the menu (with the draft offer)."""
+        event = ctx.event
+        if event.kind is EventKind.CHOICE:
+            return [Reply(ctx.t("input.stale_button")), await menus.main_menu(ctx)]
+        if event.kind is EventKind.UNSUPPORTED:
+            return [Reply(ctx.t("input.unsupported")), await menus.main_menu(ctx)]
+        return [Reply(ctx.t("menu.greeting")), await menus.main_menu(ctx)]
+
+    # -- global actions ----------------------------------------------------------------
+
+    async def _global(self, ctx: Context, action: str) -> list[Reply]:
+        state = ctx.state
+        flow = self._flows.get(state.flow) if state.flow else None
+        head, _, arg = action.partition(":")
+        if head == "start":
+            if flow is not None:
+                self._park(ctx, flow)
+            return [Reply(ctx.t("menu.welcome")), await menus.main_menu(ctx)]
+        if head == "menu":
+            if flow is not None:
+                self._park(ctx, flow)
+            return [await menus.main_menu(ctx)]
+        if head == "cancel":
+            if flow is None:
+                return [Reply(ctx.t("flow.nothing_to_cancel")), await menus.main_menu(ctx)]
+            had_answers = any(not key.startswith("_") for key in state.data)
+            self._park(ctx, flow)
+            key = "flow.cancelled_kept" if had_answers else "flow.cancelled"
+            return [Reply(ctx.t(key)), await menus.main_menu(ctx)]
+        if head == "help":
+            if flow is not None and state.step:
+                step = flow.step(state.step)
+                return [Reply(ctx.t(step.help_key)), *await step.ask(ctx)]
+            return [Reply(ctx.t("help.general")), await menus.main_menu(ctx)]
+        if head == "back":
+            if flow is None:
+                return [await menus.main_menu(ctx)]
+            if not state.history:
+                return [Reply(ctx.t("flow.at_first_step")), *await self._reask_or_menu(ctx)]
+            self._enter(ctx, state.history.pop())
+            state.data.pop("_editing", None)
+            assert state.step is not None
+            return await flow.step(state.step).ask(ctx)
+        if head == "register":
+            if await ctx.asn() is not None:
+                return [Reply(ctx.t("registration.already_registered")), await menus.main_menu(ctx)]
+            return await self._start_flow(ctx, RegistrationFlow.name)
+        if head == "enroll":
+            if await ctx.asn() is None:
+                notice = Reply(ctx.t("enroll.register_first"))
+                return [notice, *await self._start_flow(ctx, RegistrationFlow.name)]
+            return await self._start_flow(ctx, EnrollmentFlow.name)
+        if head == "resume":
+            return await self._resume(ctx)
+        if head == "fresh" and arg in self._flows:
+            state.draft = None
+            return await self._start_flow(ctx, arg)
+        if flow is not None:
+            self._park(ctx, flow)
+        if head == "workers":
+            return await menus.my_workers(ctx)
+        if head == "info":
+            return [menus.info(ctx, arg or None)]
+        if head == "language":
+            if arg in {lang.value for lang in Language}:
+                ctx.account.language = Language(arg)
+                ctx.t = self._catalogs.translator(ctx.account.language)
+                return [Reply(ctx.t("language.changed")), await menus.main_menu(ctx)]
+            return [menus.language_menu(ctx)]
+        if head == "helpmenu":
+            return [Reply(ctx.t("help.general")), await menus.main_menu(ctx)]
+        return [Reply(ctx.t("input.stale_button")), await menus.main_menu(ctx)]
+
+
+def _match_option(text: str, options: Sequence[Any]) -> str | None:
+    """The key of the option the typed text names: its number, its label or its key."""
+    wanted = _normalise(text)
+    if wanted.isdigit() and 1 <= int(wanted) <= len(options):
+        option_id = str(options[int(wanted) - 1].id)
+        return option_id.split(":", 1)[1] if ":" in option_id else None
+    for option in options:
+        _, _, key = str(option.id).partition(":")
+        if wanted and (wanted == _normalise(str(option.label)) or wanted == _normalise(key)):
+            return key
+    return None
+

@@ -1,0 +1,123 @@
+"""The building blocks of a conversation: steps, flows and what a step decides.
+
+A flow is an ordered list of steps. The engine asks a step's question, turns the
+person's next event into an `Answer`, and lets the step decide an `Outcome`:
+stay with a specific complaint (`Invalid`), move on (`Next` / `Goto`), or end
+(`Done`). Steps never send anything themselves and never commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from handlers.types import EventKind, Reply
+
+if TYPE_CHECKING:
+    from handlers.context import Context
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Answer:
+    """The person's input for the current question, normalised by the engine."""
+
+    kind: EventKind
+    #: Typed text, stripped (None for a pressed button or a shared contact).
+    text: str | None = None
+    #: The key of the current question's option that was pressed or typed.
+    choice: str | None = None
+    contact_phone: str | None = None
+    contact_is_own: bool = False
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Invalid:
+    """The answer is not acceptable: say why, then ask the same question again."""
+
+    message: str
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Next:
+    """Accepted: go to the flow's next step (or back to the summary when editing)."""
+
+    notice: str | None = None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Goto:
+    """Accepted: go to a named step of the same flow."""
+
+    step: str
+    notice: str | None = None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Done:
+    """The flow ends: send these replies, then the main menu unless told otherwise."""
+
+    replies: Sequence[Reply]
+    show_menu: bool = True
+    #: Keep no draft of the finished flow.
+
+
+Outcome = Invalid | Next | Goto | Done
+
+
+class Step:
+    """One question of a flow. Subclasses set `name` and `help_key` and implement both methods."""
+
+    name: ClassVar[str]
+    help_key: ClassVar[str]
+    #: False when only the offered options are valid answers (text must match one).
+    free_text: ClassVar[bool] = True
+
+    def applies(self, ctx: Context) -> bool:
+        """False to skip this step (e.g. the payroll statement for other plans)."""
+        return True
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        """The question (the last reply carries its options); deterministic from the state."""
+        raise NotImplementedError
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        """Decide what the answer means."""
+        raise NotImplementedError
+
+
+class Flow:
+    """An ordered set of steps with a name stored in the conversation row."""
+
+    name: ClassVar[str]
+    #: Catalogue key of the flow's title ("continue: <title>").
+    title_key: ClassVar[str]
+    steps: tuple[Step, ...]
+
+    def __init__(self) -> None:
+        self._by_name = {step.name: step for step in self.steps}
+
+    @property
+    def first(self) -> str:
+        return self.steps[0].name
+
+    def step(self, name: str) -> Step:
+        return self._by_name[name]
+
+    def has_step(self, name: str) -> bool:
+        return name in self._by_name
+
+    def after(self, name: str, ctx: Context) -> str | None:
+        """The next applicable step after `name`, or None at the end."""
+        names = [s.name for s in self.steps]
+        for step in self.steps[names.index(name) + 1 :]:
+            if step.applies(ctx):
+                return step.name
+        return None
+
+    async def can_start(self, ctx: Context) -> str | None:
+        """A message explaining why the flow cannot start now, or None."""
+        return None
+
+    def initial_data(self, ctx: Context) -> dict[str, object]:
+        return {}

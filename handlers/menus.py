@@ -1,0 +1,118 @@
+"""Menus and read-only views: main menu, info pages, language, help, my workers."""
+
+from __future__ import annotations
+
+from domain.months import add_months
+from domain.tariff import LOWEST_INCOME_BRACKET
+from domain.vocabulary import Language, PaymentPlan
+from handlers.context import Context
+from handlers.types import Option, Reply
+
+INFO_TOPICS = ("dues", "benefits", "how")
+
+
+async def main_menu(ctx: Context) -> Reply:
+    """The main menu, adapted to whether the person is a registered ASN and has a draft."""
+    t = ctx.t
+    options: list[Option] = []
+    draft = ctx.state.draft
+    if draft:
+        title = t(f"flow.title.{draft.get('flow')}")
+        options.append(ctx.global_option("resume", t("menu.resume", title=title)))
+    if await ctx.asn() is None:
+        options.append(ctx.global_option("register", t("menu.register")))
+    else:
+        options.append(ctx.global_option("enroll", t("menu.enroll")))
+        options.append(ctx.global_option("workers", t("menu.workers")))
+    options.append(ctx.global_option("info", t("menu.info")))
+    options.append(ctx.global_option("helpmenu", t("menu.help")))
+    options.append(ctx.global_option("language", t("menu.language")))
+    return Reply(t("menu.title"), options=tuple(options))
+
+
+def resume_offer(ctx: Context, title: str) -> Reply:
+    """After a long pause: offer to continue the parked flow."""
+    return Reply(
+        ctx.t("draft.idle_offer", title=title),
+        options=(
+            ctx.global_option("resume", ctx.t("draft.continue")),
+            ctx.global_option("menu", ctx.t("draft.to_menu")),
+        ),
+    )
+
+
+def draft_choice(ctx: Context, title: str, flow: str) -> Reply:
+    """Starting a flow that has a draft: continue it or start again."""
+    return Reply(
+        ctx.t("draft.exists", title=title),
+        options=(
+            ctx.global_option("resume", ctx.t("draft.continue")),
+            ctx.global_option(f"fresh:{flow}", ctx.t("draft.start_fresh")),
+        ),
+    )
+
+
+def language_menu(ctx: Context) -> Reply:
+    return Reply(
+        ctx.t("language.choose"),
+        options=(
+            ctx.global_option(f"language:{Language.INDONESIAN.value}", "Bahasa Indonesia"),
+            ctx.global_option(f"language:{Language.ENGLISH.value}", "English"),
+        ),
+    )
+
+
+def info(ctx: Context, topic: str | None) -> Reply:
+    """The info menu, or one of its pages (texts live in the catalogue)."""
+    t = ctx.t
+    topic_options = tuple(
+        ctx.global_option(f"info:{name}", t(f"info.menu.{name}")) for name in INFO_TOPICS
+    ) + (ctx.global_option("menu", t("menu.back_to_menu")),)
+    if topic not in INFO_TOPICS:
+        return Reply(t("info.title"), options=topic_options)
+    if topic == "dues":
+        month = add_months(ctx.today.replace(day=1), 1)
+        dues = ctx.config.tariff.monthly_dues(month)
+        text = t(
+            "info.dues",
+            income=t.money(LOWEST_INCOME_BRACKET),
+            jkk=t.money(dues.jkk),
+            jkm=t.money(dues.jkm),
+            monthly=t.money(dues.total),
+            quarterly=t.money(ctx.config.tariff.plan_amount(PaymentPlan.QUARTERLY, month)),
+        )
+    else:
+        text = t(f"info.{topic}")
+    return Reply(text, options=topic_options)
+
+
+async def my_workers(ctx: Context) -> list[Reply]:
+    """SPEC 4.3: the ASN's workers with status, next due date and amount."""
+    t = ctx.t
+    asn = await ctx.asn()
+    if asn is None:
+        return [Reply(t("workers.not_registered")), await main_menu(ctx)]
+    sponsorships = await ctx.repo.sponsorships.list_for_asn(asn.id)
+    if not sponsorships:
+        return [Reply(t("workers.none")), await main_menu(ctx)]
+    lines = [t("workers.title", count=len(sponsorships))]
+    for index, sponsorship in enumerate(sponsorships, start=1):
+        worker = sponsorship.worker
+        due = sponsorship.first_month.replace(day=15)
+        amount = ctx.config.tariff.plan_amount(sponsorship.plan, sponsorship.first_month)
+        lines.append(
+            t(
+                "workers.line",
+                index=index,
+                name=worker.full_name,
+                nik=worker.nik_masked,
+                occupation=t(f"occupation.{sponsorship.occupation.value}"),
+                status=t(f"status.{sponsorship.status.value}"),
+                consent=t(f"consent.{sponsorship.worker_consent.value}"),
+                plan=t(f"plan.{sponsorship.plan.value}"),
+                first_month=t.month(sponsorship.first_month),
+                due=t.date(due),
+                amount=t.money(amount),
+            )
+        )
+    return [Reply("\n\n".join(lines)), await main_menu(ctx)]

@@ -1,0 +1,84 @@
+"""Parsing of typed answers that are not program rules: names, places, dates."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from enum import StrEnum
+
+NAME_MAX = 100
+PLACE_MAX = 80
+
+_SPACES = re.compile(r"\s+")
+_NAME_ALLOWED = re.compile(r"^[^\W\d_]+(?:[ '.,\-][^\W\d_]*)*\.?$", re.UNICODE)
+_MONTHS = {
+    # Indonesian and English month names and common abbreviations.
+    **{m: i for i, m in enumerate(
+        ["januari", "februari", "maret", "april", "mei", "juni", "juli", "agustus",
+         "september", "oktober", "november", "desember"], start=1)},
+    **{m: i for i, m in enumerate(
+        ["january", "february", "march", "april", "may", "june", "july", "august",
+         "september", "october", "november", "december"], start=1)},
+    **{m: i for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "mei", "jun", "jul", "agu", "sep", "okt", "nov", "des"],
+        start=1)},
+    "agt": 8, "aug": 8, "oct": 10, "dec": 12, "may": 5,
+}  # fmt: skip
+
+
+class TextProblem(StrEnum):
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    HAS_DIGITS = "has_digits"
+    BAD_CHARACTERS = "bad_characters"
+    NO_LETTERS = "no_letters"
+
+
+class DateProblem(StrEnum):
+    FORMAT = "format"
+    IMPOSSIBLE = "impossible"
+
+
+def clean_spaces(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def parse_person_name(text: str) -> str | TextProblem:
+    """A name as on the KTP: letters with spaces, apostrophes, dots, commas, hyphens."""
+    name = clean_spaces(text)
+    if len(name) < 2:
+        return TextProblem.TOO_SHORT
+    if len(name) > NAME_MAX:
+        return TextProblem.TOO_LONG
+    if any(ch.isdigit() for ch in name):
+        return TextProblem.HAS_DIGITS
+    if not _NAME_ALLOWED.match(name):
+        return TextProblem.BAD_CHARACTERS
+    return name
+
+
+def parse_place(text: str) -> str | TextProblem:
+    """A village or district name: 2-80 characters with at least one letter."""
+    place = clean_spaces(text)
+    if len(place) < 2:
+        return TextProblem.TOO_SHORT
+    if len(place) > PLACE_MAX:
+        return TextProblem.TOO_LONG
+    if not any(ch.isalpha() for ch in place):
+        return TextProblem.NO_LETTERS
+    return place
+
+
+def parse_day(text: str) -> date | DateProblem:
+    """A typed date: 12-05-1980, 12/05/1980, 12.05.1980, 12 05 1980, 12 Mei 1980, 12 May 1980."""
+    parts = [p for p in re.split(r"[\s/.\-,]+", text.strip().casefold()) if p]
+    if len(parts) != 3:
+        return DateProblem.FORMAT
+    day_s, month_s, year_s = parts
+    month = int(month_s) if month_s.isdigit() else _MONTHS.get(month_s)
+    if not (day_s.isdigit() and year_s.isdigit() and len(year_s) == 4) or month is None:
+        return DateProblem.FORMAT
+    try:
+        return date(int(year_s), month, int(day_s))
+    except ValueError:
+        return DateProblem.IMPOSSIBLE
