@@ -447,14 +447,19 @@ class Engine:
 
 
 def _match_option(text: str, options: Sequence[Any]) -> str | None:
-    """The key of the option the typed text names: its number, its label or its key."""
-    wanted = _normalise(text)
-    if wanted.isdigit() and 1 <= int(wanted) <= len(options):
-        option_id = str(options[int(wanted) - 1].id)
-        return option_id.split(":", 1)[1] if ":" in option_id else None
-    for option in options:
-        _, _, key = str(option.id).partition(":")
-        if wanted and (wanted == _normalise(str(option.label)) or wanted == _normalise(key)):
-            return key
-    return None
+    """The key of the option the typed text names.
 
+    Accepted: the option's number, its whole label, its key, or the first words
+    of exactly one label ("lewati" for "Lewati (tidak punya HP)").
+    """
+    wanted = _normalise(text)
+    if not wanted:
+        return None
+    keyed = [(str(o.id).partition(":")[2], _normalise(str(o.label))) for o in options]
+    if wanted.isdigit() and 1 <= int(wanted) <= len(keyed):
+        return keyed[int(wanted) - 1][0] or None
+    for key, label in keyed:
+        if key and wanted in (label, _normalise(key)):
+            return key
+    prefixed = [key for key, label in keyed if key and label.startswith(wanted + " ")]
+    return prefixed[0] if len(prefixed) == 1 else None

@@ -1,0 +1,640 @@
+"""The Telegram channel: Bot API updates in, `InboundEvent`; `Reply`, Bot API calls out.
+
+Two ways in, both confirming an update only after the engine's transaction committed:
+
+- long polling (`TelegramChannel.run_polling`), our own loop over `getUpdates`,
+  because aiogram's `Dispatcher.start_polling` advances the offset as soon as it
+  yields an update and swallows handler errors (a failed update would be lost);
+- a webhook (`TelegramChannel.webhook_routes`) that answers 200 only after the
+  engine returned, so Telegram redelivers when our transaction failed.
+
+Privacy (SPEC 7): logs name updates by id and errors by type; they never carry
+message text, phone numbers or callback data, which may hold a NIK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramRetryAfter,
+    TelegramUnauthorizedError,
+)
+from aiogram.methods import AnswerCallbackQuery, EditMessageReplyMarkup, SendMessage
+from aiogram.methods.base import TelegramMethod
+from aiogram.types import (
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    Update,
+    User,
+)
+from aiohttp import web
+from pydantic import ValidationError
+
+from bot.settings import TelegramSettings
+from domain.vocabulary import Channel, Language
+from handlers.types import ConversationEngine, EventKind, InboundEvent, Option, Reply
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: The update kinds the engine understands; everything else is not even fetched.
+ALLOWED_UPDATES: Final = ["message", "callback_query"]
+#: Telegram's limit for one message's text (counted in UTF-16 code units).
+MAX_TEXT_LENGTH: Final = 4096
+#: Telegram's limit for callback_data.
+MAX_CALLBACK_DATA_BYTES: Final = 64
+#: Telegram has no documented button-label limit but cuts long labels on phones.
+MAX_BUTTON_LABEL: Final = 64
+#: Header Telegram sends with the secret given to setWebhook.
+SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
+
+#: Channel chrome, not conversation text: the label of the share-my-number button.
+_CONTACT_BUTTON_LABEL: Final[dict[Language, str]] = {
+    Language.INDONESIAN: "📱 Bagikan nomor HP saya",
+    Language.ENGLISH: "📱 Share my phone number",
+}
+
+#: The command menu per language. Names are Telegram's [a-z0-9_]; the Indonesian
+#: menu offers the Indonesian words, the English one help/cancel. All are understood
+#: in both languages by the engine.
+_COMMANDS: Final[dict[Language, tuple[tuple[str, str], ...]]] = {
+    Language.INDONESIAN: (
+        ("start", "Mulai"),
+        ("menu", "Menu utama"),
+        ("daftar", "Daftarkan pekerja"),
+        ("pekerja", "Pekerja saya"),
+        ("info", "Informasi program"),
+        ("bantuan", "Bantuan untuk langkah ini"),
+        ("batal", "Batalkan proses ini"),
+        ("kembali", "Kembali ke langkah sebelumnya"),
+        ("bahasa", "Ganti bahasa"),
+    ),
+    Language.ENGLISH: (
+        ("start", "Start"),
+        ("menu", "Main menu"),
+        ("daftar", "Enroll a worker"),
+        ("pekerja", "My workers"),
+        ("info", "About the programme"),
+        ("help", "Help for this step"),
+        ("cancel", "Cancel this process"),
+        ("kembali", "Back to the previous step"),
+        ("bahasa", "Change language"),
+    ),
+}
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class OutboundMessage:
+    """One `sendMessage` call: plain text (no parse mode) and an optional keyboard."""
+
+    text: str
+    reply_markup: InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None = None
+
+
+def utf16_length(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units; an emoji counts 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def split_text(text: str, limit: int = MAX_TEXT_LENGTH) -> list[str]:
+    """Split `text` into chunks of at most `limit` UTF-16 units, on line boundaries.
+
+    A single line longer than `limit` is cut at its last space inside the limit,
+    or hard at the limit when it has none.
+    """
+    if utf16_length(text) <= limit:
+        return [text]
+    chunks: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        if utf16_length(current) + utf16_length(line) <= limit:
+            current += line
+            continue
+        if current:
+            chunks.append(current)
+            current = ""
+        while utf16_length(line) > limit:
+            head = _cut(line, limit)
+            chunks.append(head)
+            line = line[len(head) :]
+        current = line
+    if current:
+        chunks.append(current)
+    return [chunk.rstrip("\n") for chunk in chunks if chunk.strip()]
+
+
+def _cut(line: str, limit: int) -> str:
+    """The longest prefix of `line` within `limit` UTF-16 units, ending at a space if possible."""
+    end = 0
+    units = 0
+    for index, char in enumerate(line):
+        units += utf16_length(char)
+        if units > limit:
+            break
+        end = index + 1
+    head = line[:end]
+    space = head.rfind(" ")
+    return head[: space + 1] if space > 0 else head
+
+
+def _button_label(label: str) -> str:
+    label = " ".join(label.split())
+    if len(label) <= MAX_BUTTON_LABEL:
+        return label
+    return label[: MAX_BUTTON_LABEL - 1].rstrip() + "…"
+
+
+def inline_keyboard(options: Sequence[Option]) -> InlineKeyboardMarkup:
+    """One button per row; callback_data is the option id verbatim.
+
+    Raises ValueError when an id does not fit Telegram's 64-byte callback_data.
+    """
+    rows: list[list[InlineKeyboardButton]] = []
+    for option in options:
+        if not option.id or len(option.id.encode()) > MAX_CALLBACK_DATA_BYTES:
+            raise ValueError(f"option id of {len(option.id.encode())} bytes does not fit")
+        rows.append(
+            [InlineKeyboardButton(text=_button_label(option.label), callback_data=option.id)]
+        )
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def contact_keyboard(language: Language) -> ReplyKeyboardMarkup:
+    """A one-time keyboard with a single share-my-phone-number button."""
+    return ReplyKeyboardMarkup(
+        keyboard=[[KeyboardButton(text=_CONTACT_BUTTON_LABEL[language], request_contact=True)]],
+        resize_keyboard=True,
+        one_time_keyboard=True,
+    )
+
+
+def render_replies(replies: Sequence[Reply], language: Language) -> list[OutboundMessage]:
+    """Turn the engine's replies into sendMessage calls, in order.
+
+    - options become an inline keyboard on the last chunk of the reply's text;
+    - `request_contact` becomes a one-time share-contact reply keyboard;
+    - the first reply with neither carries `ReplyKeyboardRemove`. This keeps no
+      memory of whether a share-contact keyboard is showing: removing a keyboard
+      that is not there is a no-op, and a left-over one (the user typed the number
+      or cancelled instead of sharing) disappears with the next plain reply. A
+      message can carry only one markup, so a reply with inline options never
+      removes it.
+
+    Empty texts are skipped (Telegram rejects them). Raises ValueError for an
+    option id longer than 64 bytes.
+    """
+    messages: list[OutboundMessage] = []
+    removal_pending = True
+    for reply in replies:
+        markup: InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None
+        if reply.options:
+            markup = inline_keyboard(reply.options)
+        elif reply.request_contact:
+            markup = contact_keyboard(language)
+            removal_pending = False
+        elif removal_pending:
+            markup = ReplyKeyboardRemove()
+            removal_pending = False
+        else:
+            markup = None
+        chunks = split_text(reply.text) if reply.text.strip() else []
+        if not chunks:
+            logger.warning("skipping a reply with empty text")
+            continue
+        for chunk in chunks[:-1]:
+            messages.append(OutboundMessage(chunk))
+        messages.append(OutboundMessage(chunks[-1], markup))
+    return messages
+
+
+def parse_command(text: str) -> tuple[str, str | None] | None:
+    """`/Start@SertakanBot abc` -> ("start", "abc"); None when `text` is not a command."""
+    if not text.startswith("/") or text[1:2].isspace():
+        return None
+    parts = text[1:].split(maxsplit=1)
+    if not parts:
+        return None
+    word = parts[0].split("@", 1)[0].lower()
+    if not word:
+        return None
+    args = parts[1].strip() if len(parts) > 1 else ""
+    return word, args or None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class _Backoff:
+    """Exponential delays between retries: first, 2*first, ... capped at `cap`."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self._cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
+def _log_failure(what: str, update_id: int | str, exc: BaseException) -> None:
+    """Log an exception by type and stack frames only: its message may quote user data."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error(
+        "%s for update %s failed: %s.%s\n%s",
+        what,
+        update_id,
+        type(exc).__module__,
+        type(exc).__qualname__,
+        frames,
+    )
+
+
+class TelegramChannel:
+    """The Telegram adapter around one aiogram `Bot` (the only aiogram user in the program)."""
+
+    def __init__(
+        self,
+        engine: ConversationEngine,
+        settings: TelegramSettings,
+        clock: Callable[[], datetime],
+        *,
+        retry_first_s: float = 1.0,
+        retry_cap_s: float = 30.0,
+    ) -> None:
+        """`clock` returns aware UTC datetimes; `retry_*` bound the polling back-off."""
+        if settings.token is None:
+            raise ValueError("TELEGRAM_TOKEN is not set")
+        self._engine = engine
+        self._settings = settings
+        self._clock = clock
+        self._retry_first_s = retry_first_s
+        self._retry_cap_s = retry_cap_s
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base))
+        # No parse mode: user text (names, addresses) must never be read as HTML.
+        self.bot = Bot(
+            token=settings.token.get_secret_value(),
+            session=session,
+            default=DefaultBotProperties(parse_mode=None),
+        )
+
+    # --- updates in -------------------------------------------------------------
+
+    def to_event(self, update: Update) -> InboundEvent | None:
+        """The engine's view of an update; None for updates not from a person in a private chat.
+
+        Group and channel messages are ignored: replies go to the person's private
+        chat and flows may show personal data.
+        """
+        if update.message is not None:
+            return self._message_event(update.update_id, update.message)
+        if update.callback_query is not None:
+            return self._callback_event(update.update_id, update.callback_query)
+        return None
+
+    @staticmethod
+    def _unsupported(update_id: int, user: User, received_at: datetime) -> InboundEvent:
+        """The event every kind starts from; UNSUPPORTED until the content is recognised."""
+        return InboundEvent(
+            channel=Channel.TELEGRAM,
+            sender_id=str(user.id),
+            update_id=str(update_id),
+            kind=EventKind.UNSUPPORTED,
+            received_at=received_at,
+            display_name=user.full_name,
+            language_hint=user.language_code,
+        )
+
+    def _message_event(self, update_id: int, message: Message) -> InboundEvent | None:
+        user = message.from_user
+        if user is None or user.is_bot or message.chat.type != "private":
+            return None
+        base = self._unsupported(update_id, user, _aware(message.date))
+        if message.text is not None:
+            command = parse_command(message.text)
+            if command is not None:
+                return dataclasses.replace(
+                    base,
+                    kind=EventKind.COMMAND,
+                    text=message.text,
+                    command=command[0],
+                    command_args=command[1],
+                )
+            return dataclasses.replace(base, kind=EventKind.TEXT, text=message.text)
+        if message.contact is not None:
+            contact = message.contact
+            return dataclasses.replace(
+                base,
+                kind=EventKind.CONTACT,
+                contact_phone=contact.phone_number,
+                contact_is_own=contact.user_id is not None and contact.user_id == user.id,
+            )
+        if message.photo:
+            largest = max(message.photo, key=lambda size: size.width * size.height)
+            return dataclasses.replace(
+                base, kind=EventKind.PHOTO, file_ref=largest.file_id, text=message.caption
+            )
+        if message.document is not None:
+            return dataclasses.replace(
+                base,
+                kind=EventKind.DOCUMENT,
+                file_ref=message.document.file_id,
+                file_name=message.document.file_name,
+                text=message.caption,
+            )
+        return base
+
+    def _callback_event(self, update_id: int, query: CallbackQuery) -> InboundEvent | None:
+        if query.from_user.is_bot:
+            return None
+        base = self._unsupported(update_id, query.from_user, _aware(self._clock()))
+        if query.data is None:  # a game button: nothing the engine issued
+            return base
+        return dataclasses.replace(base, kind=EventKind.CHOICE, choice_id=query.data)
+
+    async def handle_update(self, update: Update) -> None:
+        """Run one update through the engine, then deliver the replies.
+
+        Engine errors propagate (the update must not be confirmed). Delivery
+        errors are logged and swallowed: the engine's effect is committed and the
+        person can ask again.
+        """
+        event = self.to_event(update)
+        if event is None:
+            return
+        replies = await self._engine.handle(event)
+        await self._deliver(update, event, replies)
+
+    # --- replies out ------------------------------------------------------------
+
+    async def _deliver(self, update: Update, event: InboundEvent, replies: Sequence[Reply]) -> None:
+        query = update.callback_query
+        if query is not None:
+            await self._send(update.update_id, AnswerCallbackQuery(callback_query_id=query.id))
+            if query.message is not None:
+                # Consume the pressed keyboard so old buttons visibly stop working.
+                await self._send(
+                    update.update_id,
+                    EditMessageReplyMarkup(
+                        chat_id=query.message.chat.id, message_id=query.message.message_id
+                    ),
+                )
+        if not replies:
+            return
+        language = Language.INDONESIAN
+        if any(reply.request_contact for reply in replies):
+            try:
+                language = await self._engine.language_of(Channel.TELEGRAM, event.sender_id)
+            except Exception as exc:
+                _log_failure("language lookup", update.update_id, exc)
+        try:
+            messages = render_replies(replies, language)
+        except ValueError as exc:
+            _log_failure("rendering replies", update.update_id, exc)
+            return
+        chat_id = int(event.sender_id)
+        for message in messages:
+            call = SendMessage(
+                chat_id=chat_id, text=message.text, reply_markup=message.reply_markup
+            )
+            if not await self._send(update.update_id, call):
+                return
+
+    async def _send(self, update_id: int, call: TelegramMethod[Any]) -> bool:
+        """Make one outbound call, waiting out one flood-control answer; never raises.
+
+        Returns False when the person blocked the bot (no point sending more).
+        """
+        for attempt in range(2):
+            try:
+                await self.bot(call)
+                return True
+            except TelegramRetryAfter as exc:
+                logger.warning("update %s: flood control, %ss", update_id, exc.retry_after)
+                if attempt == 0:
+                    await asyncio.sleep(min(exc.retry_after, self._retry_cap_s))
+            except TelegramForbiddenError:
+                logger.info("update %s: the person blocked the bot", update_id)
+                return False
+            except TelegramBadRequest as exc:
+                if "not modified" in exc.message or "can't be edited" in exc.message:
+                    logger.debug("update %s: keyboard already gone", update_id)
+                else:
+                    logger.warning(
+                        "update %s: %s refused: %s", update_id, call.__api_method__, exc.message
+                    )
+                return True
+            except TelegramAPIError as exc:
+                logger.warning(
+                    "update %s: %s failed: %s", update_id, call.__api_method__, type(exc).__name__
+                )
+                return True
+            except Exception as exc:
+                _log_failure(f"{call.__api_method__}", update_id, exc)
+                return True
+        return True
+
+    # --- long polling -----------------------------------------------------------
+
+    async def run_polling(self, stop: asyncio.Event | None = None) -> None:
+        """Fetch and handle updates until `stop` is set.
+
+        An update is confirmed (the next getUpdates offset passes it) only after
+        every update of its batch was handled. Updates of one sender run in order;
+        different senders run concurrently. When handling fails, the same offset
+        is fetched again after a back-off, so committed updates come back and the
+        engine drops them as replays.
+        """
+        stop = stop if stop is not None else asyncio.Event()
+        backoff = _Backoff(self._retry_first_s, self._retry_cap_s)
+        while not stop.is_set():
+            try:
+                await self._until_stopped(self.bot.delete_webhook(drop_pending_updates=False), stop)
+                break
+            except TelegramUnauthorizedError:
+                raise  # a wrong token does not heal by retrying
+            except TelegramAPIError as exc:
+                logger.warning("deleteWebhook failed: %s", type(exc).__name__)
+                await self._sleep(backoff.next(), stop)
+        backoff.reset()
+        offset: int | None = None
+        confirmed: int | None = None
+        timeout = self._settings.polling_timeout_s
+        while not stop.is_set():
+            try:
+                updates = await self._until_stopped(
+                    self.bot.get_updates(
+                        offset=offset,
+                        timeout=timeout,
+                        allowed_updates=list(ALLOWED_UPDATES),
+                        request_timeout=timeout + 10,
+                    ),
+                    stop,
+                )
+            except TelegramUnauthorizedError:
+                raise
+            except TelegramAPIError as exc:
+                logger.warning("getUpdates failed: %s", type(exc).__name__)
+                await self._sleep(backoff.next(), stop)
+                continue
+            if updates is None:
+                break
+            confirmed = offset
+            if not updates:
+                backoff.reset()
+                continue
+            try:
+                await self._handle_batch(updates)
+            except Exception:
+                delay = backoff.next()
+                logger.warning("batch of %s updates retried in %.1fs", len(updates), delay)
+                await self._sleep(delay, stop)
+                continue
+            offset = max(update.update_id for update in updates) + 1
+            backoff.reset()
+        if offset is not None and offset != confirmed:
+            # Confirm what was handled since the last fetch, fetching nothing new.
+            with contextlib.suppress(TelegramAPIError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.bot.get_updates(offset=offset, limit=1, timeout=0), 5)
+
+    async def _handle_batch(self, updates: Sequence[Update]) -> None:
+        """Handle one batch; raises the first failure after every chain settled."""
+        chains: dict[str, list[Update]] = {}
+        for update in sorted(updates, key=lambda u: u.update_id):
+            chains.setdefault(self._sender_key(update), []).append(update)
+        results = await asyncio.gather(
+            *(self._handle_chain(chain) for chain in chains.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _handle_chain(self, chain: Sequence[Update]) -> None:
+        """One sender's updates strictly in order; stops at the first failure."""
+        for update in chain:
+            try:
+                await self.handle_update(update)
+            except Exception as exc:
+                _log_failure("handling", update.update_id, exc)
+                raise
+
+    @staticmethod
+    def _sender_key(update: Update) -> str:
+        user: User | None = None
+        if update.message is not None:
+            user = update.message.from_user
+        elif update.callback_query is not None:
+            user = update.callback_query.from_user
+        return f"user:{user.id}" if user is not None else f"update:{update.update_id}"
+
+    @staticmethod
+    async def _until_stopped(call: Awaitable[_T], stop: asyncio.Event) -> _T | None:
+        """Await `call`, or cancel it and return None as soon as `stop` is set."""
+        task = asyncio.ensure_future(call)
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+
+    @staticmethod
+    async def _sleep(delay: float, stop: asyncio.Event) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+    # --- webhook ----------------------------------------------------------------
+
+    def webhook_routes(self, app: web.Application) -> None:
+        """Register POST `settings.webhook_path` on `app`.
+
+        401 without side effects for a missing or wrong secret header, 400 for a
+        body that is not an update, 500 when the engine failed (Telegram retries),
+        200 once the engine committed. Raises ValueError when no secret is set.
+        """
+        if self._settings.webhook_secret is None:
+            raise ValueError("TELEGRAM_WEBHOOK_SECRET is required in webhook mode")
+        app.router.add_post(self._settings.webhook_path, self._on_webhook)
+
+    async def _on_webhook(self, request: web.Request) -> web.Response:
+        secret = self._settings.webhook_secret
+        given = request.headers.get(SECRET_HEADER)
+        if (
+            secret is None
+            or given is None
+            or not hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+        ):
+            logger.warning("webhook request refused: bad secret token from %s", request.remote)
+            return web.Response(status=401)
+        try:
+            payload = await request.json()
+            update = Update.model_validate(payload, context={"bot": self.bot})
+        except (ValueError, ValidationError):
+            # ValidationError is a ValueError; both named for the reader.
+            logger.warning("webhook request refused: body is not an update")
+            return web.Response(status=400)
+        try:
+            await self.handle_update(update)
+        except Exception as exc:
+            _log_failure("webhook handling", update.update_id, exc)
+            return web.Response(status=500)
+        return web.Response(status=200)
+
+    async def set_webhook(self) -> None:
+        """Point Telegram at `settings.webhook_url` with the secret token."""
+        secret = self._settings.webhook_secret
+        if not self._settings.webhook_url or secret is None:
+            raise ValueError("TELEGRAM_WEBHOOK_URL and TELEGRAM_WEBHOOK_SECRET are required")
+        await self.bot.set_webhook(
+            url=self._settings.webhook_url,
+            secret_token=secret.get_secret_value(),
+            allowed_updates=list(ALLOWED_UPDATES),
+            drop_pending_updates=False,
+        )
+
+    # --- lifecycle --------------------------------------------------------------
+
+    async def set_commands(self) -> None:
+        """Publish the command menu: Indonesian by default, English for "en" clients."""
+        for language, commands in _COMMANDS.items():
+            await self.bot.set_my_commands(
+                commands=[BotCommand(command=name, description=text) for name, text in commands],
+                language_code=None if language is Language.INDONESIAN else language.value,
+            )
+
+    async def close(self) -> None:
+        """Close the HTTP session of the bot."""
+        await self.bot.session.close()

@@ -1,0 +1,277 @@
+"""SPEC 4.2 through the real engine and database: enrolling a worker and its bad inputs."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.vocabulary import (
+    ConsentPurpose,
+    Occupation,
+    PaymentPlan,
+    Sex,
+    SponsorshipStatus,
+    WorkerConsent,
+)
+from storage.crypto import NikCipher
+from storage.models import ConsentRecord, Sponsorship, Worker
+from tests.fakes.chat import (
+    OTHER_NIK,
+    TEST_KEY,
+    WORKER_NIK,
+    Chat,
+    build_engine,
+    engine_config,
+    seed_opds,
+)
+from tests.fakes.clock import FrozenClock
+
+
+@pytest.fixture
+async def chat(sessionmaker: async_sessionmaker[AsyncSession]) -> Chat:
+    clock = FrozenClock()
+    await seed_opds(sessionmaker, clock)
+    chat = Chat(build_engine(sessionmaker, clock), clock)
+    await chat.register()
+    return chat
+
+
+async def _to_nik_step(chat: Chat) -> None:
+    await chat.say("/daftar")
+    await chat.press("Asisten rumah tangga")
+    await chat.say("Siti Aminah")
+    assert "NIK Siti Aminah" in chat.question.text
+
+
+async def _sponsorships(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Sponsorship]:
+    async with sessionmaker() as session:
+        return list((await session.execute(select(Sponsorship))).scalars().all())
+
+
+async def test_enrollment_lands_in_database_encrypted(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await chat.enroll_until_summary()
+    summary = chat.question.text
+    assert "3201********0001" in summary
+    assert WORKER_NIK not in summary
+    assert "Rp16.800" in summary
+    await chat.press("Kirim ke PIC")
+    assert "menunggu pemeriksaan PIC Dinas Kesehatan" in chat.text
+    async with sessionmaker() as session:
+        worker = (await session.execute(select(Worker))).scalar_one()
+        sponsorship = (await session.execute(select(Sponsorship))).scalar_one()
+    assert worker.full_name == "Siti Aminah"
+    assert worker.sex is Sex.FEMALE
+    assert worker.birth_date == date(1990, 8, 7)
+    assert worker.phone_e164 == "+6281298765432"
+    assert (worker.village, worker.district) == ("Sukamaju", "Ciawi")
+    assert WORKER_NIK.encode() not in worker.nik_ciphertext
+    assert NikCipher(TEST_KEY).decrypt(worker.nik_ciphertext) == WORKER_NIK
+    assert worker.nik_hash == NikCipher(TEST_KEY).lookup_hash(WORKER_NIK)
+    assert sponsorship.status is SponsorshipStatus.WAITING_FOR_PIC
+    assert sponsorship.occupation is Occupation.HOUSEHOLD_ASSISTANT
+    assert sponsorship.plan is PaymentPlan.MONTHLY
+    assert sponsorship.first_month == date(2026, 12, 1)
+    assert sponsorship.worker_consent is WorkerConsent.NOT_REQUESTED
+
+
+async def test_draft_nik_is_not_stored_in_plain_text(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await _to_nik_step(chat)
+    await chat.say(WORKER_NIK)
+    async with sessionmaker() as session:
+        raw = await session.execute(select(Worker))
+        assert raw.first() is None
+        rows = (await session.execute(
+            __import__("sqlalchemy").text("SELECT data FROM conversation")
+        )).all()
+    assert all(WORKER_NIK not in str(row[0]) for row in rows)
+    assert any("3201********0001" in str(row[0]) for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("320101470890", "16 angka, yang Anda ketik 12 angka"),
+        ("32010147089000012", "16 angka, yang Anda ketik 17 angka"),
+        ("3201O14708900001", "hanya berisi angka"),
+        ("3201013102900001", "tanggal itu tidak ada"),  # 31 February
+        ("3201017508900001", "tanggal itu tidak ada"),  # day 75 (women's 35)
+    ],
+)
+async def test_bad_nik_explains_and_asks_again(chat: Chat, typed: str, expected: str) -> None:
+    await _to_nik_step(chat)
+    question = chat.question.text
+    await chat.say(typed)
+    assert expected in chat.replies[0].text
+    assert chat.question.text == question  # same question, the name is still known
+
+
+async def test_nik_birth_date_mismatch_asks_to_confirm(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await _to_nik_step(chat)
+    await chat.say(WORKER_NIK)
+    assert "7 Agustus 1990" in chat.question.text
+    await chat.say("17-08-1990")
+    assert "berbeda dengan tanggal di NIK" in chat.question.text
+    await chat.press("Pakai 17 Agustus 1990")
+    await chat.say("lewati")
+    await chat.say("Sukamaju")
+    await chat.say("Ciawi")
+    await chat.press("Bulanan")
+    await chat.press("Desember 2026")
+    assert "17 Agustus 1990 (berbeda dengan NIK" in chat.question.text
+    await chat.press("Kirim ke PIC")
+    (sponsorship,) = await _sponsorships(sessionmaker)
+    assert sponsorship.birth_date_differs_from_nik is True
+
+
+@pytest.mark.parametrize(
+    ("nik", "expected"),
+    [
+        ("3201010101150001", "berumur 11 tahun"),  # born 1 Jan 2015
+        ("3201010101500001", "berumur 76 tahun"),  # born 1 Jan 1950
+    ],
+)
+async def test_under_and_over_age_worker_is_refused_with_reason(
+    chat: Chat, nik: str, expected: str
+) -> None:
+    await _to_nik_step(chat)
+    await chat.say(nik)
+    question = chat.question.text
+    await chat.press("Ya, benar")
+    assert expected in chat.replies[0].text
+    assert "15 sampai 65 tahun" in chat.replies[0].text
+    assert chat.question.text == question
+
+
+async def test_duplicate_nik_with_another_sponsor_names_whom_to_contact(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await chat.enroll_until_summary()
+    await chat.press("Kirim ke PIC")
+    other = Chat(chat.engine, chat.clock, sender="3003")
+    await other.register(nip="199001152023211005", name="Ani Lestari",
+                         opd_query="pendidikan", opd_label="Dinas Pendidikan")
+    await _to_nik_step(other)
+    await other.say(WORKER_NIK)
+    assert "sudah disponsori ASN lain melalui Dinas Kesehatan" in other.replies[0].text
+    assert "hubungi PIC Dinas Kesehatan" in other.replies[0].text
+    assert "NIK Siti Aminah" in other.question.text
+    assert len(await _sponsorships(sessionmaker)) == 1
+
+
+async def test_same_asn_enrolling_same_nik_twice_is_told(chat: Chat) -> None:
+    await chat.enroll_until_summary()
+    await chat.press("Kirim ke PIC")
+    await _to_nik_step(chat)
+    await chat.say(WORKER_NIK)
+    assert "Anda sudah mendaftarkan pekerja dengan NIK ini" in chat.replies[0].text
+
+
+async def test_per_asn_limit(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    clock = FrozenClock()
+    await seed_opds(sessionmaker, clock)
+    chat = Chat(build_engine(sessionmaker, clock, engine_config(max_workers_per_asn=1)), clock)
+    await chat.register()
+    await chat.enroll_until_summary()
+    await chat.press("Kirim ke PIC")
+    await chat.say("/daftar")
+    assert "sudah mensponsori 1 pekerja" in chat.text
+    assert "Daftarkan pekerja" in " ".join(chat.labels())  # back at the menu
+
+
+async def test_worker_phone_must_be_mobile(chat: Chat) -> None:
+    await _to_nik_step(chat)
+    await chat.say(WORKER_NIK)
+    await chat.press("Ya, benar")
+    question = chat.question.text
+    await chat.say("(0736) 21234")
+    assert "nomor telepon rumah/kantor" in chat.replies[0].text
+    assert chat.question.text == question
+
+
+async def test_text_where_a_button_was_expected(chat: Chat) -> None:
+    await chat.say("/daftar")
+    question = chat.question.text
+    await chat.say("tukang sate")
+    assert "tidak ada di pilihan" in chat.replies[0].text
+    assert chat.question.text == question
+    await chat.say("sopir")  # the label typed as a word works
+    assert "nama lengkap pekerja" in chat.question.text
+
+
+async def test_typed_option_number_selects_it(chat: Chat) -> None:
+    await chat.say("/daftar")
+    await chat.say("4")  # 4th option: driver
+    await chat.say("Joko")
+    await chat.say(OTHER_NIK)
+    await chat.press("Ya, benar")
+    await chat.press("Lewati")
+    await chat.say("Pasar Baru")
+    await chat.say("Teluk Segara")
+    await chat.press("Tiga bulanan")
+    assert "Mulai bulan apa" in chat.question.text
+
+
+async def test_payroll_plan_records_statement_of_willingness(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await _to_nik_step(chat)
+    await chat.say(WORKER_NIK)
+    await chat.press("Ya, benar")
+    await chat.press("Lewati")
+    await chat.say("Sukamaju")
+    await chat.say("Ciawi")
+    await chat.press("Potong gaji")
+    assert "pernyataan kesediaan" in chat.question.text
+    await chat.press("Saya bersedia")
+    await chat.press("Januari 2027")
+    await chat.press("Kirim ke PIC")
+    async with sessionmaker() as session:
+        records = (await session.execute(
+            select(ConsentRecord).where(
+                ConsentRecord.purpose == ConsentPurpose.PAYROLL_DEDUCTION
+            )
+        )).scalars().all()
+    (sponsorship,) = await _sponsorships(sessionmaker)
+    assert sponsorship.plan is PaymentPlan.PAYROLL_DEDUCTION
+    assert [r.sponsorship_id for r in records] == [sponsorship.id]
+    assert records[0].recorded_at == chat.clock()
+
+
+async def test_edit_nik_from_summary_reconfirms_birth_date(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await chat.enroll_until_summary()
+    await chat.press("Ubah data")
+    await chat.press("NIK")
+    await chat.say(OTHER_NIK)
+    assert "1 Januari 1980" in chat.question.text  # birth date asked again
+    await chat.press("Ya, benar")
+    summary = chat.question.text
+    assert "1771********0003" in summary
+    assert "laki-laki" in summary
+    assert "Sukamaju" in summary  # the other answers are kept
+    await chat.press("Kirim ke PIC")
+    async with sessionmaker() as session:
+        worker = (await session.execute(select(Worker))).scalar_one()
+    assert worker.nik_masked == "1771********0003"
+    assert worker.birth_date == date(1980, 1, 1)
+
+
+async def test_my_workers_lists_status_due_and_amount(chat: Chat) -> None:
+    await chat.enroll_until_summary()
+    await chat.press("Kirim ke PIC")
+    await chat.press("Pekerja saya")
+    listing = chat.replies[0].text
+    assert "Siti Aminah" in listing
+    assert "3201********0001" in listing
+    assert "menunggu pemeriksaan PIC" in listing
+    assert "15 Desember 2026, Rp16.800" in listing
