@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 from bot.app import (
     Runtime,
     StartupError,
@@ -147,7 +149,7 @@ async def _run_telegram(settings: Settings) -> int:
     return 0
 
 
-def _scheduler(runtime: Runtime):  # type: ignore[no-untyped-def]
+def _scheduler(runtime: Runtime) -> AsyncIOScheduler:
     settings = runtime.settings
     return build_scheduler(
         sessionmaker=runtime.sessionmaker,

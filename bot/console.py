@@ -8,6 +8,7 @@ simulated person (one for the ASN side, another for the PIC side), ":quit" ends.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,29 +67,30 @@ class ConsoleChannel:
     def to_event(self, line: str) -> InboundEvent:
         """The event for one typed line of the current user."""
         text = line.strip()
-        base: dict[str, object] = {
-            "channel": Channel.CONSOLE,
-            "sender_id": self.user,
+        event = InboundEvent(
+            channel=Channel.CONSOLE,
+            sender_id=self.user,
             # Unique across restarts: the dedupe log must never see a console id twice.
-            "update_id": uuid.uuid4().hex,
-            "received_at": self._clock(),
-            "display_name": self.user,
-        }
+            update_id=uuid.uuid4().hex,
+            kind=EventKind.TEXT,
+            received_at=self._clock(),
+            text=line,
+            display_name=self.user,
+        )
         options = self._options.get(self.user, ())
         if text.isdigit() and 1 <= int(text) <= len(options):
-            return InboundEvent(
-                kind=EventKind.CHOICE, choice_id=options[int(text) - 1].id, **base  # type: ignore[arg-type]
-            )
+            choice = options[int(text) - 1].id
+            return dataclasses.replace(event, kind=EventKind.CHOICE, text=None, choice_id=choice)
         if text.startswith("/") and len(text) > 1:
             command, _, args = text[1:].partition(" ")
-            return InboundEvent(
+            return dataclasses.replace(
+                event,
                 kind=EventKind.COMMAND,
                 text=text,
                 command=command.lower(),
                 command_args=args.strip() or None,
-                **base,  # type: ignore[arg-type]
             )
-        return InboundEvent(kind=EventKind.TEXT, text=line, **base)  # type: ignore[arg-type]
+        return event
 
     def render(self, replies: Sequence[Reply]) -> None:
         for reply in replies:

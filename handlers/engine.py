@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.vocabulary import Channel, Language
 from handlers import menus
 from handlers.context import GLOBAL_PREFIX, Context, EngineConfig, Repositories, State
-from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome
+from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
 from handlers.flows.enrollment import EnrollmentFlow
 from handlers.flows.registration import RegistrationFlow
 from handlers.i18n import Catalogs
@@ -143,7 +143,9 @@ class Engine:
 
     # -- one event -----------------------------------------------------------------
 
-    async def _apply(self, session: AsyncSession, event: InboundEvent, now: datetime) -> list[Reply]:
+    async def _apply(
+        self, session: AsyncSession, event: InboundEvent, now: datetime
+    ) -> list[Reply]:
         language = self._config.default_language
         if event.language_hint and event.language_hint.lower().startswith("en"):
             language = Language.ENGLISH
@@ -224,10 +226,9 @@ class Engine:
             state.flow = state.step = None
             return await self._idle_input(ctx)
 
-        fresh_choice = (
-            event.kind is EventKind.CHOICE
-            and (event.choice_id or "").split(":", 1)[0] == str(state.version)
-        )
+        fresh_choice = event.kind is EventKind.CHOICE and (event.choice_id or "").split(":", 1)[
+            0
+        ] == str(state.version)
         if ctx.now - idle_since > ctx.config.draft_idle and not fresh_choice:
             self._park(ctx, flow)
             return [menus.resume_offer(ctx, self._draft_title(ctx))]

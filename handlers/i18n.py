@@ -8,7 +8,7 @@ the text. Indonesian is the default and the fallback. Placeholders use
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
+import datetime as dt
 from pathlib import Path
 
 from babel.dates import format_date
@@ -83,11 +83,11 @@ class Translator:
             rupiah, "IDR", format="¤#,##0", locale=self.locale, currency_digits=False
         )
 
-    def date(self, value: date) -> str:
+    def date(self, value: dt.date) -> str:
         """A day: "15 Desember 2026"."""
         return format_date(value, "d MMMM y", locale=self.locale)
 
-    def month(self, value: date) -> str:
+    def month(self, value: dt.date) -> str:
         """A month: "Desember 2026"."""
         return format_date(value, "MMMM y", locale=self.locale)
 

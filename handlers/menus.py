@@ -65,9 +65,10 @@ def language_menu(ctx: Context) -> Reply:
 def info(ctx: Context, topic: str | None) -> Reply:
     """The info menu, or one of its pages (texts live in the catalogue)."""
     t = ctx.t
-    topic_options = tuple(
-        ctx.global_option(f"info:{name}", t(f"info.menu.{name}")) for name in INFO_TOPICS
-    ) + (ctx.global_option("menu", t("menu.back_to_menu")),)
+    topic_options = (
+        *(ctx.global_option(f"info:{name}", t(f"info.menu.{name}")) for name in INFO_TOPICS),
+        ctx.global_option("menu", t("menu.back_to_menu")),
+    )
     if topic not in INFO_TOPICS:
         return Reply(t("info.title"), options=topic_options)
     if topic == "dues":

@@ -30,7 +30,5 @@ def build_scheduler(
         )
         log.info("pruned %d processed update ids", removed)
 
-    scheduler.add_job(
-        prune, "cron", hour=3, minute=0, id="prune_processed_updates", coalesce=True
-    )
+    scheduler.add_job(prune, "cron", hour=3, minute=0, id="prune_processed_updates", coalesce=True)
     return scheduler

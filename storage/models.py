@@ -84,8 +84,6 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -134,9 +132,7 @@ class Asn(Base):
     sex: Mapped[Sex] = mapped_column(_enum(Sex, "sex"))
     opd_id: Mapped[int] = mapped_column(ForeignKey("opd.id"), index=True)
     phone_e164: Mapped[str] = mapped_column(String(20))
-    channel_account_id: Mapped[int] = mapped_column(
-        ForeignKey("channel_account.id"), unique=True
-    )
+    channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_account.id"), unique=True)
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     opd: Mapped[Opd] = relationship(lazy="raise")
@@ -231,9 +227,7 @@ class Conversation(Base):
     __tablename__ = "conversation"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    channel_account_id: Mapped[int] = mapped_column(
-        ForeignKey("channel_account.id"), unique=True
-    )
+    channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_account.id"), unique=True)
     flow: Mapped[str | None] = mapped_column(String(32))
     step: Mapped[str | None] = mapped_column(String(32))
     #: The flow's answers so far (the draft).

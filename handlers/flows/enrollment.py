@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy.exc import IntegrityError
 
@@ -54,9 +54,7 @@ def _age_error(ctx: Context, birth: date) -> str | None:
     if problem is None:
         return None
     age = age_on(birth, ctx.today) if problem is not AgeProblem.BORN_IN_FUTURE else 0
-    return ctx.t(
-        f"enroll.age.{problem.value}", age=age, min=bounds.minimum, max=bounds.maximum
-    )
+    return ctx.t(f"enroll.age.{problem.value}", age=age, min=bounds.minimum, max=bounds.maximum)
 
 
 class OccupationStep(Step):
@@ -261,7 +259,9 @@ class PlanStep(Step):
         options = tuple(
             ctx.option(
                 plan.value,
-                ctx.t(f"plan.option.{plan.value}", amount=ctx.t.money(_plan_amount(ctx, plan, month))),
+                ctx.t(
+                    f"plan.option.{plan.value}", amount=ctx.t.money(_plan_amount(ctx, plan, month))
+                ),
             )
             for plan in PaymentPlan
         )
@@ -422,9 +422,9 @@ class SummaryStep(Step):
 
 
 async def _record_payroll_statement(ctx: Context, asn_id: int, sponsorship: Sponsorship) -> None:
-    from datetime import datetime
-
-    agreed_at = datetime.fromisoformat(str(ctx.state.data.get("payroll_agreed_at", ctx.now.isoformat())))
+    agreed_at = datetime.fromisoformat(
+        str(ctx.state.data.get("payroll_agreed_at", ctx.now.isoformat()))
+    )
     await ctx.repo.consents.record(
         subject=ConsentSubject.ASN,
         subject_id=asn_id,

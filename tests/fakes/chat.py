@@ -79,8 +79,13 @@ def _bare(label: str) -> str:
 class Chat:
     """One person talking to the engine on one channel."""
 
-    def __init__(self, engine: Engine, clock: FrozenClock, sender: str = "1001",
-                 channel: Channel = Channel.TELEGRAM) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: FrozenClock,
+        sender: str = "1001",
+        channel: Channel = Channel.TELEGRAM,
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.sender = sender
@@ -118,8 +123,13 @@ class Chat:
     async def say(self, text: str, **fields: object) -> Sequence[Reply]:
         if text.startswith("/"):
             command, _, args = text[1:].partition(" ")
-            return await self._send(kind=EventKind.COMMAND, text=text, command=command,
-                                    command_args=args or None, **fields)
+            return await self._send(
+                kind=EventKind.COMMAND,
+                text=text,
+                command=command,
+                command_args=args or None,
+                **fields,
+            )
         return await self._send(kind=EventKind.TEXT, text=text, **fields)
 
     async def press(self, label_part: str) -> Sequence[Reply]:
@@ -146,9 +156,14 @@ class Chat:
 
     # -- whole flows ---------------------------------------------------------------
 
-    async def register(self, nip: str = ASN_NIP, name: str = "Budi Santoso",
-                       opd_query: str = "kesehatan", opd_label: str = "Dinas Kesehatan",
-                       phone: str = "081234567890") -> None:
+    async def register(
+        self,
+        nip: str = ASN_NIP,
+        name: str = "Budi Santoso",
+        opd_query: str = "kesehatan",
+        opd_label: str = "Dinas Kesehatan",
+        phone: str = "081234567890",
+    ) -> None:
         await self.say("/start")
         await self.press("Daftar sebagai ASN")
         await self.press("Setuju")

@@ -87,9 +87,9 @@ async def test_draft_nik_is_not_stored_in_plain_text(
     async with sessionmaker() as session:
         raw = await session.execute(select(Worker))
         assert raw.first() is None
-        rows = (await session.execute(
-            __import__("sqlalchemy").text("SELECT data FROM conversation")
-        )).all()
+        rows = (
+            await session.execute(__import__("sqlalchemy").text("SELECT data FROM conversation"))
+        ).all()
     assert all(WORKER_NIK not in str(row[0]) for row in rows)
     assert any("3201********0001" in str(row[0]) for row in rows)
 
@@ -157,8 +157,12 @@ async def test_duplicate_nik_with_another_sponsor_names_whom_to_contact(
     await chat.enroll_until_summary()
     await chat.press("Kirim ke PIC")
     other = Chat(chat.engine, chat.clock, sender="3003")
-    await other.register(nip="199001152023211005", name="Ani Lestari",
-                         opd_query="pendidikan", opd_label="Dinas Pendidikan")
+    await other.register(
+        nip="199001152023211005",
+        name="Ani Lestari",
+        opd_query="pendidikan",
+        opd_label="Dinas Pendidikan",
+    )
     await _to_nik_step(other)
     await other.say(WORKER_NIK)
     assert "sudah disponsori ASN lain melalui Dinas Kesehatan" in other.replies[0].text
@@ -235,11 +239,17 @@ async def test_payroll_plan_records_statement_of_willingness(
     await chat.press("Januari 2027")
     await chat.press("Kirim ke PIC")
     async with sessionmaker() as session:
-        records = (await session.execute(
-            select(ConsentRecord).where(
-                ConsentRecord.purpose == ConsentPurpose.PAYROLL_DEDUCTION
+        records = (
+            (
+                await session.execute(
+                    select(ConsentRecord).where(
+                        ConsentRecord.purpose == ConsentPurpose.PAYROLL_DEDUCTION
+                    )
+                )
             )
-        )).scalars().all()
+            .scalars()
+            .all()
+        )
     (sponsorship,) = await _sponsorships(sessionmaker)
     assert sponsorship.plan is PaymentPlan.PAYROLL_DEDUCTION
     assert [r.sponsorship_id for r in records] == [sponsorship.id]
