@@ -1,0 +1,119 @@
+"""Start-up: the NIK key rules, settings from the environment, and the CLI commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.app import StartupError, build_runtime, engine_config, nik_master_key
+from bot.cli import main
+from bot.settings import AppSettings, DatabaseSettings, Environment, ProgramSettings, Settings
+from storage.crypto import decode_key, generate_key
+from storage.models import Opd
+
+
+def _settings(tmp_path: Path, **app: object) -> Settings:
+    return Settings(
+        app=AppSettings(data_dir=tmp_path, **app),  # type: ignore[arg-type]
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"),
+    )
+
+
+def test_production_without_nik_key_is_a_clear_startup_error(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, env=Environment.PRODUCTION)
+    with pytest.raises(StartupError, match="SERTAKAN_NIK_KEY is required in production"):
+        nik_master_key(settings)
+    assert not (tmp_path / "nik.key").exists()
+
+
+def test_malformed_nik_key_is_a_clear_startup_error(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, nik_key=SecretStr("c2hvcnQ="))
+    with pytest.raises(StartupError, match="32 bytes"):
+        nik_master_key(settings)
+
+
+def test_development_creates_and_reuses_a_private_key_file(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    first = nik_master_key(settings)
+    key_file = tmp_path / "nik.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert nik_master_key(settings) == first
+    assert decode_key(key_file.read_text()) == first
+
+
+def test_configured_key_wins(tmp_path: Path) -> None:
+    key = generate_key()
+    settings = _settings(tmp_path, env=Environment.PRODUCTION, nik_key=SecretStr(key))
+    assert nik_master_key(settings) == decode_key(key)
+
+
+def test_age_bounds_must_be_ordered(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    settings.program = ProgramSettings(min_age=70, max_age=65)
+    with pytest.raises(StartupError, match="PROGRAM_MIN_AGE"):
+        engine_config(settings)
+
+
+def test_settings_read_flat_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://u@h/db")
+    monkeypatch.setenv("TELEGRAM_API_BASE", "http://127.0.0.1:9999")
+    monkeypatch.setenv("PROGRAM_MAX_WORKERS_PER_ASN", "7")
+    settings = Settings()
+    assert settings.database_url == "postgresql+asyncpg://u@h/db"
+    assert settings.telegram.api_base == "http://127.0.0.1:9999"
+    assert settings.program.max_workers_per_asn == 7
+
+
+def test_cli_migrate_and_opd_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SERTAKAN_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert main(["migrate"]) == 0
+    assert (tmp_path / "sertakan.db").exists()
+    csv = tmp_path / "opd.csv"
+    csv.write_text("code,name\nA-1,Dinas Satu\nA-2,Badan Dua\n", encoding="utf-8")
+    assert main(["opd", "load", str(csv)]) == 0
+    assert "2 new" in capsys.readouterr().out
+    assert main(["opd", "load", str(csv)]) == 0
+    assert "2 unchanged" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("kode,nama\nX,Y\n", encoding="utf-8")
+    assert main(["opd", "load", str(bad)]) == 1
+    assert "bad.csv" in capsys.readouterr().err
+
+
+def test_cli_refuses_production_start_without_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SERTAKAN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SERTAKAN_ENV", "production")
+    monkeypatch.delenv("SERTAKAN_NIK_KEY", raising=False)
+    assert main(["console"]) == 2
+    assert "SERTAKAN_NIK_KEY is required in production" in capsys.readouterr().err
+
+
+def test_key_generate_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["key", "generate"]) == 0
+    assert len(decode_key(capsys.readouterr().out.strip())) == 32
+
+
+async def test_runtime_migrates_and_seeds_opds_once(tmp_path: Path) -> None:
+    from bot.app import seed_opds_if_empty
+
+    settings = _settings(tmp_path)
+    settings.app.opd_seed_file = Path(__file__).resolve().parents[2] / "data" / "opd_bengkulu.csv"
+    runtime = await build_runtime(settings)
+    try:
+        assert await seed_opds_if_empty(runtime) > 30
+        assert await seed_opds_if_empty(runtime) == 0
+        sessionmaker: async_sessionmaker[AsyncSession] = runtime.sessionmaker
+        async with sessionmaker() as session:
+            count = (await session.execute(select(func.count(Opd.id)))).scalar_one()
+        assert count > 30
+    finally:
+        await runtime.close()
