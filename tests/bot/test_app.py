@@ -9,7 +9,13 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import StartupError, build_runtime, engine_config, nik_master_key
+from bot.app import (
+    StartupError,
+    build_runtime,
+    engine_config,
+    nik_master_key,
+    seed_opds_if_empty,
+)
 from bot.cli import main
 from bot.settings import AppSettings, DatabaseSettings, Environment, ProgramSettings, Settings
 from storage.crypto import decode_key, generate_key
@@ -102,11 +108,12 @@ def test_key_generate_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) ->
     assert len(decode_key(capsys.readouterr().out.strip())) == 32
 
 
-async def test_runtime_migrates_and_seeds_opds_once(tmp_path: Path) -> None:
-    from bot.app import seed_opds_if_empty
+OPD_SEED = Path(__file__).resolve().parents[2] / "data" / "opd_bengkulu.csv"
 
+
+async def test_runtime_migrates_and_seeds_opds_once(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    settings.app.opd_seed_file = Path(__file__).resolve().parents[2] / "data" / "opd_bengkulu.csv"
+    settings.app.opd_seed_file = OPD_SEED
     runtime = await build_runtime(settings)
     try:
         assert await seed_opds_if_empty(runtime) > 30
