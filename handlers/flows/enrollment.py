@@ -22,7 +22,8 @@ from domain.vocabulary import (
 )
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
-from handlers.parsing import DateProblem, TextProblem, parse_day, parse_person_name, parse_place
+from handlers.flows.common import EditFieldStep, PersonNameStep
+from handlers.parsing import DateProblem, TextProblem, parse_day, parse_place
 from handlers.types import Reply
 from storage.models import Sponsorship
 
@@ -73,19 +74,9 @@ class OccupationStep(Step):
         return Next()
 
 
-class NameStep(Step):
-    name = "name"
+class NameStep(PersonNameStep):
     help_key = "enroll.help.name"
-
-    async def ask(self, ctx: Context) -> list[Reply]:
-        return [Reply(ctx.t("enroll.ask_name"))]
-
-    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        name = parse_person_name(answer.text or "")
-        if isinstance(name, TextProblem):
-            return Invalid(ctx.t(f"name.error.{name.value}"))
-        ctx.state.data["full_name"] = name
-        return Next()
+    ask_key = "enroll.ask_name"
 
 
 class NikStep(Step):
@@ -438,21 +429,9 @@ async def _record_payroll_statement(ctx: Context, asn_id: int, sponsorship: Spon
     )
 
 
-class EditStep(Step):
-    name = "edit"
-    help_key = "summary.help.edit"
-    free_text = False
-
-    async def ask(self, ctx: Context) -> list[Reply]:
-        options = tuple(ctx.option(f, ctx.t(f"enroll.field.{f}")) for f in FIELDS)
-        return [Reply(ctx.t("summary.which_field"), options=options)]
-
-    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        field = answer.choice or ""
-        if field not in FIELDS:
-            return Invalid(ctx.t("input.choose_option"))
-        ctx.state.data["_editing"] = True
-        return Goto(field)
+class EditStep(EditFieldStep):
+    fields = FIELDS
+    label_prefix = "enroll.field"
 
 
 class EnrollmentFlow(Flow):

@@ -17,7 +17,7 @@ from domain.vocabulary import (
 )
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
-from handlers.parsing import TextProblem, parse_person_name
+from handlers.flows.common import EditFieldStep, PersonNameStep
 from handlers.types import Reply
 from storage.models import Asn
 
@@ -88,19 +88,9 @@ class NipStep(Step):
         return Next(notice=notice)
 
 
-class NameStep(Step):
-    name = "name"
+class NameStep(PersonNameStep):
     help_key = "registration.help.name"
-
-    async def ask(self, ctx: Context) -> list[Reply]:
-        return [Reply(ctx.t("registration.ask_name"))]
-
-    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        name = parse_person_name(answer.text or "")
-        if isinstance(name, TextProblem):
-            return Invalid(ctx.t(f"name.error.{name.value}"))
-        ctx.state.data["full_name"] = name
-        return Next()
+    ask_key = "registration.ask_name"
 
 
 class OpdStep(Step):
@@ -224,24 +214,18 @@ class SummaryStep(Step):
         return Done([Reply(ctx.t("registration.done", name=asn.full_name))])
 
 
-class EditStep(Step):
-    name = "edit"
-    help_key = "summary.help.edit"
-    free_text = False
+class EditStep(EditFieldStep):
+    fields = FIELDS
+    label_prefix = "registration.field"
 
-    async def ask(self, ctx: Context) -> list[Reply]:
-        fields = [f for f in FIELDS if f != "phone" or PhoneStep().applies(ctx)]
-        options = tuple(ctx.option(f, ctx.t(f"registration.field.{f}")) for f in fields)
-        return [Reply(ctx.t("summary.which_field"), options=options)]
+    def editable(self, ctx: Context) -> tuple[str, ...]:
+        # WhatsApp takes the phone from the sender: there is nothing to edit.
+        return tuple(f for f in FIELDS if f != "phone" or PhoneStep().applies(ctx))
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        field = answer.choice or ""
-        if field not in FIELDS:
-            return Invalid(ctx.t("input.choose_option"))
-        ctx.state.data["_editing"] = True
-        if field == "opd":
-            ctx.state.data.pop("opd_query", None)
-        return Goto(field)
+        if answer.choice == "opd":
+            ctx.state.data.pop("opd_query", None)  # ask afresh instead of old results
+        return await super().handle(ctx, answer)
 
 
 class RegistrationFlow(Flow):

@@ -32,7 +32,7 @@ def test_every_literal_key_used_in_code_exists() -> None:
     for path in HANDLERS.rglob("*.py"):
         source = path.read_text(encoding="utf-8")
         used |= set(re.findall(r"""\bt\(\s*"([a-z_]+\.[a-z_.]+)\"""", source))
-        used |= set(re.findall(r"""(?:help_key|title_key) = "([a-z_.]+)\"""", source))
+        used |= set(re.findall(r"""(?:help_key|title_key|ask_key) = "([a-z_.]+)\"""", source))
     assert used, "the scan found no keys: the pattern is broken"
     assert sorted(used - known.keys()) == []
 

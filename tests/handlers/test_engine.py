@@ -14,27 +14,19 @@ from handlers.types import EventKind, InboundEvent
 from storage.models import ChannelAccount, ProcessedUpdate, Sponsorship
 from tests.fakes.chat import WORKER_NIK, Chat, build_engine, seed_opds
 from tests.fakes.clock import FrozenClock
+from tests.handlers.conftest import to_nik_step
 
 
 @pytest.fixture
-async def chat(sessionmaker: async_sessionmaker[AsyncSession]) -> Chat:
-    clock = FrozenClock()
-    await seed_opds(sessionmaker, clock)
-    chat = Chat(build_engine(sessionmaker, clock), clock)
-    await chat.register()
-    return chat
-
-
-async def _to_nik_step(chat: Chat) -> None:
-    await chat.say("/daftar")
-    await chat.press("Asisten rumah tangga")
-    await chat.say("Siti Aminah")
+def chat(asn: Chat) -> Chat:
+    """A registered ASN."""
+    return asn
 
 
 async def test_five_thousand_character_message_is_refused_and_question_repeated(
     chat: Chat,
 ) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     question = chat.question.text
     await chat.say("7" * 5000)
     assert "terlalu panjang (5.000 karakter)" in chat.replies[0].text
@@ -42,7 +34,7 @@ async def test_five_thousand_character_message_is_refused_and_question_repeated(
 
 
 async def test_unknown_command_names_it_and_repeats_question(chat: Chat) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     question = chat.question.text
     await chat.say("/hapusdata")
     assert "Perintah /hapusdata tidak dikenal" in chat.replies[0].text
@@ -61,7 +53,7 @@ async def test_stale_button_from_an_old_message(chat: Chat) -> None:
 
 
 async def test_unsupported_and_file_input_repeat_the_question(chat: Chat) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     question = chat.question.text
     await chat._send(kind=EventKind.UNSUPPORTED)
     assert "hanya bisa membaca teks" in chat.replies[0].text
@@ -72,7 +64,7 @@ async def test_unsupported_and_file_input_repeat_the_question(chat: Chat) -> Non
 
 
 async def test_help_explains_the_current_step(chat: Chat) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     question = chat.question.text
     await chat.say("bantuan")
     assert "16 angka di KTP atau Kartu Keluarga" in chat.replies[0].text
@@ -80,7 +72,7 @@ async def test_help_explains_the_current_step(chat: Chat) -> None:
 
 
 async def test_back_returns_to_previous_step_keeping_answers(chat: Chat) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     await chat.say("kembali")
     assert "nama lengkap pekerja" in chat.question.text
     await chat.say("Siti Aminah Binti Ahmad")
@@ -96,7 +88,7 @@ async def test_back_at_first_step_says_so(chat: Chat) -> None:
 
 
 async def test_cancel_keeps_a_draft_that_resumes_at_the_same_step(chat: Chat) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     await chat.say(WORKER_NIK)
     await chat.say("batal")
     assert "disimpan sebagai draf" in chat.replies[0].text
@@ -107,7 +99,7 @@ async def test_cancel_keeps_a_draft_that_resumes_at_the_same_step(chat: Chat) ->
 
 
 async def test_menu_mid_flow_then_restart_flow_offers_draft(chat: Chat) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     await chat.say("menu")
     await chat.say("/daftar")
     assert "draf pendaftaran pekerja" in chat.question.text
@@ -116,7 +108,7 @@ async def test_menu_mid_flow_then_restart_flow_offers_draft(chat: Chat) -> None:
 
 
 async def test_idle_flow_is_offered_for_resumption(chat: Chat) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     chat.clock.advance(timedelta(hours=5))
     await chat.say("halo")
     assert "belum selesai" in chat.question.text
@@ -132,7 +124,7 @@ async def test_restart_resumes_at_the_same_step(
     await seed_opds(sessionmaker, clock)
     first = Chat(build_engine(sessionmaker, clock), clock)
     await first.register()
-    await _to_nik_step(first)
+    await to_nik_step(first)
     await first.say(WORKER_NIK)
     await first.press("Ya, benar")
 
@@ -164,7 +156,7 @@ async def test_replayed_update_has_one_effect(
 async def test_concurrent_updates_of_one_user_apply_in_order(
     chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     events = [
         InboundEvent(
             channel=Channel.TELEGRAM,

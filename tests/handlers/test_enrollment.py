@@ -28,22 +28,13 @@ from tests.fakes.chat import (
     seed_opds,
 )
 from tests.fakes.clock import FrozenClock
+from tests.handlers.conftest import to_nik_step
 
 
 @pytest.fixture
-async def chat(sessionmaker: async_sessionmaker[AsyncSession]) -> Chat:
-    clock = FrozenClock()
-    await seed_opds(sessionmaker, clock)
-    chat = Chat(build_engine(sessionmaker, clock), clock)
-    await chat.register()
-    return chat
-
-
-async def _to_nik_step(chat: Chat) -> None:
-    await chat.say("/daftar")
-    await chat.press("Asisten rumah tangga")
-    await chat.say("Siti Aminah")
-    assert "NIK Siti Aminah" in chat.question.text
+def chat(asn: Chat) -> Chat:
+    """A registered ASN."""
+    return asn
 
 
 async def _sponsorships(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Sponsorship]:
@@ -82,7 +73,7 @@ async def test_enrollment_lands_in_database_encrypted(
 async def test_draft_nik_is_not_stored_in_plain_text(
     chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     await chat.say(WORKER_NIK)
     async with sessionmaker() as session:
         raw = await session.execute(select(Worker))
@@ -105,7 +96,7 @@ async def test_draft_nik_is_not_stored_in_plain_text(
     ],
 )
 async def test_bad_nik_explains_and_asks_again(chat: Chat, typed: str, expected: str) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     question = chat.question.text
     await chat.say(typed)
     assert expected in chat.replies[0].text
@@ -115,7 +106,7 @@ async def test_bad_nik_explains_and_asks_again(chat: Chat, typed: str, expected:
 async def test_nik_birth_date_mismatch_asks_to_confirm(
     chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     await chat.say(WORKER_NIK)
     assert "7 Agustus 1990" in chat.question.text
     await chat.say("17-08-1990")
@@ -142,7 +133,7 @@ async def test_nik_birth_date_mismatch_asks_to_confirm(
 async def test_under_and_over_age_worker_is_refused_with_reason(
     chat: Chat, nik: str, expected: str
 ) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     await chat.say(nik)
     question = chat.question.text
     await chat.press("Ya, benar")
@@ -163,7 +154,7 @@ async def test_duplicate_nik_with_another_sponsor_names_whom_to_contact(
         opd_query="pendidikan",
         opd_label="Dinas Pendidikan",
     )
-    await _to_nik_step(other)
+    await to_nik_step(other)
     await other.say(WORKER_NIK)
     assert "sudah disponsori ASN lain melalui Dinas Kesehatan" in other.replies[0].text
     assert "hubungi PIC Dinas Kesehatan" in other.replies[0].text
@@ -174,7 +165,7 @@ async def test_duplicate_nik_with_another_sponsor_names_whom_to_contact(
 async def test_same_asn_enrolling_same_nik_twice_is_told(chat: Chat) -> None:
     await chat.enroll_until_summary()
     await chat.press("Kirim ke PIC")
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     await chat.say(WORKER_NIK)
     assert "Anda sudah mendaftarkan pekerja dengan NIK ini" in chat.replies[0].text
 
@@ -192,7 +183,7 @@ async def test_per_asn_limit(sessionmaker: async_sessionmaker[AsyncSession]) -> 
 
 
 async def test_worker_phone_must_be_mobile(chat: Chat) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     await chat.say(WORKER_NIK)
     await chat.press("Ya, benar")
     question = chat.question.text
@@ -227,7 +218,7 @@ async def test_typed_option_number_selects_it(chat: Chat) -> None:
 async def test_payroll_plan_records_statement_of_willingness(
     chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    await _to_nik_step(chat)
+    await to_nik_step(chat)
     await chat.say(WORKER_NIK)
     await chat.press("Ya, benar")
     await chat.press("Lewati")

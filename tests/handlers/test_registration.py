@@ -8,15 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import ConsentPurpose, EmploymentType
 from storage.models import Asn, ConsentRecord
-from tests.fakes.chat import ASN_NIP, Chat, build_engine, seed_opds
-from tests.fakes.clock import FrozenClock
+from tests.fakes.chat import ASN_NIP, Chat
 
 
 @pytest.fixture
-async def chat(sessionmaker: async_sessionmaker[AsyncSession]) -> Chat:
-    clock = FrozenClock()
-    await seed_opds(sessionmaker, clock)
-    return Chat(build_engine(sessionmaker, clock), clock)
+def chat(guest: Chat) -> Chat:
+    """A user who has not registered."""
+    return guest
 
 
 async def _to_nip_step(chat: Chat) -> None:

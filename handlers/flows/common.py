@@ -1,0 +1,54 @@
+"""Steps shared by several flows: a person's name, and "which field to edit"."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from handlers.context import Context
+from handlers.flow import Answer, Goto, Invalid, Next, Outcome, Step
+from handlers.parsing import TextProblem, parse_person_name
+from handlers.types import Reply
+
+
+class PersonNameStep(Step):
+    """A full name into data["full_name"]; subclasses name the question."""
+
+    name = "name"
+    ask_key: ClassVar[str]
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        return [Reply(ctx.t(self.ask_key))]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        name = parse_person_name(answer.text or "")
+        if isinstance(name, TextProblem):
+            return Invalid(ctx.t(f"name.error.{name.value}"))
+        ctx.state.data["full_name"] = name
+        return Next()
+
+
+class EditFieldStep(Step):
+    """From the summary: pick the answer to change; that step then returns to the summary."""
+
+    name = "edit"
+    help_key = "summary.help.edit"
+    free_text = False
+    #: Step names that can be edited, in display order; labels are "<label_prefix>.<step>".
+    fields: ClassVar[tuple[str, ...]]
+    label_prefix: ClassVar[str]
+
+    def editable(self, ctx: Context) -> tuple[str, ...]:
+        return self.fields
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        options = tuple(
+            ctx.option(field, ctx.t(f"{self.label_prefix}.{field}")) for field in self.editable(ctx)
+        )
+        return [Reply(ctx.t("summary.which_field"), options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        field = answer.choice or ""
+        if field not in self.editable(ctx):
+            return Invalid(ctx.t("input.choose_option"))
+        ctx.state.data["_editing"] = True
+        return Goto(field)
