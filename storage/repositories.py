@@ -32,7 +32,6 @@ from storage.models import (
     ChannelAccount,
     ConsentRecord,
     Conversation,
-    Opd,
     ProcessedUpdate,
     Sponsorship,
     Worker,
@@ -307,6 +306,3 @@ class ConsentRepository:
     async def get(self, record_id: int) -> ConsentRecord | None:
         return await self._session.get(ConsentRecord, record_id)
 
-
-async def get_opd(session: AsyncSession, opd_id: int) -> Opd | None:
-    return await session.get(Opd, opd_id)
