@@ -149,7 +149,8 @@ class FakeTelegramServer:
     def push_update(self, update: Mapping[str, Any]) -> dict[str, Any]:
         """Queue an update for getUpdates (an update_id is assigned when missing)."""
         queued = dict(update)
-        queued.setdefault("update_id", next(self._update_ids))
+        if "update_id" not in queued:  # setdefault would draw an id even when one is given
+            queued["update_id"] = next(self._update_ids)
         self._pending.append(queued)
         self._notify()
         return queued

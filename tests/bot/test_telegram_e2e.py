@@ -1,0 +1,439 @@
+"""The Telegram channel end to end: aiogram over real HTTP to the fake Bot API, real engine and DB.
+
+Nothing is mocked between the fake server and the database: the runtime is the
+one `bot.app.build_runtime` builds, the channel is the production adapter, and
+the database is the suite's (SQLite, or PostgreSQL with TEST_DATABASE_URL).
+The one test double is `FailingOnce`, standing for a database that fails once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.app import Runtime, build_runtime, seed_opds_if_empty
+from bot.settings import (
+    AppSettings,
+    DatabaseSettings,
+    ProgramSettings,
+    Settings,
+    TelegramSettings,
+)
+from bot.telegram import SECRET_HEADER, TelegramChannel
+from domain.vocabulary import Channel, Language, Occupation, PaymentPlan, SponsorshipStatus
+from handlers.types import ConversationEngine, InboundEvent, Reply
+from storage.crypto import NikCipher, decode_key, generate_key
+from storage.models import Asn, ChannelAccount, Opd, ProcessedUpdate, Sponsorship, Worker
+from tests.fakes.chat import ASN_NIP, OPD_SEED, WORKER_NIK
+from tests.fakes.clock import FrozenClock
+from tests.fakes.telegram_api import FakeTelegramServer
+from tests.fakes.telegram_user import TelegramUser, inline_buttons
+
+BUDI = 5500000001
+SECRET = "e2e-webhook-secret_0123456789"
+#: What the bot says once a sponsorship went to the PIC.
+SUBMITTED = "menunggu pemeriksaan PIC Dinas Kesehatan"
+
+
+# --- fixtures --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeTelegramServer]:
+    async with FakeTelegramServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+def make_settings(
+    tmp_path: Path, database_url: str, server: FakeTelegramServer, *, polling_timeout_s: int = 1
+) -> Settings:
+    """Every value the bot reads, given explicitly so no environment or .env leaks in."""
+    return Settings(
+        app=AppSettings(
+            data_dir=tmp_path,
+            nik_key=SecretStr(generate_key()),
+            default_language=Language.INDONESIAN,
+            timezone="Asia/Jakarta",
+            opd_seed_file=OPD_SEED,
+        ),
+        database=DatabaseSettings(url=database_url, auto_migrate=False, echo=False),
+        program=ProgramSettings(
+            min_age=15, max_age=65, max_workers_per_asn=5, draft_idle_minutes=30
+        ),
+        telegram=TelegramSettings(
+            token=SecretStr(server.token),
+            api_base=server.base_url,
+            polling_timeout_s=polling_timeout_s,
+            webhook_secret=SecretStr(SECRET),
+            webhook_path="/telegram/webhook",
+        ),
+    )
+
+
+@pytest.fixture
+async def settings(
+    tmp_path: Path,
+    database_url: str,
+    server: FakeTelegramServer,
+    sessionmaker: async_sessionmaker[AsyncSession],  # empties every table first
+    clock: FrozenClock,
+) -> Settings:
+    settings = make_settings(tmp_path, database_url, server)
+    runtime = await build_runtime(settings, clock=clock, migrate=False)
+    try:
+        assert await seed_opds_if_empty(runtime) > 0
+    finally:
+        await runtime.close()
+    return settings
+
+
+@dataclasses.dataclass(slots=True)
+class RunningBot:
+    runtime: Runtime
+    channel: TelegramChannel
+
+
+@contextlib.asynccontextmanager
+async def open_bot(
+    settings: Settings,
+    clock: FrozenClock,
+    *,
+    wrap: Callable[[ConversationEngine], ConversationEngine] | None = None,
+) -> AsyncIterator[RunningBot]:
+    """A runtime and a channel on it, as `sertakan run` builds them; closed on exit."""
+    runtime = await build_runtime(settings, clock=clock, migrate=False)
+    engine: ConversationEngine = runtime.engine if wrap is None else wrap(runtime.engine)
+    channel = TelegramChannel(
+        engine, settings.telegram, clock, retry_first_s=0.01, retry_cap_s=0.05
+    )
+    try:
+        yield RunningBot(runtime, channel)
+    finally:
+        await channel.close()
+        await runtime.close()
+
+
+@contextlib.asynccontextmanager
+async def polling(channel: TelegramChannel) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(channel.run_polling(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+async def register(user: TelegramUser) -> None:
+    """SPEC 4.1 over Telegram, the same steps as `tests.fakes.chat.Chat.register`."""
+    await user.say("/start")
+    await user.press("Daftar sebagai ASN")
+    await user.press("Setuju")
+    await user.say(ASN_NIP)
+    await user.say("Budi Santoso")
+    await user.say("kesehatan")
+    await user.press("Dinas Kesehatan")
+    await user.share_contact("+6281234567890")
+    await user.press("Konfirmasi")
+    assert "Pendaftaran ASN berhasil" in user.text
+
+
+async def enroll_until_nik(user: TelegramUser) -> None:
+    await user.say("/daftar")
+    await user.press("Asisten rumah tangga")
+    await user.say("Siti Aminah")
+    await user.say(WORKER_NIK)
+    assert "Menurut NIK, tanggal lahir" in user.replies[-1].text
+
+
+async def enroll_after_nik(user: TelegramUser) -> None:
+    await user.press("Ya, benar")
+    await user.say("081298765432")
+    await user.say("Sukamaju")
+    await user.say("Ciawi")
+    await user.press("Bulanan")
+    await user.press("Desember 2026")
+    assert "3201********0001" in user.replies[-1].text
+
+
+async def count(sessionmaker: async_sessionmaker[AsyncSession], model: type[Any]) -> int:
+    async with sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def processed(sessionmaker: async_sessionmaker[AsyncSession], update_id: object) -> int:
+    async with sessionmaker() as session:
+        query = select(func.count()).where(
+            ProcessedUpdate.channel == Channel.TELEGRAM,
+            ProcessedUpdate.update_id == str(update_id),
+        )
+        return int(await session.scalar(query) or 0)
+
+
+def sent_texts(server: FakeTelegramServer, user_id: int) -> list[str]:
+    return [message.text for message in server.messages_to(user_id)]
+
+
+def callback_answers(server: FakeTelegramServer, update: dict[str, Any]) -> int:
+    query_id = update["callback_query"]["id"]
+    return sum(
+        1
+        for call in server.calls_of("answerCallbackQuery")
+        if call.params.get("callback_query_id") == query_id
+    )
+
+
+# --- polling ---------------------------------------------------------------------
+
+
+async def test_asn_registers_and_enrolls_a_worker_over_telegram(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    user = TelegramUser(server, BUDI)
+    async with open_bot(settings, clock) as bot, polling(bot.channel):
+        await bot.channel.set_commands()
+        await register(user)
+        await enroll_until_nik(user)
+        await enroll_after_nik(user)
+        summary = user.replies[-1].text
+        await user.press("Kirim ke PIC")
+        assert SUBMITTED in user.text
+
+    # The phone step asked with Telegram's share-contact button.
+    [contact_request] = [
+        m for m in server.messages_to(BUDI) if "keyboard" in (m.reply_markup or {})
+    ]
+    [[button]] = contact_request.reply_markup["keyboard"]  # type: ignore[index]
+    assert button["request_contact"] is True
+    # Plain text only: user input (names, addresses) is never parsed as markup.
+    assert all(m.parse_mode is None for m in server.sent)
+    assert "Rp16.800" in summary
+    assert all(WORKER_NIK not in text for text in sent_texts(server, BUDI))
+    assert {None, "en"} <= set(server.commands)
+
+    key = decode_key(settings.app.nik_key.get_secret_value())  # type: ignore[union-attr]
+    async with sessionmaker() as session:
+        asn = (await session.execute(select(Asn))).scalar_one()
+        account = await session.get_one(ChannelAccount, asn.channel_account_id)
+        opd = await session.get_one(Opd, asn.opd_id)
+        worker = (await session.execute(select(Worker))).scalar_one()
+        sponsorship = (await session.execute(select(Sponsorship))).scalar_one()
+    assert (asn.nip, asn.full_name, asn.phone_e164) == (ASN_NIP, "Budi Santoso", "+6281234567890")
+    assert (account.channel, account.external_id) == (Channel.TELEGRAM, str(BUDI))
+    assert opd.name.startswith("Dinas Kesehatan")
+    assert worker.full_name == "Siti Aminah"
+    assert worker.birth_date == date(1990, 8, 7)
+    assert worker.nik_masked == "3201********0001"
+    assert WORKER_NIK.encode() not in worker.nik_ciphertext
+    assert NikCipher(key).decrypt(worker.nik_ciphertext) == WORKER_NIK
+    assert (sponsorship.asn_id, sponsorship.worker_id) == (asn.id, worker.id)
+    assert sponsorship.status is SponsorshipStatus.WAITING_FOR_PIC
+    assert sponsorship.occupation is Occupation.HOUSEHOLD_ASSISTANT
+    assert sponsorship.plan is PaymentPlan.MONTHLY
+    assert sponsorship.first_month == date(2026, 12, 1)
+
+
+async def test_a_restart_mid_enrollment_continues_at_the_same_step(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    user = TelegramUser(server, BUDI)
+    async with open_bot(settings, clock) as bot, polling(bot.channel):
+        await register(user)
+        await enroll_until_nik(user)
+    # Process gone: its HTTP session and database pool are closed.
+
+    async with open_bot(settings, clock) as bot, polling(bot.channel):
+        await user.press("Ya, benar")  # the button under the question asked before the restart
+        assert "HP" in user.text
+        await user.say("081298765432")
+        await user.say("Sukamaju")
+        await user.say("Ciawi")
+        await user.press("Bulanan")
+        await user.press("Desember 2026")
+        await user.press("Kirim ke PIC")
+        assert SUBMITTED in user.text
+
+    assert await count(sessionmaker, Sponsorship) == 1
+    async with sessionmaker() as session:
+        worker = (await session.execute(select(Worker))).scalar_one()
+    assert (worker.full_name, worker.birth_date) == ("Siti Aminah", date(1990, 8, 7))
+
+
+# --- at-least-once delivery, exactly-once effect ----------------------------------
+
+
+async def test_a_duplicated_update_in_one_batch_has_one_effect(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    user = TelegramUser(server, BUDI)
+    async with open_bot(settings, clock) as bot, polling(bot.channel):
+        await register(user)
+        await enroll_until_nik(user)
+        await enroll_after_nik(user)
+        submit = user.press_update("Kirim ke PIC")
+        server.push_update(submit)  # Telegram delivering the same update twice
+        await user.send(dict(submit))
+        await server.wait_until(lambda: server.confirmed_offset > submit["update_id"])
+
+    assert await count(sessionmaker, Sponsorship) == 1
+    assert await processed(sessionmaker, submit["update_id"]) == 1
+    assert sum(SUBMITTED in text for text in sent_texts(server, BUDI)) == 1
+
+
+async def test_an_update_redelivered_after_a_crash_before_confirming_has_one_effect(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    # A long poll that is surely still waiting when the last update is queued.
+    settings = settings.model_copy(
+        update={"telegram": settings.telegram.model_copy(update={"polling_timeout_s": 10})}
+    )
+    user = TelegramUser(server, BUDI)
+    async with open_bot(settings, clock) as bot, polling(bot.channel):
+        await register(user)
+        await enroll_until_nik(user)
+        await enroll_after_nik(user)
+        # The bot commits the submission, then can never confirm it (it "crashes").
+        server.fail_next("getUpdates", 1_000_000)
+        submit = server.push_update(user.press_update("Kirim ke PIC"))
+        await server.wait_until(lambda: any(SUBMITTED in t for t in sent_texts(server, BUDI)))
+    assert server.confirmed_offset <= submit["update_id"]
+
+    server.fail_next("getUpdates", 0)
+    async with open_bot(settings, clock) as bot, polling(bot.channel):
+        # The restarted bot is handed the unconfirmed update again.
+        await server.wait_until(lambda: server.confirmed_offset > submit["update_id"])
+
+    assert callback_answers(server, submit) == 2  # delivered twice...
+    assert await count(sessionmaker, Sponsorship) == 1  # ...one effect
+    assert await processed(sessionmaker, submit["update_id"]) == 1
+    assert sum(SUBMITTED in text for text in sent_texts(server, BUDI)) == 1
+
+
+class DatabaseDown(RuntimeError):
+    pass
+
+
+class FailingOnce:
+    """Test double around the real engine: the first attempt at one update fails.
+
+    It stands for a database that is down for a moment, and records the fake
+    server's confirmed offset at every attempt at that update.
+    """
+
+    def __init__(self, server: FakeTelegramServer) -> None:
+        self.server = server
+        self.target: str | None = None
+        self.offsets_at_attempts: list[int] = []
+        self._engine: ConversationEngine | None = None
+
+    def around(self, engine: ConversationEngine) -> ConversationEngine:
+        self._engine = engine
+        return self
+
+    async def handle(self, event: InboundEvent) -> Sequence[Reply]:
+        assert self._engine is not None
+        if event.update_id == self.target:
+            self.offsets_at_attempts.append(self.server.confirmed_offset)
+            if len(self.offsets_at_attempts) == 1:
+                raise DatabaseDown("connection refused")
+        return await self._engine.handle(event)
+
+    async def language_of(self, channel: Channel, sender_id: str) -> Language:
+        assert self._engine is not None
+        return await self._engine.language_of(channel, sender_id)
+
+
+async def test_an_update_is_confirmed_only_after_its_transaction_committed(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    user = TelegramUser(server, BUDI)
+    engine = FailingOnce(server)
+    async with open_bot(settings, clock, wrap=engine.around) as bot, polling(bot.channel):
+        await register(user)
+        await enroll_until_nik(user)
+        await enroll_after_nik(user)
+        submit = user.press_update("Kirim ke PIC")
+        engine.target = str(submit["update_id"])
+        await user.send(submit)
+        assert SUBMITTED in user.text
+
+    update_id = submit["update_id"]
+    # Attempted twice; neither attempt found the update confirmed.
+    assert len(engine.offsets_at_attempts) == 2
+    assert all(offset <= update_id for offset in engine.offsets_at_attempts)
+    assert server.confirmed_offset > update_id
+    assert callback_answers(server, submit) == 1  # the failed attempt delivered nothing
+    assert await count(sessionmaker, Sponsorship) == 1
+    assert await processed(sessionmaker, update_id) == 1
+    assert sum(SUBMITTED in text for text in sent_texts(server, BUDI)) == 1
+
+
+# --- webhook ---------------------------------------------------------------------
+
+
+async def test_webhook_runs_the_real_engine_behind_the_secret(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    start = server.text_update(BUDI, "/start")
+    path = settings.telegram.webhook_path
+    async with open_bot(settings, clock) as bot:
+        app = web.Application()
+        bot.channel.webhook_routes(app)
+        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+            refused = await client.post(path, json=start, headers={SECRET_HEADER: "wrong"})
+            assert refused.status == 401
+            assert await count(sessionmaker, ProcessedUpdate) == 0
+            assert server.sent == []
+
+            accepted = await client.post(path, json=start, headers={SECRET_HEADER: SECRET})
+            assert accepted.status == 200
+            # Answered only after the replies went out: they are already there.
+            replies = server.messages_to(BUDI)
+            assert replies[0].text.strip()
+            buttons = [b["text"] for m in replies for b in inline_buttons(m)]
+            assert any("Daftar sebagai ASN" in label for label in buttons)
+
+            # Telegram retrying a delivered update: answered 200 again, no second effect.
+            retried = await client.post(path, json=start, headers={SECRET_HEADER: SECRET})
+            assert retried.status == 200
+    assert await processed(sessionmaker, start["update_id"]) == 1
+    assert await count(sessionmaker, ChannelAccount) == 1
+    assert server.messages_to(BUDI) == replies
