@@ -1,0 +1,690 @@
+"""Benchmark: one full enrollment conversation through the Telegram adapter.
+
+Each simulated person registers as an ASN first (setup, not timed), then the
+enrollment conversation is timed update by update, exactly as Telegram would
+deliver it: a JSON payload is validated into an aiogram `Update` and handed to
+`TelegramChannel.handle_update`, which runs the engine (one SQLite transaction
+per update) and sends the replies through the aiogram `Bot`.
+
+    /daftar, occupation button, name, NIK, birth-date button, phone, village,
+    district, plan button, first-month button, "Kirim ke PIC" = 11 updates
+
+The baseline is a bare aiogram echo bot (a `Dispatcher` with one message and
+one callback-query handler) fed the same update payloads in the same run.
+
+Nothing touches the network: both bots get the same `LocalSession`, an aiogram
+`BaseSession` that serialises the request like the HTTP session does, builds
+Telegram's JSON answer and parses it back with `check_response`, so both pay
+the same outbound cost. Button presses use the callback_data the bot actually
+sent, so the conversation is real; after the run the number of sponsorship rows
+is checked, so a fast but broken run reports no figures.
+
+    python -m bench.bench_enrollment [--users N] [--rounds R] [--database-url URL]
+                                     [--profile FILE]
+
+Targets (issue): >= 1500 steps/s per process and <= 2.5x the echo bot's cost
+per update. Exit code 0 for any measurement (MISS is a result, not an error);
+1 only when the run itself was broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import itertools
+import json
+import logging
+import platform
+import pstats
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiogram import Bot, Dispatcher, F, Router
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.base import BaseSession
+from aiogram.methods.base import TelegramMethod, TelegramType
+from aiogram.types import CallbackQuery, Message, Update
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from bot.app import Runtime, build_runtime, seed_opds_if_empty
+from bot.settings import AppSettings, DatabaseSettings, ProgramSettings, Settings, TelegramSettings
+from bot.telegram import TelegramChannel
+from storage.crypto import generate_key
+from storage.db import create_engine, is_sqlite
+from storage.migrate import upgrade_to_head
+from storage.models import Sponsorship
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OPD_SEED = REPO_ROOT / "data" / "opd_bengkulu.csv"
+TOKEN = "123:ABC"
+
+TARGET_STEPS_PER_S = 1500.0
+TARGET_RATIO = 2.5
+ENROLLMENT_STEPS = 11
+
+BOT_USER: dict[str, Any] = {
+    "id": 7000000001,
+    "is_bot": True,
+    "first_name": "SERTAKAN",
+    "username": "SertakanBot",
+}
+FIRST_USER_ID = 500_000_000
+
+
+# --- identities -------------------------------------------------------------------
+
+
+def nip_for(index: int) -> str:
+    """A distinct valid PNS NIP: born 1970-01-01 + index//900 days, started at 25, serial."""
+    year = 1970 + (index // 900) % 30
+    month = 1 + (index // 27_000) % 12
+    day = 1 + (index // 900 // 30) % 28
+    serial = 1 + index % 900
+    sex = 1 + index % 2
+    return f"{year:04d}{month:02d}{day:02d}{year + 25:04d}01{sex}{serial:03d}"
+
+
+def nik_for(index: int) -> str:
+    """A distinct valid NIK: a woman born 1980-1999 (ages 26-46 in 2026), varying serial."""
+    serial = 1 + index % 9999
+    district = 1 + (index // 9999) % 99
+    day = 1 + index % 28 + 40  # women: day + 40
+    month = 1 + index % 12
+    year = 80 + index % 20  # 1980-1999
+    return f"3201{district:02d}{day:02d}{month:02d}{year:02d}{serial:04d}"
+
+
+# --- outbound: a local Bot API session ----------------------------------------------
+
+
+@dataclass(slots=True)
+class Keyboard:
+    message_id: int
+    buttons: list[tuple[str, str]]  # (label, callback_data)
+
+
+class LocalSession(BaseSession):
+    """Answers Bot API calls in-process, the way Telegram would, without a network.
+
+    Per call: the method is dumped and every field prepared as `AiohttpSession`
+    does for its form body; the answer is built as Telegram's JSON envelope and
+    parsed back through `BaseSession.check_response` into aiogram objects.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._message_ids = itertools.count(10_000)
+        #: The latest inline keyboard sent to each chat.
+        self.keyboards: dict[int, Keyboard] = {}
+        #: The latest text sent to each chat.
+        self.last_text: dict[int, str] = {}
+        self.calls: dict[str, int] = {}
+
+    async def close(self) -> None:
+        return None
+
+    async def stream_content(
+        self,
+        url: str,
+        headers: dict[str, Any] | None = None,
+        timeout: int = 30,  # noqa: ASYNC109 (aiogram's signature)
+        chunk_size: int = 65536,
+        raise_for_status: bool = True,
+    ) -> AsyncGenerator[bytes, None]:
+        raise NotImplementedError("no file downloads in this benchmark")
+        yield b""  # an async generator, as in BaseSession
+
+    async def make_request(
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        timeout: int | None = None,  # noqa: ASYNC109 (aiogram's signature)
+    ) -> TelegramType:
+        files: dict[str, Any] = {}
+        params: dict[str, Any] = {}
+        for key, value in method.model_dump(warnings=False).items():
+            prepared = self.prepare_value(value, bot=bot, files=files)
+            if prepared:
+                params[key] = prepared
+        name = method.__api_method__
+        self.calls[name] = self.calls.get(name, 0) + 1
+        result: Any
+        if name == "sendMessage":
+            result = self._sent_message(params)
+        elif name == "answerCallbackQuery":
+            result = True
+        elif name == "editMessageReplyMarkup":
+            chat_id = int(params["chat_id"])
+            result = {
+                "message_id": int(params["message_id"]),
+                "from": BOT_USER,
+                "chat": {"id": chat_id, "type": "private", "first_name": "Bench"},
+                "date": int(time.time()) - 1,
+                "edit_date": int(time.time()),
+                "text": "…",
+            }
+        else:
+            raise RuntimeError(f"LocalSession does not implement {name}")
+        content = self.json_dumps({"ok": True, "result": result})
+        response = self.check_response(bot=bot, method=method, status_code=200, content=content)
+        return response.result  # type: ignore[return-value]
+
+    def _sent_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        message_id = next(self._message_ids)
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "from": BOT_USER,
+            "chat": {"id": chat_id, "type": "private", "first_name": "Bench"},
+            "date": int(time.time()),
+            "text": params["text"],
+        }
+        self.last_text[chat_id] = params["text"]
+        markup = params.get("reply_markup")
+        if markup:
+            decoded = json.loads(markup)
+            if "inline_keyboard" in decoded:
+                # Telegram echoes only inline keyboards in the sent message.
+                message["reply_markup"] = decoded
+                self.keyboards[chat_id] = Keyboard(
+                    message_id,
+                    [
+                        (button["text"], button["callback_data"])
+                        for row in decoded["inline_keyboard"]
+                        for button in row
+                        if "callback_data" in button
+                    ],
+                )
+        return message
+
+
+def make_bot(session: LocalSession) -> Bot:
+    return Bot(token=TOKEN, session=session, default=DefaultBotProperties(parse_mode=None))
+
+
+# --- inbound: Telegram update payloads ----------------------------------------------
+
+
+def _bare(label: str) -> str:
+    """A label without its leading emoji and spaces, casefolded."""
+    return re.sub(r"^\W+", "", label.casefold())
+
+
+class Payloads:
+    """Builds update payloads as Telegram sends them; buttons come from what the bot sent."""
+
+    def __init__(self, session: LocalSession) -> None:
+        self._session = session
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1)
+        self._callback_ids = itertools.count(4_000_000_000_000_000_000)
+
+    @staticmethod
+    def _user(user_id: int) -> dict[str, Any]:
+        return {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": "Budi",
+            "last_name": f"U{user_id}",
+            "language_code": "id",
+        }
+
+    def _message(self, user_id: int, **content: Any) -> dict[str, Any]:
+        return {
+            "update_id": next(self._update_ids),
+            "message": {
+                "message_id": next(self._message_ids),
+                "from": self._user(user_id),
+                "chat": {"id": user_id, "first_name": "Budi", "type": "private"},
+                "date": int(time.time()),
+                **content,
+            },
+        }
+
+    def text(self, user_id: int, text: str) -> dict[str, Any]:
+        content: dict[str, Any] = {"text": text}
+        if text.startswith("/"):
+            length = len(text.split(maxsplit=1)[0])
+            content["entities"] = [{"offset": 0, "length": length, "type": "bot_command"}]
+        return self._message(user_id, **content)
+
+    def contact(self, user_id: int, phone: str) -> dict[str, Any]:
+        contact = {"phone_number": phone, "first_name": "Budi", "user_id": user_id}
+        return self._message(user_id, contact=contact)
+
+    def press(self, user_id: int, label_part: str) -> dict[str, Any]:
+        """Press the button of the bot's latest keyboard whose label contains `label_part`."""
+        keyboard = self._session.keyboards.get(user_id)
+        buttons = keyboard.buttons if keyboard else []
+        wanted = label_part.casefold()
+        if not wanted:  # the first button
+            matches = buttons[:1]
+        else:
+            matches = [b for b in buttons if wanted in b[0].casefold()]
+            if len(matches) > 1:  # "Setuju" vs "Tidak setuju": the label starting with it
+                matches = [b for b in matches if _bare(b[0]).startswith(wanted)]
+        if keyboard is None or len(matches) != 1:
+            labels = [b[0] for b in keyboard.buttons] if keyboard else []
+            last = self._session.last_text.get(user_id, "")
+            raise BenchBroken(
+                f"user {user_id}: {label_part!r} matches {len(matches)} of {labels}; "
+                f"last text: {last[:200]!r}"
+            )
+        data = matches[0][1]
+        return {
+            "update_id": next(self._update_ids),
+            "callback_query": {
+                "id": str(next(self._callback_ids)),
+                "from": self._user(user_id),
+                "message": {
+                    "message_id": keyboard.message_id,
+                    "from": BOT_USER,
+                    "chat": {"id": user_id, "first_name": "Budi", "type": "private"},
+                    "date": int(time.time()) - 1,
+                    "text": "…",
+                    "reply_markup": {
+                        "inline_keyboard": [
+                            [{"text": lb, "callback_data": cd}] for lb, cd in keyboard.buttons
+                        ],
+                    },
+                },
+                "chat_instance": str(-4562037590375013467 - user_id),
+                "data": data,
+            },
+        }
+
+
+class BenchBroken(RuntimeError):
+    """The conversation did not go as a person's would: no figures are reported."""
+
+
+# Each step: (kind, argument) where kind is "text", "contact", "press" (a label
+# part) or "press_first" (the first button); the argument may depend on the user.
+Step = tuple[str, Callable[[int], str]]
+
+
+def _const(value: str) -> Callable[[int], str]:
+    return lambda _index: value
+
+
+REGISTRATION: list[Step] = [
+    ("text", _const("/start")),
+    ("press", _const("Daftar sebagai ASN")),
+    ("press", _const("Setuju")),
+    ("text", nip_for),
+    ("text", _const("Budi Santoso")),
+    ("text", _const("kesehatan")),
+    ("press", _const("Dinas Kesehatan")),
+    ("contact", _const("081234567890")),
+    ("press", _const("Konfirmasi")),
+]
+
+ENROLLMENT: list[Step] = [
+    ("text", _const("/daftar")),
+    ("press", _const("Asisten rumah tangga")),
+    ("text", _const("Siti Aminah")),
+    ("text", nik_for),
+    ("press", _const("Ya, benar")),
+    ("text", _const("081298765432")),
+    ("text", _const("Sukamaju")),
+    ("text", _const("Ciawi")),
+    ("press", _const("Bulanan")),
+    ("press_first", _const("")),  # the first month offered (next month)
+    ("press", _const("Kirim ke PIC")),
+]
+assert len(ENROLLMENT) == ENROLLMENT_STEPS
+
+
+# --- the two bots -------------------------------------------------------------------
+
+
+class Ours:
+    """The SERTAKAN Telegram adapter on a fresh runtime."""
+
+    def __init__(self, runtime: Runtime, session: LocalSession) -> None:
+        self.runtime = runtime
+        self.session = session
+        self.channel = TelegramChannel(runtime.engine, runtime.settings.telegram, runtime.clock)
+        self.channel.bot = make_bot(session)
+        self.bot = self.channel.bot
+
+    async def feed(self, payload: dict[str, Any]) -> None:
+        update = Update.model_validate(payload, context={"bot": self.bot})
+        await self.channel.handle_update(update)
+
+
+class Echo:
+    """A bare aiogram echo bot: one Dispatcher, one router, two handlers."""
+
+    def __init__(self, session: LocalSession) -> None:
+        self.session = session
+        self.bot = make_bot(session)
+        self.dispatcher = Dispatcher()
+        router = Router()
+
+        @router.message()
+        async def echo_message(message: Message) -> None:
+            await message.answer(message.text or "ok")
+
+        @router.callback_query(F.data)
+        async def echo_callback(callback: CallbackQuery) -> None:
+            await callback.answer()
+            if callback.message is not None:
+                await callback.message.answer(callback.data or "ok")
+
+        self.dispatcher.include_router(router)
+
+    async def feed(self, payload: dict[str, Any]) -> None:
+        update = Update.model_validate(payload, context={"bot": self.bot})
+        await self.dispatcher.feed_update(self.bot, update)
+
+
+# --- the driver ---------------------------------------------------------------------
+
+
+def _payload(payloads: Payloads, kind: str, user_id: int, argument: str) -> dict[str, Any]:
+    if kind == "text":
+        return payloads.text(user_id, argument)
+    if kind == "contact":
+        return payloads.contact(user_id, argument)
+    return payloads.press(user_id, argument)
+
+
+async def converse(
+    ours: Ours,
+    payloads: Payloads,
+    steps: list[Step],
+    users: range,
+    record: list[dict[str, Any]] | None = None,
+    profiler: cProfile.Profile | None = None,
+) -> float:
+    """Run `steps` for every user in turn; returns the seconds spent handling updates."""
+    elapsed = 0.0
+    perf = time.perf_counter
+    for index in users:
+        user_id = FIRST_USER_ID + index
+        for kind, argument in steps:
+            payload = _payload(payloads, kind, user_id, argument(index))
+            if record is not None:
+                record.append(payload)
+            if profiler is not None:
+                profiler.enable()
+            start = perf()
+            await ours.feed(payload)
+            elapsed += perf() - start
+            if profiler is not None:
+                profiler.disable()
+    return elapsed
+
+
+async def replay(echo: Echo, recorded: list[dict[str, Any]]) -> float:
+    elapsed = 0.0
+    perf = time.perf_counter
+    for payload in recorded:
+        start = perf()
+        await echo.feed(payload)
+        elapsed += perf() - start
+    return elapsed
+
+
+class _CountWarnings(logging.Handler):
+    """Counts WARNING+ records: the adapter swallows delivery errors and only logs them."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.count = 0
+        self.first: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = f"{record.name}: {record.getMessage()[:300]}"
+
+
+@dataclass(slots=True)
+class Result:
+    backend: str
+    users: int
+    rounds: int
+    updates: int
+    ours_s: float
+    echo_s: float
+    round_ratios: list[float] = field(default_factory=list)
+    sponsorships: int = 0
+
+    @property
+    def ours_steps_per_s(self) -> float:
+        return self.updates / self.ours_s
+
+    @property
+    def echo_steps_per_s(self) -> float:
+        return self.updates / self.echo_s
+
+    @property
+    def ours_us(self) -> float:
+        return self.ours_s / self.updates * 1e6
+
+    @property
+    def echo_us(self) -> float:
+        return self.echo_s / self.updates * 1e6
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_s / self.echo_s
+
+    def verdicts(self) -> tuple[bool, bool]:
+        return self.ours_steps_per_s >= TARGET_STEPS_PER_S, self.ratio <= TARGET_RATIO
+
+
+def _settings(data_dir: Path, url: str) -> Settings:
+    return Settings(
+        app=AppSettings(
+            data_dir=data_dir,
+            nik_key=SecretStr(generate_key()),
+            opd_seed_file=OPD_SEED,
+            log_level="WARNING",
+        ),
+        database=DatabaseSettings(url=url, auto_migrate=True),
+        program=ProgramSettings(),
+        telegram=TelegramSettings(token=SecretStr(TOKEN)),
+    )
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+            await connection.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        await engine.dispose()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def measure(
+    url: str,
+    data_dir: Path,
+    *,
+    users: int,
+    rounds: int,
+    warmup: int,
+    profile_path: Path | None = None,
+) -> Result:
+    """Warm up, then `rounds` x (our adapter on users/rounds people, echo on the same updates)."""
+    backend = "sqlite" if is_sqlite(url) else "postgresql"
+    if backend != "sqlite":
+        await _reset_postgres(url)
+        await upgrade_to_head(url)
+    settings = _settings(data_dir, url)
+    runtime = await build_runtime(settings, clock=_utc_now, migrate=backend == "sqlite")
+    warnings = _CountWarnings()
+    logging.getLogger().addHandler(warnings)
+    try:
+        if await seed_opds_if_empty(runtime) == 0:
+            raise BenchBroken(f"no OPDs loaded from {OPD_SEED}")
+        ours_session, echo_session = LocalSession(), LocalSession()
+        ours, echo = Ours(runtime, ours_session), Echo(echo_session)
+        payloads = Payloads(ours_session)
+        total = warmup + users
+
+        # Setup, not timed: every person registers once.
+        await converse(ours, payloads, REGISTRATION, range(total))
+
+        # Warm-up: both bots, same updates.
+        recorded: list[dict[str, Any]] = []
+        await converse(ours, payloads, ENROLLMENT, range(warmup), recorded)
+        await replay(echo, recorded)
+
+        profiler = cProfile.Profile() if profile_path is not None else None
+        ours_s = echo_s = 0.0
+        round_ratios: list[float] = []
+        bounds = [warmup + users * r // rounds for r in range(rounds + 1)]
+        for first, end in itertools.pairwise(bounds):
+            recorded = []
+            gc.collect()
+            ours_round = await converse(
+                ours, payloads, ENROLLMENT, range(first, end), recorded, profiler
+            )
+            gc.collect()
+            echo_round = await replay(echo, recorded)
+            ours_s += ours_round
+            echo_s += echo_round
+            round_ratios.append(ours_round / echo_round)
+
+        if profiler is not None and profile_path is not None:
+            profiler.dump_stats(str(profile_path))
+
+        async with runtime.sessionmaker() as db_session:
+            sponsorships = await db_session.scalar(select(func.count()).select_from(Sponsorship))
+        if sponsorships != total:
+            raise BenchBroken(f"expected {total} sponsorships, found {sponsorships}")
+        if warnings.count:
+            raise BenchBroken(f"{warnings.count} warnings logged, first: {warnings.first}")
+        expected_sends = {"sendMessage", "answerCallbackQuery", "editMessageReplyMarkup"}
+        if set(ours_session.calls) != expected_sends:
+            raise BenchBroken(f"unexpected outbound calls: {ours_session.calls}")
+        return Result(
+            backend=backend,
+            users=users,
+            rounds=rounds,
+            updates=users * ENROLLMENT_STEPS,
+            ours_s=ours_s,
+            echo_s=echo_s,
+            round_ratios=round_ratios,
+            sponsorships=users,
+        )
+    finally:
+        logging.getLogger().removeHandler(warnings)
+        await runtime.close()
+
+
+def _report(result: Result) -> None:
+    speed_ok, ratio_ok = result.verdicts()
+    print(f"\n== enrollment conversation, Telegram adapter, {result.backend} ==")
+    print(
+        f"{result.users} users x {ENROLLMENT_STEPS} steps = {result.updates} updates "
+        f"in {result.rounds} rounds (our adapter, then the echo bot, per round); "
+        f"{result.sponsorships} sponsorships verified"
+    )
+    print(f"{'':24}{'steps/s':>10}{'us/update':>12}")
+    print(f"{'SERTAKAN adapter':24}{result.ours_steps_per_s:>10.0f}{result.ours_us:>12.0f}")
+    print(f"{'aiogram echo bot':24}{result.echo_steps_per_s:>10.0f}{result.echo_us:>12.0f}")
+    rounds = ", ".join(f"{r:.2f}" for r in result.round_ratios)
+    print(f"ratio ours/echo: {result.ratio:.2f}x (per round: {rounds})")
+    print(
+        f"target >= {TARGET_STEPS_PER_S:.0f} steps/s: "
+        f"{'PASS' if speed_ok else 'MISS'} ({result.ours_steps_per_s:.0f})"
+    )
+    print(
+        f"target <= {TARGET_RATIO:.1f}x echo: "
+        f"{'PASS' if ratio_ok else 'MISS'} ({result.ratio:.2f}x)"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "enrollment",
+                "backend": result.backend,
+                "users": result.users,
+                "updates": result.updates,
+                "ours_steps_per_s": round(result.ours_steps_per_s, 1),
+                "echo_steps_per_s": round(result.echo_steps_per_s, 1),
+                "ours_us_per_update": round(result.ours_us, 1),
+                "echo_us_per_update": round(result.echo_us, 1),
+                "ratio": round(result.ratio, 3),
+                "round_ratios": [round(r, 3) for r in result.round_ratios],
+                "median_round_ratio": round(statistics.median(result.round_ratios), 3),
+                "steps_target": "PASS" if speed_ok else "MISS",
+                "ratio_target": "PASS" if ratio_ok else "MISS",
+                "python": platform.python_version(),
+                "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        ),
+        flush=True,
+    )
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="sertakan-bench-") as tmp:
+        data_dir = Path(tmp)
+        runs = [f"sqlite+aiosqlite:///{(data_dir / 'bench.db').as_posix()}"]
+        if args.database_url:
+            if is_sqlite(args.database_url):
+                print("--database-url is for an extra PostgreSQL run; SQLite always runs")
+                return 2
+            runs.append(args.database_url)
+        for url in runs:
+            try:
+                result = await measure(
+                    url,
+                    data_dir,
+                    users=args.users,
+                    rounds=args.rounds,
+                    warmup=args.warmup,
+                    profile_path=args.profile if is_sqlite(url) else None,
+                )
+            except BenchBroken as exc:
+                print(f"BROKEN RUN ({'sqlite' if is_sqlite(url) else url}): {exc}")
+                return 1
+            _report(result)
+        if args.profile is not None:
+            print(f"\ncProfile of our adapter's timed updates (SQLite) -> {args.profile}")
+            stats = pstats.Stats(str(args.profile))
+            stats.sort_stats("cumulative").print_stats(args.profile_lines)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=300, help="people timed (default 300)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--warmup", type=int, default=20, help="people in the warm-up (default 20)")
+    parser.add_argument(
+        "--database-url",
+        help="extra run on PostgreSQL, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/bench; "
+        "its public schema is DROPPED first",
+    )
+    parser.add_argument("--profile", type=Path, help="cProfile our timed updates (SQLite) to FILE")
+    parser.add_argument("--profile-lines", type=int, default=45)
+    args = parser.parse_args(argv)
+    if args.users < args.rounds or args.rounds < 1 or args.warmup < 0:
+        parser.error("need --users >= --rounds >= 1 and --warmup >= 0")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
