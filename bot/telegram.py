@@ -35,8 +35,17 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramUnauthorizedError,
 )
-from aiogram.methods import AnswerCallbackQuery, EditMessageReplyMarkup, SendMessage
-from aiogram.methods.base import TelegramMethod
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    DeleteWebhook,
+    EditMessageReplyMarkup,
+    GetMe,
+    GetUpdates,
+    SendMessage,
+    SetMyCommands,
+    SetWebhook,
+)
+from aiogram.methods.base import Response, TelegramMethod
 from aiogram.types import (
     BotCommand,
     CallbackQuery,
@@ -61,6 +70,23 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: The update kinds the engine understands; everything else is not even fetched.
+#: aiogram parses every answer as `Response[<type>]`; pydantic caches those
+#: generic models only weakly, so without a strong reference they are rebuilt
+#: after each garbage collection (about 5 ms each, measured in bench/).
+_PINNED_RESPONSE_MODELS: tuple[type[Response[Any]], ...] = tuple(
+    Response[method.__returning__]  # type: ignore[name-defined]
+    for method in (
+        SendMessage,
+        AnswerCallbackQuery,
+        EditMessageReplyMarkup,
+        GetUpdates,
+        SetMyCommands,
+        DeleteWebhook,
+        SetWebhook,
+        GetMe,
+    )
+)
+
 ALLOWED_UPDATES: Final = ["message", "callback_query"]
 #: Telegram's limit for one message's text (counted in UTF-16 code units).
 MAX_TEXT_LENGTH: Final = 4096

@@ -15,7 +15,7 @@ from domain.vocabulary import Language
 from handlers.i18n import Translator
 from handlers.types import InboundEvent, Option
 from storage.crypto import NikCipher
-from storage.models import Asn, ChannelAccount
+from storage.models import Asn
 from storage.opd_repository import OpdRepository
 from storage.repositories import (
     AsnRepository,
@@ -41,6 +41,14 @@ class EngineConfig:
     tariff: TariffTable
     #: Longest typed answer accepted anywhere; longer input is refused with its length.
     max_input_chars: int = 300
+
+
+@dataclasses.dataclass(slots=True)
+class Account:
+    """The person's channel account as the flows see it."""
+
+    id: int
+    language: Language
 
 
 @dataclasses.dataclass(slots=True)
@@ -73,7 +81,7 @@ class Context:
     now: datetime
     config: EngineConfig
     t: Translator
-    account: ChannelAccount
+    account: Account
     state: State
     repo: Repositories
     cipher: NikCipher

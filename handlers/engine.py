@@ -18,11 +18,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel, Language
 from handlers import menus
-from handlers.context import GLOBAL_PREFIX, Context, EngineConfig, Repositories, State
+from handlers.context import (
+    GLOBAL_PREFIX,
+    Account,
+    Context,
+    EngineConfig,
+    Repositories,
+    State,
+)
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
 from handlers.flows.enrollment import EnrollmentFlow
 from handlers.flows.registration import RegistrationFlow
@@ -125,8 +132,8 @@ class Engine:
 
     async def language_of(self, channel: Channel, sender_id: str) -> Language:
         async with self._sessionmaker() as session:
-            account = await Accounts(session).find(channel, sender_id)
-        return account.language if account else self._config.default_language
+            language = await Accounts(await session.connection()).language(channel, sender_id)
+        return language or self._config.default_language
 
     async def handle(self, event: InboundEvent) -> Sequence[Reply]:
         async with (
@@ -135,55 +142,60 @@ class Engine:
             session.begin(),
         ):
             now = self._clock()
-            if not await UpdateLog(session).claim(event.channel, event.update_id, now):
+            connection = await session.connection()
+            if not await UpdateLog(connection).claim(event.channel, event.update_id, now):
                 log.info("replayed update %s/%s ignored", event.channel, event.update_id)
                 return []
-            replies = await self._apply(session, event, now)
+            replies = await self._apply(session, connection, event, now)
         return replies
 
     # -- one event -----------------------------------------------------------------
 
     async def _apply(
-        self, session: AsyncSession, event: InboundEvent, now: datetime
+        self, session: AsyncSession, connection: AsyncConnection, event: InboundEvent, now: datetime
     ) -> list[Reply]:
         language = self._config.default_language
         if event.language_hint and event.language_hint.lower().startswith("en"):
             language = Language.ENGLISH
-        account = await Accounts(session).get_or_create(
+        conversations = Conversations(connection)
+        record = await conversations.open(
             event.channel,
             event.sender_id,
             language=language,
             display_name=event.display_name,
             now=now,
         )
-        conversation = await Conversations(session).load_for_update(account.id, now)
-        idle_since = conversation.updated_at
         state = State(
-            flow=conversation.flow,
-            step=conversation.step,
-            data=dict(conversation.data or {}),
-            history=list(conversation.history or []),
-            draft=dict(conversation.draft) if conversation.draft else None,
-            version=conversation.version,
+            flow=record.flow,
+            step=record.step,
+            data=record.data,
+            history=record.history,
+            draft=record.draft,
+            version=record.version,
         )
         ctx = Context(
             event=event,
             now=now,
             config=self._config,
-            t=self._catalogs.translator(account.language),
-            account=account,
+            t=self._catalogs.translator(record.language),
+            account=Account(id=record.account_id, language=record.language),
             state=state,
             repo=Repositories(session, self._cipher),
             cipher=self._cipher,
         )
-        replies = await self._route(ctx, idle_since)
-        conversation.flow = state.flow
-        conversation.step = state.step
-        conversation.data = state.data
-        conversation.history = state.history
-        conversation.draft = state.draft
-        conversation.version = state.version
-        conversation.updated_at = now
+        replies = await self._route(ctx, record.updated_at)
+        await conversations.save(
+            record,
+            flow=state.flow,
+            step=state.step,
+            data=state.data,
+            history=state.history,
+            draft=state.draft,
+            version=state.version,
+            now=now,
+        )
+        if ctx.account.language is not record.language:
+            await Accounts(connection).set_language(record.account_id, ctx.account.language)
         log.debug(
             "update %s/%s -> flow=%s step=%s v%s",
             event.channel,

@@ -1,6 +1,7 @@
 """Engine and session factory; SQLite gets WAL, foreign keys and a busy timeout.
 
-On SQLite every transaction starts with BEGIN IMMEDIATE, so the conversation
+SQLite statements run on the event loop's thread (`storage.sqlite_inline`) over
+one pooled connection. Every transaction starts with BEGIN IMMEDIATE, so the conversation
 "lock" of one event is the database write lock: two processes never interleave
 the steps of one person. PostgreSQL uses SELECT ... FOR UPDATE instead.
 """
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from storage.sqlite_inline import inline_connector
+
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
@@ -30,7 +33,19 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) 
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo)
+        file_db = bool(database) and database != ":memory:"
+        # One connection per file database: transactions of this process queue
+        # (asynchronously) at checkout, so an in-loop BEGIN IMMEDIATE never waits
+        # on our own lock. (":memory:" already gets SQLAlchemy's StaticPool.)
+        pool: dict[str, Any] = (
+            {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60} if file_db else {}
+        )
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            async_creator=inline_connector(database or ":memory:"),
+            **pool,
+        )
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
     return create_async_engine(url, echo=echo, pool_pre_ping=True)

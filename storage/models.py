@@ -114,7 +114,6 @@ class ChannelAccount(Base):
     language: Mapped[Language] = mapped_column(_enum(Language, "language"))
     display_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    last_inbound_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Asn(Base):
@@ -239,6 +238,7 @@ class Conversation(Base):
     #: Bumped on every change; also tags the buttons of the current question so
     #: a button from an older message is recognised as stale.
     version: Mapped[int] = mapped_column(Integer)
+    #: Time of the person's last inbound event (idle drafts; WhatsApp's 24-hour window).
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 

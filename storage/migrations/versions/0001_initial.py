@@ -36,7 +36,6 @@ def upgrade() -> None:
         sa.Column("language", sa.String(length=32), nullable=False),
         sa.Column("display_name", sa.String(length=200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_inbound_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_channel_account")),
         sa.UniqueConstraint("channel", "external_id", name=op.f("uq_channel_account_channel")),
     )
