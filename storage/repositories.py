@@ -105,6 +105,23 @@ _LOAD_CONVERSATION = (
 )
 
 
+# Built once with bind parameters: values given inline (JSON dicts) would be
+# hashed into SQLAlchemy's statement cache key on every event.
+_SAVE_CONVERSATION = (
+    update(Conversation)
+    .where(Conversation.id == bindparam("conversation_id"))
+    .values(
+        flow=bindparam("flow"),
+        step=bindparam("step"),
+        data=bindparam("data"),
+        history=bindparam("history"),
+        draft=bindparam("draft"),
+        version=bindparam("version"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+
+
 class Conversations:
     """The per-event read and write of a person's state, in Core: the hot path.
 
@@ -193,17 +210,17 @@ class Conversations:
         now: datetime,
     ) -> None:
         await self._connection.execute(
-            update(Conversation)
-            .where(Conversation.id == record.conversation_id)
-            .values(
-                flow=flow,
-                step=step,
-                data=data,
-                history=history,
-                draft=draft,
-                version=version,
-                updated_at=now,
-            )
+            _SAVE_CONVERSATION,
+            {
+                "conversation_id": record.conversation_id,
+                "flow": flow,
+                "step": step,
+                "data": data,
+                "history": history,
+                "draft": draft,
+                "version": version,
+                "updated_at": now,
+            },
         )
 
 
