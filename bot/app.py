@@ -110,7 +110,7 @@ async def build_runtime(
     )
     sessionmaker = create_sessionmaker(db)
     engine = Engine(
-        sessionmaker=sessionmaker,
+        database=db,
         cipher=cipher,
         config=config,
         catalogs=Catalogs(),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.eligibility import AgeBounds
 from domain.tariff import TariffTable
@@ -64,15 +65,51 @@ class State:
 
 
 class Repositories:
-    """The repositories of one unit of work."""
+    """The repositories of one unit of work, on the event's connection and transaction.
 
-    def __init__(self, session: AsyncSession, cipher: NikCipher) -> None:
-        self.session = session
-        self.asns = AsnRepository(session)
-        self.workers = WorkerRepository(session, cipher)
-        self.sponsorships = SponsorshipRepository(session)
-        self.consents = ConsentRepository(session)
-        self.opds = OpdRepository(session)
+    The ORM session is opened on first use only: most events touch nothing but
+    the conversation row, which the engine reads and writes in Core.
+    """
+
+    def __init__(self, connection: AsyncConnection, cipher: NikCipher) -> None:
+        self._connection = connection
+        self._cipher = cipher
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            # Joins the connection's transaction; the engine commits or rolls back.
+            self._session = AsyncSession(
+                bind=self._connection, expire_on_commit=False, autoflush=False
+            )
+        return self._session
+
+    @functools.cached_property
+    def asns(self) -> AsnRepository:
+        return AsnRepository(self.session)
+
+    @functools.cached_property
+    def workers(self) -> WorkerRepository:
+        return WorkerRepository(self.session, self._cipher)
+
+    @functools.cached_property
+    def sponsorships(self) -> SponsorshipRepository:
+        return SponsorshipRepository(self.session)
+
+    @functools.cached_property
+    def consents(self) -> ConsentRepository:
+        return ConsentRepository(self.session)
+
+    @functools.cached_property
+    def opds(self) -> OpdRepository:
+        return OpdRepository(self.session)
+
+    async def flush_and_close(self) -> None:
+        """Write pending ORM changes into the transaction (before the engine commits)."""
+        if self._session is not None:
+            await self._session.flush()
+            await self._session.close()
 
 
 @dataclasses.dataclass(slots=True)

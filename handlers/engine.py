@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.vocabulary import Channel, Language
 from handlers import menus
@@ -114,13 +114,13 @@ class Engine:
     def __init__(
         self,
         *,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        database: AsyncEngine,
         cipher: NikCipher,
         config: EngineConfig,
         catalogs: Catalogs,
         clock: Clock,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self._database = database
         self._cipher = cipher
         self._config = config
         self._catalogs = catalogs
@@ -131,28 +131,27 @@ class Engine:
         }
 
     async def language_of(self, channel: Channel, sender_id: str) -> Language:
-        async with self._sessionmaker() as session:
-            language = await Accounts(await session.connection()).language(channel, sender_id)
+        async with self._database.connect() as connection:
+            language = await Accounts(connection).language(channel, sender_id)
         return language or self._config.default_language
 
     async def handle(self, event: InboundEvent) -> Sequence[Reply]:
         async with (
             self._locks.hold((event.channel, event.sender_id)),
-            self._sessionmaker() as session,
-            session.begin(),
+            self._database.connect() as connection,
+            connection.begin(),
         ):
             now = self._clock()
-            connection = await session.connection()
             if not await UpdateLog(connection).claim(event.channel, event.update_id, now):
                 log.info("replayed update %s/%s ignored", event.channel, event.update_id)
                 return []
-            replies = await self._apply(session, connection, event, now)
+            replies = await self._apply(connection, event, now)
         return replies
 
     # -- one event -----------------------------------------------------------------
 
     async def _apply(
-        self, session: AsyncSession, connection: AsyncConnection, event: InboundEvent, now: datetime
+        self, connection: AsyncConnection, event: InboundEvent, now: datetime
     ) -> list[Reply]:
         language = self._config.default_language
         if event.language_hint and event.language_hint.lower().startswith("en"):
@@ -180,10 +179,11 @@ class Engine:
             t=self._catalogs.translator(record.language),
             account=Account(id=record.account_id, language=record.language),
             state=state,
-            repo=Repositories(session, self._cipher),
+            repo=Repositories(connection, self._cipher),
             cipher=self._cipher,
         )
         replies = await self._route(ctx, record.updated_at)
+        await ctx.repo.flush_and_close()
         await conversations.save(
             record,
             flow=state.flow,

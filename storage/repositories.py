@@ -246,21 +246,37 @@ class Accounts:
         )
 
 
+# The queries of the flows are built once; per call only parameters change.
+_ASN_BY_ACCOUNT = (
+    select(Asn)
+    .join(Asn.opd)
+    .options(contains_eager(Asn.opd))
+    .where(Asn.channel_account_id == bindparam("account_id"))
+)
+_ASN_BY_NIP = select(Asn).where(Asn.nip == bindparam("nip"))
+_WORKER_BY_HASH = select(Worker).where(Worker.nik_hash == bindparam("nik_hash"))
+_OPEN_SPONSORSHIP_OF_WORKER = (
+    select(Sponsorship)
+    .join(Sponsorship.asn)
+    .join(Sponsorship.opd)
+    .options(contains_eager(Sponsorship.asn), contains_eager(Sponsorship.opd))
+    .where(Sponsorship.worker_id == bindparam("worker_id"), Sponsorship.status.in_(OPEN_STATUSES))
+)
+_COUNT_OPEN_OF_ASN = select(func.count(Sponsorship.id)).where(
+    Sponsorship.asn_id == bindparam("asn_id"), Sponsorship.status.in_(OPEN_STATUSES)
+)
+
+
 class AsnRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
     async def by_account(self, account_id: int) -> Asn | None:
-        stmt = (
-            select(Asn)
-            .join(Asn.opd)
-            .options(contains_eager(Asn.opd))
-            .where(Asn.channel_account_id == account_id)
-        )
-        return (await self._session.execute(stmt)).scalar_one_or_none()
+        result = await self._session.execute(_ASN_BY_ACCOUNT, {"account_id": account_id})
+        return result.scalar_one_or_none()
 
     async def by_nip(self, nip: str) -> Asn | None:
-        return (await self._session.execute(select(Asn).where(Asn.nip == nip))).scalar_one_or_none()
+        return (await self._session.execute(_ASN_BY_NIP, {"nip": nip})).scalar_one_or_none()
 
     async def add(self, asn: Asn) -> Asn:
         self._session.add(asn)
@@ -274,8 +290,8 @@ class WorkerRepository:
         self._cipher = cipher
 
     async def by_nik(self, nik: str) -> Worker | None:
-        stmt = select(Worker).where(Worker.nik_hash == self._cipher.lookup_hash(nik))
-        return (await self._session.execute(stmt)).scalar_one_or_none()
+        params = {"nik_hash": self._cipher.lookup_hash(nik)}
+        return (await self._session.execute(_WORKER_BY_HASH, params)).scalar_one_or_none()
 
     async def upsert(
         self,
@@ -317,20 +333,12 @@ class SponsorshipRepository:
 
     async def open_for_worker(self, worker_id: int) -> Sponsorship | None:
         """The worker's open sponsorship (any status but lapsed/ended), with its ASN and OPD."""
-        stmt = (
-            select(Sponsorship)
-            .join(Sponsorship.asn)
-            .join(Sponsorship.opd)
-            .options(contains_eager(Sponsorship.asn), contains_eager(Sponsorship.opd))
-            .where(Sponsorship.worker_id == worker_id, Sponsorship.status.in_(OPEN_STATUSES))
-        )
-        return (await self._session.execute(stmt)).scalar_one_or_none()
+        result = await self._session.execute(_OPEN_SPONSORSHIP_OF_WORKER, {"worker_id": worker_id})
+        return result.scalar_one_or_none()
 
     async def count_open_for_asn(self, asn_id: int) -> int:
-        stmt = select(func.count(Sponsorship.id)).where(
-            Sponsorship.asn_id == asn_id, Sponsorship.status.in_(OPEN_STATUSES)
-        )
-        return int((await self._session.execute(stmt)).scalar_one())
+        result = await self._session.execute(_COUNT_OPEN_OF_ASN, {"asn_id": asn_id})
+        return int(result.scalar_one())
 
     async def list_for_asn(self, asn_id: int) -> Sequence[Sponsorship]:
         """The ASN's sponsorships with their workers, open ones first, newest first."""

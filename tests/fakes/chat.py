@@ -58,7 +58,7 @@ def build_engine(
     config: EngineConfig | None = None,
 ) -> Engine:
     return Engine(
-        sessionmaker=sessionmaker,
+        database=sessionmaker.kw["bind"],
         cipher=NikCipher(TEST_KEY),
         config=config or engine_config(),
         catalogs=Catalogs(),
