@@ -35,8 +35,8 @@ from handlers.flows.enrollment import EnrollmentFlow
 from handlers.flows.registration import RegistrationFlow
 from handlers.i18n import Catalogs
 from handlers.types import EventKind, InboundEvent, Reply
+from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
-from storage.repositories import Accounts, Conversations, UpdateLog
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Engine:
 
     async def language_of(self, channel: Channel, sender_id: str) -> Language:
         async with self._database.connect() as connection:
-            language = await Accounts(connection).language(channel, sender_id)
+            language = await (await conversation_store(connection)).language(channel, sender_id)
         return language or self._config.default_language
 
     async def handle(self, event: InboundEvent) -> Sequence[Reply]:
@@ -142,22 +142,26 @@ class Engine:
             connection.begin(),
         ):
             now = self._clock()
-            if not await UpdateLog(connection).claim(event.channel, event.update_id, now):
+            store = await conversation_store(connection)
+            if not await store.claim(event.channel, event.update_id, now):
                 log.info("replayed update %s/%s ignored", event.channel, event.update_id)
                 return []
-            replies = await self._apply(connection, event, now)
+            replies = await self._apply(connection, store, event, now)
         return replies
 
     # -- one event -----------------------------------------------------------------
 
     async def _apply(
-        self, connection: AsyncConnection, event: InboundEvent, now: datetime
+        self,
+        connection: AsyncConnection,
+        store: ConversationStore,
+        event: InboundEvent,
+        now: datetime,
     ) -> list[Reply]:
         language = self._config.default_language
         if event.language_hint and event.language_hint.lower().startswith("en"):
             language = Language.ENGLISH
-        conversations = Conversations(connection)
-        record = await conversations.open(
+        record = await store.open(
             event.channel,
             event.sender_id,
             language=language,
@@ -184,8 +188,8 @@ class Engine:
         )
         replies = await self._route(ctx, record.updated_at)
         await ctx.repo.flush_and_close()
-        await conversations.save(
-            record,
+        await store.save(
+            record.conversation_id,
             flow=state.flow,
             step=state.step,
             data=state.data,
@@ -195,7 +199,7 @@ class Engine:
             now=now,
         )
         if ctx.account.language is not record.language:
-            await Accounts(connection).set_language(record.account_id, ctx.account.language)
+            await store.set_language(record.account_id, ctx.account.language)
         log.debug(
             "update %s/%s -> flow=%s step=%s v%s",
             event.channel,

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from storage.sqlite_inline import inline_connector
+from storage.sqlite_inline import InlineConnection, inline_connector
 
 
 def is_sqlite(url: str) -> bool:
@@ -67,7 +67,12 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        driver = conn.connection.driver_connection
+        if isinstance(driver, InlineConnection):
+            # Straight to sqlite3: a statement through SQLAlchemy costs ~0.1 ms per event.
+            driver.sqlite3_connection.execute("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

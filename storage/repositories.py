@@ -5,14 +5,11 @@ Each wraps the event's `AsyncSession`; none commits (the unit of work does).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
 
 from domain.vocabulary import (
@@ -20,7 +17,6 @@ from domain.vocabulary import (
     Channel,
     ConsentPurpose,
     ConsentSubject,
-    Language,
     Occupation,
     PaymentPlan,
     Sex,
@@ -30,221 +26,10 @@ from domain.vocabulary import (
 from storage.crypto import NikCipher
 from storage.models import (
     Asn,
-    ChannelAccount,
     ConsentRecord,
-    Conversation,
     Sponsorship,
-    UtcDateTime,
     Worker,
 )
-
-#: Claims an inbound update id; the same SQL works on SQLite (3.24+) and PostgreSQL,
-#: and as a fixed text statement it is compiled once, not on every event.
-_CLAIM_UPDATE = text(
-    "INSERT INTO processed_update (channel, update_id, processed_at) "
-    "VALUES (:channel, :update_id, :processed_at) "
-    "ON CONFLICT (channel, update_id) DO NOTHING"
-).bindparams(bindparam("processed_at", type_=UtcDateTime()))
-
-
-class UpdateLog:
-    """Inbound updates already applied (idempotency by a unique constraint)."""
-
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-
-    async def claim(self, channel: Channel, update_id: str, now: datetime) -> bool:
-        """Record the update; False when it was already recorded (a replay).
-
-        On PostgreSQL a concurrent claim of the same id waits for the first
-        transaction and then returns False, so two processes never both apply it.
-        """
-        result = await self._connection.execute(
-            _CLAIM_UPDATE,
-            {"channel": channel.value, "update_id": update_id, "processed_at": now},
-        )
-        return bool(result.rowcount)
-
-
-@dataclasses.dataclass(slots=True)
-class ConversationRecord:
-    """A person's account and conversation as read (and locked) for one event."""
-
-    account_id: int
-    language: Language
-    conversation_id: int
-    flow: str | None
-    step: str | None
-    data: dict[str, Any]
-    history: list[str]
-    draft: dict[str, Any] | None
-    version: int
-    #: The previous inbound event's time.
-    updated_at: datetime
-
-
-_LOAD_CONVERSATION = (
-    select(
-        ChannelAccount.id,
-        ChannelAccount.language,
-        Conversation.id,
-        Conversation.flow,
-        Conversation.step,
-        Conversation.data,
-        Conversation.history,
-        Conversation.draft,
-        Conversation.version,
-        Conversation.updated_at,
-    )
-    .join(Conversation, Conversation.channel_account_id == ChannelAccount.id)
-    .where(
-        ChannelAccount.channel == bindparam("channel"),
-        ChannelAccount.external_id == bindparam("external_id"),
-    )
-    .with_for_update(of=Conversation)
-)
-
-
-# Built once with bind parameters: values given inline (JSON dicts) would be
-# hashed into SQLAlchemy's statement cache key on every event.
-_SAVE_CONVERSATION = (
-    update(Conversation)
-    .where(Conversation.id == bindparam("conversation_id"))
-    .values(
-        flow=bindparam("flow"),
-        step=bindparam("step"),
-        data=bindparam("data"),
-        history=bindparam("history"),
-        draft=bindparam("draft"),
-        version=bindparam("version"),
-        updated_at=bindparam("updated_at"),
-    )
-)
-
-
-class Conversations:
-    """The per-event read and write of a person's state, in Core: the hot path.
-
-    One SELECT (locking the conversation row) and one UPDATE per event; the
-    account and conversation rows are inserted on first contact only.
-    """
-
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-
-    async def load_for_update(
-        self, channel: Channel, external_id: str
-    ) -> ConversationRecord | None:
-        row = (
-            await self._connection.execute(
-                _LOAD_CONVERSATION, {"channel": channel.value, "external_id": external_id}
-            )
-        ).first()
-        if row is None:
-            return None
-        return ConversationRecord(
-            account_id=row[0],
-            language=Language(row[1]),
-            conversation_id=row[2],
-            flow=row[3],
-            step=row[4],
-            data=dict(row[5] or {}),
-            history=list(row[6] or []),
-            draft=dict(row[7]) if row[7] else None,
-            version=row[8],
-            updated_at=row[9],
-        )
-
-    async def open(
-        self,
-        channel: Channel,
-        external_id: str,
-        *,
-        language: Language,
-        display_name: str | None,
-        now: datetime,
-    ) -> ConversationRecord:
-        """The person's record, locked; account and conversation are created on first contact."""
-        record = await self.load_for_update(channel, external_id)
-        if record is not None:
-            return record
-        dialect = self._connection.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        await self._connection.execute(
-            insert(ChannelAccount)
-            .values(
-                channel=channel.value,
-                external_id=external_id,
-                language=language.value,
-                display_name=display_name,
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["channel", "external_id"])
-        )
-        account_id = (
-            await self._connection.execute(
-                select(ChannelAccount.id).where(
-                    ChannelAccount.channel == channel, ChannelAccount.external_id == external_id
-                )
-            )
-        ).scalar_one()
-        await self._connection.execute(
-            insert(Conversation)
-            .values(channel_account_id=account_id, data={}, history=[], version=0, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["channel_account_id"])
-        )
-        record = await self.load_for_update(channel, external_id)
-        assert record is not None
-        return record
-
-    async def save(
-        self,
-        record: ConversationRecord,
-        *,
-        flow: str | None,
-        step: str | None,
-        data: dict[str, Any],
-        history: list[str],
-        draft: dict[str, Any] | None,
-        version: int,
-        now: datetime,
-    ) -> None:
-        await self._connection.execute(
-            _SAVE_CONVERSATION,
-            {
-                "conversation_id": record.conversation_id,
-                "flow": flow,
-                "step": step,
-                "data": data,
-                "history": history,
-                "draft": draft,
-                "version": version,
-                "updated_at": now,
-            },
-        )
-
-
-class Accounts:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-
-    async def language(self, channel: Channel, external_id: str) -> Language | None:
-        value = (
-            await self._connection.execute(
-                select(ChannelAccount.language).where(
-                    ChannelAccount.channel == channel, ChannelAccount.external_id == external_id
-                )
-            )
-        ).scalar_one_or_none()
-        return Language(value) if value is not None else None
-
-    async def set_language(self, account_id: int, language: Language) -> None:
-        await self._connection.execute(
-            update(ChannelAccount)
-            .where(ChannelAccount.id == account_id)
-            .values(language=language.value)
-        )
-
 
 # The queries of the flows are built once; per call only parameters change.
 _ASN_BY_ACCOUNT = (

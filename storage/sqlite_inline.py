@@ -84,6 +84,11 @@ class InlineConnection:
         self._tx = _Immediate()
 
     @property
+    def sqlite3_connection(self) -> sqlite3.Connection:
+        """The underlying connection, for code that runs plain sqlite3 in the same transaction."""
+        return self._conn
+
+    @property
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
