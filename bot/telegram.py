@@ -424,15 +424,11 @@ class TelegramChannel:
     async def _deliver(self, update: Update, event: InboundEvent, replies: Sequence[Reply]) -> None:
         query = update.callback_query
         if query is not None:
+            # Stops the button's spinner. The pressed keyboard is left as it is:
+            # removing it would cost one more Bot API call per tap against the
+            # bot's shared rate budget, and the engine answers a press on an old
+            # question's button with "that button is no longer valid".
             await self._send(update.update_id, AnswerCallbackQuery(callback_query_id=query.id))
-            if query.message is not None:
-                # Consume the pressed keyboard so old buttons visibly stop working.
-                await self._send(
-                    update.update_id,
-                    EditMessageReplyMarkup(
-                        chat_id=query.message.chat.id, message_id=query.message.message_id
-                    ),
-                )
         if not replies:
             return
         language = Language.INDONESIAN
@@ -471,12 +467,9 @@ class TelegramChannel:
                 logger.info("update %s: the person blocked the bot", update_id)
                 return False
             except TelegramBadRequest as exc:
-                if "not modified" in exc.message or "can't be edited" in exc.message:
-                    logger.debug("update %s: keyboard already gone", update_id)
-                else:
-                    logger.warning(
-                        "update %s: %s refused: %s", update_id, call.__api_method__, exc.message
-                    )
+                logger.warning(
+                    "update %s: %s refused: %s", update_id, call.__api_method__, exc.message
+                )
                 return True
             except TelegramAPIError as exc:
                 logger.warning(

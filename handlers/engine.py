@@ -136,17 +136,20 @@ class Engine:
         return language or self._config.default_language
 
     async def handle(self, event: InboundEvent) -> Sequence[Reply]:
-        async with (
-            self._locks.hold((event.channel, event.sender_id)),
-            self._database.connect() as connection,
-            connection.begin(),
-        ):
-            now = self._clock()
-            store = await conversation_store(connection)
-            if not await store.claim(event.channel, event.update_id, now):
-                log.info("replayed update %s/%s ignored", event.channel, event.update_id)
-                return []
-            replies = await self._apply(connection, store, event, now)
+        async with self._locks.hold((event.channel, event.sender_id)):
+            # Closed explicitly: `async with engine.connect()` runs close() in a task
+            # of its own, an extra event-loop round on every event (bench/).
+            connection = await self._database.connect()
+            try:
+                async with connection.begin():
+                    now = self._clock()
+                    store = await conversation_store(connection)
+                    if not await store.claim(event.channel, event.update_id, now):
+                        log.info("replayed update %s/%s ignored", event.channel, event.update_id)
+                        return []
+                    replies = await self._apply(connection, store, event, now)
+            finally:
+                await connection.close()
         return replies
 
     # -- one event -----------------------------------------------------------------

@@ -80,6 +80,7 @@ class WorkerRepository:
 
     async def upsert(
         self,
+        existing: Worker | None,
         *,
         nik: str,
         nik_masked: str,
@@ -91,8 +92,11 @@ class WorkerRepository:
         district: str,
         now: datetime,
     ) -> Worker:
-        """The worker row for this NIK, created or refreshed with the latest data."""
-        worker = await self.by_nik(nik)
+        """The worker row for this NIK, created or refreshed with the latest data.
+
+        `existing` is the result of `by_nik(nik)` the caller already has.
+        """
+        worker = existing
         if worker is None:
             worker = Worker(
                 nik_hash=self._cipher.lookup_hash(nik),

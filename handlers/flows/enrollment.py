@@ -382,6 +382,7 @@ class SummaryStep(Step):
         try:
             async with ctx.repo.session.begin_nested():
                 worker = await ctx.repo.workers.upsert(
+                    worker,
                     nik=nik,
                     nik_masked=str(data["nik_masked"]),
                     full_name=str(data["full_name"]),
