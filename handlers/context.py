@@ -16,9 +16,9 @@ from domain.vocabulary import Language
 from handlers.i18n import Translator
 from handlers.types import InboundEvent, Option
 from storage.crypto import NikCipher
-from storage.models import Asn
 from storage.opd_repository import OpdRepository
 from storage.repositories import (
+    AsnProfile,
     AsnRepository,
     ConsentRepository,
     SponsorshipRepository,
@@ -122,7 +122,7 @@ class Context:
     state: State
     repo: Repositories
     cipher: NikCipher
-    _asn: Asn | None = None
+    _asn: AsnProfile | None = None
     _asn_loaded: bool = False
 
     @property
@@ -130,10 +130,10 @@ class Context:
         """The date in the province's time zone (rules are about local days)."""
         return self.now.astimezone(self.config.timezone).date()
 
-    async def asn(self) -> Asn | None:
+    async def asn(self) -> AsnProfile | None:
         """The registered ASN behind this account, if any (loaded once per event)."""
         if not self._asn_loaded:
-            self._asn = await self.repo.asns.by_account(self.account.id)
+            self._asn = await self.repo.asns.profile_by_account(self.account.id)
             self._asn_loaded = True
         return self._asn
 

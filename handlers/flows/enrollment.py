@@ -25,7 +25,6 @@ from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows.common import EditFieldStep, PersonNameStep
 from handlers.parsing import DateProblem, TextProblem, parse_day, parse_place
 from handlers.types import Reply
-from storage.models import Sponsorship
 
 #: Bump when the payroll-deduction statement text changes.
 PAYROLL_STATEMENT_VERSION = "payroll-2026-11"
@@ -381,7 +380,7 @@ class SummaryStep(Step):
         plan = PaymentPlan(str(data["plan"]))
         try:
             async with ctx.repo.session.begin_nested():
-                worker = await ctx.repo.workers.upsert(
+                worker_id = await ctx.repo.workers.upsert(
                     worker,
                     nik=nik,
                     nik_masked=str(data["nik_masked"]),
@@ -393,8 +392,8 @@ class SummaryStep(Step):
                     district=str(data["district"]),
                     now=ctx.now,
                 )
-                sponsorship = await ctx.repo.sponsorships.add(
-                    worker_id=worker.id,
+                sponsorship_id = await ctx.repo.sponsorships.add(
+                    worker_id=worker_id,
                     asn_id=asn.id,
                     opd_id=asn.opd_id,
                     occupation=Occupation(str(data["occupation"])),
@@ -409,11 +408,12 @@ class SummaryStep(Step):
             # Another ASN enrolled the same NIK a moment ago (unique open sponsorship).
             return Invalid(ctx.t("enroll.nik_taken_just_now"))
         if plan is PaymentPlan.PAYROLL_DEDUCTION:
-            await _record_payroll_statement(ctx, asn.id, sponsorship)
-        return Done([Reply(ctx.t("enroll.done", name=worker.full_name, opd=asn.opd.name))])
+            await _record_payroll_statement(ctx, asn.id, sponsorship_id)
+        name = str(data["full_name"])
+        return Done([Reply(ctx.t("enroll.done", name=name, opd=asn.opd_name))])
 
 
-async def _record_payroll_statement(ctx: Context, asn_id: int, sponsorship: Sponsorship) -> None:
+async def _record_payroll_statement(ctx: Context, asn_id: int, sponsorship_id: int) -> None:
     agreed_at = datetime.fromisoformat(
         str(ctx.state.data.get("payroll_agreed_at", ctx.now.isoformat()))
     )
@@ -425,7 +425,7 @@ async def _record_payroll_statement(ctx: Context, asn_id: int, sponsorship: Spon
         granted=True,
         channel=ctx.event.channel,
         channel_account_id=ctx.account.id,
-        sponsorship_id=sponsorship.id,
+        sponsorship_id=sponsorship_id,
         recorded_at=agreed_at,
     )
 
