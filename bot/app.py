@@ -90,6 +90,7 @@ class Runtime:
     db: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     engine: Engine
+    catalogs: Catalogs
     clock: Clock
 
     async def close(self) -> None:
@@ -109,14 +110,22 @@ async def build_runtime(
         url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, echo=settings.database.echo
     )
     sessionmaker = create_sessionmaker(db)
+    catalogs = Catalogs()
     engine = Engine(
         database=db,
         cipher=cipher,
         config=config,
-        catalogs=Catalogs(),
+        catalogs=catalogs,
         clock=clock,
     )
-    return Runtime(settings=settings, db=db, sessionmaker=sessionmaker, engine=engine, clock=clock)
+    return Runtime(
+        settings=settings,
+        db=db,
+        sessionmaker=sessionmaker,
+        engine=engine,
+        catalogs=catalogs,
+        clock=clock,
+    )
 
 
 async def seed_opds_if_empty(runtime: Runtime) -> int:

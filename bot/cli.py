@@ -105,7 +105,7 @@ async def _run_console(settings: Settings, *, user: str) -> int:
     runtime = await build_runtime(settings)
     try:
         await seed_opds_if_empty(runtime)
-        await ConsoleChannel(runtime.engine, runtime.clock, user=user).run()
+        await ConsoleChannel(runtime.engine, runtime.clock, runtime.catalogs, user=user).run()
     finally:
         await runtime.close()
     return 0
@@ -117,7 +117,9 @@ async def _run_telegram(settings: Settings) -> int:
     from bot.telegram import TelegramChannel
 
     runtime = await build_runtime(settings)
-    channel = TelegramChannel(runtime.engine, settings.telegram, runtime.clock)
+    channel = TelegramChannel(
+        runtime.engine, settings.telegram, runtime.clock, catalogs=runtime.catalogs
+    )
     scheduler = _scheduler(runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

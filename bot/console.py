@@ -14,17 +14,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from domain.vocabulary import Channel
+from domain.vocabulary import Channel, Language
+from handlers.i18n import Catalogs
 from handlers.types import ConversationEngine, EventKind, InboundEvent, Option, Reply
 
 ReadLine = Callable[[str], Awaitable[str | None]]
 Write = Callable[[str], None]
-
-HELP = (
-    "Konsol SERTAKAN. Ketik jawaban lalu Enter; ketik nomor untuk memilih tombol.\n"
-    "  :user NAMA   ganti pengguna simulasi (mis. :user pic)\n"
-    "  :quit        keluar\n"
-)
 
 
 async def read_stdin_line(prompt: str) -> str | None:
@@ -51,6 +46,7 @@ class ConsoleChannel:
         self,
         engine: ConversationEngine,
         clock: Callable[[], datetime],
+        catalogs: Catalogs,
         *,
         user: str = "asn",
         read_line: ReadLine = read_stdin_line,
@@ -58,6 +54,9 @@ class ConsoleChannel:
     ) -> None:
         self._engine = engine
         self._clock = clock
+        # The console's own texts, in the default language (the person's chosen
+        # language applies to everything the engine says).
+        self._t = catalogs.translator(Language.INDONESIAN)
         self._read_line = read_line
         self._write = write
         self.user = user
@@ -98,7 +97,7 @@ class ConsoleChannel:
             for number, option in enumerate(reply.options, start=1):
                 self._write(f"  [{number}] {option.label}")
             if reply.request_contact:
-                self._write("  (ketik nomor HP Anda / type your phone number)")
+                self._write("  " + self._t("console.type_phone"))
             if reply.options:
                 self._options[self.user] = reply.options
 
@@ -110,7 +109,7 @@ class ConsoleChannel:
 
     async def run(self) -> None:
         """The interactive loop; starts with /start so the menu shows."""
-        self._write(HELP)
+        self._write(self._t("console.help") + "\n")
         await self.send("/start")
         while True:
             line = await self._read_line(f"\n{self.user}> ")
@@ -122,10 +121,10 @@ class ConsoleChannel:
             if stripped.startswith(":user"):
                 name = stripped[len(":user") :].strip()
                 if not name:
-                    self._write(f"Pengguna saat ini: {self.user}")
+                    self._write(self._t("console.current_user", user=self.user))
                     continue
                 self.user = name
-                self._write(f"Sekarang Anda adalah pengguna '{name}'.")
+                self._write(self._t("console.switched_user", user=name))
                 await self.send("/menu")
                 continue
             if not stripped:

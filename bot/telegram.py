@@ -63,6 +63,7 @@ from pydantic import ValidationError
 
 from bot.settings import TelegramSettings
 from domain.vocabulary import Channel, Language
+from handlers.i18n import Catalogs, Translator
 from handlers.types import ConversationEngine, EventKind, InboundEvent, Option, Reply
 
 logger = logging.getLogger(__name__)
@@ -97,39 +98,18 @@ MAX_BUTTON_LABEL: Final = 64
 #: Header Telegram sends with the secret given to setWebhook.
 SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
 
-#: Channel chrome, not conversation text: the label of the share-my-number button.
-_CONTACT_BUTTON_LABEL: Final[dict[Language, str]] = {
-    Language.INDONESIAN: "📱 Bagikan nomor HP saya",
-    Language.ENGLISH: "📱 Share my phone number",
-}
-
-#: The command menu per language. Names are Telegram's [a-z0-9_]; the Indonesian
-#: menu offers the Indonesian words, the English one help/cancel. All are understood
-#: in both languages by the engine.
-_COMMANDS: Final[dict[Language, tuple[tuple[str, str], ...]]] = {
+#: The command menu per language (names are Telegram's [a-z0-9_]; descriptions
+#: come from the catalogue as "command.<name>"). The Indonesian menu offers the
+#: Indonesian words, the English one help/cancel; the engine understands all
+#: of them in both languages.
+_COMMANDS: Final[dict[Language, tuple[str, ...]]] = {
     Language.INDONESIAN: (
-        ("start", "Mulai"),
-        ("menu", "Menu utama"),
-        ("daftar", "Daftarkan pekerja"),
-        ("pekerja", "Pekerja saya"),
-        ("info", "Informasi program"),
-        ("bantuan", "Bantuan untuk langkah ini"),
-        ("batal", "Batalkan proses ini"),
-        ("kembali", "Kembali ke langkah sebelumnya"),
-        ("bahasa", "Ganti bahasa"),
+        "start", "menu", "daftar", "pekerja", "info", "bantuan", "batal", "kembali", "bahasa",
     ),
     Language.ENGLISH: (
-        ("start", "Start"),
-        ("menu", "Main menu"),
-        ("daftar", "Enroll a worker"),
-        ("pekerja", "My workers"),
-        ("info", "About the programme"),
-        ("help", "Help for this step"),
-        ("cancel", "Cancel this process"),
-        ("kembali", "Back to the previous step"),
-        ("bahasa", "Change language"),
+        "start", "menu", "daftar", "pekerja", "info", "help", "cancel", "kembali", "bahasa",
     ),
-}
+}  # fmt: skip
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -208,16 +188,16 @@ def inline_keyboard(options: Sequence[Option]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-def contact_keyboard(language: Language) -> ReplyKeyboardMarkup:
+def contact_keyboard(t: Translator) -> ReplyKeyboardMarkup:
     """A one-time keyboard with a single share-my-phone-number button."""
     return ReplyKeyboardMarkup(
-        keyboard=[[KeyboardButton(text=_CONTACT_BUTTON_LABEL[language], request_contact=True)]],
+        keyboard=[[KeyboardButton(text=t("channel.share_contact"), request_contact=True)]],
         resize_keyboard=True,
         one_time_keyboard=True,
     )
 
 
-def render_replies(replies: Sequence[Reply], language: Language) -> list[OutboundMessage]:
+def render_replies(replies: Sequence[Reply], t: Translator) -> list[OutboundMessage]:
     """Turn the engine's replies into sendMessage calls, in order.
 
     - options become an inline keyboard on the last chunk of the reply's text;
@@ -239,7 +219,7 @@ def render_replies(replies: Sequence[Reply], language: Language) -> list[Outboun
         if reply.options:
             markup = inline_keyboard(reply.options)
         elif reply.request_contact:
-            markup = contact_keyboard(language)
+            markup = contact_keyboard(t)
             removal_pending = False
         elif removal_pending:
             markup = ReplyKeyboardRemove()
@@ -313,13 +293,19 @@ class TelegramChannel:
         settings: TelegramSettings,
         clock: Callable[[], datetime],
         *,
+        catalogs: Catalogs | None = None,
         retry_first_s: float = 1.0,
         retry_cap_s: float = 30.0,
     ) -> None:
-        """`clock` returns aware UTC datetimes; `retry_*` bound the polling back-off."""
+        """`clock` returns aware UTC datetimes; `retry_*` bound the polling back-off.
+
+        `catalogs` gives the channel's own texts (command menu, share-contact
+        button); the composition root passes the engine's, tests may omit it.
+        """
         if settings.token is None:
             raise ValueError("TELEGRAM_TOKEN is not set")
         self._engine = engine
+        self._catalogs = catalogs or Catalogs()
         self._settings = settings
         self._clock = clock
         self._retry_first_s = retry_first_s
@@ -438,7 +424,7 @@ class TelegramChannel:
             except Exception as exc:
                 _log_failure("language lookup", update.update_id, exc)
         try:
-            messages = render_replies(replies, language)
+            messages = render_replies(replies, self._catalogs.translator(language))
         except ValueError as exc:
             _log_failure("rendering replies", update.update_id, exc)
             return
@@ -648,9 +634,12 @@ class TelegramChannel:
 
     async def set_commands(self) -> None:
         """Publish the command menu: Indonesian by default, English for "en" clients."""
-        for language, commands in _COMMANDS.items():
+        for language, names in _COMMANDS.items():
+            t = self._catalogs.translator(language)
             await self.bot.set_my_commands(
-                commands=[BotCommand(command=name, description=text) for name, text in commands],
+                commands=[
+                    BotCommand(command=name, description=t(f"command.{name}")) for name in names
+                ],
                 language_code=None if language is Language.INDONESIAN else language.value,
             )
 

@@ -149,7 +149,11 @@ async def test_registration_typed_in_the_console_creates_the_asn(
         ]
     )
     console = ConsoleChannel(
-        runtime.engine, runtime.clock, read_line=terminal.read_line, write=terminal.write
+        runtime.engine,
+        runtime.clock,
+        runtime.catalogs,
+        read_line=terminal.read_line,
+        write=terminal.write,
     )
     await console.run()
 
@@ -164,7 +168,7 @@ async def test_registration_typed_in_the_console_creates_the_asn(
     assert "Daftarkan pekerja" in " ".join(registered_menu)
     # A new simulated person has a conversation of their own, starting unregistered...
     pic = terminal.answer(9)
-    assert pic[0] == "Sekarang Anda adalah pengguna 'pic'."
+    assert pic[0] == "Sekarang Anda adalah pengguna \u201cpic\u201d."
     assert "Daftar sebagai ASN" in options_in(pic)
     # ...and switching back finds the ASN still registered.
     assert "Daftar sebagai ASN" not in options_in(terminal.answer(10))

@@ -34,6 +34,7 @@ from bot.telegram import (
     utf16_length,
 )
 from domain.vocabulary import Channel, Language
+from handlers.i18n import Catalogs
 from handlers.types import EventKind, InboundEvent, Option, Reply
 from tests.fakes.clock import FrozenClock
 from tests.fakes.telegram_api import FakeTelegramServer, load_payload
@@ -42,6 +43,7 @@ NOW = datetime(2026, 1, 5, 8, 30, tzinfo=UTC)
 SITI = 5512345678
 NIK = "3201234567890001"
 SECRET = "s3cret-token_for-webhook"
+_T_ID = Catalogs().translator(Language.INDONESIAN)
 
 
 class ScriptedFailure(RuntimeError):
@@ -245,7 +247,7 @@ def test_updates_outside_a_private_chat_are_ignored(name: str) -> None:
 
 def test_options_render_as_one_inline_button_per_row() -> None:
     options = (Option("enroll:occ:driver", "Sopir"), Option("enroll:occ:other", "Lainnya " * 20))
-    [message] = render_replies([Reply("Pekerjaan?", options=options)], Language.INDONESIAN)
+    [message] = render_replies([Reply("Pekerjaan?", options=options)], _T_ID)
     assert isinstance(message.reply_markup, InlineKeyboardMarkup)
     rows = message.reply_markup.inline_keyboard
     assert [[button.callback_data for button in row] for row in rows] == [
@@ -258,7 +260,7 @@ def test_options_render_as_one_inline_button_per_row() -> None:
 
 def test_option_id_over_64_bytes_is_refused() -> None:
     with pytest.raises(ValueError):
-        render_replies([Reply("x", options=(Option("é" * 33, "x"),))], Language.INDONESIAN)
+        render_replies([Reply("x", options=(Option("é" * 33, "x"),))], _T_ID)
 
 
 @pytest.mark.parametrize(
@@ -269,7 +271,9 @@ def test_option_id_over_64_bytes_is_refused() -> None:
     ],
 )
 def test_request_contact_renders_a_one_time_share_button(language: Language, label: str) -> None:
-    [message] = render_replies([Reply("Nomor HP?", request_contact=True)], language)
+    [message] = render_replies(
+        [Reply("Nomor HP?", request_contact=True)], Catalogs().translator(language)
+    )
     markup = message.reply_markup
     assert isinstance(markup, ReplyKeyboardMarkup)
     assert markup.one_time_keyboard is True
@@ -283,7 +287,7 @@ def test_first_plain_reply_removes_a_left_over_contact_keyboard() -> None:
         Reply("Terima kasih"),
         Reply("Lanjut"),
     ]
-    markups = [m.reply_markup for m in render_replies(replies, Language.INDONESIAN)]
+    markups = [m.reply_markup for m in render_replies(replies, _T_ID)]
     assert isinstance(markups[0], InlineKeyboardMarkup)
     assert isinstance(markups[1], ReplyKeyboardRemove)
     assert markups[2] is None
@@ -310,7 +314,7 @@ def test_a_single_long_line_is_cut_within_the_limit() -> None:
 
 def test_options_go_on_the_last_chunk_of_a_long_reply() -> None:
     text = "\n".join("baris " * 10 for _ in range(100))
-    messages = render_replies([Reply(text, options=(Option("ok", "OK"),))], Language.INDONESIAN)
+    messages = render_replies([Reply(text, options=(Option("ok", "OK"),))], _T_ID)
     assert len(messages) == 2
     assert isinstance(messages[0].reply_markup, ReplyKeyboardRemove | type(None))
     assert isinstance(messages[-1].reply_markup, InlineKeyboardMarkup)
