@@ -228,3 +228,16 @@ async def test_info_pages_come_from_catalogue(chat: Chat) -> None:
 async def test_free_text_outside_a_flow_shows_the_menu(chat: Chat) -> None:
     await chat.say("selamat pagi")
     assert chat.question.text.startswith("Menu utama")
+
+
+async def test_new_user_with_english_client_gets_english(guest: Chat) -> None:
+    await guest.say("/start", language_hint="en-GB")
+    assert guest.question.text.startswith("Main menu")
+    assert "Register as ASN" in " ".join(guest.labels())
+
+
+async def test_pressing_the_current_question_after_a_pause_continues(chat: Chat) -> None:
+    await chat.say("/daftar")
+    chat.clock.advance(timedelta(hours=5))
+    await chat.press("Sopir")  # a button of the question still on screen
+    assert "nama lengkap pekerja" in chat.question.text
