@@ -355,7 +355,9 @@ class Ours:
     def __init__(self, runtime: Runtime, session: LocalSession) -> None:
         self.runtime = runtime
         self.session = session
-        self.channel = TelegramChannel(runtime.engine, runtime.settings.telegram, runtime.clock)
+        self.channel = TelegramChannel(
+            runtime.engine, runtime.settings.telegram, runtime.clock, catalogs=runtime.catalogs
+        )
         self.channel.bot = make_bot(session)
         self.bot = self.channel.bot
 

@@ -59,7 +59,6 @@ class Done:
 
     replies: Sequence[Reply]
     show_menu: bool = True
-    #: Keep no draft of the finished flow.
 
 
 Outcome = Invalid | Next | Goto | Done
