@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from datetime import date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -15,6 +14,7 @@ from domain.tariff import TariffTable
 from domain.vocabulary import Language
 from handlers.i18n import Translator
 from handlers.types import InboundEvent, Option
+from storage.conversation_store import ConversationState
 from storage.crypto import NikCipher
 from storage.opd_repository import OpdRepository
 from storage.repositories import (
@@ -52,16 +52,8 @@ class Account:
     language: Language
 
 
-@dataclasses.dataclass(slots=True)
-class State:
-    """The working copy of the conversation row for this event."""
-
-    flow: str | None
-    step: str | None
-    data: dict[str, Any]
-    history: list[str]
-    draft: dict[str, Any] | None
-    version: int
+#: The working copy of the conversation for this event (saved by the engine).
+State = ConversationState
 
 
 class Repositories:

@@ -28,7 +28,6 @@ from handlers.context import (
     Context,
     EngineConfig,
     Repositories,
-    State,
 )
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
 from handlers.flows.enrollment import EnrollmentFlow
@@ -171,14 +170,7 @@ class Engine:
             display_name=event.display_name,
             now=now,
         )
-        state = State(
-            flow=record.flow,
-            step=record.step,
-            data=record.data,
-            history=record.history,
-            draft=record.draft,
-            version=record.version,
-        )
+        state = record.state
         ctx = Context(
             event=event,
             now=now,
@@ -191,16 +183,7 @@ class Engine:
         )
         replies = await self._route(ctx, record.updated_at)
         await ctx.repo.flush_and_close()
-        await store.save(
-            record.conversation_id,
-            flow=state.flow,
-            step=state.step,
-            data=state.data,
-            history=state.history,
-            draft=state.draft,
-            version=state.version,
-            now=now,
-        )
+        await store.save(record.conversation_id, state, now=now)
         if ctx.account.language is not record.language:
             await store.set_language(record.account_id, ctx.account.language)
         log.debug(

@@ -36,18 +36,32 @@ from storage.sqlite_inline import InlineConnection
 
 
 @dataclasses.dataclass(slots=True)
+class ConversationState:
+    """Where a person is: the flow and step, the answers so far, and a parked draft.
+
+    The engine works on this object during an event and saves it at the end.
+    """
+
+    flow: str | None
+    step: str | None
+    #: The flow's answers so far.
+    data: dict[str, Any]
+    #: Steps visited, for "kembali" (back).
+    history: list[str]
+    #: A parked flow {flow, step, data, history} offered for resumption.
+    draft: dict[str, Any] | None
+    #: Bumped whenever a new question is asked; tags that question's buttons.
+    version: int
+
+
+@dataclasses.dataclass(slots=True)
 class ConversationRecord:
     """A person's account and conversation as read (and locked) for one event."""
 
     account_id: int
     language: Language
     conversation_id: int
-    flow: str | None
-    step: str | None
-    data: dict[str, Any]
-    history: list[str]
-    draft: dict[str, Any] | None
-    version: int
+    state: ConversationState
     #: The previous inbound event's time.
     updated_at: datetime
 
@@ -73,18 +87,7 @@ class ConversationStore(Protocol):
         """The person's record, locked until commit; created on first contact."""
         ...
 
-    async def save(
-        self,
-        conversation_id: int,
-        *,
-        flow: str | None,
-        step: str | None,
-        data: dict[str, Any],
-        history: list[str],
-        draft: dict[str, Any] | None,
-        version: int,
-        now: datetime,
-    ) -> None:
+    async def save(self, conversation_id: int, state: ConversationState, *, now: datetime) -> None:
         """Write the new state; `now` becomes the last inbound time."""
         ...
 
@@ -167,12 +170,14 @@ def _record(row: Any) -> ConversationRecord:
         account_id=row[0],
         language=Language(row[1]),
         conversation_id=row[2],
-        flow=row[3],
-        step=row[4],
-        data=dict(row[5] or {}),
-        history=list(row[6] or []),
-        draft=dict(row[7]) if row[7] else None,
-        version=row[8],
+        state=ConversationState(
+            flow=row[3],
+            step=row[4],
+            data=dict(row[5] or {}),
+            history=list(row[6] or []),
+            draft=dict(row[7]) if row[7] else None,
+            version=row[8],
+        ),
         updated_at=row[9],
     )
 
@@ -237,28 +242,17 @@ class CoreConversationStore:
         assert record is not None
         return record
 
-    async def save(
-        self,
-        conversation_id: int,
-        *,
-        flow: str | None,
-        step: str | None,
-        data: dict[str, Any],
-        history: list[str],
-        draft: dict[str, Any] | None,
-        version: int,
-        now: datetime,
-    ) -> None:
+    async def save(self, conversation_id: int, state: ConversationState, *, now: datetime) -> None:
         await self._connection.execute(
             _SAVE,
             {
                 "conversation_id": conversation_id,
-                "flow": flow,
-                "step": step,
-                "data": data,
-                "history": history,
-                "draft": draft,
-                "version": version,
+                "flow": state.flow,
+                "step": state.step,
+                "data": state.data,
+                "history": state.history,
+                "draft": state.draft,
+                "version": state.version,
                 "updated_at": now,
             },
         )
@@ -357,28 +351,17 @@ class SqliteConversationStore:
         assert record is not None
         return record
 
-    async def save(
-        self,
-        conversation_id: int,
-        *,
-        flow: str | None,
-        step: str | None,
-        data: dict[str, Any],
-        history: list[str],
-        draft: dict[str, Any] | None,
-        version: int,
-        now: datetime,
-    ) -> None:
+    async def save(self, conversation_id: int, state: ConversationState, *, now: datetime) -> None:
         self._db.execute(
             "UPDATE conversation SET flow = ?, step = ?, data = ?, history = ?, draft = ?, "
             "version = ?, updated_at = ? WHERE id = ?",
             (
-                flow,
-                step,
-                json.dumps(data),
-                json.dumps(history),
-                json.dumps(draft) if draft is not None else None,
-                version,
+                state.flow,
+                state.step,
+                json.dumps(state.data),
+                json.dumps(state.history),
+                json.dumps(state.draft) if state.draft is not None else None,
+                state.version,
                 _sqlite_time(now),
                 conversation_id,
             ),
