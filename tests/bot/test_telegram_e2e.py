@@ -168,6 +168,11 @@ async def enroll_until_nik(user: TelegramUser) -> None:
 
 async def enroll_after_nik(user: TelegramUser) -> None:
     await user.press("Ya, benar")
+    await enroll_after_birth_date(user)
+
+
+async def enroll_after_birth_date(user: TelegramUser) -> None:
+    """Phone, village, district, plan and first month, up to the summary."""
     await user.say("081298765432")
     await user.say("Sukamaju")
     await user.say("Ciawi")
@@ -271,11 +276,7 @@ async def test_a_restart_mid_enrollment_continues_at_the_same_step(
     async with open_bot(settings, clock) as bot, polling(bot.channel):
         await user.press("Ya, benar")  # the button under the question asked before the restart
         assert "HP" in user.text
-        await user.say("081298765432")
-        await user.say("Sukamaju")
-        await user.say("Ciawi")
-        await user.press("Bulanan")
-        await user.press("Desember 2026")
+        await enroll_after_birth_date(user)
         await user.press("Kirim ke PIC")
         assert SUBMITTED in user.text
 
