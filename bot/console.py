@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from domain.vocabulary import Channel, Language
-from handlers.i18n import Catalogs
+from handlers.i18n import Catalogs, Translator
 from handlers.types import ConversationEngine, EventKind, InboundEvent, Option, Reply
 
 ReadLine = Callable[[str], Awaitable[str | None]]
@@ -56,6 +56,7 @@ class ConsoleChannel:
         self._clock = clock
         # The console's own texts, in the default language (the person's chosen
         # language applies to everything the engine says).
+        self._catalogs = catalogs
         self._t = catalogs.translator(Language.INDONESIAN)
         self._read_line = read_line
         self._write = write
@@ -91,20 +92,25 @@ class ConsoleChannel:
             )
         return event
 
-    def render(self, replies: Sequence[Reply]) -> None:
+    def render(self, replies: Sequence[Reply], t: Translator | None = None) -> None:
+        """Print replies; `t` (the person's language) words the type-your-number hint."""
         for reply in replies:
             self._write(f"\nbot> {reply.text}")
             for number, option in enumerate(reply.options, start=1):
                 self._write(f"  [{number}] {option.label}")
             if reply.request_contact:
-                self._write("  " + self._t("console.type_phone"))
+                self._write("  " + (t or self._t)("console.type_phone"))
             if reply.options:
                 self._options[self.user] = reply.options
 
     async def send(self, line: str) -> Sequence[Reply]:
         """Hand one line to the engine and print the replies."""
         replies = await self._engine.handle(self.to_event(line))
-        self.render(replies)
+        t = None
+        if any(reply.request_contact for reply in replies):
+            language = await self._engine.language_of(Channel.CONSOLE, self.user)
+            t = self._catalogs.translator(language)
+        self.render(replies, t)
         return replies
 
     async def run(self) -> None:
