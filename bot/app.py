@@ -91,6 +91,7 @@ class Runtime:
     sessionmaker: async_sessionmaker[AsyncSession]
     engine: Engine
     catalogs: Catalogs
+    cipher: NikCipher
     clock: Clock
 
     async def close(self) -> None:
@@ -124,6 +125,7 @@ async def build_runtime(
         sessionmaker=sessionmaker,
         engine=engine,
         catalogs=catalogs,
+        cipher=cipher,
         clock=clock,
     )
 

@@ -26,6 +26,7 @@ from bot.console import ConsoleChannel
 from bot.settings import Settings, TelegramMode
 from scheduler.runner import build_scheduler
 from storage.crypto import generate_key
+from storage.dead_letters import DeadLetters
 from storage.migrate import upgrade_to_head
 from storage.opd_repository import OpdFileError, OpdRepository
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     opd_sub = opd.add_subparsers(dest="opd_command", required=True)
     load = opd_sub.add_parser("load", help="load or update OPDs from a CSV file (code,name)")
     load.add_argument("file", type=Path)
+    failed = sub.add_parser("failed", help="inbound updates parked after repeated failures")
+    failed_sub = failed.add_subparsers(dest="failed_command", required=True)
+    failed_sub.add_parser("list", help="list parked updates (newest first, no content)")
     key = sub.add_parser("key", help="NIK encryption key")
     key_sub = key.add_subparsers(dest="key_command", required=True)
     key_sub.add_parser("generate", help="print a new random SERTAKAN_NIK_KEY")
@@ -80,6 +84,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if command == "opd":
         return await _load_opds(settings, args.file)
+    if command == "failed":
+        return await _list_failed(settings)
     if command == "console" or (command == "run" and settings.telegram.token is None):
         return await _run_console(settings, user=getattr(args, "user", "asn"))
     return await _run_telegram(settings)
@@ -102,6 +108,24 @@ async def _load_opds(settings: Settings, path: Path) -> int:
     return 0
 
 
+async def _list_failed(settings: Settings) -> int:
+    runtime = await build_runtime(settings)
+    try:
+        parked = await DeadLetters(runtime.sessionmaker, runtime.cipher).list()
+    finally:
+        await runtime.close()
+    if not parked:
+        print("no parked updates")
+        return 0
+    print("id\tchannel\tupdate\tsender\terror\tattempts\tfailed at (UTC)")
+    for row in parked:
+        print(
+            f"{row.id}\t{row.channel.value}\t{row.update_id}\t{row.sender_id or '-'}\t"
+            f"{row.error_type}\t{row.attempts}\t{row.failed_at:%Y-%m-%d %H:%M:%S}"
+        )
+    return 0
+
+
 async def _run_console(settings: Settings, *, user: str) -> int:
     runtime = await build_runtime(settings)
     try:
@@ -119,7 +143,11 @@ async def _run_telegram(settings: Settings) -> int:
 
     runtime = await build_runtime(settings)
     channel = TelegramChannel(
-        runtime.engine, settings.telegram, runtime.clock, catalogs=runtime.catalogs
+        runtime.engine,
+        settings.telegram,
+        runtime.clock,
+        catalogs=runtime.catalogs,
+        dead_letters=DeadLetters(runtime.sessionmaker, runtime.cipher),
     )
     scheduler = _scheduler(runtime)
     stop = asyncio.Event()

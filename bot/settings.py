@@ -84,6 +84,9 @@ class TelegramSettings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_path: str = "/telegram/webhook"
     polling_timeout_s: int = Field(25, ge=0, le=50)
+    #: After this many failed attempts an update is parked (failed_update) and the
+    #: bot moves on, so one broken update cannot stall everyone behind it.
+    max_update_attempts: int = Field(5, ge=1)
 
 
 class WebSettings(BaseSettings):

@@ -22,7 +22,7 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
@@ -110,6 +110,24 @@ _COMMANDS: Final[dict[Language, tuple[str, ...]]] = {
         "start", "menu", "daftar", "pekerja", "info", "help", "cancel", "kembali", "bahasa",
     ),
 }  # fmt: skip
+
+
+class UpdateParking(Protocol):
+    """Where updates go that the engine failed on repeatedly (storage.dead_letters)."""
+
+    async def park(
+        self,
+        *,
+        channel: Channel,
+        update_id: str,
+        sender_id: str | None,
+        payload: str,
+        error_type: str,
+        attempts: int,
+        now: datetime,
+    ) -> None:
+        """Store the update durably; raise when that is not possible."""
+        ...
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -294,6 +312,7 @@ class TelegramChannel:
         clock: Callable[[], datetime],
         *,
         catalogs: Catalogs | None = None,
+        dead_letters: UpdateParking | None = None,
         retry_first_s: float = 1.0,
         retry_cap_s: float = 30.0,
     ) -> None:
@@ -301,11 +320,17 @@ class TelegramChannel:
 
         `catalogs` gives the channel's own texts (command menu, share-contact
         button); the composition root passes the engine's, tests may omit it.
+        With `dead_letters`, an update that failed `max_update_attempts` times is
+        parked there and the person told; without it, it is retried forever.
         """
         if settings.token is None:
             raise ValueError("TELEGRAM_TOKEN is not set")
         self._engine = engine
         self._catalogs = catalogs or Catalogs()
+        self._dead_letters = dead_letters
+        #: Failed attempts per update id since this process started (transient by
+        #: nature: after a restart an update gets its attempts again).
+        self._failures: dict[int, int] = {}
         self._settings = settings
         self._clock = clock
         self._retry_first_s = retry_first_s
@@ -404,6 +429,48 @@ class TelegramChannel:
             return
         replies = await self._engine.handle(event)
         await self._deliver(update, event, replies)
+
+    async def _handle_or_park(self, update: Update) -> None:
+        """`handle_update`, parking the update once it has failed too often.
+
+        Raises while the update should be retried (also when parking fails:
+        nothing is dropped without a durable copy).
+        """
+        try:
+            await self.handle_update(update)
+        except Exception as exc:
+            attempts = self._failures.get(update.update_id, 0) + 1
+            self._failures[update.update_id] = attempts
+            if self._dead_letters is None or attempts < self._settings.max_update_attempts:
+                raise
+            await self._park(update, exc, attempts)
+        self._failures.pop(update.update_id, None)
+
+    async def _park(self, update: Update, exc: BaseException, attempts: int) -> None:
+        assert self._dead_letters is not None
+        event = self.to_event(update)
+        sender = event.sender_id if event is not None else None
+        await self._dead_letters.park(
+            channel=Channel.TELEGRAM,
+            update_id=str(update.update_id),
+            sender_id=sender,
+            payload=update.model_dump_json(exclude_none=True),
+            error_type=type(exc).__name__,
+            attempts=attempts,
+            now=self._clock(),
+        )
+        logger.error("update %s parked after %s failed attempts", update.update_id, attempts)
+        if update.callback_query is not None:
+            await self._send(
+                update.update_id, AnswerCallbackQuery(callback_query_id=update.callback_query.id)
+            )
+        if sender is None:
+            return
+        language = Language.INDONESIAN
+        with contextlib.suppress(Exception):  # the database may be the reason it failed
+            language = await self._engine.language_of(Channel.TELEGRAM, sender)
+        text = self._catalogs.translator(language)("input.update_parked")
+        await self._send(update.update_id, SendMessage(chat_id=int(sender), text=text))
 
     # --- replies out ------------------------------------------------------------
 
@@ -546,7 +613,7 @@ class TelegramChannel:
         """One sender's updates strictly in order; stops at the first failure."""
         for update in chain:
             try:
-                await self.handle_update(update)
+                await self._handle_or_park(update)
             except Exception as exc:
                 _log_failure("handling", update.update_id, exc)
                 raise
@@ -612,7 +679,7 @@ class TelegramChannel:
             logger.warning("webhook request refused: body is not an update")
             return web.Response(status=400)
         try:
-            await self.handle_update(update)
+            await self._handle_or_park(update)
         except Exception as exc:
             _log_failure("webhook handling", update.update_id, exc)
             return web.Response(status=500)

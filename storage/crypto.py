@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _NONCE_BYTES = 12
 _AAD = b"sertakan:nik:v1"
+_PAYLOAD_AAD = b"sertakan:payload:v1"
 
 
 class NikKeyError(ValueError):
@@ -76,6 +77,15 @@ class NikCipher:
     def decrypt(self, blob: bytes) -> str:
         nonce, ciphertext = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
         return self._aead.decrypt(nonce, ciphertext, _AAD).decode("ascii")
+
+    def encrypt_payload(self, text: str) -> bytes:
+        """Encrypt any text that may contain a NIK (e.g. a parked inbound update)."""
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, text.encode("utf-8"), _PAYLOAD_AAD)
+
+    def decrypt_payload(self, blob: bytes) -> str:
+        nonce, ciphertext = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
+        return self._aead.decrypt(nonce, ciphertext, _PAYLOAD_AAD).decode("utf-8")
 
     def lookup_hash(self, nik: str) -> bytes:
         return hmac.new(self._hash_key, nik.encode("ascii"), hashlib.sha256).digest()

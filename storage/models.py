@@ -252,3 +252,24 @@ class ProcessedUpdate(Base):
     channel: Mapped[Channel] = mapped_column(_enum(Channel, "channel"))
     update_id: Mapped[str] = mapped_column(String(128))
     processed_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class FailedUpdate(Base):
+    """An inbound update the engine failed on repeatedly, parked so the bot moves on.
+
+    The raw payload may hold a NIK, so it is stored encrypted (`NikCipher`).
+    Operators see these with `sertakan failed list`.
+    """
+
+    __tablename__ = "failed_update"
+    __table_args__ = (UniqueConstraint("channel", "update_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[Channel] = mapped_column(_enum(Channel, "channel"))
+    update_id: Mapped[str] = mapped_column(String(128))
+    sender_id: Mapped[str | None] = mapped_column(String(64))
+    payload_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    #: Exception type name only: messages can quote user data.
+    error_type: Mapped[str] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer)
+    failed_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,9 @@ from bot.app import (
 )
 from bot.cli import main
 from bot.settings import AppSettings, DatabaseSettings, Environment, ProgramSettings, Settings
+from domain.vocabulary import Channel
 from storage.crypto import decode_key, generate_key
+from storage.dead_letters import DeadLetters
 from storage.models import Opd
 
 
@@ -124,3 +128,33 @@ async def test_runtime_migrates_and_seeds_opds_once(tmp_path: Path) -> None:
         assert count > 30
     finally:
         await runtime.close()
+
+
+def test_cli_failed_list_shows_parked_updates_without_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SERTAKAN_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert main(["failed", "list"]) == 0
+    assert "no parked updates" in capsys.readouterr().out
+
+    async def park() -> None:
+        runtime = await build_runtime(Settings())
+        try:
+            await DeadLetters(runtime.sessionmaker, runtime.cipher).park(
+                channel=Channel.TELEGRAM,
+                update_id="77",
+                sender_id="42",
+                payload='{"text": "3201014708900001"}',
+                error_type="OperationalError",
+                attempts=5,
+                now=datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
+            )
+        finally:
+            await runtime.close()
+
+    asyncio.run(park())
+    assert main(["failed", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "telegram\t77\t42\tOperationalError\t5\t2026-11-21 03:00:00" in out
+    assert "3201014708900001" not in out

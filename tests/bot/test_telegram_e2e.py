@@ -31,11 +31,20 @@ from bot.settings import (
     Settings,
     TelegramSettings,
 )
-from bot.telegram import SECRET_HEADER, TelegramChannel
+from bot.telegram import SECRET_HEADER, TelegramChannel, UpdateParking
 from domain.vocabulary import Channel, Language, Occupation, PaymentPlan, SponsorshipStatus
 from handlers.types import ConversationEngine, InboundEvent, Reply
 from storage.crypto import NikCipher, decode_key, generate_key
-from storage.models import Asn, ChannelAccount, Opd, ProcessedUpdate, Sponsorship, Worker
+from storage.dead_letters import DeadLetters
+from storage.models import (
+    Asn,
+    ChannelAccount,
+    FailedUpdate,
+    Opd,
+    ProcessedUpdate,
+    Sponsorship,
+    Worker,
+)
 from tests.fakes.chat import ASN_NIP, OPD_SEED, WORKER_NIK
 from tests.fakes.clock import FrozenClock
 from tests.fakes.telegram_api import FakeTelegramServer
@@ -116,12 +125,19 @@ async def open_bot(
     clock: FrozenClock,
     *,
     wrap: Callable[[ConversationEngine], ConversationEngine] | None = None,
+    parking: Callable[[Runtime], UpdateParking] | None = None,
 ) -> AsyncIterator[RunningBot]:
     """A runtime and a channel on it, as `sertakan run` builds them; closed on exit."""
     runtime = await build_runtime(settings, clock=clock, migrate=False)
     engine: ConversationEngine = runtime.engine if wrap is None else wrap(runtime.engine)
     channel = TelegramChannel(
-        engine, settings.telegram, clock, retry_first_s=0.01, retry_cap_s=0.05
+        engine,
+        settings.telegram,
+        clock,
+        catalogs=runtime.catalogs,
+        dead_letters=parking(runtime) if parking is not None else None,
+        retry_first_s=0.01,
+        retry_cap_s=0.05,
     )
     try:
         yield RunningBot(runtime, channel)
@@ -438,3 +454,124 @@ async def test_webhook_runs_the_real_engine_behind_the_secret(
     assert await processed(sessionmaker, start["update_id"]) == 1
     assert await count(sessionmaker, ChannelAccount) == 1
     assert server.messages_to(BUDI) == replies
+
+
+# --- poison updates: parked after repeated failures, never dropped -----------------
+
+
+class Poisoned:
+    """Test double around the real engine: one chosen update fails on every attempt."""
+
+    def __init__(self, update_id: int) -> None:
+        self.update_id = str(update_id)
+        self.attempts = 0
+        self._engine: ConversationEngine | None = None
+
+    def around(self, engine: ConversationEngine) -> ConversationEngine:
+        self._engine = engine
+        return self
+
+    async def handle(self, event: InboundEvent) -> Sequence[Reply]:
+        assert self._engine is not None
+        if event.update_id == self.update_id:
+            self.attempts += 1
+            raise DatabaseDown("a bug that fails this update every time")
+        return await self._engine.handle(event)
+
+    async def language_of(self, channel: Channel, sender_id: str) -> Language:
+        assert self._engine is not None
+        return await self._engine.language_of(channel, sender_id)
+
+
+def dead_letters(runtime: Runtime) -> UpdateParking:
+    return DeadLetters(runtime.sessionmaker, runtime.cipher)
+
+
+class ParkingDown:
+    """A dead-letter store that cannot write (its database is down too)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def park(self, **fields: object) -> None:
+        self.calls += 1
+        raise DatabaseDown("cannot store the parked update")
+
+
+POISON_ID = 900
+
+
+async def test_a_poison_update_is_parked_encrypted_and_the_bot_moves_on(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    settings.telegram.max_update_attempts = 3
+    poison = Poisoned(POISON_ID)
+    other = 5512000002
+    async with open_bot(settings, clock, wrap=poison.around, parking=dead_letters) as bot:
+        poisoned = server.text_update(BUDI, WORKER_NIK)  # may hold a NIK: stored encrypted
+        poisoned["update_id"] = POISON_ID
+        server.push_update(poisoned)
+        later = server.text_update(other, "/start")
+        later["update_id"] = POISON_ID + 1
+        server.push_update(later)
+        async with polling(bot.channel):
+            await server.wait_until(lambda: server.confirmed_offset > POISON_ID + 1, timeout=10)
+        key = bot.runtime.cipher
+
+    assert poison.attempts == 3
+    async with sessionmaker() as session:
+        (parked,) = (await session.execute(select(FailedUpdate))).scalars().all()
+    assert (parked.update_id, parked.sender_id, parked.attempts) == (str(POISON_ID), str(BUDI), 3)
+    assert parked.error_type == "DatabaseDown"
+    assert WORKER_NIK.encode() not in parked.payload_ciphertext
+    assert WORKER_NIK in key.decrypt_payload(parked.payload_ciphertext)
+    [apology] = server.messages_to(BUDI)
+    assert "belum bisa kami proses" in apology.text
+    assert server.messages_to(other)[-1].text.startswith("Menu utama")  # not stalled
+
+
+async def test_when_parking_fails_the_update_is_retried_not_dropped(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+) -> None:
+    settings.telegram.max_update_attempts = 2
+    poison = Poisoned(POISON_ID)
+    store = ParkingDown()
+    async with open_bot(settings, clock, wrap=poison.around, parking=lambda _: store) as bot:
+        poisoned = server.text_update(BUDI, "halo")
+        poisoned["update_id"] = POISON_ID
+        server.push_update(poisoned)
+        async with polling(bot.channel):
+            await server.wait_until(lambda: store.calls >= 3, timeout=10)
+            assert server.confirmed_offset <= POISON_ID
+    assert server.messages_to(BUDI) == []
+
+
+async def test_webhook_answers_500_until_the_update_is_parked(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    settings.telegram.max_update_attempts = 3
+    poison = Poisoned(POISON_ID)
+    update = server.text_update(BUDI, "halo")
+    update["update_id"] = POISON_ID
+    async with open_bot(settings, clock, wrap=poison.around, parking=dead_letters) as bot:
+        app = web.Application()
+        bot.channel.webhook_routes(app)
+        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+            statuses = []
+            for _ in range(3):  # Telegram redelivers while we answer 500
+                response = await client.post(
+                    "/telegram/webhook", json=update, headers={SECRET_HEADER: SECRET}
+                )
+                statuses.append(response.status)
+    assert statuses == [500, 500, 200]
+    async with sessionmaker() as session:
+        assert len((await session.execute(select(FailedUpdate))).scalars().all()) == 1
+    assert "belum bisa kami proses" in server.messages_to(BUDI)[0].text

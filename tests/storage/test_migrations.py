@@ -49,8 +49,15 @@ def _table_names(connection: Connection) -> set[str]:
     return set(inspect(connection).get_table_names())
 
 
-async def test_head_revision_is_the_initial_migration() -> None:
-    assert head_revision() == "0001"
+async def test_migrations_form_one_linear_chain() -> None:
+    from alembic.script import ScriptDirectory
+
+    from storage.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
+    chain = [rev.revision for rev in script.walk_revisions()]
+    assert chain == ["0002", "0001"]
+    assert head_revision() == "0002"
 
 
 async def test_upgrade_of_an_empty_database_reaches_head(tmp_path: Path) -> None:
