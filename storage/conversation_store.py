@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import Channel, Language
+from storage.db import insert_for
 from storage.models import ChannelAccount, Conversation, UtcDateTime
 from storage.sqlite_inline import InlineConnection
 
@@ -212,9 +212,7 @@ class CoreConversationStore:
         record = await self._load(channel, external_id)
         if record is not None:
             return record
-        insert = (
-            postgresql.insert if self._connection.dialect.name == "postgresql" else sqlite.insert
-        )
+        insert = insert_for(self._connection.dialect.name)
         await self._connection.execute(
             insert(ChannelAccount)
             .values(

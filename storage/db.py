@@ -8,10 +8,12 @@ the steps of one person. PostgreSQL uses SELECT ... FOR UPDATE instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -21,6 +23,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from storage.sqlite_inline import InlineConnection, inline_connector
+
+
+def insert_for(dialect_name: str) -> Callable[[Any], Any]:
+    """The dialect's INSERT construct, which offers ON CONFLICT DO NOTHING (SQLite, PostgreSQL)."""
+    return postgresql.insert if dialect_name == "postgresql" else sqlite.insert
 
 
 def is_sqlite(url: str) -> bool:

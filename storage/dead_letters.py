@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel
 from storage.crypto import NikCipher
+from storage.db import insert_for
 from storage.models import FailedUpdate
 
 
@@ -51,8 +51,7 @@ class DeadLetters:
     ) -> None:
         """Store the update durably (once per channel and update id); raises if it cannot."""
         async with self._sessionmaker() as session, session.begin():
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            insert = insert_for(session.get_bind().dialect.name)
             await session.execute(
                 insert(FailedUpdate)
                 .values(
