@@ -89,3 +89,52 @@ class EmploymentType(StrEnum):
 
     PNS = "pns"
     PPPK = "pppk"
+
+
+class BatchStatus(StrEnum):
+    """A collective file sent to BPJS (SPEC 4.5)."""
+
+    #: The file was generated; the PIC has not yet confirmed sending it.
+    EXPORTED = "exported"
+    #: The PIC confirmed the file went to BPJS: its rows are "submitted".
+    SUBMITTED = "submitted"
+
+
+class ImportStatus(StrEnum):
+    """A KPJ file from BPJS between its preview and the PIC's decision."""
+
+    PREVIEWED = "previewed"
+    APPLIED = "applied"
+    CANCELLED = "cancelled"
+
+
+class OutboxStatus(StrEnum):
+    """A proactive message's life in the outbox (SPEC 5)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class ReturnReason(StrEnum):
+    """Common reasons a PIC returns an enrollment; each names the fields to correct."""
+
+    NIK = "nik"
+    NAME = "name"
+    BIRTH_DATE = "birth_date"
+    ADDRESS = "address"
+    PHONE = "phone"
+    OTHER = "other"
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The enrollment fields the ASN is asked to look at (empty: any field)."""
+        return {
+            ReturnReason.NIK: ("nik",),
+            ReturnReason.NAME: ("name",),
+            ReturnReason.BIRTH_DATE: ("birth_date",),
+            ReturnReason.ADDRESS: ("village", "district"),
+            ReturnReason.PHONE: ("phone",),
+            ReturnReason.OTHER: (),
+        }[self]

@@ -53,6 +53,11 @@ class InboundEvent:
     #: A platform file reference (Telegram file_id, WhatsApp media id) for photos/documents.
     file_ref: str | None = None
     file_name: str | None = None
+    #: The document's bytes, fetched by the channel before the engine runs (so no
+    #: download happens inside a transaction); None when not fetched or too large.
+    file_content: bytes | None = None
+    #: True when the channel did not fetch the file because it exceeds its size limit.
+    file_too_large: bool = False
     #: For COMMAND: the command word without the slash, lower case ("start", "help").
     command: str | None = None
     command_args: str | None = None
@@ -74,17 +79,29 @@ class Option:
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
+class Document:
+    """A file the bot sends (the PIC's collective XLSX)."""
+
+    file_name: str
+    content: bytes
+    mime_type: str = "application/octet-stream"
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
 class Reply:
     """One message to the person who sent the event.
 
     `options` render as buttons (Telegram inline keyboard) or numbered lines
-    (console). `request_contact` asks for the user's own phone number (Telegram's
-    share-contact keyboard button); channels without it let the user type it.
+    (console). `document` attaches a file. `request_contact` asks for the user's
+    own phone number (Telegram's share-contact keyboard button); channels without
+    it let the user type it.
     """
 
     text: str
     options: tuple[Option, ...] = ()
     request_contact: bool = False
+    #: A file sent before the text (the text becomes its caption when short enough).
+    document: Document | None = None
 
 
 class ConversationEngine(Protocol):

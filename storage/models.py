@@ -31,13 +31,17 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from domain.vocabulary import (
+    BatchStatus,
     Channel,
     ConsentPurpose,
     ConsentSubject,
     EmploymentType,
+    ImportStatus,
     Language,
     Occupation,
+    OutboxStatus,
     PaymentPlan,
+    ReturnReason,
     Sex,
     SponsorshipStatus,
     WorkerConsent,
@@ -192,7 +196,19 @@ class Sponsorship(Base):
         Boolean, default=False, server_default=text("false")
     )
     return_reason: Mapped[str | None] = mapped_column(Text)
+    #: The common reason chosen by the PIC (None for a typed reason).
+    return_reason_code: Mapped[ReturnReason | None] = mapped_column(
+        _enum(ReturnReason, "return_reason")
+    )
+    #: Times the ASN sent a returned enrollment back to the queue.
+    correction_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    verified_by_pic_id: Mapped[int | None] = mapped_column(ForeignKey("pic.id"))
+    #: The collective file this enrollment went out in (SPEC 4.5).
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("submission_batch.id"), index=True)
     kpj: Mapped[str | None] = mapped_column(String(20))
+    kpj_imported_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    card_handed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     end_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     status_changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -273,3 +289,143 @@ class FailedUpdate(Base):
     error_type: Mapped[str] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer)
     failed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Pic(Base):
+    """An OPD's PIC appointment (SPEC 4.5, 6).
+
+    Appointed by the administrator for a channel account (Telegram id, WhatsApp
+    number) or for a phone number not yet seen, which binds to the first account
+    that proves it (WhatsApp sender, or an ASN registered with that phone); or
+    created when somebody redeems an invite code. `removed_at` ends it; rows
+    are kept for the audit trail.
+    """
+
+    __tablename__ = "pic"
+    __table_args__ = (
+        # One current appointment per account (a PIC serves one OPD).
+        Index(
+            "uq_pic_active_account",
+            "channel_account_id",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    opd_id: Mapped[int] = mapped_column(ForeignKey("opd.id"), index=True)
+    channel_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_account.id"))
+    #: Set when appointed by phone; matched against accounts until bound.
+    phone_e164: Mapped[str | None] = mapped_column(String(20), index=True)
+    appointed_by: Mapped[str] = mapped_column(String(120))
+    appointed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    removed_by: Mapped[str | None] = mapped_column(String(120))
+
+    opd: Mapped[Opd] = relationship(lazy="raise")
+
+
+class InviteCode(Base):
+    """A one-time code that makes whoever redeems it a PIC of the OPD."""
+
+    __tablename__ = "invite_code"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    opd_id: Mapped[int] = mapped_column(ForeignKey("opd.id"))
+    created_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    used_by_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_account.id"))
+
+
+class AuditLog(Base):
+    """Every PIC and administrator action: who, what, which record, when (SPEC 7).
+
+    `details` never holds a NIK (masked forms only).
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    #: "pic", "admin" or "asn"/"worker" for actions that touch a PIC's records.
+    actor_type: Mapped[str] = mapped_column(String(16))
+    #: pic id, channel account id or the administrator's login name.
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(64))
+    record_type: Mapped[str] = mapped_column(String(32))
+    record_id: Mapped[str | None] = mapped_column(String(64))
+    opd_id: Mapped[int | None] = mapped_column(ForeignKey("opd.id"), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class SubmissionBatch(Base):
+    """One collective file of an OPD sent to BPJS (SPEC 1 step 2)."""
+
+    __tablename__ = "submission_batch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    opd_id: Mapped[int] = mapped_column(ForeignKey("opd.id"), index=True)
+    #: Human-facing number, "<OPD code>-<year>-<sequence>" (e.g. DINKES-2026-003).
+    number: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[BatchStatus] = mapped_column(_enum(BatchStatus, "batch_status"))
+    row_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(String(120))
+    submitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class KpjImport(Base):
+    """A KPJ file between preview and confirmation; nothing else is written before.
+
+    `matches` holds [sponsorship_id, kpj] pairs; `summary` the preview counts and
+    rejected rows (masked NIKs only).
+    """
+
+    __tablename__ = "kpj_import"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    opd_id: Mapped[int] = mapped_column(ForeignKey("opd.id"), index=True)
+    created_by: Mapped[str] = mapped_column(String(120))
+    file_name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[ImportStatus] = mapped_column(_enum(ImportStatus, "import_status"))
+    matches: Mapped[list[Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Outbox(Base):
+    """One proactive message, written in the transaction of the change that caused it.
+
+    `dedupe_key` is unique: the same notice planned twice is one row. The
+    dispatcher claims due rows (`not_before` passed, status pending, or sending
+    with an expired `claimed_until` after a crash), sends them and records the
+    outcome. `body` is rendered in the recipient's language at planning time;
+    `template` and `params` are for channels that need an approved template
+    outside a conversation window (WhatsApp).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "not_before"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    channel: Mapped[Channel] = mapped_column(_enum(Channel, "channel"))
+    #: The channel's id of the person (Telegram chat id, WhatsApp wa_id, console user).
+    recipient: Mapped[str] = mapped_column(String(64))
+    #: What kind of notice ("card_ready", "returned", "digest", ...).
+    kind: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    template: Mapped[str | None] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[OutboxStatus] = mapped_column(_enum(OutboxStatus, "outbox_status"))
+    not_before: Mapped[datetime] = mapped_column(UtcDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
