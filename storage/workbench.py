@@ -1,0 +1,692 @@
+"""The PIC's work on an OPD's enrollments (SPEC 4.5), shared by the chat and the CLI.
+
+Every function takes the caller's connection and transaction and never commits,
+so a state change, its audit entry and the notices it causes are written
+together or not at all. Every query is scoped by `opd_id`, which callers derive
+from the PIC's appointment (storage.roles) or the administrator's command line,
+never from what a chat user typed: a record of another OPD is simply not found.
+
+The life of an enrollment here::
+
+    waiting_for_pic --accept--> accepted --create_batch--> (in an exported batch)
+         ^   |                                  --confirm_batch--> submitted
+         |   +--return_enrollment--> returned               --apply_import--> active (KPJ)
+         +------- resubmit (ASN) ------+                      --hand_over--> card_handed_over
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import Row, Select, and_, bindparam, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.vocabulary import (
+    OPEN_STATUSES,
+    BatchStatus,
+    ImportStatus,
+    Occupation,
+    PaymentPlan,
+    ReturnReason,
+    SponsorshipStatus,
+    WorkerConsent,
+)
+from storage import audit
+from storage.audit import Actor
+from storage.models import Asn, KpjImport, Opd, Sponsorship, SubmissionBatch, Worker
+
+if TYPE_CHECKING:
+    from storage.collective import ImportPreview
+
+#: Rows per statement when a batch or an import touches many sponsorships.
+CHUNK = 1000
+
+
+class NoticePlanner(Protocol):
+    """Plans the proactive messages a change causes (handlers.notices implements it)."""
+
+    async def enrollment_returned(
+        self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
+    ) -> None: ...
+
+    async def cards_ready(
+        self, connection: AsyncConnection, sponsorship_ids: Sequence[int], *, now: datetime
+    ) -> None: ...
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class OpdSummary:
+    counts: dict[SponsorshipStatus, int]
+    asn_registered: int
+    asn_sponsoring: int
+
+    def count(self, *statuses: SponsorshipStatus) -> int:
+        return sum(self.counts.get(status, 0) for status in statuses)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Enrollment:
+    """One enrollment as the PIC sees it (masked NIK only)."""
+
+    id: int
+    status: SponsorshipStatus
+    worker_name: str
+    nik_masked: str
+    birth_date: date
+    birth_date_differs_from_nik: bool
+    sex: str
+    phone_e164: str | None
+    village: str
+    district: str
+    occupation: Occupation
+    plan: PaymentPlan
+    first_month: date
+    worker_consent: WorkerConsent
+    sponsor_name: str
+    sponsor_nip: str
+    correction_count: int
+    return_reason: str | None
+    kpj: str | None
+    created_at: datetime
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class BatchInfo:
+    id: int
+    number: str
+    status: BatchStatus
+    row_count: int
+    created_at: datetime
+    submitted_at: datetime | None
+
+
+class ChangeProblem(Exception):
+    """A PIC action that does not apply to the record as it is now (told to the PIC)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        #: "not_found" or "wrong_status".
+        self.reason = reason
+
+
+_ENROLLMENT_COLUMNS = (
+    Sponsorship.id,
+    Sponsorship.status,
+    Worker.full_name,
+    Worker.nik_masked,
+    Worker.birth_date,
+    Sponsorship.birth_date_differs_from_nik,
+    Worker.sex,
+    Worker.phone_e164,
+    Worker.village,
+    Worker.district,
+    Sponsorship.occupation,
+    Sponsorship.plan,
+    Sponsorship.first_month,
+    Sponsorship.worker_consent,
+    Asn.full_name,
+    Asn.nip,
+    Sponsorship.correction_count,
+    Sponsorship.return_reason,
+    Sponsorship.kpj,
+    Sponsorship.created_at,
+)
+
+
+def _enrollments() -> Select[Any]:
+    return (
+        select(*_ENROLLMENT_COLUMNS)
+        .join(Worker, Worker.id == Sponsorship.worker_id)
+        .join(Asn, Asn.id == Sponsorship.asn_id)
+    )
+
+
+async def opd_summary(connection: AsyncConnection, opd_id: int) -> OpdSummary:
+    """Counts per status, and sponsoring ASN / registered ASN of the OPD."""
+    rows = await connection.execute(
+        select(Sponsorship.status, func.count())
+        .where(Sponsorship.opd_id == opd_id)
+        .group_by(Sponsorship.status)
+    )
+    counts = {SponsorshipStatus(status): int(n) for status, n in rows}
+    registered = await connection.scalar(
+        select(func.count()).select_from(Asn).where(Asn.opd_id == opd_id)
+    )
+    sponsoring = await connection.scalar(
+        select(func.count(func.distinct(Sponsorship.asn_id))).where(
+            Sponsorship.opd_id == opd_id, Sponsorship.status.in_(OPEN_STATUSES)
+        )
+    )
+    return OpdSummary(counts, int(registered or 0), int(sponsoring or 0))
+
+
+async def enrollment(
+    connection: AsyncConnection, *, opd_id: int, sponsorship_id: int
+) -> Enrollment | None:
+    """One enrollment of the OPD; None when it does not exist or belongs to another OPD."""
+    query = _enrollments().where(Sponsorship.id == sponsorship_id, Sponsorship.opd_id == opd_id)
+    row = (await connection.execute(query)).first()
+    return Enrollment(*row) if row is not None else None
+
+
+async def queue(
+    connection: AsyncConnection, *, opd_id: int, limit: int = 1, skip: Sequence[int] = ()
+) -> tuple[list[Enrollment], int]:
+    """The oldest enrollments waiting for the PIC (not in `skip`), and how many wait in all."""
+    waiting = and_(
+        Sponsorship.opd_id == opd_id, Sponsorship.status == SponsorshipStatus.WAITING_FOR_PIC
+    )
+    total = await connection.scalar(select(func.count()).select_from(Sponsorship).where(waiting))
+    query = _enrollments().where(waiting)
+    if skip:
+        query = query.where(Sponsorship.id.not_in(list(skip)))
+    query = query.order_by(Sponsorship.status_changed_at, Sponsorship.id).limit(limit)
+    rows = (await connection.execute(query)).all()
+    return [Enrollment(*row) for row in rows], int(total or 0)
+
+
+async def _transition(
+    connection: AsyncConnection,
+    *,
+    opd_id: int,
+    sponsorship_id: int,
+    from_statuses: Sequence[SponsorshipStatus],
+    values: dict[str, object],
+) -> None:
+    """Move one enrollment on, if it is of this OPD and in one of `from_statuses`."""
+    result = await connection.execute(
+        update(Sponsorship)
+        .where(
+            Sponsorship.id == sponsorship_id,
+            Sponsorship.opd_id == opd_id,
+            Sponsorship.status.in_(list(from_statuses)),
+        )
+        .values(**values)
+    )
+    if result.rowcount:
+        return
+    exists = await connection.scalar(
+        select(Sponsorship.id).where(Sponsorship.id == sponsorship_id, Sponsorship.opd_id == opd_id)
+    )
+    raise ChangeProblem("wrong_status" if exists else "not_found")
+
+
+async def accept(
+    connection: AsyncConnection, *, opd_id: int, sponsorship_id: int, pic_id: int, now: datetime
+) -> None:
+    """The PIC accepts a waiting enrollment (raises ChangeProblem otherwise)."""
+    await _transition(
+        connection,
+        opd_id=opd_id,
+        sponsorship_id=sponsorship_id,
+        from_statuses=(SponsorshipStatus.WAITING_FOR_PIC,),
+        values={
+            "status": SponsorshipStatus.ACCEPTED,
+            "verified_at": now,
+            "verified_by_pic_id": pic_id,
+            "status_changed_at": now,
+        },
+    )
+    await audit.record(
+        connection,
+        Actor.pic(pic_id),
+        "enrollment.accept",
+        record_type="sponsorship",
+        record_id=sponsorship_id,
+        opd_id=opd_id,
+        now=now,
+    )
+
+
+async def return_enrollment(
+    connection: AsyncConnection,
+    notices: NoticePlanner,
+    *,
+    opd_id: int,
+    sponsorship_id: int,
+    pic_id: int,
+    reason_code: ReturnReason | None,
+    reason_text: str,
+    now: datetime,
+) -> None:
+    """The PIC returns a waiting enrollment with a reason; the ASN is told at once."""
+    await _transition(
+        connection,
+        opd_id=opd_id,
+        sponsorship_id=sponsorship_id,
+        from_statuses=(SponsorshipStatus.WAITING_FOR_PIC,),
+        values={
+            "status": SponsorshipStatus.RETURNED,
+            "return_reason": reason_text,
+            "return_reason_code": reason_code,
+            "verified_at": now,
+            "verified_by_pic_id": pic_id,
+            "status_changed_at": now,
+        },
+    )
+    await audit.record(
+        connection,
+        Actor.pic(pic_id),
+        "enrollment.return",
+        record_type="sponsorship",
+        record_id=sponsorship_id,
+        opd_id=opd_id,
+        now=now,
+        details={"reason_code": reason_code.value if reason_code else None},
+    )
+    await notices.enrollment_returned(connection, sponsorship_id, now=now)
+
+
+# -- batches -----------------------------------------------------------------------
+
+
+def _batch(row: Row[Any]) -> BatchInfo:
+    values = row._mapping
+    return BatchInfo(
+        id=values["id"],
+        number=values["number"],
+        status=BatchStatus(values["status"]),
+        row_count=values["row_count"],
+        created_at=values["created_at"],
+        submitted_at=values["submitted_at"],
+    )
+
+
+_B = SubmissionBatch.__table__.c
+
+
+async def _batch_where(connection: AsyncConnection, *conditions: object) -> BatchInfo | None:
+    row = (
+        await connection.execute(
+            select(_B.id, _B.number, _B.status, _B.row_count, _B.created_at, _B.submitted_at)
+            .where(*conditions)  # type: ignore[arg-type]
+            .order_by(_B.id.desc())
+            .limit(1)
+        )
+    ).first()
+    return _batch(row) if row is not None else None
+
+
+async def batch(connection: AsyncConnection, *, opd_id: int, batch_id: int) -> BatchInfo | None:
+    return await _batch_where(connection, _B.id == batch_id, _B.opd_id == opd_id)
+
+
+async def batch_by_number(
+    connection: AsyncConnection, *, opd_id: int, number: str
+) -> BatchInfo | None:
+    return await _batch_where(connection, _B.number == number.strip(), _B.opd_id == opd_id)
+
+
+async def recent_batches(
+    connection: AsyncConnection, *, opd_id: int, limit: int = 5
+) -> list[BatchInfo]:
+    rows = await connection.execute(
+        select(_B.id, _B.number, _B.status, _B.row_count, _B.created_at, _B.submitted_at)
+        .where(_B.opd_id == opd_id)
+        .order_by(_B.id.desc())
+        .limit(limit)
+    )
+    return [_batch(row) for row in rows]
+
+
+async def create_batch(
+    connection: AsyncConnection, *, opd_id: int, actor: Actor, now: datetime
+) -> BatchInfo | None:
+    """Put the OPD's accepted, not-yet-batched enrollments into a batch for export.
+
+    While a batch is exported but not confirmed as submitted, newly accepted
+    enrollments join it (the PIC has not sent it yet, so the fresh file replaces
+    the old one). Once submitted, a batch never changes, so exporting it again
+    gives the same file. Returns None when there is nothing to export.
+    """
+    open_batch = await _batch_where(
+        connection, _B.opd_id == opd_id, _B.status == BatchStatus.EXPORTED
+    )
+    unbatched = and_(
+        Sponsorship.opd_id == opd_id,
+        Sponsorship.status == SponsorshipStatus.ACCEPTED,
+        Sponsorship.batch_id.is_(None),
+    )
+    waiting = int(
+        await connection.scalar(select(func.count()).select_from(Sponsorship).where(unbatched)) or 0
+    )
+    if waiting == 0:
+        return open_batch
+    if open_batch is None:
+        batch_id = await _new_batch(connection, opd_id=opd_id, actor=actor, now=now)
+    else:
+        batch_id = open_batch.id
+    await connection.execute(update(Sponsorship).where(unbatched).values(batch_id=batch_id))
+    total = int(
+        await connection.scalar(
+            select(func.count()).select_from(Sponsorship).where(Sponsorship.batch_id == batch_id)
+        )
+        or 0
+    )
+    await connection.execute(
+        update(SubmissionBatch)
+        .where(SubmissionBatch.id == batch_id)
+        .values(row_count=total, created_at=now)
+    )
+    await audit.record(
+        connection,
+        actor,
+        "batch.export",
+        record_type="submission_batch",
+        record_id=batch_id,
+        opd_id=opd_id,
+        now=now,
+        details={"rows": total, "added": waiting},
+    )
+    return await batch(connection, opd_id=opd_id, batch_id=batch_id)
+
+
+async def _new_batch(
+    connection: AsyncConnection, *, opd_id: int, actor: Actor, now: datetime
+) -> int:
+    code = await connection.scalar(select(Opd.code).where(Opd.id == opd_id))
+    prefix = f"{code}-{now:%Y}-"
+    existing = int(
+        await connection.scalar(
+            select(func.count())
+            .select_from(SubmissionBatch)
+            .where(SubmissionBatch.number.startswith(prefix))
+        )
+        or 0
+    )
+    result = await connection.execute(
+        insert(SubmissionBatch).values(
+            opd_id=opd_id,
+            number=f"{prefix}{existing + 1:03d}",
+            status=BatchStatus.EXPORTED,
+            row_count=0,
+            created_at=now,
+            created_by=str(actor),
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+async def confirm_batch(
+    connection: AsyncConnection, *, opd_id: int, batch_id: int, actor: Actor, now: datetime
+) -> BatchInfo:
+    """The PIC sent the file to BPJS: its enrollments become "submitted"."""
+    current = await batch(connection, opd_id=opd_id, batch_id=batch_id)
+    if current is None:
+        raise ChangeProblem("not_found")
+    if current.status is not BatchStatus.EXPORTED:
+        raise ChangeProblem("wrong_status")
+    await connection.execute(
+        update(SubmissionBatch)
+        .where(SubmissionBatch.id == batch_id)
+        .values(status=BatchStatus.SUBMITTED, submitted_at=now)
+    )
+    await connection.execute(
+        update(Sponsorship)
+        .where(
+            Sponsorship.batch_id == batch_id,
+            Sponsorship.status == SponsorshipStatus.ACCEPTED,
+        )
+        .values(status=SponsorshipStatus.SUBMITTED, status_changed_at=now)
+    )
+    await audit.record(
+        connection,
+        actor,
+        "batch.submit",
+        record_type="submission_batch",
+        record_id=batch_id,
+        opd_id=opd_id,
+        now=now,
+        details={"rows": current.row_count},
+    )
+    confirmed = await batch(connection, opd_id=opd_id, batch_id=batch_id)
+    assert confirmed is not None
+    return confirmed
+
+
+# -- KPJ imports -------------------------------------------------------------------
+
+
+async def stage_import(
+    connection: AsyncConnection,
+    *,
+    opd_id: int,
+    preview: ImportPreview,
+    file_name: str,
+    actor: Actor,
+    now: datetime,
+) -> int:
+    """Keep a preview until the PIC decides; writes nothing else. Returns its id."""
+    counts = {reason.value: n for reason, n in preview.counts().items()}
+    summary = {
+        "total_rows": preview.total_rows,
+        "empty_rows": preview.empty_rows,
+        "matched": len(preview.matched),
+        "unchanged": preview.unchanged,
+        "rejected": counts,
+    }
+    result = await connection.execute(
+        insert(KpjImport).values(
+            opd_id=opd_id,
+            created_by=str(actor),
+            file_name=file_name[:200],
+            status=ImportStatus.PREVIEWED,
+            matches=[[sid, kpj] for sid, kpj in preview.matched],
+            summary=summary,
+            created_at=now,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    import_id = int(key[0])
+    await audit.record(
+        connection,
+        actor,
+        "import.preview",
+        record_type="kpj_import",
+        record_id=import_id,
+        opd_id=opd_id,
+        now=now,
+        details=summary,
+    )
+    return import_id
+
+
+async def _previewed_import(
+    connection: AsyncConnection, *, opd_id: int, import_id: int
+) -> list[list[object]]:
+    row = (
+        await connection.execute(
+            select(KpjImport.status, KpjImport.matches).where(
+                KpjImport.id == import_id, KpjImport.opd_id == opd_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise ChangeProblem("not_found")
+    if ImportStatus(row.status) is not ImportStatus.PREVIEWED:
+        raise ChangeProblem("wrong_status")
+    return list(row.matches)
+
+
+_ACTIVATE = (
+    update(Sponsorship)
+    .where(
+        Sponsorship.id == bindparam("sid"),
+        Sponsorship.opd_id == bindparam("opd"),
+        Sponsorship.status.in_([SponsorshipStatus.ACCEPTED, SponsorshipStatus.SUBMITTED]),
+        Sponsorship.kpj.is_(None),
+    )
+    .values(
+        status=SponsorshipStatus.ACTIVE,
+        kpj=bindparam("kpj"),
+        kpj_imported_at=bindparam("now"),
+        status_changed_at=bindparam("now"),
+    )
+)
+
+
+async def apply_import(
+    connection: AsyncConnection,
+    notices: NoticePlanner,
+    *,
+    opd_id: int,
+    import_id: int,
+    actor: Actor,
+    now: datetime,
+) -> int:
+    """Write the previewed KPJ numbers: the enrollments become active, card-ready
+    notices are planned. Rows that changed since the preview (ended, got a KPJ)
+    are left alone. Returns how many enrollments became active."""
+    matches = await _previewed_import(connection, opd_id=opd_id, import_id=import_id)
+    activated: list[int] = []
+    for start in range(0, len(matches), CHUNK):
+        chunk = [(int(str(sid)), str(kpj)) for sid, kpj in matches[start : start + CHUNK]]
+        await connection.execute(
+            _ACTIVATE,
+            [{"sid": sid, "opd": opd_id, "kpj": kpj, "now": now} for sid, kpj in chunk],
+        )
+        # executemany rowcounts are not reliable on every driver: read back what changed.
+        ids = [sid for sid, _ in chunk]
+        rows = await connection.execute(
+            select(Sponsorship.id).where(
+                Sponsorship.id.in_(ids),
+                Sponsorship.kpj_imported_at == now,
+                Sponsorship.status == SponsorshipStatus.ACTIVE,
+            )
+        )
+        changed = [int(sid) for (sid,) in rows]
+        activated.extend(changed)
+        await notices.cards_ready(connection, changed, now=now)
+    await connection.execute(
+        update(KpjImport)
+        .where(KpjImport.id == import_id)
+        .values(status=ImportStatus.APPLIED, decided_at=now)
+    )
+    await audit.record(
+        connection,
+        actor,
+        "import.apply",
+        record_type="kpj_import",
+        record_id=import_id,
+        opd_id=opd_id,
+        now=now,
+        details={"activated": len(activated), "previewed": len(matches)},
+    )
+    return len(activated)
+
+
+async def cancel_import(
+    connection: AsyncConnection, *, opd_id: int, import_id: int, actor: Actor, now: datetime
+) -> None:
+    await _previewed_import(connection, opd_id=opd_id, import_id=import_id)
+    await connection.execute(
+        update(KpjImport)
+        .where(KpjImport.id == import_id)
+        .values(status=ImportStatus.CANCELLED, decided_at=now)
+    )
+    await audit.record(
+        connection,
+        actor,
+        "import.cancel",
+        record_type="kpj_import",
+        record_id=import_id,
+        opd_id=opd_id,
+        now=now,
+    )
+
+
+# -- cards ---------------------------------------------------------------------------
+
+
+async def cards_to_hand_out(
+    connection: AsyncConnection, *, opd_id: int, limit: int = 10
+) -> tuple[list[Enrollment], int]:
+    """Active enrollments whose card has not been handed over yet (oldest KPJ first)."""
+    waiting = and_(Sponsorship.opd_id == opd_id, Sponsorship.status == SponsorshipStatus.ACTIVE)
+    total = await connection.scalar(select(func.count()).select_from(Sponsorship).where(waiting))
+    query = (
+        _enrollments()
+        .where(waiting)
+        .order_by(Sponsorship.kpj_imported_at, Sponsorship.id)
+        .limit(limit)
+    )
+    rows = (await connection.execute(query)).all()
+    return [Enrollment(*row) for row in rows], int(total or 0)
+
+
+async def batches_with_cards(connection: AsyncConnection, *, opd_id: int) -> list[tuple[str, int]]:
+    """(batch number, cards not yet handed over) for the OPD's batches that have some."""
+    rows = await connection.execute(
+        select(SubmissionBatch.number, func.count())
+        .join(Sponsorship, Sponsorship.batch_id == SubmissionBatch.id)
+        .where(
+            SubmissionBatch.opd_id == opd_id,
+            Sponsorship.status == SponsorshipStatus.ACTIVE,
+        )
+        .group_by(SubmissionBatch.number)
+        .order_by(SubmissionBatch.number)
+    )
+    return [(str(number), int(n)) for number, n in rows]
+
+
+async def hand_over(
+    connection: AsyncConnection,
+    *,
+    opd_id: int,
+    actor: Actor,
+    now: datetime,
+    sponsorship_id: int | None = None,
+    batch_number: str | None = None,
+) -> int:
+    """Mark one card (or every active card of a batch) as handed over; returns how many."""
+    condition = and_(Sponsorship.opd_id == opd_id, Sponsorship.status == SponsorshipStatus.ACTIVE)
+    if sponsorship_id is not None:
+        condition = and_(condition, Sponsorship.id == sponsorship_id)
+        record: tuple[str, int | str] = ("sponsorship", sponsorship_id)
+    elif batch_number is not None:
+        found = await batch_by_number(connection, opd_id=opd_id, number=batch_number)
+        if found is None:
+            raise ChangeProblem("not_found")
+        condition = and_(condition, Sponsorship.batch_id == found.id)
+        record = ("submission_batch", found.id)
+    else:
+        raise ValueError("give sponsorship_id or batch_number")
+    result = await connection.execute(
+        update(Sponsorship)
+        .where(condition)
+        .values(
+            status=SponsorshipStatus.CARD_HANDED_OVER, card_handed_at=now, status_changed_at=now
+        )
+    )
+    count = int(result.rowcount or 0)
+    if count == 0:
+        raise ChangeProblem("wrong_status")
+    await audit.record(
+        connection,
+        actor,
+        "card.hand_over",
+        record_type=record[0],
+        record_id=record[1],
+        opd_id=opd_id,
+        now=now,
+        details={"cards": count},
+    )
+    return count
+
+
+async def find_active_by_kpj(
+    connection: AsyncConnection, *, opd_id: int, kpj: str
+) -> Enrollment | None:
+    query = _enrollments().where(
+        Sponsorship.opd_id == opd_id,
+        Sponsorship.kpj == kpj,
+        Sponsorship.status.in_([SponsorshipStatus.ACTIVE, SponsorshipStatus.CARD_HANDED_OVER]),
+    )
+    row = (await connection.execute(query)).first()
+    return Enrollment(*row) if row is not None else None
