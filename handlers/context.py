@@ -13,10 +13,12 @@ from domain.eligibility import AgeBounds
 from domain.tariff import TariffTable
 from domain.vocabulary import Language
 from handlers.i18n import Translator
+from handlers.notices import Notices
 from handlers.types import InboundEvent, Option
 from storage.conversation_store import ConversationState
 from storage.crypto import NikCipher
 from storage.opd_repository import OpdRepository
+from storage.roles import PicRole, pic_for_account
 from storage.repositories import (
     AsnProfile,
     AsnRepository,
@@ -69,6 +71,11 @@ class Repositories:
         self._session: AsyncSession | None = None
 
     @property
+    def connection(self) -> AsyncConnection:
+        """The event's connection, inside its transaction (for Core statements)."""
+        return self._connection
+
+    @property
     def session(self) -> AsyncSession:
         if self._session is None:
             # Joins the connection's transaction; the engine commits or rolls back.
@@ -97,6 +104,10 @@ class Repositories:
     def opds(self) -> OpdRepository:
         return OpdRepository(self.session)
 
+    @property
+    def has_session(self) -> bool:
+        return self._session is not None
+
     async def flush_and_close(self) -> None:
         """Write pending ORM changes into the transaction (before the engine commits)."""
         if self._session is not None:
@@ -114,8 +125,11 @@ class Context:
     state: State
     repo: Repositories
     cipher: NikCipher
+    notices: Notices
     _asn: AsnProfile | None = None
     _asn_loaded: bool = False
+    _pic: PicRole | None = None
+    _pic_loaded: bool = False
 
     @property
     def today(self) -> date:
@@ -131,6 +145,22 @@ class Context:
 
     def forget_asn(self) -> None:
         self._asn_loaded = False
+
+    async def pic(self) -> PicRole | None:
+        """The PIC appointment of this account, if any (loaded once per event).
+
+        The OPD a PIC acts on always comes from here, never from the person's input.
+        """
+        if not self._pic_loaded:
+            # Pending ORM writes (a registration in this event) must be visible to it.
+            if self.repo.has_session:
+                await self.repo.session.flush()
+            self._pic = await pic_for_account(self.repo.connection, self.account.id, now=self.now)
+            self._pic_loaded = True
+        return self._pic
+
+    def forget_pic(self) -> None:
+        self._pic_loaded = False
 
     def option(self, key: str, label: str) -> Option:
         """An answer option of the current question, tagged so stale buttons are recognised."""

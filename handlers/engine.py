@@ -30,12 +30,17 @@ from handlers.context import (
     Repositories,
 )
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
+from handlers.flows import correction, pic
+from handlers.flows.correction import CorrectionFlow
 from handlers.flows.enrollment import EnrollmentFlow
+from handlers.flows.pic import HandoverFlow, VerifyFlow
 from handlers.flows.registration import RegistrationFlow
 from handlers.i18n import Catalogs
+from handlers.notices import Notices
 from handlers.types import EventKind, InboundEvent, Reply
 from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
+from storage.roles import InviteProblem, redeem_invite
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,7 @@ COMMANDS = {
     "back": "back",
     "bahasa": "language",
     "language": "language",
+    "pic": "pic",
 }
 #: Words that act at any step (SPEC 4: batal, menu, bantuan; plus kembali).
 FLOW_WORDS = {
@@ -77,7 +83,10 @@ IDLE_WORDS = {
     "language": "language",
     "mulai": "start",
     "start": "start",
+    "pic": "pic",
 }
+#: A typed PIC invite code ("PIC-7K3QX9AB"; the prefix is optional with the dash).
+_INVITE_CODE = re.compile(r"^\s*pic[-\s]?([a-z0-9]{8})\s*$", re.IGNORECASE)
 
 _NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
 
@@ -125,8 +134,16 @@ class Engine:
         self._catalogs = catalogs
         self._clock = clock
         self._locks = _KeyedLocks()
+        self._notices = Notices(catalogs)
         self._flows: dict[str, Flow] = {
-            flow.name: flow for flow in (RegistrationFlow(), EnrollmentFlow())
+            flow.name: flow
+            for flow in (
+                RegistrationFlow(),
+                EnrollmentFlow(),
+                CorrectionFlow(),
+                VerifyFlow(),
+                HandoverFlow(),
+            )
         }
 
     async def language_of(self, channel: Channel, sender_id: str) -> Language:
@@ -180,6 +197,7 @@ class Engine:
             state=state,
             repo=Repositories(connection, self._cipher),
             cipher=self._cipher,
+            notices=self._notices,
         )
         replies = await self._route(ctx, record.updated_at)
         await ctx.repo.flush_and_close()
@@ -200,6 +218,9 @@ class Engine:
         event, state = ctx.event, ctx.state
 
         if event.kind is EventKind.COMMAND:
+            if (event.command or "").lower() == "start" and event.command_args:
+                # A Telegram deep link t.me/<bot>?start=<invite code>.
+                return await self._redeem(ctx, event.command_args)
             action = COMMANDS.get((event.command or "").lower())
             if action is None:
                 notice = ctx.t("input.unknown_command", command=f"/{event.command}")
@@ -209,8 +230,18 @@ class Engine:
         if event.kind is EventKind.CHOICE and (event.choice_id or "").startswith(GLOBAL_PREFIX):
             return await self._global(ctx, (event.choice_id or "")[len(GLOBAL_PREFIX) :])
 
+        if event.kind is EventKind.DOCUMENT and await ctx.pic() is not None:
+            # A PIC's file is a KPJ file from BPJS, whatever they were doing.
+            if flow_now := self._flows.get(state.flow or ""):
+                self._park(ctx, flow_now)
+            role = await ctx.pic()
+            assert role is not None
+            return await pic.import_file(ctx, role)
+
         if event.kind is EventKind.TEXT:
             text = (event.text or "").strip()
+            if not state.flow and _INVITE_CODE.match(text):
+                return await self._redeem(ctx, text)
             if len(text) > ctx.config.max_input_chars:
                 notice = ctx.t(
                     "input.too_long",
@@ -432,6 +463,10 @@ class Engine:
         if head == "fresh" and arg in self._flows:
             state.draft = None
             return await self._start_flow(ctx, arg)
+        if head == "fix":
+            return await self._start_correction(ctx, arg)
+        if head.startswith("pic"):
+            return await self._pic_action(ctx, head, arg)
         if flow is not None:
             self._park(ctx, flow)
         if head == "workers":
@@ -447,6 +482,62 @@ class Engine:
         if head == "helpmenu":
             return [Reply(ctx.t("help.general")), await menus.main_menu(ctx)]
         return [Reply(ctx.t("input.stale_button")), await menus.main_menu(ctx)]
+
+    # -- PIC work and corrections ------------------------------------------------------
+
+    async def _pic_action(self, ctx: Context, head: str, arg: str) -> list[Reply]:
+        role = await ctx.pic()
+        if role is None:
+            return [pic.not_a_pic(ctx), await menus.main_menu(ctx)]
+        if head == "pic_queue":
+            return await self._start_flow(ctx, VerifyFlow.name)
+        if head == "pic_cards":
+            return await self._start_flow(ctx, HandoverFlow.name)
+        state = ctx.state
+        if state.flow and (flow := self._flows.get(state.flow)) is not None:
+            self._park(ctx, flow)
+        if head == "pic_export":
+            return await pic.export(ctx, role)
+        if head == "pic_submit":
+            return await pic.submit(ctx, role, arg)
+        if head == "pic_batches":
+            return await pic.batches(ctx, role)
+        if head == "pic_batch":
+            return await pic.resend_batch(ctx, role, arg)
+        if head == "pic_import":
+            return pic.import_help(ctx)
+        if head == "pic_apply":
+            return await pic.apply_import(ctx, role, arg)
+        if head == "pic_discard":
+            return await pic.discard_import(ctx, role, arg)
+        return [await pic.home(ctx, role)]
+
+    async def _redeem(self, ctx: Context, code: str) -> list[Reply]:
+        """An invite code typed or arriving through a deep link: the person becomes PIC."""
+        state = ctx.state
+        if state.flow and (flow := self._flows.get(state.flow)) is not None:
+            self._park(ctx, flow)
+        result = await redeem_invite(
+            ctx.repo.connection, code=code, account_id=ctx.account.id, now=ctx.now
+        )
+        ctx.forget_pic()
+        if isinstance(result, InviteProblem):
+            return [Reply(ctx.t(f"pic.invite.{result.value}")), await menus.main_menu(ctx)]
+        welcome = Reply(ctx.t("pic.invite.welcome", opd=result.opd_name))
+        return [welcome, await pic.home(ctx, result)]
+
+    async def _start_correction(self, ctx: Context, arg: str) -> list[Reply]:
+        state = ctx.state
+        if state.flow and (flow := self._flows.get(state.flow)) is not None:
+            self._park(ctx, flow)
+        loaded = await correction.load(ctx, int(arg) if arg.isdigit() else -1)
+        if isinstance(loaded, str):
+            return [Reply(loaded), *await menus.my_workers(ctx)]
+        state.flow = CorrectionFlow.name
+        state.data = loaded
+        state.history = []
+        self._enter(ctx, CorrectionFlow.steps[0].name)
+        return await self._flows[CorrectionFlow.name].step(state.step or "").ask(ctx)
 
 
 def _match_option(text: str, options: Sequence[Any]) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
-from domain.vocabulary import Language, PaymentPlan
+from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
 from handlers.types import Option, Reply
 
@@ -24,6 +24,9 @@ async def main_menu(ctx: Context) -> Reply:
     else:
         options.append(ctx.global_option("enroll", t("menu.enroll")))
         options.append(ctx.global_option("workers", t("menu.workers")))
+    role = await ctx.pic()
+    if role is not None:
+        options.append(ctx.global_option("pic", t("menu.pic", opd=role.opd_name)))
     options.append(ctx.global_option("info", t("menu.info")))
     options.append(ctx.global_option("helpmenu", t("menu.help")))
     options.append(ctx.global_option("language", t("menu.language")))
@@ -97,6 +100,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
     if not sponsorships:
         return [Reply(t("workers.none")), await main_menu(ctx)]
     lines = [t("workers.title", count=len(sponsorships))]
+    fixes: list[Option] = []
     for index, sponsorship in enumerate(sponsorships, start=1):
         worker = sponsorship.worker
         due = sponsorship.first_month.replace(day=15)
@@ -116,4 +120,19 @@ async def my_workers(ctx: Context) -> list[Reply]:
                 amount=t.money(amount),
             )
         )
+        if sponsorship.kpj:
+            lines[-1] += "\n" + t("workers.kpj", kpj=sponsorship.kpj)
+        if sponsorship.status is SponsorshipStatus.RETURNED:
+            lines[-1] += "\n" + t("workers.returned", reason=sponsorship.return_reason or "-")
+            fixes.append(
+                ctx.global_option(f"fix:{sponsorship.id}", t("workers.fix", name=worker.full_name))
+            )
+    if fixes:
+        return [
+            Reply("\n\n".join(lines)),
+            Reply(
+                t("workers.fix_prompt"),
+                options=(*fixes, ctx.global_option("menu", t("menu.back_to_menu"))),
+            ),
+        ]
     return [Reply("\n\n".join(lines)), await main_menu(ctx)]

@@ -82,3 +82,19 @@ def parse_day(text: str) -> date | DateProblem:
         return date(int(year_s), month, int(day_s))
     except ValueError:
         return DateProblem.IMPOSSIBLE
+
+
+#: Longest free-text reason (a PIC's return reason) kept.
+NOTE_MAX = 200
+
+
+def parse_note(text: str) -> str | TextProblem:
+    """A short free-text reason: 3-200 characters with at least one letter."""
+    note = clean_spaces(text)
+    if len(note) < 3:
+        return TextProblem.TOO_SHORT
+    if len(note) > NOTE_MAX:
+        return TextProblem.TOO_LONG
+    if not any(ch.isalpha() for ch in note):
+        return TextProblem.NO_LETTERS
+    return note

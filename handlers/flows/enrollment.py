@@ -92,7 +92,8 @@ class NikStep(Step):
         worker = await ctx.repo.workers.by_nik(parsed.value)
         if worker is not None:
             existing = await ctx.repo.sponsorships.open_for_worker(worker.id)
-            if existing is not None:
+            # A correction (handlers.flows.correction) keeps its own enrollment's NIK.
+            if existing is not None and existing.id != ctx.state.data.get("sid"):
                 asn = await ctx.asn()
                 if asn is not None and existing.asn_id == asn.id:
                     return Invalid(

@@ -1,0 +1,186 @@
+"""SPEC 4.3/4.5: the ASN corrects an enrollment the PIC returned.
+
+Started from "my workers" (`start`), it loads the returned enrollment into the
+same steps as a new enrollment, opens at the summary with the PIC's reason
+and "edit any field", and on confirmation writes the corrections and puts the
+enrollment back into the PIC's queue. Only the ASN's own enrollments are
+found; one that is no longer "returned" (already corrected and resent) is
+refused with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import date
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from domain.months import add_months
+from domain.nik import NikError, parse_nik
+from domain.vocabulary import (
+    Occupation,
+    PaymentPlan,
+    Sex,
+    SponsorshipStatus,
+)
+from handlers.context import Context
+from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
+from handlers.flows import enrollment as e
+from handlers.types import Reply
+from storage import audit
+from storage.audit import Actor
+from storage.models import Sponsorship, Worker
+
+
+async def _returned(ctx: Context, sponsorship_id: int) -> tuple[Sponsorship, Worker] | None:
+    """The ASN's own enrollment with its worker, whatever its status; None if not theirs."""
+    asn = await ctx.asn()
+    if asn is None:
+        return None
+    row = (
+        await ctx.repo.session.execute(
+            select(Sponsorship, Worker)
+            .join(Worker, Worker.id == Sponsorship.worker_id)
+            .where(Sponsorship.id == sponsorship_id, Sponsorship.asn_id == asn.id)
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+async def load(ctx: Context, sponsorship_id: int) -> str | dict[str, object]:
+    """The flow's data for a returned enrollment, or the message why it cannot be corrected."""
+    found = await _returned(ctx, sponsorship_id)
+    if found is None:
+        return ctx.t("fix.not_found")
+    sponsorship, worker = found
+    if sponsorship.status is not SponsorshipStatus.RETURNED:
+        return ctx.t("fix.not_returned", status=ctx.t(f"status.{sponsorship.status.value}"))
+    nik = ctx.cipher.decrypt(worker.nik_ciphertext)
+    parsed = parse_nik(nik, today=ctx.today)
+    nik_birth = worker.birth_date if isinstance(parsed, NikError) else parsed.birth_date
+    return {
+        "sid": sponsorship.id,
+        "return_reason": sponsorship.return_reason or "",
+        "occupation": sponsorship.occupation.value,
+        "full_name": worker.full_name,
+        "nik_enc": base64.b64encode(ctx.cipher.encrypt(nik)).decode("ascii"),
+        "nik_masked": worker.nik_masked,
+        "nik_birth": nik_birth.isoformat(),
+        "sex": worker.sex.value,
+        "birth_date": worker.birth_date.isoformat(),
+        "birth_date_differs": sponsorship.birth_date_differs_from_nik,
+        "worker_phone": worker.phone_e164,
+        "village": worker.village,
+        "district": worker.district,
+        "plan": sponsorship.plan.value,
+        "first_month": sponsorship.first_month.isoformat(),
+    }
+
+
+class CorrectionSummaryStep(e.SummaryStep):
+    """The enrollment as it stands, the PIC's reason, and "send back to the PIC"."""
+
+    help_key = "fix.help.summary"
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        replies = await super().ask(ctx)
+        question = replies[-1]
+        reason = ctx.t("fix.reason", reason=ctx.state.data.get("return_reason") or "-")
+        options = (
+            ctx.option("confirm", ctx.t("fix.send_again")),
+            ctx.option("edit", ctx.t("summary.edit")),
+        )
+        return [Reply(reason + "\n\n" + question.text, options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        if answer.choice == "edit":
+            return Goto(e.EditStep.name)
+        data = ctx.state.data
+        found = await _returned(ctx, int(str(data["sid"])))
+        if found is None:
+            return Done([Reply(ctx.t("fix.not_found"))])
+        sponsorship, worker = found
+        if sponsorship.status is not SponsorshipStatus.RETURNED:
+            status = ctx.t(f"status.{sponsorship.status.value}")
+            return Done([Reply(ctx.t("fix.not_returned", status=status))])
+        first_month = date.fromisoformat(str(data["first_month"]))
+        if first_month < add_months(ctx.today.replace(day=1), 1):
+            data["_editing"] = True
+            return Goto(e.FirstMonthStep.name, notice=ctx.t("fix.first_month_passed"))
+        nik = e._nik_of(ctx)
+        same_worker = ctx.cipher.lookup_hash(nik) == worker.nik_hash
+        existing = worker if same_worker else await ctx.repo.workers.by_nik(nik)
+        if existing is not None and not same_worker:
+            other = await ctx.repo.sponsorships.open_for_worker(existing.id)
+            if other is not None and other.id != sponsorship.id:
+                return Invalid(ctx.t("enroll.nik_taken", opd=other.opd.name))
+        plan = PaymentPlan(str(data["plan"]))
+        try:
+            async with ctx.repo.session.begin_nested():
+                worker_id = await ctx.repo.workers.upsert(
+                    existing,
+                    nik=nik,
+                    nik_masked=str(data["nik_masked"]),
+                    full_name=str(data["full_name"]),
+                    birth_date=date.fromisoformat(str(data["birth_date"])),
+                    sex=Sex(str(data["sex"])),
+                    phone_e164=data.get("worker_phone"),  # type: ignore[arg-type]
+                    village=str(data["village"]),
+                    district=str(data["district"]),
+                    now=ctx.now,
+                )
+                await ctx.repo.connection.execute(
+                    update(Sponsorship)
+                    .where(
+                        Sponsorship.id == sponsorship.id,
+                        Sponsorship.status == SponsorshipStatus.RETURNED,
+                    )
+                    .values(
+                        worker_id=worker_id,
+                        occupation=Occupation(str(data["occupation"])),
+                        plan=plan,
+                        first_month=first_month,
+                        birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
+                        status=SponsorshipStatus.WAITING_FOR_PIC,
+                        correction_count=Sponsorship.correction_count + 1,
+                        status_changed_at=ctx.now,
+                    )
+                )
+        except IntegrityError:
+            return Invalid(ctx.t("enroll.nik_taken_just_now"))
+        asn = await ctx.asn()
+        assert asn is not None
+        if plan is PaymentPlan.PAYROLL_DEDUCTION and sponsorship.plan is not plan:
+            await e._record_payroll_statement(ctx, asn.id, sponsorship.id)
+        await audit.record(
+            ctx.repo.connection,
+            Actor.account("asn", ctx.account.id),
+            "enrollment.resubmit",
+            record_type="sponsorship",
+            record_id=sponsorship.id,
+            opd_id=sponsorship.opd_id,
+            now=ctx.now,
+        )
+        name = str(data["full_name"])
+        return Done([Reply(ctx.t("fix.done", name=name, opd=asn.opd_name))])
+
+
+class CorrectionFlow(Flow):
+    name = "correction"
+    title_key = "flow.title.correction"
+    steps = (
+        CorrectionSummaryStep(),
+        e.OccupationStep(),
+        e.NameStep(),
+        e.NikStep(),
+        e.BirthDateStep(),
+        e.BirthDateMismatchStep(),
+        e.WorkerPhoneStep(),
+        e.VillageStep(),
+        e.DistrictStep(),
+        e.PlanStep(),
+        e.PayrollStatementStep(),
+        e.FirstMonthStep(),
+        e.EditStep(),
+    )

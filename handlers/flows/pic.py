@@ -1,0 +1,571 @@
+"""SPEC 4.5: the PIC's work in the chat.
+
+The PIC home shows the OPD's summary and the work: the verification queue
+(`VerifyFlow`), the collective file export and its "sent to BPJS"
+confirmation, the KPJ file import (send the file at any time; a preview comes
+back and nothing changes until the PIC applies it), and cards handed over
+(`HandoverFlow`).
+
+The OPD always comes from the PIC's appointment (`ctx.pic()`); ids in buttons
+are looked up within that OPD only, so a forged or stale id of another OPD
+answers "not found".
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from domain.kpj import KpjProblem, parse_kpj
+from domain.vocabulary import BatchStatus, ReturnReason
+from handlers.context import Context
+from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
+from handlers.parsing import TextProblem, parse_note
+from handlers.types import Document, Option, Reply
+from storage import workbench
+from storage.audit import Actor
+from storage.collective import collective_rows, preview_import
+from storage.collective_file import KpjFileError, read_kpj_file, write_collective_xlsx
+from storage.roles import PicRole
+from storage.workbench import ChangeProblem, Enrollment
+
+log = logging.getLogger(__name__)
+
+XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+#: Rejected rows listed in the chat preview (the counts cover all of them).
+PREVIEW_EXAMPLES = 10
+#: Cards offered one by one in the hand-over step.
+CARDS_SHOWN = 8
+
+
+async def require_pic(ctx: Context) -> PicRole | None:
+    return await ctx.pic()
+
+
+def not_a_pic(ctx: Context) -> Reply:
+    return Reply(ctx.t("pic.only"))
+
+
+def describe(ctx: Context, item: Enrollment) -> str:
+    """All fields of an enrollment for the PIC, NIK masked."""
+    t = ctx.t
+    lines = t(
+        "pic.enrollment",
+        name=item.worker_name,
+        nik=item.nik_masked,
+        birth_date=t.date(item.birth_date),
+        birth_note=t("pic.birth_differs") if item.birth_date_differs_from_nik else "",
+        sex=t(f"sex.{item.sex}"),
+        phone=item.phone_e164 or t("enroll.summary.no_phone"),
+        village=item.village,
+        district=item.district,
+        occupation=t(f"occupation.{item.occupation.value}"),
+        sponsor=item.sponsor_name,
+        nip=item.sponsor_nip,
+        plan=t(f"plan.{item.plan.value}"),
+        first_month=t.month(item.first_month),
+        consent=t(f"consent.{item.worker_consent.value}"),
+    )
+    if item.correction_count:
+        lines += "\n" + t("pic.corrected", count=item.correction_count)
+    return lines
+
+
+# -- home ------------------------------------------------------------------------------
+
+
+async def home(ctx: Context, role: PicRole) -> Reply:
+    """The OPD's summary and the PIC's menu."""
+    t = ctx.t
+    summary = await workbench.opd_summary(ctx.repo.connection, role.opd_id)
+    from domain.vocabulary import SponsorshipStatus as S
+
+    text = t(
+        "pic.home",
+        opd=role.opd_name,
+        waiting=summary.count(S.WAITING_FOR_PIC),
+        returned=summary.count(S.RETURNED),
+        accepted=summary.count(S.ACCEPTED),
+        submitted=summary.count(S.SUBMITTED),
+        active=summary.count(S.ACTIVE),
+        handed=summary.count(S.CARD_HANDED_OVER),
+        lapsed=summary.count(S.LAPSED),
+        sponsoring=summary.asn_sponsoring,
+        registered=summary.asn_registered,
+    )
+    options = (
+        ctx.global_option(
+            "pic_queue", t("pic.menu.queue", count=summary.count(S.WAITING_FOR_PIC))
+        ),
+        ctx.global_option("pic_export", t("pic.menu.export", count=summary.count(S.ACCEPTED))),
+        ctx.global_option("pic_import", t("pic.menu.import")),
+        ctx.global_option("pic_cards", t("pic.menu.cards", count=summary.count(S.ACTIVE))),
+        ctx.global_option("pic_batches", t("pic.menu.batches")),
+        ctx.global_option("menu", t("menu.back_to_menu")),
+    )
+    return Reply(text, options=options)
+
+
+def _back_home(ctx: Context) -> Option:
+    return ctx.global_option("pic", ctx.t("pic.menu.home"))
+
+
+# -- export ------------------------------------------------------------------------------
+
+
+async def _batch_file(ctx: Context, role: PicRole, batch: workbench.BatchInfo) -> Document:
+    buffer = io.BytesIO()
+    write_collective_xlsx(
+        [row async for row in collective_rows(ctx.repo.connection, ctx.cipher, batch_id=batch.id)],
+        buffer,
+        batch_number=batch.number,
+        opd_name=role.opd_name,
+        created_at=batch.created_at,
+    )
+    return Document(f"{batch.number}.xlsx", buffer.getvalue(), XLSX_MIME)
+
+
+async def export(ctx: Context, role: PicRole) -> list[Reply]:
+    """The accepted, not-yet-submitted enrollments as the collective file."""
+    t = ctx.t
+    batch = await workbench.create_batch(
+        ctx.repo.connection, opd_id=role.opd_id, actor=Actor.pic(role.pic_id), now=ctx.now
+    )
+    if batch is None:
+        return [Reply(t("pic.export.nothing"), options=(_back_home(ctx),))]
+    document = await _batch_file(ctx, role, batch)
+    return [
+        Reply(
+            t("pic.export.done", number=batch.number, count=batch.row_count),
+            document=document,
+            options=(
+                ctx.global_option(f"pic_submit:{batch.id}", t("pic.export.confirm_sent")),
+                _back_home(ctx),
+            ),
+        )
+    ]
+
+
+async def submit(ctx: Context, role: PicRole, batch_id: str) -> list[Reply]:
+    t = ctx.t
+    try:
+        batch = await workbench.confirm_batch(
+            ctx.repo.connection,
+            opd_id=role.opd_id,
+            batch_id=int(batch_id) if batch_id.isdigit() else -1,
+            actor=Actor.pic(role.pic_id),
+            now=ctx.now,
+        )
+    except ChangeProblem as problem:
+        key = "pic.batch.not_found" if problem.reason == "not_found" else "pic.batch.already_sent"
+        return [Reply(t(key), options=(_back_home(ctx),))]
+    when = batch.submitted_at or ctx.now
+    text = t(
+        "pic.export.submitted",
+        number=batch.number,
+        count=batch.row_count,
+        date=t.date(when.astimezone(ctx.config.timezone).date()),
+    )
+    return [Reply(text, options=(_back_home(ctx),))]
+
+
+async def batches(ctx: Context, role: PicRole) -> list[Reply]:
+    t = ctx.t
+    recent = await workbench.recent_batches(ctx.repo.connection, opd_id=role.opd_id)
+    if not recent:
+        return [Reply(t("pic.batches.none"), options=(_back_home(ctx),))]
+    options = tuple(
+        ctx.global_option(
+            f"pic_batch:{batch.id}",
+            t(
+                f"pic.batches.item.{batch.status.value}",
+                number=batch.number,
+                count=batch.row_count,
+            ),
+        )
+        for batch in recent
+    )
+    return [Reply(t("pic.batches.title"), options=(*options, _back_home(ctx)))]
+
+
+async def resend_batch(ctx: Context, role: PicRole, batch_id: str) -> list[Reply]:
+    t = ctx.t
+    batch = await workbench.batch(
+        ctx.repo.connection, opd_id=role.opd_id, batch_id=int(batch_id) if batch_id.isdigit() else -1
+    )
+    if batch is None:
+        return [Reply(t("pic.batch.not_found"), options=(_back_home(ctx),))]
+    document = await _batch_file(ctx, role, batch)
+    options: tuple[Option, ...] = (_back_home(ctx),)
+    if batch.status is BatchStatus.EXPORTED:
+        confirm = ctx.global_option(f"pic_submit:{batch.id}", t("pic.export.confirm_sent"))
+        options = (confirm, *options)
+    return [
+        Reply(
+            t(f"pic.batch.file.{batch.status.value}", number=batch.number, count=batch.row_count),
+            document=document,
+            options=options,
+        )
+    ]
+
+
+# -- import ------------------------------------------------------------------------------
+
+
+def import_help(ctx: Context) -> list[Reply]:
+    return [Reply(ctx.t("pic.import.help"), options=(_back_home(ctx),))]
+
+
+async def import_file(ctx: Context, role: PicRole) -> list[Reply]:
+    """A file from BPJS: read it, preview it, keep the preview until the PIC decides."""
+    t = ctx.t
+    event = ctx.event
+    name = event.file_name or "berkas"
+    if event.file_too_large:
+        return [Reply(t("pic.import.too_large"), options=(_back_home(ctx),))]
+    if event.file_content is None:
+        return [Reply(t("pic.import.unreadable", file=name), options=(_back_home(ctx),))]
+    try:
+        rows, empty_rows = read_kpj_file(name, event.file_content)
+    except KpjFileError as error:
+        text = t(f"pic.import.file.{error.problem.value}", file=name, detail=error.detail)
+        return [Reply(text, options=(_back_home(ctx),))]
+    preview = await preview_import(ctx.repo.connection, ctx.cipher, opd_id=role.opd_id, rows=rows)
+    import_id = await workbench.stage_import(
+        ctx.repo.connection,
+        opd_id=role.opd_id,
+        preview=preview,
+        file_name=name,
+        actor=Actor.pic(role.pic_id),
+        now=ctx.now,
+    )
+    lines = [
+        t(
+            "pic.import.preview",
+            file=name,
+            total=preview.total_rows,
+            matched=len(preview.matched),
+            unchanged=preview.unchanged,
+            rejected=len(preview.rejected),
+            empty=empty_rows,
+        )
+    ]
+    for reason, count in sorted(preview.counts().items(), key=lambda item: -item[1]):
+        lines.append(t("pic.import.reason_count", reason=t(f"pic.reject.{reason.value}"), n=count))
+    if preview.rejected:
+        lines.append(t("pic.import.examples"))
+        for row in preview.rejected[:PREVIEW_EXAMPLES]:
+            lines.append(
+                t(
+                    "pic.import.example",
+                    row=row.row_number,
+                    nik=row.nik_shown,
+                    reason=t(f"pic.reject.{row.reason.value}"),
+                )
+            )
+    options: list[Option] = []
+    if preview.matched:
+        lines.append(t("pic.import.ask_apply", matched=len(preview.matched)))
+        options.append(
+            ctx.global_option(
+                f"pic_apply:{import_id}", t("pic.import.apply", matched=len(preview.matched))
+            )
+        )
+    else:
+        lines.append(t("pic.import.nothing_to_apply"))
+    options.append(ctx.global_option(f"pic_discard:{import_id}", t("pic.import.discard")))
+    return [Reply("\n".join(lines), options=tuple(options))]
+
+
+async def apply_import(ctx: Context, role: PicRole, import_id: str) -> list[Reply]:
+    t = ctx.t
+    try:
+        count = await workbench.apply_import(
+            ctx.repo.connection,
+            ctx.notices,
+            opd_id=role.opd_id,
+            import_id=int(import_id) if import_id.isdigit() else -1,
+            actor=Actor.pic(role.pic_id),
+            now=ctx.now,
+        )
+    except ChangeProblem as problem:
+        key = "pic.import.not_found" if problem.reason == "not_found" else "pic.import.decided"
+        return [Reply(t(key), options=(_back_home(ctx),))]
+    return [Reply(t("pic.import.applied", count=count), options=(_back_home(ctx),))]
+
+
+async def discard_import(ctx: Context, role: PicRole, import_id: str) -> list[Reply]:
+    t = ctx.t
+    try:
+        await workbench.cancel_import(
+            ctx.repo.connection,
+            opd_id=role.opd_id,
+            import_id=int(import_id) if import_id.isdigit() else -1,
+            actor=Actor.pic(role.pic_id),
+            now=ctx.now,
+        )
+    except ChangeProblem as problem:
+        key = "pic.import.not_found" if problem.reason == "not_found" else "pic.import.decided"
+        return [Reply(t(key), options=(_back_home(ctx),))]
+    return [Reply(t("pic.import.discarded"), options=(_back_home(ctx),))]
+
+
+# -- verification queue ------------------------------------------------------------------
+
+
+async def _current(ctx: Context, role: PicRole) -> tuple[Enrollment | None, int]:
+    """The enrollment under review (picking the next one when none is chosen)."""
+    data = ctx.state.data
+    skip = [int(s) for s in data.get("skipped", [])]
+    if "sid" in data:
+        item = await workbench.enrollment(
+            ctx.repo.connection, opd_id=role.opd_id, sponsorship_id=int(data["sid"])
+        )
+        _, total = await workbench.queue(ctx.repo.connection, opd_id=role.opd_id, limit=0)
+        return item, total
+    items, total = await workbench.queue(ctx.repo.connection, opd_id=role.opd_id, skip=skip)
+    if items:
+        data["sid"] = items[0].id
+        return items[0], total
+    return None, total
+
+
+async def _next(ctx: Context, role: PicRole, notice: str) -> Outcome:
+    """Move to the next waiting enrollment, or end when the queue is done."""
+    data = ctx.state.data
+    data.pop("sid", None)
+    data.pop("reason_code", None)
+    item, _ = await _current(ctx, role)
+    if item is None:
+        return Done([Reply(notice), Reply(ctx.t("pic.queue.empty"))], show_menu=False)
+    return Goto(ReviewStep.name, notice=notice)
+
+
+class ReviewStep(Step):
+    name = "review"
+    help_key = "pic.help.review"
+    free_text = False
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        role = await ctx.pic()
+        if role is None:
+            return [not_a_pic(ctx)]
+        item, total = await _current(ctx, role)
+        if item is None:
+            return [Reply(ctx.t("pic.queue.empty"))]
+        text = ctx.t("pic.queue.title", total=total) + "\n\n" + describe(ctx, item)
+        options = (
+            ctx.option("accept", ctx.t("pic.queue.accept")),
+            ctx.option("return", ctx.t("pic.queue.return")),
+            ctx.option("skip", ctx.t("pic.queue.skip")),
+            ctx.option("stop", ctx.t("pic.queue.stop")),
+        )
+        return [Reply(text, options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        role = await ctx.pic()
+        if role is None:
+            return Done([not_a_pic(ctx)])
+        data = ctx.state.data
+        if answer.choice == "stop":
+            return Done([Reply(ctx.t("pic.queue.stopped")), await home(ctx, role)], show_menu=False)
+        if "sid" not in data:
+            return await _next(ctx, role, ctx.t("pic.queue.refreshed"))
+        sid = int(data["sid"])
+        if answer.choice == "skip":
+            data["skipped"] = [*data.get("skipped", []), sid]
+            return await _next(ctx, role, ctx.t("pic.queue.skipped"))
+        if answer.choice == "return":
+            return Goto(ReasonStep.name)
+        try:
+            await workbench.accept(
+                ctx.repo.connection,
+                opd_id=role.opd_id,
+                sponsorship_id=sid,
+                pic_id=role.pic_id,
+                now=ctx.now,
+            )
+        except ChangeProblem:
+            return await _next(ctx, role, ctx.t("pic.queue.already_handled"))
+        item = await workbench.enrollment(ctx.repo.connection, opd_id=role.opd_id, sponsorship_id=sid)
+        name = item.worker_name if item else ""
+        return await _next(ctx, role, ctx.t("pic.queue.accepted", name=name))
+
+
+class ReasonStep(Step):
+    """A common reason, or the PIC's own words."""
+
+    name = "reason"
+    help_key = "pic.help.reason"
+
+    def applies(self, ctx: Context) -> bool:
+        return False  # reached from the review step only
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        options = tuple(
+            ctx.option(reason.value, ctx.t(f"return_reason.{reason.value}"))
+            for reason in ReturnReason
+        )
+        return [Reply(ctx.t("pic.return.ask_reason"), options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        role = await ctx.pic()
+        if role is None:
+            return Done([not_a_pic(ctx)])
+        if answer.choice == ReturnReason.OTHER.value:
+            return Goto(ReasonTextStep.name)
+        if answer.choice is not None:
+            code: ReturnReason | None = ReturnReason(answer.choice)
+            text = ctx.t(f"return_reason.{answer.choice}")
+        else:
+            typed = parse_note(answer.text or "")
+            if isinstance(typed, TextProblem):
+                return Invalid(ctx.t("pic.return.reason_invalid"))
+            code, text = None, typed
+        return await _return(ctx, role, code, text)
+
+
+class ReasonTextStep(Step):
+    name = "reason_text"
+    help_key = "pic.help.reason"
+
+    def applies(self, ctx: Context) -> bool:
+        return False
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        return [Reply(ctx.t("pic.return.type_reason"))]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        role = await ctx.pic()
+        if role is None:
+            return Done([not_a_pic(ctx)])
+        typed = parse_note(answer.text or "")
+        if isinstance(typed, TextProblem):
+            return Invalid(ctx.t("pic.return.reason_invalid"))
+        return await _return(ctx, role, ReturnReason.OTHER, typed)
+
+
+async def _return(
+    ctx: Context, role: PicRole, code: ReturnReason | None, text: str
+) -> Outcome:
+    sid = int(ctx.state.data.get("sid", -1))
+    try:
+        await workbench.return_enrollment(
+            ctx.repo.connection,
+            ctx.notices,
+            opd_id=role.opd_id,
+            sponsorship_id=sid,
+            pic_id=role.pic_id,
+            reason_code=code,
+            reason_text=text,
+            now=ctx.now,
+        )
+    except ChangeProblem:
+        return await _next(ctx, role, ctx.t("pic.queue.already_handled"))
+    return await _next(ctx, role, ctx.t("pic.queue.returned", reason=text))
+
+
+class VerifyFlow(Flow):
+    name = "verify"
+    title_key = "flow.title.verify"
+    steps = (ReviewStep(), ReasonStep(), ReasonTextStep())
+
+    async def can_start(self, ctx: Context) -> str | None:
+        role = await ctx.pic()
+        if role is None:
+            return ctx.t("pic.only")
+        items, _ = await workbench.queue(ctx.repo.connection, opd_id=role.opd_id)
+        if not items:
+            return ctx.t("pic.queue.empty")
+        return None
+
+
+# -- cards handed over -------------------------------------------------------------------
+
+
+class PickCardStep(Step):
+    """Mark one card (a button, or its KPJ typed) or a whole batch as handed over."""
+
+    name = "pick"
+    help_key = "pic.help.cards"
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        role = await ctx.pic()
+        if role is None:
+            return [not_a_pic(ctx)]
+        connection = ctx.repo.connection
+        cards, total = await workbench.cards_to_hand_out(
+            connection, opd_id=role.opd_id, limit=CARDS_SHOWN
+        )
+        if total == 0:
+            return [Reply(ctx.t("pic.cards.none"))]
+        options: list[Option] = [
+            ctx.option(
+                f"b:{number}", ctx.t("pic.cards.batch", number=number, count=count)
+            )
+            for number, count in await workbench.batches_with_cards(connection, opd_id=role.opd_id)
+        ]
+        options += [
+            ctx.option(
+                f"c:{card.id}", ctx.t("pic.cards.one", name=card.worker_name, kpj=card.kpj or "")
+            )
+            for card in cards
+        ]
+        options.append(ctx.option("stop", ctx.t("pic.queue.stop")))
+        return [Reply(ctx.t("pic.cards.title", total=total), options=tuple(options))]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        role = await ctx.pic()
+        if role is None:
+            return Done([not_a_pic(ctx)])
+        connection = ctx.repo.connection
+        actor = Actor.pic(role.pic_id)
+        choice = answer.choice or ""
+        if choice == "stop":
+            return Done([await home(ctx, role)], show_menu=False)
+        try:
+            if choice.startswith("b:"):
+                count = await workbench.hand_over(
+                    connection, opd_id=role.opd_id, actor=actor, now=ctx.now,
+                    batch_number=choice[2:],
+                )  # fmt: skip
+                notice = ctx.t("pic.cards.batch_done", count=count, number=choice[2:])
+            else:
+                if choice.startswith("c:"):
+                    sid = int(choice[2:])
+                else:
+                    kpj = parse_kpj(answer.text or "")
+                    if isinstance(kpj, KpjProblem):
+                        return Invalid(ctx.t("pic.cards.kpj_invalid"))
+                    found = await workbench.find_active_by_kpj(
+                        connection, opd_id=role.opd_id, kpj=kpj
+                    )
+                    if found is None:
+                        return Invalid(ctx.t("pic.cards.kpj_unknown", kpj=kpj))
+                    sid = found.id
+                await workbench.hand_over(
+                    connection, opd_id=role.opd_id, actor=actor, now=ctx.now, sponsorship_id=sid
+                )
+                item = await workbench.enrollment(connection, opd_id=role.opd_id, sponsorship_id=sid)
+                notice = ctx.t("pic.cards.one_done", name=item.worker_name if item else "")
+        except ChangeProblem:
+            notice = ctx.t("pic.cards.already_handed")
+        _, remaining = await workbench.cards_to_hand_out(connection, opd_id=role.opd_id, limit=0)
+        if remaining == 0:
+            return Done([Reply(notice), await home(ctx, role)], show_menu=False)
+        return Goto(PickCardStep.name, notice=notice)
+
+
+class HandoverFlow(Flow):
+    name = "handover"
+    title_key = "flow.title.handover"
+    steps = (PickCardStep(),)
+
+    async def can_start(self, ctx: Context) -> str | None:
+        role = await ctx.pic()
+        if role is None:
+            return ctx.t("pic.only")
+        _, total = await workbench.cards_to_hand_out(ctx.repo.connection, opd_id=role.opd_id)
+        if total == 0:
+            return ctx.t("pic.cards.none")
+        return None
