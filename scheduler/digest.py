@@ -1,0 +1,166 @@
+"""The PIC's daily digest (SPEC 5): planned into the outbox on working days.
+
+APScheduler calls `DigestPlanner.plan` at the configured local time on Monday
+to Friday; the planner itself skips holidays (domain.workdays) and PICs with
+nothing new since their previous digest. The dedupe key is per PIC per local
+date, so a restart, a second run or several processes never plan it twice.
+The dispatcher then sends it like any other notice (rate limits, quiet hours).
+
+"Something new" means enrollments that entered the verification queue (new or
+corrected) or cards that became ready (KPJ imported) since the PIC's previous
+digest; the digest then also gives the totals and the OPD's progress. Overdue
+sponsors join once dues exist (the payments issue).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.vocabulary import Channel, Language, SponsorshipStatus
+from domain.workdays import WorkCalendar
+from handlers.i18n import Catalogs
+from storage import workbench
+from storage.models import ChannelAccount, Opd, Outbox, Pic, Sponsorship
+from storage.outbox import Notice, enqueue
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class _Recipient:
+    pic_id: int
+    opd_id: int
+    opd_name: str
+    channel: Channel
+    external_id: str
+    language: Language
+
+
+class DigestPlanner:
+    def __init__(
+        self,
+        database: AsyncEngine,
+        catalogs: Catalogs,
+        clock: Clock,
+        *,
+        timezone: object,
+        calendar: WorkCalendar,
+        send_at: time,
+    ) -> None:
+        self._database = database
+        self._catalogs = catalogs
+        self._clock = clock
+        self._timezone = timezone
+        self._calendar = calendar
+        self._send_at = send_at
+
+    async def plan(self) -> int:
+        """Plan today's digests; returns how many were written (0 on a holiday)."""
+        now = self._clock()
+        local = now.astimezone(self._timezone)  # type: ignore[arg-type]
+        today = local.date()
+        if not self._calendar.is_working_day(today):
+            log.info("digest: %s is not a working day", today)
+            return 0
+        if local.time() < self._send_at:
+            return 0
+        planned = 0
+        async with self._database.begin() as connection:
+            for recipient in await self._recipients(connection):
+                if await self._plan_one(connection, recipient, today, now):
+                    planned += 1
+        log.info("digest: %d planned for %s", planned, today)
+        return planned
+
+    async def _recipients(self, connection: AsyncConnection) -> list[_Recipient]:
+        rows = await connection.execute(
+            select(
+                Pic.id,
+                Pic.opd_id,
+                Opd.name,
+                ChannelAccount.channel,
+                ChannelAccount.external_id,
+                ChannelAccount.language,
+            )
+            .join(Opd, Opd.id == Pic.opd_id)
+            .join(ChannelAccount, ChannelAccount.id == Pic.channel_account_id)
+            .where(Pic.removed_at.is_(None))
+            .order_by(Pic.id)
+        )
+        return [
+            _Recipient(pic_id, opd_id, name, Channel(channel), external, Language(language))
+            for pic_id, opd_id, name, channel, external, language in rows
+        ]
+
+    async def _plan_one(
+        self, connection: AsyncConnection, recipient: _Recipient, today: date, now: datetime
+    ) -> bool:
+        key = f"digest:{recipient.pic_id}:{today.isoformat()}"
+        since = await connection.scalar(
+            select(func.max(Outbox.created_at)).where(
+                Outbox.kind == "digest", Outbox.dedupe_key.startswith(f"digest:{recipient.pic_id}:")
+            )
+        )
+        since = since or datetime(1970, 1, 1, tzinfo=UTC)
+        if since.tzinfo is None:  # SQLite aggregate results skip the column type
+            since = datetime.fromisoformat(str(since)).replace(tzinfo=UTC)
+        opd = recipient.opd_id
+        new_waiting = await _count(
+            connection,
+            Sponsorship.opd_id == opd,
+            Sponsorship.status == SponsorshipStatus.WAITING_FOR_PIC,
+            Sponsorship.status_changed_at > since,
+        )
+        new_cards = await _count(
+            connection,
+            Sponsorship.opd_id == opd,
+            Sponsorship.status == SponsorshipStatus.ACTIVE,
+            Sponsorship.kpj_imported_at > since,
+        )
+        if new_waiting == 0 and new_cards == 0:
+            return False
+        summary = await workbench.opd_summary(connection, opd)
+        t = self._catalogs.translator(recipient.language)
+        body = t(
+            "digest.body",
+            opd=recipient.opd_name,
+            date=t.date(today),
+            waiting=summary.count(SponsorshipStatus.WAITING_FOR_PIC),
+            new_waiting=new_waiting,
+            cards=summary.count(SponsorshipStatus.ACTIVE),
+            new_cards=new_cards,
+            sponsoring=summary.asn_sponsoring,
+            registered=summary.asn_registered,
+        )
+        return await enqueue(
+            connection,
+            Notice(
+                dedupe_key=key,
+                channel=recipient.channel,
+                recipient=recipient.external_id,
+                kind="digest",
+                body=body,
+                template="pic_digest",
+                params={
+                    "opd": recipient.opd_name,
+                    "waiting": summary.count(SponsorshipStatus.WAITING_FOR_PIC),
+                    "cards": summary.count(SponsorshipStatus.ACTIVE),
+                },
+            ),
+            now=now,
+        )
+
+
+async def _count(connection: AsyncConnection, *conditions: object) -> int:
+    value = await connection.scalar(
+        select(func.count()).select_from(Sponsorship).where(*conditions)  # type: ignore[arg-type]
+    )
+    return int(value or 0)
