@@ -1,0 +1,102 @@
+"""The coverage report per OPD (SPEC 6): ASN registered, ASN sponsoring, workers by status.
+
+Three GROUP BY queries for the whole province, whatever the number of OPDs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from sqlalchemy import distinct, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.vocabulary import OPEN_STATUSES, SponsorshipStatus
+from storage.models import Asn, Opd, Sponsorship
+
+TOTAL_CODE = "TOTAL"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CoverageRow:
+    """One OPD's figures.
+
+    `asn_registered` and `asn_sponsoring` count ASN by the ASN's current OPD; an
+    ASN is sponsoring with at least one open sponsorship (any status but lapsed
+    and ended). `by_status` counts workers by the status of their sponsorship in
+    the OPD that handles it (the sponsor's OPD at enrollment) and has every
+    status as a key, zeros included.
+    """
+
+    opd_code: str
+    opd_name: str
+    asn_registered: int
+    asn_sponsoring: int
+    by_status: dict[SponsorshipStatus, int]
+
+    @property
+    def workers(self) -> int:
+        """Workers in any status (a worker counts once per status they have here)."""
+        return sum(self.by_status.values())
+
+
+# One row per (ASN, open sponsorship) after the join: both counts are distinct.
+_ASN_COUNTS = (
+    select(
+        Asn.opd_id,
+        func.count(distinct(Asn.id)),
+        func.count(distinct(Sponsorship.asn_id)),
+    )
+    .outerjoin(
+        Sponsorship,
+        (Sponsorship.asn_id == Asn.id) & Sponsorship.status.in_(OPEN_STATUSES),
+    )
+    .group_by(Asn.opd_id)
+)
+_WORKER_COUNTS = select(
+    Sponsorship.opd_id, Sponsorship.status, func.count(distinct(Sponsorship.worker_id))
+).group_by(Sponsorship.opd_id, Sponsorship.status)
+
+
+async def coverage(connection: AsyncConnection) -> list[CoverageRow]:
+    """Every active OPD (zeros included), by code; an inactive OPD only when it has figures."""
+    asn_counts = {
+        opd_id: (registered, sponsoring)
+        for opd_id, registered, sponsoring in await connection.execute(_ASN_COUNTS)
+    }
+    workers: dict[int, dict[SponsorshipStatus, int]] = {}
+    for opd_id, status, count in await connection.execute(_WORKER_COUNTS):
+        workers.setdefault(opd_id, {})[SponsorshipStatus(status)] = count
+    opds = await connection.execute(
+        select(Opd.id, Opd.code, Opd.name, Opd.active).order_by(Opd.code)
+    )
+    rows: list[CoverageRow] = []
+    for opd_id, code, name, active in opds:
+        if not active and opd_id not in asn_counts and opd_id not in workers:
+            continue
+        registered, sponsoring = asn_counts.get(opd_id, (0, 0))
+        statuses = workers.get(opd_id, {})
+        rows.append(
+            CoverageRow(
+                opd_code=code,
+                opd_name=name,
+                asn_registered=registered,
+                asn_sponsoring=sponsoring,
+                by_status={status: statuses.get(status, 0) for status in SponsorshipStatus},
+            )
+        )
+    return rows
+
+
+def coverage_total(rows: Iterable[CoverageRow], *, name: str = "All OPDs") -> CoverageRow:
+    """The sum of `rows`, labelled TOTAL (for the report's last line)."""
+    totals = list(rows)
+    return CoverageRow(
+        opd_code=TOTAL_CODE,
+        opd_name=name,
+        asn_registered=sum(row.asn_registered for row in totals),
+        asn_sponsoring=sum(row.asn_sponsoring for row in totals),
+        by_status={
+            status: sum(row.by_status[status] for row in totals) for status in SponsorshipStatus
+        },
+    )
