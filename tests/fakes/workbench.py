@@ -1,0 +1,96 @@
+"""An OPD with a registered ASN and an appointed PIC, driven through the real engine."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.vocabulary import Channel
+from handlers.engine import Engine
+from storage.audit import Actor
+from storage.models import Opd, Outbox, Sponsorship
+from storage.roles import appoint
+from tests.fakes.chat import OTHER_NIK, WORKER_NIK, Chat, build_engine, seed_opds
+from tests.fakes.clock import FrozenClock
+
+PIC_ID = "2001"
+OTHER_PIC_ID = "3001"
+
+
+@dataclasses.dataclass
+class Office:
+    """Dinas Kesehatan with its ASN ("1001") and PIC ("2001"), plus the PIC of another OPD."""
+
+    engine: Engine
+    clock: FrozenClock
+    sessionmaker: async_sessionmaker[AsyncSession]
+    asn: Chat
+    pic: Chat
+    other_pic: Chat
+
+    async def opd_id(self, code: str = "BKL-DINKES") -> int:
+        async with self.sessionmaker() as session:
+            return int((await session.execute(select(Opd.id).where(Opd.code == code))).scalar_one())
+
+    async def sponsorships(self) -> list[Sponsorship]:
+        async with self.sessionmaker() as session:
+            result = await session.execute(select(Sponsorship).order_by(Sponsorship.id))
+            return list(result.scalars().all())
+
+    async def outbox(self, kind: str | None = None) -> list[Outbox]:
+        async with self.sessionmaker() as session:
+            query = select(Outbox).order_by(Outbox.id)
+            if kind is not None:
+                query = query.where(Outbox.kind == kind)
+            return list((await session.execute(query)).scalars().all())
+
+    async def enroll(self, nik: str = WORKER_NIK, name: str = "Siti Aminah") -> None:
+        await self.asn.enroll_until_summary(nik=nik, name=name)
+        await self.asn.press("Kirim ke PIC")
+
+    async def enroll_two(self) -> None:
+        await self.enroll()
+        await self.enroll(nik=OTHER_NIK, name="Joko Susilo")
+
+
+async def appoint_pic(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    clock: FrozenClock,
+    *,
+    telegram_id: str,
+    opd_code: str,
+) -> int:
+    engine = sessionmaker.kw["bind"]
+    async with engine.begin() as connection:
+        opd_id = (
+            await connection.execute(select(Opd.id).where(Opd.code == opd_code))
+        ).scalar_one()
+        return await appoint(
+            connection,
+            opd_id=opd_id,
+            channel=Channel.TELEGRAM,
+            external_id=telegram_id,
+            phone_e164=None,
+            actor=Actor.admin("test-admin"),
+            now=clock(),
+        )
+
+
+async def build_office(sessionmaker: async_sessionmaker[AsyncSession]) -> Office:
+    clock = FrozenClock()
+    await seed_opds(sessionmaker, clock)
+    engine = build_engine(sessionmaker, clock)
+    asn = Chat(engine, clock, sender="1001")
+    await asn.register()
+    await appoint_pic(sessionmaker, clock, telegram_id=PIC_ID, opd_code="BKL-DINKES")
+    await appoint_pic(sessionmaker, clock, telegram_id=OTHER_PIC_ID, opd_code="BKL-DIKBUD")
+    return Office(
+        engine=engine,
+        clock=clock,
+        sessionmaker=sessionmaker,
+        asn=asn,
+        pic=Chat(engine, clock, sender=PIC_ID),
+        other_pic=Chat(engine, clock, sender=OTHER_PIC_ID),
+    )
