@@ -1,0 +1,71 @@
+"""The PIC digest: working days only, only with something new, once per PIC per day."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.workdays import WorkCalendar
+from handlers.i18n import Catalogs
+from scheduler.digest import DigestPlanner
+from tests.fakes.chat import OTHER_NIK
+from tests.fakes.workbench import PIC_ID, Office, build_office
+
+#: Monday 23 November 2026, 08:30 in Jakarta.
+MONDAY_0830 = datetime(2026, 11, 23, 1, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+async def office(sessionmaker: async_sessionmaker[AsyncSession]) -> Office:
+    return await build_office(sessionmaker)
+
+
+def planner(office: Office, holidays: tuple[date, ...] = ()) -> DigestPlanner:
+    return DigestPlanner(
+        office.sessionmaker.kw["bind"],
+        Catalogs(),
+        office.clock,
+        timezone=ZoneInfo("Asia/Jakarta"),
+        calendar=WorkCalendar(holidays),
+        send_at=time(8, 0),
+    )
+
+
+async def test_digest_lists_new_work_once_per_day(office: Office) -> None:
+    await office.enroll()
+    office.clock.now = MONDAY_0830
+    assert await planner(office).plan() == 1
+    assert await planner(office).plan() == 0  # a second run (or process) the same day
+    (digest,) = await office.outbox("digest")
+    assert digest.recipient == PIC_ID
+    assert digest.dedupe_key.endswith(":2026-11-23")
+    assert "Menunggu pemeriksaan: 1 (1 baru)" in digest.body
+    assert "1 dari 1 ASN terdaftar" in digest.body
+    # Tuesday: nothing new, no digest; Wednesday after a new enrollment: one.
+    office.clock.advance(timedelta(days=1))
+    assert await planner(office).plan() == 0
+    office.clock.advance(timedelta(days=1))
+    await office.enroll(nik=OTHER_NIK, name="Joko Susilo")
+    assert await planner(office).plan() == 1
+    latest = (await office.outbox("digest"))[-1]
+    assert "Menunggu pemeriksaan: 2 (1 baru)" in latest.body
+
+
+async def test_no_digest_on_weekends_holidays_or_before_the_hour(office: Office) -> None:
+    await office.enroll()
+    office.clock.now = MONDAY_0830 - timedelta(days=2)  # Saturday
+    assert await planner(office).plan() == 0
+    office.clock.now = MONDAY_0830
+    assert await planner(office, holidays=(date(2026, 11, 23),)).plan() == 0
+    office.clock.now = MONDAY_0830 - timedelta(hours=1)  # 07:30 local
+    assert await planner(office).plan() == 0
+    assert await office.outbox("digest") == []
+
+
+async def test_nothing_new_means_no_digest(office: Office) -> None:
+    office.clock.now = MONDAY_0830
+    assert await planner(office).plan() == 0
+    assert await office.outbox("digest") == []
