@@ -429,7 +429,7 @@ async def create_invite(
         record_id=invite_id,
         opd_id=opd_id,
         now=now,
-        details={"opd_code": opd.code, "expires_at": expires_at.isoformat()},
+        details={"opd_code": opd.code, "expires_at": expires_at.isoformat(timespec="seconds")},
     )
     return code
 

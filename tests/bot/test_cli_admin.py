@@ -1,0 +1,301 @@
+"""The administrator commands, parsed as `sertakan` parses them and run on the test database."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import getpass
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.app import Runtime, build_runtime, seed_opds_if_empty
+from bot.cli_admin import COVERAGE_COLUMNS, COVERAGE_TABLE_HEADERS, add_parsers, dispatch
+from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
+from domain.vocabulary import Channel, SponsorshipStatus
+from storage.crypto import generate_key
+from storage.models import AuditLog, ChannelAccount, InviteCode, Opd, Pic
+from storage.roles import PicRole, redeem_invite
+from tests.fakes.chat import OPD_SEED
+from tests.fakes.clock import FrozenClock
+from tests.storage.test_coverage import asn_in, sponsor
+from tests.storage.test_roles import add_account
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sertakan")
+    add_parsers(parser.add_subparsers(dest="command"))
+    return parser
+
+
+class Admin:
+    """Types `sertakan ...` commands and reads what they print."""
+
+    def __init__(self, runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+        self.runtime = runtime
+        self._capsys = capsys
+        self.out = ""
+        self.err = ""
+
+    async def run(self, *argv: str) -> int | None:
+        status = await dispatch(parser().parse_args(argv), self.runtime)
+        self.out, self.err = self._capsys.readouterr()
+        return status
+
+
+@pytest.fixture
+async def runtime(
+    tmp_path: Path,
+    database_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],  # empties every table first
+) -> AsyncIterator[Runtime]:
+    settings = Settings(
+        app=AppSettings(
+            data_dir=tmp_path, nik_key=SecretStr(generate_key()), opd_seed_file=OPD_SEED
+        ),
+        database=DatabaseSettings(url=database_url, auto_migrate=False),
+        telegram=TelegramSettings(token=None),
+    )
+    runtime = await build_runtime(settings, clock=FrozenClock(), migrate=False)
+    try:
+        assert await seed_opds_if_empty(runtime) > 0
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+@pytest.fixture
+def admin(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> Admin:
+    return Admin(runtime, capsys)
+
+
+async def pics(runtime: Runtime) -> list[tuple[str, str | None, str | None, bool]]:
+    """(OPD code, telegram id, phone, current) of every appointment."""
+    statement = (
+        select(Opd.code, ChannelAccount.external_id, Pic.phone_e164, Pic.removed_at.is_(None))
+        .join(Opd, Opd.id == Pic.opd_id)
+        .outerjoin(ChannelAccount, ChannelAccount.id == Pic.channel_account_id)
+        .order_by(Pic.id)
+    )
+    async with runtime.db.connect() as connection:
+        return [tuple(row) for row in await connection.execute(statement)]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--help"], ["pic", "invite", "coverage", "audit"]),
+        (["pic", "appoint", "--help"], ["--opd CODE", "--telegram-id ID", "--phone PHONE"]),
+        (["pic", "remove", "--help"], ["PIC_ID"]),
+        (["invite", "create", "--help"], ["--days N", "--bot-username NAME"]),
+        (["coverage", "--help"], ["--csv FILE"]),
+        (["audit", "list", "--help"], ["--opd CODE", "--limit N"]),
+    ],
+)
+def test_every_command_has_help(
+    argv: list[str], expected: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(argv)
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert all(word in out for word in expected), out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pic", "appoint", "--opd", "BKL-DINKES"],
+        ["pic", "appoint", "--opd", "BKL-DINKES", "--telegram-id", "1", "--phone", "0812"],
+        ["pic", "appoint", "--opd", "BKL-DINKES", "--telegram-id", "@budi"],
+        ["pic", "remove", "zero"],
+        ["invite", "create", "--opd", "BKL-DINKES", "--days", "0"],
+        ["audit", "list", "--limit", "-3"],
+    ],
+)
+def test_malformed_commands_are_refused_by_the_parser(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+async def test_other_commands_are_not_ours(runtime: Runtime) -> None:
+    assert await dispatch(argparse.Namespace(command="migrate"), runtime) is None
+    assert await dispatch(argparse.Namespace(command=None), runtime) is None
+
+
+async def test_appoint_by_telegram_id_list_and_remove(admin: Admin) -> None:
+    assert await admin.run("pic", "appoint", "--opd", "bkl-dinkes", "--telegram-id", "12345") == 0
+    assert admin.out.startswith("PIC ")
+    pic_id = admin.out.split()[1]
+    assert admin.out.strip().endswith("BKL-DINKES (Dinas Kesehatan): Telegram user 12345")
+    assert await pics(admin.runtime) == [("BKL-DINKES", "12345", None, True)]
+
+    assert await admin.run("pic", "appoint", "--opd", "BKL-DINKES", "--telegram-id", "12345") == 0
+    assert f"already PIC {pic_id} of BKL-DINKES" in admin.out
+
+    assert await admin.run("pic", "appoint", "--opd", "BKL-BAPPEDA", "--telegram-id", "12345") == 1
+    assert "already PIC of BKL-DINKES" in admin.err
+    assert admin.out == ""
+
+    assert await admin.run("pic", "list") == 0
+    header, _rule, row = admin.out.splitlines()
+    assert header.split()[:3] == ["id", "OPD", "account"]
+    assert row.split()[:4] == [pic_id, "BKL-DINKES", "telegram:12345", "-"]
+    assert row.endswith(f"2026-11-21 03:00  admin:{getpass.getuser()}")
+
+    assert await admin.run("pic", "remove", pic_id) == 0
+    assert admin.out.strip() == f"PIC {pic_id} removed from BKL-DINKES (Dinas Kesehatan)"
+    assert await admin.run("pic", "list") == 0
+    assert admin.out.strip() == "no PICs"
+    assert await admin.run("pic", "remove", pic_id) == 1
+    assert f"PIC {pic_id} was already removed" in admin.err
+    assert await pics(admin.runtime) == [("BKL-DINKES", "12345", None, False)]
+
+
+async def test_appoint_by_phone_accepts_local_spellings(admin: Admin) -> None:
+    assert (
+        await admin.run("pic", "appoint", "--opd", "BKL-DINKES", "--phone", "0812-3456-7890") == 0
+    )
+    assert "phone +6281234567890" in admin.out
+    assert "WhatsApp" in admin.out
+    assert await pics(admin.runtime) == [("BKL-DINKES", None, "+6281234567890", True)]
+    assert await admin.run("pic", "list", "--opd", "BKL-DINKES") == 0
+    assert "+6281234567890 (waiting for this number)" in admin.out
+    assert await admin.run("pic", "list", "--opd", "BKL-BAPPEDA") == 0
+    assert admin.out.strip() == "no PICs"
+
+    assert await admin.run("pic", "appoint", "--opd", "BKL-DINKES", "--phone", "12") == 1
+    assert "'12' is not a mobile number" in admin.err
+
+
+async def test_an_unknown_opd_code_suggests_close_matches(admin: Admin) -> None:
+    assert await admin.run("pic", "appoint", "--opd", "DINKES", "--telegram-id", "1") == 1
+    assert "no OPD with the code 'DINKES'" in admin.err
+    assert "did you mean: BKL-DINKES (Dinas Kesehatan)" in admin.err
+    assert await admin.run("invite", "create", "--opd", "zzzzzz") == 1
+    assert "no OPD with the code 'ZZZZZZ'" in admin.err
+    assert "did you mean" not in admin.err
+    assert await pics(admin.runtime) == []
+
+
+async def test_an_inactive_opd_gets_no_pic(admin: Admin) -> None:
+    async with admin.runtime.db.begin() as connection:
+        await connection.execute(
+            Opd.__table__.update().where(Opd.code == "BKL-DINKES").values(active=False)
+        )
+    assert await admin.run("invite", "create", "--opd", "BKL-DINKES") == 1
+    assert "BKL-DINKES (Dinas Kesehatan) is inactive" in admin.err
+
+
+async def test_invite_create_prints_a_code_that_works(admin: Admin) -> None:
+    assert (
+        await admin.run(
+            "invite",
+            "create",
+            "--opd",
+            "BKL-DINKES",
+            "--days",
+            "3",
+            "--bot-username",
+            "@SertakanBot",
+        )
+        == 0
+    )
+    lines = admin.out.splitlines()
+    code = lines[0].rsplit(" ", 1)[1]
+    assert lines[0] == f"Invite code for BKL-DINKES (Dinas Kesehatan): {code}"
+    assert lines[1] == "Valid until 2026-11-24 03:00 UTC, for one person."
+    assert lines[2] == f"Telegram: https://t.me/SertakanBot?start={code}"
+    assert code in lines[3]
+
+    async with admin.runtime.db.begin() as connection:
+        account = await add_account(connection, "777", Channel.TELEGRAM)
+        role = await redeem_invite(
+            connection, code=code.lower(), account_id=account, now=admin.runtime.clock()
+        )
+    assert isinstance(role, PicRole) and role.opd_code == "BKL-DINKES"
+
+    assert await admin.run("invite", "create", "--opd", "BKL-DINKES") == 0
+    assert "give --bot-username" in admin.out
+    async with admin.runtime.db.connect() as connection:
+        assert len((await connection.execute(select(InviteCode.id))).all()) == 2
+
+
+async def test_coverage_table_and_csv(admin: Admin, tmp_path: Path) -> None:
+    async with admin.runtime.db.begin() as connection:
+        ids = dict((await connection.execute(select(Opd.code, Opd.id))).tuples().all())
+        dinkes, bappeda = ids["BKL-DINKES"], ids["BKL-BAPPEDA"]
+        sponsor_id = await asn_in(connection, dinkes)
+        await sponsor(connection, asn_id=sponsor_id, opd_id=dinkes, status=SponsorshipStatus.ACTIVE)
+        await sponsor(
+            connection, asn_id=sponsor_id, opd_id=dinkes, status=SponsorshipStatus.WAITING_FOR_PIC
+        )
+        await asn_in(connection, dinkes)
+        await asn_in(connection, bappeda)
+        opd_count = len((await connection.execute(select(Opd.id))).all())
+
+    target = tmp_path / "coverage.csv"
+    assert await admin.run("coverage", "--csv", str(target)) == 0
+    lines = admin.out.splitlines()
+    assert lines[0].split() == list(COVERAGE_TABLE_HEADERS)
+    dinkes_line = next(line for line in lines if line.startswith("BKL-DINKES "))
+    # asn_registered, asn_sponsoring, the eight statuses, workers
+    assert dinkes_line.split()[-11:] == ["2", "1", "1", "0", "0", "0", "1", "0", "0", "0", "2"]
+    assert lines[-4].startswith("--")
+    assert lines[-3].split()[:1] == ["TOTAL"]
+    assert lines[-3].split()[-11:] == ["3", "1", "1", "0", "0", "0", "1", "0", "0", "0", "2"]
+    assert lines[-1] == f"CSV written to {target} ({opd_count} OPDs and a total row)"
+    # Columns line up: every number ends where its header ends.
+    header_end = lines[0].index("ASN") + len("ASN")
+    assert dinkes_line[header_end - 1] == "2" and dinkes_line[header_end] == " "
+
+    with target.open(encoding="utf-8", newline="") as file:
+        records = list(csv.DictReader(file))
+    assert list(records[0]) == list(COVERAGE_COLUMNS)
+    assert len(records) == opd_count + 1
+    by_code = {record["opd_code"]: record for record in records}
+    assert by_code["BKL-DINKES"]["opd_name"] == "Dinas Kesehatan"
+    assert (by_code["BKL-DINKES"]["asn_registered"], by_code["BKL-DINKES"]["active"]) == ("2", "1")
+    assert by_code["BKL-BAPPEDA"]["asn_sponsoring"] == "0"
+    assert by_code["TOTAL"]["workers"] == "2"
+
+    assert await admin.run("coverage", "--csv", "-") == 0
+    assert list(csv.reader(admin.out.splitlines()))[-1][0] == "TOTAL"
+
+    assert await admin.run("coverage", "--csv", str(tmp_path / "missing" / "x.csv")) == 1
+    assert "cannot write" in admin.err
+
+
+async def test_audit_list_shows_who_did_what(admin: Admin) -> None:
+    assert await admin.run("audit", "list") == 0
+    assert admin.out.strip() == "no audit entries"
+    await admin.run("pic", "appoint", "--opd", "BKL-DINKES", "--telegram-id", "12345")
+    await admin.run("invite", "create", "--opd", "BKL-BAPPEDA")
+    assert await admin.run("audit", "list") == 0
+    header, _rule, newest, oldest = admin.out.splitlines()
+    assert header.split() == ["id", "at", "(UTC)", "actor", "action", "record", "OPD", "details"]
+    user = getpass.getuser()
+    assert newest.split()[3:7] == [
+        f"admin:{user}",
+        "invite.create",
+        newest.split()[5],
+        "BKL-BAPPEDA",
+    ]
+    assert newest.split()[5].startswith("invite_code:")
+    assert oldest.split()[3:7] == [f"admin:{user}", "pic.appoint", oldest.split()[5], "BKL-DINKES"]
+    assert '"external_id": "12345"' in oldest
+
+    assert await admin.run("audit", "list", "--opd", "BKL-DINKES") == 0
+    assert [line.split()[4] for line in admin.out.splitlines()[2:]] == ["pic.appoint"]
+    assert await admin.run("audit", "list", "--limit", "1") == 0
+    assert [line.split()[4] for line in admin.out.splitlines()[2:]] == ["invite.create"]
+    async with admin.runtime.db.connect() as connection:
+        assert len((await connection.execute(select(AuditLog.id))).all()) == 2
