@@ -12,9 +12,11 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot import cli_admin
 from bot.app import (
     Runtime,
     StartupError,
@@ -31,6 +33,20 @@ from storage.migrate import upgrade_to_head
 from storage.opd_repository import OpdFileError, OpdRepository
 
 log = logging.getLogger(__name__)
+
+
+class _Extension(Protocol):
+    """A module adding subcommands (bot/cli_*.py)."""
+
+    def add_parsers(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
+
+    async def dispatch(self, args: argparse.Namespace, runtime: Runtime) -> int | None:
+        """The exit code, or None when the command is not this module's."""
+        ...
+
+
+_EXTENSIONS: tuple[_Extension, ...] = (cli_admin,)
+_BUILT_IN = frozenset({"run", "console", "migrate", "opd", "failed", "key"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("key", help="NIK encryption key")
     key_sub = key.add_subparsers(dest="key_command", required=True)
     key_sub.add_parser("generate", help="print a new random SERTAKAN_NIK_KEY")
+    for extension in _EXTENSIONS:
+        extension.add_parsers(sub)
     return parser
 
 
@@ -78,6 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command or "run"
+    if command not in _BUILT_IN:
+        runtime = await build_runtime(settings)
+        try:
+            for extension in _EXTENSIONS:
+                result = await extension.dispatch(args, runtime)
+                if result is not None:
+                    return result
+        finally:
+            await runtime.close()
+        raise AssertionError(f"no handler for command {command!r}")
     if command == "migrate":
         await upgrade_to_head(settings.database_url)
         print("database is at the latest schema")

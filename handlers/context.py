@@ -18,7 +18,6 @@ from handlers.types import InboundEvent, Option
 from storage.conversation_store import ConversationState
 from storage.crypto import NikCipher
 from storage.opd_repository import OpdRepository
-from storage.roles import PicRole, pic_for_account
 from storage.repositories import (
     AsnProfile,
     AsnRepository,
@@ -26,6 +25,7 @@ from storage.repositories import (
     SponsorshipRepository,
     WorkerRepository,
 )
+from storage.roles import PicRole, pic_for_account
 
 #: Options whose id starts with this work at any time (menus); others are tagged
 #: with the question's version and go stale when the question changes.

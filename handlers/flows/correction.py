@@ -125,7 +125,7 @@ class CorrectionSummaryStep(e.SummaryStep):
                     full_name=str(data["full_name"]),
                     birth_date=date.fromisoformat(str(data["birth_date"])),
                     sex=Sex(str(data["sex"])),
-                    phone_e164=data.get("worker_phone"),  # type: ignore[arg-type]
+                    phone_e164=data.get("worker_phone"),
                     village=str(data["village"]),
                     district=str(data["district"]),
                     now=ctx.now,

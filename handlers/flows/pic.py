@@ -93,9 +93,7 @@ async def home(ctx: Context, role: PicRole) -> Reply:
         registered=summary.asn_registered,
     )
     options = (
-        ctx.global_option(
-            "pic_queue", t("pic.menu.queue", count=summary.count(S.WAITING_FOR_PIC))
-        ),
+        ctx.global_option("pic_queue", t("pic.menu.queue", count=summary.count(S.WAITING_FOR_PIC))),
         ctx.global_option("pic_export", t("pic.menu.export", count=summary.count(S.ACCEPTED))),
         ctx.global_option("pic_import", t("pic.menu.import")),
         ctx.global_option("pic_cards", t("pic.menu.cards", count=summary.count(S.ACTIVE))),
@@ -192,7 +190,9 @@ async def batches(ctx: Context, role: PicRole) -> list[Reply]:
 async def resend_batch(ctx: Context, role: PicRole, batch_id: str) -> list[Reply]:
     t = ctx.t
     batch = await workbench.batch(
-        ctx.repo.connection, opd_id=role.opd_id, batch_id=int(batch_id) if batch_id.isdigit() else -1
+        ctx.repo.connection,
+        opd_id=role.opd_id,
+        batch_id=int(batch_id) if batch_id.isdigit() else -1,
     )
     if batch is None:
         return [Reply(t("pic.batch.not_found"), options=(_back_home(ctx),))]
@@ -390,7 +390,9 @@ class ReviewStep(Step):
             )
         except ChangeProblem:
             return await _next(ctx, role, ctx.t("pic.queue.already_handled"))
-        item = await workbench.enrollment(ctx.repo.connection, opd_id=role.opd_id, sponsorship_id=sid)
+        item = await workbench.enrollment(
+            ctx.repo.connection, opd_id=role.opd_id, sponsorship_id=sid
+        )
         name = item.worker_name if item else ""
         return await _next(ctx, role, ctx.t("pic.queue.accepted", name=name))
 
@@ -448,9 +450,7 @@ class ReasonTextStep(Step):
         return await _return(ctx, role, ReturnReason.OTHER, typed)
 
 
-async def _return(
-    ctx: Context, role: PicRole, code: ReturnReason | None, text: str
-) -> Outcome:
+async def _return(ctx: Context, role: PicRole, code: ReturnReason | None, text: str) -> Outcome:
     sid = int(ctx.state.data.get("sid", -1))
     try:
         await workbench.return_enrollment(
@@ -503,9 +503,7 @@ class PickCardStep(Step):
         if total == 0:
             return [Reply(ctx.t("pic.cards.none"))]
         options: list[Option] = [
-            ctx.option(
-                f"b:{number}", ctx.t("pic.cards.batch", number=number, count=count)
-            )
+            ctx.option(f"b:{number}", ctx.t("pic.cards.batch", number=number, count=count))
             for number, count in await workbench.batches_with_cards(connection, opd_id=role.opd_id)
         ]
         options += [
@@ -549,7 +547,9 @@ class PickCardStep(Step):
                 await workbench.hand_over(
                     connection, opd_id=role.opd_id, actor=actor, now=ctx.now, sponsorship_id=sid
                 )
-                item = await workbench.enrollment(connection, opd_id=role.opd_id, sponsorship_id=sid)
+                item = await workbench.enrollment(
+                    connection, opd_id=role.opd_id, sponsorship_id=sid
+                )
                 notice = ctx.t("pic.cards.one_done", name=item.worker_name if item else "")
         except ChangeProblem:
             notice = ctx.t("pic.cards.already_handed")
