@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import Runtime, build_runtime, seed_opds_if_empty
-from bot.console import ConsoleChannel
+from bot.console import MAX_FILE_BYTES, ConsoleChannel, ConsoleSender, save_document
 from bot.settings import (
     AppSettings,
     DatabaseSettings,
@@ -22,12 +22,17 @@ from bot.settings import (
     TelegramSettings,
 )
 from domain.vocabulary import Channel, EmploymentType, Language
+from handlers.types import Document, Reply
+from scheduler.sending import OutgoingNotice, Sent
+from storage import roles
+from storage.audit import Actor
 from storage.crypto import generate_key
-from storage.models import Asn, ChannelAccount
+from storage.models import Asn, ChannelAccount, Opd
 from tests.fakes.chat import ASN_NIP, OPD_SEED
 from tests.fakes.clock import FrozenClock
 
 _OPTION = re.compile(r"^\s+\[(\d+)\] (.*)$")
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -184,3 +189,147 @@ async def test_registration_typed_in_the_console_creates_the_asn(
         (Channel.CONSOLE, "asn"),
         (Channel.CONSOLE, "pic"),
     }
+
+
+# -- files and notices -------------------------------------------------------------
+
+
+async def appoint_console_pic(runtime: Runtime, user: str) -> None:
+    async with runtime.db.begin() as connection:
+        opd_id = (
+            await connection.execute(select(Opd.id).where(Opd.code == "BKL-DINKES"))
+        ).scalar_one()
+        await roles.appoint(
+            connection,
+            opd_id=opd_id,
+            channel=Channel.CONSOLE,
+            external_id=user,
+            phone_e164=None,
+            actor=Actor.admin("test"),
+            now=runtime.clock(),
+        )
+
+
+async def test_file_command_sends_the_file_to_the_engine(runtime: Runtime, tmp_path: Path) -> None:
+    await appoint_console_pic(runtime, "pic")
+    wrong_columns = tmp_path / "dari bpjs.csv"
+    wrong_columns.write_text("nama;alamat\nSiti;Sukamaju\n", encoding="utf-8")
+    big = tmp_path / "besar.xlsx"
+    with big.open("wb") as file:  # sparse: no disk space used
+        file.truncate(MAX_FILE_BYTES + 1)
+    missing = tmp_path / "tidak ada.csv"
+    terminal = Terminal(
+        [
+            ":file",
+            f":file {missing}",
+            f":file {tmp_path}",
+            ":user pic",
+            f':file "{wrong_columns}"',
+            f":file {big}",
+        ]
+    )
+    console = ConsoleChannel(
+        runtime.engine,
+        runtime.clock,
+        runtime.catalogs,
+        read_line=terminal.read_line,
+        write=terminal.write,
+        files_dir=tmp_path / "out",
+    )
+    await console.run()
+
+    t = runtime.catalogs.translator(Language.INDONESIAN)
+    assert terminal.answer(0) == [t("console.file_usage")]
+    assert terminal.answer(1) == [t("console.file_missing", path=str(missing))]
+    assert terminal.answer(2) == [t("console.file_missing", path=str(tmp_path))]
+    # The PIC's file reached the engine with its name and its bytes: the engine
+    # read the columns out of the content.
+    columns_reply = "\n".join(terminal.answer(4))
+    assert "dari bpjs.csv" in columns_reply
+    assert "nama" in columns_reply and "alamat" in columns_reply
+    assert t("pic.import.unreadable", file="dari bpjs.csv") not in columns_reply
+    # Too large: sent flagged, without content.
+    assert any(t("pic.import.too_large") in line for line in terminal.answer(5))
+    assert not (tmp_path / "out").exists()
+
+
+def _console(runtime: Runtime, terminal: Terminal, files_dir: Path) -> ConsoleChannel:
+    return ConsoleChannel(
+        runtime.engine,
+        runtime.clock,
+        runtime.catalogs,
+        read_line=terminal.read_line,
+        write=terminal.write,
+        files_dir=files_dir,
+    )
+
+
+async def test_a_document_from_the_bot_is_saved_without_overwriting(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    terminal = Terminal([])
+    files_dir = tmp_path / "console_files"
+    console = _console(runtime, terminal, files_dir)
+    first = Document("DINKES-2026-001.xlsx", b"first", XLSX)
+    console.render([Reply("Berkas kolektif siap.", document=first)])
+    console.render([Reply("Sekali lagi.", document=Document("DINKES-2026-001.xlsx", b"second"))])
+    console.render([Reply("Tanpa ekstensi.", document=Document("../../laporan", b"third"))])
+
+    t = runtime.catalogs.translator(Language.INDONESIAN)
+    saved = [files_dir / "DINKES-2026-001.xlsx", files_dir / "DINKES-2026-001-2.xlsx"]
+    # The saved path comes first, then the reply as usual.
+    assert terminal.output == [
+        t("console.document_saved", path=str(saved[0])),
+        "bot> Berkas kolektif siap.",
+        t("console.document_saved", path=str(saved[1])),
+        "bot> Sekali lagi.",
+        t("console.document_saved", path=str(files_dir / "laporan")),
+        "bot> Tanpa ekstensi.",
+    ]
+    assert [path.read_bytes() for path in saved] == [b"first", b"second"]
+    # A name cannot climb out of the folder.
+    assert (files_dir / "laporan").read_bytes() == b"third"
+    assert not (tmp_path.parent / "laporan").exists()
+
+
+def test_save_document_names(tmp_path: Path) -> None:
+    for name in ("", ".", "..", "a/b/c.csv", "C:\\Users\\pic\\kpj.csv"):
+        save_document(Document(name, name.encode()), tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "c.csv",
+        "document",
+        "document-2",
+        "document-3",
+        "kpj.csv",
+    ]
+
+
+async def test_console_sender_prints_notices_for_anyone(runtime: Runtime, tmp_path: Path) -> None:
+    terminal = Terminal([])
+    sender = _console(runtime, terminal, tmp_path).sender
+    assert sender.channel is Channel.CONSOLE
+    result = await sender.send(
+        OutgoingNotice(
+            outbox_id=7,
+            channel=Channel.CONSOLE,
+            recipient="asn",
+            kind="card_ready",
+            body="Kartu BPJS Siti Aminah sudah siap.\nAmbil di kantor.",
+            template=None,
+            params={},
+        )
+    )
+    assert result == Sent()
+    t = runtime.catalogs.translator(Language.INDONESIAN)
+    assert terminal.output == [
+        t("console.notice", user="asn"),
+        "Kartu BPJS Siti Aminah sudah siap.",
+        "Ambil di kantor.",
+    ]
+    # A sender on its own prints through the write function it is given.
+    lines: list[str] = []
+    standalone = ConsoleSender(runtime.catalogs, write=lines.append)
+    await standalone.send(
+        OutgoingNotice(8, Channel.CONSOLE, "pic", "digest", "Ada 2 pendaftaran baru.", None, {})
+    )
+    assert lines == ["\n" + t("console.notice", user="pic"), "Ada 2 pendaftaran baru."]
