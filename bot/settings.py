@@ -7,6 +7,7 @@ Built in the composition root (`bot.app`) and passed down; no other module reads
 
 from __future__ import annotations
 
+from datetime import time
 from enum import StrEnum
 from pathlib import Path
 
@@ -87,6 +88,40 @@ class TelegramSettings(BaseSettings):
     #: After this many failed attempts an update is parked (failed_update) and the
     #: bot moves on, so one broken update cannot stall everyone behind it.
     max_update_attempts: int = Field(5, ge=1)
+    #: Documents larger than this are not downloaded (the engine is told the file
+    #: is too large). The Bot API serves downloads up to 20 MB.
+    max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, le=20 * 1024 * 1024)
+
+
+class DispatcherSettings(BaseSettings):
+    """The outbox dispatcher (scheduler/dispatcher.py), env prefix DISPATCH_."""
+
+    model_config = _group("DISPATCH_")
+
+    #: Telegram messages per second, all chats together. The Bot API allows about
+    #: 30; the default leaves room for the conversation's own replies.
+    telegram_rate_per_s: float = Field(25.0, gt=0, le=1000)
+    #: At most one message per this many seconds to one Telegram chat.
+    telegram_chat_interval_s: float = Field(1.0, ge=0)
+    #: Rows claimed per tick; with `tick_interval_s` it bounds the throughput
+    #: (50 rows every 2 s = 25/s), so keep it >= rate * interval.
+    batch_size: int = Field(50, ge=1, le=10_000)
+    #: A claim holds its rows this long; after it a crashed dispatcher's rows are
+    #: sent by another. Must exceed one batch's sending time.
+    lease_s: float = Field(300.0, ge=10)
+    #: Sends tried before a row with transient errors ends in `failed`.
+    max_attempts: int = Field(8, ge=1)
+    #: Back-off after the first transient failure, doubling per attempt, up to the cap.
+    backoff_first_s: float = Field(30.0, gt=0)
+    backoff_cap_s: float = Field(3600.0, gt=0)
+    #: Quiet hours, local time in SERTAKAN_TIMEZONE: nothing proactive is sent
+    #: from `quiet_start` to `quiet_end` (equal values: no quiet hours).
+    quiet_start: time = time(21, 0)
+    quiet_end: time = time(7, 0)
+    #: How often the scheduler runs a dispatcher tick.
+    tick_interval_s: float = Field(2.0, gt=0)
+    #: `Dispatcher.run` waits this long after a tick that found less than a full batch.
+    idle_s: float = Field(1.0, gt=0)
 
 
 class WebSettings(BaseSettings):
@@ -103,6 +138,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     program: ProgramSettings = Field(default_factory=ProgramSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    dispatch: DispatcherSettings = Field(default_factory=DispatcherSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 
     @property

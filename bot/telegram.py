@@ -8,6 +8,11 @@ Two ways in, both confirming an update only after the engine's transaction commi
 - a webhook (`TelegramChannel.webhook_routes`) that answers 200 only after the
   engine returned, so Telegram redelivers when our transaction failed.
 
+A document a person sends is downloaded (getFile, then the file URL of the same
+API server) before the engine runs, so no download happens inside a
+transaction; a reply's document goes out with sendDocument. Proactive notices
+from the outbox go out through `TelegramSender` (scheduler.sending.Sender).
+
 Privacy (SPEC 7): logs name updates by id and errors by type; they never carry
 message text, phone numbers or callback data, which may hold a NIK.
 """
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
+import io
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +38,8 @@ from aiogram.exceptions import (
     TelegramAPIError,
     TelegramBadRequest,
     TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramNotFound,
     TelegramRetryAfter,
     TelegramUnauthorizedError,
 )
@@ -39,8 +47,10 @@ from aiogram.methods import (
     AnswerCallbackQuery,
     DeleteWebhook,
     EditMessageReplyMarkup,
+    GetFile,
     GetMe,
     GetUpdates,
+    SendDocument,
     SendMessage,
     SetMyCommands,
     SetWebhook,
@@ -48,6 +58,7 @@ from aiogram.methods import (
 from aiogram.methods.base import Response, TelegramMethod
 from aiogram.types import (
     BotCommand,
+    BufferedInputFile,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -64,7 +75,8 @@ from pydantic import ValidationError
 from bot.settings import TelegramSettings
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs, Translator
-from handlers.types import ConversationEngine, EventKind, InboundEvent, Option, Reply
+from handlers.types import ConversationEngine, Document, EventKind, InboundEvent, Option, Reply
+from scheduler.sending import OutgoingNotice, Permanent, RetryAfter, SendResult, Sent, Transient
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +90,8 @@ _PINNED_RESPONSE_MODELS: tuple[type[Response[Any]], ...] = tuple(
     Response[method.__returning__]  # type: ignore[name-defined]
     for method in (
         SendMessage,
+        SendDocument,
+        GetFile,
         AnswerCallbackQuery,
         EditMessageReplyMarkup,
         GetUpdates,
@@ -91,6 +105,8 @@ _PINNED_RESPONSE_MODELS: tuple[type[Response[Any]], ...] = tuple(
 ALLOWED_UPDATES: Final = ["message", "callback_query"]
 #: Telegram's limit for one message's text (counted in UTF-16 code units).
 MAX_TEXT_LENGTH: Final = 4096
+#: Telegram's limit for a document's caption (UTF-16 code units).
+MAX_CAPTION_LENGTH: Final = 1024
 #: Telegram's limit for callback_data.
 MAX_CALLBACK_DATA_BYTES: Final = 64
 #: Telegram has no documented button-label limit but cuts long labels on phones.
@@ -132,10 +148,26 @@ class UpdateParking(Protocol):
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class OutboundMessage:
-    """One `sendMessage` call: plain text (no parse mode) and an optional keyboard."""
+    """One `sendMessage` call: plain text (no parse mode) and an optional keyboard.
+
+    With `document` it is a `sendDocument` call and `text` its caption (empty:
+    none), at most `MAX_CAPTION_LENGTH` long.
+    """
 
     text: str
     reply_markup: InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None = None
+    document: Document | None = None
+
+    def to_method(self, chat_id: int) -> SendMessage | SendDocument:
+        """The Bot API call that sends this message to `chat_id`."""
+        if self.document is None:
+            return SendMessage(chat_id=chat_id, text=self.text, reply_markup=self.reply_markup)
+        return SendDocument(
+            chat_id=chat_id,
+            document=BufferedInputFile(self.document.content, filename=self.document.file_name),
+            caption=self.text or None,
+            reply_markup=self.reply_markup,
+        )
 
 
 def utf16_length(text: str) -> int:
@@ -227,6 +259,11 @@ def render_replies(replies: Sequence[Reply], t: Translator) -> list[OutboundMess
       message can carry only one markup, so a reply with inline options never
       removes it.
 
+    A reply with a `document` becomes a sendDocument call first. Its text is the
+    caption (with the reply's keyboard on the document message) when it fits
+    Telegram's 1024-unit caption limit; a longer text follows as normal
+    messages, the keyboard on the last one.
+
     Empty texts are skipped (Telegram rejects them). Raises ValueError for an
     option id longer than 64 bytes.
     """
@@ -245,6 +282,12 @@ def render_replies(replies: Sequence[Reply], t: Translator) -> list[OutboundMess
         else:
             markup = None
         chunks = split_text(reply.text) if reply.text.strip() else []
+        if reply.document is not None:
+            if len(chunks) <= 1 and utf16_length(reply.text) <= MAX_CAPTION_LENGTH:
+                caption = chunks[0] if chunks else ""
+                messages.append(OutboundMessage(caption, markup, reply.document))
+                continue
+            messages.append(OutboundMessage("", None, reply.document))
         if not chunks:
             logger.warning("skipping a reply with empty text")
             continue
@@ -427,8 +470,39 @@ class TelegramChannel:
         event = self.to_event(update)
         if event is None:
             return
+        message = update.message
+        if event.kind is EventKind.DOCUMENT and message is not None and message.document:
+            event = await self._fetch_document(event, message.document.file_size)
         replies = await self._engine.handle(event)
         await self._deliver(update, event, replies)
+
+    async def _fetch_document(self, event: InboundEvent, size: int | None) -> InboundEvent:
+        """The event with the document's bytes, or `file_too_large` over the size limit.
+
+        Download errors propagate like engine errors: the update is retried,
+        and parked after too many attempts.
+        """
+        assert event.file_ref is not None
+        limit = self._settings.max_file_bytes
+        too_large = dataclasses.replace(event, file_too_large=True)
+        if size is not None and size > limit:
+            return too_large
+        try:
+            file = await self.bot.get_file(event.file_ref)
+        except TelegramBadRequest as exc:
+            if "too big" in exc.message.lower():  # over the Bot API's 20 MB download limit
+                return too_large
+            raise
+        if file.file_size is not None and file.file_size > limit:
+            return too_large
+        if not file.file_path:
+            raise RuntimeError("getFile returned no file_path")
+        buffer = io.BytesIO()
+        await self.bot.download_file(file.file_path, destination=buffer)
+        content = buffer.getvalue()
+        if len(content) > limit:
+            return too_large
+        return dataclasses.replace(event, file_content=content)
 
     async def _handle_or_park(self, update: Update) -> None:
         """`handle_update`, parking the update once it has failed too often.
@@ -497,10 +571,7 @@ class TelegramChannel:
             return
         chat_id = int(event.sender_id)
         for message in messages:
-            call = SendMessage(
-                chat_id=chat_id, text=message.text, reply_markup=message.reply_markup
-            )
-            if not await self._send(update.update_id, call):
+            if not await self._send(update.update_id, message.to_method(chat_id)):
                 return
 
     async def _send(self, update_id: int, call: TelegramMethod[Any]) -> bool:
@@ -713,3 +784,82 @@ class TelegramChannel:
     async def close(self) -> None:
         """Close the HTTP session of the bot."""
         await self.bot.session.close()
+
+
+# --- proactive notices -------------------------------------------------------------
+
+
+def classify_error(exc: Exception) -> SendResult:
+    """What an exception from a Bot API call means for an outbox row.
+
+    429 -> `RetryAfter` (the whole channel pauses); blocked by the user, chat not
+    found and other refusals of the request itself -> `Permanent`; network
+    errors, timeouts, 5xx, and a rejected token (a configuration error that a
+    fixed token heals) -> `Transient`.
+    """
+    if isinstance(exc, TelegramRetryAfter):
+        return RetryAfter(float(exc.retry_after), error=f"429: {exc.message}")
+    if isinstance(exc, TelegramUnauthorizedError):
+        return Transient(f"{type(exc).__name__}: {exc.message}")
+    if isinstance(
+        exc, TelegramForbiddenError | TelegramBadRequest | TelegramNotFound | TelegramMigrateToChat
+    ):
+        return Permanent(f"{type(exc).__name__}: {exc.message}")
+    if isinstance(exc, TelegramAPIError):
+        return Transient(f"{type(exc).__name__}: {exc.message}")
+    if isinstance(exc, TimeoutError):
+        return Transient("timeout")
+    return Transient(type(exc).__name__)
+
+
+class TelegramSender:
+    """Delivers outbox notices as plain-text Bot API messages (a `scheduler.sending.Sender`).
+
+    A body longer than Telegram's 4096 units is split with `split_text`; the
+    parts go out `chunk_interval_s` apart (Telegram's one message per second
+    per chat) and `message_count` tells the dispatcher how many rate slots the
+    notice takes. When a later part fails, a retry sends the earlier parts
+    again: long notices are rare and a repeated part is better than a lost one.
+    """
+
+    channel: Channel = Channel.TELEGRAM
+
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        chunk_interval_s: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._bot = bot
+        self._chunk_interval_s = chunk_interval_s
+        self._sleep = sleep
+
+    def message_count(self, notice: OutgoingNotice) -> int:
+        """How many sendMessage calls `notice` takes."""
+        return max(1, len(split_text(notice.body)))
+
+    async def send(self, notice: OutgoingNotice) -> SendResult:
+        """Send `notice.body` to the chat `notice.recipient`; never raises for send errors."""
+        try:
+            chat_id = int(notice.recipient)
+        except ValueError:
+            return Permanent("recipient is not a Telegram chat id")
+        chunks = split_text(notice.body) if notice.body.strip() else []
+        if not chunks:
+            return Permanent("empty body")
+        for index, chunk in enumerate(chunks):
+            if index:
+                await self._sleep(self._chunk_interval_s)
+            try:
+                await self._bot(SendMessage(chat_id=chat_id, text=chunk))
+            except Exception as exc:
+                return self._scrubbed(classify_error(exc))
+        return Sent()
+
+    def _scrubbed(self, result: SendResult) -> SendResult:
+        """The result with the bot token removed from its text (network errors may quote URLs)."""
+        token = self._bot.token
+        if isinstance(result, RetryAfter | Transient | Permanent) and token in result.error:
+            return dataclasses.replace(result, error=result.error.replace(token, "<token>"))
+        return result

@@ -3,8 +3,18 @@
 It implements the methods the Telegram adapter calls, with Telegram's envelope
 (`{"ok": true, "result": ...}` / `{"ok": false, "error_code", "description"}`):
 getMe, deleteWebhook, setWebhook, getWebhookInfo, setMyCommands, getUpdates
-(long polling with offset confirmation), sendMessage, answerCallbackQuery,
-editMessageReplyMarkup.
+(long polling with offset confirmation), sendMessage, sendDocument (multipart
+upload), answerCallbackQuery, editMessageReplyMarkup, getFile and the file
+download route `GET /file/bot<token>/<file_path>` for files a test registered
+with `add_file`.
+
+Failures a test can inject: `fail_next` (500, a dropped connection, or a 429
+with retry_after), `block_chat` (403 "bot was blocked by the user") and
+`forget_chat` (400 "chat not found"). `enforce_rates` turns on Telegram's flood
+control: at most N sends (sendMessage, sendDocument) in any sliding second and
+one per second per chat; a send over either limit is refused with 429 and
+`parameters.retry_after`, exactly as Telegram answers, and counted in
+`too_many_requests`.
 
 Usage::
 
@@ -20,10 +30,12 @@ aiogram posts multipart/form-data with complex fields JSON-encoded; JSON bodies
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -86,10 +98,57 @@ class SentMessage:
         ]
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class SentDocument:
+    """One sendDocument call: the uploaded file and its caption."""
+
+    chat_id: int
+    file_name: str
+    content: bytes
+    caption: str | None
+    reply_markup: dict[str, Any] | None
+    message_id: int
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class StoredFile:
+    """A file the server can hand out through getFile and the download route."""
+
+    file_id: str
+    file_unique_id: str
+    file_name: str
+    content: bytes
+    file_path: str
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class _Upload:
+    filename: str
+    content: bytes
+
+
 @dataclasses.dataclass(slots=True)
 class _Failure:
     remaining: int
     network: bool
+    status: int = 500
+    retry_after: int | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class _RateLimits:
+    """Flood control: `per_second` sends in any sliding second, one per `chat_interval_s`."""
+
+    per_second: int
+    chat_interval_s: float
+    accepted: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
+    last_by_chat: dict[int, float] = dataclasses.field(default_factory=dict)
+
+
+#: Methods that count as sending a message for flood control and chat errors.
+_SEND_METHODS = frozenset({"sendmessage", "senddocument"})
+#: Telegram's download limit for bots.
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 
 
 class FakeTelegramServer:
@@ -109,6 +168,16 @@ class FakeTelegramServer:
         self._message_ids = itertools.count(1000)
         self._callback_ids = itertools.count(9_000_000_000_000_000)
         self._failures: dict[str, _Failure] = {}
+        #: sendDocument calls, in order.
+        self.documents: list[SentDocument] = []
+        #: Files registered with `add_file`, by file_id.
+        self.files: dict[str, StoredFile] = {}
+        #: 429 answers given (flood control and injected ones).
+        self.too_many_requests = 0
+        self._blocked: set[int] = set()
+        self._unknown_chats: set[int] = set()
+        self._rates: _RateLimits | None = None
+        self._file_ids = itertools.count(1)
         self._changed = asyncio.Event()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -119,6 +188,7 @@ class FakeTelegramServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._dispatch)
+        app.router.add_get("/file/bot{token}/{file_path:.+}", self._download)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -155,14 +225,65 @@ class FakeTelegramServer:
         self._notify()
         return queued
 
-    def fail_next(self, method: str, count: int = 1, *, network: bool = False) -> None:
+    def fail_next(
+        self,
+        method: str,
+        count: int = 1,
+        *,
+        network: bool = False,
+        status: int = 500,
+        retry_after: int | None = None,
+    ) -> None:
         """Make the next `count` calls of `method` fail.
 
-        With `network=False` the server answers 500 (aiogram raises
-        TelegramServerError); with `network=True` it drops the connection
+        With `network=False` the server answers `status` (500: aiogram raises
+        TelegramServerError; 429 with `retry_after`: Telegram's flood-control
+        answer, TelegramRetryAfter); with `network=True` it drops the connection
         (aiogram raises TelegramNetworkError).
         """
-        self._failures[method.lower()] = _Failure(count, network)
+        if status == 429 and retry_after is None:
+            raise ValueError("a 429 carries retry_after")
+        self._failures[method.lower()] = _Failure(count, network, status, retry_after)
+
+    def block_chat(self, chat_id: int) -> None:
+        """The person blocked the bot: sends to `chat_id` answer 403."""
+        self._blocked.add(chat_id)
+
+    def forget_chat(self, chat_id: int) -> None:
+        """Sends to `chat_id` answer 400 "chat not found"."""
+        self._unknown_chats.add(chat_id)
+
+    def enforce_rates(self, per_second: int = 30, chat_interval_s: float = 1.0) -> None:
+        """Refuse sends over `per_second` in any sliding second or closer than
+        `chat_interval_s` to the previous accepted send to the same chat (429)."""
+        self._rates = _RateLimits(per_second, chat_interval_s)
+
+    def add_file(
+        self, file_id: str, name: str, content: bytes, *, mime_type: str | None = None
+    ) -> dict[str, Any]:
+        """Register a file for getFile/download; returns its `document` payload for an update."""
+        number = next(self._file_ids)
+        stored = StoredFile(
+            file_id=file_id,
+            file_unique_id=f"AgAD{number:06d}",
+            file_name=name,
+            content=content,
+            file_path=f"documents/file_{number}{Path(name).suffix}",
+        )
+        self.files[file_id] = stored
+        document: dict[str, Any] = {
+            "file_id": file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_name": name,
+            "file_size": len(content),
+        }
+        if mime_type is not None:
+            document["mime_type"] = mime_type
+        return document
+
+    def downloads(self) -> list[str]:
+        """The file paths downloaded so far, in order."""
+        return [call.params["file_path"] for call in self.calls_of("download")]
 
     def calls_of(self, method: str) -> list[ApiCall]:
         return [call for call in self.calls if call.method.lower() == method.lower()]
@@ -229,6 +350,15 @@ class FakeTelegramServer:
             },
         }
 
+    def document_update(
+        self, user_id: int, document: Mapping[str, Any], caption: str | None = None
+    ) -> dict[str, Any]:
+        """A private message carrying `document` (see `add_file`)."""
+        content: dict[str, Any] = {"document": dict(document)}
+        if caption is not None:
+            content["caption"] = caption
+        return self._message(user_id, **content)
+
     def text_update(self, user_id: int, text: str) -> dict[str, Any]:
         """A private text message; a leading "/word" gets its bot_command entity."""
         content: dict[str, Any] = {"text": text}
@@ -284,9 +414,15 @@ class FakeTelegramServer:
                 params.update(body)
         elif request.can_read_body:
             form = await request.post()
+            uploads: dict[str, _Upload] = {}
             for key, value in form.items():
                 if isinstance(value, str):
                     params[key] = _decode(key, value)
+                elif isinstance(value, web.FileField):  # named elsewhere as attach://<key>
+                    uploads[key] = _Upload(value.filename, value.file.read())
+            for key, value in list(params.items()):
+                if isinstance(value, str) and value.startswith("attach://"):
+                    params[key] = uploads.get(value.removeprefix("attach://"))
         return params
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -298,10 +434,18 @@ class FakeTelegramServer:
         failure = self._failures.get(method.lower())
         if failure is not None and failure.remaining > 0:
             failure.remaining -= 1
+            self._notify()
             if failure.network and request.transport is not None:
                 request.transport.close()
                 return web.Response(status=500)
-            return _error(500, "Internal Server Error")
+            if failure.retry_after is not None:
+                self.too_many_requests += 1
+                return _too_many(failure.retry_after)
+            return _error(failure.status, "Internal Server Error")
+        refused = self._refusal(method.lower(), params)
+        if refused is not None:
+            self._notify()
+            return refused
         handler = {
             "getme": self._get_me,
             "deletewebhook": self._delete_webhook,
@@ -310,6 +454,8 @@ class FakeTelegramServer:
             "setmycommands": self._set_my_commands,
             "getupdates": self._get_updates,
             "sendmessage": self._send_message,
+            "senddocument": self._send_document,
+            "getfile": self._get_file,
             "answercallbackquery": self._answer_callback_query,
             "editmessagereplymarkup": self._edit_message_reply_markup,
         }.get(method.lower())
@@ -319,6 +465,34 @@ class FakeTelegramServer:
             return await handler(params)
         finally:
             self._notify()
+
+    def _refusal(self, method: str, params: dict[str, Any]) -> web.Response | None:
+        """The chat errors and flood control of a send, or None when it may go through."""
+        if method not in _SEND_METHODS or "chat_id" not in params:
+            return None
+        chat_id = int(params["chat_id"])
+        if chat_id in self._blocked:
+            return _error(403, "Forbidden: bot was blocked by the user")
+        if chat_id in self._unknown_chats:
+            return _error(400, "Bad Request: chat not found")
+        rates = self._rates
+        if rates is None:
+            return None
+        now = time.monotonic()
+        while rates.accepted and rates.accepted[0] <= now - 1.0:
+            rates.accepted.popleft()
+        wait = 0.0
+        if len(rates.accepted) >= rates.per_second:
+            wait = rates.accepted[0] + 1.0 - now
+        last = rates.last_by_chat.get(chat_id)
+        if last is not None and now - last < rates.chat_interval_s:
+            wait = max(wait, last + rates.chat_interval_s - now)
+        if wait > 0:
+            self.too_many_requests += 1
+            return _too_many(max(1, math.ceil(wait)))
+        rates.accepted.append(now)
+        rates.last_by_chat[chat_id] = now
+        return None
 
     async def _get_me(self, params: dict[str, Any]) -> web.Response:
         return _ok(BOT_USER)
@@ -384,6 +558,70 @@ class FakeTelegramServer:
             message["reply_markup"] = markup
         return _ok(message)
 
+    async def _send_document(self, params: dict[str, Any]) -> web.Response:
+        chat_id = int(params["chat_id"])
+        upload = params.get("document")
+        if not isinstance(upload, _Upload):
+            return _error(400, "Bad Request: there is no document in the request")
+        caption = params.get("caption")
+        if caption is not None and len(str(caption).encode("utf-16-le")) // 2 > 1024:
+            return _error(400, "Bad Request: message caption is too long")
+        markup = params.get("reply_markup")
+        message_id = next(self._message_ids)
+        self.documents.append(
+            SentDocument(
+                chat_id=chat_id,
+                file_name=upload.filename,
+                content=upload.content,
+                caption=None if caption is None else str(caption),
+                reply_markup=markup,
+                message_id=message_id,
+            )
+        )
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "from": BOT_USER,
+            "chat": {"id": chat_id, "first_name": "Budi", "type": "private"},
+            "date": int(time.time()),
+            "document": {
+                "file_id": f"BQACAgUAAxkDAAI{message_id}",
+                "file_unique_id": f"AgAD{message_id}",
+                "file_name": upload.filename,
+                "file_size": len(upload.content),
+            },
+        }
+        if caption is not None:
+            message["caption"] = str(caption)
+        if isinstance(markup, dict) and "inline_keyboard" in markup:
+            message["reply_markup"] = markup
+        return _ok(message)
+
+    async def _get_file(self, params: dict[str, Any]) -> web.Response:
+        stored = self.files.get(str(params.get("file_id", "")))
+        if stored is None:
+            return _error(400, "Bad Request: invalid file_id")
+        if len(stored.content) > MAX_DOWNLOAD_BYTES:
+            return _error(400, "Bad Request: file is too big")
+        return _ok(
+            {
+                "file_id": stored.file_id,
+                "file_unique_id": stored.file_unique_id,
+                "file_size": len(stored.content),
+                "file_path": stored.file_path,
+            }
+        )
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["token"] != self.token:
+            return _error(401, "Unauthorized")
+        path = request.match_info["file_path"]
+        self.calls.append(ApiCall("download", {"file_path": path}))
+        self._notify()
+        for stored in self.files.values():
+            if stored.file_path == path:
+                return web.Response(body=stored.content)
+        return _error(404, "Not Found")
+
     async def _answer_callback_query(self, params: dict[str, Any]) -> web.Response:
         if not params.get("callback_query_id"):
             return _error(400, "Bad Request: query is too old and response timeout expired")
@@ -419,6 +657,18 @@ def _ok(result: Any, description: str | None = None) -> web.Response:
     if description is not None:
         body["description"] = description
     return web.json_response(body)
+
+
+def _too_many(retry_after: int) -> web.Response:
+    return web.json_response(
+        {
+            "ok": False,
+            "error_code": 429,
+            "description": f"Too Many Requests: retry after {retry_after}",
+            "parameters": {"retry_after": retry_after},
+        },
+        status=429,
+    )
 
 
 def _error(status: int, description: str) -> web.Response:
