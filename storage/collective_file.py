@@ -1,0 +1,667 @@
+"""The files a PIC exchanges with the BPJS Ketenagakerjaan branch (SPEC 4.5).
+
+Out: the collective registration file (XLSX), one row per enrollment of a
+submission batch, written in streaming mode so memory stays flat however many
+rows there are. In: the file BPJS sends back mapping NIK to KPJ (CSV or XLSX),
+read into `KpjRow`s for the import preview (`storage.collective`).
+
+No database here; bytes in, bytes out.
+
+Language of the collective file: the headers and the words for sex, occupation
+and payment plan are fixed Indonesian constants below, not catalogue entries.
+The file is read by the BPJS branch, whatever language the PIC chats in, and
+its layout must not change with a user preference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import itertools
+import os
+import re
+import shutil
+import zipfile
+import zlib
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from xml.etree.ElementTree import ParseError
+
+from openpyxl import Workbook, load_workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE, Cell
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+from openpyxl.utils.exceptions import InvalidFileException
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from openpyxl.writer.excel import ExcelWriter
+
+from domain._digits import is_ascii_digits, strip_separators
+from domain.nik import NIK_LENGTH, mask_nik
+from domain.vocabulary import Occupation, PaymentPlan, Sex
+
+if TYPE_CHECKING:
+    from _typeshed import SizedBuffer
+
+# --- the collective file (out) ----------------------------------------------------------
+
+SHEET_TITLE = "Peserta"
+FILE_TITLE = "Pendaftaran Kolektif Peserta BPJS Ketenagakerjaan Bukan Penerima Upah (BPU)"
+#: Labels of the title block, one per row above the header row.
+BATCH_LABEL = "Nomor Batch"
+OPD_LABEL = "OPD"
+DATE_LABEL = "Tanggal"
+COLLECTIVE_HEADERS: tuple[str, ...] = (
+    "No",
+    "NIK",
+    "Nama Lengkap (sesuai KTP)",
+    "Tanggal Lahir",
+    "Jenis Kelamin (L/P)",
+    "No. HP",
+    "Desa/Kelurahan",
+    "Kecamatan",
+    "Pekerjaan",
+    "NIP ASN Penanggung",
+    "Nama ASN Penanggung",
+    "Cara Bayar",
+    "Bulan Pertama Kepesertaan",
+)
+#: Row of the column headers (1-based); the data starts right below.
+HEADER_ROW = 6
+_COLUMN_WIDTHS = (6, 20, 32, 13, 10, 16, 22, 22, 28, 21, 32, 26, 14)
+
+SEX_WORDS: Mapping[Sex, str] = {Sex.MALE: "L", Sex.FEMALE: "P"}
+OCCUPATION_WORDS: Mapping[Occupation, str] = {
+    Occupation.FAMILY_MEMBER: "Anggota keluarga",
+    Occupation.HOUSEHOLD_ASSISTANT: "Asisten rumah tangga",
+    Occupation.GARDEN_WORKER: "Tukang kebun",
+    Occupation.DRIVER: "Sopir",
+    Occupation.HOUSE_GUARD: "Penjaga rumah",
+    Occupation.PLACE_OF_WORSHIP_WORKER: "Marbot / pengurus rumah ibadah",
+    Occupation.FISHER: "Nelayan",
+    Occupation.OJOL_RIDER: "Pengemudi ojek online",
+    Occupation.OTHER: "Lainnya",
+}
+PLAN_WORDS: Mapping[PaymentPlan, str] = {
+    PaymentPlan.MONTHLY: "Bulanan",
+    PaymentPlan.QUARTERLY: "Tiga bulanan",
+    PaymentPlan.PAYROLL_DEDUCTION: "Potong gaji (bendahara)",
+}
+DATE_FORMAT = "DD/MM/YYYY"
+MONTH_FORMAT = "MM/YYYY"
+TEXT_FORMAT = "@"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CollectiveRow:
+    """One enrollment as it goes to BPJS; the NIK in full (the only place it leaves encrypted)."""
+
+    nik: str
+    full_name: str
+    birth_date: date
+    sex: Sex
+    phone_e164: str | None
+    village: str
+    district: str
+    occupation: Occupation
+    sponsor_nip: str
+    sponsor_name: str
+    plan: PaymentPlan
+    first_month: date
+
+
+class _PinnedZipFile(zipfile.ZipFile):
+    """A ZipFile whose entries all carry one fixed time and mode.
+
+    openpyxl names entries with the current time (`writestr`) and copies the
+    streamed worksheet from a temporary file with that file's mtime and mode
+    (`write`); pinning both makes the archive a function of its content.
+    """
+
+    def __init__(self, target: IO[bytes], stamp: datetime) -> None:
+        super().__init__(target, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        self._stamp = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
+
+    def _entry(self, name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=self._stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o600 << 16
+        return info
+
+    def writestr(
+        self,
+        zinfo_or_arcname: str | zipfile.ZipInfo,
+        data: SizedBuffer | str,
+        compress_type: int | None = None,
+        compresslevel: int | None = None,
+    ) -> None:
+        if isinstance(zinfo_or_arcname, str):
+            zinfo_or_arcname = self._entry(zinfo_or_arcname)
+        super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
+
+    def write(
+        self,
+        filename: str | os.PathLike[str],
+        arcname: str | os.PathLike[str] | None = None,
+        compress_type: int | None = None,
+        compresslevel: int | None = None,
+    ) -> None:
+        info = self._entry(os.fspath(arcname if arcname is not None else filename))
+        info.file_size = os.path.getsize(filename)  # decides zip64 before writing
+        with open(filename, "rb") as source, self.open(info, "w") as entry:
+            shutil.copyfileobj(source, entry, 1 << 20)
+
+
+def _national_phone(phone_e164: str | None) -> str:
+    """+6281234567890 -> 081234567890, the form written on Indonesian forms; others as stored."""
+    if phone_e164 is None:
+        return ""
+    if phone_e164.startswith("+62"):
+        return "0" + phone_e164[3:]
+    return phone_e164
+
+
+class _Cells:
+    """Cell values for one write-only sheet.
+
+    Plain strings are the fast path (openpyxl writes them as inline-string
+    text cells); a cell object costs several times more per cell, so one is
+    used only where a number format is needed (the NIK as "@", dates) or
+    where openpyxl would not keep a string as text: a value starting with "="
+    becomes a formula and "#N/A" an error, and a worker's name typed as
+    "=HYPERLINK(...)" must reach the PIC's spreadsheet as text. The formatted
+    cells are reused for every row: a write-only sheet serialises a row as soon
+    as it is appended.
+    """
+
+    __slots__ = ("_birth", "_date", "_month", "_nik", "_sheet")
+
+    def __init__(self, sheet: WriteOnlyWorksheet) -> None:
+        self._sheet = sheet
+        self._nik = self._formatted(TEXT_FORMAT)
+        self._date = self._formatted(DATE_FORMAT)
+        self._birth = self._formatted(DATE_FORMAT)
+        self._month = self._formatted(MONTH_FORMAT)
+
+    def _formatted(self, number_format: str) -> Cell:
+        cell = WriteOnlyCell(self._sheet)
+        cell.number_format = number_format
+        return cell
+
+    def text(self, value: str) -> str | Cell:
+        # Control characters other than tab and line ends are not allowed in XLSX XML.
+        value = ILLEGAL_CHARACTERS_RE.sub("", value)
+        if value.startswith("=") or value in ERROR_CODES:
+            return self.forced_text(value)
+        return value
+
+    def forced_text(self, value: str, *, bold: bool = False) -> Cell:
+        cell = WriteOnlyCell(self._sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
+        cell.data_type = "s"
+        if bold:
+            cell.font = Font(bold=True)
+        return cell
+
+    def nik(self, value: str) -> Cell:
+        self._nik.value = value  # 16 ASCII digits: always a plain string
+        return self._nik
+
+    def day(self, value: date) -> Cell:
+        self._date.value = value
+        return self._date
+
+    def birth_date(self, value: date) -> Cell:
+        self._birth.value = value
+        return self._birth
+
+    def month(self, value: date) -> Cell:
+        self._month.value = value.replace(day=1)
+        return self._month
+
+
+def write_collective_xlsx(
+    rows: Iterable[CollectiveRow],
+    target: BinaryIO,
+    *,
+    batch_number: str,
+    opd_name: str,
+    created_at: datetime,
+) -> int:
+    """Write the collective file of one batch to `target`; return the number of data rows.
+
+    One sheet: a title block (title, batch number, OPD, date), the header row
+    (`HEADER_ROW`) and one row per enrollment in the order given. NIK, phone
+    and NIP are text cells (Excel would round a 16-digit number; the NIK
+    column also carries the "@" text format, so a retyped NIK stays text);
+    dates are date cells. Rows are streamed (openpyxl write-only mode): memory
+    does not grow with the row count.
+
+    Deterministic: the same rows, `batch_number`, `opd_name` and `created_at`
+    give the same bytes (document properties and zip entry times are set from
+    `created_at`, which must be aware; the sheet shows its date as given, so
+    pass it in the zone the PIC should see).
+    """
+    if created_at.tzinfo is None:
+        raise ValueError("created_at must be an aware datetime")
+    stamp = created_at.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+    workbook = Workbook(write_only=True)
+    workbook.properties.creator = "SERTAKAN"
+    workbook.properties.title = f"{FILE_TITLE} {batch_number}"
+    workbook.properties.created = stamp
+    workbook.properties.modified = stamp
+    sheet = workbook.create_sheet(SHEET_TITLE)
+    for index, width in enumerate(_COLUMN_WIDTHS, 1):
+        sheet.column_dimensions[get_column_letter(index)].width = width
+    sheet.freeze_panes = f"A{HEADER_ROW + 1}"
+
+    cells = _Cells(sheet)
+    sheet.append([cells.forced_text(FILE_TITLE, bold=True)])
+    sheet.append([cells.forced_text(BATCH_LABEL, bold=True), cells.forced_text(batch_number)])
+    sheet.append([OPD_LABEL, cells.text(opd_name)])
+    sheet.append([DATE_LABEL, cells.day(created_at.date())])
+    sheet.append([])
+    sheet.append([cells.forced_text(header, bold=True) for header in COLLECTIVE_HEADERS])
+
+    text = cells.text
+    count = 0
+    for count, row in enumerate(rows, 1):
+        sheet.append(
+            (
+                count,
+                cells.nik(row.nik),
+                text(row.full_name),
+                cells.birth_date(row.birth_date),
+                SEX_WORDS[row.sex],
+                text(_national_phone(row.phone_e164)),
+                text(row.village),
+                text(row.district),
+                OCCUPATION_WORDS[row.occupation],
+                text(row.sponsor_nip),
+                text(row.sponsor_name),
+                PLAN_WORDS[row.plan],
+                cells.month(row.first_month),
+            )
+        )
+    with _PinnedZipFile(target, stamp) as archive:
+        ExcelWriter(workbook, archive).save()
+    return count
+
+
+# --- the KPJ file (in) --------------------------------------------------------------------
+
+
+class FileProblem(StrEnum):
+    """Why a file sent as a KPJ file cannot be read at all."""
+
+    #: Not a CSV or XLSX file (a PDF, a photo, a Word document, an old .xls ...).
+    NOT_SPREADSHEET = "not_spreadsheet"
+    #: Looks like a spreadsheet but is damaged or too large once unpacked.
+    UNREADABLE = "unreadable"
+    #: No rows at all, or a header without any row under it.
+    EMPTY = "empty"
+    NO_NIK_COLUMN = "no_nik_column"
+    NO_KPJ_COLUMN = "no_kpj_column"
+    TOO_MANY_ROWS = "too_many_rows"
+
+
+class KpjFileError(Exception):
+    """The whole file is refused; `detail` says what was found (e.g. the headers)."""
+
+    def __init__(self, problem: FileProblem, detail: str = "") -> None:
+        super().__init__(f"{problem.value}: {detail}" if detail else problem.value)
+        self.problem = problem
+        self.detail = detail
+
+
+class NikCellProblem(StrEnum):
+    """Why one NIK cell does not hold a readable 16-digit NIK."""
+
+    EMPTY = "empty"
+    #: A spreadsheet stored the NIK as a number: 16 digits do not survive that.
+    SCIENTIFIC = "scientific"
+    NON_DIGIT = "non_digit"
+    LENGTH = "length"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KpjRow:
+    """One data row of a KPJ file."""
+
+    #: The row number as the spreadsheet shows it (CSV: the line's record number).
+    row_number: int
+    #: 16 digits when readable, else None (see `nik_problem`).
+    nik: str | None
+    nik_problem: NikCellProblem | None
+    #: What to show the PIC: the masked NIK, or the cell's text (at most 20
+    #: characters, long digit runs masked).
+    nik_shown: str
+    #: The KPJ cell as text (parse with `domain.kpj.parse_kpj`).
+    kpj_raw: str
+
+
+#: Header words (normalised: case-folded, parenthesised notes and anything but
+#: letters and digits removed) that name the NIK and the KPJ column.
+NIK_HEADERS = frozenset(
+    {
+        "nik",
+        "nonik",
+        "nomornik",
+        "niknumber",
+        "nikktp",
+        "noktp",
+        "nomorktp",
+        "nikpeserta",
+        "niktk",
+        "niktenagakerja",
+        "nomorindukkependudukan",
+        "noindukkependudukan",
+        "noidentitas",
+        "nomoridentitas",
+    }
+)
+KPJ_HEADERS = frozenset(
+    {
+        "kpj",
+        "nokpj",
+        "nomorkpj",
+        "kpjnumber",
+        "kpjno",
+        "kpjpeserta",
+        "nokpjpeserta",
+        "nokartu",
+        "nomorkartu",
+        "nokartupeserta",
+        "nomorkartupeserta",
+        "nokartukpj",
+        "nopeserta",
+        "nomorpeserta",
+    }
+)
+#: The header row is looked for in this many rows from the top (title rows above it).
+HEADER_SEARCH_ROWS = 20
+#: An XLSX that unpacks to more than this is refused before parsing (zip bombs).
+MAX_UNPACKED_BYTES = 1 << 30
+_SHOWN_LENGTH = 20
+_PARENTHESISED = re.compile(r"\([^)]*\)|\[[^\]]*\]")
+_NOT_ALNUM = re.compile(r"[\W_]+")
+_SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
+_DIGIT = re.compile(r"\d")
+_CSV_DELIMITERS = (",", ";", "\t")
+# Text with more than one control character (other than tab and line ends) in
+# 200 is binary: a CSV has none.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_BINARY_SAMPLE = 65536
+_BINARY_CONTROL_RATIO = 200
+_ZIP_MAGIC = b"PK\x03\x04"
+_OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office file (.xls/.doc): save as .xlsx or CSV"),
+    (b"%PDF", "a PDF document"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"RIFF", "a RIFF file (image or audio)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"),
+)
+_OTHER_EXTENSIONS = frozenset(
+    {".pdf", ".doc", ".docx", ".jpg", ".jpeg", ".png", ".gif", ".webp", ".heic", ".xls", ".ods"}
+)
+
+
+def normalise_header(text: str) -> str:
+    """ "No. KPJ (11 digit)" -> "nokpj": notes in brackets, case, spaces and punctuation dropped."""
+    return _NOT_ALNUM.sub("", _PARENTHESISED.sub("", text).casefold())
+
+
+def read_kpj_file(
+    file_name: str, content: bytes, *, max_rows: int = 500_000
+) -> tuple[list[KpjRow], int]:
+    """Read a NIK -> KPJ file sent back by BPJS: (data rows, number of completely empty rows).
+
+    The format is decided by the content (an XLSX is a zip with a workbook in
+    it; anything else must decode as text and is read as CSV with `,`, `;` or
+    tab as delimiter, UTF-8 with or without BOM, UTF-16 with BOM, else
+    cp1252/latin-1); the name only tells a picture or a document apart. The
+    header row is the first of the top `HEADER_SEARCH_ROWS` rows with a NIK
+    column; the first XLSX sheet that has one is used. Cells are never
+    guessed: a NIK stored as a number is reported as SCIENTIFIC (Excel keeps 15
+    significant digits, so the 16th is already lost).
+
+    Raises KpjFileError for a file that cannot be used at all.
+    """
+    if not content.strip():
+        raise KpjFileError(FileProblem.EMPTY, "the file has no content")
+    for magic, what in _OTHER_FORMATS:
+        if content.startswith(magic):
+            raise KpjFileError(FileProblem.NOT_SPREADSHEET, what)
+    if content.startswith(_ZIP_MAGIC):
+        with contextlib.closing(_xlsx_tables(content)) as sheets:
+            try:
+                return _read_rows(sheets, max_rows)
+            except _XLSX_DAMAGE as exc:
+                raise KpjFileError(FileProblem.UNREADABLE, type(exc).__name__) from exc
+    extension = os.path.splitext(file_name)[1].casefold()
+    if extension in _OTHER_EXTENSIONS:
+        raise KpjFileError(
+            FileProblem.NOT_SPREADSHEET, f"a {extension} file; expected .xlsx or .csv"
+        )
+    return _read_rows(iter([_csv_table(_decode(content))]), max_rows)
+
+
+# A table is an iterator of (row number, cells); an XLSX gives one per sheet.
+_Table = Iterator[tuple[int, Sequence[Any]]]
+
+
+# What a damaged XLSX raises while its rows are parsed.
+_XLSX_DAMAGE = (ParseError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, OSError)
+
+
+def _xlsx_tables(content: bytes) -> Generator[_Table, None, None]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            names = set(archive.namelist())
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise KpjFileError(FileProblem.UNREADABLE, "damaged zip archive") from exc
+    if "xl/workbook.xml" not in names:
+        if "word/document.xml" in names:
+            raise KpjFileError(FileProblem.NOT_SPREADSHEET, "a Word document")
+        if "content.xml" in names:
+            raise KpjFileError(FileProblem.NOT_SPREADSHEET, "an OpenDocument file: save as .xlsx")
+        raise KpjFileError(FileProblem.NOT_SPREADSHEET, "a zip archive without a workbook")
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise KpjFileError(FileProblem.UNREADABLE, f"unpacks to {unpacked >> 20} MiB")
+    try:
+        workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise KpjFileError(FileProblem.UNREADABLE, type(exc).__name__) from exc
+    return _sheets(workbook)
+
+
+def _sheets(workbook: Any) -> Generator[_Table, None, None]:
+    try:
+        for sheet in workbook.worksheets:
+            if not hasattr(sheet, "reset_dimensions"):  # a chart sheet
+                continue
+            # Some writers store a wrong <dimension>; read every row that is there.
+            sheet.reset_dimensions()
+            yield enumerate(sheet.iter_rows(values_only=True), 1)
+    finally:
+        workbook.close()
+
+
+def _decode(content: bytes) -> str:
+    """The text of a CSV file; binary content is refused as NOT_SPREADSHEET."""
+    if content.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" export
+        try:
+            return content.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise KpjFileError(FileProblem.UNREADABLE, "damaged UTF-16 text") from exc
+    text = None
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            text = content.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    if text is None:
+        text = content.decode("latin-1")
+    sample = text[:_BINARY_SAMPLE]
+    controls = len(_CONTROL.findall(sample))
+    if "\x00" in sample or controls * _BINARY_CONTROL_RATIO > len(sample):
+        raise KpjFileError(FileProblem.NOT_SPREADSHEET, "binary content, not a CSV text file")
+    return text
+
+
+def _csv_table(text: str) -> _Table:
+    """The CSV read with the delimiter that gives a recognisable header row."""
+    lines = list(itertools.islice(io.StringIO(text, newline=""), HEADER_SEARCH_ROWS * 2))
+    best: tuple[int, int, str] | None = None
+    for delimiter in _CSV_DELIMITERS:
+        top = list(csv.reader(lines, delimiter=delimiter))[:HEADER_SEARCH_ROWS]
+        for cells in top:
+            columns = _columns(cells)
+            if columns is not None:
+                score = (2 if columns[1] is not None else 1, len(cells))
+                if best is None or score > best[:2]:
+                    best = (*score, delimiter)
+                break
+    if best is not None:
+        delimiter = best[2]
+    else:  # no header: split like the first line, so the error can name its cells
+        first = next((line for line in lines if line.strip()), "")
+        delimiter = max(_CSV_DELIMITERS, key=first.count)
+    return enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), 1)
+
+
+def _columns(cells: Sequence[Any]) -> tuple[int, int | None] | None:
+    """(NIK column, KPJ column) when `cells` is a header row with a NIK column."""
+    nik = kpj = None
+    for index, cell in enumerate(cells):
+        if not isinstance(cell, str):
+            continue
+        word = normalise_header(cell)
+        if nik is None and word in NIK_HEADERS:
+            nik = index
+        elif kpj is None and word in KPJ_HEADERS:
+            kpj = index
+    return None if nik is None else (nik, kpj)
+
+
+def _is_empty(cell: Any) -> bool:
+    return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
+def _read_rows(tables: Iterator[_Table], max_rows: int) -> tuple[list[KpjRow], int]:
+    first_seen: Sequence[Any] | None = None
+    any_rows = False
+    for table in tables:
+        header: tuple[int, int | None] | None = None
+        for row_number, cells in table:
+            if any(not _is_empty(cell) for cell in cells):
+                any_rows = True
+                if first_seen is None:
+                    first_seen = cells
+                header = _columns(cells)
+                if header is not None:
+                    break
+            if row_number >= HEADER_SEARCH_ROWS:
+                break
+        if header is None:
+            continue
+        nik_column, kpj_column = header
+        if kpj_column is None:
+            raise KpjFileError(FileProblem.NO_KPJ_COLUMN, _headers_found(cells))
+        return _data_rows(table, nik_column, kpj_column, max_rows)
+    if not any_rows:
+        raise KpjFileError(FileProblem.EMPTY, "no rows")
+    raise KpjFileError(FileProblem.NO_NIK_COLUMN, _headers_found(first_seen or ()))
+
+
+def _headers_found(cells: Sequence[Any]) -> str:
+    words = [str(cell).strip()[:40] for cell in cells if not _is_empty(cell)]
+    return ", ".join(words[:15])
+
+
+def _data_rows(
+    table: _Table, nik_column: int, kpj_column: int, max_rows: int
+) -> tuple[list[KpjRow], int]:
+    rows: list[KpjRow] = []
+    empty = 0
+    for row_number, cells in table:
+        if all(_is_empty(cell) for cell in cells):
+            empty += 1
+            continue
+        if len(rows) >= max_rows:
+            raise KpjFileError(FileProblem.TOO_MANY_ROWS, f"more than {max_rows} rows")
+        nik_cell = cells[nik_column] if nik_column < len(cells) else None
+        kpj_cell = cells[kpj_column] if kpj_column < len(cells) else None
+        nik, problem, shown = read_nik_cell(nik_cell)
+        rows.append(KpjRow(row_number, nik, problem, shown, kpj_text(kpj_cell)))
+    if not rows:
+        raise KpjFileError(FileProblem.EMPTY, "no rows under the header")
+    return rows, empty
+
+
+def read_nik_cell(cell: Any) -> tuple[str | None, NikCellProblem | None, str]:
+    """A NIK cell's value: (nik, problem, what to show the PIC)."""
+    if isinstance(cell, bool) or not isinstance(cell, int | float | str):
+        if cell is None:
+            return None, NikCellProblem.EMPTY, ""
+        return None, NikCellProblem.NON_DIGIT, _shown(str(cell))
+    if isinstance(cell, int | float):
+        if abs(cell) >= 1e15:
+            return None, NikCellProblem.SCIENTIFIC, f"{float(cell):.5E}"
+        if cell < 0 or not float(cell).is_integer():
+            return None, NikCellProblem.NON_DIGIT, _shown(str(cell))
+        text = str(int(cell))
+    else:
+        text = cell.strip()
+        if _SCIENTIFIC.match(text):
+            return None, NikCellProblem.SCIENTIFIC, _shown(text)
+        # A leading apostrophe is how people force text in a spreadsheet.
+        text = text.removeprefix("'")
+    cleaned = strip_separators(text)
+    if not cleaned:
+        return None, NikCellProblem.EMPTY, ""
+    if not is_ascii_digits(cleaned):
+        return None, NikCellProblem.NON_DIGIT, _shown(text)
+    if len(cleaned) != NIK_LENGTH:
+        return None, NikCellProblem.LENGTH, _shown(cleaned)
+    return cleaned, None, mask_nik(cleaned)
+
+
+def _shown(text: str) -> str:
+    """Cell text for the PIC, cut to 20 characters; a near-NIK never appears in full.
+
+    When the text holds more than 8 digits, only the first 4 and the last 4
+    digits stay visible (as in a masked NIK): a 15-digit typo is still personal data.
+    """
+    text = text[:_SHOWN_LENGTH]
+    digits = len(_DIGIT.findall(text))
+    if digits <= 8:
+        return text
+    seen = 0
+
+    def mask(match: re.Match[str]) -> str:
+        nonlocal seen
+        seen += 1
+        return match.group() if seen <= 4 or seen > digits - 4 else "*"
+
+    return _DIGIT.sub(mask, text)
+
+
+def kpj_text(cell: Any) -> str:
+    """A KPJ cell as text; a number as its digits (11 digits are exact in a spreadsheet)."""
+    if cell is None or isinstance(cell, bool):
+        return "" if cell is None else str(cell)
+    if isinstance(cell, int):
+        return str(cell)
+    if isinstance(cell, float):
+        return str(int(cell)) if cell.is_integer() and abs(cell) < 1e15 else repr(cell)
+    return str(cell).strip().removeprefix("'")

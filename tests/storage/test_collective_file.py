@@ -1,0 +1,520 @@
+"""The collective XLSX (out) and the KPJ file (in): real files, written and read back."""
+
+from __future__ import annotations
+
+import io
+import random
+import zipfile
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from openpyxl import Workbook, load_workbook
+from openpyxl.cell.cell import Cell
+
+from domain.vocabulary import Occupation, PaymentPlan, Sex
+from storage.collective_file import (
+    COLLECTIVE_HEADERS,
+    HEADER_ROW,
+    CollectiveRow,
+    FileProblem,
+    KpjFileError,
+    KpjRow,
+    NikCellProblem,
+    read_kpj_file,
+    write_collective_xlsx,
+)
+
+CREATED = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+NIK_A = "3201014708900001"
+NIK_B = "1771010101800003"
+NIK_C = "3201020202020202"
+KPJ_A = "21012345678"
+KPJ_B = "21012345679"
+
+
+def collective_row(index: int = 0, **changes: Any) -> CollectiveRow:
+    values: dict[str, Any] = {
+        "nik": f"3201{index:012d}",
+        "full_name": f"Siti Aminah {index}",
+        "birth_date": date(1990, 8, 7),
+        "sex": Sex.FEMALE,
+        "phone_e164": "+6281298765432",
+        "village": "Sukamaju",
+        "district": "Ciawi",
+        "occupation": Occupation.HOUSEHOLD_ASSISTANT,
+        "sponsor_nip": "198503122010011002",
+        "sponsor_name": "Budi Santoso",
+        "plan": PaymentPlan.QUARTERLY,
+        "first_month": date(2026, 12, 1),
+    }
+    values.update(changes)
+    return CollectiveRow(**values)
+
+
+def export(
+    rows: Sequence[CollectiveRow],
+    *,
+    batch_number: str = "DINKES-2026-001",
+    created_at: datetime = CREATED,
+) -> bytes:
+    target = io.BytesIO()
+    written = write_collective_xlsx(
+        rows,
+        target,
+        batch_number=batch_number,
+        opd_name="Dinas Kesehatan",
+        created_at=created_at,
+    )
+    assert written == len(rows)
+    return target.getvalue()
+
+
+def xlsx(*sheets: Sequence[Sequence[Any]], titles: Sequence[str] = ()) -> bytes:
+    """An XLSX with one sheet per list of rows (None cells stay empty)."""
+    workbook = Workbook()
+    workbook.remove(workbook.active)  # type: ignore[arg-type]
+    for index, rows in enumerate(sheets):
+        sheet = workbook.create_sheet(titles[index] if index < len(titles) else f"S{index}")
+        for row in rows:
+            sheet.append(list(row))
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def read(name: str, content: bytes, **kwargs: Any) -> tuple[list[KpjRow], int]:
+    return read_kpj_file(name, content, **kwargs)
+
+
+def refused(name: str, content: bytes, **kwargs: Any) -> KpjFileError:
+    with pytest.raises(KpjFileError) as caught:
+        read_kpj_file(name, content, **kwargs)
+    return caught.value
+
+
+# --- the collective file ------------------------------------------------------------------
+
+
+def test_the_collective_file_has_a_title_block_headers_and_one_row_per_enrollment() -> None:
+    rows = [
+        collective_row(1),
+        collective_row(
+            2,
+            sex=Sex.MALE,
+            phone_e164=None,
+            occupation=Occupation.OJOL_RIDER,
+            plan=PaymentPlan.PAYROLL_DEDUCTION,
+            first_month=date(2027, 1, 1),
+        ),
+    ]
+    sheet = load_workbook(io.BytesIO(export(rows))).active
+    assert sheet is not None
+    assert sheet["A2"].value == "Nomor Batch"
+    assert sheet["B2"].value == "DINKES-2026-001"
+    assert sheet["B3"].value == "Dinas Kesehatan"
+    assert sheet["B4"].value == datetime(2026, 11, 21)
+    header = [cell.value for cell in sheet[HEADER_ROW]]
+    assert tuple(header) == COLLECTIVE_HEADERS
+    first = [cell.value for cell in sheet[HEADER_ROW + 1]]
+    assert first == [
+        1,
+        "3201000000000001",
+        "Siti Aminah 1",
+        datetime(1990, 8, 7),
+        "P",
+        "081298765432",
+        "Sukamaju",
+        "Ciawi",
+        "Asisten rumah tangga",
+        "198503122010011002",
+        "Budi Santoso",
+        "Tiga bulanan",
+        datetime(2026, 12, 1),
+    ]
+    second = [cell.value for cell in sheet[HEADER_ROW + 2]]
+    assert second[0] == 2
+    assert second[4] == "L"
+    assert second[5] is None  # no phone
+    assert second[8] == "Pengemudi ojek online"
+    assert second[11] == "Potong gaji (bendahara)"
+    assert second[12] == datetime(2027, 1, 1)
+    assert sheet.max_row == HEADER_ROW + 2
+
+
+def test_nik_phone_and_nip_are_text_cells_and_dates_are_dates() -> None:
+    sheet = load_workbook(io.BytesIO(export([collective_row(7)]))).active
+    assert sheet is not None
+    data = HEADER_ROW + 1
+    nik, birth, phone, nip, month = (sheet.cell(data, c) for c in (2, 4, 6, 10, 13))
+    assert isinstance(birth, Cell) and isinstance(month, Cell)
+    assert (nik.data_type, nik.number_format) == ("s", "@")
+    assert phone.data_type == "s"
+    assert nip.data_type == "s"
+    assert birth.is_date and birth.number_format == "DD/MM/YYYY"
+    assert month.is_date and month.number_format == "MM/YYYY"
+
+
+def test_a_name_that_looks_like_a_formula_stays_text() -> None:
+    hostile = '=HYPERLINK("http://example.invalid","klik")'
+    rows = [collective_row(1, full_name=hostile, village="#N/A", district="Ciawi\x07\x0b")]
+    sheet = load_workbook(io.BytesIO(export(rows))).active
+    assert sheet is not None
+    name = sheet.cell(HEADER_ROW + 1, 3)
+    assert name.data_type == "s"
+    assert name.value == hostile
+    assert sheet.cell(HEADER_ROW + 1, 7).data_type == "s"
+    # Control characters cannot be stored in XLSX: dropped, the rest kept.
+    assert sheet.cell(HEADER_ROW + 1, 8).value == "Ciawi"
+
+
+def test_the_same_batch_gives_the_same_bytes() -> None:
+    rows = [collective_row(i) for i in range(50)]
+    first = export(rows)
+    again = export(list(rows))
+    assert first == again
+    assert export(rows, created_at=CREATED + timedelta(days=1)) != first
+    assert export(rows, batch_number="DINKES-2026-002") != first
+
+
+def test_the_file_carries_the_batch_time_not_the_clock() -> None:
+    # openpyxl stamps the current time into docProps and every zip entry;
+    # both must come from created_at, or a re-export would differ.
+    created = datetime(2025, 1, 2, 10, 4, 6, tzinfo=timezone(timedelta(hours=7)))
+    content = export([collective_row(1)], created_at=created)
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        times = {info.date_time for info in archive.infolist()}
+        modes = {info.external_attr for info in archive.infolist()}
+        core = archive.read("docProps/core.xml").decode()
+    assert times == {(2025, 1, 2, 3, 4, 6)}  # UTC
+    assert modes == {0o600 << 16}
+    assert core.count("2025-01-02T03:04:06Z") == 2  # created and modified
+    sheet = load_workbook(io.BytesIO(content)).active
+    assert sheet is not None
+    assert sheet["B4"].value == datetime(2025, 1, 2)  # the date in the zone given
+
+
+def test_a_batch_without_rows_is_a_file_with_headers_only() -> None:
+    content = export([])
+    sheet = load_workbook(io.BytesIO(content)).active
+    assert sheet is not None
+    assert tuple(cell.value for cell in sheet[HEADER_ROW]) == COLLECTIVE_HEADERS
+    assert sheet.max_row == HEADER_ROW
+
+
+def test_rows_are_taken_from_any_iterable_once() -> None:
+    consumed: list[int] = []
+
+    def generated() -> Any:
+        for index in range(5):
+            consumed.append(index)
+            yield collective_row(index)
+
+    target = io.BytesIO()
+    written = write_collective_xlsx(
+        generated(), target, batch_number="B", opd_name="O", created_at=CREATED
+    )
+    assert written == 5
+    assert consumed == [0, 1, 2, 3, 4]
+
+
+def test_a_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        write_collective_xlsx(
+            [], io.BytesIO(), batch_number="B", opd_name="O", created_at=datetime(2026, 1, 1)
+        )
+
+
+def test_the_exported_file_with_a_kpj_column_added_reads_back_exactly() -> None:
+    # What BPJS is likely to do: fill a KPJ column into the file they received.
+    rows = [collective_row(i) for i in range(1, 4)]
+    workbook = load_workbook(io.BytesIO(export(rows)))
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.cell(HEADER_ROW, 14, "No. KPJ")
+    for offset in range(3):
+        sheet.cell(HEADER_ROW + 1 + offset, 14, 21000000000 + offset)  # typed as numbers
+    edited = io.BytesIO()
+    workbook.save(edited)
+
+    read_rows, empty = read("kolektif.xlsx", edited.getvalue())
+    assert empty == 0
+    assert [(r.row_number, r.nik, r.kpj_raw) for r in read_rows] == [
+        (HEADER_ROW + 1, "3201000000000001", "21000000000"),
+        (HEADER_ROW + 2, "3201000000000002", "21000000001"),
+        (HEADER_ROW + 3, "3201000000000003", "21000000002"),
+    ]
+    assert read_rows[0].nik_shown == "3201********0001"
+
+
+def test_the_exported_file_as_is_has_no_kpj_column() -> None:
+    error = refused("kolektif.xlsx", export([collective_row(1)]))
+    assert error.problem is FileProblem.NO_KPJ_COLUMN
+    assert "NIK" in error.detail and "Nama Lengkap (sesuai KTP)" in error.detail
+
+
+# --- the KPJ file: formats ----------------------------------------------------------------
+
+
+def test_a_plain_comma_csv() -> None:
+    content = f"NIK,KPJ\n{NIK_A},{KPJ_A}\n{NIK_B},{KPJ_B}\n".encode()
+    rows, empty = read("kpj.csv", content)
+    assert empty == 0
+    assert rows == [
+        KpjRow(2, NIK_A, None, "3201********0001", KPJ_A),
+        KpjRow(3, NIK_B, None, "1771********0003", KPJ_B),
+    ]
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", ","])
+def test_the_delimiter_is_found_from_the_header(delimiter: str) -> None:
+    lines = [["Nama", "No. KPJ", "NIK KTP"], ["Siti, S.Pd", KPJ_A, NIK_A]]
+    text = "\r\n".join(
+        delimiter.join(f'"{cell}"' if delimiter in cell else cell for cell in line)
+        for line in lines
+    )
+    rows, _ = read("kpj.txt", text.encode())
+    assert [(r.nik, r.kpj_raw) for r in rows] == [(NIK_A, KPJ_A)]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom"),
+    [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("cp1252", b""), ("utf-16", b"")],
+)
+def test_text_encodings(encoding: str, bom: bytes) -> None:
+    # Excel's "CSV UTF-8" has a BOM, older Excel writes cp1252, "Unicode text" is UTF-16 + tab.
+    delimiter = "\t" if encoding == "utf-16" else ";"
+    text = delimiter.join(["NIK", "Nama", "KPJ"]) + "\n"
+    text += delimiter.join([NIK_A, "José Müller", KPJ_A]) + "\n"
+    rows, _ = read("kpj.csv", bom + text.encode(encoding))
+    assert [(r.nik, r.kpj_raw) for r in rows] == [(NIK_A, KPJ_A)]
+
+
+def test_an_xlsx_with_title_rows_above_the_header() -> None:
+    content = xlsx(
+        [
+            ["Daftar KPJ Peserta BPU"],
+            ["Kantor Cabang Bengkulu"],
+            [],
+            ["No", "Nomor Induk Kependudukan (NIK)", "Nama", "Nomor Kartu Peserta"],
+            [1, NIK_A, "Siti", KPJ_A],
+            [2, NIK_B, "Budi", KPJ_B],
+        ]
+    )
+    rows, empty = read("hasil.xlsx", content)
+    assert empty == 0
+    assert [(r.row_number, r.nik, r.kpj_raw) for r in rows] == [
+        (5, NIK_A, KPJ_A),
+        (6, NIK_B, KPJ_B),
+    ]
+
+
+def test_the_first_sheet_with_a_nik_column_is_used() -> None:
+    content = xlsx(
+        [["Catatan"], ["File ini berisi KPJ"]],
+        [["nik_ktp", "KPJ Number"], [NIK_A, KPJ_A]],
+        titles=["Info", "Data"],
+    )
+    rows, _ = read("hasil.xlsx", content)
+    assert [(r.row_number, r.nik, r.kpj_raw) for r in rows] == [(2, NIK_A, KPJ_A)]
+
+
+@pytest.mark.parametrize(
+    ("nik_header", "kpj_header"),
+    [
+        ("NIK", "KPJ"),
+        ("  nik  ", "kpj"),
+        ("No NIK", "No. KPJ"),
+        ("NOMOR_NIK", "NOMOR-KPJ"),
+        ("No. KTP", "No Kartu"),
+        ("NIK (16 digit)", "Nomor Kartu Peserta"),
+        ("Nomor Induk Kependudukan", "kpj_number"),
+    ],
+)
+def test_column_names_are_matched_flexibly(nik_header: str, kpj_header: str) -> None:
+    rows, _ = read("kpj.csv", f'"{kpj_header}";"{nik_header}"\n{KPJ_A};{NIK_A}\n'.encode())
+    assert [(r.nik, r.kpj_raw) for r in rows] == [(NIK_A, KPJ_A)]
+
+
+# --- the KPJ file: bad cells ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ("3.20101E+15", "3.20101E+15"),
+        ("3,20101E+15", "3,20101E+15"),
+        ("3E15", "3E15"),
+        ("3.201014708900E+015", "3.201********0E+015"),  # many digits: masked like a NIK
+    ],
+)
+def test_a_nik_in_scientific_notation_in_a_csv_is_never_guessed(cell: str, shown: str) -> None:
+    content = f'NIK;KPJ\n"{cell}";{KPJ_A}\n'.encode()
+    (row,), _ = read("kpj.csv", content)
+    assert row.nik is None
+    assert row.nik_problem is NikCellProblem.SCIENTIFIC
+    assert row.nik_shown == shown
+
+
+@pytest.mark.parametrize("number", [3201014708900001, 3201014708900000, 3.2010147089e15])
+def test_a_nik_stored_as_a_number_in_an_xlsx_is_never_guessed(number: float) -> None:
+    (row,), _ = read("kpj.xlsx", xlsx([["NIK", "KPJ"], [number, int(KPJ_A)]]))
+    assert row.nik is None
+    assert row.nik_problem is NikCellProblem.SCIENTIFIC
+    assert row.nik_shown == "3.20101E+15"
+    assert row.kpj_raw == KPJ_A  # an 11-digit number is exact
+
+
+@pytest.mark.parametrize(
+    ("cell", "problem", "shown"),
+    [
+        ("", NikCellProblem.EMPTY, ""),
+        ("3201O14708900001", NikCellProblem.NON_DIGIT, "3201O*******0001"),
+        ("belum ada", NikCellProblem.NON_DIGIT, "belum ada"),
+        ("320101470890001", NikCellProblem.LENGTH, "3201*******0001"),
+        ("32010147", NikCellProblem.LENGTH, "32010147"),
+    ],
+)
+def test_unreadable_nik_cells(cell: str, problem: NikCellProblem, shown: str) -> None:
+    (row,), _ = read("kpj.csv", f"NIK,KPJ,Nama\n{cell},{KPJ_A},Siti\n".encode())
+    assert (row.nik, row.nik_problem, row.nik_shown) == (None, problem, shown)
+
+
+def test_a_long_bad_cell_is_cut_and_its_digits_masked() -> None:
+    (row,), _ = read("kpj.csv", f"NIK,KPJ\nNIK: {NIK_A} (benar),{KPJ_A}\n".encode())
+    assert row.nik_problem is NikCellProblem.NON_DIGIT
+    assert len(row.nik_shown) == 20
+    assert NIK_A not in row.nik_shown and NIK_A[4:12] not in row.nik_shown
+
+
+@pytest.mark.parametrize("cell", ["3201 0147 0890 0001", "3201.0147.0890.0001", f"'{NIK_A}"])
+def test_separators_and_a_leading_apostrophe_are_accepted(cell: str) -> None:
+    (row,), _ = read("kpj.csv", f"NIK;KPJ\n{cell};21 012 345 678\n".encode())
+    assert row.nik == NIK_A
+    assert row.kpj_raw == "21 012 345 678"  # KPJ parsing is the preview's job
+
+
+def test_empty_rows_are_counted_not_returned_and_row_numbers_kept() -> None:
+    content = f"NIK;KPJ\n\n{NIK_A};{KPJ_A}\n;\n  ;  \n{NIK_B};{KPJ_B}\n\n".encode()
+    rows, empty = read("kpj.csv", content)
+    assert [(r.row_number, r.nik) for r in rows] == [(3, NIK_A), (6, NIK_B)]
+    assert empty == 4
+
+
+def test_empty_rows_in_an_xlsx() -> None:
+    content = xlsx([["NIK", "KPJ"], [NIK_A, KPJ_A], [None, None], [], [NIK_B, KPJ_B]])
+    rows, empty = read("kpj.xlsx", content)
+    assert [(r.row_number, r.nik) for r in rows] == [(2, NIK_A), (5, NIK_B)]
+    assert empty == 2
+
+
+def test_a_row_with_other_cells_but_no_nik_is_returned() -> None:
+    (row,), empty = read("kpj.csv", f"NIK;KPJ;Nama\n;{KPJ_A};Siti\n".encode())
+    assert (row.nik_problem, row.kpj_raw) == (NikCellProblem.EMPTY, KPJ_A)
+    assert empty == 0
+
+
+def test_repeated_niks_are_all_returned_for_the_preview_to_judge() -> None:
+    content = f"NIK,KPJ\n{NIK_A},{KPJ_A}\n{NIK_A},{KPJ_A}\n{NIK_A},{KPJ_B}\n".encode()
+    rows, _ = read("kpj.csv", content)
+    assert [(r.row_number, r.nik, r.kpj_raw) for r in rows] == [
+        (2, NIK_A, KPJ_A),
+        (3, NIK_A, KPJ_A),
+        (4, NIK_A, KPJ_B),
+    ]
+
+
+def test_short_rows_read_missing_cells_as_empty() -> None:
+    (row,), _ = read("kpj.csv", f"KPJ,Nama,NIK\n{KPJ_A},Siti\n".encode())
+    assert (row.nik_problem, row.kpj_raw) == (NikCellProblem.EMPTY, KPJ_A)
+
+
+# --- the KPJ file: refused as a whole -----------------------------------------------------
+
+
+def _docx() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "<w:document/>")
+    return out.getvalue()
+
+
+def _zip_without_workbook() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("kpj.csv", f"NIK,KPJ\n{NIK_A},{KPJ_A}\n")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("surat.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"),
+        ("foto.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(200)),
+        ("scan.png", b"\x89PNG\r\n\x1a\n" + bytes(100)),
+        ("lama.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500)),
+        ("kpj.docx", _docx()),
+        ("kpj.zip", _zip_without_workbook()),
+        ("data.bin", random.Random(3).randbytes(4096)),
+        ("data.bin", bytes(range(1, 32)) * 10),
+        ("surat.pdf", b"NIK,KPJ\n"),  # text, but sent as a PDF
+    ],
+)
+def test_files_that_are_not_spreadsheets(name: str, content: bytes) -> None:
+    assert refused(name, content).problem is FileProblem.NOT_SPREADSHEET
+
+
+def test_a_damaged_xlsx_is_unreadable() -> None:
+    good = xlsx([["NIK", "KPJ"], [NIK_A, KPJ_A]])
+    assert refused("kpj.xlsx", good[: len(good) // 2]).problem is FileProblem.UNREADABLE
+
+
+def test_an_xlsx_with_broken_sheet_xml_is_unreadable() -> None:
+    good = xlsx([["NIK", "KPJ"], [NIK_A, KPJ_A]])
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = data[: len(data) // 2]
+            target.writestr(info, data)
+    assert refused("kpj.xlsx", out.getvalue()).problem is FileProblem.UNREADABLE
+
+
+@pytest.mark.parametrize("content", [b"", b"  \r\n\r\n", "\ufeff".encode()])
+def test_an_empty_file(content: bytes) -> None:
+    assert refused("kpj.csv", content).problem is FileProblem.EMPTY
+
+
+def test_a_header_without_rows_is_empty() -> None:
+    assert refused("kpj.csv", b"NIK;KPJ\n;\n\n").problem is FileProblem.EMPTY
+    assert refused("kpj.xlsx", xlsx([["NIK", "KPJ"]])).problem is FileProblem.EMPTY
+    assert refused("kpj.xlsx", xlsx([[]])).problem is FileProblem.EMPTY
+
+
+def test_no_nik_column_names_the_headers_found() -> None:
+    error = refused("kpj.csv", f"Nama;Nomor KPJ;Tgl Lahir\nSiti;{KPJ_A};1990-08-07\n".encode())
+    assert error.problem is FileProblem.NO_NIK_COLUMN
+    assert error.detail == "Nama, Nomor KPJ, Tgl Lahir"
+
+
+def test_a_nik_header_below_the_first_twenty_rows_is_not_found() -> None:
+    title = [[f"catatan {n}"] for n in range(20)]
+    error = refused("kpj.xlsx", xlsx([*title, ["NIK", "KPJ"], [NIK_A, KPJ_A]]))
+    assert error.problem is FileProblem.NO_NIK_COLUMN
+    assert error.detail == "catatan 0"
+
+
+def test_a_nik_column_without_a_kpj_column() -> None:
+    error = refused("kpj.csv", f"NIK,Nama\n{NIK_A},Siti\n".encode())
+    assert error.problem is FileProblem.NO_KPJ_COLUMN
+    assert error.detail == "NIK, Nama"
+
+
+def test_too_many_rows() -> None:
+    lines = "".join(f"{NIK_A},{KPJ_A}\n" for _ in range(4))
+    content = f"NIK,KPJ\n{lines}".encode()
+    assert len(read("kpj.csv", content, max_rows=4)[0]) == 4
+    assert refused("kpj.csv", content, max_rows=3).problem is FileProblem.TOO_MANY_ROWS
