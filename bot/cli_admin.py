@@ -100,7 +100,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "appoint",
         help="make someone PIC of an OPD",
         description="Appoint a PIC by Telegram user id, or by mobile number: the number "
-        "becomes PIC when it writes from WhatsApp or registers as ASN with that number.",
+        "becomes PIC when it writes to the bot from WhatsApp (a phone typed on Telegram "
+        "proves nothing: appoint Telegram PICs by id or send them an invite code).",
     )
     appoint.add_argument("--opd", required=True, metavar="CODE", help="the OPD's code")
     who = appoint.add_mutually_exclusive_group(required=True)
@@ -243,8 +244,8 @@ async def _appoint(
     print(f"PIC {pic_id} appointed for {opd.code} ({opd.name}): {who}")
     if phone is not None:
         print(
-            "The appointment takes effect when this number writes to the bot on WhatsApp, "
-            "or registers as ASN with it on Telegram."
+            "The appointment takes effect when this number writes to the bot on WhatsApp. "
+            "For a PIC on Telegram, appoint by --telegram-id or create an invite code."
         )
     return 0
 

@@ -296,7 +296,7 @@ class Pic(Base):
 
     Appointed by the administrator for a channel account (Telegram id, WhatsApp
     number) or for a phone number not yet seen, which binds to the first account
-    that proves it (WhatsApp sender, or an ASN registered with that phone); or
+    that proves it (a WhatsApp sender with that number); or
     created when somebody redeems an invite code. `removed_at` ends it; rows
     are kept for the audit trail.
     """

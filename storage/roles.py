@@ -7,9 +7,9 @@ PIC's own account (`pic_for_account`), never by an OPD the person names.
 An appointment is made in one of three ways:
 - by the administrator for a channel account (`appoint` with a Telegram id);
 - by the administrator for a phone number (`appoint` with `phone_e164`): the
-  row stays unbound until an account proves that number (a WhatsApp sender, or
-  an ASN registered with it) and `pic_for_account` binds it to the first such
-  account;
+  row stays unbound until a WhatsApp account with that number writes, and
+  `pic_for_account` binds it to that account (a phone typed on Telegram or the
+  console proves nothing and binds nothing);
 - by redeeming a one-time invite code (`redeem_invite`).
 
 Every function works on the caller's `AsyncConnection` and never commits: an
@@ -27,7 +27,6 @@ from typing import Any
 
 from sqlalchemy import (
     bindparam,
-    case,
     insert,
     literal,
     or_,
@@ -107,18 +106,16 @@ _ROLE_COLUMNS = (
     Opd.code.label("opd_code"),
 )
 
-# The phone an account proves: a WhatsApp account is its number; any other
-# account has the phone of the ASN registered on it (none: NULL, matching nothing).
+# The phone an account proves: only a WhatsApp account proves its number (the
+# platform vouches for the sender). A phone typed during ASN registration on
+# Telegram or the console proves nothing, so it never binds an appointment:
+# appoint Telegram PICs by id or with an invite code.
 _ACCOUNT_PHONE = (
-    select(
-        case(
-            (ChannelAccount.channel == Channel.WHATSAPP, literal("+") + ChannelAccount.external_id),
-            else_=Asn.phone_e164,
-        )
+    select(literal("+") + ChannelAccount.external_id)
+    .where(
+        ChannelAccount.id == bindparam("account_id"),
+        ChannelAccount.channel == Channel.WHATSAPP,
     )
-    .select_from(ChannelAccount)
-    .outerjoin(Asn, Asn.channel_account_id == ChannelAccount.id)
-    .where(ChannelAccount.id == bindparam("account_id"))
     .scalar_subquery()
 )
 _BOUND_ROLE = (

@@ -247,7 +247,7 @@ async def test_a_phone_appointment_binds_to_the_whatsapp_account_of_that_number(
     ]
 
 
-async def test_a_phone_appointment_binds_to_the_asn_registered_with_that_phone_only_once(
+async def test_a_phone_appointment_binds_only_to_the_whatsapp_account_of_that_number(
     connection: AsyncConnection, opds: dict[str, int]
 ) -> None:
     pic_id = await appoint(
@@ -261,13 +261,15 @@ async def test_a_phone_appointment_binds_to_the_asn_registered_with_that_phone_o
     )
     unregistered = await add_account(connection, "555")
     assert await pic_for_account(connection, unregistered, now=NOW) is None
+    # An ASN registered on Telegram with that phone typed in proves nothing.
     telegram = await add_account(connection, "777")
     await add_asn(connection, opd_id=opds["DINKES"], account_id=telegram)
-    role = await pic_for_account(connection, telegram, now=NOW)
-    assert role is not None and role.pic_id == pic_id
-    # The same person's WhatsApp account comes second: the appointment is taken.
+    assert await pic_for_account(connection, telegram, now=NOW) is None
+    # The number writing from WhatsApp does (the platform vouches for it), once.
     whatsapp = await add_account(connection, PHONE.removeprefix("+"), Channel.WHATSAPP)
-    assert await pic_for_account(connection, whatsapp, now=NOW) is None
+    role = await pic_for_account(connection, whatsapp, now=NOW)
+    assert role is not None and role.pic_id == pic_id
+    assert await pic_for_account(connection, telegram, now=NOW) is None
 
 
 async def test_an_account_with_its_own_appointment_does_not_claim_a_phone_appointment(
