@@ -1,0 +1,314 @@
+"""The database side of the collective file and the KPJ import (SPEC 4.5).
+
+`collective_rows` streams the enrollments of one submission batch for
+`storage.collective_file.write_collective_xlsx`; `preview_import` classifies
+the rows of a KPJ file against the OPD's sponsorships without writing
+anything (the PIC confirms first; `storage.workbench` applies).
+
+Both take the caller's connection and never commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Sequence
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.kpj import KpjProblem, parse_kpj
+from domain.vocabulary import OPEN_STATUSES, SponsorshipStatus
+from storage.collective_file import CollectiveRow, KpjRow, NikCellProblem
+from storage.crypto import NikCipher
+from storage.models import Asn, Sponsorship, Worker
+
+_sponsorship = Sponsorship.__table__.c
+_worker = Worker.__table__.c
+_asn = Asn.__table__.c
+
+#: Values per IN list: well under SQLite's and PostgreSQL's bind-parameter limits.
+LOOKUP_CHUNK = 1000
+
+
+async def collective_rows(
+    connection: AsyncConnection, cipher: NikCipher, *, batch_id: int, chunk_size: int = 2000
+) -> AsyncIterator[CollectiveRow]:
+    """The enrollments of submission batch `batch_id`, ordered by sponsorship id.
+
+    Read in chunks of `chunk_size` (keyset pagination on the sponsorship id),
+    so memory stays flat for any batch size; NIKs are decrypted one row at a time.
+    """
+    statement = (
+        select(
+            _sponsorship.id,
+            _worker.nik_ciphertext,
+            _worker.full_name,
+            _worker.birth_date,
+            _worker.sex,
+            _worker.phone_e164,
+            _worker.village,
+            _worker.district,
+            _sponsorship.occupation,
+            _asn.nip,
+            _asn.full_name.label("sponsor_name"),
+            _sponsorship.plan,
+            _sponsorship.first_month,
+        )
+        .join_from(Sponsorship.__table__, Worker.__table__, _worker.id == _sponsorship.worker_id)
+        .join(Asn.__table__, _asn.id == _sponsorship.asn_id)
+        .where(_sponsorship.batch_id == batch_id)
+        .order_by(_sponsorship.id)
+        .limit(chunk_size)
+    )
+    after = 0
+    while True:
+        result = await connection.execute(statement.where(_sponsorship.id > after))
+        chunk = result.all()
+        for row in chunk:
+            yield CollectiveRow(
+                nik=cipher.decrypt(row.nik_ciphertext),
+                full_name=row.full_name,
+                birth_date=row.birth_date,
+                sex=row.sex,
+                phone_e164=row.phone_e164,
+                village=row.village,
+                district=row.district,
+                occupation=row.occupation,
+                sponsor_nip=row.nip,
+                sponsor_name=row.sponsor_name,
+                plan=row.plan,
+                first_month=row.first_month,
+            )
+        if len(chunk) < chunk_size:
+            return
+        after = chunk[-1].id
+
+
+class RejectReason(StrEnum):
+    """Why a row of a KPJ file is not applied."""
+
+    #: The NIK cell is empty, not digits, or not 16 digits long.
+    MALFORMED_NIK = "malformed_nik"
+    #: The NIK was stored as a number (scientific notation): its digits are lost.
+    NIK_AS_NUMBER = "nik_as_number"
+    #: No open sponsorship for this NIK anywhere.
+    UNKNOWN_NIK = "unknown_nik"
+    #: The NIK appears more than once in the file.
+    DUPLICATE_NIK = "duplicate_nik"
+    MALFORMED_KPJ = "malformed_kpj"
+    #: The KPJ is given for two different NIKs, or already belongs to another worker.
+    DUPLICATE_KPJ = "duplicate_kpj"
+    #: The worker's open sponsorship is handled by another OPD (which one is not told).
+    OTHER_OPD = "other_opd"
+    #: The enrollment is still waiting for the PIC or returned to the ASN.
+    NOT_SUBMITTED = "not_submitted"
+    #: The sponsorship already has a different KPJ.
+    KPJ_CONFLICT = "kpj_conflict"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RejectedRow:
+    row_number: int
+    #: Masked NIK (or the cell's text, long digit runs masked): safe to show and store.
+    nik_shown: str
+    reason: RejectReason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImportPreview:
+    """What applying a KPJ file would do; `total_rows` = matched + unchanged + rejected."""
+
+    #: Data rows read (completely empty rows not included).
+    total_rows: int
+    empty_rows: int
+    #: (sponsorship id, KPJ) to write on confirmation, in file order.
+    matched: list[tuple[int, str]]
+    #: Rows whose sponsorship already has exactly this KPJ (a file sent again).
+    unchanged: int
+    #: In file order.
+    rejected: list[RejectedRow]
+
+    def counts(self) -> dict[RejectReason, int]:
+        """Rejected rows per reason, in declaration order; reasons without rows left out."""
+        counter = Counter(row.reason for row in self.rejected)
+        return {reason: counter[reason] for reason in RejectReason if counter[reason]}
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class _OpenSponsorship:
+    id: int
+    worker_id: int
+    opd_id: int
+    status: SponsorshipStatus
+    kpj: str | None
+
+
+#: Statuses whose sponsorship can receive a KPJ from BPJS.
+_AWAITING_KPJ = frozenset({SponsorshipStatus.ACCEPTED, SponsorshipStatus.SUBMITTED})
+
+
+async def preview_import(
+    connection: AsyncConnection,
+    cipher: NikCipher,
+    *,
+    opd_id: int,
+    rows: Sequence[KpjRow],
+    empty_rows: int = 0,
+) -> ImportPreview:
+    """Classify every row of a KPJ file for OPD `opd_id`; reads only.
+
+    Per row, the first rule that applies:
+
+    1. the NIK cell is a number in scientific notation -> NIK_AS_NUMBER; any
+       other unreadable NIK -> MALFORMED_NIK; the KPJ does not parse -> MALFORMED_KPJ;
+    2. the same NIK on several (otherwise readable) rows: with the same KPJ
+       every time, the first row counts and the others are DUPLICATE_NIK; with
+       different KPJs all of them are DUPLICATE_NIK, since nothing tells which
+       KPJ is right;
+    3. the same KPJ for different NIKs -> all those rows DUPLICATE_KPJ;
+    4. no open sponsorship for the NIK -> UNKNOWN_NIK; one handled by another
+       OPD -> OTHER_OPD;
+    5. the sponsorship already has this KPJ -> unchanged; another KPJ ->
+       KPJ_CONFLICT; no KPJ yet and accepted or submitted -> matched, unless
+       the KPJ belongs to another worker's sponsorship (DUPLICATE_KPJ);
+       otherwise (waiting for the PIC, returned) -> NOT_SUBMITTED.
+
+    NIKs are looked up by their keyed hash in chunks of `LOOKUP_CHUNK`.
+    """
+    reasons: list[RejectReason | None] = [None] * len(rows)
+    kpjs: list[str] = [""] * len(rows)
+    for index, row in enumerate(rows):
+        if row.nik_problem is NikCellProblem.SCIENTIFIC:
+            reasons[index] = RejectReason.NIK_AS_NUMBER
+        elif row.nik_problem is not None or row.nik is None:
+            reasons[index] = RejectReason.MALFORMED_NIK
+        else:
+            kpj = parse_kpj(row.kpj_raw)
+            if isinstance(kpj, KpjProblem):
+                reasons[index] = RejectReason.MALFORMED_KPJ
+            else:
+                kpjs[index] = kpj
+
+    _mark_repeated_niks(rows, kpjs, reasons)
+    _mark_shared_kpjs(rows, kpjs, reasons)
+
+    alive = [index for index, reason in enumerate(reasons) if reason is None]
+    hashes = {index: cipher.lookup_hash(_nik(rows[index])) for index in alive}
+    found = await _open_sponsorships(connection, list(hashes.values()))
+
+    candidates: list[tuple[int, _OpenSponsorship]] = []
+    unchanged = 0
+    for index in alive:
+        sponsorship = found.get(hashes[index])
+        if sponsorship is None:
+            reasons[index] = RejectReason.UNKNOWN_NIK
+        elif sponsorship.opd_id != opd_id:
+            reasons[index] = RejectReason.OTHER_OPD
+        elif sponsorship.kpj is not None:
+            if sponsorship.kpj == kpjs[index]:
+                unchanged += 1
+            else:
+                reasons[index] = RejectReason.KPJ_CONFLICT
+        elif sponsorship.status in _AWAITING_KPJ:
+            candidates.append((index, sponsorship))
+        else:
+            reasons[index] = RejectReason.NOT_SUBMITTED
+
+    holders = await _kpj_holders(connection, [kpjs[index] for index, _ in candidates])
+    matched: list[tuple[int, str]] = []
+    for index, sponsorship in candidates:
+        if holders.get(kpjs[index], set()) - {sponsorship.worker_id}:
+            reasons[index] = RejectReason.DUPLICATE_KPJ
+        else:
+            matched.append((sponsorship.id, kpjs[index]))
+
+    rejected = [
+        RejectedRow(row.row_number, row.nik_shown, reason)
+        for row, reason in zip(rows, reasons, strict=True)
+        if reason is not None
+    ]
+    return ImportPreview(
+        total_rows=len(rows),
+        empty_rows=empty_rows,
+        matched=matched,
+        unchanged=unchanged,
+        rejected=rejected,
+    )
+
+
+def _nik(row: KpjRow) -> str:
+    assert row.nik is not None  # rows without a NIK are rejected before any lookup
+    return row.nik
+
+
+def _mark_repeated_niks(
+    rows: Sequence[KpjRow], kpjs: list[str], reasons: list[RejectReason | None]
+) -> None:
+    by_nik: dict[str, list[int]] = defaultdict(list)
+    for index, reason in enumerate(reasons):
+        if reason is None:
+            by_nik[_nik(rows[index])].append(index)
+    for indexes in by_nik.values():
+        if len(indexes) < 2:
+            continue
+        agree = len({kpjs[index] for index in indexes}) == 1
+        for index in indexes[1:] if agree else indexes:
+            reasons[index] = RejectReason.DUPLICATE_NIK
+
+
+def _mark_shared_kpjs(
+    rows: Sequence[KpjRow], kpjs: list[str], reasons: list[RejectReason | None]
+) -> None:
+    by_kpj: dict[str, list[int]] = defaultdict(list)
+    for index, reason in enumerate(reasons):
+        if reason is None:
+            by_kpj[kpjs[index]].append(index)
+    for indexes in by_kpj.values():
+        # Repeated NIKs are already down to one row each: two rows here are two NIKs.
+        if len(indexes) > 1:
+            for index in indexes:
+                reasons[index] = RejectReason.DUPLICATE_KPJ
+
+
+def _chunks(values: Sequence[Any], size: int = LOOKUP_CHUNK) -> list[Sequence[Any]]:
+    return [values[start : start + size] for start in range(0, len(values), size)]
+
+
+async def _open_sponsorships(
+    connection: AsyncConnection, hashes: Sequence[bytes]
+) -> dict[bytes, _OpenSponsorship]:
+    """The open sponsorship of each worker found by NIK hash (at most one per worker)."""
+    statement = select(
+        _worker.nik_hash,
+        _sponsorship.id,
+        _sponsorship.worker_id,
+        _sponsorship.opd_id,
+        _sponsorship.status,
+        _sponsorship.kpj,
+    ).join_from(
+        Worker.__table__,
+        Sponsorship.__table__,
+        (_sponsorship.worker_id == _worker.id) & _sponsorship.status.in_(OPEN_STATUSES),
+    )
+    found: dict[bytes, _OpenSponsorship] = {}
+    for chunk in _chunks(hashes):
+        result = await connection.execute(statement.where(_worker.nik_hash.in_(chunk)))
+        for row in result:
+            found[row.nik_hash] = _OpenSponsorship(
+                row.id, row.worker_id, row.opd_id, row.status, row.kpj
+            )
+    return found
+
+
+async def _kpj_holders(connection: AsyncConnection, kpjs: Sequence[str]) -> dict[str, set[int]]:
+    """For each KPJ already in the database: the workers whose sponsorships carry it."""
+    statement = select(_sponsorship.kpj, _sponsorship.worker_id)
+    holders: dict[str, set[int]] = defaultdict(set)
+    for chunk in _chunks(kpjs):
+        result = await connection.execute(statement.where(_sponsorship.kpj.in_(chunk)))
+        for row in result:
+            holders[row.kpj].add(row.worker_id)
+    return holders
