@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from scheduler.dispatcher import Dispatcher
 from scheduler.housekeeping import prune_processed_updates
 
 log = logging.getLogger(__name__)
@@ -20,8 +21,16 @@ def build_scheduler(
     clock: Callable[[], datetime],
     processed_update_retention: timedelta,
     timezone: str,
+    dispatcher: Dispatcher | None = None,
 ) -> AsyncIOScheduler:
-    """A scheduler (not started) with the housekeeping job at 03:00 local time."""
+    """A scheduler (not started) with the housekeeping job at 03:00 local time.
+
+    With `dispatcher`, its `tick` runs every `dispatcher.tick_interval_s`
+    seconds: one instance at a time, missed runs coalesced into one, so a
+    tick that outlasts the interval (a full batch at the rate) is never
+    stacked. Before shutting the scheduler down, `await dispatcher.stop()`
+    lets a running tick record or hand back its rows.
+    """
     scheduler = AsyncIOScheduler(timezone=timezone)
 
     async def prune() -> None:
@@ -31,4 +40,15 @@ def build_scheduler(
         log.info("pruned %d processed update ids", removed)
 
     scheduler.add_job(prune, "cron", hour=3, minute=0, id="prune_processed_updates", coalesce=True)
+    if dispatcher is not None:
+        scheduler.add_job(
+            dispatcher.tick,
+            "interval",
+            seconds=dispatcher.tick_interval_s,
+            id="outbox_dispatcher",
+            max_instances=1,
+            coalesce=True,
+            # A late tick is still worth running: it only sends what is due.
+            misfire_grace_time=None,
+        )
     return scheduler

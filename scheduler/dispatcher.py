@@ -1,0 +1,565 @@
+"""The outbox dispatcher: sends due outbox rows through the channels at their pace.
+
+One `tick()` claims a batch of due rows (storage.outbox.claim_due), sends them
+concurrently through each channel's `Sender` while keeping to the channel's
+pace, and commits each row's outcome in its own transaction right after its
+send, so a restart re-sends at most the rows that were in flight (see
+storage/outbox.py for the one duplicate window that leaves).
+
+Pace, per channel (Telegram: `telegram_rate_per_s`, default 25, below the Bot
+API's ~30 messages/s so the conversation replies keep some room):
+
+- a sliding window: at most `rate` sends in any second. A window slot is freed
+  one period after its send *completed*, so however requests are delayed on the
+  way, the platform never sees more than `rate` arrivals in one second;
+- per recipient at most one message per `telegram_chat_interval_s` (1 s).
+  A batch keeps one row per recipient; further rows of the same recipient go
+  back to pending, spaced by the interval, without counting an attempt;
+- a `RetryAfter` (Telegram 429) pauses the whole channel for `retry_after`;
+  the row goes back to pending for that long, also without counting an attempt.
+  Rows of the batch not yet sent are handed back the same way, and the next
+  ticks claim nothing for that channel until the pause is over.
+
+Errors: `Transient` (network, 5xx, timeouts) retries with exponential back-off
+and jitter (`backoff_first_s` doubling up to `backoff_cap_s`, each delay drawn
+from its upper half) until `max_attempts` sends were tried, then the row
+fails; `Permanent` (blocked, chat not found) fails at once. The reason is kept
+in `last_error` (see `sertakan outbox failed`).
+
+Quiet hours (domain.quiet_hours): while the local time in the configured zone
+is inside the window, a tick claims nothing, so rows keep waiting in the
+database.
+
+Who calls what: APScheduler triggers `tick()` every `tick_interval_s`
+(scheduler/runner.py, `max_instances=1`, `coalesce=True`; a tick never overlaps
+another tick of the same dispatcher). `run(stop)` is the same work as a loop,
+ticking again at once after a full batch, for a process that only dispatches
+and for the benchmark. `stop()` ends a running tick early: rows not yet sent are
+handed back, sends in flight are recorded.
+
+Time goes through injectable functions: `clock` (aware UTC datetimes, stored
+timestamps and quiet hours), `monotonic` and `sleep` (pacing), `random`
+(jitter), so tests run with a frozen clock and never wait for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import random as random_module
+import time as time_module
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, time, timedelta
+from typing import Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.quiet_hours import QuietHours
+from domain.vocabulary import Channel
+from scheduler.sending import (
+    OutgoingNotice,
+    Permanent,
+    RetryAfter,
+    Sender,
+    SendResult,
+    Sent,
+    Transient,
+)
+from storage.outbox import ClaimedNotice, claim_due, mark_failed, mark_retry, mark_sent
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+#: Attempts to commit one outcome before giving up on it (the lease then brings
+#: the row back, which may duplicate that one message).
+_RECORD_ATTEMPTS = 3
+
+
+class DispatcherSettings(Protocol):
+    """What the dispatcher reads from its configuration (bot.settings.DispatcherSettings)."""
+
+    @property
+    def telegram_rate_per_s(self) -> float:
+        """Telegram sends per second, all chats together."""
+        ...
+
+    @property
+    def telegram_chat_interval_s(self) -> float:
+        """Minimum time between two messages to one Telegram chat."""
+        ...
+
+    @property
+    def batch_size(self) -> int:
+        """Rows claimed per tick."""
+        ...
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claim holds a row before another dispatcher may take it."""
+        ...
+
+    @property
+    def max_attempts(self) -> int:
+        """Sends tried before a row with transient errors fails."""
+        ...
+
+    @property
+    def backoff_first_s(self) -> float:
+        """Delay after the first transient failure; doubles per attempt."""
+        ...
+
+    @property
+    def backoff_cap_s(self) -> float:
+        """Longest back-off delay."""
+        ...
+
+    @property
+    def quiet_start(self) -> time:
+        """Local time the quiet hours start."""
+        ...
+
+    @property
+    def quiet_end(self) -> time:
+        """Local time the quiet hours end (equal to the start: no quiet hours)."""
+        ...
+
+    @property
+    def tick_interval_s(self) -> float:
+        """How often the scheduler triggers a tick."""
+        ...
+
+    @property
+    def idle_s(self) -> float:
+        """How long `run()` waits after a tick that found less than a full batch."""
+        ...
+
+
+@runtime_checkable
+class CountsMessages(Protocol):
+    """A sender that may deliver one notice as several platform messages."""
+
+    def message_count(self, notice: OutgoingNotice) -> int:
+        """How many messages `send(notice)` makes (each takes a rate slot)."""
+        ...
+
+
+class _Slot:
+    """One send's place in a sliding window; `done_at` is set when the send completed."""
+
+    __slots__ = ("done_at", "finished")
+
+    def __init__(self) -> None:
+        self.done_at: float | None = None
+        self.finished = asyncio.Event()
+
+    def done(self, at: float) -> None:
+        self.done_at = at
+        self.finished.set()
+
+
+class SlidingWindow:
+    """At most `limit` sends in any `period` seconds, counted from each send's completion.
+
+    Waiters are served in arrival order. `pause(seconds)` (a platform's
+    retry_after) makes every `acquire` return None until the pause is over.
+    """
+
+    def __init__(self, rate_per_s: float, *, monotonic: Callable[[], float], sleep: Sleep) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate must be positive")
+        # 25/s -> 25 per 1 s; 2.5/s -> 2 per 0.8 s; 0.5/s -> 1 per 2 s.
+        self.limit = max(1, int(rate_per_s))
+        self.period = self.limit / rate_per_s
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._slots: collections.deque[_Slot] = collections.deque()
+        self._lock = asyncio.Lock()
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> bool:
+        """Pause for `seconds` from now; False when an existing pause already lasts longer."""
+        until = self._monotonic() + seconds
+        if until <= self._paused_until:
+            return False
+        self._paused_until = until
+        return True
+
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when not paused)."""
+        return max(0.0, self._paused_until - self._monotonic())
+
+    async def acquire(self) -> _Slot | None:
+        """Wait for a free place; None while the window is paused.
+
+        The caller must call `slot.done(monotonic())` once the send completed.
+        A pause is not waited out here: the dispatcher hands the row back
+        instead of holding its claim through a long retry_after.
+        """
+        async with self._lock:
+            while True:
+                now = self._monotonic()
+                if self._paused_until > now:
+                    return None
+                slots = self._slots
+                while (
+                    slots and slots[0].done_at is not None and slots[0].done_at + self.period <= now
+                ):
+                    slots.popleft()
+                if len(slots) < self.limit:
+                    break
+                oldest = slots[0]
+                if oldest.done_at is None:
+                    await oldest.finished.wait()
+                else:
+                    await self._sleep(oldest.done_at + self.period - now)
+            slot = _Slot()
+            slots.append(slot)
+            return slot
+
+
+class RecipientSpacing:
+    """At most one message per `interval` seconds to each recipient."""
+
+    _PRUNE_EVERY = 1024
+
+    def __init__(self, interval: float, *, monotonic: Callable[[], float], sleep: Sleep) -> None:
+        self.interval = interval
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._free_at: dict[str, float] = {}
+        self._marks = 0
+
+    def free_in(self, recipient: str) -> float:
+        """Seconds until `recipient` may get the next message."""
+        return max(0.0, self._free_at.get(recipient, 0.0) - self._monotonic())
+
+    async def wait(self, recipient: str) -> None:
+        delay = self.free_in(recipient)
+        if delay > 0:
+            await self._sleep(delay)
+
+    def sent(self, recipient: str, messages: int = 1) -> None:
+        """Record that `messages` were just sent to `recipient`."""
+        now = self._monotonic()
+        self._free_at[recipient] = now + self.interval * messages
+        self._marks += 1
+        if self._marks % self._PRUNE_EVERY == 0:
+            self._free_at = {key: at for key, at in self._free_at.items() if at > now}
+
+
+@dataclasses.dataclass(slots=True)
+class _Pace:
+    window: SlidingWindow | None
+    recipients: RecipientSpacing
+
+
+class Dispatcher:
+    """Claims due outbox rows and delivers them through `senders` (one per channel).
+
+    Rows of channels without a sender stay in the outbox untouched.
+    """
+
+    def __init__(
+        self,
+        database: AsyncEngine,
+        senders: Mapping[Channel, Sender],
+        clock: Callable[[], datetime],
+        settings: DispatcherSettings,
+        timezone: ZoneInfo,
+        *,
+        monotonic: Callable[[], float] = time_module.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        random: Callable[[], float] = random_module.random,
+    ) -> None:
+        for channel, sender in senders.items():
+            if sender.channel is not channel:
+                raise ValueError(f"sender for {channel} delivers on {sender.channel}")
+        self._database = database
+        self._senders = dict(senders)
+        self._clock = clock
+        self._settings = settings
+        self._zone = timezone
+        self._quiet = QuietHours(settings.quiet_start, settings.quiet_end)
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._random = random
+        self._paces = {channel: self._pace_for(channel) for channel in self._senders}
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+
+    def _pace_for(self, channel: Channel) -> _Pace:
+        """The channel's limits. Only Telegram has them so far; WhatsApp adds its own."""
+        if channel is Channel.TELEGRAM:
+            return _Pace(
+                SlidingWindow(
+                    self._settings.telegram_rate_per_s,
+                    monotonic=self._monotonic,
+                    sleep=self._sleep,
+                ),
+                RecipientSpacing(
+                    self._settings.telegram_chat_interval_s,
+                    monotonic=self._monotonic,
+                    sleep=self._sleep,
+                ),
+            )
+        return _Pace(None, RecipientSpacing(0.0, monotonic=self._monotonic, sleep=self._sleep))
+
+    @property
+    def tick_interval_s(self) -> float:
+        return self._settings.tick_interval_s
+
+    def paused_for(self, channel: Channel) -> float:
+        """Seconds the channel stays paused by a platform's retry_after (0 when not)."""
+        pace = self._paces.get(channel)
+        if pace is None or pace.window is None:
+            return 0.0
+        return pace.window.paused_for()
+
+    # --- the work -----------------------------------------------------------------
+
+    async def tick(self) -> int:
+        """Claim what is due now and deliver it; returns how many rows were claimed.
+
+        Returns 0 at once during quiet hours, while another tick of this
+        dispatcher runs, or after `stop()`.
+        """
+        if self._lock.locked() or self._stopping.is_set():
+            return 0
+        async with self._lock:
+            now = self._clock()
+            if self._quiet.is_quiet(now, self._zone):
+                return 0
+            channels = [channel for channel in self._senders if self.paused_for(channel) <= 0]
+            if not channels:
+                return 0
+            async with self._database.begin() as connection:
+                claims = await claim_due(
+                    connection,
+                    now=now,
+                    limit=self._settings.batch_size,
+                    lease=timedelta(seconds=self._settings.lease_s),
+                    channels=channels,
+                )
+            if not claims:
+                return 0
+            first, later = self._one_per_recipient(claims)
+            if later:
+                await self._space_out(later, now)
+            results = await asyncio.gather(
+                *(self._deliver(claim) for claim in first), return_exceptions=True
+            )
+            for claim, result in zip(first, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error("outbox %s: delivery failed: %s", claim.id, type(result).__name__)
+            return len(claims)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until `stop` is set: again at once after a full batch, else after `idle_s`.
+
+        A failing tick (the database is unreachable) is logged and retried after
+        `idle_s`. On `stop`, rows not yet sent are handed back and sends in
+        flight are recorded before this returns.
+        """
+        watcher = asyncio.create_task(self._stop_when(stop))
+        try:
+            while not self._stopping.is_set():
+                try:
+                    handled = await self.tick()
+                except Exception:
+                    log.exception("outbox tick failed")
+                    handled = 0
+                if handled < self._settings.batch_size:
+                    await self._idle(self._settings.idle_s)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def stop(self) -> None:
+        """Stop taking rows; waits until a running tick has recorded or handed back its rows."""
+        self._stopping.set()
+        async with self._lock:
+            pass
+
+    async def _stop_when(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping.set()
+
+    async def _idle(self, seconds: float) -> None:
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+    @staticmethod
+    def _one_per_recipient(
+        claims: list[ClaimedNotice],
+    ) -> tuple[list[ClaimedNotice], list[tuple[ClaimedNotice, int]]]:
+        """The first claim of each recipient, and the others with their rank (1, 2, ...)."""
+        seen: dict[tuple[Channel, str], int] = {}
+        first: list[ClaimedNotice] = []
+        later: list[tuple[ClaimedNotice, int]] = []
+        for claim in claims:
+            key = (claim.channel, claim.recipient)
+            rank = seen.get(key, 0)
+            seen[key] = rank + 1
+            if rank == 0:
+                first.append(claim)
+            else:
+                later.append((claim, rank))
+        return first, later
+
+    async def _space_out(self, later: list[tuple[ClaimedNotice, int]], now: datetime) -> None:
+        """Hand rows back that a recipient would get too soon after the batch's first."""
+        async with self._database.begin() as connection:
+            for claim, rank in later:
+                interval = self._paces[claim.channel].recipients.interval
+                await mark_retry(
+                    connection,
+                    claim,
+                    not_before=now + timedelta(seconds=max(interval, 0.001) * rank),
+                    error=None,
+                    count_attempt=False,
+                )
+
+    async def _deliver(self, claim: ClaimedNotice) -> None:
+        """Send one claimed row at the channel's pace and record the outcome."""
+        sender = self._senders[claim.channel]
+        pace = self._paces[claim.channel]
+        notice = OutgoingNotice(
+            outbox_id=claim.id,
+            channel=claim.channel,
+            recipient=claim.recipient,
+            kind=claim.kind,
+            body=claim.body,
+            template=claim.template,
+            params=claim.params,
+        )
+        messages = sender.message_count(notice) if isinstance(sender, CountsMessages) else 1
+        await pace.recipients.wait(claim.recipient)
+        slots: list[_Slot] = []
+        paused = False
+        if pace.window is not None:
+            for _ in range(max(1, messages)):
+                slot = await pace.window.acquire()
+                if slot is None:
+                    paused = True
+                    break
+                slots.append(slot)
+        if paused or self._stopping.is_set():
+            for slot in slots:
+                slot.done(self._monotonic())
+            await self._hand_back(claim)
+            return
+        try:
+            result = await sender.send(notice)
+        except Exception as exc:  # a sender must not raise; if it does, retry the row
+            log.exception("outbox %s: sender raised", claim.id)
+            result = Transient(f"sender raised {type(exc).__name__}")
+        finally:
+            finished = self._monotonic()
+            for slot in slots:
+                slot.done(finished)
+            pace.recipients.sent(claim.recipient, max(1, messages))
+        if isinstance(result, RetryAfter) and pace.window is not None:
+            self._pause(claim.channel, pace.window, result.seconds)
+        await self._record(claim, result)
+
+    @staticmethod
+    def _pause(channel: Channel, window: SlidingWindow, seconds: float) -> None:
+        """Pause the channel's sends; logged once per pause, not per refused row."""
+        if window.pause(seconds):
+            log.warning("%s flood control: sends paused for %.1fs", channel, seconds)
+
+    async def _hand_back(self, claim: ClaimedNotice) -> None:
+        """Return an unsent row to pending (stopping, or its channel paused meanwhile)."""
+        pause = self.paused_for(claim.channel)
+        not_before = self._clock() + timedelta(seconds=pause)
+        await self._commit(
+            claim,
+            "hand back",
+            lambda connection: mark_retry(
+                connection, claim, not_before=not_before, error=None, count_attempt=False
+            ),
+        )
+
+    async def _record(self, claim: ClaimedNotice, result: SendResult) -> None:
+        now = self._clock()
+        match result:
+            case Sent():
+                await self._commit(
+                    claim, "sent", lambda connection: mark_sent(connection, claim, now=now)
+                )
+            case RetryAfter(seconds=seconds, error=error):
+                await self._commit(
+                    claim,
+                    "retry after",
+                    lambda connection: mark_retry(
+                        connection,
+                        claim,
+                        not_before=now + timedelta(seconds=seconds),
+                        error=error,
+                        count_attempt=False,
+                    ),
+                )
+            case Transient(error=error):
+                attempts = claim.attempts + 1
+                if attempts >= self._settings.max_attempts:
+                    log.warning("outbox %s failed after %d attempts", claim.id, attempts)
+                    await self._commit(
+                        claim,
+                        "failed",
+                        lambda connection: mark_failed(connection, claim, error=error),
+                    )
+                    return
+                delay = self.backoff(attempts)
+                log.info("outbox %s: transient error, retry in %.0fs", claim.id, delay)
+                await self._commit(
+                    claim,
+                    "retry",
+                    lambda connection: mark_retry(
+                        connection, claim, not_before=now + timedelta(seconds=delay), error=error
+                    ),
+                )
+            case Permanent(error=error):
+                log.warning("outbox %s failed permanently", claim.id)
+                await self._commit(
+                    claim, "failed", lambda connection: mark_failed(connection, claim, error=error)
+                )
+
+    def backoff(self, attempts: int) -> float:
+        """The delay after `attempts` failed sends: capped doubling, drawn from its upper half."""
+        settings = self._settings
+        ceiling = min(settings.backoff_cap_s, settings.backoff_first_s * 2.0 ** (attempts - 1))
+        return ceiling / 2 + self._random() * ceiling / 2
+
+    async def _commit(
+        self,
+        claim: ClaimedNotice,
+        what: str,
+        write: Callable[[AsyncConnection], Awaitable[bool]],
+    ) -> None:
+        """Run `write` in its own transaction, retried a few times when the database fails."""
+        for attempt in range(1, _RECORD_ATTEMPTS + 1):
+            try:
+                async with self._database.begin() as connection:
+                    held = await write(connection)
+            except Exception:
+                if attempt == _RECORD_ATTEMPTS:
+                    log.exception("outbox %s: recording %r failed; the lease brings it back",
+                                  claim.id, what)  # fmt: skip
+                    return
+                await self._sleep(0.1 * attempt)
+                continue
+            if not held:
+                log.warning("outbox %s: claim lost before recording %r", claim.id, what)
+            return

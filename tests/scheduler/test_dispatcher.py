@@ -1,0 +1,612 @@
+"""The outbox dispatcher end to end: real database, TelegramSender over HTTP to the fake Bot API.
+
+Two kinds of time: `FakeTime` (monotonic time and sleep that move only when
+slept, together with the frozen clock) where pacing decisions are checked,
+and real time, at high rates or short intervals, where the fake server's own
+flood control (real time too) judges that the pace was kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time as time_module
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.settings import DispatcherSettings
+from bot.telegram import TelegramSender
+from domain.vocabulary import Channel, OutboxStatus
+from scheduler.dispatcher import Dispatcher, SlidingWindow
+from scheduler.runner import build_scheduler
+from scheduler.sending import OutgoingNotice, SendResult
+from storage.db import create_engine
+from storage.models import Outbox
+from storage.outbox import Notice, enqueue
+from tests.fakes.clock import FrozenClock
+from tests.fakes.telegram_api import FakeTelegramServer
+
+WIB = ZoneInfo("Asia/Jakarta")
+MORNING = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # Monday 10:00 WIB
+FIRST_CHAT = 5_500_000_000
+
+
+class RunningClock(FrozenClock):
+    """A clock that starts at a fixed instant and then runs with real time (for real-time tests)."""
+
+    def __init__(self, start: datetime = MORNING) -> None:
+        super().__init__(start)
+        self._started = time_module.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.now + timedelta(seconds=time_module.monotonic() - self._started)
+
+
+class FakeTime:
+    """Monotonic time and sleep that move only when slept; the frozen clock moves along."""
+
+    def __init__(self, clock: FrozenClock) -> None:
+        self.clock = clock
+        self.now = 1_000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.slept.append(seconds)
+        self.now += seconds
+        self.clock.advance(timedelta(seconds=seconds))
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeTelegramServer]:
+    async with FakeTelegramServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def bot(server: FakeTelegramServer) -> AsyncIterator[Bot]:
+    bot = Bot(
+        token=server.token,
+        session=AiohttpSession(api=TelegramAPIServer.from_base(server.base_url)),
+        default=DefaultBotProperties(parse_mode=None),
+    )
+    yield bot
+    await bot.session.close()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(MORNING)
+
+
+def settings(**overrides: Any) -> DispatcherSettings:
+    values: dict[str, Any] = {"telegram_rate_per_s": 25.0, "backoff_first_s": 10.0}
+    values.update(overrides)
+    return DispatcherSettings(**values)
+
+
+def dispatcher(
+    db: AsyncEngine,
+    bot: Bot,
+    clock: FrozenClock,
+    fake_time: FakeTime | None = None,
+    *,
+    random: Callable[[], float] = lambda: 1.0,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    **overrides: Any,
+) -> Dispatcher:
+    timing: dict[str, Any] = {}
+    if fake_time is not None:
+        timing = {"monotonic": fake_time.monotonic, "sleep": fake_time.sleep}
+    if sleep is not None:
+        timing["sleep"] = sleep
+    return Dispatcher(
+        db,
+        {Channel.TELEGRAM: TelegramSender(bot)},
+        clock,
+        settings(**overrides),
+        WIB,
+        random=random,
+        **timing,
+    )
+
+
+async def add(
+    db: AsyncEngine,
+    chats: list[int],
+    *,
+    now: datetime = MORNING,
+    channel: Channel = Channel.TELEGRAM,
+    prefix: str = "n",
+) -> None:
+    async with db.begin() as connection:
+        for number, chat in enumerate(chats):
+            await enqueue(
+                connection,
+                Notice(
+                    dedupe_key=f"{prefix}{number}:{chat}",
+                    channel=channel,
+                    recipient=str(chat),
+                    kind="card_ready",
+                    body=f"Pesan {prefix}{number} untuk {chat}",
+                ),
+                now=now,
+            )
+
+
+async def rows(db: AsyncEngine) -> list[Outbox]:
+    async with db.connect() as connection:
+        result = await connection.execute(select(Outbox).order_by(Outbox.id))
+        return [Outbox(**mapping) for mapping in result.mappings()]
+
+
+async def status_counts(db: AsyncEngine) -> collections.Counter[OutboxStatus]:
+    return collections.Counter(row.status for row in await rows(db))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 - database state has no event to wait on
+            await asyncio.sleep(0.02)
+
+
+def delivered_once(server: FakeTelegramServer, chats: list[int]) -> bool:
+    """Every chat got exactly one message and nobody else got any."""
+    received = collections.Counter(message.chat_id for message in server.sent)
+    return received == collections.Counter(chats)
+
+
+# --- delivery and outcomes ---------------------------------------------------------
+
+
+async def test_due_notices_are_delivered_once_and_marked_sent(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    chats = [FIRST_CHAT + n for n in range(3)]
+    await add(db_engine, chats)
+    await add(db_engine, [FIRST_CHAT + 9], now=MORNING + timedelta(minutes=5), prefix="later")
+    sending = dispatcher(db_engine, bot, clock, FakeTime(clock))
+
+    assert await sending.tick() == 3
+    assert await sending.tick() == 0
+
+    assert delivered_once(server, chats)
+    assert server.messages_to(FIRST_CHAT)[0].text == f"Pesan n0 untuk {FIRST_CHAT}"
+    stored = await rows(db_engine)
+    assert [row.status for row in stored] == [OutboxStatus.SENT] * 3 + [OutboxStatus.PENDING]
+    assert all(row.attempts == 1 and row.sent_at == MORNING for row in stored[:3])
+
+    clock.now = MORNING + timedelta(minutes=5)
+    assert await sending.tick() == 1
+    assert delivered_once(server, [*chats, FIRST_CHAT + 9])
+
+
+async def test_quiet_hours_hold_everything_until_morning(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot
+) -> None:
+    evening = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 22:00 WIB
+    clock = FrozenClock(evening)
+    await add(db_engine, [FIRST_CHAT], now=evening)
+    sending = dispatcher(db_engine, bot, clock, FakeTime(clock))
+
+    assert await sending.tick() == 0
+    clock.now = datetime(2026, 11, 23, 23, 59, tzinfo=UTC)  # 06:59 WIB
+    assert await sending.tick() == 0
+    assert server.calls == []
+    assert [row.status for row in await rows(db_engine)] == [OutboxStatus.PENDING]
+
+    clock.now = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)  # 07:00 WIB
+    assert await sending.tick() == 1
+    assert delivered_once(server, [FIRST_CHAT])
+
+
+async def test_quiet_hours_follow_the_configured_window(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    await add(db_engine, [FIRST_CHAT])
+    lunch = dispatcher(
+        db_engine, bot, clock, FakeTime(clock), quiet_start=time(9, 0), quiet_end=time(11, 0)
+    )
+    assert await lunch.tick() == 0  # 10:00 WIB
+    never_quiet = dispatcher(
+        db_engine, bot, clock, FakeTime(clock), quiet_start=time(0, 0), quiet_end=time(0, 0)
+    )
+    assert await never_quiet.tick() == 1
+
+
+async def test_a_chat_gets_at_most_one_message_per_interval(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    """Real time: the fake server's flood control (one per 0.2 s per chat) is the judge."""
+    server.enforce_rates(per_second=30, chat_interval_s=0.2)
+    await add(db_engine, [FIRST_CHAT] * 4)
+    await add(db_engine, [FIRST_CHAT + 1], prefix="other")
+    sending = dispatcher(db_engine, bot, clock, telegram_chat_interval_s=0.2)
+
+    assert await sending.tick() == 5
+    assert len(server.sent) == 2  # one for each chat; three wait in the outbox
+    waiting = [row for row in await rows(db_engine) if row.status is OutboxStatus.PENDING]
+    assert [row.not_before - MORNING for row in waiting] == [
+        timedelta(seconds=0.2 * rank) for rank in (1, 2, 3)
+    ]
+    assert all(row.attempts == 0 for row in waiting)
+
+    for _ in range(3):
+        clock.advance(timedelta(seconds=0.2))
+        assert await sending.tick() == 1
+    assert [m.text for m in server.messages_to(FIRST_CHAT)] == [
+        f"Pesan n{n} untuk {FIRST_CHAT}" for n in range(4)
+    ]
+    assert server.too_many_requests == 0
+
+
+async def test_flood_control_pauses_the_channel_and_the_row_waits(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    fake_time = FakeTime(clock)
+    sending = dispatcher(db_engine, bot, clock, fake_time)
+    await add(db_engine, [FIRST_CHAT])
+    server.fail_next("sendMessage", status=429, retry_after=5)
+
+    assert await sending.tick() == 1
+    [row] = await rows(db_engine)
+    assert (row.status, row.attempts, row.not_before) == (
+        OutboxStatus.PENDING,
+        0,
+        MORNING + timedelta(seconds=5),
+    )
+    assert row.last_error is not None and "retry after 5" in row.last_error
+    assert sending.paused_for(Channel.TELEGRAM) == 5
+
+    await add(db_engine, [FIRST_CHAT + 1], prefix="new")  # due now, but the channel is paused
+    assert await sending.tick() == 0
+    assert server.sent == []
+
+    await fake_time.sleep(5)
+    assert await sending.tick() == 2
+    assert delivered_once(server, [FIRST_CHAT, FIRST_CHAT + 1])
+
+
+async def test_a_429_mid_batch_hands_back_what_was_not_sent(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    fake_time = FakeTime(clock)
+    sending = dispatcher(db_engine, bot, clock, fake_time, telegram_rate_per_s=1.0)
+    await add(db_engine, [FIRST_CHAT + n for n in range(3)])
+    server.fail_next("sendMessage", status=429, retry_after=30)
+
+    assert await sending.tick() == 3
+
+    assert len(server.calls_of("sendMessage")) == 1  # nothing more was tried during the pause
+    stored = await rows(db_engine)
+    assert [row.status for row in stored] == [OutboxStatus.PENDING] * 3
+    assert all(row.attempts == 0 for row in stored)
+    assert all(row.not_before >= MORNING + timedelta(seconds=29) for row in stored)
+
+
+async def test_transient_errors_back_off_then_fail_after_max_attempts(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    sending = dispatcher(db_engine, bot, clock, FakeTime(clock), random=lambda: 0.0, max_attempts=3)
+    await add(db_engine, [FIRST_CHAT])
+    server.fail_next("sendMessage", count=3, network=True)
+
+    assert await sending.tick() == 1
+    [row] = await rows(db_engine)
+    assert (row.status, row.attempts) == (OutboxStatus.PENDING, 1)
+    assert row.not_before == MORNING + timedelta(seconds=5)  # 10 s, drawn from its lower half
+    assert row.last_error is not None and row.last_error.startswith("TelegramNetworkError")
+
+    clock.now = row.not_before
+    assert await sending.tick() == 1
+    [row] = await rows(db_engine)
+    assert (row.status, row.attempts) == (OutboxStatus.PENDING, 2)
+    assert row.not_before == clock.now + timedelta(seconds=10)  # then 20 s: 10 s
+
+    clock.now = row.not_before
+    assert await sending.tick() == 1
+    [row] = await rows(db_engine)
+    assert (row.status, row.attempts) == (OutboxStatus.FAILED, 3)
+    assert row.last_error is not None and row.last_error.startswith("TelegramNetworkError")
+    assert server.sent == []
+
+
+async def test_a_server_error_is_retried_and_then_delivered(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    sending = dispatcher(db_engine, bot, clock, FakeTime(clock))
+    await add(db_engine, [FIRST_CHAT])
+    server.fail_next("sendMessage")
+
+    assert await sending.tick() == 1
+    [row] = await rows(db_engine)
+    assert row.last_error == "TelegramServerError: Internal Server Error"
+    assert row.not_before == MORNING + timedelta(seconds=10)
+    clock.now = row.not_before
+    assert await sending.tick() == 1
+    [row] = await rows(db_engine)
+    assert (row.status, row.attempts) == (OutboxStatus.SENT, 2)
+    assert delivered_once(server, [FIRST_CHAT])
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half(
+    db_engine: AsyncEngine, bot: Bot, clock: FrozenClock
+) -> None:
+    high = dispatcher(db_engine, bot, clock, random=lambda: 1.0, backoff_cap_s=60.0)
+    low = dispatcher(db_engine, bot, clock, random=lambda: 0.0, backoff_cap_s=60.0)
+    assert [high.backoff(n) for n in range(1, 6)] == [10, 20, 40, 60, 60]
+    assert [low.backoff(n) for n in range(1, 6)] == [5, 10, 20, 30, 30]
+
+
+async def test_blocked_and_unknown_chats_fail_at_once_and_the_rest_goes_out(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    blocked, unknown, fine = FIRST_CHAT, FIRST_CHAT + 1, FIRST_CHAT + 2
+    server.block_chat(blocked)
+    server.forget_chat(unknown)
+    await add(db_engine, [blocked, unknown, fine])
+
+    assert await dispatcher(db_engine, bot, clock, FakeTime(clock)).tick() == 3
+
+    outcome = {int(row.recipient): (row.status, row.attempts) for row in await rows(db_engine)}
+    assert outcome == {
+        blocked: (OutboxStatus.FAILED, 1),
+        unknown: (OutboxStatus.FAILED, 1),
+        fine: (OutboxStatus.SENT, 1),
+    }
+    errors = {int(row.recipient): row.last_error for row in await rows(db_engine)}
+    assert errors[blocked] == "TelegramForbiddenError: Forbidden: bot was blocked by the user"
+    assert errors[unknown] == "TelegramBadRequest: Bad Request: chat not found"
+    assert delivered_once(server, [fine])
+
+
+class _RaisingSender:
+    channel = Channel.TELEGRAM
+
+    async def send(self, notice: OutgoingNotice) -> SendResult:
+        raise RuntimeError("a bug in a channel adapter")
+
+
+async def test_a_sender_that_raises_costs_an_attempt_not_the_batch(
+    db_engine: AsyncEngine, clock: FrozenClock
+) -> None:
+    await add(db_engine, [FIRST_CHAT, FIRST_CHAT + 1])
+    fake_time = FakeTime(clock)
+    sending = Dispatcher(
+        db_engine,
+        {Channel.TELEGRAM: _RaisingSender()},
+        clock,
+        settings(),
+        WIB,
+        monotonic=fake_time.monotonic,
+        sleep=fake_time.sleep,
+    )
+    assert await sending.tick() == 2
+    assert [(row.status, row.attempts, row.last_error) for row in await rows(db_engine)] == [
+        (OutboxStatus.PENDING, 1, "sender raised RuntimeError")
+    ] * 2
+
+
+async def test_rows_of_a_channel_without_a_sender_are_left_alone(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    await add(db_engine, [6281234567890], channel=Channel.WHATSAPP)
+    assert await dispatcher(db_engine, bot, clock, FakeTime(clock)).tick() == 0
+    [row] = await rows(db_engine)
+    assert (row.status, row.claimed_until) == (OutboxStatus.PENDING, None)
+
+
+def test_a_sender_must_deliver_on_the_channel_it_is_registered_for(
+    db_engine: AsyncEngine, bot: Bot, clock: FrozenClock
+) -> None:
+    with pytest.raises(ValueError):
+        Dispatcher(db_engine, {Channel.WHATSAPP: TelegramSender(bot)}, clock, settings(), WIB)
+
+
+async def test_a_tick_never_overlaps_itself(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    await add(db_engine, [FIRST_CHAT + n for n in range(4)])
+    sending = dispatcher(db_engine, bot, clock, FakeTime(clock))
+    assert sorted(await asyncio.gather(sending.tick(), sending.tick())) == [0, 4]
+    assert delivered_once(server, [FIRST_CHAT + n for n in range(4)])
+
+
+# --- the sliding window --------------------------------------------------------------
+
+
+async def test_the_window_frees_a_place_one_period_after_a_send_completed(
+    clock: FrozenClock,
+) -> None:
+    fake_time = FakeTime(clock)
+    window = SlidingWindow(3, monotonic=fake_time.monotonic, sleep=fake_time.sleep)
+    starts: list[float] = []
+    for _ in range(7):
+        slot = await window.acquire()
+        assert slot is not None
+        starts.append(fake_time.now)
+        fake_time.now += 0.1  # the request takes 100 ms
+        slot.done(fake_time.now)
+
+    # Each send starts at least one second after the send three places earlier completed.
+    assert all(starts[n] >= starts[n - 3] + 0.1 + 1.0 for n in range(3, 7))
+    assert starts[:3] == [1000.0, 1000.1, 1000.2]
+    assert starts[3] == pytest.approx(1001.1)
+
+
+async def test_the_window_waits_for_a_send_still_in_flight(clock: FrozenClock) -> None:
+    fake_time = FakeTime(clock)
+    window = SlidingWindow(1, monotonic=fake_time.monotonic, sleep=fake_time.sleep)
+    first = await window.acquire()
+    assert first is not None
+    second = asyncio.create_task(window.acquire())
+    await asyncio.sleep(0.01)
+    assert not second.done()  # the first send has not completed yet
+    first.done(fake_time.now)
+    assert await second is not None
+    assert fake_time.now == 1001.0
+
+
+async def test_a_paused_window_gives_no_place(clock: FrozenClock) -> None:
+    fake_time = FakeTime(clock)
+    window = SlidingWindow(2.5, monotonic=fake_time.monotonic, sleep=fake_time.sleep)
+    assert (window.limit, window.period) == (2, 0.8)
+    window.pause(3)
+    assert await window.acquire() is None
+    await fake_time.sleep(3)
+    assert await window.acquire() is not None
+
+
+# --- restarts -------------------------------------------------------------------------
+
+
+async def test_a_stopped_dispatcher_hands_back_its_rows_and_a_new_one_finishes(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    """A restart right after the stop meets the server's flood control (the new process
+    does not know the old one's sends): the 429s are honoured and cost nothing."""
+    clock = RunningClock()
+    chats = [FIRST_CHAT + n for n in range(80)]
+    await add(db_engine, chats)
+    server.enforce_rates(per_second=50)
+
+    stop = asyncio.Event()
+    first = dispatcher(db_engine, bot, clock, telegram_rate_per_s=50, batch_size=40, idle_s=0.05)
+    running = asyncio.create_task(first.run(stop))
+    await server.wait_until(lambda: len(server.sent) >= 15, timeout=20)
+    stop.set()
+    await asyncio.wait_for(running, 10)
+
+    counts = await status_counts(db_engine)
+    assert counts[OutboxStatus.SENDING] == 0  # every claim recorded or handed back
+    assert 15 <= counts[OutboxStatus.SENT] == len(server.sent) < 80
+
+    stop = asyncio.Event()
+    second = dispatcher(db_engine, bot, clock, telegram_rate_per_s=50, batch_size=40, idle_s=0.05)
+    running = asyncio.create_task(second.run(stop))
+    await server.wait_until(lambda: len(server.sent) >= 80, timeout=20)
+    await eventually(lambda: _all_sent(db_engine, 80))
+    stop.set()
+    await asyncio.wait_for(running, 10)
+
+    assert delivered_once(server, chats)
+
+
+async def _all_sent(db: AsyncEngine, count: int) -> bool:
+    return (await status_counts(db))[OutboxStatus.SENT] == count
+
+
+async def test_a_crashed_dispatchers_rows_are_sent_once_after_the_lease(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    chats = [FIRST_CHAT + n for n in range(20)]
+    await add(db_engine, chats)
+
+    async def hang(seconds: float) -> None:
+        await asyncio.Event().wait()
+
+    # Five sends fill the window; the sixth waits for a place that never comes.
+    doomed = dispatcher(db_engine, bot, clock, telegram_rate_per_s=5, sleep=hang)
+    crashed = asyncio.create_task(doomed.tick())
+    await eventually(lambda: _all_sent(db_engine, 5))
+    crashed.cancel()  # the process dies: nothing is handed back
+    await asyncio.gather(crashed, return_exceptions=True)
+    assert (await status_counts(db_engine))[OutboxStatus.SENDING] == 15
+
+    successor = dispatcher(db_engine, bot, clock, telegram_rate_per_s=200)
+    assert await successor.tick() == 0  # the leases still hold
+    clock.advance(timedelta(seconds=settings().lease_s + 1))
+    assert await successor.tick() == 15
+
+    assert delivered_once(server, chats)
+    assert (await status_counts(db_engine))[OutboxStatus.SENT] == 20
+
+
+async def test_two_dispatchers_never_send_a_notice_twice(
+    db_engine: AsyncEngine,
+    database_url: str,
+    server: FakeTelegramServer,
+    bot: Bot,
+    clock: FrozenClock,
+) -> None:
+    """Two processes on PostgreSQL (SKIP LOCKED); on SQLite two dispatchers of one process."""
+    clock = RunningClock()
+    chats = [FIRST_CHAT + n for n in range(120)]
+    await add(db_engine, chats)
+    sqlite = db_engine.dialect.name == "sqlite"
+    engines = [db_engine, db_engine] if sqlite else [create_engine(database_url) for _ in "ab"]
+    stop = asyncio.Event()
+    pair = [
+        dispatcher(engine, bot, clock, telegram_rate_per_s=200, batch_size=15, idle_s=0.05)
+        for engine in engines
+    ]
+    try:
+        running = [asyncio.create_task(each.run(stop)) for each in pair]
+        await eventually(lambda: _all_sent(db_engine, 120))
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*running), 10)
+    finally:
+        if not sqlite:
+            for engine in engines:
+                await engine.dispose()
+    assert delivered_once(server, chats)
+
+
+# --- at the platform's rate -------------------------------------------------------------
+
+
+async def test_at_the_servers_rate_every_notice_arrives_once_without_a_429(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    """The benchmark's set-up in small (bench/bench_dispatcher.py measures the rate)."""
+    clock = RunningClock()
+    chats = [FIRST_CHAT + n for n in range(150)]
+    await add(db_engine, chats)
+    server.enforce_rates(per_second=60, chat_interval_s=1.0)
+    stop = asyncio.Event()
+    sending = dispatcher(db_engine, bot, clock, telegram_rate_per_s=60, batch_size=60, idle_s=0.05)
+    running = asyncio.create_task(sending.run(stop))
+    await eventually(lambda: _all_sent(db_engine, 150))
+    stop.set()
+    await asyncio.wait_for(running, 10)
+
+    assert delivered_once(server, chats)
+    assert server.too_many_requests == 0
+
+
+# --- scheduling ---------------------------------------------------------------------------
+
+
+def test_the_scheduler_ticks_the_dispatcher_without_overlap(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    db_engine: AsyncEngine,
+    bot: Bot,
+    clock: FrozenClock,
+) -> None:
+    scheduler = build_scheduler(
+        sessionmaker=sessionmaker,
+        clock=clock,
+        processed_update_retention=timedelta(days=30),
+        timezone="Asia/Jakarta",
+        dispatcher=dispatcher(db_engine, bot, clock, tick_interval_s=2.0),
+    )
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"prune_processed_updates", "outbox_dispatcher"}
+    job = jobs["outbox_dispatcher"]
+    assert str(job.trigger) == "interval[0:00:02]"
+    assert (job.max_instances, job.coalesce) == (1, True)
+    assert not scheduler.running
