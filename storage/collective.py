@@ -1,27 +1,36 @@
 """The database side of the collective file and the KPJ import (SPEC 4.5).
 
 `collective_rows` streams the enrollments of one submission batch for
-`storage.collective_file.write_collective_xlsx`; `preview_import` classifies
-the rows of a KPJ file against the OPD's sponsorships without writing
-anything (the PIC confirms first; `storage.workbench` applies).
+`storage.collective_file.write_collective_xlsx` (`export_batch` does both
+without stalling an event loop); `preview_import` classifies the rows of a KPJ
+file against the OPD's sponsorships without writing anything (the PIC confirms
+first; `storage.workbench` applies).
 
-Both take the caller's connection and never commit.
+Everything takes the caller's connection and never commits, except
+`export_batch`, which opens its own short read-only transactions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.kpj import KpjProblem, parse_kpj
 from domain.vocabulary import OPEN_STATUSES, SponsorshipStatus
-from storage.collective_file import CollectiveRow, KpjRow, NikCellProblem
+from storage.collective_file import (
+    CollectiveRow,
+    KpjRow,
+    NikCellProblem,
+    write_collective_xlsx,
+)
 from storage.crypto import NikCipher
 from storage.models import Asn, Sponsorship, Worker
 
@@ -33,58 +42,136 @@ _asn = Asn.__table__.c
 LOOKUP_CHUNK = 1000
 
 
+_BATCH_ROWS = (
+    select(
+        _sponsorship.id,
+        _worker.nik_ciphertext,
+        _worker.full_name,
+        _worker.birth_date,
+        _worker.sex,
+        _worker.phone_e164,
+        _worker.village,
+        _worker.district,
+        _sponsorship.occupation,
+        _asn.nip,
+        _asn.full_name.label("sponsor_name"),
+        _sponsorship.plan,
+        _sponsorship.first_month,
+    )
+    .join_from(Sponsorship.__table__, Worker.__table__, _worker.id == _sponsorship.worker_id)
+    .join(Asn.__table__, _asn.id == _sponsorship.asn_id)
+    .order_by(_sponsorship.id)
+)
+
+
+async def collective_chunk(
+    connection: AsyncConnection,
+    cipher: NikCipher,
+    *,
+    batch_id: int,
+    after_id: int = 0,
+    limit: int = 2000,
+) -> tuple[list[CollectiveRow], int | None]:
+    """Up to `limit` rows of batch `batch_id` with sponsorship id above `after_id`.
+
+    Returns the rows and the `after_id` for the next chunk (None after the last).
+    """
+    result = await connection.execute(
+        _BATCH_ROWS.where(_sponsorship.batch_id == batch_id, _sponsorship.id > after_id).limit(
+            limit
+        )
+    )
+    records = result.all()
+    rows = [
+        CollectiveRow(
+            nik=cipher.decrypt(record.nik_ciphertext),
+            full_name=record.full_name,
+            birth_date=record.birth_date,
+            sex=record.sex,
+            phone_e164=record.phone_e164,
+            village=record.village,
+            district=record.district,
+            occupation=record.occupation,
+            sponsor_nip=record.nip,
+            sponsor_name=record.sponsor_name,
+            plan=record.plan,
+            first_month=record.first_month,
+        )
+        for record in records
+    ]
+    return rows, (records[-1].id if len(records) == limit else None)
+
+
 async def collective_rows(
     connection: AsyncConnection, cipher: NikCipher, *, batch_id: int, chunk_size: int = 2000
 ) -> AsyncIterator[CollectiveRow]:
     """The enrollments of submission batch `batch_id`, ordered by sponsorship id.
 
     Read in chunks of `chunk_size` (keyset pagination on the sponsorship id),
-    so memory stays flat for any batch size; NIKs are decrypted one row at a time.
+    so memory stays flat for any batch size; NIKs are decrypted chunk by chunk.
+    All in the caller's transaction: on SQLite that holds the write lock for as
+    long as the caller takes to consume the rows (see `export_batch`).
     """
-    statement = (
-        select(
-            _sponsorship.id,
-            _worker.nik_ciphertext,
-            _worker.full_name,
-            _worker.birth_date,
-            _worker.sex,
-            _worker.phone_e164,
-            _worker.village,
-            _worker.district,
-            _sponsorship.occupation,
-            _asn.nip,
-            _asn.full_name.label("sponsor_name"),
-            _sponsorship.plan,
-            _sponsorship.first_month,
+    after: int | None = 0
+    while after is not None:
+        rows, after = await collective_chunk(
+            connection, cipher, batch_id=batch_id, after_id=after, limit=chunk_size
         )
-        .join_from(Sponsorship.__table__, Worker.__table__, _worker.id == _sponsorship.worker_id)
-        .join(Asn.__table__, _asn.id == _sponsorship.asn_id)
-        .where(_sponsorship.batch_id == batch_id)
-        .order_by(_sponsorship.id)
-        .limit(chunk_size)
-    )
-    after = 0
-    while True:
-        result = await connection.execute(statement.where(_sponsorship.id > after))
-        chunk = result.all()
-        for row in chunk:
-            yield CollectiveRow(
-                nik=cipher.decrypt(row.nik_ciphertext),
-                full_name=row.full_name,
-                birth_date=row.birth_date,
-                sex=row.sex,
-                phone_e164=row.phone_e164,
-                village=row.village,
-                district=row.district,
-                occupation=row.occupation,
-                sponsor_nip=row.nip,
-                sponsor_name=row.sponsor_name,
-                plan=row.plan,
-                first_month=row.first_month,
+        for row in rows:
+            yield row
+
+
+async def export_batch(
+    database: AsyncEngine,
+    cipher: NikCipher,
+    target: BinaryIO,
+    *,
+    batch_id: int,
+    batch_number: str,
+    opd_name: str,
+    created_at: datetime,
+    chunk_size: int = 2000,
+    progress: Callable[[int], object] | None = None,
+) -> int:
+    """Write the collective file of batch `batch_id` to `target`; returns the rows written.
+
+    For a caller on a running event loop (the bot, the CLI): the file is
+    written in a worker thread (openpyxl takes seconds for a large batch and
+    would stall every chat), while the rows are read on the loop one chunk
+    per short transaction, the next chunk read while the current one is
+    written. On SQLite every transaction holds the write lock
+    (BEGIN IMMEDIATE), so one long read would pause the bot for the whole
+    export. Opens and ends its own read-only transactions; commits nothing.
+    `progress` is called with the number of rows handed to the writer, per chunk.
+    """
+    loop = asyncio.get_running_loop()
+
+    async def read(after_id: int) -> tuple[list[CollectiveRow], int | None]:
+        async with database.begin() as connection:
+            return await collective_chunk(
+                connection, cipher, batch_id=batch_id, after_id=after_id, limit=chunk_size
             )
-        if len(chunk) < chunk_size:
-            return
-        after = chunk[-1].id
+
+    def rows() -> Iterator[CollectiveRow]:
+        pending = asyncio.run_coroutine_threadsafe(read(0), loop)
+        while True:
+            chunk, after = pending.result()
+            if after is not None:
+                pending = asyncio.run_coroutine_threadsafe(read(after), loop)
+            yield from chunk
+            if progress is not None:
+                progress(len(chunk))
+            if after is None:
+                return
+
+    return await asyncio.to_thread(
+        write_collective_xlsx,
+        rows(),
+        target,
+        batch_number=batch_number,
+        opd_name=opd_name,
+        created_at=created_at,
+    )
 
 
 class RejectReason(StrEnum):
@@ -157,6 +244,7 @@ async def preview_import(
     opd_id: int,
     rows: Sequence[KpjRow],
     empty_rows: int = 0,
+    progress: Callable[[int], object] | None = None,
 ) -> ImportPreview:
     """Classify every row of a KPJ file for OPD `opd_id`; reads only.
 
@@ -176,7 +264,9 @@ async def preview_import(
        the KPJ belongs to another worker's sponsorship (DUPLICATE_KPJ);
        otherwise (waiting for the PIC, returned) -> NOT_SUBMITTED.
 
-    NIKs are looked up by their keyed hash in chunks of `LOOKUP_CHUNK`.
+    NIKs are looked up by their keyed hash in chunks of `LOOKUP_CHUNK`;
+    `progress` is called with the number of rows looked up, per chunk.
+    `empty_rows` (from `read_kpj_file`) is carried into the preview.
     """
     reasons: list[RejectReason | None] = [None] * len(rows)
     kpjs: list[str] = [""] * len(rows)
@@ -197,7 +287,7 @@ async def preview_import(
 
     alive = [index for index, reason in enumerate(reasons) if reason is None]
     hashes = {index: cipher.lookup_hash(_nik(rows[index])) for index in alive}
-    found = await _open_sponsorships(connection, list(hashes.values()))
+    found = await _open_sponsorships(connection, list(hashes.values()), progress)
 
     candidates: list[tuple[int, _OpenSponsorship]] = []
     unchanged = 0
@@ -273,12 +363,15 @@ def _mark_shared_kpjs(
                 reasons[index] = RejectReason.DUPLICATE_KPJ
 
 
-def _chunks(values: Sequence[Any], size: int = LOOKUP_CHUNK) -> list[Sequence[Any]]:
+def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    size = LOOKUP_CHUNK
     return [values[start : start + size] for start in range(0, len(values), size)]
 
 
 async def _open_sponsorships(
-    connection: AsyncConnection, hashes: Sequence[bytes]
+    connection: AsyncConnection,
+    hashes: Sequence[bytes],
+    progress: Callable[[int], object] | None,
 ) -> dict[bytes, _OpenSponsorship]:
     """The open sponsorship of each worker found by NIK hash (at most one per worker)."""
     statement = select(
@@ -300,6 +393,8 @@ async def _open_sponsorships(
             found[row.nik_hash] = _OpenSponsorship(
                 row.id, row.worker_id, row.opd_id, row.status, row.kpj
             )
+        if progress is not None:
+            progress(len(chunk))
     return found
 
 

@@ -25,7 +25,7 @@ import re
 import shutil
 import zipfile
 import zlib
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -383,6 +383,8 @@ KPJ_HEADERS = frozenset(
 )
 #: The header row is looked for in this many rows from the top (title rows above it).
 HEADER_SEARCH_ROWS = 20
+#: `read_kpj_file` reports progress every this many rows.
+PROGRESS_EVERY = 1000
 #: An XLSX that unpacks to more than this is refused before parsing (zip bombs).
 MAX_UNPACKED_BYTES = 1 << 30
 _SHOWN_LENGTH = 20
@@ -419,7 +421,11 @@ def normalise_header(text: str) -> str:
 
 
 def read_kpj_file(
-    file_name: str, content: bytes, *, max_rows: int = 500_000
+    file_name: str,
+    content: bytes,
+    *,
+    max_rows: int = 500_000,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[list[KpjRow], int]:
     """Read a NIK -> KPJ file sent back by BPJS: (data rows, number of completely empty rows).
 
@@ -432,7 +438,9 @@ def read_kpj_file(
     guessed: a NIK stored as a number is reported as SCIENTIFIC (Excel keeps 15
     significant digits, so the 16th is already lost).
 
-    Raises KpjFileError for a file that cannot be used at all.
+    `progress`, if given, is called with the number of data rows read, every
+    `PROGRESS_EVERY` rows and at the end. Raises KpjFileError for a file that
+    cannot be used at all.
     """
     if not content.strip():
         raise KpjFileError(FileProblem.EMPTY, "the file has no content")
@@ -442,7 +450,7 @@ def read_kpj_file(
     if content.startswith(_ZIP_MAGIC):
         with contextlib.closing(_xlsx_tables(content)) as sheets:
             try:
-                return _read_rows(sheets, max_rows)
+                return _read_rows(sheets, max_rows, progress)
             except _XLSX_DAMAGE as exc:
                 raise KpjFileError(FileProblem.UNREADABLE, type(exc).__name__) from exc
     extension = os.path.splitext(file_name)[1].casefold()
@@ -450,7 +458,7 @@ def read_kpj_file(
         raise KpjFileError(
             FileProblem.NOT_SPREADSHEET, f"a {extension} file; expected .xlsx or .csv"
         )
-    return _read_rows(iter([_csv_table(_decode(content))]), max_rows)
+    return _read_rows(iter([_csv_table(_decode(content))]), max_rows, progress)
 
 
 # A table is an iterator of (row number, cells); an XLSX gives one per sheet.
@@ -557,7 +565,9 @@ def _is_empty(cell: Any) -> bool:
     return cell is None or (isinstance(cell, str) and not cell.strip())
 
 
-def _read_rows(tables: Iterator[_Table], max_rows: int) -> tuple[list[KpjRow], int]:
+def _read_rows(
+    tables: Iterator[_Table], max_rows: int, progress: Callable[[int], object] | None
+) -> tuple[list[KpjRow], int]:
     first_seen: Sequence[Any] | None = None
     any_rows = False
     for table in tables:
@@ -577,7 +587,7 @@ def _read_rows(tables: Iterator[_Table], max_rows: int) -> tuple[list[KpjRow], i
         nik_column, kpj_column = header
         if kpj_column is None:
             raise KpjFileError(FileProblem.NO_KPJ_COLUMN, _headers_found(cells))
-        return _data_rows(table, nik_column, kpj_column, max_rows)
+        return _data_rows(table, nik_column, kpj_column, max_rows, progress)
     if not any_rows:
         raise KpjFileError(FileProblem.EMPTY, "no rows")
     raise KpjFileError(FileProblem.NO_NIK_COLUMN, _headers_found(first_seen or ()))
@@ -589,7 +599,11 @@ def _headers_found(cells: Sequence[Any]) -> str:
 
 
 def _data_rows(
-    table: _Table, nik_column: int, kpj_column: int, max_rows: int
+    table: _Table,
+    nik_column: int,
+    kpj_column: int,
+    max_rows: int,
+    progress: Callable[[int], object] | None,
 ) -> tuple[list[KpjRow], int]:
     rows: list[KpjRow] = []
     empty = 0
@@ -603,6 +617,10 @@ def _data_rows(
         kpj_cell = cells[kpj_column] if kpj_column < len(cells) else None
         nik, problem, shown = read_nik_cell(nik_cell)
         rows.append(KpjRow(row_number, nik, problem, shown, kpj_text(kpj_cell)))
+        if progress is not None and len(rows) % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+    if progress is not None and len(rows) % PROGRESS_EVERY:
+        progress(len(rows) % PROGRESS_EVERY)
     if not rows:
         raise KpjFileError(FileProblem.EMPTY, "no rows under the header")
     return rows, empty

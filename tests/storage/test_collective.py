@@ -30,6 +30,7 @@ from storage.collective import (
     RejectedRow,
     RejectReason,
     collective_rows,
+    export_batch,
     preview_import,
 )
 from storage.collective_file import (
@@ -575,3 +576,42 @@ async def test_a_real_file_through_reader_and_preview(
         RejectedRow(5, "3,20101E+15", RejectReason.NIK_AS_NUMBER),
         RejectedRow(7, mask_nik(nik_for(2)), RejectReason.DUPLICATE_NIK),
     ]
+
+
+@pytest.mark.parametrize(("count", "chunk_size"), [(7, 3), (6, 3), (0, 3)])
+async def test_export_batch_writes_the_same_file_in_short_transactions(
+    db_engine: AsyncEngine, count: int, chunk_size: int
+) -> None:
+    async with db_engine.begin() as connection:
+        seed = Seeder(connection)
+        opd = await seed.opd("DINKES")
+        asn = await seed.asn(opd)
+        batch = await seed.batch(opd, "DINKES-2026-001")
+        for index in range(count):
+            await seed.enrollment(nik_for(index), asn_id=asn, opd_id=opd, batch_id=batch)
+        direct = io.BytesIO()
+        write_collective_xlsx(
+            [row async for row in collective_rows(connection, CIPHER, batch_id=batch)],
+            direct,
+            batch_number="DINKES-2026-001",
+            opd_name="Dinas Kesehatan",
+            created_at=NOW,
+        )
+
+    progress: list[int] = []
+    target = io.BytesIO()
+    written = await export_batch(
+        db_engine,
+        CIPHER,
+        target,
+        batch_id=batch,
+        batch_number="DINKES-2026-001",
+        opd_name="Dinas Kesehatan",
+        created_at=NOW,
+        chunk_size=chunk_size,
+        progress=progress.append,
+    )
+    assert written == count
+    assert sum(progress) == count
+    assert all(step <= chunk_size for step in progress)
+    assert target.getvalue() == direct.getvalue()
