@@ -84,6 +84,8 @@ class SentMessage:
     reply_markup: dict[str, Any] | None
     message_id: int
     parse_mode: str | None = None
+    #: When the server accepted it (time.monotonic()).
+    at: float = 0.0
 
     @property
     def callback_data(self) -> list[str]:
@@ -546,7 +548,11 @@ class FakeTelegramServer:
             return _error(400, "Bad Request: message is too long")
         markup = params.get("reply_markup")
         message_id = next(self._message_ids)
-        self.sent.append(SentMessage(chat_id, text, markup, message_id, params.get("parse_mode")))
+        self.sent.append(
+            SentMessage(
+                chat_id, text, markup, message_id, params.get("parse_mode"), time.monotonic()
+            )
+        )
         message: dict[str, Any] = {
             "message_id": message_id,
             "from": BOT_USER,
