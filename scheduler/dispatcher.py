@@ -144,7 +144,7 @@ class CountsMessages(Protocol):
     """A sender that may deliver one notice as several platform messages."""
 
     def message_count(self, notice: OutgoingNotice) -> int:
-        """How many messages `send(notice)` makes (each takes a rate slot)."""
+        """How many messages `send(notice)` makes, spacing them itself (each takes a rate slot)."""
         ...
 
 
@@ -193,13 +193,16 @@ class SlidingWindow:
         """Seconds left of the current pause (0 when not paused)."""
         return max(0.0, self._paused_until - self._monotonic())
 
-    async def acquire(self) -> _Slot | None:
-        """Wait for a free place; None while the window is paused.
+    async def acquire(self, count: int = 1) -> list[_Slot] | None:
+        """Wait for `count` free places (at most `limit`), taken together; None while paused.
 
-        The caller must call `slot.done(monotonic())` once the send completed.
-        A pause is not waited out here: the dispatcher hands the row back
-        instead of holding its claim through a long retry_after.
+        The caller must call `slot.done(monotonic())` on each once the send
+        completed. The places are taken at once, never one by one: a waiter
+        holding some places while waiting for more could wait for itself. A
+        pause is not waited out here: the dispatcher hands the row back instead
+        of holding its claim through a long retry_after.
         """
+        count = min(max(1, count), self.limit)
         async with self._lock:
             while True:
                 now = self._monotonic()
@@ -210,16 +213,16 @@ class SlidingWindow:
                     slots and slots[0].done_at is not None and slots[0].done_at + self.period <= now
                 ):
                     slots.popleft()
-                if len(slots) < self.limit:
+                if len(slots) + count <= self.limit:
                     break
                 oldest = slots[0]
                 if oldest.done_at is None:
                     await oldest.finished.wait()
                 else:
                     await self._sleep(oldest.done_at + self.period - now)
-            slot = _Slot()
-            slots.append(slot)
-            return slot
+            taken = [_Slot() for _ in range(count)]
+            slots.extend(taken)
+            return taken
 
 
 class RecipientSpacing:
@@ -243,10 +246,10 @@ class RecipientSpacing:
         if delay > 0:
             await self._sleep(delay)
 
-    def sent(self, recipient: str, messages: int = 1) -> None:
-        """Record that `messages` were just sent to `recipient`."""
+    def sent(self, recipient: str) -> None:
+        """Record that a send to `recipient` just completed (its last message, if several)."""
         now = self._monotonic()
-        self._free_at[recipient] = now + self.interval * messages
+        self._free_at[recipient] = now + self.interval
         self._marks += 1
         if self._marks % self._PRUNE_EVERY == 0:
             self._free_at = {key: at for key, at in self._free_at.items() if at > now}
@@ -446,17 +449,11 @@ class Dispatcher:
         )
         messages = sender.message_count(notice) if isinstance(sender, CountsMessages) else 1
         await pace.recipients.wait(claim.recipient)
-        slots: list[_Slot] = []
-        paused = False
+        slots: list[_Slot] | None = []
         if pace.window is not None:
-            for _ in range(max(1, messages)):
-                slot = await pace.window.acquire()
-                if slot is None:
-                    paused = True
-                    break
-                slots.append(slot)
-        if paused or self._stopping.is_set():
-            for slot in slots:
+            slots = await pace.window.acquire(messages)
+        if slots is None or self._stopping.is_set():
+            for slot in slots or ():
                 slot.done(self._monotonic())
             await self._hand_back(claim)
             return
@@ -469,7 +466,7 @@ class Dispatcher:
             finished = self._monotonic()
             for slot in slots:
                 slot.done(finished)
-            pace.recipients.sent(claim.recipient, max(1, messages))
+            pace.recipients.sent(claim.recipient)
         if isinstance(result, RetryAfter) and pace.window is not None:
             self._pause(claim.channel, pace.window, result.seconds)
         await self._record(claim, result)

@@ -114,9 +114,10 @@ def dispatcher(
         timing = {"monotonic": fake_time.monotonic, "sleep": fake_time.sleep}
     if sleep is not None:
         timing["sleep"] = sleep
+    chunk_sleep = fake_time.sleep if fake_time is not None else asyncio.sleep
     return Dispatcher(
         db,
-        {Channel.TELEGRAM: TelegramSender(bot)},
+        {Channel.TELEGRAM: TelegramSender(bot, sleep=chunk_sleep)},
         clock,
         settings(**overrides),
         WIB,
@@ -132,6 +133,7 @@ async def add(
     now: datetime = MORNING,
     channel: Channel = Channel.TELEGRAM,
     prefix: str = "n",
+    body: str | None = None,
 ) -> None:
     async with db.begin() as connection:
         for number, chat in enumerate(chats):
@@ -142,7 +144,7 @@ async def add(
                     channel=channel,
                     recipient=str(chat),
                     kind="card_ready",
-                    body=f"Pesan {prefix}{number} untuk {chat}",
+                    body=body or f"Pesan {prefix}{number} untuk {chat}",
                 ),
                 now=now,
             )
@@ -374,6 +376,23 @@ async def test_blocked_and_unknown_chats_fail_at_once_and_the_rest_goes_out(
     assert delivered_once(server, [fine])
 
 
+async def test_a_long_notice_takes_a_place_per_part_without_waiting_for_itself(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot, clock: FrozenClock
+) -> None:
+    digest = "\n".join(f"{n:03d} " + "x" * 95 for n in range(60))  # two messages
+    await add(db_engine, [FIRST_CHAT], body=digest, prefix="digest")
+    await add(db_engine, [FIRST_CHAT + 1, FIRST_CHAT + 2])
+    fake_time = FakeTime(clock)
+    # One place in the window: the two parts must not wait for each other's place.
+    sending = dispatcher(db_engine, bot, clock, fake_time, telegram_rate_per_s=1.0)
+
+    assert await asyncio.wait_for(sending.tick(), 10) == 3
+
+    assert len(server.messages_to(FIRST_CHAT)) == 2
+    assert delivered_once(server, [FIRST_CHAT, FIRST_CHAT, FIRST_CHAT + 1, FIRST_CHAT + 2])
+    assert [row.status for row in await rows(db_engine)] == [OutboxStatus.SENT] * 3
+
+
 class _RaisingSender:
     channel = Channel.TELEGRAM
 
@@ -436,11 +455,11 @@ async def test_the_window_frees_a_place_one_period_after_a_send_completed(
     window = SlidingWindow(3, monotonic=fake_time.monotonic, sleep=fake_time.sleep)
     starts: list[float] = []
     for _ in range(7):
-        slot = await window.acquire()
-        assert slot is not None
+        slots = await window.acquire()
+        assert slots is not None
         starts.append(fake_time.now)
         fake_time.now += 0.1  # the request takes 100 ms
-        slot.done(fake_time.now)
+        slots[0].done(fake_time.now)
 
     # Each send starts at least one second after the send three places earlier completed.
     assert all(starts[n] >= starts[n - 3] + 0.1 + 1.0 for n in range(3, 7))
@@ -456,8 +475,22 @@ async def test_the_window_waits_for_a_send_still_in_flight(clock: FrozenClock) -
     second = asyncio.create_task(window.acquire())
     await asyncio.sleep(0.01)
     assert not second.done()  # the first send has not completed yet
-    first.done(fake_time.now)
+    first[0].done(fake_time.now)
     assert await second is not None
+    assert fake_time.now == 1001.0
+
+
+async def test_places_for_several_messages_are_taken_together(clock: FrozenClock) -> None:
+    fake_time = FakeTime(clock)
+    window = SlidingWindow(3, monotonic=fake_time.monotonic, sleep=fake_time.sleep)
+    single = await window.acquire()
+    assert single is not None and len(single) == 1
+    many = asyncio.create_task(window.acquire(5))  # more than the window holds: all of it
+    await asyncio.sleep(0.01)
+    assert not many.done()  # waits for the single send, never holding a part of the window
+    single[0].done(fake_time.now)
+    taken = await many
+    assert taken is not None and len(taken) == 3
     assert fake_time.now == 1001.0
 
 
