@@ -14,7 +14,9 @@ API's ~30 messages/s so the conversation replies keep some room):
   way, the platform never sees more than `rate` arrivals in one second;
 - per recipient at most one message per `telegram_chat_interval_s` (1 s).
   A batch keeps one row per recipient; further rows of the same recipient go
-  back to pending, spaced by the interval, without counting an attempt;
+  back to pending, spaced by the interval, without counting an attempt.
+  (Channels without limits, the console, send a recipient's rows in order
+  within the tick);
 - a `RetryAfter` (Telegram 429) pauses the whole channel for `retry_after`;
   the row goes back to pending for that long, also without counting an attempt.
   Rows of the batch not yet sent are handed back the same way, and the next
@@ -350,15 +352,10 @@ class Dispatcher:
                 )
             if not claims:
                 return 0
-            first, later = self._one_per_recipient(claims)
+            chains, later = self._by_recipient(claims)
             if later:
                 await self._space_out(later, now)
-            results = await asyncio.gather(
-                *(self._deliver(claim) for claim in first), return_exceptions=True
-            )
-            for claim, result in zip(first, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.error("outbox %s: delivery failed: %s", claim.id, type(result).__name__)
+            await asyncio.gather(*(self._deliver_in_order(chain) for chain in chains))
             return len(claims)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -384,7 +381,10 @@ class Dispatcher:
                 await watcher
 
     async def stop(self) -> None:
-        """Stop taking rows; waits until a running tick has recorded or handed back its rows."""
+        """Stop taking rows; waits until a running tick has recorded or handed back its rows.
+
+        A stopped dispatcher stays stopped (build a new one to start again).
+        """
         self._stopping.set()
         async with self._lock:
             pass
@@ -403,23 +403,35 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(sleeper, stopper, return_exceptions=True)
 
-    @staticmethod
-    def _one_per_recipient(
-        claims: list[ClaimedNotice],
-    ) -> tuple[list[ClaimedNotice], list[tuple[ClaimedNotice, int]]]:
-        """The first claim of each recipient, and the others with their rank (1, 2, ...)."""
-        seen: dict[tuple[Channel, str], int] = {}
-        first: list[ClaimedNotice] = []
+    def _by_recipient(
+        self, claims: list[ClaimedNotice]
+    ) -> tuple[list[list[ClaimedNotice]], list[tuple[ClaimedNotice, int]]]:
+        """The claims to send now, one chain per recipient, and those to hand back.
+
+        On a channel with a per-recipient interval (Telegram) a chain holds one
+        claim and the recipient's others are handed back with their rank (1, 2,
+        ...), so a tick never sits out the interval. Without one (the console),
+        a recipient's claims are sent one after another in the tick.
+        """
+        chains: dict[tuple[Channel, str], list[ClaimedNotice]] = {}
+        ranks: collections.Counter[tuple[Channel, str]] = collections.Counter()
         later: list[tuple[ClaimedNotice, int]] = []
         for claim in claims:
             key = (claim.channel, claim.recipient)
-            rank = seen.get(key, 0)
-            seen[key] = rank + 1
-            if rank == 0:
-                first.append(claim)
+            chain = chains.setdefault(key, [])
+            if chain and self._paces[claim.channel].recipients.interval > 0:
+                ranks[key] += 1
+                later.append((claim, ranks[key]))
             else:
-                later.append((claim, rank))
-        return first, later
+                chain.append(claim)
+        return list(chains.values()), later
+
+    async def _deliver_in_order(self, chain: list[ClaimedNotice]) -> None:
+        for claim in chain:
+            try:
+                await self._deliver(claim)
+            except Exception as exc:  # logged by type: the row comes back after its lease
+                log.error("outbox %s: delivery failed: %s", claim.id, type(exc).__name__)
 
     async def _space_out(self, later: list[tuple[ClaimedNotice, int]], now: datetime) -> None:
         """Hand rows back that a recipient would get too soon after the batch's first."""
@@ -429,7 +441,7 @@ class Dispatcher:
                 await mark_retry(
                     connection,
                     claim,
-                    not_before=now + timedelta(seconds=max(interval, 0.001) * rank),
+                    not_before=now + timedelta(seconds=interval * rank),
                     error=None,
                     count_attempt=False,
                 )

@@ -29,7 +29,7 @@ from bot.telegram import TelegramSender
 from domain.vocabulary import Channel, OutboxStatus
 from scheduler.dispatcher import Dispatcher, SlidingWindow
 from scheduler.runner import build_scheduler
-from scheduler.sending import OutgoingNotice, SendResult
+from scheduler.sending import OutgoingNotice, SendResult, Sent
 from storage.db import create_engine
 from storage.models import Outbox
 from storage.outbox import Notice, enqueue
@@ -418,6 +418,32 @@ async def test_a_sender_that_raises_costs_an_attempt_not_the_batch(
     assert [(row.status, row.attempts, row.last_error) for row in await rows(db_engine)] == [
         (OutboxStatus.PENDING, 1, "sender raised RuntimeError")
     ] * 2
+
+
+class _ConsoleRecorder:
+    """A sender for a channel without limits, recording what it was given."""
+
+    channel = Channel.CONSOLE
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    async def send(self, notice: OutgoingNotice) -> SendResult:
+        self.bodies.append(notice.body)
+        return Sent()
+
+
+async def test_without_limits_a_recipients_notices_go_out_in_order_in_one_tick(
+    db_engine: AsyncEngine, clock: FrozenClock
+) -> None:
+    await add(db_engine, [1, 1, 1], channel=Channel.CONSOLE)
+    console = _ConsoleRecorder()
+    sending = Dispatcher(db_engine, {Channel.CONSOLE: console}, clock, settings(), WIB)
+
+    assert await sending.tick() == 3
+
+    assert console.bodies == [f"Pesan n{n} untuk 1" for n in range(3)]
+    assert [row.status for row in await rows(db_engine)] == [OutboxStatus.SENT] * 3
 
 
 async def test_rows_of_a_channel_without_a_sender_are_left_alone(
