@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Row, Select, and_, bindparam, func, insert, select, update
+from sqlalchemy import Row, Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import (
@@ -519,7 +519,11 @@ _ACTIVATE = (
     .where(
         Sponsorship.id == bindparam("sid"),
         Sponsorship.opd_id == bindparam("opd"),
-        Sponsorship.status.in_([SponsorshipStatus.ACCEPTED, SponsorshipStatus.SUBMITTED]),
+        # Not IN (...): an expanding parameter cannot run as executemany.
+        or_(
+            Sponsorship.status == SponsorshipStatus.ACCEPTED,
+            Sponsorship.status == SponsorshipStatus.SUBMITTED,
+        ),
         Sponsorship.kpj.is_(None),
     )
     .values(

@@ -24,6 +24,7 @@ from handlers.parsing import TextProblem, parse_note
 from handlers.types import Document, Option, Reply
 from storage import workbench
 from storage.audit import Actor
+from storage.collective import collective_rows, preview_import
 from storage.collective_file import KpjFileError, read_kpj_file, write_collective_xlsx
 from storage.roles import PicRole
 from storage.workbench import ChangeProblem, Enrollment
@@ -111,8 +112,6 @@ def _back_home(ctx: Context) -> Option:
 
 
 async def _batch_file(ctx: Context, role: PicRole, batch: workbench.BatchInfo) -> Document:
-    from storage.collective import collective_rows
-
     buffer = io.BytesIO()
     write_collective_xlsx(
         [row async for row in collective_rows(ctx.repo.connection, ctx.cipher, batch_id=batch.id)],
@@ -219,8 +218,6 @@ def import_help(ctx: Context) -> list[Reply]:
 
 async def import_file(ctx: Context, role: PicRole) -> list[Reply]:
     """A file from BPJS: read it, preview it, keep the preview until the PIC decides."""
-    from storage.collective import preview_import
-
     t = ctx.t
     event = ctx.event
     name = event.file_name or "berkas"

@@ -21,7 +21,7 @@ from domain.vocabulary import Channel, Language
 from handlers.context import EngineConfig
 from handlers.engine import Engine
 from handlers.i18n import Catalogs
-from handlers.types import EventKind, InboundEvent, Option, Reply
+from handlers.types import Document, EventKind, InboundEvent, Option, Reply
 from storage.crypto import NikCipher
 from storage.opd_repository import OpdRepository
 from tests.fakes.clock import FrozenClock
@@ -147,6 +147,21 @@ class Chat:
 
     async def share_contact(self, phone: str, *, own: bool = True) -> Sequence[Reply]:
         return await self._send(kind=EventKind.CONTACT, contact_phone=phone, contact_is_own=own)
+
+    async def send_document(self, file_name: str, content: bytes | None) -> Sequence[Reply]:
+        """Send a file (as a channel does after fetching it); None: too large to fetch."""
+        return await self._send(
+            kind=EventKind.DOCUMENT,
+            file_ref=f"file-{file_name}",
+            file_name=file_name,
+            file_content=content,
+            file_too_large=content is None,
+        )
+
+    @property
+    def documents(self) -> list[Document]:
+        """Files attached to the replies of the last event."""
+        return [reply.document for reply in self.replies if reply.document is not None]
 
     async def replay(self) -> Sequence[Reply]:
         """Send the last event again with the same update id."""
