@@ -518,3 +518,34 @@ def test_too_many_rows() -> None:
     content = f"NIK,KPJ\n{lines}".encode()
     assert len(read("kpj.csv", content, max_rows=4)[0]) == 4
     assert refused("kpj.csv", content, max_rows=3).problem is FileProblem.TOO_MANY_ROWS
+
+
+def test_an_xlsx_whose_table_starts_away_from_a1_keeps_spreadsheet_row_numbers() -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet["C4"], sheet["D4"] = "NIK", "KPJ"
+    sheet["C5"], sheet["D5"] = NIK_A, KPJ_A
+    sheet["C8"], sheet["D8"] = NIK_B, KPJ_B
+    out = io.BytesIO()
+    workbook.save(out)
+    rows, empty = read("kpj.xlsx", out.getvalue())
+    assert [(r.row_number, r.nik, r.kpj_raw) for r in rows] == [
+        (5, NIK_A, KPJ_A),
+        (8, NIK_B, KPJ_B),
+    ]
+    assert empty == 2
+
+
+def test_an_xlsx_with_too_many_rows_is_refused_before_it_is_read() -> None:
+    content = xlsx([["NIK", "KPJ"], *([NIK_A, KPJ_A] for _ in range(30))])
+    assert len(read("kpj.xlsx", content, max_rows=30)[0]) == 30
+    assert refused("kpj.xlsx", content, max_rows=5).problem is FileProblem.TOO_MANY_ROWS
+
+
+def test_progress_is_reported_for_every_row_read() -> None:
+    lines = "".join(f"{NIK_A},{KPJ_A}\n" for _ in range(2500))
+    steps: list[int] = []
+    rows, _ = read_kpj_file("kpj.csv", f"NIK,KPJ\n{lines}".encode(), progress=steps.append)
+    assert len(rows) == 2500
+    assert steps == [1000, 1000, 500]
