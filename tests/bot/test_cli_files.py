@@ -15,7 +15,6 @@ import pytest
 from openpyxl import load_workbook
 from pydantic import SecretStr
 from sqlalchemy import func, select
-from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import Runtime, build_runtime
@@ -219,20 +218,12 @@ async def test_export_into_a_missing_directory(
 # --- import ---------------------------------------------------------------------------------
 
 
-# storage.workbench.apply_import runs its UPDATE (which has an IN list) as an executemany,
-# which SQLAlchemy refuses for two or more rows; strict, so the fix shows up here.
-_APPLY_MANY_BROKEN = pytest.mark.xfail(
-    strict=True, raises=StatementError, reason="workbench._ACTIVATE: IN list in executemany"
-)
-
-
 def kpj_file(tmp_path: Path, lines: list[str], name: str = "kpj.csv") -> Path:
     path = tmp_path / name
     path.write_text("NIK;No. KPJ\n" + "\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-@_APPLY_MANY_BROKEN
 async def test_import_with_yes_applies_and_notifies(
     admin: Admin, runtime: Runtime, tmp_path: Path
 ) -> None:
@@ -314,7 +305,6 @@ async def test_import_without_a_terminal_never_applies(
     assert "nothing written" in admin.out
 
 
-@_APPLY_MANY_BROKEN
 async def test_a_file_sent_again_has_nothing_to_apply(
     admin: Admin, runtime: Runtime, tmp_path: Path
 ) -> None:
