@@ -64,9 +64,7 @@ async def appoint_pic(
 ) -> int:
     engine = sessionmaker.kw["bind"]
     async with engine.begin() as connection:
-        opd_id = (
-            await connection.execute(select(Opd.id).where(Opd.code == opd_code))
-        ).scalar_one()
+        opd_id = (await connection.execute(select(Opd.id).where(Opd.code == opd_code))).scalar_one()
         return await appoint(
             connection,
             opd_id=opd_id,
