@@ -20,7 +20,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, BinaryIO
 
-from sqlalchemy import select, text
+from sqlalchemy import LargeBinary, String, any_, literal, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.kpj import KpjProblem, parse_kpj
@@ -377,6 +378,20 @@ def _mark_shared_kpjs(
                 reasons[index] = RejectReason.DUPLICATE_KPJ
 
 
+def _member_of(
+    connection: AsyncConnection, column: Any, values: Sequence[Any], element_type: Any
+) -> Any:
+    """`column IN (values)`; on PostgreSQL `column = ANY(<one array parameter>)`.
+
+    PostgreSQL plans an IN list of 1,000 parameters anew for every chunk: the
+    lookups of a 144,000-row file took 5-7.5 s that way and 1.1 s with one
+    array parameter.
+    """
+    if connection.dialect.name == "postgresql":
+        return column == any_(literal(list(values), ARRAY(element_type)))
+    return column.in_(values)
+
+
 def _chunks(values: Sequence[Any], size: int | None = None) -> list[Sequence[Any]]:
     size = size or LOOKUP_CHUNK
     return [values[start : start + size] for start in range(0, len(values), size)]
@@ -402,7 +417,9 @@ async def _open_sponsorships(
     )
     found: dict[bytes, _OpenSponsorship] = {}
     for chunk in _chunks(hashes):
-        result = await connection.execute(statement.where(_worker.nik_hash.in_(chunk)))
+        result = await connection.execute(
+            statement.where(_member_of(connection, _worker.nik_hash, chunk, LargeBinary))
+        )
         for row in result:
             found[row.nik_hash] = _OpenSponsorship(
                 row.id, row.worker_id, row.opd_id, row.status, row.kpj
@@ -417,7 +434,9 @@ async def _kpj_holders(connection: AsyncConnection, kpjs: Sequence[str]) -> dict
     statement = select(_sponsorship.kpj, _sponsorship.worker_id)
     holders: dict[str, set[int]] = defaultdict(set)
     for chunk in _chunks(kpjs, KPJ_CHECK_CHUNK):
-        result = await connection.execute(statement.where(_sponsorship.kpj.in_(chunk)))
+        result = await connection.execute(
+            statement.where(_member_of(connection, _sponsorship.kpj, chunk, String))
+        )
         for row in result:
             holders[row.kpj].add(row.worker_id)
     return holders
