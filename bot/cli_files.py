@@ -169,7 +169,13 @@ async def _export(args: argparse.Namespace, runtime: Runtime) -> int:
                         "nothing written"
                     )
                 batch = created
-        written = await _write(runtime, batch, opd_name, target)
+        try:
+            written = await _write(runtime, batch, opd_name, target)
+        except OSError as error:
+            raise _CommandError(
+                f"cannot write {out}: {error.strerror}; batch {batch.number} stays as it is, "
+                f"write its file with --batch {batch.number}"
+            ) from error
     print(f"batch {batch.number} ({batch.status.value}): {written} rows written to {out}")
     if written != batch.row_count:
         print(
