@@ -459,7 +459,10 @@ def read_kpj_file(
         raise KpjFileError(
             FileProblem.NOT_SPREADSHEET, f"a {extension} file; expected .xlsx or .csv"
         )
-    return _read_rows(iter([_csv_table(_decode(content))]), max_rows, progress)
+    try:
+        return _read_rows(iter([_csv_table(_decode(content))]), max_rows, progress)
+    except csv.Error as exc:  # e.g. a field over csv's size limit; the message quotes no data
+        raise KpjFileError(FileProblem.UNREADABLE, f"CSV: {exc}") from exc
 
 
 # A table is an iterator of (row number, cells); an XLSX gives one per sheet.
@@ -529,7 +532,7 @@ def _decode(content: bytes) -> str:
         text = content.decode("latin-1")
     sample = text[:_BINARY_SAMPLE]
     controls = len(_CONTROL.findall(sample))
-    if "\x00" in sample or controls * _BINARY_CONTROL_RATIO > len(sample):
+    if "\x00" in text or controls * _BINARY_CONTROL_RATIO > len(sample):
         raise KpjFileError(FileProblem.NOT_SPREADSHEET, "binary content, not a CSV text file")
     return text
 

@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import Cell
 
@@ -549,3 +551,58 @@ def test_progress_is_reported_for_every_row_read() -> None:
     rows, _ = read_kpj_file("kpj.csv", f"NIK,KPJ\n{lines}".encode(), progress=steps.append)
     assert len(rows) == 2500
     assert steps == [1000, 1000, 500]
+
+
+def test_a_field_over_the_csv_size_limit_is_unreadable() -> None:
+    content = f'NIK,KPJ\n{NIK_A},"{"9" * 200_000}"\n'.encode()
+    assert refused("kpj.csv", content).problem is FileProblem.UNREADABLE
+
+
+def test_a_nul_byte_late_in_the_file_is_binary() -> None:
+    content = f"NIK,KPJ\n{NIK_A},{KPJ_A}\n".encode() * 5000 + b"\x00\n"
+    assert refused("kpj.csv", content).problem is FileProblem.NOT_SPREADSHEET
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.binary(max_size=400).map(lambda tail: b"PK\x03\x04" + tail),
+        st.text(alphabet="NIKKPJnikpj0123456789 ,;\t\r\n\"'.-Ee+", max_size=300).map(str.encode),
+    )
+)
+def test_any_content_is_read_or_refused_with_a_file_problem(content: bytes) -> None:
+    try:
+        rows, empty = read_kpj_file("kpj.csv", content)
+    except KpjFileError as error:
+        assert isinstance(error.problem, FileProblem)
+        return
+    assert rows and empty >= 0
+    for row in rows:
+        assert (row.nik is None) != (row.nik_problem is None)
+        assert len(row.nik_shown) <= 20
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="0123456789", min_size=16, max_size=16),
+            st.text(alphabet="0123456789", min_size=11, max_size=11),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from(["csv", "xlsx"]),
+)
+def test_text_niks_and_kpjs_round_trip(pairs: list[tuple[str, str]], kind: str) -> None:
+    table = [["NIK", "KPJ"], *[[nik, kpj] for nik, kpj in pairs]]
+    if kind == "xlsx":
+        content = xlsx(table)
+    else:
+        content = "".join(f"{nik};{kpj}\n" for nik, kpj in table).encode()
+    rows, empty = read(f"kpj.{kind}", content)
+    assert empty == 0
+    assert [(r.row_number, r.nik, r.kpj_raw) for r in rows] == [
+        (index, nik, kpj) for index, (nik, kpj) in enumerate(pairs, 2)
+    ]
