@@ -16,7 +16,7 @@ from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import cli_admin
+from bot import cli_admin, cli_files, cli_outbox
 from bot.app import (
     Runtime,
     StartupError,
@@ -45,7 +45,7 @@ class _Extension(Protocol):
         ...
 
 
-_EXTENSIONS: tuple[_Extension, ...] = (cli_admin,)
+_EXTENSIONS: tuple[_Extension, ...] = (cli_admin, cli_files, cli_outbox)
 _BUILT_IN = frozenset({"run", "console", "migrate", "opd", "failed", "key"})
 
 

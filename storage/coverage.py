@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.vocabulary import OPEN_STATUSES, SponsorshipStatus
-from storage.models import Asn, Opd, Sponsorship
+from domain.vocabulary import SponsorshipStatus
+from storage.models import SPONSORSHIP_IS_OPEN, Asn, Opd, Sponsorship
 
 TOTAL_CODE = "TOTAL"
 
@@ -49,7 +49,7 @@ _ASN_COUNTS = (
     )
     .outerjoin(
         Sponsorship,
-        (Sponsorship.asn_id == Asn.id) & Sponsorship.status.in_(OPEN_STATUSES),
+        (Sponsorship.asn_id == Asn.id) & SPONSORSHIP_IS_OPEN,
     )
     .group_by(Asn.opd_id)
 )

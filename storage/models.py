@@ -163,6 +163,15 @@ class Worker(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+#: SPEC 3's "open" sponsorship (any status but lapsed/ended) as literal SQL, the
+#: same text as the partial unique index's predicate: SQLite uses a partial
+#: index only when the query's condition matches it, and `status IN (...)` with
+#: bound values does not (a full scan: 9.9 ms per lookup at 144,000 rows,
+#: against 0.004 ms). Queries for open sponsorships use this.
+OPEN_SPONSORSHIP_SQL = "status NOT IN ('lapsed', 'ended')"
+SPONSORSHIP_IS_OPEN = text("sponsorship." + OPEN_SPONSORSHIP_SQL)
+
+
 class Sponsorship(Base):
     """An ASN's sponsorship of one worker, from enrollment to card and dues."""
 
@@ -173,10 +182,11 @@ class Sponsorship(Base):
             "uq_sponsorship_open_worker",
             "worker_id",
             unique=True,
-            sqlite_where=text("status NOT IN ('lapsed', 'ended')"),
-            postgresql_where=text("status NOT IN ('lapsed', 'ended')"),
+            sqlite_where=text(OPEN_SPONSORSHIP_SQL),
+            postgresql_where=text(OPEN_SPONSORSHIP_SQL),
         ),
         Index("ix_sponsorship_opd_status", "opd_id", "status"),
+        Index("ix_sponsorship_kpj", "kpj"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

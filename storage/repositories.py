@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
 
 from domain.vocabulary import (
-    OPEN_STATUSES,
     Channel,
     ConsentPurpose,
     ConsentSubject,
@@ -27,6 +26,7 @@ from domain.vocabulary import (
 )
 from storage.crypto import NikCipher
 from storage.models import (
+    SPONSORSHIP_IS_OPEN,
     Asn,
     ConsentRecord,
     Opd,
@@ -47,14 +47,14 @@ _OPEN_SPONSORSHIP_OF_WORKER = (
     .join(Sponsorship.asn)
     .join(Sponsorship.opd)
     .options(contains_eager(Sponsorship.asn), contains_eager(Sponsorship.opd))
-    .where(Sponsorship.worker_id == bindparam("worker_id"), Sponsorship.status.in_(OPEN_STATUSES))
+    .where(Sponsorship.worker_id == bindparam("worker_id"), SPONSORSHIP_IS_OPEN)
 )
 # Writes take their values as execution parameters, so each compiles once.
 _INSERT_WORKER = insert(Worker)
 _UPDATE_WORKER = update(Worker).where(Worker.id == bindparam("worker_id"))
 _INSERT_SPONSORSHIP = insert(Sponsorship)
 _COUNT_OPEN_OF_ASN = select(func.count(Sponsorship.id)).where(
-    Sponsorship.asn_id == bindparam("asn_id"), Sponsorship.status.in_(OPEN_STATUSES)
+    Sponsorship.asn_id == bindparam("asn_id"), SPONSORSHIP_IS_OPEN
 )
 
 

@@ -25,7 +25,6 @@ from sqlalchemy import Row, Select, and_, bindparam, func, insert, or_, select, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import (
-    OPEN_STATUSES,
     BatchStatus,
     ImportStatus,
     Occupation,
@@ -36,7 +35,15 @@ from domain.vocabulary import (
 )
 from storage import audit
 from storage.audit import Actor
-from storage.models import Asn, KpjImport, Opd, Sponsorship, SubmissionBatch, Worker
+from storage.models import (
+    SPONSORSHIP_IS_OPEN,
+    Asn,
+    KpjImport,
+    Opd,
+    Sponsorship,
+    SubmissionBatch,
+    Worker,
+)
 
 if TYPE_CHECKING:
     from storage.collective import ImportPreview
@@ -157,7 +164,7 @@ async def opd_summary(connection: AsyncConnection, opd_id: int) -> OpdSummary:
     )
     sponsoring = await connection.scalar(
         select(func.count(func.distinct(Sponsorship.asn_id))).where(
-            Sponsorship.opd_id == opd_id, Sponsorship.status.in_(OPEN_STATUSES)
+            Sponsorship.opd_id == opd_id, SPONSORSHIP_IS_OPEN
         )
     )
     return OpdSummary(counts, int(registered or 0), int(sponsoring or 0))

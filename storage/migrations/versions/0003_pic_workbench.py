@@ -159,6 +159,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("kpj_imported_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("card_handed_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f("ix_sponsorship_batch_id"), ["batch_id"], unique=False)
+        batch_op.create_index("ix_sponsorship_kpj", ["kpj"], unique=False)
         batch_op.create_foreign_key(
             batch_op.f("fk_sponsorship_verified_by_pic_id_pic"),
             "pic",
@@ -181,6 +182,7 @@ def downgrade() -> None:
         batch_op.drop_constraint(
             batch_op.f("fk_sponsorship_verified_by_pic_id_pic"), type_="foreignkey"
         )
+        batch_op.drop_index("ix_sponsorship_kpj")
         batch_op.drop_index(batch_op.f("ix_sponsorship_batch_id"))
         batch_op.drop_column("card_handed_at")
         batch_op.drop_column("kpj_imported_at")
