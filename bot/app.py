@@ -12,14 +12,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.settings import Environment, Settings
 from domain.eligibility import AgeBounds
 from domain.tariff import DEFAULT_TARIFF
+from domain.vocabulary import Channel
+from domain.workdays import HolidayFileError, WorkCalendar, load_holidays
 from handlers.context import EngineConfig
 from handlers.engine import Engine
 from handlers.i18n import Catalogs
+from scheduler.digest import DigestPlanner
+from scheduler.dispatcher import Dispatcher
+from scheduler.runner import build_scheduler
+from scheduler.sending import Sender
 from storage.crypto import NikCipher, NikKeyError, decode_key, load_or_create_key_file
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade_to_head
@@ -93,6 +100,7 @@ class Runtime:
     catalogs: Catalogs
     cipher: NikCipher
     clock: Clock
+    calendar: WorkCalendar
 
     async def close(self) -> None:
         await self.db.dispose()
@@ -127,7 +135,57 @@ async def build_runtime(
         catalogs=catalogs,
         cipher=cipher,
         clock=clock,
+        calendar=work_calendar(settings, clock),
     )
+
+
+def work_calendar(settings: Settings, clock: Clock) -> WorkCalendar:
+    """The holiday list (PROGRAM_HOLIDAYS_FILE); weekends only, with a warning, without one."""
+    path = settings.program.holidays_file
+    if not path.exists():
+        log.warning("no holiday list at %s: only weekends are days off", path)
+        return WorkCalendar(())
+    try:
+        calendar = load_holidays(path)
+    except HolidayFileError as exc:
+        raise StartupError(f"PROGRAM_HOLIDAYS_FILE {path}: {exc}") from exc
+    year = clock().year
+    if not calendar.covers(year):
+        log.warning("the holiday list %s has no entries for %d: update it", path, year)
+    return calendar
+
+
+def build_background(
+    runtime: Runtime, senders: dict[Channel, Sender], *, quiet_hours: bool = True
+) -> tuple[AsyncIOScheduler, Dispatcher]:
+    """The scheduler (not started) with housekeeping, the outbox dispatcher and the digest.
+
+    `quiet_hours=False` (the console: one terminal, nobody's phone) sends at any hour.
+    """
+    settings = runtime.settings
+    timezone = ZoneInfo(settings.app.timezone)
+    dispatch = settings.dispatch
+    if not quiet_hours:
+        dispatch = dispatch.model_copy(update={"quiet_end": dispatch.quiet_start})
+    dispatcher = Dispatcher(runtime.db, senders, runtime.clock, dispatch, timezone)
+    digest = DigestPlanner(
+        runtime.db,
+        runtime.catalogs,
+        runtime.clock,
+        timezone=timezone,
+        calendar=runtime.calendar,
+        send_at=settings.program.digest_time,
+    )
+    scheduler = build_scheduler(
+        sessionmaker=runtime.sessionmaker,
+        clock=runtime.clock,
+        processed_update_retention=timedelta(days=settings.app.processed_update_retention_days),
+        timezone=settings.app.timezone,
+        dispatcher=dispatcher,
+        digest=digest,
+        digest_time=settings.program.digest_time,
+    )
+    return scheduler, dispatcher
 
 
 async def seed_opds_if_empty(runtime: Runtime) -> int:

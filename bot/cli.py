@@ -10,23 +10,21 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import cli_admin, cli_files, cli_outbox
 from bot.app import (
     Runtime,
     StartupError,
+    build_background,
     build_runtime,
     configure_logging,
     seed_opds_if_empty,
 )
 from bot.console import ConsoleChannel
 from bot.settings import Settings, TelegramMode
-from scheduler.runner import build_scheduler
+from domain.vocabulary import Channel
 from storage.crypto import generate_key
 from storage.dead_letters import DeadLetters
 from storage.migrate import upgrade_to_head
@@ -158,7 +156,23 @@ async def _run_console(settings: Settings, *, user: str) -> int:
     runtime = await build_runtime(settings)
     try:
         await seed_opds_if_empty(runtime)
-        await ConsoleChannel(runtime.engine, runtime.clock, runtime.catalogs, user=user).run()
+        console = ConsoleChannel(
+            runtime.engine,
+            runtime.clock,
+            runtime.catalogs,
+            user=user,
+            files_dir=settings.app.data_dir / "console_files",
+        )
+        # Notices (card ready, returned, digests) print in this terminal at any hour.
+        scheduler, dispatcher = build_background(
+            runtime, {Channel.CONSOLE: console.sender}, quiet_hours=False
+        )
+        scheduler.start()
+        try:
+            await console.run()
+        finally:
+            await dispatcher.stop()
+            scheduler.shutdown(wait=False)
     finally:
         await runtime.close()
     return 0
@@ -167,7 +181,7 @@ async def _run_console(settings: Settings, *, user: str) -> int:
 async def _run_telegram(settings: Settings) -> int:
     from aiohttp import web
 
-    from bot.telegram import TelegramChannel
+    from bot.telegram import TelegramChannel, TelegramSender
 
     runtime = await build_runtime(settings)
     channel = TelegramChannel(
@@ -177,7 +191,9 @@ async def _run_telegram(settings: Settings) -> int:
         catalogs=runtime.catalogs,
         dead_letters=DeadLetters(runtime.sessionmaker, runtime.cipher),
     )
-    scheduler = _scheduler(runtime)
+    scheduler, dispatcher = build_background(
+        runtime, {Channel.TELEGRAM: TelegramSender(channel.bot)}
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -204,19 +220,11 @@ async def _run_telegram(settings: Settings) -> int:
             log.info("Telegram long polling started")
             await channel.run_polling(stop)
     finally:
+        # A tick in progress records what it sent and hands back the rest.
+        await dispatcher.stop()
         scheduler.shutdown(wait=False)
         if runner is not None:
             await runner.cleanup()
         await channel.close()
         await runtime.close()
     return 0
-
-
-def _scheduler(runtime: Runtime) -> AsyncIOScheduler:
-    settings = runtime.settings
-    return build_scheduler(
-        sessionmaker=runtime.sessionmaker,
-        clock=runtime.clock,
-        processed_update_retention=timedelta(days=settings.app.processed_update_retention_days),
-        timezone=settings.app.timezone,
-    )

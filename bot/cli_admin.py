@@ -298,9 +298,8 @@ async def _invite(
 
 
 def _configured_bot_username(runtime: Runtime) -> str | None:
-    # TELEGRAM_BOT_USERNAME, once the settings have it (TelegramSettings.bot_username).
-    value = getattr(runtime.settings.telegram, "bot_username", None)
-    return str(value) if value else None
+    value = runtime.settings.telegram.bot_username.strip().lstrip("@")
+    return value or None
 
 
 def _coverage_cells(row: CoverageRow) -> list[str]:

@@ -70,12 +70,19 @@ class ProgramSettings(BaseSettings):
     max_workers_per_asn: int = Field(5, ge=1)
     #: A flow untouched this long is parked as a draft and offered for resumption.
     draft_idle_minutes: int = Field(30, ge=1)
+    #: Local time (SERTAKAN_TIMEZONE) of the PIC's daily digest, on working days.
+    digest_time: time = time(8, 0)
+    #: National holidays and collective leave (date,name[,kind]); Monday to Friday
+    #: minus these are working days (digest days, and due dates later).
+    holidays_file: Path = Path("data/holidays_id.csv")
 
 
 class TelegramSettings(BaseSettings):
     model_config = _group("TELEGRAM_")
 
     token: SecretStr | None = None
+    #: The bot's @username without "@": for invite links t.me/<username>?start=<code>.
+    bot_username: str = ""
     #: Base URL of the Bot API server: a self-hosted server or the tests' fake.
     api_base: str = "https://api.telegram.org"
     mode: TelegramMode = TelegramMode.POLLING

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from scheduler.digest import DigestPlanner
 from scheduler.dispatcher import Dispatcher
 from scheduler.housekeeping import prune_processed_updates
 
@@ -22,6 +23,8 @@ def build_scheduler(
     processed_update_retention: timedelta,
     timezone: str,
     dispatcher: Dispatcher | None = None,
+    digest: DigestPlanner | None = None,
+    digest_time: time = time(8, 0),
 ) -> AsyncIOScheduler:
     """A scheduler (not started) with the housekeeping job at 03:00 local time.
 
@@ -30,6 +33,12 @@ def build_scheduler(
     tick that outlasts the interval (a full batch at the rate) is never
     stacked. Before shutting the scheduler down, `await dispatcher.stop()`
     lets a running tick record or hand back its rows.
+
+    With `digest`, the PIC digest is planned at `digest_time` local time on
+    Monday to Friday (the planner skips holidays itself). A process that was
+    down at that time plans it when it comes back the same morning (grace of
+    three hours); the dedupe key keeps it to one per PIC per day whichever
+    process or run plans it.
     """
     scheduler = AsyncIOScheduler(timezone=timezone)
 
@@ -50,5 +59,17 @@ def build_scheduler(
             coalesce=True,
             # A late tick is still worth running: it only sends what is due.
             misfire_grace_time=None,
+        )
+    if digest is not None:
+        scheduler.add_job(
+            digest.plan,
+            "cron",
+            day_of_week="mon-fri",
+            hour=digest_time.hour,
+            minute=digest_time.minute,
+            id="pic_digest",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=3 * 3600,
         )
     return scheduler
