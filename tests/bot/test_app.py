@@ -158,3 +158,46 @@ def test_cli_failed_list_shows_parked_updates_without_content(
     out = capsys.readouterr().out
     assert "telegram\t77\t42\tOperationalError\t5\t2026-11-21 03:00:00" in out
     assert "3201014708900001" not in out
+
+
+def test_cli_administrator_commands_are_wired_into_sertakan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SERTAKAN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TELEGRAM_BOT_USERNAME", "@SertakanBot")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    csv = tmp_path / "opd.csv"
+    csv.write_text("code,name\nA-1,Dinas Satu\n", encoding="utf-8")
+    assert main(["opd", "load", str(csv)]) == 0
+    assert main(["pic", "appoint", "--opd", "A-1", "--telegram-id", "424242"]) == 0
+    assert main(["pic", "list"]) == 0
+    assert "424242" in capsys.readouterr().out
+    assert main(["invite", "create", "--opd", "A-1"]) == 0
+    assert "https://t.me/SertakanBot?start=PIC-" in capsys.readouterr().out
+    assert main(["coverage"]) == 0
+    assert "Dinas Satu" in capsys.readouterr().out
+    assert main(["outbox", "status"]) == 0
+    capsys.readouterr()
+    assert main(["export", "--opd", "A-1", "--out", str(tmp_path / "x.xlsx")]) == 1
+    assert not (tmp_path / "x.xlsx").exists()
+    assert main(["audit", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "pic.appoint" in out and "invite.create" in out
+
+
+async def test_background_schedules_dispatcher_digest_and_housekeeping(tmp_path: Path) -> None:
+    from bot.app import build_background
+
+    settings = _settings(tmp_path)
+    runtime = await build_runtime(settings)
+    try:
+        scheduler, dispatcher = build_background(runtime, {})
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+        assert set(jobs) == {"prune_processed_updates", "outbox_dispatcher", "pic_digest"}
+        assert "mon-fri" in str(jobs["pic_digest"].trigger)
+        assert "hour='8'" in str(jobs["pic_digest"].trigger)
+        # The shipped holiday list is loaded: 17 August is not a working day.
+        assert not runtime.calendar.is_working_day(datetime(2026, 8, 17).date())
+        await dispatcher.stop()
+    finally:
+        await runtime.close()
