@@ -1,0 +1,202 @@
+"""From enrollment to card over real HTTP: the fake Bot API, the Telegram adapter, the
+engine, the database, the outbox and the dispatcher, as `sertakan run` wires them.
+
+An ASN enrolls two workers, the PIC accepts them, exports the collective file
+(sendDocument), confirms it went to BPJS, sends back the KPJ file (getFile and
+download), applies it; the ASN then receives each card-ready notice exactly once,
+although Telegram answers the first send with 429 and the dispatcher is stopped
+after the first notice and replaced by a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.app import build_runtime, seed_opds_if_empty
+from bot.settings import DispatcherSettings, Settings
+from bot.telegram import TelegramSender
+from domain.vocabulary import Channel, OutboxStatus, SponsorshipStatus
+from scheduler.dispatcher import Dispatcher
+from storage.audit import Actor
+from storage.models import Opd, Outbox, Sponsorship
+from storage.roles import appoint
+from tests.bot.test_telegram_e2e import (
+    make_settings,
+    open_bot,
+    polling,
+    register,
+)
+from tests.fakes.chat import OTHER_NIK, WORKER_NIK
+from tests.fakes.clock import FrozenClock
+from tests.fakes.telegram_api import FakeTelegramServer
+from tests.fakes.telegram_user import TelegramUser
+
+ASN_ID = 5001
+PIC_ID = 6001
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeTelegramServer]:
+    async with FakeTelegramServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def settings(
+    tmp_path: Path,
+    database_url: str,
+    server: FakeTelegramServer,
+    sessionmaker: async_sessionmaker[AsyncSession],  # empties every table first
+) -> Settings:
+    settings = make_settings(tmp_path, database_url, server)
+    runtime = await build_runtime(settings, clock=FrozenClock(), migrate=False)
+    try:
+        await seed_opds_if_empty(runtime)
+        async with runtime.db.begin() as connection:
+            opd_id = (
+                await connection.execute(select(Opd.id).where(Opd.code == "BKL-DINKES"))
+            ).scalar_one()
+            await appoint(
+                connection,
+                opd_id=opd_id,
+                channel=Channel.TELEGRAM,
+                external_id=str(PIC_ID),
+                phone_e164=None,
+                actor=Actor.admin("test"),
+                now=FrozenClock()(),
+            )
+    finally:
+        await runtime.close()
+    return settings
+
+
+async def enroll(asn: TelegramUser, nik: str, name: str) -> None:
+    await asn.say("/daftar")
+    await asn.press("Asisten rumah tangga")
+    await asn.say(name)
+    await asn.say(nik)
+    await asn.press("Ya, benar")
+    for answer in ("081298765432", "Sukamaju", "Ciawi"):
+        await asn.say(answer)
+    await asn.press("Bulanan")
+    await asn.press("Desember 2026")
+    assert name in asn.text
+    await asn.press("Kirim ke PIC")
+    assert "menunggu pemeriksaan PIC Dinas Kesehatan" in asn.text
+
+
+async def press_on_document(server: FakeTelegramServer, user: TelegramUser, label: str) -> None:
+    """Press a button carried by the latest document the bot sent this person."""
+    document = [d for d in server.documents if d.chat_id == user.user_id][-1]
+    buttons = [b for row in (document.reply_markup or {}).get("inline_keyboard", []) for b in row]
+    (button,) = [b for b in buttons if label in b["text"]]
+    await user.send(
+        server.callback_update(user.user_id, button["callback_data"], document.message_id)
+    )
+
+
+def card_notices(server: FakeTelegramServer) -> list[str]:
+    return [m.text for m in server.messages_to(ASN_ID) if "Nomor KPJ:" in m.text]
+
+
+async def test_from_enrollment_to_card_ready_exactly_once(
+    settings: Settings,
+    server: FakeTelegramServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock()  # Saturday 10:00 in Jakarta: outside quiet hours
+    asn = TelegramUser(server, ASN_ID)
+    pic = TelegramUser(server, PIC_ID)
+    async with open_bot(settings, clock) as bot, polling(bot.channel):
+        await register(asn)
+        await enroll(asn, WORKER_NIK, "Siti Aminah")
+        await enroll(asn, OTHER_NIK, "Joko Susilo")
+
+        await pic.say("pic")
+        assert "Menunggu diperiksa: 2" in pic.text
+        await pic.press("Periksa pendaftaran")
+        await pic.press("Terima")
+        await pic.press("Terima")
+        assert "Tidak ada pendaftaran yang menunggu" in pic.text
+        await pic.say("pic")
+        await pic.press("Ekspor")
+        (document,) = [d for d in server.documents if d.chat_id == PIC_ID]
+        assert document.file_name == "BKL-DINKES-2026-001.xlsx"
+        assert "2 pendaftaran" in (document.caption or "")
+        sheet = load_workbook(io.BytesIO(document.content), read_only=True).worksheets[0]
+        values = {str(v) for row in sheet.iter_rows(values_only=True) for v in row if v}
+        assert {WORKER_NIK, OTHER_NIK} <= values
+        await press_on_document(server, pic, "Sudah dikirim ke BPJS")
+        assert "tercatat dikirim ke BPJS" in pic.text
+
+        kpj_file = (
+            b"No;NIK;Nomor KPJ\n1;3201014708900001;12345678901\n2;1771010101800003;12345678902\n"
+        )
+        payload = server.add_file("BQACAgUAAxkBAAIKPI", "kpj_dari_bpjs.csv", kpj_file)
+        await pic.send(server.document_update(PIC_ID, payload))
+        assert server.downloads() != []
+        assert "Cocok, siap diterapkan: 2" in pic.text
+        await pic.press("Terapkan 2 KPJ")
+        assert "2 pendaftaran kini aktif" in pic.text
+        assert card_notices(server) == []  # planned, not yet sent
+
+        # The dispatcher as `sertakan run` builds it, against a Telegram that enforces
+        # its flood control and answers the very first notice with 429.
+        server.enforce_rates(per_second=30, chat_interval_s=1.0)
+        server.fail_next("sendMessage", status=429, retry_after=1)
+        dispatch = DispatcherSettings(tick_interval_s=0.1, idle_s=0.05)
+        # Retries are due `retry_after` later by the clock: let it run from here on.
+        started, frozen_at = time.monotonic(), clock()
+
+        def running_clock() -> datetime:
+            return frozen_at + timedelta(seconds=time.monotonic() - started)
+
+        sender = TelegramSender(bot.channel.bot)
+        first = Dispatcher(
+            bot.runtime.db,
+            {Channel.TELEGRAM: sender},
+            running_clock,
+            dispatch,
+            ZoneInfo("Asia/Jakarta"),
+        )
+        stop_first = asyncio.Event()
+        running = asyncio.create_task(first.run(stop_first))
+        await server.wait_until(lambda: len(card_notices(server)) >= 1, timeout=15)
+        stop_first.set()  # restarted mid-batch: the second notice is still waiting
+        await asyncio.wait_for(running, 10)
+        assert len(card_notices(server)) == 1  # one chat: one message per second
+        second = Dispatcher(
+            bot.runtime.db,
+            {Channel.TELEGRAM: sender},
+            running_clock,
+            dispatch,
+            ZoneInfo("Asia/Jakarta"),
+        )
+        stop_second = asyncio.Event()
+        running = asyncio.create_task(second.run(stop_second))
+        await server.wait_until(lambda: len(card_notices(server)) >= 2, timeout=15)
+        await asyncio.sleep(0.5)  # room for a duplicate to show up, were there one
+        stop_second.set()
+        await asyncio.wait_for(running, 10)
+
+    notices = card_notices(server)
+    assert len(notices) == 2
+    assert sum("Siti Aminah" in n and "12345678901" in n for n in notices) == 1
+    assert sum("Joko Susilo" in n and "12345678902" in n for n in notices) == 1
+    assert server.too_many_requests >= 1  # the injected one, honoured
+    async with sessionmaker() as session:
+        rows = (await session.execute(select(Outbox))).scalars().all()
+        statuses = (await session.execute(select(Sponsorship.status))).scalars().all()
+    assert {row.status for row in rows} == {OutboxStatus.SENT}
+    assert set(statuses) == {SponsorshipStatus.ACTIVE}
