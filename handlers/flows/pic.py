@@ -13,6 +13,7 @@ answers "not found".
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 
@@ -112,9 +113,16 @@ def _back_home(ctx: Context) -> Option:
 
 
 async def _batch_file(ctx: Context, role: PicRole, batch: workbench.BatchInfo) -> Document:
+    # A chat export is one OPD's batch (hundreds of rows): read inside the event's
+    # transaction, then written off the event loop. Province-size files go
+    # through `sertakan export`, which streams in short transactions.
+    rows = [
+        row async for row in collective_rows(ctx.repo.connection, ctx.cipher, batch_id=batch.id)
+    ]
     buffer = io.BytesIO()
-    write_collective_xlsx(
-        [row async for row in collective_rows(ctx.repo.connection, ctx.cipher, batch_id=batch.id)],
+    await asyncio.to_thread(
+        write_collective_xlsx,
+        rows,
         buffer,
         batch_number=batch.number,
         opd_name=role.opd_name,
@@ -226,11 +234,13 @@ async def import_file(ctx: Context, role: PicRole) -> list[Reply]:
     if event.file_content is None:
         return [Reply(t("pic.import.unreadable", file=name), options=(_back_home(ctx),))]
     try:
-        rows, empty_rows = read_kpj_file(name, event.file_content)
+        rows, empty_rows = await asyncio.to_thread(read_kpj_file, name, event.file_content)
     except KpjFileError as error:
         text = t(f"pic.import.file.{error.problem.value}", file=name, detail=error.detail)
         return [Reply(text, options=(_back_home(ctx),))]
-    preview = await preview_import(ctx.repo.connection, ctx.cipher, opd_id=role.opd_id, rows=rows)
+    preview = await preview_import(
+        ctx.repo.connection, ctx.cipher, opd_id=role.opd_id, rows=rows, empty_rows=empty_rows
+    )
     import_id = await workbench.stage_import(
         ctx.repo.connection,
         opd_id=role.opd_id,
