@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def run_extension(args: argparse.Namespace, runtime: Runtime) -> int:
+    """Run a subcommand of one of the `_EXTENSIONS` modules on `runtime`."""
+    for extension in _EXTENSIONS:
+        result = await extension.dispatch(args, runtime)
+        if result is not None:
+            return result
+    raise AssertionError(f"no handler for command {args.command!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "key":
@@ -97,13 +106,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command not in _BUILT_IN:
         runtime = await build_runtime(settings)
         try:
-            for extension in _EXTENSIONS:
-                result = await extension.dispatch(args, runtime)
-                if result is not None:
-                    return result
+            return await run_extension(args, runtime)
         finally:
             await runtime.close()
-        raise AssertionError(f"no handler for command {command!r}")
     if command == "migrate":
         await upgrade_to_head(settings.database_url)
         print("database is at the latest schema")

@@ -221,17 +221,25 @@ async def _transition(
     raise ChangeProblem("wrong_status" if exists else "not_found")
 
 
-async def accept(
-    connection: AsyncConnection, *, opd_id: int, sponsorship_id: int, pic_id: int, now: datetime
+async def _verify(
+    connection: AsyncConnection,
+    *,
+    opd_id: int,
+    sponsorship_id: int,
+    pic_id: int,
+    now: datetime,
+    action: str,
+    values: dict[str, object],
+    details: dict[str, object] | None = None,
 ) -> None:
-    """The PIC accepts a waiting enrollment (raises ChangeProblem otherwise)."""
+    """The PIC's decision on a waiting enrollment, with its audit entry."""
     await _transition(
         connection,
         opd_id=opd_id,
         sponsorship_id=sponsorship_id,
         from_statuses=(SponsorshipStatus.WAITING_FOR_PIC,),
         values={
-            "status": SponsorshipStatus.ACCEPTED,
+            **values,
             "verified_at": now,
             "verified_by_pic_id": pic_id,
             "status_changed_at": now,
@@ -240,11 +248,27 @@ async def accept(
     await audit.record(
         connection,
         Actor.pic(pic_id),
-        "enrollment.accept",
+        action,
         record_type="sponsorship",
         record_id=sponsorship_id,
         opd_id=opd_id,
         now=now,
+        details=details,
+    )
+
+
+async def accept(
+    connection: AsyncConnection, *, opd_id: int, sponsorship_id: int, pic_id: int, now: datetime
+) -> None:
+    """The PIC accepts a waiting enrollment (raises ChangeProblem otherwise)."""
+    await _verify(
+        connection,
+        opd_id=opd_id,
+        sponsorship_id=sponsorship_id,
+        pic_id=pic_id,
+        now=now,
+        action="enrollment.accept",
+        values={"status": SponsorshipStatus.ACCEPTED},
     )
 
 
@@ -260,28 +284,18 @@ async def return_enrollment(
     now: datetime,
 ) -> None:
     """The PIC returns a waiting enrollment with a reason; the ASN is told at once."""
-    await _transition(
+    await _verify(
         connection,
         opd_id=opd_id,
         sponsorship_id=sponsorship_id,
-        from_statuses=(SponsorshipStatus.WAITING_FOR_PIC,),
+        pic_id=pic_id,
+        now=now,
+        action="enrollment.return",
         values={
             "status": SponsorshipStatus.RETURNED,
             "return_reason": reason_text,
             "return_reason_code": reason_code,
-            "verified_at": now,
-            "verified_by_pic_id": pic_id,
-            "status_changed_at": now,
         },
-    )
-    await audit.record(
-        connection,
-        Actor.pic(pic_id),
-        "enrollment.return",
-        record_type="sponsorship",
-        record_id=sponsorship_id,
-        opd_id=opd_id,
-        now=now,
         details={"reason_code": reason_code.value if reason_code else None},
     )
     await notices.enrollment_returned(connection, sponsorship_id, now=now)

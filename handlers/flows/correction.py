@@ -21,7 +21,6 @@ from domain.nik import NikError, parse_nik
 from domain.vocabulary import (
     Occupation,
     PaymentPlan,
-    Sex,
     SponsorshipStatus,
 )
 from handlers.context import Context
@@ -118,18 +117,7 @@ class CorrectionSummaryStep(e.SummaryStep):
         plan = PaymentPlan(str(data["plan"]))
         try:
             async with ctx.repo.session.begin_nested():
-                worker_id = await ctx.repo.workers.upsert(
-                    existing,
-                    nik=nik,
-                    nik_masked=str(data["nik_masked"]),
-                    full_name=str(data["full_name"]),
-                    birth_date=date.fromisoformat(str(data["birth_date"])),
-                    sex=Sex(str(data["sex"])),
-                    phone_e164=data.get("worker_phone"),
-                    village=str(data["village"]),
-                    district=str(data["district"]),
-                    now=ctx.now,
-                )
+                worker_id = await e.save_worker(ctx, existing, nik)
                 await ctx.repo.connection.execute(
                     update(Sponsorship)
                     .where(

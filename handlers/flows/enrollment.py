@@ -25,6 +25,7 @@ from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows.common import EditFieldStep, PersonNameStep
 from handlers.parsing import DateProblem, TextProblem, parse_day, parse_place
 from handlers.types import Reply
+from storage.models import Worker
 
 #: Bump when the payroll-deduction statement text changes.
 PAYROLL_STATEMENT_VERSION = "payroll-2026-11"
@@ -381,18 +382,7 @@ class SummaryStep(Step):
         plan = PaymentPlan(str(data["plan"]))
         try:
             async with ctx.repo.session.begin_nested():
-                worker_id = await ctx.repo.workers.upsert(
-                    worker,
-                    nik=nik,
-                    nik_masked=str(data["nik_masked"]),
-                    full_name=str(data["full_name"]),
-                    birth_date=date.fromisoformat(str(data["birth_date"])),
-                    sex=Sex(str(data["sex"])),
-                    phone_e164=data.get("worker_phone"),
-                    village=str(data["village"]),
-                    district=str(data["district"]),
-                    now=ctx.now,
-                )
+                worker_id = await save_worker(ctx, worker, nik)
                 sponsorship_id = await ctx.repo.sponsorships.add(
                     worker_id=worker_id,
                     asn_id=asn.id,
@@ -412,6 +402,23 @@ class SummaryStep(Step):
             await _record_payroll_statement(ctx, asn.id, sponsorship_id)
         name = str(data["full_name"])
         return Done([Reply(ctx.t("enroll.done", name=name, opd=asn.opd_name))])
+
+
+async def save_worker(ctx: Context, existing: Worker | None, nik: str) -> int:
+    """Write the draft's worker fields (a new worker, or `existing` refreshed); its id."""
+    data = ctx.state.data
+    return await ctx.repo.workers.upsert(
+        existing,
+        nik=nik,
+        nik_masked=str(data["nik_masked"]),
+        full_name=str(data["full_name"]),
+        birth_date=date.fromisoformat(str(data["birth_date"])),
+        sex=Sex(str(data["sex"])),
+        phone_e164=data.get("worker_phone"),
+        village=str(data["village"]),
+        district=str(data["district"]),
+        now=ctx.now,
+    )
 
 
 async def _record_payroll_statement(ctx: Context, asn_id: int, sponsorship_id: int) -> None:

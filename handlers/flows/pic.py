@@ -105,6 +105,11 @@ async def home(ctx: Context, role: PicRole) -> Reply:
     return Reply(text, options=options)
 
 
+def _record_id(text: str) -> int:
+    """A record id from a button; anything else finds nothing (ids are positive)."""
+    return int(text) if text.isdigit() else -1
+
+
 def _back_home(ctx: Context) -> Option:
     return ctx.global_option("pic", ctx.t("pic.menu.home"))
 
@@ -158,7 +163,7 @@ async def submit(ctx: Context, role: PicRole, batch_id: str) -> list[Reply]:
         batch = await workbench.confirm_batch(
             ctx.repo.connection,
             opd_id=role.opd_id,
-            batch_id=int(batch_id) if batch_id.isdigit() else -1,
+            batch_id=_record_id(batch_id),
             actor=Actor.pic(role.pic_id),
             now=ctx.now,
         )
@@ -199,7 +204,7 @@ async def resend_batch(ctx: Context, role: PicRole, batch_id: str) -> list[Reply
     batch = await workbench.batch(
         ctx.repo.connection,
         opd_id=role.opd_id,
-        batch_id=int(batch_id) if batch_id.isdigit() else -1,
+        batch_id=_record_id(batch_id),
     )
     if batch is None:
         return [Reply(t("pic.batch.not_found"), options=(_back_home(ctx),))]
@@ -294,7 +299,7 @@ async def apply_import(ctx: Context, role: PicRole, import_id: str) -> list[Repl
             ctx.repo.connection,
             ctx.notices,
             opd_id=role.opd_id,
-            import_id=int(import_id) if import_id.isdigit() else -1,
+            import_id=_record_id(import_id),
             actor=Actor.pic(role.pic_id),
             now=ctx.now,
         )
@@ -310,7 +315,7 @@ async def discard_import(ctx: Context, role: PicRole, import_id: str) -> list[Re
         await workbench.cancel_import(
             ctx.repo.connection,
             opd_id=role.opd_id,
-            import_id=int(import_id) if import_id.isdigit() else -1,
+            import_id=_record_id(import_id),
             actor=Actor.pic(role.pic_id),
             now=ctx.now,
         )

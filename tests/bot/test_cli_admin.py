@@ -14,12 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import Runtime, build_runtime, seed_opds_if_empty
-from bot.cli_admin import COVERAGE_COLUMNS, COVERAGE_TABLE_HEADERS, add_parsers, dispatch
+from bot.cli import build_parser
+from bot.cli_admin import COVERAGE_COLUMNS, COVERAGE_TABLE_HEADERS, dispatch
 from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
 from domain.vocabulary import Channel, SponsorshipStatus
 from storage.crypto import generate_key
 from storage.models import AuditLog, ChannelAccount, InviteCode, Opd, Pic
 from storage.roles import PicRole, redeem_invite
+from tests.fakes.admin import Admin
 from tests.fakes.chat import OPD_SEED
 from tests.fakes.clock import FrozenClock
 from tests.storage.test_coverage import asn_in, sponsor
@@ -27,24 +29,7 @@ from tests.storage.test_roles import add_account
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sertakan")
-    add_parsers(parser.add_subparsers(dest="command"))
-    return parser
-
-
-class Admin:
-    """Types `sertakan ...` commands and reads what they print."""
-
-    def __init__(self, runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
-        self.runtime = runtime
-        self._capsys = capsys
-        self.out = ""
-        self.err = ""
-
-    async def run(self, *argv: str) -> int | None:
-        status = await dispatch(parser().parse_args(argv), self.runtime)
-        self.out, self.err = self._capsys.readouterr()
-        return status
+    return build_parser()
 
 
 @pytest.fixture

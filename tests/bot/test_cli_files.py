@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import Runtime, build_runtime
-from bot.cli_files import SHOWN_REJECTED, add_parsers, dispatch
+from bot.cli import build_parser
+from bot.cli_files import SHOWN_REJECTED, dispatch
 from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
 from domain.nik import mask_nik
 from domain.vocabulary import ImportStatus, SponsorshipStatus
@@ -26,6 +27,7 @@ from storage import workbench
 from storage.audit import Actor
 from storage.collective_file import HEADER_ROW
 from storage.models import AuditLog, KpjImport, Opd, Outbox, Sponsorship, SubmissionBatch
+from tests.fakes.admin import Admin
 from tests.fakes.chat import TEST_KEY
 from tests.fakes.clock import FrozenClock
 from tests.storage.test_collective import Seeder, kpj_for, nik_for
@@ -34,24 +36,7 @@ ADMIN = getpass.getuser()
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sertakan")
-    add_parsers(parser.add_subparsers(dest="command"))
-    return parser
-
-
-class Admin:
-    """Types `sertakan ...` commands and reads what they print."""
-
-    def __init__(self, runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
-        self.runtime = runtime
-        self._capsys = capsys
-        self.out = ""
-        self.err = ""
-
-    async def run(self, *argv: str) -> int | None:
-        status = await dispatch(parser().parse_args(argv), self.runtime)
-        self.out, self.err = self._capsys.readouterr()
-        return status
+    return build_parser()
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import Runtime, build_runtime
-from bot.cli_outbox import add_parsers, dispatch
+from bot.cli import build_parser
+from bot.cli_outbox import dispatch
 from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
 from domain.vocabulary import Channel, OutboxStatus
 from storage.crypto import generate_key
@@ -30,9 +31,7 @@ NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sertakan")
-    add_parsers(parser.add_subparsers(dest="command"))
-    return parser
+    return build_parser()
 
 
 @pytest.fixture
