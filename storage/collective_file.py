@@ -256,37 +256,57 @@ def write_collective_xlsx(
         sheet.column_dimensions[get_column_letter(index)].width = width
     sheet.freeze_panes = f"A{HEADER_ROW + 1}"
 
-    cells = _Cells(sheet)
-    sheet.append([cells.forced_text(FILE_TITLE, bold=True)])
-    sheet.append([cells.forced_text(BATCH_LABEL, bold=True), cells.forced_text(batch_number)])
-    sheet.append([OPD_LABEL, cells.text(opd_name)])
-    sheet.append([DATE_LABEL, cells.day(created_at.date())])
-    sheet.append([])
-    sheet.append([cells.forced_text(header, bold=True) for header in COLLECTIVE_HEADERS])
+    try:
+        cells = _Cells(sheet)
+        sheet.append([cells.forced_text(FILE_TITLE, bold=True)])
+        sheet.append([cells.forced_text(BATCH_LABEL, bold=True), cells.forced_text(batch_number)])
+        sheet.append([OPD_LABEL, cells.text(opd_name)])
+        sheet.append([DATE_LABEL, cells.day(created_at.date())])
+        sheet.append([])
+        sheet.append([cells.forced_text(header, bold=True) for header in COLLECTIVE_HEADERS])
 
-    text = cells.text
-    count = 0
-    for count, row in enumerate(rows, 1):
-        sheet.append(
-            (
-                count,
-                cells.nik(row.nik),
-                text(row.full_name),
-                cells.birth_date(row.birth_date),
-                SEX_WORDS[row.sex],
-                text(_national_phone(row.phone_e164)),
-                text(row.village),
-                text(row.district),
-                OCCUPATION_WORDS[row.occupation],
-                text(row.sponsor_nip),
-                text(row.sponsor_name),
-                PLAN_WORDS[row.plan],
-                cells.month(row.first_month),
+        text = cells.text
+        count = 0
+        for count, row in enumerate(rows, 1):
+            sheet.append(
+                (
+                    count,
+                    cells.nik(row.nik),
+                    text(row.full_name),
+                    cells.birth_date(row.birth_date),
+                    SEX_WORDS[row.sex],
+                    text(_national_phone(row.phone_e164)),
+                    text(row.village),
+                    text(row.district),
+                    OCCUPATION_WORDS[row.occupation],
+                    text(row.sponsor_nip),
+                    text(row.sponsor_name),
+                    PLAN_WORDS[row.plan],
+                    cells.month(row.first_month),
+                )
             )
-        )
-    with _PinnedZipFile(target, stamp) as archive:
-        ExcelWriter(workbook, archive).save()
+        with _PinnedZipFile(target, stamp) as archive:
+            ExcelWriter(workbook, archive).save()
+    finally:
+        _remove_sheet_file(sheet)
     return count
+
+
+def _remove_sheet_file(sheet: WriteOnlyWorksheet) -> None:
+    """Delete the temporary file a write-only sheet streams its rows to, if still there.
+
+    openpyxl deletes it once it is copied into the archive, and otherwise only
+    when the interpreter exits: an export that failed half-way (the database
+    gone, the target disk full) would leave every row written so far, full
+    NIKs included, in the temporary folder for as long as the bot runs.
+    """
+    if not sheet.closed:  # ends its XML stream, else garbage collection complains
+        with contextlib.suppress(Exception):
+            sheet.close()
+    path = getattr(getattr(sheet, "_writer", None), "out", None)
+    if isinstance(path, str):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 # --- the KPJ file (in) --------------------------------------------------------------------

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import random
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -171,6 +173,25 @@ def test_a_name_that_looks_like_a_formula_stays_text() -> None:
     assert sheet.cell(HEADER_ROW + 1, 8).value == "Ciawi"
 
 
+@pytest.mark.parametrize(
+    "place",
+    [
+        "<r>Sukamaju</r>",
+        '<r></t></is></c><c r="Z7"><f>HYPERLINK("http://example.invalid")</f></c><c><is></r>',
+        "Desa <b>&amp;</b> 'Kota\"",
+    ],
+)
+def test_a_place_that_looks_like_xml_stays_text(place: str) -> None:
+    content = export([collective_row(1, village=place, district=place)])
+    sheet = load_workbook(io.BytesIO(content)).active
+    assert sheet is not None
+    for column in (7, 8):
+        assert sheet.cell(HEADER_ROW + 1, column).value == place
+    assert sheet.max_column == len(COLLECTIVE_HEADERS)
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        assert "<f>" not in archive.read("xl/worksheets/sheet1.xml").decode()
+
+
 def test_the_same_batch_gives_the_same_bytes() -> None:
     rows = [collective_row(i) for i in range(50)]
     first = export(rows)
@@ -219,6 +240,38 @@ def test_rows_are_taken_from_any_iterable_once() -> None:
     )
     assert written == 5
     assert consumed == [0, 1, 2, 3, 4]
+
+
+class FullDisk(io.BytesIO):
+    """A target that takes 1,000 bytes and then fails like a full disk."""
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > 1000:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def test_a_failed_export_leaves_no_temporary_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The temporary sheet file holds every row written so far, full NIKs included.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def failing() -> Any:
+        yield collective_row(1)
+        raise ConnectionError("database gone")
+
+    with pytest.raises(ConnectionError):
+        write_collective_xlsx(
+            failing(), io.BytesIO(), batch_number="B", opd_name="O", created_at=CREATED
+        )
+    assert list(tmp_path.iterdir()) == []
+    rows = [collective_row(i) for i in range(200)]
+    with pytest.raises(OSError, match="No space"):
+        write_collective_xlsx(rows, FullDisk(), batch_number="B", opd_name="O", created_at=CREATED)
+    assert list(tmp_path.iterdir()) == []
+    export(rows)  # and a successful one neither
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_naive_time_is_refused() -> None:
