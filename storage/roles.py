@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import (
     bindparam,
+    func,
     insert,
     literal,
     or_,
@@ -41,7 +42,7 @@ from domain.vocabulary import Channel, Language
 from storage import audit
 from storage.audit import Actor
 from storage.db import insert_for
-from storage.models import Asn, ChannelAccount, InviteCode, Opd, Pic
+from storage.models import Asn, AuditLog, ChannelAccount, InviteCode, Opd, Pic
 
 #: Invite code characters: digits and capitals without 0/O and 1/I, which are
 #: easy to mix up when a code is read aloud or copied from a screen.
@@ -96,6 +97,14 @@ class InviteProblem(StrEnum):
     USED = "used"
     EXPIRED = "expired"
     ALREADY_PIC_ELSEWHERE = "already_pic_elsewhere"
+    #: Too many wrong codes from this account lately (guessing is throttled).
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+
+
+#: Wrong invite codes one account may send per `INVITE_ATTEMPT_WINDOW`. A code
+#: has 40 random bits: at this pace guessing one takes longer than any code lives.
+MAX_FAILED_INVITES = 5
+INVITE_ATTEMPT_WINDOW = timedelta(hours=1)
 
 
 _INSERT_PIC = insert(Pic)
@@ -459,7 +468,41 @@ async def redeem_invite(
     the code is NOT used up: it was meant for somebody else, who can still
     redeem it. The account that redeemed a code gets its role back when it
     sends the code again (a repeated /start link), anyone else gets USED.
+
+    Wrong codes (unknown, used, expired) are audited as "invite.failed"; after
+    `MAX_FAILED_INVITES` of them within `INVITE_ATTEMPT_WINDOW` the account gets
+    TOO_MANY_ATTEMPTS without the code being looked at.
     """
+    failures = await connection.scalar(
+        select(func.count())
+        .select_from(AuditLog)
+        .where(
+            AuditLog.action == "invite.failed",
+            AuditLog.actor_type == "account",
+            AuditLog.actor == str(account_id),
+            AuditLog.at > now - INVITE_ATTEMPT_WINDOW,
+        )
+    )
+    if int(failures or 0) >= MAX_FAILED_INVITES:
+        return InviteProblem.TOO_MANY_ATTEMPTS
+    outcome = await _redeem(connection, code=code, account_id=account_id, now=now)
+    if outcome in (InviteProblem.UNKNOWN, InviteProblem.USED, InviteProblem.EXPIRED):
+        await audit.record(
+            connection,
+            Actor("account", str(account_id)),
+            "invite.failed",
+            record_type="invite_code",
+            record_id=None,
+            opd_id=None,
+            now=now,
+            details={"problem": str(outcome)},
+        )
+    return outcome
+
+
+async def _redeem(
+    connection: AsyncConnection, *, code: str, account_id: int, now: datetime
+) -> PicRole | InviteProblem:
     normalized = normalize_invite_code(code)
     if normalized is None:
         return InviteProblem.UNKNOWN

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -231,3 +233,20 @@ async def test_invite_code_typed_or_by_deep_link(office: Office) -> None:
         pics = (await session.execute(select(Pic).where(Pic.opd_id == opd_id))).scalars().all()
     assert all(moment is not None for moment in used)
     assert len(pics) == 3  # the appointed one and two by invite
+
+
+async def test_guessing_invite_codes_is_throttled(office: Office) -> None:
+    opd_id = await office.opd_id("BKL-DIKBUD")
+    async with office.sessionmaker.kw["bind"].begin() as connection:
+        code = await create_invite(
+            connection, opd_id=opd_id, actor=Actor.admin("admin"), now=office.clock()
+        )
+    guesser = Chat(office.engine, office.clock, sender="4003")
+    for guess in ("PIC-AAAAAAAA", "PIC-BBBBBBBB", "PIC-CCCCCCCC", "PIC-DDDDDDDD", "PIC-EEEEEEEE"):
+        await guesser.say(guess)
+        assert "tidak dikenal" in guesser.text
+    await guesser.say(code)  # even the right code now waits
+    assert "Terlalu banyak kode undangan yang salah" in guesser.text
+    office.clock.advance(timedelta(hours=1, minutes=1))
+    await guesser.say(code)
+    assert "Anda kini PIC Dinas Pendidikan dan Kebudayaan" in guesser.text

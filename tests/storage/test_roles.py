@@ -500,6 +500,7 @@ async def test_an_invite_makes_its_redeemer_pic_once(
     assert await audit_actions(connection) == [
         ("invite.create", "admin", "operator", str(invite.id)),
         ("invite.redeem", "account", str(first), str(invite.id)),
+        ("invite.failed", "account", str(second), None),  # counted against guessing
     ]
 
 
