@@ -1,8 +1,8 @@
 """The files a PIC exchanges with the BPJS Ketenagakerjaan branch (SPEC 4.5).
 
 Out: the collective registration file (XLSX), one row per enrollment of a
-submission batch, written in streaming mode so memory stays flat however many
-rows there are. In: the file BPJS sends back mapping NIK to KPJ (CSV or XLSX),
+submission batch, streamed by `storage.xlsx_stream` so memory stays flat
+however many rows there are. In: the file BPJS sends back mapping NIK to KPJ (CSV or XLSX),
 read into `KpjRow`s for the import preview (`storage.collective`).
 
 No database here; bytes in, bytes out.
@@ -22,28 +22,19 @@ import io
 import itertools
 import os
 import re
-import shutil
 import zipfile
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import StrEnum
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from types import TracebackType
+from typing import Any, BinaryIO
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE, Cell
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-from openpyxl.writer.excel import ExcelWriter
 from python_calamine import CalamineError, CalamineWorkbook, SheetTypeEnum
 
 from domain._digits import is_ascii_digits, strip_separators
 from domain.nik import NIK_LENGTH, mask_nik
 from domain.vocabulary import Occupation, PaymentPlan, Sex
-
-if TYPE_CHECKING:
-    from _typeshed import SizedBuffer
+from storage.xlsx_stream import Cell, SheetWriter, Style
 
 # --- the collective file (out) ----------------------------------------------------------
 
@@ -112,113 +103,104 @@ class CollectiveRow:
     first_month: date
 
 
-class _PinnedZipFile(zipfile.ZipFile):
-    """A ZipFile whose entries all carry one fixed time and mode.
-
-    openpyxl names entries with the current time (`writestr`) and copies the
-    streamed worksheet from a temporary file with that file's mtime and mode
-    (`write`); pinning both makes the archive a function of its content.
-    """
-
-    def __init__(self, target: IO[bytes], stamp: datetime) -> None:
-        super().__init__(target, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
-        self._stamp = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
-
-    def _entry(self, name: str) -> zipfile.ZipInfo:
-        info = zipfile.ZipInfo(name, date_time=self._stamp)
-        info.compress_type = zipfile.ZIP_DEFLATED
-        info.external_attr = 0o600 << 16
-        return info
-
-    def writestr(
-        self,
-        zinfo_or_arcname: str | zipfile.ZipInfo,
-        data: SizedBuffer | str,
-        compress_type: int | None = None,
-        compresslevel: int | None = None,
-    ) -> None:
-        if isinstance(zinfo_or_arcname, str):
-            zinfo_or_arcname = self._entry(zinfo_or_arcname)
-        super().writestr(zinfo_or_arcname, data, compress_type, compresslevel)
-
-    def write(
-        self,
-        filename: str | os.PathLike[str],
-        arcname: str | os.PathLike[str] | None = None,
-        compress_type: int | None = None,
-        compresslevel: int | None = None,
-    ) -> None:
-        info = self._entry(os.fspath(arcname if arcname is not None else filename))
-        info.file_size = os.path.getsize(filename)  # decides zip64 before writing
-        with open(filename, "rb") as source, self.open(info, "w") as entry:
-            shutil.copyfileobj(source, entry, 1 << 20)
-
-
-def _national_phone(phone_e164: str | None) -> str:
+def _national_phone(phone_e164: str | None) -> str | None:
     """+6281234567890 -> 081234567890, the form written on Indonesian forms; others as stored."""
     if phone_e164 is None:
-        return ""
+        return None
     if phone_e164.startswith("+62"):
         return "0" + phone_e164[3:]
     return phone_e164
 
 
-class _Cells:
-    """Cell values for one write-only sheet.
+_TEXT = Style(TEXT_FORMAT)
+_BOLD = Style(bold=True)
+_DATE = Style(DATE_FORMAT)
+_MONTH = Style(MONTH_FORMAT)
 
-    Plain strings are the fast path (openpyxl writes them as inline-string
-    text cells); a cell object costs several times more per cell, so one is
-    used only where a number format is needed (the NIK as "@", dates) or
-    where openpyxl would not keep a string as text: a value starting with "="
-    becomes a formula and "#N/A" an error, and a worker's name typed as
-    "=HYPERLINK(...)" must reach the PIC's spreadsheet as text. The formatted
-    cells are reused for every row: a write-only sheet serialises a row as soon
-    as it is appended.
+
+class CollectiveWriter:
+    """The collective file of one batch, written a chunk of rows at a time.
+
+    For a caller that gets the rows in pieces (`storage.collective.export_batch`
+    reads them chunk by chunk); `write_collective_xlsx` is the same for one
+    iterable. The title block and the header row are written on creation;
+    use as a context manager: the file is complete when the block ends
+    without an exception (see `write_collective_xlsx` for what it holds).
     """
 
-    __slots__ = ("_birth", "_date", "_month", "_nik", "_sheet")
+    def __init__(
+        self, target: BinaryIO, *, batch_number: str, opd_name: str, created_at: datetime
+    ) -> None:
+        if created_at.tzinfo is None:
+            raise ValueError("created_at must be an aware datetime")
+        self.rows_written = 0
+        self._sheet = SheetWriter(
+            target,
+            sheet_name=SHEET_TITLE,
+            column_widths=_COLUMN_WIDTHS,
+            freeze_rows=HEADER_ROW,
+            title=f"{FILE_TITLE} {batch_number}",
+            creator="SERTAKAN",
+            created_at=created_at,
+        )
+        try:
+            append = self._sheet.append
+            append([Cell(FILE_TITLE, _BOLD)])
+            append([Cell(BATCH_LABEL, _BOLD), batch_number])
+            append([OPD_LABEL, opd_name])
+            append([DATE_LABEL, Cell(created_at.date(), _DATE)])
+            append([])
+            append([Cell(header, _BOLD) for header in COLLECTIVE_HEADERS])
+        except BaseException:
+            self._sheet.abort()
+            raise
 
-    def __init__(self, sheet: WriteOnlyWorksheet) -> None:
-        self._sheet = sheet
-        self._nik = self._formatted(TEXT_FORMAT)
-        self._date = self._formatted(DATE_FORMAT)
-        self._birth = self._formatted(DATE_FORMAT)
-        self._month = self._formatted(MONTH_FORMAT)
+    def write(self, rows: Iterable[CollectiveRow]) -> int:
+        """Append `rows` in order, numbered on from the rows before; returns how many."""
+        append = self._sheet.append
+        number = self.rows_written
+        for row in rows:
+            number += 1
+            append(
+                (
+                    number,
+                    Cell(row.nik, _TEXT),
+                    row.full_name,
+                    Cell(row.birth_date, _DATE),
+                    SEX_WORDS[row.sex],
+                    Cell(_national_phone(row.phone_e164), _TEXT),
+                    row.village,
+                    row.district,
+                    OCCUPATION_WORDS[row.occupation],
+                    Cell(row.sponsor_nip, _TEXT),
+                    row.sponsor_name,
+                    PLAN_WORDS[row.plan],
+                    Cell(row.first_month.replace(day=1), _MONTH),
+                )
+            )
+        written = number - self.rows_written
+        self.rows_written = number
+        return written
 
-    def _formatted(self, number_format: str) -> Cell:
-        cell = WriteOnlyCell(self._sheet)
-        cell.number_format = number_format
-        return cell
+    def close(self) -> None:
+        self._sheet.close()
 
-    def text(self, value: str) -> str | Cell:
-        # Control characters other than tab and line ends are not allowed in XLSX XML.
-        value = ILLEGAL_CHARACTERS_RE.sub("", value)
-        if value.startswith("=") or value in ERROR_CODES:
-            return self.forced_text(value)
-        return value
+    def abort(self) -> None:
+        self._sheet.abort()
 
-    def forced_text(self, value: str, *, bold: bool = False) -> Cell:
-        cell = WriteOnlyCell(self._sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
-        cell.data_type = "s"
-        if bold:
-            cell.font = Font(bold=True)
-        return cell
+    def __enter__(self) -> CollectiveWriter:
+        return self
 
-    def nik(self, value: str) -> Cell:
-        self._nik.value = value  # 16 ASCII digits: always a plain string
-        return self._nik
-
-    def day(self, value: date) -> Cell:
-        self._date.value = value
-        return self._date
-
-    def birth_date(self, value: date) -> Cell:
-        self._birth.value = value
-        return self._birth
-
-    def month(self, value: date) -> Cell:
-        self._month.value = value.replace(day=1)
-        return self._month
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_collective_xlsx(
@@ -232,81 +214,26 @@ def write_collective_xlsx(
     """Write the collective file of one batch to `target`; return the number of data rows.
 
     One sheet: a title block (title, batch number, OPD, date), the header row
-    (`HEADER_ROW`) and one row per enrollment in the order given. NIK, phone
-    and NIP are text cells (Excel would round a 16-digit number; the NIK
-    column also carries the "@" text format, so a retyped NIK stays text);
-    dates are date cells. Rows are streamed (openpyxl write-only mode): memory
-    does not grow with the row count.
+    (`HEADER_ROW`, frozen in view) and one row per enrollment in the order
+    given. NIK, phone and NIP are text cells with the "@" text format (Excel
+    would round a 16-digit number, drop a phone's leading zero, and a retyped
+    NIK stays text); dates are date cells. All text is written as inline
+    strings (`storage.xlsx_stream`): a name typed as "=HYPERLINK(...)" or
+    "<r>...</r>" reads back as typed, never as a formula or markup; control
+    characters, which XLSX cannot hold, are removed. Rows are streamed into
+    the zip as they come: memory does not grow with the row count, and no
+    temporary file is used.
 
     Deterministic: the same rows, `batch_number`, `opd_name` and `created_at`
     give the same bytes (document properties and zip entry times are set from
     `created_at`, which must be aware; the sheet shows its date as given, so
     pass it in the zone the PIC should see).
     """
-    if created_at.tzinfo is None:
-        raise ValueError("created_at must be an aware datetime")
-    stamp = created_at.astimezone(UTC).replace(tzinfo=None, microsecond=0)
-    workbook = Workbook(write_only=True)
-    workbook.properties.creator = "SERTAKAN"
-    workbook.properties.title = f"{FILE_TITLE} {batch_number}"
-    workbook.properties.created = stamp
-    workbook.properties.modified = stamp
-    sheet = workbook.create_sheet(SHEET_TITLE)
-    for index, width in enumerate(_COLUMN_WIDTHS, 1):
-        sheet.column_dimensions[get_column_letter(index)].width = width
-    sheet.freeze_panes = f"A{HEADER_ROW + 1}"
-
-    try:
-        cells = _Cells(sheet)
-        sheet.append([cells.forced_text(FILE_TITLE, bold=True)])
-        sheet.append([cells.forced_text(BATCH_LABEL, bold=True), cells.forced_text(batch_number)])
-        sheet.append([OPD_LABEL, cells.text(opd_name)])
-        sheet.append([DATE_LABEL, cells.day(created_at.date())])
-        sheet.append([])
-        sheet.append([cells.forced_text(header, bold=True) for header in COLLECTIVE_HEADERS])
-
-        text = cells.text
-        count = 0
-        for count, row in enumerate(rows, 1):
-            sheet.append(
-                (
-                    count,
-                    cells.nik(row.nik),
-                    text(row.full_name),
-                    cells.birth_date(row.birth_date),
-                    SEX_WORDS[row.sex],
-                    text(_national_phone(row.phone_e164)),
-                    text(row.village),
-                    text(row.district),
-                    OCCUPATION_WORDS[row.occupation],
-                    text(row.sponsor_nip),
-                    text(row.sponsor_name),
-                    PLAN_WORDS[row.plan],
-                    cells.month(row.first_month),
-                )
-            )
-        with _PinnedZipFile(target, stamp) as archive:
-            ExcelWriter(workbook, archive).save()
-    finally:
-        _remove_sheet_file(sheet)
-    return count
-
-
-def _remove_sheet_file(sheet: WriteOnlyWorksheet) -> None:
-    """Delete the temporary file a write-only sheet streams its rows to, if still there.
-
-    openpyxl deletes it once it is copied into the archive, and otherwise only
-    when the interpreter exits: an export that failed half-way (the database
-    gone, the target disk full) would leave every row written so far, full
-    NIKs included, in the temporary folder for as long as the bot runs.
-    """
-    if not sheet.closed:  # ends its XML stream, else garbage collection complains
-        with contextlib.suppress(Exception):
-            sheet.close()
-    path = getattr(getattr(sheet, "_writer", None), "out", None)
-    if isinstance(path, str):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
+    with CollectiveWriter(
+        target, batch_number=batch_number, opd_name=opd_name, created_at=created_at
+    ) as writer:
+        writer.write(rows)
+    return writer.rows_written
 
 
 # --- the KPJ file (in) --------------------------------------------------------------------
