@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import sys
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ _EXCEL_ESCAPE = re.compile("_(x[0-9A-Fa-f]{4}_)")
 _NEEDS_ESCAPING = re.compile(
     "[&<>\"'\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]|_x[0-9A-Fa-f]{4}_"
 )
-_SPACE = " \t\n\r"
+_SPACE_OR_REFERENCE = " \t\n&;"
 
 _EPOCH = date(1899, 12, 30).toordinal()
 #: Serial numbers up to here are one too high (Excel's 1900 counts a 29 February).
@@ -367,7 +368,10 @@ class SheetWriter:
         if len(value) > MAX_TEXT_LENGTH:
             raise ValueError(f"cell {letter}{number}: more than {MAX_TEXT_LENGTH} characters")
         text = escape_text(value)
-        if value[0] in _SPACE or value[-1] in _SPACE:
+        if not text:  # nothing but characters XML cannot hold
+            return f'<c r="{letter}{number}"{styled}/>' if styled else ""
+        # A character reference may stand for a carriage return: kept too, at little cost.
+        if text[0] in _SPACE_OR_REFERENCE or text[-1] in _SPACE_OR_REFERENCE:
             return (
                 f'<c r="{letter}{number}"{styled} t="inlineStr">'
                 f'<is><t xml:space="preserve">{text}</t></is></c>'
@@ -397,6 +401,11 @@ class SheetWriter:
             when = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
         info = zipfile.ZipInfo(name, date_time=when)
         info.compress_type = zipfile.ZIP_DEFLATED
+        # ZipFile.open(info, "w") takes the level from the entry: public from Python 3.13 on.
+        if sys.version_info >= (3, 13):
+            info.compress_level = COMPRESS_LEVEL
+        else:
+            info._compresslevel = COMPRESS_LEVEL  # type: ignore[attr-defined]
         info.create_system = 3  # Unix, whatever the platform: the mode below is a Unix mode
         info.external_attr = 0o600 << 16
         return info

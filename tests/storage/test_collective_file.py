@@ -16,12 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import Cell
+from python_calamine import CalamineWorkbook
 
 from domain.vocabulary import Occupation, PaymentPlan, Sex
 from storage.collective_file import (
     COLLECTIVE_HEADERS,
     HEADER_ROW,
     CollectiveRow,
+    CollectiveWriter,
     FileProblem,
     KpjFileError,
     KpjRow,
@@ -160,6 +162,59 @@ def test_nik_phone_and_nip_are_text_cells_and_dates_are_dates() -> None:
     assert month.is_date and month.number_format == "MM/YYYY"
 
 
+def test_the_collective_file_reads_back_in_calamine_and_is_a_sound_zip() -> None:
+    rows = [collective_row(1), collective_row(2, phone_e164=None, full_name=" =1+1 ")]
+    content = export(rows)
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        assert archive.testzip() is None
+    book = CalamineWorkbook.from_filelike(io.BytesIO(content))
+    assert book.sheet_names == ["Peserta"]
+    table = book.get_sheet_by_index(0).to_python(skip_empty_area=False)
+    assert table[1][:2] == ["Nomor Batch", "DINKES-2026-001"]
+    assert table[3][:2] == ["Tanggal", date(2026, 11, 21)]
+    assert tuple(table[HEADER_ROW - 1]) == COLLECTIVE_HEADERS
+    assert table[HEADER_ROW] == [
+        1,
+        "3201000000000001",
+        "Siti Aminah 1",
+        date(1990, 8, 7),
+        "P",
+        "081298765432",
+        "Sukamaju",
+        "Ciawi",
+        "Asisten rumah tangga",
+        "198503122010011002",
+        "Budi Santoso",
+        "Tiga bulanan",
+        date(2026, 12, 1),
+    ]
+    assert table[HEADER_ROW + 1][1:6] == ["3201000000000002", " =1+1 ", date(1990, 8, 7), "P", ""]
+    assert len(table) == HEADER_ROW + 2
+
+
+def test_the_header_is_bold_frozen_and_the_columns_have_widths() -> None:
+    sheet = load_workbook(io.BytesIO(export([collective_row(1)]))).active
+    assert sheet is not None
+    assert all(cell.font.b for cell in sheet[HEADER_ROW])
+    assert sheet["A1"].font.b and sheet["A2"].font.b
+    assert not sheet.cell(HEADER_ROW + 1, 3).font.b
+    assert sheet.freeze_panes == f"A{HEADER_ROW + 1}"
+    assert sheet.column_dimensions["B"].width == 20
+
+
+def test_a_file_written_in_chunks_is_the_file_written_at_once() -> None:
+    rows = [collective_row(i) for i in range(1, 8)]
+    target = io.BytesIO()
+    with CollectiveWriter(
+        target, batch_number="DINKES-2026-001", opd_name="Dinas Kesehatan", created_at=CREATED
+    ) as writer:
+        assert writer.write(rows[:3]) == 3
+        assert writer.write([]) == 0
+        assert writer.write(rows[3:]) == 4
+    assert writer.rows_written == 7
+    assert target.getvalue() == export(rows)
+
+
 def test_a_name_that_looks_like_a_formula_stays_text() -> None:
     hostile = '=HYPERLINK("http://example.invalid","klik")'
     rows = [collective_row(1, full_name=hostile, village="#N/A", district="Ciawi\x07\x0b")]
@@ -187,6 +242,8 @@ def test_a_place_that_looks_like_xml_stays_text(place: str) -> None:
     assert sheet is not None
     for column in (7, 8):
         assert sheet.cell(HEADER_ROW + 1, column).value == place
+    table = CalamineWorkbook.from_filelike(io.BytesIO(content)).get_sheet_by_index(0).to_python()
+    assert table[HEADER_ROW][6:8] == [place, place]
     assert sheet.max_column == len(COLLECTIVE_HEADERS)
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         assert "<f>" not in archive.read("xl/worksheets/sheet1.xml").decode()
@@ -202,8 +259,8 @@ def test_the_same_batch_gives_the_same_bytes() -> None:
 
 
 def test_the_file_carries_the_batch_time_not_the_clock() -> None:
-    # openpyxl stamps the current time into docProps and every zip entry;
-    # both must come from created_at, or a re-export would differ.
+    # Document properties and zip entries carry a time: both must come from
+    # created_at, or a re-export would differ.
     created = datetime(2025, 1, 2, 10, 4, 6, tzinfo=timezone(timedelta(hours=7)))
     content = export([collective_row(1)], created_at=created)
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
