@@ -142,10 +142,12 @@ async def export_batch(
     """Write the collective file of batch `batch_id` to `target`; returns the rows written.
 
     For a caller on a running event loop (the bot, the CLI): the file is
-    written in a worker thread (openpyxl takes seconds for a large batch and
-    would stall every chat), while the rows are read on the loop one chunk
-    per short transaction, the next chunk read while the current one is
-    written. On SQLite every transaction holds the write lock
+    written in a worker thread (~2.7 s for 144,000 rows, which would stall
+    every chat), while the rows are read on the loop one chunk per short
+    transaction, the next chunk read while the current one is written. The
+    thread costs nothing measurable and gains a little: 144,000 rows took
+    4.3-4.7 s this way and 5.0 s written on the loop chunk by chunk (zlib
+    compresses without holding the GIL, overlapping the reading). On SQLite every transaction holds the write lock
     (BEGIN IMMEDIATE), so one long read would pause the bot for the whole
     export. Opens and ends its own read-only transactions; commits nothing.
     `progress` is called with the number of rows handed to the writer, per chunk.
