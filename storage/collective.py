@@ -147,10 +147,11 @@ async def export_batch(
     transaction, the next chunk read while the current one is written. The
     thread costs nothing measurable and gains a little: 144,000 rows took
     4.3-4.7 s this way and 5.0 s written on the loop chunk by chunk (zlib
-    compresses without holding the GIL, overlapping the reading). On SQLite every transaction holds the write lock
-    (BEGIN IMMEDIATE), so one long read would pause the bot for the whole
-    export. Opens and ends its own read-only transactions; commits nothing.
-    `progress` is called with the number of rows handed to the writer, per chunk.
+    compresses without holding the GIL, overlapping the reading). On SQLite
+    every transaction holds the write lock (BEGIN IMMEDIATE), so one long
+    read would pause the bot for the whole export. Opens and ends its own
+    read-only transactions; commits nothing. `progress` is called with the
+    number of rows handed to the writer, per chunk.
     """
     loop = asyncio.get_running_loop()
 

@@ -133,7 +133,8 @@ _BUILTIN_FORMATS = {
 _FIRST_CUSTOM_FORMAT = 164
 
 _ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_EXCEL_ESCAPE = re.compile("_(x[0-9A-Fa-f]{4}_)")
+#: An underscore that starts an `_xHHHH_` escape (they may share underscores: `_x0041_x0042_`).
+_EXCEL_ESCAPE = re.compile("_(?=x[0-9A-Fa-f]{4}_)")
 #: Anything `escape_text` would change.
 _NEEDS_ESCAPING = re.compile(
     "[&<>\"'\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]|_x[0-9A-Fa-f]{4}_"
@@ -158,7 +159,7 @@ def escape_text(value: str) -> str:
         .replace("'", "&apos;")
         .replace("\r", "&#13;")
     )
-    return _EXCEL_ESCAPE.sub(r"_x005F_\1", value)
+    return _EXCEL_ESCAPE.sub("_x005F_", value)
 
 
 def _attribute(value: str) -> str:

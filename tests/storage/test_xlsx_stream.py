@@ -193,8 +193,14 @@ def test_characters_xml_cannot_hold_are_removed() -> None:
 
 def test_text_shaped_like_an_excel_escape_is_escaped() -> None:
     # Excel decodes _xHHHH_ in strings; calamine does as Excel does (openpyxl does not).
-    content = workbook([["_x0041_", "a_x000D_b", "_x41_"]])
-    assert calamine_rows(content) == [["_x0041_", "a_x000D_b", "_x41_"]]
+    values = ["_x0041_", "a_x000D_b", "_x41_", "_x005F_x0041_", "_x0041_x0042_", "__x0041__"]
+    assert calamine_rows(workbook([values])) == [values]
+
+
+@given(st.text(alphabet="_x05Fa", min_size=1, max_size=30))
+@settings(max_examples=100, deadline=None)
+def test_any_run_of_underscores_and_hex_digits_reads_back(text: str) -> None:
+    assert calamine_rows(workbook([[text, "end"]])) == [[text, "end"]]
 
 
 def test_escape_text() -> None:
