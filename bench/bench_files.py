@@ -308,6 +308,8 @@ class Figures:
     read_batch_s: list[float] = field(default_factory=list)
     write_only_s: list[float] = field(default_factory=list)
     csv_baseline_s: list[float] = field(default_factory=list)
+    #: RSS growth of an export in a fresh process (the figure held to the target).
+    export_child_mb: list[float] = field(default_factory=list)
     file_mb: float = 0.0
     preview: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
@@ -341,6 +343,48 @@ async def measure_export(
     if first != [nik_for(i) for i in range(min(3, rows))]:
         raise BenchBroken(f"the exported file starts with {first!r}")
     return elapsed, memory.growth_mb, path.stat().st_size / 1e6
+
+
+async def export_in_child(url: str, batch_id: int, directory: Path) -> float:
+    """RSS growth (MB) of one export in a fresh process that does nothing else.
+
+    In this process the seeding has already grown the heap, so its VmRSS barely
+    moves during an export; a fresh interpreter shows the export's own cost
+    (imports and start-up are done before "before" is read).
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.bench_files",
+        "--export-child",
+        url,
+        str(batch_id),
+        str(directory / "child.xlsx"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise BenchBroken(f"the export child failed with exit code {process.returncode}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    return (int(result["peak_kb"]) - int(result["before_kb"])) / 1024
+
+
+async def _export_child(url: str, batch_id: int, path: Path) -> None:
+    database = create_engine(url)
+    try:
+        with path.open("wb") as target, RssSampler() as memory:
+            await export_batch(
+                database,
+                NikCipher(KEY),
+                target,
+                batch_id=batch_id,
+                batch_number=BATCH_NUMBER,
+                opd_name=OPD_NAME,
+                created_at=NOW,
+            )
+    finally:
+        await database.dispose()
+    print(json.dumps({"before_kb": memory.before_kb, "peak_kb": memory.peak_kb}))
 
 
 def write_csv_baseline(rows: Sequence[CollectiveRow], path: Path) -> float:
@@ -442,6 +486,8 @@ async def run(url: str, directory: Path, *, rows: int, repeat: int) -> Figures:
             figures.export_s.append(export_s)
             figures.export_mb.append(export_mb)
         for _ in range(repeat):
+            figures.export_child_mb.append(await export_in_child(url, batch_id, directory))
+        for _ in range(repeat):
             read_s, write_s, csv_s = await measure_halves(database, cipher, batch_id, directory)
             figures.read_batch_s.append(read_s)
             figures.write_only_s.append(write_s)
@@ -471,7 +517,9 @@ def _verdict(ok: bool) -> str:
 
 def report(figures: Figures) -> None:
     export_s = statistics.median(figures.export_s)
-    export_mb = max(figures.export_mb)
+    # The target is held against a fresh process's growth; this process's own
+    # figure is shown too but is understated (its heap was grown by the seeding).
+    export_mb = max(figures.export_child_mb)
     print(f"\n== collective file and KPJ import, {figures.rows} rows, {figures.backend} ==")
     print(f"{'measurement':38}{'result':44}{'target':>10}  verdict")
     print(
@@ -479,9 +527,10 @@ def report(figures: Figures) -> None:
         f"{TARGET_EXPORT_S:>8.0f} s  {_verdict(export_s <= TARGET_EXPORT_S)}"
     )
     print(
-        f"{'  resident memory growth (max)':38}{export_mb:<44.1f}"
+        f"{'  RSS growth, fresh process (max)':38}{export_mb:<44.1f}"
         f"{TARGET_EXPORT_MB:>7.0f} MB  {_verdict(export_mb <= TARGET_EXPORT_MB)}"
     )
+    print(f"{'  RSS growth, in this process (max)':38}{max(figures.export_mb):.1f}")
     print(f"{'  of which: read the batch alone':38}{_span(figures.read_batch_s)}")
     print(f"{'  of which: write the XLSX alone':38}{_span(figures.write_only_s)}")
     baseline_s = statistics.median(figures.csv_baseline_s)
@@ -509,7 +558,8 @@ def report(figures: Figures) -> None:
                 "backend": figures.backend,
                 "rows": figures.rows,
                 "export_s": [round(v, 2) for v in figures.export_s],
-                "export_rss_growth_mb": [round(v, 1) for v in figures.export_mb],
+                "export_rss_growth_mb": [round(v, 1) for v in figures.export_child_mb],
+                "export_rss_growth_in_process_mb": [round(v, 1) for v in figures.export_mb],
                 "read_batch_s": [round(v, 2) for v in figures.read_batch_s],
                 "write_xlsx_s": [round(v, 2) for v in figures.write_only_s],
                 "csv_baseline_s": [round(v, 2) for v in figures.csv_baseline_s],
@@ -551,7 +601,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run on this database instead of a temporary SQLite file, e.g. "
         "postgresql+asyncpg://postgres@127.0.0.1:5432/bench; its public schema is DROPPED first",
     )
+    parser.add_argument("--export-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.export_child:
+        url, batch_id, path = args.export_child
+        asyncio.run(_export_child(url, int(batch_id), Path(path)))
+        return 0
     if not 1 <= args.rows <= 989_901 or args.repeat < 1:
         parser.error("need 1 <= --rows <= 989901 and --repeat >= 1")
     return asyncio.run(main_async(args))
