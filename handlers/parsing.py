@@ -57,16 +57,21 @@ def parse_person_name(text: str) -> str | TextProblem:
     return name
 
 
+def _short_text(text: str, minimum: int, maximum: int) -> str | TextProblem:
+    """Spaces collapsed; `minimum`-`maximum` characters with at least one letter."""
+    cleaned = clean_spaces(text)
+    if len(cleaned) < minimum:
+        return TextProblem.TOO_SHORT
+    if len(cleaned) > maximum:
+        return TextProblem.TOO_LONG
+    if not any(ch.isalpha() for ch in cleaned):
+        return TextProblem.NO_LETTERS
+    return cleaned
+
+
 def parse_place(text: str) -> str | TextProblem:
     """A village or district name: 2-80 characters with at least one letter."""
-    place = clean_spaces(text)
-    if len(place) < 2:
-        return TextProblem.TOO_SHORT
-    if len(place) > PLACE_MAX:
-        return TextProblem.TOO_LONG
-    if not any(ch.isalpha() for ch in place):
-        return TextProblem.NO_LETTERS
-    return place
+    return _short_text(text, 2, PLACE_MAX)
 
 
 def parse_day(text: str) -> date | DateProblem:
@@ -90,11 +95,4 @@ NOTE_MAX = 200
 
 def parse_note(text: str) -> str | TextProblem:
     """A short free-text reason: 3-200 characters with at least one letter."""
-    note = clean_spaces(text)
-    if len(note) < 3:
-        return TextProblem.TOO_SHORT
-    if len(note) > NOTE_MAX:
-        return TextProblem.TOO_LONG
-    if not any(ch.isalpha() for ch in note):
-        return TextProblem.NO_LETTERS
-    return note
+    return _short_text(text, 3, NOTE_MAX)

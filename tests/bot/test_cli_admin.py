@@ -9,21 +9,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import Runtime, build_runtime, seed_opds_if_empty
+from bot.app import Runtime
 from bot.cli import build_parser
 from bot.cli_admin import COVERAGE_COLUMNS, COVERAGE_TABLE_HEADERS, dispatch
-from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
 from domain.vocabulary import Channel, SponsorshipStatus
-from storage.crypto import generate_key
 from storage.models import AuditLog, ChannelAccount, InviteCode, Opd, Pic
 from storage.roles import PicRole, redeem_invite
 from tests.fakes.admin import Admin
-from tests.fakes.chat import OPD_SEED
-from tests.fakes.clock import FrozenClock
+from tests.fakes.runtime import open_runtime
 from tests.storage.test_coverage import asn_in, sponsor
 from tests.storage.test_roles import add_account
 
@@ -38,19 +34,8 @@ async def runtime(
     database_url: str,
     sessionmaker: async_sessionmaker[AsyncSession],  # empties every table first
 ) -> AsyncIterator[Runtime]:
-    settings = Settings(
-        app=AppSettings(
-            data_dir=tmp_path, nik_key=SecretStr(generate_key()), opd_seed_file=OPD_SEED
-        ),
-        database=DatabaseSettings(url=database_url, auto_migrate=False),
-        telegram=TelegramSettings(token=None),
-    )
-    runtime = await build_runtime(settings, clock=FrozenClock(), migrate=False)
-    try:
-        assert await seed_opds_if_empty(runtime) > 0
+    async with open_runtime(tmp_path, database_url, seed_opds=True) as runtime:
         yield runtime
-    finally:
-        await runtime.close()
 
 
 @pytest.fixture

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
-from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.app import Runtime, build_runtime
+from bot.app import Runtime
 from bot.cli import build_parser
 from bot.cli_files import SHOWN_REJECTED, dispatch
-from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
 from domain.nik import mask_nik
 from domain.vocabulary import ImportStatus, SponsorshipStatus
 from storage import workbench
@@ -30,6 +28,7 @@ from storage.models import AuditLog, KpjImport, Opd, Outbox, Sponsorship, Submis
 from tests.fakes.admin import Admin
 from tests.fakes.chat import TEST_KEY
 from tests.fakes.clock import FrozenClock
+from tests.fakes.runtime import open_runtime
 from tests.storage.test_collective import Seeder, kpj_for, nik_for
 
 ADMIN = getpass.getuser()
@@ -48,20 +47,9 @@ def clock() -> FrozenClock:
 async def runtime(
     tmp_path: Path, database_url: str, db_engine: AsyncEngine, clock: FrozenClock
 ) -> AsyncIterator[Runtime]:
-    settings = Settings(
-        app=AppSettings(
-            data_dir=tmp_path,
-            nik_key=SecretStr(base64.urlsafe_b64encode(TEST_KEY).decode()),
-            timezone="Asia/Jakarta",
-        ),
-        database=DatabaseSettings(url=database_url, auto_migrate=False),
-        telegram=TelegramSettings(token=None),
-    )
-    runtime = await build_runtime(settings, clock=clock, migrate=False)
-    try:
+    key = base64.urlsafe_b64encode(TEST_KEY).decode()
+    async with open_runtime(tmp_path, database_url, clock=clock, nik_key=key) as runtime:
         yield runtime
-    finally:
-        await runtime.close()
 
 
 @pytest.fixture

@@ -8,15 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import Runtime, build_runtime
+from bot.app import Runtime
 from bot.cli import build_parser
 from bot.cli_outbox import dispatch
-from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
 from domain.vocabulary import Channel, OutboxStatus
-from storage.crypto import generate_key
 from storage.outbox import (
     Notice,
     claim_due,
@@ -26,6 +23,7 @@ from storage.outbox import (
     mark_sent,
 )
 from tests.fakes.clock import FrozenClock
+from tests.fakes.runtime import open_runtime
 
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
@@ -40,16 +38,8 @@ async def runtime(
     database_url: str,
     sessionmaker: async_sessionmaker[AsyncSession],  # empties every table first
 ) -> AsyncIterator[Runtime]:
-    settings = Settings(
-        app=AppSettings(data_dir=tmp_path, nik_key=SecretStr(generate_key())),
-        database=DatabaseSettings(url=database_url, auto_migrate=False),
-        telegram=TelegramSettings(token=None),
-    )
-    runtime = await build_runtime(settings, clock=FrozenClock(NOW), migrate=False)
-    try:
+    async with open_runtime(tmp_path, database_url, clock=FrozenClock(NOW)) as runtime:
         yield runtime
-    finally:
-        await runtime.close()
 
 
 async def run(

@@ -8,28 +8,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import Runtime, build_runtime, seed_opds_if_empty
+from bot.app import Runtime
 from bot.console import MAX_FILE_BYTES, ConsoleChannel, ConsoleSender, save_document
-from bot.settings import (
-    AppSettings,
-    DatabaseSettings,
-    ProgramSettings,
-    Settings,
-    TelegramSettings,
-)
 from domain.vocabulary import Channel, EmploymentType, Language
 from handlers.types import Document, Reply
 from scheduler.sending import OutgoingNotice, Sent
 from storage import roles
 from storage.audit import Actor
-from storage.crypto import generate_key
 from storage.models import Asn, ChannelAccount, Opd
-from tests.fakes.chat import ASN_NIP, OPD_SEED
-from tests.fakes.clock import FrozenClock
+from tests.fakes.chat import ASN_NIP
+from tests.fakes.runtime import open_runtime
 
 _OPTION = re.compile(r"^\s+\[(\d+)\] (.*)$")
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -113,26 +104,8 @@ async def runtime(
     database_url: str,
     sessionmaker: async_sessionmaker[AsyncSession],  # empties every table first
 ) -> AsyncIterator[Runtime]:
-    settings = Settings(
-        app=AppSettings(
-            data_dir=tmp_path,
-            nik_key=SecretStr(generate_key()),
-            default_language=Language.INDONESIAN,
-            timezone="Asia/Jakarta",
-            opd_seed_file=OPD_SEED,
-        ),
-        database=DatabaseSettings(url=database_url, auto_migrate=False, echo=False),
-        program=ProgramSettings(
-            min_age=15, max_age=65, max_workers_per_asn=5, draft_idle_minutes=30
-        ),
-        telegram=TelegramSettings(token=None),
-    )
-    runtime = await build_runtime(settings, clock=FrozenClock(), migrate=False)
-    try:
-        assert await seed_opds_if_empty(runtime) > 0
+    async with open_runtime(tmp_path, database_url, seed_opds=True) as runtime:
         yield runtime
-    finally:
-        await runtime.close()
 
 
 async def test_registration_typed_in_the_console_creates_the_asn(
