@@ -138,3 +138,11 @@ class ReturnReason(StrEnum):
             ReturnReason.PHONE: ("phone",),
             ReturnReason.OTHER: (),
         }[self]
+
+
+class PaymentStatus(StrEnum):
+    """A recorded payment of dues (SPEC 4.4): the PIC confirms or rejects it."""
+
+    RECORDED = "recorded"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from domain.tariff import FundingSource
 from domain.vocabulary import (
     BatchStatus,
     Channel,
@@ -41,6 +42,7 @@ from domain.vocabulary import (
     Occupation,
     OutboxStatus,
     PaymentPlan,
+    PaymentStatus,
     ReturnReason,
     Sex,
     SponsorshipStatus,
@@ -217,6 +219,15 @@ class Sponsorship(Base):
     #: The collective file this enrollment went out in (SPEC 4.5).
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("submission_batch.id"), index=True)
     kpj: Mapped[str | None] = mapped_column(String(20))
+    #: Who pays the dues: decides the tariff row (a discount may exclude regional budgets).
+    funding_source: Mapped[FundingSource] = mapped_column(
+        _enum(FundingSource, "funding_source"),
+        default=FundingSource.ASN_PERSONAL,
+        server_default=FundingSource.ASN_PERSONAL.value,
+    )
+    #: A plan change the ASN asked for, effective from `next_plan_from` (a month start).
+    next_plan: Mapped[PaymentPlan | None] = mapped_column(_enum(PaymentPlan, "payment_plan"))
+    next_plan_from: Mapped[date | None] = mapped_column(Date)
     kpj_imported_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     card_handed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     end_reason: Mapped[str | None] = mapped_column(Text)
@@ -439,3 +450,32 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Payment(Base):
+    """Dues the payer recorded for consecutive months of one sponsorship (SPEC 4.4).
+
+    Paid-until and next-due are derived from the confirmed payments, never typed.
+    A payroll month marked by the PIC is a payment confirmed at once.
+    """
+
+    __tablename__ = "payment"
+    __table_args__ = (Index("ix_payment_sponsorship_status", "sponsorship_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sponsorship_id: Mapped[int] = mapped_column(ForeignKey("sponsorship.id"))
+    #: The first month covered (a month start) and how many consecutive months.
+    first_month: Mapped[date] = mapped_column(Date)
+    months: Mapped[int] = mapped_column(Integer)
+    #: Rupiah, computed from the tariff for those months and the funding source.
+    amount: Mapped[int] = mapped_column(Integer)
+    status: Mapped[PaymentStatus] = mapped_column(_enum(PaymentStatus, "payment_status"))
+    #: The receipt photo or document, by the channel's file reference.
+    receipt_file_ref: Mapped[str | None] = mapped_column(String(200))
+    recorded_by_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_account.id"))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    decided_by_pic_id: Mapped[int | None] = mapped_column(ForeignKey("pic.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    #: True for a payroll month the PIC marked paid for the whole OPD.
+    payroll: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))

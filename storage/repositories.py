@@ -14,6 +14,7 @@ from sqlalchemy import CursorResult, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
 
+from domain.tariff import FundingSource
 from domain.vocabulary import (
     Channel,
     ConsentPurpose,
@@ -205,6 +206,9 @@ class SponsorshipRepository:
                 "plan": plan,
                 "first_month": first_month,
                 "status": SponsorshipStatus.WAITING_FOR_PIC,
+                "funding_source": FundingSource.PAYROLL_DEDUCTION
+                if plan is PaymentPlan.PAYROLL_DEDUCTION
+                else FundingSource.ASN_PERSONAL,
                 "worker_consent": worker_consent,
                 "birth_date_differs_from_nik": birth_date_differs_from_nik,
                 "created_at": now,
