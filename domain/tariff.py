@@ -5,18 +5,23 @@ The one place to answer "how much does a quarter cost on 1 March 2026":
 Rp50,400 (3 x (JKK Rp10,000 + JKM Rp6,800)) at the PP 44/2015 tariff.
 
 Tariffs change by regulation, so they are rows with an effective-from date,
-never constants in code. Periods start and end on the first of a month,
+never constants in code. An administrator keeps them in a CSV file
+(`data/tariff_bpu.csv`, read with `load_tariff`); `DEFAULT_TARIFF` holds the
+same numbers for when no file is configured. Periods start and end on the first of a month,
 because dues are owed per calendar month. Money is whole rupiah; every
 rounding is half up.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import itertools
 from collections.abc import Iterable
 from datetime import date
 from enum import StrEnum
+from pathlib import Path
 
 from domain.months import add_months, month_start
 from domain.vocabulary import PaymentPlan
@@ -36,6 +41,15 @@ class FundingSource(StrEnum):
 
 class TariffTableError(ValueError):
     """The tariff rows contradict each other or themselves."""
+
+
+class TariffFileError(TariffTableError):
+    """A tariff file cannot be read; `line` is the 1-based line at fault (None: the whole file)."""
+
+    def __init__(self, reason: str, *, line: int | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        super().__init__(f"line {line}: {reason}" if line is not None else reason)
 
 
 class NoTariffError(LookupError):
@@ -214,5 +228,127 @@ DEFAULT_TARIFF = TariffTable(
         )
     ]
 )
-"""Today's tariff. The temporary 50% BPU discount from December 2025 is not a
-default row because its end date is not pinned; configuration may add it."""
+"""Today's tariff, the same row as the shipped `data/tariff_bpu.csv`. The
+temporary 50% BPU discount from December 2025 is not a default row because its
+end date is not pinned; an administrator adds it to the tariff file."""
+
+
+_REQUIRED_COLUMNS = ("effective_from", "effective_until", "jkk_per_mille", "jkm")
+_OPTIONAL_COLUMNS = ("discount_percent", "discount_excluded_funding", "note")
+
+
+def _overlap(a: TariffPeriod, b: TariffPeriod) -> bool:
+    a_before_b = a.effective_until is not None and a.effective_until <= b.effective_from
+    b_before_a = b.effective_until is not None and b.effective_until <= a.effective_from
+    return not (a_before_b or b_before_a)
+
+
+def _cell_date(value: str, column: str, line: int) -> date:
+    if not value:
+        raise TariffFileError(f"{column} is missing", line=line)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise TariffFileError(f"{column} {value!r} is not a date (YYYY-MM-DD)", line=line) from None
+
+
+def _cell_int(value: str, column: str, line: int) -> int:
+    if not value:
+        raise TariffFileError(f"{column} is missing", line=line)
+    try:
+        return int(value)
+    except ValueError:
+        raise TariffFileError(f"{column} {value!r} is not a whole number", line=line) from None
+
+
+def _cell_fundings(value: str, line: int) -> frozenset[FundingSource]:
+    known = {source.value for source in FundingSource}
+    fundings: set[FundingSource] = set()
+    for word in (part.strip() for part in value.split(";")):
+        if not word:
+            continue
+        if word not in known:
+            raise TariffFileError(
+                f"discount_excluded_funding {word!r} is not one of {', '.join(sorted(known))}",
+                line=line,
+            )
+        fundings.add(FundingSource(word))
+    return frozenset(fundings)
+
+
+def _row_period(cells: dict[str, str], line: int) -> TariffPeriod:
+    until = cells["effective_until"]
+    discount = cells.get("discount_percent", "")
+    period = TariffPeriod(
+        effective_from=_cell_date(cells["effective_from"], "effective_from", line),
+        effective_until=_cell_date(until, "effective_until", line) if until else None,
+        jkk_rate_permille=_cell_int(cells["jkk_per_mille"], "jkk_per_mille", line),
+        jkm_amount=_cell_int(cells["jkm"], "jkm", line),
+        discount_percent=_cell_int(discount, "discount_percent", line) if discount else 0,
+        discount_excluded_funding=_cell_fundings(cells.get("discount_excluded_funding", ""), line),
+        note=cells.get("note", ""),
+    )
+    problem = _period_problem(period)
+    if problem is not None:
+        raise TariffFileError(problem, line=line)
+    return period
+
+
+def parse_tariff(text: str) -> TariffTable:
+    """A tariff table from the text of a tariff CSV.
+
+    Header (any order, case-insensitive): `effective_from,effective_until,
+    jkk_per_mille,jkm` and optionally `discount_percent,discount_excluded_funding,
+    note`. Dates are ISO (the first of a month); an empty `effective_until` means
+    open-ended; an empty `discount_percent` means 0; `discount_excluded_funding`
+    lists FundingSource values separated by ";". Blank lines and lines starting
+    with "#" are skipped; extra columns are ignored.
+
+    Raises TariffFileError naming the line: a missing header column, a malformed
+    cell, an inconsistent row, or a row whose period overlaps a row above it
+    (the message names that earlier line too). A file without rows is refused.
+    """
+    lines = [
+        "" if line.lstrip().startswith("#") else line for line in text.lstrip("\ufeff").splitlines()
+    ]
+    reader = csv.reader(io.StringIO("\n".join(lines), newline=""))
+    columns: list[str] | None = None
+    rows: list[tuple[int, TariffPeriod]] = []
+    for record in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in record):
+            continue
+        if columns is None:
+            columns = [cell.strip().casefold() for cell in record]
+            missing = [name for name in _REQUIRED_COLUMNS if name not in columns]
+            if missing:
+                raise TariffFileError(
+                    f"the header lacks the column(s) {', '.join(missing)}; found {record!r}",
+                    line=line,
+                )
+            continue
+        wanted = (*_REQUIRED_COLUMNS, *_OPTIONAL_COLUMNS)
+        cells = {
+            name: (record[index].strip() if index < len(record) else "")
+            for index, name in enumerate(columns)
+            if name in wanted
+        }
+        period = _row_period(cells, line)
+        for earlier_line, earlier in rows:
+            if _overlap(earlier, period):
+                raise TariffFileError(
+                    f"period {period.describe()} overlaps {earlier.describe()} "
+                    f"on line {earlier_line}",
+                    line=line,
+                )
+        rows.append((line, period))
+    if columns is None:
+        raise TariffFileError("the file is empty; expected a header row")
+    if not rows:
+        raise TariffFileError("the file has a header but no tariff rows")
+    return TariffTable(period for _, period in rows)
+
+
+def load_tariff(path: Path) -> TariffTable:
+    """Read a tariff CSV (UTF-8, see `parse_tariff`); start-up does this once."""
+    return parse_tariff(path.read_text(encoding="utf-8"))

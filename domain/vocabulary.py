@@ -55,13 +55,31 @@ OPEN_STATUSES: tuple[SponsorshipStatus, ...] = tuple(s for s in SponsorshipStatu
 
 
 class PaymentPlan(StrEnum):
+    """How the dues of a sponsorship are paid (SPEC 3).
+
+    Semiannual and annual prepayment exist only when configuration allows them
+    (`domain.dues.allowed_plans`); payroll deduction pays one month at a time.
+    """
+
     MONTHLY = "monthly"
     QUARTERLY = "quarterly"
     PAYROLL_DEDUCTION = "payroll_deduction"
+    SEMIANNUAL = "semiannual"
+    ANNUAL = "annual"
 
     @property
     def months_per_payment(self) -> int:
-        return 3 if self is PaymentPlan.QUARTERLY else 1
+        """How many consecutive months one payment under this plan covers."""
+        return _MONTHS_PER_PAYMENT[self]
+
+
+_MONTHS_PER_PAYMENT: dict[PaymentPlan, int] = {
+    PaymentPlan.MONTHLY: 1,
+    PaymentPlan.QUARTERLY: 3,
+    PaymentPlan.PAYROLL_DEDUCTION: 1,
+    PaymentPlan.SEMIANNUAL: 6,
+    PaymentPlan.ANNUAL: 12,
+}
 
 
 class ConsentSubject(StrEnum):

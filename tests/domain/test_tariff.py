@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -13,11 +14,16 @@ from domain.tariff import (
     DuesBreakdown,
     FundingSource,
     NoTariffError,
+    TariffFileError,
     TariffPeriod,
     TariffTable,
     TariffTableError,
+    load_tariff,
+    parse_tariff,
 )
 from domain.vocabulary import PaymentPlan
+
+SHIPPED_TARIFF = Path(__file__).resolve().parents[2] / "data" / "tariff_bpu.csv"
 
 BASE = TariffPeriod(
     effective_from=date(2015, 7, 1),
@@ -214,3 +220,128 @@ def test_higher_income_never_lowers_jkk(month: date, low: int, high: int) -> Non
 def test_lowest_bracket_is_one_million() -> None:
     assert LOWEST_INCOME_BRACKET == 1_000_000
     assert DEFAULT_TARIFF.monthly_dues(date(2026, 3, 1)).jkk == 10_000
+
+
+HEADER = (
+    "effective_from,effective_until,jkk_per_mille,jkm,discount_percent,"
+    "discount_excluded_funding,note\n"
+)
+WINDOW_FILE = (
+    "# BPU tariff with a discount window\n"
+    + HEADER
+    + "2015-07-01,2025-12-01,10,6800,0,,PP 44/2015\n"
+    + "\n"
+    + "2025-12-01,2026-06-01,10,6800,50,regional_budget,50% BPU discount\n"
+    + "2026-06-01,,10,6800,,,\n"
+)
+
+
+def test_shipped_file_is_the_default_tariff() -> None:
+    assert load_tariff(SHIPPED_TARIFF).periods == DEFAULT_TARIFF.periods
+
+
+def test_shipped_file_quarter_from_march_2026() -> None:
+    assert (
+        load_tariff(SHIPPED_TARIFF).plan_amount(PaymentPlan.QUARTERLY, date(2026, 3, 1)) == 50_400
+    )
+
+
+def test_file_with_a_discount_window_reads_every_column() -> None:
+    table = parse_tariff(WINDOW_FILE)
+    assert table.periods == (
+        BASE,
+        DISCOUNT,
+        TariffPeriod(date(2026, 6, 1), None, 10, 6_800),
+    )
+    assert table.monthly_dues(date(2026, 1, 1)).total == 8_400
+    assert table.monthly_dues(date(2026, 1, 1), funding=FundingSource.REGIONAL_BUDGET).total == (
+        16_800
+    )
+
+
+def test_file_read_from_disk(tmp_path: Path) -> None:
+    path = tmp_path / "tariff.csv"
+    path.write_text("\ufeff" + WINDOW_FILE, encoding="utf-8")
+    assert load_tariff(path).periods == parse_tariff(WINDOW_FILE).periods
+
+
+def test_columns_in_any_order_optional_ones_may_be_left_out() -> None:
+    table = parse_tariff(
+        "JKM,Effective_From,jkk_per_mille,effective_until,source\n6800,2015-07-01,10,,x\n"
+    )
+    assert table.periods == (TariffPeriod(date(2015, 7, 1), None, 10, 6_800),)
+
+
+def test_several_excluded_fundings() -> None:
+    table = parse_tariff(HEADER + "2025-12-01,,10,6800,50,regional_budget; village_fund,\n")
+    assert table.periods[0].discount_excluded_funding == frozenset(
+        {FundingSource.REGIONAL_BUDGET, FundingSource.VILLAGE_FUND}
+    )
+
+
+def test_overlap_is_refused_naming_the_later_row_and_the_earlier_one() -> None:
+    text = (
+        HEADER
+        + "2015-07-01,,10,6800,0,,PP 44/2015\n"
+        + "# the administrator forgot to close the row above\n"
+        + "2025-12-01,2026-06-01,10,6800,50,regional_budget,discount\n"
+    )
+    with pytest.raises(TariffFileError, match="overlaps") as raised:
+        parse_tariff(text)
+    assert raised.value.line == 4
+    assert str(raised.value).startswith("line 4: ")
+    assert "line 2" in str(raised.value)
+    assert isinstance(raised.value, ValueError)
+
+
+def test_overlap_found_when_rows_are_out_of_date_order() -> None:
+    text = (
+        HEADER
+        + "2026-06-01,,10,6800,,,\n"
+        + "2015-07-01,2025-12-01,10,6800,,,\n"
+        + "2025-12-01,2026-07-01,10,6800,50,,\n"
+    )
+    with pytest.raises(TariffFileError) as raised:
+        parse_tariff(text)
+    assert raised.value.line == 4
+
+
+def test_touching_periods_do_not_overlap() -> None:
+    text = HEADER + "2026-01-01,2026-02-01,10,6800,,,\n2026-02-01,2026-03-01,10,6800,,,\n"
+    assert len(parse_tariff(text).periods) == 2
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("2015-13-01,,10,6800,,,", "effective_from '2015-13-01' is not a date"),
+        ("2015-07-01,someday,10,6800,,,", "effective_until 'someday' is not a date"),
+        ("2015-07-01,,1%,6800,,,", "jkk_per_mille '1%' is not a whole number"),
+        ("2015-07-01,,10,6.800,,,", "jkm '6.800' is not a whole number"),
+        ("2015-07-01,,10,6800,half,,", "discount_percent 'half' is not a whole number"),
+        ("2015-07-01,,10,6800,50,apbd,", "'apbd' is not one of"),
+        ("2015-07-15,,10,6800,,,", "first of a month"),
+        ("2015-07-01,2015-07-01,10,6800,,,", "after effective_from"),
+        ("2015-07-01,,10,-1,,,", "negative"),
+        ("2015-07-01,,10,6800,150,,", "0..100"),
+        ("2015-07-01", "jkk_per_mille is missing"),
+        (",,10,6800,,,", "effective_from is missing"),
+    ],
+)
+def test_bad_rows_are_refused_with_their_line(row: str, message: str) -> None:
+    with pytest.raises(TariffFileError, match=message) as raised:
+        parse_tariff("# comment\n" + HEADER + "2000-01-01,2001-01-01,10,6800,,,\n" + row + "\n")
+    assert raised.value.line == 4
+
+
+def test_header_without_a_needed_column_is_refused() -> None:
+    with pytest.raises(TariffFileError, match="jkm") as raised:
+        parse_tariff("# tariff\neffective_from,effective_until,jkk_per_mille\n2015-07-01,,10\n")
+    assert raised.value.line == 2
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n", HEADER, HEADER + "# no rows\n"])
+def test_file_without_rows_is_refused(text: str) -> None:
+    with pytest.raises(TariffFileError) as raised:
+        parse_tariff(text)
+    assert raised.value.line is None
