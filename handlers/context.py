@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.eligibility import AgeBounds
 from domain.tariff import TariffTable
-from domain.vocabulary import Language
+from domain.vocabulary import Language, PaymentPlan
 from handlers.i18n import Translator
 from handlers.notices import Notices
 from handlers.types import InboundEvent, Option
@@ -44,6 +44,12 @@ class EngineConfig:
     tariff: TariffTable
     #: Longest typed answer accepted anywhere; longer input is refused with its length.
     max_input_chars: int = 300
+    #: Payment plans offered (6- and 12-month prepayment only when configured).
+    plans: tuple[PaymentPlan, ...] = (
+        PaymentPlan.MONTHLY,
+        PaymentPlan.QUARTERLY,
+        PaymentPlan.PAYROLL_DEDUCTION,
+    )
 
 
 @dataclasses.dataclass(slots=True)

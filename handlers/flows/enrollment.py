@@ -255,7 +255,7 @@ class PlanStep(Step):
                     f"plan.option.{plan.value}", amount=ctx.t.money(_plan_amount(ctx, plan, month))
                 ),
             )
-            for plan in PaymentPlan
+            for plan in ctx.config.plans
         )
         return [Reply(ctx.t("enroll.ask_plan"), options=options)]
 

@@ -92,3 +92,19 @@ async def build_office(sessionmaker: async_sessionmaker[AsyncSession]) -> Office
         pic=Chat(engine, clock, sender=PIC_ID),
         other_pic=Chat(engine, clock, sender=OTHER_PIC_ID),
     )
+
+
+async def activate(office: Office, *pairs: tuple[str, str]) -> None:
+    """Enrollments (NIK, name) through the PIC to active with KPJs, over the chat."""
+    for nik, name in pairs:
+        await office.enroll(nik=nik, name=name)
+    await office.pic.say("pic")
+    await office.pic.press("Periksa pendaftaran")
+    while any("Terima" in label for label in office.pic.labels()):
+        await office.pic.press("Terima")
+    await office.pic.say("pic")
+    await office.pic.press("Ekspor")
+    await office.pic.press("Sudah dikirim ke BPJS")
+    lines = ["NIK,KPJ"] + [f"{nik},{90000000000 + i:011d}" for i, (nik, _) in enumerate(pairs)]
+    await office.pic.send_document("kpj.csv", ("\n".join(lines) + "\n").encode())
+    await office.pic.press("Terapkan")

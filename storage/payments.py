@@ -1,0 +1,233 @@
+"""Payments of dues (SPEC 4.4): recorded by the payer, confirmed or rejected by the PIC.
+
+Paid-until, next due and arrears are never stored: they are derived from the
+confirmed payments by `domain.dues`. Functions take the caller's transaction
+and never commit; PIC actions are scoped by the PIC's OPD and audited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import date, datetime
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.months import add_months
+from domain.vocabulary import PaymentPlan, PaymentStatus, SponsorshipStatus
+from storage import audit
+from storage.audit import Actor
+from storage.models import Asn, Payment, Sponsorship, Worker
+from storage.workbench import ChangeProblem
+
+#: Statuses in which a sponsorship bears dues.
+DUES_BEARING = (SponsorshipStatus.ACTIVE, SponsorshipStatus.CARD_HANDED_OVER)
+
+
+def months_of(first_month: date, months: int) -> list[date]:
+    return [add_months(first_month, offset) for offset in range(months)]
+
+
+async def paid_months(
+    connection: AsyncConnection, sponsorship_ids: Iterable[int]
+) -> dict[int, set[date]]:
+    """Confirmed months per sponsorship (every id asked for has an entry)."""
+    ids = list(sponsorship_ids)
+    found: dict[int, set[date]] = {sid: set() for sid in ids}
+    if not ids:
+        return found
+    rows = await connection.execute(
+        select(Payment.sponsorship_id, Payment.first_month, Payment.months).where(
+            Payment.sponsorship_id.in_(ids), Payment.status == PaymentStatus.CONFIRMED
+        )
+    )
+    for sid, first, count in rows:
+        found[sid].update(months_of(first, count))
+    return found
+
+
+async def recorded_months(connection: AsyncConnection, sponsorship_id: int) -> set[date]:
+    """Months of payments recorded and still waiting for the PIC."""
+    rows = await connection.execute(
+        select(Payment.first_month, Payment.months).where(
+            Payment.sponsorship_id == sponsorship_id, Payment.status == PaymentStatus.RECORDED
+        )
+    )
+    months: set[date] = set()
+    for first, count in rows:
+        months.update(months_of(first, count))
+    return months
+
+
+async def record(
+    connection: AsyncConnection,
+    *,
+    sponsorship_id: int,
+    first_month: date,
+    months: int,
+    amount: int,
+    receipt_file_ref: str | None,
+    account_id: int,
+    now: datetime,
+) -> int:
+    """The payer's record of a payment, waiting for the PIC's confirmation."""
+    result = await connection.execute(
+        insert(Payment).values(
+            sponsorship_id=sponsorship_id,
+            first_month=first_month,
+            months=months,
+            amount=amount,
+            status=PaymentStatus.RECORDED,
+            receipt_file_ref=receipt_file_ref,
+            recorded_by_account_id=account_id,
+            recorded_at=now,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class PaymentToConfirm:
+    id: int
+    sponsorship_id: int
+    worker_name: str
+    sponsor_name: str
+    first_month: date
+    months: int
+    amount: int
+    has_receipt: bool
+    recorded_at: datetime
+
+
+async def to_confirm(
+    connection: AsyncConnection, *, opd_id: int, limit: int = 1
+) -> tuple[list[PaymentToConfirm], int]:
+    """The OPD's recorded payments, oldest first, and how many there are."""
+    waiting = and_(Sponsorship.opd_id == opd_id, Payment.status == PaymentStatus.RECORDED)
+    total = await connection.scalar(
+        select(func.count())
+        .select_from(Payment)
+        .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
+        .where(waiting)
+    )
+    rows = await connection.execute(
+        select(
+            Payment.id,
+            Payment.sponsorship_id,
+            Worker.full_name,
+            Asn.full_name,
+            Payment.first_month,
+            Payment.months,
+            Payment.amount,
+            Payment.receipt_file_ref.is_not(None),
+            Payment.recorded_at,
+        )
+        .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
+        .join(Worker, Worker.id == Sponsorship.worker_id)
+        .join(Asn, Asn.id == Sponsorship.asn_id)
+        .where(waiting)
+        .order_by(Payment.recorded_at, Payment.id)
+        .limit(limit)
+    )
+    return [PaymentToConfirm(*row) for row in rows], int(total or 0)
+
+
+async def decide(
+    connection: AsyncConnection,
+    *,
+    opd_id: int,
+    payment_id: int,
+    pic_id: int,
+    confirm: bool,
+    reason: str | None,
+    now: datetime,
+) -> int:
+    """Confirm or reject a recorded payment of the OPD; returns its sponsorship id."""
+    sponsorship_id = await connection.scalar(
+        select(Payment.sponsorship_id)
+        .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
+        .where(Payment.id == payment_id, Sponsorship.opd_id == opd_id)
+    )
+    if sponsorship_id is None:
+        raise ChangeProblem("not_found")
+    result = await connection.execute(
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.status == PaymentStatus.RECORDED)
+        .values(
+            status=PaymentStatus.CONFIRMED if confirm else PaymentStatus.REJECTED,
+            decided_by_pic_id=pic_id,
+            decided_at=now,
+            reject_reason=None if confirm else reason,
+        )
+    )
+    if not result.rowcount:
+        raise ChangeProblem("wrong_status")
+    await audit.record(
+        connection,
+        Actor.pic(pic_id),
+        "payment.confirm" if confirm else "payment.reject",
+        record_type="payment",
+        record_id=payment_id,
+        opd_id=opd_id,
+        now=now,
+    )
+    return int(sponsorship_id)
+
+
+async def mark_payroll_month(
+    connection: AsyncConnection,
+    *,
+    opd_id: int,
+    month: date,
+    amount: int,
+    pic_id: int,
+    now: datetime,
+) -> int:
+    """The bendahara paid `month` for every payroll sponsorship of the OPD: confirmed payments
+    of `amount` (the month's payroll tariff) for those not yet covered; already confirmed
+    months are left alone. Returns how many were marked."""
+    sponsorships = [
+        sid
+        for (sid,) in await connection.execute(
+            select(Sponsorship.id).where(
+                Sponsorship.opd_id == opd_id,
+                Sponsorship.plan == PaymentPlan.PAYROLL_DEDUCTION,
+                Sponsorship.status.in_(DUES_BEARING),
+                Sponsorship.first_month <= month,
+            )
+        )
+    ]
+    covered = await paid_months(connection, sponsorships)
+    todo = [sid for sid in sponsorships if month not in covered[sid]]
+    if todo:
+        await connection.execute(
+            insert(Payment),
+            [
+                {
+                    "sponsorship_id": sid,
+                    "first_month": month,
+                    "months": 1,
+                    "amount": amount,
+                    "status": PaymentStatus.CONFIRMED,
+                    "recorded_at": now,
+                    "decided_by_pic_id": pic_id,
+                    "decided_at": now,
+                    "payroll": True,
+                }
+                for sid in todo
+            ],
+        )
+    await audit.record(
+        connection,
+        Actor.pic(pic_id),
+        "payment.payroll_month",
+        record_type="opd",
+        record_id=opd_id,
+        opd_id=opd_id,
+        now=now,
+        details={"month": month.isoformat(), "sponsorships": len(todo)},
+    )
+    return len(todo)
