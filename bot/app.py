@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.settings import Environment, Settings
 from domain.eligibility import AgeBounds
-from domain.tariff import DEFAULT_TARIFF
+from domain.dues import allowed_plans
+from domain.tariff import DEFAULT_TARIFF, TariffFileError, TariffTable, load_tariff
 from domain.vocabulary import Channel
 from domain.workdays import HolidayFileError, WorkCalendar, load_holidays
 from handlers.context import EngineConfig
@@ -85,7 +86,9 @@ def engine_config(settings: Settings) -> EngineConfig:
         draft_idle=timedelta(minutes=program.draft_idle_minutes),
         timezone=timezone,
         default_language=settings.app.default_language,
-        tariff=DEFAULT_TARIFF,
+        tariff=tariff_table(settings),
+        max_months_ahead=program.max_months_ahead,
+        plans=allowed_plans(semiannual=program.allow_semiannual, annual=program.allow_annual),
     )
 
 
@@ -120,10 +123,11 @@ async def build_runtime(
     )
     sessionmaker = create_sessionmaker(db)
     catalogs = Catalogs()
+    calendar = work_calendar(settings, clock)
     engine = Engine(
         database=db,
         cipher=cipher,
-        config=config,
+        config=dataclasses.replace(config, calendar=calendar),
         catalogs=catalogs,
         clock=clock,
     )
@@ -135,8 +139,20 @@ async def build_runtime(
         catalogs=catalogs,
         cipher=cipher,
         clock=clock,
-        calendar=work_calendar(settings, clock),
+        calendar=calendar,
     )
+
+
+def tariff_table(settings: Settings) -> TariffTable:
+    """The tariff file (PROGRAM_TARIFF_FILE); the built-in default, with a warning, without one."""
+    path = settings.program.tariff_file
+    if not path.exists():
+        log.warning("no tariff file at %s: using the built-in PP 44/2015 tariff", path)
+        return DEFAULT_TARIFF
+    try:
+        return load_tariff(path)
+    except TariffFileError as exc:
+        raise StartupError(f"PROGRAM_TARIFF_FILE {path}: {exc}") from exc
 
 
 def work_calendar(settings: Settings, clock: Clock) -> WorkCalendar:

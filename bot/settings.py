@@ -70,6 +70,14 @@ class ProgramSettings(BaseSettings):
     max_workers_per_asn: int = Field(5, ge=1)
     #: A flow untouched this long is parked as a draft and offered for resumption.
     draft_idle_minutes: int = Field(30, ge=1)
+    #: The dated tariff table (effective_from,effective_until,jkk_per_mille,jkm,...);
+    #: missing: the built-in PP 44/2015 tariff.
+    tariff_file: Path = Path("data/tariff_bpu.csv")
+    #: Months after the current one that may be paid ahead.
+    max_months_ahead: int = Field(12, ge=0, le=24)
+    #: Offer the 6- and 12-month prepayment plans (SPEC 3: "may be allowed by configuration").
+    allow_semiannual: bool = False
+    allow_annual: bool = False
     #: Local time (SERTAKAN_TIMEZONE) of the PIC's daily digest, on working days.
     digest_time: time = time(8, 0)
     #: National holidays and collective leave (date,name[,kind]); Monday to Friday

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.eligibility import AgeBounds
 from domain.tariff import TariffTable
+from domain.workdays import WorkCalendar
 from domain.vocabulary import Language, PaymentPlan
 from handlers.i18n import Translator
 from handlers.notices import Notices
@@ -44,6 +45,10 @@ class EngineConfig:
     tariff: TariffTable
     #: Longest typed answer accepted anywhere; longer input is refused with its length.
     max_input_chars: int = 300
+    #: Working days and holidays (due dates move off weekends and holidays).
+    calendar: WorkCalendar = WorkCalendar(())
+    #: How many months after the current one may be paid ahead.
+    max_months_ahead: int = 12
     #: Payment plans offered (6- and 12-month prepayment only when configured).
     plans: tuple[PaymentPlan, ...] = (
         PaymentPlan.MONTHLY,

@@ -230,7 +230,11 @@ class Engine:
         if event.kind is EventKind.CHOICE and (event.choice_id or "").startswith(GLOBAL_PREFIX):
             return await self._global(ctx, (event.choice_id or "")[len(GLOBAL_PREFIX) :])
 
-        if event.kind is EventKind.DOCUMENT and await ctx.pic() is not None:
+        if (
+            event.kind is EventKind.DOCUMENT
+            and not self._step_accepts_files(ctx)
+            and await ctx.pic() is not None
+        ):
             # A PIC's file is a KPJ file from BPJS, whatever they were doing.
             if flow_now := self._flows.get(state.flow or ""):
                 self._park(ctx, flow_now)
@@ -297,7 +301,9 @@ class Engine:
                 contact_is_own=event.contact_is_own,
             )
         elif event.kind in (EventKind.PHOTO, EventKind.DOCUMENT):
-            return [Reply(ctx.t("input.file_not_needed")), *question]
+            if not step.accepts_files:
+                return [Reply(ctx.t("input.file_not_needed")), *question]
+            answer = Answer(kind=event.kind, file_ref=event.file_ref)
         else:
             return [Reply(ctx.t("input.unsupported")), *question]
 
@@ -330,6 +336,17 @@ class Engine:
         return replies + await flow.step(target).ask(ctx)
 
     # -- flow state ------------------------------------------------------------------
+
+    def _step_accepts_files(self, ctx: Context) -> bool:
+        """Whether the current question takes a photo or document as its answer."""
+        flow = self._flows.get(ctx.state.flow or "")
+        step = ctx.state.step
+        return (
+            flow is not None
+            and step is not None
+            and flow.has_step(step)
+            and (flow.step(step).accepts_files)
+        )
 
     def _enter(self, ctx: Context, step: str) -> None:
         ctx.state.step = step

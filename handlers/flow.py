@@ -29,6 +29,8 @@ class Answer:
     choice: str | None = None
     contact_phone: str | None = None
     contact_is_own: bool = False
+    #: A photo or document sent to a step that accepts files (`Step.accepts_files`).
+    file_ref: str | None = None
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -71,6 +73,8 @@ class Step:
     help_key: ClassVar[str]
     #: False when only the offered options are valid answers (text must match one).
     free_text: ClassVar[bool] = True
+    #: True when a photo or document is an answer (a receipt); otherwise it is refused.
+    accepts_files: ClassVar[bool] = False
 
     def applies(self, ctx: Context) -> bool:
         """False to skip this step (e.g. the payroll statement for other plans)."""
