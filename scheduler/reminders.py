@@ -1,0 +1,386 @@
+"""Dues reminders, escalation and lapse (SPEC 3, 5), planned into the outbox once a day.
+
+`ReminderPlanner.plan` looks at every dues-bearing sponsorship (ACTIVE or
+CARD_HANDED_OVER) as of today's local date and plans, for whoever pays:
+
+- `before5` / `before1`: 5 days and 1 day before the due date of the first
+  unpaid month (`domain.dues.due_date`: the 15th, or the next working day);
+- `overdue`: once one month is in arrears (from the day after its due date);
+- `escalation`: once two months are in arrears ("protection ends after the
+  third"), to the ASN;
+- lapse: at three months in arrears the sponsorship becomes LAPSED and the ASN
+  and every PIC of its OPD are told once.
+
+Payroll-deduction sponsorships (the plan in force for the unpaid month) are
+paid by the OPD's treasurer, so their before/overdue reminders go to the OPD's
+PICs as one line per OPD and month (`reminder.payroll.pic` with the count),
+not to each ASN; escalation and lapse still reach the ASN.
+
+Every notice has a dedupe key per (sponsorship or OPD+PIC, period, kind), so a
+re-run, a restart or a second process never plans one twice. A payment
+recorded before a reminder went out cancels it: `cancel_reminders`, called in
+the payment's transaction. Reminders are due at 08:00 local time; the
+dispatcher holds them during quiet hours anyway.
+
+Cost: three set-based reads (sponsorships with their payer, confirmed payment
+months, PICs), then `dues_status` only for sponsorships whose first unpaid
+month is due within five days or already overdue (nothing else can need a
+notice today), one IN-list lookup of the keys those would get, rendering only
+of the missing ones, and batched INSERT ... ON CONFLICT DO NOTHING. A re-run
+the same day therefore computes, looks up and writes nothing new.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.dues import DuesStatus, due_date, dues_status
+from domain.months import add_months, month_start
+from domain.tariff import TariffTable
+from domain.vocabulary import Language, OutboxStatus, PaymentPlan
+from domain.workdays import WorkCalendar
+from handlers.i18n import Catalogs, Translator
+from storage import dues_queries
+from storage.dues_queries import (
+    DuesRow,
+    PicRecipient,
+    lapse_asn_key,
+    lapse_pic_key,
+    payroll_key,
+    reminder_key,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: Local time from which the day's reminders may go out.
+SEND_FROM = time(8, 0)
+
+#: Days before the due date on which the payer is reminded, by kind.
+_BEFORE = {5: "before5", 1: "before1"}
+
+
+@dataclasses.dataclass(slots=True)
+class PlanResult:
+    """What one run wrote: new outbox rows per kind, and sponsorships that lapsed."""
+
+    before5: int = 0
+    before1: int = 0
+    overdue: int = 0
+    escalation: int = 0
+    #: Lines to PICs about payroll-deduction dues (any of before5/before1/overdue).
+    payroll: int = 0
+    #: Sponsorships made LAPSED by this run.
+    lapsed: int = 0
+    #: Lapse notices written (ASN and PICs).
+    lapse_notices: int = 0
+
+    @property
+    def notices(self) -> int:
+        return (
+            self.before5
+            + self.before1
+            + self.overdue
+            + self.escalation
+            + self.payroll
+            + self.lapse_notices
+        )
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class _Reminder:
+    key: str
+    kind: str
+    row: DuesRow
+    status: DuesStatus
+
+
+async def cancel_reminders(
+    connection: AsyncConnection, sponsorship_id: int, months: Sequence[date]
+) -> int:
+    """Delete the still-pending reminders of `months` of one sponsorship; returns how many.
+
+    Call it in the transaction that records a payment for those months: a
+    reminder planned before the payment and not yet sent is then never sent.
+    Rows already being sent or sent stay (history).
+    """
+    keys = [
+        reminder_key(kind, sponsorship_id, month)
+        for month in months
+        for kind in dues_queries.SPONSORSHIP_REMINDER_KINDS
+    ]
+    return await dues_queries.delete_pending(connection, keys)
+
+
+def _plan_in_force(row: DuesRow, month: date) -> PaymentPlan:
+    if (
+        row.next_plan is not None
+        and row.next_plan_from is not None
+        and month >= month_start(row.next_plan_from)
+    ):
+        return row.next_plan
+    return row.plan
+
+
+def _first_unpaid(first_month: date, paid: set[date]) -> date:
+    month = month_start(first_month)
+    while month in paid:
+        month = add_months(month, 1)
+    return month
+
+
+class ReminderPlanner:
+    """Plans the day's dues reminders; APScheduler calls `plan` (idempotent per day)."""
+
+    def __init__(
+        self,
+        database: AsyncEngine,
+        catalogs: Catalogs,
+        clock: Clock,
+        *,
+        timezone: ZoneInfo,
+        calendar: WorkCalendar,
+        tariff: TariffTable,
+    ) -> None:
+        self._database = database
+        self._catalogs = catalogs
+        self._clock = clock
+        self._timezone = timezone
+        self._calendar = calendar
+        self._tariff = tariff
+        self._translators: dict[Language, Translator] = {}
+
+    def _t(self, language: Language) -> Translator:
+        translator = self._translators.get(language)
+        if translator is None:
+            translator = self._translators[language] = self._catalogs.translator(language)
+        return translator
+
+    async def plan(self) -> PlanResult:
+        """Plan today's reminders, escalations and lapses in one transaction."""
+        now = self._clock()
+        today = now.astimezone(self._timezone).date()
+        not_before = datetime.combine(today, SEND_FROM, self._timezone).astimezone(UTC)
+        result = PlanResult()
+        async with self._database.begin() as connection:
+            rows = await dues_queries.dues_bearing(connection)
+            paid = await dues_queries.confirmed_months(connection)
+            pics = await dues_queries.pics_by_opd(connection)
+            reminders, payroll, lapsing = self._compute(rows, paid, today)
+            await self._write_reminders(connection, reminders, result, now, not_before)
+            await self._write_payroll(connection, payroll, pics, result, now, not_before)
+            await self._lapse(connection, lapsing, pics, result, now, not_before)
+        log.info("reminders for %s: %s", today, result)
+        return result
+
+    def _compute(
+        self, rows: list[DuesRow], paid: dict[int, set[date]], today: date
+    ) -> tuple[list[_Reminder], dict[tuple[int, str, date], int], list[DuesRow]]:
+        """Today's reminders, payroll counts per (OPD, kind, month), and lapsing sponsorships."""
+        due_of: dict[date, date] = {}
+        no_months: set[date] = set()
+        reminders: list[_Reminder] = []
+        payroll: dict[tuple[int, str, date], int] = {}
+        lapsing: list[DuesRow] = []
+        for row in rows:
+            months = paid.get(row.sponsorship_id, no_months)
+            next_month = _first_unpaid(row.first_month, months)
+            due = due_of.get(next_month)
+            if due is None:
+                due = due_of[next_month] = due_date(next_month, self._calendar)
+            days_left = (due - today).days
+            # The first unpaid month is the earliest due: when it is neither due in
+            # 5 or 1 days nor overdue, nothing about this sponsorship is due today.
+            if days_left >= 0 and days_left not in _BEFORE:
+                continue
+            status = dues_status(
+                first_month=row.first_month,
+                plan=row.plan,
+                funding=row.funding,
+                paid_months=months,
+                today=today,
+                calendar=self._calendar,
+                tariff=self._tariff,
+                next_plan=row.next_plan,
+                next_plan_from=row.next_plan_from,
+            )
+            if status.lapsed:
+                lapsing.append(row)
+                continue
+            if status.at_risk:
+                key = reminder_key("escalation", row.sponsorship_id, status.next_month)
+                reminders.append(_Reminder(key, "escalation", row, status))
+                continue
+            kind = _BEFORE.get(days_left) if status.months_in_arrears == 0 else "overdue"
+            if kind is None:
+                continue
+            if _plan_in_force(row, status.next_month) is PaymentPlan.PAYROLL_DEDUCTION:
+                group = (row.opd_id, kind, status.next_month)
+                payroll[group] = payroll.get(group, 0) + 1
+                continue
+            key = reminder_key(kind, row.sponsorship_id, status.next_month)
+            reminders.append(_Reminder(key, kind, row, status))
+        return reminders, payroll, lapsing
+
+    async def _write_reminders(
+        self,
+        connection: AsyncConnection,
+        reminders: list[_Reminder],
+        result: PlanResult,
+        now: datetime,
+        not_before: datetime,
+    ) -> None:
+        existing = await dues_queries.existing_keys(connection, [r.key for r in reminders])
+        new: list[dict[str, Any]] = []
+        for reminder in reminders:
+            if reminder.key in existing:
+                continue
+            row, status = reminder.row, reminder.status
+            t = self._t(row.language)
+            if reminder.kind == "escalation":
+                params: dict[str, Any] = {
+                    "name": row.worker_name,
+                    "months": status.months_in_arrears,
+                }
+            else:
+                params = {
+                    "name": row.worker_name,
+                    "month": t.month(status.next_month),
+                    "due_date": t.date(status.next_due_date),
+                    "amount": t.money(status.next_amount),
+                }
+            new.append(
+                _outbox_row(
+                    key=reminder.key,
+                    channel=row.channel,
+                    recipient=row.recipient,
+                    kind=f"reminder.{reminder.kind}",
+                    body=t(f"reminder.{reminder.kind}", **params),
+                    params=params,
+                    now=now,
+                    not_before=not_before,
+                )
+            )
+        written = await dues_queries.insert_notices(connection, new)
+        for reminder in reminders:
+            if reminder.key in written:
+                setattr(result, reminder.kind, getattr(result, reminder.kind) + 1)
+
+    async def _write_payroll(
+        self,
+        connection: AsyncConnection,
+        payroll: dict[tuple[int, str, date], int],
+        pics: dict[int, list[PicRecipient]],
+        result: PlanResult,
+        now: datetime,
+        not_before: datetime,
+    ) -> None:
+        new: list[dict[str, Any]] = []
+        for (opd_id, kind, month), count in sorted(payroll.items()):
+            for pic in pics.get(opd_id, []):
+                t = self._t(pic.language)
+                params = {
+                    "opd": pic.opd_name,
+                    "month": t.month(month),
+                    "count": count,
+                    "due_date": t.date(due_date(month, self._calendar)),
+                }
+                new.append(
+                    _outbox_row(
+                        key=payroll_key(kind, opd_id, pic.pic_id, month),
+                        channel=pic.channel,
+                        recipient=pic.recipient,
+                        kind="reminder.payroll",
+                        body=t("reminder.payroll.pic", **params),
+                        params=params,
+                        now=now,
+                        not_before=not_before,
+                    )
+                )
+        result.payroll += len(await dues_queries.insert_notices(connection, new))
+
+    async def _lapse(
+        self,
+        connection: AsyncConnection,
+        lapsing: list[DuesRow],
+        pics: dict[int, list[PicRecipient]],
+        result: PlanResult,
+        now: datetime,
+        not_before: datetime,
+    ) -> None:
+        if not lapsing:
+            return
+        changed = set(
+            await dues_queries.mark_lapsed(
+                connection, [row.sponsorship_id for row in lapsing], now=now, read_at=now
+            )
+        )
+        result.lapsed += len(changed)
+        new: list[dict[str, Any]] = []
+        for row in lapsing:
+            if row.sponsorship_id not in changed:
+                continue
+            t = self._t(row.language)
+            params: dict[str, Any] = {"name": row.worker_name}
+            new.append(
+                _outbox_row(
+                    key=lapse_asn_key(row.sponsorship_id),
+                    channel=row.channel,
+                    recipient=row.recipient,
+                    kind="lapsed.asn",
+                    body=t("reminder.lapsed.asn", **params),
+                    params=params,
+                    now=now,
+                    not_before=not_before,
+                )
+            )
+            for pic in pics.get(row.opd_id, []):
+                t = self._t(pic.language)
+                pic_params = {"name": row.worker_name, "sponsor": row.asn_name}
+                new.append(
+                    _outbox_row(
+                        key=lapse_pic_key(row.sponsorship_id, pic.pic_id),
+                        channel=pic.channel,
+                        recipient=pic.recipient,
+                        kind="lapsed.pic",
+                        body=t("reminder.lapsed.pic", **pic_params),
+                        params=pic_params,
+                        now=now,
+                        not_before=not_before,
+                    )
+                )
+        result.lapse_notices += len(await dues_queries.insert_notices(connection, new))
+
+
+def _outbox_row(
+    *,
+    key: str,
+    channel: object,
+    recipient: str,
+    kind: str,
+    body: str,
+    params: dict[str, Any],
+    now: datetime,
+    not_before: datetime,
+) -> dict[str, Any]:
+    return {
+        "dedupe_key": key,
+        "channel": channel,
+        "recipient": recipient,
+        "kind": kind,
+        "body": body,
+        "template": kind.replace(".", "_"),
+        "params": params,
+        "status": OutboxStatus.PENDING,
+        "not_before": not_before,
+        "attempts": 0,
+        "created_at": now,
+    }

@@ -1,0 +1,279 @@
+"""Set-based reads and writes for the dues reminder planner (scheduler/reminders.py).
+
+A handful of statements for the whole program, never one per sponsorship: the
+dues-bearing sponsorships with their payer, the confirmed months of all of
+them, the PICs by OPD, which reminder keys already exist, the lapse update and
+the outbox rows in executemany batches with ON CONFLICT DO NOTHING. No commit
+happens here; the caller owns the transaction.
+
+Reminder dedupe keys are built here too (`reminder_key`), so the planner and
+`cancel_reminders` (called when a payment is recorded) agree on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.months import add_months, month_start
+from domain.tariff import FundingSource
+from domain.vocabulary import (
+    Channel,
+    Language,
+    OutboxStatus,
+    PaymentPlan,
+    PaymentStatus,
+    SponsorshipStatus,
+)
+from storage.db import insert_for
+from storage.models import (
+    Asn,
+    AuditLog,
+    ChannelAccount,
+    Opd,
+    Outbox,
+    Payment,
+    Pic,
+    Sponsorship,
+    Worker,
+)
+
+#: Sponsorships that owe dues (SPEC 4.4): active with BPJS, card handed over or not.
+DUES_BEARING: tuple[SponsorshipStatus, ...] = (
+    SponsorshipStatus.ACTIVE,
+    SponsorshipStatus.CARD_HANDED_OVER,
+)
+
+#: Reminder kinds about one period of one sponsorship (cancelled by a payment of it).
+SPONSORSHIP_REMINDER_KINDS: tuple[str, ...] = ("before5", "before1", "overdue", "escalation")
+
+_T = TypeVar("_T")
+
+#: Rows per executemany / IN list: well under SQLite's 32,766 bound parameters.
+CHUNK = 2000
+
+
+def reminder_key(kind: str, sponsorship_id: int, month: date) -> str:
+    """Dedupe key of a reminder of `kind` about `month` of one sponsorship."""
+    return f"reminder:{kind}:{sponsorship_id}:{month_start(month):%Y-%m}"
+
+
+def payroll_key(kind: str, opd_id: int, pic_id: int, month: date) -> str:
+    """Dedupe key of a payroll reminder to one PIC of an OPD about `month`."""
+    return f"reminder:payroll:{kind}:{opd_id}:{pic_id}:{month_start(month):%Y-%m}"
+
+
+def lapse_asn_key(sponsorship_id: int) -> str:
+    return f"lapsed:asn:{sponsorship_id}"
+
+
+def lapse_pic_key(sponsorship_id: int, pic_id: int) -> str:
+    return f"lapsed:pic:{sponsorship_id}:{pic_id}"
+
+
+def chunked(items: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class DuesRow:
+    """A dues-bearing sponsorship with what the planner needs to tell its payer."""
+
+    sponsorship_id: int
+    opd_id: int
+    plan: PaymentPlan
+    first_month: date
+    funding: FundingSource
+    next_plan: PaymentPlan | None
+    next_plan_from: date | None
+    worker_name: str
+    asn_name: str
+    channel: Channel
+    recipient: str
+    language: Language
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class PicRecipient:
+    pic_id: int
+    opd_id: int
+    opd_name: str
+    channel: Channel
+    recipient: str
+    language: Language
+
+
+_DUES_ROWS = (
+    select(
+        Sponsorship.id,
+        Sponsorship.opd_id,
+        Sponsorship.plan,
+        Sponsorship.first_month,
+        Sponsorship.funding_source,
+        Sponsorship.next_plan,
+        Sponsorship.next_plan_from,
+        Worker.full_name,
+        Asn.full_name,
+        ChannelAccount.channel,
+        ChannelAccount.external_id,
+        ChannelAccount.language,
+    )
+    .join(Worker, Worker.id == Sponsorship.worker_id)
+    .join(Asn, Asn.id == Sponsorship.asn_id)
+    .join(ChannelAccount, ChannelAccount.id == Asn.channel_account_id)
+    .where(Sponsorship.status.in_(DUES_BEARING))
+)
+
+
+async def dues_bearing(connection: AsyncConnection) -> list[DuesRow]:
+    """Every dues-bearing sponsorship with its worker's and sponsor's names and ASN account."""
+    result = await connection.execute(_DUES_ROWS)
+    return [DuesRow(*row) for row in result.tuples()]
+
+
+async def confirmed_months(connection: AsyncConnection) -> dict[int, set[date]]:
+    """The months covered by confirmed payments, per dues-bearing sponsorship id."""
+    result = await connection.execute(
+        select(Payment.sponsorship_id, Payment.first_month, Payment.months)
+        .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
+        .where(
+            Payment.status == PaymentStatus.CONFIRMED,
+            Sponsorship.status.in_(DUES_BEARING),
+        )
+    )
+    paid: dict[int, set[date]] = {}
+    for sponsorship_id, first, months in result.tuples():
+        months_of = paid.setdefault(sponsorship_id, set())
+        if months == 1:
+            months_of.add(first)
+        else:
+            months_of.update(add_months(first, offset) for offset in range(months))
+    return paid
+
+
+async def pics_by_opd(connection: AsyncConnection) -> dict[int, list[PicRecipient]]:
+    """The current, bound PICs of every OPD."""
+    result = await connection.execute(
+        select(
+            Pic.id,
+            Pic.opd_id,
+            Opd.name,
+            ChannelAccount.channel,
+            ChannelAccount.external_id,
+            ChannelAccount.language,
+        )
+        .join(Opd, Opd.id == Pic.opd_id)
+        .join(ChannelAccount, ChannelAccount.id == Pic.channel_account_id)
+        .where(Pic.removed_at.is_(None))
+        .order_by(Pic.id)
+    )
+    pics: dict[int, list[PicRecipient]] = {}
+    for row in result.tuples():
+        pics.setdefault(row[1], []).append(PicRecipient(*row))
+    return pics
+
+
+async def existing_keys(connection: AsyncConnection, keys: Sequence[str]) -> set[str]:
+    """Those of `keys` already in the outbox (in IN-list chunks on the unique index)."""
+    found: set[str] = set()
+    for part in chunked(keys):
+        result = await connection.execute(
+            select(Outbox.dedupe_key).where(Outbox.dedupe_key.in_(part))
+        )
+        found.update(result.scalars())
+    return found
+
+
+async def insert_notices(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert outbox rows (Outbox column values) in batches; existing dedupe keys are skipped.
+
+    Returns the dedupe keys actually written (RETURNING, so a row another
+    process planned meanwhile is not counted).
+    """
+    written: set[str] = set()
+    if not rows:
+        return written
+    statement = (
+        insert_for(connection.dialect.name)(Outbox)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(Outbox.dedupe_key)
+    )
+    for part in chunked(rows):
+        result = await connection.execute(statement, list(part))
+        written.update(result.scalars())
+    return written
+
+
+async def mark_lapsed(
+    connection: AsyncConnection,
+    sponsorship_ids: Sequence[int],
+    *,
+    now: datetime,
+    read_at: datetime,
+) -> list[int]:
+    """Make these sponsorships LAPSED; returns the ids actually changed.
+
+    Only a sponsorship still dues-bearing changes, and none with a payment
+    recorded or decided since `read_at` (when the planner read the payments): a
+    payment arriving while the planner computed never ends in a wrong lapse.
+    Each change gets an audit entry (actor "system:reminders").
+    """
+    changed: list[int] = []
+    recent_payment = (
+        select(Payment.id)
+        .where(
+            Payment.sponsorship_id == Sponsorship.id,
+            or_(Payment.recorded_at >= read_at, Payment.decided_at >= read_at),
+        )
+        .exists()
+    )
+    for part in chunked(sponsorship_ids):
+        result = await connection.execute(
+            update(Sponsorship)
+            .where(
+                Sponsorship.id.in_(part),
+                Sponsorship.status.in_(DUES_BEARING),
+                ~recent_payment,
+            )
+            .values(status=SponsorshipStatus.LAPSED, status_changed_at=now)
+            .returning(Sponsorship.id, Sponsorship.opd_id)
+        )
+        rows = result.all()
+        changed.extend(row[0] for row in rows)
+        if rows:
+            await connection.execute(
+                insert(AuditLog),
+                [
+                    {
+                        "at": now,
+                        "actor_type": "system",
+                        "actor": "reminders",
+                        "action": "sponsorship.lapsed",
+                        "record_type": "sponsorship",
+                        "record_id": str(sponsorship_id),
+                        "opd_id": opd_id,
+                        "details": {"reason": "three_months_unpaid"},
+                    }
+                    for sponsorship_id, opd_id in rows
+                ],
+            )
+    return sorted(changed)
+
+
+async def delete_pending(connection: AsyncConnection, keys: Iterable[str]) -> int:
+    """Delete the still-pending outbox rows with these keys; returns how many went."""
+    removed = 0
+    for part in chunked(list(keys)):
+        result = await connection.execute(
+            delete(Outbox).where(
+                and_(Outbox.dedupe_key.in_(part), Outbox.status == OutboxStatus.PENDING)
+            )
+        )
+        removed += max(result.rowcount, 0)
+    return removed

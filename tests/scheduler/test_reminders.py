@@ -1,0 +1,430 @@
+"""Dues reminders across a year with a frozen clock: the right days, never twice, none after
+payment, payroll lines to the PIC, escalation and lapse with both notices once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.months import add_months
+from domain.tariff import DEFAULT_TARIFF, FundingSource
+from domain.vocabulary import (
+    Channel,
+    EmploymentType,
+    Language,
+    Occupation,
+    OutboxStatus,
+    PaymentPlan,
+    PaymentStatus,
+    Sex,
+    SponsorshipStatus,
+    WorkerConsent,
+)
+from domain.workdays import WorkCalendar
+from handlers.i18n import Catalogs
+from scheduler.reminders import PlanResult, ReminderPlanner, cancel_reminders
+from storage.models import (
+    Asn,
+    AuditLog,
+    ChannelAccount,
+    Opd,
+    Outbox,
+    Payment,
+    Pic,
+    Sponsorship,
+    Worker,
+)
+from tests.fakes.clock import FrozenClock
+
+JAKARTA = ZoneInfo("Asia/Jakarta")
+#: Independence Day 2026 is a Monday; 15 August is a Saturday, so August dues are due Tue 18th.
+HOLIDAYS = (date(2026, 8, 17),)
+ASN_CHAT = "1001"
+PIC_CHAT = "2001"
+START = datetime(2025, 12, 31, 17, 0, tzinfo=UTC)  # 1 January 2026, 00:00 WIB
+
+
+@dataclasses.dataclass
+class World:
+    engine: AsyncEngine
+    clock: FrozenClock
+    opd_id: int
+    asn_id: int
+    pic_id: int
+    _workers: int = 0
+
+    async def sponsorship(
+        self,
+        plan: PaymentPlan,
+        *,
+        name: str,
+        first_month: date = date(2026, 1, 1),
+        status: SponsorshipStatus = SponsorshipStatus.ACTIVE,
+    ) -> int:
+        self._workers += 1
+        now = self.clock()
+        funding = (
+            FundingSource.PAYROLL_DEDUCTION
+            if plan is PaymentPlan.PAYROLL_DEDUCTION
+            else FundingSource.ASN_PERSONAL
+        )
+        async with self.engine.begin() as connection:
+            worker_id = (
+                await connection.execute(
+                    insert(Worker)
+                    .values(
+                        nik_hash=self._workers.to_bytes(32, "big"),
+                        nik_ciphertext=b"x",
+                        nik_masked="3201********0001",
+                        full_name=name,
+                        birth_date=date(1980, 1, 1),
+                        sex=Sex.FEMALE,
+                        phone_e164=None,
+                        village="Desa",
+                        district="Kecamatan",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(Worker.id)
+                )
+            ).scalar_one()
+            return int(
+                (
+                    await connection.execute(
+                        insert(Sponsorship)
+                        .values(
+                            worker_id=worker_id,
+                            asn_id=self.asn_id,
+                            opd_id=self.opd_id,
+                            occupation=Occupation.DRIVER,
+                            plan=plan,
+                            first_month=first_month,
+                            status=status,
+                            worker_consent=WorkerConsent.GIVEN,
+                            funding_source=funding,
+                            created_at=now,
+                            status_changed_at=now,
+                        )
+                        .returning(Sponsorship.id)
+                    )
+                ).scalar_one()
+            )
+
+    async def pay(
+        self,
+        sponsorship_id: int,
+        first_month: date,
+        months: int = 1,
+        status: PaymentStatus = PaymentStatus.CONFIRMED,
+    ) -> None:
+        recorded = self.clock() - timedelta(hours=1)
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                insert(Payment).values(
+                    sponsorship_id=sponsorship_id,
+                    first_month=first_month,
+                    months=months,
+                    amount=16_800 * months,
+                    status=status,
+                    recorded_at=recorded,
+                    decided_at=recorded if status is PaymentStatus.CONFIRMED else None,
+                )
+            )
+
+    async def outbox(self, kind: str | None = None) -> list[Outbox]:
+        async with self.engine.connect() as connection:
+            query = select(Outbox).order_by(Outbox.id)
+            if kind is not None:
+                query = query.where(Outbox.kind == kind)
+            return [Outbox(**row._mapping) for row in await connection.execute(query)]
+
+    async def status(self, sponsorship_id: int) -> SponsorshipStatus:
+        async with self.engine.connect() as connection:
+            result = await connection.execute(
+                select(Sponsorship.status).where(Sponsorship.id == sponsorship_id)
+            )
+            return result.scalar_one()
+
+
+async def _account(connection: AsyncConnection, external_id: str, now: datetime) -> int:
+    result = await connection.execute(
+        insert(ChannelAccount)
+        .values(
+            channel=Channel.TELEGRAM,
+            external_id=external_id,
+            language=Language.INDONESIAN,
+            display_name=None,
+            created_at=now,
+        )
+        .returning(ChannelAccount.id)
+    )
+    return int(result.scalar_one())
+
+
+@pytest.fixture
+async def world(db_engine: AsyncEngine) -> World:
+    clock = FrozenClock(START)
+    now = clock()
+    async with db_engine.begin() as connection:
+        opd_id = (
+            await connection.execute(
+                insert(Opd)
+                .values(
+                    code="DINKES",
+                    name="Dinas Kesehatan",
+                    search_name="dinas kesehatan",
+                    active=True,
+                    created_at=now,
+                )
+                .returning(Opd.id)
+            )
+        ).scalar_one()
+        asn_account = await _account(connection, ASN_CHAT, now)
+        pic_account = await _account(connection, PIC_CHAT, now)
+        asn_id = (
+            await connection.execute(
+                insert(Asn)
+                .values(
+                    nip="198001012006041001",
+                    employment_type=EmploymentType.PNS,
+                    full_name="Budi Santoso",
+                    birth_date=date(1980, 1, 1),
+                    sex=Sex.MALE,
+                    opd_id=opd_id,
+                    phone_e164="+6281234567890",
+                    channel_account_id=asn_account,
+                    registered_at=now,
+                )
+                .returning(Asn.id)
+            )
+        ).scalar_one()
+        pic_id = (
+            await connection.execute(
+                insert(Pic)
+                .values(
+                    opd_id=opd_id,
+                    channel_account_id=pic_account,
+                    appointed_by="test",
+                    appointed_at=now,
+                )
+                .returning(Pic.id)
+            )
+        ).scalar_one()
+    return World(db_engine, clock, opd_id, asn_id, pic_id)
+
+
+def planner(world: World) -> ReminderPlanner:
+    return ReminderPlanner(
+        world.engine,
+        Catalogs(),
+        world.clock,
+        timezone=JAKARTA,
+        calendar=WorkCalendar(HOLIDAYS),
+        tariff=DEFAULT_TARIFF,
+    )
+
+
+Action = Callable[[], Awaitable[None]]
+
+
+async def run_year(
+    world: World, actions: dict[date, list[Action]], *, until: date = date(2026, 12, 31)
+) -> list[PlanResult]:
+    """Every day at 09:00 WIB: the day's actions (payments), then the planner twice."""
+    results: list[PlanResult] = []
+    day = START.astimezone(JAKARTA).date()
+    while day <= until:
+        world.clock.now = datetime(day.year, day.month, day.day, 9, tzinfo=JAKARTA).astimezone(UTC)
+        for action in actions.get(day, []):
+            await action()
+        results.append(await planner(world).plan())
+        again = await planner(world).plan()
+        assert again.notices == 0 and again.lapsed == 0, f"second run on {day} planned {again}"
+        day += timedelta(days=1)
+    return results
+
+
+def local_day(row: Outbox) -> date:
+    return row.created_at.astimezone(JAKARTA).date()
+
+
+def monthly_payments(world: World, sponsorship_id: int, months: int) -> dict[date, list[Action]]:
+    """Each month paid on its due date (after that morning's reminders were planned)."""
+    calendar = WorkCalendar(HOLIDAYS)
+    actions: dict[date, list[Action]] = {}
+    for offset in range(months):
+        month = add_months(date(2026, 1, 1), offset)
+        day = calendar.next_working_day(month.replace(day=15))
+
+        async def pay(month: date = month) -> None:
+            await world.pay(sponsorship_id, month)
+
+        actions.setdefault(day, []).append(pay)
+    return actions
+
+
+async def test_monthly_payer_reminded_5_and_1_day_before_each_due_date(world: World) -> None:
+    sponsorship = await world.sponsorship(PaymentPlan.MONTHLY, name="Siti Aminah")
+    await run_year(world, monthly_payments(world, sponsorship, 12))
+
+    rows = await world.outbox()
+    assert {row.kind for row in rows} == {"reminder.before5", "reminder.before1"}
+    before5 = {row.dedupe_key.rsplit(":", 1)[1]: local_day(row) for row in rows if "5" in row.kind}
+    before1 = {row.dedupe_key.rsplit(":", 1)[1]: local_day(row) for row in rows if "1" in row.kind}
+    assert len(before5) == len(before1) == 12
+    # January: Thu 15th. February: the 15th is a Sunday, due Monday 16th.
+    # August: Sat 15th, Mon 17th a holiday, due Tuesday 18th.
+    assert before5["2026-01"] == date(2026, 1, 10)
+    assert before1["2026-01"] == date(2026, 1, 14)
+    assert before5["2026-02"] == date(2026, 2, 11)
+    assert before1["2026-02"] == date(2026, 2, 15)
+    assert before5["2026-08"] == date(2026, 8, 13)
+    assert before1["2026-08"] == date(2026, 8, 17)
+    january = next(row for row in rows if row.dedupe_key.endswith("before5:1:2026-01"))
+    assert january.recipient == ASN_CHAT
+    assert "Siti Aminah" in january.body and "Januari 2026" in january.body
+    assert "Rp16.800" in january.body and "15 Januari 2026" in january.body
+    # Planned for 08:00 local on the day (the dispatcher keeps quiet hours anyway).
+    assert january.not_before == datetime(2026, 1, 10, 8, tzinfo=JAKARTA)
+    assert all(row.status is OutboxStatus.PENDING for row in rows)
+
+
+async def test_quarterly_payer_reminded_once_a_quarter(world: World) -> None:
+    sponsorship = await world.sponsorship(PaymentPlan.QUARTERLY, name="Joko Susilo")
+    actions: dict[date, list[Action]] = {}
+    for quarter in (date(2026, 1, 1), date(2026, 4, 1), date(2026, 7, 1), date(2026, 10, 1)):
+
+        async def pay(quarter: date = quarter) -> None:
+            await world.pay(sponsorship, quarter, months=3)
+
+        actions[quarter.replace(day=13)] = [pay]
+    await run_year(world, actions)
+
+    rows = await world.outbox()
+    assert sorted(row.dedupe_key for row in rows) == sorted(
+        f"reminder:before5:{sponsorship}:{month}"
+        for month in ("2026-01", "2026-04", "2026-07", "2026-10")
+    )
+    assert all("Rp50.400" in row.body for row in rows)
+
+
+async def test_payroll_dues_remind_the_pic_once_per_opd_not_each_asn(world: World) -> None:
+    first = await world.sponsorship(PaymentPlan.PAYROLL_DEDUCTION, name="Ani")
+    second = await world.sponsorship(PaymentPlan.PAYROLL_DEDUCTION, name="Bayu")
+    actions: dict[date, list[Action]] = {}
+    for sponsorship in (first, second):
+        for day, pays in monthly_payments(world, sponsorship, 3).items():
+            actions.setdefault(day, []).extend(pays)
+    await run_year(world, actions, until=date(2026, 3, 31))
+
+    rows = await world.outbox()
+    assert all(row.recipient == PIC_CHAT and row.kind == "reminder.payroll" for row in rows)
+    # Three months, 5 and 1 day before each: six lines, each counting both participants.
+    assert len(rows) == 6
+    assert all("2 peserta" in row.body and "Dinas Kesehatan" in row.body for row in rows)
+    assert {local_day(row) for row in rows} == {
+        date(2026, 1, 10),
+        date(2026, 1, 14),
+        date(2026, 2, 11),
+        date(2026, 2, 15),
+        date(2026, 3, 11),
+        date(2026, 3, 15),
+    }
+
+
+async def test_unpaid_months_overdue_escalation_then_lapse_with_both_notices_once(
+    world: World,
+) -> None:
+    sponsorship = await world.sponsorship(PaymentPlan.MONTHLY, name="Siti Aminah")
+    results = await run_year(world, monthly_payments(world, sponsorship, 3))
+
+    assert await world.status(sponsorship) is SponsorshipStatus.LAPSED
+    overdue = await world.outbox("reminder.overdue")
+    escalation = await world.outbox("reminder.escalation")
+    lapsed_asn = await world.outbox("lapsed.asn")
+    lapsed_pic = await world.outbox("lapsed.pic")
+    # April (due Wed 15th) unpaid: overdue on the 16th; May (Fri 15th) too: escalation
+    # on the 16th; June (Mon 15th): the third month, lapse on the 16th.
+    assert [(row.dedupe_key, local_day(row)) for row in overdue] == [
+        (f"reminder:overdue:{sponsorship}:2026-04", date(2026, 4, 16))
+    ]
+    assert [local_day(row) for row in escalation] == [date(2026, 5, 16)]
+    assert "2 bulan" in escalation[0].body
+    assert [(row.recipient, local_day(row)) for row in lapsed_asn] == [
+        (ASN_CHAT, date(2026, 6, 16))
+    ]
+    assert [(row.recipient, local_day(row)) for row in lapsed_pic] == [
+        (PIC_CHAT, date(2026, 6, 16))
+    ]
+    assert "Budi Santoso" in lapsed_pic[0].body and "Siti Aminah" in lapsed_pic[0].body
+    assert sum(result.lapsed for result in results) == 1
+    # Nothing at all after the lapse.
+    assert max(local_day(row) for row in await world.outbox()) == date(2026, 6, 16)
+    async with world.engine.connect() as connection:
+        result = await connection.execute(select(AuditLog.action, AuditLog.record_id))
+        audit = [tuple(row) for row in result]
+    assert audit == [("sponsorship.lapsed", str(sponsorship))]
+
+
+async def test_confirmed_payment_means_no_overdue_and_recorded_payment_cancels(
+    world: World,
+) -> None:
+    paid_early = await world.sponsorship(PaymentPlan.MONTHLY, name="Ani")
+    records_late = await world.sponsorship(PaymentPlan.MONTHLY, name="Bayu")
+    await world.pay(paid_early, date(2026, 1, 1))
+    await run_year(world, {}, until=date(2026, 1, 12))
+    # January paid before any reminder: nothing for it; Bayu got his 5-day reminder.
+    assert [row.dedupe_key for row in await world.outbox()] == [
+        f"reminder:before5:{records_late}:2026-01"
+    ]
+    # Bayu records a payment (not yet confirmed) before the dispatcher sent it.
+    async with world.engine.begin() as connection:
+        assert await cancel_reminders(connection, records_late, [date(2026, 1, 1)]) == 1
+        assert await cancel_reminders(connection, records_late, [date(2026, 1, 1)]) == 0
+    await world.pay(records_late, date(2026, 1, 1), status=PaymentStatus.RECORDED)
+    assert await world.outbox() == []
+    # The PIC confirms it on the 14th: no before1, no overdue for January.
+    async with world.engine.begin() as connection:
+        await connection.execute(
+            update(Payment)
+            .where(Payment.sponsorship_id == records_late)
+            .values(status=PaymentStatus.CONFIRMED)
+        )
+    await run_year(world, {}, until=date(2026, 1, 31))
+    assert await world.outbox() == []
+
+
+async def test_sent_reminders_are_not_cancelled(world: World) -> None:
+    sponsorship = await world.sponsorship(PaymentPlan.MONTHLY, name="Ani")
+    await run_year(world, {}, until=date(2026, 1, 10))
+    async with world.engine.begin() as connection:
+        await connection.execute(update(Outbox).values(status=OutboxStatus.SENT))
+        assert await cancel_reminders(connection, sponsorship, [date(2026, 1, 1)]) == 0
+    assert len(await world.outbox()) == 1
+
+
+async def test_only_active_sponsorships_bear_dues(world: World) -> None:
+    for status in SponsorshipStatus:
+        if status not in (SponsorshipStatus.ACTIVE, SponsorshipStatus.CARD_HANDED_OVER):
+            await world.sponsorship(PaymentPlan.MONTHLY, name=f"W {status}", status=status)
+    card = await world.sponsorship(
+        PaymentPlan.MONTHLY, name="Card", status=SponsorshipStatus.CARD_HANDED_OVER
+    )
+    await run_year(world, {}, until=date(2026, 1, 10))
+    assert [row.dedupe_key for row in await world.outbox()] == [f"reminder:before5:{card}:2026-01"]
+
+
+async def test_concurrent_planners_plan_each_reminder_once(world: World) -> None:
+    for index in range(20):
+        await world.sponsorship(PaymentPlan.MONTHLY, name=f"Worker {index}")
+    world.clock.now = datetime(2026, 1, 10, 9, tzinfo=JAKARTA).astimezone(UTC)
+    results = await asyncio.gather(planner(world).plan(), planner(world).plan())
+    assert sorted(result.before5 for result in results) == [0, 20]
+    assert len(await world.outbox("reminder.before5")) == 20
