@@ -49,7 +49,8 @@ from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs, Translator
 from storage import dues_queries
 from storage.dues_queries import (
-    DuesRow,
+    DuesTerms,
+    PaidMonths,
     PicRecipient,
     lapse_asn_key,
     lapse_pic_key,
@@ -99,7 +100,7 @@ class PlanResult:
 class _Reminder:
     key: str
     kind: str
-    row: DuesRow
+    row: DuesTerms
     status: DuesStatus
 
 
@@ -120,7 +121,7 @@ async def cancel_reminders(
     return await dues_queries.delete_pending(connection, keys)
 
 
-def _plan_in_force(row: DuesRow, month: date) -> PaymentPlan:
+def _plan_in_force(row: DuesTerms, month: date) -> PaymentPlan:
     if (
         row.next_plan is not None
         and row.next_plan_from is not None
@@ -128,13 +129,6 @@ def _plan_in_force(row: DuesRow, month: date) -> PaymentPlan:
     ):
         return row.next_plan
     return row.plan
-
-
-def _first_unpaid(first_month: date, paid: set[date]) -> date:
-    month = month_start(first_month)
-    while month in paid:
-        month = add_months(month, 1)
-    return month
 
 
 class ReminderPlanner:
@@ -171,10 +165,10 @@ class ReminderPlanner:
         not_before = datetime.combine(today, SEND_FROM, self._timezone).astimezone(UTC)
         result = PlanResult()
         async with self._database.begin() as connection:
-            rows = await dues_queries.dues_bearing(connection)
+            terms = await dues_queries.dues_terms(connection)
             paid = await dues_queries.confirmed_months(connection)
             pics = await dues_queries.pics_by_opd(connection)
-            reminders, payroll, lapsing = self._compute(rows, paid, today)
+            reminders, payroll, lapsing = self._compute(terms, paid, today)
             await self._write_reminders(connection, reminders, result, now, not_before)
             await self._write_payroll(connection, payroll, pics, result, now, not_before)
             await self._lapse(connection, lapsing, pics, result, now, not_before)
@@ -182,17 +176,33 @@ class ReminderPlanner:
         return result
 
     def _compute(
-        self, rows: list[DuesRow], paid: dict[int, set[date]], today: date
-    ) -> tuple[list[_Reminder], dict[tuple[int, str, date], int], list[DuesRow]]:
-        """Today's reminders, payroll counts per (OPD, kind, month), and lapsing sponsorships."""
+        self, terms: list[DuesTerms], paid: PaidMonths, today: date
+    ) -> tuple[list[_Reminder], dict[tuple[int, str, date], int], list[DuesTerms]]:
+        """Today's reminders, payroll counts per (OPD, kind, month), and lapsing sponsorships.
+
+        `dues_status` is pure, and sponsorships whose confirmed months are one
+        run share their inputs with many others (same first month, plan, funding
+        and run), so its result is computed once per distinct input.
+        """
         due_of: dict[date, date] = {}
-        no_months: set[date] = set()
+        statuses: dict[tuple[object, ...], DuesStatus] = {}
         reminders: list[_Reminder] = []
         payroll: dict[tuple[int, str, date], int] = {}
-        lapsing: list[DuesRow] = []
-        for row in rows:
-            months = paid.get(row.sponsorship_id, no_months)
-            next_month = _first_unpaid(row.first_month, months)
+        lapsing: list[DuesTerms] = []
+        runs = paid.runs
+        for row in terms:
+            first_month = month_start(row.first_month)
+            run = runs.get(row.sponsorship_id)
+            exact: frozenset[date] | None = None
+            if row.sponsorship_id in paid.exact:
+                exact = paid.months(row.sponsorship_id)
+                next_month = first_month
+                while next_month in exact:
+                    next_month = add_months(next_month, 1)
+            elif run is not None and run[0] <= first_month < run[1]:
+                next_month = run[1]
+            else:
+                next_month = first_month
             due = due_of.get(next_month)
             if due is None:
                 due = due_of[next_month] = due_date(next_month, self._calendar)
@@ -201,17 +211,22 @@ class ReminderPlanner:
             # 5 or 1 days nor overdue, nothing about this sponsorship is due today.
             if days_left >= 0 and days_left not in _BEFORE:
                 continue
-            status = dues_status(
-                first_month=row.first_month,
-                plan=row.plan,
-                funding=row.funding,
-                paid_months=months,
-                today=today,
-                calendar=self._calendar,
-                tariff=self._tariff,
-                next_plan=row.next_plan,
-                next_plan_from=row.next_plan_from,
-            )
+            if exact is None:
+                cache_key = (
+                    first_month,
+                    row.plan,
+                    row.funding,
+                    row.next_plan,
+                    row.next_plan_from,
+                    run,
+                )
+                status = statuses.get(cache_key)
+                if status is None:
+                    status = statuses[cache_key] = self._status(
+                        row, paid.months(row.sponsorship_id), today
+                    )
+            else:
+                status = self._status(row, exact, today)
             if status.lapsed:
                 lapsing.append(row)
                 continue
@@ -230,6 +245,19 @@ class ReminderPlanner:
             reminders.append(_Reminder(key, kind, row, status))
         return reminders, payroll, lapsing
 
+    def _status(self, row: DuesTerms, months: frozenset[date], today: date) -> DuesStatus:
+        return dues_status(
+            first_month=row.first_month,
+            plan=row.plan,
+            funding=row.funding,
+            paid_months=months,
+            today=today,
+            calendar=self._calendar,
+            tariff=self._tariff,
+            next_plan=row.next_plan,
+            next_plan_from=row.next_plan_from,
+        )
+
     async def _write_reminders(
         self,
         connection: AsyncConnection,
@@ -239,20 +267,20 @@ class ReminderPlanner:
         not_before: datetime,
     ) -> None:
         existing = await dues_queries.existing_keys(connection, [r.key for r in reminders])
+        missing = [reminder for reminder in reminders if reminder.key not in existing]
+        payers = await dues_queries.payers(connection, [r.row.sponsorship_id for r in missing])
         new: list[dict[str, Any]] = []
-        for reminder in reminders:
-            if reminder.key in existing:
-                continue
-            row, status = reminder.row, reminder.status
-            t = self._t(row.language)
+        for reminder in missing:
+            payer, status = payers[reminder.row.sponsorship_id], reminder.status
+            t = self._t(payer.language)
             if reminder.kind == "escalation":
                 params: dict[str, Any] = {
-                    "name": row.worker_name,
+                    "name": payer.worker_name,
                     "months": status.months_in_arrears,
                 }
             else:
                 params = {
-                    "name": row.worker_name,
+                    "name": payer.worker_name,
                     "month": t.month(status.next_month),
                     "due_date": t.date(status.next_due_date),
                     "amount": t.money(status.next_amount),
@@ -260,8 +288,8 @@ class ReminderPlanner:
             new.append(
                 _outbox_row(
                     key=reminder.key,
-                    channel=row.channel,
-                    recipient=row.recipient,
+                    channel=payer.channel,
+                    recipient=payer.recipient,
                     kind=f"reminder.{reminder.kind}",
                     body=t(f"reminder.{reminder.kind}", **params),
                     params=params,
@@ -270,7 +298,7 @@ class ReminderPlanner:
                 )
             )
         written = await dues_queries.insert_notices(connection, new)
-        for reminder in reminders:
+        for reminder in missing:
             if reminder.key in written:
                 setattr(result, reminder.kind, getattr(result, reminder.kind) + 1)
 
@@ -310,7 +338,7 @@ class ReminderPlanner:
     async def _lapse(
         self,
         connection: AsyncConnection,
-        lapsing: list[DuesRow],
+        lapsing: list[DuesTerms],
         pics: dict[int, list[PicRecipient]],
         result: PlanResult,
         now: datetime,
@@ -324,17 +352,19 @@ class ReminderPlanner:
             )
         )
         result.lapsed += len(changed)
+        payers = await dues_queries.payers(connection, sorted(changed))
         new: list[dict[str, Any]] = []
         for row in lapsing:
             if row.sponsorship_id not in changed:
                 continue
-            t = self._t(row.language)
-            params: dict[str, Any] = {"name": row.worker_name}
+            payer = payers[row.sponsorship_id]
+            t = self._t(payer.language)
+            params: dict[str, Any] = {"name": payer.worker_name}
             new.append(
                 _outbox_row(
                     key=lapse_asn_key(row.sponsorship_id),
-                    channel=row.channel,
-                    recipient=row.recipient,
+                    channel=payer.channel,
+                    recipient=payer.recipient,
                     kind="lapsed.asn",
                     body=t("reminder.lapsed.asn", **params),
                     params=params,
@@ -344,7 +374,7 @@ class ReminderPlanner:
             )
             for pic in pics.get(row.opd_id, []):
                 t = self._t(pic.language)
-                pic_params = {"name": row.worker_name, "sponsor": row.asn_name}
+                pic_params = {"name": payer.worker_name, "sponsor": payer.asn_name}
                 new.append(
                     _outbox_row(
                         key=lapse_pic_key(row.sponsorship_id, pic.pic_id),

@@ -17,7 +17,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    and_,
+    cast,
+    delete,
+    extract,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.months import add_months, month_start
@@ -82,8 +96,8 @@ def chunked(items: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
-class DuesRow:
-    """A dues-bearing sponsorship with what the planner needs to tell its payer."""
+class DuesTerms:
+    """What decides a dues-bearing sponsorship's dues (no names: those only for new notices)."""
 
     sponsorship_id: int
     opd_id: int
@@ -92,6 +106,12 @@ class DuesRow:
     funding: FundingSource
     next_plan: PaymentPlan | None
     next_plan_from: date | None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Payer:
+    """Who to tell about one sponsorship: the ASN's account, the worker's and ASN's names."""
+
     worker_name: str
     asn_name: str
     channel: Channel
@@ -109,15 +129,138 @@ class PicRecipient:
     language: Language
 
 
-_DUES_ROWS = (
+@dataclasses.dataclass(slots=True)
+class PaidMonths:
+    """Confirmed months per sponsorship id.
+
+    Almost every sponsorship's confirmed months are one unbroken run (a payment
+    must start at the first unpaid month): `runs` holds those as (first month,
+    month after the last). The others (gaps, overlaps) are in `exact`.
+    """
+
+    runs: dict[int, tuple[date, date]]
+    exact: dict[int, set[date]]
+
+    def months(self, sponsorship_id: int) -> frozenset[date]:
+        """The confirmed months of one sponsorship."""
+        exact = self.exact.get(sponsorship_id)
+        if exact is not None:
+            return frozenset(exact)
+        run = self.runs.get(sponsorship_id)
+        if run is None:
+            return frozenset()
+        month, end = run
+        months = set()
+        while month < end:
+            months.add(month)
+            month = add_months(month, 1)
+        return frozenset(months)
+
+
+_DUES_BEARING_SQL = text("sponsorship.status IN ('active', 'card_handed_over')")
+
+
+class _DateCache(dict[str, date]):
+    """ISO date text -> date, parsed once (a few distinct months recur 144,000 times)."""
+
+    def __missing__(self, key: str) -> date:
+        value = self[key] = date.fromisoformat(key[:10])
+        return value
+
+
+def _month_of_index(index: int) -> date:
+    year, month = divmod(index, 12)
+    return date(year, month + 1, 1)
+
+
+async def dues_terms(connection: AsyncConnection) -> list[DuesTerms]:
+    """Every dues-bearing sponsorship's plan, first month, funding and pending plan change.
+
+    Enum and date columns are read as text and converted through small caches:
+    at 144,000 rows SQLAlchemy's per-value processing is most of the cost.
+    """
+    result = await connection.execute(
+        select(
+            Sponsorship.id,
+            Sponsorship.opd_id,
+            type_coerce(Sponsorship.plan, String),
+            cast(Sponsorship.first_month, String),
+            type_coerce(Sponsorship.funding_source, String),
+            type_coerce(Sponsorship.next_plan, String),
+            cast(Sponsorship.next_plan_from, String),
+        ).where(_DUES_BEARING_SQL)
+    )
+    dates = _DateCache()
+    plans = {plan.value: plan for plan in PaymentPlan}
+    fundings = {source.value: source for source in FundingSource}
+    return [
+        DuesTerms(
+            sponsorship_id,
+            opd_id,
+            plans[plan],
+            dates[first_month],
+            fundings[funding],
+            None if next_plan is None else plans[next_plan],
+            None if next_from is None else dates[next_from],
+        )
+        for sponsorship_id, opd_id, plan, first_month, funding, next_plan, next_from in (
+            result.tuples()
+        )
+    ]
+
+
+def _month_index(column: Any) -> Any:
+    return cast(extract("year", column), Integer) * 12 + cast(extract("month", column), Integer) - 1
+
+
+async def confirmed_months(connection: AsyncConnection) -> PaidMonths:
+    """The confirmed months of every sponsorship, aggregated per sponsorship in the database.
+
+    One GROUP BY gives each sponsorship's first paid month index, the index after
+    its last and the months counted; when the count fills the span exactly the
+    months are one run. The rare others are read row by row.
+    """
+    start = _month_index(Payment.first_month)
+    result = await connection.execute(
+        select(
+            Payment.sponsorship_id,
+            func.min(start),
+            func.max(start + Payment.months),
+            func.sum(Payment.months),
+        )
+        .where(Payment.status == PaymentStatus.CONFIRMED)
+        .group_by(Payment.sponsorship_id)
+    )
+    runs: dict[int, tuple[date, date]] = {}
+    irregular: list[int] = []
+    months_of: dict[int, date] = {}
+    for sponsorship_id, first, end, total in result.tuples():
+        first, end, total = int(first), int(end), int(total)
+        if total == end - first:
+            first_month = months_of.get(first) or months_of.setdefault(
+                first, _month_of_index(first)
+            )
+            end_month = months_of.get(end) or months_of.setdefault(end, _month_of_index(end))
+            runs[sponsorship_id] = (first_month, end_month)
+        else:
+            irregular.append(sponsorship_id)
+    exact: dict[int, set[date]] = {}
+    for part in chunked(irregular):
+        rows = await connection.execute(
+            select(Payment.sponsorship_id, Payment.first_month, Payment.months).where(
+                Payment.status == PaymentStatus.CONFIRMED, Payment.sponsorship_id.in_(part)
+            )
+        )
+        for sponsorship_id, first_month, months in rows.tuples():
+            exact.setdefault(sponsorship_id, set()).update(
+                add_months(first_month, offset) for offset in range(months)
+            )
+    return PaidMonths(runs, exact)
+
+
+_PAYERS = (
     select(
         Sponsorship.id,
-        Sponsorship.opd_id,
-        Sponsorship.plan,
-        Sponsorship.first_month,
-        Sponsorship.funding_source,
-        Sponsorship.next_plan,
-        Sponsorship.next_plan_from,
         Worker.full_name,
         Asn.full_name,
         ChannelAccount.channel,
@@ -127,34 +270,17 @@ _DUES_ROWS = (
     .join(Worker, Worker.id == Sponsorship.worker_id)
     .join(Asn, Asn.id == Sponsorship.asn_id)
     .join(ChannelAccount, ChannelAccount.id == Asn.channel_account_id)
-    .where(Sponsorship.status.in_(DUES_BEARING))
 )
 
 
-async def dues_bearing(connection: AsyncConnection) -> list[DuesRow]:
-    """Every dues-bearing sponsorship with its worker's and sponsor's names and ASN account."""
-    result = await connection.execute(_DUES_ROWS)
-    return [DuesRow(*row) for row in result.tuples()]
-
-
-async def confirmed_months(connection: AsyncConnection) -> dict[int, set[date]]:
-    """The months covered by confirmed payments, per dues-bearing sponsorship id."""
-    result = await connection.execute(
-        select(Payment.sponsorship_id, Payment.first_month, Payment.months)
-        .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
-        .where(
-            Payment.status == PaymentStatus.CONFIRMED,
-            Sponsorship.status.in_(DUES_BEARING),
-        )
-    )
-    paid: dict[int, set[date]] = {}
-    for sponsorship_id, first, months in result.tuples():
-        months_of = paid.setdefault(sponsorship_id, set())
-        if months == 1:
-            months_of.add(first)
-        else:
-            months_of.update(add_months(first, offset) for offset in range(months))
-    return paid
+async def payers(connection: AsyncConnection, sponsorship_ids: Sequence[int]) -> dict[int, Payer]:
+    """Names and the ASN's account for these sponsorships (IN-list chunks)."""
+    found: dict[int, Payer] = {}
+    for part in chunked(sorted(set(sponsorship_ids))):
+        result = await connection.execute(_PAYERS.where(Sponsorship.id.in_(part)))
+        for sponsorship_id, worker, asn, channel, external_id, language in result.tuples():
+            found[sponsorship_id] = Payer(worker, asn, channel, external_id, language)
+    return found
 
 
 async def pics_by_opd(connection: AsyncConnection) -> dict[int, list[PicRecipient]]:

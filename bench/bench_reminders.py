@@ -1,0 +1,408 @@
+"""Benchmark: planning a day's dues reminders for 144,000 sponsorships.
+
+A fresh database (SQLite in a temporary file, or the PostgreSQL database given
+with --database-url, whose public schema is dropped first) is seeded with N
+sponsorships of 50 OPDs (each with a PIC), three per ASN, plans mixed (60%
+monthly, 25% quarterly, 15% payroll deduction) and arrears mixed as of the
+planning day, Wednesday 11 November 2026, 09:00 WIB (November's dues are due
+Monday the 16th, so this is a "5 days before" day): 50% paid through October
+(a 5-day reminder), 20% paid ahead, 14% one month in arrears (overdue), 8% two
+(escalation), 6% three or more (lapse, ASN and PIC told), 2% not dues-bearing.
+Payments are one row per month (quarterly: per quarter), as the chat records
+them, so the payment table holds about six rows per sponsorship.
+
+    python -m bench.bench_reminders [--sponsorships 144000] [--repeat 3]
+                                    [--database-url postgresql+asyncpg://...]
+
+Measured, `--repeat` times each (median reported): the first run (every
+reminder new; between repeats the outbox, audit log and lapses are reset) and
+an idempotent re-run the same day (adds nothing). Baseline, measured in the
+same run: a bare `SELECT` of the same dues-bearing sponsorship rows (id, plan,
+first month, funding); ratios are run / baseline. Targets (issue 4): first run
+at most 3 s, re-run at most 1 s, on SQLite and on PostgreSQL.
+
+Exit code 0 for any measurement (MISS is a result, not an error); 1 when the
+run itself was broken (a second run planned something, counts not as seeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.months import add_months
+from domain.tariff import DEFAULT_TARIFF, FundingSource
+from domain.vocabulary import (
+    Channel,
+    EmploymentType,
+    Language,
+    Occupation,
+    PaymentPlan,
+    PaymentStatus,
+    Sex,
+    SponsorshipStatus,
+    WorkerConsent,
+)
+from domain.workdays import WorkCalendar
+from handlers.i18n import Catalogs
+from scheduler.reminders import PlanResult, ReminderPlanner
+from storage.db import create_engine, is_sqlite
+from storage.migrate import upgrade_to_head
+from storage.models import (
+    Asn,
+    AuditLog,
+    ChannelAccount,
+    Opd,
+    Outbox,
+    Payment,
+    Pic,
+    Sponsorship,
+    Worker,
+)
+
+TARGET_FIRST_S = 3.0
+TARGET_RERUN_S = 1.0
+JAKARTA = ZoneInfo("Asia/Jakarta")
+TODAY = date(2026, 11, 11)
+NOW = datetime(2026, 11, 11, 9, 0, tzinfo=JAKARTA).astimezone(UTC)
+OPDS = 50
+PER_ASN = 3
+CHUNK = 5000
+
+#: (share in percent, months paid through relative to November 2026: -1 = October).
+ARREARS_MIX = ((50, -1), (20, 0), (14, -2), (8, -3), (4, -4), (2, -6))
+
+
+def _plan_of(index: int) -> PaymentPlan:
+    slot = index % 20
+    if slot < 12:
+        return PaymentPlan.MONTHLY
+    if slot < 17:
+        return PaymentPlan.QUARTERLY
+    return PaymentPlan.PAYROLL_DEDUCTION
+
+
+def _paid_through(index: int) -> int | None:
+    """Offset from November 2026 of the last paid month; None: not dues-bearing."""
+    slot = (index * 7919) % 100
+    for share, offset in ARREARS_MIX:
+        if slot < share:
+            return offset
+        slot -= share
+    return None
+
+
+async def _insert(engine: AsyncEngine, table: Any, rows: list[dict[str, Any]]) -> None:
+    async with engine.begin() as connection:
+        for start in range(0, len(rows), CHUNK):
+            await connection.execute(insert(table), rows[start : start + CHUNK])
+
+
+async def seed(engine: AsyncEngine, sponsorships: int) -> dict[str, int]:
+    """The OPDs, PICs, ASN, workers, sponsorships and payments; returns what was written."""
+    now = NOW
+    november = date(2026, 11, 1)
+    await _insert(
+        engine,
+        Opd,
+        [
+            {
+                "id": opd,
+                "code": f"OPD-{opd}",
+                "name": f"Dinas {opd}",
+                "search_name": f"dinas {opd}",
+                "active": True,
+                "created_at": now,
+            }
+            for opd in range(1, OPDS + 1)
+        ],
+    )
+    asn_count = (sponsorships + PER_ASN - 1) // PER_ASN
+    accounts = [
+        {
+            "id": account,
+            "channel": Channel.TELEGRAM,
+            "external_id": str(100_000 + account),
+            "language": Language.INDONESIAN if account % 10 else Language.ENGLISH,
+            "display_name": None,
+            "created_at": now,
+        }
+        for account in range(1, asn_count + OPDS + 1)
+    ]
+    await _insert(engine, ChannelAccount, accounts)
+    await _insert(
+        engine,
+        Pic,
+        [
+            {
+                "id": opd,
+                "opd_id": opd,
+                "channel_account_id": asn_count + opd,
+                "appointed_by": "bench",
+                "appointed_at": now,
+            }
+            for opd in range(1, OPDS + 1)
+        ],
+    )
+    await _insert(
+        engine,
+        Asn,
+        [
+            {
+                "id": asn,
+                "nip": f"{asn:018d}",
+                "employment_type": EmploymentType.PNS,
+                "full_name": f"ASN {asn}",
+                "birth_date": date(1980, 1, 1),
+                "sex": Sex.MALE,
+                "opd_id": 1 + asn % OPDS,
+                "phone_e164": f"+628{asn:09d}",
+                "channel_account_id": asn,
+                "registered_at": now,
+            }
+            for asn in range(1, asn_count + 1)
+        ],
+    )
+    await _insert(
+        engine,
+        Worker,
+        [
+            {
+                "id": worker,
+                "nik_hash": worker.to_bytes(32, "big"),
+                "nik_ciphertext": b"x",
+                "nik_masked": "3201********0001",
+                "full_name": f"Pekerja {worker}",
+                "birth_date": date(1985, 1, 1),
+                "sex": Sex.FEMALE,
+                "phone_e164": None,
+                "village": "Desa",
+                "district": "Kecamatan",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for worker in range(1, sponsorships + 1)
+        ],
+    )
+    rows: list[dict[str, Any]] = []
+    payments: list[dict[str, Any]] = []
+    for index in range(sponsorships):
+        sponsorship_id = index + 1
+        plan = _plan_of(index)
+        through = _paid_through(index)
+        status = SponsorshipStatus.ACTIVE if index % 3 else SponsorshipStatus.CARD_HANDED_OVER
+        if through is None:
+            status, through = SponsorshipStatus.SUBMITTED, -12
+        first_month = add_months(november, -1 - index % 12 + min(through, 0))
+        asn = 1 + index // PER_ASN
+        rows.append(
+            {
+                "id": sponsorship_id,
+                "worker_id": sponsorship_id,
+                "asn_id": asn,
+                "opd_id": 1 + asn % OPDS,
+                "occupation": Occupation.DRIVER,
+                "plan": plan,
+                "first_month": first_month,
+                "status": status,
+                "worker_consent": WorkerConsent.GIVEN,
+                "funding_source": (
+                    FundingSource.PAYROLL_DEDUCTION
+                    if plan is PaymentPlan.PAYROLL_DEDUCTION
+                    else FundingSource.ASN_PERSONAL
+                ),
+                "created_at": now,
+                "status_changed_at": now,
+            }
+        )
+        month, last = first_month, add_months(november, through)
+        step = plan.months_per_payment
+        while status is not SponsorshipStatus.SUBMITTED and month <= last:
+            months = min(step, (last.year - month.year) * 12 + last.month - month.month + 1)
+            payments.append(
+                {
+                    "sponsorship_id": sponsorship_id,
+                    "first_month": month,
+                    "months": months,
+                    "amount": 16_800 * months,
+                    "status": PaymentStatus.CONFIRMED,
+                    "recorded_at": now.replace(year=2025),
+                    "decided_at": now.replace(year=2025),
+                    "payroll": plan is PaymentPlan.PAYROLL_DEDUCTION,
+                }
+            )
+            month = add_months(month, months)
+    await _insert(engine, Sponsorship, rows)
+    await _insert(engine, Payment, payments)
+    return {"sponsorships": len(rows), "payments": len(payments), "asn": asn_count}
+
+
+async def reset(engine: AsyncEngine) -> None:
+    """Undo a run: no outbox rows, no audit entries, lapsed sponsorships active again."""
+    async with engine.begin() as connection:
+        await connection.execute(delete(Outbox))
+        await connection.execute(delete(AuditLog))
+        await connection.execute(
+            update(Sponsorship)
+            .where(Sponsorship.status == SponsorshipStatus.LAPSED)
+            .values(status=SponsorshipStatus.ACTIVE)
+        )
+
+
+async def baseline(engine: AsyncEngine) -> float:
+    started = time.perf_counter()
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            select(
+                Sponsorship.id,
+                Sponsorship.plan,
+                Sponsorship.first_month,
+                Sponsorship.funding_source,
+            ).where(
+                Sponsorship.status.in_(
+                    [SponsorshipStatus.ACTIVE, SponsorshipStatus.CARD_HANDED_OVER]
+                )
+            )
+        )
+        result.all()
+    return time.perf_counter() - started
+
+
+async def timed(planner: ReminderPlanner) -> tuple[float, PlanResult]:
+    started = time.perf_counter()
+    result = await planner.plan()
+    return time.perf_counter() - started, result
+
+
+async def measure(url: str, sponsorships: int, repeat: int) -> int:
+    if not is_sqlite(url):
+        engine = create_engine(url)
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+            await connection.exec_driver_sql("CREATE SCHEMA public")
+        await engine.dispose()
+    await upgrade_to_head(url)
+    engine = create_engine(url)
+    backend = "sqlite" if is_sqlite(url) else "postgresql"
+    try:
+        started = time.perf_counter()
+        seeded = await seed(engine, sponsorships)
+        if not is_sqlite(url):
+            async with engine.begin() as connection:
+                await connection.exec_driver_sql("ANALYZE")
+        print(
+            f"[{backend}] seeded {seeded['sponsorships']:,} sponsorships, "
+            f"{seeded['payments']:,} payments in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        planner = ReminderPlanner(
+            engine,
+            Catalogs(),
+            lambda: NOW,
+            timezone=JAKARTA,
+            calendar=WorkCalendar([]),
+            tariff=DEFAULT_TARIFF,
+        )
+        firsts: list[float] = []
+        reruns: list[float] = []
+        bases: list[float] = []
+        broken = False
+        first_result = PlanResult()
+        for attempt in range(repeat):
+            if attempt:
+                await reset(engine)
+            bases.append(await baseline(engine))
+            seconds, first_result = await timed(planner)
+            firsts.append(seconds)
+            seconds, again = await timed(planner)
+            reruns.append(seconds)
+            if again.notices or again.lapsed:
+                print(f"BROKEN: the re-run planned {again}")
+                broken = True
+            bases.append(await baseline(engine))
+        async with engine.connect() as connection:
+            outbox_rows = int(
+                await connection.scalar(select(func.count()).select_from(Outbox)) or 0
+            )
+        if outbox_rows != first_result.notices:
+            print(f"BROKEN: {outbox_rows} outbox rows, the run reported {first_result.notices}")
+            broken = True
+        first, rerun, base = (statistics.median(x) for x in (firsts, reruns, bases))
+        verdict_first = "met" if first <= TARGET_FIRST_S else "MISS"
+        verdict_rerun = "met" if rerun <= TARGET_RERUN_S else "MISS"
+        print(f"[{backend}] first run: {dataclasses_repr(first_result)}")
+        print(
+            f"[{backend}] first run  {first:.3f} s (target {TARGET_FIRST_S} s: {verdict_first}), "
+            f"{first / base:.1f}x the bare SELECT"
+        )
+        print(
+            f"[{backend}] re-run     {rerun:.3f} s (target {TARGET_RERUN_S} s: {verdict_rerun}), "
+            f"{rerun / base:.1f}x the bare SELECT"
+        )
+        print(f"[{backend}] bare SELECT of the dues-bearing rows {base:.3f} s")
+        print(
+            json.dumps(
+                {
+                    "bench": "reminders",
+                    "backend": backend,
+                    "sponsorships": seeded["sponsorships"],
+                    "payments": seeded["payments"],
+                    "repeat": repeat,
+                    "first_s": round(first, 4),
+                    "rerun_s": round(rerun, 4),
+                    "baseline_select_s": round(base, 4),
+                    "first_ratio": round(first / base, 2),
+                    "rerun_ratio": round(rerun / base, 2),
+                    "first_all_s": [round(x, 4) for x in firsts],
+                    "rerun_all_s": [round(x, 4) for x in reruns],
+                    "notices": first_result.notices,
+                    "lapsed": first_result.lapsed,
+                    "python": platform.python_version(),
+                    "machine": platform.machine(),
+                }
+            )
+        )
+        return 1 if broken else 0
+    finally:
+        await engine.dispose()
+
+
+def dataclasses_repr(result: PlanResult) -> str:
+    return (
+        f"before5={result.before5} before1={result.before1} overdue={result.overdue} "
+        f"escalation={result.escalation} payroll={result.payroll} lapsed={result.lapsed} "
+        f"lapse_notices={result.lapse_notices}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sponsorships", type=int, default=144_000)
+    parser.add_argument("--repeat", type=int, default=3, help="measurements of each (default 3)")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL (its public schema is dropped first); default: a temporary SQLite",
+    )
+    args = parser.parse_args(argv)
+    if args.database_url:
+        return asyncio.run(measure(args.database_url, args.sponsorships, args.repeat))
+    with tempfile.TemporaryDirectory() as directory:
+        url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.sqlite3'}"
+        return asyncio.run(measure(url, args.sponsorships, args.repeat))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
