@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.eligibility import AgeBounds
 from domain.tariff import TariffTable
-from domain.workdays import WorkCalendar
 from domain.vocabulary import Language, PaymentPlan
+from domain.workdays import WorkCalendar
 from handlers.i18n import Translator
 from handlers.notices import Notices
 from handlers.types import InboundEvent, Option

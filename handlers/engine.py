@@ -33,7 +33,8 @@ from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
 from handlers.flows import correction, pic
 from handlers.flows.correction import CorrectionFlow
 from handlers.flows.enrollment import EnrollmentFlow
-from handlers.flows.pic import HandoverFlow, VerifyFlow
+from handlers.flows.payment import PaymentFlow
+from handlers.flows.pic import HandoverFlow, PaymentsFlow, VerifyFlow
 from handlers.flows.registration import RegistrationFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
@@ -62,6 +63,7 @@ COMMANDS = {
     "bahasa": "language",
     "language": "language",
     "pic": "pic",
+    "bayar": "pay",
 }
 #: Words that act at any step (SPEC 4: batal, menu, bantuan; plus kembali).
 FLOW_WORDS = {
@@ -84,6 +86,7 @@ IDLE_WORDS = {
     "mulai": "start",
     "start": "start",
     "pic": "pic",
+    "bayar": "pay",
 }
 #: A typed PIC invite code ("PIC-7K3QX9AB"; the prefix is optional with the dash).
 _INVITE_CODE = re.compile(r"^\s*pic[-\s]?([a-z0-9]{8})\s*$", re.IGNORECASE)
@@ -143,6 +146,8 @@ class Engine:
                 CorrectionFlow(),
                 VerifyFlow(),
                 HandoverFlow(),
+                PaymentFlow(),
+                PaymentsFlow(),
             )
         }
 
@@ -389,7 +394,7 @@ class Engine:
         if state.draft and state.draft.get("flow") == name:
             return [menus.draft_choice(ctx, ctx.t(flow.title_key), name)]
         state.flow = name
-        state.data = dict(flow.initial_data(ctx))
+        state.data = dict(await flow.initial_data(ctx))
         state.history = []
         first = flow.first if flow.steps[0].applies(ctx) else flow.after(flow.first, ctx)
         assert first is not None
@@ -482,6 +487,10 @@ class Engine:
             return await self._start_flow(ctx, arg)
         if head == "fix":
             return await self._start_correction(ctx, arg)
+        if head == "pay":
+            if await ctx.asn() is None:
+                return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]
+            return await self._start_flow(ctx, PaymentFlow.name)
         if head.startswith("pic"):
             return await self._pic_action(ctx, head, arg)
         if flow is not None:
@@ -510,6 +519,8 @@ class Engine:
             return await self._start_flow(ctx, VerifyFlow.name)
         if head == "pic_cards":
             return await self._start_flow(ctx, HandoverFlow.name)
+        if head == "pic_payments":
+            return await self._start_flow(ctx, PaymentsFlow.name)
         state = ctx.state
         if state.flow and (flow := self._flows.get(state.flow)) is not None:
             self._park(ctx, flow)
@@ -527,6 +538,10 @@ class Engine:
             return await pic.apply_import(ctx, role, arg)
         if head == "pic_discard":
             return await pic.discard_import(ctx, role, arg)
+        if head == "pic_payroll":
+            return await pic.payroll_month(ctx, role, arg)
+        if head == "pic_overdue":
+            return await pic.overdue(ctx, role)
         return [await pic.home(ctx, role)]
 
     async def _redeem(self, ctx: Context, code: str) -> list[Reply]:

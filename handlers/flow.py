@@ -122,5 +122,5 @@ class Flow:
         """A message explaining why the flow cannot start now, or None."""
         return None
 
-    def initial_data(self, ctx: Context) -> dict[str, object]:
+    async def initial_data(self, ctx: Context) -> dict[str, object]:
         return {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from domain.dues import due_date, dues_status
 from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
 from handlers.types import Option, Reply
+from storage import payments
 
 INFO_TOPICS = ("dues", "benefits", "how")
 
@@ -91,7 +93,10 @@ def info(ctx: Context, topic: str | None) -> Reply:
 
 
 async def my_workers(ctx: Context) -> list[Reply]:
-    """SPEC 4.3: the ASN's workers with status, next due date and amount."""
+    """SPEC 4.3: the ASN's workers with status, paid-until, next due date and amount.
+
+    Dues figures come from the confirmed payments (`domain.dues`), never typed in.
+    """
     t = ctx.t
     asn = await ctx.asn()
     if asn is None:
@@ -99,12 +104,12 @@ async def my_workers(ctx: Context) -> list[Reply]:
     sponsorships = await ctx.repo.sponsorships.list_for_asn(asn.id)
     if not sponsorships:
         return [Reply(t("workers.none")), await main_menu(ctx)]
+    paid = await payments.paid_months(ctx.repo.connection, [s.id for s in sponsorships])
     lines = [t("workers.title", count=len(sponsorships))]
-    fixes: list[Option] = []
+    actions: list[Option] = []
+    payable = False
     for index, sponsorship in enumerate(sponsorships, start=1):
         worker = sponsorship.worker
-        due = sponsorship.first_month.replace(day=15)
-        amount = ctx.config.tariff.plan_amount(sponsorship.plan, sponsorship.first_month)
         lines.append(
             t(
                 "workers.line",
@@ -116,23 +121,58 @@ async def my_workers(ctx: Context) -> list[Reply]:
                 consent=t(f"consent.{sponsorship.worker_consent.value}"),
                 plan=t(f"plan.{sponsorship.plan.value}"),
                 first_month=t.month(sponsorship.first_month),
-                due=t.date(due),
-                amount=t.money(amount),
             )
         )
         if sponsorship.kpj:
             lines[-1] += "\n" + t("workers.kpj", kpj=sponsorship.kpj)
+        if sponsorship.status in payments.DUES_BEARING:
+            status = dues_status(
+                first_month=sponsorship.first_month,
+                plan=sponsorship.plan,
+                funding=sponsorship.funding_source,
+                paid_months=paid[sponsorship.id],
+                today=ctx.today,
+                calendar=ctx.config.calendar,
+                tariff=ctx.config.tariff,
+                next_plan=sponsorship.next_plan,
+                next_plan_from=sponsorship.next_plan_from,
+            )
+            lines[-1] += "\n" + t(
+                "workers.dues",
+                paid_until=t.month(status.paid_until)
+                if status.paid_until
+                else t("workers.nothing_paid"),
+                due=t.date(status.next_due_date),
+                amount=t.money(status.next_amount),
+                tenure=status.tenure_months,
+            )
+            if status.months_in_arrears:
+                lines[-1] += "\n" + t("workers.arrears", arrears=status.months_in_arrears)
+            payable = payable or sponsorship.plan is not PaymentPlan.PAYROLL_DEDUCTION
+        elif sponsorship.status.is_open:
+            first = sponsorship.first_month
+            lines[-1] += "\n" + t(
+                "workers.first_due",
+                due=t.date(due_date(first, ctx.config.calendar)),
+                amount=t.money(
+                    ctx.config.tariff.dues_for_months(
+                        first,
+                        sponsorship.plan.months_per_payment,
+                        funding=sponsorship.funding_source,
+                    )
+                ),
+            )
         if sponsorship.status is SponsorshipStatus.RETURNED:
             lines[-1] += "\n" + t("workers.returned", reason=sponsorship.return_reason or "-")
-            fixes.append(
+            actions.append(
                 ctx.global_option(f"fix:{sponsorship.id}", t("workers.fix", name=worker.full_name))
             )
-    if fixes:
+    if payable:
+        actions.insert(0, ctx.global_option("pay", t("workers.pay")))
+    if actions:
+        prompt = t("workers.fix_prompt") if len(actions) > int(payable) else t("workers.actions")
         return [
             Reply("\n\n".join(lines)),
-            Reply(
-                t("workers.fix_prompt"),
-                options=(*fixes, ctx.global_option("menu", t("menu.back_to_menu"))),
-            ),
+            Reply(prompt, options=(*actions, ctx.global_option("menu", t("menu.back_to_menu")))),
         ]
     return [Reply("\n\n".join(lines)), await main_menu(ctx)]

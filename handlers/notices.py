@@ -13,14 +13,16 @@ set, the worker's notice goes to their phone number on that channel.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.vocabulary import Channel, Language
+from domain.months import add_months
+from domain.vocabulary import Channel, Language, PaymentStatus
 from handlers.i18n import Catalogs
-from storage.models import Asn, ChannelAccount, Opd, Sponsorship, Worker
+from storage.dues_queries import SPONSORSHIP_REMINDER_KINDS, delete_pending, reminder_key
+from storage.models import Asn, ChannelAccount, Opd, Payment, Sponsorship, Worker
 from storage.outbox import Notice, enqueue
 
 _RECIPIENTS = (
@@ -124,3 +126,60 @@ class Notices:
                     ),
                     now=now,
                 )
+
+    async def payment_recorded(
+        self, connection: AsyncConnection, sponsorship_id: int, months: Sequence[date]
+    ) -> None:
+        """A recorded payment cancels the still-unsent reminders of its months (SPEC 5)."""
+        keys = [
+            reminder_key(kind, sponsorship_id, month)
+            for month in months
+            for kind in SPONSORSHIP_REMINDER_KINDS
+        ]
+        await delete_pending(connection, keys)
+
+    async def payment_decided(
+        self, connection: AsyncConnection, payment_id: int, *, now: datetime
+    ) -> None:
+        """Tell the payer the PIC confirmed or rejected their payment (with the reason)."""
+        row = (
+            await connection.execute(
+                select(
+                    Payment.status,
+                    Payment.first_month,
+                    Payment.months,
+                    Payment.reject_reason,
+                    Worker.full_name,
+                    ChannelAccount.channel,
+                    ChannelAccount.external_id,
+                    ChannelAccount.language,
+                )
+                .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
+                .join(Worker, Worker.id == Sponsorship.worker_id)
+                .join(Asn, Asn.id == Sponsorship.asn_id)
+                .join(ChannelAccount, ChannelAccount.id == Asn.channel_account_id)
+                .where(Payment.id == payment_id)
+            )
+        ).one()
+        t = self._catalogs.translator(Language(row.language))
+        last = add_months(row.first_month, row.months - 1)
+        params = {
+            "name": row.full_name,
+            "first": t.month(row.first_month),
+            "last": t.month(last),
+            "reason": row.reject_reason or "-",
+        }
+        status = PaymentStatus(row.status)
+        await enqueue(
+            connection,
+            Notice(
+                dedupe_key=f"payment:{payment_id}:{status.value}",
+                channel=Channel(row.channel),
+                recipient=row.external_id,
+                kind=f"payment_{status.value}",
+                body=t(f"notice.payment.{status.value}", **params),
+                template=f"payment_{status.value}",
+                params=params,
+            ),
+            now=now,
+        )

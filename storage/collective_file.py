@@ -78,6 +78,8 @@ OCCUPATION_WORDS: Mapping[Occupation, str] = {
 PLAN_WORDS: Mapping[PaymentPlan, str] = {
     PaymentPlan.MONTHLY: "Bulanan",
     PaymentPlan.QUARTERLY: "Tiga bulanan",
+    PaymentPlan.SEMIANNUAL: "Enam bulanan",
+    PaymentPlan.ANNUAL: "Tahunan",
     PaymentPlan.PAYROLL_DEDUCTION: "Potong gaji (bendahara)",
 }
 DATE_FORMAT = "DD/MM/YYYY"

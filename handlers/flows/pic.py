@@ -16,17 +16,24 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from datetime import date
 
+from sqlalchemy import select
+
+from domain.dues import DuesStatus, dues_status
 from domain.kpj import KpjProblem, parse_kpj
+from domain.months import add_months
+from domain.tariff import FundingSource
 from domain.vocabulary import BatchStatus, ReturnReason
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
 from handlers.parsing import TextProblem, parse_note
 from handlers.types import Document, Option, Reply
-from storage import workbench
+from storage import payments, workbench
 from storage.audit import Actor
 from storage.collective import collective_rows, preview_import
 from storage.collective_file import KpjFileError, read_kpj_file, write_collective_xlsx
+from storage.models import Asn, Sponsorship, Worker
 from storage.roles import PicRole
 from storage.workbench import ChangeProblem, Enrollment
 
@@ -79,6 +86,7 @@ async def home(ctx: Context, role: PicRole) -> Reply:
     """The OPD's summary and the PIC's menu."""
     t = ctx.t
     summary = await workbench.opd_summary(ctx.repo.connection, role.opd_id)
+    _, to_confirm = await payments.to_confirm(ctx.repo.connection, opd_id=role.opd_id, limit=0)
     from domain.vocabulary import SponsorshipStatus as S
 
     text = t(
@@ -99,6 +107,9 @@ async def home(ctx: Context, role: PicRole) -> Reply:
         ctx.global_option("pic_export", t("pic.menu.export", count=summary.count(S.ACCEPTED))),
         ctx.global_option("pic_import", t("pic.menu.import")),
         ctx.global_option("pic_cards", t("pic.menu.cards", count=summary.count(S.ACTIVE))),
+        ctx.global_option("pic_payments", t("pic.menu.payments", count=to_confirm)),
+        ctx.global_option("pic_payroll", t("pic.menu.payroll")),
+        ctx.global_option("pic_overdue", t("pic.menu.overdue")),
         ctx.global_option("pic_batches", t("pic.menu.batches")),
         ctx.global_option("menu", t("menu.back_to_menu")),
     )
@@ -584,3 +595,232 @@ class HandoverFlow(Flow):
         if total == 0:
             return ctx.t("pic.cards.none")
         return None
+
+
+# -- payments (SPEC 4.4) -------------------------------------------------------------------
+
+#: Common reasons to reject a recorded payment (or the PIC types one).
+PAYMENT_REJECT_REASONS = ("unreadable", "amount", "not_received")
+
+
+async def _payment(ctx: Context, role: PicRole) -> tuple[payments.PaymentToConfirm | None, int]:
+    waiting, total = await payments.to_confirm(ctx.repo.connection, opd_id=role.opd_id, limit=50)
+    skipped = {int(s) for s in ctx.state.data.get("skipped", [])}
+    for payment in waiting:
+        if payment.id not in skipped:
+            ctx.state.data["pid"] = payment.id
+            return payment, total
+    ctx.state.data.pop("pid", None)
+    return None, total
+
+
+async def _decide_payment(
+    ctx: Context, role: PicRole, *, confirm: bool, reason: str | None
+) -> Outcome:
+    pid = int(ctx.state.data.get("pid", -1))
+    try:
+        await payments.decide(
+            ctx.repo.connection,
+            opd_id=role.opd_id,
+            payment_id=pid,
+            pic_id=role.pic_id,
+            confirm=confirm,
+            reason=reason,
+            now=ctx.now,
+        )
+    except ChangeProblem:
+        notice = ctx.t("pic.payments.already_decided")
+    else:
+        await ctx.notices.payment_decided(ctx.repo.connection, pid, now=ctx.now)
+        notice = ctx.t("pic.payments.confirmed" if confirm else "pic.payments.rejected")
+    payment, _ = await _payment(ctx, role)
+    if payment is None:
+        return Done([Reply(notice), Reply(ctx.t("pic.payments.none"))], show_menu=False)
+    return Goto(PaymentReviewStep.name, notice=notice)
+
+
+class PaymentReviewStep(Step):
+    name = "payment_review"
+    help_key = "pic.help.payments"
+    free_text = False
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        role = await ctx.pic()
+        if role is None:
+            return [not_a_pic(ctx)]
+        payment, total = await _payment(ctx, role)
+        if payment is None:
+            return [Reply(ctx.t("pic.payments.none"))]
+        t = ctx.t
+        text = t(
+            "pic.payments.item",
+            total=total,
+            name=payment.worker_name,
+            sponsor=payment.sponsor_name,
+            first=t.month(payment.first_month),
+            last=t.month(add_months(payment.first_month, payment.months - 1)),
+            count=payment.months,
+            amount=t.money(payment.amount),
+            receipt=t("pay.receipt_yes") if payment.has_receipt else t("pay.receipt_no"),
+        )
+        options = (
+            ctx.option("confirm", t("pic.payments.confirm")),
+            ctx.option("reject", t("pic.payments.reject")),
+            ctx.option("skip", t("pic.queue.skip")),
+            ctx.option("stop", t("pic.queue.stop")),
+        )
+        return [Reply(text, options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        role = await ctx.pic()
+        if role is None:
+            return Done([not_a_pic(ctx)])
+        if answer.choice == "stop":
+            return Done([await home(ctx, role)], show_menu=False)
+        if answer.choice == "skip":
+            ctx.state.data["skipped"] = [
+                *ctx.state.data.get("skipped", []),
+                ctx.state.data.get("pid"),
+            ]
+            payment, _ = await _payment(ctx, role)
+            if payment is None:
+                return Done([Reply(ctx.t("pic.payments.none"))], show_menu=False)
+            return Goto(PaymentReviewStep.name)
+        if answer.choice == "reject":
+            return Goto(PaymentRejectStep.name)
+        return await _decide_payment(ctx, role, confirm=True, reason=None)
+
+
+class PaymentRejectStep(Step):
+    name = "payment_reject"
+    help_key = "pic.help.reason"
+
+    def applies(self, ctx: Context) -> bool:
+        return False
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        options = tuple(
+            ctx.option(key, ctx.t(f"pic.payments.reason.{key}")) for key in PAYMENT_REJECT_REASONS
+        )
+        return [Reply(ctx.t("pic.payments.ask_reason"), options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        role = await ctx.pic()
+        if role is None:
+            return Done([not_a_pic(ctx)])
+        if answer.choice is not None:
+            reason = ctx.t(f"pic.payments.reason.{answer.choice}")
+        else:
+            typed = parse_note(answer.text or "")
+            if isinstance(typed, TextProblem):
+                return Invalid(ctx.t("pic.return.reason_invalid"))
+            reason = typed
+        return await _decide_payment(ctx, role, confirm=False, reason=reason)
+
+
+class PaymentsFlow(Flow):
+    name = "pic_payments"
+    title_key = "flow.title.pic_payments"
+    steps = (PaymentReviewStep(), PaymentRejectStep())
+
+    async def can_start(self, ctx: Context) -> str | None:
+        role = await ctx.pic()
+        if role is None:
+            return ctx.t("pic.only")
+        _, total = await payments.to_confirm(ctx.repo.connection, opd_id=role.opd_id, limit=0)
+        return None if total else ctx.t("pic.payments.none")
+
+
+async def payroll_month(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
+    """Offer this month and last month; mark the chosen one paid for every payroll sponsorship."""
+    t = ctx.t
+    this_month = ctx.today.replace(day=1)
+    if arg:
+        try:
+            month = date.fromisoformat(f"{arg}-01")
+        except ValueError:
+            month = None
+        if month not in (this_month, add_months(this_month, -1)):
+            return [Reply(t("pic.payroll.invalid"), options=(_back_home(ctx),))]
+        amount = ctx.config.tariff.dues_for_months(
+            month, 1, funding=FundingSource.PAYROLL_DEDUCTION
+        )
+        count = await payments.mark_payroll_month(
+            ctx.repo.connection,
+            opd_id=role.opd_id,
+            month=month,
+            amount=amount,
+            pic_id=role.pic_id,
+            now=ctx.now,
+        )
+        return [
+            Reply(
+                t("pic.payroll.done", month=t.month(month), count=count), options=(_back_home(ctx),)
+            )
+        ]
+    options = tuple(
+        ctx.global_option(f"pic_payroll:{m:%Y-%m}", t("pic.payroll.option", month=t.month(m)))
+        for m in (this_month, add_months(this_month, -1))
+    )
+    return [Reply(t("pic.payroll.ask"), options=(*options, _back_home(ctx)))]
+
+
+async def overdue(ctx: Context, role: PicRole) -> list[Reply]:
+    """The OPD's sponsorships with unpaid months past their due date, most in arrears first."""
+    t = ctx.t
+    found = await overdue_sponsorships(ctx, role.opd_id)
+    if not found:
+        return [Reply(t("pic.overdue.none"), options=(_back_home(ctx),))]
+    lines = [t("pic.overdue.title", count=len(found))]
+    for name, sponsor, status in found[:OVERDUE_SHOWN]:
+        lines.append(
+            t(
+                "pic.overdue.line",
+                name=name,
+                sponsor=sponsor,
+                arrears=status.months_in_arrears,
+                month=t.month(status.next_month),
+            )
+        )
+    return [Reply("\n".join(lines), options=(_back_home(ctx),))]
+
+
+#: Overdue sponsorships listed in the chat (all of them are in the count).
+OVERDUE_SHOWN = 30
+
+
+async def overdue_sponsorships(ctx: Context, opd_id: int) -> list[tuple[str, str, DuesStatus]]:
+    rows = (
+        await ctx.repo.connection.execute(
+            select(
+                Sponsorship.id,
+                Sponsorship.first_month,
+                Sponsorship.plan,
+                Sponsorship.funding_source,
+                Sponsorship.next_plan,
+                Sponsorship.next_plan_from,
+                Worker.full_name,
+                Asn.full_name,
+            )
+            .join(Worker, Worker.id == Sponsorship.worker_id)
+            .join(Asn, Asn.id == Sponsorship.asn_id)
+            .where(Sponsorship.opd_id == opd_id, Sponsorship.status.in_(payments.DUES_BEARING))
+        )
+    ).all()
+    paid = await payments.paid_months(ctx.repo.connection, [row[0] for row in rows])
+    found = []
+    for sid, first, plan, funding, next_plan, next_from, name, sponsor in rows:
+        status = dues_status(
+            first_month=first,
+            plan=plan,
+            funding=funding,
+            paid_months=paid[sid],
+            today=ctx.today,
+            calendar=ctx.config.calendar,
+            tariff=ctx.config.tariff,
+            next_plan=next_plan,
+            next_plan_from=next_from,
+        )
+        if status.months_in_arrears:
+            found.append((name, sponsor, status))
+    return sorted(found, key=lambda item: -item[2].months_in_arrears)

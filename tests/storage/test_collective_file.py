@@ -716,3 +716,11 @@ def test_text_niks_and_kpjs_round_trip(pairs: list[tuple[str, str]], kind: str) 
     assert [(r.row_number, r.nik, r.kpj_raw) for r in rows] == [
         (index, nik, kpj) for index, (nik, kpj) in enumerate(pairs, 2)
     ]
+
+
+def test_every_plan_and_occupation_has_its_word_in_the_file() -> None:
+    from domain.vocabulary import Occupation, PaymentPlan
+    from storage.collective_file import OCCUPATION_WORDS, PLAN_WORDS
+
+    assert set(PLAN_WORDS) == set(PaymentPlan)
+    assert set(OCCUPATION_WORDS) == set(Occupation)

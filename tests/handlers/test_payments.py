@@ -1,0 +1,105 @@
+"""SPEC 4.4 through the real engine: the ASN records a payment, the PIC confirms or rejects it."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.vocabulary import PaymentStatus
+from handlers.types import EventKind
+from storage.models import Payment
+from tests.fakes.chat import OTHER_NIK, WORKER_NIK
+from tests.fakes.workbench import Office, activate, build_office
+
+
+@pytest.fixture
+async def office(sessionmaker: async_sessionmaker[AsyncSession]) -> Office:
+    office = await build_office(sessionmaker)
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    return office
+
+
+async def all_payments(office: Office) -> list[Payment]:
+    async with office.sessionmaker() as session:
+        return list((await session.execute(select(Payment).order_by(Payment.id))).scalars())
+
+
+async def test_record_a_quarter_with_receipt_then_the_pic_confirms(office: Office) -> None:
+    asn = office.asn
+    await asn.say("/pekerja")
+    assert "Dibayar sampai: belum ada pembayaran" in asn.text
+    assert "15 Desember 2026, Rp16.800" in asn.text
+    await asn.press("Catat pembayaran")
+    assert "Bulan berikutnya yang harus dibayar: Desember 2026" in asn.text
+    await asn.press("3 bulan")
+    assert "Rp50.400" in asn.text
+    await asn.say("Rp 50.000")
+    assert "tidak sesuai tarif" in asn.text and "Rp50.400" in asn.text
+    await asn.say("50.400")
+    assert "bukti pembayaran" in asn.text
+    await asn.say("sudah bayar kemarin")
+    assert "harus berupa foto atau berkas" in asn.text
+    await asn._send(kind=EventKind.PHOTO, file_ref="AgACAgUAAxkBAAIB")
+    assert "Desember 2026 – Februari 2027 (3 bulan)" in asn.text
+    assert "Bukti bayar: ada" in asn.text
+    await asn.press("Catat pembayaran")
+    assert "menunggu konfirmasi PIC" in asn.text
+    (payment,) = await all_payments(office)
+    assert (payment.first_month, payment.months, payment.amount) == (date(2026, 12, 1), 3, 50_400)
+    assert payment.status is PaymentStatus.RECORDED
+    assert payment.receipt_file_ref == "AgACAgUAAxkBAAIB"
+    # Not paid until the PIC confirms.
+    await asn.say("/pekerja")
+    assert "Dibayar sampai: belum ada pembayaran" in asn.text
+
+    await office.pic.say("pic")
+    await office.pic.press("Konfirmasi pembayaran (1)")
+    assert "Siti Aminah" in office.pic.text and "Rp50.400" in office.pic.text
+    await office.pic.press("Konfirmasi")
+    assert "Pembayaran dikonfirmasi" in office.pic.text
+    (notice,) = await office.outbox("payment_confirmed")
+    assert notice.recipient == "1001" and "Desember 2026 – Februari 2027" in notice.body
+    await asn.say("/pekerja")
+    assert "Dibayar sampai: Februari 2027" in asn.text
+    assert "15 Maret 2027" in asn.text
+
+
+async def test_rejected_payment_tells_the_asn_why(office: Office) -> None:
+    await office.asn.say("bayar")
+    await office.asn.press("1 bulan")
+    await office.asn.press("sesuai tarif")
+    await office.asn.press("Lewati")
+    await office.asn.press("Catat pembayaran")
+    # The same months again while the first record waits for the PIC.
+    await office.asn.say("bayar")
+    await office.asn.press("1 bulan")
+    assert "menunggu konfirmasi PIC" in office.asn.text
+    await office.pic.say("pic")
+    await office.pic.press("Konfirmasi pembayaran")
+    await office.pic.press("Tolak")
+    await office.pic.say("Transfer belum masuk rekening BPJS")
+    (payment,) = await all_payments(office)
+    assert payment.status is PaymentStatus.REJECTED
+    (notice,) = await office.outbox("payment_rejected")
+    assert "Transfer belum masuk rekening BPJS" in notice.body
+
+
+async def test_nothing_to_pay_before_the_card_and_not_too_far_ahead(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await office.enroll(nik=OTHER_NIK, name="Joko Susilo")  # waiting for the PIC
+    await office.asn.say("bayar")
+    assert "Iuran dimulai setelah kartu BPJS terbit" in office.asn.text
+    await office.asn.say("/pekerja")
+    assert "Iuran pertama: 15 Desember 2026, Rp16.800" in office.asn.text
+
+
+async def test_typed_months_beyond_the_prepayment_limit(office: Office) -> None:
+    await office.asn.say("bayar")
+    await office.asn.say("20")
+    assert "paling jauh 12 bulan" in office.asn.text
+    assert await all_payments(office) == []
