@@ -16,8 +16,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.settings import Environment, Settings
-from domain.eligibility import AgeBounds
 from domain.dues import allowed_plans
+from domain.eligibility import AgeBounds
 from domain.tariff import DEFAULT_TARIFF, TariffFileError, TariffTable, load_tariff
 from domain.vocabulary import Channel
 from domain.workdays import HolidayFileError, WorkCalendar, load_holidays

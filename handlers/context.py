@@ -46,7 +46,7 @@ class EngineConfig:
     #: Longest typed answer accepted anywhere; longer input is refused with its length.
     max_input_chars: int = 300
     #: Working days and holidays (due dates move off weekends and holidays).
-    calendar: WorkCalendar = WorkCalendar(())
+    calendar: WorkCalendar = dataclasses.field(default_factory=lambda: WorkCalendar(()))
     #: How many months after the current one may be paid ahead.
     max_months_ahead: int = 12
     #: Payment plans offered (6- and 12-month prepayment only when configured).
