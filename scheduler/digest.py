@@ -7,9 +7,10 @@ date, so a restart, a second run or several processes never plan it twice.
 The dispatcher then sends it like any other notice (rate limits, quiet hours).
 
 "Something new" means enrollments that entered the verification queue (new or
-corrected) or cards that became ready (KPJ imported) since the PIC's previous
-digest; the digest then also gives the totals and the OPD's progress. Overdue
-sponsors join once dues exist (the payments issue).
+corrected), cards that became ready (KPJ imported) or payments recorded since
+the PIC's previous digest; the digest then also gives the totals, payments to
+confirm and the OPD's progress. Sponsors two months in arrears reach the PIC
+through the reminder planner (scheduler/reminders.py).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from datetime import UTC, date, datetime, time
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.vocabulary import Channel, Language, SponsorshipStatus
+from domain.vocabulary import Channel, Language, PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
-from storage import workbench
-from storage.models import ChannelAccount, Opd, Outbox, Pic, Sponsorship
+from storage import payments, workbench
+from storage.models import ChannelAccount, Opd, Outbox, Payment, Pic, Sponsorship
 from storage.outbox import Notice, enqueue
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,22 @@ class DigestPlanner:
             Sponsorship.status == SponsorshipStatus.ACTIVE,
             Sponsorship.kpj_imported_at > since,
         )
-        if new_waiting == 0 and new_cards == 0:
+        new_payments = int(
+            await connection.scalar(
+                select(func.count())
+                .select_from(Payment)
+                .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
+                .where(
+                    Sponsorship.opd_id == opd,
+                    Payment.status == PaymentStatus.RECORDED,
+                    Payment.recorded_at > since,
+                )
+            )
+            or 0
+        )
+        if new_waiting == 0 and new_cards == 0 and new_payments == 0:
             return False
+        _, payments_waiting = await payments.to_confirm(connection, opd_id=opd, limit=0)
         summary = await workbench.opd_summary(connection, opd)
         t = self._catalogs.translator(recipient.language)
         body = t(
@@ -140,6 +155,8 @@ class DigestPlanner:
             sponsoring=summary.asn_sponsoring,
             registered=summary.asn_registered,
         )
+        if payments_waiting:
+            body += "\n" + t("digest.payments", count=payments_waiting, new=new_payments)
         return await enqueue(
             connection,
             Notice(

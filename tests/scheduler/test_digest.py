@@ -69,3 +69,23 @@ async def test_nothing_new_means_no_digest(office: Office) -> None:
     office.clock.now = MONDAY_0830
     assert await planner(office).plan() == 0
     assert await office.outbox("digest") == []
+
+
+async def test_payments_to_confirm_are_news_for_the_digest(office: Office) -> None:
+    from tests.fakes.chat import WORKER_NIK
+    from tests.fakes.workbench import activate
+
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    office.clock.now = MONDAY_0830
+    assert await planner(office).plan() == 1  # the card to hand out
+    office.clock.advance(timedelta(days=1))
+    assert await planner(office).plan() == 0
+    await office.asn.say("bayar")
+    await office.asn.press("1 bulan")
+    await office.asn.press("sesuai tarif")
+    await office.asn.press("Lewati")
+    await office.asn.press("Catat pembayaran")
+    office.clock.advance(timedelta(days=1))
+    assert await planner(office).plan() == 1
+    latest = (await office.outbox("digest"))[-1]
+    assert "Pembayaran menunggu konfirmasi: 1 (1 baru)" in latest.body
