@@ -56,6 +56,7 @@ from storage.dues_queries import (
     lapse_pic_key,
     payroll_key,
     reminder_key,
+    reminder_prefix,
 )
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,9 @@ class ReminderPlanner:
         now: datetime,
         not_before: datetime,
     ) -> None:
-        existing = await dues_queries.existing_keys(connection, [r.key for r in reminders])
+        existing = await dues_queries.existing_keys(
+            connection, {reminder_prefix(r.kind, r.status.next_month) for r in reminders}
+        )
         missing = [reminder for reminder in reminders if reminder.key not in existing]
         payers = await dues_queries.payers(connection, [r.row.sponsorship_id for r in missing])
         new: list[dict[str, Any]] = []

@@ -74,7 +74,12 @@ CHUNK = 2000
 
 def reminder_key(kind: str, sponsorship_id: int, month: date) -> str:
     """Dedupe key of a reminder of `kind` about `month` of one sponsorship."""
-    return f"reminder:{kind}:{sponsorship_id}:{month_start(month):%Y-%m}"
+    return f"{reminder_prefix(kind, month)}{sponsorship_id}"
+
+
+def reminder_prefix(kind: str, month: date) -> str:
+    """What the keys of every reminder of `kind` about `month` start with."""
+    return f"reminder:{kind}:{month_start(month):%Y-%m}:"
 
 
 def payroll_key(kind: str, opd_id: int, pic_id: int, month: date) -> str:
@@ -305,12 +310,19 @@ async def pics_by_opd(connection: AsyncConnection) -> dict[int, list[PicRecipien
     return pics
 
 
-async def existing_keys(connection: AsyncConnection, keys: Sequence[str]) -> set[str]:
-    """Those of `keys` already in the outbox (in IN-list chunks on the unique index)."""
+async def existing_keys(connection: AsyncConnection, prefixes: Iterable[str]) -> set[str]:
+    """The outbox keys starting with any of `prefixes` (one range scan of the unique index each).
+
+    Reminder keys start with kind and period (`reminder_prefix`), so this reads
+    only the keys of the periods the planner is about to plan, without binding
+    one parameter per key.
+    """
     found: set[str] = set()
-    for part in chunked(keys):
+    for prefix in sorted(set(prefixes)):
+        # ":" + 1 == ";": every key with the prefix sorts below prefix[:-1] + ";".
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         result = await connection.execute(
-            select(Outbox.dedupe_key).where(Outbox.dedupe_key.in_(part))
+            select(Outbox.dedupe_key).where(Outbox.dedupe_key >= prefix, Outbox.dedupe_key < upper)
         )
         found.update(result.scalars())
     return found

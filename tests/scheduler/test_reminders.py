@@ -276,8 +276,8 @@ async def test_monthly_payer_reminded_5_and_1_day_before_each_due_date(world: Wo
 
     rows = await world.outbox()
     assert {row.kind for row in rows} == {"reminder.before5", "reminder.before1"}
-    before5 = {row.dedupe_key.rsplit(":", 1)[1]: local_day(row) for row in rows if "5" in row.kind}
-    before1 = {row.dedupe_key.rsplit(":", 1)[1]: local_day(row) for row in rows if "1" in row.kind}
+    before5 = {row.dedupe_key.split(":")[2]: local_day(row) for row in rows if "5" in row.kind}
+    before1 = {row.dedupe_key.split(":")[2]: local_day(row) for row in rows if "1" in row.kind}
     assert len(before5) == len(before1) == 12
     # January: Thu 15th. February: the 15th is a Sunday, due Monday 16th.
     # August: Sat 15th, Mon 17th a holiday, due Tuesday 18th.
@@ -287,7 +287,9 @@ async def test_monthly_payer_reminded_5_and_1_day_before_each_due_date(world: Wo
     assert before1["2026-02"] == date(2026, 2, 15)
     assert before5["2026-08"] == date(2026, 8, 13)
     assert before1["2026-08"] == date(2026, 8, 17)
-    january = next(row for row in rows if row.dedupe_key.endswith("before5:1:2026-01"))
+    january = next(
+        row for row in rows if row.dedupe_key == f"reminder:before5:2026-01:{sponsorship}"
+    )
     assert january.recipient == ASN_CHAT
     assert "Siti Aminah" in january.body and "Januari 2026" in january.body
     assert "Rp16.800" in january.body and "15 Januari 2026" in january.body
@@ -309,7 +311,7 @@ async def test_quarterly_payer_reminded_once_a_quarter(world: World) -> None:
 
     rows = await world.outbox()
     assert sorted(row.dedupe_key for row in rows) == sorted(
-        f"reminder:before5:{sponsorship}:{month}"
+        f"reminder:before5:{month}:{sponsorship}"
         for month in ("2026-01", "2026-04", "2026-07", "2026-10")
     )
     assert all("Rp50.400" in row.body for row in rows)
@@ -353,7 +355,7 @@ async def test_unpaid_months_overdue_escalation_then_lapse_with_both_notices_onc
     # April (due Wed 15th) unpaid: overdue on the 16th; May (Fri 15th) too: escalation
     # on the 16th; June (Mon 15th): the third month, lapse on the 16th.
     assert [(row.dedupe_key, local_day(row)) for row in overdue] == [
-        (f"reminder:overdue:{sponsorship}:2026-04", date(2026, 4, 16))
+        (f"reminder:overdue:2026-04:{sponsorship}", date(2026, 4, 16))
     ]
     assert [local_day(row) for row in escalation] == [date(2026, 5, 16)]
     assert "2 bulan" in escalation[0].body
@@ -382,7 +384,7 @@ async def test_confirmed_payment_means_no_overdue_and_recorded_payment_cancels(
     await run_year(world, {}, until=date(2026, 1, 12))
     # January paid before any reminder: nothing for it; Bayu got his 5-day reminder.
     assert [row.dedupe_key for row in await world.outbox()] == [
-        f"reminder:before5:{records_late}:2026-01"
+        f"reminder:before5:2026-01:{records_late}"
     ]
     # Bayu records a payment (not yet confirmed) before the dispatcher sent it.
     async with world.engine.begin() as connection:
@@ -418,7 +420,7 @@ async def test_only_active_sponsorships_bear_dues(world: World) -> None:
         PaymentPlan.MONTHLY, name="Card", status=SponsorshipStatus.CARD_HANDED_OVER
     )
     await run_year(world, {}, until=date(2026, 1, 10))
-    assert [row.dedupe_key for row in await world.outbox()] == [f"reminder:before5:{card}:2026-01"]
+    assert [row.dedupe_key for row in await world.outbox()] == [f"reminder:before5:2026-01:{card}"]
 
 
 async def test_concurrent_planners_plan_each_reminder_once(world: World) -> None:
