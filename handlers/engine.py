@@ -35,6 +35,7 @@ from handlers.flows.correction import CorrectionFlow
 from handlers.flows.enrollment import EnrollmentFlow
 from handlers.flows.payment import PaymentFlow
 from handlers.flows.pic import HandoverFlow, PaymentsFlow, VerifyFlow
+from handlers.flows.plan_change import PlanChangeFlow
 from handlers.flows.registration import RegistrationFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
@@ -148,6 +149,7 @@ class Engine:
                 HandoverFlow(),
                 PaymentFlow(),
                 PaymentsFlow(),
+                PlanChangeFlow(),
             )
         }
 
@@ -487,6 +489,10 @@ class Engine:
             return await self._start_flow(ctx, arg)
         if head == "fix":
             return await self._start_correction(ctx, arg)
+        if head == "plan":
+            if await ctx.asn() is None:
+                return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]
+            return await self._start_flow(ctx, PlanChangeFlow.name)
         if head == "pay":
             if await ctx.asn() is None:
                 return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]

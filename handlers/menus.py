@@ -167,10 +167,13 @@ async def my_workers(ctx: Context) -> list[Reply]:
             actions.append(
                 ctx.global_option(f"fix:{sponsorship.id}", t("workers.fix", name=worker.full_name))
             )
+    has_fixes = bool(actions)
+    if any(s.status in payments.DUES_BEARING for s in sponsorships):
+        actions.insert(0, ctx.global_option("plan", t("workers.change_plan")))
     if payable:
         actions.insert(0, ctx.global_option("pay", t("workers.pay")))
     if actions:
-        prompt = t("workers.fix_prompt") if len(actions) > int(payable) else t("workers.actions")
+        prompt = t("workers.fix_prompt") if has_fixes else t("workers.actions")
         return [
             Reply("\n\n".join(lines)),
             Reply(prompt, options=(*actions, ctx.global_option("menu", t("menu.back_to_menu")))),

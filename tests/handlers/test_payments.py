@@ -103,3 +103,29 @@ async def test_typed_months_beyond_the_prepayment_limit(office: Office) -> None:
     await office.asn.say("20")
     assert "paling jauh 12 bulan" in office.asn.text
     assert await all_payments(office) == []
+
+
+async def test_plan_change_waits_for_the_end_of_a_prepaid_quarter(office: Office) -> None:
+    from storage.models import Sponsorship
+
+    await office.asn.say("bayar")
+    await office.asn.press("3 bulan")
+    await office.asn.press("sesuai tarif")
+    await office.asn.press("Lewati")
+    await office.asn.press("Catat pembayaran")
+    await office.pic.say("pic")
+    await office.pic.press("Konfirmasi pembayaran")
+    await office.pic.press("Konfirmasi")
+    await office.asn.say("/pekerja")
+    await office.asn.press("Ubah cara bayar")
+    await office.asn.press("tiga bulanan")
+    assert "sudah dibayar sampai Februari 2027" in office.asn.text
+    assert "mulai Maret 2027" in office.asn.text
+    await office.asn.press("Ubah cara bayar")
+    assert "tiga bulanan mulai Maret 2027" in office.asn.text
+    async with office.sessionmaker() as session:
+        row = (await session.execute(select(Sponsorship))).scalar_one()
+    assert row.next_plan is not None and row.next_plan.value == "quarterly"
+    assert row.next_plan_from == date(2027, 3, 1)
+    await office.asn.say("/pekerja")
+    assert "15 Maret 2027, Rp50.400" in office.asn.text

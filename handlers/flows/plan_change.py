@@ -1,0 +1,199 @@
+"""SPEC 4.3: the ASN changes how a worker's dues are paid, from the next period on.
+
+A change never splits a period already paid for: it takes effect from the
+first month not yet paid (`domain.dues.plan_change_from`), which the ASN is
+told before confirming. Choosing payroll deduction asks for the statement of
+willingness first (recorded with its text version, time and channel).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select, update
+
+from domain.dues import plan_change_from
+from domain.tariff import FundingSource
+from domain.vocabulary import ConsentPurpose, ConsentSubject, PaymentPlan
+from handlers.context import Context
+from handlers.flow import Answer, Done, Flow, Goto, Next, Outcome, Step
+from handlers.flows.enrollment import PAYROLL_STATEMENT_VERSION
+from handlers.flows.payment import status_of
+from handlers.types import Reply
+from storage import payments
+from storage.models import Sponsorship, Worker
+
+
+async def _changeable(ctx: Context) -> list[tuple[int, str, PaymentPlan]]:
+    asn = await ctx.asn()
+    if asn is None:
+        return []
+    rows = await ctx.repo.connection.execute(
+        select(Sponsorship.id, Worker.full_name, Sponsorship.plan)
+        .join(Worker, Worker.id == Sponsorship.worker_id)
+        .where(Sponsorship.asn_id == asn.id, Sponsorship.status.in_(payments.DUES_BEARING))
+        .order_by(Sponsorship.id)
+    )
+    return [(int(sid), str(name), PaymentPlan(plan)) for sid, name, plan in rows]
+
+
+async def _sponsorship(ctx: Context) -> Sponsorship:
+    row = await ctx.repo.session.get(Sponsorship, int(str(ctx.state.data["sid"])))
+    assert row is not None
+    return row
+
+
+class WhichStep(Step):
+    name = "which"
+    help_key = "plan_change.help"
+    free_text = False
+
+    def applies(self, ctx: Context) -> bool:
+        return "sid" not in ctx.state.data
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        options = tuple(
+            ctx.option(
+                str(sid), ctx.t("plan_change.worker", name=name, plan=ctx.t(f"plan.{plan.value}"))
+            )
+            for sid, name, plan in await _changeable(ctx)
+        )
+        return [Reply(ctx.t("pay.ask_worker"), options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        ctx.state.data["sid"] = int(answer.choice or 0)
+        return Next()
+
+
+class NewPlanStep(Step):
+    name = "new_plan"
+    help_key = "plan_change.help"
+    free_text = False
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        sponsorship = await _sponsorship(ctx)
+        options = tuple(
+            ctx.option(plan.value, ctx.t(f"plan.{plan.value}"))
+            for plan in ctx.config.plans
+            if plan is not sponsorship.plan
+        )
+        text = ctx.t("plan_change.ask", plan=ctx.t(f"plan.{sponsorship.plan.value}"))
+        return [Reply(text, options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        plan = PaymentPlan(answer.choice or "")
+        ctx.state.data["plan"] = plan.value
+        if plan is PaymentPlan.PAYROLL_DEDUCTION:
+            return Goto(StatementStep.name)
+        ctx.state.data.pop("payroll_agreed_at", None)
+        return Goto(ConfirmChangeStep.name)
+
+
+class StatementStep(Step):
+    name = "statement"
+    help_key = "enroll.help.payroll_statement"
+    free_text = False
+
+    def applies(self, ctx: Context) -> bool:
+        return ctx.state.data.get("plan") == PaymentPlan.PAYROLL_DEDUCTION.value
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        sponsorship = await _sponsorship(ctx)
+        status = await status_of(ctx, sponsorship)
+        amount = ctx.config.tariff.dues_for_months(
+            plan_change_from(status), 1, funding=FundingSource.PAYROLL_DEDUCTION
+        )
+        return [
+            Reply(
+                ctx.t("enroll.payroll_statement", amount=ctx.t.money(amount)),
+                options=(
+                    ctx.option("agree", ctx.t("enroll.payroll.agree")),
+                    ctx.option("other", ctx.t("enroll.payroll.other_plan")),
+                ),
+            )
+        ]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        if answer.choice == "other":
+            return Goto(NewPlanStep.name)
+        ctx.state.data["payroll_agreed_at"] = ctx.now.isoformat()
+        return Next()
+
+
+class ConfirmChangeStep(Step):
+    name = "confirm_change"
+    help_key = "plan_change.help"
+    free_text = False
+
+    def applies(self, ctx: Context) -> bool:
+        return False  # reached by Goto/Next only
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        sponsorship = await _sponsorship(ctx)
+        status = await status_of(ctx, sponsorship)
+        start = plan_change_from(status)
+        key = "plan_change.confirm_after_paid" if status.paid_until else "plan_change.confirm"
+        text = ctx.t(
+            key,
+            plan=ctx.t(f"plan.{ctx.state.data['plan']}"),
+            month=ctx.t.month(start),
+            paid_until=ctx.t.month(status.paid_until) if status.paid_until else "",
+        )
+        return [
+            Reply(
+                text,
+                options=(
+                    ctx.option("confirm", ctx.t("plan_change.do")),
+                    ctx.option("other", ctx.t("plan_change.other")),
+                ),
+            )
+        ]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        if answer.choice == "other":
+            return Goto(NewPlanStep.name)
+        sponsorship = await _sponsorship(ctx)
+        status = await status_of(ctx, sponsorship)
+        start: date = plan_change_from(status)
+        plan = PaymentPlan(str(ctx.state.data["plan"]))
+        funding = (
+            FundingSource.PAYROLL_DEDUCTION
+            if plan is PaymentPlan.PAYROLL_DEDUCTION
+            else FundingSource.ASN_PERSONAL
+        )
+        await ctx.repo.connection.execute(
+            update(Sponsorship)
+            .where(Sponsorship.id == sponsorship.id)
+            .values(next_plan=plan, next_plan_from=start, funding_source=funding)
+        )
+        if plan is PaymentPlan.PAYROLL_DEDUCTION:
+            asn = await ctx.asn()
+            assert asn is not None
+            await ctx.repo.consents.record(
+                subject=ConsentSubject.ASN,
+                subject_id=asn.id,
+                purpose=ConsentPurpose.PAYROLL_DEDUCTION,
+                text_version=PAYROLL_STATEMENT_VERSION,
+                granted=True,
+                channel=ctx.event.channel,
+                channel_account_id=ctx.account.id,
+                sponsorship_id=sponsorship.id,
+                recorded_at=ctx.now,
+            )
+        text = ctx.t("plan_change.done", plan=ctx.t(f"plan.{plan.value}"), month=ctx.t.month(start))
+        return Done([Reply(text)])
+
+
+class PlanChangeFlow(Flow):
+    name = "plan_change"
+    title_key = "flow.title.plan_change"
+    steps = (WhichStep(), NewPlanStep(), StatementStep(), ConfirmChangeStep())
+
+    async def can_start(self, ctx: Context) -> str | None:
+        if not await _changeable(ctx):
+            return ctx.t("pay.nothing_to_pay")
+        return None
+
+    async def initial_data(self, ctx: Context) -> dict[str, object]:
+        changeable = await _changeable(ctx)
+        return {"sid": changeable[0][0]} if len(changeable) == 1 else {}
