@@ -200,3 +200,49 @@ async def test_from_enrollment_to_card_ready_exactly_once(
         statuses = (await session.execute(select(Sponsorship.status))).scalars().all()
     assert {row.status for row in rows} == {OutboxStatus.SENT}
     assert set(statuses) == {SponsorshipStatus.ACTIVE}
+
+
+async def test_a_payment_recorded_with_a_receipt_photo_and_confirmed_over_telegram(
+    settings: Settings,
+    server: FakeTelegramServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    from storage.models import Payment
+
+    clock = FrozenClock()
+    asn = TelegramUser(server, ASN_ID)
+    pic = TelegramUser(server, PIC_ID)
+    async with open_bot(settings, clock) as bot, polling(bot.channel):
+        await register(asn)
+        await enroll(asn, WORKER_NIK, "Siti Aminah")
+        await pic.say("pic")
+        await pic.press("Periksa pendaftaran")
+        await pic.press("Terima")
+        await pic.say("pic")
+        await pic.press("Ekspor")
+        await press_on_document(server, pic, "Sudah dikirim ke BPJS")
+        payload = server.add_file(
+            "BQACAgUAAxkBAAIKPJ", "kpj.csv", b"NIK,KPJ\n3201014708900001,12345678901\n"
+        )
+        await pic.send(server.document_update(PIC_ID, payload))
+        await pic.press("Terapkan")
+
+        await asn.say("/bayar")
+        assert "Bulan berikutnya yang harus dibayar: Desember 2026" in asn.text
+        await asn.press("3 bulan")
+        await asn.press("sesuai tarif")
+        await asn.send(server.photo_update(ASN_ID, "AgACAgUAAxkBAAIKPL"))
+        assert "Bukti bayar: ada" in asn.text
+        await asn.press("Catat pembayaran")
+        assert "menunggu konfirmasi PIC" in asn.text
+        await pic.say("pic")
+        await pic.press("Konfirmasi pembayaran (1)")
+        assert "Rp50.400" in pic.text
+        await pic.press("Konfirmasi")
+        assert "Pembayaran dikonfirmasi" in pic.text
+        await asn.say("/pekerja")
+        assert "Dibayar sampai: Februari 2027" in asn.text
+    async with sessionmaker() as session:
+        payment = (await session.execute(select(Payment))).scalar_one()
+    assert payment.receipt_file_ref == "AgACAgUAAxkBAAIKPL"  # the largest size, by reference
+    assert payment.status.value == "confirmed"

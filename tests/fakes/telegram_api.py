@@ -361,6 +361,21 @@ class FakeTelegramServer:
             content["caption"] = caption
         return self._message(user_id, **content)
 
+    def photo_update(
+        self, user_id: int, file_id: str, caption: str | None = None
+    ) -> dict[str, Any]:
+        """A private photo message (Telegram sends several sizes; the largest is last)."""
+        sizes = [
+            {"file_id": f"{file_id}-s", "file_unique_id": f"{file_id}-us", "width": 90,
+             "height": 120, "file_size": 1_500},
+            {"file_id": file_id, "file_unique_id": f"{file_id}-u", "width": 960,
+             "height": 1280, "file_size": 98_000},
+        ]  # fmt: skip
+        content: dict[str, Any] = {"photo": sizes}
+        if caption is not None:
+            content["caption"] = caption
+        return self._message(user_id, **content)
+
     def text_update(self, user_id: int, text: str) -> dict[str, Any]:
         """A private text message; a leading "/word" gets its bot_command entity."""
         content: dict[str, Any] = {"text": text}
