@@ -192,7 +192,7 @@ class ReminderPlanner:
         lapsing: list[DuesTerms] = []
         runs = paid.runs
         for row in terms:
-            first_month = month_start(row.first_month)
+            first_month = row.first_month
             run = runs.get(row.sponsorship_id)
             exact: frozenset[date] | None = None
             if row.sponsorship_id in paid.exact:

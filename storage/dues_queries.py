@@ -13,6 +13,8 @@ Reminder dedupe keys are built here too (`reminder_key`), so the planner and
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -26,6 +28,7 @@ from sqlalchemy import (
     extract,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
@@ -56,6 +59,7 @@ from storage.models import (
     Sponsorship,
     Worker,
 )
+from storage.sqlite_inline import InlineConnection
 
 #: Sponsorships that owe dues (SPEC 4.4): active with BPJS, card handed over or not.
 DUES_BEARING: tuple[SponsorshipStatus, ...] = (
@@ -77,6 +81,7 @@ def reminder_key(kind: str, sponsorship_id: int, month: date) -> str:
     return f"{reminder_prefix(kind, month)}{sponsorship_id}"
 
 
+@functools.lru_cache(maxsize=256)
 def reminder_prefix(kind: str, month: date) -> str:
     """What the keys of every reminder of `kind` about `month` start with."""
     return f"reminder:{kind}:{month_start(month):%Y-%m}:"
@@ -165,11 +170,11 @@ class PaidMonths:
 _DUES_BEARING_SQL = text("sponsorship.status IN ('active', 'card_handed_over')")
 
 
-class _DateCache(dict[str, date]):
-    """ISO date text -> date, parsed once (a few distinct months recur 144,000 times)."""
+class _MonthCache(dict[str, date]):
+    """ISO date text -> the first of its month, parsed once (a few months recur 144,000 times)."""
 
     def __missing__(self, key: str) -> date:
-        value = self[key] = date.fromisoformat(key[:10])
+        value = self[key] = month_start(date.fromisoformat(key[:10]))
         return value
 
 
@@ -180,6 +185,8 @@ def _month_of_index(index: int) -> date:
 
 async def dues_terms(connection: AsyncConnection) -> list[DuesTerms]:
     """Every dues-bearing sponsorship's plan, first month, funding and pending plan change.
+
+    Months come back as month starts.
 
     Enum and date columns are read as text and converted through small caches:
     at 144,000 rows SQLAlchemy's per-value processing is most of the cost.
@@ -195,7 +202,7 @@ async def dues_terms(connection: AsyncConnection) -> list[DuesTerms]:
             cast(Sponsorship.next_plan_from, String),
         ).where(_DUES_BEARING_SQL)
     )
-    dates = _DateCache()
+    dates = _MonthCache()
     plans = {plan.value: plan for plan in PaymentPlan}
     fundings = {source.value: source for source in FundingSource}
     return [
@@ -209,12 +216,23 @@ async def dues_terms(connection: AsyncConnection) -> list[DuesTerms]:
             None if next_from is None else dates[next_from],
         )
         for sponsorship_id, opd_id, plan, first_month, funding, next_plan, next_from in (
-            result.tuples()
+            result.tuples().all()
         )
     ]
 
 
-def _month_index(column: Any) -> Any:
+def _month_index(dialect_name: str) -> Any:
+    """payment.first_month as year * 12 + month - 1, in the dialect's cheapest SQL.
+
+    SQLite keeps dates as ISO text: two substr() are 40% cheaper than
+    strftime() (0.39 s against 0.81 s over 900,000 payments).
+    """
+    if dialect_name == "sqlite":
+        return literal_column(
+            "(substr(payment.first_month, 1, 4) * 12 + substr(payment.first_month, 6, 2) - 1)",
+            Integer,
+        )
+    column = Payment.first_month
     return cast(extract("year", column), Integer) * 12 + cast(extract("month", column), Integer) - 1
 
 
@@ -225,7 +243,7 @@ async def confirmed_months(connection: AsyncConnection) -> PaidMonths:
     its last and the months counted; when the count fills the span exactly the
     months are one run. The rare others are read row by row.
     """
-    start = _month_index(Payment.first_month)
+    start = _month_index(connection.dialect.name)
     result = await connection.execute(
         select(
             Payment.sponsorship_id,
@@ -239,7 +257,7 @@ async def confirmed_months(connection: AsyncConnection) -> PaidMonths:
     runs: dict[int, tuple[date, date]] = {}
     irregular: list[int] = []
     months_of: dict[int, date] = {}
-    for sponsorship_id, first, end, total in result.tuples():
+    for sponsorship_id, first, end, total in result.tuples().all():
         first, end, total = int(first), int(end), int(total)
         if total == end - first:
             first_month = months_of.get(first) or months_of.setdefault(
@@ -328,15 +346,40 @@ async def existing_keys(connection: AsyncConnection, prefixes: Iterable[str]) ->
     return found
 
 
+_OUTBOX_COLUMNS = (
+    "dedupe_key",
+    "channel",
+    "recipient",
+    "kind",
+    "body",
+    "template",
+    "params",
+    "status",
+    "not_before",
+    "attempts",
+    "created_at",
+)
+#: Columns with a few distinct values per run: each value is bound (processed) once.
+_FEW_VALUES = frozenset({"channel", "kind", "template", "status", "not_before", "created_at"})
+
+
 async def insert_notices(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> set[str]:
     """Insert outbox rows (Outbox column values) in batches; existing dedupe keys are skipped.
 
-    Returns the dedupe keys actually written (RETURNING, so a row another
-    process planned meanwhile is not counted).
+    Returns the dedupe keys actually written. On PostgreSQL (and SQLite without
+    the in-loop connection) through SQLAlchemy with RETURNING; on SQLite's
+    in-loop connection as one sqlite3 `executemany` inside the same transaction,
+    each column value bound by the column's own type (SQLAlchemy's per-row
+    parameter handling was 2.5 s of 100,000 reminders).
     """
-    written: set[str] = set()
     if not rows:
-        return written
+        return set()
+    driver = None
+    if connection.dialect.name == "sqlite":
+        driver = (await connection.get_raw_connection()).driver_connection
+    if isinstance(driver, InlineConnection):
+        return _insert_sqlite(connection, driver.sqlite3_connection, rows)
+    written: set[str] = set()
     statement = (
         insert_for(connection.dialect.name)(Outbox)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
@@ -345,6 +388,49 @@ async def insert_notices(connection: AsyncConnection, rows: Sequence[dict[str, A
     for part in chunked(rows):
         result = await connection.execute(statement, list(part))
         written.update(result.scalars())
+    return written
+
+
+def _insert_sqlite(
+    connection: AsyncConnection, sqlite: sqlite3.Connection, rows: Sequence[dict[str, Any]]
+) -> set[str]:
+    dialect = connection.dialect
+    table = Outbox.__table__
+    processors = [
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in _OUTBOX_COLUMNS
+    ]
+    bound: list[dict[Any, Any]] = [{} for _ in _OUTBOX_COLUMNS]
+    few = [name in _FEW_VALUES for name in _OUTBOX_COLUMNS]
+
+    def bind(position: int, value: Any) -> Any:
+        process = processors[position]
+        if process is None or value is None:
+            return value
+        if not few[position]:
+            return process(value)
+        cache = bound[position]
+        if value not in cache:
+            cache[value] = process(value)
+        return cache[value]
+
+    values = [
+        tuple(bind(position, row[name]) for position, name in enumerate(_OUTBOX_COLUMNS))
+        for row in rows
+    ]
+    sql = (
+        f"INSERT INTO outbox ({', '.join(_OUTBOX_COLUMNS)}) "
+        f"VALUES ({', '.join('?' for _ in _OUTBOX_COLUMNS)}) "
+        "ON CONFLICT (dedupe_key) DO NOTHING"
+    )
+    # Inside this (BEGIN IMMEDIATE) transaction nobody else writes, and new rows
+    # get ids above the current largest: those are exactly the rows written.
+    (largest,) = sqlite.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+    before = sqlite.total_changes
+    sqlite.executemany(sql, values)
+    if sqlite.total_changes - before == len(rows):
+        return {row["dedupe_key"] for row in rows}
+    cursor = sqlite.execute("SELECT dedupe_key FROM outbox WHERE id > ?", (largest,))
+    written = {key for (key,) in cursor.fetchall()}
     return written
 
 

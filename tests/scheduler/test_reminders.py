@@ -41,6 +41,7 @@ from storage.models import (
     Sponsorship,
     Worker,
 )
+from storage.outbox import claim_due
 from tests.fakes.clock import FrozenClock
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
@@ -296,6 +297,21 @@ async def test_monthly_payer_reminded_5_and_1_day_before_each_due_date(world: Wo
     # Planned for 08:00 local on the day (the dispatcher keeps quiet hours anyway).
     assert january.not_before == datetime(2026, 1, 10, 8, tzinfo=JAKARTA)
     assert all(row.status is OutboxStatus.PENDING for row in rows)
+
+
+async def test_the_dispatcher_claims_reminders_from_0800_local(world: World) -> None:
+    await world.sponsorship(PaymentPlan.MONTHLY, name="Siti Aminah")
+    world.clock.now = datetime(2026, 1, 10, 6, 30, tzinfo=JAKARTA).astimezone(UTC)
+    assert (await planner(world).plan()).before5 == 1
+    at_0800 = datetime(2026, 1, 10, 8, tzinfo=JAKARTA)
+    async with world.engine.begin() as connection:
+        early = await claim_due(
+            connection, now=at_0800 - timedelta(seconds=1), limit=10, lease=timedelta(minutes=1)
+        )
+        assert early == []
+        (claimed,) = await claim_due(connection, now=at_0800, limit=10, lease=timedelta(minutes=1))
+    assert claimed.kind == "reminder.before5" and claimed.recipient == ASN_CHAT
+    assert claimed.params["amount"] == "Rp16.800"
 
 
 async def test_quarterly_payer_reminded_once_a_quarter(world: World) -> None:
