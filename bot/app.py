@@ -26,6 +26,7 @@ from handlers.engine import Engine
 from handlers.i18n import Catalogs
 from scheduler.digest import DigestPlanner
 from scheduler.dispatcher import Dispatcher
+from scheduler.reminders import ReminderPlanner
 from scheduler.runner import build_scheduler
 from scheduler.sending import Sender
 from storage.crypto import NikCipher, NikKeyError, decode_key, load_or_create_key_file
@@ -200,6 +201,15 @@ def build_background(
         dispatcher=dispatcher,
         digest=digest,
         digest_time=settings.program.digest_time,
+        reminders=ReminderPlanner(
+            runtime.db,
+            runtime.catalogs,
+            runtime.clock,
+            timezone=timezone,
+            calendar=runtime.calendar,
+            tariff=runtime.engine.config.tariff,
+        ),
+        reminder_time=settings.program.reminder_time,
     )
     return scheduler, dispatcher
 

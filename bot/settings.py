@@ -78,6 +78,8 @@ class ProgramSettings(BaseSettings):
     #: Offer the 6- and 12-month prepayment plans (SPEC 3: "may be allowed by configuration").
     allow_semiannual: bool = False
     allow_annual: bool = False
+    #: Local time at which dues reminders are planned each day (sent from 08:00).
+    reminder_time: time = time(6, 0)
     #: Local time (SERTAKAN_TIMEZONE) of the PIC's daily digest, on working days.
     digest_time: time = time(8, 0)
     #: National holidays and collective leave (date,name[,kind]); Monday to Friday

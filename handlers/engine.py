@@ -153,6 +153,11 @@ class Engine:
             )
         }
 
+    @property
+    def config(self) -> EngineConfig:
+        """The program settings the engine runs with (tariff, calendar, plans)."""
+        return self._config
+
     async def language_of(self, channel: Channel, sender_id: str) -> Language:
         async with self._database.connect() as connection:
             language = await (await conversation_store(connection)).language(channel, sender_id)

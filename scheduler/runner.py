@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from scheduler.digest import DigestPlanner
 from scheduler.dispatcher import Dispatcher
 from scheduler.housekeeping import prune_processed_updates
+from scheduler.reminders import ReminderPlanner
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ def build_scheduler(
     dispatcher: Dispatcher | None = None,
     digest: DigestPlanner | None = None,
     digest_time: time = time(8, 0),
+    reminders: ReminderPlanner | None = None,
+    reminder_time: time = time(6, 0),
 ) -> AsyncIOScheduler:
     """A scheduler (not started) with the housekeeping job at 03:00 local time.
 
@@ -39,6 +42,11 @@ def build_scheduler(
     down at that time plans it when it comes back the same morning (grace of
     three hours); the dedupe key keeps it to one per PIC per day whichever
     process or run plans it.
+
+    With `reminders`, dues reminders, escalations and lapses are planned every
+    day at `reminder_time` local time (their rows wait for the morning and for
+    quiet hours in the outbox); a run missed while the process was down is
+    made up within twelve hours, and re-runs add nothing (dedupe keys).
     """
     scheduler = AsyncIOScheduler(timezone=timezone)
 
@@ -71,5 +79,16 @@ def build_scheduler(
             coalesce=True,
             max_instances=1,
             misfire_grace_time=3 * 3600,
+        )
+    if reminders is not None:
+        scheduler.add_job(
+            reminders.plan,
+            "cron",
+            hour=reminder_time.hour,
+            minute=reminder_time.minute,
+            id="dues_reminders",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=12 * 3600,
         )
     return scheduler

@@ -193,7 +193,12 @@ async def test_background_schedules_dispatcher_digest_and_housekeeping(tmp_path:
     try:
         scheduler, dispatcher = build_background(runtime, {})
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert set(jobs) == {"prune_processed_updates", "outbox_dispatcher", "pic_digest"}
+        assert set(jobs) == {
+            "prune_processed_updates",
+            "outbox_dispatcher",
+            "pic_digest",
+            "dues_reminders",
+        }
         assert "mon-fri" in str(jobs["pic_digest"].trigger)
         assert "hour='8'" in str(jobs["pic_digest"].trigger)
         # The shipped holiday list is loaded: 17 August is not a working day.
