@@ -129,3 +129,33 @@ async def test_plan_change_waits_for_the_end_of_a_prepaid_quarter(office: Office
     assert row.next_plan_from == date(2027, 3, 1)
     await office.asn.say("/pekerja")
     assert "15 Maret 2027, Rp50.400" in office.asn.text
+
+
+async def test_a_recorded_payment_cancels_the_unsent_reminder_of_its_month(office: Office) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from domain.tariff import DEFAULT_TARIFF
+    from domain.workdays import WorkCalendar
+    from handlers.i18n import Catalogs
+    from scheduler.reminders import ReminderPlanner
+
+    # 10 December 2026, 08:00 in Jakarta: five days before the first due date.
+    office.clock.now = datetime(2026, 12, 10, 1, 0, tzinfo=UTC)
+    planner = ReminderPlanner(
+        office.sessionmaker.kw["bind"],
+        Catalogs(),
+        office.clock,
+        timezone=ZoneInfo("Asia/Jakarta"),
+        calendar=WorkCalendar(()),
+        tariff=DEFAULT_TARIFF,
+    )
+    await planner.plan()
+    reminders = [row for row in await office.outbox() if row.kind.startswith("reminder")]
+    assert len(reminders) == 1 and "Desember 2026" in reminders[0].body
+    await office.asn.say("bayar")
+    await office.asn.press("1 bulan")
+    await office.asn.press("sesuai tarif")
+    await office.asn.press("Lewati")
+    await office.asn.press("Catat pembayaran")
+    assert [row for row in await office.outbox() if row.kind.startswith("reminder")] == []
