@@ -52,6 +52,7 @@ from storage.dues_queries import (
     DuesTerms,
     PaidMonths,
     PicRecipient,
+    TermsRow,
     lapse_asn_key,
     lapse_pic_key,
     payroll_key,
@@ -177,7 +178,7 @@ class ReminderPlanner:
         return result
 
     def _compute(
-        self, terms: list[DuesTerms], paid: PaidMonths, today: date
+        self, terms: list[TermsRow], paid: PaidMonths, today: date
     ) -> tuple[list[_Reminder], dict[tuple[int, str, date], int], list[DuesTerms]]:
         """Today's reminders, payroll counts per (OPD, kind, month), and lapsing sponsorships.
 
@@ -191,12 +192,13 @@ class ReminderPlanner:
         payroll: dict[tuple[int, str, date], int] = {}
         lapsing: list[DuesTerms] = []
         runs = paid.runs
-        for row in terms:
-            first_month = row.first_month
-            run = runs.get(row.sponsorship_id)
+        irregular = paid.exact
+        for values in terms:
+            sponsorship_id, first_month = values[0], values[3]
+            run = runs.get(sponsorship_id)
             exact: frozenset[date] | None = None
-            if row.sponsorship_id in paid.exact:
-                exact = paid.months(row.sponsorship_id)
+            if sponsorship_id in irregular:
+                exact = paid.months(sponsorship_id)
                 next_month = first_month
                 while next_month in exact:
                     next_month = add_months(next_month, 1)
@@ -212,6 +214,7 @@ class ReminderPlanner:
             # 5 or 1 days nor overdue, nothing about this sponsorship is due today.
             if days_left >= 0 and days_left not in _BEFORE:
                 continue
+            row = DuesTerms(*values)
             if exact is None:
                 cache_key = (
                     first_month,
