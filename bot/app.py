@@ -192,6 +192,7 @@ def build_background(
         timezone=timezone,
         calendar=runtime.calendar,
         send_at=settings.program.digest_time,
+        tariff=runtime.engine.config.tariff,
     )
     scheduler = build_scheduler(
         sessionmaker=runtime.sessionmaker,

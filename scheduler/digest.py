@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, time
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.tariff import DEFAULT_TARIFF, TariffTable
 from domain.vocabulary import Channel, Language, PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
@@ -55,6 +56,7 @@ class DigestPlanner:
         timezone: object,
         calendar: WorkCalendar,
         send_at: time,
+        tariff: TariffTable = DEFAULT_TARIFF,
     ) -> None:
         self._database = database
         self._catalogs = catalogs
@@ -62,6 +64,7 @@ class DigestPlanner:
         self._timezone = timezone
         self._calendar = calendar
         self._send_at = send_at
+        self._tariff = tariff
 
     async def plan(self) -> int:
         """Plan today's digests; returns how many were written (0 on a holiday)."""
@@ -157,6 +160,12 @@ class DigestPlanner:
         )
         if payments_waiting:
             body += "\n" + t("digest.payments", count=payments_waiting, new=new_payments)
+        arrears = await payments.in_arrears(
+            connection, opd_id=opd, today=today, calendar=self._calendar, tariff=self._tariff
+        )
+        if arrears:
+            at_risk = sum(1 for item in arrears if item.status.at_risk)
+            body += "\n" + t("digest.arrears", count=len(arrears), at_risk=at_risk)
         return await enqueue(
             connection,
             Notice(

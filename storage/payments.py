@@ -14,8 +14,11 @@ from datetime import date, datetime
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.dues import DuesStatus, dues_status
 from domain.months import add_months
+from domain.tariff import TariffTable
 from domain.vocabulary import PaymentPlan, PaymentStatus, SponsorshipStatus
+from domain.workdays import WorkCalendar
 from storage import audit
 from storage.audit import Actor
 from storage.models import Asn, Payment, Sponsorship, Worker
@@ -231,3 +234,56 @@ async def mark_payroll_month(
         details={"month": month.isoformat(), "sponsorships": len(todo)},
     )
     return len(todo)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class InArrears:
+    sponsorship_id: int
+    worker_name: str
+    sponsor_name: str
+    status: DuesStatus
+
+
+async def in_arrears(
+    connection: AsyncConnection,
+    *,
+    opd_id: int,
+    today: date,
+    calendar: WorkCalendar,
+    tariff: TariffTable,
+) -> list[InArrears]:
+    """The OPD's dues-bearing sponsorships with unpaid months past due, most in arrears first."""
+    rows = (
+        await connection.execute(
+            select(
+                Sponsorship.id,
+                Sponsorship.first_month,
+                Sponsorship.plan,
+                Sponsorship.funding_source,
+                Sponsorship.next_plan,
+                Sponsorship.next_plan_from,
+                Worker.full_name,
+                Asn.full_name,
+            )
+            .join(Worker, Worker.id == Sponsorship.worker_id)
+            .join(Asn, Asn.id == Sponsorship.asn_id)
+            .where(Sponsorship.opd_id == opd_id, Sponsorship.status.in_(DUES_BEARING))
+        )
+    ).all()
+    paid = await paid_months(connection, [row[0] for row in rows])
+    found = []
+    for sid, first, plan, funding, next_plan, next_from, name, sponsor in rows:
+        status = dues_status(
+            first_month=first,
+            plan=plan,
+            funding=funding,
+            paid_months=paid[sid],
+            today=today,
+            calendar=calendar,
+            tariff=tariff,
+            next_plan=next_plan,
+            next_plan_from=next_from,
+        )
+        if status.months_in_arrears:
+            found.append(InArrears(sid, name, sponsor, status))
+    return sorted(found, key=lambda item: -item.status.months_in_arrears)

@@ -18,9 +18,6 @@ import io
 import logging
 from datetime import date
 
-from sqlalchemy import select
-
-from domain.dues import DuesStatus, dues_status
 from domain.kpj import KpjProblem, parse_kpj
 from domain.months import add_months
 from domain.tariff import FundingSource
@@ -33,7 +30,6 @@ from storage import payments, workbench
 from storage.audit import Actor
 from storage.collective import collective_rows, preview_import
 from storage.collective_file import KpjFileError, read_kpj_file, write_collective_xlsx
-from storage.models import Asn, Sponsorship, Worker
 from storage.roles import PicRole
 from storage.workbench import ChangeProblem, Enrollment
 
@@ -768,18 +764,24 @@ async def payroll_month(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
 async def overdue(ctx: Context, role: PicRole) -> list[Reply]:
     """The OPD's sponsorships with unpaid months past their due date, most in arrears first."""
     t = ctx.t
-    found = await overdue_sponsorships(ctx, role.opd_id)
+    found = await payments.in_arrears(
+        ctx.repo.connection,
+        opd_id=role.opd_id,
+        today=ctx.today,
+        calendar=ctx.config.calendar,
+        tariff=ctx.config.tariff,
+    )
     if not found:
         return [Reply(t("pic.overdue.none"), options=(_back_home(ctx),))]
     lines = [t("pic.overdue.title", count=len(found))]
-    for name, sponsor, status in found[:OVERDUE_SHOWN]:
+    for item in found[:OVERDUE_SHOWN]:
         lines.append(
             t(
                 "pic.overdue.line",
-                name=name,
-                sponsor=sponsor,
-                arrears=status.months_in_arrears,
-                month=t.month(status.next_month),
+                name=item.worker_name,
+                sponsor=item.sponsor_name,
+                arrears=item.status.months_in_arrears,
+                month=t.month(item.status.next_month),
             )
         )
     return [Reply("\n".join(lines), options=(_back_home(ctx),))]
@@ -787,40 +789,3 @@ async def overdue(ctx: Context, role: PicRole) -> list[Reply]:
 
 #: Overdue sponsorships listed in the chat (all of them are in the count).
 OVERDUE_SHOWN = 30
-
-
-async def overdue_sponsorships(ctx: Context, opd_id: int) -> list[tuple[str, str, DuesStatus]]:
-    rows = (
-        await ctx.repo.connection.execute(
-            select(
-                Sponsorship.id,
-                Sponsorship.first_month,
-                Sponsorship.plan,
-                Sponsorship.funding_source,
-                Sponsorship.next_plan,
-                Sponsorship.next_plan_from,
-                Worker.full_name,
-                Asn.full_name,
-            )
-            .join(Worker, Worker.id == Sponsorship.worker_id)
-            .join(Asn, Asn.id == Sponsorship.asn_id)
-            .where(Sponsorship.opd_id == opd_id, Sponsorship.status.in_(payments.DUES_BEARING))
-        )
-    ).all()
-    paid = await payments.paid_months(ctx.repo.connection, [row[0] for row in rows])
-    found = []
-    for sid, first, plan, funding, next_plan, next_from, name, sponsor in rows:
-        status = dues_status(
-            first_month=first,
-            plan=plan,
-            funding=funding,
-            paid_months=paid[sid],
-            today=ctx.today,
-            calendar=ctx.config.calendar,
-            tariff=ctx.config.tariff,
-            next_plan=next_plan,
-            next_plan_from=next_from,
-        )
-        if status.months_in_arrears:
-            found.append((name, sponsor, status))
-    return sorted(found, key=lambda item: -item[2].months_in_arrears)

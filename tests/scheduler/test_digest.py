@@ -89,3 +89,18 @@ async def test_payments_to_confirm_are_news_for_the_digest(office: Office) -> No
     assert await planner(office).plan() == 1
     latest = (await office.outbox("digest"))[-1]
     assert "Pembayaran menunggu konfirmasi: 1 (1 baru)" in latest.body
+
+
+async def test_sponsors_in_arrears_are_in_the_digest(office: Office) -> None:
+    from tests.fakes.chat import WORKER_NIK
+    from tests.fakes.workbench import activate
+
+    await activate(office, (WORKER_NIK, "Siti Aminah"))  # first month December 2026
+    # Monday 15 February 2027, 08:30: December and January are past due and unpaid.
+    office.clock.now = datetime(2027, 2, 15, 1, 30, tzinfo=UTC)
+    assert await planner(office).plan() == 1
+    latest = (await office.outbox("digest"))[-1]
+    assert "Peserta menunggak: 1 (1 sudah 2 bulan atau lebih" in latest.body
+    await office.pic.say("pic")
+    await office.pic.press("Peserta menunggak")
+    assert "Siti Aminah (penanggung Budi Santoso): 2 bulan, sejak Desember 2026" in office.pic.text
