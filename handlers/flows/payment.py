@@ -18,7 +18,7 @@ from sqlalchemy import select
 from domain.dues import DuesStatus, check_payment, dues_status
 from domain.months import add_months
 from domain.tariff import FundingSource
-from domain.vocabulary import PaymentPlan
+from domain.vocabulary import PaymentPlan, SponsorshipStatus
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.types import Reply
@@ -284,7 +284,14 @@ class PaymentFlow(Flow):
         if await ctx.asn() is None:
             return ctx.t("workers.not_registered")
         if not await _payable(ctx):
-            return ctx.t("pay.nothing_to_pay")
+            asn = await ctx.asn()
+            assert asn is not None
+            lapsed = await ctx.repo.connection.scalar(
+                select(Sponsorship.id).where(
+                    Sponsorship.asn_id == asn.id, Sponsorship.status == SponsorshipStatus.LAPSED
+                )
+            )
+            return ctx.t("pay.problem.lapsed" if lapsed else "pay.nothing_to_pay")
         return None
 
     async def initial_data(self, ctx: Context) -> dict[str, object]:

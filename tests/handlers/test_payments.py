@@ -159,3 +159,17 @@ async def test_a_recorded_payment_cancels_the_unsent_reminder_of_its_month(offic
     await office.asn.press("Lewati")
     await office.asn.press("Catat pembayaran")
     assert [row for row in await office.outbox() if row.kind.startswith("reminder")] == []
+
+
+async def test_no_payment_for_a_lapsed_sponsorship(office: Office) -> None:
+    from sqlalchemy import update
+
+    from domain.vocabulary import SponsorshipStatus
+    from storage.models import Sponsorship
+
+    async with office.sessionmaker.kw["bind"].begin() as connection:
+        await connection.execute(update(Sponsorship).values(status=SponsorshipStatus.LAPSED))
+    await office.asn.say("bayar")
+    assert "sudah nonaktif karena tunggakan 3 bulan" in office.asn.text
+    assert "daftarkan ulang melalui PIC" in office.asn.text
+    assert await all_payments(office) == []
