@@ -36,7 +36,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -58,6 +58,7 @@ from storage.dues_queries import (
     payroll_key,
     reminder_key,
     reminder_prefix,
+    terms_of,
 )
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,10 @@ class PlanResult:
         )
 
 
-@dataclasses.dataclass(slots=True, frozen=True)
-class _Reminder:
+class _Reminder(NamedTuple):
     key: str
     kind: str
-    row: DuesTerms
+    terms: TermsRow
     status: DuesStatus
 
 
@@ -182,72 +182,70 @@ class ReminderPlanner:
     ) -> tuple[list[_Reminder], dict[tuple[int, str, date], int], list[DuesTerms]]:
         """Today's reminders, payroll counts per (OPD, kind, month), and lapsing sponsorships.
 
-        `dues_status` is pure, and sponsorships whose confirmed months are one
-        run share their inputs with many others (same first month, plan, funding
-        and run), so its result is computed once per distinct input.
+        What a sponsorship needs today depends only on its terms and its
+        confirmed months; when those are one run (nearly always) many
+        sponsorships share them, so `dues_status` and the decision are made
+        once per distinct input and the loop itself only looks them up.
         """
-        due_of: dict[date, date] = {}
-        statuses: dict[tuple[object, ...], DuesStatus] = {}
+        decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]] = {}
         reminders: list[_Reminder] = []
         payroll: dict[tuple[int, str, date], int] = {}
         lapsing: list[DuesTerms] = []
         runs = paid.runs
         irregular = paid.exact
         for values in terms:
-            sponsorship_id, first_month = values[0], values[3]
-            run = runs.get(sponsorship_id)
-            exact: frozenset[date] | None = None
+            sponsorship_id = values[0]
             if sponsorship_id in irregular:
-                exact = paid.months(sponsorship_id)
-                next_month = first_month
-                while next_month in exact:
-                    next_month = add_months(next_month, 1)
-            elif run is not None and run[0] <= first_month < run[1]:
-                next_month = run[1]
-            else:
-                next_month = first_month
-            due = due_of.get(next_month)
-            if due is None:
-                due = due_of[next_month] = due_date(next_month, self._calendar)
-            days_left = (due - today).days
-            # The first unpaid month is the earliest due: when it is neither due in
-            # 5 or 1 days nor overdue, nothing about this sponsorship is due today.
-            if days_left >= 0 and days_left not in _BEFORE:
-                continue
-            row = DuesTerms(*values)
-            if exact is None:
-                cache_key = (
-                    first_month,
-                    row.plan,
-                    row.funding,
-                    row.next_plan,
-                    row.next_plan_from,
-                    run,
+                action, status, prefix = self._decide(
+                    terms_of(values), paid.months(sponsorship_id), today
                 )
-                status = statuses.get(cache_key)
-                if status is None:
-                    status = statuses[cache_key] = self._status(
-                        row, paid.months(row.sponsorship_id), today
-                    )
             else:
-                status = self._status(row, exact, today)
-            if status.lapsed:
-                lapsing.append(row)
+                run = runs.get(sponsorship_id)
+                cache_key = (values[2], values[3], values[4], values[5], values[6], run)
+                decision = decisions.get(cache_key)
+                if decision is None:
+                    decision = decisions[cache_key] = self._decide(
+                        terms_of(values), paid.months(sponsorship_id), today
+                    )
+                action, status, prefix = decision
+            if action is None or status is None:
                 continue
-            if status.at_risk:
-                key = reminder_key("escalation", row.sponsorship_id, status.next_month)
-                reminders.append(_Reminder(key, "escalation", row, status))
-                continue
-            kind = _BEFORE.get(days_left) if status.months_in_arrears == 0 else "overdue"
-            if kind is None:
-                continue
-            if _plan_in_force(row, status.next_month) is PaymentPlan.PAYROLL_DEDUCTION:
-                group = (row.opd_id, kind, status.next_month)
+            if action == "lapse":
+                lapsing.append(terms_of(values))
+            elif action == "payroll":
+                group = (values[1], prefix, status.next_month)
                 payroll[group] = payroll.get(group, 0) + 1
-                continue
-            key = reminder_key(kind, row.sponsorship_id, status.next_month)
-            reminders.append(_Reminder(key, kind, row, status))
+            else:
+                reminders.append(_Reminder(prefix + str(sponsorship_id), action, values, status))
         return reminders, payroll, lapsing
+
+    def _decide(
+        self, row: DuesTerms, months: frozenset[date], today: date
+    ) -> tuple[str | None, DuesStatus | None, str]:
+        """(action, status, key prefix or payroll kind) for one sponsorship today.
+
+        The action is None (nothing today), "lapse", "payroll" (the kind in the
+        third place) or a reminder kind (its key prefix in the third place).
+        """
+        first_unpaid = row.first_month
+        while first_unpaid in months:
+            first_unpaid = add_months(first_unpaid, 1)
+        days_left = (due_date(first_unpaid, self._calendar) - today).days
+        # The first unpaid month is the earliest due: when it is neither due in
+        # 5 or 1 days nor overdue, nothing about this sponsorship is due today.
+        if days_left >= 0 and days_left not in _BEFORE:
+            return None, None, ""
+        status = self._status(row, months, today)
+        if status.lapsed:
+            return "lapse", status, ""
+        if status.at_risk:
+            return "escalation", status, reminder_prefix("escalation", status.next_month)
+        kind = _BEFORE.get(days_left) if status.months_in_arrears == 0 else "overdue"
+        if kind is None:
+            return None, None, ""
+        if _plan_in_force(row, status.next_month) is PaymentPlan.PAYROLL_DEDUCTION:
+            return "payroll", status, kind
+        return kind, status, reminder_prefix(kind, status.next_month)
 
     def _status(self, row: DuesTerms, months: frozenset[date], today: date) -> DuesStatus:
         return dues_status(
@@ -271,13 +269,13 @@ class ReminderPlanner:
         not_before: datetime,
     ) -> None:
         existing = await dues_queries.existing_keys(
-            connection, {reminder_prefix(r.kind, r.status.next_month) for r in reminders}
+            connection, {reminder.key[: reminder.key.rindex(":") + 1] for reminder in reminders}
         )
         missing = [reminder for reminder in reminders if reminder.key not in existing]
-        payers = await dues_queries.payers(connection, [r.row.sponsorship_id for r in missing])
+        payers = await dues_queries.payers(connection, [r.terms[0] for r in missing])
         new: list[dict[str, Any]] = []
         for reminder in missing:
-            payer, status = payers[reminder.row.sponsorship_id], reminder.status
+            payer, status = payers[reminder.terms[0]], reminder.status
             t = self._t(payer.language)
             if reminder.kind == "escalation":
                 params: dict[str, Any] = {

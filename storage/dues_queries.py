@@ -144,11 +144,12 @@ class PaidMonths:
     """Confirmed months per sponsorship id.
 
     Almost every sponsorship's confirmed months are one unbroken run (a payment
-    must start at the first unpaid month): `runs` holds those as (first month,
-    month after the last). The others (gaps, overlaps) are in `exact`.
+    must start at the first unpaid month): `runs` holds those as month indices
+    (year * 12 + month - 1) of the first month and the month after the last.
+    The others (gaps, overlaps) are in `exact`.
     """
 
-    runs: dict[int, tuple[date, date]]
+    runs: dict[int, tuple[int, int]]
     exact: dict[int, set[date]]
 
     def months(self, sponsorship_id: int) -> frozenset[date]:
@@ -159,23 +160,11 @@ class PaidMonths:
         run = self.runs.get(sponsorship_id)
         if run is None:
             return frozenset()
-        month, end = run
-        months = set()
-        while month < end:
-            months.add(month)
-            month = add_months(month, 1)
-        return frozenset(months)
+        first, end = run
+        return frozenset(_month_of_index(index) for index in range(first, end))
 
 
 _DUES_BEARING_SQL = text("sponsorship.status IN ('active', 'card_handed_over')")
-
-
-class _MonthCache(dict[str, date]):
-    """ISO date text -> the first of its month, parsed once (a few months recur 144,000 times)."""
-
-    def __missing__(self, key: str) -> date:
-        value = self[key] = month_start(date.fromisoformat(key[:10]))
-        return value
 
 
 def _month_of_index(index: int) -> date:
@@ -183,9 +172,32 @@ def _month_of_index(index: int) -> date:
     return date(year, month + 1, 1)
 
 
-#: (id, opd_id, plan, first month, funding, next plan, next plan from): a DuesTerms as a
-#: plain tuple, which is what 144,000 rows cost least as.
-TermsRow = tuple[int, int, PaymentPlan, date, FundingSource, PaymentPlan | None, date | None]
+#: (id, opd_id, plan, first month, funding, next plan, next plan from) as the database
+#: gives them (enum values and ISO dates as text): 144,000 rows cost least so, and
+#: `terms_of` converts the few that are looked at.
+TermsRow = tuple[int, int, str, str, str, str | None, str | None]
+
+_PLANS = {plan.value: plan for plan in PaymentPlan}
+_FUNDING = {source.value: source for source in FundingSource}
+
+
+@functools.lru_cache(maxsize=1024)
+def _month(iso: str) -> date:
+    return month_start(date.fromisoformat(iso[:10]))
+
+
+def terms_of(row: TermsRow) -> DuesTerms:
+    """The typed terms of a row of `dues_terms` (months as month starts)."""
+    sponsorship_id, opd_id, plan, first_month, funding, next_plan, next_from = row
+    return DuesTerms(
+        sponsorship_id,
+        opd_id,
+        _PLANS[plan],
+        _month(first_month),
+        _FUNDING[funding],
+        None if next_plan is None else _PLANS[next_plan],
+        None if next_from is None else _month(next_from),
+    )
 
 
 async def _fetch(connection: AsyncConnection, statement: Any) -> list[Any]:
@@ -206,11 +218,10 @@ async def _fetch(connection: AsyncConnection, statement: Any) -> list[Any]:
 async def dues_terms(connection: AsyncConnection) -> list[TermsRow]:
     """Every dues-bearing sponsorship's plan, first month, funding and pending plan change.
 
-    Months come back as month starts. Enum and date columns are read as text
-    and converted through small caches: at 144,000 rows SQLAlchemy's per-value
-    processing is most of the cost.
+    As text (`TermsRow`): SQLAlchemy's per-value processing of enums and dates
+    was most of the cost of this read at 144,000 rows.
     """
-    rows = await _fetch(
+    return await _fetch(
         connection,
         select(
             Sponsorship.id,
@@ -222,23 +233,6 @@ async def dues_terms(connection: AsyncConnection) -> list[TermsRow]:
             cast(Sponsorship.next_plan_from, String),
         ).where(_DUES_BEARING_SQL),
     )
-    dates = _MonthCache()
-    plans: dict[str | None, PaymentPlan | None] = {plan.value: plan for plan in PaymentPlan}
-    plans[None] = None
-    required = {plan.value: plan for plan in PaymentPlan}
-    fundings = {source.value: source for source in FundingSource}
-    return [
-        (
-            sponsorship_id,
-            opd_id,
-            required[plan],
-            dates[first_month],
-            fundings[funding],
-            plans[next_plan],
-            None if next_from is None else dates[next_from],
-        )
-        for sponsorship_id, opd_id, plan, first_month, funding, next_plan, next_from in rows
-    ]
 
 
 def _month_index(dialect_name: str) -> Any:
@@ -275,19 +269,12 @@ async def confirmed_months(connection: AsyncConnection) -> PaidMonths:
         .where(text("payment.status = 'confirmed'"))
         .group_by(Payment.sponsorship_id),
     )
-    runs: dict[int, tuple[date, date]] = {}
-    irregular: list[int] = []
-    months_of: dict[int, date] = {}
-    for sponsorship_id, first, end, total in aggregated:
-        first, end, total = int(first), int(end), int(total)
-        if total == end - first:
-            first_month = months_of.get(first) or months_of.setdefault(
-                first, _month_of_index(first)
-            )
-            end_month = months_of.get(end) or months_of.setdefault(end, _month_of_index(end))
-            runs[sponsorship_id] = (first_month, end_month)
-        else:
-            irregular.append(sponsorship_id)
+    runs = {
+        sponsorship_id: (first, end)
+        for sponsorship_id, first, end, total in aggregated
+        if total == end - first
+    }
+    irregular = [sponsorship_id for sponsorship_id, *_ in aggregated if sponsorship_id not in runs]
     exact: dict[int, set[date]] = {}
     for part in chunked(irregular):
         rows = await connection.execute(
