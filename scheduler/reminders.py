@@ -44,14 +44,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.dues import DuesStatus, due_date, dues_status
 from domain.months import add_months, month_start
 from domain.tariff import TariffTable
-from domain.vocabulary import Language, OutboxStatus, PaymentPlan
+from domain.vocabulary import Language, PaymentPlan
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs, Translator
 from storage import dues_queries
 from storage.dues_queries import (
     DuesTerms,
     PaidMonths,
+    Payer,
     PicRecipient,
+    PlannedNotice,
     TermsRow,
     lapse_asn_key,
     lapse_pic_key,
@@ -171,9 +173,19 @@ class ReminderPlanner:
             paid = await dues_queries.confirmed_months(connection)
             pics = await dues_queries.pics_by_opd(connection)
             reminders, payroll, lapsing = self._compute(terms, paid, today)
-            await self._write_reminders(connection, reminders, result, now, not_before)
+            existing = await dues_queries.existing_keys(
+                connection, {reminder.key[: reminder.key.rindex(":") + 1] for reminder in reminders}
+            )
+            missing = [reminder for reminder in reminders if reminder.key not in existing]
+            # One read of the names and accounts for both the new reminders and the lapses.
+            payers = await dues_queries.payers(
+                connection,
+                [reminder.terms[0] for reminder in missing]
+                + [row.sponsorship_id for row in lapsing],
+            )
+            await self._write_reminders(connection, missing, payers, result, now, not_before)
             await self._write_payroll(connection, payroll, pics, result, now, not_before)
-            await self._lapse(connection, lapsing, pics, result, now, not_before)
+            await self._lapse(connection, lapsing, payers, pics, result, now, not_before)
         log.info("reminders for %s: %s", today, result)
         return result
 
@@ -263,17 +275,14 @@ class ReminderPlanner:
     async def _write_reminders(
         self,
         connection: AsyncConnection,
-        reminders: list[_Reminder],
+        missing: list[_Reminder],
+        payers: dict[int, Payer],
         result: PlanResult,
         now: datetime,
         not_before: datetime,
     ) -> None:
-        existing = await dues_queries.existing_keys(
-            connection, {reminder.key[: reminder.key.rindex(":") + 1] for reminder in reminders}
-        )
-        missing = [reminder for reminder in reminders if reminder.key not in existing]
-        payers = await dues_queries.payers(connection, [r.terms[0] for r in missing])
-        new: list[dict[str, Any]] = []
+        """Write the reminders not planned yet (`missing`: their keys are not in the outbox)."""
+        new: list[PlannedNotice] = []
         for reminder in missing:
             payer, status = payers[reminder.terms[0]], reminder.status
             t = self._t(payer.language)
@@ -289,19 +298,13 @@ class ReminderPlanner:
                     "due_date": t.date(status.next_due_date),
                     "amount": t.money(status.next_amount),
                 }
+            kind = f"reminder.{reminder.kind}"
             new.append(
-                _outbox_row(
-                    key=reminder.key,
-                    channel=payer.channel,
-                    recipient=payer.recipient,
-                    kind=f"reminder.{reminder.kind}",
-                    body=t(f"reminder.{reminder.kind}", **params),
-                    params=params,
-                    now=now,
-                    not_before=not_before,
+                PlannedNotice(
+                    reminder.key, payer.channel, payer.recipient, kind, t(kind, **params), params
                 )
             )
-        written = await dues_queries.insert_notices(connection, new)
+        written = await dues_queries.insert_notices(connection, new, now=now, not_before=not_before)
         for reminder in missing:
             if reminder.key in written:
                 setattr(result, reminder.kind, getattr(result, reminder.kind) + 1)
@@ -315,7 +318,7 @@ class ReminderPlanner:
         now: datetime,
         not_before: datetime,
     ) -> None:
-        new: list[dict[str, Any]] = []
+        new: list[PlannedNotice] = []
         for (opd_id, kind, month), count in sorted(payroll.items()):
             for pic in pics.get(opd_id, []):
                 t = self._t(pic.language)
@@ -326,23 +329,24 @@ class ReminderPlanner:
                     "due_date": t.date(due_date(month, self._calendar)),
                 }
                 new.append(
-                    _outbox_row(
-                        key=payroll_key(kind, opd_id, pic.pic_id, month),
-                        channel=pic.channel,
-                        recipient=pic.recipient,
-                        kind="reminder.payroll",
-                        body=t("reminder.payroll.pic", **params),
-                        params=params,
-                        now=now,
-                        not_before=not_before,
+                    PlannedNotice(
+                        payroll_key(kind, opd_id, pic.pic_id, month),
+                        pic.channel,
+                        pic.recipient,
+                        "reminder.payroll",
+                        t("reminder.payroll.pic", **params),
+                        params,
                     )
                 )
-        result.payroll += len(await dues_queries.insert_notices(connection, new))
+        result.payroll += len(
+            await dues_queries.insert_notices(connection, new, now=now, not_before=not_before)
+        )
 
     async def _lapse(
         self,
         connection: AsyncConnection,
         lapsing: list[DuesTerms],
+        payers: dict[int, Payer],
         pics: dict[int, list[PicRecipient]],
         result: PlanResult,
         now: datetime,
@@ -356,8 +360,7 @@ class ReminderPlanner:
             )
         )
         result.lapsed += len(changed)
-        payers = await dues_queries.payers(connection, sorted(changed))
-        new: list[dict[str, Any]] = []
+        new: list[PlannedNotice] = []
         for row in lapsing:
             if row.sponsorship_id not in changed:
                 continue
@@ -365,56 +368,28 @@ class ReminderPlanner:
             t = self._t(payer.language)
             params: dict[str, Any] = {"name": payer.worker_name}
             new.append(
-                _outbox_row(
-                    key=lapse_asn_key(row.sponsorship_id),
-                    channel=payer.channel,
-                    recipient=payer.recipient,
-                    kind="lapsed.asn",
-                    body=t("reminder.lapsed.asn", **params),
-                    params=params,
-                    now=now,
-                    not_before=not_before,
+                PlannedNotice(
+                    lapse_asn_key(row.sponsorship_id),
+                    payer.channel,
+                    payer.recipient,
+                    "lapsed.asn",
+                    t("reminder.lapsed.asn", **params),
+                    params,
                 )
             )
             for pic in pics.get(row.opd_id, []):
                 t = self._t(pic.language)
                 pic_params = {"name": payer.worker_name, "sponsor": payer.asn_name}
                 new.append(
-                    _outbox_row(
-                        key=lapse_pic_key(row.sponsorship_id, pic.pic_id),
-                        channel=pic.channel,
-                        recipient=pic.recipient,
-                        kind="lapsed.pic",
-                        body=t("reminder.lapsed.pic", **pic_params),
-                        params=pic_params,
-                        now=now,
-                        not_before=not_before,
+                    PlannedNotice(
+                        lapse_pic_key(row.sponsorship_id, pic.pic_id),
+                        pic.channel,
+                        pic.recipient,
+                        "lapsed.pic",
+                        t("reminder.lapsed.pic", **pic_params),
+                        pic_params,
                     )
                 )
-        result.lapse_notices += len(await dues_queries.insert_notices(connection, new))
-
-
-def _outbox_row(
-    *,
-    key: str,
-    channel: object,
-    recipient: str,
-    kind: str,
-    body: str,
-    params: dict[str, Any],
-    now: datetime,
-    not_before: datetime,
-) -> dict[str, Any]:
-    return {
-        "dedupe_key": key,
-        "channel": channel,
-        "recipient": recipient,
-        "kind": kind,
-        "body": body,
-        "template": kind.replace(".", "_"),
-        "params": params,
-        "status": OutboxStatus.PENDING,
-        "not_before": not_before,
-        "attempts": 0,
-        "created_at": now,
-    }
+        result.lapse_notices += len(
+            await dues_queries.insert_notices(connection, new, now=now, not_before=not_before)
+        )

@@ -17,7 +17,7 @@ import functools
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     Integer,
@@ -380,6 +380,18 @@ async def existing_keys(connection: AsyncConnection, prefixes: Iterable[str]) ->
     return found
 
 
+class PlannedNotice(NamedTuple):
+    """One outbox row to write: pending, due at the run's `not_before`."""
+
+    dedupe_key: str
+    channel: Channel
+    recipient: str
+    #: Also names the WhatsApp template ("reminder.before5" -> "reminder_before5").
+    kind: str
+    body: str
+    params: dict[str, Any]
+
+
 _OUTBOX_COLUMNS = (
     "dedupe_key",
     "channel",
@@ -395,71 +407,107 @@ _OUTBOX_COLUMNS = (
 )
 
 
-async def insert_notices(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert outbox rows (Outbox column values) in batches; existing dedupe keys are skipped.
+def _template(kind: str) -> str:
+    return kind.replace(".", "_")
+
+
+async def insert_notices(
+    connection: AsyncConnection,
+    notices: Sequence[PlannedNotice],
+    *,
+    now: datetime,
+    not_before: datetime,
+) -> set[str]:
+    """Insert pending outbox rows in batches; existing dedupe keys are skipped.
 
     Returns the dedupe keys actually written. On PostgreSQL (and SQLite without
     the in-loop connection) through SQLAlchemy with RETURNING; on SQLite's
     in-loop connection as one sqlite3 `executemany` inside the same transaction,
-    each column value bound by the column's own type (SQLAlchemy's per-row
-    parameter handling was 2.5 s of 100,000 reminders).
+    each value bound by its column's type (SQLAlchemy's per-row parameter
+    handling was 2.5 s of 100,000 reminders).
     """
-    if not rows:
+    if not notices:
         return set()
     driver = None
     if connection.dialect.name == "sqlite":
         driver = (await connection.get_raw_connection()).driver_connection
     if isinstance(driver, InlineConnection):
-        return _insert_sqlite(connection, driver.sqlite3_connection, rows)
+        return _insert_sqlite(
+            connection, driver.sqlite3_connection, notices, now=now, not_before=not_before
+        )
     written: set[str] = set()
     statement = (
         insert_for(connection.dialect.name)(Outbox)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(Outbox.dedupe_key)
     )
-    for part in chunked(rows):
-        result = await connection.execute(statement, list(part))
+    for part in chunked(notices):
+        result = await connection.execute(
+            statement,
+            [
+                {
+                    "dedupe_key": notice.dedupe_key,
+                    "channel": notice.channel,
+                    "recipient": notice.recipient,
+                    "kind": notice.kind,
+                    "body": notice.body,
+                    "template": _template(notice.kind),
+                    "params": notice.params,
+                    "status": OutboxStatus.PENDING,
+                    "not_before": not_before,
+                    "attempts": 0,
+                    "created_at": now,
+                }
+                for notice in part
+            ],
+        )
         written.update(result.scalars())
     return written
 
 
 def _insert_sqlite(
-    connection: AsyncConnection, sqlite: sqlite3.Connection, rows: Sequence[dict[str, Any]]
+    connection: AsyncConnection,
+    sqlite: sqlite3.Connection,
+    notices: Sequence[PlannedNotice],
+    *,
+    now: datetime,
+    not_before: datetime,
 ) -> set[str]:
     dialect = connection.dialect
-    table = Outbox.__table__
-    processors = {
-        name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        for name in _OUTBOX_COLUMNS
-    }
-    bound: dict[tuple[str, Any], Any] = {}
+    columns = Outbox.__table__.c
 
-    def once(name: str, value: Any) -> Any:
-        """A low-cardinality value bound by its column's type, once per run."""
-        key = (name, value)
-        if key not in bound:
-            process = processors[name]
-            bound[key] = value if process is None or value is None else process(value)
-        return bound[key]
+    def bind(name: str, value: Any) -> Any:
+        process = columns[name].type.dialect_impl(dialect).bind_processor(dialect)
+        return value if process is None else process(value)
 
-    params = processors["params"]
-    assert params is not None  # JSON always serialises
-    values = [
-        (
-            row["dedupe_key"],
-            once("channel", row["channel"]),
-            row["recipient"],
-            row["kind"],
-            row["body"],
-            row["template"],
-            params(row["params"]),
-            once("status", row["status"]),
-            once("not_before", row["not_before"]),
-            row["attempts"],
-            once("created_at", row["created_at"]),
+    channels = {channel: bind("channel", channel) for channel in Channel}
+    templates: dict[str, str] = {}
+    serialise = columns["params"].type.dialect_impl(dialect).bind_processor(dialect)
+    if serialise is None:  # pragma: no cover - JSON always has a processor
+        raise RuntimeError("no JSON serialiser")
+    pending = bind("status", OutboxStatus.PENDING)
+    due = bind("not_before", not_before)
+    created = bind("created_at", now)
+    values = []
+    for key, channel, recipient, kind, body, params in notices:
+        template = templates.get(kind)
+        if template is None:
+            template = templates[kind] = _template(kind)
+        values.append(
+            (
+                key,
+                channels[channel],
+                recipient,
+                kind,
+                body,
+                template,
+                serialise(params),
+                pending,
+                due,
+                0,
+                created,
+            )
         )
-        for row in rows
-    ]
     sql = (
         f"INSERT INTO outbox ({', '.join(_OUTBOX_COLUMNS)}) "
         f"VALUES ({', '.join('?' for _ in _OUTBOX_COLUMNS)}) "
@@ -470,11 +518,10 @@ def _insert_sqlite(
     (largest,) = sqlite.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
     before = sqlite.total_changes
     sqlite.executemany(sql, values)
-    if sqlite.total_changes - before == len(rows):
-        return {row["dedupe_key"] for row in rows}
+    if sqlite.total_changes - before == len(values):
+        return {notice.dedupe_key for notice in notices}
     cursor = sqlite.execute("SELECT dedupe_key FROM outbox WHERE id > ?", (largest,))
-    written = {key for (key,) in cursor.fetchall()}
-    return written
+    return {key for (key,) in cursor.fetchall()}
 
 
 async def mark_lapsed(
