@@ -32,9 +32,11 @@ the same day therefore computes, looks up and writes nothing new.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -125,6 +127,26 @@ async def cancel_reminders(
     return await dues_queries.delete_pending(connection, keys)
 
 
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one planning run.
+
+    A run holds some 10^6 small objects (rows, keys, notices); allocating them
+    triggers full collections that walk them all again and again: 0.6 s of a
+    3.2 s run at 144,000 sponsorships (measured). The run's own objects are
+    freed by reference counting; the few cycles made meanwhile (anywhere in the
+    process) are collected once the collector is re-enabled, which happens
+    afterwards (if it was enabled), also when the run fails.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _plan_in_force(row: DuesTerms, month: date) -> PaymentPlan:
     if (
         row.next_plan is not None
@@ -168,24 +190,26 @@ class ReminderPlanner:
         today = now.astimezone(self._timezone).date()
         not_before = datetime.combine(today, SEND_FROM, self._timezone).astimezone(UTC)
         result = PlanResult()
-        async with self._database.begin() as connection:
-            terms = await dues_queries.dues_terms(connection)
-            paid = await dues_queries.confirmed_months(connection)
-            pics = await dues_queries.pics_by_opd(connection)
-            reminders, payroll, lapsing = self._compute(terms, paid, today)
-            existing = await dues_queries.existing_keys(
-                connection, {reminder.key[: reminder.key.rindex(":") + 1] for reminder in reminders}
-            )
-            missing = [reminder for reminder in reminders if reminder.key not in existing]
-            # One read of the names and accounts for both the new reminders and the lapses.
-            payers = await dues_queries.payers(
-                connection,
-                [reminder.terms[0] for reminder in missing]
-                + [row.sponsorship_id for row in lapsing],
-            )
-            await self._write_reminders(connection, missing, payers, result, now, not_before)
-            await self._write_payroll(connection, payroll, pics, result, now, not_before)
-            await self._lapse(connection, lapsing, payers, pics, result, now, not_before)
+        with _cyclic_gc_paused():
+            async with self._database.begin() as connection:
+                terms = await dues_queries.dues_terms(connection)
+                paid = await dues_queries.confirmed_months(connection)
+                pics = await dues_queries.pics_by_opd(connection)
+                reminders, payroll, lapsing = self._compute(terms, paid, today)
+                existing = await dues_queries.existing_keys(
+                    connection,
+                    {reminder.key[: reminder.key.rindex(":") + 1] for reminder in reminders},
+                )
+                missing = [reminder for reminder in reminders if reminder.key not in existing]
+                # One read of the names and accounts for both the new reminders and the lapses.
+                payers = await dues_queries.payers(
+                    connection,
+                    [reminder.terms[0] for reminder in missing]
+                    + [row.sponsorship_id for row in lapsing],
+                )
+                await self._write_reminders(connection, missing, payers, result, now, not_before)
+                await self._write_payroll(connection, payroll, pics, result, now, not_before)
+                await self._lapse(connection, lapsing, payers, pics, result, now, not_before)
         log.info("reminders for %s: %s", today, result)
         return result
 
