@@ -22,12 +22,16 @@ recorded before a reminder went out cancels it: `cancel_reminders`, called in
 the payment's transaction. Reminders are due at 08:00 local time; the
 dispatcher holds them during quiet hours anyway.
 
-Cost: three set-based reads (sponsorships with their payer, confirmed payment
-months, PICs), then `dues_status` only for sponsorships whose first unpaid
-month is due within five days or already overdue (nothing else can need a
-notice today), one IN-list lookup of the keys those would get, rendering only
-of the missing ones, and batched INSERT ... ON CONFLICT DO NOTHING. A re-run
-the same day therefore computes, looks up and writes nothing new.
+Cost (`bench/bench_reminders.py`, 144,000 sponsorships, 900,000 payments,
+104,000 notices: first run 2.5 s, re-run 0.9 s on SQLite): three set-based
+reads (the sponsorships' terms, the confirmed months aggregated per
+sponsorship in SQL, the PICs); `dues_status` once per distinct input (first
+month, plan, funding, paid run), since thousands of sponsorships share one;
+one index range scan per (kind, period) for the keys already planned; names
+and accounts read only for new notices; rows written in executemany batches
+with ON CONFLICT DO NOTHING. A re-run the same day renders and writes nothing.
+Everything happens in one transaction: a payment recorded meanwhile waits for
+it (SQLite) or is seen by the lapse update's own check (`mark_lapsed`).
 """
 
 from __future__ import annotations

@@ -591,3 +591,27 @@ async def delete_pending(connection: AsyncConnection, keys: Iterable[str]) -> in
         )
         removed += max(result.rowcount, 0)
     return removed
+
+
+async def escalations_by_opd(connection: AsyncConnection, *, since: datetime) -> dict[int, int]:
+    """How many escalations ("two months unpaid") were planned since `since`, per OPD.
+
+    For the PIC's digest line about sponsors whose protection is at risk. The
+    sponsorship id is the last part of a reminder key.
+    """
+    result = await connection.execute(
+        select(Outbox.dedupe_key).where(
+            Outbox.kind == "reminder.escalation", Outbox.created_at > since
+        )
+    )
+    ids = sorted({int(key.rsplit(":", 1)[1]) for key in result.scalars()})
+    counts: dict[int, int] = {}
+    for part in chunked(ids):
+        rows = await connection.execute(
+            select(Sponsorship.opd_id, func.count())
+            .where(Sponsorship.id.in_(part))
+            .group_by(Sponsorship.opd_id)
+        )
+        for opd_id, count in rows.tuples():
+            counts[opd_id] = counts.get(opd_id, 0) + int(count)
+    return counts
