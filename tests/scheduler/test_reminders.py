@@ -30,6 +30,7 @@ from domain.vocabulary import (
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
 from scheduler.reminders import PlanResult, ReminderPlanner, cancel_reminders
+from storage.dues_queries import escalations_by_opd
 from storage.models import (
     Asn,
     AuditLog,
@@ -41,7 +42,6 @@ from storage.models import (
     Sponsorship,
     Worker,
 )
-from storage.dues_queries import escalations_by_opd
 from storage.outbox import claim_due
 from tests.fakes.clock import FrozenClock
 
