@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
@@ -435,6 +436,9 @@ async def insert_notices(
         return _insert_sqlite(
             connection, driver.sqlite3_connection, notices, now=now, not_before=not_before
         )
+    if connection.dialect.driver == "asyncpg":
+        driver = (await connection.get_raw_connection()).driver_connection
+        return await _insert_asyncpg(driver, notices, now=now, not_before=not_before)
     written: set[str] = set()
     statement = (
         insert_for(connection.dialect.name)(Outbox)
@@ -462,6 +466,47 @@ async def insert_notices(
             ],
         )
         written.update(result.scalars())
+    return written
+
+
+#: PostgreSQL: a whole batch as arrays in one statement (one round trip, no per-row binds).
+_INSERT_UNNEST = f"""
+INSERT INTO outbox ({", ".join(_OUTBOX_COLUMNS)})
+SELECT k, c, r, d, b, t, p::json, 'pending', $8, 0, $9
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[]) AS u(k, c, r, d, b, t, p)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING dedupe_key
+"""
+
+#: Rows per unnest statement.
+_UNNEST_BATCH = 20_000
+
+
+async def _insert_asyncpg(
+    driver: Any, notices: Sequence[PlannedNotice], *, now: datetime, not_before: datetime
+) -> set[str]:
+    """The PostgreSQL path of `insert_notices`, on the asyncpg connection of the transaction.
+
+    SQLAlchemy's INSERT ... RETURNING over 100,000 rows took 3.1 s, mostly
+    binding parameters row by row; `unnest` of seven arrays does it in one
+    statement per batch.
+    """
+    written: set[str] = set()
+    for part in chunked(notices, _UNNEST_BATCH):
+        rows = await driver.fetch(
+            _INSERT_UNNEST,
+            [notice.dedupe_key for notice in part],
+            [notice.channel.value for notice in part],
+            [notice.recipient for notice in part],
+            [notice.kind for notice in part],
+            [notice.body for notice in part],
+            [_template(notice.kind) for notice in part],
+            [json.dumps(notice.params) for notice in part],
+            not_before,
+            now,
+        )
+        written.update(row[0] for row in rows)
     return written
 
 
