@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import PaymentPlan, PaymentStatus, SponsorshipStatus
 from storage import payments
-from storage.models import Payment, Pic, Sponsorship
+from storage.models import ChannelAccount, Payment, Pic, Sponsorship
 from storage.workbench import ChangeProblem
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK
 from tests.fakes.workbench import Office, activate, build_office
@@ -33,17 +33,23 @@ async def pic_ids(office: Office) -> tuple[int, int]:
 
 async def test_record_confirm_and_reject_within_the_pics_opd(office: Office) -> None:
     siti, joko = await office.sponsorships()
+    async with office.sessionmaker() as session:
+        account = (
+            await session.execute(
+                select(ChannelAccount.id).where(ChannelAccount.external_id == "1001")
+            )
+        ).scalar_one()
     assert siti.status is SponsorshipStatus.ACTIVE
     pic_id, opd_id = await pic_ids(office)
     other_opd = await office.opd_id("BKL-DIKBUD")
     async with office.sessionmaker.kw["bind"].begin() as connection:
         quarter = await payments.record(
             connection, sponsorship_id=siti.id, first_month=DEC, months=3, amount=50_400,
-            receipt_file_ref="photo-1", account_id=1, now=office.clock(),
+            receipt_file_ref="photo-1", account_id=account, now=office.clock(),
         )  # fmt: skip
         month = await payments.record(
             connection, sponsorship_id=joko.id, first_month=DEC, months=1, amount=16_800,
-            receipt_file_ref=None, account_id=1, now=office.clock(),
+            receipt_file_ref=None, account_id=account, now=office.clock(),
         )  # fmt: skip
         waiting, total = await payments.to_confirm(connection, opd_id=opd_id, limit=5)
         assert total == 2 and [p.id for p in waiting] == [quarter, month]
