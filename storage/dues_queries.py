@@ -638,25 +638,12 @@ async def delete_pending(connection: AsyncConnection, keys: Iterable[str]) -> in
     return removed
 
 
-async def escalations_by_opd(connection: AsyncConnection, *, since: datetime) -> dict[int, int]:
-    """How many escalations ("two months unpaid") were planned since `since`, per OPD.
-
-    For the PIC's digest line about sponsors whose protection is at risk. The
-    sponsorship id is the last part of a reminder key.
-    """
+async def cancel_payroll_lines(connection: AsyncConnection, *, opd_id: int, month: date) -> int:
+    """Delete the still-pending payroll reminders of one OPD about `month` (it was marked paid)."""
     result = await connection.execute(
-        select(Outbox.dedupe_key).where(
-            Outbox.kind == "reminder.escalation", Outbox.created_at > since
+        delete(Outbox).where(
+            Outbox.dedupe_key.like(f"reminder:payroll:%:{opd_id}:%:{month_start(month):%Y-%m}"),
+            Outbox.status == OutboxStatus.PENDING,
         )
     )
-    ids = sorted({int(key.rsplit(":", 1)[1]) for key in result.scalars()})
-    counts: dict[int, int] = {}
-    for part in chunked(ids):
-        rows = await connection.execute(
-            select(Sponsorship.opd_id, func.count())
-            .where(Sponsorship.id.in_(part))
-            .group_by(Sponsorship.opd_id)
-        )
-        for opd_id, count in rows.tuples():
-            counts[opd_id] = counts.get(opd_id, 0) + int(count)
-    return counts
+    return max(result.rowcount, 0)

@@ -26,7 +26,7 @@ from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
 from handlers.parsing import TextProblem, parse_note
 from handlers.types import Document, Option, Reply
-from storage import payments, workbench
+from storage import dues_queries, payments, workbench
 from storage.audit import Actor
 from storage.collective import collective_rows, preview_import
 from storage.collective_file import KpjFileError, read_kpj_file, write_collective_xlsx
@@ -748,6 +748,9 @@ async def payroll_month(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
             amount=amount,
             pic_id=role.pic_id,
             now=ctx.now,
+        )
+        await dues_queries.cancel_payroll_lines(
+            ctx.repo.connection, opd_id=role.opd_id, month=month
         )
         return [
             Reply(

@@ -173,3 +173,44 @@ async def test_no_payment_for_a_lapsed_sponsorship(office: Office) -> None:
     assert "sudah nonaktif karena tunggakan 3 bulan" in office.asn.text
     assert "daftarkan ulang melalui PIC" in office.asn.text
     assert await all_payments(office) == []
+
+
+async def test_marking_a_payroll_month_paid_cancels_the_pics_unsent_reminder(
+    office: Office,
+) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import update
+
+    from domain.tariff import DEFAULT_TARIFF, FundingSource
+    from domain.vocabulary import PaymentPlan
+    from domain.workdays import WorkCalendar
+    from handlers.i18n import Catalogs
+    from scheduler.reminders import ReminderPlanner
+    from storage.models import Sponsorship
+
+    async with office.sessionmaker.kw["bind"].begin() as connection:
+        await connection.execute(
+            update(Sponsorship).values(
+                plan=PaymentPlan.PAYROLL_DEDUCTION, funding_source=FundingSource.PAYROLL_DEDUCTION
+            )
+        )
+    office.clock.now = datetime(2026, 12, 10, 1, 0, tzinfo=UTC)
+    await ReminderPlanner(
+        office.sessionmaker.kw["bind"],
+        Catalogs(),
+        office.clock,
+        timezone=ZoneInfo("Asia/Jakarta"),
+        calendar=WorkCalendar(()),
+        tariff=DEFAULT_TARIFF,
+    ).plan()
+    (line,) = [row for row in await office.outbox() if row.kind.startswith("reminder")]
+    assert line.recipient == "2001"  # the PIC, not the ASN
+    await office.pic.say("pic")
+    await office.pic.press("Potong gaji")
+    await office.pic.press("Desember 2026 lunas")
+    assert "Desember 2026 tercatat lunas untuk 1 peserta" in office.pic.text
+    assert [row for row in await office.outbox() if row.kind.startswith("reminder")] == []
+    (payment,) = await all_payments(office)
+    assert payment.status is PaymentStatus.CONFIRMED and payment.payroll

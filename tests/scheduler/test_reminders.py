@@ -30,7 +30,6 @@ from domain.vocabulary import (
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
 from scheduler.reminders import PlanResult, ReminderPlanner, cancel_reminders
-from storage.dues_queries import escalations_by_opd
 from storage.models import (
     Asn,
     AuditLog,
@@ -376,11 +375,6 @@ async def test_unpaid_months_overdue_escalation_then_lapse_with_both_notices_onc
     ]
     assert [local_day(row) for row in escalation] == [date(2026, 5, 16)]
     assert "2 bulan" in escalation[0].body
-    async with world.engine.connect() as connection:
-        since_may = datetime(2026, 5, 1, tzinfo=UTC)
-        assert await escalations_by_opd(connection, since=since_may) == {world.opd_id: 1}
-        since_june = datetime(2026, 6, 1, tzinfo=UTC)
-        assert await escalations_by_opd(connection, since=since_june) == {}
     assert [(row.recipient, local_day(row)) for row in lapsed_asn] == [
         (ASN_CHAT, date(2026, 6, 16))
     ]
