@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import date, datetime
+from typing import ClassVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -275,13 +276,19 @@ class PayrollStatementStep(Step):
     name = "payroll_statement"
     help_key = "enroll.help.payroll_statement"
     free_text = False
+    #: Where "choose another plan" leads.
+    plan_step: ClassVar[str] = "plan"
 
     def applies(self, ctx: Context) -> bool:
         return ctx.state.data.get("plan") == PaymentPlan.PAYROLL_DEDUCTION.value
 
-    async def ask(self, ctx: Context) -> list[Reply]:
+    async def monthly_amount(self, ctx: Context) -> int:
+        """The monthly deduction the statement names (next month's tariff)."""
         month = add_months(ctx.today.replace(day=1), 1)
-        amount = _plan_amount(ctx, PaymentPlan.PAYROLL_DEDUCTION, month)
+        return _plan_amount(ctx, PaymentPlan.PAYROLL_DEDUCTION, month)
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        amount = await self.monthly_amount(ctx)
         return [
             Reply(
                 ctx.t("enroll.payroll_statement", amount=ctx.t.money(amount)),
@@ -294,7 +301,7 @@ class PayrollStatementStep(Step):
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
         if answer.choice == "other":
-            return Goto(PlanStep.name)
+            return Goto(self.plan_step)
         ctx.state.data["payroll_agreed_at"] = ctx.now.isoformat()
         return Next()
 

@@ -17,7 +17,7 @@ from domain.tariff import FundingSource
 from domain.vocabulary import ConsentPurpose, ConsentSubject, PaymentPlan
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Next, Outcome, Step
-from handlers.flows.enrollment import PAYROLL_STATEMENT_VERSION
+from handlers.flows.enrollment import PAYROLL_STATEMENT_VERSION, PayrollStatementStep
 from handlers.flows.payment import status_of
 from handlers.types import Reply
 from storage import payments
@@ -89,44 +89,24 @@ class NewPlanStep(Step):
         return Goto(ConfirmChangeStep.name)
 
 
-class StatementStep(Step):
+class StatementStep(PayrollStatementStep):
+    """The statement of willingness, naming the deduction from the change's first month."""
+
     name = "statement"
-    help_key = "enroll.help.payroll_statement"
-    free_text = False
+    plan_step = "new_plan"
 
-    def applies(self, ctx: Context) -> bool:
-        return ctx.state.data.get("plan") == PaymentPlan.PAYROLL_DEDUCTION.value
-
-    async def ask(self, ctx: Context) -> list[Reply]:
+    async def monthly_amount(self, ctx: Context) -> int:
         sponsorship = await _sponsorship(ctx)
         status = await status_of(ctx, sponsorship)
-        amount = ctx.config.tariff.dues_for_months(
+        return ctx.config.tariff.dues_for_months(
             plan_change_from(status), 1, funding=FundingSource.PAYROLL_DEDUCTION
         )
-        return [
-            Reply(
-                ctx.t("enroll.payroll_statement", amount=ctx.t.money(amount)),
-                options=(
-                    ctx.option("agree", ctx.t("enroll.payroll.agree")),
-                    ctx.option("other", ctx.t("enroll.payroll.other_plan")),
-                ),
-            )
-        ]
-
-    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        if answer.choice == "other":
-            return Goto(NewPlanStep.name)
-        ctx.state.data["payroll_agreed_at"] = ctx.now.isoformat()
-        return Next()
 
 
 class ConfirmChangeStep(Step):
     name = "confirm_change"
     help_key = "plan_change.help"
     free_text = False
-
-    def applies(self, ctx: Context) -> bool:
-        return False  # reached by Goto/Next only
 
     async def ask(self, ctx: Context) -> list[Reply]:
         sponsorship = await _sponsorship(ctx)

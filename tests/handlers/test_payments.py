@@ -214,3 +214,37 @@ async def test_marking_a_payroll_month_paid_cancels_the_pics_unsent_reminder(
     assert [row for row in await office.outbox() if row.kind.startswith("reminder")] == []
     (payment,) = await all_payments(office)
     assert payment.status is PaymentStatus.CONFIRMED and payment.payroll
+
+
+async def test_plan_change_to_payroll_records_the_statement_of_willingness(
+    office: Office,
+) -> None:
+    from domain.vocabulary import ConsentPurpose
+    from storage.models import ConsentRecord, Sponsorship
+
+    await office.asn.say("/pekerja")
+    await office.asn.press("Ubah cara bayar")
+    await office.asn.press("potong gaji")
+    assert "Rp16.800" in office.asn.text  # the monthly deduction the statement names
+    await office.asn.press("Pilih cara bayar lain")
+    assert "Ganti menjadi" in office.asn.text
+    await office.asn.press("potong gaji")
+    await office.asn.press("Saya bersedia")
+    assert "mulai Desember 2026" in office.asn.text
+    await office.asn.press("Ubah cara bayar")
+    async with office.sessionmaker() as session:
+        row = (await session.execute(select(Sponsorship))).scalar_one()
+        consents = (
+            (
+                await session.execute(
+                    select(ConsentRecord).where(
+                        ConsentRecord.purpose == ConsentPurpose.PAYROLL_DEDUCTION
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert row.next_plan is not None and row.next_plan.value == "payroll_deduction"
+    assert row.next_plan_from == date(2026, 12, 1)
+    assert [c.sponsorship_id for c in consents] == [row.id]
