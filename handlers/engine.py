@@ -248,8 +248,7 @@ class Engine:
             and await ctx.pic() is not None
         ):
             # A PIC's file is a KPJ file from BPJS, whatever they were doing.
-            if flow_now := self._flows.get(state.flow or ""):
-                self._park(ctx, flow_now)
+            self._park_running(ctx)
             role = await ctx.pic()
             assert role is not None
             return await pic.import_file(ctx, role)
@@ -382,6 +381,12 @@ class Engine:
                 "history": state.history,
             }
         self._end_flow(ctx)
+
+    def _park_running(self, ctx: Context) -> None:
+        """Park the running flow, if any, before doing something else."""
+        flow = self._flows.get(ctx.state.flow or "")
+        if flow is not None:
+            self._park(ctx, flow)
 
     def _draft_title(self, ctx: Context) -> str:
         draft = ctx.state.draft or {}
@@ -532,9 +537,7 @@ class Engine:
             return await self._start_flow(ctx, HandoverFlow.name)
         if head == "pic_payments":
             return await self._start_flow(ctx, PaymentsFlow.name)
-        state = ctx.state
-        if state.flow and (flow := self._flows.get(state.flow)) is not None:
-            self._park(ctx, flow)
+        self._park_running(ctx)
         if head == "pic_export":
             return await pic.export(ctx, role)
         if head == "pic_submit":
@@ -557,9 +560,7 @@ class Engine:
 
     async def _redeem(self, ctx: Context, code: str) -> list[Reply]:
         """An invite code typed or arriving through a deep link: the person becomes PIC."""
-        state = ctx.state
-        if state.flow and (flow := self._flows.get(state.flow)) is not None:
-            self._park(ctx, flow)
+        self._park_running(ctx)
         result = await redeem_invite(
             ctx.repo.connection, code=code, account_id=ctx.account.id, now=ctx.now
         )
@@ -571,8 +572,7 @@ class Engine:
 
     async def _start_correction(self, ctx: Context, arg: str) -> list[Reply]:
         state = ctx.state
-        if state.flow and (flow := self._flows.get(state.flow)) is not None:
-            self._park(ctx, flow)
+        self._park_running(ctx)
         loaded = await correction.load(ctx, int(arg) if arg.isdigit() else -1)
         if isinstance(loaded, str):
             return [Reply(loaded), *await menus.my_workers(ctx)]

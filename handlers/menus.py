@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from domain.dues import due_date, dues_status
+from domain.dues import due_date
 from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
+from handlers.flows.payment import dues_of
 from handlers.types import Option, Reply
 from storage import payments
 
@@ -126,17 +127,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
         if sponsorship.kpj:
             lines[-1] += "\n" + t("workers.kpj", kpj=sponsorship.kpj)
         if sponsorship.status in payments.DUES_BEARING:
-            status = dues_status(
-                first_month=sponsorship.first_month,
-                plan=sponsorship.plan,
-                funding=sponsorship.funding_source,
-                paid_months=paid[sponsorship.id],
-                today=ctx.today,
-                calendar=ctx.config.calendar,
-                tariff=ctx.config.tariff,
-                next_plan=sponsorship.next_plan,
-                next_plan_from=sponsorship.next_plan_from,
-            )
+            status = dues_of(ctx, sponsorship, paid[sponsorship.id])
             lines[-1] += "\n" + t(
                 "workers.dues",
                 paid_until=t.month(status.paid_until)

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -53,7 +54,7 @@ class DigestPlanner:
         catalogs: Catalogs,
         clock: Clock,
         *,
-        timezone: object,
+        timezone: ZoneInfo,
         calendar: WorkCalendar,
         send_at: time,
         tariff: TariffTable = DEFAULT_TARIFF,
@@ -69,7 +70,7 @@ class DigestPlanner:
     async def plan(self) -> int:
         """Plan today's digests; returns how many were written (0 on a holiday)."""
         now = self._clock()
-        local = now.astimezone(self._timezone)  # type: ignore[arg-type]
+        local = now.astimezone(self._timezone)
         today = local.date()
         if not self._calendar.is_working_day(today):
             log.info("digest: %s is not a working day", today)

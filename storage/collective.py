@@ -39,8 +39,6 @@ _sponsorship = Sponsorship.__table__.c
 _worker = Worker.__table__.c
 _asn = Asn.__table__.c
 
-# Open sponsorships as the partial index's own predicate (see storage.models).
-_IS_OPEN = SPONSORSHIP_IS_OPEN
 
 #: Values per IN list: well under SQLite's and PostgreSQL's bind-parameter limits.
 LOOKUP_CHUNK = 1000
@@ -407,7 +405,7 @@ async def _open_sponsorships(
             _sponsorship.kpj,
         )
         .join_from(Worker.__table__, Sponsorship.__table__, _sponsorship.worker_id == _worker.id)
-        .where(_IS_OPEN)
+        .where(SPONSORSHIP_IS_OPEN)  # the partial index's own predicate
     )
     found: dict[bytes, _OpenSponsorship] = {}
     for chunk in _chunks(hashes):

@@ -55,19 +55,27 @@ async def _sponsorship(ctx: Context) -> Sponsorship:
     return row
 
 
-async def status_of(ctx: Context, sponsorship: Sponsorship) -> DuesStatus:
-    paid = await payments.paid_months(ctx.repo.connection, [sponsorship.id])
+def dues_of(ctx: Context, sponsorship: Sponsorship, paid: set[date]) -> DuesStatus:
+    """The sponsorship's dues as of today, from its confirmed months `paid`."""
     return dues_status(
         first_month=sponsorship.first_month,
         plan=sponsorship.plan,
         funding=sponsorship.funding_source,
-        paid_months=paid[sponsorship.id],
+        paid_months=paid,
         today=ctx.today,
         calendar=ctx.config.calendar,
         tariff=ctx.config.tariff,
         next_plan=sponsorship.next_plan,
         next_plan_from=sponsorship.next_plan_from,
     )
+
+
+async def confirmed_months(ctx: Context, sponsorship: Sponsorship) -> set[date]:
+    return (await payments.paid_months(ctx.repo.connection, [sponsorship.id]))[sponsorship.id]
+
+
+async def status_of(ctx: Context, sponsorship: Sponsorship) -> DuesStatus:
+    return dues_of(ctx, sponsorship, await confirmed_months(ctx, sponsorship))
 
 
 def amount_for(ctx: Context, first: date, months: int, funding: FundingSource) -> int:
@@ -134,14 +142,13 @@ class MonthsStep(Step):
             return Invalid(ctx.t("pay.months_invalid"))
         count = int(typed)
         sponsorship = await _sponsorship(ctx)
-        status = await status_of(ctx, sponsorship)
+        paid = await confirmed_months(ctx, sponsorship)
+        status = dues_of(ctx, sponsorship, paid)
         months = [add_months(status.next_month, i) for i in range(count)]
         problem = check_payment(
             months=months,
             status=sponsorship.status,
-            paid_months=(await payments.paid_months(ctx.repo.connection, [sponsorship.id]))[
-                sponsorship.id
-            ],
+            paid_months=paid,
             today=ctx.today,
             max_months_ahead=ctx.config.max_months_ahead,
             typed_amount=None,
@@ -253,7 +260,7 @@ class ConfirmStep(Step):
         data = ctx.state.data
         sponsorship = await _sponsorship(ctx)
         if sponsorship.status not in payments.DUES_BEARING:
-            return Done([Reply(ctx.t("pay.problem.not_active", max=0))])
+            return Done([Reply(ctx.t("pay.problem.not_active"))])
         first = date.fromisoformat(str(data["first"]))
         count = int(str(data["months"]))
         waiting = await payments.recorded_months(ctx.repo.connection, sponsorship.id)

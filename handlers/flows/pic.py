@@ -22,6 +22,7 @@ from domain.kpj import KpjProblem, parse_kpj
 from domain.months import add_months
 from domain.tariff import FundingSource
 from domain.vocabulary import BatchStatus, ReturnReason
+from domain.vocabulary import SponsorshipStatus as S
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
 from handlers.parsing import TextProblem, parse_note
@@ -40,10 +41,6 @@ XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PREVIEW_EXAMPLES = 10
 #: Cards offered one by one in the hand-over step.
 CARDS_SHOWN = 8
-
-
-async def require_pic(ctx: Context) -> PicRole | None:
-    return await ctx.pic()
 
 
 def not_a_pic(ctx: Context) -> Reply:
@@ -83,8 +80,6 @@ async def home(ctx: Context, role: PicRole) -> Reply:
     t = ctx.t
     summary = await workbench.opd_summary(ctx.repo.connection, role.opd_id)
     _, to_confirm = await payments.to_confirm(ctx.repo.connection, opd_id=role.opd_id, limit=0)
-    from domain.vocabulary import SponsorshipStatus as S
-
     text = t(
         "pic.home",
         opd=role.opd_name,
@@ -240,7 +235,7 @@ async def import_file(ctx: Context, role: PicRole) -> list[Reply]:
     """A file from BPJS: read it, preview it, keep the preview until the PIC decides."""
     t = ctx.t
     event = ctx.event
-    name = event.file_name or "berkas"
+    name = event.file_name or t("pic.import.unnamed_file")
     if event.file_too_large:
         return [Reply(t("pic.import.too_large"), options=(_back_home(ctx),))]
     if event.file_content is None:
@@ -356,7 +351,6 @@ async def _next(ctx: Context, role: PicRole, notice: str) -> Outcome:
     """Move to the next waiting enrollment, or end when the queue is done."""
     data = ctx.state.data
     data.pop("sid", None)
-    data.pop("reason_code", None)
     item, _ = await _current(ctx, role)
     if item is None:
         return Done([Reply(notice), Reply(ctx.t("pic.queue.empty"))], show_menu=False)

@@ -50,6 +50,14 @@ class Office:
         await self.asn.enroll_until_summary(nik=nik, name=name)
         await self.asn.press("Kirim ke PIC")
 
+    async def record_payment(self, months: int = 1) -> None:
+        """The ASN records `months` at the tariff amount, without a receipt."""
+        await self.asn.say("bayar")
+        await self.asn.press(f"{months} bulan")
+        await self.asn.press("sesuai tarif")
+        await self.asn.press("Lewati")
+        await self.asn.press("Catat pembayaran")
+
     async def enroll_two(self) -> None:
         await self.enroll()
         await self.enroll(nik=OTHER_NIK, name="Joko Susilo")

@@ -68,11 +68,7 @@ async def test_record_a_quarter_with_receipt_then_the_pic_confirms(office: Offic
 
 
 async def test_rejected_payment_tells_the_asn_why(office: Office) -> None:
-    await office.asn.say("bayar")
-    await office.asn.press("1 bulan")
-    await office.asn.press("sesuai tarif")
-    await office.asn.press("Lewati")
-    await office.asn.press("Catat pembayaran")
+    await office.record_payment()
     # The same months again while the first record waits for the PIC.
     await office.asn.say("bayar")
     await office.asn.press("1 bulan")
@@ -108,11 +104,7 @@ async def test_typed_months_beyond_the_prepayment_limit(office: Office) -> None:
 async def test_plan_change_waits_for_the_end_of_a_prepaid_quarter(office: Office) -> None:
     from storage.models import Sponsorship
 
-    await office.asn.say("bayar")
-    await office.asn.press("3 bulan")
-    await office.asn.press("sesuai tarif")
-    await office.asn.press("Lewati")
-    await office.asn.press("Catat pembayaran")
+    await office.record_payment(3)
     await office.pic.say("pic")
     await office.pic.press("Konfirmasi pembayaran")
     await office.pic.press("Konfirmasi")
@@ -153,11 +145,7 @@ async def test_a_recorded_payment_cancels_the_unsent_reminder_of_its_month(offic
     await planner.plan()
     reminders = [row for row in await office.outbox() if row.kind.startswith("reminder")]
     assert len(reminders) == 1 and "Desember 2026" in reminders[0].body
-    await office.asn.say("bayar")
-    await office.asn.press("1 bulan")
-    await office.asn.press("sesuai tarif")
-    await office.asn.press("Lewati")
-    await office.asn.press("Catat pembayaran")
+    await office.record_payment()
     assert [row for row in await office.outbox() if row.kind.startswith("reminder")] == []
 
 

@@ -80,11 +80,7 @@ async def test_payments_to_confirm_are_news_for_the_digest(office: Office) -> No
     assert await planner(office).plan() == 1  # the card to hand out
     office.clock.advance(timedelta(days=1))
     assert await planner(office).plan() == 0
-    await office.asn.say("bayar")
-    await office.asn.press("1 bulan")
-    await office.asn.press("sesuai tarif")
-    await office.asn.press("Lewati")
-    await office.asn.press("Catat pembayaran")
+    await office.record_payment()
     office.clock.advance(timedelta(days=1))
     assert await planner(office).plan() == 1
     latest = (await office.outbox("digest"))[-1]
