@@ -135,6 +135,32 @@ class OutboxStatus(StrEnum):
     FAILED = "failed"
 
 
+class DeliveryStatus(StrEnum):
+    """What the platform reports about a sent message (WhatsApp status webhooks).
+
+    Statuses arrive in any order; `rank` orders them so a row never moves
+    backwards: a late "sent" after "read" changes nothing. "failed" outranks
+    "sent" only (a message delivered or read did reach the person).
+    """
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+    @property
+    def rank(self) -> int:
+        return _DELIVERY_RANK[self]
+
+
+_DELIVERY_RANK = {
+    DeliveryStatus.SENT: 1,
+    DeliveryStatus.FAILED: 2,
+    DeliveryStatus.DELIVERED: 3,
+    DeliveryStatus.READ: 4,
+}
+
+
 class ReturnReason(StrEnum):
     """Common reasons a PIC returns an enrollment; each names the fields to correct."""
 

@@ -36,6 +36,7 @@ from domain.vocabulary import (
     Channel,
     ConsentPurpose,
     ConsentSubject,
+    DeliveryStatus,
     EmploymentType,
     ImportStatus,
     Language,
@@ -163,6 +164,8 @@ class Worker(Base):
     district: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: Set when the worker's personal data was erased on their request (SPEC 7).
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 #: SPEC 3's "open" sponsorship (any status but lapsed/ended) as literal SQL, the
@@ -450,6 +453,42 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    #: The platform's id of the message as sent (WhatsApp `wamid`), for status webhooks.
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    #: What the platform last reported (WhatsApp sent/delivered/read/failed); never moves back.
+    delivery_status: Mapped[DeliveryStatus | None] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status")
+    )
+    delivery_status_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    #: Send only as the approved template (WhatsApp said the 24-hour window is closed: 131047).
+    template_only: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+
+
+class WhatsappInbound(Base):
+    """A WhatsApp message as the webhook received it, before the engine handled it.
+
+    The webhook answers 200 only after this row committed (Meta retries for days,
+    so whatever is here is never asked for again); `message_id` (the `wamid`) is
+    unique, so a delivery repeated or racing itself is one row. The payload may
+    hold a NIK: it is stored encrypted, like a parked update. A background task
+    feeds unprocessed rows to the engine in arrival order per sender and sets
+    `processed_at`.
+    """
+
+    __tablename__ = "whatsapp_inbound"
+    __table_args__ = (Index("ix_whatsapp_inbound_pending", "processed_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(128), unique=True)
+    #: The sender as the engine knows them (wa_id, or the business-scoped user id).
+    sender_id: Mapped[str] = mapped_column(String(64))
+    payload_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(String(200))
 
 
 class Payment(Base):
