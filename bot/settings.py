@@ -110,6 +110,42 @@ class TelegramSettings(BaseSettings):
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, le=20 * 1024 * 1024)
 
 
+class WhatsAppSettings(BaseSettings):
+    """The WhatsApp Cloud API channel (bot/whatsapp/), env prefix WHATSAPP_.
+
+    The channel runs when `phone_number_id` and `access_token` are set; the
+    webhook then needs `app_secret` (X-Hub-Signature-256) and `verify_token`
+    (the GET handshake).
+    """
+
+    model_config = _group("WHATSAPP_")
+
+    phone_number_id: str = ""
+    access_token: SecretStr | None = None
+    #: The Meta app's secret: every webhook POST must carry its HMAC-SHA256 of the body.
+    app_secret: SecretStr | None = None
+    #: Echoed back in the GET verification handshake when it matches hub.verify_token.
+    verify_token: SecretStr | None = None
+    #: Graph API base URL without the version: a BSP's proxy or the tests' fake.
+    api_base: str = "https://graph.facebook.com"
+    #: Graph API version, as in https://graph.facebook.com/v<version>/.
+    api_version: str = "24.0"
+    webhook_path: str = "/whatsapp/webhook"
+    #: Webhook bodies above this are refused (413) before they are read. Meta's
+    #: own payloads are a few kilobytes.
+    max_body_bytes: int = Field(1024 * 1024, ge=16 * 1024, le=16 * 1024 * 1024)
+    #: Proactive message kinds -> approved template name, language and parameters.
+    templates_file: Path = Path("data/whatsapp_templates.json")
+    #: Documents larger than this are not downloaded (the engine is told).
+    max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, le=100 * 1024 * 1024)
+    #: After this many failed attempts an inbound message is parked (failed_update).
+    max_update_attempts: int = Field(5, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.phone_number_id) and self.access_token is not None
+
+
 class DispatcherSettings(BaseSettings):
     """The outbox dispatcher (scheduler/dispatcher.py), env prefix DISPATCH_."""
 
@@ -120,6 +156,10 @@ class DispatcherSettings(BaseSettings):
     telegram_rate_per_s: float = Field(25.0, gt=0, le=1000)
     #: At most one message per this many seconds to one Telegram chat.
     telegram_chat_interval_s: float = Field(1.0, ge=0)
+    #: WhatsApp messages per second from our number (Cloud API: 80 by default).
+    whatsapp_rate_per_s: float = Field(70.0, gt=0, le=1000)
+    #: At most one message per this many seconds to one WhatsApp user (Meta's pair rate limit).
+    whatsapp_chat_interval_s: float = Field(6.0, ge=0)
     #: Rows claimed per tick; with `tick_interval_s` it bounds the throughput
     #: (50 rows every 2 s = 25/s), so keep it >= rate * interval.
     batch_size: int = Field(50, ge=1, le=10_000)
@@ -155,6 +195,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     program: ProgramSettings = Field(default_factory=ProgramSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)
     dispatch: DispatcherSettings = Field(default_factory=DispatcherSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 

@@ -50,6 +50,9 @@ class InboundEvent:
     contact_phone: str | None = None
     #: True when the shared contact is the sender's own (Telegram: contact.user_id == from.id).
     contact_is_own: bool = False
+    #: The sender's own phone number as the platform vouches for it (WhatsApp: the
+    #: `wa_id`, as E.164 "+62..."); registration then does not ask for it.
+    sender_phone: str | None = None
     #: A platform file reference (Telegram file_id, WhatsApp media id) for photos/documents.
     file_ref: str | None = None
     file_name: str | None = None
