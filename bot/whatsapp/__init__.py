@@ -1,0 +1,1 @@
+"""The WhatsApp Cloud API channel (pywa): webhook in, replies and outbox notices out."""
