@@ -159,7 +159,8 @@ class Worker(Base):
     full_name: Mapped[str] = mapped_column(String(120))
     birth_date: Mapped[date] = mapped_column(Date)
     sex: Mapped[Sex] = mapped_column(_enum(Sex, "sex"))
-    phone_e164: Mapped[str | None] = mapped_column(String(20))
+    #: Indexed: a WhatsApp sender is recognised as a worker by this number (SPEC 4.6).
+    phone_e164: Mapped[str | None] = mapped_column(String(20), index=True)
     village: Mapped[str] = mapped_column(String(120))
     district: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

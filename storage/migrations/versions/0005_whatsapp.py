@@ -1,4 +1,4 @@
-"""WhatsApp: the inbound journal, delivery statuses on the outbox, erased workers.
+"""WhatsApp: the inbound journal, delivery statuses on the outbox, workers by phone, erasure.
 
 Revision ID: 0005
 Revises: 0004
@@ -53,10 +53,12 @@ def upgrade() -> None:
 
     with op.batch_alter_table("worker", schema=None) as batch_op:
         batch_op.add_column(sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_index(batch_op.f("ix_worker_phone_e164"), ["phone_e164"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("worker", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_worker_phone_e164"))
         batch_op.drop_column("erased_at")
 
     with op.batch_alter_table("outbox", schema=None) as batch_op:
