@@ -7,7 +7,9 @@ send, so a restart re-sends at most the rows that were in flight (see
 storage/outbox.py for the one duplicate window that leaves).
 
 Pace, per channel (Telegram: `telegram_rate_per_s`, default 25, below the Bot
-API's ~30 messages/s so the conversation replies keep some room):
+API's ~30 messages/s so the conversation replies keep some room; WhatsApp:
+`whatsapp_rate_per_s`, default 70, below the Cloud API's 80 messages/s per
+number, and `whatsapp_chat_interval_s`, default 6 s, Meta's pair rate limit):
 
 - a sliding window: at most `rate` sends in any second. A window slot is freed
   one period after its send *completed*, so however requests are delayed on the
@@ -17,10 +19,13 @@ API's ~30 messages/s so the conversation replies keep some room):
   back to pending, spaced by the interval, without counting an attempt.
   (Channels without limits, the console, send a recipient's rows in order
   within the tick);
-- a `RetryAfter` (Telegram 429) pauses the whole channel for `retry_after`;
-  the row goes back to pending for that long, also without counting an attempt.
-  Rows of the batch not yet sent are handed back the same way, and the next
-  ticks claim nothing for that channel until the pause is over.
+- a `RetryAfter` (Telegram 429, WhatsApp 130429) pauses the whole channel for
+  `retry_after`; the row goes back to pending for that long, also without
+  counting an attempt. Rows of the batch not yet sent are handed back the same
+  way, and the next ticks claim nothing for that channel until the pause is over;
+- a `Deferred` (WhatsApp 131056, the pair rate limit) concerns one recipient:
+  the row goes back to pending for its `seconds` without counting an attempt,
+  the recipient's spacing starts again, and the channel keeps sending.
 
 Errors: `Transient` (network, 5xx, timeouts) retries with exponential back-off
 and jitter (`backoff_first_s` doubling up to `backoff_cap_s`, each delay drawn
@@ -63,6 +68,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.quiet_hours import QuietHours
 from domain.vocabulary import Channel
 from scheduler.sending import (
+    Deferred,
     OutgoingNotice,
     Permanent,
     RetryAfter,
@@ -93,6 +99,16 @@ class DispatcherSettings(Protocol):
     @property
     def telegram_chat_interval_s(self) -> float:
         """Minimum time between two messages to one Telegram chat."""
+        ...
+
+    @property
+    def whatsapp_rate_per_s(self) -> float:
+        """WhatsApp sends per second from our number, all recipients together."""
+        ...
+
+    @property
+    def whatsapp_chat_interval_s(self) -> float:
+        """Minimum time between two messages to one WhatsApp user."""
         ...
 
     @property
@@ -250,8 +266,14 @@ class RecipientSpacing:
 
     def sent(self, recipient: str) -> None:
         """Record that a send to `recipient` just completed (its last message, if several)."""
+        self.defer(recipient, self.interval)
+
+    def defer(self, recipient: str, seconds: float) -> None:
+        """Nothing more to `recipient` for `seconds` from now (and at least the interval)."""
         now = self._monotonic()
-        self._free_at[recipient] = now + self.interval
+        self._free_at[recipient] = max(
+            self._free_at.get(recipient, 0.0), now + max(seconds, self.interval)
+        )
         self._marks += 1
         if self._marks % self._PRUNE_EVERY == 0:
             self._free_at = {key: at for key, at in self._free_at.items() if at > now}
@@ -298,21 +320,19 @@ class Dispatcher:
         self._stopping = asyncio.Event()
 
     def _pace_for(self, channel: Channel) -> _Pace:
-        """The channel's limits. Only Telegram has them so far; WhatsApp adds its own."""
-        if channel is Channel.TELEGRAM:
-            return _Pace(
-                SlidingWindow(
-                    self._settings.telegram_rate_per_s,
-                    monotonic=self._monotonic,
-                    sleep=self._sleep,
-                ),
-                RecipientSpacing(
-                    self._settings.telegram_chat_interval_s,
-                    monotonic=self._monotonic,
-                    sleep=self._sleep,
-                ),
-            )
-        return _Pace(None, RecipientSpacing(0.0, monotonic=self._monotonic, sleep=self._sleep))
+        """The channel's limits from the settings (Telegram, WhatsApp); none for the console."""
+        settings = self._settings
+        limits = {
+            Channel.TELEGRAM: (settings.telegram_rate_per_s, settings.telegram_chat_interval_s),
+            Channel.WHATSAPP: (settings.whatsapp_rate_per_s, settings.whatsapp_chat_interval_s),
+        }.get(channel)
+        if limits is None:
+            return _Pace(None, RecipientSpacing(0.0, monotonic=self._monotonic, sleep=self._sleep))
+        rate, interval = limits
+        return _Pace(
+            SlidingWindow(rate, monotonic=self._monotonic, sleep=self._sleep),
+            RecipientSpacing(interval, monotonic=self._monotonic, sleep=self._sleep),
+        )
 
     @property
     def tick_interval_s(self) -> float:
@@ -408,9 +428,9 @@ class Dispatcher:
     ) -> tuple[list[list[ClaimedNotice]], list[tuple[ClaimedNotice, int]]]:
         """The claims to send now, one chain per recipient, and those to hand back.
 
-        On a channel with a per-recipient interval (Telegram) a chain holds one
-        claim and the recipient's others are handed back with their rank (1, 2,
-        ...), so a tick never sits out the interval. Without one (the console),
+        On a channel with a per-recipient interval (Telegram, WhatsApp) a chain
+        holds one claim and the recipient's others are handed back with their
+        rank (1, 2, ...), so a tick never sits out the interval. Without one (the console),
         a recipient's claims are sent one after another in the tick.
         """
         chains: dict[tuple[Channel, str], list[ClaimedNotice]] = {}
@@ -458,6 +478,9 @@ class Dispatcher:
             body=claim.body,
             template=claim.template,
             params=claim.params,
+            template_only=claim.template_only,
+            recipient_language=claim.recipient_language,
+            last_inbound_at=claim.last_inbound_at,
         )
         messages = sender.message_count(notice) if isinstance(sender, CountsMessages) else 1
         await pace.recipients.wait(claim.recipient)
@@ -481,6 +504,8 @@ class Dispatcher:
             pace.recipients.sent(claim.recipient)
         if isinstance(result, RetryAfter) and pace.window is not None:
             self._pause(claim.channel, pace.window, result.seconds)
+        elif isinstance(result, Deferred):
+            pace.recipients.defer(claim.recipient, result.seconds)
         await self._record(claim, result)
 
     @staticmethod
@@ -504,11 +529,15 @@ class Dispatcher:
     async def _record(self, claim: ClaimedNotice, result: SendResult) -> None:
         now = self._clock()
         match result:
-            case Sent():
+            case Sent(provider_message_id=provider_message_id):
                 await self._commit(
-                    claim, "sent", lambda connection: mark_sent(connection, claim, now=now)
+                    claim,
+                    "sent",
+                    lambda connection: mark_sent(
+                        connection, claim, now=now, provider_message_id=provider_message_id
+                    ),
                 )
-            case RetryAfter(seconds=seconds, error=error):
+            case RetryAfter(seconds=seconds, error=error) | Deferred(seconds=seconds, error=error):
                 await self._commit(
                     claim,
                     "retry after",

@@ -8,14 +8,22 @@ the `SendResult`. Senders never touch the database.
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from typing import Any, Protocol
 
-from domain.vocabulary import Channel
+from domain.vocabulary import Channel, Language
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class OutgoingNotice:
-    """One outbox row as a sender sees it."""
+    """One outbox row as a sender sees it.
+
+    The last three fields serve channels with a service window (WhatsApp):
+    `template_only` says the platform already refused the free-form text (send
+    the approved template), `recipient_language` is the language of the
+    recipient's account on this channel and `last_inbound_at` the time of their
+    last message to us (both None when they never wrote on this channel).
+    """
 
     outbox_id: int
     channel: Channel
@@ -24,11 +32,17 @@ class OutgoingNotice:
     body: str
     template: str | None
     params: dict[str, Any]
+    template_only: bool = False
+    recipient_language: Language | None = None
+    last_inbound_at: datetime | None = None
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class Sent:
-    """Delivered."""
+    """Delivered; `provider_message_id` is the platform's id of the message (WhatsApp
+    `wamid`, kept for its status webhooks), None where the platform has none to report on."""
+
+    provider_message_id: str | None = None
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -38,6 +52,16 @@ class RetryAfter:
 
     seconds: float
     error: str = "rate limited"
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Deferred:
+    """The platform refused this recipient for now, not the channel (WhatsApp's pair
+    rate limit, 131056): retry this row after `seconds` without pausing the channel
+    and without counting an attempt (the message itself is fine)."""
+
+    seconds: float
+    error: str
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -54,7 +78,7 @@ class Permanent:
     error: str
 
 
-SendResult = Sent | RetryAfter | Transient | Permanent
+SendResult = Sent | RetryAfter | Deferred | Transient | Permanent
 
 
 class Sender(Protocol):

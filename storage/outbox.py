@@ -21,6 +21,12 @@ in flight at the moment of the crash.
 Every outcome function is fenced by the claim (`claimed_until` of the
 `ClaimedNotice`): a dispatcher that held a row past its lease, while another one
 re-claimed it, changes nothing (the function returns False).
+
+For a channel with a service window (WhatsApp) a claim also carries what the
+sender needs to choose between free text and the approved template: the row's
+`template_only`, and the recipient's language and last inbound time on that
+channel (their `channel_account` and its `conversation.updated_at`), read with
+one extra set-based query per claim.
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.vocabulary import Channel, OutboxStatus
+from domain.vocabulary import Channel, DeliveryStatus, Language, OutboxStatus
 from storage.db import insert_for
-from storage.models import Outbox
+from storage.models import ChannelAccount, Conversation, Outbox
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -94,6 +100,8 @@ class ClaimedNotice:
     """A row this dispatcher holds until `claimed_until` (the claim's fencing token).
 
     `attempts` counts the sends already tried before this claim.
+    `recipient_language` and `last_inbound_at` come from the recipient's
+    account on the row's channel (None when they never wrote there).
     """
 
     id: int
@@ -105,6 +113,9 @@ class ClaimedNotice:
     params: dict[str, Any]
     attempts: int
     claimed_until: datetime
+    template_only: bool = False
+    recipient_language: Language | None = None
+    last_inbound_at: datetime | None = None
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -130,6 +141,7 @@ _CLAIMED_COLUMNS = (
     Outbox.params,
     Outbox.attempts,
     Outbox.not_before,
+    Outbox.template_only,
 )
 
 
@@ -152,6 +164,9 @@ async def claim_due(
     locking clause; there the engine opens every transaction with
     `BEGIN IMMEDIATE`, which serialises claims (and several dispatcher
     processes on one SQLite file are not supported).
+
+    The recipients' language and last inbound time are read afterwards in one
+    query over the claimed (channel, recipient) pairs.
     """
     if limit <= 0 or (channels is not None and not channels):
         return []
@@ -177,20 +192,64 @@ async def claim_due(
     )
     # RETURNING keeps no order.
     rows = sorted((await connection.execute(statement)).all(), key=lambda r: (r.not_before, r.id))
-    return [
-        ClaimedNotice(
-            id=row.id,
-            channel=row.channel,
-            recipient=row.recipient,
-            kind=row.kind,
-            body=row.body,
-            template=row.template,
-            params=dict(row.params or {}),
-            attempts=row.attempts,
-            claimed_until=claimed_until,
+    pairs = {(Channel(row.channel), row.recipient) for row in rows}
+    accounts = await _recipients(connection, pairs)
+    claims: list[ClaimedNotice] = []
+    for row in rows:
+        account = accounts.get((Channel(row.channel), row.recipient))
+        language, last_inbound_at = account if account is not None else (None, None)
+        claims.append(
+            ClaimedNotice(
+                id=row.id,
+                channel=row.channel,
+                recipient=row.recipient,
+                kind=row.kind,
+                body=row.body,
+                template=row.template,
+                params=dict(row.params or {}),
+                attempts=row.attempts,
+                claimed_until=claimed_until,
+                template_only=bool(row.template_only),
+                recipient_language=language,
+                last_inbound_at=last_inbound_at,
+            )
         )
-        for row in rows
-    ]
+    return claims
+
+
+async def _recipients(
+    connection: AsyncConnection, pairs: Collection[tuple[Channel, str]]
+) -> dict[tuple[Channel, str], tuple[Language, datetime | None]]:
+    """Language and last inbound time of the accounts behind (channel, external id) pairs.
+
+    One SELECT: per channel, `external_id IN (...)`, OR-ed (no row-value IN,
+    which older SQLite lacks). Pairs without an account are simply absent.
+    """
+    if not pairs:
+        return {}
+    by_channel: dict[Channel, set[str]] = {}
+    for channel, recipient in pairs:
+        by_channel.setdefault(channel, set()).add(recipient)
+    wanted = or_(
+        *(
+            and_(ChannelAccount.channel == channel, ChannelAccount.external_id.in_(sorted(ids)))
+            for channel, ids in by_channel.items()
+        )
+    )
+    rows = await connection.execute(
+        select(
+            ChannelAccount.channel,
+            ChannelAccount.external_id,
+            ChannelAccount.language,
+            Conversation.updated_at,
+        )
+        .outerjoin(Conversation, Conversation.channel_account_id == ChannelAccount.id)
+        .where(wanted)
+    )
+    return {
+        (Channel(channel), external_id): (Language(language), updated_at)
+        for channel, external_id, language, updated_at in rows.tuples()
+    }
 
 
 def _held(claim: ClaimedNotice) -> Any:
@@ -201,8 +260,20 @@ def _held(claim: ClaimedNotice) -> Any:
     )
 
 
-async def mark_sent(connection: AsyncConnection, claim: ClaimedNotice, *, now: datetime) -> bool:
-    """Record a delivery; False when the claim was lost (nothing changed)."""
+async def mark_sent(
+    connection: AsyncConnection,
+    claim: ClaimedNotice,
+    *,
+    now: datetime,
+    provider_message_id: str | None = None,
+) -> bool:
+    """Record a delivery; False when the claim was lost (nothing changed).
+
+    `provider_message_id` (WhatsApp's `wamid`) is stored for the status
+    webhooks, and `delivery_status` starts at "sent" as of `now`. A re-sent row
+    (a requeued failure, a template after 131047) is a new message: both are
+    overwritten.
+    """
     result = await connection.execute(
         update(Outbox)
         .where(_held(claim))
@@ -211,6 +282,9 @@ async def mark_sent(connection: AsyncConnection, claim: ClaimedNotice, *, now: d
             sent_at=now,
             attempts=Outbox.attempts + 1,
             claimed_until=None,
+            provider_message_id=provider_message_id,
+            delivery_status=DeliveryStatus.SENT,
+            delivery_status_at=now,
         )
     )
     return bool(result.rowcount)
