@@ -30,13 +30,14 @@ from handlers.context import (
     Repositories,
 )
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
-from handlers.flows import correction, pic
+from handlers.flows import correction, pic, worker
 from handlers.flows.correction import CorrectionFlow
 from handlers.flows.enrollment import EnrollmentFlow
 from handlers.flows.payment import PaymentFlow
 from handlers.flows.pic import HandoverFlow, PaymentsFlow, VerifyFlow
 from handlers.flows.plan_change import PlanChangeFlow
 from handlers.flows.registration import RegistrationFlow
+from handlers.flows.worker import CONSENT_PREFIX, EraseFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
 from handlers.types import EventKind, InboundEvent, Reply
@@ -88,6 +89,11 @@ IDLE_WORDS = {
     "start": "start",
     "pic": "pic",
     "bayar": "pay",
+    # The worker's words on WhatsApp (SPEC 4.6); for anyone else they lead to the menu.
+    "ya": "consent:yes",
+    "tidak": "consent:no",
+    "status": "wstatus",
+    "hapus": "erase",
 }
 #: A typed PIC invite code ("PIC-7K3QX9AB"; the prefix is optional with the dash).
 _INVITE_CODE = re.compile(r"^\s*pic[-\s]?([a-z0-9]{8})\s*$", re.IGNORECASE)
@@ -131,14 +137,16 @@ class Engine:
         config: EngineConfig,
         catalogs: Catalogs,
         clock: Clock,
+        worker_channel: Channel | None = None,
     ) -> None:
+        """`worker_channel`: where workers are asked for consent and told (WhatsApp), if any."""
         self._database = database
         self._cipher = cipher
         self._config = config
         self._catalogs = catalogs
         self._clock = clock
         self._locks = _KeyedLocks()
-        self._notices = Notices(catalogs)
+        self._notices = Notices(catalogs, worker_channel=worker_channel)
         self._flows: dict[str, Flow] = {
             flow.name: flow
             for flow in (
@@ -150,6 +158,7 @@ class Engine:
                 PaymentFlow(),
                 PaymentsFlow(),
                 PlanChangeFlow(),
+                EraseFlow(),
             )
         }
 
@@ -241,6 +250,11 @@ class Engine:
 
         if event.kind is EventKind.CHOICE and (event.choice_id or "").startswith(GLOBAL_PREFIX):
             return await self._global(ctx, (event.choice_id or "")[len(GLOBAL_PREFIX) :])
+        if event.kind is EventKind.CHOICE and (event.choice_id or "").startswith(CONSENT_PREFIX):
+            # The consent template's buttons ("consent:yes:<id>"), valid whenever they arrive.
+            return await self._global(
+                ctx, "consent:" + (event.choice_id or "")[len(CONSENT_PREFIX) :]
+            )
 
         if (
             event.kind is EventKind.DOCUMENT
@@ -443,10 +457,17 @@ class Engine:
         """Input outside any flow: greet and show the menu (with the draft offer)."""
         event = ctx.event
         if event.kind is EventKind.CHOICE:
-            return [Reply(ctx.t("input.stale_button")), await menus.main_menu(ctx)]
+            return [Reply(ctx.t("input.stale_button")), *await self._menu(ctx)]
         if event.kind is EventKind.UNSUPPORTED:
-            return [Reply(ctx.t("input.unsupported")), await menus.main_menu(ctx)]
+            return [Reply(ctx.t("input.unsupported")), *await self._menu(ctx)]
+        greeting = await worker.greeting(ctx)
+        if greeting is not None:
+            return greeting
         return [Reply(ctx.t("menu.greeting")), await menus.main_menu(ctx)]
+
+    async def _menu(self, ctx: Context) -> list[Reply]:
+        """The main menu, or for a WhatsApp worker / unknown number what they can do."""
+        return await worker.greeting(ctx) or [await menus.main_menu(ctx)]
 
     # -- global actions ----------------------------------------------------------------
 
@@ -509,6 +530,22 @@ class Engine:
             return await self._start_flow(ctx, PaymentFlow.name)
         if head.startswith("pic"):
             return await self._pic_action(ctx, head, arg)
+        if head == "erase":
+            return await self._start_flow(ctx, EraseFlow.name)
+        if head in ("consent", "wstatus"):
+            if flow is not None:
+                self._park(ctx, flow)
+            if head == "wstatus":
+                return await worker.status(ctx)
+            answer, _, sponsorship = arg.partition(":")
+            if worker.phone_of(ctx) is None or (
+                not sponsorship and not await worker.is_worker(ctx)
+            ):
+                # "ya" / "tidak" typed by someone who is not a worker: just the menu.
+                return [Reply(ctx.t("menu.greeting")), *await self._menu(ctx)]
+            return await worker.answer_consent(
+                ctx, answer == "yes", int(sponsorship) if sponsorship.isdigit() else None
+            )
         if flow is not None:
             self._park(ctx, flow)
         if head == "workers":

@@ -5,9 +5,11 @@ written with `storage.outbox.enqueue` in the caller's transaction, under a
 dedupe key that makes planning it twice harmless. The dispatcher sends it
 later, outside quiet hours, at the platform's rate.
 
-Workers are told over WhatsApp (SPEC 4.6), which arrives with its own channel:
-until then `worker_channel` is None and no worker notice is planned; with it
-set, the worker's notice goes to their phone number on that channel.
+Workers are told over WhatsApp (SPEC 4.6): with `worker_channel` set (the
+composition root sets it when the WhatsApp channel is configured) the worker's
+consent request and notices go to their phone number on that channel; without
+it (console or Telegram only) no worker notice is planned and enrollments keep
+`worker_consent = not_requested`.
 """
 
 from __future__ import annotations
@@ -15,15 +17,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.months import add_months
-from domain.vocabulary import Channel, Language, PaymentStatus
+from domain.vocabulary import Channel, Language, PaymentStatus, WorkerConsent
 from handlers.i18n import Catalogs
-from storage.dues_queries import SPONSORSHIP_REMINDER_KINDS, delete_pending, reminder_key
+from storage.dues_queries import (
+    SPONSORSHIP_REMINDER_KINDS,
+    delete_pending,
+    pics_by_opd,
+    reminder_key,
+)
 from storage.models import Asn, ChannelAccount, Opd, Payment, Sponsorship, Worker
 from storage.outbox import Notice, enqueue
+from storage.worker_side import Erasure
 
 _RECIPIENTS = (
     select(
@@ -34,6 +42,7 @@ _RECIPIENTS = (
         Worker.full_name,
         Worker.nik_masked,
         Worker.phone_e164,
+        Asn.full_name.label("asn_name"),
         Opd.name,
         ChannelAccount.channel,
         ChannelAccount.external_id,
@@ -59,6 +68,115 @@ class Notices:
         self._catalogs = catalogs
         self._worker_channel = worker_channel
         self._worker_language = worker_language
+
+    @property
+    def worker_channel(self) -> Channel | None:
+        """The channel workers are told on (WhatsApp), or None when there is none."""
+        return self._worker_channel
+
+    def _worker_recipient(self, phone_e164: str) -> str:
+        # WhatsApp addresses a person by the number without "+" (their wa_id).
+        return phone_e164.lstrip("+")
+
+    async def consent_request(
+        self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
+    ) -> bool:
+        """Ask the worker to agree to their enrollment ("YA" / "TIDAK", SPEC 4.6).
+
+        Planned only with a worker channel and a worker phone; the enrollment's
+        `worker_consent` becomes pending. Returns whether a request was planned.
+        """
+        if self._worker_channel is None:
+            return False
+        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
+        if not row.phone_e164:
+            return False
+        t = self._catalogs.translator(self._worker_language)
+        params = {
+            "worker": row.full_name,
+            "asn": row.asn_name,
+            "program": t("program.name"),
+            "sponsorship_id": sponsorship_id,
+        }
+        await enqueue(
+            connection,
+            Notice(
+                dedupe_key=f"consent:worker:{sponsorship_id}",
+                channel=self._worker_channel,
+                recipient=self._worker_recipient(row.phone_e164),
+                kind="consent_request",
+                body=t("notice.consent_request", **params),
+                template="consent_request",
+                params=params,
+            ),
+            now=now,
+        )
+        await connection.execute(
+            update(Sponsorship)
+            .where(Sponsorship.id == sponsorship_id)
+            .values(worker_consent=WorkerConsent.PENDING)
+        )
+        return True
+
+    async def consent_answered(
+        self, connection: AsyncConnection, sponsorship_id: int, *, granted: bool, now: datetime
+    ) -> None:
+        """Tell the ASN what the worker answered (a refusal ended the enrollment)."""
+        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
+        t = self._catalogs.translator(Language(row.language))
+        answer = "given" if granted else "refused"
+        params = {"name": row.full_name, "answer": t(f"consent.{answer}")}
+        await enqueue(
+            connection,
+            Notice(
+                dedupe_key=f"consent:answer:{sponsorship_id}",
+                channel=Channel(row.channel),
+                recipient=row.external_id,
+                kind="consent_answered",
+                body=t(f"notice.consent_{answer}", name=row.full_name),
+                template="consent_answered",
+                params=params,
+            ),
+            now=now,
+        )
+
+    async def worker_erased(
+        self, connection: AsyncConnection, erasure: Erasure, *, now: datetime
+    ) -> None:
+        """Tell the ASN and the OPD's PICs that a worker had their data erased (SPEC 4.6)."""
+        pics = await pics_by_opd(connection)
+        for sponsorship_id, opd_id, asn_id, kpj in erasure.sponsorships:
+            if sponsorship_id not in erasure.ended:
+                continue
+            asn = (
+                await connection.execute(
+                    select(
+                        ChannelAccount.channel, ChannelAccount.external_id, ChannelAccount.language
+                    )
+                    .join(Asn, Asn.channel_account_id == ChannelAccount.id)
+                    .where(Asn.id == asn_id)
+                )
+            ).one()
+            recipients = [(f"asn:{asn_id}", asn.channel, asn.external_id, asn.language)] + [
+                (f"pic:{pic.pic_id}", pic.channel, pic.recipient, pic.language)
+                for pic in pics.get(opd_id, [])
+            ]
+            for who, channel, recipient, language in recipients:
+                t = self._catalogs.translator(Language(language))
+                params = {"name": erasure.worker_name, "kpj": kpj or "-"}
+                await enqueue(
+                    connection,
+                    Notice(
+                        dedupe_key=f"erased:{sponsorship_id}:{who}",
+                        channel=Channel(channel),
+                        recipient=recipient,
+                        kind="worker_erased",
+                        body=t("notice.worker_erased", **params),
+                        template="worker_erased",
+                        params=params,
+                    ),
+                    now=now,
+                )
 
     async def enrollment_returned(
         self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime

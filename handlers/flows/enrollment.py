@@ -397,7 +397,7 @@ class SummaryStep(Step):
                     occupation=Occupation(str(data["occupation"])),
                     plan=plan,
                     first_month=date.fromisoformat(str(data["first_month"])),
-                    # The WhatsApp consent request is sent by the WhatsApp channel (SPEC 4.6).
+                    # Becomes pending below when the request goes out (SPEC 4.6).
                     worker_consent=WorkerConsent.NOT_REQUESTED,
                     birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
                     now=ctx.now,
@@ -408,7 +408,10 @@ class SummaryStep(Step):
         if plan is PaymentPlan.PAYROLL_DEDUCTION:
             await _record_payroll_statement(ctx, asn.id, sponsorship_id)
         name = str(data["full_name"])
-        return Done([Reply(ctx.t("enroll.done", name=name, opd=asn.opd_name))])
+        replies = [Reply(ctx.t("enroll.done", name=name, opd=asn.opd_name))]
+        if await ctx.notices.consent_request(ctx.repo.connection, sponsorship_id, now=ctx.now):
+            replies.append(Reply(ctx.t("enroll.consent_requested", name=name)))
+        return Done(replies)
 
 
 async def save_worker(ctx: Context, existing: Worker | None, nik: str) -> int:

@@ -9,7 +9,6 @@ from sqlalchemy.exc import IntegrityError
 from domain.nip import NipError, parse_nip
 from domain.phone import PhoneError, parse_mobile
 from domain.vocabulary import (
-    Channel,
     ConsentPurpose,
     ConsentSubject,
     EmploymentType,
@@ -129,13 +128,17 @@ class OpdStep(Step):
 
 
 class PhoneStep(Step):
-    """Telegram: the share-contact button; console: typed. WhatsApp uses the sender's number."""
+    """Telegram: the share-contact button; console: typed. WhatsApp uses the sender's number.
+
+    Skipped when the channel vouches for the sender's number (`event.sender_phone`:
+    WhatsApp's wa_id); a WhatsApp user known only by a business-scoped id types it.
+    """
 
     name = "phone"
     help_key = "registration.help.phone"
 
     def applies(self, ctx: Context) -> bool:
-        return ctx.event.channel is not Channel.WHATSAPP
+        return ctx.event.sender_phone is None
 
     async def ask(self, ctx: Context) -> list[Reply]:
         return [Reply(ctx.t("registration.ask_phone"), request_contact=True)]
@@ -166,7 +169,9 @@ class SummaryStep(Step):
             type=ctx.t(f"employment.{data.get('nip_type', 'pns')}"),
             name=data.get("full_name", "-"),
             opd=data.get("opd_name", "-"),
-            phone=data.get("phone") or ctx.t("registration.phone_from_whatsapp"),
+            phone=data.get("phone")
+            or ctx.event.sender_phone
+            or ctx.t("registration.phone_from_whatsapp"),
         )
         return [
             Reply(
@@ -187,9 +192,7 @@ class SummaryStep(Step):
         existing = await ctx.repo.asns.by_nip(str(data["nip"]))
         if existing is not None:
             return Invalid(ctx.t("registration.nip_taken"))
-        phone = data.get("phone")
-        if phone is None and ctx.event.channel is Channel.WHATSAPP:
-            phone = "+" + ctx.event.sender_id
+        phone = data.get("phone") or ctx.event.sender_phone
         asn = Asn(
             nip=str(data["nip"]),
             employment_type=EmploymentType(str(data["nip_type"])),

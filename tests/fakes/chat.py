@@ -56,6 +56,8 @@ def build_engine(
     sessionmaker: async_sessionmaker[AsyncSession],
     clock: FrozenClock,
     config: EngineConfig | None = None,
+    *,
+    worker_channel: Channel | None = None,
 ) -> Engine:
     return Engine(
         database=sessionmaker.kw["bind"],
@@ -63,6 +65,7 @@ def build_engine(
         config=config or engine_config(),
         catalogs=Catalogs(),
         clock=clock,
+        worker_channel=worker_channel,
     )
 
 
@@ -85,11 +88,14 @@ class Chat:
         clock: FrozenClock,
         sender: str = "1001",
         channel: Channel = Channel.TELEGRAM,
+        sender_phone: str | None = None,
     ) -> None:
+        """`sender_phone`: the number the channel vouches for (WhatsApp: "+" + wa_id)."""
         self.engine = engine
         self.clock = clock
         self.sender = sender
         self.channel = channel
+        self.sender_phone = sender_phone
         self.replies: list[Reply] = []
         self.options: tuple[Option, ...] = ()
 
@@ -111,6 +117,7 @@ class Chat:
             sender_id=self.sender,
             update_id=str(fields.pop("update_id", next(_update_ids))),
             received_at=self.clock(),
+            sender_phone=self.sender_phone,
             **fields,  # type: ignore[arg-type]
         )
         self.last_event = event

@@ -84,10 +84,13 @@ async def appoint_pic(
         )
 
 
-async def build_office(sessionmaker: async_sessionmaker[AsyncSession]) -> Office:
+async def build_office(
+    sessionmaker: async_sessionmaker[AsyncSession], *, worker_channel: Channel | None = None
+) -> Office:
+    """`worker_channel=Channel.WHATSAPP`: workers get consent requests and notices."""
     clock = FrozenClock()
     await seed_opds(sessionmaker, clock)
-    engine = build_engine(sessionmaker, clock)
+    engine = build_engine(sessionmaker, clock, worker_channel=worker_channel)
     asn = Chat(engine, clock, sender="1001")
     await asn.register()
     await appoint_pic(sessionmaker, clock, telegram_id=PIC_ID, opd_code="BKL-DINKES")

@@ -1,0 +1,215 @@
+"""SPEC 4.6: the worker on WhatsApp — consent answer, own status, erasure; unknown numbers.
+
+A worker is recognised by the number WhatsApp vouches for (`event.sender_phone`)
+being the phone an ASN typed when enrolling them; they never register. What
+they can do is small and mostly typed words, since the consent request arrives
+as a template with "YA" / "TIDAK" buttons:
+
+- "YA" / "TIDAK" (the template's buttons carry `consent:yes:<id>` /
+  `consent:no:<id>`; typed words answer the newest pending request);
+- "STATUS": their own record (masked NIK, status, paid until);
+- "HAPUS": erasure, after a confirmation (`EraseFlow`).
+
+An unknown number (neither ASN, PIC nor worker) gets a short explanation and
+the options: register as ASN, check status as a worker, help.
+"""
+
+from __future__ import annotations
+
+from handlers.context import Context
+from handlers.flow import Answer, Done, Flow, Invalid, Outcome, Step
+from handlers.flows.payment import dues_of
+from handlers.types import Option, Reply
+from storage import payments, worker_side
+from storage.audit import Actor
+from storage.models import Asn
+from storage.worker_side import ConsentOutcome
+
+#: Template button payload prefix (`consent:yes:<sponsorship id>`), see bot/whatsapp/templates.
+CONSENT_PREFIX = "consent:"
+
+
+def phone_of(ctx: Context) -> str | None:
+    """The sender's own number as the channel vouches for it (WhatsApp), else None."""
+    return ctx.event.sender_phone
+
+
+async def is_worker(ctx: Context) -> bool:
+    phone = phone_of(ctx)
+    if phone is None:
+        return False
+    return bool(await worker_side.records_for_phone(ctx.repo.session, phone))
+
+
+def worker_menu(ctx: Context) -> Reply:
+    t = ctx.t
+    return Reply(
+        t("worker.menu"),
+        options=(
+            ctx.global_option("wstatus", t("worker.menu.status")),
+            ctx.global_option("erase", t("worker.menu.erase")),
+            ctx.global_option("helpmenu", t("menu.help")),
+        ),
+    )
+
+
+def consent_question(ctx: Context, sponsorship_id: int, asn_name: str, worker_name: str) -> Reply:
+    """The consent question again (typed words or these buttons answer it)."""
+    t = ctx.t
+    return Reply(
+        t(
+            "notice.consent_request",
+            worker=worker_name,
+            asn=asn_name,
+            program=t("program.name"),
+        ),
+        options=(
+            Option(f"{CONSENT_PREFIX}yes:{sponsorship_id}", t("worker.consent.yes")),
+            Option(f"{CONSENT_PREFIX}no:{sponsorship_id}", t("worker.consent.no")),
+        ),
+    )
+
+
+async def greeting(ctx: Context) -> list[Reply] | None:
+    """What a WhatsApp sender who is no ASN or PIC sees on any idle input; None for others.
+
+    A worker with a pending consent request is asked it again; another worker
+    gets the worker menu; an unknown number the short explanation.
+    """
+    phone = phone_of(ctx)
+    if phone is None or await ctx.asn() is not None or await ctx.pic() is not None:
+        return None
+    pending = await worker_side.pending_consent(ctx.repo.session, phone)
+    if pending is not None:
+        asn = await ctx.repo.session.get(Asn, pending.asn_id)
+        asn_name = asn.full_name if asn is not None else "-"
+        return [consent_question(ctx, pending.id, asn_name, pending.worker.full_name)]
+    if await is_worker(ctx):
+        return [Reply(ctx.t("worker.greeting")), worker_menu(ctx)]
+    return [unknown_intro(ctx)]
+
+
+def unknown_intro(ctx: Context) -> Reply:
+    t = ctx.t
+    return Reply(
+        t("whatsapp.unknown_intro"),
+        options=(
+            ctx.global_option("register", t("menu.register")),
+            ctx.global_option("wstatus", t("worker.menu.status_unknown")),
+            ctx.global_option("helpmenu", t("menu.help")),
+        ),
+    )
+
+
+async def answer_consent(ctx: Context, granted: bool, sponsorship_id: int | None) -> list[Reply]:
+    """Record YA / TIDAK; the ASN is told; a refusal ends the enrollment."""
+    phone = phone_of(ctx)
+    if phone is None:
+        return [Reply(ctx.t("worker.whatsapp_only"))]
+    result = await worker_side.answer_consent(
+        ctx.repo.session,
+        phone_e164=phone,
+        sponsorship_id=sponsorship_id,
+        granted=granted,
+        channel=ctx.event.channel,
+        channel_account_id=ctx.account.id,
+        now=ctx.now,
+    )
+    t = ctx.t
+    if result.outcome is ConsentOutcome.NOT_FOUND:
+        return [Reply(t("worker.consent.none")), *await _menu_for(ctx)]
+    if result.outcome is ConsentOutcome.ALREADY:
+        return [Reply(t("worker.consent.already")), *await _menu_for(ctx)]
+    assert result.sponsorship_id is not None
+    await ctx.notices.consent_answered(
+        ctx.repo.connection, result.sponsorship_id, granted=granted, now=ctx.now
+    )
+    key = "worker.consent.thanks" if granted else "worker.consent.refused"
+    return [Reply(t(key, name=result.worker_name or "-")), worker_menu(ctx)]
+
+
+async def status(ctx: Context) -> list[Reply]:
+    """The worker's own record: masked NIK, status, paid until (SPEC 4.6 "STATUS")."""
+    t = ctx.t
+    phone = phone_of(ctx)
+    if phone is None:
+        return [Reply(t("worker.whatsapp_only"))]
+    records = await worker_side.records_for_phone(ctx.repo.session, phone)
+    if not records:
+        return [Reply(t("worker.status.none")), unknown_intro(ctx)]
+    paid = await payments.paid_months(ctx.repo.connection, [s.id for s in records])
+    lines = [t("worker.status.title")]
+    for sponsorship in records:
+        line = t(
+            "worker.status.line",
+            name=sponsorship.worker.full_name,
+            nik=sponsorship.worker.nik_masked,
+            status=t(f"status.{sponsorship.status.value}"),
+            consent=t(f"consent.{sponsorship.worker_consent.value}"),
+        )
+        if sponsorship.kpj:
+            line += "\n" + t("workers.kpj", kpj=sponsorship.kpj)
+        if sponsorship.status in payments.DUES_BEARING:
+            dues = dues_of(ctx, sponsorship, paid[sponsorship.id])
+            line += "\n" + t(
+                "worker.status.paid_until",
+                paid_until=t.month(dues.paid_until)
+                if dues.paid_until
+                else t("workers.nothing_paid"),
+            )
+        lines.append(line)
+    return [Reply("\n\n".join(lines)), worker_menu(ctx)]
+
+
+async def _menu_for(ctx: Context) -> list[Reply]:
+    return [worker_menu(ctx)] if await is_worker(ctx) else [unknown_intro(ctx)]
+
+
+class ConfirmEraseStep(Step):
+    name = "confirm"
+    help_key = "worker.erase.help"
+    free_text = False
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        t = ctx.t
+        return [
+            Reply(
+                t("worker.erase.confirm"),
+                options=(
+                    ctx.option("yes", t("worker.erase.yes")),
+                    ctx.option("no", t("worker.erase.no")),
+                ),
+            )
+        ]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        if answer.choice != "yes":
+            return Done([Reply(ctx.t("worker.erase.kept")), worker_menu(ctx)], show_menu=False)
+        phone = phone_of(ctx)
+        if phone is None:
+            return Invalid(ctx.t("worker.whatsapp_only"))
+        erasure = await worker_side.erase_worker(
+            ctx.repo.session,
+            phone_e164=phone,
+            actor=Actor.account("worker", ctx.account.id),
+            now=ctx.now,
+        )
+        if erasure is None:
+            return Done([Reply(ctx.t("worker.status.none")), unknown_intro(ctx)], show_menu=False)
+        await ctx.notices.worker_erased(ctx.repo.connection, erasure, now=ctx.now)
+        return Done([Reply(ctx.t("worker.erase.done")), unknown_intro(ctx)], show_menu=False)
+
+
+class EraseFlow(Flow):
+    """ "HAPUS": one confirmation, then the enrollments end and the data is anonymised."""
+
+    name = "erase"
+    title_key = "flow.title.erase"
+    steps = (ConfirmEraseStep(),)
+
+    async def can_start(self, ctx: Context) -> str | None:
+        if phone_of(ctx) is None:
+            return ctx.t("worker.whatsapp_only")
+        if not await is_worker(ctx):
+            return ctx.t("worker.status.none")
+        return None
