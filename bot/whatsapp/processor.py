@@ -1,0 +1,305 @@
+"""Feeds the WhatsApp journal to the engine: per sender in order, at least once.
+
+`InboundProcessor.run` loops until stopped: it claims recorded messages
+(storage.whatsapp_inbound.claim), runs each sender's messages strictly in
+order (different senders concurrently), and for each message:
+
+1. decodes the journal payload into an `InboundEvent` (bot.whatsapp.events);
+2. for a document, fetches its bytes through the `MediaFetcher` first, so no
+   download happens inside the engine's transaction (None from the fetcher:
+   too large, the engine says so);
+3. `await engine.handle(event)`: one transaction, deduplicated by the message
+   id itself;
+4. delivers the replies through the `ReplySink` (errors there are logged and
+   dropped: the step is committed, and a retry would bring no replies back);
+5. marks the row processed.
+
+A failure in 1-3 counts an attempt and holds the message (and with it its
+sender's later messages) for a back-off that doubles per attempt; after
+`max_update_attempts` the message is parked in `failed_update` (payload
+encrypted), the person is told (`input.update_parked`, as on Telegram) and
+the sender's next messages go on. If parking fails, the message is retried:
+nothing leaves the journal without a durable copy.
+
+A crash between the engine's commit and step 5 replays the message after the
+lease: the engine recognises its id and returns no replies, so the person is
+not answered twice (nor, for that message, at all: a rare gap we accept).
+
+The webhook calls `wake()` after recording; other processes (several bot
+processes on PostgreSQL) find the rows by polling every `idle_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.settings import WhatsAppSettings
+from bot.whatsapp.events import to_event
+from domain.vocabulary import Channel, Language
+from handlers.i18n import Catalogs
+from handlers.types import ConversationEngine, EventKind, InboundEvent, Reply
+from storage.crypto import NikCipher
+from storage.whatsapp_inbound import ClaimedMessage, claim, mark_failed, mark_processed, release
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class MediaFetcher(Protocol):
+    """Downloads a person's media (Graph API: the media URL, then its bytes)."""
+
+    async def fetch(self, media_id: str, max_bytes: int) -> bytes | None:
+        """The file's bytes; None when it is larger than `max_bytes`. Raises when it cannot."""
+        ...
+
+
+class ReplySink(Protocol):
+    """Sends the engine's replies to one WhatsApp user (bot/whatsapp/render.py)."""
+
+    async def deliver(self, recipient: str, replies: Sequence[Reply], language: Language) -> None:
+        """Render and send `replies` in order to `recipient` (wa_id or user id)."""
+        ...
+
+
+class UpdateParking(Protocol):
+    """Where messages go that failed too often (storage.dead_letters.DeadLetters)."""
+
+    async def park(
+        self,
+        *,
+        channel: Channel,
+        update_id: str,
+        sender_id: str | None,
+        payload: str,
+        error_type: str,
+        attempts: int,
+        now: datetime,
+    ) -> None:
+        """Store the message durably; raise when that is not possible."""
+        ...
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class ProcessorSettings:
+    """How the processor paces itself (defaults suit one bot process)."""
+
+    #: Failed attempts before a message is parked (WHATSAPP_MAX_UPDATE_ATTEMPTS).
+    max_attempts: int = 5
+    #: Documents above this are not downloaded (WHATSAPP_MAX_FILE_BYTES).
+    max_file_bytes: int = 10 * 1024 * 1024
+    #: Journal rows claimed at once.
+    batch_size: int = 100
+    #: A claim holds its rows this long; a crashed process's rows are taken again after it.
+    lease: timedelta = timedelta(minutes=2)
+    #: Back-off after the first failure of a message, doubling per attempt, up to the cap.
+    retry_first: timedelta = timedelta(seconds=2)
+    retry_cap: timedelta = timedelta(minutes=5)
+    #: `run` looks at the journal at least this often (retries due, other processes' rows).
+    idle_s: float = 2.0
+
+    @classmethod
+    def from_settings(cls, whatsapp: WhatsAppSettings) -> ProcessorSettings:
+        """Attempts and file size from the WHATSAPP_* settings, the rest by default.
+
+        Adjust the rest with `dataclasses.replace`.
+        """
+        return cls(
+            max_attempts=whatsapp.max_update_attempts, max_file_bytes=whatsapp.max_file_bytes
+        )
+
+
+class InboundProcessor:
+    """The journal's consumer: recorded WhatsApp messages -> engine -> replies."""
+
+    def __init__(
+        self,
+        *,
+        database: AsyncEngine,
+        engine: ConversationEngine,
+        cipher: NikCipher,
+        replies: ReplySink,
+        media: MediaFetcher,
+        parking: UpdateParking,
+        catalogs: Catalogs,
+        clock: Clock,
+        settings: ProcessorSettings | None = None,
+    ) -> None:
+        self._database = database
+        self._engine = engine
+        self._cipher = cipher
+        self._replies = replies
+        self._media = media
+        self._parking = parking
+        self._catalogs = catalogs
+        self._clock = clock
+        self._settings = settings or ProcessorSettings()
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at the journal now (the webhook recorded something)."""
+        self._wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process the journal until `stop` is set; a message in progress is finished first."""
+        failures = 0
+        while not stop.is_set():
+            self._wakeup.clear()
+            try:
+                handled = await self.drain_once()
+                failures = 0
+            except Exception as exc:  # the database is away: try again later
+                failures += 1
+                handled = 0
+                logger.warning("whatsapp journal not readable: %s", type(exc).__name__)
+            if handled >= self._settings.batch_size:
+                continue
+            delay = self._settings.idle_s * min(2**failures, 30)
+            waiters = {
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._wakeup.wait()),
+            }
+            try:
+                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def drain_once(self) -> int:
+        """Claim one batch and handle it; returns how many messages were claimed.
+
+        Raises only when the claim itself fails (a database problem).
+        """
+        now = self._clock()
+        async with self._database.begin() as connection:
+            claimed = await claim(
+                connection, now=now, lease=self._settings.lease, limit=self._settings.batch_size
+            )
+        if not claimed:
+            return 0
+        chains: dict[str, list[ClaimedMessage]] = {}
+        for item in claimed:
+            chains.setdefault(item.sender_id, []).append(item)
+        results = await asyncio.gather(
+            *(self._handle_chain(chain) for chain in chains.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                # Outcome bookkeeping failed (database away); the leases hand the rows back later.
+                logger.warning("whatsapp chain interrupted: %s", type(result).__name__)
+        return len(claimed)
+
+    async def _handle_chain(self, chain: Sequence[ClaimedMessage]) -> None:
+        """One sender's messages in order; after a failure the rest wait for its retry."""
+        for index, item in enumerate(chain):
+            try:
+                await self._handle(item)
+            except Exception as exc:
+                if await self._fail(item, exc):
+                    continue  # parked: the sender's next message goes on
+                async with self._database.begin() as connection:
+                    await release(connection, chain[index + 1 :])
+                return
+            async with self._database.begin() as connection:
+                if not await mark_processed(connection, item, now=self._clock()):
+                    logger.warning("whatsapp message %s: claim lost", item.message_id)
+
+    async def _handle(self, item: ClaimedMessage) -> None:
+        payload = self._cipher.decrypt_payload(item.payload_ciphertext)
+        event = to_event(item.message_id, payload, received_at=item.received_at)
+        if event is None:
+            return
+        if event.kind is EventKind.DOCUMENT and event.file_ref is not None:
+            event = await self._fetch_document(event)
+        replies = await self._engine.handle(event)
+        if replies:
+            await self._deliver(event.sender_id, replies, item.message_id)
+
+    async def _fetch_document(self, event: InboundEvent) -> InboundEvent:
+        assert event.file_ref is not None
+        limit = self._settings.max_file_bytes
+        content = await self._media.fetch(event.file_ref, limit)
+        if content is None or len(content) > limit:
+            return dataclasses.replace(event, file_too_large=True)
+        return dataclasses.replace(event, file_content=content)
+
+    async def _deliver(self, recipient: str, replies: Sequence[Reply], message_id: str) -> None:
+        """Send replies; failures are logged, never raised (the engine's step is committed)."""
+        language = Language.INDONESIAN
+        try:
+            language = await self._engine.language_of(Channel.WHATSAPP, recipient)
+        except Exception as exc:
+            logger.warning(
+                "whatsapp %s: language lookup failed: %s", message_id, type(exc).__name__
+            )
+        try:
+            await self._replies.deliver(recipient, replies, language)
+        except Exception as exc:
+            _log_failure("delivering replies", message_id, exc)
+
+    async def _fail(self, item: ClaimedMessage, exc: Exception) -> bool:
+        """Count the failure; True when the message was parked (and the sender may go on)."""
+        attempts = item.attempts + 1
+        error = type(exc).__name__  # never the message: it may quote a NIK
+        logger.warning(
+            "whatsapp message %s failed (attempt %s): %s", item.message_id, attempts, error
+        )
+        if attempts >= self._settings.max_attempts:
+            try:
+                await self._park(item, error, attempts)
+                return True
+            except Exception as park_exc:
+                logger.error(
+                    "whatsapp message %s not parked: %s", item.message_id, type(park_exc).__name__
+                )
+        delay = min(self._settings.retry_first * 2 ** (attempts - 1), self._settings.retry_cap)
+        async with self._database.begin() as connection:
+            await mark_failed(connection, item, error=error, retry_at=self._clock() + delay)
+        return False
+
+    def _readable_payload(self, item: ClaimedMessage) -> str:
+        """The payload for operators; a placeholder when it cannot be decrypted (wrong key)."""
+        try:
+            return self._cipher.decrypt_payload(item.payload_ciphertext)
+        except Exception:
+            return '{"undecryptable": true}'
+
+    async def _park(self, item: ClaimedMessage, error: str, attempts: int) -> None:
+        now = self._clock()
+        await self._parking.park(
+            channel=Channel.WHATSAPP,
+            update_id=item.message_id,
+            sender_id=item.sender_id,
+            payload=self._readable_payload(item),
+            error_type=error,
+            attempts=attempts,
+            now=now,
+        )
+        async with self._database.begin() as connection:
+            await mark_processed(connection, item, now=now, error=error)
+        logger.error(
+            "whatsapp message %s parked after %s failed attempts", item.message_id, attempts
+        )
+        language = Language.INDONESIAN
+        with contextlib.suppress(Exception):  # the database may be the reason it failed
+            language = await self._engine.language_of(Channel.WHATSAPP, item.sender_id)
+        text = self._catalogs.translator(language)("input.update_parked")
+        try:
+            await self._replies.deliver(item.sender_id, [Reply(text)], language)
+        except Exception as exc:
+            logger.warning(
+                "whatsapp %s: parking notice not sent: %s", item.message_id, type(exc).__name__
+            )
+
+
+def _log_failure(what: str, message_id: str, exc: BaseException) -> None:
+    """A warning naming the message and the error's type, never its text (it may quote a NIK)."""
+    logger.warning("whatsapp %s: %s failed: %s", message_id, what, type(exc).__name__)
