@@ -1,0 +1,266 @@
+"""The engine's replies on WhatsApp: rendering, then delivery over HTTP to the fake Graph API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.whatsapp.client import WhatsAppClient, build_client
+from bot.whatsapp.render import (
+    ButtonsMessage,
+    DocumentMessage,
+    ListMessage,
+    ListRow,
+    TextMessage,
+    WhatsAppReplies,
+    render_replies,
+    split_tail,
+    split_text,
+    utf16_length,
+)
+from domain.vocabulary import Language
+from handlers.i18n import Catalogs, Translator
+from handlers.types import Document, Option, Reply
+from tests.fakes.graph_api import FakeGraphServer
+
+WA_ID = "6281234567890"
+
+#: The channel's catalogue texts (the lead adds them to the .po files; until then, here).
+WHATSAPP_TEXTS = {
+    Language.INDONESIAN: {
+        "whatsapp.list_button": "Pilih",
+        "whatsapp.choose_number": "Balas dengan nomor pilihan.",
+    },
+    Language.ENGLISH: {
+        "whatsapp.list_button": "Choose",
+        "whatsapp.choose_number": "Reply with the number of your choice.",
+    },
+}
+
+
+def catalogs() -> Catalogs:
+    loaded = Catalogs()
+    for language, texts in WHATSAPP_TEXTS.items():
+        for key, text in texts.items():
+            loaded.messages(language).setdefault(key, text)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def t() -> Translator:
+    return catalogs().translator(Language.INDONESIAN)
+
+
+def options(*labels: str) -> tuple[Option, ...]:
+    return tuple(Option(f"3:k{n}", label) for n, label in enumerate(labels))
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def test_up_to_three_short_options_are_reply_buttons(t: Translator) -> None:
+    reply = Reply("Setuju?", options("Ya", "Tidak", "Batal"))
+    assert render_replies([reply], t) == [
+        ButtonsMessage("Setuju?", (("3:k0", "Ya"), ("3:k1", "Tidak"), ("3:k2", "Batal")))
+    ]
+
+
+def test_four_options_or_a_label_over_20_characters_make_a_list(t: Translator) -> None:
+    four = Reply("Pilih rencana", options("Bulanan", "Triwulan", "Potong gaji", "Batal"))
+    [listed] = render_replies([four], t)
+    assert listed == ListMessage(
+        "Pilih rencana",
+        "Pilih",
+        "Pilih",
+        tuple(ListRow(f"3:k{n}", label) for n, label in enumerate(
+            ("Bulanan", "Triwulan", "Potong gaji", "Batal")
+        )),
+    )  # fmt: skip
+    long_label = Reply("Hubungan?", options("Asisten rumah tangga", "Keluarga"))  # 20: fits
+    assert isinstance(render_replies([long_label], t)[0], ButtonsMessage)
+    longer = Reply("Hubungan?", options("Pekerja tempat ibadah", "Keluarga"))  # 21
+    assert isinstance(render_replies([longer], t)[0], ListMessage)
+
+
+def test_a_row_title_over_24_characters_is_cut_and_the_label_shown_whole(t: Translator) -> None:
+    label = "Dinas Pendidikan dan Kebudayaan"
+    [listed] = render_replies([Reply("OPD?", options(label, "Lainnya"))], t)
+    assert isinstance(listed, ListMessage)
+    first = listed.rows[0]
+    assert len(first.title) <= 24 and first.title.endswith("…")
+    assert first.description == label
+    assert listed.rows[1] == ListRow("3:k1", "Lainnya")
+
+
+def test_same_titles_cannot_be_buttons(t: Translator) -> None:
+    [listed] = render_replies([Reply("Yang mana?", options("Siti", "Siti"))], t)
+    assert isinstance(listed, ListMessage)
+
+
+def test_more_than_ten_options_or_very_long_labels_are_numbered_text(t: Translator) -> None:
+    eleven = [f"Desa {n}" for n in range(1, 12)]
+    [numbered] = render_replies([Reply("Desa?", options(*eleven))], t)
+    assert numbered == TextMessage(
+        "Desa?\n\n" + "\n".join(f"{n}. Desa {n}" for n in range(1, 12))
+        + "\n\nBalas dengan nomor pilihan."
+    )  # fmt: skip
+    huge = "Dinas Pemberdayaan Perempuan, Perlindungan Anak, Pengendalian Penduduk dan KB"
+    [text] = render_replies([Reply("OPD?", options(huge, "Lainnya"))], t)
+    assert isinstance(text, TextMessage)
+    assert f"1. {huge}\n2. Lainnya" in text.text
+
+
+def test_the_hint_comes_from_the_recipients_catalogue() -> None:
+    english = catalogs().translator(Language.ENGLISH)
+    [text] = render_replies([Reply("Village?", options(*(str(n) for n in range(12))))], english)
+    assert isinstance(text, TextMessage)
+    assert text.text.endswith("\n\nReply with the number of your choice.")
+    [listed] = render_replies([Reply("Plan?", options("a", "b", "c", "d"))], english)
+    assert isinstance(listed, ListMessage) and listed.button == "Choose"
+
+
+def test_a_contact_request_is_plain_text(t: Translator) -> None:
+    reply = Reply("Nomor HP Anda?", request_contact=True)
+    assert render_replies([reply], t) == [TextMessage("Nomor HP Anda?")]
+
+
+def test_long_texts_are_split_and_an_interactive_body_keeps_to_1024(t: Translator) -> None:
+    paragraph = "\n".join(f"{n:03d} " + " ".join(["kata"] * 15) for n in range(120))  # 9,480
+    plain = render_replies([Reply(paragraph)], t)
+    assert len(plain) == 3 and all(isinstance(m, TextMessage) for m in plain)
+    assert all(utf16_length(m.text) <= 4096 for m in plain if isinstance(m, TextMessage))
+    assert "\n".join(m.text for m in plain if isinstance(m, TextMessage)) == paragraph
+
+    with_buttons = render_replies([Reply(paragraph, options("Ya", "Tidak"))], t)
+    *head, last = with_buttons
+    assert isinstance(last, ButtonsMessage) and utf16_length(last.text) <= 1024
+    texts = [m.text for m in head if isinstance(m, TextMessage)]
+    assert len(texts) == len(head) and all(utf16_length(text) <= 4096 for text in texts)
+    assert "\n".join([*texts, last.text]) == paragraph
+
+
+def test_a_single_long_line_before_buttons_is_cut_not_lost(t: Translator) -> None:
+    line = "kata " * 400  # 2,000 characters, no line break
+    *head, last = render_replies([Reply(line, options("Ya", "Tidak"))], t)
+    assert isinstance(last, ButtonsMessage)
+    assert utf16_length(last.text) <= 1024
+    assert "".join(m.text for m in head if isinstance(m, TextMessage)) + last.text == line.rstrip()
+
+
+def test_emoji_count_twice_towards_the_limit() -> None:
+    assert split_text("🎉" * 3000) == ["🎉" * 2048, "🎉" * 952]
+    assert split_tail("ab\n" + "🎉" * 511, 1024) == (["ab"], "🎉" * 511)
+    assert split_tail("a\n" + "🎉" * 600, 1024) == (["a", "🎉" * 512], "🎉" * 88)
+
+
+def test_a_document_goes_first_with_the_text_as_caption_when_it_fits(t: Translator) -> None:
+    xlsx = Document("kolektif.xlsx", b"PK\x03\x04", "application/vnd.ms-excel")
+    assert render_replies([Reply("File kolektif", document=xlsx)], t) == [
+        DocumentMessage(xlsx, "File kolektif")
+    ]
+    with_options = render_replies(
+        [Reply("Sudah dikirim?", options("Ya", "Belum"), document=xlsx)], t
+    )
+    assert with_options == [
+        DocumentMessage(xlsx),
+        ButtonsMessage("Sudah dikirim?", (("3:k0", "Ya"), ("3:k1", "Belum"))),
+    ]
+
+
+def test_empty_texts_are_not_sent(t: Translator) -> None:
+    assert render_replies([Reply("  "), Reply("Halo")], t) == [TextMessage("Halo")]
+
+
+# --- delivery over HTTP --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[FakeGraphServer]:
+    async with FakeGraphServer() as fake:
+        fake.open_window(WA_ID)
+        yield fake
+
+
+@pytest.fixture
+async def client(graph: FakeGraphServer) -> AsyncIterator[WhatsAppClient]:
+    built = build_client(graph.settings())
+    yield built
+    await built.close()
+
+
+async def _no_wait(seconds: float) -> None:
+    return None
+
+
+async def test_replies_arrive_in_order_as_the_platform_accepts_them(
+    graph: FakeGraphServer, client: WhatsAppClient
+) -> None:
+    replies = [
+        Reply("Data tersimpan."),
+        Reply("Lanjut?", options("Ya", "Tidak")),
+        Reply("Pilih rencana", options("Bulanan", "Triwulan", "Potong gaji", "Batal")),
+        Reply("Desa?", options(*(f"Desa {n}" for n in range(1, 12)))),
+    ]
+    await WhatsAppReplies(client, catalogs()).deliver(WA_ID, replies, Language.INDONESIAN)
+
+    sent = graph.messages_to(WA_ID)
+    assert [(m.type, m.interactive_type) for m in sent] == [
+        ("text", None),
+        ("interactive", "button"),
+        ("interactive", "list"),
+        ("text", None),
+    ]
+    assert sent[0].text == "Data tersimpan."
+    assert sent[1].choices == [("3:k0", "Ya"), ("3:k1", "Tidak")]
+    assert sent[2].payload["interactive"]["action"]["button"] == "Pilih"
+    assert [key for key, _ in sent[2].choices] == ["3:k0", "3:k1", "3:k2", "3:k3"]
+    assert sent[3].text.startswith("Desa?\n\n1. Desa 1\n")
+    assert graph.errors == {}
+
+
+async def test_a_document_is_uploaded_then_sent_with_its_caption(
+    graph: FakeGraphServer, client: WhatsAppClient
+) -> None:
+    content = b"PK\x03\x04 collective file"
+    xlsx = Document("DINSOS-2026-001.xlsx", content)  # octet-stream: typed by its name
+    await WhatsAppReplies(client, catalogs()).deliver(
+        WA_ID, [Reply("File kolektif", document=xlsx)], Language.INDONESIAN
+    )
+    [message] = graph.messages_to(WA_ID)
+    assert message.type == "document"
+    document = message.payload["document"]
+    assert (document["filename"], document["caption"]) == ("DINSOS-2026-001.xlsx", "File kolektif")
+    stored = graph.media[document["id"]]
+    assert stored.content == content
+    assert stored.mime_type == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+async def test_a_rate_limited_reply_is_retried_once(
+    graph: FakeGraphServer, client: WhatsAppClient
+) -> None:
+    graph.fail_next(131056, recipient=WA_ID)
+    replies = WhatsAppReplies(client, catalogs(), sleep=_no_wait)
+    await replies.deliver(WA_ID, [Reply("Satu"), Reply("Dua")], Language.INDONESIAN)
+    assert [m.text for m in graph.messages_to(WA_ID)] == ["Satu", "Dua"]
+    assert graph.errors[131056] == 1
+
+
+async def test_an_undeliverable_number_stops_the_rest_and_nothing_raises(
+    graph: FakeGraphServer, client: WhatsAppClient
+) -> None:
+    graph.fail_next(131026, recipient=WA_ID)
+    replies = WhatsAppReplies(client, catalogs(), sleep=_no_wait)
+    await replies.deliver(WA_ID, [Reply("Satu"), Reply("Dua")], Language.INDONESIAN)
+    assert graph.messages_to(WA_ID) == []
+    assert len(graph.calls_to("/messages")) == 1
+
+
+async def test_other_failures_skip_one_message_and_go_on(
+    graph: FakeGraphServer, client: WhatsAppClient
+) -> None:
+    graph.drop_next()
+    graph.fail_next(131000)
+    replies = WhatsAppReplies(client, catalogs(), sleep=_no_wait)
+    await replies.deliver(WA_ID, [Reply("Satu"), Reply("Dua"), Reply("Tiga")], Language.INDONESIAN)
+    assert [m.text for m in graph.messages_to(WA_ID)] == ["Tiga"]
