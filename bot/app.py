@@ -131,6 +131,8 @@ async def build_runtime(
         config=dataclasses.replace(config, calendar=calendar),
         catalogs=catalogs,
         clock=clock,
+        # Workers have WhatsApp only (SPEC 2): without it they are not asked or told.
+        worker_channel=Channel.WHATSAPP if settings.whatsapp.enabled else None,
     )
     return Runtime(
         settings=settings,

@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot import cli_admin, cli_files, cli_outbox
 from bot.app import (
@@ -29,6 +29,11 @@ from storage.crypto import generate_key
 from storage.dead_letters import DeadLetters
 from storage.migrate import upgrade_to_head
 from storage.opd_repository import OpdFileError, OpdRepository
+
+if TYPE_CHECKING:
+    from bot.telegram import TelegramChannel
+    from bot.whatsapp.channel import WhatsAppChannel
+    from scheduler.sending import Sender
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +122,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _load_opds(settings, args.file)
     if command == "failed":
         return await _list_failed(settings)
-    if command == "console" or (command == "run" and settings.telegram.token is None):
+    no_messenger = settings.telegram.token is None and not settings.whatsapp.enabled
+    if command == "console" or (command == "run" and no_messenger):
         return await _run_console(settings, user=getattr(args, "user", "asn"))
-    return await _run_telegram(settings)
+    return await _run_channels(settings)
 
 
 async def _load_opds(settings: Settings, path: Path) -> int:
@@ -183,53 +189,98 @@ async def _run_console(settings: Settings, *, user: str) -> int:
     return 0
 
 
-async def _run_telegram(settings: Settings) -> int:
+async def _run_channels(settings: Settings) -> int:
+    """Telegram (polling or webhook) and/or WhatsApp (webhook), with the outbox dispatcher.
+
+    One web server serves every webhook (`WEB_HOST`:`WEB_PORT`): Telegram's in
+    webhook mode, WhatsApp's always. The process runs until SIGINT/SIGTERM or
+    until a channel's loop fails.
+    """
+    # Imported here: the console never loads aiogram, pywa or aiohttp's server.
     from aiohttp import web
 
     from bot.telegram import TelegramChannel, TelegramSender
+    from bot.whatsapp.channel import build_whatsapp
 
     runtime = await build_runtime(settings)
-    channel = TelegramChannel(
-        runtime.engine,
-        settings.telegram,
-        runtime.clock,
-        catalogs=runtime.catalogs,
-        dead_letters=DeadLetters(runtime.sessionmaker, runtime.cipher),
-    )
-    scheduler, dispatcher = build_background(
-        runtime, {Channel.TELEGRAM: TelegramSender(channel.bot)}
-    )
+    senders: dict[Channel, Sender] = {}
+    telegram: TelegramChannel | None = None
+    whatsapp: WhatsAppChannel | None = None
+    try:
+        if settings.telegram.token is not None:
+            telegram = TelegramChannel(
+                runtime.engine,
+                settings.telegram,
+                runtime.clock,
+                catalogs=runtime.catalogs,
+                dead_letters=DeadLetters(runtime.sessionmaker, runtime.cipher),
+            )
+            senders[Channel.TELEGRAM] = TelegramSender(telegram.bot)
+        if settings.whatsapp.enabled:
+            whatsapp = build_whatsapp(runtime)
+            senders[Channel.WHATSAPP] = whatsapp.sender
+    except BaseException:
+        await _close_channels(runtime, telegram, whatsapp)
+        raise
+    scheduler, dispatcher = build_background(runtime, senders)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     runner: web.AppRunner | None = None
+    telegram_webhook = telegram is not None and settings.telegram.mode is TelegramMode.WEBHOOK
+    loops: list[asyncio.Task[None]] = []
     # Start-up objects (mappers, models, catalogues) live as long as the process:
     # take them out of the collector's generations so full collections stay short.
     gc.collect()
     gc.freeze()
     try:
-        await channel.set_commands()
+        if telegram is not None:
+            await telegram.set_commands()
         scheduler.start()
-        if settings.telegram.mode is TelegramMode.WEBHOOK:
+        if telegram_webhook or whatsapp is not None:
             app = web.Application()
-            channel.webhook_routes(app)
+            if telegram is not None and telegram_webhook:
+                telegram.webhook_routes(app)
+            if whatsapp is not None:
+                whatsapp.routes(app)
             runner = web.AppRunner(app)
             await runner.setup()
             await web.TCPSite(runner, settings.web.host, settings.web.port).start()
-            await channel.set_webhook()
             log.info("webhook server on %s:%s", settings.web.host, settings.web.port)
-            await stop.wait()
-        else:
+        if telegram is not None and telegram_webhook:
+            await telegram.set_webhook()
+        if whatsapp is not None:
+            loops.append(asyncio.create_task(whatsapp.run(stop)))
+            log.info("WhatsApp webhook at %s", settings.whatsapp.webhook_path)
+        if telegram is not None and not telegram_webhook:
+            loops.append(asyncio.create_task(telegram.run_polling(stop)))
             log.info("Telegram long polling started")
-            await channel.run_polling(stop)
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopped, *loops], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        await asyncio.gather(*loops, return_exceptions=True)
+        stopped.cancel()
+        for task in done:
+            failure = None if task is stopped else task.exception()
+            if failure is not None:
+                raise failure
     finally:
         # A tick in progress records what it sent and hands back the rest.
         await dispatcher.stop()
         scheduler.shutdown(wait=False)
         if runner is not None:
             await runner.cleanup()
-        await channel.close()
-        await runtime.close()
+        await _close_channels(runtime, telegram, whatsapp)
     return 0
+
+
+async def _close_channels(
+    runtime: Runtime, telegram: TelegramChannel | None, whatsapp: WhatsAppChannel | None
+) -> None:
+    if telegram is not None:
+        await telegram.close()
+    if whatsapp is not None:
+        await whatsapp.close()
+    await runtime.close()
