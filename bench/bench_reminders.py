@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import String, case, cast, delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.months import add_months
@@ -114,7 +115,6 @@ async def _insert(engine: AsyncEngine, table: Any, rows: list[dict[str, Any]]) -
 async def seed(engine: AsyncEngine, sponsorships: int) -> dict[str, int]:
     """The OPDs, PICs, ASN, workers, sponsorships and payments; returns what was written."""
     now = NOW
-    november = date(2026, 11, 1)
     await _insert(
         engine,
         Opd,
@@ -197,15 +197,32 @@ async def seed(engine: AsyncEngine, sponsorships: int) -> dict[str, int]:
             for worker in range(1, sponsorships + 1)
         ],
     )
+    rows, payments = sponsorship_rows(sponsorships)
+    await _insert(engine, Sponsorship, rows)
+    await _insert(engine, Payment, payments)
+    return {"sponsorships": len(rows), "payments": len(payments), "asn": asn_count}
+
+
+def _seeded_status(index: int) -> SponsorshipStatus:
+    """The status a sponsorship is seeded with (index = id - 1); None-paid ones are SUBMITTED."""
+    if _paid_through(index) is None:
+        return SponsorshipStatus.SUBMITTED
+    return SponsorshipStatus.ACTIVE if index % 3 else SponsorshipStatus.CARD_HANDED_OVER
+
+
+def sponsorship_rows(sponsorships: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sponsorship and payment rows of the seed (the same on every call)."""
+    now = NOW
+    november = date(2026, 11, 1)
     rows: list[dict[str, Any]] = []
     payments: list[dict[str, Any]] = []
     for index in range(sponsorships):
         sponsorship_id = index + 1
         plan = _plan_of(index)
         through = _paid_through(index)
-        status = SponsorshipStatus.ACTIVE if index % 3 else SponsorshipStatus.CARD_HANDED_OVER
+        status = _seeded_status(index)
         if through is None:
-            status, through = SponsorshipStatus.SUBMITTED, -12
+            through = -12
         first_month = add_months(november, -1 - index % 12 + min(through, 0))
         asn = 1 + index // PER_ASN
         rows.append(
@@ -245,21 +262,95 @@ async def seed(engine: AsyncEngine, sponsorships: int) -> dict[str, int]:
                 }
             )
             month = add_months(month, months)
-    await _insert(engine, Sponsorship, rows)
-    await _insert(engine, Payment, payments)
-    return {"sponsorships": len(rows), "payments": len(payments), "asn": asn_count}
+    return rows, payments
 
 
 async def reset(engine: AsyncEngine) -> None:
-    """Undo a run: no outbox rows, no audit entries, lapsed sponsorships active again."""
+    """Undo a run: the state right after seeding (see `settle`).
+
+    No outbox rows, no audit entries (ids restart), and every lapsed
+    sponsorship back to the status it was seeded with.
+    """
     async with engine.begin() as connection:
-        await connection.execute(delete(Outbox))
-        await connection.execute(delete(AuditLog))
+        if is_sqlite(str(engine.url)):
+            await connection.execute(delete(Outbox))
+            await connection.execute(delete(AuditLog))
+        else:
+            await connection.exec_driver_sql("TRUNCATE outbox, audit_log RESTART IDENTITY")
         await connection.execute(
             update(Sponsorship)
             .where(Sponsorship.status == SponsorshipStatus.LAPSED)
-            .values(status=SponsorshipStatus.ACTIVE)
+            .values(
+                status=case(
+                    ((Sponsorship.id - 1) % 3 == 0, SponsorshipStatus.CARD_HANDED_OVER.value),
+                    else_=SponsorshipStatus.ACTIVE.value,
+                ),
+                status_changed_at=NOW,
+            )
         )
+    await settle(engine)
+
+
+async def settle(engine: AsyncEngine) -> None:
+    """PostgreSQL: VACUUM ANALYZE, so every measured run starts from the same tables.
+
+    After seeding and after each reset: no dead rows left by the previous
+    run's lapses or its reset, statistics current (as autovacuum keeps a
+    database that is not being bulk-loaded). SQLite: nothing to do.
+    """
+    if is_sqlite(str(engine.url)):
+        return
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.exec_driver_sql("VACUUM ANALYZE")
+
+
+async def already_seeded(engine: AsyncEngine, sponsorships: int) -> bool:
+    """Whether the database holds exactly this bench's seed (plus a run's writes, if any)."""
+    rows, payments = sponsorship_rows(sponsorships)
+    expected = {
+        "opd": OPDS,
+        "pic": OPDS,
+        "asn": (sponsorships + PER_ASN - 1) // PER_ASN,
+        "worker": sponsorships,
+        "sponsorship": len(rows),
+        "payment": len(payments),
+        "payment_months": sum(payment["months"] for payment in payments),
+        "seeded_status": len(rows),
+    }
+    statuses = case(
+        (
+            Sponsorship.status == SponsorshipStatus.LAPSED,
+            case(
+                ((Sponsorship.id - 1) % 3 == 0, SponsorshipStatus.CARD_HANDED_OVER.value),
+                else_=SponsorshipStatus.ACTIVE.value,
+            ),
+        ),
+        else_=cast(Sponsorship.status, String),
+    )
+    seeded_status = {row["id"]: row["status"].value for row in rows}
+    try:
+        async with engine.connect() as connection:
+            found = {
+                "opd": await connection.scalar(select(func.count()).select_from(Opd)),
+                "pic": await connection.scalar(select(func.count()).select_from(Pic)),
+                "asn": await connection.scalar(select(func.count()).select_from(Asn)),
+                "worker": await connection.scalar(select(func.count()).select_from(Worker)),
+                "sponsorship": await connection.scalar(
+                    select(func.count()).select_from(Sponsorship)
+                ),
+                "payment": await connection.scalar(select(func.count()).select_from(Payment)),
+                "payment_months": await connection.scalar(select(func.sum(Payment.months))),
+                "seeded_status": sum(
+                    seeded_status.get(sponsorship_id) == status
+                    for sponsorship_id, status in (
+                        await connection.execute(select(Sponsorship.id, statuses))
+                    ).tuples()
+                ),
+            }
+    except DBAPIError:
+        return False
+    return found == expected
 
 
 async def baseline(engine: AsyncEngine) -> float:
@@ -287,8 +378,8 @@ async def timed(planner: ReminderPlanner) -> tuple[float, PlanResult]:
     return time.perf_counter() - started, result
 
 
-async def measure(url: str, sponsorships: int, repeat: int) -> int:
-    if not is_sqlite(url):
+async def measure(url: str, sponsorships: int, repeat: int, *, reuse: bool = False) -> int:
+    if not is_sqlite(url) and not reuse:
         engine = create_engine(url)
         async with engine.begin() as connection:
             await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
@@ -299,15 +390,33 @@ async def measure(url: str, sponsorships: int, repeat: int) -> int:
     backend = "sqlite" if is_sqlite(url) else "postgresql"
     try:
         started = time.perf_counter()
-        seeded = await seed(engine, sponsorships)
-        if not is_sqlite(url):
-            async with engine.begin() as connection:
-                await connection.exec_driver_sql("ANALYZE")
-        print(
-            f"[{backend}] seeded {seeded['sponsorships']:,} sponsorships, "
-            f"{seeded['payments']:,} payments in {time.perf_counter() - started:.1f} s",
-            flush=True,
-        )
+        if reuse and await already_seeded(engine, sponsorships):
+            await reset(engine)
+            print(
+                f"[{backend}] reused the seeded database, reset in "
+                f"{time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+        else:
+            if reuse:
+                await engine.dispose()
+                return await measure(url, sponsorships, repeat)
+            seeded = await seed(engine, sponsorships)
+            await settle(engine)
+            print(
+                f"[{backend}] seeded {seeded['sponsorships']:,} sponsorships, "
+                f"{seeded['payments']:,} payments in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+        async with engine.connect() as connection:
+            seeded = {
+                "sponsorships": int(
+                    await connection.scalar(select(func.count()).select_from(Sponsorship)) or 0
+                ),
+                "payments": int(
+                    await connection.scalar(select(func.count()).select_from(Payment)) or 0
+                ),
+            }
         planner = ReminderPlanner(
             engine,
             Catalogs(),
@@ -396,9 +505,19 @@ def main(argv: list[str] | None = None) -> int:
         "--database-url",
         help="PostgreSQL URL (its public schema is dropped first); default: a temporary SQLite",
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help=(
+            "PostgreSQL: keep the database if it holds exactly this seed (reset to the seeded "
+            "state instead of dropped and seeded again); otherwise seed as usual"
+        ),
+    )
     args = parser.parse_args(argv)
     if args.database_url:
-        return asyncio.run(measure(args.database_url, args.sponsorships, args.repeat))
+        return asyncio.run(
+            measure(args.database_url, args.sponsorships, args.repeat, reuse=args.reuse)
+        )
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.sqlite3'}"
         return asyncio.run(measure(url, args.sponsorships, args.repeat))

@@ -39,9 +39,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time
+from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -63,6 +65,7 @@ from storage.dues_queries import (
     TermsRow,
     lapse_asn_key,
     lapse_pic_key,
+    params_json,
     payroll_key,
     reminder_key,
     reminder_prefix,
@@ -105,6 +108,40 @@ class PlanResult:
             + self.payroll
             + self.lapse_notices
         )
+
+
+#: Stands for the name while a group's text is filled in once; never part of a month,
+#: date, amount or count, the only other values.
+_NAME = "\x00"
+_NAME_JSON = json.dumps(_NAME)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class _Filled:
+    """A notice's body and params JSON with every value but the name filled in.
+
+    `with_name(name)` gives exactly `t(kind, name=name, **rest)` and
+    `params_json({"name": name, **rest})` (json.dumps escapes a string with
+    `encode_basestring_ascii`), for a join instead of a format and a dump per
+    notice.
+    """
+
+    kind: str
+    #: The body, split where the name goes.
+    body: list[str]
+    #: The params JSON before and after the name's JSON string.
+    params: tuple[str, str]
+
+    @classmethod
+    def of(cls, t: Translator, kind: str, rest: dict[str, Any]) -> _Filled:
+        params = {"name": _NAME, **rest}
+        if any(_NAME in str(value) for value in rest.values()):  # pragma: no cover - never
+            raise ValueError(f"a value of {kind} holds the name's stand-in: {rest}")
+        head, _, tail = params_json(params).partition(_NAME_JSON)
+        return cls(kind, t(kind, **params).split(_NAME), (head, tail))
+
+    def with_name(self, name: str) -> tuple[str, str]:
+        return name.join(self.body), self.params[0] + encode_basestring_ascii(name) + self.params[1]
 
 
 class _Reminder(NamedTuple):
@@ -309,33 +346,48 @@ class ReminderPlanner:
         now: datetime,
         not_before: datetime,
     ) -> None:
-        """Write the reminders not planned yet (`missing`: their keys are not in the outbox)."""
-        new: list[PlannedNotice] = []
-        for reminder in missing:
-            payer, status = payers[reminder.terms[0]], reminder.status
-            t = self._t(payer.language)
-            if reminder.kind == "escalation":
-                params: dict[str, Any] = {
-                    "name": payer.worker_name,
-                    "months": status.months_in_arrears,
-                }
-            else:
-                params = {
-                    "name": payer.worker_name,
-                    "month": t.month(status.next_month),
-                    "due_date": t.date(status.next_due_date),
-                    "amount": t.money(status.next_amount),
-                }
-            kind = f"reminder.{reminder.kind}"
-            new.append(
-                PlannedNotice(
-                    reminder.key, payer.channel, payer.recipient, kind, t(kind, **params), params
+        """Write the reminders not planned yet (`missing`: their keys are not in the outbox).
+
+        The notices are made while they are written (a generator: PostgreSQL's
+        copy sends them as they come, so rendering overlaps the server's work).
+        """
+
+        def notices() -> Iterator[PlannedNotice]:
+            # Statuses are shared by the sponsorships of one decision (`_compute`), so a
+            # group's text is filled in once and each notice only gets its name.
+            groups: dict[tuple[Language, str, int], _Filled] = {}
+            for reminder in missing:
+                payer, status = payers[reminder.terms[0]], reminder.status
+                group = (payer.language, reminder.kind, id(status))
+                filled = groups.get(group)
+                if filled is None:
+                    filled = groups[group] = self._reminder_text(
+                        payer.language, reminder.kind, status
+                    )
+                body, params = filled.with_name(payer.worker_name)
+                yield PlannedNotice(
+                    reminder.key, payer.channel, payer.recipient, filled.kind, body, params
                 )
-            )
-        written = await dues_queries.insert_notices(connection, new, now=now, not_before=not_before)
+
+        written = await dues_queries.insert_notices(
+            connection, notices(), now=now, not_before=not_before, expect_new=True
+        )
         for reminder in missing:
             if reminder.key in written:
                 setattr(result, reminder.kind, getattr(result, reminder.kind) + 1)
+
+    def _reminder_text(self, language: Language, kind: str, status: DuesStatus) -> _Filled:
+        """The text of a reminder of `kind` about `status` in `language`, but for the name."""
+        t = self._t(language)
+        if kind == "escalation":
+            rest: dict[str, Any] = {"months": status.months_in_arrears}
+        else:
+            rest = {
+                "month": t.month(status.next_month),
+                "due_date": t.date(status.next_due_date),
+                "amount": t.money(status.next_amount),
+            }
+        return _Filled.of(t, f"reminder.{kind}", rest)
 
     async def _write_payroll(
         self,
@@ -363,7 +415,7 @@ class ReminderPlanner:
                         pic.recipient,
                         "reminder.payroll",
                         t("reminder.payroll.pic", **params),
-                        params,
+                        params_json(params),
                     )
                 )
         result.payroll += len(
@@ -402,7 +454,7 @@ class ReminderPlanner:
                     payer.recipient,
                     "lapsed.asn",
                     t("reminder.lapsed.asn", **params),
-                    params,
+                    params_json(params),
                 )
             )
             for pic in pics.get(row.opd_id, []):
@@ -415,9 +467,13 @@ class ReminderPlanner:
                         pic.recipient,
                         "lapsed.pic",
                         t("reminder.lapsed.pic", **pic_params),
-                        pic_params,
+                        params_json(pic_params),
                     )
                 )
+        # New unless the sponsorship lapsed before, was reactivated and lapsed again:
+        # then its earlier notices' keys exist and are skipped (insert_notices).
         result.lapse_notices += len(
-            await dues_queries.insert_notices(connection, new, now=now, not_before=not_before)
+            await dues_queries.insert_notices(
+                connection, new, now=now, not_before=not_before, expect_new=True
+            )
         )

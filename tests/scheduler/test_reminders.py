@@ -30,6 +30,8 @@ from domain.vocabulary import (
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
 from scheduler.reminders import PlanResult, ReminderPlanner, cancel_reminders
+from storage import dues_queries
+from storage.dues_queries import PlannedNotice, params_json
 from storage.models import (
     Asn,
     AuditLog,
@@ -124,8 +126,10 @@ class World:
         first_month: date,
         months: int = 1,
         status: PaymentStatus = PaymentStatus.CONFIRMED,
+        recorded: datetime | None = None,
     ) -> None:
-        recorded = self.clock() - timedelta(hours=1)
+        if recorded is None:
+            recorded = self.clock() - timedelta(hours=1)
         async with self.engine.begin() as connection:
             await connection.execute(
                 insert(Payment).values(
@@ -446,3 +450,136 @@ async def test_concurrent_planners_plan_each_reminder_once(world: World) -> None
     results = await asyncio.gather(planner(world).plan(), planner(world).plan())
     assert sorted(result.before5 for result in results) == [0, 20]
     assert len(await world.outbox("reminder.before5")) == 20
+
+
+async def test_names_are_written_exactly_as_given_in_body_and_params(world: World) -> None:
+    # Reminders of one kind and month share their text; only the name differs.
+    names = ['Ñoño "Q" \\ {month}', "Siti 😀 Aminah", "Ani\nBaru"]
+    ids = [await world.sponsorship(PaymentPlan.MONTHLY, name=name) for name in names]
+    # Two months unpaid by 10 January 2026 (November and December 2025): escalation.
+    at_risk = await world.sponsorship(
+        PaymentPlan.MONTHLY, name="Joko {0}", first_month=date(2025, 11, 1)
+    )
+    world.clock.now = datetime(2026, 1, 10, 9, tzinfo=JAKARTA).astimezone(UTC)
+    result = await planner(world).plan()
+    assert (result.before5, result.escalation) == (3, 1)
+
+    t = Catalogs().translator(Language.INDONESIAN)
+    rows = {row.dedupe_key: row for row in await world.outbox()}
+    for sponsorship_id, name in zip(ids, names, strict=True):
+        row = rows[f"reminder:before5:2026-01:{sponsorship_id}"]
+        params = {
+            "name": name,
+            "month": "Januari 2026",
+            "due_date": "15 Januari 2026",
+            "amount": "Rp16.800",
+        }
+        assert row.params == params
+        assert row.body == t("reminder.before5", **params)
+    escalation = rows[f"reminder:escalation:2025-11:{at_risk}"]
+    assert escalation.params == {"name": "Joko {0}", "months": 2}
+    assert escalation.body == t("reminder.escalation", name="Joko {0}", months=2)
+
+
+async def test_confirmed_months_read_as_runs_and_irregular_months(world: World) -> None:
+    monthly = await world.sponsorship(PaymentPlan.MONTHLY, name="Run")
+    quarterly = await world.sponsorship(PaymentPlan.QUARTERLY, name="Quarter")
+    gap = await world.sponsorship(PaymentPlan.MONTHLY, name="Gap")
+    pending = await world.sponsorship(PaymentPlan.MONTHLY, name="Pending")
+    unpaid = await world.sponsorship(PaymentPlan.MONTHLY, name="Unpaid")
+    for month in (date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1)):
+        await world.pay(monthly, month)
+    await world.pay(quarterly, date(2026, 1, 1), months=3)
+    await world.pay(quarterly, date(2026, 4, 1), months=1)
+    await world.pay(gap, date(2025, 12, 1))
+    await world.pay(gap, date(2026, 2, 1), months=2)
+    await world.pay(pending, date(2026, 1, 1))
+    await world.pay(pending, date(2026, 2, 1), status=PaymentStatus.RECORDED)
+    await world.pay(pending, date(2026, 3, 1), status=PaymentStatus.REJECTED)
+
+    async with world.engine.connect() as connection:
+        paid = await dues_queries.confirmed_months(connection)
+
+    def months(*values: tuple[int, int]) -> frozenset[date]:
+        return frozenset(date(year, month, 1) for year, month in values)
+
+    assert paid.months(monthly) == months((2026, 1), (2026, 2), (2026, 3))
+    assert paid.months(quarterly) == months((2026, 1), (2026, 2), (2026, 3), (2026, 4))
+    assert paid.months(gap) == months((2025, 12), (2026, 2), (2026, 3))
+    assert paid.months(pending) == months((2026, 1))
+    assert paid.months(unpaid) == frozenset()
+    assert gap in paid.exact and monthly in paid.runs and quarterly in paid.runs
+
+
+async def test_notices_expected_new_skip_a_key_that_exists(world: World) -> None:
+    """A key the caller did not know of (PostgreSQL: the copy fails, the insert skips it)."""
+    now = world.clock()
+
+    def notice(key: str, body: str) -> PlannedNotice:
+        return PlannedNotice(
+            key, Channel.TELEGRAM, ASN_CHAT, "lapsed.asn", body, params_json({"name": body})
+        )
+
+    async with world.engine.begin() as connection:
+        written = await dues_queries.insert_notices(
+            connection, [notice("k:2", "first")], now=now, not_before=now
+        )
+        assert written == {"k:2"}
+    async with world.engine.begin() as connection:
+        written = await dues_queries.insert_notices(
+            connection,
+            (notice(f"k:{index}", "second") for index in range(1, 4)),
+            now=now,
+            not_before=now,
+            expect_new=True,
+        )
+    assert written == {"k:1", "k:3"}
+    rows = {row.dedupe_key: row for row in await world.outbox()}
+    assert sorted(rows) == ["k:1", "k:2", "k:3"]
+    assert rows["k:2"].body == "first" and rows["k:1"].params == {"name": "second"}
+    assert rows["k:3"].template == "lapsed_asn" and rows["k:3"].status is OutboxStatus.PENDING
+
+
+async def test_a_sponsorship_lapsing_again_is_audited_without_second_notices(world: World) -> None:
+    # Nothing paid since October 2025: three months in arrears on 16 January 2026.
+    sponsorship = await world.sponsorship(
+        PaymentPlan.MONTHLY, name="Siti", first_month=date(2025, 10, 1)
+    )
+    world.clock.now = datetime(2026, 1, 16, 9, tzinfo=JAKARTA).astimezone(UTC)
+    first = await planner(world).plan()
+    assert (first.lapsed, first.lapse_notices) == (1, 2)
+    # Reactivated by hand (still unpaid), it lapses again the next day: same keys, no notices.
+    async with world.engine.begin() as connection:
+        await connection.execute(
+            update(Sponsorship)
+            .where(Sponsorship.id == sponsorship)
+            .values(status=SponsorshipStatus.ACTIVE)
+        )
+    world.clock.now += timedelta(days=1)
+    again = await planner(world).plan()
+    assert (again.lapsed, again.lapse_notices, again.notices) == (1, 0, 0)
+    assert await world.status(sponsorship) is SponsorshipStatus.LAPSED
+    assert len(await world.outbox()) == 2
+    async with world.engine.connect() as connection:
+        result = await connection.execute(
+            select(AuditLog.action, AuditLog.record_id, AuditLog.actor_type, AuditLog.opd_id)
+        )
+        audit = [tuple(row) for row in result]
+    assert audit == [("sponsorship.lapsed", str(sponsorship), "system", world.opd_id)] * 2
+
+
+async def test_a_payment_recorded_while_planning_prevents_the_lapse(world: World) -> None:
+    sponsorship = await world.sponsorship(
+        PaymentPlan.MONTHLY, name="Siti", first_month=date(2025, 10, 1)
+    )
+    world.clock.now = datetime(2026, 1, 16, 9, tzinfo=JAKARTA).astimezone(UTC)
+    # Recorded after the planner's clock reading (as if during its run), not yet confirmed.
+    await world.pay(
+        sponsorship,
+        date(2025, 10, 1),
+        status=PaymentStatus.RECORDED,
+        recorded=world.clock() + timedelta(seconds=1),
+    )
+    result = await planner(world).plan()
+    assert (result.lapsed, result.lapse_notices) == (0, 0)
+    assert await world.status(sponsorship) is SponsorshipStatus.ACTIVE
