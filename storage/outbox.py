@@ -32,11 +32,11 @@ one extra set-based query per claim.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import Channel, DeliveryStatus, Language, OutboxStatus
@@ -315,6 +315,37 @@ async def mark_retry(
         values["last_error"] = error
     result = await connection.execute(update(Outbox).where(_held(claim)).values(**values))
     return bool(result.rowcount)
+
+
+async def hand_back(
+    connection: AsyncConnection, rows: Sequence[tuple[ClaimedNotice, datetime]]
+) -> None:
+    """Put claimed rows back to pending, each until its datetime, without counting an attempt.
+
+    `mark_retry(..., error=None, count_attempt=False)` for many rows in one
+    executemany statement (a dispatcher handing back a batch's surplus rows of
+    one recipient). Fenced by each claim like the other outcomes.
+    """
+    if not rows:
+        return
+    statement = (
+        update(Outbox)
+        .where(
+            Outbox.id == bindparam("b_id"),
+            Outbox.status == OutboxStatus.SENDING,
+            Outbox.claimed_until == bindparam("b_claimed_until"),
+        )
+        .values(
+            status=OutboxStatus.PENDING, not_before=bindparam("b_not_before"), claimed_until=None
+        )
+    )
+    await connection.execute(
+        statement,
+        [
+            {"b_id": claim.id, "b_claimed_until": claim.claimed_until, "b_not_before": not_before}
+            for claim, not_before in rows
+        ],
+    )
 
 
 async def mark_failed(connection: AsyncConnection, claim: ClaimedNotice, *, error: str) -> bool:

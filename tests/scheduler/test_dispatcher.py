@@ -13,6 +13,7 @@ import collections
 import time as time_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,19 +22,23 @@ from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.settings import DispatcherSettings
 from bot.telegram import TelegramSender
-from domain.vocabulary import Channel, OutboxStatus
+from bot.whatsapp.client import WhatsAppClient, build_client
+from bot.whatsapp.sender import WhatsAppSender
+from bot.whatsapp.templates import TemplateBook, load_templates
+from domain.vocabulary import Channel, DeliveryStatus, Language, OutboxStatus
 from scheduler.dispatcher import Dispatcher, SlidingWindow
 from scheduler.runner import build_scheduler
 from scheduler.sending import OutgoingNotice, SendResult, Sent
 from storage.db import create_engine
-from storage.models import Outbox
+from storage.models import ChannelAccount, Conversation, Outbox
 from storage.outbox import Notice, enqueue
 from tests.fakes.clock import FrozenClock
+from tests.fakes.graph_api import FakeGraphServer
 from tests.fakes.telegram_api import FakeTelegramServer
 
 WIB = ZoneInfo("Asia/Jakarta")
@@ -134,6 +139,8 @@ async def add(
     channel: Channel = Channel.TELEGRAM,
     prefix: str = "n",
     body: str | None = None,
+    template: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> None:
     async with db.begin() as connection:
         for number, chat in enumerate(chats):
@@ -145,6 +152,8 @@ async def add(
                     recipient=str(chat),
                     kind="card_ready",
                     body=body or f"Pesan {prefix}{number} untuk {chat}",
+                    template=template,
+                    params=params or {},
                 ),
                 now=now,
             )
@@ -530,6 +539,34 @@ async def test_a_paused_window_gives_no_place(clock: FrozenClock) -> None:
     assert await window.acquire() is not None
 
 
+async def test_an_even_window_starts_sends_one_over_the_rate_apart(clock: FrozenClock) -> None:
+    fake_time = FakeTime(clock)
+    window = SlidingWindow(4, monotonic=fake_time.monotonic, sleep=fake_time.sleep, even=True)
+    starts: list[float] = []
+    for _ in range(6):
+        slots = await window.acquire()
+        assert slots is not None
+        starts.append(fake_time.now)
+        slots[0].done(fake_time.now)
+    assert starts[:4] == pytest.approx([1000.0, 1000.25, 1000.5, 1000.75])
+    assert starts[4] == pytest.approx(1001.0)  # also the window: 1 s after the first completed
+
+
+async def test_an_even_window_does_not_add_up_late_wake_ups(clock: FrozenClock) -> None:
+    """Timers fire a little late; the next start is planned from the planned one."""
+    fake_time = FakeTime(clock)
+
+    async def oversleep(seconds: float) -> None:
+        await fake_time.sleep(seconds + 0.004)
+
+    window = SlidingWindow(100, monotonic=fake_time.monotonic, sleep=oversleep, even=True)
+    for _ in range(50):
+        slots = await window.acquire()
+        assert slots is not None
+        slots[0].done(fake_time.now)
+    assert fake_time.now - 1000.0 == pytest.approx(0.49 + 0.004)  # not 49 x 0.014
+
+
 # --- restarts -------------------------------------------------------------------------
 
 
@@ -669,3 +706,284 @@ def test_the_scheduler_ticks_the_dispatcher_without_overlap(
     assert str(job.trigger) == "interval[0:00:02]"
     assert (job.max_instances, job.coalesce) == (1, True)
     assert not scheduler.running
+
+
+# --- WhatsApp --------------------------------------------------------------------------------
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "data" / "whatsapp_templates.json"
+FIRST_WA = 6281200000000
+CARD = {"name": "Siti Aminah", "kpj": "12345678901", "opd": "Dinas Sosial"}
+
+
+@pytest.fixture(scope="module")
+def book() -> TemplateBook:
+    return load_templates(TEMPLATES)
+
+
+@pytest.fixture
+async def graph(book: TemplateBook) -> AsyncIterator[FakeGraphServer]:
+    async with FakeGraphServer() as fake:
+        fake.approve_book(book.templates.values())
+        yield fake
+
+
+@pytest.fixture
+async def wa(graph: FakeGraphServer) -> AsyncIterator[WhatsAppClient]:
+    client = build_client(graph.settings())
+    yield client
+    await client.close()
+
+
+def wa_dispatcher(
+    db: AsyncEngine,
+    client: WhatsAppClient,
+    book: TemplateBook,
+    clock: FrozenClock,
+    fake_time: FakeTime | None = None,
+    **overrides: Any,
+) -> Dispatcher:
+    timing: dict[str, Any] = {}
+    if fake_time is not None:
+        timing = {"monotonic": fake_time.monotonic, "sleep": fake_time.sleep}
+    sender = WhatsAppSender(
+        client, book, clock=clock, sleep=fake_time.sleep if fake_time else asyncio.sleep
+    )
+    return Dispatcher(
+        db,
+        {Channel.WHATSAPP: sender},
+        clock,
+        settings(**overrides),
+        WIB,
+        random=lambda: 1.0,
+        **timing,
+    )
+
+
+async def add_cards(db: AsyncEngine, recipients: list[int], *, prefix: str = "wa") -> None:
+    await add(
+        db,
+        recipients,
+        channel=Channel.WHATSAPP,
+        prefix=prefix,
+        template="card_ready_worker",
+        params=CARD,
+    )
+
+
+async def wrote_to_us(db: AsyncEngine, wa_id: int, at: datetime) -> None:
+    """`wa_id` has a WhatsApp account whose last message arrived `at`."""
+    async with db.begin() as connection:
+        account = await connection.scalar(
+            insert(ChannelAccount)
+            .values(
+                channel=Channel.WHATSAPP,
+                external_id=str(wa_id),
+                language=Language.INDONESIAN,
+                created_at=at,
+            )
+            .returning(ChannelAccount.id)
+        )
+        await connection.execute(
+            insert(Conversation).values(
+                channel_account_id=account, data={}, history=[], version=1, updated_at=at
+            )
+        )
+
+
+async def test_whatsapp_notices_are_free_text_in_the_window_templates_outside_with_their_ids(
+    db_engine: AsyncEngine,
+    graph: FakeGraphServer,
+    wa: WhatsAppClient,
+    book: TemplateBook,
+    clock: FrozenClock,
+) -> None:
+    talking, silent = FIRST_WA, FIRST_WA + 1
+    await wrote_to_us(db_engine, talking, MORNING - timedelta(hours=1))
+    graph.open_window(str(talking))
+    await add_cards(db_engine, [talking, silent])
+
+    assert await wa_dispatcher(db_engine, wa, book, clock, FakeTime(clock)).tick() == 2
+
+    [text] = graph.messages_to(str(talking))
+    [template] = graph.messages_to(str(silent))
+    assert (text.type, text.text) == ("text", f"Pesan wa0 untuk {talking}")
+    assert (template.template_name, template.template_params) == (
+        "sertakan_card_ready_worker",
+        ["Siti Aminah", "12345678901", "Dinas Sosial"],
+    )
+    stored = {row.recipient: row for row in await rows(db_engine)}
+    assert {
+        r: (row.status, row.provider_message_id, row.delivery_status) for r, row in stored.items()
+    } == {
+        str(talking): (OutboxStatus.SENT, text.id, DeliveryStatus.SENT),
+        str(silent): (OutboxStatus.SENT, template.id, DeliveryStatus.SENT),
+    }
+
+
+async def test_a_template_only_row_goes_as_the_template_even_in_the_window(
+    db_engine: AsyncEngine,
+    graph: FakeGraphServer,
+    wa: WhatsAppClient,
+    book: TemplateBook,
+    clock: FrozenClock,
+) -> None:
+    await wrote_to_us(db_engine, FIRST_WA, MORNING - timedelta(minutes=5))
+    graph.open_window(str(FIRST_WA))
+    await add_cards(db_engine, [FIRST_WA])
+    async with db_engine.begin() as connection:
+        await connection.execute(update(Outbox).values(template_only=True))
+
+    assert await wa_dispatcher(db_engine, wa, book, clock, FakeTime(clock)).tick() == 1
+
+    [message] = graph.messages_to(str(FIRST_WA))
+    assert message.type == "template"
+
+
+async def test_a_pair_rate_limit_holds_back_only_that_recipient(
+    db_engine: AsyncEngine,
+    graph: FakeGraphServer,
+    wa: WhatsAppClient,
+    book: TemplateBook,
+    clock: FrozenClock,
+) -> None:
+    busy, other = FIRST_WA, FIRST_WA + 1
+    graph.fail_next(131056, recipient=str(busy))
+    await add_cards(db_engine, [busy, other])
+    fake_time = FakeTime(clock)
+    sending = wa_dispatcher(db_engine, wa, book, clock, fake_time)
+
+    assert await sending.tick() == 2
+
+    assert sending.paused_for(Channel.WHATSAPP) == 0
+    assert [m.to for m in graph.sent] == [str(other)]
+    held = {row.recipient: row for row in await rows(db_engine)}[str(busy)]
+    assert (held.status, held.attempts, held.not_before) == (
+        OutboxStatus.PENDING,
+        0,
+        clock.now + timedelta(seconds=6),
+    )
+    assert held.last_error is not None and held.last_error.startswith("131056: ")
+
+    await fake_time.sleep(6)
+    assert await sending.tick() == 1
+    assert [m.to for m in graph.sent] == [str(other), str(busy)]
+
+
+async def test_a_throughput_limit_pauses_the_whatsapp_channel(
+    db_engine: AsyncEngine,
+    graph: FakeGraphServer,
+    wa: WhatsAppClient,
+    book: TemplateBook,
+    clock: FrozenClock,
+) -> None:
+    graph.fail_next(130429)
+    await add_cards(db_engine, [FIRST_WA])
+    fake_time = FakeTime(clock)
+    sending = wa_dispatcher(db_engine, wa, book, clock, fake_time)
+
+    assert await sending.tick() == 1
+    assert sending.paused_for(Channel.WHATSAPP) == 5
+    await add_cards(db_engine, [FIRST_WA + 1], prefix="new")
+    assert await sending.tick() == 0
+
+    await fake_time.sleep(5)
+    assert await sending.tick() == 2
+    assert sorted(m.to for m in graph.sent) == [str(FIRST_WA), str(FIRST_WA + 1)]
+
+
+async def test_a_notice_without_a_template_outside_the_window_ends_failed_with_the_reason(
+    db_engine: AsyncEngine,
+    graph: FakeGraphServer,
+    wa: WhatsAppClient,
+    book: TemplateBook,
+    clock: FrozenClock,
+) -> None:
+    await add(db_engine, [FIRST_WA], channel=Channel.WHATSAPP, template="unknown_kind")
+    assert await wa_dispatcher(db_engine, wa, book, clock, FakeTime(clock)).tick() == 1
+    [row] = await rows(db_engine)
+    assert (row.status, row.last_error) == (OutboxStatus.FAILED, "no template: unknown_kind")
+    assert graph.calls == []
+
+
+async def test_whatsapp_pace_comes_from_its_own_settings(
+    db_engine: AsyncEngine,
+    graph: FakeGraphServer,
+    wa: WhatsAppClient,
+    book: TemplateBook,
+    clock: FrozenClock,
+) -> None:
+    await add_cards(db_engine, [FIRST_WA] * 3 + [FIRST_WA + n for n in range(1, 4)])
+    fake_time = FakeTime(clock)
+    sending = wa_dispatcher(
+        db_engine,
+        wa,
+        book,
+        clock,
+        fake_time,
+        whatsapp_rate_per_s=2.0,
+        whatsapp_chat_interval_s=6.0,
+        telegram_rate_per_s=1000.0,
+        telegram_chat_interval_s=0.0,
+    )
+
+    assert await sending.tick() == 6
+
+    assert len(graph.sent) == 4  # one each; two wait for the pair interval
+    assert fake_time.now - 1_000.0 >= 1.0  # 4 sends at 2/s: the window made the tick wait
+    waiting = sorted(
+        row.not_before for row in await rows(db_engine) if row.status is OutboxStatus.PENDING
+    )
+    assert waiting == [MORNING + timedelta(seconds=6), MORNING + timedelta(seconds=12)]
+
+
+async def test_at_whatsapps_limits_every_notice_arrives_once_without_a_refusal(
+    db_engine: AsyncEngine,
+    graph: FakeGraphServer,
+    wa: WhatsAppClient,
+    book: TemplateBook,
+) -> None:
+    """The benchmark's set-up in small, real time (bench/bench_whatsapp_dispatcher.py measures)."""
+    clock = RunningClock()
+    recipients = [FIRST_WA + n for n in range(120)]
+    await add_cards(db_engine, recipients)
+    await add_cards(db_engine, recipients[:30], prefix="second")  # a second notice for some
+    graph.enforce_rates(per_second=60, pair_interval_s=0.5)
+    stop = asyncio.Event()
+    sending = wa_dispatcher(
+        db_engine,
+        wa,
+        book,
+        clock,
+        whatsapp_rate_per_s=60,
+        whatsapp_chat_interval_s=0.5,
+        batch_size=60,
+        idle_s=0.05,
+    )
+    running = asyncio.create_task(sending.run(stop))
+    await eventually(lambda: _all_sent(db_engine, 150))
+    stop.set()
+    await asyncio.wait_for(running, 10)
+
+    received = collections.Counter(int(message.to) for message in graph.sent)
+    assert received == collections.Counter(recipients + recipients[:30])
+    assert graph.errors == {}
+
+
+async def test_a_recipients_later_rows_are_due_an_interval_after_their_first_is_sent(
+    db_engine: AsyncEngine,
+    graph: FakeGraphServer,
+    wa: WhatsAppClient,
+    book: TemplateBook,
+    clock: FrozenClock,
+) -> None:
+    """At 2/s the fourth recipient's first row starts 1.5 s into the tick, so its second is
+    due 6 s after that, not 6 s after the claim (it would wait in a later tick)."""
+    others = [FIRST_WA + n for n in range(1, 4)]
+    await add_cards(db_engine, [*others, FIRST_WA, FIRST_WA])
+    sending = wa_dispatcher(db_engine, wa, book, clock, FakeTime(clock), whatsapp_rate_per_s=2.0)
+
+    assert await sending.tick() == 5
+
+    [waiting] = [row for row in await rows(db_engine) if row.status is OutboxStatus.PENDING]
+    assert waiting.recipient == str(FIRST_WA)
+    assert waiting.not_before == MORNING + timedelta(seconds=1.5 + 6)

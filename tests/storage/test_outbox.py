@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.vocabulary import Channel, OutboxStatus
+from domain.vocabulary import Channel, DeliveryStatus, Language, OutboxStatus
 from storage.db import create_engine
-from storage.models import Outbox
+from storage.models import ChannelAccount, Conversation, Outbox
 from storage.outbox import (
     ClaimedNotice,
     Notice,
     claim_due,
     counts_by_status,
     enqueue,
+    hand_back,
     list_failed,
     mark_failed,
     mark_retry,
@@ -242,3 +244,134 @@ async def test_finished_rows_are_never_claimed(
         else:
             await mark_failed(connection, claimed, error="no")
     assert await claim(db_engine, now=NOW + timedelta(days=1)) == []
+
+
+# --- what a channel with a service window needs (WhatsApp) -------------------------------
+
+
+async def add_account(
+    db: AsyncEngine,
+    channel: Channel,
+    external_id: str,
+    language: Language,
+    last_inbound: datetime | None,
+) -> None:
+    """A person on `channel`; with `last_inbound`, their conversation (last message then)."""
+    async with db.begin() as connection:
+        account_id = await connection.scalar(
+            insert(ChannelAccount)
+            .values(channel=channel, external_id=external_id, language=language, created_at=NOW)
+            .returning(ChannelAccount.id)
+        )
+        if last_inbound is not None:
+            await connection.execute(
+                insert(Conversation).values(
+                    channel_account_id=account_id,
+                    data={},
+                    history=[],
+                    version=1,
+                    updated_at=last_inbound,
+                )
+            )
+
+
+async def test_a_claim_carries_the_recipients_language_last_message_and_template_only(
+    db_engine: AsyncEngine,
+) -> None:
+    wrote, silent, stranger = "6281234567890", "6281111111111", "6289999999999"
+    await add_account(
+        db_engine, Channel.WHATSAPP, wrote, Language.ENGLISH, NOW - timedelta(hours=3)
+    )
+    await add_account(db_engine, Channel.WHATSAPP, silent, Language.INDONESIAN, None)
+    # The same digits on another channel are another person.
+    await add_account(db_engine, Channel.TELEGRAM, stranger, Language.ENGLISH, NOW)
+    await add(
+        db_engine,
+        notice("wrote", recipient=wrote, channel=Channel.WHATSAPP),
+        notice("silent", recipient=silent, channel=Channel.WHATSAPP),
+        notice("stranger", recipient=stranger, channel=Channel.WHATSAPP),
+        notice("telegram", recipient=stranger, channel=Channel.TELEGRAM),
+    )
+    async with db_engine.begin() as connection:
+        await connection.execute(
+            update(Outbox).where(Outbox.dedupe_key == "silent").values(template_only=True)
+        )
+
+    claimed = {c.body: c for c in await claim(db_engine)}
+
+    seen = {
+        body.removeprefix("Kartu siap (").rstrip(")"): (
+            c.recipient_language,
+            c.last_inbound_at,
+            c.template_only,
+        )
+        for body, c in claimed.items()
+    }
+    assert seen == {
+        "wrote": (Language.ENGLISH, NOW - timedelta(hours=3), False),
+        "silent": (Language.INDONESIAN, None, True),
+        "stranger": (None, None, False),
+        "telegram": (Language.ENGLISH, NOW, False),
+    }
+
+
+async def test_sent_rows_keep_the_platforms_message_id_for_status_reports(
+    db_engine: AsyncEngine,
+) -> None:
+    await add(db_engine, notice("w", recipient="6281234567890", channel=Channel.WHATSAPP))
+    [claimed] = await claim(db_engine)
+    async with db_engine.begin() as connection:
+        assert await mark_sent(
+            connection, claimed, now=NOW + timedelta(seconds=2), provider_message_id="wamid.HBgL1"
+        )
+    sent = await row(db_engine, "w")
+    assert (sent.provider_message_id, sent.delivery_status, sent.delivery_status_at) == (
+        "wamid.HBgL1",
+        DeliveryStatus.SENT,
+        NOW + timedelta(seconds=2),
+    )
+
+
+async def test_a_resent_row_gets_the_new_message_id(db_engine: AsyncEngine) -> None:
+    """A failed row requeued (or re-sent as a template) is a new message: the old id goes."""
+    await add(db_engine, notice("w", recipient="6281234567890", channel=Channel.WHATSAPP))
+    [first] = await claim(db_engine)
+    async with db_engine.begin() as connection:
+        await mark_sent(connection, first, now=NOW, provider_message_id="wamid.old")
+        await connection.execute(
+            update(Outbox)
+            .where(Outbox.id == first.id)
+            .values(status=OutboxStatus.FAILED, delivery_status=DeliveryStatus.FAILED)
+        )
+        await requeue_failed(connection, first.id, now=NOW + timedelta(hours=1))
+    [again] = await claim(db_engine, now=NOW + timedelta(hours=1))
+    async with db_engine.begin() as connection:
+        await mark_sent(
+            connection, again, now=NOW + timedelta(hours=1), provider_message_id="wamid.new"
+        )
+    sent = await row(db_engine, "w")
+    assert (sent.provider_message_id, sent.delivery_status) == ("wamid.new", DeliveryStatus.SENT)
+
+
+async def test_rows_handed_back_together_wait_each_until_its_time(db_engine: AsyncEngine) -> None:
+    await add(db_engine, notice("a"), notice("b"), notice("c"))
+    claimed = {c.body: c for c in await claim(db_engine)}
+    a, b, c = (claimed[f"Kartu siap ({key})"] for key in "abc")
+    not_ours = dataclasses.replace(c, claimed_until=c.claimed_until - timedelta(seconds=1))
+
+    async with db_engine.begin() as connection:
+        await hand_back(
+            connection,
+            [
+                (a, NOW + timedelta(seconds=6)),
+                (b, NOW + timedelta(seconds=12)),
+                (not_ours, NOW + timedelta(seconds=18)),
+            ],
+        )
+
+    back = {key: await row(db_engine, key) for key in "abc"}
+    assert [(r.status, r.not_before, r.attempts, r.claimed_until) for r in back.values()] == [
+        (OutboxStatus.PENDING, NOW + timedelta(seconds=6), 0, None),
+        (OutboxStatus.PENDING, NOW + timedelta(seconds=12), 0, None),
+        (OutboxStatus.SENDING, NOW, 0, NOW + LEASE),  # fenced: the claim did not match
+    ]
