@@ -31,17 +31,29 @@ No commit happens here: the caller owns the transaction.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import (
+    LargeBinary,
+    TextClause,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import DeliveryStatus, OutboxStatus
 from storage.crypto import NikCipher
-from storage.db import insert_for
-from storage.models import Outbox, WhatsappInbound
+from storage.models import Outbox, UtcDateTime, WhatsappInbound
 
 #: WhatsApp's error code for a free-form message outside the 24-hour customer-service window.
 REENGAGEMENT_ERROR: Final = 131047
@@ -87,7 +99,8 @@ async def record(
 ) -> list[str]:
     """Store `messages` in the caller's transaction; return the message ids newly recorded.
 
-    One statement for the whole batch. A message id already in the journal (a
+    One statement for the whole batch (a multi-row INSERT ... ON CONFLICT
+    (message_id) DO NOTHING RETURNING). A message id already in the journal (a
     redelivery, or a copy recorded a moment ago by a concurrent request) is
     left alone and not returned; on PostgreSQL a concurrent insert of the same
     id waits for the other transaction and then finds it. Raises ValueError
@@ -100,26 +113,36 @@ async def record(
         unique.setdefault(message.message_id, message)
     if not unique:
         return []
-    statement = (
-        insert_for(connection.dialect.name)(WhatsappInbound)
-        .values(
-            [
-                {
-                    "message_id": message.message_id,
-                    "sender_id": message.sender_id,
-                    "payload_ciphertext": cipher.encrypt_payload(message.payload),
-                    "received_at": now,
-                    "attempts": 0,
-                }
-                for message in unique.values()
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["message_id"])
-        .returning(WhatsappInbound.message_id)
-    )
-    recorded = set((await connection.execute(statement)).scalars())
+    params: dict[str, Any] = {"received_at": now}
+    for index, message in enumerate(unique.values()):
+        params[f"message_id_{index}"] = message.message_id
+        params[f"sender_id_{index}"] = message.sender_id
+        params[f"payload_{index}"] = cipher.encrypt_payload(message.payload)
+    result = await connection.execute(_record_statement(len(unique)), params)
+    recorded = set(result.scalars())
     # RETURNING keeps no order; answer in the order given.
     return [message_id for message_id in unique if message_id in recorded]
+
+
+@functools.lru_cache(maxsize=16)
+def _record_statement(count: int) -> TextClause:
+    """INSERT of `count` rows as fixed text: SQLAlchemy compiles it once per batch size.
+
+    (A dialect `insert()` with ON CONFLICT is never cached: it was compiled on
+    every request, 1.5 ms of a 2.5 ms acknowledgement.) Valid on SQLite 3.35+
+    and PostgreSQL alike.
+    """
+    rows = ", ".join(
+        f"(:message_id_{i}, :sender_id_{i}, :payload_{i}, :received_at, 0)" for i in range(count)
+    )
+    return text(
+        "INSERT INTO whatsapp_inbound "
+        "(message_id, sender_id, payload_ciphertext, received_at, attempts) "
+        f"VALUES {rows} ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+    ).bindparams(
+        bindparam("received_at", type_=UtcDateTime()),
+        *(bindparam(f"payload_{i}", type_=LargeBinary()) for i in range(count)),
+    )
 
 
 async def claim(
@@ -243,6 +266,28 @@ async def mark_processed(
         values["last_error"] = error[:_MAX_ERROR_LENGTH]
     result = await connection.execute(update(WhatsappInbound).where(_held(claimed)).values(values))
     return bool(result.rowcount)
+
+
+async def mark_all_processed(
+    connection: AsyncConnection, claimed: Sequence[ClaimedMessage], *, now: datetime
+) -> int:
+    """`mark_processed` for many rows at once (one UPDATE per claim); how many were still ours."""
+    by_claim: dict[datetime, list[int]] = {}
+    for item in claimed:
+        by_claim.setdefault(item.claimed_until, []).append(item.id)
+    marked = 0
+    for claimed_until, ids in by_claim.items():
+        result = await connection.execute(
+            update(WhatsappInbound)
+            .where(
+                WhatsappInbound.id.in_(ids),
+                WhatsappInbound.processed_at.is_(None),
+                WhatsappInbound.claimed_until == claimed_until,
+            )
+            .values(processed_at=now, claimed_until=None)
+        )
+        marked += result.rowcount
+    return marked
 
 
 async def mark_failed(
