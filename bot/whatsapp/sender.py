@@ -173,9 +173,7 @@ class WhatsAppSender:
                 result = await self._send_text(notice)
                 if not isinstance(result, _WindowClosed):
                     return result
-                logger.info(
-                    "outbox %s: window closed (131047), sending the template", notice.outbox_id
-                )
+                logger.info("outbox %s: %s; sending the template", notice.outbox_id, result.error)
             return await self._send_template(notice)
         except Exception as exc:  # the contract: outcomes, never exceptions
             logger.error("outbox %s: unexpected %s", notice.outbox_id, type(exc).__name__)
