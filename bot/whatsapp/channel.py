@@ -75,6 +75,7 @@ def build_whatsapp(runtime: Runtime) -> WhatsAppChannel:
         clock=runtime.clock,
         # The parts of a long text to one person keep the dispatcher's spacing.
         chunk_interval_s=dispatch.whatsapp_chat_interval_s,
+        pair_retry_s=dispatch.whatsapp_chat_interval_s,
     )
     processor = InboundProcessor(
         database=runtime.db,
