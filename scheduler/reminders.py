@@ -236,11 +236,8 @@ class ReminderPlanner:
                 terms = await dues_queries.dues_terms(connection)
                 paid = await dues_queries.confirmed_months(connection)
                 pics = await dues_queries.pics_by_opd(connection)
-                reminders, payroll, lapsing = self._compute(terms, paid, today)
-                existing = await dues_queries.existing_keys(
-                    connection,
-                    {reminder.key[: reminder.key.rindex(":") + 1] for reminder in reminders},
-                )
+                reminders, prefixes, payroll, lapsing = self._compute(terms, paid, today)
+                existing = await dues_queries.existing_keys(connection, prefixes)
                 missing = [reminder for reminder in reminders if reminder.key not in existing]
                 # One read of the names and accounts for both the new reminders and the lapses.
                 payers = await dues_queries.payers(
@@ -256,8 +253,9 @@ class ReminderPlanner:
 
     def _compute(
         self, terms: list[TermsRow], paid: PaidMonths, today: date
-    ) -> tuple[list[_Reminder], dict[tuple[int, str, date], int], list[DuesTerms]]:
-        """Today's reminders, payroll counts per (OPD, kind, month), and lapsing sponsorships.
+    ) -> tuple[list[_Reminder], set[str], dict[tuple[int, str, date], int], list[DuesTerms]]:
+        """Today's reminders and their keys' prefixes, payroll counts per (OPD, kind, month),
+        and lapsing sponsorships.
 
         What a sponsorship needs today depends only on its terms and its
         confirmed months; when those are one run (nearly always) many
@@ -266,19 +264,21 @@ class ReminderPlanner:
         """
         decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]] = {}
         reminders: list[_Reminder] = []
+        prefixes: set[str] = set()
         payroll: dict[tuple[int, str, date], int] = {}
         lapsing: list[DuesTerms] = []
         runs = paid.runs
         irregular = paid.exact
         for values in terms:
             sponsorship_id = values[0]
-            if sponsorship_id in irregular:
+            run = runs.get(sponsorship_id)
+            if run is None and sponsorship_id in irregular:
                 action, status, prefix = self._decide(
                     terms_of(values), paid.months(sponsorship_id), today
                 )
             else:
-                run = runs.get(sponsorship_id)
-                cache_key = (values[2], values[3], values[4], values[5], values[6], run)
+                # Plan, first month, funding, next plan and its month; and the paid run.
+                cache_key = (values[2:], run)
                 decision = decisions.get(cache_key)
                 if decision is None:
                     decision = decisions[cache_key] = self._decide(
@@ -293,8 +293,9 @@ class ReminderPlanner:
                 group = (values[1], prefix, status.next_month)
                 payroll[group] = payroll.get(group, 0) + 1
             else:
+                prefixes.add(prefix)
                 reminders.append(_Reminder(prefix + str(sponsorship_id), action, values, status))
-        return reminders, payroll, lapsing
+        return reminders, prefixes, payroll, lapsing
 
     def _decide(
         self, row: DuesTerms, months: frozenset[date], today: date

@@ -283,7 +283,7 @@ def _month_index(dialect_name: str) -> Any:
 
 
 #: PostgreSQL: days since 2000-01-01 of each sponsorship's earliest confirmed payment, and
-#: of its latest one packed with that payment's months (days * 65536 + months). Integer
+#: of its latest one packed with that payment's months (days * 2**16 + months). Integer
 #: arithmetic on dates only: EXTRACT (numeric since PostgreSQL 14) of year and month for
 #: 900,000 payments cost 0.65 s of server time; the days are turned into months per
 #: sponsorship in Python, from a small cache (payments start on few distinct months).
@@ -307,30 +307,29 @@ def _month_index_of_day(day: int) -> int:
     return value.year * 12 + value.month - 1
 
 
-async def _paid_spans(connection: AsyncConnection) -> list[tuple[int, int, int, int]]:
-    """(sponsorship id, first paid month index, index after its last, months counted) each.
+async def _runs(connection: AsyncConnection) -> tuple[dict[int, tuple[int, int]], list[int]]:
+    """The confirmed months that are one run, per sponsorship, and the sponsorships that are not.
 
-    "Its last": the end of the payment starting latest. Payments never overlap
-    (a month already recorded is refused), so when the months counted fill the
-    span from the first to that end, the months are one run; otherwise the
-    caller reads them row by row.
+    Per sponsorship: the first paid month index, the index after its last (the
+    end of the payment starting latest) and the months counted. Payments never
+    overlap (a month already recorded is refused), so when the months counted
+    fill that span, the months are one run.
     """
+    runs: dict[int, tuple[int, int]] = {}
+    irregular: list[int] = []
     driver = await _asyncpg(connection)
     if driver is not None:
-        spans = []
+        index = _month_index_of_day
         for sponsorship_id, first_day, last, total in await driver.fetch(_PG_PAID_SPANS):
-            last_day, last_months = divmod(last, 1 << 16)
-            spans.append(
-                (
-                    sponsorship_id,
-                    _month_index_of_day(first_day),
-                    _month_index_of_day(last_day) + last_months,
-                    total,
-                )
-            )
-        return spans
+            first = index(first_day)
+            end = index(last >> 16) + (last & 0xFFFF)
+            if total == end - first:
+                runs[sponsorship_id] = (first, end)
+            else:
+                irregular.append(sponsorship_id)
+        return runs, irregular
     start = _month_index(connection.dialect.name)
-    return await _fetch(
+    aggregated = await _fetch(
         connection,
         select(
             Payment.sponsorship_id,
@@ -341,6 +340,12 @@ async def _paid_spans(connection: AsyncConnection) -> list[tuple[int, int, int, 
         .where(text("payment.status = 'confirmed'"))
         .group_by(Payment.sponsorship_id),
     )
+    for sponsorship_id, first, end, total in aggregated:
+        if total == end - first:
+            runs[sponsorship_id] = (first, end)
+        else:
+            irregular.append(sponsorship_id)
+    return runs, irregular
 
 
 async def confirmed_months(connection: AsyncConnection) -> PaidMonths:
@@ -350,13 +355,7 @@ async def confirmed_months(connection: AsyncConnection) -> PaidMonths:
     its last and the months counted; when the count fills the span exactly the
     months are one run. The rare others are read row by row.
     """
-    aggregated = await _paid_spans(connection)
-    runs = {
-        sponsorship_id: (first, end)
-        for sponsorship_id, first, end, total in aggregated
-        if total == end - first
-    }
-    irregular = [sponsorship_id for sponsorship_id, *_ in aggregated if sponsorship_id not in runs]
+    runs, irregular = await _runs(connection)
     exact: dict[int, set[date]] = {}
     for part in chunked(irregular):
         rows = await connection.execute(
