@@ -41,6 +41,7 @@ import dataclasses
 import gc
 import json
 import logging
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time
 from json.encoder import encode_basestring_ascii
@@ -144,6 +145,10 @@ class _Filled:
         return name.join(self.body), self.params[0] + encode_basestring_ascii(name) + self.params[1]
 
 
+#: The dedupe key of a `_Reminder` or a `PlannedNotice` (their first field).
+_key_of = operator.itemgetter(0)
+
+
 class _Reminder(NamedTuple):
     key: str
     kind: str
@@ -239,6 +244,9 @@ class ReminderPlanner:
                 reminders, prefixes, payroll, lapsing = self._compute(terms, paid, today)
                 existing = await dues_queries.existing_keys(connection, prefixes)
                 missing = [reminder for reminder in reminders if reminder.key not in existing]
+                # In key order, so the unique index takes the new keys one after another
+                # (PostgreSQL: some 10% less server time for the copy than in id order).
+                missing.sort(key=_key_of)
                 # One read of the names and accounts for both the new reminders and the lapses.
                 payers = await dues_queries.payers(
                     connection,
@@ -471,6 +479,7 @@ class ReminderPlanner:
                         params_json(pic_params),
                     )
                 )
+        new.sort(key=_key_of)
         # New unless the sponsorship lapsed before, was reactivated and lapsed again:
         # then its earlier notices' keys exist and are skipped (insert_notices).
         result.lapse_notices += len(
