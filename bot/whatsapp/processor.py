@@ -32,9 +32,10 @@ Pacing: a wake-up waits `settle_s` so the messages of a burst share one claim
 and one bookkeeping UPDATE, and one engine step runs at a time by default
 (`engine_concurrency`; senders still run concurrently around it, so slow
 reply sends overlap). On SQLite the steps share the one connection with the
-webhook: a queue of steps ahead of a journal write delayed Meta's 200 from a
-p99 of 12 ms to 0.6-0.8 s at 200 requests/s (bench/bench_whatsapp_webhook.py).
-On PostgreSQL a higher `engine_concurrency` may pay off.
+webhook, and steps queued ahead of a journal write delay Meta's 200: at 200
+requests/s its p99 was 0.6-0.8 s with two steps at once, 9-53 ms with one
+(bench/bench_whatsapp_webhook.py, a shared 2-core machine). On PostgreSQL a
+higher `engine_concurrency` may pay off.
 """
 
 from __future__ import annotations
