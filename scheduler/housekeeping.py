@@ -8,6 +8,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.models import ProcessedUpdate
+from storage.whatsapp_inbound import prune_processed
 
 
 async def prune_processed_updates(
@@ -17,10 +18,12 @@ async def prune_processed_updates(
 
     Platforms redeliver for a bounded time (Telegram until the offset is
     confirmed, WhatsApp for up to 7 days), so ids older than the retention
-    window can no longer come back.
+    window can no longer come back. The WhatsApp journal's processed rows go
+    with the same cut-off (never earlier than the engine's own dedupe).
     """
     async with sessionmaker() as session, session.begin():
         result = await session.execute(
             delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < older_than)
         )
+        await prune_processed(await session.connection(), before=older_than)
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -50,6 +50,10 @@ from domain.vocabulary import (
     WorkerConsent,
 )
 
+#: A person's id on a channel: a Telegram id, a WhatsApp wa_id, or a WhatsApp
+#: business-scoped user id (a country code, a dot and up to 128 characters).
+PERSON_ID_LENGTH = 160
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -117,7 +121,7 @@ class ChannelAccount(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel: Mapped[Channel] = mapped_column(_enum(Channel, "channel"))
-    external_id: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str] = mapped_column(String(PERSON_ID_LENGTH))
     language: Mapped[Language] = mapped_column(_enum(Language, "language"))
     display_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -308,7 +312,7 @@ class FailedUpdate(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel: Mapped[Channel] = mapped_column(_enum(Channel, "channel"))
     update_id: Mapped[str] = mapped_column(String(128))
-    sender_id: Mapped[str | None] = mapped_column(String(64))
+    sender_id: Mapped[str | None] = mapped_column(String(PERSON_ID_LENGTH))
     payload_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     #: Exception type name only: messages can quote user data.
     error_type: Mapped[str] = mapped_column(String(200))
@@ -441,7 +445,7 @@ class Outbox(Base):
     dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
     channel: Mapped[Channel] = mapped_column(_enum(Channel, "channel"))
     #: The channel's id of the person (Telegram chat id, WhatsApp wa_id, console user).
-    recipient: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(PERSON_ID_LENGTH))
     #: What kind of notice ("card_ready", "returned", "digest", ...).
     kind: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)
@@ -484,7 +488,7 @@ class WhatsappInbound(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(128), unique=True)
     #: The sender as the engine knows them (wa_id, or the business-scoped user id).
-    sender_id: Mapped[str] = mapped_column(String(64))
+    sender_id: Mapped[str] = mapped_column(String(PERSON_ID_LENGTH))
     payload_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

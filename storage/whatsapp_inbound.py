@@ -53,12 +53,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import DeliveryStatus, OutboxStatus
 from storage.crypto import NikCipher
-from storage.models import Outbox, UtcDateTime, WhatsappInbound
+from storage.models import PERSON_ID_LENGTH, Outbox, UtcDateTime, WhatsappInbound
 
 #: WhatsApp's error code for a free-form message outside the 24-hour customer-service window.
 REENGAGEMENT_ERROR: Final = 131047
 #: The journal's `sender_id` column (and `channel_account.external_id`) hold this many characters.
-MAX_SENDER_ID_LENGTH: Final = 64
+MAX_SENDER_ID_LENGTH: Final = PERSON_ID_LENGTH
 _MAX_ERROR_LENGTH: Final = 200
 
 StatusOutcome = Literal["updated", "stale", "unknown"]

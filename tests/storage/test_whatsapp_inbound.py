@@ -101,8 +101,10 @@ async def test_the_same_message_recorded_concurrently_is_one_row(
 
 
 async def test_a_sender_id_too_long_for_the_column_is_refused(db_engine: AsyncEngine) -> None:
+    # A business-scoped user id (country code, dot, up to 128 characters) fits.
+    await add(db_engine, message(sender="ID." + "9" * 128))
     with pytest.raises(ValueError):
-        await add(db_engine, message(sender="ID." + "9" * 70))
+        await add(db_engine, message(sender="ID." + "9" * 160))
 
 
 # --- claim and outcomes ---------------------------------------------------------------

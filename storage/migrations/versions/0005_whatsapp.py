@@ -18,12 +18,20 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+#: Columns holding a person's channel id: (table, column, nullable).
+_PERSON_IDS = (
+    ("channel_account", "external_id", False),
+    ("outbox", "recipient", False),
+    ("failed_update", "sender_id", True),
+)
+
+
 def upgrade() -> None:
     op.create_table(
         "whatsapp_inbound",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("message_id", sa.String(length=128), nullable=False),
-        sa.Column("sender_id", sa.String(length=64), nullable=False),
+        sa.Column("sender_id", sa.String(length=160), nullable=False),
         sa.Column("payload_ciphertext", sa.LargeBinary(), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
@@ -51,12 +59,30 @@ def upgrade() -> None:
             batch_op.f("ix_outbox_provider_message_id"), ["provider_message_id"], unique=False
         )
 
+    # Room for WhatsApp's business-scoped user ids (up to ~132 characters).
+    for table, column, nullable in _PERSON_IDS:
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.alter_column(
+                column,
+                existing_type=sa.String(length=64),
+                type_=sa.String(length=160),
+                existing_nullable=nullable,
+            )
+
     with op.batch_alter_table("worker", schema=None) as batch_op:
         batch_op.add_column(sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f("ix_worker_phone_e164"), ["phone_e164"], unique=False)
 
 
 def downgrade() -> None:
+    for table, column, nullable in _PERSON_IDS:
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.alter_column(
+                column,
+                existing_type=sa.String(length=160),
+                type_=sa.String(length=64),
+                existing_nullable=nullable,
+            )
     with op.batch_alter_table("worker", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_worker_phone_e164"))
         batch_op.drop_column("erased_at")
