@@ -23,13 +23,16 @@ the payment's transaction. Reminders are due at 08:00 local time; the
 dispatcher holds them during quiet hours anyway.
 
 Cost (`bench/bench_reminders.py`, 144,000 sponsorships, 900,000 payments,
-104,000 notices: first run 2.5 s, re-run 0.9 s on SQLite): three set-based
+104,000 notices; figures in docs/BENCHMARKS.md section 4): three set-based
 reads (the sponsorships' terms, the confirmed months aggregated per
 sponsorship in SQL, the PICs); `dues_status` once per distinct input (first
 month, plan, funding, paid run), since thousands of sponsorships share one;
 one index range scan per (kind, period) for the keys already planned; names
-and accounts read only for new notices; rows written in executemany batches
-with ON CONFLICT DO NOTHING. A re-run the same day renders and writes nothing.
+and accounts read only for new notices; the text of a group of reminders
+filled in once, each notice only getting its name; rows written in key order
+(SQLite: one executemany with ON CONFLICT DO NOTHING; PostgreSQL: a binary
+COPY fed while the notices are rendered). A re-run the same day renders and
+writes nothing.
 Everything happens in one transaction: a payment recorded meanwhile waits for
 it (SQLite) or is seen by the lapse update's own check (`mark_lapsed`).
 """

@@ -35,7 +35,6 @@ from sqlalchemy import (
     extract,
     func,
     insert,
-    literal_column,
     or_,
     select,
     text,
@@ -267,21 +266,6 @@ async def dues_terms(connection: AsyncConnection) -> list[TermsRow]:
     )
 
 
-def _month_index(dialect_name: str) -> Any:
-    """payment.first_month as year * 12 + month - 1, in the dialect's cheapest SQL.
-
-    SQLite keeps dates as ISO text: two substr() are 40% cheaper than
-    strftime() (0.39 s against 0.81 s over 900,000 payments).
-    """
-    if dialect_name == "sqlite":
-        return literal_column(
-            "(substr(payment.first_month, 1, 4) * 12 + substr(payment.first_month, 6, 2) - 1)",
-            Integer,
-        )
-    column = Payment.first_month
-    return cast(extract("year", column), Integer) * 12 + cast(extract("month", column), Integer) - 1
-
-
 #: PostgreSQL: days since 2000-01-01 of each sponsorship's earliest confirmed payment, and
 #: of its latest one packed with that payment's months (days * 2**16 + months). Integer
 #: arithmetic on dates only: EXTRACT (numeric since PostgreSQL 14) of year and month for
@@ -297,7 +281,29 @@ WHERE status = '{PaymentStatus.CONFIRMED.value}'
 GROUP BY sponsorship_id
 """
 
+#: SQLite (dates as ISO text): the earliest confirmed payment's month as text (a plain
+#: min), and the latest one's year * 12 + month packed with its months. Two substr() are
+#: 40% cheaper than strftime(), and one month computation per payment instead of two
+#: took the query from 1.0 s to 0.8 s over 900,000 payments.
+_SQLITE_PAID_SPANS = text(
+    f"""
+SELECT sponsorship_id,
+       min(first_month),
+       max((substr(first_month, 1, 4) * 12 + substr(first_month, 6, 2)) * {1 << 16} + months),
+       sum(months)
+FROM payment
+WHERE status = '{PaymentStatus.CONFIRMED.value}'
+GROUP BY sponsorship_id
+"""
+)
+
 _DAY_ZERO = date(2000, 1, 1).toordinal()
+
+
+@functools.lru_cache(maxsize=4096)
+def _month_index_of_iso(iso: str) -> int:
+    """year * 12 + month - 1 of an ISO date ("2026-11-01")."""
+    return int(iso[:4]) * 12 + int(iso[5:7]) - 1
 
 
 @functools.lru_cache(maxsize=4096)
@@ -328,7 +334,21 @@ async def _runs(connection: AsyncConnection) -> tuple[dict[int, tuple[int, int]]
             else:
                 irregular.append(sponsorship_id)
         return runs, irregular
-    start = _month_index(connection.dialect.name)
+    if connection.dialect.name == "sqlite":
+        iso_index = _month_index_of_iso
+        for sponsorship_id, first_iso, last, total in await _fetch(connection, _SQLITE_PAID_SPANS):
+            first = iso_index(first_iso)
+            end = (last >> 16) - 1 + (last & 0xFFFF)
+            if total == end - first:
+                runs[sponsorship_id] = (first, end)
+            else:
+                irregular.append(sponsorship_id)
+        return runs, irregular
+    # Other drivers: the portable form (EXTRACT), slower.
+    column = Payment.first_month
+    start = (
+        cast(extract("year", column), Integer) * 12 + cast(extract("month", column), Integer) - 1
+    )
     aggregated = await _fetch(
         connection,
         select(
@@ -452,12 +472,20 @@ async def existing_keys(connection: AsyncConnection, prefixes: Iterable[str]) ->
     """
     found: set[str] = set()
     driver = await _asyncpg(connection)
+    sqlite = None
+    if connection.dialect.name == "sqlite":
+        inline = (await connection.get_raw_connection()).driver_connection
+        if isinstance(inline, InlineConnection):
+            sqlite = inline.sqlite3_connection
     for prefix in sorted(set(prefixes)):
         # ":" + 1 == ";": every key with the prefix sorts below prefix[:-1] + ";".
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         if driver is not None:
             rows = await driver.fetch(_KEYS_IN_RANGE, prefix, upper)
             found.update(row[0] for row in rows)
+            continue
+        if sqlite is not None:
+            found.update(key for (key,) in sqlite.execute(_SQLITE_KEYS_IN_RANGE, (prefix, upper)))
             continue
         result = await connection.execute(
             select(Outbox.dedupe_key).where(Outbox.dedupe_key >= prefix, Outbox.dedupe_key < upper)
@@ -467,6 +495,7 @@ async def existing_keys(connection: AsyncConnection, prefixes: Iterable[str]) ->
 
 
 _KEYS_IN_RANGE = "SELECT dedupe_key FROM outbox WHERE dedupe_key >= $1 AND dedupe_key < $2"
+_SQLITE_KEYS_IN_RANGE = "SELECT dedupe_key FROM outbox WHERE dedupe_key >= ? AND dedupe_key < ?"
 
 
 class PlannedNotice(NamedTuple):
