@@ -363,8 +363,13 @@ async def mark_failed(connection: AsyncConnection, claim: ClaimedNotice, *, erro
     return bool(result.rowcount)
 
 
+#: Undeliverable: failed here, or accepted by the platform and reported failed later
+#: (a WhatsApp status webhook, `last_error` holding Meta's code and title).
+_FAILED = or_(Outbox.status == OutboxStatus.FAILED, Outbox.delivery_status == DeliveryStatus.FAILED)
+
+
 async def list_failed(connection: AsyncConnection, *, limit: int = 100) -> list[FailedNotice]:
-    """Failed rows, newest first."""
+    """Failed rows (also those the platform reported failed after accepting them), newest first."""
     rows = await connection.execute(
         select(
             Outbox.id,
@@ -375,7 +380,7 @@ async def list_failed(connection: AsyncConnection, *, limit: int = 100) -> list[
             Outbox.last_error,
             Outbox.created_at,
         )
-        .where(Outbox.status == OutboxStatus.FAILED)
+        .where(_FAILED)
         .order_by(Outbox.created_at.desc(), Outbox.id.desc())
         .limit(limit)
     )
@@ -405,12 +410,20 @@ async def counts_by_status(connection: AsyncConnection) -> dict[OutboxStatus, in
 async def requeue_failed(connection: AsyncConnection, outbox_id: int, *, now: datetime) -> bool:
     """Put a failed row back to pending, due now, with a fresh attempt budget.
 
-    `last_error` is kept until the next outcome. False when no failed row has
-    that id.
+    Also a row the platform reported failed after accepting it (its delivery
+    status is cleared; the next send gets a new message id). `last_error` is
+    kept until the next outcome. False when no failed row has that id.
     """
     result = await connection.execute(
         update(Outbox)
-        .where(Outbox.id == outbox_id, Outbox.status == OutboxStatus.FAILED)
-        .values(status=OutboxStatus.PENDING, not_before=now, attempts=0, claimed_until=None)
+        .where(Outbox.id == outbox_id, _FAILED)
+        .values(
+            status=OutboxStatus.PENDING,
+            not_before=now,
+            attempts=0,
+            claimed_until=None,
+            delivery_status=None,
+            delivery_status_at=None,
+        )
     )
     return bool(result.rowcount)

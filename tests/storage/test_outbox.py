@@ -213,6 +213,28 @@ async def test_failed_rows_are_listed_counted_and_can_be_requeued(db_engine: Asy
     )
 
 
+async def test_a_message_reported_failed_after_sending_is_listed_and_can_be_requeued(
+    db_engine: AsyncEngine,
+) -> None:
+    await add(db_engine, notice("wa"))
+    (claimed,) = await claim(db_engine, limit=1)
+    async with db_engine.begin() as connection:
+        await mark_sent(connection, claimed, now=NOW, provider_message_id="wamid.1")
+        # What a WhatsApp "failed" status webhook leaves: sent, but not delivered.
+        await connection.execute(
+            update(Outbox)
+            .where(Outbox.id == claimed.id)
+            .values(delivery_status=DeliveryStatus.FAILED, last_error="131026: undeliverable")
+        )
+    async with db_engine.connect() as connection:
+        (failed,) = await list_failed(connection)
+    assert (failed.id, failed.last_error) == (claimed.id, "131026: undeliverable")
+    async with db_engine.begin() as connection:
+        assert await requeue_failed(connection, claimed.id, now=NOW)
+    again = await row(db_engine, "wa")
+    assert (again.status, again.delivery_status, again.attempts) == (OutboxStatus.PENDING, None, 0)
+
+
 async def test_concurrent_claims_never_share_a_row(
     db_engine: AsyncEngine, database_url: str
 ) -> None:
