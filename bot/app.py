@@ -211,6 +211,7 @@ def build_background(
             timezone=timezone,
             calendar=runtime.calendar,
             tariff=runtime.engine.config.tariff,
+            worker_channel=runtime.engine.notices.worker_channel,
         ),
         reminder_time=settings.program.reminder_time,
     )

@@ -163,6 +163,11 @@ class Engine:
         }
 
     @property
+    def notices(self) -> Notices:
+        """What proactive notices say and to whom (also used by the CLI and planners)."""
+        return self._notices
+
+    @property
     def config(self) -> EngineConfig:
         """The program settings the engine runs with (tariff, calendar, plans)."""
         return self._config

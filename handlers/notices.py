@@ -23,12 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain.months import add_months
 from domain.vocabulary import Channel, Language, PaymentStatus, WorkerConsent
 from handlers.i18n import Catalogs
-from storage.dues_queries import (
-    SPONSORSHIP_REMINDER_KINDS,
-    delete_pending,
-    pics_by_opd,
-    reminder_key,
-)
+from storage.dues_queries import cancel_reminders, pics_by_opd
 from storage.models import Asn, ChannelAccount, Opd, Payment, Sponsorship, Worker
 from storage.outbox import Notice, enqueue
 from storage.worker_side import Erasure
@@ -249,12 +244,7 @@ class Notices:
         self, connection: AsyncConnection, sponsorship_id: int, months: Sequence[date]
     ) -> None:
         """A recorded payment cancels the still-unsent reminders of its months (SPEC 5)."""
-        keys = [
-            reminder_key(kind, sponsorship_id, month)
-            for month in months
-            for kind in SPONSORSHIP_REMINDER_KINDS
-        ]
-        await delete_pending(connection, keys)
+        await cancel_reminders(connection, sponsorship_id, months)
 
     async def payment_decided(
         self, connection: AsyncConnection, payment_id: int, *, now: datetime

@@ -18,7 +18,7 @@ not to each ASN; escalation and lapse still reach the ASN.
 
 Every notice has a dedupe key per (sponsorship or OPD+PIC, period, kind), so a
 re-run, a restart or a second process never plans one twice. A payment
-recorded before a reminder went out cancels it: `cancel_reminders`, called in
+recorded before a reminder went out cancels it: `dues_queries.cancel_reminders`, called in
 the payment's transaction. Reminders are due at 08:00 local time; the
 dispatcher holds them during quiet hours anyway.
 
@@ -45,7 +45,7 @@ import gc
 import json
 import logging
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
@@ -56,7 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.dues import DuesStatus, due_date, dues_status
 from domain.months import add_months, month_start
 from domain.tariff import TariffTable
-from domain.vocabulary import Language, PaymentPlan
+from domain.vocabulary import Channel, Language, PaymentPlan
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs, Translator
 from storage import dues_queries
@@ -159,23 +159,6 @@ class _Reminder(NamedTuple):
     status: DuesStatus
 
 
-async def cancel_reminders(
-    connection: AsyncConnection, sponsorship_id: int, months: Sequence[date]
-) -> int:
-    """Delete the still-pending reminders of `months` of one sponsorship; returns how many.
-
-    Call it in the transaction that records a payment for those months: a
-    reminder planned before the payment and not yet sent is then never sent.
-    Rows already being sent or sent stay (history).
-    """
-    keys = [
-        reminder_key(kind, sponsorship_id, month)
-        for month in months
-        for kind in dues_queries.SPONSORSHIP_REMINDER_KINDS
-    ]
-    return await dues_queries.delete_pending(connection, keys)
-
-
 @contextlib.contextmanager
 def _cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for one planning run.
@@ -218,7 +201,10 @@ class ReminderPlanner:
         timezone: ZoneInfo,
         calendar: WorkCalendar,
         tariff: TariffTable,
+        worker_channel: Channel | None = None,
     ) -> None:
+        """`worker_channel` (WhatsApp, when configured): workers are told too (at risk, lapsed)."""
+        self._worker_channel = worker_channel
         self._database = database
         self._catalogs = catalogs
         self._clock = clock
@@ -380,6 +366,15 @@ class ReminderPlanner:
                 yield PlannedNotice(
                     reminder.key, payer.channel, payer.recipient, filled.kind, body, params
                 )
+                if reminder.kind == "escalation":
+                    worker = self._worker_notice(
+                        reminder_key("escalation_worker", reminder.terms[0], status.next_month),
+                        payer,
+                        "at_risk.worker",
+                        {"name": payer.worker_name, "months": status.months_in_arrears},
+                    )
+                    if worker is not None:
+                        yield worker
 
         written = await dues_queries.insert_notices(
             connection, notices(), now=now, not_before=not_before, expect_new=True
@@ -387,6 +382,22 @@ class ReminderPlanner:
         for reminder in missing:
             if reminder.key in written:
                 setattr(result, reminder.kind, getattr(result, reminder.kind) + 1)
+
+    def _worker_notice(
+        self, key: str, payer: Payer, kind: str, params: dict[str, Any]
+    ) -> PlannedNotice | None:
+        """The worker's own notice (SPEC 4.6: at risk, lapsed), when they can be told."""
+        if self._worker_channel is None or not payer.worker_phone:
+            return None
+        t = self._t(Language.INDONESIAN)
+        return PlannedNotice(
+            key,
+            self._worker_channel,
+            payer.worker_phone.lstrip("+"),
+            kind,
+            t(f"reminder.{kind}", **params),
+            params_json(params),
+        )
 
     def _reminder_text(self, language: Language, kind: str, status: DuesStatus) -> _Filled:
         """The text of a reminder of `kind` about `status` in `language`, but for the name."""
@@ -469,6 +480,14 @@ class ReminderPlanner:
                     params_json(params),
                 )
             )
+            worker = self._worker_notice(
+                f"lapsed:worker:{row.sponsorship_id}",
+                payer,
+                "lapsed.worker",
+                {"name": payer.worker_name},
+            )
+            if worker is not None:
+                new.append(worker)
             for pic in pics.get(row.opd_id, []):
                 t = self._t(pic.language)
                 pic_params = {"name": payer.worker_name, "sponsor": payer.asn_name}

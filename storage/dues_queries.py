@@ -76,6 +76,8 @@ DUES_BEARING: tuple[SponsorshipStatus, ...] = (
 
 #: Reminder kinds about one period of one sponsorship (cancelled by a payment of it).
 SPONSORSHIP_REMINDER_KINDS: tuple[str, ...] = ("before5", "before1", "overdue", "escalation")
+#: The worker's own notice about one period ("protection at risk", WhatsApp), cancelled alike.
+WORKER_REMINDER_KINDS: tuple[str, ...] = ("escalation_worker",)
 
 _T = TypeVar("_T")
 
@@ -136,6 +138,8 @@ class Payer(NamedTuple):
     channel: Channel
     recipient: str
     language: Language
+    #: The worker's phone (E.164), for their own WhatsApp notices; None without one.
+    worker_phone: str | None = None
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -398,6 +402,7 @@ _PAYERS = (
         ChannelAccount.channel,
         ChannelAccount.external_id,
         ChannelAccount.language,
+        Worker.phone_e164,
     )
     .join(Worker, Worker.id == Sponsorship.worker_id)
     .join(Asn, Asn.id == Sponsorship.asn_id)
@@ -425,6 +430,7 @@ async def payers(connection: AsyncConnection, sponsorship_ids: Sequence[int]) ->
         type_coerce(ChannelAccount.channel, String),
         ChannelAccount.external_id,
         type_coerce(ChannelAccount.language, String),
+        Worker.phone_e164,
     )
     if len(wanted) >= _READ_ALL_PAYERS_FROM:
         rows = await _fetch(connection, plain.where(_DUES_BEARING_SQL))
@@ -435,8 +441,10 @@ async def payers(connection: AsyncConnection, sponsorship_ids: Sequence[int]) ->
             rows.extend(result.tuples())
     wanted_set = set(wanted)
     return {
-        sponsorship_id: Payer(worker, asn, channels[channel], external_id, languages[language])
-        for sponsorship_id, worker, asn, channel, external_id, language in rows
+        sponsorship_id: Payer(
+            worker, asn, channels[channel], external_id, languages[language], phone
+        )
+        for sponsorship_id, worker, asn, channel, external_id, language, phone in rows
         if sponsorship_id in wanted_set
     }
 
@@ -848,6 +856,23 @@ async def mark_lapsed(
                 ],
             )
     return sorted(changed)
+
+
+async def cancel_reminders(
+    connection: AsyncConnection, sponsorship_id: int, months: Sequence[date]
+) -> int:
+    """Delete the still-pending reminders of `months` of one sponsorship; returns how many.
+
+    Call it in the transaction that records a payment for those months: a
+    reminder planned before the payment and not yet sent is then never sent
+    (the payer's and the worker's). Rows already being sent or sent stay (history).
+    """
+    keys = [
+        reminder_key(kind, sponsorship_id, month)
+        for month in months
+        for kind in SPONSORSHIP_REMINDER_KINDS + WORKER_REMINDER_KINDS
+    ]
+    return await delete_pending(connection, keys)
 
 
 async def delete_pending(connection: AsyncConnection, keys: Iterable[str]) -> int:

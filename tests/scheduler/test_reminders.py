@@ -29,9 +29,9 @@ from domain.vocabulary import (
 )
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
-from scheduler.reminders import PlanResult, ReminderPlanner, cancel_reminders
+from scheduler.reminders import PlanResult, ReminderPlanner
 from storage import dues_queries
-from storage.dues_queries import PlannedNotice, params_json
+from storage.dues_queries import PlannedNotice, cancel_reminders, params_json
 from storage.models import (
     Asn,
     AuditLog,
@@ -70,6 +70,7 @@ class World:
         name: str,
         first_month: date = date(2026, 1, 1),
         status: SponsorshipStatus = SponsorshipStatus.ACTIVE,
+        phone: str | None = None,
     ) -> int:
         self._workers += 1
         now = self.clock()
@@ -89,7 +90,7 @@ class World:
                         full_name=name,
                         birth_date=date(1980, 1, 1),
                         sex=Sex.FEMALE,
-                        phone_e164=None,
+                        phone_e164=phone,
                         village="Desa",
                         district="Kecamatan",
                         created_at=now,
@@ -225,7 +226,7 @@ async def world(db_engine: AsyncEngine) -> World:
     return World(db_engine, clock, opd_id, asn_id, pic_id)
 
 
-def planner(world: World) -> ReminderPlanner:
+def planner(world: World, worker_channel: Channel | None = None) -> ReminderPlanner:
     return ReminderPlanner(
         world.engine,
         Catalogs(),
@@ -233,6 +234,7 @@ def planner(world: World) -> ReminderPlanner:
         timezone=JAKARTA,
         calendar=WorkCalendar(HOLIDAYS),
         tariff=DEFAULT_TARIFF,
+        worker_channel=worker_channel,
     )
 
 
@@ -240,7 +242,11 @@ Action = Callable[[], Awaitable[None]]
 
 
 async def run_year(
-    world: World, actions: dict[date, list[Action]], *, until: date = date(2026, 12, 31)
+    world: World,
+    actions: dict[date, list[Action]],
+    *,
+    until: date = date(2026, 12, 31),
+    worker_channel: Channel | None = None,
 ) -> list[PlanResult]:
     """Every day at 09:00 WIB: the day's actions (payments), then the planner twice."""
     results: list[PlanResult] = []
@@ -249,8 +255,8 @@ async def run_year(
         world.clock.now = datetime(day.year, day.month, day.day, 9, tzinfo=JAKARTA).astimezone(UTC)
         for action in actions.get(day, []):
             await action()
-        results.append(await planner(world).plan())
-        again = await planner(world).plan()
+        results.append(await planner(world, worker_channel).plan())
+        again = await planner(world, worker_channel).plan()
         assert again.notices == 0 and again.lapsed == 0, f"second run on {day} planned {again}"
         day += timedelta(days=1)
     return results
@@ -393,6 +399,56 @@ async def test_unpaid_months_overdue_escalation_then_lapse_with_both_notices_onc
         result = await connection.execute(select(AuditLog.action, AuditLog.record_id))
         audit = [tuple(row) for row in result]
     assert audit == [("sponsorship.lapsed", str(sponsorship))]
+
+
+async def test_the_worker_is_told_of_the_risk_and_the_lapse_on_whatsapp(world: World) -> None:
+    sponsorship = await world.sponsorship(
+        PaymentPlan.MONTHLY, name="Siti Aminah", phone="+6281298765432"
+    )
+    unphoned = await world.sponsorship(PaymentPlan.MONTHLY, name="Joko Susilo")
+    await run_year(
+        world,
+        {**monthly_payments(world, sponsorship, 3)},
+        until=date(2026, 6, 30),
+        worker_channel=Channel.WHATSAPP,
+    )
+    at_risk = await world.outbox("at_risk.worker")
+    lapsed = await world.outbox("lapsed.worker")
+    # Only Siti has a phone: Joko's ASN is told, Joko is not.
+    assert [(row.recipient, row.channel, local_day(row)) for row in at_risk] == [
+        ("6281298765432", Channel.WHATSAPP, date(2026, 5, 16))
+    ]
+    assert at_risk[0].dedupe_key == f"reminder:escalation_worker:2026-04:{sponsorship}"
+    assert at_risk[0].template == "at_risk_worker"
+    assert at_risk[0].params == {"name": "Siti Aminah", "months": 2}
+    assert "2 bulan belum dibayar" in at_risk[0].body
+    assert [(row.recipient, local_day(row)) for row in lapsed] == [
+        ("6281298765432", date(2026, 6, 16))
+    ]
+    assert lapsed[0].template == "lapsed_worker"
+    assert "nonaktif" in lapsed[0].body
+    assert len(await world.outbox("lapsed.asn")) == 2
+    assert await world.status(unphoned) is SponsorshipStatus.LAPSED
+
+
+async def test_a_payment_recorded_cancels_the_workers_pending_risk_notice(world: World) -> None:
+    sponsorship = await world.sponsorship(
+        PaymentPlan.MONTHLY, name="Siti Aminah", phone="+6281298765432"
+    )
+    await run_year(
+        world,
+        monthly_payments(world, sponsorship, 3),
+        until=date(2026, 5, 16),
+        worker_channel=Channel.WHATSAPP,
+    )
+    (at_risk,) = await world.outbox("at_risk.worker")
+    assert at_risk.status is OutboxStatus.PENDING
+    async with world.engine.begin() as connection:
+        removed = await cancel_reminders(connection, sponsorship, [date(2026, 4, 1)])
+    # Nothing was sent yet: April's 5-day, 1-day, overdue and escalation reminders to the
+    # ASN and the worker's notice all go.
+    assert removed == 5
+    assert await world.outbox("at_risk.worker") == []
 
 
 async def test_confirmed_payment_means_no_overdue_and_recorded_payment_cancels(
