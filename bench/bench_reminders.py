@@ -18,16 +18,17 @@ Measured, `--repeat` times each (median reported): the first run (every
 reminder new) and an idempotent re-run the same day (adds nothing). Every
 first run starts from the seeded state: before each repeat the outbox and the
 audit log are emptied and lapsed sponsorships get their seeded status back
-(`reset`), and on PostgreSQL every table is VACUUM ANALYZEd after seeding and
-after each reset (`settle`), so no repeat inherits the dead rows of the one
-before. `--reuse` (PostgreSQL) skips dropping and seeding when the database
-already holds exactly this seed (counts and statuses checked) and resets it
-instead: the same starting state, without the 90 s of seeding. Baseline,
-measured in the same run: a bare `SELECT` of the same dues-bearing sponsorship
-rows (id, plan, first month, funding); ratios are run / baseline. Targets
-(issue 4): first run at most 3 s, re-run at most 1 s, on SQLite and on
-PostgreSQL. The machine's load average is printed with the figures: on a
-shared machine they are only comparable when it is near zero.
+(`reset`), and on PostgreSQL every table is VACUUM ANALYZEd and a CHECKPOINT
+taken after seeding and after each reset (`settle`), so no repeat inherits the
+dead rows of the one before or meets a checkpoint halfway. `--reuse`
+(PostgreSQL) skips dropping and seeding when the database already holds
+exactly this seed (counts and statuses checked) and resets it instead: the
+same starting state, without the 90 s of seeding. Baseline, measured in the
+same run: a bare `SELECT` of the same dues-bearing sponsorship rows (id, plan,
+first month, funding); ratios are run / baseline. Targets (issue 4): first run
+at most 3 s, re-run at most 1 s, on SQLite and on PostgreSQL. The machine's
+load average is printed with the figures: on a shared machine they are only
+comparable when it is near zero.
 
 Exit code 0 for any measurement (MISS is a result, not an error); 1 when the
 run itself was broken (a second run planned something, counts not as seeded).
@@ -301,17 +302,21 @@ async def reset(engine: AsyncEngine) -> None:
 
 
 async def settle(engine: AsyncEngine) -> None:
-    """PostgreSQL: VACUUM ANALYZE, so every measured run starts from the same tables.
+    """PostgreSQL: VACUUM ANALYZE and CHECKPOINT, so every measured run starts alike.
 
     After seeding and after each reset: no dead rows left by the previous
     run's lapses or its reset, statistics current (as autovacuum keeps a
-    database that is not being bulk-loaded). SQLite: nothing to do.
+    database that is not being bulk-loaded), and a checkpoint just done, so
+    none starts during the measured runs (checkpoint_timeout is minutes away,
+    a run writes far less WAL than max_wal_size) and every run pays the same
+    full-page images for the pages it is the first to change. SQLite: nothing.
     """
     if is_sqlite(str(engine.url)):
         return
     async with engine.connect() as connection:
         autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
         await autocommit.exec_driver_sql("VACUUM ANALYZE")
+        await autocommit.exec_driver_sql("CHECKPOINT")
 
 
 async def already_seeded(engine: AsyncEngine, sponsorships: int) -> bool:
