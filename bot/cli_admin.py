@@ -6,6 +6,7 @@
     sertakan invite create --opd CODE [--days N] [--bot-username NAME]
     sertakan coverage [--csv FILE]
     sertakan audit list [--opd CODE] [--limit N]
+    sertakan worker erase --phone PHONE [--yes]
 
 `bot.cli` adds these with `add_parsers` and hands a parsed command to
 `dispatch`. Each command runs in one transaction; every change is written with
@@ -32,13 +33,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bot.app import Runtime
 from domain.phone import PhoneError, parse_mobile
 from domain.vocabulary import Channel, SponsorshipStatus
-from storage import roles
+from storage import roles, worker_side
 from storage.audit import Actor, recent
 from storage.coverage import CoverageRow, coverage, coverage_total
 from storage.models import Opd
 from storage.opd_repository import OpdRepository
 
-COMMANDS = frozenset({"pic", "invite", "coverage", "audit"})
+COMMANDS = frozenset({"pic", "invite", "coverage", "audit", "worker"})
 #: Columns of the coverage report, as in the CSV header.
 COVERAGE_COLUMNS = (
     "opd_code",
@@ -142,6 +143,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--csv", type=Path, metavar="FILE", help="also write the report as CSV ('-': stdout)"
     )
 
+    worker = sub.add_parser("worker", help="a worker's data on request (SPEC 7)")
+    worker_sub = worker.add_subparsers(dest="worker_command", required=True)
+    erase = worker_sub.add_parser(
+        "erase",
+        help="end a worker's enrollments and erase their personal data",
+        description="What a worker's HAPUS on WhatsApp does, for a request made another "
+        "way (a letter, the counter): the enrollments end, name, NIK, birth date, phone "
+        "and address are overwritten, the ASN and the OPD's PICs are told. Without --yes "
+        "it only shows what would be erased.",
+    )
+    erase.add_argument("--phone", required=True, metavar="PHONE", help="the worker's mobile")
+    erase.add_argument("--yes", action="store_true", help="erase (otherwise: show only)")
+
     audit = sub.add_parser("audit", help="the audit log of PIC and administrator actions")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_list = audit_sub.add_parser("list", help="the newest entries first")
@@ -182,8 +196,35 @@ async def _run(
         return await _invite(args, runtime, session, connection, now)
     if command == "coverage":
         return _print_coverage(await coverage(connection), args.csv)
+    if command == "worker":
+        return await _erase_worker(args, runtime, session, now)
     opd = await _opd(session, args.opd) if args.opd else None
     return await _print_audit(connection, opd_id=opd.id if opd else None, limit=args.limit)
+
+
+async def _erase_worker(
+    args: argparse.Namespace, runtime: Runtime, session: AsyncSession, now: datetime
+) -> int:
+    parsed = parse_mobile(args.phone)
+    if isinstance(parsed, PhoneError):
+        raise _CommandError(f"{args.phone!r} is not a mobile number ({parsed.problem.value})")
+    records = await worker_side.records_for_phone(session, parsed.e164)
+    if not records:
+        raise _CommandError(f"no worker with the phone {parsed.e164}")
+    worker = records[0].worker
+    print(f"{worker.full_name} ({worker.nik_masked}), {parsed.e164}: {len(records)} enrollment(s)")
+    for sponsorship in records:
+        print(f"  #{sponsorship.id} {sponsorship.status.value} KPJ {sponsorship.kpj or '-'}")
+    if not args.yes:
+        print("nothing changed: add --yes to erase")
+        return 0
+    erasure = await worker_side.erase_worker(
+        session, phone_e164=parsed.e164, actor=_admin(), now=now
+    )
+    assert erasure is not None
+    await runtime.engine.notices.worker_erased(await session.connection(), erasure, now=now)
+    print(f"erased; {len(erasure.ended)} enrollment(s) ended, the ASN and PICs will be told")
+    return 0
 
 
 def _admin() -> Actor:

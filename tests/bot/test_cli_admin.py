@@ -16,9 +16,20 @@ from bot.app import Runtime
 from bot.cli import build_parser
 from bot.cli_admin import COVERAGE_COLUMNS, COVERAGE_TABLE_HEADERS, dispatch
 from domain.vocabulary import Channel, SponsorshipStatus
-from storage.models import AuditLog, ChannelAccount, InviteCode, Opd, Pic
+from storage.models import (
+    AuditLog,
+    ChannelAccount,
+    InviteCode,
+    Opd,
+    Outbox,
+    Pic,
+    Sponsorship,
+    Worker,
+)
 from storage.roles import PicRole, redeem_invite
 from tests.fakes.admin import Admin
+from tests.fakes.chat import Chat
+from tests.fakes.clock import FrozenClock
 from tests.fakes.runtime import open_runtime
 from tests.storage.test_coverage import asn_in, sponsor
 from tests.storage.test_roles import add_account
@@ -64,6 +75,7 @@ async def pics(runtime: Runtime) -> list[tuple[str, str | None, str | None, bool
         (["invite", "create", "--help"], ["--days N", "--bot-username NAME"]),
         (["coverage", "--help"], ["--csv FILE"]),
         (["audit", "list", "--help"], ["--opd CODE", "--limit N"]),
+        (["worker", "erase", "--help"], ["--phone PHONE", "--yes"]),
     ],
 )
 def test_every_command_has_help(
@@ -269,3 +281,51 @@ async def test_audit_list_shows_who_did_what(admin: Admin) -> None:
     assert [line.split()[4] for line in admin.out.splitlines()[2:]] == ["invite.create"]
     async with admin.runtime.db.connect() as connection:
         assert len((await connection.execute(select(AuditLog.id))).all()) == 2
+
+
+async def test_worker_erase_shows_first_then_erases_and_tells_the_asn(
+    tmp_path: Path,
+    database_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clock = FrozenClock()
+    async with open_runtime(tmp_path, database_url, clock=clock, seed_opds=True) as runtime:
+        asn = Chat(runtime.engine, clock)
+        await asn.register()
+        await asn.enroll_until_summary()
+        await asn.press("Kirim ke PIC")
+        admin = Admin(runtime, capsys)
+
+        assert await admin.run("worker", "erase", "--phone", "0812-9876-5432") == 0
+        assert "Siti Aminah (3201********0001), +6281298765432: 1 enrollment(s)" in admin.out
+        assert "nothing changed" in admin.out
+        async with sessionmaker() as session:
+            assert (await session.execute(select(Worker.full_name))).scalar_one() == "Siti Aminah"
+
+        assert await admin.run("worker", "erase", "--phone", "081298765432", "--yes") == 0
+        assert "erased; 1 enrollment(s) ended" in admin.out
+        async with sessionmaker() as session:
+            worker = (await session.execute(select(Worker))).scalar_one()
+            status = (await session.execute(select(Sponsorship.status))).scalar_one()
+            told = (
+                (await session.execute(select(Outbox).where(Outbox.kind == "worker_erased")))
+                .scalars()
+                .all()
+            )
+            actions = (
+                await session.execute(
+                    select(AuditLog.actor_type, AuditLog.action).where(
+                        AuditLog.action == "worker.erased"
+                    )
+                )
+            ).all()
+        assert (worker.full_name, worker.phone_e164, worker.erased_at) == ("-", None, clock())
+        assert status is SponsorshipStatus.ENDED
+        assert [(n.recipient, "Siti Aminah" in n.body) for n in told] == [("1001", True)]
+        assert [tuple(a) for a in actions] == [("admin", "worker.erased")]
+
+        assert await admin.run("worker", "erase", "--phone", "081298765432") == 1
+        assert "no worker with the phone +6281298765432" in admin.err
+        assert await admin.run("worker", "erase", "--phone", "12") == 1
+        assert "is not a mobile number" in admin.err
