@@ -271,10 +271,11 @@ async def dues_terms(connection: AsyncConnection) -> list[TermsRow]:
 
 
 #: PostgreSQL: days since 2000-01-01 of each sponsorship's earliest confirmed payment, and
-#: of its latest one packed with that payment's months (days * 2**16 + months). Integer
-#: arithmetic on dates only: EXTRACT (numeric since PostgreSQL 14) of year and month for
-#: 900,000 payments cost 0.65 s of server time; the days are turned into months per
-#: sponsorship in Python, from a small cache (payments start on few distinct months).
+#: of its latest one packed with that payment's months (days * 2**16 + months; a payment
+#: covers far fewer than 2**16 months). Integer arithmetic on dates only: EXTRACT (numeric
+#: since PostgreSQL 14) of year and month for 900,000 payments cost 0.65 s of server time;
+#: the days are turned into months per sponsorship in Python, from a small cache (payments
+#: start on few distinct months).
 _PG_PAID_SPANS = f"""
 SELECT sponsorship_id,
        min(first_month - DATE '2000-01-01'),
