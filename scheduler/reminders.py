@@ -254,8 +254,10 @@ class ReminderPlanner:
             wanted = [reminder.terms[0] for reminder in missing] + lapsing_ids
             lapse = dues_queries.mark_lapsed(connection, lapsing_ids, now=now, read_at=now)
             if connection.dialect.name == "sqlite" or not wanted:
-                changed = await lapse
+                # Names first: a wave of lapses is read with the dues-bearing rows
+                # (`dues_queries.payers`), which the lapse takes out.
                 payers = await dues_queries.payers(connection, wanted)
+                changed = await lapse
             else:
                 # On a second connection while the lapse's UPDATE runs in this
                 # transaction: names and accounts are not what the UPDATE changes,

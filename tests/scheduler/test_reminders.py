@@ -367,9 +367,13 @@ async def test_payroll_dues_remind_the_pic_once_per_opd_not_each_asn(world: Worl
     }
 
 
+@pytest.mark.parametrize("read_all_payers_from", [10_000, 1], ids=["by-id", "all-at-once"])
 async def test_unpaid_months_overdue_escalation_then_lapse_with_both_notices_once(
-    world: World,
+    world: World, monkeypatch: pytest.MonkeyPatch, read_all_payers_from: int
 ) -> None:
+    # "all-at-once": the path a wave of lapses takes (names read with every
+    # dues-bearing row), which must read them before the lapse takes them out.
+    monkeypatch.setattr(dues_queries, "_READ_ALL_PAYERS_FROM", read_all_payers_from)
     sponsorship = await world.sponsorship(PaymentPlan.MONTHLY, name="Siti Aminah")
     results = await run_year(world, monthly_payments(world, sponsorship, 3))
 
