@@ -23,14 +23,16 @@ import getpass
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.app import Runtime
+from domain.dues import PaidStanding
 from domain.phone import PhoneError, parse_mobile
 from domain.vocabulary import Channel, SponsorshipStatus
 from storage import roles, worker_side
@@ -48,7 +50,10 @@ COVERAGE_COLUMNS = (
     "asn_sponsoring",
     *(status.value for status in SponsorshipStatus),
     "workers",
+    *(standing.value for standing in PaidStanding),
 )
+#: The number of columns before the paid-until distribution.
+_COVERAGE_STATUS_COLUMNS = 5 + len(SponsorshipStatus)
 #: The same columns, named to fit a terminal (the CSV keeps the exact status names).
 COVERAGE_TABLE_HEADERS = (
     "OPD",
@@ -65,6 +70,8 @@ COVERAGE_TABLE_HEADERS = (
     "ended",
     "workers",
 )
+#: The paid-until distribution's table: the dues-bearing sponsorships ("paying") by standing.
+PAID_TABLE_HEADERS = ("OPD", "name", "paying", "ahead", "current", "behind1", "behind2", "behind3+")
 _TABLE_NAME_WIDTH = 32
 _MAX_INVITE_DAYS = 90
 
@@ -137,7 +144,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     report = sub.add_parser(
         "coverage",
-        help="coverage per OPD: ASN registered and sponsoring, workers by status",
+        help=(
+            "coverage per OPD: ASN registered and sponsoring, workers by status, "
+            "paid-until distribution"
+        ),
     )
     report.add_argument(
         "--csv", type=Path, metavar="FILE", help="also write the report as CSV ('-': stdout)"
@@ -195,7 +205,9 @@ async def _run(
     if command == "invite":
         return await _invite(args, runtime, session, connection, now)
     if command == "coverage":
-        return _print_coverage(await coverage(connection), args.csv)
+        today = now.astimezone(ZoneInfo(runtime.settings.app.timezone)).date()
+        rows = await coverage(connection, today=today, calendar=runtime.calendar)
+        return _print_coverage(rows, args.csv, today)
     if command == "worker":
         return await _erase_worker(args, runtime, session, now)
     opd = await _opd(session, args.opd) if args.opd else None
@@ -351,19 +363,32 @@ def _coverage_cells(row: CoverageRow) -> list[str]:
         str(row.asn_sponsoring),
         *(str(row.by_status[status]) for status in SponsorshipStatus),
         str(row.workers),
+        *(str(row.paid[standing]) for standing in PaidStanding),
     ]
 
 
-def _print_coverage(rows: list[CoverageRow], csv_path: Path | None) -> int:
+def _print_coverage(rows: list[CoverageRow], csv_path: Path | None, today: date) -> int:
     lines = [_coverage_cells(row) for row in [*rows, coverage_total(rows)]]
     if csv_path is not None and str(csv_path) == "-":
         _write_csv(sys.stdout, lines)
         return 0
-    shown = [[line[0], _shorten(line[1]), *line[2:]] for line in lines]
-    numeric = set(range(2, len(COVERAGE_COLUMNS)))
+    split = _COVERAGE_STATUS_COLUMNS
+    shown = [[line[0], _shorten(line[1]), *line[2:split]] for line in lines]
+    numeric = set(range(2, split))
     print(_table(list(COVERAGE_TABLE_HEADERS), shown, numeric=numeric, rule_before_last=True))
     print(
         "waiting: waiting_for_pic, card: card_handed_over; ASN sponsoring: with an open sponsorship"
+    )
+    print()
+    paid = [
+        [line[0], _shorten(line[1]), str(sum(int(cell) for cell in line[split:])), *line[split:]]
+        for line in lines
+    ]
+    print(f"Paid-until on {today.isoformat()} of the dues-bearing workers (active, card):")
+    print(_table(list(PAID_TABLE_HEADERS), paid, numeric=set(range(2, 8)), rule_before_last=True))
+    print(
+        "ahead: paid beyond this month; current: nothing overdue; behindN: N months overdue "
+        "(2: at risk; 3+: lapses at the next reminder run)"
     )
     if csv_path is not None:
         try:

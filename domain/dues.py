@@ -86,6 +86,30 @@ def _first_unpaid(first_month: date, paid: frozenset[date]) -> date:
     return month
 
 
+def plan_in_force(
+    month: date,
+    *,
+    plan: PaymentPlan,
+    next_plan: PaymentPlan | None = None,
+    next_plan_from: date | None = None,
+) -> PaymentPlan:
+    """The plan that pays for the month of `month`: `next_plan` from the month of
+    `next_plan_from` on (a pending plan change; both or neither), `plan` before.
+
+    Who pays follows from it: the OPD's treasurer for payroll deduction, the
+    ASN otherwise.
+    """
+    if next_plan is None or next_plan_from is None:
+        return plan
+    return next_plan if month_start(month) >= month_start(next_plan_from) else plan
+
+
+def first_unpaid_month(first_month: date, paid_months: Iterable[date]) -> date:
+    """The first month from `first_month` not among `paid_months`: where the next payment
+    starts (`DuesStatus.next_month`, without the tariff and the calendar)."""
+    return _first_unpaid(month_start(first_month), _months(paid_months))
+
+
 def _next_payment_months(
     next_month: date,
     plan: PaymentPlan,
@@ -156,6 +180,46 @@ def _arrears(start: date, paid: frozenset[date], today: date, calendar: WorkCale
             count += 1
         month = add_months(month, 1)
     return count
+
+
+class PaidStanding(StrEnum):
+    """Where a dues-bearing sponsorship's paid-until month stands on one day.
+
+    The buckets of the coverage report's paid-until distribution (SPEC 6), by
+    months in arrears as `dues_status` counts them (due dates included), so a
+    sponsorship paid through last month is up to date until this month's due
+    date has passed.
+    """
+
+    #: Nothing in arrears and paid beyond the current month.
+    PAID_AHEAD = "paid_ahead"
+    #: Nothing in arrears, nothing paid beyond the current month.
+    UP_TO_DATE = "up_to_date"
+    #: One month in arrears (the payer has an overdue reminder).
+    ARREARS_1 = "arrears_1"
+    #: Two months in arrears: protection at risk.
+    ARREARS_2 = "arrears_2"
+    #: Three or more: lapses at the reminder planner's next run.
+    ARREARS_3 = "arrears_3"
+
+
+def paid_standing(
+    *, first_month: date, paid_months: Iterable[date], today: date, calendar: WorkCalendar
+) -> PaidStanding:
+    """The `PaidStanding` of a sponsorship covered from `first_month`, as of `today`
+    (`paid_months` as for `dues_status`)."""
+    start = month_start(first_month)
+    paid = frozenset(month for month in _months(paid_months) if month >= start)
+    arrears = _arrears(start, paid, today, calendar)
+    if arrears >= LAPSE_ARREARS:
+        return PaidStanding.ARREARS_3
+    if arrears == AT_RISK_ARREARS:
+        return PaidStanding.ARREARS_2
+    if arrears == 1:
+        return PaidStanding.ARREARS_1
+    if _first_unpaid(start, paid) > add_months(month_start(today), 1):
+        return PaidStanding.PAID_AHEAD
+    return PaidStanding.UP_TO_DATE
 
 
 class PaymentProblem(StrEnum):

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import Runtime
 from bot.cli import build_parser
-from bot.cli_admin import COVERAGE_COLUMNS, COVERAGE_TABLE_HEADERS, dispatch
+from bot.cli_admin import COVERAGE_COLUMNS, COVERAGE_TABLE_HEADERS, PAID_TABLE_HEADERS, dispatch
 from domain.vocabulary import Channel, SponsorshipStatus
 from storage.models import (
     AuditLog,
@@ -228,16 +228,24 @@ async def test_coverage_table_and_csv(admin: Admin, tmp_path: Path) -> None:
     assert await admin.run("coverage", "--csv", str(target)) == 0
     lines = admin.out.splitlines()
     assert lines[0].split() == list(COVERAGE_TABLE_HEADERS)
-    dinkes_line = next(line for line in lines if line.startswith("BKL-DINKES "))
+    status_table = lines[: lines.index("")]
+    dinkes_line = next(line for line in status_table if line.startswith("BKL-DINKES "))
     # asn_registered, asn_sponsoring, the eight statuses, workers
     assert dinkes_line.split()[-11:] == ["2", "1", "1", "0", "0", "0", "1", "0", "0", "0", "2"]
-    assert lines[-4].startswith("--")
-    assert lines[-3].split()[:1] == ["TOTAL"]
-    assert lines[-3].split()[-11:] == ["3", "1", "1", "0", "0", "0", "1", "0", "0", "0", "2"]
-    assert lines[-1] == f"CSV written to {target} ({opd_count} OPDs and a total row)"
+    assert status_table[-3].startswith("--")
+    assert status_table[-2].split()[:1] == ["TOTAL"]
+    assert status_table[-2].split()[-11:] == ["3", "1", "1", "0", "0", "0", "1", "0", "0", "0", "2"]
     # Columns line up: every number ends where its header ends.
     header_end = lines[0].index("ASN") + len("ASN")
     assert dinkes_line[header_end - 1] == "2" and dinkes_line[header_end] == " "
+    # The paid-until distribution: the one active sponsorship (first month December,
+    # the clock in November) has nothing due yet.
+    paid_table = lines[lines.index("") + 1 :]
+    assert paid_table[0].startswith("Paid-until on 2026-")
+    assert paid_table[1].split() == list(PAID_TABLE_HEADERS)
+    paid_dinkes = next(line for line in paid_table if line.startswith("BKL-DINKES "))
+    assert paid_dinkes.split()[-6:] == ["1", "0", "1", "0", "0", "0"]
+    assert lines[-1] == f"CSV written to {target} ({opd_count} OPDs and a total row)"
 
     with target.open(encoding="utf-8", newline="") as file:
         records = list(csv.DictReader(file))
@@ -248,6 +256,7 @@ async def test_coverage_table_and_csv(admin: Admin, tmp_path: Path) -> None:
     assert (by_code["BKL-DINKES"]["asn_registered"], by_code["BKL-DINKES"]["active"]) == ("2", "1")
     assert by_code["BKL-BAPPEDA"]["asn_sponsoring"] == "0"
     assert by_code["TOTAL"]["workers"] == "2"
+    assert (by_code["BKL-DINKES"]["up_to_date"], by_code["BKL-DINKES"]["arrears_3"]) == ("1", "0")
 
     assert await admin.run("coverage", "--csv", "-") == 0
     assert list(csv.reader(admin.out.splitlines()))[-1][0] == "TOTAL"
