@@ -7,7 +7,7 @@ from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
-from handlers.flows.payment import dues_of
+from handlers.flows.payment import dues_of, paid_by_asn
 from handlers.types import Option, Reply
 from storage import payments
 
@@ -139,7 +139,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
             )
             if status.months_in_arrears:
                 lines[-1] += "\n" + t("workers.arrears", arrears=status.months_in_arrears)
-            payable = payable or sponsorship.plan is not PaymentPlan.PAYROLL_DEDUCTION
+            payable = payable or paid_by_asn(sponsorship, paid[sponsorship.id])
         elif sponsorship.status.is_open:
             first = sponsorship.first_month
             lines[-1] += "\n" + t(

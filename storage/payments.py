@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable
 from datetime import date, datetime
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.dues import DuesStatus, dues_status
@@ -191,13 +191,24 @@ async def mark_payroll_month(
 ) -> int:
     """The bendahara paid `month` for every payroll sponsorship of the OPD: confirmed payments
     of `amount` (the month's payroll tariff) for those not yet covered; already confirmed
-    months are left alone. Returns how many were marked."""
+    months are left alone. Returns how many were marked.
+
+    "Payroll" is the plan in force for `month` (`domain.dues.plan_in_force`): a pending
+    change to payroll deduction counts from its month on, a change away from it stops there.
+    """
+    payroll = PaymentPlan.PAYROLL_DEDUCTION
+    no_change_yet = or_(
+        Sponsorship.next_plan.is_(None),
+        Sponsorship.next_plan_from.is_(None),
+        Sponsorship.next_plan_from > month,
+    )
+    changed_to_payroll = and_(Sponsorship.next_plan == payroll, Sponsorship.next_plan_from <= month)
     sponsorships = [
         sid
         for (sid,) in await connection.execute(
             select(Sponsorship.id).where(
                 Sponsorship.opd_id == opd_id,
-                Sponsorship.plan == PaymentPlan.PAYROLL_DEDUCTION,
+                or_(and_(Sponsorship.plan == payroll, no_change_yet), changed_to_payroll),
                 Sponsorship.status.in_(DUES_BEARING),
                 Sponsorship.first_month <= month,
             )

@@ -15,7 +15,13 @@ from datetime import date
 
 from sqlalchemy import select
 
-from domain.dues import DuesStatus, check_payment, dues_status
+from domain.dues import (
+    DuesStatus,
+    check_payment,
+    dues_status,
+    first_unpaid_month,
+    plan_in_force,
+)
 from domain.months import add_months
 from domain.tariff import FundingSource
 from domain.vocabulary import PaymentPlan, SponsorshipStatus
@@ -30,22 +36,42 @@ MONTH_CHOICES = (1, 3, 6, 12)
 _DIGITS = re.compile(r"\D+")
 
 
+def paid_by_asn(sponsorship: Sponsorship, paid: set[date]) -> bool:
+    """True when the ASN pays the next unpaid month: the plan in force for it (a pending
+    change included) is not payroll deduction, which the PIC marks paid for the OPD."""
+    month = first_unpaid_month(sponsorship.first_month, paid)
+    plan = plan_in_force(
+        month,
+        plan=sponsorship.plan,
+        next_plan=sponsorship.next_plan,
+        next_plan_from=sponsorship.next_plan_from,
+    )
+    return plan is not PaymentPlan.PAYROLL_DEDUCTION
+
+
 async def _payable(ctx: Context) -> list[tuple[int, str, str | None]]:
-    """(sponsorship id, worker name, KPJ) of the ASN's dues-bearing, non-payroll sponsorships."""
+    """(sponsorship id, worker name, KPJ) of the ASN's dues-bearing sponsorships whose next
+    month the ASN pays (`paid_by_asn`)."""
     asn = await ctx.asn()
     if asn is None:
         return []
-    rows = await ctx.repo.connection.execute(
-        select(Sponsorship.id, Worker.full_name, Sponsorship.kpj)
-        .join(Worker, Worker.id == Sponsorship.worker_id)
-        .where(
-            Sponsorship.asn_id == asn.id,
-            Sponsorship.status.in_(payments.DUES_BEARING),
-            Sponsorship.plan != PaymentPlan.PAYROLL_DEDUCTION,
+    rows = (
+        await ctx.repo.session.execute(
+            select(Sponsorship, Worker.full_name)
+            .join(Worker, Worker.id == Sponsorship.worker_id)
+            .where(
+                Sponsorship.asn_id == asn.id,
+                Sponsorship.status.in_(payments.DUES_BEARING),
+            )
+            .order_by(Sponsorship.id)
         )
-        .order_by(Sponsorship.id)
-    )
-    return [(int(sid), str(name), kpj) for sid, name, kpj in rows]
+    ).all()
+    paid = await payments.paid_months(ctx.repo.connection, [row[0].id for row in rows])
+    return [
+        (sponsorship.id, str(name), sponsorship.kpj)
+        for sponsorship, name in rows
+        if paid_by_asn(sponsorship, paid[sponsorship.id])
+    ]
 
 
 async def _sponsorship(ctx: Context) -> Sponsorship:

@@ -16,7 +16,9 @@ from domain.dues import (
     check_plan,
     due_date,
     dues_status,
+    first_unpaid_month,
     plan_change_from,
+    plan_in_force,
 )
 from domain.months import add_months, months_between
 from domain.tariff import DEFAULT_TARIFF, FundingSource, TariffPeriod, TariffTable
@@ -348,6 +350,56 @@ def test_old_plan_payment_stops_where_the_new_plan_starts() -> None:
 
 def test_plan_change_from_nothing_paid_is_the_first_month() -> None:
     assert plan_change_from(status_of([], date(2025, 12, 1))) == JAN
+
+
+@given(
+    first=first_months,
+    offsets=paid_offsets,
+    today=todays,
+    plan=plans,
+    next_plan=plans,
+    change_after=st.integers(0, 30),
+)
+def test_the_next_payment_follows_the_plan_in_force_for_its_month(
+    first: date,
+    offsets: set[int],
+    today: date,
+    plan: PaymentPlan,
+    next_plan: PaymentPlan,
+    change_after: int,
+) -> None:
+    paid = months_from(first, offsets)
+    change = add_months(first, change_after)
+    status = status_of(
+        paid, today, plan=plan, first_month=first, next_plan=next_plan, next_plan_from=change
+    )
+    assert first_unpaid_month(first, paid) == status.next_month
+    in_force = plan_in_force(
+        status.next_month, plan=plan, next_plan=next_plan, next_plan_from=change
+    )
+    assert in_force is (next_plan if status.next_month >= change else plan)
+    if status.next_month >= change:
+        assert status.next_months == next_plan.months_per_payment
+    else:
+        # The old plan's payment stops short of the change.
+        assert status.next_months <= plan.months_per_payment
+        assert add_months(status.next_month, status.next_months) <= change
+
+
+def test_plan_in_force_without_a_pending_change_is_the_plan() -> None:
+    for plan in PaymentPlan:
+        assert plan_in_force(date(2030, 7, 31), plan=plan) is plan
+        # A change needs both the plan and its month.
+        assert plan_in_force(JAN, plan=plan, next_plan=PaymentPlan.QUARTERLY) is plan
+    assert (
+        plan_in_force(
+            date(2026, 3, 31),
+            plan=PaymentPlan.MONTHLY,
+            next_plan=PaymentPlan.PAYROLL_DEDUCTION,
+            next_plan_from=date(2026, 3, 1),
+        )
+        is PaymentPlan.PAYROLL_DEDUCTION
+    )
 
 
 # --- a frozen year ----------------------------------------------------------------

@@ -236,3 +236,32 @@ async def test_plan_change_to_payroll_records_the_statement_of_willingness(
     assert row.next_plan is not None and row.next_plan.value == "payroll_deduction"
     assert row.next_plan_from == date(2026, 12, 1)
     assert [c.sponsorship_id for c in consents] == [row.id]
+
+
+async def test_after_a_change_to_payroll_the_pic_marks_the_month_not_the_asn(
+    office: Office,
+) -> None:
+    """Regression: the change is stored as next_plan, and both the ASN's payment and the
+    PIC's payroll month looked at the old plan only (the worker was never marked paid)."""
+    from datetime import UTC, datetime
+
+    await office.asn.say("/pekerja")
+    await office.asn.press("Ubah cara bayar")
+    await office.asn.press("potong gaji")
+    await office.asn.press("Saya bersedia")
+    await office.asn.press("Ubah cara bayar")
+    assert "mulai Desember 2026" in office.asn.text
+    await office.asn.say("/pekerja")
+    assert not any("Catat pembayaran" in label for label in office.asn.labels())
+    await office.asn.say("bayar")
+    assert "potong gaji dicatat oleh PIC" in office.asn.text
+    office.clock.now = datetime(2026, 12, 10, 1, 0, tzinfo=UTC)
+    await office.pic.say("pic")
+    await office.pic.press("Potong gaji")
+    await office.pic.press("Desember 2026 lunas")
+    assert "Desember 2026 tercatat lunas untuk 1 peserta" in office.pic.text
+    (payment,) = await all_payments(office)
+    assert payment.status is PaymentStatus.CONFIRMED and payment.payroll
+    assert payment.first_month == date(2026, 12, 1)
+    await office.asn.say("/pekerja")
+    assert "Dibayar sampai: Desember 2026" in office.asn.text

@@ -97,3 +97,35 @@ async def test_payroll_month_marks_only_payroll_sponsorships_once(office: Office
             ) == expected  # fmt: skip
         paid = await payments.paid_months(connection, ids)
     assert all(months == {DEC} for months in paid.values())
+
+
+async def test_payroll_month_follows_a_pending_plan_change(office: Office) -> None:
+    """Regression: a plan change only sets next_plan, so marking by `plan` alone skipped a
+    change to payroll (the PIC reminded, the worker never marked paid) and kept marking a
+    sponsorship changed away from it."""
+    pic_id, opd_id = await pic_ids(office)
+    siti, joko = (s.id for s in await office.sponsorships())
+    jan, feb = date(2027, 1, 1), date(2027, 2, 1)
+    async with office.sessionmaker.kw["bind"].begin() as connection:
+        # Siti: monthly, payroll deduction from January. Joko: payroll, monthly from January.
+        await connection.execute(
+            update(Sponsorship)
+            .where(Sponsorship.id == siti)
+            .values(next_plan=PaymentPlan.PAYROLL_DEDUCTION, next_plan_from=jan)
+        )
+        await connection.execute(
+            update(Sponsorship)
+            .where(Sponsorship.id == joko)
+            .values(
+                plan=PaymentPlan.PAYROLL_DEDUCTION,
+                next_plan=PaymentPlan.MONTHLY,
+                next_plan_from=jan,
+            )
+        )
+        for month in (DEC, jan, feb):
+            assert await payments.mark_payroll_month(
+                connection, opd_id=opd_id, month=month, amount=16_800, pic_id=pic_id,
+                now=office.clock(),
+            ) == 1  # fmt: skip
+        paid = await payments.paid_months(connection, [siti, joko])
+    assert paid == {siti: {jan, feb}, joko: {DEC}}
