@@ -320,7 +320,7 @@ class Engine:
             text = (event.text or "").strip()
             if not text:
                 return [Reply(ctx.t("input.empty")), *question]
-            choice = _match_option(text, options)
+            choice = _match_option(text, options, by_position=not step.numbers_are_values)
             if choice is None and options and not step.free_text:
                 return [Reply(ctx.t("input.choose_option")), *question]
             answer = Answer(kind=EventKind.TEXT, text=text, choice=choice)
@@ -334,6 +334,10 @@ class Engine:
             if not step.accepts_files:
                 return [Reply(ctx.t("input.file_not_needed")), *question]
             answer = Answer(kind=event.kind, file_ref=event.file_ref)
+        elif step.accepts_files:
+            # A sticker or voice note where a photo or file is asked for: the step says
+            # what it wants (the generic text would ask for text instead).
+            answer = Answer(kind=EventKind.UNSUPPORTED)
         else:
             return [Reply(ctx.t("input.unsupported")), *question]
 
@@ -625,17 +629,18 @@ class Engine:
         return await self._flows[CorrectionFlow.name].step(state.step or "").ask(ctx)
 
 
-def _match_option(text: str, options: Sequence[Any]) -> str | None:
+def _match_option(text: str, options: Sequence[Any], *, by_position: bool = True) -> str | None:
     """The key of the option the typed text names.
 
-    Accepted: the option's number, its whole label, its key, or the first words
-    of exactly one label ("lewati" for "Lewati (tidak punya HP)").
+    Accepted: the option's number (unless not `by_position`), its whole label,
+    its key, or the first words of exactly one label ("lewati" for "Lewati
+    (tidak punya HP)").
     """
     wanted = _normalise(text)
     if not wanted:
         return None
     keyed = [(str(o.id).partition(":")[2], _normalise(str(o.label))) for o in options]
-    if wanted.isdigit() and 1 <= int(wanted) <= len(keyed):
+    if by_position and wanted.isdigit() and 1 <= int(wanted) <= len(keyed):
         return keyed[int(wanted) - 1][0] or None
     for key, label in keyed:
         if key and wanted in (label, _normalise(key)):

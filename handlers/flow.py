@@ -75,6 +75,8 @@ class Step:
     free_text: ClassVar[bool] = True
     #: True when a photo or document is an answer (a receipt); otherwise it is refused.
     accepts_files: ClassVar[bool] = False
+    #: True when a typed number is a value (a count of months), not an option's position.
+    numbers_are_values: ClassVar[bool] = False
 
     def applies(self, ctx: Context) -> bool:
         """False to skip this step (e.g. the payroll statement for other plans)."""

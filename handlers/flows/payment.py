@@ -131,6 +131,8 @@ class WorkerStep(Step):
 class MonthsStep(Step):
     name = "months"
     help_key = "pay.help.months"
+    # "3" typed is three months, not the third button (six months).
+    numbers_are_values = True
 
     async def ask(self, ctx: Context) -> list[Reply]:
         sponsorship = await _sponsorship(ctx)

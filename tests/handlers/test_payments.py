@@ -265,3 +265,37 @@ async def test_after_a_change_to_payroll_the_pic_marks_the_month_not_the_asn(
     assert payment.first_month == date(2026, 12, 1)
     await office.asn.say("/pekerja")
     assert "Dibayar sampai: Desember 2026" in office.asn.text
+
+
+async def test_each_bad_payment_answer_is_named_and_asked_again_keeping_the_rest(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Too far ahead, a wrong amount, a sticker for a receipt: each gets its own message and
+    the same question again; the worker and months chosen before are kept."""
+    office = await build_office(sessionmaker)
+    await activate(office, (WORKER_NIK, "Siti Aminah"), (OTHER_NIK, "Joko Susilo"))
+    asn = office.asn
+    await asn.say("bayar")
+    await asn.press("Joko Susilo")
+    await asn.say("14")
+    assert "paling jauh 12 bulan" in asn.text
+    assert "Berapa bulan yang Anda bayar" in asn.question.text
+    await asn.say("3")
+    assert "Rp50.400" in asn.text
+    await asn.say("16800")
+    assert "Rp16.800 tidak sesuai tarif" in asn.text and "iurannya Rp50.400" in asn.text
+    assert "Berapa yang Anda bayarkan" in asn.question.text
+    await asn.press("sesuai tarif")
+    await asn._send(kind=EventKind.UNSUPPORTED)  # a sticker or a voice note
+    assert "harus berupa foto atau berkas" in asn.text
+    assert "hanya bisa membaca teks" not in asn.text
+    assert "bukti pembayaran" in asn.question.text
+    await asn.send_document("bukti-transfer.pdf", b"%PDF-1.4")
+    assert "Joko Susilo" in asn.text
+    assert "Desember 2026 – Februari 2027 (3 bulan)" in asn.text
+    assert "Rp50.400" in asn.text and "Bukti bayar: ada" in asn.text
+    await asn.press("Catat pembayaran")
+    (payment,) = await all_payments(office)
+    joko = (await office.sponsorships())[1]
+    assert (payment.sponsorship_id, payment.months, payment.amount) == (joko.id, 3, 50_400)
+    assert payment.receipt_file_ref == "file-bukti-transfer.pdf"
