@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -206,3 +206,23 @@ async def test_background_schedules_dispatcher_digest_and_housekeeping(tmp_path:
         await dispatcher.stop()
     finally:
         await runtime.close()
+
+
+def test_a_tariff_file_with_overlapping_periods_stops_start_up_naming_the_lines(
+    tmp_path: Path,
+) -> None:
+    tariff = tmp_path / "tariff.csv"
+    tariff.write_text(
+        "effective_from,effective_until,jkk_per_mille,jkm,discount_percent,"
+        "discount_excluded_funding,note\n"
+        "2015-07-01,2026-01-01,10,6800,0,,PP 44/2015\n"
+        "2025-12-01,2026-06-01,10,6800,50,regional_budget,discount\n",
+        encoding="utf-8",
+    )
+    settings = _settings(tmp_path)
+    settings.program = ProgramSettings(tariff_file=tariff)
+    with pytest.raises(StartupError, match=r"tariff\.csv: line 3: .*overlaps .* on line 2"):
+        engine_config(settings)
+    tariff.write_text(tariff.read_text().replace("2026-01-01", "2025-12-01"), encoding="utf-8")
+    table = engine_config(settings).tariff
+    assert table.monthly_dues(date(2025, 12, 1)).total == 8_400

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.vocabulary import PaymentStatus
+from domain.vocabulary import Channel, PaymentStatus
+from handlers.flows.enrollment import PAYROLL_STATEMENT_VERSION
 from handlers.types import EventKind
 from storage.models import Payment
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK
@@ -236,6 +237,34 @@ async def test_plan_change_to_payroll_records_the_statement_of_willingness(
     assert row.next_plan is not None and row.next_plan.value == "payroll_deduction"
     assert row.next_plan_from == date(2026, 12, 1)
     assert [c.sponsorship_id for c in consents] == [row.id]
+    # The statement is recorded with its text version, time and channel.
+    (consent,) = consents
+    assert consent.granted and consent.text_version == PAYROLL_STATEMENT_VERSION
+    assert consent.channel is Channel.TELEGRAM
+    assert consent.recorded_at == office.clock()
+
+
+async def test_a_lapsed_worker_is_protected_again_only_by_a_new_enrollment(
+    office: Office,
+) -> None:
+    from sqlalchemy import update
+
+    from domain.vocabulary import SponsorshipStatus
+    from storage.models import Sponsorship
+
+    async with office.sessionmaker.kw["bind"].begin() as connection:
+        await connection.execute(update(Sponsorship).values(status=SponsorshipStatus.LAPSED))
+    await office.asn.say("bayar")
+    assert "daftarkan ulang melalui PIC" in office.asn.text
+    # The same NIK can be enrolled again; it waits for the PIC like any enrollment.
+    await office.enroll(nik=WORKER_NIK, name="Siti Aminah")
+    lapsed, again = await office.sponsorships()
+    assert lapsed.status is SponsorshipStatus.LAPSED
+    assert again.status is SponsorshipStatus.WAITING_FOR_PIC
+    assert again.worker_id == lapsed.worker_id and again.id != lapsed.id
+    await office.asn.say("bayar")
+    assert "daftarkan ulang melalui PIC" in office.asn.text
+    assert await all_payments(office) == []
 
 
 async def test_after_a_change_to_payroll_the_pic_marks_the_month_not_the_asn(
