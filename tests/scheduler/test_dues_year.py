@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -150,23 +151,21 @@ async def test_a_year_of_dues_with_holidays_and_a_discount_window(world: World) 
         # Ani pays the day after her 5-day reminder; Rudi and the payroll on the due date
         # after the morning's sends; Dewi pays January to March only.
         actions.setdefault(at(due(month) - timedelta(days=4), time(12)), []).append(
-            lambda month=month: pay(monthly, month)
+            partial(pay, monthly, month)
         )
         actions.setdefault(at(due(month), time(10)), []).extend(
-            [lambda month=month: pay(regional, month), lambda month=month: payroll_month(month)]
+            [partial(pay, regional, month), partial(payroll_month, month)]
         )
         if month < date(2026, 4, 1):
-            actions[at(due(month), time(10))].append(lambda month=month: pay(stops, month))
+            actions[at(due(month), time(10))].append(partial(pay, stops, month))
     for quarter in QUARTERS:
         # Joko records each quarter at 07:00 the day before it is due (after the planner
         # planned the 1-day reminder, before it may be sent); the PIC confirms at 21:30,
         # in quiet hours, so the ASN hears of it the next morning.
         day_before = due(quarter) - timedelta(days=1)
-        actions.setdefault(at(day_before, time(7)), []).append(
-            lambda quarter=quarter: record_quarter(quarter)
-        )
+        actions.setdefault(at(day_before, time(7)), []).append(partial(record_quarter, quarter))
         actions.setdefault(at(day_before, time(21, 30)), []).append(
-            lambda quarter=quarter: confirm_quarter(quarter)
+            partial(confirm_quarter, quarter)
         )
 
     sender = Recorder(world)
