@@ -16,6 +16,12 @@ paid by the OPD's treasurer, so their before/overdue reminders go to the OPD's
 PICs as one line per OPD and month (`reminder.payroll.pic` with the count),
 not to each ASN; escalation and lapse still reach the ASN.
 
+Months count as paid here once the ASN recorded them (the PIC not having
+decided yet): someone who paid is neither reminded nor lapsed while the PIC
+checks the receipt; a rejection makes the months unpaid again and the next
+run reminds (overdue, escalation) or lapses as due. The dues themselves
+(paid-until, "my workers", the coverage report) count confirmed payments only.
+
 Every notice has a dedupe key per (sponsorship or OPD+PIC, period, kind), so a
 re-run, a restart or a second process never plans one twice. A payment
 recorded before a reminder went out cancels it: `dues_queries.cancel_reminders`, called in
@@ -56,8 +62,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.dues import DuesStatus, due_date, dues_status
-from domain.months import add_months, month_start
+from domain.dues import DuesStatus, due_date, dues_status, plan_in_force
+from domain.months import add_months
 from domain.tariff import TariffTable
 from domain.vocabulary import Channel, Language, PaymentPlan
 from domain.workdays import WorkCalendar
@@ -185,16 +191,6 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _plan_in_force(row: DuesTerms, month: date) -> PaymentPlan:
-    if (
-        row.next_plan is not None
-        and row.next_plan_from is not None
-        and month >= month_start(row.next_plan_from)
-    ):
-        return row.next_plan
-    return row.plan
-
-
 class ReminderPlanner:
     """Plans the day's dues reminders; APScheduler calls `plan` (idempotent per day)."""
 
@@ -241,7 +237,10 @@ class ReminderPlanner:
         result = PlanResult()
         async with self._database.begin() as connection:
             terms = await dues_queries.dues_terms(connection)
-            paid = await dues_queries.confirmed_months(connection)
+            # A payment the ASN recorded counts until the PIC decides (rejected: the
+            # next run reminds again), so nobody is reminded of, or lapsed for,
+            # months already paid and only waiting for the PIC.
+            paid = await dues_queries.confirmed_months(connection, including_recorded=True)
             pics = await dues_queries.pics_by_opd(connection)
             reminders, prefixes, payroll, lapsing = self._compute(terms, paid, today)
             existing = await dues_queries.existing_keys(connection, prefixes)
@@ -352,7 +351,13 @@ class ReminderPlanner:
         kind = _BEFORE.get(days_left) if status.months_in_arrears == 0 else "overdue"
         if kind is None:
             return None, None, ""
-        if _plan_in_force(row, status.next_month) is PaymentPlan.PAYROLL_DEDUCTION:
+        in_force = plan_in_force(
+            status.next_month,
+            plan=row.plan,
+            next_plan=row.next_plan,
+            next_plan_from=row.next_plan_from,
+        )
+        if in_force is PaymentPlan.PAYROLL_DEDUCTION:
             return "payroll", status, kind
         return kind, status, reminder_prefix(kind, status.next_month)
 

@@ -569,6 +569,45 @@ async def test_confirmed_months_read_as_runs_and_irregular_months(world: World) 
     assert paid.months(pending) == months((2026, 1))
     assert paid.months(unpaid) == frozenset()
     assert gap in paid.exact and monthly in paid.runs and quarterly in paid.runs
+    # For the reminders: also what waits for the PIC, never what the PIC rejected.
+    async with world.engine.connect() as connection:
+        claimed = await dues_queries.confirmed_months(connection, including_recorded=True)
+    assert claimed.months(pending) == months((2026, 1), (2026, 2))
+    assert pending in claimed.runs
+    assert claimed.months(gap) == paid.months(gap)
+
+
+async def test_a_payment_waiting_for_the_pic_stops_reminders_and_a_rejection_resumes_them(
+    world: World,
+) -> None:
+    waits = await world.sponsorship(PaymentPlan.MONTHLY, name="Ani")
+    await run_year(world, {}, until=date(2026, 1, 10))
+    assert [row.dedupe_key for row in await world.outbox()] == [f"reminder:before5:2026-01:{waits}"]
+    # Recorded on the 11th; the PIC leaves it undecided into March: no 1-day reminder,
+    # no overdue, escalation or lapse for the recorded months, while February (not
+    # recorded) is reminded as usual.
+    await world.pay(waits, date(2026, 1, 1), status=PaymentStatus.RECORDED)
+    await world.pay(waits, date(2026, 2, 1), status=PaymentStatus.RECORDED)
+    await run_year(world, {}, until=date(2026, 3, 20))
+    keys = [row.dedupe_key for row in await world.outbox()]
+    assert keys == [
+        f"reminder:before5:2026-01:{waits}",
+        f"reminder:before5:2026-03:{waits}",
+        f"reminder:before1:2026-03:{waits}",
+        f"reminder:overdue:2026-03:{waits}",
+    ]
+    assert await world.status(waits) is SponsorshipStatus.ACTIVE
+    # The PIC rejects both: the next morning January to March are three months in
+    # arrears, and the sponsorship lapses (ASN and PIC told).
+    async with world.engine.begin() as connection:
+        await connection.execute(
+            update(Payment)
+            .where(Payment.sponsorship_id == waits)
+            .values(status=PaymentStatus.REJECTED, decided_at=world.clock())
+        )
+    await run_year(world, {}, until=date(2026, 3, 21))
+    assert await world.status(waits) is SponsorshipStatus.LAPSED
+    assert len(await world.outbox("lapsed.asn")) == 1
 
 
 async def test_notices_expected_new_skip_a_key_that_exists(world: World) -> None:
