@@ -16,7 +16,6 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,6 +39,7 @@ from handlers.flows.registration import RegistrationFlow
 from handlers.flows.worker import CONSENT_PREFIX, EraseFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
+from handlers.parsing import match_option, normalise
 from handlers.types import EventKind, InboundEvent, Reply
 from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
@@ -97,12 +97,6 @@ IDLE_WORDS = {
 }
 #: A typed PIC invite code ("PIC-7K3QX9AB"; the prefix is optional with the dash).
 _INVITE_CODE = re.compile(r"^\s*pic[-\s]?([a-z0-9]{8})\s*$", re.IGNORECASE)
-
-_NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
-
-
-def _normalise(text: str) -> str:
-    return _NON_WORD.sub(" ", text.casefold()).strip()
 
 
 class _KeyedLocks:
@@ -284,7 +278,7 @@ class Engine:
                 )
                 return [Reply(notice), *await self._reask_or_menu(ctx)]
             words = FLOW_WORDS if state.flow else IDLE_WORDS
-            action = words.get(_normalise(text))
+            action = words.get(normalise(text))
             if action is not None:
                 return await self._global(ctx, action)
 
@@ -320,7 +314,7 @@ class Engine:
             text = (event.text or "").strip()
             if not text:
                 return [Reply(ctx.t("input.empty")), *question]
-            choice = _match_option(text, options, by_position=not step.numbers_are_values)
+            choice = match_option(text, options, by_position=not step.numbers_are_values)
             if choice is None and options and not step.free_text:
                 return [Reply(ctx.t("input.choose_option")), *question]
             answer = Answer(kind=EventKind.TEXT, text=text, choice=choice)
@@ -627,23 +621,3 @@ class Engine:
         state.history = []
         self._enter(ctx, CorrectionFlow.steps[0].name)
         return await self._flows[CorrectionFlow.name].step(state.step or "").ask(ctx)
-
-
-def _match_option(text: str, options: Sequence[Any], *, by_position: bool = True) -> str | None:
-    """The key of the option the typed text names.
-
-    Accepted: the option's number (unless not `by_position`), its whole label,
-    its key, or the first words of exactly one label ("lewati" for "Lewati
-    (tidak punya HP)").
-    """
-    wanted = _normalise(text)
-    if not wanted:
-        return None
-    keyed = [(str(o.id).partition(":")[2], _normalise(str(o.label))) for o in options]
-    if by_position and wanted.isdigit() and 1 <= int(wanted) <= len(keyed):
-        return keyed[int(wanted) - 1][0] or None
-    for key, label in keyed:
-        if key and wanted in (label, _normalise(key)):
-            return key
-    prefixed = [key for key, label in keyed if key and label.startswith(wanted + " ")]
-    return prefixed[0] if len(prefixed) == 1 else None

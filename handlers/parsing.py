@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date
 from enum import StrEnum
+
+from handlers.types import Option
 
 NAME_MAX = 100
 PLACE_MAX = 80
 
 _SPACES = re.compile(r"\s+")
+_NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
+#: Between the items of a typed list: "1 3", "1,3", "Siti, Joko", "Siti dan Joko".
+_NUMBER_LIST = re.compile(r"^[\d\s,;.&+/]+$")
+_LIST_SEPARATOR = re.compile(r"\s*(?:[,;&+/]|\s(?:dan|and)\s)\s*", re.IGNORECASE)
 _NAME_ALLOWED = re.compile(r"^[^\W\d_]+(?:[ '.,\-][^\W\d_]*)*\.?$", re.UNICODE)
 _MONTHS = {
     # Indonesian and English month names and common abbreviations.
@@ -96,3 +103,36 @@ NOTE_MAX = 200
 def parse_note(text: str) -> str | TextProblem:
     """A short free-text reason: 3-200 characters with at least one letter."""
     return _short_text(text, 3, NOTE_MAX)
+
+
+def normalise(text: str) -> str:
+    """Case-folded words separated by single spaces, punctuation and emoji dropped."""
+    return _NON_WORD.sub(" ", text.casefold()).strip()
+
+
+def match_option(text: str, options: Sequence[Option], *, by_position: bool = True) -> str | None:
+    """The key of the option the typed text names (the id after its "<version>:").
+
+    Accepted: the option's number (unless not `by_position`), its whole label,
+    its key, or the first words of exactly one label ("lewati" for "Lewati
+    (tidak punya HP)").
+    """
+    wanted = normalise(text)
+    if not wanted:
+        return None
+    keyed = [(o.id.partition(":")[2], normalise(o.label)) for o in options]
+    if by_position and wanted.isdigit() and 1 <= int(wanted) <= len(keyed):
+        return keyed[int(wanted) - 1][0] or None
+    for key, label in keyed:
+        if key and wanted in (label, normalise(key)):
+            return key
+    prefixed = [key for key, label in keyed if key and label.startswith(wanted + " ")]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def split_list(text: str) -> list[str]:
+    """The items of a typed list of choices, in order: "1 3" and "1, 3" give the numbers;
+    "Siti, Joko" or "Siti dan Joko" the names (a name's own spaces stay inside it)."""
+    if _NUMBER_LIST.match(text):
+        return re.findall(r"\d+", text)
+    return [item for item in _LIST_SEPARATOR.split(text.strip()) if item.strip()]
