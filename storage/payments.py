@@ -8,11 +8,12 @@ and never commit; PIC actions are scoped by the PIC's OPD and audited.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 
 from domain.dues import DuesStatus, dues_status
 from domain.months import add_months
@@ -32,17 +33,16 @@ def months_of(first_month: date, months: int) -> list[date]:
     return [add_months(first_month, offset) for offset in range(months)]
 
 
-async def paid_months(
-    connection: AsyncConnection, sponsorship_ids: Iterable[int]
+async def _months_by_status(
+    connection: AsyncConnection, sponsorship_ids: Iterable[int], status: PaymentStatus
 ) -> dict[int, set[date]]:
-    """Confirmed months per sponsorship (every id asked for has an entry)."""
     ids = list(sponsorship_ids)
     found: dict[int, set[date]] = {sid: set() for sid in ids}
     if not ids:
         return found
     rows = await connection.execute(
         select(Payment.sponsorship_id, Payment.first_month, Payment.months).where(
-            Payment.sponsorship_id.in_(ids), Payment.status == PaymentStatus.CONFIRMED
+            Payment.sponsorship_id.in_(ids), Payment.status == status
         )
     )
     for sid, first, count in rows:
@@ -50,17 +50,35 @@ async def paid_months(
     return found
 
 
+async def paid_months(
+    connection: AsyncConnection, sponsorship_ids: Iterable[int]
+) -> dict[int, set[date]]:
+    """Confirmed months per sponsorship (every id asked for has an entry)."""
+    return await _months_by_status(connection, sponsorship_ids, PaymentStatus.CONFIRMED)
+
+
+async def waiting_months(
+    connection: AsyncConnection, sponsorship_ids: Iterable[int]
+) -> dict[int, set[date]]:
+    """Months of payments recorded and still waiting for the PIC, per sponsorship
+    (every id asked for has an entry)."""
+    return await _months_by_status(connection, sponsorship_ids, PaymentStatus.RECORDED)
+
+
 async def recorded_months(connection: AsyncConnection, sponsorship_id: int) -> set[date]:
     """Months of payments recorded and still waiting for the PIC."""
-    rows = await connection.execute(
-        select(Payment.first_month, Payment.months).where(
-            Payment.sponsorship_id == sponsorship_id, Payment.status == PaymentStatus.RECORDED
+    return (await waiting_months(connection, [sponsorship_id]))[sponsorship_id]
+
+
+async def lock_sponsorships(connection: AsyncConnection, sponsorship_ids: Iterable[int]) -> None:
+    """Lock the sponsorships' rows until the transaction ends (PostgreSQL `FOR UPDATE`), so a
+    payment checked against their payments cannot race another one recorded at the same
+    time. SQLite needs nothing: `BEGIN IMMEDIATE` already serialises writers."""
+    ids = sorted(set(sponsorship_ids))
+    if ids and connection.dialect.name != "sqlite":
+        await connection.execute(
+            select(Sponsorship.id).where(Sponsorship.id.in_(ids)).with_for_update()
         )
-    )
-    months: set[date] = set()
-    for first, count in rows:
-        months.update(months_of(first, count))
-    return months
 
 
 async def record(
@@ -93,6 +111,68 @@ async def record(
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
+class PaymentLine:
+    """One sponsorship's part of a payment the ASN records for one or several workers."""
+
+    sponsorship_id: int
+    first_month: date
+    months: int
+    amount: int
+
+
+async def record_lot(
+    connection: AsyncConnection,
+    lines: Sequence[PaymentLine],
+    *,
+    receipt_file_ref: str | None,
+    account_id: int,
+    now: datetime,
+) -> list[int]:
+    """The ASN's payment for one or several sponsorships: one recorded payment per line,
+    all with the same receipt and time, each with its audit entry; returns their ids.
+
+    The caller checks the lines first (`domain.dues.check_payment`, months waiting)
+    and cancels their reminders in the same transaction.
+    """
+    rows = await connection.execute(
+        select(Sponsorship.id, Sponsorship.opd_id).where(
+            Sponsorship.id.in_([line.sponsorship_id for line in lines])
+        )
+    )
+    opds = {sid: opd_id for sid, opd_id in rows}
+    ids = []
+    for line in lines:
+        payment_id = await record(
+            connection,
+            sponsorship_id=line.sponsorship_id,
+            first_month=line.first_month,
+            months=line.months,
+            amount=line.amount,
+            receipt_file_ref=receipt_file_ref,
+            account_id=account_id,
+            now=now,
+        )
+        await audit.record(
+            connection,
+            Actor.account("asn", account_id),
+            "payment.record",
+            record_type="payment",
+            record_id=payment_id,
+            opd_id=opds[line.sponsorship_id],
+            now=now,
+            details={
+                "sponsorship": line.sponsorship_id,
+                "first_month": line.first_month.isoformat(),
+                "months": line.months,
+                "amount": line.amount,
+                "workers_in_payment": len(lines),
+            },
+        )
+        ids.append(payment_id)
+    return ids
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
 class PaymentToConfirm:
     id: int
     sponsorship_id: int
@@ -103,12 +183,25 @@ class PaymentToConfirm:
     amount: int
     has_receipt: bool
     recorded_at: datetime
+    #: Payments recorded together with this one under the same receipt, itself
+    #: included (one receipt for N workers); 0 without a receipt.
+    receipt_shared_by: int
 
 
 async def to_confirm(
     connection: AsyncConnection, *, opd_id: int, limit: int = 1
 ) -> tuple[list[PaymentToConfirm], int]:
     """The OPD's recorded payments, oldest first, and how many there are."""
+    same_lot = aliased(Payment)
+    shared_by = (
+        select(func.count())
+        .where(
+            same_lot.receipt_file_ref == Payment.receipt_file_ref,
+            same_lot.recorded_by_account_id == Payment.recorded_by_account_id,
+            same_lot.recorded_at == Payment.recorded_at,
+        )
+        .scalar_subquery()
+    )
     waiting = and_(Sponsorship.opd_id == opd_id, Payment.status == PaymentStatus.RECORDED)
     total = await connection.scalar(
         select(func.count())
@@ -127,6 +220,7 @@ async def to_confirm(
             Payment.amount,
             Payment.receipt_file_ref.is_not(None),
             Payment.recorded_at,
+            shared_by,
         )
         .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
         .join(Worker, Worker.id == Sponsorship.worker_id)

@@ -129,3 +129,41 @@ async def test_payroll_month_follows_a_pending_plan_change(office: Office) -> No
             ) == 1  # fmt: skip
         paid = await payments.paid_months(connection, [siti, joko])
     assert paid == {siti: {jan, feb}, joko: {DEC}}
+
+
+async def test_a_lot_is_one_payment_per_sponsorship_each_audited_one_receipt_for_all(
+    office: Office,
+) -> None:
+    from storage import audit
+
+    siti, joko = await office.sponsorships()
+    _, opd_id = await pic_ids(office)
+    async with office.sessionmaker() as session:
+        account = (
+            await session.execute(
+                select(ChannelAccount.id).where(ChannelAccount.external_id == "1001")
+            )
+        ).scalar_one()
+    lines = [
+        payments.PaymentLine(siti.id, DEC, 3, 50_400),
+        payments.PaymentLine(joko.id, DEC, 1, 16_800),
+    ]
+    async with office.sessionmaker.kw["bind"].begin() as connection:
+        ids = await payments.record_lot(
+            connection, lines, receipt_file_ref="photo-9", account_id=account, now=office.clock()
+        )
+        alone = await payments.record(
+            connection, sponsorship_id=siti.id, first_month=date(2027, 3, 1), months=1,
+            amount=16_800, receipt_file_ref="photo-10", account_id=account, now=office.clock(),
+        )  # fmt: skip
+        waiting, total = await payments.to_confirm(connection, opd_id=opd_id, limit=5)
+        entries = await audit.recent(connection, opd_id=opd_id)
+        held = await payments.waiting_months(connection, [siti.id, joko.id])
+    assert total == 3
+    assert [(p.id, p.receipt_shared_by) for p in waiting] == [(ids[0], 2), (ids[1], 2), (alone, 1)]
+    recorded = [e for e in entries if e.action == "payment.record"]
+    assert sorted(int(e.record_id or 0) for e in recorded) == sorted(ids)
+    assert {(e.actor_type, e.actor) for e in recorded} == {("asn", str(account))}
+    assert {e.details["workers_in_payment"] for e in recorded} == {2}
+    assert held[joko.id] == {DEC}
+    assert held[siti.id] == {DEC, date(2027, 1, 1), date(2027, 2, 1), date(2027, 3, 1)}
