@@ -310,6 +310,19 @@ def check_plan(plan: PaymentPlan, *, semiannual: bool, annual: bool) -> PaymentP
     return PaymentProblem.PLAN_NOT_ALLOWED
 
 
+def one_month_count(next_months: Sequence[int]) -> bool:
+    """Whether one payment for several sponsorships asks one number of months for all.
+
+    `next_months` are the sponsorships' `DuesStatus.next_months` (what each one's
+    plan in force asks for next). The rule: one count is asked when those are all
+    the same (all monthly, all quarterly; always for a single sponsorship), and
+    each sponsorship then pays that many months from its own first unpaid month.
+    When they differ (a monthly and a quarterly worker), no count would suit
+    both, so each pays its own plan's next payment instead.
+    """
+    return len(set(next_months)) <= 1
+
+
 def plan_change_from(status: DuesStatus) -> date:
     """The month a plan change takes effect: the first month not already paid.
 

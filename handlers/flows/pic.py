@@ -629,6 +629,13 @@ async def _decide_payment(
     return Goto(PaymentReviewStep.name, notice=notice)
 
 
+def _receipt(ctx: Context, payment: payments.PaymentToConfirm) -> str:
+    """Whether a receipt came with the payment, and when the ASN sent one for several workers."""
+    if payment.receipt_shared_by > 1:
+        return ctx.t("pic.payments.receipt_shared", count=payment.receipt_shared_by)
+    return ctx.t("pay.receipt_yes") if payment.has_receipt else ctx.t("pay.receipt_no")
+
+
 class PaymentReviewStep(Step):
     name = "payment_review"
     help_key = "pic.help.payments"
@@ -651,7 +658,7 @@ class PaymentReviewStep(Step):
             last=t.month(add_months(payment.first_month, payment.months - 1)),
             count=payment.months,
             amount=t.money(payment.amount),
-            receipt=t("pay.receipt_yes") if payment.has_receipt else t("pay.receipt_no"),
+            receipt=_receipt(ctx, payment),
         )
         options = (
             ctx.option("confirm", t("pic.payments.confirm")),

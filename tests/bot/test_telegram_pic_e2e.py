@@ -246,3 +246,57 @@ async def test_a_payment_recorded_with_a_receipt_photo_and_confirmed_over_telegr
         payment = (await session.execute(select(Payment))).scalar_one()
     assert payment.receipt_file_ref == "AgACAgUAAxkBAAIKPL"  # the largest size, by reference
     assert payment.status.value == "confirmed"
+
+
+async def test_two_workers_paid_with_one_receipt_photo_over_telegram(
+    settings: Settings,
+    server: FakeTelegramServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    from storage.models import Payment
+
+    clock = FrozenClock()
+    asn = TelegramUser(server, ASN_ID)
+    pic = TelegramUser(server, PIC_ID)
+    async with open_bot(settings, clock) as bot, polling(bot.channel):
+        await register(asn)
+        await enroll(asn, WORKER_NIK, "Siti Aminah")
+        await enroll(asn, OTHER_NIK, "Joko Susilo")
+        await pic.say("pic")
+        await pic.press("Periksa pendaftaran")
+        await pic.press("Terima")
+        await pic.press("Terima")
+        await pic.say("pic")
+        await pic.press("Ekspor")
+        await press_on_document(server, pic, "Sudah dikirim ke BPJS")
+        kpj_file = b"NIK,KPJ\n3201014708900001,12345678901\n1771010101800003,12345678902\n"
+        payload = server.add_file("BQACAgUAAxkBAAIKPK", "kpj.csv", kpj_file)
+        await pic.send(server.document_update(PIC_ID, payload))
+        await pic.press("Terapkan")
+
+        await asn.say("/bayar")
+        assert "2. Joko Susilo – KPJ 12345678902" in asn.text
+        await asn.press("Semua pekerja (2)")
+        await asn.press("3 bulan per pekerja")
+        assert "Total iuran untuk 2 pekerja Rp100.800" in asn.text
+        await asn.press("sesuai tarif")
+        await asn.send(server.photo_update(ASN_ID, "AgACAgUAAxkBAAIKPM"))
+        assert "• Siti Aminah: Desember 2026 – Februari 2027 (3 bulan), Rp50.400" in asn.text
+        assert "Total: Rp100.800" in asn.text
+        await asn.press("Catat pembayaran")
+        assert "Pembayaran untuk 2 pekerja tercatat" in asn.text
+        await pic.say("pic")
+        await pic.press("Konfirmasi pembayaran (2)")
+        assert "satu bukti untuk 2 pekerja" in pic.text
+        await pic.press("Konfirmasi")
+        await pic.press("Konfirmasi")
+        assert "Tidak ada pembayaran yang menunggu konfirmasi" in pic.text
+        await asn.say("/pekerja")
+        assert asn.text.count("Dibayar sampai: Februari 2027") == 2
+    async with sessionmaker() as session:
+        rows = (await session.execute(select(Payment).order_by(Payment.id))).scalars().all()
+    assert [(p.months, p.amount, p.receipt_file_ref) for p in rows] == [
+        (3, 50_400, "AgACAgUAAxkBAAIKPM"),
+        (3, 50_400, "AgACAgUAAxkBAAIKPM"),
+    ]
+    assert {p.status.value for p in rows} == {"confirmed"}

@@ -17,6 +17,7 @@ from domain.dues import (
     due_date,
     dues_status,
     first_unpaid_month,
+    one_month_count,
     plan_change_from,
     plan_in_force,
 )
@@ -644,3 +645,11 @@ def test_a_plan_not_configured_is_refused() -> None:
 )
 def test_months_per_payment(plan: PaymentPlan, months: int) -> None:
     assert plan.months_per_payment == months
+
+
+def test_one_month_count_for_several_only_when_their_plans_agree() -> None:
+    monthly, quarterly = PaymentPlan.MONTHLY.months_per_payment, 3
+    assert one_month_count([monthly])  # one worker: always asked, as before
+    assert one_month_count([monthly, monthly, monthly])
+    assert one_month_count([quarterly, quarterly])
+    assert not one_month_count([monthly, quarterly])

@@ -263,7 +263,10 @@ async def test_a_lapsed_worker_is_protected_again_only_by_a_new_enrollment(
     assert again.status is SponsorshipStatus.WAITING_FOR_PIC
     assert again.worker_id == lapsed.worker_id and again.id != lapsed.id
     await office.asn.say("bayar")
-    assert "daftarkan ulang melalui PIC" in office.asn.text
+    # Regression: this said "re-enroll through the PIC" although that was done.
+    assert "daftarkan ulang melalui PIC" not in office.asn.text
+    assert "Kepesertaan Siti Aminah sudah nonaktif" in office.asn.text
+    assert "Pendaftaran barunya sudah masuk (menunggu pemeriksaan PIC)" in office.asn.text
     assert await all_payments(office) == []
 
 
