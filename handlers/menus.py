@@ -7,7 +7,7 @@ from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
-from handlers.flows.payment import dues_of, paid_by_asn
+from handlers.flows.payment import dues_of, plan_of
 from handlers.types import Option, Reply
 from storage import payments
 
@@ -111,6 +111,11 @@ async def my_workers(ctx: Context) -> list[Reply]:
     payable = False
     for index, sponsorship in enumerate(sponsorships, start=1):
         worker = sponsorship.worker
+        # The plan of the next payment: a plan change shows once it applies, with its month.
+        plan = plan_of(sponsorship, paid[sponsorship.id])
+        plan_from = sponsorship.first_month
+        if plan is not sponsorship.plan and sponsorship.next_plan_from is not None:
+            plan_from = sponsorship.next_plan_from
         lines.append(
             t(
                 "workers.line",
@@ -120,8 +125,8 @@ async def my_workers(ctx: Context) -> list[Reply]:
                 occupation=t(f"occupation.{sponsorship.occupation.value}"),
                 status=t(f"status.{sponsorship.status.value}"),
                 consent=t(f"consent.{sponsorship.worker_consent.value}"),
-                plan=t(f"plan.{sponsorship.plan.value}"),
-                first_month=t.month(sponsorship.first_month),
+                plan=t(f"plan.{plan.value}"),
+                first_month=t.month(plan_from),
             )
         )
         if sponsorship.kpj:
@@ -139,7 +144,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
             )
             if status.months_in_arrears:
                 lines[-1] += "\n" + t("workers.arrears", arrears=status.months_in_arrears)
-            payable = payable or paid_by_asn(sponsorship, paid[sponsorship.id])
+            payable = payable or plan is not PaymentPlan.PAYROLL_DEDUCTION
         elif sponsorship.status.is_open:
             first = sponsorship.first_month
             lines[-1] += "\n" + t(

@@ -122,6 +122,8 @@ async def test_plan_change_waits_for_the_end_of_a_prepaid_quarter(office: Office
     assert row.next_plan_from == date(2027, 3, 1)
     await office.asn.say("/pekerja")
     assert "15 Maret 2027, Rp50.400" in office.asn.text
+    # Regression: "my workers" showed the old plan after the change applied.
+    assert "Cara bayar: tiga bulanan, mulai Maret 2027" in office.asn.text
 
 
 async def test_a_recorded_payment_cancels_the_unsent_reminder_of_its_month(office: Office) -> None:
@@ -297,6 +299,7 @@ async def test_after_a_change_to_payroll_the_pic_marks_the_month_not_the_asn(
     assert payment.first_month == date(2026, 12, 1)
     await office.asn.say("/pekerja")
     assert "Dibayar sampai: Desember 2026" in office.asn.text
+    assert "Cara bayar: potong gaji oleh bendahara, mulai Desember 2026" in office.asn.text
 
 
 async def test_each_bad_payment_answer_is_named_and_asked_again_keeping_the_rest(
