@@ -1,6 +1,7 @@
 """The console channel: a terminal chat with the engine, for trying the service.
 
-Choices print as numbered options; typing a number presses that button. Lines
+Choices print as numbered options; typing a number picks that option (the engine
+reads it as a value where a question counts, such as a number of months). Lines
 starting with ":" talk to the console itself: ":user NAME" switches the
 simulated person (one for the ASN side, another for the PIC side), ":file PATH"
 sends a file from disk as a document (the KPJ file from BPJS), ":quit" ends.
@@ -21,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from domain.vocabulary import Channel, Language
+from handlers.context import GLOBAL_PREFIX
 from handlers.i18n import Catalogs, Translator
 from handlers.types import (
     ConversationEngine,
@@ -101,7 +103,13 @@ class ConsoleChannel:
         options = self._options.get(self.user, ())
         if text.isdigit() and 1 <= int(text) <= len(options):
             choice = options[int(text) - 1].id
-            return dataclasses.replace(event, kind=EventKind.CHOICE, text=None, choice_id=choice)
+            if choice.startswith(GLOBAL_PREFIX):
+                return dataclasses.replace(
+                    event, kind=EventKind.CHOICE, text=None, choice_id=choice
+                )
+            # A question's own options: the number goes as typed, and the engine reads
+            # it as the option at that place, or as a value where the step counts
+            # (three months typed as "3", not the third button).
         if text.startswith("/") and len(text) > 1:
             command, _, args = text[1:].partition(" ")
             return dataclasses.replace(

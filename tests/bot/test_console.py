@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -306,3 +307,45 @@ async def test_console_sender_prints_notices_for_anyone(runtime: Runtime, tmp_pa
         OutgoingNotice(8, Channel.CONSOLE, "pic", "digest", "Ada 2 pendaftaran baru.", None, {})
     )
     assert lines == ["\n" + t("console.notice", user="pic"), "Ada 2 pendaftaran baru."]
+
+
+async def test_two_workers_paid_by_typing_their_numbers_in_the_console(
+    runtime: Runtime, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    from domain.vocabulary import PaymentStatus
+    from storage.models import Payment
+    from tests.fakes.chat import OTHER_NIK, WORKER_NIK, Chat
+    from tests.fakes.workbench import Office, activate
+
+    await appoint_console_pic(runtime, "pic")
+    chat = functools.partial(Chat, runtime.engine, runtime.clock, channel=Channel.CONSOLE)
+    office = Office(
+        engine=runtime.engine,
+        clock=runtime.clock,  # type: ignore[arg-type]
+        sessionmaker=sessionmaker,
+        asn=chat(sender="asn"),
+        pic=chat(sender="pic"),
+        other_pic=chat(sender="nobody"),
+    )
+    await office.asn.register()
+    await activate(office, (WORKER_NIK, "Siti Aminah"), (OTHER_NIK, "Joko Susilo"))
+    terminal = Terminal(
+        ["bayar", "1 2", "3", Choose("sesuai tarif"), Choose("Lewati"), Choose("Catat pembayaran")]
+    )
+    await _console(runtime, terminal, tmp_path / "out").run()
+
+    workers = terminal.answer(0)
+    assert "1. Siti Aminah – KPJ 90000000000" in workers
+    assert "Semua pekerja (2)" in options_in(workers)
+    assert any("Berapa bulan untuk setiap pekerja" in line for line in terminal.answer(1))
+    assert any("Total iuran untuk 2 pekerja Rp100.800" in line for line in terminal.answer(2))
+    summary = terminal.answer(4)
+    assert "• Joko Susilo: Desember 2026 – Februari 2027 (3 bulan), Rp50.400" in summary
+    assert "Total: Rp100.800" in summary
+    assert any("untuk 2 pekerja tercatat" in line for line in terminal.answer(5))
+    async with sessionmaker() as session:
+        rows = (await session.execute(select(Payment).order_by(Payment.id))).scalars().all()
+    assert [(p.months, p.amount, p.status) for p in rows] == [
+        (3, 50_400, PaymentStatus.RECORDED),
+        (3, 50_400, PaymentStatus.RECORDED),
+    ]
