@@ -106,6 +106,26 @@ async def press_on_document(server: FakeTelegramServer, user: TelegramUser, labe
     )
 
 
+async def activate(
+    server: FakeTelegramServer, asn: TelegramUser, pic: TelegramUser, workers: dict[str, str]
+) -> None:
+    """Enroll `workers` (NIK: name), the PIC accepts and exports them, and applies KPJs
+    12345678901, 12345678902, ... in that order."""
+    for nik, name in workers.items():
+        await enroll(asn, nik, name)
+    await pic.say("pic")
+    await pic.press("Periksa pendaftaran")
+    for _ in workers:
+        await pic.press("Terima")
+    await pic.say("pic")
+    await pic.press("Ekspor")
+    await press_on_document(server, pic, "Sudah dikirim ke BPJS")
+    rows = "".join(f"{nik},{12345678901 + i}\n" for i, nik in enumerate(workers))
+    payload = server.add_file("BQACAgUAAxkBAAIKPJ", "kpj.csv", f"NIK,KPJ\n{rows}".encode())
+    await pic.send(server.document_update(PIC_ID, payload))
+    await pic.press("Terapkan")
+
+
 def card_notices(server: FakeTelegramServer) -> list[str]:
     return [m.text for m in server.messages_to(ASN_ID) if "Nomor KPJ:" in m.text]
 
@@ -214,18 +234,7 @@ async def test_a_payment_recorded_with_a_receipt_photo_and_confirmed_over_telegr
     pic = TelegramUser(server, PIC_ID)
     async with open_bot(settings, clock) as bot, polling(bot.channel):
         await register(asn)
-        await enroll(asn, WORKER_NIK, "Siti Aminah")
-        await pic.say("pic")
-        await pic.press("Periksa pendaftaran")
-        await pic.press("Terima")
-        await pic.say("pic")
-        await pic.press("Ekspor")
-        await press_on_document(server, pic, "Sudah dikirim ke BPJS")
-        payload = server.add_file(
-            "BQACAgUAAxkBAAIKPJ", "kpj.csv", b"NIK,KPJ\n3201014708900001,12345678901\n"
-        )
-        await pic.send(server.document_update(PIC_ID, payload))
-        await pic.press("Terapkan")
+        await activate(server, asn, pic, {WORKER_NIK: "Siti Aminah"})
 
         await asn.say("/bayar")
         assert "Bulan berikutnya yang harus dibayar: Desember 2026" in asn.text
@@ -260,19 +269,7 @@ async def test_two_workers_paid_with_one_receipt_photo_over_telegram(
     pic = TelegramUser(server, PIC_ID)
     async with open_bot(settings, clock) as bot, polling(bot.channel):
         await register(asn)
-        await enroll(asn, WORKER_NIK, "Siti Aminah")
-        await enroll(asn, OTHER_NIK, "Joko Susilo")
-        await pic.say("pic")
-        await pic.press("Periksa pendaftaran")
-        await pic.press("Terima")
-        await pic.press("Terima")
-        await pic.say("pic")
-        await pic.press("Ekspor")
-        await press_on_document(server, pic, "Sudah dikirim ke BPJS")
-        kpj_file = b"NIK,KPJ\n3201014708900001,12345678901\n1771010101800003,12345678902\n"
-        payload = server.add_file("BQACAgUAAxkBAAIKPK", "kpj.csv", kpj_file)
-        await pic.send(server.document_update(PIC_ID, payload))
-        await pic.press("Terapkan")
+        await activate(server, asn, pic, {WORKER_NIK: "Siti Aminah", OTHER_NIK: "Joko Susilo"})
 
         await asn.say("/bayar")
         assert "2. Joko Susilo – KPJ 12345678902" in asn.text

@@ -58,6 +58,24 @@ class Office:
         await self.asn.press("Lewati")
         await self.asn.press("Catat pembayaran")
 
+    async def plan_reminders(self) -> None:
+        """The daily reminder planner's run at the clock's time, as `sertakan run` builds it."""
+        from zoneinfo import ZoneInfo
+
+        from domain.tariff import DEFAULT_TARIFF
+        from domain.workdays import WorkCalendar
+        from handlers.i18n import Catalogs
+        from scheduler.reminders import ReminderPlanner
+
+        await ReminderPlanner(
+            self.sessionmaker.kw["bind"],
+            Catalogs(),
+            self.clock,
+            timezone=ZoneInfo("Asia/Jakarta"),
+            calendar=WorkCalendar(()),
+            tariff=DEFAULT_TARIFF,
+        ).plan()
+
     async def enroll_two(self) -> None:
         await self.enroll()
         await self.enroll(nik=OTHER_NIK, name="Joko Susilo")

@@ -128,24 +128,10 @@ async def test_plan_change_waits_for_the_end_of_a_prepaid_quarter(office: Office
 
 async def test_a_recorded_payment_cancels_the_unsent_reminder_of_its_month(office: Office) -> None:
     from datetime import UTC, datetime
-    from zoneinfo import ZoneInfo
-
-    from domain.tariff import DEFAULT_TARIFF
-    from domain.workdays import WorkCalendar
-    from handlers.i18n import Catalogs
-    from scheduler.reminders import ReminderPlanner
 
     # 10 December 2026, 08:00 in Jakarta: five days before the first due date.
     office.clock.now = datetime(2026, 12, 10, 1, 0, tzinfo=UTC)
-    planner = ReminderPlanner(
-        office.sessionmaker.kw["bind"],
-        Catalogs(),
-        office.clock,
-        timezone=ZoneInfo("Asia/Jakarta"),
-        calendar=WorkCalendar(()),
-        tariff=DEFAULT_TARIFF,
-    )
-    await planner.plan()
+    await office.plan_reminders()
     reminders = [row for row in await office.outbox() if row.kind.startswith("reminder")]
     assert len(reminders) == 1 and "Desember 2026" in reminders[0].body
     await office.record_payment()
@@ -170,15 +156,11 @@ async def test_marking_a_payroll_month_paid_cancels_the_pics_unsent_reminder(
     office: Office,
 ) -> None:
     from datetime import UTC, datetime
-    from zoneinfo import ZoneInfo
 
     from sqlalchemy import update
 
-    from domain.tariff import DEFAULT_TARIFF, FundingSource
+    from domain.tariff import FundingSource
     from domain.vocabulary import PaymentPlan
-    from domain.workdays import WorkCalendar
-    from handlers.i18n import Catalogs
-    from scheduler.reminders import ReminderPlanner
     from storage.models import Sponsorship
 
     async with office.sessionmaker.kw["bind"].begin() as connection:
@@ -188,14 +170,7 @@ async def test_marking_a_payroll_month_paid_cancels_the_pics_unsent_reminder(
             )
         )
     office.clock.now = datetime(2026, 12, 10, 1, 0, tzinfo=UTC)
-    await ReminderPlanner(
-        office.sessionmaker.kw["bind"],
-        Catalogs(),
-        office.clock,
-        timezone=ZoneInfo("Asia/Jakarta"),
-        calendar=WorkCalendar(()),
-        tariff=DEFAULT_TARIFF,
-    ).plan()
+    await office.plan_reminders()
     (line,) = [row for row in await office.outbox() if row.kind.startswith("reminder")]
     assert line.recipient == "2001"  # the PIC, not the ASN
     await office.pic.say("pic")

@@ -5,18 +5,13 @@ recorded meanwhile sends the ASN back to the choice instead of ending the flow."
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.tariff import DEFAULT_TARIFF
 from domain.vocabulary import PaymentPlan, PaymentStatus
-from domain.workdays import WorkCalendar
-from handlers.i18n import Catalogs
 from handlers.types import EventKind
-from scheduler.reminders import ReminderPlanner
 from storage import audit, payments
 from storage.models import ChannelAccount, Payment, Sponsorship
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK
@@ -70,14 +65,7 @@ async def confirm_elsewhere(office: Office, sponsorship_id: int, first: date, mo
 async def test_two_workers_paid_in_one_go_with_one_receipt(office: Office) -> None:
     # 10 December 2026: each worker has a reminder of December waiting in the outbox.
     office.clock.now = datetime(2026, 12, 10, 1, 0, tzinfo=UTC)
-    await ReminderPlanner(
-        office.sessionmaker.kw["bind"],
-        Catalogs(),
-        office.clock,
-        timezone=ZoneInfo("Asia/Jakarta"),
-        calendar=WorkCalendar(()),
-        tariff=DEFAULT_TARIFF,
-    ).plan()
+    await office.plan_reminders()
     assert len([r for r in await office.outbox() if r.kind.startswith("reminder")]) == 2
     asn = office.asn
     await asn.say("bayar")
