@@ -38,7 +38,7 @@ from domain.dues import (
     one_month_count,
     plan_in_force,
 )
-from domain.months import add_months
+from domain.months import add_months, month_start
 from domain.tariff import FundingSource
 from domain.vocabulary import PaymentPlan, SponsorshipStatus
 from handlers.context import Context
@@ -87,6 +87,13 @@ class _Payee:
     #: Months of payments recorded and waiting for the PIC.
     waiting: set[date]
 
+    @property
+    def claimed(self) -> set[date]:
+        """Confirmed and waiting months: the next payment starts after both (a payment
+        waiting for the PIC does not hold up the following months, which the reminders
+        already ask for; a rejection makes its months the first unpaid ones again)."""
+        return self.paid | self.waiting
+
 
 async def _payees(ctx: Context, sids: Sequence[int] | None = None) -> list[_Payee]:
     """The ASN's dues-bearing sponsorships (only `sids`, when given), oldest first."""
@@ -113,7 +120,7 @@ async def _payees(ctx: Context, sids: Sequence[int] | None = None) -> list[_Paye
 
 async def _payable(ctx: Context) -> list[_Payee]:
     """The ASN's dues-bearing sponsorships whose next month the ASN pays (`paid_by_asn`)."""
-    return [payee for payee in await _payees(ctx) if paid_by_asn(payee.sponsorship, payee.paid)]
+    return [payee for payee in await _payees(ctx) if paid_by_asn(payee.sponsorship, payee.claimed)]
 
 
 def dues_of(ctx: Context, sponsorship: Sponsorship, paid: set[date]) -> DuesStatus:
@@ -185,10 +192,13 @@ def _problem(
     if payee is None:
         return [sid, PaymentProblem.NOT_ACTIVE.value, ""]
     months = payments.months_of(first, count)
+    waiting = [month for month in months if month in payee.waiting]
+    if waiting and payee.sponsorship.status in payments.DUES_BEARING:
+        return [sid, ALREADY_RECORDED, waiting[0].isoformat()]
     problem = check_payment(
         months=months,
         status=payee.sponsorship.status,
-        paid_months=payee.paid,
+        paid_months=payee.claimed,
         today=ctx.today,
         max_months_ahead=ctx.config.max_months_ahead,
         typed_amount=None,
@@ -197,10 +207,7 @@ def _problem(
     )
     if problem is PaymentProblem.ALREADY_PAID:
         return [sid, problem.value, min(m for m in months if m in payee.paid).isoformat()]
-    if problem is not None:
-        return [sid, problem.value, ""]
-    waiting = [month for month in months if month in payee.waiting]
-    return [sid, ALREADY_RECORDED, waiting[0].isoformat()] if waiting else None
+    return [sid, problem.value, ""] if problem is not None else None
 
 
 def _problem_text(ctx: Context, code: str, month: str) -> str:
@@ -227,7 +234,7 @@ async def _settle(ctx: Context, count: int | None, *, in_months_step: bool = Fal
     payees = {payee.sponsorship.id: payee for payee in await _payees(ctx, _chosen(ctx))}
     for sid in _chosen(ctx):
         payee = payees.get(sid)
-        status = dues_of(ctx, payee.sponsorship, payee.paid) if payee else None
+        status = dues_of(ctx, payee.sponsorship, payee.claimed) if payee else None
         first = status.next_month if status else ctx.today
         months = count or (status.next_months if status else 1)
         problem = _problem(ctx, payee, sid, first, months)
@@ -254,7 +261,7 @@ async def _choose(ctx: Context, sids: Sequence[int]) -> Outcome:
         data.pop(key, None)
     data["sids"] = list(sids)
     payees = await _payees(ctx, sids)
-    statuses = [dues_of(ctx, payee.sponsorship, payee.paid) for payee in payees]
+    statuses = [dues_of(ctx, payee.sponsorship, payee.claimed) for payee in payees]
     data["per_plan"] = not one_month_count([status.next_months for status in statuses])
     if data["per_plan"]:
         return await _settle(ctx, None)
@@ -270,8 +277,11 @@ async def _names(ctx: Context, sids: Sequence[int]) -> dict[int, str]:
     return {int(sid): str(name) for sid, name in rows}
 
 
-def _paid_until(ctx: Context, status: DuesStatus) -> str:
-    return ctx.t.month(status.paid_until) if status.paid_until else ctx.t("pay.nothing_paid")
+def _paid_until(ctx: Context, payee: _Payee) -> str:
+    """Paid-until from the confirmed months only: what waits for the PIC is not paid yet."""
+    start = month_start(payee.sponsorship.first_month)
+    after = first_unpaid_month(start, payee.paid)
+    return ctx.t.month(add_months(after, -1)) if after > start else ctx.t("pay.nothing_paid")
 
 
 def _month_range(ctx: Context, first: date, count: int) -> dict[str, object]:
@@ -349,7 +359,7 @@ class MonthsStep(Step):
     async def ask(self, ctx: Context) -> list[Reply]:
         t = ctx.t
         payees = await _payees(ctx, _chosen(ctx))
-        statuses = [dues_of(ctx, payee.sponsorship, payee.paid) for payee in payees]
+        statuses = [dues_of(ctx, payee.sponsorship, payee.claimed) for payee in payees]
         last_allowed = add_months(ctx.today.replace(day=1), ctx.config.max_months_ahead)
         counts = [
             count
@@ -367,7 +377,7 @@ class MonthsStep(Step):
             (status,) = statuses
             text = t(
                 "pay.status",
-                paid_until=_paid_until(ctx, status),
+                paid_until=_paid_until(ctx, payees[0]),
                 next_month=t.month(status.next_month),
                 due=t.date(status.next_due_date),
                 arrears=status.months_in_arrears,
@@ -388,7 +398,7 @@ class MonthsStep(Step):
             t(
                 "pay.worker_status",
                 name=payee.name,
-                paid_until=_paid_until(ctx, status),
+                paid_until=_paid_until(ctx, payee),
                 next_month=t.month(status.next_month),
             )
             for payee, status in zip(payees, statuses, strict=True)

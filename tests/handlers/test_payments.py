@@ -69,11 +69,13 @@ async def test_record_a_quarter_with_receipt_then_the_pic_confirms(office: Offic
 
 
 async def test_rejected_payment_tells_the_asn_why(office: Office) -> None:
-    await office.record_payment()
-    # The same months again while the first record waits for the PIC.
+    await office.record_payment()  # December 2026, waiting for the PIC
+    # The next payment starts after the month waiting for the PIC (the reminders
+    # ask for it already); paid-until counts confirmed months only.
     await office.asn.say("bayar")
-    await office.asn.press("1 bulan")
-    assert "menunggu konfirmasi PIC" in office.asn.text
+    assert "Dibayar sampai: belum ada" in office.asn.text
+    assert "Januari 2027" in office.asn.text and "Desember 2026" not in office.asn.text
+    await office.asn.say("batal")
     await office.pic.say("pic")
     await office.pic.press("Konfirmasi pembayaran")
     await office.pic.press("Tolak")
@@ -82,6 +84,18 @@ async def test_rejected_payment_tells_the_asn_why(office: Office) -> None:
     assert payment.status is PaymentStatus.REJECTED
     (notice,) = await office.outbox("payment_rejected")
     assert "Transfer belum masuk rekening BPJS" in notice.body
+    # Rejected: December is the month to pay again.
+    await office.asn.say("bayar")
+    await office.asn.press("Mulai dari awal")  # the cancelled payment was kept as a draft
+    assert "Desember 2026" in office.asn.text
+
+
+async def test_the_months_after_one_waiting_for_the_pic_can_be_paid(office: Office) -> None:
+    await office.record_payment()  # December, waiting
+    await office.record_payment()  # January, recorded behind it
+    december, january = await all_payments(office)
+    assert (december.first_month, january.first_month) == (date(2026, 12, 1), date(2027, 1, 1))
+    assert {december.status, january.status} == {PaymentStatus.RECORDED}
 
 
 async def test_nothing_to_pay_before_the_card_and_not_too_far_ahead(

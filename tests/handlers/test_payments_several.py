@@ -177,22 +177,24 @@ async def test_one_worker_too_far_ahead_is_named_and_left_out_or_the_months_chan
     assert [(p.sponsorship_id, p.first_month, p.months) for p in waiting] == [(siti.id, DEC, 3)]
 
 
-async def test_months_waiting_for_the_pic_are_named_per_worker(office: Office) -> None:
+async def test_each_worker_pays_from_after_the_months_waiting_for_the_pic(
+    office: Office,
+) -> None:
     siti, joko = await office.sponsorships()
     await record_elsewhere(office, joko.id, DEC, 1)
     asn = office.asn
     await asn.say("bayar")
     await asn.press("Semua pekerja")
+    # Joko's December waits for the PIC: his part starts in January.
+    assert "Siti Aminah: dibayar sampai belum ada, bulan berikutnya Desember 2026" in asn.text
+    assert "Joko Susilo: dibayar sampai belum ada, bulan berikutnya Januari 2027" in asn.text
     await asn.press("1 bulan per pekerja")
-    assert (
-        "⚠️ Joko Susilo: Desember 2026 sudah tercatat dan masih menunggu konfirmasi PIC" in asn.text
-    )
-    await asn.press("Lanjut tanpa Joko Susilo")
-    assert "Iuran untuk bulan-bulan ini Rp16.800" in asn.text
+    assert "Total iuran untuk 2 pekerja Rp33.600" in asn.text
     await asn.press("sesuai tarif")
     await asn.press("Lewati")
     await asn.press("Catat pembayaran")
-    assert [p.sponsorship_id for p in await all_payments(office)] == [joko.id, siti.id]
+    recorded = [(p.sponsorship_id, p.first_month) for p in await all_payments(office)]
+    assert recorded == [(joko.id, DEC), (siti.id, DEC), (joko.id, date(2027, 1, 1))]
 
 
 async def test_different_plans_pay_each_plans_next_payment(office: Office) -> None:
