@@ -56,6 +56,9 @@ ALL_WORKERS = "all"
 #: Months already recorded and waiting for the PIC: not a rule of `check_payment`,
 #: which sees confirmed months only, but a payment cannot cover them twice either.
 ALREADY_RECORDED = "already_recorded"
+#: A month from which a plan change to payroll deduction is in force: the OPD's
+#: treasurer pays it (the PIC marks it), so the ASN paying it too would pay twice.
+PAYROLL_MONTH = "payroll_month"
 _DIGITS = re.compile(r"\D+")
 
 
@@ -138,10 +141,14 @@ def dues_of(ctx: Context, sponsorship: Sponsorship, paid: set[date]) -> DuesStat
     )
 
 
-async def status_of(ctx: Context, sponsorship: Sponsorship) -> DuesStatus:
-    """The sponsorship's dues as of today, from its confirmed payments."""
-    paid = await payments.paid_months(ctx.repo.connection, [sponsorship.id])
-    return dues_of(ctx, sponsorship, paid[sponsorship.id])
+async def next_payment_of(ctx: Context, sponsorship: Sponsorship) -> DuesStatus:
+    """The sponsorship's dues as the next payment sees them: months confirmed or
+    waiting for the PIC both count (`_Payee.claimed`), so a plan change never takes
+    effect in a month the ASN has already paid for under the old plan."""
+    connection = ctx.repo.connection
+    paid = (await payments.paid_months(connection, [sponsorship.id]))[sponsorship.id]
+    waiting = (await payments.waiting_months(connection, [sponsorship.id]))[sponsorship.id]
+    return dues_of(ctx, sponsorship, paid | waiting)
 
 
 def amount_for(ctx: Context, first: date, months: int, funding: FundingSource) -> int:
@@ -207,13 +214,34 @@ def _problem(
     )
     if problem is PaymentProblem.ALREADY_PAID:
         return [sid, problem.value, min(m for m in months if m in payee.paid).isoformat()]
-    return [sid, problem.value, ""] if problem is not None else None
+    if problem is not None:
+        return [sid, problem.value, ""]
+    payroll = _payroll_months(payee.sponsorship, months)
+    return [sid, PAYROLL_MONTH, payroll[0].isoformat()] if payroll else None
+
+
+def _payroll_months(sponsorship: Sponsorship, months: Sequence[date]) -> list[date]:
+    """The `months` under payroll deduction (a pending change to it in force), which the
+    OPD's treasurer pays and the ASN must not."""
+    return [
+        month
+        for month in months
+        if plan_in_force(
+            month,
+            plan=sponsorship.plan,
+            next_plan=sponsorship.next_plan,
+            next_plan_from=sponsorship.next_plan_from,
+        )
+        is PaymentPlan.PAYROLL_DEDUCTION
+    ]
 
 
 def _problem_text(ctx: Context, code: str, month: str) -> str:
     t = ctx.t
     if code == ALREADY_RECORDED:
         return t("pay.problem.recorded_month", month=t.month(date.fromisoformat(month)))
+    if code == PAYROLL_MONTH:
+        return t("pay.problem.payroll_month", month=t.month(date.fromisoformat(month)))
     if code == PaymentProblem.ALREADY_PAID and month:
         return t("pay.problem.paid_month", month=t.month(date.fromisoformat(month)))
     return t(f"pay.problem.{code}", max=ctx.config.max_months_ahead)
@@ -364,7 +392,11 @@ class MonthsStep(Step):
         counts = [
             count
             for count in MONTH_CHOICES
-            if all(add_months(s.next_month, count - 1) <= last_allowed for s in statuses)
+            if all(
+                add_months(s.next_month, count - 1) <= last_allowed
+                and not _payroll_months(p.sponsorship, payments.months_of(s.next_month, count))
+                for p, s in zip(payees, statuses, strict=True)
+            )
         ]
 
         def total(count: int) -> int:

@@ -1,9 +1,10 @@
 """SPEC 4.3: the ASN changes how a worker's dues are paid, from the next period on.
 
 A change never splits a period already paid for: it takes effect from the
-first month not yet paid (`domain.dues.plan_change_from`), which the ASN is
-told before confirming. Choosing payroll deduction asks for the statement of
-willingness first (recorded with its text version, time and channel).
+first month not yet paid (`domain.dues.plan_change_from`; months recorded and
+waiting for the PIC count as paid), which the ASN is told before confirming.
+Choosing payroll deduction asks for the statement of willingness first
+(recorded with its text version, time and channel).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from domain.vocabulary import ConsentPurpose, ConsentSubject, PaymentPlan
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Next, Outcome, Step
 from handlers.flows.enrollment import PAYROLL_STATEMENT_VERSION, PayrollStatementStep
-from handlers.flows.payment import status_of
+from handlers.flows.payment import next_payment_of
 from handlers.types import Reply
 from storage import payments
 from storage.models import Sponsorship, Worker
@@ -97,7 +98,7 @@ class StatementStep(PayrollStatementStep):
 
     async def monthly_amount(self, ctx: Context) -> int:
         sponsorship = await _sponsorship(ctx)
-        status = await status_of(ctx, sponsorship)
+        status = await next_payment_of(ctx, sponsorship)
         return ctx.config.tariff.dues_for_months(
             plan_change_from(status), 1, funding=FundingSource.PAYROLL_DEDUCTION
         )
@@ -110,7 +111,7 @@ class ConfirmChangeStep(Step):
 
     async def ask(self, ctx: Context) -> list[Reply]:
         sponsorship = await _sponsorship(ctx)
-        status = await status_of(ctx, sponsorship)
+        status = await next_payment_of(ctx, sponsorship)
         start = plan_change_from(status)
         key = "plan_change.confirm_after_paid" if status.paid_until else "plan_change.confirm"
         text = ctx.t(
@@ -133,7 +134,7 @@ class ConfirmChangeStep(Step):
         if answer.choice == "other":
             return Goto(NewPlanStep.name)
         sponsorship = await _sponsorship(ctx)
-        status = await status_of(ctx, sponsorship)
+        status = await next_payment_of(ctx, sponsorship)
         start: date = plan_change_from(status)
         plan = PaymentPlan(str(ctx.state.data["plan"]))
         funding = (

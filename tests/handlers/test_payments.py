@@ -323,3 +323,41 @@ async def test_each_bad_payment_answer_is_named_and_asked_again_keeping_the_rest
     joko = (await office.sponsorships())[1]
     assert (payment.sponsorship_id, payment.months, payment.amount) == (joko.id, 3, 50_400)
     assert payment.receipt_file_ref == "file-bukti-transfer.pdf"
+
+
+async def test_a_change_to_payroll_counts_from_after_a_payment_waiting_for_the_pic(
+    office: Office,
+) -> None:
+    """December recorded (waiting), then payroll chosen: it starts in January, after the
+    month the ASN paid. When the PIC rejects December, the ASN pays December again but
+    never January on: those months the treasurer pays."""
+    await office.record_payment()  # December 2026, waiting for the PIC
+    await office.asn.say("/pekerja")
+    await office.asn.press("Ubah cara bayar")
+    await office.asn.press("potong gaji")
+    await office.asn.press("Saya bersedia")
+    assert "mulai Januari 2027" in office.asn.text
+    await office.asn.press("Ubah cara bayar")
+    await office.pic.say("pic")
+    await office.pic.press("Konfirmasi pembayaran")
+    await office.pic.press("Tolak")
+    await office.pic.say("Bukti transfer tidak terbaca")
+
+    await office.asn.say("bayar")
+    assert "Desember 2026" in office.asn.text
+    # Only one month is offered: January on is deducted from salary.
+    assert [label.split(":")[0] for label in office.asn.labels()] == ["1 bulan"]
+    await office.asn.say("3")
+    assert "Mulai Januari 2027 iurannya dipotong dari gaji" in office.asn.text
+    assert "Berapa bulan yang Anda bayar" in office.asn.question.text
+    await office.asn.say("1")
+    await office.asn.press("sesuai tarif")
+    await office.asn.press("Lewati")
+    await office.asn.press("Catat pembayaran")
+    rejected, again = await all_payments(office)
+    assert rejected.status is PaymentStatus.REJECTED
+    assert (again.status, again.first_month, again.months) == (
+        PaymentStatus.RECORDED,
+        date(2026, 12, 1),
+        1,
+    )
