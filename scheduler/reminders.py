@@ -5,6 +5,9 @@ CARD_HANDED_OVER) as of today's local date and plans, for whoever pays:
 
 - `before5` / `before1`: 5 days and 1 day before the due date of the first
   unpaid month (`domain.dues.due_date`: the 15th, or the next working day);
+  `before5` also on the days up to 2 before when it was not planned on the
+  5th (a day the scheduler was down, a sponsorship that became active only
+  then): its key keeps it to one;
 - `overdue`: once one month is in arrears (from the day after its due date);
 - `escalation`: once two months are in arrears ("protection ends after the
   third"), to the ASN;
@@ -92,8 +95,10 @@ Clock = Callable[[], datetime]
 #: Local time from which the day's reminders may go out.
 SEND_FROM = time(8, 0)
 
-#: Days before the due date on which the payer is reminded, by kind.
-_BEFORE = {5: "before5", 1: "before1"}
+#: Days before the due date by reminder kind: `before5` 5 down to 2 days before (planned
+#: once, on the first of those days the planner runs; its text names the date, not the
+#: days left), `before1` the day before.
+_BEFORE = {5: "before5", 4: "before5", 3: "before5", 2: "before5", 1: "before1"}
 
 
 @dataclasses.dataclass(slots=True)
@@ -339,8 +344,8 @@ class ReminderPlanner:
         while first_unpaid in months:
             first_unpaid = add_months(first_unpaid, 1)
         days_left = (due_date(first_unpaid, self._calendar) - today).days
-        # The first unpaid month is the earliest due: when it is neither due in
-        # 5 or 1 days nor overdue, nothing about this sponsorship is due today.
+        # The first unpaid month is the earliest due: when it is neither due within
+        # 5 days nor overdue, nothing about this sponsorship is due today.
         if days_left >= 0 and days_left not in _BEFORE:
             return None, None, ""
         status = self._status(row, months, today)

@@ -455,6 +455,39 @@ async def test_a_payment_recorded_cancels_the_workers_pending_risk_notice(world:
     assert await world.outbox("at_risk.worker") == []
 
 
+async def test_a_missed_5_day_reminder_is_planned_on_the_next_run_up_to_2_days_before(
+    world: World,
+) -> None:
+    """January is due Thursday the 15th: the 5-day reminder belongs to the 10th."""
+    late = await world.sponsorship(PaymentPlan.MONTHLY, name="Ani")
+
+    async def plan_on(day: date) -> PlanResult:
+        world.clock.now = datetime(day.year, day.month, day.day, 9, tzinfo=JAKARTA).astimezone(UTC)
+        return await planner(world).plan()
+
+    # The scheduler was down from the 9th to the 11th: the 12th plans it (the text
+    # names the date), the 13th adds nothing, the 14th brings the 1-day reminder.
+    assert (await plan_on(date(2026, 1, 12))).before5 == 1
+    assert (await plan_on(date(2026, 1, 13))).notices == 0
+    assert (await plan_on(date(2026, 1, 14))).before1 == 1
+    before5, before1 = await world.outbox()
+    assert (before5.dedupe_key, local_day(before5)) == (
+        f"reminder:before5:2026-01:{late}",
+        date(2026, 1, 12),
+    )
+    assert "jatuh tempo 15 Januari 2026" in before5.body
+    assert before1.dedupe_key == f"reminder:before1:2026-01:{late}"
+    # Down from the 9th to the 14th: on the due day itself nothing (the overdue
+    # reminder follows on the 16th when still unpaid).
+    other = await world.sponsorship(PaymentPlan.MONTHLY, name="Bayu")
+    assert (await plan_on(date(2026, 1, 15))).notices == 0
+    assert (await plan_on(date(2026, 1, 16))).overdue == 2
+    assert {row.dedupe_key for row in await world.outbox("reminder.overdue")} == {
+        f"reminder:overdue:2026-01:{late}",
+        f"reminder:overdue:2026-01:{other}",
+    }
+
+
 async def test_confirmed_payment_means_no_overdue_and_recorded_payment_cancels(
     world: World,
 ) -> None:
