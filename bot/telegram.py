@@ -52,6 +52,7 @@ from aiogram.methods import (
     GetUpdates,
     SendDocument,
     SendMessage,
+    SendPhoto,
     SetMyCommands,
     SetWebhook,
 )
@@ -75,7 +76,15 @@ from pydantic import ValidationError
 from bot.settings import TelegramSettings
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs, Translator
-from handlers.types import ConversationEngine, Document, EventKind, InboundEvent, Option, Reply
+from handlers.types import (
+    ConversationEngine,
+    Document,
+    EventKind,
+    FileRef,
+    InboundEvent,
+    Option,
+    Reply,
+)
 from scheduler.sending import OutgoingNotice, Permanent, RetryAfter, SendResult, Sent, Transient
 
 logger = logging.getLogger(__name__)
@@ -91,6 +100,7 @@ _PINNED_RESPONSE_MODELS: tuple[type[Response[Any]], ...] = tuple(
     for method in (
         SendMessage,
         SendDocument,
+        SendPhoto,
         GetFile,
         AnswerCallbackQuery,
         EditMessageReplyMarkup,
@@ -159,9 +169,15 @@ class OutboundMessage:
     text: str
     reply_markup: InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None = None
     document: Document | None = None
+    #: A file already on Telegram, sent again by its file_id (sendPhoto / sendDocument).
+    file: FileRef | None = None
 
-    def to_method(self, chat_id: int) -> SendMessage | SendDocument:
+    def to_method(self, chat_id: int) -> SendMessage | SendDocument | SendPhoto:
         """The Bot API call that sends this message to `chat_id`."""
+        if self.file is not None:
+            if self.file.kind is EventKind.DOCUMENT:
+                return SendDocument(chat_id=chat_id, document=self.file.ref)
+            return SendPhoto(chat_id=chat_id, photo=self.file.ref)
         if self.document is None:
             return SendMessage(chat_id=chat_id, text=self.text, reply_markup=self.reply_markup)
         return SendDocument(
@@ -261,7 +277,9 @@ def render_replies(replies: Sequence[Reply], t: Translator) -> list[OutboundMess
       message can carry only one markup, so a reply with inline options never
       removes it.
 
-    A reply with a `document` becomes a sendDocument call first. Its text is the
+    A reply with an `attachment` issued by Telegram (a receipt photo) first sends
+    it again by its file_id, on its own: should Telegram refuse it, the text still
+    follows. A reply with a `document` becomes a sendDocument call first. Its text is the
     caption (with the reply's keyboard on the document message) when it fits
     Telegram's 1024-unit caption limit; a longer text follows as normal
     messages, the keyboard on the last one.
@@ -284,6 +302,8 @@ def render_replies(replies: Sequence[Reply], t: Translator) -> list[OutboundMess
         else:
             markup = None
         chunks = split_text(reply.text) if reply.text.strip() else []
+        if reply.attachment is not None and reply.attachment.channel is Channel.TELEGRAM:
+            messages.append(OutboundMessage("", None, file=reply.attachment))
         if reply.document is not None:
             if len(chunks) <= 1 and utf16_length(reply.text) <= MAX_CAPTION_LENGTH:
                 caption = chunks[0] if chunks else ""

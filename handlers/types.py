@@ -91,6 +91,18 @@ class Document:
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
+class FileRef:
+    """A file already on a platform, shown again by its reference (a receipt photo to
+    the PIC). Only a channel that issued the reference can send it: `channel`; the
+    others leave it out (the reply's text says a receipt exists)."""
+
+    channel: Channel
+    #: EventKind.PHOTO or EventKind.DOCUMENT (the platforms send them differently).
+    kind: EventKind
+    ref: str
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
 class Reply:
     """One message to the person who sent the event.
 
@@ -105,6 +117,8 @@ class Reply:
     request_contact: bool = False
     #: A file sent before the text (the text becomes its caption when short enough).
     document: Document | None = None
+    #: A platform file shown before the text, when the person's channel issued it.
+    attachment: FileRef | None = None
 
 
 class ConversationEngine(Protocol):

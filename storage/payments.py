@@ -18,11 +18,11 @@ from sqlalchemy.orm import aliased
 from domain.dues import DuesStatus, dues_status
 from domain.months import add_months
 from domain.tariff import TariffTable
-from domain.vocabulary import PaymentPlan, PaymentStatus, SponsorshipStatus
+from domain.vocabulary import Channel, PaymentPlan, PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from storage import audit
 from storage.audit import Actor
-from storage.models import Asn, Payment, Sponsorship, Worker
+from storage.models import Asn, ChannelAccount, Payment, Sponsorship, Worker
 from storage.workbench import ChangeProblem
 
 #: Statuses in which a sponsorship bears dues.
@@ -186,6 +186,10 @@ class PaymentToConfirm:
     #: Payments recorded together with this one under the same receipt, itself
     #: included (one receipt for N workers); 0 without a receipt.
     receipt_shared_by: int
+    #: The receipt's stored reference and the channel of the account that sent it
+    #: (a reference is only valid on the platform that issued it); None without one.
+    receipt_file_ref: str | None = None
+    receipt_channel: Channel | None = None
 
 
 async def to_confirm(
@@ -221,10 +225,13 @@ async def to_confirm(
             Payment.receipt_file_ref.is_not(None),
             Payment.recorded_at,
             shared_by,
+            Payment.receipt_file_ref,
+            ChannelAccount.channel,
         )
         .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
         .join(Worker, Worker.id == Sponsorship.worker_id)
         .join(Asn, Asn.id == Sponsorship.asn_id)
+        .outerjoin(ChannelAccount, ChannelAccount.id == Payment.recorded_by_account_id)
         .where(waiting)
         .order_by(Payment.recorded_at, Payment.id)
         .limit(limit)

@@ -40,11 +40,11 @@ from domain.dues import (
 )
 from domain.months import add_months, month_start
 from domain.tariff import FundingSource
-from domain.vocabulary import PaymentPlan, SponsorshipStatus
+from domain.vocabulary import Channel, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.parsing import match_option, split_list
-from handlers.types import Option, Reply
+from handlers.types import EventKind, FileRef, Option, Reply
 from storage import payments
 from storage.models import Sponsorship, Worker
 from storage.payments import PaymentLine
@@ -511,8 +511,26 @@ class ReceiptStep(Step):
             return Next()
         if answer.file_ref is None:
             return Invalid(ctx.t("pay.receipt_invalid"))
-        ctx.state.data["receipt"] = answer.file_ref
+        ctx.state.data["receipt"] = stored_receipt(answer.kind, answer.file_ref)
         return Next()
+
+
+#: A receipt sent as a document is stored with this prefix; a photo (and every
+#: receipt stored before documents were told apart) is the bare reference.
+_DOCUMENT_RECEIPT = "document:"
+
+
+def stored_receipt(kind: EventKind, ref: str) -> str:
+    """The `payment.receipt_file_ref` of a receipt sent as `kind` (photo or document):
+    the platforms send the two differently when the PIC is shown it again."""
+    return _DOCUMENT_RECEIPT + ref if kind is EventKind.DOCUMENT else ref
+
+
+def receipt_file(stored: str, channel: Channel) -> FileRef:
+    """The receipt stored as `stored` (`stored_receipt`), sent on `channel`."""
+    if stored.startswith(_DOCUMENT_RECEIPT):
+        return FileRef(channel, EventKind.DOCUMENT, stored.removeprefix(_DOCUMENT_RECEIPT))
+    return FileRef(channel, EventKind.PHOTO, stored)
 
 
 async def _change_options(ctx: Context) -> list[Option]:

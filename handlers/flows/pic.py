@@ -25,6 +25,7 @@ from domain.vocabulary import BatchStatus, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
+from handlers.flows.payment import receipt_file
 from handlers.parsing import TextProblem, parse_note
 from handlers.types import Document, Option, Reply
 from storage import dues_queries, payments, workbench
@@ -666,7 +667,12 @@ class PaymentReviewStep(Step):
             ctx.option("skip", t("pic.queue.skip")),
             ctx.option("stop", t("pic.queue.stop")),
         )
-        return [Reply(text, options=options)]
+        # The receipt itself, when the PIC is on the platform the ASN sent it on
+        # (elsewhere its reference means nothing; the text says one exists).
+        attachment = None
+        if payment.receipt_file_ref is not None and payment.receipt_channel is not None:
+            attachment = receipt_file(payment.receipt_file_ref, payment.receipt_channel)
+        return [Reply(text, options=options, attachment=attachment)]
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
         role = await ctx.pic()

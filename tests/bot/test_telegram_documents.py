@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiogram.methods import SendDocument, SendPhoto
 from aiogram.types import InlineKeyboardMarkup, Update
 from pydantic import SecretStr
 
@@ -20,9 +21,9 @@ from bot.settings import TelegramSettings
 from bot.telegram import MAX_CAPTION_LENGTH, TelegramChannel, render_replies
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs
-from handlers.types import Document, EventKind, InboundEvent, Option, Reply
+from handlers.types import Document, EventKind, FileRef, InboundEvent, Option, Reply
 from tests.fakes.clock import FrozenClock
-from tests.fakes.telegram_api import FakeTelegramServer
+from tests.fakes.telegram_api import FakeTelegramServer, ResentFile
 
 NOW = datetime(2026, 1, 5, 8, 30, tzinfo=UTC)
 PIC = 5512345678
@@ -214,3 +215,47 @@ async def test_a_long_text_goes_out_after_the_document(server: FakeTelegramServe
     assert message.text == text
     assert message.callback_data == ["pic:export:done"]
     assert sent.message_id < message.message_id  # the document first
+
+
+# --- files sent again by reference (a receipt to the PIC) ---------------------------
+
+PHOTO_RECEIPT = FileRef(Channel.TELEGRAM, EventKind.PHOTO, "AgACAgUAAxkBAAIKPL")
+
+
+def test_an_attachment_from_telegram_goes_first_on_its_own() -> None:
+    photo, text = render_replies(
+        [Reply("Konfirmasi?", options=BUTTONS, attachment=PHOTO_RECEIPT)], _T_ID
+    )
+    assert (photo.file, photo.text, photo.reply_markup) == (PHOTO_RECEIPT, "", None)
+    method = photo.to_method(PIC)
+    assert isinstance(method, SendPhoto) and method.photo == PHOTO_RECEIPT.ref
+    assert (text.file, text.text) == (None, "Konfirmasi?")
+    assert isinstance(text.reply_markup, InlineKeyboardMarkup)
+    document = FileRef(Channel.TELEGRAM, EventKind.DOCUMENT, "BQACAgUAAxkBAAIB")
+    [first, _] = render_replies([Reply("Konfirmasi?", attachment=document)], _T_ID)
+    method = first.to_method(PIC)
+    assert isinstance(method, SendDocument) and method.document == document.ref
+
+
+def test_an_attachment_from_another_platform_is_left_out() -> None:
+    whatsapp = FileRef(Channel.WHATSAPP, EventKind.PHOTO, "1234567890")
+    [message] = render_replies([Reply("Bukti bayar: ada", attachment=whatsapp)], _T_ID)
+    assert (message.file, message.text) == (None, "Bukti bayar: ada")
+
+
+async def test_a_refused_attachment_still_lets_the_text_through(server: FakeTelegramServer) -> None:
+    # The fake refuses a document's file_id sent as a photo, as Telegram does.
+    file_id = "BQACAgUAAxkBAAIKbukti"
+    server.add_file(file_id, "bukti.pdf", b"%PDF-1.4")
+    wrong = FileRef(Channel.TELEGRAM, EventKind.PHOTO, file_id)
+    engine = RecordingEngine(lambda event: [Reply("Konfirmasi?", attachment=wrong)])
+    async with open_channel(server, engine) as channel:
+        await channel.handle_update(update_of(server, server.text_update(PIC, "pic")))
+    assert server.resent == []
+    assert server.sent[-1].text == "Konfirmasi?"
+    # Sent as what it is, it goes.
+    right = FileRef(Channel.TELEGRAM, EventKind.DOCUMENT, file_id)
+    engine = RecordingEngine(lambda event: [Reply("Konfirmasi?", attachment=right)])
+    async with open_channel(server, engine) as channel:
+        await channel.handle_update(update_of(server, server.text_update(PIC, "pic")))
+    assert server.resent == [ResentFile("sendDocument", PIC, file_id)]

@@ -39,7 +39,7 @@ from tests.bot.test_telegram_e2e import (
 )
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK
 from tests.fakes.clock import FrozenClock
-from tests.fakes.telegram_api import FakeTelegramServer
+from tests.fakes.telegram_api import FakeTelegramServer, ResentFile
 from tests.fakes.telegram_user import TelegramUser
 
 ASN_ID = 5001
@@ -247,6 +247,8 @@ async def test_a_payment_recorded_with_a_receipt_photo_and_confirmed_over_telegr
         await pic.say("pic")
         await pic.press("Konfirmasi pembayaran (1)")
         assert "Rp50.400" in pic.text
+        # The PIC sees the receipt photo itself, sent again by its file_id.
+        assert server.resent == [ResentFile("sendPhoto", PIC_ID, "AgACAgUAAxkBAAIKPL")]
         await pic.press("Konfirmasi")
         assert "Pembayaran dikonfirmasi" in pic.text
         await asn.say("/pekerja")

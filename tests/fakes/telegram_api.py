@@ -113,6 +113,15 @@ class SentDocument:
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
+class ResentFile:
+    """A sendPhoto or sendDocument call naming a file already on the server by file_id."""
+
+    method: str
+    chat_id: int
+    file_id: str
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
 class StoredFile:
     """A file the server can hand out through getFile and the download route."""
 
@@ -148,7 +157,7 @@ class _RateLimits:
 
 
 #: Methods that count as sending a message for flood control and chat errors.
-_SEND_METHODS = frozenset({"sendmessage", "senddocument"})
+_SEND_METHODS = frozenset({"sendmessage", "senddocument", "sendphoto"})
 #: Telegram's download limit for bots.
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 
@@ -172,6 +181,8 @@ class FakeTelegramServer:
         self._failures: dict[str, _Failure] = {}
         #: sendDocument calls, in order.
         self.documents: list[SentDocument] = []
+        #: sendPhoto / sendDocument calls by file_id, in order.
+        self.resent: list[ResentFile] = []
         #: Files registered with `add_file`, by file_id.
         self.files: dict[str, StoredFile] = {}
         #: 429 answers given (flood control and injected ones).
@@ -472,6 +483,7 @@ class FakeTelegramServer:
             "getupdates": self._get_updates,
             "sendmessage": self._send_message,
             "senddocument": self._send_document,
+            "sendphoto": self._send_photo,
             "getfile": self._get_file,
             "answercallbackquery": self._answer_callback_query,
             "editmessagereplymarkup": self._edit_message_reply_markup,
@@ -579,9 +591,35 @@ class FakeTelegramServer:
             message["reply_markup"] = markup
         return _ok(message)
 
+    def _resend(self, method: str, chat_id: int, file_id: str, kind: str) -> web.Response:
+        """A file sent again by its file_id: Telegram refuses an id of another kind
+        (here: a file registered with `add_file` is a document, any other id a photo)."""
+        is_document = file_id in self.files
+        if not file_id or is_document != (kind == "document"):
+            return _error(400, "Bad Request: wrong file identifier/HTTP URL specified")
+        self.resent.append(ResentFile(method, chat_id, file_id))
+        message_id = next(self._message_ids)
+        return _ok(
+            {
+                "message_id": message_id,
+                "from": BOT_USER,
+                "chat": {"id": chat_id, "first_name": "Budi", "type": "private"},
+                "date": int(time.time()),
+                kind: {"file_id": file_id, "file_unique_id": f"AgAD{message_id}"},
+            }
+        )
+
+    async def _send_photo(self, params: dict[str, Any]) -> web.Response:
+        photo = params.get("photo")
+        if not isinstance(photo, str):
+            return _error(400, "Bad Request: there is no photo in the request")
+        return self._resend("sendPhoto", int(params["chat_id"]), photo, "photo")
+
     async def _send_document(self, params: dict[str, Any]) -> web.Response:
         chat_id = int(params["chat_id"])
         upload = params.get("document")
+        if isinstance(upload, str):
+            return self._resend("sendDocument", chat_id, upload, "document")
         if not isinstance(upload, _Upload):
             return _error(400, "Bad Request: there is no document in the request")
         caption = params.get("caption")

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel, PaymentStatus
 from handlers.flows.enrollment import PAYROLL_STATEMENT_VERSION
-from handlers.types import EventKind
+from handlers.types import EventKind, FileRef
 from storage.models import Payment
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK
 from tests.fakes.workbench import Office, activate, build_office
@@ -322,7 +322,13 @@ async def test_each_bad_payment_answer_is_named_and_asked_again_keeping_the_rest
     (payment,) = await all_payments(office)
     joko = (await office.sponsorships())[1]
     assert (payment.sponsorship_id, payment.months, payment.amount) == (joko.id, 3, 50_400)
-    assert payment.receipt_file_ref == "file-bukti-transfer.pdf"
+    # A document is marked as such: the PIC is sent it again as a document.
+    assert payment.receipt_file_ref == "document:file-bukti-transfer.pdf"
+    await office.pic.say("pic")
+    await office.pic.press("Konfirmasi pembayaran")
+    assert office.pic.replies[-1].attachment == FileRef(
+        Channel.TELEGRAM, EventKind.DOCUMENT, "file-bukti-transfer.pdf"
+    )
 
 
 async def test_a_change_to_payroll_counts_from_after_a_payment_waiting_for_the_pic(
