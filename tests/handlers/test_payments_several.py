@@ -246,7 +246,7 @@ async def test_a_month_recorded_meanwhile_goes_back_to_the_choice_keeping_the_re
     rows = await all_payments(office)
     assert [(p.sponsorship_id, p.receipt_file_ref) for p in rows] == [
         (joko.id, None),
-        (siti.id, "file-bukti.pdf"),
+        (siti.id, "document:file-bukti.pdf"),  # sent as a document
     ]
 
 
