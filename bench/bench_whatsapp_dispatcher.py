@@ -57,11 +57,10 @@ from scheduler.dispatcher import Dispatcher
 from storage.db import create_engine
 from storage.migrate import upgrade_to_head
 from storage.outbox import Notice, counts_by_status, enqueue
-from tests.fakes.graph_api import FakeGraphServer
+from tests.fakes.graph_api import SHIPPED_TEMPLATES, FakeGraphServer
 
 TARGET_RATIO = 0.90
 FIRST_WA_ID = 6281300000000
-TEMPLATES = Path(__file__).resolve().parents[1] / "data" / "whatsapp_templates.json"
 
 
 def _utc_now() -> datetime:
@@ -108,7 +107,7 @@ async def measure(
         db = create_engine(url)
         try:
             await enqueue_notices(db, recipients)
-            book = load_templates(TEMPLATES)
+            book = load_templates(SHIPPED_TEMPLATES)
             async with FakeGraphServer() as graph:
                 graph.approve_book(book.templates.values())
                 graph.enforce_rates(per_second=server_rate, pair_interval_s=pair_interval)

@@ -1,4 +1,5 @@
-"""Database fixtures shared by the whole suite (other fakes live in tests/fakes/).
+"""Fixtures shared by the whole suite: the database, and the fake Graph API with a
+WhatsApp client on it (the fakes themselves live in tests/fakes/).
 
 The database is SQLite in a temporary file, or PostgreSQL when TEST_DATABASE_URL
 is set. It is migrated once per session; every test that asks for `db_engine`
@@ -16,9 +17,12 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.whatsapp.client import WhatsAppClient, build_client
+from bot.whatsapp.templates import TemplateBook, load_templates
 from storage.db import create_engine, create_sessionmaker, is_sqlite
 from storage.migrate import upgrade_to_head
 from storage.models import Base
+from tests.fakes.graph_api import SHIPPED_TEMPLATES, FakeGraphServer
 
 
 def _run_in_own_loop(work: Callable[[], Awaitable[None]]) -> None:
@@ -73,3 +77,25 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 def sessionmaker(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions on `db_engine`, configured as in production."""
     return create_sessionmaker(db_engine)
+
+
+@pytest.fixture(scope="session")
+def book() -> TemplateBook:
+    """The shipped WhatsApp templates."""
+    return load_templates(SHIPPED_TEMPLATES)
+
+
+@pytest.fixture
+async def graph(book: TemplateBook) -> AsyncIterator[FakeGraphServer]:
+    """The fake Graph API, with every shipped template approved."""
+    async with FakeGraphServer() as fake:
+        fake.approve_book(book.templates.values())
+        yield fake
+
+
+@pytest.fixture
+async def wa_client(graph: FakeGraphServer) -> AsyncIterator[WhatsAppClient]:
+    """Our WhatsApp client on `graph`."""
+    client = build_client(graph.settings())
+    yield client
+    await client.close()

@@ -28,7 +28,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 from pydantic import SecretStr
 from sqlalchemy import func, select
@@ -61,23 +60,13 @@ from tests.bot.test_cli_run import _free_port, _run, _stop
 from tests.fakes import whatsapp_payloads as wa
 from tests.fakes.chat import OPD_SEED, OTHER_NIK, TEST_KEY, WORKER_NIK
 from tests.fakes.clock import FrozenClock
-from tests.fakes.graph_api import FakeGraphServer, SentWhatsApp
+from tests.fakes.graph_api import SHIPPED_TEMPLATES, FakeGraphServer, SentWhatsApp
 from tests.fakes.whatsapp_payloads import APP_SECRET, VERIFY_TOKEN, WaUser
-
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "data" / "whatsapp_templates.json"
 
 BUDI = WaUser(wa_id="6285298765432", user_id="ID.9983736251403921", name="Budi Santoso")
 PIC = WaUser(wa_id="6281355550000", user_id="ID.1029384756102938", name="Pak PIC")
 SITI = WaUser(wa_id="6281298765432", user_id="ID.1402837465019283", name="Siti Aminah")
 JOKO = WaUser(wa_id="6281311112222", user_id="ID.7766554433221100", name="Joko Susilo")
-
-
-@pytest.fixture
-async def graph() -> AsyncIterator[FakeGraphServer]:
-    async with FakeGraphServer() as fake:
-        fake.approve_book(load_templates(TEMPLATES).templates.values())
-        yield fake
 
 
 def make_settings(
@@ -97,7 +86,7 @@ def make_settings(
         whatsapp=graph.settings(
             app_secret=SecretStr(APP_SECRET),
             verify_token=SecretStr(VERIFY_TOKEN),
-            templates_file=TEMPLATES,
+            templates_file=SHIPPED_TEMPLATES,
         ),
         # Tests do not wait Meta's 6 s between two messages to one person.
         dispatch=DispatcherSettings(whatsapp_chat_interval_s=0, **dispatch),  # type: ignore[arg-type]
@@ -406,7 +395,7 @@ async def test_a_130429_storm_delays_but_loses_and_repeats_nothing(
         graph.fail_next(130429, count=25)
         sender = WhatsAppSender(
             bot.channel.client,
-            load_templates(TEMPLATES),
+            load_templates(SHIPPED_TEMPLATES),
             clock=clock,
             rate_limit_pause_s=0.05,
         )
@@ -461,7 +450,7 @@ async def test_the_process_answers_the_handshake_and_a_message(
         "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
         "WHATSAPP_API_BASE": graph.base_url,
         "WHATSAPP_API_VERSION": graph.api_version,
-        "WHATSAPP_TEMPLATES_FILE": str(TEMPLATES),
+        "WHATSAPP_TEMPLATES_FILE": str(SHIPPED_TEMPLATES),
         "WEB_PORT": str(port),
     }
     env.pop("TELEGRAM_TOKEN", None)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.whatsapp.client import WhatsAppClient, build_client
+from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.render import (
     ButtonsMessage,
     DocumentMessage,
@@ -182,19 +182,12 @@ async def graph() -> AsyncIterator[FakeGraphServer]:
         yield fake
 
 
-@pytest.fixture
-async def client(graph: FakeGraphServer) -> AsyncIterator[WhatsAppClient]:
-    built = build_client(graph.settings())
-    yield built
-    await built.close()
-
-
 async def _no_wait(seconds: float) -> None:
     return None
 
 
 async def test_replies_arrive_in_order_as_the_platform_accepts_them(
-    graph: FakeGraphServer, client: WhatsAppClient
+    graph: FakeGraphServer, wa_client: WhatsAppClient
 ) -> None:
     replies = [
         Reply("Data tersimpan."),
@@ -202,7 +195,7 @@ async def test_replies_arrive_in_order_as_the_platform_accepts_them(
         Reply("Pilih rencana", options("Bulanan", "Triwulan", "Potong gaji", "Batal")),
         Reply("Desa?", options(*(f"Desa {n}" for n in range(1, 12)))),
     ]
-    await WhatsAppReplies(client, catalogs()).deliver(WA_ID, replies, Language.INDONESIAN)
+    await WhatsAppReplies(wa_client, catalogs()).deliver(WA_ID, replies, Language.INDONESIAN)
 
     sent = graph.messages_to(WA_ID)
     assert [(m.type, m.interactive_type) for m in sent] == [
@@ -220,11 +213,11 @@ async def test_replies_arrive_in_order_as_the_platform_accepts_them(
 
 
 async def test_a_document_is_uploaded_then_sent_with_its_caption(
-    graph: FakeGraphServer, client: WhatsAppClient
+    graph: FakeGraphServer, wa_client: WhatsAppClient
 ) -> None:
     content = b"PK\x03\x04 collective file"
     xlsx = Document("DINSOS-2026-001.xlsx", content)  # octet-stream: typed by its name
-    await WhatsAppReplies(client, catalogs()).deliver(
+    await WhatsAppReplies(wa_client, catalogs()).deliver(
         WA_ID, [Reply("File kolektif", document=xlsx)], Language.INDONESIAN
     )
     [message] = graph.messages_to(WA_ID)
@@ -237,30 +230,30 @@ async def test_a_document_is_uploaded_then_sent_with_its_caption(
 
 
 async def test_a_rate_limited_reply_is_retried_once(
-    graph: FakeGraphServer, client: WhatsAppClient
+    graph: FakeGraphServer, wa_client: WhatsAppClient
 ) -> None:
     graph.fail_next(131056, recipient=WA_ID)
-    replies = WhatsAppReplies(client, catalogs(), sleep=_no_wait)
+    replies = WhatsAppReplies(wa_client, catalogs(), sleep=_no_wait)
     await replies.deliver(WA_ID, [Reply("Satu"), Reply("Dua")], Language.INDONESIAN)
     assert [m.text for m in graph.messages_to(WA_ID)] == ["Satu", "Dua"]
     assert graph.errors[131056] == 1
 
 
 async def test_an_undeliverable_number_stops_the_rest_and_nothing_raises(
-    graph: FakeGraphServer, client: WhatsAppClient
+    graph: FakeGraphServer, wa_client: WhatsAppClient
 ) -> None:
     graph.fail_next(131026, recipient=WA_ID)
-    replies = WhatsAppReplies(client, catalogs(), sleep=_no_wait)
+    replies = WhatsAppReplies(wa_client, catalogs(), sleep=_no_wait)
     await replies.deliver(WA_ID, [Reply("Satu"), Reply("Dua")], Language.INDONESIAN)
     assert graph.messages_to(WA_ID) == []
     assert len(graph.calls_to("/messages")) == 1
 
 
 async def test_other_failures_skip_one_message_and_go_on(
-    graph: FakeGraphServer, client: WhatsAppClient
+    graph: FakeGraphServer, wa_client: WhatsAppClient
 ) -> None:
     graph.drop_next()
     graph.fail_next(131000)
-    replies = WhatsAppReplies(client, catalogs(), sleep=_no_wait)
+    replies = WhatsAppReplies(wa_client, catalogs(), sleep=_no_wait)
     await replies.deliver(WA_ID, [Reply("Satu"), Reply("Dua"), Reply("Tiga")], Language.INDONESIAN)
     assert [m.text for m in graph.messages_to(WA_ID)] == ["Tiga"]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.whatsapp.client import WhatsAppClient, build_client
 from bot.whatsapp.sender import WhatsAppSender
-from bot.whatsapp.templates import TemplateBook, load_templates
+from bot.whatsapp.templates import TemplateBook
 from domain.vocabulary import Channel, Language
 from scheduler.sending import (
     Deferred,
@@ -24,29 +22,9 @@ from scheduler.sending import (
 from tests.fakes.clock import FrozenClock
 from tests.fakes.graph_api import FakeGraphServer
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "data" / "whatsapp_templates.json"
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 WA_ID = "6281234567890"
 CARD = {"name": "Siti Aminah", "kpj": "12345678901", "opd": "Dinas Sosial"}
-
-
-@pytest.fixture(scope="module")
-def book() -> TemplateBook:
-    return load_templates(TEMPLATES)
-
-
-@pytest.fixture
-async def graph(book: TemplateBook) -> AsyncIterator[FakeGraphServer]:
-    async with FakeGraphServer() as fake:
-        fake.approve_book(book.templates.values())
-        yield fake
-
-
-@pytest.fixture
-async def client(graph: FakeGraphServer) -> AsyncIterator[WhatsAppClient]:
-    built = build_client(graph.settings())
-    yield built
-    await built.close()
 
 
 class Sleeps:
@@ -63,8 +41,8 @@ def sleeps() -> Sleeps:
 
 
 @pytest.fixture
-def sender(client: WhatsAppClient, book: TemplateBook, sleeps: Sleeps) -> WhatsAppSender:
-    return WhatsAppSender(client, book, clock=FrozenClock(NOW), sleep=sleeps)
+def sender(wa_client: WhatsAppClient, book: TemplateBook, sleeps: Sleeps) -> WhatsAppSender:
+    return WhatsAppSender(wa_client, book, clock=FrozenClock(NOW), sleep=sleeps)
 
 
 def notice(**overrides: Any) -> OutgoingNotice:
@@ -206,10 +184,10 @@ async def test_a_long_body_is_split_and_spaced_for_the_pair_limit(
 
 
 def test_the_window_is_judged_by_the_clock_at_send_time(
-    client: WhatsAppClient, book: TemplateBook
+    wa_client: WhatsAppClient, book: TemplateBook
 ) -> None:
     clock = FrozenClock(NOW)
-    sender = WhatsAppSender(client, book, clock=clock)
+    sender = WhatsAppSender(wa_client, book, clock=clock)
     recent = notice(last_inbound_at=NOW - timedelta(hours=23, minutes=59))
     assert sender.window_open(recent)
     clock.advance(timedelta(minutes=1))
@@ -248,10 +226,10 @@ async def test_graph_errors_become_outcomes(
 
 
 async def test_the_pauses_are_configurable(
-    graph: FakeGraphServer, client: WhatsAppClient, book: TemplateBook
+    graph: FakeGraphServer, wa_client: WhatsAppClient, book: TemplateBook
 ) -> None:
     sender = WhatsAppSender(
-        client, book, clock=FrozenClock(NOW), rate_limit_pause_s=2.0, pair_retry_s=7.5
+        wa_client, book, clock=FrozenClock(NOW), rate_limit_pause_s=2.0, pair_retry_s=7.5
     )
     graph.fail_next(130429)
     graph.fail_next(131056)
@@ -319,10 +297,10 @@ async def test_the_client_talks_to_the_configured_base_and_version(
 
 
 async def test_inbound_media_is_fetched_within_the_size_limit(
-    graph: FakeGraphServer, client: WhatsAppClient
+    graph: FakeGraphServer, wa_client: WhatsAppClient
 ) -> None:
     photo = graph.add_media(b"\xff\xd8" + b"x" * 998, "image/jpeg")
-    assert await client.fetch_media(photo, max_bytes=1000) == b"\xff\xd8" + b"x" * 998
-    assert await client.fetch_media(photo, max_bytes=999) is None
+    assert await wa_client.fetch_media(photo, max_bytes=1000) == b"\xff\xd8" + b"x" * 998
+    assert await wa_client.fetch_media(photo, max_bytes=999) is None
     downloads = [call for call in graph.calls if call.path.startswith("/download/")]
     assert len(downloads) == 1  # the declared size was enough to refuse the second

@@ -19,9 +19,9 @@ from bot.whatsapp.templates import (
 )
 from domain.vocabulary import Language, PaymentStatus
 from storage.dues_queries import SPONSORSHIP_REMINDER_KINDS
+from tests.fakes.graph_api import SHIPPED_TEMPLATES as SHIPPED
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "data" / "whatsapp_templates.json"
 
 #: Worker notices and their answers, planned by the WhatsApp issue's flows.
 WORKER_KINDS = (

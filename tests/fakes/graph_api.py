@@ -47,6 +47,7 @@ import hashlib
 import itertools
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
@@ -223,6 +224,10 @@ class _Refused(Exception):
         super().__init__(code)
         self.code = code
         self.details = details
+
+
+#: The templates the project ships (data/whatsapp_templates.json), for the fake to approve.
+SHIPPED_TEMPLATES: Final = Path(__file__).resolve().parents[2] / "data" / "whatsapp_templates.json"
 
 
 class FakeGraphServer:

@@ -13,7 +13,6 @@ import collections
 import time as time_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.settings import DispatcherSettings
 from bot.telegram import TelegramSender
-from bot.whatsapp.client import WhatsAppClient, build_client
+from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.sender import WhatsAppSender
-from bot.whatsapp.templates import TemplateBook, load_templates
+from bot.whatsapp.templates import TemplateBook
 from domain.vocabulary import Channel, DeliveryStatus, Language, OutboxStatus
 from scheduler.dispatcher import Dispatcher, SlidingWindow
 from scheduler.runner import build_scheduler
@@ -710,28 +709,8 @@ def test_the_scheduler_ticks_the_dispatcher_without_overlap(
 
 # --- WhatsApp --------------------------------------------------------------------------------
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "data" / "whatsapp_templates.json"
 FIRST_WA = 6281200000000
 CARD = {"name": "Siti Aminah", "kpj": "12345678901", "opd": "Dinas Sosial"}
-
-
-@pytest.fixture(scope="module")
-def book() -> TemplateBook:
-    return load_templates(TEMPLATES)
-
-
-@pytest.fixture
-async def graph(book: TemplateBook) -> AsyncIterator[FakeGraphServer]:
-    async with FakeGraphServer() as fake:
-        fake.approve_book(book.templates.values())
-        yield fake
-
-
-@pytest.fixture
-async def wa(graph: FakeGraphServer) -> AsyncIterator[WhatsAppClient]:
-    client = build_client(graph.settings())
-    yield client
-    await client.close()
 
 
 def wa_dispatcher(
@@ -793,7 +772,7 @@ async def wrote_to_us(db: AsyncEngine, wa_id: int, at: datetime) -> None:
 async def test_whatsapp_notices_are_free_text_in_the_window_templates_outside_with_their_ids(
     db_engine: AsyncEngine,
     graph: FakeGraphServer,
-    wa: WhatsAppClient,
+    wa_client: WhatsAppClient,
     book: TemplateBook,
     clock: FrozenClock,
 ) -> None:
@@ -802,7 +781,7 @@ async def test_whatsapp_notices_are_free_text_in_the_window_templates_outside_wi
     graph.open_window(str(talking))
     await add_cards(db_engine, [talking, silent])
 
-    assert await wa_dispatcher(db_engine, wa, book, clock, FakeTime(clock)).tick() == 2
+    assert await wa_dispatcher(db_engine, wa_client, book, clock, FakeTime(clock)).tick() == 2
 
     [text] = graph.messages_to(str(talking))
     [template] = graph.messages_to(str(silent))
@@ -823,7 +802,7 @@ async def test_whatsapp_notices_are_free_text_in_the_window_templates_outside_wi
 async def test_a_template_only_row_goes_as_the_template_even_in_the_window(
     db_engine: AsyncEngine,
     graph: FakeGraphServer,
-    wa: WhatsAppClient,
+    wa_client: WhatsAppClient,
     book: TemplateBook,
     clock: FrozenClock,
 ) -> None:
@@ -833,7 +812,7 @@ async def test_a_template_only_row_goes_as_the_template_even_in_the_window(
     async with db_engine.begin() as connection:
         await connection.execute(update(Outbox).values(template_only=True))
 
-    assert await wa_dispatcher(db_engine, wa, book, clock, FakeTime(clock)).tick() == 1
+    assert await wa_dispatcher(db_engine, wa_client, book, clock, FakeTime(clock)).tick() == 1
 
     [message] = graph.messages_to(str(FIRST_WA))
     assert message.type == "template"
@@ -842,7 +821,7 @@ async def test_a_template_only_row_goes_as_the_template_even_in_the_window(
 async def test_a_pair_rate_limit_holds_back_only_that_recipient(
     db_engine: AsyncEngine,
     graph: FakeGraphServer,
-    wa: WhatsAppClient,
+    wa_client: WhatsAppClient,
     book: TemplateBook,
     clock: FrozenClock,
 ) -> None:
@@ -850,7 +829,7 @@ async def test_a_pair_rate_limit_holds_back_only_that_recipient(
     graph.fail_next(131056, recipient=str(busy))
     await add_cards(db_engine, [busy, other])
     fake_time = FakeTime(clock)
-    sending = wa_dispatcher(db_engine, wa, book, clock, fake_time)
+    sending = wa_dispatcher(db_engine, wa_client, book, clock, fake_time)
 
     assert await sending.tick() == 2
 
@@ -872,14 +851,14 @@ async def test_a_pair_rate_limit_holds_back_only_that_recipient(
 async def test_a_throughput_limit_pauses_the_whatsapp_channel(
     db_engine: AsyncEngine,
     graph: FakeGraphServer,
-    wa: WhatsAppClient,
+    wa_client: WhatsAppClient,
     book: TemplateBook,
     clock: FrozenClock,
 ) -> None:
     graph.fail_next(130429)
     await add_cards(db_engine, [FIRST_WA])
     fake_time = FakeTime(clock)
-    sending = wa_dispatcher(db_engine, wa, book, clock, fake_time)
+    sending = wa_dispatcher(db_engine, wa_client, book, clock, fake_time)
 
     assert await sending.tick() == 1
     assert sending.paused_for(Channel.WHATSAPP) == 5
@@ -894,12 +873,12 @@ async def test_a_throughput_limit_pauses_the_whatsapp_channel(
 async def test_a_notice_without_a_template_outside_the_window_ends_failed_with_the_reason(
     db_engine: AsyncEngine,
     graph: FakeGraphServer,
-    wa: WhatsAppClient,
+    wa_client: WhatsAppClient,
     book: TemplateBook,
     clock: FrozenClock,
 ) -> None:
     await add(db_engine, [FIRST_WA], channel=Channel.WHATSAPP, template="unknown_kind")
-    assert await wa_dispatcher(db_engine, wa, book, clock, FakeTime(clock)).tick() == 1
+    assert await wa_dispatcher(db_engine, wa_client, book, clock, FakeTime(clock)).tick() == 1
     [row] = await rows(db_engine)
     assert (row.status, row.last_error) == (OutboxStatus.FAILED, "no template: unknown_kind")
     assert graph.calls == []
@@ -908,7 +887,7 @@ async def test_a_notice_without_a_template_outside_the_window_ends_failed_with_t
 async def test_whatsapp_pace_comes_from_its_own_settings(
     db_engine: AsyncEngine,
     graph: FakeGraphServer,
-    wa: WhatsAppClient,
+    wa_client: WhatsAppClient,
     book: TemplateBook,
     clock: FrozenClock,
 ) -> None:
@@ -916,7 +895,7 @@ async def test_whatsapp_pace_comes_from_its_own_settings(
     fake_time = FakeTime(clock)
     sending = wa_dispatcher(
         db_engine,
-        wa,
+        wa_client,
         book,
         clock,
         fake_time,
@@ -939,7 +918,7 @@ async def test_whatsapp_pace_comes_from_its_own_settings(
 async def test_at_whatsapps_limits_every_notice_arrives_once_without_a_refusal(
     db_engine: AsyncEngine,
     graph: FakeGraphServer,
-    wa: WhatsAppClient,
+    wa_client: WhatsAppClient,
     book: TemplateBook,
 ) -> None:
     """The benchmark's set-up in small, real time (bench/bench_whatsapp_dispatcher.py measures)."""
@@ -951,7 +930,7 @@ async def test_at_whatsapps_limits_every_notice_arrives_once_without_a_refusal(
     stop = asyncio.Event()
     sending = wa_dispatcher(
         db_engine,
-        wa,
+        wa_client,
         book,
         clock,
         whatsapp_rate_per_s=60,
@@ -972,7 +951,7 @@ async def test_at_whatsapps_limits_every_notice_arrives_once_without_a_refusal(
 async def test_a_recipients_later_rows_are_due_an_interval_after_their_first_is_sent(
     db_engine: AsyncEngine,
     graph: FakeGraphServer,
-    wa: WhatsAppClient,
+    wa_client: WhatsAppClient,
     book: TemplateBook,
     clock: FrozenClock,
 ) -> None:
@@ -980,7 +959,9 @@ async def test_a_recipients_later_rows_are_due_an_interval_after_their_first_is_
     due 6 s after that, not 6 s after the claim (it would wait in a later tick)."""
     others = [FIRST_WA + n for n in range(1, 4)]
     await add_cards(db_engine, [*others, FIRST_WA, FIRST_WA])
-    sending = wa_dispatcher(db_engine, wa, book, clock, FakeTime(clock), whatsapp_rate_per_s=2.0)
+    sending = wa_dispatcher(
+        db_engine, wa_client, book, clock, FakeTime(clock), whatsapp_rate_per_s=2.0
+    )
 
     assert await sending.tick() == 5
 
