@@ -36,7 +36,6 @@ import logging
 import platform
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from datetime import time as wall_time
 from pathlib import Path
@@ -48,6 +47,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.dispatch_run import drain, send_rates
 from bot.settings import DispatcherSettings
 from bot.telegram import TelegramSender
 from domain.vocabulary import Channel, OutboxStatus
@@ -109,36 +109,30 @@ async def measure(notices: int, rate: float, server_rate: int, batch: int) -> di
                     db, {Channel.TELEGRAM: TelegramSender(bot)}, _utc_now, settings,
                     ZoneInfo("Asia/Jakarta"),
                 )  # fmt: skip
-                stop = asyncio.Event()
-                started = time.perf_counter()
-                cpu_started = time.process_time()
-                running = asyncio.create_task(dispatcher.run(stop))
                 try:
-                    await _until_done(db, notices, server)
+                    wall, cpu = await drain(
+                        db,
+                        dispatcher,
+                        notices,
+                        lambda sent: (
+                            f"{sent}/{notices} sent, {server.too_many_requests} refused with 429"
+                        ),
+                    )
                 finally:
-                    stop.set()
-                    await running
                     await bot.session.close()
-                wall = time.perf_counter() - started
-                cpu = time.process_time() - cpu_started
                 async with db.connect() as connection:
                     counts = await counts_by_status(connection)
                 received = collections.Counter(message.chat_id for message in server.sent)
                 expected = {FIRST_CHAT + number for number in range(notices)}
-                times = sorted(message.at for message in server.sent)
-                span = times[-1] - times[0] if len(times) > 1 else 0.0
-                first_second = sum(1 for at in times if at < times[0] + 1.0)
-                steady_span = span - 1.0
+                achieved, steady = send_rates([message.at for message in server.sent])
                 return {
                     "notices": notices,
                     "configured_rate": rate,
                     "server_rate": server_rate,
                     "batch": batch,
                     "delivered": len(server.sent),
-                    "achieved_rate": len(server.sent) / span if span else 0.0,
-                    "steady_rate": (
-                        (len(server.sent) - first_second) / steady_span if steady_span > 0 else 0.0
-                    ),
+                    "achieved_rate": achieved,
+                    "steady_rate": steady,
                     "too_many_requests": server.too_many_requests,
                     "duplicates": sum(n - 1 for n in received.values() if n > 1),
                     "missing": len(expected - set(received)),
@@ -150,24 +144,6 @@ async def measure(notices: int, rate: float, server_rate: int, batch: int) -> di
                 }
         finally:
             await db.dispose()
-
-
-async def _until_done(db: AsyncEngine, notices: int, server: FakeTelegramServer) -> None:
-    """Wait until every row is recorded as sent, printing progress every 10 seconds."""
-    last_report = time.perf_counter()
-    while True:
-        async with db.connect() as connection:
-            counts = await counts_by_status(connection)
-        if counts[OutboxStatus.SENT] + counts[OutboxStatus.FAILED] >= notices:
-            return
-        if time.perf_counter() - last_report >= 10:
-            last_report = time.perf_counter()
-            print(
-                f"  ... {counts[OutboxStatus.SENT]}/{notices} sent, "
-                f"{server.too_many_requests} refused with 429",
-                flush=True,
-            )
-        await asyncio.sleep(0.5)
 
 
 def main() -> int:

@@ -39,7 +39,6 @@ import logging
 import platform
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from datetime import time as wall_time
 from pathlib import Path
@@ -48,6 +47,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.dispatch_run import drain, send_rates
 from bot.settings import DispatcherSettings
 from bot.whatsapp.client import build_client
 from bot.whatsapp.sender import WhatsAppSender
@@ -127,26 +127,23 @@ async def measure(
                 dispatcher = Dispatcher(
                     db, {Channel.WHATSAPP: sender}, _utc_now, settings, ZoneInfo("Asia/Jakarta")
                 )
-                stop = asyncio.Event()
-                started = time.perf_counter()
-                cpu_started = time.process_time()
-                running = asyncio.create_task(dispatcher.run(stop))
                 try:
-                    await _until_done(db, notices, graph)
+                    wall, cpu = await drain(
+                        db,
+                        dispatcher,
+                        notices,
+                        lambda sent: (
+                            f"{sent}/{notices} sent, refused: {graph.errors[130429]} "
+                            f"x 130429, {graph.errors[131056]} x 131056"
+                        ),
+                    )
                 finally:
-                    stop.set()
-                    await running
                     await client.close()
-                wall = time.perf_counter() - started
-                cpu = time.process_time() - cpu_started
                 async with db.connect() as connection:
                     counts = await counts_by_status(connection)
                 received = collections.Counter(message.to for message in graph.sent)
                 expected = collections.Counter(str(wa_id) for wa_id in recipients)
-                times = sorted(message.at for message in graph.sent)
-                span = times[-1] - times[0] if len(times) > 1 else 0.0
-                first_second = sum(1 for at in times if at < times[0] + 1.0)
-                steady_span = span - 1.0
+                achieved, steady = send_rates([message.at for message in graph.sent])
                 return {
                     "notices": notices,
                     "recipients": len(expected),
@@ -155,10 +152,8 @@ async def measure(
                     "pair_interval_s": pair_interval,
                     "batch": batch,
                     "delivered": len(graph.sent),
-                    "achieved_rate": len(graph.sent) / span if span else 0.0,
-                    "steady_rate": (
-                        (len(graph.sent) - first_second) / steady_span if steady_span > 0 else 0.0
-                    ),
+                    "achieved_rate": achieved,
+                    "steady_rate": steady,
                     "refused_130429": graph.errors[130429],
                     "refused_131056": graph.errors[131056],
                     "other_errors": sum(graph.errors.values())
@@ -173,24 +168,6 @@ async def measure(
                 }
         finally:
             await db.dispose()
-
-
-async def _until_done(db: AsyncEngine, notices: int, graph: FakeGraphServer) -> None:
-    """Wait until every row is recorded as sent or failed, printing progress every 10 seconds."""
-    last_report = time.perf_counter()
-    while True:
-        async with db.connect() as connection:
-            counts = await counts_by_status(connection)
-        if counts[OutboxStatus.SENT] + counts[OutboxStatus.FAILED] >= notices:
-            return
-        if time.perf_counter() - last_report >= 10:
-            last_report = time.perf_counter()
-            print(
-                f"  ... {counts[OutboxStatus.SENT]}/{notices} sent, refused: "
-                f"{graph.errors[130429]} x 130429, {graph.errors[131056]} x 131056",
-                flush=True,
-            )
-        await asyncio.sleep(0.5)
 
 
 def report(case: str, result: dict[str, Any], rate: float) -> bool:
