@@ -368,7 +368,8 @@ def _coverage_cells(row: CoverageRow) -> list[str]:
 
 
 def _print_coverage(rows: list[CoverageRow], csv_path: Path | None, today: date) -> int:
-    lines = [_coverage_cells(row) for row in [*rows, coverage_total(rows)]]
+    with_total = [*rows, coverage_total(rows)]
+    lines = [_coverage_cells(row) for row in with_total]
     if csv_path is not None and str(csv_path) == "-":
         _write_csv(sys.stdout, lines)
         return 0
@@ -381,11 +382,12 @@ def _print_coverage(rows: list[CoverageRow], csv_path: Path | None, today: date)
     )
     print()
     paid = [
-        [line[0], _shorten(line[1]), str(sum(int(cell) for cell in line[split:])), *line[split:]]
-        for line in lines
+        [row.opd_code, _shorten(row.opd_name), str(sum(row.paid.values())), *line[split:]]
+        for row, line in zip(with_total, lines, strict=True)
     ]
+    numeric = set(range(2, len(PAID_TABLE_HEADERS)))
     print(f"Paid-until on {today.isoformat()} of the dues-bearing workers (active, card):")
-    print(_table(list(PAID_TABLE_HEADERS), paid, numeric=set(range(2, 8)), rule_before_last=True))
+    print(_table(list(PAID_TABLE_HEADERS), paid, numeric=numeric, rule_before_last=True))
     print(
         "ahead: paid beyond this month; current: nothing overdue; behindN: N months overdue "
         "(2: at risk; 3+: lapses at the next reminder run)"

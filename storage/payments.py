@@ -65,11 +65,6 @@ async def waiting_months(
     return await _months_by_status(connection, sponsorship_ids, PaymentStatus.RECORDED)
 
 
-async def recorded_months(connection: AsyncConnection, sponsorship_id: int) -> set[date]:
-    """Months of payments recorded and still waiting for the PIC."""
-    return (await waiting_months(connection, [sponsorship_id]))[sponsorship_id]
-
-
 async def lock_sponsorships(connection: AsyncConnection, sponsorship_ids: Iterable[int]) -> None:
     """Lock the sponsorships' rows until the transaction ends (PostgreSQL `FOR UPDATE`), so a
     payment checked against their payments cannot race another one recorded at the same
