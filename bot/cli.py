@@ -214,6 +214,9 @@ async def _run_channels(settings: Settings) -> int:
                 runtime.clock,
                 catalogs=runtime.catalogs,
                 dead_letters=DeadLetters(runtime.sessionmaker, runtime.cipher),
+                database=runtime.db,
+                cipher=runtime.cipher,
+                reply_settings=settings.reply,
             )
             senders[Channel.TELEGRAM] = TelegramSender(telegram.bot)
         if settings.whatsapp.enabled:
@@ -251,6 +254,8 @@ async def _run_channels(settings: Settings) -> int:
             log.info("webhook server on %s:%s", settings.web.host, settings.web.port)
         if telegram is not None and telegram_webhook:
             await telegram.set_webhook()
+            # Replies refused for a while, or left by an earlier run (polling runs its own).
+            loops.append(asyncio.create_task(telegram.replies.run(stop)))
         if whatsapp is not None:
             loops.append(asyncio.create_task(whatsapp.run(stop)))
             log.info("WhatsApp webhook at %s", settings.whatsapp.webhook_path)

@@ -181,6 +181,26 @@ class DispatcherSettings(BaseSettings):
     idle_s: float = Field(1.0, gt=0)
 
 
+class ReplySettings(BaseSettings):
+    """Replies to people (bot/delivery.py), env prefix REPLY_."""
+
+    model_config = _group("REPLY_")
+
+    #: First retry of a reply the platform refused (5xx, timeout, 429 without a
+    #: wait); doubles per attempt up to the cap.
+    retry_first_s: float = Field(1.0, gt=0)
+    retry_cap_s: float = Field(60.0, gt=0)
+    #: A reply still undelivered after this long is dropped (logged). WhatsApp
+    #: refuses free text after 24 hours anyway.
+    max_age_hours: float = Field(24.0, gt=0)
+    #: A process holds a reply it works on this long before another may take it over
+    #: (after a crash, replies wait at most this long).
+    lease_s: float = Field(30.0, ge=1)
+    #: One send (a message, a document upload) taking longer counts as failed and is
+    #: retried. Telegram answers in well under a second.
+    send_timeout_s: float = Field(20.0, gt=0)
+
+
 class WebSettings(BaseSettings):
     model_config = _group("WEB_")
 
@@ -198,6 +218,7 @@ class Settings(BaseSettings):
     whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)
     dispatch: DispatcherSettings = Field(default_factory=DispatcherSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    reply: ReplySettings = Field(default_factory=ReplySettings)
 
     @property
     def database_url(self) -> str:

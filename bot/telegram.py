@@ -35,6 +35,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
+    ClientDecodeError,
     TelegramAPIError,
     TelegramBadRequest,
     TelegramForbiddenError,
@@ -56,7 +57,7 @@ from aiogram.methods import (
     SetMyCommands,
     SetWebhook,
 )
-from aiogram.methods.base import Response, TelegramMethod
+from aiogram.methods.base import Response
 from aiogram.types import (
     BotCommand,
     BufferedInputFile,
@@ -72,8 +73,11 @@ from aiogram.types import (
 )
 from aiohttp import web
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.settings import TelegramSettings
+from bot.delivery import DeliverySettings, ReplyDelivery
+from bot.retry_policy import is_transient
+from bot.settings import ReplySettings, TelegramSettings
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs, Translator
 from handlers.types import (
@@ -86,6 +90,7 @@ from handlers.types import (
     Reply,
 )
 from scheduler.sending import OutgoingNotice, Permanent, RetryAfter, SendResult, Sent, Transient
+from storage.crypto import NikCipher
 
 logger = logging.getLogger(__name__)
 
@@ -367,6 +372,32 @@ def _log_failure(what: str, update_id: int | str, exc: BaseException) -> None:
     )
 
 
+class TelegramReplies:
+    """Sends a person's replies as Bot API calls (a `bot.delivery.ReplyTransport`).
+
+    Telegram's 429 concerns one chat here (its one-message-per-second rule): the
+    person's replies wait, nobody else's.
+    """
+
+    channel: Channel = Channel.TELEGRAM
+    channel_wide_rate_limit: bool = False
+
+    def __init__(self, bot: Bot, catalogs: Catalogs, *, timeout_s: float) -> None:
+        self._bot = bot
+        self._catalogs = catalogs
+        self._timeout_s = timeout_s
+
+    def render(self, replies: Sequence[Reply], language: Language) -> list[OutboundMessage]:
+        return render_replies(replies, self._catalogs.translator(language))
+
+    async def send(self, chat_id: str, part: OutboundMessage) -> SendResult:
+        try:
+            await self._bot(part.to_method(int(chat_id)), request_timeout=int(self._timeout_s))
+        except Exception as exc:
+            return scrub_token(classify_error(exc), self._bot.token)
+        return Sent()
+
+
 class TelegramChannel:
     """The Telegram adapter around one aiogram `Bot` (the only aiogram user in the program)."""
 
@@ -380,13 +411,23 @@ class TelegramChannel:
         dead_letters: UpdateParking | None = None,
         retry_first_s: float = 1.0,
         retry_cap_s: float = 30.0,
+        database: AsyncEngine | None = None,
+        cipher: NikCipher | None = None,
+        reply_settings: ReplySettings | None = None,
+        delivery: DeliverySettings | None = None,
     ) -> None:
         """`clock` returns aware UTC datetimes; `retry_*` bound the polling back-off.
 
         `catalogs` gives the channel's own texts (command menu, share-contact
         button); the composition root passes the engine's, tests may omit it.
-        With `dead_letters`, an update that failed `max_update_attempts` times is
-        parked there and the person told; without it, it is retried forever.
+        With `dead_letters`, an update that failed `max_update_attempts` times
+        (at once when the failure cannot heal: a bug, bad data) is parked there
+        and the person told; without it, it is retried forever.
+
+        `database` and `cipher` hold the reply queue (bot/delivery.py): with them
+        a reply Telegram refuses for a while is sent again, also after a
+        restart; without them (tests with a scripted engine) only while the
+        process lives. `reply_settings` (REPLY_*) and `delivery` tune it.
         """
         if settings.token is None:
             raise ValueError("TELEGRAM_TOKEN is not set")
@@ -396,6 +437,7 @@ class TelegramChannel:
         #: Failed attempts per update id since this process started (transient by
         #: nature: after a restart an update gets its attempts again).
         self._failures: dict[int, int] = {}
+        self._callback_answers: set[asyncio.Task[None]] = set()
         self._settings = settings
         self._clock = clock
         self._retry_first_s = retry_first_s
@@ -406,6 +448,15 @@ class TelegramChannel:
             token=settings.token.get_secret_value(),
             session=session,
             default=DefaultBotProperties(parse_mode=None),
+        )
+        reply_settings = reply_settings or ReplySettings()
+        #: The person's replies: sent at once, retried from the reply queue when refused.
+        self.replies = ReplyDelivery(
+            TelegramReplies(self.bot, self._catalogs, timeout_s=reply_settings.send_timeout_s),
+            database=database,
+            cipher=cipher,
+            clock=clock,
+            settings=delivery or DeliverySettings.from_settings(reply_settings),
         )
 
     # --- updates in -------------------------------------------------------------
@@ -483,11 +534,12 @@ class TelegramChannel:
         return dataclasses.replace(base, kind=EventKind.CHOICE, choice_id=query.data)
 
     async def handle_update(self, update: Update) -> None:
-        """Run one update through the engine, then deliver the replies.
+        """Run one update through the engine, then start delivering its replies.
 
-        Engine errors propagate (the update must not be confirmed). Delivery
-        errors are logged and swallowed: the engine's effect is committed and the
-        person can ask again.
+        Engine errors propagate (the update must not be confirmed). The replies
+        were stored with the step; they are sent on the person's own task
+        (`self.replies`), so this returns without waiting for Telegram, and a
+        refused reply is retried from its row without holding anybody else.
         """
         event = self.to_event(update)
         if event is None:
@@ -495,8 +547,14 @@ class TelegramChannel:
         message = update.message
         if event.kind is EventKind.DOCUMENT and message is not None and message.document:
             event = await self._fetch_document(event, message.document.file_size)
-        replies = await self._engine.handle(event)
-        await self._deliver(update, event, replies)
+        handled = await self._engine.handle_queued(event)
+        if update.callback_query is not None:
+            # Stops the button's spinner. The pressed keyboard is left as it is:
+            # removing it would cost one more Bot API call per tap against the
+            # bot's shared rate budget, and the engine answers a press on an old
+            # question's button with "that button is no longer valid".
+            self._answer_callback(update.update_id, update.callback_query.id)
+        self.replies.submit(event.sender_id, handled, event.update_id)
 
     async def _fetch_document(self, event: InboundEvent, size: int | None) -> InboundEvent:
         """The event with the document's bytes, or `file_too_large` over the size limit.
@@ -537,7 +595,12 @@ class TelegramChannel:
         except Exception as exc:
             attempts = self._failures.get(update.update_id, 0) + 1
             self._failures[update.update_id] = attempts
-            if self._dead_letters is None or attempts < self._settings.max_update_attempts:
+            if self._dead_letters is None:
+                raise
+            # Only a failure that can heal (the database or the network away) is
+            # worth a retry; any other would fail the same way each time, and
+            # retrying it would hold everybody in the batch.
+            if is_transient(exc) and attempts < self._settings.max_update_attempts:
                 raise
             await self._park(update, exc, attempts)
         self._failures.pop(update.update_id, None)
@@ -557,75 +620,37 @@ class TelegramChannel:
         )
         logger.error("update %s parked after %s failed attempts", update.update_id, attempts)
         if update.callback_query is not None:
-            await self._send(
-                update.update_id, AnswerCallbackQuery(callback_query_id=update.callback_query.id)
-            )
+            self._answer_callback(update.update_id, update.callback_query.id)
         if sender is None:
             return
         language = Language.INDONESIAN
         with contextlib.suppress(Exception):  # the database may be the reason it failed
             language = await self._engine.language_of(Channel.TELEGRAM, sender)
         text = self._catalogs.translator(language)("input.update_parked")
-        await self._send(update.update_id, SendMessage(chat_id=int(sender), text=text))
+        try:
+            await self.replies.send_now(
+                sender, [Reply(text)], language, f"parked:{update.update_id}"
+            )
+        except Exception as exc:  # parked already: the notice is what may be missing
+            _log_failure("queueing the parking notice", update.update_id, exc)
 
     # --- replies out ------------------------------------------------------------
 
-    async def _deliver(self, update: Update, event: InboundEvent, replies: Sequence[Reply]) -> None:
-        query = update.callback_query
-        if query is not None:
-            # Stops the button's spinner. The pressed keyboard is left as it is:
-            # removing it would cost one more Bot API call per tap against the
-            # bot's shared rate budget, and the engine answers a press on an old
-            # question's button with "that button is no longer valid".
-            await self._send(update.update_id, AnswerCallbackQuery(callback_query_id=query.id))
-        if not replies:
-            return
-        language = Language.INDONESIAN
-        if any(reply.request_contact for reply in replies):
-            try:
-                language = await self._engine.language_of(Channel.TELEGRAM, event.sender_id)
-            except Exception as exc:
-                _log_failure("language lookup", update.update_id, exc)
-        try:
-            messages = render_replies(replies, self._catalogs.translator(language))
-        except ValueError as exc:
-            _log_failure("rendering replies", update.update_id, exc)
-            return
-        chat_id = int(event.sender_id)
-        for message in messages:
-            if not await self._send(update.update_id, message.to_method(chat_id)):
-                return
+    def _answer_callback(self, update_id: int, query_id: str) -> None:
+        """Answer a button press on a task of its own: one try, nobody waits for it.
 
-    async def _send(self, update_id: int, call: TelegramMethod[Any]) -> bool:
-        """Make one outbound call, waiting out one flood-control answer; never raises.
-
-        Returns False when the person blocked the bot (no point sending more).
+        Not queued: Telegram accepts an answer only for a few seconds, and the
+        replies that follow say everything the person needs.
         """
-        for attempt in range(2):
-            try:
-                await self.bot(call)
-                return True
-            except TelegramRetryAfter as exc:
-                logger.warning("update %s: flood control, %ss", update_id, exc.retry_after)
-                if attempt == 0:
-                    await asyncio.sleep(min(exc.retry_after, self._retry_cap_s))
-            except TelegramForbiddenError:
-                logger.info("update %s: the person blocked the bot", update_id)
-                return False
-            except TelegramBadRequest as exc:
-                logger.warning(
-                    "update %s: %s refused: %s", update_id, call.__api_method__, exc.message
-                )
-                return True
-            except TelegramAPIError as exc:
-                logger.warning(
-                    "update %s: %s failed: %s", update_id, call.__api_method__, type(exc).__name__
-                )
-                return True
-            except Exception as exc:
-                _log_failure(f"{call.__api_method__}", update_id, exc)
-                return True
-        return True
+        task = asyncio.ensure_future(self._answer_once(update_id, query_id))
+        self._callback_answers.add(task)
+        task.add_done_callback(self._callback_answers.discard)
+
+    async def _answer_once(self, update_id: int, query_id: str) -> None:
+        try:
+            await self.bot(AnswerCallbackQuery(callback_query_id=query_id))
+        except Exception as exc:
+            logger.info("update %s: answerCallbackQuery failed: %s", update_id, type(exc).__name__)
 
     # --- long polling -----------------------------------------------------------
 
@@ -639,6 +664,15 @@ class TelegramChannel:
         engine drops them as replays.
         """
         stop = stop if stop is not None else asyncio.Event()
+        sweep = asyncio.create_task(self.replies.run(stop))
+        try:
+            await self._poll(stop)
+        finally:
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
+
+    async def _poll(self, stop: asyncio.Event) -> None:
         backoff = _Backoff(self._retry_first_s, self._retry_cap_s)
         while not stop.is_set():
             try:
@@ -804,7 +838,10 @@ class TelegramChannel:
             )
 
     async def close(self) -> None:
-        """Close the HTTP session of the bot."""
+        """Hand back the replies still waiting (the next start sends them), close the session."""
+        await self.replies.close()
+        for task in list(self._callback_answers):
+            task.cancel()
         await self.bot.session.close()
 
 
@@ -814,18 +851,30 @@ class TelegramChannel:
 def classify_error(exc: Exception) -> SendResult:
     """What an exception from a Bot API call means for an outbox row.
 
-    429 -> `RetryAfter` (the whole channel pauses); blocked by the user, chat not
+    429 -> `RetryAfter` (the whole channel pauses); an answer that is not the Bot
+    API's (an HTML error page from a proxy) -> `Transient`, but a success whose
+    result did not parse -> `Sent` (Telegram has the message); blocked by the user, chat not
     found and other refusals of the request itself -> `Permanent`; network
     errors, timeouts, 5xx, and a rejected token (a configuration error that a
     fixed token heals) -> `Transient`.
     """
+    if isinstance(exc, ClientDecodeError):
+        data = exc.data
+        if isinstance(data, dict) and data.get("ok") is True:
+            # Telegram accepted the call; only its answer did not parse. Sending
+            # again would deliver the message twice.
+            logger.warning("%s: accepted, but the answer did not parse", type(exc).__name__)
+            return Sent()
+        return Transient(f"{type(exc).__name__}: not a Bot API answer")  # a proxy's error page
     if isinstance(exc, TelegramRetryAfter):
         return RetryAfter(float(exc.retry_after), error=f"429: {exc.message}")
     if isinstance(exc, TelegramUnauthorizedError):
         return Transient(f"{type(exc).__name__}: {exc.message}")
-    if isinstance(
-        exc, TelegramForbiddenError | TelegramBadRequest | TelegramNotFound | TelegramMigrateToChat
-    ):
+    if isinstance(exc, TelegramForbiddenError):
+        return Permanent(f"{type(exc).__name__}: {exc.message}", recipient_gone=True)
+    if isinstance(exc, TelegramBadRequest) and "chat not found" in exc.message.lower():
+        return Permanent(f"{type(exc).__name__}: {exc.message}", recipient_gone=True)
+    if isinstance(exc, TelegramBadRequest | TelegramNotFound | TelegramMigrateToChat):
         return Permanent(f"{type(exc).__name__}: {exc.message}")
     if isinstance(exc, TelegramAPIError):
         return Transient(f"{type(exc).__name__}: {exc.message}")
@@ -876,12 +925,12 @@ class TelegramSender:
             try:
                 await self._bot(SendMessage(chat_id=chat_id, text=chunk))
             except Exception as exc:
-                return self._scrubbed(classify_error(exc))
+                return scrub_token(classify_error(exc), self._bot.token)
         return Sent()
 
-    def _scrubbed(self, result: SendResult) -> SendResult:
-        """The result with the bot token removed from its text (network errors may quote URLs)."""
-        token = self._bot.token
-        if isinstance(result, RetryAfter | Transient | Permanent) and token in result.error:
-            return dataclasses.replace(result, error=result.error.replace(token, "<token>"))
-        return result
+
+def scrub_token(result: SendResult, token: str) -> SendResult:
+    """The result with the bot token removed from its text (network errors may quote URLs)."""
+    if isinstance(result, RetryAfter | Transient | Permanent) and token in result.error:
+        return dataclasses.replace(result, error=result.error.replace(token, "<token>"))
+    return result

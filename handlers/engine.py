@@ -15,7 +15,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,7 +40,7 @@ from handlers.flows.worker import CONSENT_PREFIX, EraseFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
 from handlers.parsing import match_option, normalise
-from handlers.types import EventKind, InboundEvent, Reply
+from handlers.types import EventKind, InboundEvent, QueuedReplies, Reply, encode_replies
 from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
 from storage.roles import InviteProblem, redeem_invite
@@ -132,8 +132,14 @@ class Engine:
         catalogs: Catalogs,
         clock: Clock,
         worker_channel: Channel | None = None,
+        reply_lease: timedelta = timedelta(seconds=30),
     ) -> None:
-        """`worker_channel`: where workers are asked for consent and told (WhatsApp), if any."""
+        """`worker_channel`: where workers are asked for consent and told (WhatsApp), if any.
+
+        `reply_lease`: how long a queued reply is held by this process before
+        another may take it over (`handle_queued`; storage.reply_queue).
+        """
+        self._reply_lease = reply_lease
         self._database = database
         self._cipher = cipher
         self._config = config
@@ -172,6 +178,12 @@ class Engine:
         return language or self._config.default_language
 
     async def handle(self, event: InboundEvent) -> Sequence[Reply]:
+        return (await self._handle(event, queue=False)).replies
+
+    async def handle_queued(self, event: InboundEvent) -> QueuedReplies:
+        return await self._handle(event, queue=True)
+
+    async def _handle(self, event: InboundEvent, *, queue: bool) -> QueuedReplies:
         async with self._locks.hold((event.channel, event.sender_id)):
             # Closed explicitly: `async with engine.connect()` runs close() in a task
             # of its own, an extra event-loop round on every event (bench/).
@@ -182,11 +194,24 @@ class Engine:
                     store = await conversation_store(connection)
                     if not await store.claim(event.channel, event.update_id, now):
                         log.info("replayed update %s/%s ignored", event.channel, event.update_id)
-                        return []
-                    replies = await self._apply(connection, store, event, now)
+                        return QueuedReplies((), self._config.default_language)
+                    replies, language = await self._apply(connection, store, event, now)
+                    if not queue or not replies:
+                        return QueuedReplies(replies, language)
+                    # Written with the step, so a reply the platform refuses for a
+                    # while is sent again later instead of being lost.
+                    payload = self._cipher.encrypt_payload(encode_replies(replies, language))
+                    reply_id, earlier = await store.queue_replies(
+                        event.channel,
+                        event.sender_id,
+                        event.update_id,
+                        payload,
+                        now=now,
+                        lease_until=now + self._reply_lease,
+                    )
             finally:
                 await connection.close()
-        return replies
+        return QueuedReplies(replies, language, reply_id, earlier)
 
     # -- one event -----------------------------------------------------------------
 
@@ -196,7 +221,8 @@ class Engine:
         store: ConversationStore,
         event: InboundEvent,
         now: datetime,
-    ) -> list[Reply]:
+    ) -> tuple[list[Reply], Language]:
+        """The replies to `event` and the language they are written in."""
         language = self._config.default_language
         if event.language_hint and event.language_hint.lower().startswith("en"):
             language = Language.ENGLISH
@@ -232,7 +258,7 @@ class Engine:
             state.step,
             state.version,
         )
-        return replies
+        return replies, ctx.account.language
 
     async def _route(self, ctx: Context, idle_since: datetime) -> list[Reply]:
         event, state = ctx.event, ctx.state

@@ -6,7 +6,9 @@ nothing here knows about a messenger library.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -121,6 +123,75 @@ class Reply:
     attachment: FileRef | None = None
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class QueuedReplies:
+    """The engine's answer to one event, already stored for delivery.
+
+    `reply_id` is the `pending_reply` row written in the event's transaction
+    (None when there was nothing to send, for a replay, or from an engine without
+    a queue); the channel deletes it once every part was delivered. `earlier`
+    lists the rows still waiting for the same person when it was written: they
+    go first.
+    """
+
+    replies: Sequence[Reply]
+    language: Language
+    reply_id: int | None = None
+    earlier: tuple[int, ...] = ()
+
+
+def encode_replies(replies: Sequence[Reply], language: Language) -> str:
+    """`replies` and their language as JSON text (stored, encrypted, until delivered)."""
+    items = []
+    for reply in replies:
+        item: dict[str, object] = {"text": reply.text}
+        if reply.options:
+            item["options"] = [[option.id, option.label] for option in reply.options]
+        if reply.request_contact:
+            item["request_contact"] = True
+        if reply.document is not None:
+            item["document"] = {
+                "file_name": reply.document.file_name,
+                "mime_type": reply.document.mime_type,
+                "content": base64.b64encode(reply.document.content).decode("ascii"),
+            }
+        if reply.attachment is not None:
+            item["attachment"] = [
+                reply.attachment.channel.value,
+                reply.attachment.kind.value,
+                reply.attachment.ref,
+            ]
+        items.append(item)
+    return json.dumps({"language": language.value, "replies": items}, ensure_ascii=False)
+
+
+def decode_replies(encoded: str) -> tuple[list[Reply], Language]:
+    """The inverse of `encode_replies`."""
+    data = json.loads(encoded)
+    replies: list[Reply] = []
+    for item in data["replies"]:
+        document = item.get("document")
+        attachment = item.get("attachment")
+        replies.append(
+            Reply(
+                text=item["text"],
+                options=tuple(Option(id, label) for id, label in item.get("options", ())),
+                request_contact=bool(item.get("request_contact", False)),
+                document=None
+                if document is None
+                else Document(
+                    file_name=document["file_name"],
+                    content=base64.b64decode(document["content"]),
+                    mime_type=document["mime_type"],
+                ),
+                attachment=None
+                if attachment is None
+                else FileRef(Channel(attachment[0]), EventKind(attachment[1]), attachment[2]),
+            )
+        )
+    return replies, Language(data["language"])
+
+
 class ConversationEngine(Protocol):
     """The single entry point every channel calls."""
 
@@ -129,6 +200,11 @@ class ConversationEngine(Protocol):
 
         Returns an empty sequence for a replayed update (already processed).
         """
+        ...
+
+    async def handle_queued(self, event: InboundEvent) -> QueuedReplies:
+        """As `handle`, and the replies are also written to the reply queue in the
+        same transaction, so a reply the platform refuses for a while is not lost."""
         ...
 
     async def language_of(self, channel: Channel, sender_id: str) -> Language:

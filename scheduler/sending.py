@@ -73,9 +73,15 @@ class Transient:
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class Permanent:
-    """Retrying cannot help (blocked by the user, chat not found): the row fails."""
+    """Retrying cannot help (blocked by the user, chat not found): the row fails.
+
+    `recipient_gone`: nothing at all can reach this person now (blocked, chat
+    not found, WhatsApp 131026), as opposed to this one message being refused
+    (a malformed request): a person's further replies are not tried.
+    """
 
     error: str
+    recipient_gone: bool = False
 
 
 SendResult = Sent | RetryAfter | Deferred | Transient | Permanent

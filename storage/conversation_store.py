@@ -26,12 +26,12 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import Channel, Language
 from storage.db import insert_for
-from storage.models import ChannelAccount, Conversation, UtcDateTime
+from storage.models import ChannelAccount, Conversation, PendingReply, UtcDateTime
 from storage.sqlite_inline import InlineConnection
 
 
@@ -96,6 +96,21 @@ class ConversationStore(Protocol):
         ...
 
     async def set_language(self, account_id: int, language: Language) -> None: ...
+
+    async def queue_replies(
+        self,
+        channel: Channel,
+        chat_id: str,
+        update_id: str,
+        payload: bytes,
+        *,
+        now: datetime,
+        lease_until: datetime,
+    ) -> tuple[int, tuple[int, ...]]:
+        """Store replies to `chat_id` (storage.reply_queue), held by this process until
+        `lease_until`; returns the new row's id and the ids of the rows already
+        waiting for the same person (they go first)."""
+        ...
 
 
 async def conversation_store(connection: AsyncConnection) -> ConversationStore:
@@ -162,6 +177,30 @@ _SET_LANGUAGE = (
     update(ChannelAccount)
     .where(ChannelAccount.id == bindparam("account_id"))
     .values(language=bindparam("language"))
+)
+
+
+_WAITING_REPLIES = (
+    select(PendingReply.id)
+    .where(
+        PendingReply.channel == bindparam("channel"), PendingReply.chat_id == bindparam("chat_id")
+    )
+    .order_by(PendingReply.id)
+)
+_QUEUE_REPLY = (
+    insert(PendingReply)
+    .values(
+        channel=bindparam("channel"),
+        chat_id=bindparam("chat_id"),
+        update_id=bindparam("update_id"),
+        payload_ciphertext=bindparam("payload_ciphertext"),
+        parts_sent=0,
+        attempts=0,
+        created_at=bindparam("created_at"),
+        not_before=bindparam("not_before"),
+        lease_until=bindparam("lease_until"),
+    )
+    .returning(PendingReply.id)
 )
 
 
@@ -264,6 +303,33 @@ class CoreConversationStore:
         await self._connection.execute(
             _SET_LANGUAGE, {"account_id": account_id, "language": language.value}
         )
+
+    async def queue_replies(
+        self,
+        channel: Channel,
+        chat_id: str,
+        update_id: str,
+        payload: bytes,
+        *,
+        now: datetime,
+        lease_until: datetime,
+    ) -> tuple[int, tuple[int, ...]]:
+        params = {"channel": channel.value, "chat_id": chat_id}
+        earlier = tuple((await self._connection.execute(_WAITING_REPLIES, params)).scalars())
+        row_id = (
+            await self._connection.execute(
+                _QUEUE_REPLY,
+                {
+                    **params,
+                    "update_id": update_id,
+                    "payload_ciphertext": payload,
+                    "created_at": now,
+                    "not_before": now,
+                    "lease_until": lease_until,
+                },
+            )
+        ).scalar_one()
+        return int(row_id), earlier
 
 
 # -- sqlite3 directly ------------------------------------------------------------------
@@ -376,3 +442,37 @@ class SqliteConversationStore:
         self._db.execute(
             "UPDATE channel_account SET language = ? WHERE id = ?", (language.value, account_id)
         )
+
+    async def queue_replies(
+        self,
+        channel: Channel,
+        chat_id: str,
+        update_id: str,
+        payload: bytes,
+        *,
+        now: datetime,
+        lease_until: datetime,
+    ) -> tuple[int, tuple[int, ...]]:
+        earlier = tuple(
+            row[0]
+            for row in self._db.execute(
+                "SELECT id FROM pending_reply WHERE channel = ? AND chat_id = ? ORDER BY id",
+                (channel.value, chat_id),
+            )
+        )
+        cursor = self._db.execute(
+            "INSERT INTO pending_reply (channel, chat_id, update_id, payload_ciphertext, "
+            "parts_sent, attempts, created_at, not_before, lease_until) "
+            "VALUES (?, ?, ?, ?, 0, 0, ?, ?, ?)",
+            (
+                channel.value,
+                chat_id,
+                update_id,
+                payload,
+                _sqlite_time(now),
+                _sqlite_time(now),
+                _sqlite_time(lease_until),
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid, earlier

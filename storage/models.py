@@ -471,6 +471,37 @@ class Outbox(Base):
     )
 
 
+class PendingReply(Base):
+    """Replies to one inbound event, written in the event's transaction and deleted
+    once the platform accepted every part (SPEC 7: nothing kept after delivery).
+
+    A reply that Telegram or WhatsApp refused for a while (5xx, timeout, 429,
+    130429) waits here and is sent again, in order per chat, without re-running
+    the step. The payload (the replies and the language they are rendered in)
+    may quote a masked NIK or hold the collective file: it is encrypted like a
+    parked update. `parts_sent` counts the rendered messages already accepted,
+    so a retry continues with the next one instead of repeating them.
+    """
+
+    __tablename__ = "pending_reply"
+    __table_args__ = (Index("ix_pending_reply_chat", "channel", "chat_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    channel: Mapped[Channel] = mapped_column(_enum(Channel, "channel"))
+    #: The person the replies go to (Telegram chat id, WhatsApp wa_id).
+    chat_id: Mapped[str] = mapped_column(String(PERSON_ID_LENGTH))
+    #: The inbound update they answer (for logs; never its content).
+    update_id: Mapped[str] = mapped_column(String(128))
+    payload_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    not_before: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: A deliverer holds the row until then (a crashed process's rows are taken again).
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(200))
+
+
 class WhatsappInbound(Base):
     """A WhatsApp message as the webhook received it, before the engine handled it.
 

@@ -2,7 +2,7 @@
 
 ```
 Meta ──POST──► WhatsAppWebhook (signature, journal row, 200) ──wake──► InboundProcessor
-InboundProcessor ──► Engine.handle ──► WhatsAppReplies (pywa) ──► Graph API
+InboundProcessor ──► Engine.handle_queued ──► ReplyDelivery ──► WhatsAppReplies (pywa) ──► Graph API
 outbox ──► Dispatcher ──► WhatsAppSender (free text in the 24-hour window, else template)
 ```
 
@@ -18,6 +18,7 @@ import dataclasses
 from aiohttp import web
 
 from bot.app import Runtime, StartupError
+from bot.delivery import DeliverySettings, ReplyDelivery
 from bot.whatsapp.client import WhatsAppClient, build_client
 from bot.whatsapp.processor import InboundProcessor, ProcessorSettings
 from bot.whatsapp.render import WhatsAppReplies
@@ -33,15 +34,19 @@ class WhatsAppChannel:
     sender: WhatsAppSender
     webhook: WhatsAppWebhook
     processor: InboundProcessor
+    replies: ReplyDelivery
 
     def routes(self, app: web.Application) -> None:
         self.webhook.routes(app)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Feed the journal to the engine until `stop` (the webhook wakes it on new rows)."""
-        await self.processor.run(stop)
+        """Feed the journal to the engine until `stop` (the webhook wakes it on new rows),
+        and send the replies the reply queue holds for nobody (refused earlier, or left
+        by a process that stopped)."""
+        await asyncio.gather(self.processor.run(stop), self.replies.run(stop))
 
     async def close(self) -> None:
+        await self.replies.close()
         await self.client.close()
 
 
@@ -77,11 +82,18 @@ def build_whatsapp(runtime: Runtime) -> WhatsAppChannel:
         chunk_interval_s=dispatch.whatsapp_chat_interval_s,
         pair_retry_s=dispatch.whatsapp_chat_interval_s,
     )
+    replies = ReplyDelivery(
+        WhatsAppReplies(client, runtime.catalogs, pair_retry_s=dispatch.whatsapp_chat_interval_s),
+        database=runtime.db,
+        cipher=runtime.cipher,
+        clock=runtime.clock,
+        settings=DeliverySettings.from_settings(runtime.settings.reply),
+    )
     processor = InboundProcessor(
         database=runtime.db,
         engine=runtime.engine,
         cipher=runtime.cipher,
-        replies=WhatsAppReplies(client, runtime.catalogs),
+        replies=replies,
         media=_Media(client),
         parking=DeadLetters(runtime.sessionmaker, runtime.cipher),
         catalogs=runtime.catalogs,
@@ -91,4 +103,4 @@ def build_whatsapp(runtime: Runtime) -> WhatsAppChannel:
     webhook = WhatsAppWebhook(
         settings, runtime.db, runtime.cipher, runtime.clock, wake=processor.wake
     )
-    return WhatsAppChannel(client, sender, webhook, processor)
+    return WhatsAppChannel(client, sender, webhook, processor, replies)

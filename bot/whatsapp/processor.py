@@ -10,20 +10,24 @@ order (different senders concurrently), and for each message:
    too large, the engine says so);
 3. `await engine.handle(event)`: one transaction, deduplicated by the message
    id itself;
-4. delivers the replies through the `ReplySink` (errors there are logged and
-   dropped: the step is committed, and a retry would bring no replies back);
+4. hands the replies, which the engine stored with the step, to the
+   `ReplyDelivery` (bot/delivery.py): sent at once on the person's own task,
+   and again from their row while Meta refuses them (130429, 131000, 5xx);
 5. marks the rows processed (one UPDATE per claimed batch).
 
-A failure in 1-3 counts an attempt and holds the message (and with it its
+A failure in 1-3 that may heal (bot/retry_policy.py: the database or the
+network away) counts an attempt and holds the message (and with it its
 sender's later messages) for a back-off that doubles per attempt; after
-`max_update_attempts` the message is parked in `failed_update` (payload
+`max_update_attempts`, or at once for a failure that cannot heal (a bug, data
+the code cannot handle), the message is parked in `failed_update` (payload
 encrypted), the person is told (`input.update_parked`, as on Telegram) and
 the sender's next messages go on. If parking fails, the message is retried:
 nothing leaves the journal without a durable copy.
 
 A crash between the engine's commit and step 5 replays the message after the
-lease: the engine recognises its id and returns no replies, so the person is
-not answered twice (nor, for that message, at all: a rare gap we accept).
+lease: the engine recognises its id and returns nothing, and the replies it
+stored the first time are in the reply queue, sent by whichever process
+takes them over.
 
 The webhook calls `wake()` after recording; other processes (several bot
 processes on PostgreSQL) find the rows by polling every `idle_s`.
@@ -50,6 +54,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.delivery import ReplyDelivery
+from bot.retry_policy import is_transient
 from bot.settings import WhatsAppSettings
 from bot.whatsapp.events import to_event
 from domain.vocabulary import Channel, Language
@@ -75,14 +81,6 @@ class MediaFetcher(Protocol):
 
     async def fetch(self, media_id: str, max_bytes: int) -> bytes | None:
         """The file's bytes; None when it is larger than `max_bytes`. Raises when it cannot."""
-        ...
-
-
-class ReplySink(Protocol):
-    """Sends the engine's replies to one WhatsApp user (bot/whatsapp/render.py)."""
-
-    async def deliver(self, recipient: str, replies: Sequence[Reply], language: Language) -> None:
-        """Render and send `replies` in order to `recipient` (wa_id or user id)."""
         ...
 
 
@@ -150,7 +148,7 @@ class InboundProcessor:
         database: AsyncEngine,
         engine: ConversationEngine,
         cipher: NikCipher,
-        replies: ReplySink,
+        replies: ReplyDelivery,
         media: MediaFetcher,
         parking: UpdateParking,
         catalogs: Catalogs,
@@ -258,10 +256,8 @@ class InboundProcessor:
         if event.kind is EventKind.DOCUMENT and event.file_ref is not None:
             event = await self._fetch_document(event)
         async with self._engine_slots:
-            replies = await self._engine.handle(event)
-            language = await self._language(event.sender_id, item.message_id) if replies else None
-        if replies and language is not None:
-            await self._deliver(event.sender_id, replies, language, item.message_id)
+            handled = await self._engine.handle_queued(event)
+        self._replies.submit(event.sender_id, handled, item.message_id)
 
     async def _fetch_document(self, event: InboundEvent) -> InboundEvent:
         assert event.file_ref is not None
@@ -271,23 +267,6 @@ class InboundProcessor:
             return dataclasses.replace(event, file_too_large=True)
         return dataclasses.replace(event, file_content=content)
 
-    async def _language(self, recipient: str, message_id: str) -> Language:
-        """The person's language for channel-level texts; Indonesian when it cannot be read."""
-        try:
-            return await self._engine.language_of(Channel.WHATSAPP, recipient)
-        except Exception as exc:
-            _log_failure("language lookup", message_id, exc)
-            return Language.INDONESIAN
-
-    async def _deliver(
-        self, recipient: str, replies: Sequence[Reply], language: Language, message_id: str
-    ) -> None:
-        """Send replies; failures are logged, never raised (the engine's step is committed)."""
-        try:
-            await self._replies.deliver(recipient, replies, language)
-        except Exception as exc:
-            _log_failure("delivering replies", message_id, exc)
-
     async def _fail(self, item: ClaimedMessage, exc: Exception) -> bool:
         """Count the failure; True when the message was parked (and the sender may go on)."""
         attempts = item.attempts + 1
@@ -295,7 +274,7 @@ class InboundProcessor:
         logger.warning(
             "whatsapp message %s failed (attempt %s): %s", item.message_id, attempts, error
         )
-        if attempts >= self._settings.max_attempts:
+        if attempts >= self._settings.max_attempts or not is_transient(exc):
             try:
                 await self._park(item, error, attempts)
                 return True
@@ -336,7 +315,9 @@ class InboundProcessor:
             language = await self._engine.language_of(Channel.WHATSAPP, item.sender_id)
         text = self._catalogs.translator(language)("input.update_parked")
         try:
-            await self._replies.deliver(item.sender_id, [Reply(text)], language)
+            await self._replies.send_now(
+                item.sender_id, [Reply(text)], language, f"parked:{item.message_id}"
+            )
         except Exception as exc:
             logger.warning(
                 "whatsapp %s: parking notice not sent: %s", item.message_id, type(exc).__name__

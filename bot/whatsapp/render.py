@@ -20,29 +20,25 @@ reply looks:
   platform's clients do; an emoji counts 2), an interactive message's body at
   1,024: the text before it goes out as plain messages.
 
-`WhatsAppReplies.deliver` sends the specs in order through pywa. It never
-raises: a failed message is logged (by error code, never with its text) and
-the rest is abandoned only when continuing cannot help (the number cannot
-receive messages).
+`WhatsAppReplies.send` sends one spec through pywa and says what a refusal
+means (bot/delivery.py retries, in order per person).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import mimetypes
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
-import httpx
-from pywa_async.errors import WhatsAppError
 from pywa_async.types.callback import Button, Section, SectionList, SectionRow
 
 from bot.whatsapp.client import WhatsAppClient
-from domain.vocabulary import Language
+from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs, Translator
 from handlers.types import Document, Reply
+from scheduler.sending import SendResult, Sent
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +56,6 @@ MAX_SECTION_TITLE: Final = 24
 #: Catalogue keys of the channel's own texts.
 LIST_BUTTON_KEY: Final = "whatsapp.list_button"
 CHOOSE_NUMBER_KEY: Final = "whatsapp.choose_number"
-#: Graph API codes after which nothing more can reach the number.
-_GIVE_UP_CODES: Final = frozenset({131026})
-#: Rate-limit codes worth one retry after a pause (the whole number; the pair).
-_RATE_LIMIT_CODES: Final = frozenset({130429, 131056})
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -250,7 +242,16 @@ def _with_options(text: str, options: list[tuple[str, str]], t: Translator) -> l
 
 
 class WhatsAppReplies:
-    """Sends the engine's replies to one person through pywa (conversation, not the outbox)."""
+    """Sends a person's replies through pywa (a `bot.delivery.ReplyTransport`).
+
+    Graph API refusals are classified as for the outbox (bot/whatsapp/sender.py):
+    130429 (our number's throughput) pauses the whole channel, 131056 (too many
+    to this person) defers only them, 131000 and 5xx are retried, 131026 and
+    other 4xx skip the message.
+    """
+
+    channel: Channel = Channel.WHATSAPP
+    channel_wide_rate_limit: bool = True
 
     def __init__(
         self,
@@ -258,46 +259,28 @@ class WhatsAppReplies:
         catalogs: Catalogs,
         *,
         rate_limit_pause_s: float = 1.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        pair_retry_s: float = 6.0,
     ) -> None:
-        """`rate_limit_pause_s`: the wait before the one retry of a message refused for a
-        rate limit (130429, 131056)."""
+        """`rate_limit_pause_s`: the pause after 130429; `pair_retry_s`: after 131056."""
         self._client = client
         self._catalogs = catalogs
         self._rate_limit_pause_s = rate_limit_pause_s
-        self._sleep = sleep
+        self._pair_retry_s = pair_retry_s
 
-    async def deliver(self, recipient: str, replies: Sequence[Reply], language: Language) -> None:
-        """Send `replies` to `recipient` (a wa_id), in order; never raises."""
+    def render(self, replies: Sequence[Reply], language: Language) -> list[MessageSpec]:
+        return render_replies(replies, self._catalogs.translator(language))
+
+    async def send(self, chat_id: str, part: MessageSpec) -> SendResult:
+        # Imported here: the sender module imports this one (its text splitting).
+        from bot.whatsapp.sender import classify_error
+
         try:
-            messages = render_replies(replies, self._catalogs.translator(language))
-        except Exception as exc:  # a rendering bug must not take the inbound path down
-            logger.error("whatsapp replies not rendered: %s", type(exc).__name__)
-            return
-        for message in messages:
-            if not await self._send(recipient, message):
-                return
-
-    async def _send(self, recipient: str, message: MessageSpec) -> bool:
-        """One message, retried once after a rate limit; False when nothing more can reach them."""
-        for attempt in range(2):
-            try:
-                await self._call(recipient, message)
-                return True
-            except WhatsAppError as exc:
-                if exc.code in _RATE_LIMIT_CODES and attempt == 0:
-                    logger.warning("whatsapp reply rate limited (%s), retrying once", exc.code)
-                    await self._sleep(self._rate_limit_pause_s)
-                    continue
-                logger.warning("whatsapp reply refused: %s %s", exc.code, type(exc).__name__)
-                return exc.code not in _GIVE_UP_CODES
-            except httpx.HTTPError as exc:
-                logger.warning("whatsapp reply failed: %s", type(exc).__name__)
-                return True
-            except Exception as exc:
-                logger.error("whatsapp reply failed: %s", type(exc).__name__)
-                return True
-        return True
+            await self._call(chat_id, part)
+        except Exception as exc:
+            return classify_error(
+                exc, rate_limit_pause_s=self._rate_limit_pause_s, pair_retry_s=self._pair_retry_s
+            )
+        return Sent()
 
     async def _call(self, recipient: str, message: MessageSpec) -> None:
         wa = self._client.wa

@@ -90,7 +90,7 @@ def classify_error(
         if exc.code == PAIR_RATE_LIMIT:
             return Deferred(pair_retry_s, error=reason)
         if exc.code == UNDELIVERABLE:
-            return Permanent(reason)
+            return Permanent(reason, recipient_gone=True)
         if status == 401 or exc.code in AUTH_ERRORS:
             return Transient(reason)
         if status is None or status >= 500 or exc.is_transient:

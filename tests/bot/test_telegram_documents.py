@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,11 +17,12 @@ from aiogram.methods import SendDocument, SendPhoto
 from aiogram.types import InlineKeyboardMarkup, Update
 from pydantic import SecretStr
 
+from bot.delivery import DeliverySettings
 from bot.settings import TelegramSettings
 from bot.telegram import MAX_CAPTION_LENGTH, TelegramChannel, render_replies
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs
-from handlers.types import Document, EventKind, FileRef, InboundEvent, Option, Reply
+from handlers.types import Document, EventKind, FileRef, InboundEvent, Option, QueuedReplies, Reply
 from tests.fakes.clock import FrozenClock
 from tests.fakes.telegram_api import FakeTelegramServer, ResentFile
 
@@ -41,6 +42,9 @@ class RecordingEngine:
     async def handle(self, event: InboundEvent) -> Sequence[Reply]:
         self.events.append(event)
         return self._answer(event)
+
+    async def handle_queued(self, event: InboundEvent) -> QueuedReplies:
+        return QueuedReplies(await self.handle(event), Language.INDONESIAN)
 
     async def language_of(self, channel: Channel, sender_id: str) -> Language:
         return Language.INDONESIAN
@@ -68,9 +72,13 @@ async def open_channel(
         FrozenClock(NOW),
         retry_first_s=0.01,
         retry_cap_s=0.05,
+        delivery=DeliverySettings(
+            retry_first=timedelta(milliseconds=10), retry_cap=timedelta(milliseconds=50)
+        ),
     )
     try:
         yield channel
+        await asyncio.wait_for(channel.replies.drain(), 10)
     finally:
         await channel.close()
 

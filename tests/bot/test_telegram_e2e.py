@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import Runtime, build_runtime, seed_opds_if_empty
+from bot.delivery import DeliverySettings
 from bot.settings import (
     AppSettings,
     DatabaseSettings,
@@ -33,7 +34,7 @@ from bot.settings import (
 )
 from bot.telegram import SECRET_HEADER, TelegramChannel, UpdateParking
 from domain.vocabulary import Channel, Language, Occupation, PaymentPlan, SponsorshipStatus
-from handlers.types import ConversationEngine, InboundEvent, Reply
+from handlers.types import ConversationEngine, InboundEvent, QueuedReplies, Reply
 from storage.crypto import NikCipher, decode_key, generate_key
 from storage.dead_letters import DeadLetters
 from storage.models import (
@@ -48,7 +49,7 @@ from storage.models import (
 from tests.fakes.chat import ASN_NIP, OPD_SEED, WORKER_NIK
 from tests.fakes.clock import FrozenClock
 from tests.fakes.telegram_api import FakeTelegramServer
-from tests.fakes.telegram_user import TelegramUser, inline_buttons
+from tests.fakes.telegram_user import TelegramUser, inline_buttons, watching
 
 BUDI = 5500000001
 SECRET = "e2e-webhook-secret_0123456789"
@@ -138,9 +139,16 @@ async def open_bot(
         dead_letters=parking(runtime) if parking is not None else None,
         retry_first_s=0.01,
         retry_cap_s=0.05,
+        database=runtime.db,
+        cipher=runtime.cipher,
+        delivery=DeliverySettings(
+            retry_first=timedelta(milliseconds=10), retry_cap=timedelta(milliseconds=50)
+        ),
     )
     try:
-        yield RunningBot(runtime, channel)
+        with watching(channel.replies.drain):
+            yield RunningBot(runtime, channel)
+        await asyncio.wait_for(channel.replies.drain(), 10)
     finally:
         await channel.close()
         await runtime.close()
@@ -358,8 +366,8 @@ async def test_an_update_redelivered_after_a_crash_before_confirming_has_one_eff
     assert sum(SUBMITTED in text for text in sent_texts(server, BUDI)) == 1
 
 
-class DatabaseDown(RuntimeError):
-    pass
+class DatabaseDown(ConnectionRefusedError):
+    """A failure that may heal (an OSError, like a refused database connection)."""
 
 
 class FailingOnce:
@@ -380,12 +388,15 @@ class FailingOnce:
         return self
 
     async def handle(self, event: InboundEvent) -> Sequence[Reply]:
+        return (await self.handle_queued(event)).replies
+
+    async def handle_queued(self, event: InboundEvent) -> QueuedReplies:
         assert self._engine is not None
         if event.update_id == self.target:
             self.offsets_at_attempts.append(self.server.confirmed_offset)
             if len(self.offsets_at_attempts) == 1:
                 raise DatabaseDown("connection refused")
-        return await self._engine.handle(event)
+        return await self._engine.handle_queued(event)
 
     async def language_of(self, channel: Channel, sender_id: str) -> Language:
         assert self._engine is not None
@@ -442,7 +453,8 @@ async def test_webhook_runs_the_real_engine_behind_the_secret(
 
             accepted = await client.post(path, json=start, headers={SECRET_HEADER: SECRET})
             assert accepted.status == 200
-            # Answered only after the replies went out: they are already there.
+            # Answered after the commit; the replies, stored with it, follow at once.
+            await bot.channel.replies.drain()
             replies = server.messages_to(BUDI)
             assert replies[0].text.strip()
             buttons = [b["text"] for m in replies for b in inline_buttons(m)]
@@ -451,6 +463,7 @@ async def test_webhook_runs_the_real_engine_behind_the_secret(
             # Telegram retrying a delivered update: answered 200 again, no second effect.
             retried = await client.post(path, json=start, headers={SECRET_HEADER: SECRET})
             assert retried.status == 200
+            await bot.channel.replies.drain()
     assert await processed(sessionmaker, start["update_id"]) == 1
     assert await count(sessionmaker, ChannelAccount) == 1
     assert server.messages_to(BUDI) == replies
@@ -462,8 +475,10 @@ async def test_webhook_runs_the_real_engine_behind_the_secret(
 class Poisoned:
     """Test double around the real engine: one chosen update fails on every attempt."""
 
-    def __init__(self, update_id: int) -> None:
+    def __init__(self, update_id: int, failure: type[Exception] = DatabaseDown) -> None:
+        """`failure`: what each attempt raises (one that may heal by default)."""
         self.update_id = str(update_id)
+        self.failure = failure
         self.attempts = 0
         self._engine: ConversationEngine | None = None
 
@@ -472,11 +487,14 @@ class Poisoned:
         return self
 
     async def handle(self, event: InboundEvent) -> Sequence[Reply]:
+        return (await self.handle_queued(event)).replies
+
+    async def handle_queued(self, event: InboundEvent) -> QueuedReplies:
         assert self._engine is not None
         if event.update_id == self.update_id:
             self.attempts += 1
-            raise DatabaseDown("a bug that fails this update every time")
-        return await self._engine.handle(event)
+            raise self.failure("this update fails every time")
+        return await self._engine.handle_queued(event)
 
     async def language_of(self, channel: Channel, sender_id: str) -> Language:
         assert self._engine is not None

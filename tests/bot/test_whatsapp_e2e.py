@@ -118,6 +118,7 @@ class Bot:
         assert await self.post(wa.encode(wa.webhook(*incoming))) == 200
         while await self.channel.processor.drain_once():
             pass
+        await asyncio.wait_for(self.channel.replies.drain(), 10)
 
     async def dispatch(self) -> None:
         """Run dispatcher ticks until the outbox has nothing due."""
@@ -357,6 +358,7 @@ async def test_duplicate_webhooks_have_one_effect(
         assert await bot.post(body) == 200
         while await bot.channel.processor.drain_once():
             pass
+        await bot.channel.replies.drain()
         async with sessionmaker() as session:
             journal = (
                 await session.execute(select(func.count()).select_from(WhatsappInbound))

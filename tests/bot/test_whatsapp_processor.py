@@ -21,13 +21,22 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.delivery import DeliverySettings, ReplyDelivery
 from bot.settings import WhatsAppSettings
 from bot.whatsapp.events import to_event
 from bot.whatsapp.processor import InboundProcessor, ProcessorSettings
 from bot.whatsapp.webhook import SIGNATURE_HEADER, WhatsAppWebhook
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs
-from handlers.types import ConversationEngine, EventKind, InboundEvent, Option, Reply
+from handlers.types import (
+    ConversationEngine,
+    EventKind,
+    InboundEvent,
+    Option,
+    QueuedReplies,
+    Reply,
+)
+from scheduler.sending import SendResult, Sent, Transient
 from storage.crypto import NikCipher
 from storage.dead_letters import DeadLetters
 from storage.models import Asn, FailedUpdate, WhatsappInbound
@@ -49,18 +58,30 @@ class Delivery:
 
 
 class RecordingSink:
-    """Stands in for the WhatsApp rendering: keeps what would be sent, to whom."""
+    """Stands in for the WhatsApp rendering (a `bot.delivery.ReplyTransport`): each
+    reply is one message; keeps what was sent, to whom. With `fail` set every send
+    is refused as Meta's servers would when away (transient)."""
+
+    channel = Channel.WHATSAPP
+    channel_wide_rate_limit = True
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
         self.fail = False
+        self.refused = 0
         self.arrived = asyncio.Event()
 
-    async def deliver(self, recipient: str, replies: Sequence[Reply], language: Language) -> None:
+    def render(self, replies: Sequence[Reply], language: Language) -> list[tuple[Reply, Language]]:
+        return [(reply, language) for reply in replies]
+
+    async def send(self, chat_id: str, part: tuple[Reply, Language]) -> SendResult:
         if self.fail:
-            raise ConnectionError("graph api unreachable")
-        self.deliveries.append(Delivery(recipient, list(replies), language))
+            self.refused += 1
+            return Transient("graph api unreachable")
+        reply, language = part
+        self.deliveries.append(Delivery(chat_id, [reply], language))
         self.arrived.set()
+        return Sent()
 
     def texts_to(self, recipient: str) -> list[str]:
         return [r.text for d in self.deliveries if d.recipient == recipient for r in d.replies]
@@ -94,9 +115,12 @@ class ScriptedEngine:
         remaining = self.fail.get(event.update_id, 0)
         if remaining:
             self.fail[event.update_id] = remaining - 1 if remaining > 0 else -1
-            raise RuntimeError("engine failed")
+            raise ConnectionRefusedError("database down")  # a failure that may heal
         self.events.append(event)
         return [Reply(f"ok {event.text}")]
+
+    async def handle_queued(self, event: InboundEvent) -> QueuedReplies:
+        return QueuedReplies(await self.handle(event), Language.INDONESIAN)
 
     async def language_of(self, channel: Channel, sender_id: str) -> Language:
         return Language.INDONESIAN
@@ -113,6 +137,7 @@ class Rig:
     media: FakeMedia
     clock: FrozenClock
     database: AsyncEngine
+    delivery: ReplyDelivery
 
     async def post(self, *incoming: wa.Incoming) -> None:
         body = wa.encode(wa.webhook(*incoming))
@@ -122,9 +147,11 @@ class Rig:
         assert response.status == 200
 
     async def drain(self) -> None:
-        """Process everything that is due now."""
+        """Process everything that is due now, and wait until the replies went out."""
         while await self.processor.drain_once():
             pass
+        if not self.sink.fail:
+            await asyncio.wait_for(self.delivery.drain(), 10)
 
     async def retry_later(self, times: int = 1) -> None:
         """Let back-offs pass and process again, `times` times."""
@@ -144,11 +171,18 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     clock = clock or FrozenClock()
     sink, media = RecordingSink(), FakeMedia()
+    delivery = ReplyDelivery(
+        sink,
+        database=database,
+        cipher=CIPHER,
+        clock=clock,
+        settings=DeliverySettings(retry_first=timedelta(milliseconds=10)),
+    )
     processor = InboundProcessor(
         database=database,
         engine=engine or build_engine(sessionmaker, clock),
         cipher=CIPHER,
-        replies=sink,
+        replies=delivery,
         media=media,
         parking=DeadLetters(sessionmaker, CIPHER),
         catalogs=CATALOGS,
@@ -161,7 +195,10 @@ async def rig(
     app = web.Application()
     WhatsAppWebhook(whatsapp, database, CIPHER, clock, wake=processor.wake).routes(app)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield Rig(client, processor, sink, media, clock, database)
+        try:
+            yield Rig(client, processor, sink, media, clock, database, delivery)
+        finally:
+            await delivery.close()
 
 
 class WaChat:
@@ -326,7 +363,11 @@ async def test_a_message_failing_every_time_is_parked_the_person_told_and_the_re
                 select(WhatsappInbound).where(WhatsappInbound.message_id == broken.id)
             )
         ).one()
-    assert (row.attempts, row.last_error, row.processed_at is not None) == (3, "RuntimeError", True)
+    assert (row.attempts, row.last_error, row.processed_at is not None) == (
+        3,
+        "ConnectionRefusedError",
+        True,
+    )
 
 
 async def test_a_document_is_fetched_before_the_engine_and_too_large_is_said(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
+from bot.delivery import DeliverySettings, ReplyDelivery
 from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.render import (
     ButtonsMessage,
@@ -21,7 +24,8 @@ from bot.whatsapp.render import (
 )
 from domain.vocabulary import Language
 from handlers.i18n import Catalogs, Translator
-from handlers.types import Document, Option, Reply
+from handlers.types import Document, Option, QueuedReplies, Reply
+from tests.fakes.clock import FrozenClock
 from tests.fakes.graph_api import FakeGraphServer
 
 WA_ID = "6281234567890"
@@ -182,8 +186,17 @@ async def graph() -> AsyncIterator[FakeGraphServer]:
         yield fake
 
 
-async def _no_wait(seconds: float) -> None:
-    return None
+async def deliver(client: WhatsAppClient, replies: list[Reply]) -> None:
+    """Send `replies` to WA_ID as the conversation does (bot/delivery.py, retries in ms)."""
+    delivery = ReplyDelivery(
+        WhatsAppReplies(client, catalogs(), rate_limit_pause_s=0.01, pair_retry_s=0.01),
+        database=None,
+        cipher=None,
+        clock=FrozenClock(),
+        settings=DeliverySettings(retry_first=timedelta(milliseconds=10)),
+    )
+    delivery.submit(WA_ID, QueuedReplies(replies, Language.INDONESIAN), "wamid.test")
+    await asyncio.wait_for(delivery.drain(), 10)
 
 
 async def test_replies_arrive_in_order_as_the_platform_accepts_them(
@@ -195,7 +208,7 @@ async def test_replies_arrive_in_order_as_the_platform_accepts_them(
         Reply("Pilih rencana", options("Bulanan", "Triwulan", "Potong gaji", "Batal")),
         Reply("Desa?", options(*(f"Desa {n}" for n in range(1, 12)))),
     ]
-    await WhatsAppReplies(wa_client, catalogs()).deliver(WA_ID, replies, Language.INDONESIAN)
+    await deliver(wa_client, replies)
 
     sent = graph.messages_to(WA_ID)
     assert [(m.type, m.interactive_type) for m in sent] == [
@@ -217,9 +230,7 @@ async def test_a_document_is_uploaded_then_sent_with_its_caption(
 ) -> None:
     content = b"PK\x03\x04 collective file"
     xlsx = Document("DINSOS-2026-001.xlsx", content)  # octet-stream: typed by its name
-    await WhatsAppReplies(wa_client, catalogs()).deliver(
-        WA_ID, [Reply("File kolektif", document=xlsx)], Language.INDONESIAN
-    )
+    await deliver(wa_client, [Reply("File kolektif", document=xlsx)])
     [message] = graph.messages_to(WA_ID)
     assert message.type == "document"
     document = message.payload["document"]
@@ -229,12 +240,11 @@ async def test_a_document_is_uploaded_then_sent_with_its_caption(
     assert stored.mime_type == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-async def test_a_rate_limited_reply_is_retried_once(
+async def test_a_rate_limited_reply_is_sent_again_in_order(
     graph: FakeGraphServer, wa_client: WhatsAppClient
 ) -> None:
     graph.fail_next(131056, recipient=WA_ID)
-    replies = WhatsAppReplies(wa_client, catalogs(), sleep=_no_wait)
-    await replies.deliver(WA_ID, [Reply("Satu"), Reply("Dua")], Language.INDONESIAN)
+    await deliver(wa_client, [Reply("Satu"), Reply("Dua")])
     assert [m.text for m in graph.messages_to(WA_ID)] == ["Satu", "Dua"]
     assert graph.errors[131056] == 1
 
@@ -243,17 +253,15 @@ async def test_an_undeliverable_number_stops_the_rest_and_nothing_raises(
     graph: FakeGraphServer, wa_client: WhatsAppClient
 ) -> None:
     graph.fail_next(131026, recipient=WA_ID)
-    replies = WhatsAppReplies(wa_client, catalogs(), sleep=_no_wait)
-    await replies.deliver(WA_ID, [Reply("Satu"), Reply("Dua")], Language.INDONESIAN)
+    await deliver(wa_client, [Reply("Satu"), Reply("Dua")])
     assert graph.messages_to(WA_ID) == []
     assert len(graph.calls_to("/messages")) == 1
 
 
-async def test_other_failures_skip_one_message_and_go_on(
+async def test_a_dropped_connection_and_131000_are_retried_without_losing_a_message(
     graph: FakeGraphServer, wa_client: WhatsAppClient
 ) -> None:
     graph.drop_next()
     graph.fail_next(131000)
-    replies = WhatsAppReplies(wa_client, catalogs(), sleep=_no_wait)
-    await replies.deliver(WA_ID, [Reply("Satu"), Reply("Dua"), Reply("Tiga")], Language.INDONESIAN)
-    assert [m.text for m in graph.messages_to(WA_ID)] == ["Tiga"]
+    await deliver(wa_client, [Reply("Satu"), Reply("Dua"), Reply("Tiga")])
+    assert [m.text for m in graph.messages_to(WA_ID)] == ["Satu", "Dua", "Tiga"]

@@ -254,6 +254,7 @@ class FakeGraphServer:
         self._open_windows: set[str] = set()
         self._injected: list[_Injected] = []
         self._drops = 0
+        self._storm: tuple[int, float] | None = None
         self._rates: _Rates | None = None
         self._approved: dict[tuple[str, str], _Approved] = {}
         self._wamids = itertools.count(1)
@@ -321,6 +322,13 @@ class FakeGraphServer:
         if code not in ERRORS:
             raise ValueError(f"unknown error code {code}")
         self._injected.append(_Injected(code, count, recipient))
+
+    def fail_for(self, code: int, seconds: float) -> None:
+        """For the next `seconds`, every message send answers error `code` (an outage or a
+        throughput storm: 130429, 131000)."""
+        if code not in ERRORS:
+            raise ValueError(f"unknown error code {code}")
+        self._storm = (code, time.monotonic() + seconds)
 
     def drop_next(self, count: int = 1) -> None:
         """The next `count` message sends lose their connection (no answer)."""
@@ -430,6 +438,8 @@ class FakeGraphServer:
                 self._drops -= 1
                 request.transport.close()
                 return web.Response(status=500)
+            if self._storm is not None and time.monotonic() < self._storm[1]:
+                return self._error(self._storm[0])
             return self._accept(body)
         except _Refused as refused:
             return self._error(refused.code, refused.details)

@@ -10,11 +10,14 @@ with `add_file`.
 
 Failures a test can inject: `fail_next` (500, a dropped connection, or a 429
 with retry_after), `block_chat` (403 "bot was blocked by the user") and
-`forget_chat` (400 "chat not found"). `enforce_rates` turns on Telegram's flood
-control: at most N sends (sendMessage, sendDocument) in any sliding second and
-one per second per chat; a send over either limit is refused with 429 and
-`parameters.retry_after`, exactly as Telegram answers, and counted in
-`too_many_requests`.
+`forget_chat` (400 "chat not found"). `fault_for` makes a method fail for a
+while in one of the shapes seen in outages (`FAULT_SHAPES`: 429 with
+retry_after, 500, 502 as JSON or as nginx's HTML page, a request that hangs
+and is never processed, and connections refused while the server is away).
+`enforce_rates` turns on Telegram's flood control: at most N sends
+(sendMessage, sendDocument) in any sliding second and one per second per chat;
+a send over either limit is refused with 429 and `parameters.retry_after`,
+exactly as Telegram answers, and counted in `too_many_requests`.
 
 Usage::
 
@@ -156,6 +159,28 @@ class _RateLimits:
     last_by_chat: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
+#: Outage shapes `fault_for` can play.
+FAULT_SHAPES = ("429", "500", "502-json", "502-html", "timeout", "refused")
+#: nginx's answer when the Bot API behind it is away.
+NGINX_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
+@dataclasses.dataclass(slots=True)
+class _Fault:
+    """A method failing in one shape until `until` (time.monotonic()), maybe for one chat."""
+
+    method: str
+    shape: str
+    until: float
+    chat_id: int | None
+    retry_after: int
+    hang_s: float
+
+
 #: Methods that count as sending a message for flood control and chat errors.
 _SEND_METHODS = frozenset({"sendmessage", "senddocument", "sendphoto"})
 #: Telegram's download limit for bots.
@@ -190,6 +215,12 @@ class FakeTelegramServer:
         self._blocked: set[int] = set()
         self._unknown_chats: set[int] = set()
         self._rates: _RateLimits | None = None
+        self._faults: list[_Fault] = []
+        self._comeback: asyncio.Task[None] | None = None
+        self._refusing = False
+        #: Requests answered with an injected fault, by shape.
+        self.faults_played: collections.Counter[str] = collections.Counter()
+        self._site: web.TCPSite | None = None
         self._file_ids = itertools.count(1)
         self._changed = asyncio.Event()
         self._closing = False
@@ -204,13 +235,16 @@ class FakeTelegramServer:
         app.router.add_get("/file/bot{token}/{file_path:.+}", self._download)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port, reuse_address=True)
         await site.start()
+        self._site = site
         address = self._runner.addresses[0]
         self._port = int(address[1])
 
     async def close(self) -> None:
         self._closing = True
+        if self._comeback is not None:
+            self._comeback.cancel()
         self._notify()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -257,6 +291,79 @@ class FakeTelegramServer:
         if status == 429 and retry_after is None:
             raise ValueError("a 429 carries retry_after")
         self._failures[method.lower()] = _Failure(count, network, status, retry_after)
+
+    def fault_for(
+        self,
+        method: str,
+        seconds: float,
+        shape: str,
+        *,
+        chat_id: int | None = None,
+        retry_after: int = 1,
+        hang_s: float = 3.0,
+    ) -> None:
+        """For the next `seconds`, calls of `method` (to `chat_id`, or to anyone) fail as `shape`.
+
+        "429" answers flood control with `retry_after`; "500"; "502-json" (the Bot
+        API's envelope); "502-html" (nginx's page); "timeout" holds the request
+        `hang_s` seconds and drops it unprocessed. "refused" is not per method: use
+        `refuse_connections`.
+        """
+        if shape not in FAULT_SHAPES or shape == "refused":
+            raise ValueError(f"unknown fault shape {shape!r}")
+        until = time.monotonic() + seconds
+        self._faults.append(_Fault(method.lower(), shape, until, chat_id, retry_after, hang_s))
+
+    def clear_faults(self) -> None:
+        """End every `fault_for` now (the outage is over)."""
+        self._faults.clear()
+
+    async def refuse_connections(self, seconds: float) -> None:
+        """Stop listening for `seconds` (connections refused), then listen again on the
+        same port. Returns at once; the server comes back on its own."""
+        assert self._site is not None
+        await self._site.stop()
+        # Connections the client keeps alive die with the server too.
+        self._refusing = True
+        self.faults_played["refused"] += 1
+
+        async def come_back() -> None:
+            await asyncio.sleep(seconds)
+            self._refusing = False
+            assert self._runner is not None
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self._port, reuse_address=True)
+            await self._site.start()
+
+        self._comeback = asyncio.create_task(come_back())
+
+    def _fault(self, method: str, params: dict[str, Any]) -> _Fault | None:
+        now = time.monotonic()
+        self._faults = [fault for fault in self._faults if fault.until > now]
+        chat = params.get("chat_id")
+        for fault in self._faults:
+            if fault.method != method:
+                continue
+            if fault.chat_id is not None and (chat is None or int(chat) != fault.chat_id):
+                continue
+            return fault
+        return None
+
+    async def _play(self, fault: _Fault, request: web.Request) -> web.StreamResponse:
+        self.faults_played[fault.shape] += 1
+        self._notify()
+        if fault.shape == "429":
+            self.too_many_requests += 1
+            return _too_many(fault.retry_after)
+        if fault.shape == "500":
+            return _error(500, "Internal Server Error")
+        if fault.shape == "502-json":
+            return _error(502, "Bad Gateway")
+        if fault.shape == "502-html":
+            return web.Response(status=502, text=NGINX_502, content_type="text/html")
+        await asyncio.sleep(fault.hang_s)  # "timeout": the client gives up first
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=504)
 
     def block_chat(self, chat_id: int) -> None:
         """The person blocked the bot: sends to `chat_id` answer 403."""
@@ -455,9 +562,15 @@ class FakeTelegramServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
+        if self._refusing and request.transport is not None:
+            request.transport.close()  # a kept-alive connection to a server that is gone
+            return web.Response(status=503)
         if request.match_info["token"] != self.token:
             return _error(401, "Unauthorized")
         params = await self._params(request)
+        fault = self._fault(method.lower(), params)
+        if fault is not None:
+            return await self._play(fault, request)
         self.calls.append(ApiCall(method, params))
         failure = self._failures.get(method.lower())
         if failure is not None and failure.remaining > 0:
@@ -605,7 +718,16 @@ class FakeTelegramServer:
                 "from": BOT_USER,
                 "chat": {"id": chat_id, "first_name": "Budi", "type": "private"},
                 "date": int(time.time()),
-                kind: {"file_id": file_id, "file_unique_id": f"AgAD{message_id}"},
+                kind: [
+                    {
+                        "file_id": file_id,
+                        "file_unique_id": f"AgAD{message_id}",
+                        "width": 960,
+                        "height": 1280,
+                    }
+                ]
+                if kind == "photo"
+                else {"file_id": file_id, "file_unique_id": f"AgAD{message_id}"},
             }
         )
 

@@ -3,19 +3,38 @@
 Each action queues a real update on the fake Bot API and waits (bounded) until
 the bot has handled it: in polling mode an update is done when the bot's
 getUpdates offset passes it, which the adapter does only after the engine
-committed and the replies went out. The driver checks nothing itself; tests
-assert on the messages and on the database.
+committed (and stored the replies), and when the replies went out: the bot
+under test registers how to wait for those with `watching` (its
+`replies.drain`). The driver checks nothing itself; tests assert on the
+messages and on the database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from tests.fakes.telegram_api import FakeTelegramServer, SentMessage
 
 #: How long one step may take before the test fails (a stuck bot, not a slow one).
 STEP_TIMEOUT_S = 10.0
+
+
+#: How the bots under test wait until their replies went out (see `watching`).
+_SETTLERS: list[Callable[[], Awaitable[None]]] = []
+
+
+@contextlib.contextmanager
+def watching(settle: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """While inside, every action also waits for `settle()` (a bot's `replies.drain`)."""
+    _SETTLERS.append(settle)
+    try:
+        yield
+    finally:
+        _SETTLERS.remove(settle)
 
 
 def _bare(label: str) -> str:
@@ -90,5 +109,7 @@ class TelegramUser:
         await self.server.wait_until(
             lambda: self.server.confirmed_offset > update_id, timeout=STEP_TIMEOUT_S
         )
+        for settle in list(_SETTLERS):
+            await asyncio.wait_for(settle(), STEP_TIMEOUT_S)
         self.replies = self.messages[before:]
         return self.replies
