@@ -8,6 +8,7 @@ the steps of one person. PostgreSQL uses SELECT ... FOR UPDATE instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -75,10 +76,8 @@ def protect_sqlite_files(database: Path) -> None:
     logged.
     """
     database.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with contextlib.suppress(FileExistsError):
         os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
     for path in (database, *(Path(f"{database}{suffix}") for suffix in SQLITE_COMPANIONS)):
         try:
             mode = stat.S_IMODE(path.stat().st_mode)

@@ -48,7 +48,8 @@ class KeyMismatch(Exception):
         #: the key failed to decrypt existing data.
         self.expected = expected
         if expected:
-            reason = f"the database expects key id {', '.join(expected)}, the key given has id {given}"
+            ids = ", ".join(expected)
+            reason = f"the database expects key id {ids}, the key given has id {given}"
         else:
             reason = f"the key given (id {given}) cannot decrypt the NIKs already stored"
         super().__init__(reason)

@@ -103,10 +103,18 @@ async def test_every_collective_file_handed_out_in_the_chat_is_audited(office: O
 
     async with office.sessionmaker() as session:
         batch = (await session.execute(select(SubmissionBatch))).scalar_one()
-        pic_id = (await session.execute(select(Pic.id).where(Pic.opd_id == batch.opd_id))).scalar_one()
+        pic_id = (
+            await session.execute(select(Pic.id).where(Pic.opd_id == batch.opd_id))
+        ).scalar_one()
         downloads = (
             await session.execute(
-                select(AuditLog.actor_type, AuditLog.actor, AuditLog.record_id, AuditLog.opd_id, AuditLog.details)
+                select(
+                    AuditLog.actor_type,
+                    AuditLog.actor,
+                    AuditLog.record_id,
+                    AuditLog.opd_id,
+                    AuditLog.details,
+                )
                 .where(AuditLog.action == "batch.download")
                 .order_by(AuditLog.id)
             )

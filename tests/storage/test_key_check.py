@@ -93,9 +93,7 @@ async def test_erased_workers_hold_nothing_encrypted(db_engine: AsyncEngine) -> 
     worker_id = await seed_worker(db_engine)
     async with db_engine.begin() as connection:
         await connection.execute(
-            update(Worker)
-            .where(Worker.id == worker_id)
-            .values(nik_ciphertext=b"", erased_at=NOW)
+            update(Worker).where(Worker.id == worker_id).values(nik_ciphertext=b"", erased_at=NOW)
         )
         assert not await key_check.keyed_data_present(connection)
     assert await confirm(db_engine, OTHER) is Verdict.EMPTY
