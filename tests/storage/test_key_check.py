@@ -13,7 +13,14 @@ from domain.vocabulary import Channel, Language
 from storage import key_check
 from storage.crypto import NikCipher, decode_key, generate_key
 from storage.key_check import KeyMismatch, Verdict
-from storage.models import ChannelAccount, Conversation, FailedUpdate, KeyCheck, Worker
+from storage.models import (
+    ChannelAccount,
+    Conversation,
+    FailedUpdate,
+    KeyCheck,
+    WhatsappInbound,
+    Worker,
+)
 from tests.storage.test_collective import CIPHER, Seeder
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
@@ -99,21 +106,41 @@ async def test_erased_workers_hold_nothing_encrypted(db_engine: AsyncEngine) -> 
     assert await confirm(db_engine, OTHER) is Verdict.EMPTY
 
 
-async def test_a_parked_update_alone_is_checked(db_engine: AsyncEngine) -> None:
+PAYLOAD = CIPHER.encrypt_payload('{"text": "3201014708900001"}')
+#: The encrypted journals, each alone in the database.
+JOURNAL_ROWS = {
+    "failed_update": (
+        FailedUpdate,
+        {
+            "channel": Channel.TELEGRAM,
+            "update_id": "7",
+            "sender_id": "42",
+            "payload_ciphertext": PAYLOAD,
+            "error_type": "OperationalError",
+            "attempts": 5,
+            "failed_at": NOW,
+        },
+    ),
+    "whatsapp_inbound": (
+        WhatsappInbound,
+        {
+            "message_id": "wamid.1",
+            "sender_id": "6281234567890",
+            "payload_ciphertext": PAYLOAD,
+            "received_at": NOW,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("journal", sorted(JOURNAL_ROWS))
+async def test_an_encrypted_journal_alone_is_checked(db_engine: AsyncEngine, journal: str) -> None:
+    table, values = JOURNAL_ROWS[journal]
     async with db_engine.begin() as connection:
-        await connection.execute(
-            insert(FailedUpdate).values(
-                channel=Channel.TELEGRAM,
-                update_id="7",
-                sender_id="42",
-                payload_ciphertext=CIPHER.encrypt_payload('{"text": "hi"}'),
-                error_type="OperationalError",
-                attempts=5,
-                failed_at=NOW,
-            )
-        )
+        await connection.execute(insert(table).values(**values))
     with pytest.raises(KeyMismatch):
         await confirm(db_engine, OTHER)
+    assert await stored(db_engine) == []
     assert await confirm(db_engine, CIPHER) is Verdict.DECRYPTS
 
 
