@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -29,7 +30,8 @@ from scheduler.dispatcher import Dispatcher
 from scheduler.reminders import ReminderPlanner
 from scheduler.runner import build_scheduler
 from scheduler.sending import Sender
-from storage.crypto import NikCipher, NikKeyError, decode_key, load_or_create_key_file
+from storage import key_check
+from storage.crypto import NikCipher, NikKeyError, create_key_file, decode_key, read_key_file
 from storage.db import create_engine, create_sessionmaker
 from storage.migrate import upgrade_to_head
 from storage.opd_repository import OpdRepository
@@ -56,8 +58,8 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
 
 
-def nik_master_key(settings: Settings) -> bytes:
-    """The NIK key from settings; in development a key file is created if none is set."""
+def configured_nik_key(settings: Settings) -> bytes | None:
+    """SERTAKAN_NIK_KEY decoded; None in development without it (the key file serves)."""
     configured = settings.app.nik_key
     if configured is not None:
         try:
@@ -70,7 +72,92 @@ def nik_master_key(settings: Settings) -> bytes:
             "Generate one with `sertakan key generate` and keep it safe; "
             "losing it makes stored NIKs unreadable."
         )
-    return load_or_create_key_file(settings.app.data_dir / "nik.key")
+    return None
+
+
+def key_file(settings: Settings) -> Path:
+    """The development key file, used when SERTAKAN_NIK_KEY is not set."""
+    return settings.app.data_dir / "nik.key"
+
+
+async def nik_master_key(settings: Settings, db: AsyncEngine) -> bytes:
+    """The NIK key: SERTAKAN_NIK_KEY, or in development the key file.
+
+    A missing key file is created only when the database holds nothing
+    encrypted; otherwise the old key is needed and start-up stops
+    (StartupError) without writing anything.
+    """
+    configured = configured_nik_key(settings)
+    if configured is not None:
+        return configured
+    path = key_file(settings)
+    try:
+        existing = read_key_file(path)
+    except NikKeyError as exc:
+        raise StartupError(f"the NIK key file {path}: {exc}") from exc
+    if existing is not None:
+        return existing
+    async with db.connect() as connection:
+        keyed = await key_check.keyed_data_present(connection)
+    if keyed:
+        raise StartupError(
+            f"the NIK key file {path} is missing, but the database holds data encrypted "
+            "with a key. Nothing was changed and no new key was made: restore the key file "
+            "from your backup (or set SERTAKAN_NIK_KEY to that key) and start again. "
+            "A new key could not read the stored NIKs and would let the same NIK be "
+            "enrolled twice."
+        )
+    key = create_key_file(path)
+    log.warning(
+        "created a new NIK key file %s for this new database: back it up now; "
+        "without it the NIKs stored from now on cannot be read",
+        path,
+    )
+    return key
+
+
+def _key_source(settings: Settings) -> str:
+    return "SERTAKAN_NIK_KEY" if settings.app.nik_key is not None else str(key_file(settings))
+
+
+def _key_refused(settings: Settings, mismatch: key_check.KeyMismatch) -> StartupError:
+    return StartupError(
+        f"the NIK key does not match this database: {mismatch}. Nothing was changed. "
+        f"Restore the key this database was encrypted with ({_key_source(settings)}) from "
+        "your backup and start again; another key cannot read the stored NIKs and would "
+        "let the same NIK be enrolled twice."
+    )
+
+
+async def checked_cipher(settings: Settings, db: AsyncEngine) -> tuple[NikCipher, bool]:
+    """The NIK cipher, verified against `db` (read-only); True when its key is yet to be recorded.
+
+    Raises StartupError when the key is not the database's own.
+    """
+    cipher = NikCipher(await nik_master_key(settings, db))
+    async with db.connect() as connection:
+        try:
+            verdict = await key_check.verify(connection, cipher)
+        except key_check.KeyMismatch as mismatch:
+            raise _key_refused(settings, mismatch) from None
+    return cipher, verdict is not key_check.Verdict.KNOWN
+
+
+async def record_key(settings: Settings, db: AsyncEngine, cipher: NikCipher, now: datetime) -> None:
+    """Store the key's id and check value in a database that has none (after migrating)."""
+    async with db.begin() as connection:
+        if not await key_check.has_table(connection):
+            log.warning(
+                "the database schema is not up to date: the NIK key id is not recorded "
+                "(run `sertakan migrate`)"
+            )
+            return
+        try:
+            verdict = await key_check.confirm(connection, cipher, now=now)
+        except key_check.KeyMismatch as mismatch:
+            raise _key_refused(settings, mismatch) from None
+    if verdict is not key_check.Verdict.KNOWN:
+        log.info("recorded NIK key id %s in the database", cipher.key_id)
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -113,15 +200,28 @@ class Runtime:
 async def build_runtime(
     settings: Settings, *, clock: Clock = utc_now, migrate: bool | None = None
 ) -> Runtime:
-    """Open the database (migrating it when configured) and build the engine."""
-    cipher = NikCipher(nik_master_key(settings))
+    """Open the database, check the NIK key against it, migrate when configured, build the engine.
+
+    A key that is not the database's own stops start-up (StartupError) before
+    anything is written, migrations included.
+    """
+    configured_nik_key(settings)  # a missing or malformed key fails before the database opens
     config = engine_config(settings)
     url = settings.database_url
-    if settings.database.auto_migrate if migrate is None else migrate:
-        await upgrade_to_head(url)
     db = create_engine(
         url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, echo=settings.database.echo
     )
+    try:
+        cipher, unrecorded = await checked_cipher(settings, db)
+        if settings.database.auto_migrate if migrate is None else migrate:
+            # Alembic uses its own connection: ours must not hold a schema from before.
+            await db.dispose()
+            await upgrade_to_head(url)
+        if unrecorded:
+            await record_key(settings, db, cipher, clock())
+    except BaseException:
+        await db.dispose()
+        raise
     sessionmaker = create_sessionmaker(db)
     catalogs = Catalogs()
     calendar = work_calendar(settings, clock)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -90,7 +91,13 @@ async def run_extension(args: argparse.Namespace, runtime: Runtime) -> int:
     raise AssertionError(f"no handler for command {args.command!r}")
 
 
+#: Files this process creates (SQLite database, WAL, exports, key file) are owner-only.
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # First, before anything writes a file: they hold NIKs, names and phone numbers.
+    os.umask(PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
     if args.command == "key":
         print(generate_key())

@@ -9,7 +9,9 @@ enrollments into a batch (`storage.workbench.create_batch`) and writes its
 collective file, or writes an existing batch's file again (the same bytes
 while the batch is unchanged); `import` reads a NIK -> KPJ file, prints the
 preview and, once confirmed, applies it. Progress bars (tqdm) go to stderr.
-Every change is audited with the operating-system login of whoever runs it.
+Every change, and every collective file written (it holds full NIKs), is
+audited with the operating-system login of whoever runs it. Files are
+created owner-only (0600).
 
 `bot.cli` adds these with `add_parsers` and hands a parsed command to
 `dispatch`. Messages are for the administrator, in English; the full NIK is
@@ -37,7 +39,7 @@ from tqdm import tqdm
 
 from bot.app import Runtime
 from handlers.notices import Notices
-from storage import workbench
+from storage import audit, workbench
 from storage.audit import Actor
 from storage.collective import ImportPreview, RejectReason, export_batch, preview_import
 from storage.collective_file import FileProblem, KpjFileError, read_kpj_file
@@ -176,6 +178,18 @@ async def _export(args: argparse.Namespace, runtime: Runtime) -> int:
                 f"cannot write {out}: {error.strerror}; batch {batch.number} stays as it is, "
                 f"write its file with --batch {batch.number}"
             ) from error
+        # Before the file takes its name: no full-NIK file without its audit entry.
+        async with runtime.db.begin() as connection:
+            await audit.nik_file_released(
+                connection,
+                _admin(),
+                batch_id=batch.id,
+                batch_number=batch.number,
+                opd_id=opd_id,
+                rows=written,
+                channel=audit.CLI_CHANNEL,
+                now=runtime.clock(),
+            )
     print(f"batch {batch.number} ({batch.status.value}): {written} rows written to {out}")
     if written != batch.row_count:
         print(

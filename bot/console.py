@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -223,7 +224,8 @@ def save_document(document: Document, folder: Path) -> Path:
     """Write `document` into `folder` under its own file name, never overwriting.
 
     Only the name's last component is used (a name cannot climb out of the
-    folder); a taken name gets "-2", "-3", ... before its extension.
+    folder); a taken name gets "-2", "-3", ... before its extension. The file
+    is created owner-only (0600).
     """
     folder.mkdir(parents=True, exist_ok=True)
     name = Path(document.file_name.replace("\\", "/")).name
@@ -234,12 +236,14 @@ def save_document(document: Document, folder: Path) -> Path:
     number = 1
     while True:
         try:
-            with candidate.open("xb") as file:
-                file.write(document.content)
+            # Owner-only whatever the umask: a collective file holds full NIKs.
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             number += 1
             candidate = folder / f"{stem}-{number}{suffix}"
             continue
+        with os.fdopen(fd, "wb") as file:
+            file.write(document.content)
         return candidate
 
 

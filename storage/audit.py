@@ -68,6 +68,40 @@ async def record(
     )
 
 
+#: The action of a collective file (full NIKs) leaving the system.
+NIK_FILE_RELEASED = "batch.download"
+#: The channel named for a file written by `sertakan export`.
+CLI_CHANNEL = "cli"
+
+
+async def nik_file_released(
+    connection: AsyncConnection,
+    actor: Actor,
+    *,
+    batch_id: int,
+    batch_number: str,
+    opd_id: int,
+    rows: int,
+    channel: str,
+    now: datetime,
+) -> None:
+    """Audit a batch's collective file, which holds full NIKs, handed out.
+
+    Who, which batch, how many rows, and where it went (a chat channel, or
+    "cli"); every download counts, the first export and each one after it.
+    """
+    await record(
+        connection,
+        actor,
+        NIK_FILE_RELEASED,
+        record_type="submission_batch",
+        record_id=batch_id,
+        opd_id=opd_id,
+        now=now,
+        details={"batch": batch_number, "rows": rows, "channel": channel},
+    )
+
+
 @dataclasses.dataclass(slots=True, frozen=True)
 class AuditEntry:
     id: int

@@ -2,6 +2,9 @@
 
 One 32-byte master key (settings) is split with HKDF into an encryption key and
 a hashing key, so the hash column cannot be used to test guesses without the key.
+The key is known to a database by its id and check value (`key_id`,
+`check_value`, stored by `storage.key_check`): HMACs of constants, which
+identify the key without revealing it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 _NONCE_BYTES = 12
 _AAD = b"sertakan:nik:v1"
 _PAYLOAD_AAD = b"sertakan:payload:v1"
+_KEY_ID_LABEL = b"sertakan:key-id"
+_KEY_CHECK_LABEL = b"sertakan:key-check:v1"
 
 
 class NikKeyError(ValueError):
@@ -43,10 +48,21 @@ def generate_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
-def load_or_create_key_file(path: Path) -> bytes:
-    """Development only: read the key file, creating it (mode 0600) on first use."""
-    if path.exists():
-        return decode_key(path.read_text(encoding="ascii"))
+def read_key_file(path: Path) -> bytes | None:
+    """Development only: the key in `path`, or None when there is no such file."""
+    try:
+        encoded = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    return decode_key(encoded)
+
+
+def create_key_file(path: Path) -> bytes:
+    """Development only: write a new random key to `path` (mode 0600, never overwriting).
+
+    The caller decides whether a new key may exist at all (`bot.app`: only
+    for a database holding nothing encrypted).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     key = generate_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -58,13 +74,17 @@ def load_or_create_key_file(path: Path) -> bytes:
 class NikCipher:
     """Encrypts, decrypts and hashes NIKs with keys derived from one master key."""
 
-    __slots__ = ("_aead", "_hash_key")
+    __slots__ = ("_aead", "_hash_key", "check_value", "key_id")
 
     def __init__(self, master_key: bytes) -> None:
         if len(master_key) != 32:
             raise NikKeyError("the NIK master key must be 32 bytes")
         self._aead = AESGCM(self._derive(master_key, b"nik-encryption"))
         self._hash_key = self._derive(master_key, b"nik-lookup-hash")
+        #: Names the key in messages and in `key_check` (8 hex digits; not secret).
+        self.key_id: str = hmac.new(master_key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:8]
+        #: The key check value: equal for the same key, and says nothing about it.
+        self.check_value: bytes = hmac.new(master_key, _KEY_CHECK_LABEL, hashlib.sha256).digest()
 
     @staticmethod
     def _derive(master_key: bytes, info: bytes) -> bytes:

@@ -8,6 +8,10 @@ the steps of one person. PostgreSQL uses SELECT ... FOR UPDATE instead.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,11 @@ from sqlalchemy.ext.asyncio import (
 
 from storage.sqlite_inline import InlineConnection, inline_connector
 
+log = logging.getLogger(__name__)
+
+#: The files SQLite keeps beside a database: the WAL, its index, a rollback journal.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
 
 def insert_for(dialect_name: str) -> Callable[[Any], Any]:
     """The dialect's INSERT construct, which offers ON CONFLICT DO NOTHING (SQLite, PostgreSQL)."""
@@ -38,9 +47,9 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) 
     """Create the async engine for `url` with the per-connection settings we rely on."""
     if is_sqlite(url):
         database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
         file_db = bool(database) and database != ":memory:"
+        if database and file_db:
+            protect_sqlite_files(Path(database))
         # One connection per file database: transactions of this process queue
         # (asynchronously) at checkout, so an in-loop BEGIN IMMEDIATE never waits
         # on our own lock. (":memory:" already gets SQLAlchemy's StaticPool.)
@@ -56,6 +65,27 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) 
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
     return create_async_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def protect_sqlite_files(database: Path) -> None:
+    """Make the database file and its companions owner-only (0600); create it so if missing.
+
+    They hold names, birth dates and phone numbers. SQLite gives the WAL and
+    its index the database file's mode, so creating the file 0600 covers them;
+    files left readable by others (an older version, a copy) are tightened and
+    logged.
+    """
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for path in (database, *(Path(f"{database}{suffix}") for suffix in SQLITE_COMPANIONS)):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            path.chmod(0o600)
+            log.warning("%s was readable by other users (mode %o): now 600", path, mode)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:

@@ -556,3 +556,18 @@ class Payment(Base):
     reject_reason: Mapped[str | None] = mapped_column(Text)
     #: True for a payroll month the PIC marked paid for the whole OPD.
     payroll: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+
+class KeyCheck(Base):
+    """The NIK key this database's ciphertexts and lookup hashes belong to (issue 11).
+
+    One row per key id: `kcv` is the key's check value (`NikCipher.check_value`,
+    an HMAC of a constant), so a start with another key is refused before it
+    writes anything. Several rows are room for a key ring (rotation, later).
+    """
+
+    __tablename__ = "key_check"
+
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kcv: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -28,7 +28,7 @@ from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
 from handlers.flows.payment import receipt_file
 from handlers.parsing import TextProblem, parse_note
 from handlers.types import Document, Option, Reply
-from storage import dues_queries, payments, workbench
+from storage import audit, dues_queries, payments, workbench
 from storage.audit import Actor
 from storage.collective import collective_rows, preview_import
 from storage.collective_file import KpjFileError, read_kpj_file, write_collective_xlsx
@@ -121,12 +121,23 @@ def _back_home(ctx: Context) -> Option:
 
 
 async def _batch_file(ctx: Context, role: PicRole, batch: workbench.BatchInfo) -> Document:
+    """The batch's collective file; audited, as it carries full NIKs out of the system."""
     # A chat export is one OPD's batch (hundreds of rows): read inside the event's
     # transaction, then written off the event loop. Province-size files go
     # through `sertakan export`, which streams in short transactions.
     rows = [
         row async for row in collective_rows(ctx.repo.connection, ctx.cipher, batch_id=batch.id)
     ]
+    await audit.nik_file_released(
+        ctx.repo.connection,
+        Actor.pic(role.pic_id),
+        batch_id=batch.id,
+        batch_number=batch.number,
+        opd_id=role.opd_id,
+        rows=len(rows),
+        channel=ctx.event.channel.value,
+        now=ctx.now,
+    )
     buffer = io.BytesIO()
     await asyncio.to_thread(
         write_collective_xlsx,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -14,14 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.app import (
     StartupError,
     build_runtime,
+    configured_nik_key,
     engine_config,
-    nik_master_key,
     seed_opds_if_empty,
 )
 from bot.cli import main
 from bot.settings import AppSettings, DatabaseSettings, Environment, ProgramSettings, Settings
 from domain.vocabulary import Channel
-from storage.crypto import decode_key, generate_key
+from storage.crypto import NikCipher, decode_key, generate_key
 from storage.dead_letters import DeadLetters
 from storage.models import Opd
 
@@ -36,29 +37,36 @@ def _settings(tmp_path: Path, **app: object) -> Settings:
 def test_production_without_nik_key_is_a_clear_startup_error(tmp_path: Path) -> None:
     settings = _settings(tmp_path, env=Environment.PRODUCTION)
     with pytest.raises(StartupError, match="SERTAKAN_NIK_KEY is required in production"):
-        nik_master_key(settings)
+        configured_nik_key(settings)
     assert not (tmp_path / "nik.key").exists()
 
 
 def test_malformed_nik_key_is_a_clear_startup_error(tmp_path: Path) -> None:
     settings = _settings(tmp_path, nik_key=SecretStr("c2hvcnQ="))
     with pytest.raises(StartupError, match="32 bytes"):
-        nik_master_key(settings)
+        configured_nik_key(settings)
 
 
-def test_development_creates_and_reuses_a_private_key_file(tmp_path: Path) -> None:
+async def test_development_creates_and_reuses_a_private_key_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = _settings(tmp_path)
-    first = nik_master_key(settings)
+    with caplog.at_level(logging.WARNING, logger="bot.app"):
+        runtime = await build_runtime(settings)
+    await runtime.close()
     key_file = tmp_path / "nik.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
-    assert nik_master_key(settings) == first
-    assert decode_key(key_file.read_text()) == first
+    assert "created a new NIK key file" in caplog.text and "back it up" in caplog.text
+    first = runtime.cipher.key_id
+    runtime = await build_runtime(settings)
+    await runtime.close()
+    assert runtime.cipher.key_id == first == NikCipher(decode_key(key_file.read_text())).key_id
 
 
 def test_configured_key_wins(tmp_path: Path) -> None:
     key = generate_key()
     settings = _settings(tmp_path, env=Environment.PRODUCTION, nik_key=SecretStr(key))
-    assert nik_master_key(settings) == decode_key(key)
+    assert configured_nik_key(settings) == decode_key(key)
 
 
 def test_age_bounds_must_be_ordered(tmp_path: Path) -> None:

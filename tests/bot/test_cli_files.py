@@ -112,10 +112,53 @@ async def test_export_makes_a_batch_of_the_accepted_enrollments(
             select(Sponsorship.id).where(Sponsorship.batch_id.is_not(None)).order_by(Sponsorship.id)
         )
         assert list(batched) == ids["accepted"]
-        entry = (await connection.execute(select(AuditLog.action, AuditLog.actor))).one()
-    assert tuple(entry) == ("batch.export", ADMIN)
+        entries = await connection.execute(
+            select(AuditLog.action, AuditLog.actor, AuditLog.details).order_by(AuditLog.id)
+        )
+        assert [tuple(entry) for entry in entries] == [
+            ("batch.export", ADMIN, {"rows": 4, "added": 4}),
+            ("batch.download", ADMIN, {"batch": "DINKES-2026-001", "rows": 4, "channel": "cli"}),
+        ]
     # The full NIK is in the file only.
     assert nik_for(1) not in admin.out + admin.err
+
+
+async def test_every_file_written_is_audited_and_owner_only(
+    admin: Admin, runtime: Runtime, tmp_path: Path
+) -> None:
+    # Regression (issue 11): `--batch` wrote full NIKs to disk with no audit entry.
+    await seed(runtime, accepted=2, submitted=3)
+    again = tmp_path / "again.xlsx"
+
+    argv = ("export", "--opd", "DINKES", "--batch", "DINKES-2026-001", "--out", str(again))
+    assert await admin.run(*argv) == 0
+
+    assert again.stat().st_mode & 0o777 == 0o600
+    async with runtime.db.connect() as connection:
+        entries = await connection.execute(
+            select(AuditLog.action, AuditLog.actor_type, AuditLog.actor, AuditLog.details)
+        )
+        assert [tuple(entry) for entry in entries] == [
+            (
+                "batch.download",
+                "admin",
+                ADMIN,
+                {"batch": "DINKES-2026-001", "rows": 3, "channel": "cli"},
+            )
+        ]
+
+
+async def test_a_file_that_could_not_be_written_is_not_audited_as_released(
+    admin: Admin, runtime: Runtime, tmp_path: Path
+) -> None:
+    await seed(runtime, submitted=1)
+    out = tmp_path / "missing" / "kolektif.xlsx"
+    argv = ("export", "--opd", "DINKES", "--batch", "DINKES-2026-001", "--out", str(out))
+
+    assert await admin.run(*argv) == 1
+
+    async with runtime.db.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(AuditLog)) == 0
 
 
 async def test_exporting_a_batch_again_gives_the_same_bytes(

@@ -261,6 +261,8 @@ async def test_a_document_from_the_bot_is_saved_without_overwriting(
         "bot> Tanpa ekstensi.",
     ]
     assert [path.read_bytes() for path in saved] == [b"first", b"second"]
+    # Owner-only even under a permissive umask (issue 11: exports were 0644).
+    assert {path.stat().st_mode & 0o777 for path in saved} == {0o600}
     # A name cannot climb out of the folder.
     assert (files_dir / "laporan").read_bytes() == b"third"
     assert not (tmp_path.parent / "laporan").exists()

@@ -101,8 +101,8 @@ async def _waiting_replies(database: AsyncEngine) -> int:
 async def _until(predicate: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
     # Polled: the conditions span two fakes and the database, with no event in common.
     async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)  # noqa: ASYNC110
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 # --- Telegram ------------------------------------------------------------------------

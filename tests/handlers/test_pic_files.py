@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import BatchStatus, ImportStatus, SponsorshipStatus
-from storage.models import KpjImport, SubmissionBatch
+from storage.models import AuditLog, KpjImport, Pic, SubmissionBatch
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK, Chat
 from tests.fakes.workbench import Office, build_office
 
@@ -85,6 +85,48 @@ async def test_export_confirm_and_re_export_gives_the_same_file(office: Office) 
     # Pressing "sent" twice is harmless.
     await office.pic.press_id(f"g:pic_submit:{batch.id}")
     assert "sudah tercatat dikirim" in office.pic.text
+
+
+async def test_every_collective_file_handed_out_in_the_chat_is_audited(office: Office) -> None:
+    # Regression (issue 11): a second export of the open batch and every
+    # re-download sent full NIKs without an audit entry.
+    await office.enroll_two()
+    await accept_all(office)
+    await office.pic.say("pic")
+    await office.pic.press("Ekspor")
+    await office.pic.say("pic")
+    await office.pic.press("Ekspor")  # nothing new: the open batch's file again
+    await office.pic.say("pic")
+    await office.pic.press("Berkas yang pernah diekspor")
+    await office.pic.press("BKL-DINKES-2026-001")
+    assert len(office.pic.documents) == 1
+
+    async with office.sessionmaker() as session:
+        batch = (await session.execute(select(SubmissionBatch))).scalar_one()
+        pic_id = (
+            await session.execute(select(Pic.id).where(Pic.opd_id == batch.opd_id))
+        ).scalar_one()
+        downloads = (
+            await session.execute(
+                select(
+                    AuditLog.actor_type,
+                    AuditLog.actor,
+                    AuditLog.record_id,
+                    AuditLog.opd_id,
+                    AuditLog.details,
+                )
+                .where(AuditLog.action == "batch.download")
+                .order_by(AuditLog.id)
+            )
+        ).all()
+    entry = (
+        "pic",
+        str(pic_id),
+        str(batch.id),
+        batch.opd_id,
+        {"batch": "BKL-DINKES-2026-001", "rows": 2, "channel": "telegram"},
+    )
+    assert [tuple(row) for row in downloads] == [entry] * 3
 
 
 async def test_kpj_import_previews_then_applies_and_plans_card_notices_once(
