@@ -75,7 +75,7 @@ async def pics(runtime: Runtime) -> list[tuple[str, str | None, str | None, bool
         (["invite", "create", "--help"], ["--days N", "--bot-username NAME"]),
         (["coverage", "--help"], ["--csv FILE"]),
         (["audit", "list", "--help"], ["--opd CODE", "--limit N"]),
-        (["worker", "erase", "--help"], ["--phone PHONE", "--yes"]),
+        (["worker", "erase", "--help"], ["--phone PHONE", "--worker ID", "--yes"]),
     ],
 )
 def test_every_command_has_help(
@@ -308,12 +308,13 @@ async def test_worker_erase_shows_first_then_erases_and_tells_the_asn(
 
         assert await admin.run("worker", "erase", "--phone", "0812-9876-5432") == 0
         assert "Siti Aminah (3201********0001), +6281298765432: 1 enrollment(s)" in admin.out
+        assert admin.out.startswith("worker 1: ")
         assert "nothing changed" in admin.out
         async with sessionmaker() as session:
             assert (await session.execute(select(Worker.full_name))).scalar_one() == "Siti Aminah"
 
         assert await admin.run("worker", "erase", "--phone", "081298765432", "--yes") == 0
-        assert "erased; 1 enrollment(s) ended" in admin.out
+        assert "worker 1 erased; 1 enrollment(s) ended" in admin.out
         async with sessionmaker() as session:
             worker = (await session.execute(select(Worker))).scalar_one()
             status = (await session.execute(select(Sponsorship.status))).scalar_one()
@@ -331,7 +332,7 @@ async def test_worker_erase_shows_first_then_erases_and_tells_the_asn(
             ).all()
         assert (worker.full_name, worker.phone_e164, worker.erased_at) == ("-", None, clock())
         assert status is SponsorshipStatus.ENDED
-        assert [(n.recipient, "Siti Aminah" in n.body) for n in told] == [("1001", True)]
+        assert [(n.recipient, "Siti Aminah" in n.body) for n in told] == [("1001", False)]
         assert [tuple(a) for a in actions] == [("admin", "worker.erased")]
 
         assert await admin.run("worker", "erase", "--phone", "081298765432") == 1

@@ -44,7 +44,7 @@ async def test_scheduler_registers_the_nightly_prune_without_starting(
         timezone="Asia/Jakarta",
     )
     (job,) = scheduler.get_jobs()
-    assert job.id == "prune_processed_updates"
+    assert job.id == "housekeeping"
     assert str(job.trigger) == "cron[hour='3', minute='0']"
     assert not scheduler.running
 
