@@ -28,7 +28,7 @@ from storage.models import (
 )
 from storage.roles import PicRole, redeem_invite
 from tests.fakes.admin import Admin
-from tests.fakes.chat import Chat
+from tests.fakes.chat import OTHER_NIK, Chat
 from tests.fakes.clock import FrozenClock
 from tests.fakes.runtime import open_runtime
 from tests.storage.test_coverage import asn_in, sponsor
@@ -339,3 +339,44 @@ async def test_worker_erase_shows_first_then_erases_and_tells_the_asn(
         assert "no worker with the phone +6281298765432" in admin.err
         assert await admin.run("worker", "erase", "--phone", "12") == 1
         assert "is not a mobile number" in admin.err
+
+
+async def test_worker_erase_on_a_shared_phone_needs_the_worker_and_erases_only_that_one(
+    tmp_path: Path,
+    database_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clock = FrozenClock()
+    async with open_runtime(tmp_path, database_url, clock=clock, seed_opds=True) as runtime:
+        asn = Chat(runtime.engine, clock)
+        await asn.register()
+        # One family phone typed for two workers.
+        await asn.enroll_until_summary()
+        await asn.press("Kirim ke PIC")
+        await asn.enroll_until_summary(nik=OTHER_NIK, name="Joko Susilo")
+        await asn.press("Kirim ke PIC")
+        admin = Admin(runtime, capsys)
+
+        assert await admin.run("worker", "erase", "--phone", "081298765432", "--yes") == 1
+        assert "belongs to 2 workers: choose one with --worker ID" in admin.err
+        assert "worker 1: Siti Aminah" in admin.out and "worker 2: Joko Susilo" in admin.out
+        argv = ("worker", "erase", "--phone", "081298765432", "--worker", "9", "--yes")
+        assert await admin.run(*argv) == 1
+        assert "worker 9 does not have the phone" in admin.err
+
+        argv = ("worker", "erase", "--phone", "081298765432", "--worker", "2", "--yes")
+        assert await admin.run(*argv) == 0
+        assert "worker 2 erased; 1 enrollment(s) ended" in admin.out
+        async with sessionmaker() as session:
+            names = (await session.execute(select(Worker.full_name).order_by(Worker.id))).all()
+            statuses = (
+                await session.execute(
+                    select(Sponsorship.worker_id, Sponsorship.status).order_by(Sponsorship.id)
+                )
+            ).all()
+        assert [n for (n,) in names] == ["Siti Aminah", "-"]
+        assert [tuple(s) for s in statuses] == [
+            (1, SponsorshipStatus.WAITING_FOR_PIC),
+            (2, SponsorshipStatus.ENDED),
+        ]
