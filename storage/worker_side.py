@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Text, and_, cast, delete, or_, select, update
+from sqlalchemy import Text, and_, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import contains_eager
 
@@ -371,16 +371,26 @@ def _redact(value: Any, pattern: re.Pattern[str]) -> Any:
 def _like_any(column: Any, words: Sequence[str]) -> Any:
     """`column` (text, or JSON cast to text) contains one of `words`, as typed or JSON-escaped.
 
-    A superset of what `_pattern` matches (case aside on PostgreSQL, which is
-    why the name is also searched in lower and upper case); `_redact` decides.
+    Compared in lower case: a superset of what `_pattern` matches (SQLite's
+    lower() folds ASCII only, but its LIKE ignores ASCII case anyway);
+    `_redact` decides. A full scan: erasures are rare, and the tables it
+    reads are bounded by the retention period.
     """
-    text_column = cast(column, Text)
-    needles: set[str] = set()
-    for word in words:
-        for form in (word, word.lower(), word.upper(), word.title()):
-            needles.add(form)
-            needles.add(json.dumps(form)[1:-1])  # JSON escapes non-ASCII letters
-    return or_(*(text_column.like(f"%{_escape_like(n)}%", escape="\\") for n in needles))
+    lowered = func.lower(cast(column, Text))
+    needles = {
+        form
+        for word in words
+        # As typed and in capitals too (SQLite's lower() leaves "Ä" alone); JSON
+        # escapes non-ASCII letters, and "\\u00c4" stays itself in lower case.
+        for form in (
+            word,
+            word.lower(),
+            word.upper(),
+            json.dumps(word)[1:-1].lower(),
+            json.dumps(word.lower())[1:-1],
+        )
+    }
+    return or_(*(lowered.like(f"%{_escape_like(n)}%", escape="\\") for n in sorted(needles)))
 
 
 def _escape_like(text: str) -> str:
