@@ -54,6 +54,8 @@ WORKER_CONSENT_VERSION = "worker-consent-2026-11"
 ERASED_NAME = "-"
 ERASED_MASK = "****************"
 _ERASED_BIRTH_DATE = date(1900, 1, 1)
+#: Traces shorter than this are not searched for in other rows (see `Traces.words`).
+_MIN_TRACE_LENGTH = 3
 
 
 async def records_for_phone(session: AsyncSession, phone_e164: str) -> Sequence[Sponsorship]:
@@ -342,7 +344,12 @@ class Traces:
         words = [self.name, self.nik_masked, self.phone_e164, self.wa_id]
         if self.phone_e164.startswith("+62"):
             words.append("0" + self.phone_e164[3:])  # as written on Indonesian forms
-        return [word for word in words if word.strip() and word not in (ERASED_NAME, ERASED_MASK)]
+        # A two-letter name ("Li") would match half the notices: too short to search for.
+        return [
+            word
+            for word in words
+            if len(word.strip()) >= _MIN_TRACE_LENGTH and word not in (ERASED_NAME, ERASED_MASK)
+        ]
 
 
 #: What replaces an erased worker's name (or number) inside notice texts and drafts.
@@ -429,7 +436,7 @@ async def scrub_traces(
     sponsorship_ids: Sequence[int],
     inbound_message_id: str | None = None,
 ) -> None:
-    """Remove every copy of an erased worker's data outside the worker row (UU PDP art. 8, 43).
+    """Remove every copy of an erased worker's data outside the worker row (UU PDP Pasal 8, 43).
 
     - Outbox: notices not yet sent to the worker's number are deleted (all of
       them, or, when the number is still in use, those naming the worker);
@@ -448,8 +455,8 @@ async def scrub_traces(
       of someone who may still need an answer.
 
     Over-redaction errs on privacy's side: another person's notice that
-    quotes the same name (as a whole word) loses it too. Scrubbing the lead's
-    other tables holding chat text belongs here as well.
+    quotes the same name (as a whole word) loses it too. A table added later
+    that holds chat text or numbers gets its statement here.
     """
     in_use = await number_in_use(connection, traces.phone_e164)
     words = traces.words()
