@@ -1,8 +1,8 @@
-"""Scrubbing an erased worker's traces: whole words, any case, JSON-escaped parameters."""
+"""Scrubbing an erased worker's traces: whole words, any case, JSON-escaped, since they exist."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -15,7 +15,7 @@ NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
 NAME = "Ärni Öztürk"
 
 
-def sent(key: str, body: str, params: dict[str, object]) -> Outbox:
+def sent(key: str, body: str, params: dict[str, object], *, at: datetime = NOW) -> Outbox:
     return Outbox(
         dedupe_key=key,
         channel=Channel.TELEGRAM,
@@ -24,9 +24,9 @@ def sent(key: str, body: str, params: dict[str, object]) -> Outbox:
         body=body,
         params=params,
         status=OutboxStatus.SENT,
-        not_before=NOW,
-        created_at=NOW,
-        sent_at=NOW,
+        not_before=at,
+        created_at=at,
+        sent_at=at,
     )
 
 
@@ -41,12 +41,19 @@ async def test_a_non_ascii_name_is_redacted_as_a_whole_word_in_bodies_and_params
                 sent("c", "Ringkasan: Budi", {"lines": [f"{NAME} (3201********0001)", "Budi"]}),
                 # Another person whose name only starts the same way keeps it.
                 sent("d", f"Kartu {NAME}han siap.", {"name": f"{NAME}han"}),
+                # Written before the worker existed: about somebody else of that name.
+                sent("e", f"Kartu {NAME} siap.", {}, at=NOW - timedelta(days=30)),
             ]
         )
         await session.flush()
         await scrub_traces(
             await session.connection(),
-            Traces(name=NAME, nik_masked="3201********0001", phone_e164="+6281298765432"),
+            Traces(
+                name=NAME,
+                nik_masked="3201********0001",
+                phone_e164="+6281298765432",
+                since=NOW - timedelta(days=1),
+            ),
             sponsorship_ids=[],
         )
     async with db_engine.connect() as connection:
@@ -60,3 +67,4 @@ async def test_a_non_ascii_name_is_redacted_as_a_whole_word_in_bodies_and_params
     assert rows["b"] == (f"KARTU {ERASED_TEXT} SIAP", {})
     assert rows["c"] == ("Ringkasan: Budi", {"lines": [f"{ERASED_TEXT} ({ERASED_TEXT})", "Budi"]})
     assert rows["d"] == (f"Kartu {NAME}han siap.", {"name": f"{NAME}han"})
+    assert rows["e"] == (f"Kartu {NAME} siap.", {})
