@@ -400,7 +400,7 @@ def write_csv_baseline(rows: Sequence[CollectiveRow], path: Path) -> float:
                     row.nik,
                     row.full_name,
                     row.birth_date,
-                    SEX_WORDS[row.sex],
+                    SEX_WORDS[row.sex] if row.sex is not None else "",
                     row.phone_e164 or "",
                     row.village,
                     row.district,

@@ -301,6 +301,7 @@ def build_background(
         clock=runtime.clock,
         processed_update_retention=timedelta(days=settings.app.processed_update_retention_days),
         timezone=settings.app.timezone,
+        retention=timedelta(days=settings.app.retention_days),
         dispatcher=dispatcher,
         digest=digest,
         digest_time=settings.program.digest_time,

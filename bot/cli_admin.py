@@ -6,7 +6,7 @@
     sertakan invite create --opd CODE [--days N] [--bot-username NAME]
     sertakan coverage [--csv FILE]
     sertakan audit list [--opd CODE] [--limit N]
-    sertakan worker erase --phone PHONE [--yes]
+    sertakan worker erase --phone PHONE [--worker ID] [--yes]
 
 `bot.cli` adds these with `add_parsers` and hands a parsed command to
 `dispatch`. Each command runs in one transaction; every change is written with
@@ -160,10 +160,18 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="end a worker's enrollments and erase their personal data",
         description="What a worker's HAPUS on WhatsApp does, for a request made another "
         "way (a letter, the counter): the enrollments end, name, NIK, birth date, phone "
-        "and address are overwritten, the ASN and the OPD's PICs are told. Without --yes "
-        "it only shows what would be erased.",
+        "and address are overwritten, every notice, journal row and parked update quoting "
+        "them is scrubbed, the ASN and the OPD's PICs are told. Without --yes it only shows "
+        "what would be erased. A phone shared by several workers needs --worker: only that "
+        "worker is erased.",
     )
     erase.add_argument("--phone", required=True, metavar="PHONE", help="the worker's mobile")
+    erase.add_argument(
+        "--worker",
+        type=_positive_int(),
+        metavar="ID",
+        help="the worker's id, as listed, when the phone belongs to several workers",
+    )
     erase.add_argument("--yes", action="store_true", help="erase (otherwise: show only)")
 
     audit = sub.add_parser("audit", help="the audit log of PIC and administrator actions")
@@ -220,22 +228,42 @@ async def _erase_worker(
     parsed = parse_mobile(args.phone)
     if isinstance(parsed, PhoneError):
         raise _CommandError(f"{args.phone!r} is not a mobile number ({parsed.problem.value})")
-    records = await worker_side.records_for_phone(session, parsed.e164)
-    if not records:
+    workers = await worker_side.workers_for_phone(session, parsed.e164)
+    if not workers:
         raise _CommandError(f"no worker with the phone {parsed.e164}")
-    worker = records[0].worker
-    print(f"{worker.full_name} ({worker.nik_masked}), {parsed.e164}: {len(records)} enrollment(s)")
-    for sponsorship in records:
-        print(f"  #{sponsorship.id} {sponsorship.status.value} KPJ {sponsorship.kpj or '-'}")
+    records = await worker_side.records_for_phone(session, parsed.e164)
+    for worker in workers:
+        own = [s for s in records if s.worker_id == worker.id]
+        print(
+            f"worker {worker.id}: {worker.full_name} ({worker.nik_masked}), {parsed.e164}: "
+            f"{len(own)} enrollment(s)"
+        )
+        for sponsorship in own:
+            print(f"  #{sponsorship.id} {sponsorship.status.value} KPJ {sponsorship.kpj or '-'}")
+    if args.worker is not None:
+        if args.worker not in {w.id for w in workers}:
+            raise _CommandError(f"worker {args.worker} does not have the phone {parsed.e164}")
+        worker_id = int(args.worker)
+    elif len(workers) > 1:
+        # Erasing "the phone" would take every worker on it: one of them must be named.
+        raise _CommandError(
+            f"the phone {parsed.e164} belongs to {len(workers)} workers: "
+            "choose one with --worker ID (nothing changed)"
+        )
+    else:
+        worker_id = workers[0].id
     if not args.yes:
         print("nothing changed: add --yes to erase")
         return 0
     erasure = await worker_side.erase_worker(
-        session, phone_e164=parsed.e164, actor=_admin(), now=now
+        session, phone_e164=parsed.e164, worker_id=worker_id, actor=_admin(), now=now
     )
     assert erasure is not None
     await runtime.engine.notices.worker_erased(await session.connection(), erasure, now=now)
-    print(f"erased; {len(erasure.ended)} enrollment(s) ended, the ASN and PICs will be told")
+    print(
+        f"worker {worker_id} erased; {len(erasure.ended)} enrollment(s) ended, "
+        "the ASN and PICs will be told"
+    )
     return 0
 
 

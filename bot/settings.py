@@ -48,6 +48,11 @@ class AppSettings(BaseSettings):
     opd_seed_file: Path = Path("data/opd_bengkulu.csv")
     #: Inbound update ids are kept this long for deduplication (Meta retries for days).
     processed_update_retention_days: int = Field(30, ge=8)
+    #: Sent and failed notices, handled WhatsApp journal rows, processed update ids
+    #: and parked updates are deleted after this many days (UU PDP No. 27/2022:
+    #: kept no longer than needed). At least 45: a notice's dedupe key must outlive
+    #: the month a reminder phase may plan it again.
+    retention_days: int = Field(90, ge=45)
 
 
 class DatabaseSettings(BaseSettings):

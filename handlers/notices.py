@@ -138,10 +138,15 @@ class Notices:
     async def worker_erased(
         self, connection: AsyncConnection, erasure: Erasure, *, now: datetime
     ) -> None:
-        """Tell the ASN and the OPD's PICs that a worker had their data erased (SPEC 4.6)."""
+        """Tell the ASN and the OPD's PICs that a worker had their data erased (SPEC 4.6).
+
+        The notice names no one (the name is what was erased): the worker is
+        "the worker enrolled on <date>" with the enrollment's KPJ, which the
+        PIC needs to report the end to BPJS.
+        """
         pics = await pics_by_opd(connection)
-        for sponsorship_id, opd_id, asn_id, kpj in erasure.sponsorships:
-            if sponsorship_id not in erasure.ended:
+        for enrollment in erasure.enrollments:
+            if not enrollment.ended:
                 continue
             asn = (
                 await connection.execute(
@@ -149,20 +154,25 @@ class Notices:
                         ChannelAccount.channel, ChannelAccount.external_id, ChannelAccount.language
                     )
                     .join(Asn, Asn.channel_account_id == ChannelAccount.id)
-                    .where(Asn.id == asn_id)
+                    .where(Asn.id == enrollment.asn_id)
                 )
             ).one()
-            recipients = [(f"asn:{asn_id}", asn.channel, asn.external_id, asn.language)] + [
+            recipients = [
+                (f"asn:{enrollment.asn_id}", asn.channel, asn.external_id, asn.language)
+            ] + [
                 (f"pic:{pic.pic_id}", pic.channel, pic.recipient, pic.language)
-                for pic in pics.get(opd_id, [])
+                for pic in pics.get(enrollment.opd_id, [])
             ]
             for who, channel, recipient, language in recipients:
                 t = self._catalogs.translator(Language(language))
-                params = {"name": erasure.worker_name, "kpj": kpj or "-"}
+                params = {
+                    "name": t("notice.erased_worker", date=t.date(enrollment.enrolled_on)),
+                    "kpj": enrollment.kpj or "-",
+                }
                 await enqueue(
                     connection,
                     Notice(
-                        dedupe_key=f"erased:{sponsorship_id}:{who}",
+                        dedupe_key=f"erased:{enrollment.sponsorship_id}:{who}",
                         channel=Channel(channel),
                         recipient=recipient,
                         kind="worker_erased",

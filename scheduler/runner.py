@@ -7,11 +7,15 @@ from collections.abc import Callable
 from datetime import datetime, time, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scheduler.digest import DigestPlanner
 from scheduler.dispatcher import Dispatcher
-from scheduler.housekeeping import prune_processed_updates
+from scheduler.housekeeping import (
+    apply_retention,
+    prune_processed_updates,
+    vacuum_personal_tables,
+)
 from scheduler.reminders import ReminderPlanner
 
 log = logging.getLogger(__name__)
@@ -23,6 +27,7 @@ def build_scheduler(
     clock: Callable[[], datetime],
     processed_update_retention: timedelta,
     timezone: str,
+    retention: timedelta = timedelta(days=90),
     dispatcher: Dispatcher | None = None,
     digest: DigestPlanner | None = None,
     digest_time: time = time(8, 0),
@@ -30,6 +35,12 @@ def build_scheduler(
     reminder_time: time = time(6, 0),
 ) -> AsyncIOScheduler:
     """A scheduler (not started) with the housekeeping job at 03:00 local time.
+
+    Housekeeping (`housekeeping_run`): processed update ids and handled
+    journal rows older than `processed_update_retention` (or `retention`, if
+    shorter) are forgotten, sent and failed notices and parked updates older
+    than `retention` are deleted, and on PostgreSQL the tables holding
+    personal data are vacuumed.
 
     With `dispatcher`, its `tick` runs every `dispatcher.tick_interval_s`
     seconds: one instance at a time, missed runs coalesced into one, so a
@@ -50,13 +61,15 @@ def build_scheduler(
     """
     scheduler = AsyncIOScheduler(timezone=timezone)
 
-    async def prune() -> None:
-        removed = await prune_processed_updates(
-            sessionmaker, older_than=clock() - processed_update_retention
+    async def housekeeping() -> None:
+        await housekeeping_run(
+            sessionmaker,
+            now=clock(),
+            processed_update_retention=processed_update_retention,
+            retention=retention,
         )
-        log.info("pruned %d processed update ids", removed)
 
-    scheduler.add_job(prune, "cron", hour=3, minute=0, id="prune_processed_updates", coalesce=True)
+    scheduler.add_job(housekeeping, "cron", hour=3, minute=0, id="housekeeping", coalesce=True)
     if dispatcher is not None:
         scheduler.add_job(
             dispatcher.tick,
@@ -92,3 +105,28 @@ def build_scheduler(
             misfire_grace_time=12 * 3600,
         )
     return scheduler
+
+
+async def housekeeping_run(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime,
+    processed_update_retention: timedelta,
+    retention: timedelta,
+) -> None:
+    """One nightly housekeeping: prune dedupe ids, apply retention, vacuum (PostgreSQL)."""
+    removed = await prune_processed_updates(
+        sessionmaker, older_than=now - min(processed_update_retention, retention)
+    )
+    deleted = await apply_retention(sessionmaker, older_than=now - retention)
+    log.info(
+        "housekeeping: %d processed update ids, %d notices, %d parked updates deleted",
+        removed,
+        deleted.notices,
+        deleted.parked_updates,
+    )
+    database = sessionmaker.kw.get("bind")
+    if isinstance(database, AsyncEngine):
+        vacuumed = await vacuum_personal_tables(database)
+        if vacuumed:
+            log.info("housekeeping: vacuumed %d tables", len(vacuumed))

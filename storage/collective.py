@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, BinaryIO
 
-from sqlalchemy import LargeBinary, String, any_, literal, select
+from sqlalchemy import LargeBinary, String, any_, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,6 +30,7 @@ from storage.collective_file import (
     CollectiveRow,
     KpjRow,
     NikCellProblem,
+    erased_row,
     write_collective_xlsx,
 )
 from storage.crypto import NikCipher
@@ -61,6 +62,7 @@ _BATCH_ROWS = (
         _asn.full_name.label("sponsor_name"),
         _sponsorship.plan,
         _sponsorship.first_month,
+        _worker.erased_at,
     )
     .join_from(Sponsorship.__table__, Worker.__table__, _worker.id == _sponsorship.worker_id)
     .join(Asn.__table__, _asn.id == _sponsorship.asn_id)
@@ -79,6 +81,8 @@ async def collective_chunk(
     """Up to `limit` rows of batch `batch_id` with sponsorship id above `after_id`.
 
     Returns the rows and the `after_id` for the next chunk (None after the last).
+    A worker erased since the batch went out is an `erased_row` (nothing of
+    theirs is left to decrypt, and nothing of theirs is written).
     """
     result = await connection.execute(
         _BATCH_ROWS.where(_sponsorship.batch_id == batch_id, _sponsorship.id > after_id).limit(
@@ -87,7 +91,15 @@ async def collective_chunk(
     )
     records = result.all()
     rows = [
-        CollectiveRow(
+        erased_row(
+            occupation=record.occupation,
+            sponsor_nip=record.nip,
+            sponsor_name=record.sponsor_name,
+            plan=record.plan,
+            first_month=record.first_month,
+        )
+        if record.erased_at is not None
+        else CollectiveRow(
             nik=cipher.decrypt(record.nik_ciphertext),
             full_name=record.full_name,
             birth_date=record.birth_date,
@@ -104,6 +116,17 @@ async def collective_chunk(
         for record in records
     ]
     return rows, (records[-1].id if len(records) == limit else None)
+
+
+async def erased_row_count(connection: AsyncConnection, *, batch_id: int) -> int:
+    """How many enrollments of batch `batch_id` belong to workers erased since (for the note)."""
+    result = await connection.execute(
+        select(func.count())
+        .select_from(Sponsorship.__table__)
+        .join(Worker.__table__, _worker.id == _sponsorship.worker_id)
+        .where(_sponsorship.batch_id == batch_id, _worker.erased_at.is_not(None))
+    )
+    return int(result.scalar_one())
 
 
 async def collective_rows(
@@ -149,9 +172,13 @@ async def export_batch(
     every transaction holds the write lock (BEGIN IMMEDIATE), so one long
     read would pause the bot for the whole export. Opens and ends its own
     read-only transactions; commits nothing. `progress` is called with the
-    number of rows handed to the writer, per chunk.
+    number of rows handed to the writer, per chunk. Rows of workers erased
+    since the batch went out are written as erased (`erased_row`), and the
+    file says how many above the headers.
     """
     loop = asyncio.get_running_loop()
+    async with database.begin() as connection:
+        erased = await erased_row_count(connection, batch_id=batch_id)
 
     async def read(after_id: int) -> tuple[list[CollectiveRow], int | None]:
         async with database.begin() as connection:
@@ -178,6 +205,7 @@ async def export_batch(
         batch_number=batch_number,
         opd_name=opd_name,
         created_at=created_at,
+        erased_rows=erased,
     )
 
 

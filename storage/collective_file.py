@@ -82,6 +82,14 @@ PLAN_WORDS: Mapping[PaymentPlan, str] = {
     PaymentPlan.ANNUAL: "Tahunan",
     PaymentPlan.PAYROLL_DEDUCTION: "Potong gaji (bendahara)",
 }
+#: The name cell of an enrollment whose worker had their data erased (the other
+#: personal cells are empty); the file says so in `ERASED_NOTE`, above the headers.
+ERASED_ROW_NAME = "DIHAPUS (permintaan pemilik data)"
+ERASED_NOTE = (
+    "Catatan: {count} baris berisi pekerja yang datanya dihapus atas permintaan pemilik "
+    "data (UU No. 27 Tahun 2022 tentang Pelindungan Data Pribadi); NIK, nama, tanggal "
+    "lahir, jenis kelamin, nomor HP dan alamatnya tidak dicantumkan."
+)
 DATE_FORMAT = "DD/MM/YYYY"
 MONTH_FORMAT = "MM/YYYY"
 TEXT_FORMAT = "@"
@@ -89,12 +97,17 @@ TEXT_FORMAT = "@"
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CollectiveRow:
-    """One enrollment as it goes to BPJS; the NIK in full (the only place it leaves encrypted)."""
+    """One enrollment as it goes to BPJS; the NIK in full (the only place it leaves encrypted).
+
+    `erased`: the worker had their data erased after the batch went out; the
+    row keeps its place (and the enrollment's own cells) and shows
+    `ERASED_ROW_NAME`, with the personal cells empty (`erased_row`).
+    """
 
     nik: str
     full_name: str
-    birth_date: date
-    sex: Sex
+    birth_date: date | None
+    sex: Sex | None
     phone_e164: str | None
     village: str
     district: str
@@ -103,6 +116,33 @@ class CollectiveRow:
     sponsor_name: str
     plan: PaymentPlan
     first_month: date
+    erased: bool = False
+
+
+def erased_row(
+    *,
+    occupation: Occupation,
+    sponsor_nip: str,
+    sponsor_name: str,
+    plan: PaymentPlan,
+    first_month: date,
+) -> CollectiveRow:
+    """The row of an erased worker's enrollment: no NIK, name, birth date, sex, phone or address."""
+    return CollectiveRow(
+        nik="",
+        full_name=ERASED_ROW_NAME,
+        birth_date=None,
+        sex=None,
+        phone_e164=None,
+        village="",
+        district="",
+        occupation=occupation,
+        sponsor_nip=sponsor_nip,
+        sponsor_name=sponsor_name,
+        plan=plan,
+        first_month=first_month,
+        erased=True,
+    )
 
 
 def _national_phone(phone_e164: str | None) -> str | None:
@@ -131,7 +171,13 @@ class CollectiveWriter:
     """
 
     def __init__(
-        self, target: BinaryIO, *, batch_number: str, opd_name: str, created_at: datetime
+        self,
+        target: BinaryIO,
+        *,
+        batch_number: str,
+        opd_name: str,
+        created_at: datetime,
+        erased_rows: int = 0,
     ) -> None:
         if created_at.tzinfo is None:
             raise ValueError("created_at must be an aware datetime")
@@ -151,7 +197,8 @@ class CollectiveWriter:
             append([Cell(BATCH_LABEL, _BOLD), batch_number])
             append([OPD_LABEL, opd_name])
             append([DATE_LABEL, Cell(created_at.date(), _DATE)])
-            append([])
+            # The spare row above the headers: a batch without erasures keeps its bytes.
+            append([Cell(ERASED_NOTE.format(count=erased_rows), _BOLD)] if erased_rows else [])
             append([Cell(header, _BOLD) for header in COLLECTIVE_HEADERS])
         except BaseException:
             self._sheet.abort()
@@ -163,6 +210,26 @@ class CollectiveWriter:
         number = self.rows_written
         for row in rows:
             number += 1
+            if row.erased:
+                append(
+                    (
+                        number,
+                        None,
+                        row.full_name,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        OCCUPATION_WORDS[row.occupation],
+                        Cell(row.sponsor_nip, _TEXT),
+                        row.sponsor_name,
+                        PLAN_WORDS[row.plan],
+                        Cell(row.first_month.replace(day=1), _MONTH),
+                    )
+                )
+                continue
+            assert row.sex is not None and row.birth_date is not None  # only erased rows lack them
             append(
                 (
                     number,
@@ -212,6 +279,7 @@ def write_collective_xlsx(
     batch_number: str,
     opd_name: str,
     created_at: datetime,
+    erased_rows: int = 0,
 ) -> int:
     """Write the collective file of one batch to `target`; return the number of data rows.
 
@@ -230,9 +298,17 @@ def write_collective_xlsx(
     give the same bytes (document properties and zip entry times are set from
     `created_at`, which must be aware; the sheet shows its date as given, so
     pass it in the zone the PIC should see).
+
+    `erased_rows`: how many of the rows are erased workers' (`erased_row`);
+    when any, the row above the headers says so (`ERASED_NOTE`), otherwise it
+    stays empty and a re-export gives the same bytes as the first.
     """
     with CollectiveWriter(
-        target, batch_number=batch_number, opd_name=opd_name, created_at=created_at
+        target,
+        batch_number=batch_number,
+        opd_name=opd_name,
+        created_at=created_at,
+        erased_rows=erased_rows,
     ) as writer:
         writer.write(rows)
     return writer.rows_written

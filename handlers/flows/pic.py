@@ -146,6 +146,7 @@ async def _batch_file(ctx: Context, role: PicRole, batch: workbench.BatchInfo) -
         batch_number=batch.number,
         opd_name=role.opd_name,
         created_at=batch.created_at,
+        erased_rows=sum(row.erased for row in rows),
     )
     return Document(f"{batch.number}.xlsx", buffer.getvalue(), XLSX_MIME)
 

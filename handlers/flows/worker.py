@@ -8,7 +8,10 @@ as a template with "YA" / "TIDAK" buttons:
 - "YA" / "TIDAK" (the template's buttons carry `consent:yes:<id>` /
   `consent:no:<id>`; typed words answer the newest pending request);
 - "STATUS": their own record (masked NIK, status, paid until);
-- "HAPUS": erasure, after a confirmation (`EraseFlow`).
+- "HAPUS": erasure, after a confirmation (`EraseFlow`). A number an ASN typed
+  for several workers (a shared family phone) is asked which worker first, and
+  only that one is erased; STATUS shows every worker of the number, each with
+  their name and masked NIK, so the chooser's list is the one STATUS shows.
 
 An unknown number (neither ASN, PIC nor worker) gets a short explanation and
 the options: register as ASN, check status as a worker, help.
@@ -16,8 +19,9 @@ the options: register as ASN, check status as a worker, help.
 
 from __future__ import annotations
 
+from domain.vocabulary import Channel
 from handlers.context import Context
-from handlers.flow import Answer, Done, Flow, Invalid, Outcome, Step
+from handlers.flow import Answer, Done, Flow, Invalid, Next, Outcome, Step
 from handlers.flows.payment import dues_of
 from handlers.types import Option, Reply
 from storage import payments, worker_side
@@ -165,6 +169,34 @@ async def _menu_for(ctx: Context) -> list[Reply]:
     return [worker_menu(ctx)] if await is_worker(ctx) else [unknown_intro(ctx)]
 
 
+class WhichWorkerStep(Step):
+    """A number shared by several workers: whose data goes (one of them, never all)."""
+
+    name = "which"
+    help_key = "worker.erase.which_help"
+    free_text = False
+
+    def applies(self, ctx: Context) -> bool:
+        return "wid" not in ctx.state.data
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        phone = phone_of(ctx) or ""
+        workers = await worker_side.workers_for_phone(ctx.repo.session, phone)
+        options = tuple(
+            ctx.option(str(w.id), ctx.t("worker.erase.worker", name=w.full_name, nik=w.nik_masked))
+            for w in workers
+        )
+        return [Reply(ctx.t("worker.erase.which"), options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        chosen = int(answer.choice) if answer.choice and answer.choice.isdigit() else 0
+        workers = await worker_side.workers_for_phone(ctx.repo.session, phone_of(ctx) or "")
+        if chosen not in {w.id for w in workers}:
+            return Invalid(ctx.t("worker.erase.which_help"))
+        ctx.state.data["wid"] = chosen
+        return Next()
+
+
 class ConfirmEraseStep(Step):
     name = "confirm"
     help_key = "worker.erase.help"
@@ -172,9 +204,16 @@ class ConfirmEraseStep(Step):
 
     async def ask(self, ctx: Context) -> list[Reply]:
         t = ctx.t
+        text = t("worker.erase.confirm")
+        workers = await worker_side.workers_for_phone(ctx.repo.session, phone_of(ctx) or "")
+        if len(workers) > 1:
+            chosen = next((w for w in workers if w.id == ctx.state.data.get("wid")), None)
+            if chosen is not None:
+                named = t("worker.erase.worker", name=chosen.full_name, nik=chosen.nik_masked)
+                text = t("worker.erase.confirm_for", worker=named) + "\n\n" + text
         return [
             Reply(
-                t("worker.erase.confirm"),
+                text,
                 options=(
                     ctx.option("yes", t("worker.erase.yes")),
                     ctx.option("no", t("worker.erase.no")),
@@ -188,24 +227,36 @@ class ConfirmEraseStep(Step):
         phone = phone_of(ctx)
         if phone is None:
             return Invalid(ctx.t("worker.whatsapp_only"))
-        erasure = await worker_side.erase_worker(
-            ctx.repo.session,
-            phone_e164=phone,
-            actor=Actor.account("worker", ctx.account.id),
-            now=ctx.now,
+        worker_id = ctx.state.data.get("wid")
+        erasure = (
+            await worker_side.erase_worker(
+                ctx.repo.session,
+                phone_e164=phone,
+                worker_id=worker_id,
+                actor=Actor.account("worker", ctx.account.id),
+                now=ctx.now,
+                inbound_message_id=ctx.event.update_id
+                if ctx.event.channel is Channel.WHATSAPP
+                else None,
+            )
+            if isinstance(worker_id, int)
+            else None
         )
         if erasure is None:
-            return Done([Reply(ctx.t("worker.status.none")), unknown_intro(ctx)], show_menu=False)
+            return Done(
+                [Reply(ctx.t("worker.status.none")), *await _menu_for(ctx)], show_menu=False
+            )
         await ctx.notices.worker_erased(ctx.repo.connection, erasure, now=ctx.now)
-        return Done([Reply(ctx.t("worker.erase.done")), unknown_intro(ctx)], show_menu=False)
+        return Done([Reply(ctx.t("worker.erase.done")), *await _menu_for(ctx)], show_menu=False)
 
 
 class EraseFlow(Flow):
-    """ "HAPUS": one confirmation, then the enrollments end and the data is anonymised."""
+    """ "HAPUS": which worker (a shared number), one confirmation, then that worker's
+    enrollments end and their data is anonymised; other workers of the number keep theirs."""
 
     name = "erase"
     title_key = "flow.title.erase"
-    steps = (ConfirmEraseStep(),)
+    steps = (WhichWorkerStep(), ConfirmEraseStep())
 
     async def can_start(self, ctx: Context) -> str | None:
         if phone_of(ctx) is None:
@@ -213,3 +264,7 @@ class EraseFlow(Flow):
         if not await is_worker(ctx):
             return ctx.t("worker.status.none")
         return None
+
+    async def initial_data(self, ctx: Context) -> dict[str, object]:
+        workers = await worker_side.workers_for_phone(ctx.repo.session, phone_of(ctx) or "")
+        return {"wid": workers[0].id} if len(workers) == 1 else {}

@@ -202,7 +202,7 @@ async def test_background_schedules_dispatcher_digest_and_housekeeping(tmp_path:
         scheduler, dispatcher = build_background(runtime, {})
         jobs = {job.id: job for job in scheduler.get_jobs()}
         assert set(jobs) == {
-            "prune_processed_updates",
+            "housekeeping",
             "outbox_dispatcher",
             "pic_digest",
             "dues_reminders",

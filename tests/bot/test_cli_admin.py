@@ -28,7 +28,7 @@ from storage.models import (
 )
 from storage.roles import PicRole, redeem_invite
 from tests.fakes.admin import Admin
-from tests.fakes.chat import Chat
+from tests.fakes.chat import OTHER_NIK, Chat
 from tests.fakes.clock import FrozenClock
 from tests.fakes.runtime import open_runtime
 from tests.storage.test_coverage import asn_in, sponsor
@@ -75,7 +75,7 @@ async def pics(runtime: Runtime) -> list[tuple[str, str | None, str | None, bool
         (["invite", "create", "--help"], ["--days N", "--bot-username NAME"]),
         (["coverage", "--help"], ["--csv FILE"]),
         (["audit", "list", "--help"], ["--opd CODE", "--limit N"]),
-        (["worker", "erase", "--help"], ["--phone PHONE", "--yes"]),
+        (["worker", "erase", "--help"], ["--phone PHONE", "--worker ID", "--yes"]),
     ],
 )
 def test_every_command_has_help(
@@ -308,12 +308,13 @@ async def test_worker_erase_shows_first_then_erases_and_tells_the_asn(
 
         assert await admin.run("worker", "erase", "--phone", "0812-9876-5432") == 0
         assert "Siti Aminah (3201********0001), +6281298765432: 1 enrollment(s)" in admin.out
+        assert admin.out.startswith("worker ")
         assert "nothing changed" in admin.out
         async with sessionmaker() as session:
             assert (await session.execute(select(Worker.full_name))).scalar_one() == "Siti Aminah"
 
         assert await admin.run("worker", "erase", "--phone", "081298765432", "--yes") == 0
-        assert "erased; 1 enrollment(s) ended" in admin.out
+        assert " erased; 1 enrollment(s) ended" in admin.out
         async with sessionmaker() as session:
             worker = (await session.execute(select(Worker))).scalar_one()
             status = (await session.execute(select(Sponsorship.status))).scalar_one()
@@ -331,10 +332,54 @@ async def test_worker_erase_shows_first_then_erases_and_tells_the_asn(
             ).all()
         assert (worker.full_name, worker.phone_e164, worker.erased_at) == ("-", None, clock())
         assert status is SponsorshipStatus.ENDED
-        assert [(n.recipient, "Siti Aminah" in n.body) for n in told] == [("1001", True)]
+        assert [(n.recipient, "Siti Aminah" in n.body) for n in told] == [("1001", False)]
         assert [tuple(a) for a in actions] == [("admin", "worker.erased")]
 
         assert await admin.run("worker", "erase", "--phone", "081298765432") == 1
         assert "no worker with the phone +6281298765432" in admin.err
         assert await admin.run("worker", "erase", "--phone", "12") == 1
         assert "is not a mobile number" in admin.err
+
+
+async def test_worker_erase_on_a_shared_phone_needs_the_worker_and_erases_only_that_one(
+    tmp_path: Path,
+    database_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clock = FrozenClock()
+    async with open_runtime(tmp_path, database_url, clock=clock, seed_opds=True) as runtime:
+        asn = Chat(runtime.engine, clock)
+        await asn.register()
+        # One family phone typed for two workers.
+        await asn.enroll_until_summary()
+        await asn.press("Kirim ke PIC")
+        await asn.enroll_until_summary(nik=OTHER_NIK, name="Joko Susilo")
+        await asn.press("Kirim ke PIC")
+        admin = Admin(runtime, capsys)
+
+        async with sessionmaker() as session:
+            siti, joko = (await session.execute(select(Worker.id).order_by(Worker.id))).scalars()
+        assert await admin.run("worker", "erase", "--phone", "081298765432", "--yes") == 1
+        assert "belongs to 2 workers: choose one with --worker ID" in admin.err
+        assert f"worker {siti}: Siti Aminah" in admin.out
+        assert f"worker {joko}: Joko Susilo" in admin.out
+        argv = ("worker", "erase", "--phone", "081298765432", "--worker", str(joko + 7), "--yes")
+        assert await admin.run(*argv) == 1
+        assert f"worker {joko + 7} does not have the phone" in admin.err
+
+        argv = ("worker", "erase", "--phone", "081298765432", "--worker", str(joko), "--yes")
+        assert await admin.run(*argv) == 0
+        assert f"worker {joko} erased; 1 enrollment(s) ended" in admin.out
+        async with sessionmaker() as session:
+            names = (await session.execute(select(Worker.full_name).order_by(Worker.id))).all()
+            statuses = (
+                await session.execute(
+                    select(Sponsorship.worker_id, Sponsorship.status).order_by(Sponsorship.id)
+                )
+            ).all()
+        assert [n for (n,) in names] == ["Siti Aminah", "-"]
+        assert [tuple(s) for s in statuses] == [
+            (siti, SponsorshipStatus.WAITING_FOR_PIC),
+            (joko, SponsorshipStatus.ENDED),
+        ]

@@ -23,7 +23,7 @@ from domain.nik import mask_nik
 from domain.vocabulary import ImportStatus, SponsorshipStatus
 from storage import workbench
 from storage.audit import Actor
-from storage.collective_file import HEADER_ROW
+from storage.collective_file import ERASED_ROW_NAME, HEADER_ROW
 from storage.models import AuditLog, KpjImport, Opd, Outbox, Sponsorship, SubmissionBatch
 from tests.fakes.admin import Admin
 from tests.fakes.chat import TEST_KEY
@@ -369,3 +369,31 @@ async def test_import_refuses_unusable_files(
 async def test_import_of_a_missing_file(admin: Admin, runtime: Runtime, tmp_path: Path) -> None:
     assert await admin.run("import", "--opd", "DINKES", str(tmp_path / "nope.csv")) == 1
     assert "cannot read" in admin.err
+
+
+async def test_export_of_a_submitted_batch_after_an_erasure_shows_the_row_erased(
+    admin: Admin, runtime: Runtime, tmp_path: Path
+) -> None:
+    ids = await seed(runtime, submitted=3)
+    async with runtime.db.connect() as connection:
+        erased_worker = await connection.scalar(
+            select(Sponsorship.worker_id).where(Sponsorship.id == ids["submitted"][1])
+        )
+    # The seeded workers share one phone: the administrator names the worker.
+    argv = ("worker", "erase", "--phone", "081298765432", "--worker", str(erased_worker))
+    assert await admin.run(*argv, "--yes") == 0
+    out = tmp_path / "again.xlsx"
+
+    argv = ("export", "--opd", "DINKES", "--batch", "DINKES-2026-001", "--out", str(out))
+    assert await admin.run(*argv) == 0
+
+    assert "(submitted): 3 rows written" in admin.out
+    sheet = load_workbook(out, read_only=True).active
+    assert sheet is not None
+    rows = [list(row) for row in sheet.iter_rows(values_only=True)]
+    assert str(rows[HEADER_ROW - 2][0]).startswith("Catatan: 1 baris")
+    data = rows[HEADER_ROW:]
+    assert [row[1] for row in data] == [nik_for(1), None, nik_for(3)]
+    assert [row[2] for row in data] == ["Siti Aminah", ERASED_ROW_NAME, "Siti Aminah"]
+    assert data[1][3:8] == [None] * 5  # birth date, sex, phone, village, district
+    assert nik_for(2) not in str(rows)

@@ -41,9 +41,10 @@ from storage.crypto import NikCipher
 from storage.dead_letters import DeadLetters
 from storage.models import Asn, FailedUpdate, WhatsappInbound
 from tests.fakes import whatsapp_payloads as wa
-from tests.fakes.chat import ASN_NIP, TEST_KEY, WORKER_NIK, build_engine, seed_opds
+from tests.fakes.chat import ASN_NIP, TEST_KEY, WORKER_NIK, Chat, build_engine, seed_opds
 from tests.fakes.clock import FrozenClock
 from tests.fakes.whatsapp_payloads import APP_SECRET, BUDI, RINA, SITI, VERIFY_TOKEN, WaUser
+from tests.handlers.test_erasure import WORKER_TRACES, tables_quoting
 
 CIPHER = NikCipher(TEST_KEY)
 CATALOGS = Catalogs()
@@ -443,3 +444,31 @@ async def test_the_engine_gets_the_senders_phone_only_when_whatsapp_shares_it(
     [event] = engine.events
     expected = f"+{sender.wa_id}" if sender.wa_id else None
     assert (event.sender_id, event.sender_phone) == (sender.sender_id, expected)
+
+
+async def test_hapus_fed_as_whatsapp_payloads_leaves_no_trace_of_the_worker(
+    db_engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The journal rows of the erasing conversation itself go too, and the processor keeps
+    its claims (the row in hand is marked handled, numberless)."""
+    clock = FrozenClock()
+    await seed_opds(sessionmaker, clock)
+    engine = build_engine(sessionmaker, clock, worker_channel=Channel.WHATSAPP)
+    asn = Chat(engine, clock)
+    await asn.register()
+    await asn.enroll_until_summary()  # the worker's phone: 0812 9876 5432
+    await asn.press("Kirim ke PIC")
+    worker = WaUser(wa_id="6281298765432", user_id="ID.5550001112223", name="Siti Aminah")
+    async with rig(db_engine, sessionmaker, engine, clock=clock) as r:
+        siti = WaChat(r, worker)
+        await siti.say("hapus")
+        await siti.press("Ya, hapus")
+        assert "Data Anda sudah dihapus" in siti.text
+    traces = (*WORKER_TRACES, worker.user_id)
+    assert await tables_quoting(sessionmaker, traces) == []
+    async with db_engine.connect() as connection:
+        journal = (await connection.execute(select(WhatsappInbound))).all()
+    # "hapus" was handled before the erasure (deleted); the confirmation was in hand.
+    assert [(row.sender_id, row.processed_at is not None) for row in journal] == [
+        ("[dihapus]", True)
+    ]

@@ -149,8 +149,9 @@ class Chat:
             raise AssertionError(f"{label_part!r} matches {len(matches)} of {self.labels()}")
         return await self.press_id(matches[0].id)
 
-    async def press_id(self, option_id: str) -> Sequence[Reply]:
-        return await self._send(kind=EventKind.CHOICE, choice_id=option_id)
+    async def press_id(self, option_id: str, **fields: object) -> Sequence[Reply]:
+        """Press by option id; `fields` as in `say` (e.g. the channel's `update_id`)."""
+        return await self._send(kind=EventKind.CHOICE, choice_id=option_id, **fields)
 
     async def share_contact(self, phone: str, *, own: bool = True) -> Sequence[Reply]:
         return await self._send(kind=EventKind.CONTACT, contact_phone=phone, contact_is_own=own)

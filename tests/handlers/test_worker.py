@@ -204,7 +204,9 @@ async def test_hapus_ends_the_sponsorship_anonymises_and_tells_asn_and_pic(offic
     assert pending_to_worker == 0
     notices = await office.outbox("worker_erased")
     assert sorted(n.recipient for n in notices) == ["1001", "2001"]
-    assert all("Siti Aminah" in n.body and "90000000000" in n.body for n in notices)
+    # The notice names nobody (the name is what was erased): the enrollment date and KPJ.
+    assert all("Siti Aminah" not in n.body and "90000000000" in n.body for n in notices)
+    assert all("Pekerja yang didaftarkan pada" in n.body for n in notices)
     # The number is unknown now, and the NIK can be enrolled again.
     await worker.say("status")
     assert "tidak terdaftar sebagai pekerja" in worker.text

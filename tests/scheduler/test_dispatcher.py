@@ -700,7 +700,7 @@ def test_the_scheduler_ticks_the_dispatcher_without_overlap(
         dispatcher=dispatcher(db_engine, bot, clock, tick_interval_s=2.0),
     )
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"prune_processed_updates", "outbox_dispatcher"}
+    assert set(jobs) == {"housekeeping", "outbox_dispatcher"}
     job = jobs["outbox_dispatcher"]
     assert str(job.trigger) == "interval[0:00:02]"
     assert (job.max_instances, job.coalesce) == (1, True)
