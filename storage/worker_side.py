@@ -32,7 +32,7 @@ from domain.vocabulary import (
     SponsorshipStatus,
     WorkerConsent,
 )
-from storage import audit
+from storage import audit, reply_queue
 from storage.audit import Actor
 from storage.models import (
     Asn,
@@ -443,9 +443,9 @@ async def scrub_traces(
       correction draft) and PICs' typed return reasons are redacted the same way.
     - When the number no longer belongs to anyone (`number_in_use`): its
       WhatsApp account gets an `ERASED_ACCOUNT_PREFIX` id and no display name,
-      its conversation is emptied, its handled journal rows and parked updates
-      are deleted, and a journal row still being handled (this very HAPUS)
-      keeps no number (it is deleted once handled, with the others at the
+      its conversation is emptied, its handled journal rows, parked updates and
+      replies still waiting to be sent are deleted, and a journal row still
+      being handled (this very HAPUS) keeps no number (it is deleted once handled, with the others at the
       retention cut-off). Messages not yet handled stay: they are new words
       of someone who may still need an answer.
 
@@ -556,6 +556,10 @@ async def _scrub_number(
             FailedUpdate.channel == Channel.WHATSAPP, FailedUpdate.sender_id == wa_id
         )
     )
+    # Replies to the number still waiting for WhatsApp (encrypted; they may quote the
+    # record). The answer to this very HAPUS is queued after this and, like every
+    # reply, deleted once delivered.
+    await reply_queue.drop_for_chat(connection, Channel.WHATSAPP, wa_id)
 
 
 async def cancel_sponsorship_reminders(
