@@ -261,13 +261,15 @@ def to_event(message_id: str, payload: str, *, received_at: datetime) -> Inbound
         return None
     sender, wa_id = sender_of(message, contact)
     profile = contact.get("profile")
+    # A number only when it is one: str.isdigit() alone would also take "²".
+    vouched = wa_id is not None and wa_id.isascii() and wa_id.isdigit()
     base = InboundEvent(
         channel=Channel.WHATSAPP,
         sender_id=sender,
         update_id=message_id,
         kind=EventKind.UNSUPPORTED,
         received_at=_timestamp(message.get("timestamp")) or received_at,
-        sender_phone=f"+{wa_id}" if wa_id is not None and wa_id.isdigit() else None,
+        sender_phone=f"+{wa_id}" if vouched else None,
         display_name=_text(profile.get("name")) if isinstance(profile, dict) else None,
     )
     body = message.get(kind) if isinstance(kind, str) else None
