@@ -53,6 +53,13 @@ def test_a_person_with_a_hidden_number_is_known_by_their_user_id_without_a_phone
     assert entry.sender_id == "ID.5571029384756102"
 
 
+@pytest.mark.parametrize("wa_id", ["６２８１２３４５６７８９０", "62812345678²", "٦٢٨١٢٣٤٥٦٧٨٩٠"])
+def test_a_wa_id_of_other_digits_than_0_to_9_is_no_phone(wa_id: str) -> None:
+    event = event_of(wa.text(wa.WaUser(wa_id=wa_id, user_id="ID.1"), "halo"))
+    assert event is not None
+    assert (event.sender_id, event.sender_phone) == (wa_id, None)
+
+
 def test_a_slash_word_is_a_command_like_on_telegram() -> None:
     event = event_of(wa.text(SITI, "/Start PIC-7K3QX9AB"))
     assert event is not None
