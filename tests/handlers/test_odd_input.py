@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel
+from handlers.types import EventKind
 from storage.models import ChannelAccount, Worker
 from tests.fakes.chat import WORKER_NIK, Chat
 from tests.fakes.workbench import Office, activate, build_office
@@ -129,7 +130,7 @@ async def test_nul_and_lone_surrogate_in_a_display_name(
     assert names == ["Budi  Santoso"]
 
 
-async def test_superscript_two_as_months_and_amount_asks_again(
+async def test_superscript_two_as_months_and_amount_and_a_forged_receipt_ask_again(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     office = await build_office(sessionmaker)
@@ -148,3 +149,10 @@ async def test_superscript_two_as_months_and_amount_asks_again(
         assert asn.question == amount
     await asn.say("50.400")
     assert "bukti pembayaran" in asn.text
+    receipt = asn.question
+    # No platform issues a file reference this long; the receipt column could not hold it.
+    await asn._send(kind=EventKind.PHOTO, file_ref="A" * 300)
+    assert "harus berupa foto atau berkas" in asn.replies[0].text
+    assert asn.question == receipt
+    await asn._send(kind=EventKind.PHOTO, file_ref="AgACAgUAAxkBAAIB")
+    assert "Bukti bayar: ada" in asn.text
