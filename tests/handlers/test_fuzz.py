@@ -5,19 +5,21 @@ mid-enrollment, the PIC's menu and queue) each example sends one event: random
 Unicode text (NUL, right-to-left marks, digits of other scripts, strings of
 thousands of characters), a command, random callback data (random bytes, or a
 real option id mutated), a file or contact with random fields, or a WhatsApp
-webhook body built from `tests/fakes/whatsapp_payloads.py`, mutated and taken
-through `bot.whatsapp.events` as the processor does. Asserted: no exception
-escapes `Engine.handle`, and every event that is not a replay gets at least one
-reply with text.
+webhook body built from `tests/fakes/whatsapp_payloads.py`, mutated, and taken
+as the webhook and the processor do through `bot.whatsapp.events` and the
+journal (`storage.whatsapp_inbound.record`). Asserted: nothing raises (a body
+that is no envelope is refused with `PayloadError`, as the webhook answers 400),
+and every event that is not a replay gets at least one reply with text.
 
 Every example starts from the state: the conversation rows are put back to a
 snapshot taken after the set-up (the fixtures are built once per test, which is
 why the function-scoped-fixture health check is suppressed). The database is the
 suite's: SQLite, or PostgreSQL with TEST_DATABASE_URL.
 
-Budget: `EXAMPLES` examples per state, one event each; about 1-2 s per state on
-SQLite and 3-5 s on PostgreSQL on a laptop. Raise it locally to search longer,
-e.g. `FUZZ_EXAMPLES=2000`.
+Budget: `EXAMPLES` (100) examples per state, one event each, seven states: 1-5 s
+per state on SQLite or PostgreSQL on the shared 2-core test machine, about 25 s
+for the file. Raise it to search longer, e.g. `FUZZ_EXAMPLES=1500` (about 5
+minutes on SQLite).
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from domain.vocabulary import Channel
 from handlers.engine import Engine
 from handlers.parsing import storable
 from handlers.types import EventKind, InboundEvent, Reply
+from storage.crypto import NikCipher
 from storage.models import Conversation
+from storage.whatsapp_inbound import record
 from tests.fakes import whatsapp_payloads as wa
-from tests.fakes.chat import ASN_NIP, WORKER_NIK, Chat, build_engine, seed_opds
+from tests.fakes.chat import ASN_NIP, TEST_KEY, WORKER_NIK, Chat, build_engine, seed_opds
 from tests.fakes.clock import FrozenClock
 from tests.fakes.workbench import build_office
 
@@ -55,6 +59,7 @@ FUZZ = settings(
 )
 
 _ids = itertools.count(1)
+_CIPHER = NikCipher(TEST_KEY)
 _fresh_people = itertools.count(1)
 
 # -- what people type ----------------------------------------------------------------------
@@ -296,6 +301,7 @@ async def test_random_text_and_buttons_never_crash_a_step(
 _JSON_LEAVES = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(min_value=10**19, max_value=10**30),
     st.floats(allow_nan=False), odd_text,
+    st.sampled_from(["\ud800", "a\udfffb", "\x00", "w" * 129]),  # ids the journal cannot hold
     st.sampled_from(["text", "interactive", "button", "image", "document", "sticker",
                      "request_welcome", "reaction", "system", "button_reply", "list_reply"]),
 )  # fmt: skip
@@ -372,7 +378,11 @@ async def test_random_whatsapp_payloads_never_crash_a_step(
         batch = parse_webhook(body)
     except PayloadError:
         return  # the webhook answers 400 and records nothing (tests/bot/test_whatsapp_webhook.py)
+    async with scene.database.begin() as connection:  # the webhook's journal, as on PostgreSQL
+        recorded = await record(connection, batch.messages, cipher=_CIPHER, now=scene.clock())
     for message in batch.messages:
+        if message.message_id not in recorded:
+            continue  # recorded before: the processor never takes it twice
         event = to_event(message.message_id, message.payload, received_at=scene.clock())
         if event is None:
             continue  # a reaction or system notice: nothing to answer
