@@ -1,7 +1,7 @@
 """Fuzz the real engine with odd text, forged buttons and mangled WhatsApp payloads (issue 11).
 
 From several conversation states (a fresh person, mid-registration,
-mid-enrollment, the PIC's menu and queue) each example sends one event: random
+mid-enrollment, mid-payment, the PIC's menu and queue) each example sends one event: random
 Unicode text (NUL, right-to-left marks, digits of other scripts, strings of
 thousands of characters), a command, random callback data (random bytes, or a
 real option id mutated), a file or contact with random fields, or a WhatsApp
@@ -16,7 +16,7 @@ snapshot taken after the set-up (the fixtures are built once per test, which is
 why the function-scoped-fixture health check is suppressed). The database is the
 suite's: SQLite, or PostgreSQL with TEST_DATABASE_URL.
 
-Budget: `EXAMPLES` (100) examples per state, one event each, seven states: 1-5 s
+Budget: `EXAMPLES` (100) examples per state, one event each, eight states: 1-5 s
 per state on SQLite or PostgreSQL on the shared 2-core test machine, about 25 s
 for the file. Raise it to search longer, e.g. `FUZZ_EXAMPLES=1500` (about 5
 minutes on SQLite).
@@ -48,7 +48,7 @@ from storage.whatsapp_inbound import record
 from tests.fakes import whatsapp_payloads as wa
 from tests.fakes.chat import ASN_NIP, TEST_KEY, WORKER_NIK, Chat, build_engine, seed_opds
 from tests.fakes.clock import FrozenClock
-from tests.fakes.workbench import build_office
+from tests.fakes.workbench import activate, build_office
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
@@ -236,6 +236,14 @@ async def _pic(sessionmaker: async_sessionmaker[AsyncSession], *, queue: bool) -
     return scene
 
 
+async def _paying(sessionmaker: async_sessionmaker[AsyncSession]) -> Scene:
+    office = await build_office(sessionmaker, worker_channel=Channel.WHATSAPP)
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    await office.asn.say("bayar")  # how many months: buttons, or a typed number
+    return Scene(office.engine, office.clock, sessionmaker.kw["bind"], office.asn.sender,
+                 Channel.TELEGRAM, _seeds(office.asn.replies))  # fmt: skip
+
+
 SceneBuilder = Callable[[async_sessionmaker[AsyncSession]], Awaitable[Scene]]
 TELEGRAM_SCENES: dict[str, SceneBuilder] = {
     "fresh": lambda sm: _fresh(sm, Channel.TELEGRAM),
@@ -243,6 +251,7 @@ TELEGRAM_SCENES: dict[str, SceneBuilder] = {
     "mid_enrollment": lambda sm: _enrolling(sm, Channel.TELEGRAM),
     "pic_menu": lambda sm: _pic(sm, queue=False),
     "pic_queue": lambda sm: _pic(sm, queue=True),
+    "mid_payment": _paying,
 }
 WHATSAPP_SCENES: dict[str, SceneBuilder] = {
     "fresh": lambda sm: _fresh(sm, Channel.WHATSAPP),
