@@ -39,7 +39,7 @@ from handlers.flows.registration import RegistrationFlow
 from handlers.flows.worker import CONSENT_PREFIX, EraseFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
-from handlers.parsing import match_option, normalise
+from handlers.parsing import match_option, normalise, record_id, storable_event
 from handlers.types import EventKind, InboundEvent, QueuedReplies, Reply, encode_replies
 from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
@@ -184,6 +184,7 @@ class Engine:
         return await self._handle(event, queue=True)
 
     async def _handle(self, event: InboundEvent, *, queue: bool) -> QueuedReplies:
+        event = storable_event(event)  # no NUL, surrogate or oversized field reaches a step
         async with self._locks.hold((event.channel, event.sender_id)):
             # Closed explicitly: `async with engine.connect()` runs close() in a task
             # of its own, an extra event-loop round on every event (bench/).
@@ -572,9 +573,9 @@ class Engine:
             ):
                 # "ya" / "tidak" typed by someone who is not a worker: just the menu.
                 return [Reply(ctx.t("menu.greeting")), *await self._menu(ctx)]
-            return await worker.answer_consent(
-                ctx, answer == "yes", int(sponsorship) if sponsorship.isdigit() else None
-            )
+            # A payload's id that cannot be a record ("consent:yes:²") finds nothing.
+            sponsorship_id = (record_id(sponsorship) or -1) if sponsorship else None
+            return await worker.answer_consent(ctx, answer == "yes", sponsorship_id)
         if flow is not None:
             self._park(ctx, flow)
         if head == "workers":
@@ -639,7 +640,7 @@ class Engine:
     async def _start_correction(self, ctx: Context, arg: str) -> list[Reply]:
         state = ctx.state
         self._park_running(ctx)
-        loaded = await correction.load(ctx, int(arg) if arg.isdigit() else -1)
+        loaded = await correction.load(ctx, record_id(arg) or -1)
         if isinstance(loaded, str):
             return [Reply(loaded), *await menus.my_workers(ctx)]
         state.flow = CorrectionFlow.name

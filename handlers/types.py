@@ -18,6 +18,10 @@ from domain.vocabulary import Channel, Language
 
 #: Telegram limits callback_data to 64 bytes; option ids stay well inside it.
 MAX_OPTION_ID_BYTES = 48
+#: Longest platform file reference an event may carry (`payment.receipt_file_ref` holds
+#: 200 characters with a "document:" prefix); Telegram file_ids and WhatsApp media ids
+#: are far shorter, so a longer one is not a file the platform gave us.
+MAX_FILE_REF_LENGTH = 180
 
 
 class EventKind(StrEnum):

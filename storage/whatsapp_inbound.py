@@ -59,6 +59,8 @@ from storage.models import PERSON_ID_LENGTH, Outbox, UtcDateTime, WhatsappInboun
 REENGAGEMENT_ERROR: Final = 131047
 #: The journal's `sender_id` column (and `channel_account.external_id`) hold this many characters.
 MAX_SENDER_ID_LENGTH: Final = PERSON_ID_LENGTH
+#: The journal's `message_id` column holds this many characters (Meta's wamids use ~60).
+MAX_MESSAGE_ID_LENGTH: Final = 128
 _MAX_ERROR_LENGTH: Final = 200
 
 StatusOutcome = Literal["updated", "stale", "unknown"]

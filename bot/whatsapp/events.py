@@ -53,8 +53,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from domain.vocabulary import Channel, DeliveryStatus
+from handlers.parsing import storable
 from handlers.types import EventKind, InboundEvent
-from storage.whatsapp_inbound import MAX_SENDER_ID_LENGTH, InboundMessage
+from storage.whatsapp_inbound import MAX_MESSAGE_ID_LENGTH, MAX_SENDER_ID_LENGTH, InboundMessage
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,14 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _key(value: object, max_length: int) -> str | None:
+    """An id a database column can hold as it is (no NUL or lone surrogate, not too long)."""
+    text = _text(value)
+    if text is None or len(text) > max_length or storable(text) != text:
+        return None
+    return text
+
+
 def sender_of(message: Mapping[str, Any], contact: Mapping[str, Any]) -> tuple[str, str | None]:
     """(sender id for the engine, wa_id or None): the number when known, else the user id.
 
@@ -178,10 +187,11 @@ def sender_of(message: Mapping[str, Any], contact: Mapping[str, Any]) -> tuple[s
 def _journal_entry(message: object, contacts: Sequence[Mapping[str, Any]]) -> InboundMessage | None:
     if not isinstance(message, dict):
         return None
-    message_id = _text(message.get("id"))
+    message_id = _key(message.get("id"), MAX_MESSAGE_ID_LENGTH)
     kind = _text(message.get("type"))
     if message_id is None or kind is None:
-        logger.warning("webhook message without id or type skipped")
+        # Refusing the whole request instead would make Meta retry it for days.
+        logger.warning("webhook message without a usable id or type skipped")
         return None
     if kind in IGNORED_TYPES:
         logger.debug("whatsapp %s %s ignored", kind, message_id)
@@ -192,13 +202,16 @@ def _journal_entry(message: object, contacts: Sequence[Mapping[str, Any]]) -> In
     except ValueError:
         logger.warning("whatsapp message %s names no sender: skipped", message_id)
         return None
-    if len(sender) > MAX_SENDER_ID_LENGTH:
+    if _key(sender, MAX_SENDER_ID_LENGTH) is None:
         # Our columns are this wide; refusing the whole request would make Meta retry for days.
-        logger.error("whatsapp message %s: sender id too long for the journal: skipped", message_id)
+        logger.error("whatsapp message %s: sender id unfit for the journal: skipped", message_id)
         return None
-    payload = json.dumps(
-        {"message": message, "contact": contact}, separators=(",", ":"), ensure_ascii=False
-    )
+    document = {"message": message, "contact": contact}
+    payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    if storable(payload) != payload:
+        # A lone surrogate cannot be encrypted as UTF-8: keep it as a JSON escape (the
+        # engine drops it, with NUL, from the event).
+        payload = json.dumps(document, separators=(",", ":"))
     return InboundMessage(message_id=message_id, sender_id=sender, payload=payload)
 
 
@@ -212,7 +225,7 @@ def _timestamp(value: object) -> datetime | None:
 def _status(item: object) -> StatusUpdate | None:
     if not isinstance(item, dict):
         return None
-    message_id = _text(item.get("id"))
+    message_id = _key(item.get("id"), MAX_MESSAGE_ID_LENGTH)
     try:
         status = DeliveryStatus(str(item.get("status", "")).lower())
     except ValueError:
@@ -227,6 +240,7 @@ def _status(item: object) -> StatusUpdate | None:
         raw_code = errors[0].get("code")
         code = raw_code if isinstance(raw_code, int) else None
         title = _text(errors[0].get("title")) or _text(errors[0].get("message"))
+        title = storable(title) if title is not None else None
     return StatusUpdate(message_id, status, at, code, title)
 
 
@@ -261,13 +275,15 @@ def to_event(message_id: str, payload: str, *, received_at: datetime) -> Inbound
         return None
     sender, wa_id = sender_of(message, contact)
     profile = contact.get("profile")
+    # A number only when it is one: str.isdigit() alone would also take "²".
+    vouched = wa_id is not None and wa_id.isascii() and wa_id.isdigit()
     base = InboundEvent(
         channel=Channel.WHATSAPP,
         sender_id=sender,
         update_id=message_id,
         kind=EventKind.UNSUPPORTED,
         received_at=_timestamp(message.get("timestamp")) or received_at,
-        sender_phone=f"+{wa_id}" if wa_id is not None and wa_id.isdigit() else None,
+        sender_phone=f"+{wa_id}" if vouched else None,
         display_name=_text(profile.get("name")) if isinstance(profile, dict) else None,
     )
     body = message.get(kind) if isinstance(kind, str) else None

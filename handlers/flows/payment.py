@@ -43,7 +43,7 @@ from domain.tariff import FundingSource
 from domain.vocabulary import Channel, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
-from handlers.parsing import match_option, split_list
+from handlers.parsing import ascii_int, match_option, split_list
 from handlers.types import EventKind, FileRef, Option, Reply
 from storage import payments
 from storage.models import Sponsorship, Worker
@@ -59,7 +59,10 @@ ALREADY_RECORDED = "already_recorded"
 #: A month from which a plan change to payroll deduction is in force: the OPD's
 #: treasurer pays it (the PIC marks it), so the ASN paying it too would pay twice.
 PAYROLL_MONTH = "payroll_month"
-_DIGITS = re.compile(r"\D+")
+#: What is dropped from a typed count or amount ("3 bulan", "Rp16.800"): all but 0-9.
+_NOT_DIGITS = re.compile(r"[^0-9]+")
+#: Longest typed amount read (a trillion rupiah); a longer one is not an amount.
+_AMOUNT_DIGITS = 13
 
 
 def plan_of(sponsorship: Sponsorship, paid: set[date]) -> PaymentPlan:
@@ -444,10 +447,10 @@ class MonthsStep(Step):
         return [Reply("\n".join(lines) + "\n\n" + t("pay.ask_months_each"), options=options)]
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        typed = answer.choice or _DIGITS.sub("", answer.text or "")
-        if not typed.isdigit() or not 1 <= int(typed) <= 24:
+        months = ascii_int(answer.choice or _NOT_DIGITS.sub("", answer.text or ""), max_digits=2)
+        if months is None or not 1 <= months <= 24:
             return Invalid(ctx.t("pay.months_invalid"))
-        return await _settle(ctx, int(typed), in_months_step=True)
+        return await _settle(ctx, months, in_months_step=True)
 
 
 class AmountStep(Step):
@@ -473,14 +476,16 @@ class AmountStep(Step):
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
         expected = int(str(ctx.state.data["expected"]))
         if answer.choice != "exact":
-            digits = _DIGITS.sub("", (answer.text or "").split(",")[0])
-            if not digits:
+            typed = ascii_int(
+                _NOT_DIGITS.sub("", (answer.text or "").split(",")[0]), max_digits=_AMOUNT_DIGITS
+            )
+            if typed is None:
                 return Invalid(ctx.t("pay.amount_invalid"))
-            if int(digits) != expected:
+            if typed != expected:
                 return Invalid(
                     ctx.t(
                         "pay.problem.amount_mismatch",
-                        typed=ctx.t.money(int(digits)),
+                        typed=ctx.t.money(typed),
                         amount=ctx.t.money(expected),
                     )
                 )

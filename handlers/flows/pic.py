@@ -26,7 +26,7 @@ from domain.vocabulary import SponsorshipStatus as S
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
 from handlers.flows.payment import receipt_file
-from handlers.parsing import TextProblem, parse_note
+from handlers.parsing import TextProblem, parse_note, record_id
 from handlers.types import Document, Option, Reply
 from storage import audit, dues_queries, payments, workbench
 from storage.audit import Actor
@@ -110,7 +110,7 @@ async def home(ctx: Context, role: PicRole) -> Reply:
 
 def _record_id(text: str) -> int:
     """A record id from a button; anything else finds nothing (ids are positive)."""
-    return int(text) if text.isdigit() else -1
+    return record_id(text) or -1
 
 
 def _back_home(ctx: Context) -> Option:
@@ -559,7 +559,7 @@ class PickCardStep(Step):
                 notice = ctx.t("pic.cards.batch_done", count=count, number=choice[2:])
             else:
                 if choice.startswith("c:"):
-                    sid = int(choice[2:])
+                    sid = record_id(choice[2:]) or -1
                 else:
                     kpj = parse_kpj(answer.text or "")
                     if isinstance(kpj, KpjProblem):

@@ -17,6 +17,7 @@ from domain.vocabulary import (
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows.common import EditFieldStep, PersonNameStep
+from handlers.parsing import record_id
 from handlers.types import Reply
 from storage.models import Asn
 
@@ -113,8 +114,10 @@ class OpdStep(Step):
         return [Reply(ctx.t("registration.opd_not_found", query=query))]
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        if answer.choice and answer.choice.startswith("opd") and answer.choice[3:].isdigit():
-            opd = await ctx.repo.opds.get(int(answer.choice[3:]))
+        choice = answer.choice or ""
+        opd_id = record_id(choice.removeprefix("opd")) if choice.startswith("opd") else None
+        if opd_id is not None:
+            opd = await ctx.repo.opds.get(opd_id)
             if opd is None or not opd.active:
                 return Invalid(ctx.t("registration.opd_gone"))
             ctx.state.data.update(opd_id=opd.id, opd_name=opd.name)

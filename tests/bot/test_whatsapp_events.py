@@ -53,6 +53,13 @@ def test_a_person_with_a_hidden_number_is_known_by_their_user_id_without_a_phone
     assert entry.sender_id == "ID.5571029384756102"
 
 
+@pytest.mark.parametrize("wa_id", ["６２８１２３４５６７８９０", "62812345678²", "٦٢٨١٢٣٤٥٦٧٨٩٠"])
+def test_a_wa_id_of_other_digits_than_0_to_9_is_no_phone(wa_id: str) -> None:
+    event = event_of(wa.text(wa.WaUser(wa_id=wa_id, user_id="ID.1"), "halo"))
+    assert event is not None
+    assert (event.sender_id, event.sender_phone) == (wa_id, None)
+
+
 def test_a_slash_word_is_a_command_like_on_telegram() -> None:
     event = event_of(wa.text(SITI, "/Start PIC-7K3QX9AB"))
     assert event is not None
@@ -187,3 +194,27 @@ def test_a_message_without_id_or_sender_is_skipped_not_fatal() -> None:
     batch = parse_webhook(body)
     assert [m.message_id for m in batch.messages] == [good.id]
     assert batch.ignored == 2
+
+
+def test_a_message_or_status_id_the_journal_cannot_hold_is_skipped_not_fatal() -> None:
+    """NUL, a lone surrogate or more than 128 characters would fail the whole webhook
+    transaction on PostgreSQL (500, and Meta retrying the body for days)."""
+    good = wa.text(SITI, "ok")
+    odd = [
+        wa.text(SITI, "x", id="wamid.\x00"),
+        wa.text(SITI, "x", id="wamid.\ud800"),
+        wa.text(SITI, "x", id="w" * 129),
+        wa.text(wa.WaUser(wa_id="62812\x00", user_id="ID.2"), "x"),
+    ]
+    batch = parse_webhook(wa.webhook(good, *odd, statuses=[wa.status("wamid.\x00", "delivered")]))
+    assert [m.message_id for m in batch.messages] == [good.id]
+    assert batch.statuses == ()
+    assert batch.ignored == len(odd) + 1
+
+
+def test_a_lone_surrogate_in_a_text_is_recorded_as_an_escape() -> None:
+    # json.loads gives "\ud800" for the escape "\\ud800" in a body; UTF-8 cannot encode it.
+    [entry] = parse_webhook(wa.webhook(wa.text(SITI, "ha\ud800lo"))).messages
+    entry.payload.encode("utf-8")  # what the journal encrypts
+    event = to_event(entry.message_id, entry.payload, received_at=RECEIVED)
+    assert event is not None and event.text == "ha\ud800lo"  # the engine drops it
