@@ -446,8 +446,8 @@ async def scrub_traces(
       its conversation is emptied, its handled journal rows, parked updates and
       replies still waiting to be sent are deleted, and a journal row still
       being handled (this very HAPUS) keeps no number (it is deleted once
-      handled, with the others at the retention cut-off). Messages not yet handled stay: they are new words
-      of someone who may still need an answer.
+      handled, with the others at the retention cut-off). Messages not yet
+      handled stay: they are new words of someone who may still need an answer.
 
     Over-redaction errs on privacy's side: another person's notice that
     quotes the same name (as a whole word) loses it too. A table added later
