@@ -304,9 +304,7 @@ async def test_every_whatsapp_reply_arrives_once_and_in_order_through_a_storm(
                     assert await bot.post(wa.encode(wa.webhook(wa.text(person, text)))) == 200
             expected = len(reference)
             await _until(
-                lambda: all(
-                    len(graph.messages_to(str(p.wa_id))) >= expected for p in crowd
-                ),
+                lambda: all(len(graph.messages_to(str(p.wa_id))) >= expected for p in crowd),
                 seconds + SETTLE_S,
             )
             await asyncio.wait_for(bot.channel.replies.drain(), SETTLE_S)
