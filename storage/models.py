@@ -478,8 +478,8 @@ class WhatsappInbound(Base):
     so whatever is here is never asked for again); `message_id` (the `wamid`) is
     unique, so a delivery repeated or racing itself is one row. The payload may
     hold a NIK: it is stored encrypted, like a parked update. A background task
-    feeds unprocessed rows to the engine in arrival order per sender and sets
-    `processed_at`.
+    feeds unprocessed rows to the engine per sender in the order they were sent
+    (`sent_at`, then arrival) and sets `processed_at`.
     """
 
     __tablename__ = "whatsapp_inbound"
@@ -491,6 +491,9 @@ class WhatsappInbound(Base):
     sender_id: Mapped[str] = mapped_column(String(PERSON_ID_LENGTH))
     payload_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: WhatsApp's `timestamp` of the message (when the person sent it, whole seconds):
+    #: a sender's rows are handed out in (sent_at, id) order.
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     #: A processor holds the row until then (a crashed processor's rows are taken again).
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())

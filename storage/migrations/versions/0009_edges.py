@@ -1,0 +1,28 @@
+"""WhatsApp journal: the message's own timestamp, so a sender's rows are applied in sent order.
+
+Revision ID: 0009
+Revises: 0005
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | Sequence[str] | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("whatsapp_inbound", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("whatsapp_inbound", schema=None) as batch_op:
+        batch_op.drop_column("sent_at")
