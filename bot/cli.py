@@ -199,6 +199,7 @@ async def _run_channels(settings: Settings) -> int:
     # Imported here: the console never loads aiogram, pywa or aiohttp's server.
     from aiohttp import web
 
+    from bot.access_log import app_runner
     from bot.telegram import TelegramChannel, TelegramSender
     from bot.whatsapp.channel import build_whatsapp
 
@@ -245,7 +246,7 @@ async def _run_channels(settings: Settings) -> int:
                 telegram.webhook_routes(app)
             if whatsapp is not None:
                 whatsapp.routes(app)
-            runner = web.AppRunner(app)
+            runner = app_runner(app)
             await runner.setup()
             await web.TCPSite(runner, settings.web.host, settings.web.port).start()
             log.info("webhook server on %s:%s", settings.web.host, settings.web.port)
