@@ -6,6 +6,7 @@ an import side effect.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -30,7 +31,14 @@ from scheduler.reminders import ReminderPlanner
 from scheduler.runner import build_scheduler
 from scheduler.sending import Sender
 from storage.crypto import NikCipher, NikKeyError, decode_key, load_or_create_key_file
-from storage.db import create_engine, create_sessionmaker
+from storage.db import (
+    DatabaseUnreachable,
+    Sleep,
+    create_engine,
+    create_sessionmaker,
+    probe,
+    retry_while_unreachable,
+)
 from storage.migrate import upgrade_to_head
 from storage.opd_repository import OpdRepository
 
@@ -111,14 +119,22 @@ class Runtime:
 
 
 async def build_runtime(
-    settings: Settings, *, clock: Clock = utc_now, migrate: bool | None = None
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    migrate: bool | None = None,
+    sleep: Sleep = asyncio.sleep,
 ) -> Runtime:
-    """Open the database (migrating it when configured) and build the engine."""
+    """Open the database (migrating it when configured) and build the engine.
+
+    A database that refuses connections or is locked is tried again
+    (`open_database`); `sleep` waits between the tries.
+    """
     cipher = NikCipher(nik_master_key(settings))
     config = engine_config(settings)
     url = settings.database_url
-    if settings.database.auto_migrate if migrate is None else migrate:
-        await upgrade_to_head(url)
+    auto_migrate = settings.database.auto_migrate if migrate is None else migrate
+    await open_database(settings, migrate=auto_migrate, sleep=sleep)
     db = create_engine(
         url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, echo=settings.database.echo
     )
@@ -144,6 +160,29 @@ async def build_runtime(
         clock=clock,
         calendar=calendar,
     )
+
+
+async def open_database(settings: Settings, *, migrate: bool, sleep: Sleep = asyncio.sleep) -> None:
+    """Reach the database (and migrate it to head when `migrate`), waiting while it is away.
+
+    A database still starting (a container next to ours), refusing
+    connections or locked by another process is tried again with back-off
+    for up to DATABASE_STARTUP_RETRY_S of waiting, with a log line per wait;
+    then, or at once for any other error (a wrong password), a StartupError.
+    """
+    url = settings.database_url
+
+    async def reach() -> None:
+        await probe(url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
+        if migrate:
+            await upgrade_to_head(url)
+
+    try:
+        await retry_while_unreachable(
+            reach, url=url, budget_s=settings.database.startup_retry_s, sleep=sleep
+        )
+    except DatabaseUnreachable as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def tariff_table(settings: Settings) -> TariffTable:

@@ -20,6 +20,7 @@ from bot.app import (
     build_background,
     build_runtime,
     configure_logging,
+    open_database,
     seed_opds_if_empty,
 )
 from bot.console import ConsoleChannel
@@ -27,7 +28,6 @@ from bot.settings import Settings, TelegramMode
 from domain.vocabulary import Channel
 from storage.crypto import generate_key
 from storage.dead_letters import DeadLetters
-from storage.migrate import upgrade_to_head
 from storage.opd_repository import OpdFileError, OpdRepository
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await runtime.close()
     if command == "migrate":
-        await upgrade_to_head(settings.database_url)
+        await open_database(settings, migrate=True)
         print("database is at the latest schema")
         return 0
     if command == "opd":

@@ -8,11 +8,14 @@ the steps of one person. PostgreSQL uses SELECT ... FOR UPDATE instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -23,6 +26,24 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from storage.sqlite_inline import InlineConnection, inline_connector
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+#: OSErrors that mean "wrong configuration", not "not there yet".
+_PERMANENT_OS_ERRORS: Final = (
+    PermissionError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+#: SQLite errors another process's lock causes (SQLITE_BUSY, SQLITE_LOCKED).
+_SQLITE_LOCK_MESSAGES: Final = ("database is locked", "database table is locked")
+#: asyncpg's errors of a server that is starting, shutting down or full (by name: no stubs).
+_POSTGRES_NOT_READY: Final = frozenset({"CannotConnectNowError", "TooManyConnectionsError"})
 
 
 def insert_for(dialect_name: str) -> Callable[[Any], Any]:
@@ -64,9 +85,11 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is deferred).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # First: switching to WAL needs the file's lock, and waits this long for it
+        # (not sqlite3's own 5 s default).
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         # WAL + NORMAL is durable against application crashes; only an OS crash
         # can lose the last commits.
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -84,3 +107,89 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The database stayed unreachable (or locked) for the whole start-up retry budget."""
+
+
+def safe_url(url: str) -> str:
+    """`url` for logs and messages: the password is shown as ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def transient_reason(exc: BaseException) -> str | None:
+    """Why `exc` may pass by itself (refused, reset, locked, server starting); None: it will not.
+
+    Looks through the exception's causes (SQLAlchemy wraps the driver's
+    errors, asyncpg raises OSError unwrapped). The reason names the error's
+    type and, for SQLite, its fixed message; never a URL or a statement.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and not isinstance(current, _PERMANENT_OS_ERRORS):
+            return type(current).__name__  # refused, reset, unreachable, DNS, timeout
+        if isinstance(current, sqlite3.OperationalError) and str(current) in _SQLITE_LOCK_MESSAGES:
+            return str(current)
+        if type(current).__name__ in _POSTGRES_NOT_READY:
+            return type(current).__name__
+        orig = getattr(current, "orig", None)
+        current = (
+            orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+        )
+    return None
+
+
+async def probe(url: str, *, busy_timeout_ms: int = 5000) -> None:
+    """Connect to `url` and open a write transaction (SQLite: BEGIN IMMEDIATE), then let go.
+
+    Raises what the driver raises: refused, locked, wrong password, ...
+    """
+    engine = create_engine(url, busy_timeout_ms=busy_timeout_ms)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+async def retry_while_unreachable(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    url: str,
+    budget_s: float,
+    sleep: Sleep = asyncio.sleep,
+    first_delay_s: float = 0.5,
+    max_delay_s: float = 10.0,
+) -> T:
+    """Run `operation`; while it fails with a `transient_reason`, wait and try again.
+
+    The waits double from `first_delay_s` up to `max_delay_s` and add up to
+    at most `budget_s` (time spent inside `operation`, such as a connect
+    timeout, comes on top). Each wait logs "database <url, password hidden> not
+    reachable (<reason>), retrying in <n>s". Other errors are raised at once;
+    when the budget is spent, `DatabaseUnreachable` says for how long and why.
+    """
+    waited = 0.0
+    delay = first_delay_s
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:
+            reason = transient_reason(exc)
+            if reason is None:
+                raise
+            delay = min(delay, budget_s - waited)
+            if delay <= 0:
+                raise DatabaseUnreachable(
+                    f"database {safe_url(url)} not reachable ({reason}); "
+                    f"gave up after retrying for {waited:.0f}s"
+                ) from exc
+            logger.warning(
+                "database %s not reachable (%s), retrying in %.1fs", safe_url(url), reason, delay
+            )
+        await sleep(delay)
+        waited += delay
+        delay = min(delay * 2, max_delay_s)

@@ -131,7 +131,7 @@ def parse_webhook(
             entry = _journal_entry(message, contacts)
             if entry is None:
                 ignored += 1
-            elif not_before is not None and entry.sent_at is not None and entry.sent_at < not_before:
+            elif _sent_before(entry, not_before):
                 too_old.append(entry.message_id)
             else:
                 messages.append(entry)
@@ -142,6 +142,10 @@ def parse_webhook(
             else:
                 statuses.append(status)
     return WebhookBatch(tuple(messages), tuple(statuses), ignored, foreign, tuple(too_old))
+
+
+def _sent_before(message: InboundMessage, moment: datetime | None) -> bool:
+    return moment is not None and message.sent_at is not None and message.sent_at < moment
 
 
 def _phone_number_id(value: Mapping[str, Any]) -> str | None:
