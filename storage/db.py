@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -95,6 +95,23 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    trouble = _DiskTrouble()
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        if _disk_problem(context.original_exception):
+            # A fresh connection next time: nothing of the failed one (an open
+            # transaction, a half-written statement) can get in the way.
+            context.is_disconnect = True
+            if not trouble.pending:
+                logger.error("SQLite: disk full or I/O error; will recover when it passes")
+            trouble.pending = True
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        if trouble.pending and dbapi_connection is not None:
+            trouble.pending = not _checkpoint(dbapi_connection)
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         driver = conn.connection.driver_connection
@@ -103,6 +120,51 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
             driver.sqlite3_connection.execute("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class _DiskTrouble:
+    """Per engine: a disk-full or I/O error happened and the WAL was not checkpointed since."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending = False
+
+
+#: SQLite's primary result codes for "disk full" (SQLITE_FULL) and I/O errors (SQLITE_IOERR).
+_SQLITE_DISK_CODES: Final = frozenset({13, 10})
+
+
+def _disk_problem(exc: BaseException | None) -> bool:
+    while exc is not None:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in _SQLITE_DISK_CODES:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _checkpoint(dbapi_connection: Any) -> bool:
+    """Copy the WAL into the database and truncate it to 0 bytes; True when it completed.
+
+    Run when a connection goes back to the pool after a disk problem: while
+    the disk is full it fails (and is tried again at the next check-in); once
+    space is back it returns the WAL's space to the disk, which a disk-full
+    spell leaves grown (SQLite otherwise reuses a WAL file, never shrinks it).
+    """
+    driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    connection = getattr(driver, "sqlite3_connection", None)
+    if not isinstance(connection, sqlite3.Connection) or connection.in_transaction:
+        return False
+    try:
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error as exc:
+        logger.warning("SQLite: checkpoint after a disk problem failed: %s", exc)
+        return False
+    if busy:
+        return False
+    logger.warning("SQLite: disk problem over, write-ahead log checkpointed and truncated")
+    return True
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
