@@ -483,7 +483,11 @@ class WhatsappInbound(Base):
     """
 
     __tablename__ = "whatsapp_inbound"
-    __table_args__ = (Index("ix_whatsapp_inbound_pending", "processed_at", "id"),)
+    __table_args__ = (
+        Index("ix_whatsapp_inbound_pending", "processed_at", "id"),
+        # A sender's rows: claims check their pending and their newest processed ones.
+        Index("ix_whatsapp_inbound_sender", "sender_id", "sent_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(128), unique=True)

@@ -25,9 +25,12 @@ apart in two webhook posts, the later one first (the village and district
 answers were stored swapped). With `hold` a sender's rows wait until their
 newest row is `hold` old (the processor's `WHATSAPP_ORDER_HOLD_S`, 1 s by
 default), so a message overtaken by a later one can still arrive and be put
-first. The price is that much latency on every reply; a message later than
-the hold is applied after the ones already handled (timestamps are whole
-seconds, so a hold cannot order messages sent within one second anyway).
+first. The price is that much latency on every reply. A message that comes
+later than the hold, after a message its sender sent later was processed, is
+claimed marked `late`: the engine does not take it as an answer (the person
+is told it arrived out of order and asked again), since applying it would
+put an earlier answer into a later question. Timestamps are whole seconds:
+messages sent within one second keep their arrival order.
 
 `apply_status` moves `outbox.delivery_status` only forwards (by
 `DeliveryStatus.rank`, in the UPDATE's own WHERE, so two status webhooks
@@ -108,6 +111,9 @@ class ClaimedMessage:
     claimed_until: datetime
     #: WhatsApp's `timestamp` of the message (None: it had none).
     sent_at: datetime | None = None
+    #: Sent before a message of the same sender that was already processed (it came
+    #: later than the hold allowed for): not to be applied as an answer.
+    late: bool = False
 
 
 async def record(
@@ -260,6 +266,7 @@ async def _take(
             )
         )
     ).all()
+    newest_done = await _newest_processed(connection, {row.sender_id for row in rows})
     return [
         ClaimedMessage(
             id=row.id,
@@ -270,10 +277,30 @@ async def _take(
             attempts=row.attempts,
             claimed_until=claimed_until,
             sent_at=row.sent_at,
+            late=_sent_before(row.sent_at, newest_done.get(row.sender_id)),
         )
         # RETURNING keeps no order; the `_SENT_ORDER` of `claim`, per sender.
         for row in sorted(rows, key=lambda r: (r.sent_at or r.received_at, r.id))
     ]
+
+
+async def _newest_processed(
+    connection: AsyncConnection, senders: set[str]
+) -> dict[str, datetime]:
+    """Per sender, the latest `sent_at` among their processed (or parked) rows."""
+    if not senders:
+        return {}
+    inbound = WhatsappInbound
+    rows = await connection.execute(
+        select(inbound.sender_id, func.max(inbound.sent_at))
+        .where(inbound.sender_id.in_(senders), inbound.processed_at.is_not(None))
+        .group_by(inbound.sender_id)
+    )
+    return {sender: newest for sender, newest in rows if newest is not None}
+
+
+def _sent_before(sent_at: datetime | None, newest_done: datetime | None) -> bool:
+    return sent_at is not None and newest_done is not None and sent_at < newest_done
 
 
 async def hold_ends(

@@ -281,6 +281,8 @@ class InboundProcessor:
         event = to_event(item.message_id, payload, received_at=item.received_at)
         if event is None:
             return
+        if item.late:
+            event = dataclasses.replace(event, out_of_order=True)
         if event.kind is EventKind.DOCUMENT and event.file_ref is not None:
             event = await self._fetch_document(event)
         async with self._engine_slots:

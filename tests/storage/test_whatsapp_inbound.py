@@ -144,6 +144,28 @@ async def test_a_senders_messages_are_claimed_in_the_order_sent_not_delivered(
     assert [c.sent_at for c in claimed][1:] == [sent, sent + timedelta(seconds=1)]
 
 
+async def test_a_message_sent_before_one_already_processed_is_claimed_late(
+    db_engine: AsyncEngine,
+) -> None:
+    """It came after the hold: the engine must not take it as an answer to a later question."""
+    sent = NOW - timedelta(seconds=30)
+    newer = dataclasses.replace(message(), sent_at=sent + timedelta(seconds=2))
+    await add(db_engine, newer)
+    await done(db_engine, *await take(db_engine))
+    older = dataclasses.replace(message(), sent_at=sent)
+    same_second = dataclasses.replace(message(), sent_at=sent + timedelta(seconds=2))
+    untimed = message()
+    someone_else = dataclasses.replace(message("6285298765432"), sent_at=sent)
+    await add(db_engine, older, same_second, untimed, someone_else)
+    late = {c.message_id: c.late for c in await take(db_engine)}
+    assert late == {
+        older.message_id: True,
+        same_second.message_id: False,  # whole seconds: no order within one
+        untimed.message_id: False,
+        someone_else.message_id: False,
+    }
+
+
 async def test_a_sender_is_held_until_their_newest_message_is_hold_old(
     db_engine: AsyncEngine,
 ) -> None:

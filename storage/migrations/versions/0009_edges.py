@@ -1,4 +1,4 @@
-"""WhatsApp journal: the message's own timestamp, so a sender's rows are applied in sent order.
+"""WhatsApp journal: the message's own timestamp (a sender's rows go in sent order), by sender.
 
 Revision ID: 0009
 Revises: 0005
@@ -21,8 +21,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("whatsapp_inbound", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_index("ix_whatsapp_inbound_sender", ["sender_id", "sent_at"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("whatsapp_inbound", schema=None) as batch_op:
+        batch_op.drop_index("ix_whatsapp_inbound_sender")
         batch_op.drop_column("sent_at")
