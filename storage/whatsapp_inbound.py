@@ -284,9 +284,7 @@ async def _take(
     ]
 
 
-async def _newest_processed(
-    connection: AsyncConnection, senders: set[str]
-) -> dict[str, datetime]:
+async def _newest_processed(connection: AsyncConnection, senders: set[str]) -> dict[str, datetime]:
     """Per sender, the latest `sent_at` among their processed (or parked) rows."""
     if not senders:
         return {}
