@@ -8,16 +8,24 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
-.PHONY: run console test test-pg lint bench install clean
+.PHONY: run console test test-pg lint bench install lock clean
 
-$(STAMP): pyproject.toml
+# Every dependency (dev tools too) at the version and hash pinned in requirements.lock, then
+# the project itself without resolving anything (setuptools and wheel come from the lock).
+$(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; run: make PYTHON=python3 ..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve pyproject.toml's ranges (with [dev]) into requirements.lock, for Python 3.11 on
+# Linux x86_64 (run it there); `make install` then installs the new pins.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --extra dev --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/sertakan run

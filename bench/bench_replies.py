@@ -81,9 +81,7 @@ async def _platform_main(
     async with FakeTelegramServer() as server:
         pipe.send({"base_url": server.base_url, "token": server.token})
         # The bot is up once it polls.
-        async with asyncio.timeout(60):
-            while not server.calls_of("getUpdates"):
-                await asyncio.sleep(0.01)
+        await server.wait_until(lambda: bool(server.calls_of("getUpdates")), timeout=60)
         latencies: dict[int, list[float]] = {n: [] for n in range(users)}
         unanswered = 0
         started = time.monotonic()

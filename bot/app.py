@@ -6,6 +6,7 @@ an import side effect.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -32,7 +33,14 @@ from scheduler.runner import build_scheduler
 from scheduler.sending import Sender
 from storage import key_check
 from storage.crypto import NikCipher, NikKeyError, create_key_file, decode_key, read_key_file
-from storage.db import create_engine, create_sessionmaker
+from storage.db import (
+    DatabaseUnreachable,
+    Sleep,
+    create_engine,
+    create_sessionmaker,
+    probe,
+    retry_while_unreachable,
+)
 from storage.migrate import upgrade_to_head
 from storage.opd_repository import OpdRepository
 
@@ -198,16 +206,23 @@ class Runtime:
 
 
 async def build_runtime(
-    settings: Settings, *, clock: Clock = utc_now, migrate: bool | None = None
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    migrate: bool | None = None,
+    sleep: Sleep = asyncio.sleep,
 ) -> Runtime:
     """Open the database, check the NIK key against it, migrate when configured, build the engine.
 
     A key that is not the database's own stops start-up (StartupError) before
-    anything is written, migrations included.
+    anything is written, migrations included. A database that refuses
+    connections or is locked is tried again (`open_database`); `sleep` waits
+    between the tries.
     """
     configured_nik_key(settings)  # a missing or malformed key fails before the database opens
     config = engine_config(settings)
     url = settings.database_url
+    await open_database(settings, migrate=False, sleep=sleep)
     db = create_engine(
         url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, echo=settings.database.echo
     )
@@ -216,7 +231,7 @@ async def build_runtime(
         if settings.database.auto_migrate if migrate is None else migrate:
             # Alembic uses its own connection: ours must not hold a schema from before.
             await db.dispose()
-            await upgrade_to_head(url)
+            await open_database(settings, migrate=True, sleep=sleep)
         if unrecorded:
             await record_key(settings, db, cipher, clock())
     except BaseException:
@@ -244,6 +259,29 @@ async def build_runtime(
         clock=clock,
         calendar=calendar,
     )
+
+
+async def open_database(settings: Settings, *, migrate: bool, sleep: Sleep = asyncio.sleep) -> None:
+    """Reach the database (and migrate it to head when `migrate`), waiting while it is away.
+
+    A database still starting (a container next to ours), refusing
+    connections or locked by another process is tried again with back-off
+    for up to DATABASE_STARTUP_RETRY_S of waiting, with a log line per wait;
+    then, or at once for any other error (a wrong password), a StartupError.
+    """
+    url = settings.database_url
+
+    async def reach() -> None:
+        await probe(url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
+        if migrate:
+            await upgrade_to_head(url)
+
+    try:
+        await retry_while_unreachable(
+            reach, url=url, budget_s=settings.database.startup_retry_s, sleep=sleep
+        )
+    except DatabaseUnreachable as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def tariff_table(settings: Settings) -> TariffTable:

@@ -21,6 +21,7 @@ from bot.app import (
     build_background,
     build_runtime,
     configure_logging,
+    open_database,
     seed_opds_if_empty,
 )
 from bot.console import ConsoleChannel
@@ -28,7 +29,6 @@ from bot.settings import Settings, TelegramMode
 from domain.vocabulary import Channel
 from storage.crypto import generate_key
 from storage.dead_letters import DeadLetters
-from storage.migrate import upgrade_to_head
 from storage.opd_repository import OpdFileError, OpdRepository
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await runtime.close()
     if command == "migrate":
-        await upgrade_to_head(settings.database_url)
+        await open_database(settings, migrate=True)
         print("database is at the latest schema")
         return 0
     if command == "opd":
@@ -206,6 +206,7 @@ async def _run_channels(settings: Settings) -> int:
     # Imported here: the console never loads aiogram, pywa or aiohttp's server.
     from aiohttp import web
 
+    from bot.access_log import app_runner
     from bot.telegram import TelegramChannel, TelegramSender
     from bot.whatsapp.channel import build_whatsapp
 
@@ -255,7 +256,7 @@ async def _run_channels(settings: Settings) -> int:
                 telegram.webhook_routes(app)
             if whatsapp is not None:
                 whatsapp.routes(app)
-            runner = web.AppRunner(app)
+            runner = app_runner(app)
             await runner.setup()
             await web.TCPSite(runner, settings.web.host, settings.web.port).start()
             log.info("webhook server on %s:%s", settings.web.host, settings.web.port)

@@ -64,6 +64,9 @@ class DatabaseSettings(BaseSettings):
     auto_migrate: bool = True
     #: SQLite busy timeout in milliseconds.
     sqlite_busy_timeout_ms: int = 5000
+    #: At start-up, a database that refuses connections or is locked is tried again with
+    #: back-off for up to this many seconds (of waiting) before the process gives up.
+    startup_retry_s: float = Field(60.0, ge=0)
     echo: bool = False
 
 
@@ -145,6 +148,14 @@ class WhatsAppSettings(BaseSettings):
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, le=100 * 1024 * 1024)
     #: After this many failed attempts an inbound message is parked (failed_update).
     max_update_attempts: int = Field(5, ge=1)
+    #: Messages whose WhatsApp `timestamp` is older than this are acknowledged and dropped
+    #: (a signed body replayed weeks later is not applied today). 24 h: WhatsApp's reply
+    #: window; after a longer outage of ours, Meta's late redeliveries are dropped too.
+    max_message_age_s: float = Field(24 * 3600.0, ge=60)
+    #: A person's messages wait until this long after the newest of them arrived, and are
+    #: then applied in WhatsApp's `timestamp` order: two answers typed quickly and
+    #: delivered out of order are not swapped. Adds up to this much to every reply.
+    order_hold_s: float = Field(1.0, ge=0, le=30)
 
     @property
     def enabled(self) -> bool:

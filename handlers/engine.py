@@ -331,6 +331,9 @@ class Engine:
         options = question[-1].options if question else ()
         keys = {opt.id.split(":", 1)[1]: opt for opt in options if ":" in opt.id}
 
+        if event.out_of_order:
+            # Taking it would answer a later question with an earlier answer.
+            return [Reply(ctx.t("input.out_of_order")), *question]
         answer: Answer
         if event.kind is EventKind.CHOICE:
             version, _, key = (event.choice_id or "").partition(":")

@@ -73,6 +73,9 @@ class InboundEvent:
     display_name: str | None = None
     #: The platform's language hint (Telegram language_code), used only for new accounts.
     language_hint: str | None = None
+    #: The person sent this before a message of theirs that was already handled (it
+    #: arrived late): it is not taken as an answer to the current question.
+    out_of_order: bool = False
 
 
 @dataclasses.dataclass(slots=True, frozen=True)

@@ -8,17 +8,19 @@ the steps of one person. PostgreSQL uses SELECT ... FOR UPDATE instead.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -32,6 +34,22 @@ log = logging.getLogger(__name__)
 
 #: The files SQLite keeps beside a database: the WAL, its index, a rollback journal.
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+#: OSErrors that mean "wrong configuration", not "not there yet".
+_PERMANENT_OS_ERRORS: Final = (
+    PermissionError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+#: SQLite errors another process's lock causes (SQLITE_BUSY, SQLITE_LOCKED).
+_SQLITE_LOCK_MESSAGES: Final = ("database is locked", "database table is locked")
+#: asyncpg's errors of a server that is starting, shutting down or full (by name: no stubs).
+_POSTGRES_NOT_READY: Final = frozenset({"CannotConnectNowError", "TooManyConnectionsError"})
 
 
 def insert_for(dialect_name: str) -> Callable[[Any], Any]:
@@ -94,13 +112,32 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is deferred).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # First: switching to WAL needs the file's lock, and waits this long for it
+        # (not sqlite3's own 5 s default).
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         # WAL + NORMAL is durable against application crashes; only an OS crash
         # can lose the last commits.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    trouble = _DiskTrouble()
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        if _disk_problem(context.original_exception):
+            # A fresh connection next time: nothing of the failed one (an open
+            # transaction, a half-written statement) can get in the way.
+            context.is_disconnect = True
+            if not trouble.pending:
+                log.error("SQLite: disk full or I/O error; will recover when it passes")
+            trouble.pending = True
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        if trouble.pending and dbapi_connection is not None:
+            trouble.pending = not _checkpoint(dbapi_connection)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -112,5 +149,136 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class _DiskTrouble:
+    """Per engine: a disk-full or I/O error happened and the WAL was not checkpointed since."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending = False
+
+
+#: SQLite's primary result codes for "disk full" (SQLITE_FULL) and I/O errors (SQLITE_IOERR).
+_SQLITE_DISK_CODES: Final = frozenset({13, 10})
+
+
+def _disk_problem(exc: BaseException | None) -> bool:
+    while exc is not None:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in _SQLITE_DISK_CODES:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _checkpoint(dbapi_connection: Any) -> bool:
+    """Copy the WAL into the database and truncate it to 0 bytes; True when it completed.
+
+    Run when a connection goes back to the pool after a disk problem: while
+    the disk is full it fails (and is tried again at the next check-in); once
+    space is back it returns the WAL's space to the disk, which a disk-full
+    spell leaves grown (SQLite otherwise reuses a WAL file, never shrinks it).
+    """
+    driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    connection = getattr(driver, "sqlite3_connection", None)
+    if not isinstance(connection, sqlite3.Connection) or connection.in_transaction:
+        return False
+    try:
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error as exc:
+        log.warning("SQLite: checkpoint after a disk problem failed: %s", exc)
+        return False
+    if busy:
+        return False
+    log.warning("SQLite: disk problem over, write-ahead log checkpointed and truncated")
+    return True
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The database stayed unreachable (or locked) for the whole start-up retry budget."""
+
+
+def safe_url(url: str) -> str:
+    """`url` for logs and messages: the password is shown as ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def transient_reason(exc: BaseException) -> str | None:
+    """Why `exc` may pass by itself (refused, reset, locked, server starting); None: it will not.
+
+    Looks through the exception's causes (SQLAlchemy wraps the driver's
+    errors, asyncpg raises OSError unwrapped). The reason names the error's
+    type and, for SQLite, its fixed message; never a URL or a statement.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and not isinstance(current, _PERMANENT_OS_ERRORS):
+            return type(current).__name__  # refused, reset, unreachable, DNS, timeout
+        if isinstance(current, sqlite3.OperationalError) and str(current) in _SQLITE_LOCK_MESSAGES:
+            return str(current)
+        if type(current).__name__ in _POSTGRES_NOT_READY:
+            return type(current).__name__
+        orig = getattr(current, "orig", None)
+        current = (
+            orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+        )
+    return None
+
+
+async def probe(url: str, *, busy_timeout_ms: int = 5000) -> None:
+    """Connect to `url` and open a write transaction (SQLite: BEGIN IMMEDIATE), then let go.
+
+    Raises what the driver raises: refused, locked, wrong password, ...
+    """
+    engine = create_engine(url, busy_timeout_ms=busy_timeout_ms)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+async def retry_while_unreachable(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    url: str,
+    budget_s: float,
+    sleep: Sleep = asyncio.sleep,
+    first_delay_s: float = 0.5,
+    max_delay_s: float = 10.0,
+) -> T:
+    """Run `operation`; while it fails with a `transient_reason`, wait and try again.
+
+    The waits double from `first_delay_s` up to `max_delay_s` and add up to
+    at most `budget_s` (time spent inside `operation`, such as a connect
+    timeout, comes on top). Each wait logs "database <url, password hidden> not
+    reachable (<reason>), retrying in <n>s". Other errors are raised at once;
+    when the budget is spent, `DatabaseUnreachable` says for how long and why.
+    """
+    waited = 0.0
+    delay = first_delay_s
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:
+            reason = transient_reason(exc)
+            if reason is None:
+                raise
+            delay = min(delay, budget_s - waited)
+            if delay <= 0:
+                raise DatabaseUnreachable(
+                    f"database {safe_url(url)} not reachable ({reason}); "
+                    f"gave up after retrying for {waited:.0f}s"
+                ) from exc
+            log.warning(
+                "database %s not reachable (%s), retrying in %.1fs", safe_url(url), reason, delay
+            )
+        await sleep(delay)
+        waited += delay
+        delay = min(delay * 2, max_delay_s)

@@ -509,12 +509,16 @@ class WhatsappInbound(Base):
     so whatever is here is never asked for again); `message_id` (the `wamid`) is
     unique, so a delivery repeated or racing itself is one row. The payload may
     hold a NIK: it is stored encrypted, like a parked update. A background task
-    feeds unprocessed rows to the engine in arrival order per sender and sets
-    `processed_at`.
+    feeds unprocessed rows to the engine per sender in the order they were sent
+    (`sent_at`, then arrival) and sets `processed_at`.
     """
 
     __tablename__ = "whatsapp_inbound"
-    __table_args__ = (Index("ix_whatsapp_inbound_pending", "processed_at", "id"),)
+    __table_args__ = (
+        Index("ix_whatsapp_inbound_pending", "processed_at", "id"),
+        # A sender's rows: claims check their pending and their newest processed ones.
+        Index("ix_whatsapp_inbound_sender", "sender_id", "sent_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(128), unique=True)
@@ -522,6 +526,9 @@ class WhatsappInbound(Base):
     sender_id: Mapped[str] = mapped_column(String(PERSON_ID_LENGTH))
     payload_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: WhatsApp's `timestamp` of the message (when the person sent it, whole seconds):
+    #: a sender's rows are handed out in (sent_at, id) order.
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     #: A processor holds the row until then (a crashed processor's rows are taken again).
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())

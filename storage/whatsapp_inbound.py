@@ -7,7 +7,8 @@ two copies at once, and the unique `wamid` makes all of that one row. The
 payload may hold a NIK, so it is stored encrypted (`NikCipher.encrypt_payload`).
 
 A processor (bot/whatsapp/processor.py) then takes rows with `claim`, feeds
-them to the engine one sender at a time in id order (arrival order), and
+them to the engine one sender at a time in the order the person sent them
+(WhatsApp's `timestamp`, kept as `sent_at`; equal or missing ones by arrival), and
 records the outcome with `mark_processed`, `mark_failed` (retry later) or
 `release` (handed back untried). Every outcome is fenced by the claim's
 `claimed_until`: a processor that held rows past their lease, while another
@@ -18,6 +19,18 @@ the sender's earliest unprocessed row, and never while any of the sender's
 rows is held by a claim or waits for a retry. So one sender's messages are
 never processed by two processors at once, nor out of order, also when a
 failed message waits for its retry.
+
+Sent order, not arrival order: Meta may deliver two messages typed a second
+apart in two webhook posts, the later one first (the village and district
+answers were stored swapped). With `hold` a sender's rows wait until their
+newest row is `hold` old (the processor's `WHATSAPP_ORDER_HOLD_S`, 1 s by
+default), so a message overtaken by a later one can still arrive and be put
+first. The price is that much latency on every reply. A message that comes
+later than the hold, after a message its sender sent later was processed, is
+claimed marked `late`: the engine does not take it as an answer (the person
+is told it arrived out of order and asked again), since applying it would
+put an earlier answer into a later question. Timestamps are whole seconds:
+messages sent within one second keep their arrival order.
 
 `apply_status` moves `outbox.delivery_status` only forwards (by
 `DeliveryStatus.rank`, in the UPDATE's own WHERE, so two status webhooks
@@ -65,14 +78,22 @@ _MAX_ERROR_LENGTH: Final = 200
 
 StatusOutcome = Literal["updated", "stale", "unknown"]
 
+#: A sender's rows in the order the person sent them; rows without a timestamp by arrival.
+_SENT_ORDER = func.coalesce(WhatsappInbound.sent_at, WhatsappInbound.received_at)
+
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class InboundMessage:
-    """One message to record: the platform's id, who sent it, and its payload (plain JSON text)."""
+    """One message to record: the platform's id, who sent it, and its payload (plain JSON text).
+
+    `sent_at` is WhatsApp's `timestamp` (when the person sent it, whole
+    seconds); a sender's messages are applied in that order.
+    """
 
     message_id: str
     sender_id: str
     payload: str
+    sent_at: datetime | None = None
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -90,6 +111,11 @@ class ClaimedMessage:
     received_at: datetime
     attempts: int
     claimed_until: datetime
+    #: WhatsApp's `timestamp` of the message (None: it had none).
+    sent_at: datetime | None = None
+    #: Sent before a message of the same sender that was already processed (it came
+    #: later than the hold allowed for): not to be applied as an answer.
+    late: bool = False
 
 
 async def record(
@@ -120,6 +146,7 @@ async def record(
         params[f"message_id_{index}"] = message.message_id
         params[f"sender_id_{index}"] = message.sender_id
         params[f"payload_{index}"] = cipher.encrypt_payload(message.payload)
+        params[f"sent_at_{index}"] = message.sent_at
     result = await connection.execute(_record_statement(len(unique)), params)
     recorded = set(result.scalars())
     # RETURNING keeps no order; answer in the order given.
@@ -135,15 +162,17 @@ def _record_statement(count: int) -> TextClause:
     SQLite 3.35+ and PostgreSQL alike.
     """
     rows = ", ".join(
-        f"(:message_id_{i}, :sender_id_{i}, :payload_{i}, :received_at, 0)" for i in range(count)
+        f"(:message_id_{i}, :sender_id_{i}, :payload_{i}, :received_at, :sent_at_{i}, 0)"
+        for i in range(count)
     )
     return text(
         "INSERT INTO whatsapp_inbound "
-        "(message_id, sender_id, payload_ciphertext, received_at, attempts) "
+        "(message_id, sender_id, payload_ciphertext, received_at, sent_at, attempts) "
         f"VALUES {rows} ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
     ).bindparams(
         bindparam("received_at", type_=UtcDateTime()),
         *(bindparam(f"payload_{i}", type_=LargeBinary()) for i in range(count)),
+        *(bindparam(f"sent_at_{i}", type_=UtcDateTime()) for i in range(count)),
     )
 
 
@@ -153,13 +182,17 @@ async def claim(
     now: datetime,
     lease: timedelta,
     limit: int,
+    hold: timedelta = timedelta(0),
 ) -> list[ClaimedMessage]:
-    """Claim up to `limit` unprocessed rows until `now + lease`, in id order; the caller commits.
+    """Claim up to `limit` unprocessed rows until `now + lease`; the caller commits.
 
     A sender is skipped while any of their unprocessed rows is held (by a live
-    claim, or waiting for a retry); otherwise their rows are taken as a prefix
-    of their unprocessed rows, starting with the earliest. A crashed
-    processor's rows are taken again once their lease has passed.
+    claim, or waiting for a retry), and while their newest row arrived less
+    than `hold` ago (more of their messages may be on the way, possibly sent
+    earlier); otherwise their rows are taken as a prefix of their unprocessed
+    rows in the order the person sent them (`sent_at`, then arrival). A
+    crashed processor's rows are taken again once their lease has passed.
+    The result is in that order per sender.
 
     On PostgreSQL the rows are picked with `FOR UPDATE SKIP LOCKED`, and a
     sender is kept only when the rows locked here are the beginning of their
@@ -171,7 +204,8 @@ async def claim(
         return []
     inbound = WhatsappInbound
     held_senders = select(inbound.sender_id).where(
-        inbound.processed_at.is_(None), inbound.claimed_until >= now
+        inbound.processed_at.is_(None),
+        or_(inbound.claimed_until >= now, inbound.received_at > now - hold),
     )
     picked = (
         await connection.execute(
@@ -186,20 +220,24 @@ async def claim(
         return []
     locked = {row.id for row in picked}
     pending = await connection.execute(
-        select(inbound.id, inbound.sender_id, inbound.claimed_until)
+        select(inbound.id, inbound.sender_id, inbound.claimed_until, inbound.received_at)
         .where(
             inbound.processed_at.is_(None),
             inbound.sender_id.in_({row.sender_id for row in picked}),
         )
-        .order_by(inbound.id)
+        .order_by(_SENT_ORDER, inbound.id)
     )
     by_sender: dict[str, list[Any]] = {}
     for row in pending:
         by_sender.setdefault(row.sender_id, []).append(row)
     chosen: list[int] = []
     for rows in by_sender.values():
-        if any(row.claimed_until is not None and row.claimed_until >= now for row in rows):
-            continue  # held since our first look (another claim committed meanwhile)
+        if any(
+            (row.claimed_until is not None and row.claimed_until >= now)
+            or row.received_at > now - hold
+            for row in rows
+        ):
+            continue  # held since our first look (another claim or a new row committed meanwhile)
         for row in rows:
             if row.id not in locked:
                 break  # the sender's prefix ends: the rest waits for the next claim
@@ -225,10 +263,12 @@ async def _take(
                 inbound.sender_id,
                 inbound.payload_ciphertext,
                 inbound.received_at,
+                inbound.sent_at,
                 inbound.attempts,
             )
         )
     ).all()
+    newest_done = await _newest_processed(connection, {row.sender_id for row in rows})
     return [
         ClaimedMessage(
             id=row.id,
@@ -238,9 +278,47 @@ async def _take(
             received_at=row.received_at,
             attempts=row.attempts,
             claimed_until=claimed_until,
+            sent_at=row.sent_at,
+            late=_sent_before(row.sent_at, newest_done.get(row.sender_id)),
         )
-        for row in sorted(rows, key=lambda r: r.id)  # RETURNING keeps no order
+        # RETURNING keeps no order; the `_SENT_ORDER` of `claim`, per sender.
+        for row in sorted(rows, key=lambda r: (r.sent_at or r.received_at, r.id))
     ]
+
+
+async def _newest_processed(connection: AsyncConnection, senders: set[str]) -> dict[str, datetime]:
+    """Per sender, the latest `sent_at` among their processed (or parked) rows."""
+    if not senders:
+        return {}
+    inbound = WhatsappInbound
+    rows = await connection.execute(
+        select(inbound.sender_id, func.max(inbound.sent_at))
+        .where(inbound.sender_id.in_(senders), inbound.processed_at.is_not(None))
+        .group_by(inbound.sender_id)
+    )
+    return {sender: newest for sender, newest in rows if newest is not None}
+
+
+def _sent_before(sent_at: datetime | None, newest_done: datetime | None) -> bool:
+    return sent_at is not None and newest_done is not None and sent_at < newest_done
+
+
+async def hold_ends(
+    connection: AsyncConnection, *, now: datetime, hold: timedelta
+) -> datetime | None:
+    """The earliest time a sender now held by `hold` (see `claim`) may be free; None: nobody.
+
+    A lower bound (the oldest recent arrival plus `hold`): a processor looking
+    again then never looks too late, at worst once too early.
+    """
+    if hold <= timedelta(0):
+        return None
+    oldest = await connection.scalar(
+        select(func.min(WhatsappInbound.received_at)).where(
+            WhatsappInbound.processed_at.is_(None), WhatsappInbound.received_at > now - hold
+        )
+    )
+    return None if oldest is None else oldest + hold
 
 
 def _held(claimed: ClaimedMessage) -> Any:

@@ -86,10 +86,26 @@ class WebhookBatch:
     statuses: tuple[StatusUpdate, ...] = ()
     #: Items left out: reactions, system notices, other fields, unusable entries.
     ignored: int = 0
+    #: Changes left out whole because they are for another phone number.
+    foreign: int = 0
+    #: Ids of messages left out because their timestamp is older than allowed.
+    too_old: tuple[str, ...] = ()
 
 
-def parse_webhook(document: object) -> WebhookBatch:
+def parse_webhook(
+    document: object,
+    *,
+    phone_number_id: str | None = None,
+    not_before: datetime | None = None,
+) -> WebhookBatch:
     """Split a decoded webhook body into messages to record and statuses to apply.
+
+    With `phone_number_id`, a change whose `metadata.phone_number_id` is another
+    (or missing) is left out whole, messages and statuses (counted in
+    `foreign`): another number of the same WhatsApp Business Account is not
+    ours to answer. With `not_before`, a message whose `timestamp` is earlier is
+    left out (its id in `too_old`); a message without a timestamp is kept.
+    Statuses are applied at any age: they only move an outbox row forwards.
 
     Raises `PayloadError` when the envelope itself is malformed (not an object,
     `entry`/`changes` not lists). A single message or status that cannot be
@@ -101,16 +117,23 @@ def parse_webhook(document: object) -> WebhookBatch:
         return WebhookBatch(ignored=1)
     messages: list[InboundMessage] = []
     statuses: list[StatusUpdate] = []
+    too_old: list[str] = []
     ignored = 0
+    foreign = 0
     for value in _message_values(document):
         if value is None:
             ignored += 1
+            continue
+        if phone_number_id is not None and _phone_number_id(value) != phone_number_id:
+            foreign += 1
             continue
         contacts = [c for c in _list(value.get("contacts"), "contacts") if isinstance(c, dict)]
         for message in _list(value.get("messages"), "messages"):
             entry = _journal_entry(message, contacts)
             if entry is None:
                 ignored += 1
+            elif _sent_before(entry, not_before):
+                too_old.append(entry.message_id)
             else:
                 messages.append(entry)
         for item in _list(value.get("statuses"), "statuses"):
@@ -119,7 +142,16 @@ def parse_webhook(document: object) -> WebhookBatch:
                 ignored += 1
             else:
                 statuses.append(status)
-    return WebhookBatch(tuple(messages), tuple(statuses), ignored)
+    return WebhookBatch(tuple(messages), tuple(statuses), ignored, foreign, tuple(too_old))
+
+
+def _sent_before(message: InboundMessage, moment: datetime | None) -> bool:
+    return moment is not None and message.sent_at is not None and message.sent_at < moment
+
+
+def _phone_number_id(value: Mapping[str, Any]) -> str | None:
+    metadata = value.get("metadata")
+    return _text(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
 
 
 def _message_values(document: Mapping[str, Any]) -> Iterator[Mapping[str, Any] | None]:
@@ -212,7 +244,12 @@ def _journal_entry(message: object, contacts: Sequence[Mapping[str, Any]]) -> In
         # A lone surrogate cannot be encrypted as UTF-8: keep it as a JSON escape (the
         # engine drops it, with NUL, from the event).
         payload = json.dumps(document, separators=(",", ":"))
-    return InboundMessage(message_id=message_id, sender_id=sender, payload=payload)
+    return InboundMessage(
+        message_id=message_id,
+        sender_id=sender,
+        payload=payload,
+        sent_at=_timestamp(message.get("timestamp")),
+    )
 
 
 def _timestamp(value: object) -> datetime | None:

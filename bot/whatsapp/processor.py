@@ -30,7 +30,10 @@ stored the first time are in the reply queue, sent by whichever process
 takes them over.
 
 The webhook calls `wake()` after recording; other processes (several bot
-processes on PostgreSQL) find the rows by polling every `idle_s`.
+processes on PostgreSQL) find the rows by polling every `idle_s`. A sender's
+messages wait `hold` after the newest of them arrived (storage.whatsapp_inbound:
+applied in the order sent, not delivered); the loop then looks again when the
+earliest hold ends.
 
 Pacing: a wake-up waits `settle_s` so the messages of a burst share one claim
 and one bookkeeping UPDATE, and one engine step runs at a time by default
@@ -65,6 +68,7 @@ from storage.crypto import NikCipher
 from storage.whatsapp_inbound import (
     ClaimedMessage,
     claim,
+    hold_ends,
     mark_all_processed,
     mark_failed,
     mark_processed,
@@ -127,15 +131,20 @@ class ProcessorSettings:
     #: Engine steps running at once. On SQLite (one connection) more would only queue at
     #: the connection, ahead of the webhook's journal writes, and slow its answers.
     engine_concurrency: int = 1
+    #: A sender's messages wait until their newest is this old, then go in sent order
+    #: (WHATSAPP_ORDER_HOLD_S; storage.whatsapp_inbound.claim).
+    hold: timedelta = timedelta(0)
 
     @classmethod
     def from_settings(cls, whatsapp: WhatsAppSettings) -> ProcessorSettings:
-        """Attempts and file size from the WHATSAPP_* settings, the rest by default.
+        """Attempts, file size and hold from the WHATSAPP_* settings, the rest by default.
 
         Adjust the rest with `dataclasses.replace`.
         """
         return cls(
-            max_attempts=whatsapp.max_update_attempts, max_file_bytes=whatsapp.max_file_bytes
+            max_attempts=whatsapp.max_update_attempts,
+            max_file_bytes=whatsapp.max_file_bytes,
+            hold=timedelta(seconds=whatsapp.order_hold_s),
         )
 
 
@@ -177,16 +186,18 @@ class InboundProcessor:
         failures = 0
         while not stop.is_set():
             self._wakeup.clear()
+            delay = self._settings.idle_s
             try:
                 handled = await self.drain_once()
                 failures = 0
+                delay = await self._until_hold_ends(delay)
             except Exception as exc:  # the database is away: try again later
                 failures += 1
                 handled = 0
+                delay = self._settings.idle_s * min(2**failures, 30)
                 logger.warning("whatsapp journal not readable: %s", type(exc).__name__)
             if handled >= self._settings.batch_size:
                 continue
-            delay = self._settings.idle_s * min(2**failures, 30)
             waiters = {
                 asyncio.ensure_future(stop.wait()),
                 asyncio.ensure_future(self._wakeup.wait()),
@@ -207,7 +218,11 @@ class InboundProcessor:
         now = self._clock()
         async with self._database.begin() as connection:
             claimed = await claim(
-                connection, now=now, lease=self._settings.lease, limit=self._settings.batch_size
+                connection,
+                now=now,
+                lease=self._settings.lease,
+                limit=self._settings.batch_size,
+                hold=self._settings.hold,
             )
         if not claimed:
             return 0
@@ -232,6 +247,17 @@ class InboundProcessor:
                 logger.warning("whatsapp: %s claims lost", len(handled) - marked)
         return len(claimed)
 
+    async def _until_hold_ends(self, idle: float) -> float:
+        """Seconds until the next look: `idle`, or less when a held sender is free sooner."""
+        if self._settings.hold <= timedelta(0):
+            return idle
+        now = self._clock()
+        async with self._database.connect() as connection:
+            ends = await hold_ends(connection, now=now, hold=self._settings.hold)
+        if ends is None:
+            return idle
+        return min(idle, max((ends - now).total_seconds(), 0.0))
+
     async def _handle_chain(
         self, chain: Sequence[ClaimedMessage], handled: list[ClaimedMessage]
     ) -> None:
@@ -253,6 +279,8 @@ class InboundProcessor:
         event = to_event(item.message_id, payload, received_at=item.received_at)
         if event is None:
             return
+        if item.late:
+            event = dataclasses.replace(event, out_of_order=True)
         if event.kind is EventKind.DOCUMENT and event.file_ref is not None:
             event = await self._fetch_document(event)
         async with self._engine_slots:

@@ -17,7 +17,12 @@ POST handling, in order, each refusal without side effects:
    conversation step, and a crash after the 200 loses nothing.
 
 Changes of other fields (account updates, template reviews), reactions and
-statuses of messages we do not know are answered 200 and otherwise ignored.
+statuses of messages we do not know are answered 200 and otherwise ignored;
+so are changes for another phone number than `WHATSAPP_PHONE_NUMBER_ID` (one
+WhatsApp Business Account may hold several numbers) and messages sent longer
+than `WHATSAPP_MAX_MESSAGE_AGE_S` ago (a signed body replayed later is not a
+new message; a warning names their ids). Statuses are applied at any age:
+they only ever move an outbox row forwards.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from aiohttp import web
@@ -113,12 +118,29 @@ class WhatsAppWebhook:
         if not self._signed(body, signature):
             logger.warning("whatsapp webhook refused from %s: bad signature", request.remote)
             return web.Response(status=403)
+        max_age = timedelta(seconds=self._settings.max_message_age_s)
         try:
-            batch = parse_webhook(json.loads(body))
+            batch = parse_webhook(
+                json.loads(body),
+                phone_number_id=self._settings.phone_number_id or None,
+                not_before=self._clock() - max_age,
+            )
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and PayloadError too
             reason = "not a webhook envelope" if isinstance(exc, PayloadError) else "not JSON"
             logger.warning("whatsapp webhook refused: body is %s", reason)
             return web.Response(status=400)
+        if batch.foreign:
+            logger.warning(
+                "whatsapp webhook: %s change(s) for another phone number ignored", batch.foreign
+            )
+        if batch.too_old:
+            # Ids only: they name no person and say nothing of the content.
+            logger.warning(
+                "whatsapp webhook: %s message(s) older than %s dropped: %s",
+                len(batch.too_old),
+                max_age,
+                ", ".join(batch.too_old),
+            )
         try:
             recorded = await self._store(batch)
         except Exception as exc:

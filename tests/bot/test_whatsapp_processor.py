@@ -316,6 +316,22 @@ async def test_each_senders_messages_reach_the_engine_in_order(
     assert r.sink.texts_to(RINA.user_id) == ["ok r1"]  # the number is hidden: the user id
 
 
+async def test_a_message_arriving_after_a_later_one_was_handled_reaches_the_engine_as_such(
+    db_engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    engine = ScriptedEngine()
+    async with rig(db_engine, sessionmaker, engine) as bot:
+        typed = bot.clock() - timedelta(seconds=20)
+        await bot.post(wa.text(SITI, "kedua", at=typed + timedelta(seconds=1)))
+        await bot.drain()
+        await bot.post(wa.text(SITI, "pertama", at=typed))
+        await bot.drain()
+    assert [(e.text, e.out_of_order) for e in engine.events] == [
+        ("kedua", False),
+        ("pertama", True),
+    ]
+
+
 async def test_a_failed_message_holds_its_senders_later_messages_but_not_others(
     db_engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,65 @@ async def test_another_field_is_answered_and_ignored(db_engine: AsyncEngine) -> 
         assert await post(client, wa.encode(wa.account_update())) == 200
     assert await journal(db_engine) == []
     assert wakes.count == 0
+
+
+def _for_number(document: dict[str, Any], phone_number_id: str) -> dict[str, Any]:
+    """`document` as Meta posts it for another number of the same business account."""
+    for entry in document["entry"]:
+        for change in entry["changes"]:
+            change["value"]["metadata"]["phone_number_id"] = phone_number_id
+    return document
+
+
+async def test_a_change_for_another_phone_number_is_answered_and_not_journalled(
+    db_engine: AsyncEngine,
+) -> None:
+    """Messages and statuses of another number of our business account are not ours."""
+    async with db_engine.begin() as connection:
+        await enqueue(
+            connection,
+            Notice("card_ready:1", Channel.WHATSAPP, SITI.sender_id, "card_ready", "Kartu siap"),
+            now=FrozenClock()(),
+        )
+        await connection.execute(
+            update(Outbox).values(status=OutboxStatus.SENT, provider_message_id="wamid.ours")
+        )
+    wakes = Wakes()
+    theirs = _for_number(
+        wa.webhook(wa.text(SITI, "halo"), statuses=[wa.status("wamid.ours", "read")]),
+        "109999999999999",
+    )
+    ours = wa.text(SITI, "halo juga")
+    mixed = wa.webhook(ours)
+    mixed["entry"].append(_for_number(wa.webhook(wa.text(SITI, "bukan kami")), "1")["entry"][0])
+    async with serve(db_engine, wakes) as client:
+        assert await post(client, wa.encode(theirs)) == 200
+        assert await journal(db_engine) == []
+        assert await post(client, wa.encode(mixed)) == 200
+    assert [row.message_id for row in await journal(db_engine)] == [ours.id]
+    assert wakes.count == 1
+    async with db_engine.connect() as connection:
+        assert await connection.scalar(select(Outbox.delivery_status)) is None
+
+
+async def test_a_message_older_than_the_maximum_age_is_answered_and_dropped(
+    db_engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signed body replayed a day later is not a new message (WHATSAPP_MAX_MESSAGE_AGE_S)."""
+    now = FrozenClock()()
+    stale = wa.text(SITI, f"NIK saya {WORKER_NIK}", at=now - timedelta(hours=24, seconds=1))
+    recent = wa.text(SITI, "halo", at=now - timedelta(hours=23))
+    wakes = Wakes()
+    with caplog.at_level(logging.INFO):
+        async with serve(db_engine, wakes) as client:
+            assert await post(client, wa.encode(wa.webhook(stale))) == 200
+            assert await journal(db_engine) == []
+            assert await post(client, wa.encode(wa.webhook(stale, recent))) == 200
+    assert [row.message_id for row in await journal(db_engine)] == [recent.id]
+    assert wakes.count == 1
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 2 and all(stale.id in line for line in dropped)
+    assert WORKER_NIK not in caplog.text
 
 
 async def test_statuses_update_the_outbox_and_unknown_ones_are_answered(

@@ -52,6 +52,20 @@ async def test_stale_button_from_an_old_message(chat: Chat) -> None:
     assert chat.question.text == question
 
 
+async def test_a_message_that_arrived_out_of_order_is_not_taken_as_the_answer(
+    chat: Chat,
+) -> None:
+    """WhatsApp: sent before an answer already applied, it would answer the wrong question."""
+    await to_nik_step(chat)
+    question = chat.question.text
+    await chat.say(WORKER_NIK, out_of_order=True)
+    assert "sampai belakangan" in chat.replies[0].text
+    assert "KEMBALI" in chat.replies[0].text
+    assert chat.question.text == question
+    await chat.say(WORKER_NIK)  # the same answer, in order, is taken
+    assert chat.question.text != question
+
+
 async def test_unsupported_and_file_input_repeat_the_question(chat: Chat) -> None:
     await to_nik_step(chat)
     question = chat.question.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from storage.whatsapp_inbound import (
     InboundMessage,
     apply_status,
     claim,
+    hold_ends,
     mark_failed,
     mark_processed,
     pending_count,
@@ -121,6 +123,72 @@ async def test_claim_hands_out_each_senders_messages_in_arrival_order(
     assert all(c.claimed_until == NOW + LEASE for c in claimed)
     assert CIPHER.decrypt_payload(claimed[0].payload_ciphertext) == a1.payload
     assert await take(db_engine) == []  # all held
+
+
+async def test_a_senders_messages_are_claimed_in_the_order_sent_not_delivered(
+    db_engine: AsyncEngine,
+) -> None:
+    """Meta delivered the later message first, in its own request: the earlier one goes first."""
+    sent = NOW - timedelta(seconds=5)
+    later = dataclasses.replace(message(text="Ciawi"), sent_at=sent + timedelta(seconds=1))
+    earlier = dataclasses.replace(message(text="Sukamaju"), sent_at=sent)
+    other = dataclasses.replace(message("6285298765432"), sent_at=sent - timedelta(seconds=9))
+    await add(db_engine, later, other)
+    await add(db_engine, earlier)
+    claimed = await take(db_engine)
+    assert [c.message_id for c in claimed] == [
+        other.message_id,
+        earlier.message_id,
+        later.message_id,
+    ]
+    assert [c.sent_at for c in claimed][1:] == [sent, sent + timedelta(seconds=1)]
+
+
+async def test_a_message_sent_before_one_already_processed_is_claimed_late(
+    db_engine: AsyncEngine,
+) -> None:
+    """It came after the hold: the engine must not take it as an answer to a later question."""
+    sent = NOW - timedelta(seconds=30)
+    newer = dataclasses.replace(message(), sent_at=sent + timedelta(seconds=2))
+    await add(db_engine, newer)
+    await done(db_engine, *await take(db_engine))
+    older = dataclasses.replace(message(), sent_at=sent)
+    same_second = dataclasses.replace(message(), sent_at=sent + timedelta(seconds=2))
+    untimed = message()
+    someone_else = dataclasses.replace(message("6285298765432"), sent_at=sent)
+    await add(db_engine, older, same_second, untimed, someone_else)
+    late = {c.message_id: c.late for c in await take(db_engine)}
+    assert late == {
+        older.message_id: True,
+        same_second.message_id: False,  # whole seconds: no order within one
+        untimed.message_id: False,
+        someone_else.message_id: False,
+    }
+
+
+async def test_a_sender_is_held_until_their_newest_message_is_hold_old(
+    db_engine: AsyncEngine,
+) -> None:
+    hold = timedelta(seconds=1)
+    first, second = message(), message()
+    quiet = message("6285298765432")
+    await add(db_engine, quiet, now=NOW - timedelta(seconds=3))
+    await add(db_engine, first, now=NOW - timedelta(seconds=2))
+    await add(db_engine, second, now=NOW - timedelta(milliseconds=400))  # still arriving
+
+    async def held_claim(now: datetime) -> list[str]:
+        async with db_engine.begin() as connection:
+            claimed = await claim(connection, now=now, lease=LEASE, limit=50, hold=hold)
+        return [c.message_id for c in claimed]
+
+    async with db_engine.connect() as connection:
+        ends = await hold_ends(connection, now=NOW, hold=hold)
+        assert await hold_ends(connection, now=NOW + hold, hold=hold) is None
+        assert await hold_ends(connection, now=NOW, hold=timedelta(0)) is None
+    assert ends == NOW + timedelta(milliseconds=600)
+    assert await held_claim(NOW) == [quiet.message_id]  # the other sender is not held
+    assert await held_claim(ends - timedelta(milliseconds=1)) == []
+    assert await held_claim(ends) == [first.message_id, second.message_id]
 
 
 async def test_a_sender_with_a_held_message_is_skipped_until_it_is_done(
