@@ -24,6 +24,7 @@ from storage.collective_file import (
     HEADER_ROW,
     CollectiveRow,
     CollectiveWriter,
+    FileBudget,
     FileProblem,
     KpjFileError,
     KpjRow,
@@ -628,8 +629,8 @@ def test_a_nik_column_without_a_kpj_column() -> None:
 def test_too_many_rows() -> None:
     lines = "".join(f"{NIK_A},{KPJ_A}\n" for _ in range(4))
     content = f"NIK,KPJ\n{lines}".encode()
-    assert len(read("kpj.csv", content, max_rows=4)[0]) == 4
-    assert refused("kpj.csv", content, max_rows=3).problem is FileProblem.TOO_MANY_ROWS
+    assert len(read("kpj.csv", content, budget=FileBudget(max_rows=4))[0]) == 4
+    assert refused("kpj.csv", content, budget=FileBudget(max_rows=3)).problem is FileProblem.TOO_MANY_ROWS
 
 
 def test_an_xlsx_whose_table_starts_away_from_a1_keeps_spreadsheet_row_numbers() -> None:
@@ -651,8 +652,8 @@ def test_an_xlsx_whose_table_starts_away_from_a1_keeps_spreadsheet_row_numbers()
 
 def test_an_xlsx_with_too_many_rows_is_refused_before_it_is_read() -> None:
     content = xlsx([["NIK", "KPJ"], *([NIK_A, KPJ_A] for _ in range(30))])
-    assert len(read("kpj.xlsx", content, max_rows=30)[0]) == 30
-    assert refused("kpj.xlsx", content, max_rows=5).problem is FileProblem.TOO_MANY_ROWS
+    assert len(read("kpj.xlsx", content, budget=FileBudget(max_rows=30))[0]) == 30
+    assert refused("kpj.xlsx", content, budget=FileBudget(max_rows=5)).problem is FileProblem.TOO_MANY_ROWS
 
 
 def test_progress_is_reported_for_every_row_read() -> None:
