@@ -40,7 +40,7 @@ from handlers.notices import Notices
 from storage import workbench
 from storage.audit import Actor
 from storage.collective import ImportPreview, RejectReason, export_batch, preview_import
-from storage.collective_file import DEFAULT_BUDGET, FileProblem, KpjFileError
+from storage.collective_file import FileProblem, KpjFileError, check_file_size
 from storage.isolated_read import read_kpj_file_isolated
 from storage.models import Opd
 from storage.workbench import BatchInfo, NoticePlanner
@@ -229,9 +229,8 @@ class _CountingNotices:
 async def _import(args: argparse.Namespace, runtime: Runtime) -> int:
     path: Path = args.file
     try:
-        size = (await asyncio.to_thread(path.stat)).st_size
-        if size > DEFAULT_BUDGET.max_file_bytes:  # refused before it is read into memory
-            raise KpjFileError(FileProblem.TOO_LARGE, f"{size >> 20} MiB")
+        # A file over the budget is refused before it is read into memory.
+        check_file_size((await asyncio.to_thread(path.stat)).st_size)
         content = await asyncio.to_thread(path.read_bytes)
     except OSError as error:
         raise _CommandError(f"cannot read {path}: {error.strerror}") from error

@@ -462,10 +462,7 @@ def read_kpj_file(
     `storage.isolated_read.read_kpj_file_isolated`, which runs this in a child
     process with memory and time limits.
     """
-    if len(content) > budget.max_file_bytes:
-        raise KpjFileError(
-            FileProblem.TOO_LARGE, f"{_mib(len(content))} MiB, over {_mib(budget.max_file_bytes)}"
-        )
+    check_file_size(len(content), budget)
     if not content.strip():
         raise KpjFileError(FileProblem.EMPTY, "the file has no content")
     for magic, what in _OTHER_FORMATS:
@@ -486,6 +483,14 @@ def read_kpj_file(
         return _read_rows(iter([_csv_table(_decode(content))]), budget, progress)
     except csv.Error as exc:  # e.g. a field over csv's size limit; the message quotes no data
         raise KpjFileError(FileProblem.UNREADABLE, f"CSV: {exc}") from exc
+
+
+def check_file_size(size: int, budget: FileBudget = DEFAULT_BUDGET) -> None:
+    """Refuse a file of `size` bytes over `budget.max_file_bytes` (TOO_LARGE), before reading it."""
+    if size > budget.max_file_bytes:
+        raise KpjFileError(
+            FileProblem.TOO_LARGE, f"{_mib(size)} MiB, over {_mib(budget.max_file_bytes)} MiB"
+        )
 
 
 # A table is an iterator of (row number, cells); an XLSX gives one per sheet.

@@ -37,6 +37,7 @@ from storage.collective_file import (
     KpjFileError,
     KpjRow,
     NikCellProblem,
+    check_file_size,
     read_kpj_file,
 )
 
@@ -89,8 +90,7 @@ async def read_kpj_file_isolated(
     is called once with the number of rows read. Files over
     `budget.max_file_bytes` are refused before a child is started.
     """
-    if len(content) > budget.max_file_bytes:
-        raise KpjFileError(FileProblem.TOO_LARGE, f"over {budget.max_file_bytes >> 20} MiB")
+    check_file_size(len(content), budget)
     header = json.dumps(
         {
             "file_name": file_name,

@@ -244,7 +244,12 @@ async def import_file(ctx: Context, role: PicRole) -> list[Reply]:
         return [Reply(t("pic.import.unreadable", file=name), options=(_back_home(ctx),))]
     try:
         # In a child process with memory and time limits: a crafted file costs a refusal.
-        rows, empty_rows = await read_kpj_file_isolated(name, event.file_content)
+        rows, empty_rows = await read_kpj_file_isolated(
+            name,
+            event.file_content,
+            budget=ctx.config.kpj_file_budget,
+            limits=ctx.config.kpj_read_limits,
+        )
     except KpjFileError as error:
         text = t(f"pic.import.file.{error.problem.value}", file=name, detail=error.detail)
         return [Reply(text, options=(_back_home(ctx),))]
