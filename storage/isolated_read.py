@@ -12,7 +12,8 @@ ever receives plain rows.
 
 Protocol: the parent writes one JSON line (file name, budget, limits) and then
 the file's bytes to the child's stdin; the child answers on stdout with JSON:
-`{"rows": [[row, nik, problem, shown, kpj], ...], "empty": n}` or
+one list per `KpjRow` field (`{"row_number": [...], "nik": [...], ...,
+"empty": n}`) or
 `{"problem": ..., "detail": ...}`. Nothing the child prints is logged (cells
 hold NIKs); its stderr is discarded.
 """
@@ -43,6 +44,12 @@ from storage.collective_file import (
 
 log = logging.getLogger(__name__)
 
+#: The answer's columns, in `KpjRow` order.
+_COLUMNS = ("row_number", "nik", "nik_problem", "nik_shown", "kpj_raw")
+_NIK_PROBLEMS: dict[str | None, NikCellProblem | None] = {
+    None: None,
+    **{problem.value: problem for problem in NikCellProblem},
+}
 #: Exit status of a child that ran out of memory inside Python (MemoryError).
 _OUT_OF_MEMORY = 3
 #: How the parent reads a child killed by a signal.
@@ -146,30 +153,28 @@ def _failure(status: int | None) -> KpjFileError:
 
 
 def _decode_answer(output: bytes) -> tuple[list[KpjRow], int]:
-    """The child's JSON answer, checked field by field (the child parsed hostile input)."""
+    """The child's JSON answer, checked column by column (the child parsed hostile input)."""
     try:
         answer = json.loads(output)
         if "problem" in answer:
             raise KpjFileError(FileProblem(answer["problem"]), str(answer.get("detail", "")))
-        rows = [_row(item) for item in answer["rows"]]
+        numbers, niks, problems, shown, kpjs = (answer[column] for column in _COLUMNS)
+        if not (
+            set(map(type, numbers)) <= {int}
+            and set(map(type, niks)) <= {str, type(None)}
+            and set(map(type, shown)) <= {str}
+            and set(map(type, kpjs)) <= {str}
+            and len(numbers) == len(niks) == len(problems) == len(shown) == len(kpjs)
+        ):
+            raise TypeError("a column of the wrong type or length")
+        problems = list(map(_NIK_PROBLEMS.__getitem__, problems))
+        rows = list(map(KpjRow, numbers, niks, problems, shown, kpjs))
         empty = answer["empty"]
-        if not isinstance(empty, int):
+        if type(empty) is not int:
             raise TypeError("empty")
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         raise KpjFileError(FileProblem.UNREADABLE, "the reader gave no answer") from exc
     return rows, empty
-
-
-def _row(item: list[Any]) -> KpjRow:
-    row_number, nik, problem, shown, kpj = item
-    if not (
-        isinstance(row_number, int)
-        and isinstance(nik, str | None)
-        and isinstance(shown, str)
-        and isinstance(kpj, str)
-    ):
-        raise TypeError("row")
-    return KpjRow(row_number, nik, None if problem is None else NikCellProblem(problem), shown, kpj)
 
 
 # --- the child ---------------------------------------------------------------------------
@@ -192,17 +197,13 @@ def _child() -> int:
             answer: dict[str, Any] = {"problem": error.problem.value, "detail": error.detail}
         else:
             del content
+            # Column by column: a list per row took as long to decode as the read.
             answer = {
-                "rows": [
-                    [
-                        row.row_number,
-                        row.nik,
-                        None if row.nik_problem is None else row.nik_problem.value,
-                        row.nik_shown,
-                        row.kpj_raw,
-                    ]
-                    for row in rows
-                ],
+                "row_number": [row.row_number for row in rows],
+                "nik": [row.nik for row in rows],
+                "nik_problem": [row.nik_problem and row.nik_problem.value for row in rows],
+                "nik_shown": [row.nik_shown for row in rows],
+                "kpj_raw": [row.kpj_raw for row in rows],
                 "empty": empty,
             }
         sys.stdout.buffer.write(json.dumps(answer, separators=(",", ":")).encode())
