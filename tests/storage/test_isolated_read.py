@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from storage.collective_file import FileBudget, FileProblem, KpjFileError, read_kpj_file
-from storage.isolated_read import ReadLimits, _failure, read_kpj_file_isolated
+from storage.isolated_read import ReadLimits, _decode_answer, _failure, read_kpj_file_isolated
 from tests.fakes.hostile_files import far_cell_xlsx, zip_bomb_xlsx
 from tests.storage.test_collective_file import KPJ_A, KPJ_B, NIK_A, xlsx
 
@@ -85,3 +85,34 @@ async def test_a_child_not_done_in_time_is_killed_and_the_file_refused() -> None
 )
 def test_how_a_child_ended_becomes_one_problem(status: int, problem: FileProblem) -> None:
     assert _failure(status).problem is problem
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        b"",
+        b"[]",
+        b'{"problem": "no such problem"}',
+        b'{"row_number": [2], "nik": [1], "nik_problem": [null], "nik_shown": [""], '
+        b'"kpj_raw": [""], "empty": 0}',
+        b'{"row_number": [2, 3], "nik": [null], "nik_problem": [null], "nik_shown": [""], '
+        b'"kpj_raw": [""], "empty": 0}',
+        b'{"row_number": [2], "nik": [null], "nik_problem": ["cursed"], "nik_shown": [""], '
+        b'"kpj_raw": [""], "empty": 0}',
+        b'{"row_number": [2], "nik": [null], "nik_problem": [[]], "nik_shown": [""], '
+        b'"kpj_raw": [""], "empty": "0"}',
+    ],
+    ids=[
+        "nothing",
+        "not-an-object",
+        "unknown-problem",
+        "nik-not-text",
+        "short-column",
+        "unknown-nik-problem",
+        "unhashable",
+    ],
+)
+def test_an_answer_the_parent_cannot_trust_is_unreadable(output: bytes) -> None:
+    with pytest.raises(KpjFileError) as caught:
+        _decode_answer(output)
+    assert caught.value.problem is FileProblem.UNREADABLE
