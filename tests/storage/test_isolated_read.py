@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 
 import pytest
 
 from storage.collective_file import FileBudget, FileProblem, KpjFileError, read_kpj_file
-from storage.isolated_read import ReadLimits, _decode_answer, _failure, read_kpj_file_isolated
+from storage.isolated_read import (
+    MAX_CONCURRENT_READS,
+    ReadLimits,
+    _decode_answer,
+    _failure,
+    read_kpj_file_isolated,
+    reading_slots,
+)
 from tests.fakes.hostile_files import far_cell_xlsx, zip_bomb_xlsx
 from tests.storage.test_collective_file import KPJ_A, KPJ_B, NIK_A, xlsx
 
@@ -53,12 +61,13 @@ async def test_a_file_over_the_byte_budget_starts_no_child() -> None:
 
 
 async def test_a_child_over_its_memory_limit_is_a_refusal() -> None:
-    # An address space smaller than the child already uses: its next allocation fails.
-    content = ("NIK,KPJ\n" + f"{NIK_A},{KPJ_A}\n" * 2000).encode()
+    # An address space smaller than the child already uses: its next mapping fails,
+    # at the latest when it takes the 2 MB file (glibc maps blocks this size).
+    content = ("NIK,KPJ\n" + f"{NIK_A},{KPJ_A}\n" * 72_000).encode()
     error = await refused("kpj.csv", content, limits=ReadLimits(memory_bytes=1))
     assert error.problem is FileProblem.TOO_LARGE
     # The next file is read as usual.
-    assert len((await read_kpj_file_isolated("kpj.csv", content))[0]) == 2000
+    assert len((await read_kpj_file_isolated("kpj.csv", CSV))[0]) == 2
 
 
 async def test_a_child_over_its_cpu_time_is_killed_and_the_file_refused() -> None:
@@ -116,3 +125,18 @@ def test_an_answer_the_parent_cannot_trust_is_unreadable(output: bytes) -> None:
     with pytest.raises(KpjFileError) as caught:
         _decode_answer(output)
     assert caught.value.problem is FileProblem.UNREADABLE
+
+
+async def test_no_more_children_than_the_slots_read_at_once() -> None:
+    slots = reading_slots()
+    for _ in range(MAX_CONCURRENT_READS):
+        await slots.acquire()
+    waiting = asyncio.create_task(read_kpj_file_isolated("kpj.csv", CSV))
+    for _ in range(20):  # however long it waits, no slot: no child, no answer
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    slots.release()
+    rows, _ = await waiting
+    assert [row.nik for row in rows] == [NIK_A, None]
+    for _ in range(MAX_CONCURRENT_READS - 1):
+        slots.release()
