@@ -42,7 +42,8 @@ from handlers.notices import Notices
 from storage import audit, workbench
 from storage.audit import Actor
 from storage.collective import ImportPreview, RejectReason, export_batch, preview_import
-from storage.collective_file import FileProblem, KpjFileError, read_kpj_file
+from storage.collective_file import FileProblem, KpjFileError, check_file_size
+from storage.isolated_read import read_kpj_file_isolated
 from storage.models import Opd
 from storage.workbench import BatchInfo, NoticePlanner
 
@@ -68,6 +69,8 @@ FILE_PROBLEM_TEXT: dict[FileProblem, str] = {
     FileProblem.NO_NIK_COLUMN: "no NIK column found in the first 20 rows",
     FileProblem.NO_KPJ_COLUMN: "a NIK column but no KPJ column",
     FileProblem.TOO_MANY_ROWS: "too many rows",
+    FileProblem.TOO_LARGE: "file refused: too large",
+    FileProblem.TOO_SLOW: "file refused: could not be read in time",
 }
 
 
@@ -240,12 +243,17 @@ class _CountingNotices:
 async def _import(args: argparse.Namespace, runtime: Runtime) -> int:
     path: Path = args.file
     try:
+        # A file over the budget is refused before it is read into memory.
+        check_file_size((await asyncio.to_thread(path.stat)).st_size)
         content = await asyncio.to_thread(path.read_bytes)
     except OSError as error:
         raise _CommandError(f"cannot read {path}: {error.strerror}") from error
+    except KpjFileError as error:
+        detail = f"{path.name}: {FILE_PROBLEM_TEXT[error.problem]} ({error.detail})"
+        raise _CommandError(detail) from error
     try:
         with tqdm(desc="reading", unit=" rows", file=sys.stderr) as bar:
-            rows, empty = read_kpj_file(path.name, content, progress=bar.update)
+            rows, empty = await read_kpj_file_isolated(path.name, content, progress=bar.update)
     except KpjFileError as error:
         detail = f" ({error.detail})" if error.detail else ""
         raise _CommandError(f"{path.name}: {FILE_PROBLEM_TEXT[error.problem]}{detail}") from error

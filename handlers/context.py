@@ -16,8 +16,10 @@ from domain.workdays import WorkCalendar
 from handlers.i18n import Translator
 from handlers.notices import Notices
 from handlers.types import InboundEvent, Option
+from storage.collective_file import DEFAULT_BUDGET, FileBudget
 from storage.conversation_store import ConversationState
 from storage.crypto import NikCipher
+from storage.isolated_read import DEFAULT_LIMITS, ReadLimits
 from storage.opd_repository import OpdRepository
 from storage.repositories import (
     AsnProfile,
@@ -55,6 +57,9 @@ class EngineConfig:
         PaymentPlan.QUARTERLY,
         PaymentPlan.PAYROLL_DEDUCTION,
     )
+    #: How much of a KPJ file a PIC sends is read, and the limits of the child reading it.
+    kpj_file_budget: FileBudget = DEFAULT_BUDGET
+    kpj_read_limits: ReadLimits = DEFAULT_LIMITS
 
 
 @dataclasses.dataclass(slots=True)

@@ -21,8 +21,10 @@ import dataclasses
 import io
 import itertools
 import os
+import posixpath
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from enum import StrEnum
@@ -329,6 +331,11 @@ class FileProblem(StrEnum):
     NO_NIK_COLUMN = "no_nik_column"
     NO_KPJ_COLUMN = "no_kpj_column"
     TOO_MANY_ROWS = "too_many_rows"
+    #: Over a `FileBudget` limit other than rows: bytes, unpacked size, compression
+    #: ratio, columns, cells, or the reader's memory limit.
+    TOO_LARGE = "too_large"
+    #: The isolated reader ran out of its time (`storage.isolated_read`).
+    TOO_SLOW = "too_slow"
 
 
 class KpjFileError(Exception):
@@ -408,8 +415,66 @@ KPJ_HEADERS = frozenset(
 HEADER_SEARCH_ROWS = 20
 #: `read_kpj_file` reports progress every this many rows.
 PROGRESS_EVERY = 1000
-#: An XLSX that unpacks to more than this is refused before parsing (zip bombs).
-MAX_UNPACKED_BYTES = 1 << 30
+#: Members of a zip smaller than this are not held to `FileBudget.max_ratio`
+#: (tiny XML parts compress far better than any sheet).
+RATIO_FLOOR_BYTES = 1 << 20
+_SCAN_CHUNK = 1 << 20
+# A row's or a cell's reference ("5", "XFD999990"); double or single quotes, spaces around "=".
+# References far enough to matter (a row's is "5", a cell's "XFD999990"; double or
+# single quotes, spaces around "="): a six-digit row, and two or more letters.
+_LONG_ROW = re.compile(rb"""r\s*=\s*["'][A-Za-z]*([0-9]{6,})["']""")
+_WIDE_COLUMN = re.compile(rb"""r\s*=\s*["']([A-Za-z]{2,})[0-9]+["']""")
+_ANY_REFERENCE = re.compile(rb"""r\s*=\s*["'][A-Za-z]*[0-9]""")
+# "Target" of a relationship of a worksheet type, in either attribute order.
+_SHEET_TARGET = re.compile(
+    rb"""<Relationship\b(?=[^>]*Type\s*=\s*["'][^"']*sheet["'])[^>]*Target\s*=\s*["']([^"']*)["']"""
+)
+# Parts that are not sheets unless the relationships say so: the attributes of a
+# theme (dir="5400000") look like references.
+_NOT_SHEETS = ("xl/theme/", "docProps/", "xl/styles.xml", "xl/sharedStrings.xml", "[Content_Types]")
+#: Below `_LONG_ROW` and `_WIDE_COLUMN`: at most column Z, row 99,999.
+_NEAR_COLUMNS = 26
+_NEAR_ROWS = 99_999
+_DIMENSION = re.compile(rb"""dimension\s+ref\s*=\s*["']([^"']*)["']""")
+_RANGE_END = re.compile(r"^\$?([A-Za-z]*)\$?([0-9]*)$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileBudget:
+    """How much of an untrusted KPJ file is read before it is refused.
+
+    A real KPJ file for 144,000 workers is about 10 MB as XLSX (about 60 MB
+    unpacked, a handful of columns); the defaults allow several times that.
+    Checked before any parser runs (file bytes; for an XLSX the zip's
+    members, declared sizes and compression ratios, and every sheet's
+    declared dimension and largest cell reference) and again while rows are
+    read. What a parser may still allocate is bounded by the isolated
+    reader's memory limit (`storage.isolated_read.ReadLimits`).
+    """
+
+    #: Bytes of the file as sent (CSV text or the XLSX zip).
+    max_file_bytes: int = 64 << 20
+    #: Non-empty data rows.
+    max_rows: int = 500_000
+    #: Columns of a sheet (up to the largest cell reference).
+    max_columns: int = 512
+    #: Rows x columns of a sheet: what the XLSX reader allocates a cell for.
+    max_cells: int = 10_000_000
+    #: Members of the XLSX zip (a workbook has a dozen or two).
+    max_members: int = 1_000
+    #: Bytes of the XLSX once unpacked, all members together.
+    max_unpacked_bytes: int = 512 << 20
+    #: Unpacked / packed size of one member of at least `RATIO_FLOOR_BYTES`
+    #: (sheets compress 5-20x; a zip bomb about 1000x).
+    max_ratio: int = 200
+
+    @property
+    def max_sheet_rows(self) -> int:
+        """Rows of a sheet or records of a CSV, empty ones included (some empty rows are fine)."""
+        return 2 * self.max_rows + HEADER_SEARCH_ROWS
+
+
+DEFAULT_BUDGET = FileBudget()
 _SHOWN_LENGTH = 20
 _PARENTHESISED = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 _NOT_ALNUM = re.compile(r"[\W_]+")
@@ -450,7 +515,7 @@ def read_kpj_file(
     file_name: str,
     content: bytes,
     *,
-    max_rows: int = 500_000,
+    budget: FileBudget = DEFAULT_BUDGET,
     progress: Callable[[int], object] | None = None,
 ) -> tuple[list[KpjRow], int]:
     """Read a NIK -> KPJ file sent back by BPJS: (data rows, number of completely empty rows).
@@ -466,17 +531,23 @@ def read_kpj_file(
 
     `progress`, if given, is called with the number of data rows read, every
     `PROGRESS_EVERY` rows and at the end. Raises KpjFileError for a file that
-    cannot be used at all.
+    cannot be used at all, or that is over `budget` (checked before parsing
+    where the file declares its size, else while reading).
+
+    This runs the parsers in the calling process: for a file from outside use
+    `storage.isolated_read.read_kpj_file_isolated`, which runs this in a child
+    process with memory and time limits.
     """
+    check_file_size(len(content), budget)
     if not content.strip():
         raise KpjFileError(FileProblem.EMPTY, "the file has no content")
     for magic, what in _OTHER_FORMATS:
         if content.startswith(magic):
             raise KpjFileError(FileProblem.NOT_SPREADSHEET, what)
     if content.startswith(_ZIP_MAGIC):
-        with contextlib.closing(_xlsx_tables(content, max_rows)) as sheets:
+        with contextlib.closing(_xlsx_tables(content, budget)) as sheets:
             try:
-                return _read_rows(sheets, max_rows, progress)
+                return _read_rows(sheets, budget, progress)
             except CalamineError as exc:
                 raise KpjFileError(FileProblem.UNREADABLE, type(exc).__name__) from exc
     extension = os.path.splitext(file_name)[1].casefold()
@@ -485,44 +556,188 @@ def read_kpj_file(
             FileProblem.NOT_SPREADSHEET, f"a {extension} file; expected .xlsx or .csv"
         )
     try:
-        return _read_rows(iter([_csv_table(_decode(content))]), max_rows, progress)
+        return _read_rows(iter([_csv_table(_decode(content))]), budget, progress)
     except csv.Error as exc:  # e.g. a field over csv's size limit; the message quotes no data
         raise KpjFileError(FileProblem.UNREADABLE, f"CSV: {exc}") from exc
+
+
+def check_file_size(size: int, budget: FileBudget = DEFAULT_BUDGET) -> None:
+    """Refuse a file of `size` bytes over `budget.max_file_bytes` (TOO_LARGE), before reading it."""
+    if size > budget.max_file_bytes:
+        raise KpjFileError(
+            FileProblem.TOO_LARGE, f"{_mib(size)} MiB, over {_mib(budget.max_file_bytes)} MiB"
+        )
 
 
 # A table is an iterator of (row number, cells); an XLSX gives one per sheet.
 _Table = Iterator[tuple[int, Sequence[Any]]]
 
 
-def _xlsx_tables(content: bytes, max_rows: int) -> Generator[_Table, None, None]:
-    """The worksheets of an XLSX, read with calamine (Rust).
+def _xlsx_tables(content: bytes, budget: FileBudget) -> Generator[_Table, None, None]:
+    """The worksheets of an XLSX, read with calamine (Rust), once the zip passed `budget`.
 
     openpyxl's read-only mode took 7.5 s for a 144,000-row, 4-column file
     (plus a whole extra pass over a sheet without a <dimension> element);
     calamine reads it in under a second. Formula cells give their cached value.
+    calamine allocates a sheet's whole rectangle, from A1 to its largest cell,
+    before giving a row (a lone cell at XFD999990 asked for 524 GB), hence the
+    checks of `check_xlsx_budget` first.
     """
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as archive:
             names = set(archive.namelist())
-            unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            if "xl/workbook.xml" not in names:
+                if "word/document.xml" in names:
+                    raise KpjFileError(FileProblem.NOT_SPREADSHEET, "a Word document")
+                if "content.xml" in names:
+                    raise KpjFileError(
+                        FileProblem.NOT_SPREADSHEET, "an OpenDocument file: save as .xlsx"
+                    )
+                raise KpjFileError(FileProblem.NOT_SPREADSHEET, "a zip archive without a workbook")
+            check_xlsx_budget(archive, budget)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as exc:
         raise KpjFileError(FileProblem.UNREADABLE, "damaged zip archive") from exc
-    if "xl/workbook.xml" not in names:
-        if "word/document.xml" in names:
-            raise KpjFileError(FileProblem.NOT_SPREADSHEET, "a Word document")
-        if "content.xml" in names:
-            raise KpjFileError(FileProblem.NOT_SPREADSHEET, "an OpenDocument file: save as .xlsx")
-        raise KpjFileError(FileProblem.NOT_SPREADSHEET, "a zip archive without a workbook")
-    if unpacked > MAX_UNPACKED_BYTES:
-        raise KpjFileError(FileProblem.UNREADABLE, f"unpacks to {unpacked >> 20} MiB")
     try:
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(content))
     except CalamineError as exc:
         raise KpjFileError(FileProblem.UNREADABLE, type(exc).__name__) from exc
-    return _sheets(workbook, max_rows)
+    return _sheets(workbook, budget)
 
 
-def _sheets(workbook: CalamineWorkbook, max_rows: int) -> Generator[_Table, None, None]:
+def check_xlsx_budget(archive: zipfile.ZipFile, budget: FileBudget) -> None:
+    """Refuse an XLSX zip over `budget` without unpacking more than its XML, a chunk at a time.
+
+    From the zip's directory: the number of members, each member's declared
+    unpacked size, their total, and the compression ratio of each member of
+    at least `RATIO_FLOOR_BYTES`. Then every member is streamed (Python's zip
+    reader never gives more than the declared size) looking for each sheet's
+    declared `<dimension ref=...>` and the largest row and cell reference
+    (`r="XFD999990"`): the rows, columns and cells they span must fit. A row
+    or cell without a reference is counted by the parser one after the other,
+    so it cannot reach further than the unpacked bytes allow. Raises
+    KpjFileError (TOO_LARGE or TOO_MANY_ROWS).
+    """
+    members = archive.infolist()
+    if len(members) > budget.max_members:
+        raise KpjFileError(
+            FileProblem.TOO_LARGE, f"{len(members)} parts in the zip, over {budget.max_members}"
+        )
+    unpacked = 0
+    for info in members:
+        unpacked += info.file_size
+        if unpacked > budget.max_unpacked_bytes:
+            raise KpjFileError(
+                FileProblem.TOO_LARGE,
+                f"unpacks to over {_mib(budget.max_unpacked_bytes)} MiB",
+            )
+        if info.file_size >= RATIO_FLOOR_BYTES and info.file_size > budget.max_ratio * max(
+            info.compress_size, 1
+        ):
+            ratio = info.file_size // max(info.compress_size, 1)
+            raise KpjFileError(FileProblem.TOO_LARGE, f"a part compressed {ratio}:1")
+    sheets = _worksheet_parts(archive)
+    for info in members:
+        if info.filename in sheets or not (
+            info.is_dir()
+            or info.filename.startswith(_NOT_SHEETS)
+            or info.filename.endswith(".rels")
+        ):
+            _check_extent(*_scan_extent(archive, info), budget)
+
+
+def _worksheet_parts(archive: zipfile.ZipFile) -> set[str]:
+    """The members the workbook's relationships name as worksheets (resolved as calamine does)."""
+    try:
+        info = archive.getinfo("xl/_rels/workbook.xml.rels")
+    except KeyError:
+        return set()
+    if info.file_size > RATIO_FLOOR_BYTES:  # a few hundred bytes per sheet
+        raise KpjFileError(FileProblem.TOO_LARGE, "the workbook names too many parts")
+    parts = set()
+    for target in _SHEET_TARGET.findall(archive.read(info)):
+        name = target.decode("utf-8", "replace")
+        name = name[1:] if name.startswith("/") else posixpath.join("xl", name)
+        parts.add(posixpath.normpath(name))
+    return parts
+
+
+def _scan_extent(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[int, int, int]:
+    """(last row, last column, cells at most) of one zip member's sheet; 0s for no references.
+
+    The last row and column are those of the declared dimension and of any
+    reference from column AA or row 100,000 on, else 0; the cells count
+    nearer references as reaching column Z and row 99,999. Only such far
+    references are matched: looking at each of a 144,000-row sheet's 720,000
+    references took longer than calamine's read.
+    """
+    last_row = last_column = 0
+    found = False
+    tail = b""
+    with archive.open(info) as member:
+        while chunk := member.read(_SCAN_CHUNK):
+            # A reference cut by the chunk boundary is read whole in the next round.
+            text = tail + chunk
+            for match in _DIMENSION.finditer(text):
+                found = True
+                for end in match.group(1).decode("latin-1").split(":"):
+                    row, column = _reference(end)
+                    last_row, last_column = max(last_row, row), max(last_column, column)
+            if not found and _ANY_REFERENCE.search(text):
+                found = True
+            # Builtins over the whole chunk: a 144,000-row sheet has 220,000 six-digit rows.
+            rows = _LONG_ROW.findall(text)
+            if rows:
+                if max(map(len, rows)) > 9:
+                    return 1 << 40, last_column, 1 << 40
+                last_row = max(last_row, *map(int, rows))
+            columns = set(_WIDE_COLUMN.findall(text))
+            if columns:
+                last_column = max(last_column, *map(_column_number, columns))
+            tail = text[-64:]
+    if not found:
+        return 0, 0, 0
+    return last_row, last_column, max(last_row, _NEAR_ROWS) * max(last_column, _NEAR_COLUMNS)
+
+
+def _reference(text: str) -> tuple[int, int]:
+    """ "$XFD$999990" -> (999990, 16384); a part that is missing or not a reference is 0."""
+    match = _RANGE_END.match(text.strip())
+    if match is None:
+        return 0, 0
+    letters, digits = match.groups()
+    row = (1 << 40) if len(digits) > 9 else int(digits or 0)
+    return row, _column_number(letters.encode()) if letters else 0
+
+
+def _column_number(letters: bytes) -> int:
+    """b"A" -> 1, b"XFD" -> 16384; anything longer than Excel's three letters is huge."""
+    if len(letters) > 3:
+        return 1 << 20
+    number = 0
+    for letter in letters.upper():
+        number = number * 26 + letter - 64
+    return number
+
+
+def _check_extent(last_row: int, last_column: int, cells: int, budget: FileBudget) -> None:
+    if last_row > budget.max_sheet_rows:
+        raise KpjFileError(FileProblem.TOO_MANY_ROWS, f"a sheet reaches row {last_row}")
+    if last_column > budget.max_columns:
+        raise KpjFileError(
+            FileProblem.TOO_LARGE,
+            f"a sheet reaches column {last_column}, over {budget.max_columns}",
+        )
+    if cells > budget.max_cells:
+        raise KpjFileError(
+            FileProblem.TOO_LARGE, f"a sheet spans {cells} cells, over {budget.max_cells}"
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f}".removesuffix(".0")
+
+
+def _sheets(workbook: CalamineWorkbook, budget: FileBudget) -> Generator[_Table, None, None]:
     with workbook:
         for index, sheet_info in enumerate(workbook.sheets_metadata):
             if sheet_info.typ is not SheetTypeEnum.WorkSheet:  # chart and macro sheets
@@ -532,7 +747,7 @@ def _sheets(workbook: CalamineWorkbook, max_rows: int) -> Generator[_Table, None
             if end is None:  # no cells at all
                 continue
             # Empty rows are allowed, but not without bound: the sheet is read whole.
-            if end[0] >= 2 * max_rows + HEADER_SEARCH_ROWS:
+            if end[0] >= budget.max_sheet_rows:
                 raise KpjFileError(FileProblem.TOO_MANY_ROWS, f"{end[0] + 1} rows in the sheet")
             # Without the empty area above and left of the first cell, positions are
             # those of the spreadsheet: row 1 is row 1 (calamine gives "" for an empty cell).
@@ -602,7 +817,7 @@ def _is_empty(cell: Any) -> bool:
 
 
 def _read_rows(
-    tables: Iterator[_Table], max_rows: int, progress: Callable[[int], object] | None
+    tables: Iterator[_Table], budget: FileBudget, progress: Callable[[int], object] | None
 ) -> tuple[list[KpjRow], int]:
     first_seen: Sequence[Any] | None = None
     any_rows = False
@@ -623,7 +838,7 @@ def _read_rows(
         nik_column, kpj_column = header
         if kpj_column is None:
             raise KpjFileError(FileProblem.NO_KPJ_COLUMN, _headers_found(cells))
-        return _data_rows(table, nik_column, kpj_column, max_rows, progress)
+        return _data_rows(table, nik_column, kpj_column, budget, progress)
     if not any_rows:
         raise KpjFileError(FileProblem.EMPTY, "no rows")
     raise KpjFileError(FileProblem.NO_NIK_COLUMN, _headers_found(first_seen or ()))
@@ -638,14 +853,17 @@ def _data_rows(
     table: _Table,
     nik_column: int,
     kpj_column: int,
-    max_rows: int,
+    budget: FileBudget,
     progress: Callable[[int], object] | None,
 ) -> tuple[list[KpjRow], int]:
     rows: list[KpjRow] = []
     empty = 0
+    max_rows, max_sheet_rows = budget.max_rows, budget.max_sheet_rows
     for row_number, cells in table:
         if all(_is_empty(cell) for cell in cells):
             empty += 1
+            if row_number > max_sheet_rows:  # a CSV of empty lines: it has no end declared
+                raise KpjFileError(FileProblem.TOO_MANY_ROWS, f"more than {max_sheet_rows} rows")
             continue
         if len(rows) >= max_rows:
             raise KpjFileError(FileProblem.TOO_MANY_ROWS, f"more than {max_rows} rows")

@@ -25,6 +25,9 @@ from storage.models import Opd
 # Column sizes of `opd.code` and `opd.name` (storage/models.py).
 CODE_MAX_LENGTH = 32
 NAME_MAX_LENGTH = 200
+#: An OPD list is a few hundred lines (the shipped one is under 100 KB); a larger
+#: file is refused before it is read into memory.
+OPD_FILE_MAX_BYTES = 4 << 20
 
 # difflib ratio below which two strings are not offered as "did you mean".
 CLOSEST_CUTOFF = 0.6
@@ -219,6 +222,8 @@ def _short_forms(code: str, search_name: str) -> tuple[str, ...]:
 
 
 def _read_opd_file(path: Path) -> list[_OpdRow]:
+    if path.stat().st_size > OPD_FILE_MAX_BYTES:
+        raise OpdFileError(path, f"larger than {OPD_FILE_MAX_BYTES >> 20} MiB; not an OPD list")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:

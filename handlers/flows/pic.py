@@ -31,7 +31,8 @@ from handlers.types import Document, Option, Reply
 from storage import audit, dues_queries, payments, workbench
 from storage.audit import Actor
 from storage.collective import collective_rows, preview_import
-from storage.collective_file import KpjFileError, read_kpj_file, write_collective_xlsx
+from storage.collective_file import KpjFileError, write_collective_xlsx
+from storage.isolated_read import read_kpj_file_isolated
 from storage.roles import PicRole
 from storage.workbench import ChangeProblem, Enrollment
 
@@ -254,7 +255,13 @@ async def import_file(ctx: Context, role: PicRole) -> list[Reply]:
     if event.file_content is None:
         return [Reply(t("pic.import.unreadable", file=name), options=(_back_home(ctx),))]
     try:
-        rows, empty_rows = await asyncio.to_thread(read_kpj_file, name, event.file_content)
+        # In a child process with memory and time limits: a crafted file costs a refusal.
+        rows, empty_rows = await read_kpj_file_isolated(
+            name,
+            event.file_content,
+            budget=ctx.config.kpj_file_budget,
+            limits=ctx.config.kpj_read_limits,
+        )
     except KpjFileError as error:
         text = t(f"pic.import.file.{error.problem.value}", file=name, detail=error.detail)
         return [Reply(text, options=(_back_home(ctx),))]

@@ -23,11 +23,12 @@ from domain.nik import mask_nik
 from domain.vocabulary import ImportStatus, SponsorshipStatus
 from storage import workbench
 from storage.audit import Actor
-from storage.collective_file import ERASED_ROW_NAME, HEADER_ROW
+from storage.collective_file import DEFAULT_BUDGET, ERASED_ROW_NAME, HEADER_ROW
 from storage.models import AuditLog, KpjImport, Opd, Outbox, Sponsorship, SubmissionBatch
 from tests.fakes.admin import Admin
 from tests.fakes.chat import TEST_KEY
 from tests.fakes.clock import FrozenClock
+from tests.fakes.hostile_files import far_cell_xlsx, zip_bomb_xlsx
 from tests.fakes.runtime import open_runtime
 from tests.storage.test_collective import Seeder, kpj_for, nik_for
 
@@ -397,3 +398,33 @@ async def test_export_of_a_submitted_batch_after_an_erasure_shows_the_row_erased
     assert [row[2] for row in data] == ["Siti Aminah", ERASED_ROW_NAME, "Siti Aminah"]
     assert data[1][3:8] == [None] * 5  # birth date, sex, phone, village, district
     assert nik_for(2) not in str(rows)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (far_cell_xlsx(), "kpj.xlsx: file refused: too large (a sheet reaches column 16384"),
+        (zip_bomb_xlsx(200), "kpj.xlsx: file refused: too large (a part compressed"),
+    ],
+    ids=["cell-at-XFD999990", "zip-bomb"],
+)
+async def test_import_of_a_crafted_file_exits_non_zero_with_a_clear_message(
+    admin: Admin, runtime: Runtime, tmp_path: Path, content: bytes, message: str
+) -> None:
+    await seed(runtime, submitted=1)
+    path = tmp_path / "kpj.xlsx"
+    path.write_bytes(content)
+    assert await admin.run("import", "--opd", "DINKES", str(path), "--yes") == 1
+    assert message in admin.err
+    async with runtime.db.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(KpjImport)) == 0
+
+
+async def test_import_of_a_file_over_the_byte_budget_is_refused_unread(
+    admin: Admin, runtime: Runtime, tmp_path: Path
+) -> None:
+    path = tmp_path / "kpj.csv"
+    with path.open("wb") as file:  # sparse: no disk, and never read
+        file.truncate(DEFAULT_BUDGET.max_file_bytes + 1)
+    assert await admin.run("import", "--opd", "DINKES", str(path), "--yes") == 1
+    assert "kpj.csv: file refused: too large (64 MiB, over 64 MiB)" in admin.err

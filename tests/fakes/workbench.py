@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel
+from handlers.context import EngineConfig
 from handlers.engine import Engine
 from storage.audit import Actor
 from storage.models import Opd, Outbox, Sponsorship
@@ -103,12 +104,15 @@ async def appoint_pic(
 
 
 async def build_office(
-    sessionmaker: async_sessionmaker[AsyncSession], *, worker_channel: Channel | None = None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    worker_channel: Channel | None = None,
+    config: EngineConfig | None = None,
 ) -> Office:
     """`worker_channel=Channel.WHATSAPP`: workers get consent requests and notices."""
     clock = FrozenClock()
     await seed_opds(sessionmaker, clock)
-    engine = build_engine(sessionmaker, clock, worker_channel=worker_channel)
+    engine = build_engine(sessionmaker, clock, config, worker_channel=worker_channel)
     asn = Chat(engine, clock, sender="1001")
     await asn.register()
     await appoint_pic(sessionmaker, clock, telegram_id=PIC_ID, opd_code="BKL-DINKES")

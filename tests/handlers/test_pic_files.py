@@ -10,8 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import BatchStatus, ImportStatus, SponsorshipStatus
+from storage.isolated_read import ReadLimits
 from storage.models import AuditLog, KpjImport, Pic, SubmissionBatch
-from tests.fakes.chat import OTHER_NIK, WORKER_NIK, Chat
+from tests.fakes.chat import OTHER_NIK, WORKER_NIK, Chat, engine_config
+from tests.fakes.hostile_files import far_cell_xlsx, zip_bomb_xlsx
 from tests.fakes.workbench import Office, build_office
 
 KPJ_SITI = "12345678901"
@@ -272,3 +274,39 @@ async def test_cards_handed_over_one_by_kpj_then_the_rest_of_the_batch(office: O
     rows = await office.sponsorships()
     assert [r.status for r in rows] == [SponsorshipStatus.CARD_HANDED_OVER] * 2
     assert all(r.card_handed_at is not None for r in rows)
+
+
+# --- crafted files (issue 11): a refusal, then the next file -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("kpj_bpjs.xlsx", far_cell_xlsx()), ("kpj_bpjs.xlsx", zip_bomb_xlsx(200))],
+    ids=["cell-at-XFD999990", "zip-bomb"],
+)
+async def test_a_crafted_file_is_refused_and_the_next_file_is_read(
+    office: Office, name: str, content: bytes
+) -> None:
+    await submitted_batch(office)
+    await office.pic.send_document(name, content)
+    assert "Berkas kpj_bpjs.xlsx ditolak: terlalu besar untuk dibaca" in office.pic.text
+    async with office.sessionmaker() as session:
+        assert (await session.execute(select(KpjImport))).first() is None
+    # Others are served, and the PIC's next file is read as usual.
+    await office.asn.say("/pekerja")
+    assert "Siti Aminah" in office.asn.text
+    await office.pic.send_document("kpj_bpjs.csv", csv_file((WORKER_NIK, KPJ_SITI)))
+    assert "Cocok, siap diterapkan: 1" in office.pic.text
+
+
+async def test_a_reader_stopped_by_its_limits_is_a_refusal_with_another_chance(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    # A CPU limit of 0 s: the child reading the file is killed at once.
+    config = engine_config(kpj_read_limits=ReadLimits(cpu_seconds=0))
+    office = await build_office(sessionmaker, config=config)
+    await submitted_batch(office)
+    await office.pic.send_document("kpj_bpjs.csv", csv_file((WORKER_NIK, KPJ_SITI)))
+    assert "Berkas kpj_bpjs.csv ditolak: tidak bisa dibaca dalam waktu" in office.pic.text
+    assert "kirim berkas lain" in office.pic.text
+    assert {r.status for r in await office.sponsorships()} == {SponsorshipStatus.SUBMITTED}

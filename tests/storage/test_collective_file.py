@@ -24,6 +24,7 @@ from storage.collective_file import (
     HEADER_ROW,
     CollectiveRow,
     CollectiveWriter,
+    FileBudget,
     FileProblem,
     KpjFileError,
     KpjRow,
@@ -31,6 +32,7 @@ from storage.collective_file import (
     read_kpj_file,
     write_collective_xlsx,
 )
+from tests.fakes.hostile_files import far_cell_xlsx, sheet_xml, workbook, zip_bomb_xlsx
 
 CREATED = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 NIK_A = "3201014708900001"
@@ -628,8 +630,11 @@ def test_a_nik_column_without_a_kpj_column() -> None:
 def test_too_many_rows() -> None:
     lines = "".join(f"{NIK_A},{KPJ_A}\n" for _ in range(4))
     content = f"NIK,KPJ\n{lines}".encode()
-    assert len(read("kpj.csv", content, max_rows=4)[0]) == 4
-    assert refused("kpj.csv", content, max_rows=3).problem is FileProblem.TOO_MANY_ROWS
+    assert len(read("kpj.csv", content, budget=FileBudget(max_rows=4))[0]) == 4
+    assert (
+        refused("kpj.csv", content, budget=FileBudget(max_rows=3)).problem
+        is FileProblem.TOO_MANY_ROWS
+    )
 
 
 def test_an_xlsx_whose_table_starts_away_from_a1_keeps_spreadsheet_row_numbers() -> None:
@@ -651,8 +656,11 @@ def test_an_xlsx_whose_table_starts_away_from_a1_keeps_spreadsheet_row_numbers()
 
 def test_an_xlsx_with_too_many_rows_is_refused_before_it_is_read() -> None:
     content = xlsx([["NIK", "KPJ"], *([NIK_A, KPJ_A] for _ in range(30))])
-    assert len(read("kpj.xlsx", content, max_rows=30)[0]) == 30
-    assert refused("kpj.xlsx", content, max_rows=5).problem is FileProblem.TOO_MANY_ROWS
+    assert len(read("kpj.xlsx", content, budget=FileBudget(max_rows=30))[0]) == 30
+    assert (
+        refused("kpj.xlsx", content, budget=FileBudget(max_rows=5)).problem
+        is FileProblem.TOO_MANY_ROWS
+    )
 
 
 def test_progress_is_reported_for_every_row_read() -> None:
@@ -724,3 +732,92 @@ def test_every_plan_and_occupation_has_its_word_in_the_file() -> None:
 
     assert set(PLAN_WORDS) == set(PaymentPlan)
     assert set(OCCUPATION_WORDS) == set(Occupation)
+
+
+# --- budgets: refused before any parser runs (issue 11) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dimension",
+    ["A1:XFD999990", "A1:B2", None],
+    ids=["declared", "dimension-lies", "no-dimension"],
+)
+def test_a_cell_at_xfd999990_is_refused_before_calamine_allocates(dimension: str | None) -> None:
+    # calamine allocated the whole A1:XFD999990 rectangle (524 GB) and aborted the process.
+    content = far_cell_xlsx(dimension=dimension)
+    assert len(content) < 2000
+    error = refused("kpj.xlsx", content)
+    assert error.problem is FileProblem.TOO_LARGE
+    assert "column 16384" in error.detail
+
+
+def test_a_sheet_reaching_past_the_row_budget_is_refused_unread() -> None:
+    error = refused("kpj.xlsx", far_cell_xlsx("B1048576", dimension=None))
+    assert error.problem is FileProblem.TOO_MANY_ROWS
+    assert "row 1048576" in error.detail
+    # A declared dimension alone is enough.
+    error = refused("kpj.xlsx", far_cell_xlsx("B3", dimension="A1:B2000000"))
+    assert error.problem is FileProblem.TOO_MANY_ROWS
+
+
+def test_rows_times_columns_over_the_cell_budget_is_refused() -> None:
+    # Column Z, row 999,999: 26 million cells, over a GB in calamine.
+    error = refused("kpj.xlsx", far_cell_xlsx("Z999999", dimension=None))
+    assert error.problem is FileProblem.TOO_LARGE
+    assert "cells" in error.detail
+    # Within the budget for rows and columns one at a time, not together.
+    small = FileBudget(max_cells=100_000)
+    error = refused("kpj.xlsx", far_cell_xlsx("AD5000", dimension=None), budget=small)
+    assert (error.problem, error.detail) == (
+        FileProblem.TOO_LARGE,
+        "a sheet spans 2999970 cells, over 100000",
+    )
+
+
+def test_a_far_cell_in_a_sheet_stored_elsewhere_is_found() -> None:
+    sheet = sheet_xml('<row r="9"><c r="XFD9"><v>1</v></c></row>', dimension="A1:B9")
+    content = workbook(sheet, sheet_part="xl/theme/sheet.xml")
+    assert refused("kpj.xlsx", content).problem is FileProblem.TOO_LARGE
+
+
+def test_a_zip_bomb_is_refused_by_its_compression_ratio() -> None:
+    content = zip_bomb_xlsx(200)  # 200 MiB of zeros in ~200 KB
+    assert len(content) < 300_000
+    error = refused("kpj.xlsx", content)
+    assert error.problem is FileProblem.TOO_LARGE
+    assert "compressed" in error.detail
+
+
+def test_unpacked_size_and_member_count_budgets() -> None:
+    good = xlsx([["NIK", "KPJ"], [NIK_A, KPJ_A]])
+    with zipfile.ZipFile(io.BytesIO(good)) as archive:
+        members = archive.infolist()
+    unpacked = sum(info.file_size for info in members)
+    assert read("kpj.xlsx", good, budget=FileBudget(max_unpacked_bytes=unpacked))[0]
+    error = refused("kpj.xlsx", good, budget=FileBudget(max_unpacked_bytes=unpacked - 1))
+    assert error.problem is FileProblem.TOO_LARGE and "unpacks" in error.detail
+    error = refused("kpj.xlsx", good, budget=FileBudget(max_members=len(members) - 1))
+    assert error.problem is FileProblem.TOO_LARGE and "parts" in error.detail
+
+
+def test_an_oversized_csv_is_refused_by_its_bytes_before_decoding() -> None:
+    content = f"NIK,KPJ\n{NIK_A},{KPJ_A}\n".encode() * 100
+    assert read("kpj.csv", content, budget=FileBudget(max_file_bytes=len(content)))[0]
+    error = refused("kpj.csv", content, budget=FileBudget(max_file_bytes=len(content) - 1))
+    assert error.problem is FileProblem.TOO_LARGE
+
+
+def test_a_csv_of_empty_lines_stops_at_the_row_budget() -> None:
+    budget = FileBudget(max_rows=10)  # at most 2 x 10 + 20 records
+    content = f"NIK,KPJ\n{NIK_A},{KPJ_A}\n".encode() + b",\n" * 38
+    assert read("kpj.csv", content, budget=budget)[1] == 38
+    error = refused("kpj.csv", content + b",\n", budget=budget)
+    assert (error.problem, error.detail) == (FileProblem.TOO_MANY_ROWS, "more than 40 rows")
+
+
+def test_a_wide_sheet_within_the_budget_is_read() -> None:
+    # 30 columns (up to AD) and a theme whose attributes look like references.
+    header = ["NIK", *[f"kolom {n}" for n in range(28)], "KPJ"]
+    content = xlsx([header, [NIK_A, *[""] * 28, KPJ_A]])
+    rows, _ = read("kpj.xlsx", content)
+    assert [(r.nik, r.kpj_raw) for r in rows] == [(NIK_A, KPJ_A)]

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.opd_repository import (
+    OPD_FILE_MAX_BYTES,
     OpdFileError,
     OpdLoadResult,
     OpdRepository,
@@ -332,3 +333,14 @@ async def test_closest_puts_the_best_match_first(loaded: AsyncSession) -> None:
 
 async def test_closest_offers_nothing_for_an_unrelated_text(loaded: AsyncSession) -> None:
     assert await OpdRepository(loaded).closest("xyzzy qwerty") == []
+
+
+async def test_a_file_larger_than_an_opd_list_is_refused_unread(
+    sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    path = _write(tmp_path, "code,name\nBKL-A,Dinas Pariwisata\n")
+    with path.open("r+b") as file:  # sparse: never read
+        file.truncate(OPD_FILE_MAX_BYTES + 1)
+
+    with pytest.raises(OpdFileError, match="larger than 4 MiB"):
+        await _load(sessionmaker, path)
