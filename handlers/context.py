@@ -16,7 +16,7 @@ from domain.workdays import WorkCalendar
 from handlers.i18n import Translator
 from handlers.notices import Notices
 from handlers.types import InboundEvent, Option
-from storage.collective_file import DEFAULT_BUDGET, FileBudget
+from storage.collective_file import DEFAULT_BUDGET, FileBudget, KpjFileError, KpjRow
 from storage.conversation_store import ConversationState
 from storage.crypto import NikCipher
 from storage.isolated_read import DEFAULT_LIMITS, ReadLimits
@@ -33,6 +33,10 @@ from storage.roles import PicRole, pic_for_account
 #: Options whose id starts with this work at any time (menus); others are tagged
 #: with the question's version and go stale when the question changes.
 GLOBAL_PREFIX = "g:"
+
+
+#: A spreadsheet read before the event's transaction: (data rows, empty rows), or the refusal.
+FileReading = tuple[list[KpjRow], int] | KpjFileError
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -142,6 +146,9 @@ class Context:
     repo: Repositories
     cipher: NikCipher
     notices: Notices
+    #: A spreadsheet the person sent, already read (in a child process, before the
+    #: event's transaction opened): its rows and empty-row count, or why it was refused.
+    file_reading: FileReading | None = None
     _asn: AsnProfile | None = None
     _asn_loaded: bool = False
     _pic: PicRole | None = None

@@ -26,6 +26,7 @@ from handlers.context import (
     Account,
     Context,
     EngineConfig,
+    FileReading,
     Repositories,
 )
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
@@ -41,8 +42,10 @@ from handlers.i18n import Catalogs
 from handlers.notices import Notices
 from handlers.parsing import match_option, normalise, record_id, storable_event
 from handlers.types import EventKind, InboundEvent, QueuedReplies, Reply, encode_replies
+from storage.collective_file import KpjFileError
 from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
+from storage.isolated_read import read_kpj_file_isolated
 from storage.roles import InviteProblem, redeem_invite
 
 log = logging.getLogger(__name__)
@@ -185,6 +188,9 @@ class Engine:
 
     async def _handle(self, event: InboundEvent, *, queue: bool) -> QueuedReplies:
         event = storable_event(event)  # no NUL, surrogate or oversized field reaches a step
+        # Read before the transaction opens: on SQLite everybody's events share one
+        # connection, and a read of up to a minute must not hold them.
+        reading = await self._read_spreadsheet(event)
         async with self._locks.hold((event.channel, event.sender_id)):
             # Closed explicitly: `async with engine.connect()` runs close() in a task
             # of its own, an extra event-loop round on every event (bench/).
@@ -196,7 +202,7 @@ class Engine:
                     if not await store.claim(event.channel, event.update_id, now):
                         log.info("replayed update %s/%s ignored", event.channel, event.update_id)
                         return QueuedReplies((), self._config.default_language)
-                    replies, language = await self._apply(connection, store, event, now)
+                    replies, language = await self._apply(connection, store, event, now, reading)
                     if not queue or not replies:
                         return QueuedReplies(replies, language)
                     # Written with the step, so a reply the platform refuses for a
@@ -214,6 +220,26 @@ class Engine:
                 await connection.close()
         return QueuedReplies(replies, language, reply_id, earlier)
 
+    async def _read_spreadsheet(self, event: InboundEvent) -> FileReading | None:
+        """A document that may be a KPJ file (CSV, or XLSX: a zip), read in a child process
+        with limits (storage.isolated_read); None for anything else. Only a PIC's file
+        is used; reading one that is not is a wasted child process, no more."""
+        content = event.file_content
+        if event.kind is not EventKind.DOCUMENT or content is None:
+            return None
+        name = (event.file_name or "").lower()
+        if not (content.startswith(b"PK") or name.endswith((".csv", ".txt", ".xlsx"))):
+            return None
+        try:
+            return await read_kpj_file_isolated(
+                event.file_name or "kpj",
+                content,
+                budget=self._config.kpj_file_budget,
+                limits=self._config.kpj_read_limits,
+            )
+        except KpjFileError as error:
+            return error
+
     # -- one event -----------------------------------------------------------------
 
     async def _apply(
@@ -222,6 +248,7 @@ class Engine:
         store: ConversationStore,
         event: InboundEvent,
         now: datetime,
+        reading: FileReading | None = None,
     ) -> tuple[list[Reply], Language]:
         """The replies to `event` and the language they are written in."""
         language = self._config.default_language
@@ -245,6 +272,7 @@ class Engine:
             repo=Repositories(connection, self._cipher),
             cipher=self._cipher,
             notices=self._notices,
+            file_reading=reading,
         )
         replies = await self._route(ctx, record.updated_at)
         await ctx.repo.flush_and_close()

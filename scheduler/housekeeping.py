@@ -27,6 +27,7 @@ from storage.models import (
     Conversation,
     FailedUpdate,
     Outbox,
+    PendingReply,
     ProcessedUpdate,
     Sponsorship,
     WhatsappInbound,
@@ -50,6 +51,7 @@ PERSONAL_DATA_TABLES: tuple[str, ...] = tuple(
         WhatsappInbound,
         FailedUpdate,
         ProcessedUpdate,
+        PendingReply,
     )
 )
 
@@ -78,6 +80,8 @@ class RetentionResult:
 
     notices: int
     parked_updates: int
+    #: Replies no process sent in all that time (their channel was switched off).
+    replies: int = 0
 
 
 async def apply_retention(
@@ -90,7 +94,9 @@ async def apply_retention(
     dedupe keys go with them, so the period must outlast any planner's chance
     to plan the same notice again (a reminder phase lasts a month; the
     setting's minimum keeps a margin). Parked updates by the time they were
-    parked: an operator had the period to look at them.
+    parked: an operator had the period to look at them. Replies still queued
+    by the time they were written: a running channel drops them after
+    REPLY_MAX_AGE_HOURS, so only a channel switched off leaves any this old.
     """
     async with sessionmaker() as session, session.begin():
         notices = await session.execute(
@@ -102,9 +108,13 @@ async def apply_retention(
         parked = await session.execute(
             delete(FailedUpdate).where(FailedUpdate.failed_at < older_than)
         )
+        replies = await session.execute(
+            delete(PendingReply).where(PendingReply.created_at < older_than)
+        )
     return RetentionResult(
         notices=int(notices.rowcount),  # type: ignore[attr-defined]
         parked_updates=int(parked.rowcount),  # type: ignore[attr-defined]
+        replies=int(replies.rowcount),  # type: ignore[attr-defined]
     )
 
 

@@ -120,10 +120,12 @@ async def housekeeping_run(
     )
     deleted = await apply_retention(sessionmaker, older_than=now - retention)
     log.info(
-        "housekeeping: %d processed update ids, %d notices, %d parked updates deleted",
+        "housekeeping: %d processed update ids, %d notices, %d parked updates, %d stale "
+        "replies deleted",
         removed,
         deleted.notices,
         deleted.parked_updates,
+        deleted.replies,
     )
     database = sessionmaker.kw.get("bind")
     if isinstance(database, AsyncEngine):

@@ -254,17 +254,23 @@ async def import_file(ctx: Context, role: PicRole) -> list[Reply]:
         return [Reply(t("pic.import.too_large"), options=(_back_home(ctx),))]
     if event.file_content is None:
         return [Reply(t("pic.import.unreadable", file=name), options=(_back_home(ctx),))]
-    try:
+    reading = ctx.file_reading
+    if reading is None:
         # In a child process with memory and time limits: a crafted file costs a refusal.
-        rows, empty_rows = await read_kpj_file_isolated(
-            name,
-            event.file_content,
-            budget=ctx.config.kpj_file_budget,
-            limits=ctx.config.kpj_read_limits,
-        )
-    except KpjFileError as error:
-        text = t(f"pic.import.file.{error.problem.value}", file=name, detail=error.detail)
+        # (The engine has usually read it already, before its transaction opened.)
+        try:
+            reading = await read_kpj_file_isolated(
+                name,
+                event.file_content,
+                budget=ctx.config.kpj_file_budget,
+                limits=ctx.config.kpj_read_limits,
+            )
+        except KpjFileError as error:
+            reading = error
+    if isinstance(reading, KpjFileError):
+        text = t(f"pic.import.file.{reading.problem.value}", file=name, detail=reading.detail)
         return [Reply(text, options=(_back_home(ctx),))]
+    rows, empty_rows = reading
     preview = await preview_import(
         ctx.repo.connection, ctx.cipher, opd_id=role.opd_id, rows=rows, empty_rows=empty_rows
     )

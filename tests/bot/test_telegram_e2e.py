@@ -551,6 +551,40 @@ async def test_a_poison_update_is_parked_encrypted_and_the_bot_moves_on(
     assert server.messages_to(other)[-1].text.startswith("Menu utama")  # not stalled
 
 
+class StepBug(ValueError):
+    """A failure that cannot heal: the same update fails the same way every time."""
+
+
+async def test_an_update_failing_for_good_is_parked_at_once_and_holds_nobody(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Issue 11: a bug on one update used to be retried 5 times with back-off while
+    everyone in the polling batch waited (p99 0.6 -> 8.2 s)."""
+    poison = Poisoned(POISON_ID, failure=StepBug)
+    other = 5512000002
+    async with open_bot(settings, clock, wrap=poison.around, parking=dead_letters) as bot:
+        poisoned = server.text_update(BUDI, "²")
+        poisoned["update_id"] = POISON_ID
+        server.push_update(poisoned)
+        later = server.text_update(other, "/start")
+        later["update_id"] = POISON_ID + 1
+        server.push_update(later)
+        async with polling(bot.channel):
+            await server.wait_until(lambda: server.confirmed_offset > POISON_ID + 1, timeout=10)
+            await bot.channel.replies.drain()
+
+    assert poison.attempts == 1  # parked at the first failure, not retried
+    async with sessionmaker() as session:
+        (parked,) = (await session.execute(select(FailedUpdate))).scalars().all()
+    assert (parked.update_id, parked.attempts, parked.error_type) == (str(POISON_ID), 1, "StepBug")
+    [apology] = server.messages_to(BUDI)
+    assert "belum bisa kami proses" in apology.text
+    assert server.messages_to(other)[-1].text.startswith("Menu utama")
+
+
 async def test_when_parking_fails_the_update_is_retried_not_dropped(
     server: FakeTelegramServer,
     settings: Settings,

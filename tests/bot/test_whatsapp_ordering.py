@@ -61,6 +61,7 @@ async def test_village_and_district_delivered_in_reverse_are_not_swapped(
         assert await bot.channel.processor.drain_once() == 0  # the hold counts from the newest
         clock.advance(timedelta(milliseconds=1))
         assert await bot.channel.processor.drain_once() == 2
+        await bot.channel.replies.drain()
         assert "Bulanan" in str(budi.inbox[-1].choices)  # both applied: the plan is asked
     # The rest as before (no hold: `Person` drains each answer at once).
     async with running(settings, graph, clock) as bot:

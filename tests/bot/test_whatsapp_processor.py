@@ -109,10 +109,14 @@ class ScriptedEngine:
     def __init__(self) -> None:
         self.events: list[InboundEvent] = []
         self.fail: dict[str, int] = {}  # update id -> failures still to come (-1: always)
+        #: Update ids whose step has a bug: it fails the same way every time.
+        self.bug: set[str] = set()
 
     async def handle(self, event: InboundEvent) -> Sequence[Reply]:
         for _ in range(3):  # give other senders' chains a chance to interleave
             await asyncio.sleep(0)
+        if event.update_id in self.bug:
+            raise ValueError("a step that cannot handle this message")
         remaining = self.fail.get(event.update_id, 0)
         if remaining:
             self.fail[event.update_id] = remaining - 1 if remaining > 0 else -1
@@ -348,6 +352,23 @@ async def test_a_failed_message_holds_its_senders_later_messages_but_not_others(
         assert engine.texts_of(SITI) == []  # still waiting for s1's retry
         await r.retry_later()
     assert engine.texts_of(SITI) == ["s1", "s2", "s3"]
+
+
+async def test_a_message_failing_for_good_is_parked_at_once_and_the_rest_go_on(
+    db_engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Issue 11: a bug is not retried (each retry held the person's later messages)."""
+    engine = ScriptedEngine()
+    broken = wa.text(SITI, "²")
+    engine.bug.add(broken.id)
+    async with rig(db_engine, sessionmaker, engine, max_attempts=5) as r:
+        await r.post(broken, wa.text(SITI, "after"))
+        await r.drain()
+    assert engine.texts_of(SITI) == ["after"]  # no retry needed for the next one to go
+    assert r.sink.texts_to(SITI.sender_id) == [PARKED_TEXT, "ok after"]
+    async with sessionmaker() as session:
+        parked = (await session.execute(select(FailedUpdate))).scalar_one()
+    assert (parked.update_id, parked.attempts, parked.error_type) == (broken.id, 1, "ValueError")
 
 
 async def test_a_message_failing_every_time_is_parked_the_person_told_and_the_rest_go_on(

@@ -14,7 +14,7 @@ from scheduler.housekeeping import (
     vacuum_personal_tables,
 )
 from scheduler.runner import build_scheduler, housekeeping_run
-from storage.models import FailedUpdate, Outbox, ProcessedUpdate, WhatsappInbound
+from storage.models import FailedUpdate, Outbox, PendingReply, ProcessedUpdate, WhatsappInbound
 
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
@@ -128,6 +128,19 @@ async def test_retention_deletes_old_finished_rows_and_keeps_young_and_unsent_on
                     processed_at=NOW - timedelta(days=age),
                 )
             )
+        # Replies of a channel switched off long ago (a running one drops them after a day).
+        for update_id, age in (("reply-old", 91), ("reply-young", 1)):
+            written = NOW - timedelta(days=age)
+            session.add(
+                PendingReply(
+                    channel=Channel.WHATSAPP,
+                    chat_id="6281234567890",
+                    update_id=update_id,
+                    payload_ciphertext=b"x",
+                    created_at=written,
+                    not_before=written,
+                )
+            )
 
     await housekeeping_run(
         sessionmaker,
@@ -140,9 +153,11 @@ async def test_retention_deletes_old_finished_rows_and_keeps_young_and_unsent_on
         keys = (await session.execute(select(Outbox.dedupe_key))).scalars().all()
         parked = (await session.execute(select(FailedUpdate.update_id))).scalars().all()
         ids = (await session.execute(select(ProcessedUpdate.update_id))).scalars().all()
+        replies = (await session.execute(select(PendingReply.update_id))).scalars().all()
     assert sorted(keys) == ["failed-young", "pending-old", "sending-old", "sent-young"]
     assert parked == ["parked-young"]
     assert ids == ["id-young"]
+    assert replies == ["reply-young"]
 
 
 async def test_a_retention_shorter_than_the_dedupe_window_prunes_ids_too(
