@@ -208,7 +208,7 @@ def test_the_window_is_judged_by_the_clock_at_send_time(
                                     "same phone number in a short period of time.)")),
         (131026, Permanent("131026: (#131026) Message undeliverable (Unable to deliver message. "
                            "Reasons can include: The recipient phone number is not a WhatsApp "
-                           "phone number.)")),
+                           "phone number.)", recipient_gone=True)),
         (131000, Transient("131000: (#131000) Something went wrong (Message failed to send due "
                            "to an unknown error.)")),
         (131016, Transient("131016: (#131016) Service unavailable (A service is temporarily "
