@@ -356,14 +356,22 @@ class Ours:
         self.runtime = runtime
         self.session = session
         self.channel = TelegramChannel(
-            runtime.engine, runtime.settings.telegram, runtime.clock, catalogs=runtime.catalogs
+            runtime.engine,
+            runtime.settings.telegram,
+            runtime.clock,
+            catalogs=runtime.catalogs,
+            database=runtime.db,
+            cipher=runtime.cipher,
+            session=session,
         )
-        self.channel.bot = make_bot(session)
         self.bot = self.channel.bot
 
     async def feed(self, payload: dict[str, Any]) -> None:
         update = Update.model_validate(payload, context={"bot": self.bot})
         await self.channel.handle_update(update)
+        # As a person sees it: the update is done when its replies went out (and the
+        # reply queue's row is deleted, batched, on the same connection).
+        await self.channel.replies.drain()
 
 
 class Echo:

@@ -33,6 +33,7 @@ from typing import Any, Final, Protocol, TypeVar
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     ClientDecodeError,
@@ -415,6 +416,7 @@ class TelegramChannel:
         cipher: NikCipher | None = None,
         reply_settings: ReplySettings | None = None,
         delivery: DeliverySettings | None = None,
+        session: BaseSession | None = None,
     ) -> None:
         """`clock` returns aware UTC datetimes; `retry_*` bound the polling back-off.
 
@@ -428,6 +430,8 @@ class TelegramChannel:
         a reply Telegram refuses for a while is sent again, also after a
         restart; without them (tests with a scripted engine) only while the
         process lives. `reply_settings` (REPLY_*) and `delivery` tune it.
+        `session`: aiogram's seam for every Bot API call (default: HTTP to
+        `settings.api_base`; the benchmarks pass one that answers in memory).
         """
         if settings.token is None:
             raise ValueError("TELEGRAM_TOKEN is not set")
@@ -442,7 +446,7 @@ class TelegramChannel:
         self._clock = clock
         self._retry_first_s = retry_first_s
         self._retry_cap_s = retry_cap_s
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base))
+        session = session or AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base))
         # No parse mode: user text (names, addresses) must never be read as HTML.
         self.bot = Bot(
             token=settings.token.get_secret_value(),

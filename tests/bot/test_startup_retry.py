@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import StartupError, build_runtime
 from bot.settings import AppSettings, DatabaseSettings, Settings
@@ -136,7 +137,10 @@ async def _forwarder(
 
 
 async def test_postgresql_on_a_port_that_opens_later_is_reached(
-    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    database_url: str,
+    db_engine: AsyncEngine,  # empties every table first: no other test's key or NIKs
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The server refuses connections at first (still starting); the port opens after a wait."""
     if is_sqlite(database_url):
