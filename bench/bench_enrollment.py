@@ -369,9 +369,9 @@ class Ours:
     async def feed(self, payload: dict[str, Any]) -> None:
         update = Update.model_validate(payload, context={"bot": self.bot})
         await self.channel.handle_update(update)
-        # As a person sees it: the update is done when its replies went out (and the
-        # reply queue's row is deleted, batched, on the same connection).
-        await self.channel.replies.drain()
+        # As a person sees it: the update is done when its replies went out. The
+        # delivered rows are deleted in batches meanwhile, on the same connection.
+        await self.channel.replies.idle()
 
 
 class Echo:

@@ -27,8 +27,10 @@ run `--bots ours`): `docs/BENCHMARKS.md` pairs both.
     python -m bench.bench_replies [--users 16] [--duration 20] [--think-ms 50]
                                   [--bots ours,echo] [--scenarios clean,429]
 
-Exit code 0 for any measurement; 1 when a run was broken (a person never
-answered).
+Columns: p50, p99 and max of the other people's reply latency, how many of
+their replies took over 1 s, and how many people were never answered (the
+echo bot's handler drops a reply refused with 429). Exit code 0 for any
+measurement; 1 when our bot left someone unanswered.
 """
 
 from __future__ import annotations
@@ -226,6 +228,7 @@ def _summary(bot: str, scenario: str, result: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": round(statistics.median(others), 1) if others else None,
         "p99_ms": round(percentile(others, 0.99), 1),
         "max_ms": round(max(others), 1) if others else None,
+        "others_over_1s": sum(value > 1000 for value in others),
         "slow_person_max_ms": round(max(result["slow"]) * 1000, 1) if result["slow"] else None,
         "faults": result["faults"],
         "unanswered": result["unanswered"],
@@ -241,11 +244,15 @@ async def main_async(args: argparse.Namespace) -> int:
             print(json.dumps(rows[-1]), flush=True)
     print()
     print(f"reply latency, {args.users} people, closed loop ({args.think_ms} ms think time)")
-    print(f"{'bot':<6}{'scenario':<10}{'updates':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    print(
+        f"{'bot':<6}{'scenario':<10}{'updates':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        f"{'> 1 s':>7}{'lost':>6}"
+    )
     for row in rows:
         print(
             f"{row['bot']:<6}{row['scenario']:<10}{row['updates']:>9}"
             f"{row['p50_ms']:>9}{row['p99_ms']:>9}{row['max_ms']:>9}"
+            f"{row['others_over_1s']:>7}{row['unanswered']:>6}"
         )
     by = {(row["bot"], row["scenario"]): row for row in rows}
     for scenario in ("clean", "429"):
@@ -262,7 +269,9 @@ async def main_async(args: argparse.Namespace) -> int:
             }
         )
     )
-    return 1 if any(row["unanswered"] for row in rows) else 0
+    # The echo bot loses the reply aiogram's handler got a 429 for: a finding, not a
+    # broken run. Ours must answer everybody.
+    return 1 if any(row["unanswered"] for row in rows if row["bot"] == "ours") else 0
 
 
 def main() -> int:

@@ -18,9 +18,10 @@ that person's own, so nobody waits for anybody else's reply:
   retrying cannot help; when the person cannot be reached at all (Telegram
   403 blocked or chat not found, WhatsApp 131026) the row's other messages
   are not tried either;
-- once every message of a row went out, the row is deleted (in batches, off
-  the reply path). A crash after a send and before that delete sends that
-  reply again after a restart: at least once, never lost;
+- once every message of a row went out, the row is deleted, together with
+  the others delivered within `flush_delay_s` (one DELETE, off the reply
+  path). A crash after a send and before that delete sends that reply again
+  after a restart: at least once, never lost;
 - a reply older than `max_age` is dropped with a log line (WhatsApp refuses
   free text after 24 hours anyway, and a day-old answer misleads more than it
   helps).
@@ -57,6 +58,10 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+#: Deleted rows remembered: far more than can be deleted while one event's transaction
+#: runs (a few per second per person at most).
+_FORGOTTEN_KEPT = 10_000
+
 
 class ReplyTransport(Protocol):
     """One platform's way of sending replies (bot/telegram.py, bot/whatsapp/render.py)."""
@@ -90,6 +95,8 @@ class DeliverySettings:
     sweep_s: float = 1.0
     #: Rows taken over per sweep.
     claim_limit: int = 100
+    #: Delivered rows are deleted together this long after the first of them went out.
+    flush_delay_s: float = 0.2
 
     @classmethod
     def from_settings(cls, reply: ReplySettings) -> DeliverySettings:
@@ -143,6 +150,10 @@ class ReplyDelivery:
         self._delivered: list[int] = []
         self._delivered_ids: set[int] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self._flush_now = asyncio.Event()
+        #: The latest deleted rows (bounded): see `_held_for`.
+        self._forgotten: collections.deque[int] = collections.deque()
+        self._forgotten_ids: set[int] = set()
         self._paused_until = 0.0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -253,9 +264,14 @@ class ReplyDelivery:
             )
         return len(claimed)
 
-    async def drain(self) -> None:
-        """Wait until every reply this process holds went out (or waits for a retry no more)."""
+    async def idle(self) -> None:
+        """Wait until every reply this process holds went out (or was given up)."""
         await self._idle.wait()
+
+    async def drain(self) -> None:
+        """`idle`, then delete the delivered rows now instead of at the next batch."""
+        await self._idle.wait()
+        self._flush_now.set()
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
 
@@ -282,8 +298,11 @@ class ReplyDelivery:
     # --- per person ---------------------------------------------------------------------
 
     def _held_for(self, chat_id: str) -> set[int]:
+        """Rows of this person this process holds, delivered, or deleted lately (an event's
+        transaction may have seen a row that was deleted before its replies got here)."""
         queue = self._chats.get(chat_id, ())
-        return {item.reply_id for item in queue if item.reply_id is not None} | self._delivered_ids
+        held = {item.reply_id for item in queue if item.reply_id is not None}
+        return held | self._delivered_ids | self._forgotten_ids
 
     def _enqueue(self, chat_id: str, item: _Item) -> None:
         queue = self._chats.setdefault(chat_id, collections.deque())
@@ -399,6 +418,10 @@ class ReplyDelivery:
     async def _flush_loop(self) -> None:
         failures = 0
         while self._delivered:
+            # Gather the rows delivered meanwhile into one DELETE: at any rate that is a
+            # few statements a second, not one per reply (a crash in between re-sends them).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), self._settings.flush_delay_s)
             try:
                 await self._flush()
                 failures = 0
@@ -406,6 +429,7 @@ class ReplyDelivery:
                 failures += 1
                 logger.warning("delivered replies not deleted yet: %s", type(exc).__name__)
                 await self._sleep(min(2**failures, 30))
+        self._flush_now.clear()
 
     async def _flush(self) -> None:
         """Delete the delivered rows (those delivered meanwhile go in the next round)."""
@@ -418,6 +442,10 @@ class ReplyDelivery:
             await reply_queue.forget(connection, batch)
         del self._delivered[: len(batch)]
         self._delivered_ids.difference_update(batch)
+        self._forgotten.extend(batch)
+        self._forgotten_ids.update(batch)
+        while len(self._forgotten) > _FORGOTTEN_KEPT:
+            self._forgotten_ids.discard(self._forgotten.popleft())
 
     async def _release(self, reply_ids: Sequence[int]) -> None:
         if not reply_ids or self._database is None:
