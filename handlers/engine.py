@@ -99,7 +99,7 @@ IDLE_WORDS = {
     "hapus": "erase",
 }
 #: A typed PIC invite code ("PIC-7K3QX9AB"; the prefix is optional with the dash).
-_INVITE_CODE = re.compile(r"^\s*pic[-\s]?([a-z0-9]{8})\s*$", re.IGNORECASE)
+_INVITE_CODE = re.compile(r"^\s*pic[-\s]?([a-z0-9]{8})\s*$", re.IGNORECASE | re.ASCII)
 
 
 class _KeyedLocks:
