@@ -38,7 +38,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tqdm import tqdm
 
 from bot.app import Runtime
-from handlers.notices import Notices
 from storage import audit, workbench
 from storage.audit import Actor
 from storage.collective import ImportPreview, RejectReason, export_batch, preview_import
@@ -228,6 +227,11 @@ class _CountingNotices:
         self._inner = inner
         self._bar = bar
 
+    async def enrollment_accepted(
+        self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
+    ) -> None:
+        await self._inner.enrollment_accepted(connection, sponsorship_id, now=now)
+
     async def enrollment_returned(
         self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
     ) -> None:
@@ -290,7 +294,7 @@ async def _import(args: argparse.Namespace, runtime: Runtime) -> int:
         with tqdm(total=len(preview.matched), desc="writing", unit=" rows", file=sys.stderr) as bar:
             activated = await workbench.apply_import(
                 connection,
-                _CountingNotices(Notices(runtime.catalogs), bar),
+                _CountingNotices(runtime.engine.notices, bar),
                 opd_id=opd_id,
                 import_id=import_id,
                 actor=actor,

@@ -104,6 +104,16 @@ def plan_in_force(
     return next_plan if month_start(month) >= month_start(next_plan_from) else plan
 
 
+def protected_from(first_month: date) -> date:
+    """The day protection starts: the 1st of the sponsorship's first covered month.
+
+    The ASN chooses that month at enrollment and its dues are what the first
+    payment covers, so a card issued earlier (on 2 December for January) does
+    not protect anyone before it. Protection then lasts while dues are paid.
+    """
+    return month_start(first_month)
+
+
 def first_unpaid_month(first_month: date, paid_months: Iterable[date]) -> date:
     """The first month from `first_month` not among `paid_months`: where the next payment
     starts (`DuesStatus.next_month`, without the tariff and the calendar)."""

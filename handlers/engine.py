@@ -149,7 +149,7 @@ class Engine:
         self._catalogs = catalogs
         self._clock = clock
         self._locks = _KeyedLocks()
-        self._notices = Notices(catalogs, worker_channel=worker_channel)
+        self._notices = Notices(catalogs, worker_channel=worker_channel, timezone=config.timezone)
         self._flows: dict[str, Flow] = {
             flow.name: flow
             for flow in (

@@ -15,18 +15,23 @@ it (console or Telegram only) no worker notice is planned and enrollments keep
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.dues import protected_from
 from domain.months import add_months
 from domain.vocabulary import Channel, Language, PaymentStatus, WorkerConsent
-from handlers.i18n import Catalogs
+from handlers.i18n import Catalogs, Translator
 from storage.dues_queries import cancel_reminders, pics_by_opd
 from storage.models import Asn, ChannelAccount, Opd, Payment, Sponsorship, Worker
 from storage.outbox import Notice, enqueue
 from storage.worker_side import Erasure
+
+#: SERTAKAN_TIMEZONE's default, for planners built without settings (tests, scripts).
+DEFAULT_TIMEZONE = ZoneInfo("Asia/Jakarta")
 
 _RECIPIENTS = (
     select(
@@ -34,6 +39,8 @@ _RECIPIENTS = (
         Sponsorship.kpj,
         Sponsorship.return_reason,
         Sponsorship.correction_count,
+        Sponsorship.first_month,
+        Sponsorship.worker_consent,
         Worker.full_name,
         Worker.nik_masked,
         Worker.phone_e164,
@@ -59,10 +66,13 @@ class Notices:
         *,
         worker_channel: Channel | None = None,
         worker_language: Language = Language.INDONESIAN,
+        timezone: tzinfo = DEFAULT_TIMEZONE,
     ) -> None:
+        """`timezone`: the province's (SERTAKAN_TIMEZONE), which decides what "today" is."""
         self._catalogs = catalogs
         self._worker_channel = worker_channel
         self._worker_language = worker_language
+        self._timezone = timezone
 
     @property
     def worker_channel(self) -> Channel | None:
@@ -183,6 +193,51 @@ class Notices:
                     now=now,
                 )
 
+    async def enrollment_accepted(
+        self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
+    ) -> None:
+        """Tell the ASN the PIC accepted an enrollment, and the worker too if they consented.
+
+        The worker is told only over the worker channel, with a phone, and after
+        answering "YA": someone who refused or was never asked hears nothing.
+        An enrollment is accepted once (only from the queue), so the keys name
+        the enrollment alone.
+        """
+        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
+        t = self._catalogs.translator(Language(row.language))
+        params = {"name": row.full_name, "opd": row.name}
+        await enqueue(
+            connection,
+            Notice(
+                dedupe_key=f"accepted:asn:{sponsorship_id}",
+                channel=Channel(row.channel),
+                recipient=row.external_id,
+                kind="accepted",
+                body=t("notice.accepted.asn", nik=row.nik_masked, **params),
+                template="enrollment_accepted",
+                params=params,
+            ),
+            now=now,
+        )
+        consented = WorkerConsent(row.worker_consent) is WorkerConsent.GIVEN
+        if self._worker_channel is None or not row.phone_e164 or not consented:
+            return
+        wt = self._catalogs.translator(self._worker_language)
+        worker_params = {**params, "asn": row.asn_name}
+        await enqueue(
+            connection,
+            Notice(
+                dedupe_key=f"accepted:worker:{sponsorship_id}",
+                channel=self._worker_channel,
+                recipient=self._worker_recipient(row.phone_e164),
+                kind="accepted",
+                body=wt("notice.accepted.worker", **worker_params),
+                template="enrollment_accepted_worker",
+                params=worker_params,
+            ),
+            now=now,
+        )
+
     async def enrollment_returned(
         self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
     ) -> None:
@@ -214,12 +269,18 @@ class Notices:
     async def cards_ready(
         self, connection: AsyncConnection, sponsorship_ids: Sequence[int], *, now: datetime
     ) -> None:
-        """Card-ready notices to the ASN (and the worker, where a worker channel exists)."""
+        """Card-ready notices to the ASN (and the worker, where a worker channel exists).
+
+        The text says from which day the worker is protected when the card comes
+        before the first covered month (SPEC 3: the 1st of that month).
+        """
         if not sponsorship_ids:
             return
+        today = now.astimezone(self._timezone).date()
         rows = await connection.execute(_RECIPIENTS.where(Sponsorship.id.in_(sponsorship_ids)))
         for row in rows:
             t = self._catalogs.translator(Language(row.language))
+            start = protected_from(row.first_month)
             params = {"name": row.full_name, "kpj": row.kpj, "opd": row.name}
             await enqueue(
                 connection,
@@ -228,7 +289,11 @@ class Notices:
                     channel=Channel(row.channel),
                     recipient=row.external_id,
                     kind="card_ready",
-                    body=t("notice.card_ready.asn", **params),
+                    body=t(
+                        "notice.card_ready.asn",
+                        protection=_protection(t, start, today, name=row.full_name),
+                        **params,
+                    ),
                     template="card_ready_sponsor",
                     params=params,
                 ),
@@ -243,7 +308,11 @@ class Notices:
                         channel=self._worker_channel,
                         recipient=row.phone_e164.lstrip("+"),
                         kind="card_ready",
-                        body=wt("notice.card_ready.worker", **params),
+                        body=wt(
+                            "notice.card_ready.worker",
+                            protection=_protection(wt, start, today),
+                            **params,
+                        ),
                         template="card_ready_worker",
                         params=params,
                     ),
@@ -301,3 +370,17 @@ class Notices:
             ),
             now=now,
         )
+
+
+def _protection(t: Translator, start: date, today: date, *, name: str | None = None) -> str:
+    """Say "protected from 1 January 2027" before the first covered month, "now" within it.
+
+    With `name` the sentence is about the worker (to the ASN); without, to the worker.
+    """
+    if start > today:
+        if name is None:
+            return t("notice.protection.worker_from", date=t.date(start))
+        return t("notice.protection.asn_from", name=name, date=t.date(start))
+    if name is None:
+        return t("notice.protection.worker_now")
+    return t("notice.protection.asn_now", name=name)

@@ -55,6 +55,10 @@ CHUNK = 1000
 class NoticePlanner(Protocol):
     """Plans the proactive messages a change causes (handlers.notices implements it)."""
 
+    async def enrollment_accepted(
+        self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
+    ) -> None: ...
+
     async def enrollment_returned(
         self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
     ) -> None: ...
@@ -258,9 +262,15 @@ async def _verify(
 
 
 async def accept(
-    connection: AsyncConnection, *, opd_id: int, sponsorship_id: int, pic_id: int, now: datetime
+    connection: AsyncConnection,
+    notices: NoticePlanner,
+    *,
+    opd_id: int,
+    sponsorship_id: int,
+    pic_id: int,
+    now: datetime,
 ) -> None:
-    """The PIC accepts a waiting enrollment (raises ChangeProblem otherwise)."""
+    """The PIC accepts a waiting enrollment (raises ChangeProblem otherwise); the ASN is told."""
     await _verify(
         connection,
         opd_id=opd_id,
@@ -270,6 +280,7 @@ async def accept(
         action="enrollment.accept",
         values={"status": SponsorshipStatus.ACCEPTED},
     )
+    await notices.enrollment_accepted(connection, sponsorship_id, now=now)
 
 
 async def return_enrollment(

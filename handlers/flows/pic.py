@@ -422,6 +422,7 @@ class ReviewStep(Step):
         try:
             await workbench.accept(
                 ctx.repo.connection,
+                ctx.notices,
                 opd_id=role.opd_id,
                 sponsorship_id=sid,
                 pic_id=role.pic_id,

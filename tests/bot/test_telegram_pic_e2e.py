@@ -130,6 +130,10 @@ def card_notices(server: FakeTelegramServer) -> list[str]:
     return [m.text for m in server.messages_to(ASN_ID) if "Nomor KPJ:" in m.text]
 
 
+def accepted_notices(server: FakeTelegramServer) -> list[str]:
+    return [m.text for m in server.messages_to(ASN_ID) if "diterima oleh PIC" in m.text]
+
+
 async def test_from_enrollment_to_card_ready_exactly_once(
     settings: Settings,
     server: FakeTelegramServer,
@@ -205,7 +209,10 @@ async def test_from_enrollment_to_card_ready_exactly_once(
         )
         stop_second = asyncio.Event()
         running = asyncio.create_task(second.run(stop_second))
-        await server.wait_until(lambda: len(card_notices(server)) >= 2, timeout=15)
+        await server.wait_until(
+            lambda: len(card_notices(server)) >= 2 and len(accepted_notices(server)) >= 2,
+            timeout=15,
+        )
         await asyncio.sleep(0.5)  # room for a duplicate to show up, were there one
         stop_second.set()
         await asyncio.wait_for(running, 10)
@@ -214,6 +221,12 @@ async def test_from_enrollment_to_card_ready_exactly_once(
     assert len(notices) == 2
     assert sum("Siti Aminah" in n and "12345678901" in n for n in notices) == 1
     assert sum("Joko Susilo" in n and "12345678902" in n for n in notices) == 1
+    # The card comes on 21 November, the first covered month is December.
+    assert all("terlindungi JKK dan JKM mulai 1 Desember 2026" in n for n in notices)
+    # Both accepts were told too, once each.
+    accepted = accepted_notices(server)
+    assert len(accepted) == 2
+    assert sum("Siti Aminah" in n for n in accepted) == sum("Joko Susilo" in n for n in accepted)
     assert server.too_many_requests >= 1  # the injected one, honoured
     async with sessionmaker() as session:
         rows = (await session.execute(select(Outbox))).scalars().all()

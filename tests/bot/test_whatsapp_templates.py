@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER_KINDS = (
     "consent_request",
     "card_ready_worker",
+    "enrollment_accepted_worker",
     "lapsed_worker",
     "at_risk_worker",
     "consent_answered",
