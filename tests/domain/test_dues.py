@@ -20,6 +20,7 @@ from domain.dues import (
     one_month_count,
     plan_change_from,
     plan_in_force,
+    protected_from,
 )
 from domain.months import add_months, months_between
 from domain.tariff import DEFAULT_TARIFF, FundingSource, TariffPeriod, TariffTable
@@ -653,3 +654,9 @@ def test_one_month_count_for_several_only_when_their_plans_agree() -> None:
     assert one_month_count([monthly, monthly, monthly])
     assert one_month_count([quarterly, quarterly])
     assert not one_month_count([monthly, quarterly])
+
+
+def test_protection_starts_on_the_first_of_the_first_covered_month() -> None:
+    # Issue 12: a card issued on 2 December for January protects from 1 January, not at once.
+    assert protected_from(date(2027, 1, 1)) == date(2027, 1, 1)
+    assert protected_from(date(2027, 1, 17)) == date(2027, 1, 1)

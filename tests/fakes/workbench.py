@@ -131,6 +131,11 @@ async def activate(office: Office, *pairs: tuple[str, str]) -> None:
     """Enrollments (NIK, name) through the PIC to active with KPJs, over the chat."""
     for nik, name in pairs:
         await office.enroll(nik=nik, name=name)
+    await issue_cards(office, *(nik for nik, _ in pairs))
+
+
+async def issue_cards(office: Office, *niks: str) -> None:
+    """The PIC accepts what waits, exports, and applies a BPJS file with a KPJ per NIK."""
     await office.pic.say("pic")
     await office.pic.press("Periksa pendaftaran")
     while any("Terima" in label for label in office.pic.labels()):
@@ -138,6 +143,6 @@ async def activate(office: Office, *pairs: tuple[str, str]) -> None:
     await office.pic.say("pic")
     await office.pic.press("Ekspor")
     await office.pic.press("Sudah dikirim ke BPJS")
-    lines = ["NIK,KPJ"] + [f"{nik},{90000000000 + i:011d}" for i, (nik, _) in enumerate(pairs)]
+    lines = ["NIK,KPJ"] + [f"{nik},{90000000000 + i:011d}" for i, nik in enumerate(niks)]
     await office.pic.send_document("kpj.csv", ("\n".join(lines) + "\n").encode())
     await office.pic.press("Terapkan")
