@@ -7,8 +7,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.vocabulary import Channel, SponsorshipStatus, WorkerConsent
+from bot.whatsapp.templates import load_templates
+from domain.vocabulary import Channel, Language, SponsorshipStatus, WorkerConsent
+from storage.models import Outbox
 from tests.fakes.chat import WORKER_NIK, Chat
+from tests.fakes.graph_api import SHIPPED_TEMPLATES
 from tests.fakes.workbench import Office, build_office, issue_cards
 
 #: The worker's phone as the ASN types it below, and as WhatsApp sends it.
@@ -24,6 +27,14 @@ def worker_chat(office: Office) -> Chat:
         channel=Channel.WHATSAPP,
         sender_phone="+" + WORKER_WA_ID,
     )
+
+
+def outside_the_window(notice: Outbox) -> list[str]:
+    """The body parameters the notice goes with as its approved template (no 24-hour window)."""
+    template = load_templates(SHIPPED_TEMPLATES).get(notice.template)
+    assert template is not None, notice.template
+    [body] = template.components(notice.params, Language.INDONESIAN)
+    return [parameter["text"] for parameter in body["parameters"]]
 
 
 async def enroll(
@@ -75,6 +86,7 @@ async def test_the_asn_is_told_once_when_the_pic_accepts(
     )
     assert notice.template == "enrollment_accepted"
     assert notice.params == {"name": "Siti Aminah", "opd": "Dinas Kesehatan"}
+    assert outside_the_window(notice) == ["Siti Aminah", "Dinas Kesehatan"]
 
     # The platform delivers the press again, the PIC presses the old button again,
     # and the notice is planned a second time: still one notice.
@@ -116,6 +128,7 @@ async def test_a_worker_who_consented_on_whatsapp_is_told_too(
     )
     assert "diterima PIC Dinas Kesehatan" in to_worker.body
     assert "3201" not in to_worker.body  # the worker's notice quotes no NIK
+    assert outside_the_window(to_worker) == ["Siti Aminah", "Budi Santoso", "Dinas Kesehatan"]
 
 
 @pytest.mark.parametrize("case", ["consent not given", "no phone", "no WhatsApp"])
