@@ -329,6 +329,30 @@ async def test_duplicate_nik_cancel_keeps_nothing(
     assert len(await _sponsorships(sessionmaker)) == 1
 
 
+async def test_nik_taken_while_at_the_summary_offers_retype_back_to_the_summary(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await chat.enroll_until_summary()
+    other = Chat(chat.engine, chat.clock, sender="3003")
+    await other.register(
+        nip="199001152023211005",
+        name="Ani Lestari",
+        opd_query="pendidikan",
+        opd_label="Dinas Pendidikan",
+    )
+    await other.enroll_until_summary()
+    await other.press("Kirim ke PIC")
+    await chat.press("Kirim ke PIC")
+    assert "sudah disponsori ASN lain melalui Dinas Pendidikan" in chat.question.text
+    await chat.press("Ketik ulang NIK")
+    await chat.say(SITI_REAL_NIK)
+    await chat.press("Ya, benar")
+    assert "3201********0002" in chat.question.text
+    assert "Sukamaju" in chat.question.text  # the summary, the other answers kept
+    await chat.press("Kirim ke PIC")
+    assert len(await _sponsorships(sessionmaker)) == 2
+
+
 async def test_same_asn_enrolling_same_nik_twice_is_told(chat: Chat) -> None:
     await chat.enroll_until_summary()
     await chat.press("Kirim ke PIC")
