@@ -415,7 +415,11 @@ class Engine:
             raise RuntimeError(f"flow {flow.name} ran past its last step {state.step}")
         if target == "summary":
             state.data.pop("_editing", None)
-        if target != state.step:
+        if isinstance(outcome, Goto) and outcome.rewind:
+            if target in state.history:
+                last_visit = len(state.history) - 1 - state.history[::-1].index(target)
+                del state.history[last_visit:]
+        elif target != state.step:
             state.history.append(state.step)
         self._enter(ctx, target)
         replies = [Reply(outcome.notice)] if outcome.notice else []

@@ -53,6 +53,10 @@ class Goto:
 
     step: str
     notice: str | None = None
+    #: True from a step that only offers ways out (a refusal): "kembali" from `step`
+    #: then goes where it would have gone before `step`'s last visit, never back
+    #: to the refusal (whose question may no longer make sense).
+    rewind: bool = False
 
 
 @dataclasses.dataclass(slots=True, frozen=True)

@@ -113,7 +113,8 @@ class CorrectionSummaryStep(e.SummaryStep):
         if existing is not None and not same_worker:
             other = await ctx.repo.sponsorships.open_for_worker(existing.id)
             if other is not None and other.id != sponsorship.id:
-                return Invalid(ctx.t("enroll.nik_taken", opd=other.opd.name))
+                data["_editing"] = True
+                return await e.refuse_nik(ctx, str(data["nik_masked"]), other)
         plan = PaymentPlan(str(data["plan"]))
         try:
             async with ctx.repo.session.begin_nested():
@@ -154,6 +155,17 @@ class CorrectionSummaryStep(e.SummaryStep):
         return Done([Reply(ctx.t("fix.done", name=name, opd=asn.opd_name))])
 
 
+class CorrectionNikTakenStep(e.NikTakenStep):
+    """A returned enrollment keeps its worker: retype the NIK or stop correcting."""
+
+    offers_other_worker = False
+    cancelled_key = "fix.cancelled"
+
+
+class CorrectionAgeRefusedStep(e.AgeRefusedStep):
+    cancelled_key = "fix.cancelled"
+
+
 class CorrectionFlow(Flow):
     name = "correction"
     title_key = "flow.title.correction"
@@ -162,8 +174,10 @@ class CorrectionFlow(Flow):
         e.OccupationStep(),
         e.NameStep(),
         e.NikStep(),
+        CorrectionNikTakenStep(),
         e.BirthDateStep(),
         e.BirthDateMismatchStep(),
+        CorrectionAgeRefusedStep(),
         e.WorkerPhoneStep(),
         e.VillageStep(),
         e.DistrictStep(),

@@ -26,7 +26,7 @@ from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows.common import EditFieldStep, PersonNameStep
 from handlers.parsing import DateProblem, TextProblem, parse_day, parse_place
 from handlers.types import Reply
-from storage.models import Worker
+from storage.models import Sponsorship, Worker
 
 #: Bump when the payroll-deduction statement text changes.
 PAYROLL_STATEMENT_VERSION = "payroll-2026-11"
@@ -50,13 +50,38 @@ def _plan_amount(ctx: Context, plan: PaymentPlan, month: date) -> int:
     return ctx.config.tariff.plan_amount(plan, month, funding=_funding(plan))
 
 
-def _age_error(ctx: Context, birth: date) -> str | None:
-    bounds = ctx.config.age_bounds
-    problem = check_age(birth, ctx.today, bounds)
-    if problem is None:
-        return None
-    age = age_on(birth, ctx.today) if problem is not AgeProblem.BORN_IN_FUTURE else 0
-    return ctx.t(f"enroll.age.{problem.value}", age=age, min=bounds.minimum, max=bounds.maximum)
+def _eligible(ctx: Context, birth: date) -> bool:
+    return check_age(birth, ctx.today, ctx.config.age_bounds) is None
+
+
+def _refuse_age(ctx: Context, birth: date, *, source: str) -> Goto:
+    """Leave for the age refusal, which names `birth` and where it came from ("nik"/"typed")."""
+    ctx.state.data["age_refused"] = {"birth": birth.isoformat(), "source": source}
+    return Goto(AgeRefusedStep.name)
+
+
+def _forget_birth_date(data: dict[str, object]) -> None:
+    """A new NIK carries a new birth date and sex: what was confirmed for the old one goes."""
+    for key in ("birth_date", "birth_date_differs", "birth_date_typed"):
+        data.pop(key, None)
+
+
+#: The answers about the worker as a person; "another worker" forgets all of them.
+PERSON_KEYS = (
+    "full_name",
+    "nik_enc",
+    "nik_masked",
+    "nik_birth",
+    "sex",
+    "birth_date",
+    "birth_date_differs",
+    "birth_date_typed",
+    "worker_phone",
+    "village",
+    "district",
+    "nik_refused",
+    "age_refused",
+)
 
 
 class OccupationStep(Step):
@@ -91,43 +116,103 @@ class NikStep(Step):
         parsed = parse_nik(answer.text or "", today=ctx.today)
         if isinstance(parsed, NikError):
             return Invalid(ctx.t(f"nik.error.{parsed.problem.value}", length=parsed.length))
+        data = ctx.state.data
         worker = await ctx.repo.workers.by_nik(parsed.value)
         if worker is not None:
             existing = await ctx.repo.sponsorships.open_for_worker(worker.id)
             # A correction (handlers.flows.correction) keeps its own enrollment's NIK.
-            if existing is not None and existing.id != ctx.state.data.get("sid"):
-                asn = await ctx.asn()
-                if asn is not None and existing.asn_id == asn.id:
-                    return Invalid(
-                        ctx.t(
-                            "enroll.nik_already_yours",
-                            status=ctx.t(f"status.{existing.status.value}"),
-                        )
-                    )
-                return Invalid(ctx.t("enroll.nik_taken", opd=existing.opd.name))
-        data = ctx.state.data
-        changed = data.get("nik_masked") != parsed.masked or "nik_enc" not in data
+            if existing is not None and existing.id != data.get("sid"):
+                return await refuse_nik(ctx, parsed.masked, existing)
+        # Compared whole: two NIKs share a mask ("3201********0001") yet not a birth date.
+        changed = "nik_enc" not in data or _nik_of(ctx) != parsed.value
         data.update(
             nik_enc=base64.b64encode(ctx.cipher.encrypt(parsed.value)).decode("ascii"),
             nik_masked=parsed.masked,
             nik_birth=parsed.birth_date.isoformat(),
             sex=parsed.sex.value,
         )
-        if changed and data.get("_editing"):
-            # A new NIK carries a new birth date: confirm it before the summary.
-            data.pop("birth_date", None)
+        data.pop("nik_refused", None)
+        if changed or "birth_date" not in data:
+            _forget_birth_date(data)
+            if not _eligible(ctx, parsed.birth_date):
+                return _refuse_age(ctx, parsed.birth_date, source="nik")
+            # The birth date is confirmed for this NIK, also when editing from the summary.
             return Goto(BirthDateStep.name)
         return Next()
 
 
+async def refuse_nik(ctx: Context, masked: str, existing: Sponsorship) -> Goto:
+    """Leave for the NIK refusal: `masked`'s worker already has the open enrollment `existing`."""
+    asn = await ctx.asn()
+    mine = asn is not None and existing.asn_id == asn.id
+    ctx.state.data["nik_refused"] = {
+        "masked": masked,
+        "status": existing.status.value if mine else None,
+        "opd": None if mine else existing.opd.name,
+    }
+    return Goto(NikTakenStep.name)
+
+
+class NikTakenStep(Step):
+    """The NIK belongs to a worker with an open enrollment: only ways that can succeed.
+
+    Retype the NIK (a typo: the name stays), start over with another worker
+    (nothing of this one is kept), or cancel.
+    """
+
+    name = "nik_taken"
+    help_key = "enroll.help.nik_taken"
+    free_text = False
+    #: False where the worker cannot be swapped (a correction of a returned enrollment).
+    offers_other_worker: ClassVar[bool] = True
+    cancelled_key: ClassVar[str] = "enroll.cancelled"
+
+    def applies(self, ctx: Context) -> bool:
+        return False  # reached only from the NIK step
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        refused = ctx.state.data["nik_refused"]
+        assert isinstance(refused, dict)
+        name = ctx.state.data.get("full_name", "")
+        if refused.get("status"):
+            status = ctx.t(f"status.{refused['status']}")
+            text = ctx.t("enroll.nik_taken.yours", nik=refused["masked"], status=status)
+        else:
+            text = ctx.t("enroll.nik_taken.other_asn", nik=refused["masked"], opd=refused["opd"])
+        options = [ctx.option("retype", ctx.t("enroll.nik_taken.retype"))]
+        if self.offers_other_worker:
+            options.append(ctx.option("other", ctx.t("enroll.nik_taken.other_worker")))
+        options.append(ctx.option("cancel", ctx.t("enroll.cancel")))
+        ways = "enroll.nik_taken.ways" if self.offers_other_worker else "enroll.nik_taken.ways_fix"
+        return [Reply(text + "\n\n" + ctx.t(ways, name=name), options=tuple(options))]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        data = ctx.state.data
+        if answer.choice == "cancel":
+            return Done([Reply(ctx.t(self.cancelled_key))])
+        data.pop("nik_refused", None)
+        if answer.choice == "other" and self.offers_other_worker:
+            for key in PERSON_KEYS:
+                data.pop(key, None)
+            # Everything about the new worker is asked in order, not just the name.
+            data.pop("_editing", None)
+            return Goto(NameStep.name, rewind=True)
+        return Goto(NikStep.name, rewind=True)
+
+
 class BirthDateStep(Step):
-    """The birth date is offered from the NIK; a different typed date asks to confirm."""
+    """The birth date is offered from the NIK; a different typed date asks to confirm.
+
+    A NIK whose date is outside the age bounds is not offered (it would be refused).
+    """
 
     name = "birth_date"
     help_key = "enroll.help.birth_date"
 
     async def ask(self, ctx: Context) -> list[Reply]:
         nik_birth = date.fromisoformat(str(ctx.state.data["nik_birth"]))
+        if not _eligible(ctx, nik_birth):
+            return [Reply(ctx.t("enroll.ask_birth_date_typed", date=ctx.t.date(nik_birth)))]
         return [
             Reply(
                 ctx.t("enroll.ask_birth_date", date=ctx.t.date(nik_birth)),
@@ -145,12 +230,11 @@ class BirthDateStep(Step):
             if isinstance(typed, DateProblem):
                 return Invalid(ctx.t(f"date.error.{typed.value}"))
             chosen = typed
+        if not _eligible(ctx, chosen):
+            return _refuse_age(ctx, chosen, source="nik" if chosen == nik_birth else "typed")
         if chosen != nik_birth:
             data["birth_date_typed"] = chosen.isoformat()
             return Goto(BirthDateMismatchStep.name)
-        error = _age_error(ctx, chosen)
-        if error is not None:
-            return Invalid(error)
         data.update(birth_date=chosen.isoformat(), birth_date_differs=False)
         return Next()
 
@@ -168,14 +252,14 @@ class BirthDateMismatchStep(Step):
         typed = date.fromisoformat(str(data["birth_date_typed"]))
         nik_birth = date.fromisoformat(str(data["nik_birth"]))
         typed_s, nik_s = ctx.t.date(typed), ctx.t.date(nik_birth)
+        options = [ctx.option("typed", ctx.t("enroll.birth_date.keep_typed", date=typed_s))]
+        if _eligible(ctx, nik_birth):  # the NIK's date is offered only when it can be taken
+            options.append(ctx.option("nik", ctx.t("enroll.birth_date.take_nik", date=nik_s)))
+        options.append(ctx.option("retype", ctx.t("enroll.birth_date.retype")))
         return [
             Reply(
                 ctx.t("enroll.birth_date_mismatch", typed=typed_s, nik_date=nik_s),
-                options=(
-                    ctx.option("typed", ctx.t("enroll.birth_date.keep_typed", date=typed_s)),
-                    ctx.option("nik", ctx.t("enroll.birth_date.take_nik", date=nik_s)),
-                    ctx.option("retype", ctx.t("enroll.birth_date.retype")),
-                ),
+                options=tuple(options),
             )
         ]
 
@@ -185,11 +269,59 @@ class BirthDateMismatchStep(Step):
             return Goto(BirthDateStep.name)
         key = "birth_date_typed" if answer.choice == "typed" else "nik_birth"
         chosen = date.fromisoformat(str(data[key]))
-        error = _age_error(ctx, chosen)
-        if error is not None:
-            return Invalid(error)
+        if not _eligible(ctx, chosen):
+            return _refuse_age(ctx, chosen, source="typed" if answer.choice == "typed" else "nik")
         data.update(birth_date=chosen.isoformat(), birth_date_differs=answer.choice == "typed")
+        data.pop("birth_date_typed", None)
         return Next()
+
+
+class AgeRefusedStep(Step):
+    """The birth date makes the worker ineligible: say why, offer only what can succeed.
+
+    Fix the NIK, fix the birth date (typed; the NIK's date is offered only when
+    eligible), or cancel. No option leads back to this refusal by itself.
+    """
+
+    name = "age_refused"
+    help_key = "enroll.help.age_refused"
+    free_text = False
+    cancelled_key: ClassVar[str] = "enroll.cancelled"
+
+    def applies(self, ctx: Context) -> bool:
+        return False  # reached only from the NIK and birth date steps
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        refused = ctx.state.data["age_refused"]
+        assert isinstance(refused, dict)
+        birth = date.fromisoformat(str(refused["birth"]))
+        bounds = ctx.config.age_bounds
+        problem = check_age(birth, ctx.today, bounds) or AgeProblem.TOO_YOUNG
+        age = age_on(birth, ctx.today) if problem is not AgeProblem.BORN_IN_FUTURE else 0
+        text = ctx.t(
+            f"enroll.age.{problem.value}",
+            age=age,
+            min=bounds.minimum,
+            max=bounds.maximum,
+            date=ctx.t.date(birth),
+            source=ctx.t(f"enroll.age.source.{refused['source']}"),
+        )
+        options = (
+            ctx.option("fix_nik", ctx.t("enroll.age.fix_nik")),
+            ctx.option("fix_birth_date", ctx.t("enroll.age.fix_birth_date")),
+            ctx.option("cancel", ctx.t("enroll.cancel")),
+        )
+        return [Reply(text, options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        data = ctx.state.data
+        if answer.choice == "cancel":
+            return Done([Reply(ctx.t(self.cancelled_key))])
+        data.pop("age_refused", None)
+        if answer.choice == "fix_nik":
+            return Goto(NikStep.name, rewind=True)
+        data.pop("birth_date_typed", None)
+        return Goto(BirthDateStep.name, rewind=True)
 
 
 class WorkerPhoneStep(Step):
@@ -385,7 +517,9 @@ class SummaryStep(Step):
         if worker is not None:
             existing = await ctx.repo.sponsorships.open_for_worker(worker.id)
             if existing is not None:
-                return Invalid(ctx.t("enroll.nik_taken", opd=existing.opd.name))
+                # Enrolled by someone else since the NIK step; retyping returns here.
+                data["_editing"] = True
+                return await refuse_nik(ctx, str(data["nik_masked"]), existing)
         plan = PaymentPlan(str(data["plan"]))
         try:
             async with ctx.repo.session.begin_nested():
@@ -460,8 +594,10 @@ class EnrollmentFlow(Flow):
         OccupationStep(),
         NameStep(),
         NikStep(),
+        NikTakenStep(),
         BirthDateStep(),
         BirthDateMismatchStep(),
+        AgeRefusedStep(),
         WorkerPhoneStep(),
         VillageStep(),
         DistrictStep(),

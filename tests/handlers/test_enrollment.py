@@ -123,28 +123,117 @@ async def test_nik_birth_date_mismatch_asks_to_confirm(
     assert sponsorship.birth_date_differs_from_nik is True
 
 
+#: Born 1 Jan 2015: 11 years old on the test clock's day.
+CHILD_NIK = "3201010101150001"
+#: Same birth date and sex as WORKER_NIK, another serial: the NIK Siti's was mistyped as.
+SITI_REAL_NIK = "3201014708900002"
+AGE_REFUSAL_OPTIONS = ["✏️ Ubah NIK", "📅 Ubah tanggal lahir", "❌ Batalkan"]
+
+
 @pytest.mark.parametrize(
     ("nik", "expected"),
     [
-        ("3201010101150001", "berumur 11 tahun"),  # born 1 Jan 2015
+        (CHILD_NIK, "berumur 11 tahun"),
         ("3201010101500001", "berumur 76 tahun"),  # born 1 Jan 1950
     ],
 )
-async def test_under_and_over_age_worker_is_refused_with_reason(
+async def test_ineligible_nik_offers_only_what_can_succeed(
     chat: Chat, nik: str, expected: str
 ) -> None:
+    """Issue 12.9: no "Ya, benar" for a date that is refused; fix NIK, fix date or cancel."""
     await to_nik_step(chat)
     await chat.say(nik)
-    question = chat.question.text
+    assert expected in chat.question.text
+    assert "menurut NIK" in chat.question.text
+    assert "15 sampai 65 tahun" in chat.question.text
+    assert chat.labels() == AGE_REFUSAL_OPTIONS
+    await chat.press("Ubah NIK")
+    assert "NIK Siti Aminah" in chat.question.text
+    await chat.say(OTHER_NIK)
+    assert "1 Januari 1980" in chat.question.text  # the adult's date, offered
     await chat.press("Ya, benar")
-    assert expected in chat.replies[0].text
-    assert "15 sampai 65 tahun" in chat.replies[0].text
-    assert chat.question.text == question
+    assert "nomor HP/WhatsApp pekerja" in chat.question.text
 
 
-async def test_duplicate_nik_with_another_sponsor_names_whom_to_contact(
+async def test_age_refusal_back_goes_before_the_refused_nik(chat: Chat) -> None:
+    await to_nik_step(chat)
+    await chat.say(CHILD_NIK)
+    await chat.press("Ubah NIK")
+    await chat.say("kembali")
+    assert "nama lengkap pekerja" in chat.question.text  # not the refusal again
+
+
+async def test_ineligible_nik_then_typed_birth_date_from_id_card(
     chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
+    await to_nik_step(chat)
+    await chat.say(CHILD_NIK)
+    await chat.press("Ubah tanggal lahir")
+    assert "Ketik tanggal lahir pekerja" in chat.question.text
+    assert chat.question.options == ()  # the NIK's date would be refused: not offered
+    await chat.say("01-01-1990")
+    assert "berbeda dengan tanggal di NIK" in chat.question.text
+    assert [label.startswith("Pakai tanggal NIK") for label in chat.labels()] == [False, False]
+    await chat.press("Pakai 1 Januari 1990")
+    assert "nomor HP/WhatsApp pekerja" in chat.question.text
+
+
+async def test_ineligible_typed_birth_date_offers_the_same_ways_out(chat: Chat) -> None:
+    await to_nik_step(chat)
+    await chat.say(WORKER_NIK)
+    await chat.say("01-01-2015")
+    assert "berumur 11 tahun (lahir 1 Januari 2015, yang Anda ketik)" in chat.question.text
+    assert chat.labels() == AGE_REFUSAL_OPTIONS
+    await chat.press("Ubah tanggal lahir")
+    assert "7 Agustus 1990" in chat.question.text
+    await chat.press("Ya, benar")  # the NIK's date is eligible: this one succeeds
+    assert "nomor HP/WhatsApp pekerja" in chat.question.text
+
+
+async def test_age_refusal_cancel_keeps_nothing(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await to_nik_step(chat)
+    await chat.say(CHILD_NIK)
+    await chat.press("Batalkan")
+    assert "Pendaftaran dibatalkan" in chat.text
+    assert "Daftarkan pekerja" in " ".join(chat.labels())  # back at the menu
+    assert not any("Lanjutkan" in label for label in chat.labels())  # no draft kept
+    async with sessionmaker() as session:
+        assert (await session.execute(select(Worker))).first() is None
+
+
+async def test_edit_nik_to_ineligible_then_fixed_returns_to_summary(chat: Chat) -> None:
+    await chat.enroll_until_summary()
+    await chat.press("Ubah data")
+    await chat.press("NIK")
+    await chat.say(CHILD_NIK)
+    assert chat.labels() == AGE_REFUSAL_OPTIONS
+    await chat.press("Ubah NIK")
+    await chat.say(OTHER_NIK)
+    await chat.press("Ya, benar")
+    summary = chat.question.text
+    assert "1771********0003" in summary
+    assert "1 Januari 1980" in summary
+    assert "Sukamaju" in summary
+
+
+async def test_edit_nik_with_the_same_mask_reasks_birth_date_and_sex(chat: Chat) -> None:
+    """A NIK changed to one masked alike ("3201********0001") carries another birth date/sex."""
+    await chat.enroll_until_summary()
+    await chat.press("Ubah data")
+    await chat.press("NIK")
+    await chat.say("3201010101800001")  # a man born 1 Jan 1980; Siti's mask
+    assert "1 Januari 1980" in chat.question.text  # birth date asked again
+    await chat.press("Ya, benar")
+    summary = chat.question.text
+    assert "1 Januari 1980" in summary
+    assert "laki-laki" in summary
+    assert "7 Agustus 1990" not in summary
+
+
+async def _sponsored_elsewhere(chat: Chat) -> Chat:
+    """Siti (WORKER_NIK) enrolled by `chat`; another ASN of another OPD, at her NIK question."""
     await chat.enroll_until_summary()
     await chat.press("Kirim ke PIC")
     other = Chat(chat.engine, chat.clock, sender="3003")
@@ -156,10 +245,112 @@ async def test_duplicate_nik_with_another_sponsor_names_whom_to_contact(
     )
     await to_nik_step(other)
     await other.say(WORKER_NIK)
-    assert "sudah disponsori ASN lain melalui Dinas Kesehatan" in other.replies[0].text
-    assert "hubungi PIC Dinas Kesehatan" in other.replies[0].text
-    assert "NIK Siti Aminah" in other.question.text
+    return other
+
+
+async def test_duplicate_nik_with_another_sponsor_names_whom_to_contact(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    other = await _sponsored_elsewhere(chat)
+    question = other.question.text
+    assert "NIK 3201********0001 sudah terdaftar" in question
+    assert "sudah disponsori ASN lain melalui Dinas Kesehatan" in question
+    assert "hubungi PIC Dinas Kesehatan" in question
+    assert "NIK pekerja lain" not in question  # the old prompt that kept the first name
+    assert other.labels() == ["✏️ Ketik ulang NIK", "👤 Pekerja lain", "❌ Batalkan"]
     assert len(await _sponsorships(sessionmaker)) == 1
+
+
+async def test_duplicate_nik_then_another_worker_asks_everything_again(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Issue 12.3: another person's NIK never ends up under the first name."""
+    other = await _sponsored_elsewhere(chat)
+    await other.press("Pekerja lain")
+    assert "nama lengkap pekerja" in other.question.text
+    await other.say("Joko Susilo")
+    assert "NIK Joko Susilo" in other.question.text
+    await other.say(OTHER_NIK)
+    assert "1 Januari 1980" in other.question.text  # birth date asked for the new NIK
+    await other.press("Ya, benar")
+    await other.press("Lewati")
+    await other.say("Pasar Baru")
+    await other.say("Teluk Segara")
+    await other.press("Bulanan")
+    await other.press("Desember 2026")
+    summary = other.question.text
+    assert "Joko Susilo" in summary
+    assert "1771********0003" in summary
+    assert "1 Januari 1980" in summary
+    assert "laki-laki" in summary
+    for first in ("Siti Aminah", "3201", "7 Agustus 1990", "perempuan", "Sukamaju"):
+        assert first not in summary
+    await other.press("Kirim ke PIC")
+    async with sessionmaker() as session:
+        names = {
+            w.full_name: (w.nik_masked, w.birth_date)
+            for w in (await session.execute(select(Worker))).scalars()
+        }
+    assert names == {
+        "Siti Aminah": ("3201********0001", date(1990, 8, 7)),
+        "Joko Susilo": ("1771********0003", date(1980, 1, 1)),
+    }
+
+
+async def test_duplicate_nik_retyped_for_the_same_worker_keeps_the_name(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    other = await _sponsored_elsewhere(chat)
+    await other.press("Ketik ulang NIK")
+    assert "NIK Siti Aminah" in other.question.text
+    await other.say("kembali")
+    assert "nama lengkap pekerja" in other.question.text  # back skips the refusal
+    await other.say("Siti Aminah")
+    await other.say(SITI_REAL_NIK)
+    assert "7 Agustus 1990" in other.question.text
+    await other.press("Ya, benar")
+    await other.press("Lewati")
+    await other.say("Sukamaju")
+    await other.say("Ciawi")
+    await other.press("Bulanan")
+    await other.press("Desember 2026")
+    assert "Siti Aminah" in other.question.text
+    assert "3201********0002" in other.question.text
+    await other.press("Kirim ke PIC")
+    assert len(await _sponsorships(sessionmaker)) == 2
+
+
+async def test_duplicate_nik_cancel_keeps_nothing(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    other = await _sponsored_elsewhere(chat)
+    await other.press("Batalkan")
+    assert "Pendaftaran dibatalkan" in other.text
+    assert len(await _sponsorships(sessionmaker)) == 1
+
+
+async def test_nik_taken_while_at_the_summary_offers_retype_back_to_the_summary(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await chat.enroll_until_summary()
+    other = Chat(chat.engine, chat.clock, sender="3003")
+    await other.register(
+        nip="199001152023211005",
+        name="Ani Lestari",
+        opd_query="pendidikan",
+        opd_label="Dinas Pendidikan",
+    )
+    await other.enroll_until_summary()
+    await other.press("Kirim ke PIC")
+    await chat.press("Kirim ke PIC")
+    assert "sudah disponsori ASN lain melalui Dinas Pendidikan" in chat.question.text
+    await chat.press("Ketik ulang NIK")
+    await chat.say(SITI_REAL_NIK)
+    await chat.press("Ya, benar")
+    assert "3201********0002" in chat.question.text
+    assert "Sukamaju" in chat.question.text  # the summary, the other answers kept
+    await chat.press("Kirim ke PIC")
+    assert len(await _sponsorships(sessionmaker)) == 2
 
 
 async def test_same_asn_enrolling_same_nik_twice_is_told(chat: Chat) -> None:
@@ -167,7 +358,8 @@ async def test_same_asn_enrolling_same_nik_twice_is_told(chat: Chat) -> None:
     await chat.press("Kirim ke PIC")
     await to_nik_step(chat)
     await chat.say(WORKER_NIK)
-    assert "Anda sudah mendaftarkan pekerja dengan NIK ini" in chat.replies[0].text
+    assert "Anda sudah mendaftarkan pekerja ini" in chat.question.text
+    assert "Pekerja lain" in " ".join(chat.labels())
 
 
 async def test_per_asn_limit(sessionmaker: async_sessionmaker[AsyncSession]) -> None:

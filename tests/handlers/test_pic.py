@@ -12,7 +12,7 @@ from domain.vocabulary import ReturnReason, SponsorshipStatus
 from storage.audit import Actor
 from storage.models import AuditLog, InviteCode, Pic, SubmissionBatch
 from storage.roles import create_invite
-from tests.fakes.chat import Chat
+from tests.fakes.chat import OTHER_NIK, Chat
 from tests.fakes.workbench import Office, appoint_pic, build_office
 
 
@@ -121,6 +121,37 @@ async def test_return_with_common_reason_tells_the_asn_and_the_asn_corrects(
     await office.pic.press("Periksa pendaftaran")
     assert "Siti Aminah Rahayu" in office.pic.text
     assert "Sudah diperbaiki ASN 1 kali" in office.pic.text
+
+
+async def test_correction_to_a_taken_nik_offers_retype_or_cancel_only(office: Office) -> None:
+    """A correction keeps its worker: no "another worker", and a retype returns to the summary."""
+    await office.enroll_two()
+    await office.pic.say("pic")
+    await office.pic.press("Periksa pendaftaran")
+    await office.pic.press("Kembalikan")
+    await office.pic.press("Alamat")
+    await office.asn.say("/pekerja")
+    await office.asn.press("Perbaiki: Siti Aminah")
+    await office.asn.press("Ubah")
+    await office.asn.press("NIK")
+    await office.asn.say(OTHER_NIK)  # Joko's, enrolled by the same ASN
+    assert "Anda sudah mendaftarkan pekerja ini" in office.asn.question.text
+    assert office.asn.labels() == ["✏️ Ketik ulang NIK", "❌ Batalkan"]
+    await office.asn.press("Ketik ulang NIK")
+    await office.asn.say("3201014708900002")
+    await office.asn.press("Ya, benar")
+    assert "3201********0002" in office.asn.question.text
+    assert "Kirim ulang ke PIC" in office.asn.labels()[0]  # back at the summary
+    await office.asn.press("Ubah")
+    await office.asn.press("NIK")
+    await office.asn.say(OTHER_NIK)
+    await office.asn.press("Batalkan")
+    assert "Perbaikan dibatalkan" in office.asn.text
+    rows = await office.sponsorships()
+    assert [row.status for row in rows] == [
+        SponsorshipStatus.RETURNED,
+        SponsorshipStatus.WAITING_FOR_PIC,
+    ]
 
 
 async def test_a_returned_enrollment_cannot_be_corrected_twice(office: Office) -> None:
