@@ -166,7 +166,11 @@ async def _export(args: argparse.Namespace, runtime: Runtime) -> int:
                     raise _CommandError(f"{args.opd.upper()} has no batch {args.batch!r}")
             else:
                 created = await workbench.create_batch(
-                    connection, opd_id=opd_id, actor=_admin(), now=runtime.clock()
+                    connection,
+                    opd_id=opd_id,
+                    actor=_admin(),
+                    now=runtime.clock(),
+                    zone=runtime.timezone,
                 )
                 if created is None:
                     raise _CommandError(

@@ -159,7 +159,11 @@ async def export(ctx: Context, role: PicRole) -> list[Reply]:
     """The accepted, not-yet-submitted enrollments as the collective file."""
     t = ctx.t
     batch = await workbench.create_batch(
-        ctx.repo.connection, opd_id=role.opd_id, actor=Actor.pic(role.pic_id), now=ctx.now
+        ctx.repo.connection,
+        opd_id=role.opd_id,
+        actor=Actor.pic(role.pic_id),
+        now=ctx.now,
+        zone=ctx.config.timezone,
     )
     if batch is None:
         return [Reply(t("pic.export.nothing"), options=(_back_home(ctx),))]

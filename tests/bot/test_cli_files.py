@@ -463,3 +463,13 @@ async def test_chat_file_and_export_batch_carry_the_same_local_date_after_midnig
     chat_date = sheet_date(document.content)
     assert chat_date == sheet_date(out.read_bytes())
     assert isinstance(chat_date, datetime) and chat_date.date() == date(2026, 12, 2)
+
+
+async def test_a_batch_made_at_00_30_wib_on_new_years_day_is_numbered_in_the_new_year(
+    admin: Admin, runtime: Runtime, clock: FrozenClock, tmp_path: Path
+) -> None:
+    await seed(runtime, accepted=1)
+    clock.now = datetime(2026, 12, 31, 17, 30, tzinfo=UTC)  # 1 January 2027, 00:30 WIB
+    out = tmp_path / "kolektif.xlsx"
+    assert await admin.run("export", "--opd", "DINKES", "--out", str(out)) == 0
+    assert "batch DINKES-2027-001 (exported)" in admin.out
