@@ -195,6 +195,8 @@ async def _run_console(settings: Settings, *, user: str) -> int:
             runtime, {Channel.CONSOLE: console.sender}, quiet_hours=False
         )
         scheduler.start()
+        # The operator's hint, not a log record: the records themselves go to the file.
+        print(f"sertakan: the log is written to {log_file(settings)}", file=sys.stderr)
         try:
             await console.run()
         finally:

@@ -65,6 +65,7 @@ async def test_idle_console_keeps_log_lines_out_of_the_chat_and_in_the_log_file(
     chat = output.decode(errors="replace")
     assert process.returncode == 0, chat
     assert "bot> " in chat  # the chat itself did run
+    assert f"the log is written to {log}" in chat
     assert not [line for line in chat.splitlines() if LOG_LINE.search(line)], chat
     assert "DEBUG scheduler.dispatcher: outbox tick" in logged
     # APScheduler's two INFO lines per job run stay out even at DEBUG.
