@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,13 +58,41 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def configure_logging(settings: Settings) -> None:
+#: Loggers held at WARNING whatever SERTAKAN_LOG_LEVEL says: APScheduler writes two
+#: INFO lines per job run (the dispatcher runs every 2 s); aiogram's events and
+#: aiosqlite's DEBUG lines carry update contents and query results (personal data).
+QUIET_LOGGERS = ("apscheduler", "aiogram.event", "aiosqlite")
+
+
+def log_file(settings: Settings) -> Path:
+    """Where the console's log records go: the chat owns the terminal."""
+    return settings.app.data_dir / "sertakan.log"
+
+
+def configure_logging(settings: Settings, *, to_file: Path | None = None) -> None:
+    """Log at SERTAKAN_LOG_LEVEL to stderr, or, with `to_file`, appended to that file (0600).
+
+    The console passes `log_file(settings)`: log lines printed between the
+    bot's replies would bury the conversation. The file is owner-only whatever
+    the umask, like every file this process writes. As `logging.basicConfig`,
+    it leaves a root logger that already has handlers alone (a test runner's).
+    """
+    handler: logging.Handler
+    if to_file is None:
+        handler = logging.StreamHandler()
+    else:
+        to_file.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(to_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        to_file.chmod(0o600)
+        # Opened at the first record: unused when the root logger is configured already.
+        handler = logging.FileHandler(to_file, encoding="utf-8", delay=True)
     logging.basicConfig(
         level=settings.app.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
     )
-    # aiogram logs update contents at DEBUG; keep personal data out of logs.
-    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def configured_nik_key(settings: Settings) -> bytes | None:
@@ -200,6 +229,11 @@ class Runtime:
     cipher: NikCipher
     clock: Clock
     calendar: WorkCalendar
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        """SERTAKAN_TIMEZONE: the zone of the dates and times people read."""
+        return self.engine.config.timezone
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -21,11 +21,13 @@ from bot.app import (
     build_background,
     build_runtime,
     configure_logging,
+    log_file,
     open_database,
     seed_opds_if_empty,
 )
 from bot.console import ConsoleChannel
 from bot.settings import Settings, TelegramMode
+from domain.local_time import format_local
 from domain.vocabulary import Channel
 from storage.crypto import generate_key
 from storage.dead_letters import DeadLetters
@@ -103,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(generate_key())
         return 0
     settings = Settings()
-    configure_logging(settings)
+    configure_logging(settings, to_file=log_file(settings) if _is_console(args, settings) else None)
     try:
         return asyncio.run(_dispatch(args, settings))
     except StartupError as exc:
@@ -111,6 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _is_console(args: argparse.Namespace, settings: Settings) -> bool:
+    """`sertakan console`, or `run` (the default) without Telegram or WhatsApp credentials."""
+    command = args.command or "run"
+    no_messenger = settings.telegram.token is None and not settings.whatsapp.enabled
+    return command == "console" or (command == "run" and no_messenger)
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -129,8 +138,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _load_opds(settings, args.file)
     if command == "failed":
         return await _list_failed(settings)
-    no_messenger = settings.telegram.token is None and not settings.whatsapp.enabled
-    if command == "console" or (command == "run" and no_messenger):
+    if _is_console(args, settings):
         return await _run_console(settings, user=getattr(args, "user", "asn"))
     return await _run_channels(settings)
 
@@ -161,11 +169,12 @@ async def _list_failed(settings: Settings) -> int:
     if not parked:
         print("no parked updates")
         return 0
-    print("id\tchannel\tupdate\tsender\terror\tattempts\tfailed at (UTC)")
+    print("id\tchannel\tupdate\tsender\terror\tattempts\tfailed at")
     for row in parked:
         print(
             f"{row.id}\t{row.channel.value}\t{row.update_id}\t{row.sender_id or '-'}\t"
-            f"{row.error_type}\t{row.attempts}\t{row.failed_at:%Y-%m-%d %H:%M:%S}"
+            f"{row.error_type}\t{row.attempts}\t"
+            f"{format_local(row.failed_at, runtime.timezone, seconds=True)}"
         )
     return 0
 
@@ -186,6 +195,8 @@ async def _run_console(settings: Settings, *, user: str) -> int:
             runtime, {Channel.CONSOLE: console.sender}, quiet_hours=False
         )
         scheduler.start()
+        # The operator's hint, not a log record: the records themselves go to the file.
+        print(f"sertakan: the log is written to {log_file(settings)}", file=sys.stderr)
         try:
             await console.run()
         finally:

@@ -23,17 +23,17 @@ import getpass
 import json
 import sys
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.app import Runtime
 from domain.dues import PaidStanding
-from domain.phone import PhoneError, parse_mobile
+from domain.local_time import format_local, local_date
+from domain.phone import PhoneError, display_phone, parse_mobile
 from domain.vocabulary import Channel, SponsorshipStatus
 from storage import roles, worker_side
 from storage.audit import Actor, recent
@@ -201,6 +201,7 @@ async def _run(
 ) -> int:
     connection = await session.connection()
     now = runtime.clock()
+    zone = runtime.engine.config.timezone
     if command == "pic":
         if args.pic_command == "appoint":
             return await _appoint(args, session, connection, now)
@@ -209,17 +210,19 @@ async def _run(
             print(f"PIC {args.pic_id} removed from {role.opd_code} ({role.opd_name})")
             return 0
         opd = await _opd(session, args.opd) if args.opd else None
-        return _print_pics(await roles.list_pics(connection, opd_id=opd.id if opd else None))
+        return _print_pics(await roles.list_pics(connection, opd_id=opd.id if opd else None), zone)
     if command == "invite":
-        return await _invite(args, runtime, session, connection, now)
+        return await _invite(args, runtime, session, connection, now, zone)
     if command == "coverage":
-        today = now.astimezone(ZoneInfo(runtime.settings.app.timezone)).date()
+        today = local_date(now, zone)
         rows = await coverage(connection, today=today, calendar=runtime.calendar)
         return _print_coverage(rows, args.csv, today)
     if command == "worker":
         return await _erase_worker(args, runtime, session, now)
     opd = await _opd(session, args.opd) if args.opd else None
-    return await _print_audit(connection, opd_id=opd.id if opd else None, limit=args.limit)
+    return await _print_audit(
+        connection, opd_id=opd.id if opd else None, limit=args.limit, zone=zone
+    )
 
 
 async def _erase_worker(
@@ -230,24 +233,27 @@ async def _erase_worker(
         raise _CommandError(f"{args.phone!r} is not a mobile number ({parsed.problem.value})")
     workers = await worker_side.workers_for_phone(session, parsed.e164)
     if not workers:
-        raise _CommandError(f"no worker with the phone {parsed.e164}")
+        raise _CommandError(f"no worker with the phone {display_phone(parsed.e164)}")
     records = await worker_side.records_for_phone(session, parsed.e164)
     for worker in workers:
         own = [s for s in records if s.worker_id == worker.id]
         print(
-            f"worker {worker.id}: {worker.full_name} ({worker.nik_masked}), {parsed.e164}: "
+            f"worker {worker.id}: {worker.full_name} ({worker.nik_masked}), "
+            f"{display_phone(parsed.e164)}: "
             f"{len(own)} enrollment(s)"
         )
         for sponsorship in own:
             print(f"  #{sponsorship.id} {sponsorship.status.value} KPJ {sponsorship.kpj or '-'}")
     if args.worker is not None:
         if args.worker not in {w.id for w in workers}:
-            raise _CommandError(f"worker {args.worker} does not have the phone {parsed.e164}")
+            raise _CommandError(
+                f"worker {args.worker} does not have the phone {display_phone(parsed.e164)}"
+            )
         worker_id = int(args.worker)
     elif len(workers) > 1:
         # Erasing "the phone" would take every worker on it: one of them must be named.
         raise _CommandError(
-            f"the phone {parsed.e164} belongs to {len(workers)} workers: "
+            f"the phone {display_phone(parsed.e164)} belongs to {len(workers)} workers: "
             "choose one with --worker ID (nothing changed)"
         )
     else:
@@ -308,7 +314,7 @@ async def _appoint(
         if isinstance(parsed, PhoneError):
             raise _CommandError(f"{args.phone!r} is not a mobile number ({parsed.problem.value})")
         phone = parsed.e164
-        who = f"phone {phone}"
+        who = f"phone {display_phone(phone)}"
     before = {pic.pic_id for pic in await roles.list_pics(connection, opd_id=opd.id)}
     pic_id = await roles.appoint(
         connection,
@@ -331,7 +337,7 @@ async def _appoint(
     return 0
 
 
-def _print_pics(pics: Sequence[roles.PicListing]) -> int:
+def _print_pics(pics: Sequence[roles.PicListing], zone: tzinfo) -> int:
     if not pics:
         print("no PICs")
         return 0
@@ -340,18 +346,18 @@ def _print_pics(pics: Sequence[roles.PicListing]) -> int:
         if pic.channel is not None:
             who = f"{pic.channel.value}:{pic.external_id}"
         else:
-            who = f"{pic.phone_e164} (waiting for this number)"
+            who = f"{display_phone(pic.phone_e164 or '')} (waiting for this number)"
         rows.append(
             [
                 str(pic.pic_id),
                 pic.opd_code,
                 who,
                 pic.display_name or "-",
-                f"{pic.appointed_at:%Y-%m-%d %H:%M}",
+                format_local(pic.appointed_at, zone),
                 pic.appointed_by,
             ]
         )
-    print(_table(["id", "OPD", "account", "name", "appointed (UTC)", "by"], rows, numeric={0}))
+    print(_table(["id", "OPD", "account", "name", "appointed", "by"], rows, numeric={0}))
     return 0
 
 
@@ -361,6 +367,7 @@ async def _invite(
     session: AsyncSession,
     connection: AsyncConnection,
     now: datetime,
+    zone: tzinfo,
 ) -> int:
     opd = await _opd(session, args.opd)
     valid_for = timedelta(days=args.days)
@@ -368,7 +375,7 @@ async def _invite(
         connection, opd_id=opd.id, actor=_admin(), now=now, valid_for=valid_for
     )
     print(f"Invite code for {opd.code} ({opd.name}): {code}")
-    print(f"Valid until {now + valid_for:%Y-%m-%d %H:%M} UTC, for one person.")
+    print(f"Valid until {format_local(now + valid_for, zone)}, for one person.")
     username = args.bot_username or _configured_bot_username(runtime)
     if username:
         print(f"Telegram: {roles.invite_deep_link(username, code)}")
@@ -436,7 +443,9 @@ def _write_csv(file: TextIO, lines: list[list[str]]) -> None:
     writer.writerows(lines)
 
 
-async def _print_audit(connection: AsyncConnection, *, opd_id: int | None, limit: int) -> int:
+async def _print_audit(
+    connection: AsyncConnection, *, opd_id: int | None, limit: int, zone: tzinfo
+) -> int:
     entries = await recent(connection, limit=limit, opd_id=opd_id)
     if not entries:
         print("no audit entries")
@@ -445,7 +454,7 @@ async def _print_audit(connection: AsyncConnection, *, opd_id: int | None, limit
     rows = [
         [
             str(entry.id),
-            f"{entry.at:%Y-%m-%d %H:%M:%S}",
+            format_local(entry.at, zone, seconds=True),
             f"{entry.actor_type}:{entry.actor}",
             entry.action,
             f"{entry.record_type}:{entry.record_id or '-'}",
@@ -454,7 +463,7 @@ async def _print_audit(connection: AsyncConnection, *, opd_id: int | None, limit
         ]
         for entry in entries
     ]
-    headers = ["id", "at (UTC)", "actor", "action", "record", "OPD", "details"]
+    headers = ["id", "at", "actor", "action", "record", "OPD", "details"]
     print(_table(headers, rows, numeric={0}))
     return 0
 

@@ -31,13 +31,13 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tqdm import tqdm
 
 from bot.app import Runtime
+from domain.local_time import local_moment
 from storage import audit, workbench
 from storage.audit import Actor
 from storage.collective import ImportPreview, RejectReason, export_batch, preview_import
@@ -165,7 +165,11 @@ async def _export(args: argparse.Namespace, runtime: Runtime) -> int:
                     raise _CommandError(f"{args.opd.upper()} has no batch {args.batch!r}")
             else:
                 created = await workbench.create_batch(
-                    connection, opd_id=opd_id, actor=_admin(), now=runtime.clock()
+                    connection,
+                    opd_id=opd_id,
+                    actor=_admin(),
+                    now=runtime.clock(),
+                    zone=runtime.timezone,
                 )
                 if created is None:
                     raise _CommandError(
@@ -202,8 +206,9 @@ async def _export(args: argparse.Namespace, runtime: Runtime) -> int:
 
 
 async def _write(runtime: Runtime, batch: BatchInfo, opd_name: str, target: BinaryIO) -> int:
-    # The sheet shows the batch date in the province's zone; the same batch gives the same bytes.
-    created_at = batch.created_at.astimezone(ZoneInfo(runtime.settings.app.timezone))
+    # The sheet shows the batch date in the province's zone, as the chat's file does;
+    # the same batch gives the same bytes.
+    created_at = local_moment(batch.created_at, runtime.timezone)
     with tqdm(total=batch.row_count, desc="writing", unit=" rows", file=sys.stderr) as bar:
         return await export_batch(
             runtime.db,

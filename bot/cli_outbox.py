@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.local_time import format_local
 from storage.outbox import counts_by_status, list_failed, requeue_failed
 
 
@@ -30,6 +31,9 @@ class OutboxRuntime(Protocol):
 
     @property
     def clock(self) -> Callable[[], datetime]: ...
+
+    @property
+    def timezone(self) -> tzinfo: ...
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,12 +75,12 @@ async def _failed(runtime: OutboxRuntime, limit: int) -> int:
     if not failed:
         print("no failed notices")
         return 0
-    print("id\tchannel\trecipient\tkind\tattempts\tlast error\tcreated (UTC)")
+    print("id\tchannel\trecipient\tkind\tattempts\tlast error\tcreated")
     for row in failed:
         error = " ".join((row.last_error or "-").split())
         print(
             f"{row.id}\t{row.channel.value}\t{row.recipient}\t{row.kind}\t{row.attempts}\t"
-            f"{error}\t{row.created_at:%Y-%m-%d %H:%M:%S}"
+            f"{error}\t{format_local(row.created_at, runtime.timezone, seconds=True)}"
         )
     return 0
 

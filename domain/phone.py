@@ -71,3 +71,19 @@ def parse_mobile(text: str, *, region: str = "ID") -> PhoneNumber | PhoneError:
     if phonenumbers.number_type(number) not in _MOBILE_TYPES:
         return PhoneError(PhoneProblem.NOT_MOBILE)
     return PhoneNumber(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def display_phone(phone: str) -> str:
+    """A number as people write it: "0812-9876-5432" for Indonesia.
+
+    `phone` is a stored E.164 number or any spelling `parse_mobile` accepts
+    (a WhatsApp id "62812..." too). Numbers of other countries keep their
+    country code ("+49 170 1234567"); anything else is returned unchanged.
+    """
+    parsed = parse_mobile(phone)
+    if isinstance(parsed, PhoneError):
+        return phone
+    number = phonenumbers.parse(parsed.e164, None)
+    if number.country_code == int(_INDONESIA_COUNTRY_CODE):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

@@ -73,7 +73,7 @@ class DigestPlanner:
         local = now.astimezone(self._timezone)
         today = local.date()
         if not self._calendar.is_working_day(today):
-            log.info("digest: %s is not a working day", today)
+            log.debug("digest: %s is not a working day", today)
             return 0
         if local.time() < self._send_at:
             return 0
@@ -82,7 +82,10 @@ class DigestPlanner:
             for recipient in await self._recipients(connection):
                 if await self._plan_one(connection, recipient, today, now):
                     planned += 1
-        log.info("digest: %d planned for %s", planned, today)
+        # A day with nothing planned is routine: DEBUG (SERTAKAN_LOG_LEVEL=DEBUG shows it).
+        log.log(
+            logging.INFO if planned else logging.DEBUG, "digest: %d planned for %s", planned, today
+        )
         return planned
 
     async def _recipients(self, connection: AsyncConnection) -> list[_Recipient]:

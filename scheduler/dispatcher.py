@@ -410,6 +410,8 @@ class Dispatcher:
                     lease=timedelta(seconds=self._settings.lease_s),
                     channels=channels,
                 )
+            # Every tick (2 s): DEBUG, so an idle day leaves no lines at INFO.
+            log.debug("outbox tick: %d due", len(claims))
             if not claims:
                 return 0
             chains, later = self._by_recipient(claims)

@@ -235,7 +235,9 @@ class ReminderPlanner:
             # The run's objects live in `_plan`'s frame: all freed when it returns,
             # before the collector is back (see `_cyclic_gc_paused`).
             result = await self._plan(now, today, not_before)
-        log.info("reminders for %s: %s", today, result)
+        # A run that wrote nothing is routine: DEBUG (SERTAKAN_LOG_LEVEL=DEBUG shows it).
+        quiet = result == PlanResult()
+        log.log(logging.DEBUG if quiet else logging.INFO, "reminders for %s: %s", today, result)
         return result
 
     async def _plan(self, now: datetime, today: date, not_before: datetime) -> PlanResult:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Row, Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.local_time import local_date
 from domain.vocabulary import (
     BatchStatus,
     ImportStatus,
@@ -365,9 +366,12 @@ async def recent_batches(
 
 
 async def create_batch(
-    connection: AsyncConnection, *, opd_id: int, actor: Actor, now: datetime
+    connection: AsyncConnection, *, opd_id: int, actor: Actor, now: datetime, zone: tzinfo
 ) -> BatchInfo | None:
     """Put the OPD's accepted, not-yet-batched enrollments into a batch for export.
+
+    A new batch is numbered "<OPD>-<year>-<n>" with the year in `zone`
+    (SERTAKAN_TIMEZONE): at 00:30 WIB on 1 January it is the new year's.
 
     While a batch is exported but not confirmed as submitted, newly accepted
     enrollments join it (the PIC has not sent it yet, so the fresh file replaces
@@ -388,7 +392,8 @@ async def create_batch(
     if waiting == 0:
         return open_batch
     if open_batch is None:
-        batch_id = await _new_batch(connection, opd_id=opd_id, actor=actor, now=now)
+        year = local_date(now, zone).year
+        batch_id = await _new_batch(connection, opd_id=opd_id, actor=actor, now=now, year=year)
     else:
         batch_id = open_batch.id
     await connection.execute(update(Sponsorship).where(unbatched).values(batch_id=batch_id))
@@ -417,10 +422,10 @@ async def create_batch(
 
 
 async def _new_batch(
-    connection: AsyncConnection, *, opd_id: int, actor: Actor, now: datetime
+    connection: AsyncConnection, *, opd_id: int, actor: Actor, now: datetime, year: int
 ) -> int:
     code = await connection.scalar(select(Opd.code).where(Opd.id == opd_id))
-    prefix = f"{code}-{now:%Y}-"
+    prefix = f"{code}-{year}-"
     existing = int(
         await connection.scalar(
             select(func.count())

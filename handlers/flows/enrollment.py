@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from domain.eligibility import AgeProblem, age_on, check_age
 from domain.months import add_months
 from domain.nik import NikError, parse_nik
-from domain.phone import PhoneError, parse_mobile
+from domain.phone import PhoneError, display_phone, parse_mobile
 from domain.tariff import FundingSource
 from domain.vocabulary import (
     ConsentPurpose,
@@ -485,7 +485,9 @@ class SummaryStep(Step):
             birth_date=t.date(birth),
             birth_note=t("enroll.summary.birth_differs") if data.get("birth_date_differs") else "",
             sex=t(f"sex.{data['sex']}"),
-            phone=data.get("worker_phone") or t("enroll.summary.no_phone"),
+            phone=display_phone(data["worker_phone"])
+            if data.get("worker_phone")
+            else t("enroll.summary.no_phone"),
             village=data["village"],
             district=data["district"],
             plan=t(f"plan.{plan.value}"),

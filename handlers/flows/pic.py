@@ -19,7 +19,9 @@ import logging
 from datetime import date
 
 from domain.kpj import KpjProblem, parse_kpj
+from domain.local_time import local_moment
 from domain.months import add_months
+from domain.phone import display_phone
 from domain.tariff import FundingSource
 from domain.vocabulary import BatchStatus, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
@@ -59,7 +61,7 @@ def describe(ctx: Context, item: Enrollment) -> str:
         birth_date=t.date(item.birth_date),
         birth_note=t("pic.birth_differs") if item.birth_date_differs_from_nik else "",
         sex=t(f"sex.{item.sex}"),
-        phone=item.phone_e164 or t("enroll.summary.no_phone"),
+        phone=display_phone(item.phone_e164) if item.phone_e164 else t("enroll.summary.no_phone"),
         village=item.village,
         district=item.district,
         occupation=t(f"occupation.{item.occupation.value}"),
@@ -146,7 +148,8 @@ async def _batch_file(ctx: Context, role: PicRole, batch: workbench.BatchInfo) -
         buffer,
         batch_number=batch.number,
         opd_name=role.opd_name,
-        created_at=batch.created_at,
+        # The date `sertakan export --batch` writes too: local, not the stored UTC.
+        created_at=local_moment(batch.created_at, ctx.config.timezone),
         erased_rows=sum(row.erased for row in rows),
     )
     return Document(f"{batch.number}.xlsx", buffer.getvalue(), XLSX_MIME)
@@ -156,7 +159,11 @@ async def export(ctx: Context, role: PicRole) -> list[Reply]:
     """The accepted, not-yet-submitted enrollments as the collective file."""
     t = ctx.t
     batch = await workbench.create_batch(
-        ctx.repo.connection, opd_id=role.opd_id, actor=Actor.pic(role.pic_id), now=ctx.now
+        ctx.repo.connection,
+        opd_id=role.opd_id,
+        actor=Actor.pic(role.pic_id),
+        now=ctx.now,
+        zone=ctx.config.timezone,
     )
     if batch is None:
         return [Reply(t("pic.export.nothing"), options=(_back_home(ctx),))]

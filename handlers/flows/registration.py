@@ -7,7 +7,7 @@ from datetime import date
 from sqlalchemy.exc import IntegrityError
 
 from domain.nip import NipError, parse_nip
-from domain.phone import PhoneError, parse_mobile
+from domain.phone import PhoneError, display_phone, parse_mobile
 from domain.vocabulary import (
     ConsentPurpose,
     ConsentSubject,
@@ -172,9 +172,9 @@ class SummaryStep(Step):
             type=ctx.t(f"employment.{data.get('nip_type', 'pns')}"),
             name=data.get("full_name", "-"),
             opd=data.get("opd_name", "-"),
-            phone=data.get("phone")
-            or ctx.event.sender_phone
-            or ctx.t("registration.phone_from_whatsapp"),
+            phone=display_phone(phone)
+            if (phone := data.get("phone") or ctx.event.sender_phone)
+            else ctx.t("registration.phone_from_whatsapp"),
         )
         return [
             Reply(

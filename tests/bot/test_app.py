@@ -164,7 +164,7 @@ def test_cli_failed_list_shows_parked_updates_without_content(
     asyncio.run(park())
     assert main(["failed", "list"]) == 0
     out = capsys.readouterr().out
-    assert "telegram\t77\t42\tOperationalError\t5\t2026-11-21 03:00:00" in out
+    assert "telegram\t77\t42\tOperationalError\t5\t2026-11-21 10:00:00 WIB" in out
     assert "3201014708900001" not in out
 
 

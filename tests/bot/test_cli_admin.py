@@ -6,6 +6,7 @@ import argparse
 import csv
 import getpass
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,7 @@ async def test_appoint_by_telegram_id_list_and_remove(admin: Admin) -> None:
     header, _rule, row = admin.out.splitlines()
     assert header.split()[:3] == ["id", "OPD", "account"]
     assert row.split()[:4] == [pic_id, "BKL-DINKES", "telegram:12345", "-"]
-    assert row.endswith(f"2026-11-21 03:00  admin:{getpass.getuser()}")
+    assert row.endswith(f"2026-11-21 10:00 WIB  admin:{getpass.getuser()}")
 
     assert await admin.run("pic", "remove", pic_id) == 0
     assert admin.out.strip() == f"PIC {pic_id} removed from BKL-DINKES (Dinas Kesehatan)"
@@ -146,11 +147,11 @@ async def test_appoint_by_phone_accepts_local_spellings(admin: Admin) -> None:
     assert (
         await admin.run("pic", "appoint", "--opd", "BKL-DINKES", "--phone", "0812-3456-7890") == 0
     )
-    assert "phone +6281234567890" in admin.out
+    assert "phone 0812-3456-7890" in admin.out
     assert "WhatsApp" in admin.out
     assert await pics(admin.runtime) == [("BKL-DINKES", None, "+6281234567890", True)]
     assert await admin.run("pic", "list", "--opd", "BKL-DINKES") == 0
-    assert "+6281234567890 (waiting for this number)" in admin.out
+    assert "0812-3456-7890 (waiting for this number)" in admin.out
     assert await admin.run("pic", "list", "--opd", "BKL-BAPPEDA") == 0
     assert admin.out.strip() == "no PICs"
 
@@ -194,7 +195,7 @@ async def test_invite_create_prints_a_code_that_works(admin: Admin) -> None:
     lines = admin.out.splitlines()
     code = lines[0].rsplit(" ", 1)[1]
     assert lines[0] == f"Invite code for BKL-DINKES (Dinas Kesehatan): {code}"
-    assert lines[1] == "Valid until 2026-11-24 03:00 UTC, for one person."
+    assert lines[1] == "Valid until 2026-11-24 10:00 WIB, for one person."
     assert lines[2] == f"Telegram: https://t.me/SertakanBot?start={code}"
     assert code in lines[3]
 
@@ -272,24 +273,35 @@ async def test_audit_list_shows_who_did_what(admin: Admin) -> None:
     await admin.run("invite", "create", "--opd", "BKL-BAPPEDA")
     assert await admin.run("audit", "list") == 0
     header, _rule, newest, oldest = admin.out.splitlines()
-    assert header.split() == ["id", "at", "(UTC)", "actor", "action", "record", "OPD", "details"]
+    assert header.split() == ["id", "at", "actor", "action", "record", "OPD", "details"]
     user = getpass.getuser()
-    assert newest.split()[3:7] == [
+    assert newest.split()[4:8] == [
         f"admin:{user}",
         "invite.create",
-        newest.split()[5],
+        newest.split()[6],
         "BKL-BAPPEDA",
     ]
-    assert newest.split()[5].startswith("invite_code:")
-    assert oldest.split()[3:7] == [f"admin:{user}", "pic.appoint", oldest.split()[5], "BKL-DINKES"]
+    assert newest.split()[6].startswith("invite_code:")
+    assert oldest.split()[4:8] == [f"admin:{user}", "pic.appoint", oldest.split()[6], "BKL-DINKES"]
     assert '"external_id": "12345"' in oldest
 
     assert await admin.run("audit", "list", "--opd", "BKL-DINKES") == 0
-    assert [line.split()[4] for line in admin.out.splitlines()[2:]] == ["pic.appoint"]
+    assert [line.split()[5] for line in admin.out.splitlines()[2:]] == ["pic.appoint"]
     assert await admin.run("audit", "list", "--limit", "1") == 0
-    assert [line.split()[4] for line in admin.out.splitlines()[2:]] == ["invite.create"]
+    assert [line.split()[5] for line in admin.out.splitlines()[2:]] == ["invite.create"]
     async with admin.runtime.db.connect() as connection:
         assert len((await connection.execute(select(AuditLog.id))).all()) == 2
+
+
+async def test_audit_list_shows_local_time_with_the_zone(admin: Admin) -> None:
+    # 17:30 UTC is 00:30 WIB the next day: the operator reads the province's clock.
+    clock = admin.runtime.clock
+    assert isinstance(clock, FrozenClock)
+    clock.now = datetime(2026, 12, 1, 17, 30, 9, tzinfo=UTC)
+    await admin.run("invite", "create", "--opd", "BKL-BAPPEDA")
+    assert await admin.run("audit", "list") == 0
+    _header, _rule, entry = admin.out.splitlines()
+    assert entry.split()[1:4] == ["2026-12-02", "00:30:09", "WIB"]
 
 
 async def test_worker_erase_shows_first_then_erases_and_tells_the_asn(
@@ -307,7 +319,7 @@ async def test_worker_erase_shows_first_then_erases_and_tells_the_asn(
         admin = Admin(runtime, capsys)
 
         assert await admin.run("worker", "erase", "--phone", "0812-9876-5432") == 0
-        assert "Siti Aminah (3201********0001), +6281298765432: 1 enrollment(s)" in admin.out
+        assert "Siti Aminah (3201********0001), 0812-9876-5432: 1 enrollment(s)" in admin.out
         assert admin.out.startswith("worker ")
         assert "nothing changed" in admin.out
         async with sessionmaker() as session:
@@ -336,7 +348,7 @@ async def test_worker_erase_shows_first_then_erases_and_tells_the_asn(
         assert [tuple(a) for a in actions] == [("admin", "worker.erased")]
 
         assert await admin.run("worker", "erase", "--phone", "081298765432") == 1
-        assert "no worker with the phone +6281298765432" in admin.err
+        assert "no worker with the phone 0812-9876-5432" in admin.err
         assert await admin.run("worker", "erase", "--phone", "12") == 1
         assert "is not a mobile number" in admin.err
 

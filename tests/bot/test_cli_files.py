@@ -8,7 +8,7 @@ import getpass
 import io
 import os
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,13 +23,14 @@ from domain.nik import mask_nik
 from domain.vocabulary import ImportStatus, SponsorshipStatus
 from storage import workbench
 from storage.audit import Actor
-from storage.collective_file import DEFAULT_BUDGET, ERASED_ROW_NAME, HEADER_ROW
+from storage.collective_file import DATE_LABEL, DEFAULT_BUDGET, ERASED_ROW_NAME, HEADER_ROW
 from storage.models import AuditLog, KpjImport, Opd, Outbox, Sponsorship, SubmissionBatch
 from tests.fakes.admin import Admin
-from tests.fakes.chat import TEST_KEY
+from tests.fakes.chat import TEST_KEY, Chat
 from tests.fakes.clock import FrozenClock
 from tests.fakes.hostile_files import far_cell_xlsx, zip_bomb_xlsx
 from tests.fakes.runtime import open_runtime
+from tests.fakes.workbench import PIC_ID, appoint_pic
 from tests.storage.test_collective import Seeder, kpj_for, nik_for
 
 ADMIN = getpass.getuser()
@@ -428,3 +429,47 @@ async def test_import_of_a_file_over_the_byte_budget_is_refused_unread(
         file.truncate(DEFAULT_BUDGET.max_file_bytes + 1)
     assert await admin.run("import", "--opd", "DINKES", str(path), "--yes") == 1
     assert "kpj.csv: file refused: too large (64 MiB, over 64 MiB)" in admin.err
+
+
+async def test_chat_file_and_export_batch_carry_the_same_local_date_after_midnight(
+    tmp_path: Path, database_url: str, db_engine: AsyncEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Regression (issue 12, item 17): at 00:30 WIB the chat's file was dated
+    # the day before (UTC), `sertakan export --batch` the day itself.
+    clock = FrozenClock()
+    async with open_runtime(tmp_path, database_url, clock=clock, seed_opds=True) as runtime:
+        asn = Chat(runtime.engine, clock, sender="1001")
+        await asn.register()
+        await asn.enroll_until_summary()
+        await asn.press("Kirim ke PIC")
+        await appoint_pic(runtime.sessionmaker, clock, telegram_id=PIC_ID, opd_code="BKL-DINKES")
+        pic = Chat(runtime.engine, clock, sender=PIC_ID)
+        await pic.say("pic")
+        await pic.press("Periksa pendaftaran")
+        await pic.press("Terima")
+        clock.now = datetime(2026, 12, 1, 17, 30, tzinfo=UTC)  # 2 December, 00:30 WIB
+        await pic.say("pic")
+        await pic.press("Ekspor")
+        (document,) = pic.documents
+        out = tmp_path / "batch.xlsx"
+        argv = ("export", "--opd", "BKL-DINKES", "--batch", "BKL-DINKES-2026-001")
+        assert await Admin(runtime, capsys).run(*argv, "--out", str(out)) == 0
+
+    def sheet_date(content: bytes) -> object:
+        sheet = load_workbook(io.BytesIO(content), read_only=True).worksheets[0]
+        rows = sheet.iter_rows(values_only=True)
+        return next(row[1] for row in rows if row and row[0] == DATE_LABEL)
+
+    chat_date = sheet_date(document.content)
+    assert chat_date == sheet_date(out.read_bytes())
+    assert isinstance(chat_date, datetime) and chat_date.date() == date(2026, 12, 2)
+
+
+async def test_a_batch_made_at_00_30_wib_on_new_years_day_is_numbered_in_the_new_year(
+    admin: Admin, runtime: Runtime, clock: FrozenClock, tmp_path: Path
+) -> None:
+    await seed(runtime, accepted=1)
+    clock.now = datetime(2026, 12, 31, 17, 30, tzinfo=UTC)  # 1 January 2027, 00:30 WIB
+    out = tmp_path / "kolektif.xlsx"
+    assert await admin.run("export", "--opd", "DINKES", "--out", str(out)) == 0
+    assert "batch DINKES-2027-001 (exported)" in admin.out

@@ -101,7 +101,7 @@ async def test_failed_lists_the_reason_but_never_the_body(
         "kind",
         "attempts",
         "last error",
-        "created (UTC)",
+        "created",
     ]
     assert row.split("\t") == [
         str(ids["card_ready"]),
@@ -110,7 +110,7 @@ async def test_failed_lists_the_reason_but_never_the_body(
         "card_ready",
         "1",
         "TelegramForbiddenError: Forbidden: bot was blocked by the user",
-        "2026-11-21 02:00:00",
+        "2026-11-21 09:00:00 WIB",
     ]
     assert "KPJ" not in out
 

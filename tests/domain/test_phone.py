@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.phone import PhoneError, PhoneNumber, PhoneProblem, parse_mobile
+from domain.phone import PhoneError, PhoneNumber, PhoneProblem, display_phone, parse_mobile
 
 E164 = "+6281234567890"
 
@@ -90,3 +90,16 @@ def test_parsed_numbers_are_e164_and_spelling_does_not_matter(subscriber: str) -
 @given(st.text())
 def test_never_raises_on_arbitrary_text(text: str) -> None:
     assert isinstance(parse_mobile(text), PhoneNumber | PhoneError)
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("+6281298765432", "0812-9876-5432"),
+        ("6281298765432", "0812-9876-5432"),  # a WhatsApp id
+        ("+447911123456", "+44 7911 123456"),  # abroad: the country code stays
+        ("not a phone", "not a phone"),
+    ],
+)
+def test_phone_is_displayed_as_people_write_it(stored: str, shown: str) -> None:
+    assert display_phone(stored) == shown

@@ -50,6 +50,8 @@ async def test_enrollment_lands_in_database_encrypted(
     assert "3201********0001" in summary
     assert WORKER_NIK not in summary
     assert "Rp16.800" in summary
+    # Shown as people write it; stored as E.164 (below).
+    assert "0812-9876-5432" in summary and "+62" not in summary
     await chat.press("Kirim ke PIC")
     assert "menunggu pemeriksaan PIC Dinas Kesehatan" in chat.text
     async with sessionmaker() as session:

@@ -228,7 +228,7 @@ async def test_whatsapp_registration_takes_the_phone_from_the_sender(office: Off
     await asn.say("kesehatan")
     await asn.press("Dinas Kesehatan")
     # No phone question: the summary comes next, with the sender's number.
-    assert "+6281377778888" in asn.text or "6281377778888" in asn.text
+    assert "Nomor HP: 0813-7777-8888" in asn.text
     await asn.press("Konfirmasi")
     async with office.sessionmaker() as session:
         stored = (
