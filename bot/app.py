@@ -282,6 +282,8 @@ async def build_runtime(
         clock=clock,
         # Workers have WhatsApp only (SPEC 2): without it they are not asked or told.
         worker_channel=Channel.WHATSAPP if settings.whatsapp.enabled else None,
+        # The rows it queues are held as long as the deliverer holds the ones it claims.
+        reply_lease=timedelta(seconds=settings.reply.lease_s),
     )
     return Runtime(
         settings=settings,

@@ -151,7 +151,7 @@ class ReplyDelivery:
         self._delivered_ids: set[int] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
-        #: The latest deleted rows (bounded): see `_held_for`.
+        #: The latest deleted rows (bounded): see `_waiting_elsewhere`.
         self._forgotten: collections.deque[int] = collections.deque()
         self._forgotten_ids: set[int] = set()
         self._paused_until = 0.0
@@ -168,10 +168,7 @@ class ReplyDelivery:
         """Start delivering `handled` to `chat_id` behind the replies already on their way."""
         if not handled.replies:
             return
-        stored_elsewhere = self._database is not None and not set(
-            handled.earlier
-        ) <= self._held_for(chat_id)
-        if stored_elsewhere:
+        if self._waiting_elsewhere(chat_id, handled.earlier):
             # Replies held elsewhere (another process, or left by an earlier run) go
             # first: hand this row back for `run` to take in order.
             if handled.reply_id is not None:
@@ -297,12 +294,19 @@ class ReplyDelivery:
 
     # --- per person ---------------------------------------------------------------------
 
-    def _held_for(self, chat_id: str) -> set[int]:
-        """Rows of this person this process holds, delivered, or deleted lately (an event's
-        transaction may have seen a row that was deleted before its replies got here)."""
-        queue = self._chats.get(chat_id, ())
-        held = {item.reply_id for item in queue if item.reply_id is not None}
-        return held | self._delivered_ids | self._forgotten_ids
+    def _waiting_elsewhere(self, chat_id: str, earlier: Sequence[int]) -> bool:
+        """Whether a row of `earlier` is one this process neither holds, nor delivered, nor
+        deleted lately (an event's transaction may have seen a row deleted before its
+        replies got here). Without a database nothing is stored elsewhere."""
+        if not earlier or self._database is None:
+            return False
+        queued = {item.reply_id for item in self._chats.get(chat_id, ())}
+        return any(
+            reply_id not in queued
+            and reply_id not in self._delivered_ids
+            and reply_id not in self._forgotten_ids
+            for reply_id in earlier
+        )
 
     def _enqueue(self, chat_id: str, item: _Item) -> None:
         queue = self._chats.setdefault(chat_id, collections.deque())

@@ -25,6 +25,7 @@ import dataclasses
 import hmac
 import io
 import logging
+import math
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -393,7 +394,9 @@ class TelegramReplies:
 
     async def send(self, chat_id: str, part: OutboundMessage) -> SendResult:
         try:
-            await self._bot(part.to_method(int(chat_id)), request_timeout=int(self._timeout_s))
+            # aiogram takes whole seconds; a fraction is rounded up, never to 0 (no limit).
+            timeout = max(1, math.ceil(self._timeout_s))
+            await self._bot(part.to_method(int(chat_id)), request_timeout=timeout)
         except Exception as exc:
             return scrub_token(classify_error(exc), self._bot.token)
         return Sent()

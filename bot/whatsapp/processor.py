@@ -350,8 +350,3 @@ class InboundProcessor:
             logger.warning(
                 "whatsapp %s: parking notice not sent: %s", item.message_id, type(exc).__name__
             )
-
-
-def _log_failure(what: str, message_id: str, exc: BaseException) -> None:
-    """A warning naming the message and the error's type, never its text (it may quote a NIK)."""
-    logger.warning("whatsapp %s: %s failed: %s", message_id, what, type(exc).__name__)

@@ -35,6 +35,7 @@ from typing import Final
 from pywa_async.types.callback import Button, Section, SectionList, SectionRow
 
 from bot.whatsapp.client import WhatsAppClient
+from bot.whatsapp.errors import classify_error
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs, Translator
 from handlers.types import Document, Reply
@@ -271,9 +272,6 @@ class WhatsAppReplies:
         return render_replies(replies, self._catalogs.translator(language))
 
     async def send(self, chat_id: str, part: MessageSpec) -> SendResult:
-        # Imported here: the sender module imports this one (its text splitting).
-        from bot.whatsapp.sender import classify_error
-
         try:
             await self._call(chat_id, part)
         except Exception as exc:

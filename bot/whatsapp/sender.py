@@ -45,19 +45,17 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Final
 
-import httpx
 from pywa_async.errors import WhatsAppError
 from pywa_async.types.templates import TemplateLanguage
 
 from bot.whatsapp.client import WhatsAppClient
+from bot.whatsapp.errors import classify_error, describe
 from bot.whatsapp.render import split_text
 from bot.whatsapp.templates import MissingParameter, TemplateBook
 from domain.vocabulary import Channel
 from scheduler.sending import (
-    Deferred,
     OutgoingNotice,
     Permanent,
-    RetryAfter,
     SendResult,
     Sent,
     Transient,
@@ -69,46 +67,6 @@ logger = logging.getLogger(__name__)
 SERVICE_WINDOW: Final = timedelta(hours=24)
 #: Free text to a person whose window closed.
 WINDOW_CLOSED: Final = 131047
-#: Our number's throughput (130429) and the app's call limit (4): pause the channel.
-CHANNEL_RATE_LIMITS: Final = frozenset({130429, 4})
-#: Too many messages to this one person (the pair rate limit).
-PAIR_RATE_LIMIT: Final = 131056
-UNDELIVERABLE: Final = 131026
-#: The access token was rejected (expired, revoked).
-AUTH_ERRORS: Final = frozenset({0, 190})
-
-
-def classify_error(
-    exc: BaseException, *, rate_limit_pause_s: float, pair_retry_s: float
-) -> SendResult:
-    """What an exception from a Graph API call means for an outbox row (see the module table)."""
-    if isinstance(exc, WhatsAppError):
-        reason = describe(exc)
-        status = exc.status_code
-        if exc.code in CHANNEL_RATE_LIMITS:
-            return RetryAfter(rate_limit_pause_s, error=reason)
-        if exc.code == PAIR_RATE_LIMIT:
-            return Deferred(pair_retry_s, error=reason)
-        if exc.code == UNDELIVERABLE:
-            return Permanent(reason, recipient_gone=True)
-        if status == 401 or exc.code in AUTH_ERRORS:
-            return Transient(reason)
-        if status is None or status >= 500 or exc.is_transient:
-            return Transient(reason)
-        return Permanent(reason)
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        return Transient("timeout")
-    # Network errors (httpx.HTTPError) and anything unforeseen: by type only, as
-    # their text may quote a URL.
-    return Transient(type(exc).__name__)
-
-
-def describe(exc: WhatsAppError) -> str:
-    """`<code>: <message> (<details>)`: what `sertakan outbox failed` shows."""
-    reason = f"{exc.code}: {exc.message}"
-    if exc.details and exc.details != exc.message:
-        reason += f" ({exc.details})"
-    return reason
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
