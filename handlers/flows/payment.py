@@ -710,7 +710,12 @@ class PaymentFlow(Flow):
             await ctx.repo.session.execute(
                 select(Sponsorship.worker_id, Worker.full_name)
                 .join(Worker, Worker.id == Sponsorship.worker_id)
-                .where(Sponsorship.asn_id == asn.id, Sponsorship.status == SponsorshipStatus.LAPSED)
+                .where(
+                    Sponsorship.asn_id == asn.id,
+                    Sponsorship.status == SponsorshipStatus.LAPSED,
+                    # An erased worker is nobody the ASN can act for any more.
+                    Worker.erased_at.is_(None),
+                )
             )
         ).all()
         if not lapsed:
