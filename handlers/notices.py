@@ -365,8 +365,7 @@ class Notices:
         last = add_months(row.first_month, row.months - 1)
         params = {
             "name": row.full_name,
-            "first": t.month(row.first_month),
-            "last": t.month(last),
+            "months": t.months(row.first_month, last),
             "reason": row.reject_reason or "-",
         }
         status = PaymentStatus(row.status)

@@ -316,11 +316,7 @@ def _paid_until(ctx: Context, payee: _Payee) -> str:
 
 
 def _month_range(ctx: Context, first: date, count: int) -> dict[str, object]:
-    return {
-        "first": ctx.t.month(first),
-        "last": ctx.t.month(add_months(first, count - 1)),
-        "count": count,
-    }
+    return {"months": ctx.t.months(first, add_months(first, count - 1)), "count": count}
 
 
 # -- the steps ------------------------------------------------------------------------------

@@ -98,8 +98,7 @@ def test_parameters_go_in_the_configured_order_and_are_made_acceptable_to_meta()
     assert rejected is not None
     params = {
         "reason": "Bukti\nbayar\t\ttidak      terbaca",
-        "last": "Maret 2027",
-        "first": "Januari 2027",
+        "months": "Januari–Maret 2027",
         "name": "",
     }
     [body] = rejected.components(params, Language.ENGLISH)
@@ -107,8 +106,7 @@ def test_parameters_go_in_the_configured_order_and_are_made_acceptable_to_meta()
         "type": "body",
         "parameters": [
             {"type": "text", "text": "-"},
-            {"type": "text", "text": "Januari 2027"},
-            {"type": "text", "text": "Maret 2027"},
+            {"type": "text", "text": "Januari–Maret 2027"},
             {"type": "text", "text": "Bukti bayar tidak terbaca"},
         ],
     }
