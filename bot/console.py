@@ -23,8 +23,10 @@ from datetime import datetime
 from pathlib import Path
 
 from domain.vocabulary import Channel, Language
+from handlers.commands import typed_event
 from handlers.context import GLOBAL_PREFIX
 from handlers.i18n import Catalogs, Translator
+from handlers.parsing import ascii_int
 from handlers.types import (
     ConversationEngine,
     Document,
@@ -102,8 +104,9 @@ class ConsoleChannel:
             display_name=self.user,
         )
         options = self._options.get(self.user, ())
-        if text.isdigit() and 1 <= int(text) <= len(options):
-            choice = options[int(text) - 1].id
+        number = ascii_int(text, max_digits=3)
+        if number is not None and 1 <= number <= len(options):
+            choice = options[number - 1].id
             if choice.startswith(GLOBAL_PREFIX):
                 return dataclasses.replace(
                     event, kind=EventKind.CHOICE, text=None, choice_id=choice
@@ -111,16 +114,7 @@ class ConsoleChannel:
             # A question's own options: the number goes as typed, and the engine reads
             # it as the option at that place, or as a value where the step counts
             # (three months typed as "3", not the third button).
-        if text.startswith("/") and len(text) > 1:
-            command, _, args = text[1:].partition(" ")
-            return dataclasses.replace(
-                event,
-                kind=EventKind.COMMAND,
-                text=text,
-                command=command.lower(),
-                command_args=args.strip() or None,
-            )
-        return event
+        return typed_event(event, line)
 
     @property
     def sender(self) -> ConsoleSender:

@@ -81,7 +81,9 @@ from bot.delivery import DeliverySettings, ReplyDelivery
 from bot.retry_policy import is_transient
 from bot.settings import ReplySettings, TelegramSettings
 from domain.vocabulary import Channel, Language
+from handlers.commands import typed_event
 from handlers.i18n import Catalogs, Translator
+from handlers.splitting import shorten, split_text, utf16_length
 from handlers.types import (
     ConversationEngine,
     Document,
@@ -195,59 +197,6 @@ class OutboundMessage:
         )
 
 
-def utf16_length(text: str) -> int:
-    """Length as Telegram counts it (UTF-16 code units; an emoji counts 2)."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def split_text(text: str, limit: int = MAX_TEXT_LENGTH) -> list[str]:
-    """Split `text` into chunks of at most `limit` UTF-16 units, on line boundaries.
-
-    A single line longer than `limit` is cut at its last space inside the limit,
-    or hard at the limit when it has none.
-    """
-    if utf16_length(text) <= limit:
-        return [text]
-    chunks: list[str] = []
-    current = ""
-    for line in text.splitlines(keepends=True):
-        if utf16_length(current) + utf16_length(line) <= limit:
-            current += line
-            continue
-        if current:
-            chunks.append(current)
-            current = ""
-        while utf16_length(line) > limit:
-            head = _cut(line, limit)
-            chunks.append(head)
-            line = line[len(head) :]
-        current = line
-    if current:
-        chunks.append(current)
-    return [chunk.rstrip("\n") for chunk in chunks if chunk.strip()]
-
-
-def _cut(line: str, limit: int) -> str:
-    """The longest prefix of `line` within `limit` UTF-16 units, ending at a space if possible."""
-    end = 0
-    units = 0
-    for index, char in enumerate(line):
-        units += utf16_length(char)
-        if units > limit:
-            break
-        end = index + 1
-    head = line[:end]
-    space = head.rfind(" ")
-    return head[: space + 1] if space > 0 else head
-
-
-def _button_label(label: str) -> str:
-    label = " ".join(label.split())
-    if len(label) <= MAX_BUTTON_LABEL:
-        return label
-    return label[: MAX_BUTTON_LABEL - 1].rstrip() + "…"
-
-
 def inline_keyboard(options: Sequence[Option]) -> InlineKeyboardMarkup:
     """One button per row; callback_data is the option id verbatim.
 
@@ -257,9 +206,8 @@ def inline_keyboard(options: Sequence[Option]) -> InlineKeyboardMarkup:
     for option in options:
         if not option.id or len(option.id.encode()) > MAX_CALLBACK_DATA_BYTES:
             raise ValueError(f"option id of {len(option.id.encode())} bytes does not fit")
-        rows.append(
-            [InlineKeyboardButton(text=_button_label(option.label), callback_data=option.id)]
-        )
+        label = shorten(option.label, MAX_BUTTON_LABEL)
+        rows.append([InlineKeyboardButton(text=label, callback_data=option.id)])
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
@@ -308,7 +256,7 @@ def render_replies(replies: Sequence[Reply], t: Translator) -> list[OutboundMess
             removal_pending = False
         else:
             markup = None
-        chunks = split_text(reply.text) if reply.text.strip() else []
+        chunks = split_text(reply.text, MAX_TEXT_LENGTH)
         if reply.attachment is not None and reply.attachment.channel is Channel.TELEGRAM:
             messages.append(OutboundMessage("", None, file=reply.attachment))
         if reply.document is not None:
@@ -324,20 +272,6 @@ def render_replies(replies: Sequence[Reply], t: Translator) -> list[OutboundMess
             messages.append(OutboundMessage(chunk))
         messages.append(OutboundMessage(chunks[-1], markup))
     return messages
-
-
-def parse_command(text: str) -> tuple[str, str | None] | None:
-    """`/Start@SertakanBot abc` -> ("start", "abc"); None when `text` is not a command."""
-    if not text.startswith("/") or text[1:2].isspace():
-        return None
-    parts = text[1:].split(maxsplit=1)
-    if not parts:
-        return None
-    word = parts[0].split("@", 1)[0].lower()
-    if not word:
-        return None
-    args = parts[1].strip() if len(parts) > 1 else ""
-    return word, args or None
 
 
 def _aware(moment: datetime) -> datetime:
@@ -499,16 +433,7 @@ class TelegramChannel:
             return None
         base = self._unsupported(update_id, user, _aware(message.date))
         if message.text is not None:
-            command = parse_command(message.text)
-            if command is not None:
-                return dataclasses.replace(
-                    base,
-                    kind=EventKind.COMMAND,
-                    text=message.text,
-                    command=command[0],
-                    command_args=command[1],
-                )
-            return dataclasses.replace(base, kind=EventKind.TEXT, text=message.text)
+            return typed_event(base, message.text)
         if message.contact is not None:
             contact = message.contact
             return dataclasses.replace(
@@ -915,7 +840,7 @@ class TelegramSender:
 
     def message_count(self, notice: OutgoingNotice) -> int:
         """How many sendMessage calls `notice` takes."""
-        return max(1, len(split_text(notice.body)))
+        return max(1, len(split_text(notice.body, MAX_TEXT_LENGTH)))
 
     async def send(self, notice: OutgoingNotice) -> SendResult:
         """Send `notice.body` to the chat `notice.recipient`; never raises for send errors."""
@@ -923,7 +848,7 @@ class TelegramSender:
             chat_id = int(notice.recipient)
         except ValueError:
             return Permanent("recipient is not a Telegram chat id")
-        chunks = split_text(notice.body) if notice.body.strip() else []
+        chunks = split_text(notice.body, MAX_TEXT_LENGTH)
         if not chunks:
             return Permanent("empty body")
         for index, chunk in enumerate(chunks):

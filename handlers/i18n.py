@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 from pathlib import Path
 
-from babel.dates import format_date
+from babel.dates import format_date, format_interval
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal
 
@@ -65,11 +65,26 @@ class Translator:
     def __call__(self, key: str, /, **params: object) -> str:
         """The message for `key` with `params` filled in.
 
+        A text value ending in a period ("Budi S.", a typed reason) ends the sentence
+        itself: the message's own "." or "!" right after it is left out, so it never
+        reads "Budi S.!" or "Budi S..".
+
         A key missing in this language falls back to Indonesian; a key missing
         everywhere raises KeyError (caught by the catalogue test, never at run time).
         """
         template = self.messages.get(key) or self.fallback[key]
-        return template.format(**params) if params else template
+        if not params:
+            return template
+        for name, value in params.items():
+            if isinstance(value, str) and value.endswith("."):
+                field = "{" + name + "}"
+                template = template.replace(field + ".", field).replace(field + "!", field)
+        return template.format(**params)
+
+    def months(self, first: dt.date, last: dt.date) -> str:
+        """A span of months: "Januari 2027" for one, "Januari–Maret 2027" or
+        "Desember 2026–Februari 2027" for several (Babel's interval format)."""
+        return _months(first.replace(day=1), last.replace(day=1), self.locale)
 
     def has(self, key: str) -> bool:
         return key in self.messages or key in self.fallback
@@ -99,6 +114,11 @@ class Translator:
 @functools.lru_cache(maxsize=4096)
 def _money(rupiah: int, locale: str) -> str:
     return format_currency(rupiah, "IDR", format="¤#,##0", locale=locale, currency_digits=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _months(first: dt.date, last: dt.date, locale: str) -> str:
+    return format_interval(first, last, "yMMMM", locale=locale)
 
 
 @functools.lru_cache(maxsize=4096)

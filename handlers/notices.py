@@ -167,13 +167,26 @@ class Notices:
                     .where(Asn.id == enrollment.asn_id)
                 )
             ).one()
+            # Only the PICs report the end to BPJS: the ASN's copy asks nothing of them.
             recipients = [
-                (f"asn:{enrollment.asn_id}", asn.channel, asn.external_id, asn.language)
+                (
+                    f"asn:{enrollment.asn_id}",
+                    "notice.worker_erased",
+                    asn.channel,
+                    asn.external_id,
+                    asn.language,
+                )
             ] + [
-                (f"pic:{pic.pic_id}", pic.channel, pic.recipient, pic.language)
+                (
+                    f"pic:{pic.pic_id}",
+                    "notice.worker_erased_pic",
+                    pic.channel,
+                    pic.recipient,
+                    pic.language,
+                )
                 for pic in pics.get(enrollment.opd_id, [])
             ]
-            for who, channel, recipient, language in recipients:
+            for who, body_key, channel, recipient, language in recipients:
                 t = self._catalogs.translator(Language(language))
                 params = {
                     "name": t("notice.erased_worker", date=t.date(enrollment.enrolled_on)),
@@ -186,7 +199,7 @@ class Notices:
                         channel=Channel(channel),
                         recipient=recipient,
                         kind="worker_erased",
-                        body=t("notice.worker_erased", **params),
+                        body=t(body_key, **params),
                         template="worker_erased",
                         params=params,
                     ),
@@ -352,8 +365,7 @@ class Notices:
         last = add_months(row.first_month, row.months - 1)
         params = {
             "name": row.full_name,
-            "first": t.month(row.first_month),
-            "last": t.month(last),
+            "months": t.months(row.first_month, last),
             "reason": row.reject_reason or "-",
         }
         status = PaymentStatus(row.status)

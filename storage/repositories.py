@@ -170,12 +170,16 @@ class SponsorshipRepository:
         return int(result.scalar_one())
 
     async def list_for_asn(self, asn_id: int) -> Sequence[Sponsorship]:
-        """The ASN's sponsorships with their workers, open ones first, newest first."""
+        """The ASN's sponsorships with their workers, open ones first, newest first.
+
+        A worker whose data was erased is left out: nothing of them is left to show
+        (the name is "-") and nothing can be done for them; the ASN was told.
+        """
         stmt = (
             select(Sponsorship)
             .join(Sponsorship.worker)
             .options(contains_eager(Sponsorship.worker))
-            .where(Sponsorship.asn_id == asn_id)
+            .where(Sponsorship.asn_id == asn_id, Worker.erased_at.is_(None))
             .order_by(Sponsorship.created_at.desc(), Sponsorship.id.desc())
         )
         rows = (await self._session.execute(stmt)).scalars().all()

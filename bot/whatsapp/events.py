@@ -53,6 +53,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from domain.vocabulary import Channel, DeliveryStatus
+from handlers.commands import typed_event
 from handlers.parsing import storable
 from handlers.types import EventKind, InboundEvent
 from storage.whatsapp_inbound import MAX_MESSAGE_ID_LENGTH, MAX_SENDER_ID_LENGTH, InboundMessage
@@ -284,20 +285,6 @@ def _status(item: object) -> StatusUpdate | None:
 # --- a recorded message -> InboundEvent ----------------------------------------------
 
 
-def parse_command(text: str) -> tuple[str, str | None] | None:
-    """`/Start abc` -> ("start", "abc"); None when `text` is not a command (as on Telegram)."""
-    if not text.startswith("/") or text[1:2].isspace():
-        return None
-    parts = text[1:].split(maxsplit=1)
-    if not parts:
-        return None
-    word = parts[0].split("@", 1)[0].lower()
-    if not word:
-        return None
-    args = parts[1].strip() if len(parts) > 1 else ""
-    return word, args or None
-
-
 def to_event(message_id: str, payload: str, *, received_at: datetime) -> InboundEvent | None:
     """The engine's event for a recorded message (the journal's payload); None: nothing to do.
 
@@ -329,12 +316,7 @@ def to_event(message_id: str, payload: str, *, received_at: datetime) -> Inbound
         text = body.get("body")
         if not isinstance(text, str):
             return base
-        command = parse_command(text)
-        if command is not None:
-            return dataclasses.replace(
-                base, kind=EventKind.COMMAND, text=text, command=command[0], command_args=command[1]
-            )
-        return dataclasses.replace(base, kind=EventKind.TEXT, text=text)
+        return typed_event(base, text)
     if kind == "interactive":
         reply = body.get(str(body.get("type")))
         if body.get("type") in ("button_reply", "list_reply") and isinstance(reply, dict):

@@ -3,22 +3,29 @@
 `render_replies` is pure (replies in, message specs out) and decides how each
 reply looks:
 
-- options, at most 3 with labels of at most 20 characters (distinct):
-  reply buttons;
-- at most 10 options with labels of at most 72 characters: a list (its
-  button labelled by the catalogue's `whatsapp.list_button`); a label over the
-  row title's 24 characters is cut in the title and shown whole in the row's
-  description (72);
-- more, or longer labels: numbered lines and the catalogue's
+- options, at most 3, each shown whole on a reply button (20 UTF-16 units;
+  a leading emoji may go), with distinct titles: reply buttons. A lone
+  option is always a button: its label, or the label's head (below), or
+  the label cut after a word as a last resort, the whole label then
+  closing the body;
+- at most 10 options: a list (its button labelled by the catalogue's
+  `whatsapp.list_button`), a row per option titled with the label when it
+  fits 24 units (a leading emoji may go); else with the label's head and
+  its detail as the row's description (72). Labels are written "head –
+  detail", "head: detail" or "head (detail)" ("📅 Bulanan – Rp16.800/bulan"
+  shows "📅 Bulanan" over "Rp16.800/bulan"); a label without one is cut
+  after a word and shown whole in the description;
+- more, or labels a row cannot show whole: numbered lines and the catalogue's
   `whatsapp.choose_number` hint. The engine accepts a typed number, the label
   or its first words for any option, so nothing is lost;
 - `request_contact` is plain text: WhatsApp vouches for the sender's number,
   the engine never needs a contact from this channel;
 - a document is uploaded and sent first, with the reply's text as its caption
   when that fits (1,024) and there are no options;
-- texts are split at 4,096 characters (counted in UTF-16 units, as the
-  platform's clients do; an emoji counts 2), an interactive message's body at
-  1,024: the text before it goes out as plain messages.
+- texts are split at 4,096 characters, an interactive message's body at
+  1,024 (the text before it goes out as plain messages), every length counted
+  in UTF-16 units as the platform's clients do (an emoji counts 2;
+  `handlers.splitting`, the splitter every channel uses).
 
 `WhatsAppReplies.send` sends one spec through pywa and says what a refusal
 means (bot/delivery.py retries, in order per person).
@@ -38,7 +45,8 @@ from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.errors import classify_error
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs, Translator
-from handlers.types import Document, Reply
+from handlers.splitting import shorten, split_tail, split_text, utf16_length
+from handlers.types import Document, Option, Reply
 from scheduler.sending import SendResult, Sent
 
 logger = logging.getLogger(__name__)
@@ -98,89 +106,94 @@ class DocumentMessage:
 MessageSpec = TextMessage | ButtonsMessage | ListMessage | DocumentMessage
 
 
-# --- text measure and splitting -----------------------------------------------------
-
-
-def utf16_length(text: str) -> int:
-    """Length in UTF-16 code units (an emoji counts 2)."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """`text` in chunks of at most `limit` UTF-16 units, on line boundaries where possible.
-
-    A line longer than `limit` is cut at its last space inside the limit, or
-    hard at the limit when it has none. Blank chunks are dropped.
-    """
-    if utf16_length(text) <= limit:
-        return [text] if text.strip() else []
-    chunks: list[str] = []
-    current = ""
-    for line in text.splitlines(keepends=True):
-        if utf16_length(current) + utf16_length(line) <= limit:
-            current += line
-            continue
-        if current:
-            chunks.append(current)
-            current = ""
-        while utf16_length(line) > limit:
-            head = _cut(line, limit)
-            chunks.append(head)
-            line = line[len(head) :]
-        current = line
-    if current:
-        chunks.append(current)
-    return [chunk.rstrip("\n") for chunk in chunks if chunk.strip()]
-
-
-def _cut(line: str, limit: int) -> str:
-    """The longest prefix of `line` within `limit` UTF-16 units, ending at a space if possible."""
-    end = 0
-    units = 0
-    for index, char in enumerate(line):
-        units += utf16_length(char)
-        if units > limit:
-            break
-        end = index + 1
-    head = line[:end]
-    space = head.rfind(" ")
-    return head[: space + 1] if space > 0 else head
-
-
-def split_tail(text: str, limit: int) -> tuple[list[str], str]:
-    """(plain chunks, tail): the tail is the longest run of whole last lines within `limit`.
-
-    The tail becomes an interactive message's body; what comes before it goes
-    out as plain messages (split at 4,096). A last line longer than `limit` is
-    cut like any long line, its last piece being the tail.
-    """
-    text = text.rstrip()
-    if utf16_length(text) <= limit:
-        return [], text
-    lines = text.splitlines(keepends=True)
-    tail = ""
-    while lines and utf16_length(lines[-1] + tail) <= limit:
-        tail = lines.pop() + tail
-    pieces: list[str] = []
-    if not tail.strip():
-        pieces = split_text(lines.pop(), limit)
-        tail = pieces.pop()
-    return [*split_text("".join(lines).rstrip("\n")), *pieces], tail.strip("\n")
-
-
 def _one_line(label: str) -> str:
     return " ".join(label.split())
 
 
-def _shortened(label: str, limit: int) -> str:
-    """`label` within `limit` characters, cut at a word where possible, with "…"."""
-    if len(label) <= limit:
-        return label
-    head = label[: limit - 1]
-    space = head.rfind(" ")
-    if space >= limit // 2:
-        head = head[:space]
-    return head.rstrip(" ,.;:-") + "…"
+def _fits(text: str, limit: int) -> bool:
+    return 0 < utf16_length(text) <= limit
+
+
+#: Where a label's head ends and its detail begins: "📅 Bulanan – Rp16.800/bulan",
+#: "1 bulan: Januari 2027, Rp16.800", "Siti Aminah (NIK 3201********0001)".
+_DETAIL_SEPARATORS: Final = (" – ", " — ", ": ", " (")
+
+
+def _bare(label: str) -> str:
+    """`label` without its leading emoji or symbol ("📅 Bulanan" -> "Bulanan")."""
+    index = 0
+    while index < len(label) and not label[index].isalnum():
+        index += 1
+    return label[index:] if index < len(label) else label
+
+
+def _head_and_detail(label: str) -> tuple[str, str] | None:
+    """The label split at its first separator (see `_DETAIL_SEPARATORS`): the head names
+    the option, the detail says more; a detail in brackets keeps them. None: no separator."""
+    found = [(label.find(sep), sep) for sep in _DETAIL_SEPARATORS if label.find(sep) > 0]
+    if not found:
+        return None
+    index, separator = min(found)
+    head, detail = label[:index].strip(), label[index + len(separator) :].strip()
+    if separator == " (":
+        if not detail.endswith(")"):
+            return None  # "Alamat (desa/kecamatan) belum lengkap": not a head and a detail
+        detail = "(" + detail
+    return (head, detail) if head and detail else None
+
+
+def _title(label: str, limit: int) -> str | None:
+    """`label`, or else without its leading symbol, when that fits `limit`."""
+    for candidate in (label, _bare(label)):
+        if _fits(candidate, limit):
+            return candidate
+    return None
+
+
+def _buttons(options: Sequence[Option]) -> tuple[tuple[str, str], ...] | None:
+    """Reply buttons when every option shows whole (a leading symbol may go) and the
+    titles differ; a lone option is always a button (see `_lone_title`)."""
+    if len(options) == 1:
+        return ((options[0].id, _lone_title(options[0].label)),)
+    if len(options) > MAX_BUTTONS:
+        return None
+    titles = [_title(option.label, MAX_BUTTON_TITLE) for option in options]
+    if None in titles or len(set(titles)) != len(titles):
+        return None
+    return tuple((option.id, title) for option, title in zip(options, titles, strict=True) if title)
+
+
+def _lone_title(label: str) -> str:
+    """A lone option's button title: the label, its head, or the label cut after a word."""
+    whole = _title(label, MAX_BUTTON_TITLE)
+    if whole is not None:
+        return whole
+    split = _head_and_detail(label)
+    head = _title(split[0], MAX_BUTTON_TITLE) if split is not None else None
+    return head or shorten(label, MAX_BUTTON_TITLE)
+
+
+def _row(option: Option) -> ListRow | None:
+    """A list row showing the option whole: the label as the title; else its head as
+    the title and its detail as the description (a leading symbol goes only when
+    needed); else the label cut after a word with the whole label as the
+    description. None when even that cannot show it."""
+    label = option.label
+    if _fits(label, MAX_ROW_TITLE):
+        return ListRow(option.id, label)
+    split = _head_and_detail(label)
+    if split is not None and not _fits(split[1], MAX_ROW_DESCRIPTION):
+        split = None
+    # The head with its symbol, else the whole label without it, else the bare head.
+    if split is not None and _fits(split[0], MAX_ROW_TITLE):
+        return ListRow(option.id, split[0], split[1])
+    if _fits(_bare(label), MAX_ROW_TITLE):
+        return ListRow(option.id, _bare(label))
+    if split is not None and _fits(_bare(split[0]), MAX_ROW_TITLE):
+        return ListRow(option.id, _bare(split[0]), split[1])
+    if _fits(label, MAX_ROW_DESCRIPTION):
+        return ListRow(option.id, shorten(label, MAX_ROW_TITLE), label)
+    return None
 
 
 # --- replies -> messages ---------------------------------------------------------------
@@ -190,7 +203,9 @@ def render_replies(replies: Sequence[Reply], t: Translator) -> list[MessageSpec]
     """The messages that show `replies` on WhatsApp, in order (see the module docstring)."""
     messages: list[MessageSpec] = []
     for reply in replies:
-        options = [(o.id, _one_line(o.label)) for o in reply.options if o.id and o.label.strip()]
+        options = [
+            Option(o.id, _one_line(o.label)) for o in reply.options if o.id and o.label.strip()
+        ]
         text = reply.text
         if reply.document is not None:
             if not options and utf16_length(text) <= MAX_CAPTION:
@@ -198,45 +213,51 @@ def render_replies(replies: Sequence[Reply], t: Translator) -> list[MessageSpec]
                 continue
             messages.append(DocumentMessage(reply.document))
         if not options:
-            messages.extend(TextMessage(chunk) for chunk in split_text(text))
+            messages.extend(TextMessage(chunk) for chunk in split_text(text, MAX_TEXT))
             continue
         messages.extend(_with_options(text, options, t))
     return messages
 
 
-def _with_options(text: str, options: list[tuple[str, str]], t: Translator) -> list[MessageSpec]:
-    labels = [label for _, label in options]
+def _with_lone_label(
+    body: str, options: Sequence[Option], buttons: tuple[tuple[str, str], ...]
+) -> str:
+    """A lone button that shows less than its label: the whole label closes the body
+    (unless the body already says it, or it would not fit), so nothing is lost."""
+    if len(options) != 1:
+        return body
+    label = options[0].label
+    if buttons[0][1] in (label, _bare(label)) or label in body:
+        return body
+    longer = f"{body}\n\n{label}"
+    return longer if utf16_length(longer) <= MAX_INTERACTIVE_BODY else body
+
+
+def _with_options(text: str, options: Sequence[Option], t: Translator) -> list[MessageSpec]:
     if text.strip():
-        fits_buttons = (
-            len(options) <= MAX_BUTTONS
-            and all(len(label) <= MAX_BUTTON_TITLE for label in labels)
-            and len(set(labels)) == len(labels)
-        )
-        fits_list = len(options) <= MAX_LIST_ROWS and all(
-            len(label) <= MAX_ROW_DESCRIPTION for label in labels
-        )
-        if fits_buttons or fits_list:
-            plain, body = split_tail(text, MAX_INTERACTIVE_BODY)
+        buttons = _buttons(options)
+        rows = [_row(option) for option in options] if buttons is None else []
+        fits_list = buttons is None and len(options) <= MAX_LIST_ROWS and None not in rows
+        if buttons is not None or fits_list:
+            plain, body = split_tail(text, MAX_INTERACTIVE_BODY, MAX_TEXT)
             messages: list[MessageSpec] = [TextMessage(chunk) for chunk in plain]
-            if fits_buttons:
-                messages.append(ButtonsMessage(body, tuple(options)))
+            if buttons is not None:
+                body = _with_lone_label(body, options, buttons)
+                messages.append(ButtonsMessage(body, buttons))
             else:
-                button = _shortened(t(LIST_BUTTON_KEY), MAX_LIST_BUTTON)
-                rows = tuple(
-                    ListRow(
-                        id=option_id,
-                        title=_shortened(label, MAX_ROW_TITLE),
-                        description=label if len(label) > MAX_ROW_TITLE else None,
-                    )
-                    for option_id, label in options
-                )
+                button = shorten(t(LIST_BUTTON_KEY), MAX_LIST_BUTTON)
                 messages.append(
-                    ListMessage(body, button, _shortened(button, MAX_SECTION_TITLE), rows)
+                    ListMessage(
+                        body,
+                        button,
+                        shorten(button, MAX_SECTION_TITLE),
+                        tuple(row for row in rows if row is not None),
+                    )
                 )
             return messages
-    lines = "\n".join(f"{number}. {label}" for number, label in enumerate(labels, start=1))
+    lines = "\n".join(f"{number}. {option.label}" for number, option in enumerate(options, start=1))
     numbered = "\n\n".join(part for part in (text.strip(), lines, t(CHOOSE_NUMBER_KEY)) if part)
-    return [TextMessage(chunk) for chunk in split_text(numbered)]
+    return [TextMessage(chunk) for chunk in split_text(numbered, MAX_TEXT)]
 
 
 # --- sending -----------------------------------------------------------------------------

@@ -50,9 +50,10 @@ from pywa_async.types.templates import TemplateLanguage
 
 from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.errors import classify_error, describe
-from bot.whatsapp.render import split_text
+from bot.whatsapp.render import MAX_TEXT
 from bot.whatsapp.templates import MissingParameter, TemplateBook
 from domain.vocabulary import Channel
+from handlers.splitting import split_text
 from scheduler.sending import (
     OutgoingNotice,
     Permanent,
@@ -119,7 +120,7 @@ class WhatsAppSender:
     def message_count(self, notice: OutgoingNotice) -> int:
         """How many messages `send(notice)` makes (the dispatcher takes a rate slot for each)."""
         if self.window_open(notice):
-            return max(1, len(split_text(notice.body)))
+            return max(1, len(split_text(notice.body, MAX_TEXT)))
         return 1
 
     async def send(self, notice: OutgoingNotice) -> SendResult:
@@ -139,7 +140,7 @@ class WhatsAppSender:
 
     async def _send_text(self, notice: OutgoingNotice) -> SendResult | _WindowClosed:
         wamid: str | None = None
-        for index, chunk in enumerate(split_text(notice.body)):
+        for index, chunk in enumerate(split_text(notice.body, MAX_TEXT)):
             if index:
                 await self._sleep(self._chunk_interval_s)
             try:

@@ -133,7 +133,8 @@ class Template:
                 {
                     "type": "button",
                     "sub_type": "quick_reply",
-                    "index": index,
+                    # A string, as in Meta's own examples ("0", "1").
+                    "index": str(index),
                     "parameters": [{"type": "payload", "payload": payload}],
                 }
             )

@@ -316,11 +316,7 @@ def _paid_until(ctx: Context, payee: _Payee) -> str:
 
 
 def _month_range(ctx: Context, first: date, count: int) -> dict[str, object]:
-    return {
-        "first": ctx.t.month(first),
-        "last": ctx.t.month(add_months(first, count - 1)),
-        "count": count,
-    }
+    return {"months": ctx.t.months(first, add_months(first, count - 1)), "count": count}
 
 
 # -- the steps ------------------------------------------------------------------------------
@@ -710,7 +706,12 @@ class PaymentFlow(Flow):
             await ctx.repo.session.execute(
                 select(Sponsorship.worker_id, Worker.full_name)
                 .join(Worker, Worker.id == Sponsorship.worker_id)
-                .where(Sponsorship.asn_id == asn.id, Sponsorship.status == SponsorshipStatus.LAPSED)
+                .where(
+                    Sponsorship.asn_id == asn.id,
+                    Sponsorship.status == SponsorshipStatus.LAPSED,
+                    # An erased worker is nobody the ASN can act for any more.
+                    Worker.erased_at.is_(None),
+                )
             )
         ).all()
         if not lapsed:

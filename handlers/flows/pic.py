@@ -688,8 +688,9 @@ class PaymentReviewStep(Step):
             total=total,
             name=payment.worker_name,
             sponsor=payment.sponsor_name,
-            first=t.month(payment.first_month),
-            last=t.month(add_months(payment.first_month, payment.months - 1)),
+            months=t.months(
+                payment.first_month, add_months(payment.first_month, payment.months - 1)
+            ),
             count=payment.months,
             amount=t.money(payment.amount),
             receipt=_receipt(ctx, payment),

@@ -342,7 +342,7 @@ async def test_two_workers_paid_by_typing_their_numbers_in_the_console(
     assert any("Berapa bulan untuk setiap pekerja" in line for line in terminal.answer(1))
     assert any("Total iuran untuk 2 pekerja Rp100.800" in line for line in terminal.answer(2))
     summary = terminal.answer(4)
-    assert "• Joko Susilo: Desember 2026 – Februari 2027 (3 bulan), Rp50.400" in summary
+    assert "• Joko Susilo: Desember 2026–Februari 2027 (3 bulan), Rp50.400" in summary
     assert "Total: Rp100.800" in summary
     assert any("untuk 2 pekerja tercatat" in line for line in terminal.answer(5))
     async with sessionmaker() as session:

@@ -29,13 +29,11 @@ from bot.settings import TelegramSettings
 from bot.telegram import (
     SECRET_HEADER,
     TelegramChannel,
-    parse_command,
     render_replies,
-    split_text,
-    utf16_length,
 )
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs
+from handlers.splitting import split_text, utf16_length
 from handlers.types import EventKind, InboundEvent, Option, QueuedReplies, Reply
 from tests.fakes.clock import FrozenClock
 from tests.fakes.telegram_api import FakeTelegramServer, load_payload
@@ -177,23 +175,6 @@ def test_command_drops_bot_suffix_and_keeps_args() -> None:
     assert (event.kind, event.command, event.command_args) == (EventKind.COMMAND, "start", "abc")
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("/start", ("start", None)),
-        ("/Start@SertakanBot", ("start", None)),
-        ("/start  KODE123  ", ("start", "KODE123")),
-        ("/BATAL", ("batal", None)),
-        ("/daftar\nBudi", ("daftar", "Budi")),
-        ("/ halo", None),
-        ("/", None),
-        ("halo /start", None),
-    ],
-)
-def test_parse_command(text: str, expected: tuple[str, str | None] | None) -> None:
-    assert parse_command(text) == expected
-
-
 def test_own_contact() -> None:
     event = fixture_event("contact_own")
     assert event is not None
@@ -312,7 +293,7 @@ def test_5000_char_text_is_split_on_line_boundaries() -> None:
     text = "\n".join(lines)
     assert len(text) > 5000 - 100
     text += "\n" + "y" * 99
-    chunks = split_text(text)
+    chunks = split_text(text, 4096)
     assert len(chunks) == 2
     assert all(utf16_length(chunk) <= 4096 for chunk in chunks)
     assert "\n".join(chunks) == text
@@ -321,7 +302,7 @@ def test_5000_char_text_is_split_on_line_boundaries() -> None:
 
 def test_a_single_long_line_is_cut_within_the_limit() -> None:
     text = "📱" * 3000  # 6000 UTF-16 units, no spaces
-    chunks = split_text(text)
+    chunks = split_text(text, 4096)
     assert "".join(chunks) == text
     assert all(utf16_length(chunk) <= 4096 for chunk in chunks)
 

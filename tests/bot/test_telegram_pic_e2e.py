@@ -293,7 +293,7 @@ async def test_two_workers_paid_with_one_receipt_photo_over_telegram(
         assert "Total iuran untuk 2 pekerja Rp100.800" in asn.text
         await asn.press("sesuai tarif")
         await asn.send(server.photo_update(ASN_ID, "AgACAgUAAxkBAAIKPM"))
-        assert "• Siti Aminah: Desember 2026 – Februari 2027 (3 bulan), Rp50.400" in asn.text
+        assert "• Siti Aminah: Desember 2026–Februari 2027 (3 bulan), Rp50.400" in asn.text
         assert "Total: Rp100.800" in asn.text
         await asn.press("Catat pembayaran")
         assert "Pembayaran untuk 2 pekerja tercatat" in asn.text

@@ -10,8 +10,9 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
-from bot.telegram import TelegramSender, split_text
+from bot.telegram import TelegramSender
 from domain.vocabulary import Channel
+from handlers.splitting import split_text
 from scheduler.sending import OutgoingNotice, Permanent, RetryAfter, Sender, Sent, Transient
 from tests.fakes.telegram_api import FakeTelegramServer
 
@@ -83,7 +84,7 @@ async def test_a_long_notice_is_split_and_spaced_one_second_apart(
     assert sender.message_count(long) == 2
     assert sender.message_count(notice()) == 1
     assert await sender.send(long) == Sent()
-    assert [m.text for m in server.messages_to(CHAT)] == split_text(body)
+    assert [m.text for m in server.messages_to(CHAT)] == split_text(body, 4096)
     assert slept == [1.0]
 
 

@@ -18,12 +18,10 @@ from bot.whatsapp.render import (
     TextMessage,
     WhatsAppReplies,
     render_replies,
-    split_tail,
-    split_text,
-    utf16_length,
 )
 from domain.vocabulary import Language
 from handlers.i18n import Catalogs, Translator
+from handlers.splitting import split_tail, split_text, utf16_length
 from handlers.types import Document, Option, QueuedReplies, Reply
 from tests.fakes.clock import FrozenClock
 from tests.fakes.graph_api import FakeGraphServer
@@ -97,6 +95,78 @@ def test_a_row_title_over_24_characters_is_cut_and_the_label_shown_whole(t: Tran
     assert listed.rows[1] == ListRow("3:k1", "Lainnya")
 
 
+def test_a_label_with_a_detail_shows_its_head_as_the_title_and_the_detail_below(
+    t: Translator,
+) -> None:
+    """Issue 12 item 22: "📅 Bulanan – Rp16.800/bu…" was cut mid-word."""
+    plans = [
+        t(f"plan.option.{plan}", amount=t.money(amount))
+        for plan, amount in (("monthly", 16800), ("quarterly", 50400), ("payroll_deduction", 16800))
+    ]
+    [listed] = render_replies([Reply("Cara bayar?", options(*plans))], t)
+    assert isinstance(listed, ListMessage)
+    assert [(row.title, row.description) for row in listed.rows] == [
+        ("📅 Bulanan", "Rp16.800/bulan"),
+        ("🗓️ Tiga bulanan", "Rp50.400/3 bulan"),
+        ("🏦 Potong gaji", "Rp16.800/bulan"),
+    ]
+    people = ["Siti Aminah (NIK 3201********0001)", "Joko Susilo – KPJ 90000000001"]
+    [listed] = render_replies([Reply("Siapa?", options(*people))], t)
+    assert isinstance(listed, ListMessage)
+    assert [(row.title, row.description) for row in listed.rows] == [
+        ("Siti Aminah", "(NIK 3201********0001)"),
+        ("Joko Susilo", "KPJ 90000000001"),
+    ]
+
+
+def test_a_label_without_a_detail_is_cut_after_a_word_and_shown_whole_below(
+    t: Translator,
+) -> None:
+    labels = ("Dinas Tenaga Kerja dan Transmigrasi", "Marbot / pengurus rumah ibadah", "Lainnya")
+    [listed] = render_replies([Reply("Yang mana?", options(*labels))], t)
+    assert isinstance(listed, ListMessage)
+    assert [(row.title, row.description) for row in listed.rows] == [
+        ("Dinas Tenaga Kerja dan…", labels[0]),
+        ("Marbot / pengurus rumah…", labels[1]),
+        ("Lainnya", None),
+    ]
+
+
+def test_titles_are_counted_in_utf16_units_an_emoji_counting_two(t: Translator) -> None:
+    """ "📅 Ubah tanggal lahir" is 20 characters but 21 units: Meta refuses it on a button."""
+    labels = ("✏️ Ubah NIK", "📅 Ubah tanggal lahir", "❌ Batalkan")
+    [buttons] = render_replies([Reply("Umur di luar batas.", options(*labels))], t)
+    assert isinstance(buttons, ButtonsMessage)
+    assert [title for _, title in buttons.buttons] == [
+        "✏️ Ubah NIK",
+        "Ubah tanggal lahir",
+        "❌ Batalkan",
+    ]
+    assert all(utf16_length(title) <= 20 for _, title in buttons.buttons)
+    rows = ("📤 Ekspor berkas kolektif", "🔎 Periksa pendaftaran (12)", "📥 Impor KPJ", "⏰ Lewat")
+    [listed] = render_replies([Reply("Menu PIC", options(*rows))], t)
+    assert isinstance(listed, ListMessage)
+    assert [(row.title, row.description) for row in listed.rows[:3]] == [
+        ("Ekspor berkas kolektif", None),  # 25 units with its emoji
+        ("🔎 Periksa pendaftaran", "(12)"),  # 27 units whole
+        ("📥 Impor KPJ", None),
+    ]
+
+
+def test_a_lone_option_is_a_button_saying_the_rest_in_the_body(t: Translator) -> None:
+    [button] = render_replies([Reply("Nomor HP pekerja?", options("⏭️ Lewati (tidak punya HP)"))], t)
+    assert button == ButtonsMessage(
+        "Nomor HP pekerja?\n\n⏭️ Lewati (tidak punya HP)", (("3:k0", "⏭️ Lewati"),)
+    )
+    [button] = render_replies([Reply("Ketemu satu OPD.", options("Dinas Kesehatan"))], t)
+    assert button == ButtonsMessage("Ketemu satu OPD.", (("3:k0", "Dinas Kesehatan"),))
+    long_name = "Dinas Pendidikan dan Kebudayaan"
+    [button] = render_replies([Reply("Ketemu satu OPD.", options(long_name))], t)
+    assert button == ButtonsMessage(
+        f"Ketemu satu OPD.\n\n{long_name}", (("3:k0", "Dinas Pendidikan…"),)
+    )
+
+
 def test_same_titles_cannot_be_buttons(t: Translator) -> None:
     [listed] = render_replies([Reply("Yang mana?", options("Siti", "Siti"))], t)
     assert isinstance(listed, ListMessage)
@@ -153,9 +223,9 @@ def test_a_single_long_line_before_buttons_is_cut_not_lost(t: Translator) -> Non
 
 
 def test_emoji_count_twice_towards_the_limit() -> None:
-    assert split_text("🎉" * 3000) == ["🎉" * 2048, "🎉" * 952]
-    assert split_tail("ab\n" + "🎉" * 511, 1024) == (["ab"], "🎉" * 511)
-    assert split_tail("a\n" + "🎉" * 600, 1024) == (["a", "🎉" * 512], "🎉" * 88)
+    assert split_text("🎉" * 3000, 4096) == ["🎉" * 2048, "🎉" * 952]
+    assert split_tail("ab\n" + "🎉" * 511, 1024, 4096) == (["ab"], "🎉" * 511)
+    assert split_tail("a\n" + "🎉" * 600, 1024, 4096) == (["a", "🎉" * 512], "🎉" * 88)
 
 
 def test_a_document_goes_first_with_the_text_as_caption_when_it_fits(t: Translator) -> None:

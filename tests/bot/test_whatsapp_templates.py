@@ -77,6 +77,7 @@ def test_every_shipped_template_is_submitted_in_indonesian_and_english() -> None
 
 
 def test_the_consent_request_carries_yes_and_no_buttons_for_its_sponsorship() -> None:
+    """The quick replies' index is a string, as in Meta's examples (issue 12, item 22)."""
     consent = load_templates(SHIPPED).get("consent_request")
     assert consent is not None
     assert consent.parameters == ("worker", "asn", "program")
@@ -84,9 +85,9 @@ def test_the_consent_request_carries_yes_and_no_buttons_for_its_sponsorship() ->
     params = {"worker": "Siti", "asn": "Budi", "program": "SERTAKAN", "sponsorship_id": 41}
     components = consent.components(params, Language.INDONESIAN)
     assert components[1:] == [
-        {"type": "button", "sub_type": "quick_reply", "index": 0,
+        {"type": "button", "sub_type": "quick_reply", "index": "0",
          "parameters": [{"type": "payload", "payload": "consent:yes:41"}]},
-        {"type": "button", "sub_type": "quick_reply", "index": 1,
+        {"type": "button", "sub_type": "quick_reply", "index": "1",
          "parameters": [{"type": "payload", "payload": "consent:no:41"}]},
     ]  # fmt: skip
 
@@ -97,8 +98,7 @@ def test_parameters_go_in_the_configured_order_and_are_made_acceptable_to_meta()
     assert rejected is not None
     params = {
         "reason": "Bukti\nbayar\t\ttidak      terbaca",
-        "last": "Maret 2027",
-        "first": "Januari 2027",
+        "months": "Januari–Maret 2027",
         "name": "",
     }
     [body] = rejected.components(params, Language.ENGLISH)
@@ -106,8 +106,7 @@ def test_parameters_go_in_the_configured_order_and_are_made_acceptable_to_meta()
         "type": "body",
         "parameters": [
             {"type": "text", "text": "-"},
-            {"type": "text", "text": "Januari 2027"},
-            {"type": "text", "text": "Maret 2027"},
+            {"type": "text", "text": "Januari–Maret 2027"},
             {"type": "text", "text": "Bukti bayar tidak terbaca"},
         ],
     }

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.eligibility import AgeBounds
 from domain.tariff import DEFAULT_TARIFF
 from domain.vocabulary import Channel, Language
+from handlers.commands import parse_command
 from handlers.context import EngineConfig
 from handlers.engine import Engine
 from handlers.i18n import Catalogs
@@ -128,13 +129,14 @@ class Chat:
         return self.replies
 
     async def say(self, text: str, **fields: object) -> Sequence[Reply]:
-        if text.startswith("/"):
-            command, _, args = text[1:].partition(" ")
+        """Type `text`: a command ("/bayar") or plain text, read as every channel reads it."""
+        command = parse_command(text)
+        if command is not None:
             return await self._send(
                 kind=EventKind.COMMAND,
                 text=text,
-                command=command,
-                command_args=args or None,
+                command=command.word,
+                command_args=command.args,
                 **fields,
             )
         return await self._send(kind=EventKind.TEXT, text=text, **fields)

@@ -7,7 +7,9 @@ What the channel calls, with Meta's shapes:
   `{"messaging_product", "contacts": [{"input", "wa_id"}], "messages": [{"id":
   "wamid.<n>"}]}` (templates add `"message_status": "accepted"`), and checks
   Meta's limits (text 4,096; interactive body 1,024; 3 buttons of 20; a list
-  of 10 rows, titles 24, descriptions 72; unique ids);
+  of 10 rows, titles 24, descriptions 72, titles counted in UTF-16 units as
+  WhatsApp's clients do, an emoji 2; unique ids; a template button's index a
+  string);
 - `POST /v<version>/<phone_number_id>/media` (multipart upload) -> `{"id"}`;
 - `GET /v<version>/<media_id>` -> url, mime_type, sha256, file_size, id;
 - `GET /download/<media_id>`: the media's bytes (the `url` above).
@@ -525,22 +527,26 @@ class FakeGraphServer:
             _require(0 < len(buttons) <= MAX_BUTTONS, "1 to 3 buttons are allowed")
             titles = [b["reply"]["title"] for b in buttons]
             ids = [b["reply"]["id"] for b in buttons]
-            _require(all(0 < len(t) <= MAX_BUTTON_TITLE for t in titles), "button title too long")
+            _require(
+                all(0 < _units(t) <= MAX_BUTTON_TITLE for t in titles), "button title too long"
+            )
             _require(len(set(ids)) == len(ids), "button ids must be unique")
             _require(len(set(titles)) == len(titles), "button titles must be unique")
         elif content.get("type") == "list":
             label = action.get("button", "")
-            _require(0 < len(label) <= MAX_LIST_BUTTON, "list button text too long")
+            _require(0 < _units(label) <= MAX_LIST_BUTTON, "list button text too long")
             sections = action.get("sections", [])
             rows = [row for section in sections for row in section.get("rows", [])]
             _require(0 < len(rows) <= MAX_LIST_ROWS, "a list holds 1 to 10 rows")
             _require(
-                all(len(s.get("title", "")) <= MAX_SECTION_TITLE for s in sections),
+                all(_units(s.get("title", "")) <= MAX_SECTION_TITLE for s in sections),
                 "section title too long",
             )
-            _require(all(0 < len(r["title"]) <= MAX_ROW_TITLE for r in rows), "row title too long")
             _require(
-                all(len(r.get("description", "")) <= MAX_ROW_DESCRIPTION for r in rows),
+                all(0 < _units(r["title"]) <= MAX_ROW_TITLE for r in rows), "row title too long"
+            )
+            _require(
+                all(_units(r.get("description", "")) <= MAX_ROW_DESCRIPTION for r in rows),
                 "row description too long",
             )
             ids = [r["id"] for r in rows]
@@ -563,6 +569,10 @@ class FakeGraphServer:
                         "4 consecutive spaces"
                     )  # fmt: skip
         buttons = sum(1 for c in components if c.get("type") == "button")
+        _require(
+            all(isinstance(c.get("index"), str) for c in components if c.get("type") == "button"),
+            "a button component's index is a string (\"0\"), as in Meta's examples",
+        )
         if not self._approved:
             return
         approved = self._approved.get((str(name), str(code)))
@@ -619,6 +629,11 @@ class FakeGraphServer:
             return web.Response(body=stored.content, content_type=stored.mime_type)
         finally:
             self._notify()
+
+
+def _units(text: str) -> int:
+    """Length in UTF-16 code units, as WhatsApp's clients count a title (an emoji is 2)."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _require(condition: bool, details: str) -> None:

@@ -48,3 +48,45 @@ def test_every_enum_value_has_a_label() -> None:
     ):
         for member in enum:
             assert f"{prefix}.{member.value}" in known
+
+
+# --- one vocabulary (issue 12, item 15) ------------------------------------------------------
+
+TEMPLATES_FILE = HANDLERS.parent / "data" / "whatsapp_templates.json"
+#: The sponsor relationship has one word family in Indonesian: sponsor, mensponsori,
+#: disponsori, (yang Anda) sponsori. These other words for it crept in before.
+OTHER_RELATIONSHIP_WORDS = re.compile(
+    r"\b(penanggung|menanggung|tanggungan|ditanggung|membiayai|dibiayai|pembiaya|pendaftar)\b",
+    re.IGNORECASE,
+)
+
+
+def _shipped_texts(language: Language) -> dict[str, str]:
+    """Every text a person can read in `language`: the catalogue and the WhatsApp templates."""
+    import json
+
+    texts = dict(Catalogs().messages(language))
+    templates = json.loads(TEMPLATES_FILE.read_text(encoding="utf-8"))["templates"]
+    for key, entry in templates.items():
+        text = entry["languages"].get(language.value)
+        if text is not None:
+            texts[f"template:{key}"] = text["body"] + "\n" + "\n".join(text.get("buttons", []))
+    return texts
+
+
+def test_one_word_for_the_sponsor_relationship() -> None:
+    found = {
+        key: match.group(0)
+        for key, text in _shipped_texts(Language.INDONESIAN).items()
+        if (match := OTHER_RELATIONSHIP_WORDS.search(text))
+    }
+    assert found == {}
+
+
+def test_one_quote_style_curly_double_quotes() -> None:
+    for language in Language:
+        for key, text in _shipped_texts(language).items():
+            assert '"' not in text, (language, key, "straight quotes: write “…”")
+            assert not set("‘’«»„") & set(text), (language, key, "other quote marks: write “…”")
+            opened = re.findall("[“”]", text)
+            assert opened == ["“", "”"] * (len(opened) // 2), (language, key, "unbalanced “…”")

@@ -132,6 +132,48 @@ async def test_one_workers_phone_goes_straight_to_the_confirmation(office: Offic
     assert phone.labels() == ["Ya, hapus", "Tidak, batalkan"]
 
 
+async def test_the_asn_no_longer_counts_an_erased_worker_and_only_the_pic_is_asked_to_report(
+    office: Office,
+) -> None:
+    """Issue 12 item 22: the ASN's list read "(2) ... 2. - ... berakhir" after an erasure,
+    and the ASN's copy of the notice told the PIC what to do."""
+    await activate(office, (WORKER_NIK, "Siti Aminah"), (OTHER_NIK, "Joko Susilo"))
+    phone = worker_chat(office)
+    await phone.say("hapus")
+    await phone.press("Joko Susilo")
+    await phone.press("Ya, hapus")
+
+    await office.asn.say("/pekerja")
+    assert "Pekerja yang Anda sponsori (1):" in office.asn.text
+    assert "1. Siti Aminah" in office.asn.text
+    assert "\n2. " not in office.asn.text and "berakhir" not in office.asn.text
+    assert "💳 Catat pembayaran" in office.asn.labels()  # for Siti, still active
+
+    _, joko = await office.sponsorships()
+    notices = {n.dedupe_key: n.body for n in await office.outbox("worker_erased")}
+    (to_asn,) = [body for key, body in notices.items() if key.startswith(f"erased:{joko.id}:asn:")]
+    assert "BPJS" not in to_asn and "Laporkan" not in to_asn and "PIC" not in to_asn
+    assert "KPJ " + KPJ_JOKO in to_asn
+    (to_pic,) = [body for key, body in notices.items() if ":pic:" in key]
+    assert "Laporkan berakhirnya kepesertaan ini ke BPJS Ketenagakerjaan" in to_pic
+
+
+async def test_an_asn_whose_only_worker_was_erased_has_no_worker_and_nothing_to_pay(
+    office: Office,
+) -> None:
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    phone = worker_chat(office)
+    await phone.say("hapus")
+    await phone.press("Ya, hapus")
+
+    await office.asn.say("/pekerja")
+    assert "Pekerja yang Anda sponsori" not in office.asn.text
+    assert "belum mendaftarkan pekerja" in office.asn.text
+    assert "💳 Catat pembayaran" not in office.asn.labels()
+    await office.asn.say("/bayar")
+    assert "Belum ada pekerja aktif yang iurannya Anda bayar sendiri" in office.asn.text
+
+
 def sheet_rows(content: bytes) -> list[list[object]]:
     sheet = load_workbook(io.BytesIO(content), read_only=True).worksheets[0]
     return [list(row) for row in sheet.iter_rows(values_only=True)]

@@ -44,7 +44,7 @@ async def test_record_a_quarter_with_receipt_then_the_pic_confirms(office: Offic
     await asn.say("sudah bayar kemarin")
     assert "harus berupa foto atau berkas" in asn.text
     await asn._send(kind=EventKind.PHOTO, file_ref="AgACAgUAAxkBAAIB")
-    assert "Desember 2026 – Februari 2027 (3 bulan)" in asn.text
+    assert "Desember 2026–Februari 2027 (3 bulan)" in asn.text
     assert "Bukti bayar: ada" in asn.text
     await asn.press("Catat pembayaran")
     assert "menunggu konfirmasi PIC" in asn.text
@@ -62,7 +62,7 @@ async def test_record_a_quarter_with_receipt_then_the_pic_confirms(office: Offic
     await office.pic.press("Konfirmasi")
     assert "Pembayaran dikonfirmasi" in office.pic.text
     (notice,) = await office.outbox("payment_confirmed")
-    assert notice.recipient == "1001" and "Desember 2026 – Februari 2027" in notice.body
+    assert notice.recipient == "1001" and "Desember 2026–Februari 2027" in notice.body
     await asn.say("/pekerja")
     assert "Dibayar sampai: Februari 2027" in asn.text
     assert "15 Maret 2027" in asn.text
@@ -316,7 +316,7 @@ async def test_each_bad_payment_answer_is_named_and_asked_again_keeping_the_rest
     assert "bukti pembayaran" in asn.question.text
     await asn.send_document("bukti-transfer.pdf", b"%PDF-1.4")
     assert "Joko Susilo" in asn.text
-    assert "Desember 2026 – Februari 2027 (3 bulan)" in asn.text
+    assert "Desember 2026–Februari 2027 (3 bulan)" in asn.text
     assert "Rp50.400" in asn.text and "Bukti bayar: ada" in asn.text
     await asn.press("Catat pembayaran")
     (payment,) = await all_payments(office)
@@ -367,3 +367,23 @@ async def test_a_change_to_payroll_counts_from_after_a_payment_waiting_for_the_p
         date(2026, 12, 1),
         1,
     )
+
+
+async def test_a_one_month_payment_names_its_month_once(office: Office) -> None:
+    """Issue 12 item 15: the summary and the PIC's notice read "Desember 2026", not
+    "Desember 2026 – Desember 2026"."""
+    asn = office.asn
+    await asn.say("bayar")
+    assert "1 bulan: Desember 2026, Rp16.800" in asn.labels()
+    await asn.press("1 bulan")
+    await asn.press("sesuai tarif")
+    await asn.press("Lewati")
+    assert "Bulan: Desember 2026 (1 bulan)" in asn.text
+    await asn.press("Catat pembayaran")
+    await office.pic.say("pic")
+    await office.pic.press("Konfirmasi pembayaran (1)")
+    assert "Bulan: Desember 2026 (1 bulan)" in office.pic.text
+    await office.pic.press("Konfirmasi")
+    (notice,) = await office.outbox("payment_confirmed")
+    assert "untuk Desember 2026 sudah dikonfirmasi" in notice.body
+    assert notice.params["months"] == "Desember 2026"

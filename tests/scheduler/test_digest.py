@@ -99,4 +99,4 @@ async def test_sponsors_in_arrears_are_in_the_digest(office: Office) -> None:
     assert "Peserta menunggak: 1 (1 sudah 2 bulan atau lebih" in latest.body
     await office.pic.say("pic")
     await office.pic.press("Peserta menunggak")
-    assert "Siti Aminah (penanggung Budi Santoso): 2 bulan, sejak Desember 2026" in office.pic.text
+    assert "Siti Aminah (sponsor Budi Santoso): 2 bulan, sejak Desember 2026" in office.pic.text
