@@ -51,6 +51,12 @@ def not_a_pic(ctx: Context) -> Reply:
     return Reply(ctx.t("pic.only"))
 
 
+def _no_longer_pic(ctx: Context) -> list[Reply]:
+    """A PIC flow's question when the appointment ended meanwhile: any answer leads to the
+    main menu (the step's handler ends the flow for someone who is not a PIC)."""
+    return [Reply(ctx.t("pic.only"), options=(ctx.option("stop", ctx.t("menu.back_to_menu")),))]
+
+
 def describe(ctx: Context, item: Enrollment) -> str:
     """All fields of an enrollment for the PIC, NIK masked."""
     t = ctx.t
@@ -118,6 +124,19 @@ def _record_id(text: str) -> int:
 
 def _back_home(ctx: Context) -> Option:
     return ctx.global_option("pic", ctx.t("pic.menu.home"))
+
+
+def _stop_option(ctx: Context) -> Option:
+    """A flow question's way back to the PIC menu (its "stop" answer ends the flow there)."""
+    return ctx.option("stop", ctx.t("pic.menu.home"))
+
+
+class PicFlow(Flow):
+    """A PIC flow: it ends, empties or fails on the PIC menu."""
+
+    async def leave(self, ctx: Context) -> Reply | None:
+        role = await ctx.pic()
+        return None if role is None else await home(ctx, role)
 
 
 # -- export ------------------------------------------------------------------------------
@@ -386,7 +405,10 @@ async def _next(ctx: Context, role: PicRole, notice: str) -> Outcome:
     data.pop("sid", None)
     item, _ = await _current(ctx, role)
     if item is None:
-        return Done([Reply(notice), Reply(ctx.t("pic.queue.empty"))], show_menu=False)
+        return Done(
+            [Reply(notice), Reply(ctx.t("pic.queue.empty")), await home(ctx, role)],
+            show_menu=False,
+        )
     return Goto(ReviewStep.name, notice=notice)
 
 
@@ -398,10 +420,23 @@ class ReviewStep(Step):
     async def ask(self, ctx: Context) -> list[Reply]:
         role = await ctx.pic()
         if role is None:
-            return [not_a_pic(ctx)]
+            return _no_longer_pic(ctx)
         item, total = await _current(ctx, role)
         if item is None:
-            return [Reply(ctx.t("pic.queue.empty"))]
+            # Emptied meanwhile (another PIC, a resumed draft): the way back stays.
+            return [Reply(ctx.t("pic.queue.empty"), options=(_stop_option(ctx),))]
+        if item.status is not S.WAITING_FOR_PIC:
+            # Decided by another PIC since it was shown: its buttons no longer apply
+            # (pressed, they are stale), only "next" and the way back.
+            return [
+                Reply(
+                    ctx.t("pic.queue.handled_meanwhile", name=item.worker_name),
+                    options=(
+                        ctx.option("next", ctx.t("pic.queue.next")),
+                        _stop_option(ctx),
+                    ),
+                )
+            ]
         text = ctx.t("pic.queue.title", total=total) + "\n\n" + describe(ctx, item)
         options = (
             ctx.option("accept", ctx.t("pic.queue.accept")),
@@ -418,7 +453,7 @@ class ReviewStep(Step):
         data = ctx.state.data
         if answer.choice == "stop":
             return Done([Reply(ctx.t("pic.queue.stopped")), await home(ctx, role)], show_menu=False)
-        if "sid" not in data:
+        if "sid" not in data or answer.choice == "next":
             return await _next(ctx, role, ctx.t("pic.queue.refreshed"))
         sid = int(data["sid"])
         if answer.choice == "skip":
@@ -515,7 +550,7 @@ async def _return(ctx: Context, role: PicRole, code: ReturnReason | None, text: 
     return await _next(ctx, role, ctx.t("pic.queue.returned", reason=text))
 
 
-class VerifyFlow(Flow):
+class VerifyFlow(PicFlow):
     name = "verify"
     title_key = "flow.title.verify"
     steps = (ReviewStep(), ReasonStep(), ReasonTextStep())
@@ -542,13 +577,13 @@ class PickCardStep(Step):
     async def ask(self, ctx: Context) -> list[Reply]:
         role = await ctx.pic()
         if role is None:
-            return [not_a_pic(ctx)]
+            return _no_longer_pic(ctx)
         connection = ctx.repo.connection
         cards, total = await workbench.cards_to_hand_out(
             connection, opd_id=role.opd_id, limit=CARDS_SHOWN
         )
         if total == 0:
-            return [Reply(ctx.t("pic.cards.none"))]
+            return [Reply(ctx.t("pic.cards.none"), options=(_stop_option(ctx),))]
         options: list[Option] = [
             ctx.option(f"b:{number}", ctx.t("pic.cards.batch", number=number, count=count))
             for number, count in await workbench.batches_with_cards(connection, opd_id=role.opd_id)
@@ -606,7 +641,7 @@ class PickCardStep(Step):
         return Goto(PickCardStep.name, notice=notice)
 
 
-class HandoverFlow(Flow):
+class HandoverFlow(PicFlow):
     name = "handover"
     title_key = "flow.title.handover"
     steps = (PickCardStep(),)
@@ -659,7 +694,10 @@ async def _decide_payment(
         notice = ctx.t("pic.payments.confirmed" if confirm else "pic.payments.rejected")
     payment, _ = await _payment(ctx, role)
     if payment is None:
-        return Done([Reply(notice), Reply(ctx.t("pic.payments.none"))], show_menu=False)
+        return Done(
+            [Reply(notice), Reply(ctx.t("pic.payments.none")), await home(ctx, role)],
+            show_menu=False,
+        )
     return Goto(PaymentReviewStep.name, notice=notice)
 
 
@@ -678,10 +716,10 @@ class PaymentReviewStep(Step):
     async def ask(self, ctx: Context) -> list[Reply]:
         role = await ctx.pic()
         if role is None:
-            return [not_a_pic(ctx)]
+            return _no_longer_pic(ctx)
         payment, total = await _payment(ctx, role)
         if payment is None:
-            return [Reply(ctx.t("pic.payments.none"))]
+            return [Reply(ctx.t("pic.payments.none"), options=(_stop_option(ctx),))]
         t = ctx.t
         text = t(
             "pic.payments.item",
@@ -720,7 +758,9 @@ class PaymentReviewStep(Step):
             ]
             payment, _ = await _payment(ctx, role)
             if payment is None:
-                return Done([Reply(ctx.t("pic.payments.none"))], show_menu=False)
+                return Done(
+                    [Reply(ctx.t("pic.payments.none")), await home(ctx, role)], show_menu=False
+                )
             return Goto(PaymentReviewStep.name)
         if answer.choice == "reject":
             return Goto(PaymentRejectStep.name)
@@ -754,7 +794,7 @@ class PaymentRejectStep(Step):
         return await _decide_payment(ctx, role, confirm=False, reason=reason)
 
 
-class PaymentsFlow(Flow):
+class PaymentsFlow(PicFlow):
     name = "pic_payments"
     title_key = "flow.title.pic_payments"
     steps = (PaymentReviewStep(), PaymentRejectStep())
