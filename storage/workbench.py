@@ -308,7 +308,12 @@ async def return_enrollment(
             "return_reason": reason_text,
             "return_reason_code": reason_code,
         },
-        details={"reason_code": reason_code.value if reason_code else None},
+        details={
+            "reason_code": reason_code.value if reason_code else None,
+            # The PIC's own words (a common reason is its code); erasing the worker
+            # redacts their name here too (storage.worker_side.scrub_traces).
+            **({"reason": reason_text} if reason_code in (None, ReturnReason.OTHER) else {}),
+        },
     )
     await notices.enrollment_returned(connection, sponsorship_id, now=now)
 

@@ -85,6 +85,27 @@ def describe(ctx: Context, item: Enrollment) -> str:
     return lines
 
 
+async def _correction_note(ctx: Context, role: PicRole, item: Enrollment) -> str:
+    """Why the enrollment was returned and which fields the ASN changed since."""
+    t = ctx.t
+    details = await audit.latest_details(
+        ctx.repo.connection,
+        "enrollment.resubmit",
+        record_type="sponsorship",
+        record_id=item.id,
+        opd_id=role.opd_id,
+    )
+    changed = [str(field) for field in (details or {}).get("changed", ())]
+    if details is None or "changed" not in details:
+        # Corrected before changes were recorded: say only that it was corrected.
+        fields = t("pic.corrected.unknown")
+    elif changed:
+        fields = ", ".join(t(f"enroll.field.{field}") for field in changed)
+    else:
+        fields = t("notice.resubmitted.nothing_changed")
+    return t("pic.corrected.changes", reason=item.return_reason or "-", fields=fields)
+
+
 # -- home ------------------------------------------------------------------------------
 
 
@@ -441,6 +462,8 @@ class ReviewStep(Step):
                 )
             ]
         text = ctx.t("pic.queue.title", total=total) + "\n\n" + describe(ctx, item)
+        if item.correction_count:
+            text += "\n" + await _correction_note(ctx, role, item)
         options = (
             ctx.option("accept", ctx.t("pic.queue.accept")),
             ctx.option("return", ctx.t("pic.queue.return")),
