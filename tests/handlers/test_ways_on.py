@@ -1,7 +1,7 @@
 """Issue 12 item 7: every end of every PIC flow leaves the PIC with options.
 
 Each journey walks a PIC flow to one of its ends (done, stop, cancel, empty
-queue, an error, the last item handled) on Telegram and on WhatsApp, and checks
+queue, an error, the last item handled) on Telegram, WhatsApp and the console, and checks
 with `assert_way_on` that the last reply offers options as the engine says and
 as the console, Telegram and WhatsApp show them.
 """
@@ -9,6 +9,7 @@ as the console, Telegram and WhatsApp show them.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel
@@ -27,13 +28,17 @@ async def office(sessionmaker: async_sessionmaker[AsyncSession]) -> Office:
     return await build_office(sessionmaker)
 
 
-@pytest.fixture(params=[Channel.TELEGRAM, Channel.WHATSAPP])
-async def pic(request: pytest.FixtureRequest, office: Office) -> Chat:
-    """Dinas Kesehatan's PIC on Telegram, or a second PIC of it on WhatsApp."""
-    if request.param is Channel.TELEGRAM:
-        return office.pic
-    from sqlalchemy import select
+#: A second PIC of Dinas Kesehatan per channel (the office's own PIC is on Telegram).
+OTHER_CHANNEL_PICS = {Channel.WHATSAPP: WHATSAPP_PIC, Channel.CONSOLE: "pic"}
 
+
+@pytest.fixture(params=[Channel.TELEGRAM, Channel.WHATSAPP, Channel.CONSOLE])
+async def pic(request: pytest.FixtureRequest, office: Office) -> Chat:
+    """Dinas Kesehatan's PIC on Telegram, or a second PIC of it on WhatsApp or the console."""
+    channel: Channel = request.param
+    if channel is Channel.TELEGRAM:
+        return office.pic
+    sender = OTHER_CHANNEL_PICS[channel]
     async with office.sessionmaker.kw["bind"].begin() as connection:
         opd_id = (
             await connection.execute(select(Opd.id).where(Opd.code == "BKL-DINKES"))
@@ -41,19 +46,14 @@ async def pic(request: pytest.FixtureRequest, office: Office) -> Chat:
         await appoint(
             connection,
             opd_id=opd_id,
-            channel=Channel.WHATSAPP,
-            external_id=WHATSAPP_PIC,
+            channel=channel,
+            external_id=sender,
             phone_e164=None,
             actor=Actor.admin("test-admin"),
             now=office.clock(),
         )
-    return Chat(
-        office.engine,
-        office.clock,
-        sender=WHATSAPP_PIC,
-        channel=Channel.WHATSAPP,
-        sender_phone="+" + WHATSAPP_PIC,
-    )
+    phone = "+" + sender if channel is Channel.WHATSAPP else None
+    return Chat(office.engine, office.clock, sender=sender, channel=channel, sender_phone=phone)
 
 
 async def open_queue(pic: Chat) -> None:
