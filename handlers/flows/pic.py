@@ -682,6 +682,10 @@ class PickCardStep(Step):
         connection = ctx.repo.connection
         data = ctx.state.data
         choice = answer.choice or ""
+        if choice.startswith("c:") and any(char.isalpha() for char in answer.text or ""):
+            # Typed words that begin one card's label ("Sri") are a search, never a
+            # hand-over nobody pressed (the engine matches typed first words to options).
+            choice = ""
         if choice == "stop":
             return Done([await home(ctx, role)], show_menu=False)
         if choice in ("prev", "next"):

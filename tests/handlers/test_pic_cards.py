@@ -79,6 +79,9 @@ async def test_a_typed_name_finds_the_card(office: Office) -> None:
     assert len(card_labels(pic)) == 6  # the list as it was
     await pic.say("x")
     assert "ketik 2 sampai 60 huruf" in pic.text
+    await pic.say("Sri")  # the first word of one card's label: a search, not a hand-over
+    assert 'Nama berisi "Sri": 1 kartu' in pic.text
+    assert all(row.status is SponsorshipStatus.ACTIVE for row in await office.sponsorships())
     await pic.say("wahyu")
     assert 'Nama berisi "wahyu": 1 kartu' in pic.text
     assert [label.split(" – ")[0] for label in card_labels(pic)] == ["Sri Wahyuni"]
