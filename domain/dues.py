@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 
 from domain.months import add_months, month_start, months_between
@@ -190,6 +190,29 @@ def _arrears(start: date, paid: frozenset[date], today: date, calendar: WorkCale
             count += 1
         month = add_months(month, 1)
     return count
+
+
+def arrears_reached_on(
+    next_month: date, paid_months: Iterable[date], count: int, calendar: WorkCalendar
+) -> date:
+    """The day a sponsorship's months in arrears reached `count`, as its payments stand:
+    the day after the due date of its `count`-th unpaid month from `next_month` (its first
+    unpaid month, `DuesStatus.next_month`; `count` >= 1).
+
+    Meant for a sponsorship already `count` months behind (the day lies in the past);
+    the PIC's digest tells news from what it said before by it.
+    """
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    paid = _months(paid_months)
+    month = month_start(next_month)
+    unpaid = 0
+    while True:
+        if month not in paid:
+            unpaid += 1
+            if unpaid == count:
+                return due_date(month, calendar) + timedelta(days=1)
+        month = add_months(month, 1)
 
 
 class PaidStanding(StrEnum):

@@ -404,8 +404,9 @@ class Engine:
         if isinstance(outcome, Done):
             self._end_flow(ctx)
             replies = list(outcome.replies)
-            if outcome.show_menu:
-                replies.append(await menus.main_menu(ctx))
+            if outcome.show_menu or not (replies and replies[-1].options):
+                # An end that offers nothing lands where the flow says it returns.
+                replies.append(await self._landing(ctx, flow))
             return replies
         if isinstance(outcome, Goto):
             target: str | None = outcome.step
@@ -467,6 +468,10 @@ class Engine:
         if flow is not None:
             self._park(ctx, flow)
 
+    async def _landing(self, ctx: Context, flow: Flow) -> Reply:
+        """Where `flow` returns when it ends, empties or fails: its own screen or the menu."""
+        return await flow.leave(ctx) or await menus.main_menu(ctx)
+
     def _draft_title(self, ctx: Context) -> str:
         draft = ctx.state.draft or {}
         flow = self._flows.get(str(draft.get("flow")))
@@ -481,7 +486,7 @@ class Engine:
             self._park(ctx, self._flows[state.flow])
         refusal = await flow.can_start(ctx)
         if refusal is not None:
-            return [Reply(refusal), await menus.main_menu(ctx)]
+            return [Reply(refusal), await self._landing(ctx, flow)]
         if state.draft and state.draft.get("flow") == name:
             return [menus.draft_choice(ctx, ctx.t(flow.title_key), name)]
         state.flow = name

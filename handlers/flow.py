@@ -130,3 +130,9 @@ class Flow:
 
     async def initial_data(self, ctx: Context) -> dict[str, object]:
         return {}
+
+    async def leave(self, ctx: Context) -> Reply | None:
+        """The screen the person lands on when this flow ends, empties, fails or cannot
+        start (None: the main menu). The engine shows it after every end whose last
+        reply offers no options, so no end of a flow leaves the person without a way on."""
+        return None

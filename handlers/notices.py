@@ -279,6 +279,47 @@ class Notices:
             now=now,
         )
 
+    async def enrollment_resubmitted(
+        self,
+        connection: AsyncConnection,
+        sponsorship_id: int,
+        *,
+        changed: Sequence[str],
+        now: datetime,
+    ) -> None:
+        """Tell the OPD's PICs a returned enrollment was corrected and waits for them again,
+        naming the fields the ASN changed (`enrollment.FIELDS` names; none: "nothing").
+
+        One notice per PIC per round of correction (the key carries the count).
+        """
+        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
+        opd_id = await connection.scalar(
+            select(Sponsorship.opd_id).where(Sponsorship.id == sponsorship_id)
+        )
+        for pic in (await pics_by_opd(connection)).get(int(opd_id or 0), []):
+            t = self._catalogs.translator(pic.language)
+            fields = ", ".join(t(f"enroll.field.{field}") for field in changed)
+            params = {
+                "name": row.full_name,
+                "sponsor": row.asn_name,
+                "changed": fields or t("notice.resubmitted.nothing_changed"),
+            }
+            await enqueue(
+                connection,
+                Notice(
+                    dedupe_key=(
+                        f"resubmitted:{sponsorship_id}:{row.correction_count}:pic:{pic.pic_id}"
+                    ),
+                    channel=pic.channel,
+                    recipient=pic.recipient,
+                    kind="resubmitted",
+                    body=t("notice.resubmitted.pic", reason=row.return_reason or "-", **params),
+                    template="enrollment_resubmitted",
+                    params=params,
+                ),
+                now=now,
+            )
+
     async def cards_ready(
         self, connection: AsyncConnection, sponsorship_ids: Sequence[int], *, now: datetime
     ) -> None:

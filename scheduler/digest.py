@@ -6,11 +6,15 @@ nothing new since their previous digest. The dedupe key is per PIC per local
 date, so a restart, a second run or several processes never plan it twice.
 The dispatcher then sends it like any other notice (rate limits, quiet hours).
 
-"Something new" means enrollments that entered the verification queue (new or
-corrected), cards that became ready (KPJ imported) or payments recorded since
-the PIC's previous digest; the digest then also gives the totals, payments to
-confirm and the OPD's progress. Sponsors two months in arrears reach the PIC
-through the reminder planner (scheduler/reminders.py).
+"Something new" means, since the PIC's previous digest: enrollments that
+entered the verification queue (new or corrected), cards that became ready
+(KPJ imported), payments recorded, a sponsor who came two months behind (the
+day after the due date of their second unpaid month, `domain.dues.
+arrears_reached_on`; derived from the payments, so nothing is stored to know
+it was told), or a sponsorship that lapsed (three months; the reminder planner
+makes it lapse before the digest's hour). The digest then gives the totals,
+payments to confirm, the OPD's progress, and lists the sponsors two months or
+more behind and the sponsorships lapsed since the previous digest.
 """
 
 from __future__ import annotations
@@ -24,17 +28,22 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.dues import AT_RISK_ARREARS, arrears_reached_on
+from domain.local_time import local_date
 from domain.tariff import DEFAULT_TARIFF, TariffTable
 from domain.vocabulary import Channel, Language, PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
 from storage import payments, workbench
-from storage.models import ChannelAccount, Opd, Outbox, Payment, Pic, Sponsorship
+from storage.models import Asn, ChannelAccount, Opd, Outbox, Payment, Pic, Sponsorship, Worker
 from storage.outbox import Notice, enqueue
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: Sponsors listed by name in a digest (the counts cover all; the PIC menu lists them all).
+LISTED = 10
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -146,7 +155,38 @@ class DigestPlanner:
             )
             or 0
         )
-        if new_waiting == 0 and new_cards == 0 and new_payments == 0:
+        arrears = await payments.in_arrears(
+            connection, opd_id=opd, today=today, calendar=self._calendar, tariff=self._tariff
+        )
+        at_risk = [item for item in arrears if item.status.at_risk]
+        paid = await payments.paid_months(connection, [item.sponsorship_id for item in at_risk])
+        # The local day of the previous digest: a sponsor who came two months behind
+        # on it or before was in that digest already.
+        told_on = local_date(since, self._timezone)
+        newly_at_risk = [
+            item
+            for item in at_risk
+            if arrears_reached_on(
+                item.status.next_month, paid[item.sponsorship_id], AT_RISK_ARREARS, self._calendar
+            )
+            > told_on
+        ]
+        lapsed = (
+            await connection.execute(
+                select(Worker.full_name, Asn.full_name)
+                .select_from(Sponsorship)
+                .join(Worker, Worker.id == Sponsorship.worker_id)
+                .join(Asn, Asn.id == Sponsorship.asn_id)
+                .where(
+                    Sponsorship.opd_id == opd,
+                    Sponsorship.status == SponsorshipStatus.LAPSED,
+                    Sponsorship.status_changed_at > since,
+                )
+                .order_by(Sponsorship.status_changed_at, Sponsorship.id)
+            )
+        ).all()
+        news = new_waiting or new_cards or new_payments or newly_at_risk or lapsed
+        if not news:
             return False
         _, payments_waiting = await payments.to_confirm(connection, opd_id=opd, limit=0)
         summary = await workbench.opd_summary(connection, opd)
@@ -164,12 +204,37 @@ class DigestPlanner:
         )
         if payments_waiting:
             body += "\n" + t("digest.payments", count=payments_waiting, new=new_payments)
-        arrears = await payments.in_arrears(
-            connection, opd_id=opd, today=today, calendar=self._calendar, tariff=self._tariff
-        )
         if arrears:
-            at_risk = sum(1 for item in arrears if item.status.at_risk)
-            body += "\n" + t("digest.arrears", count=len(arrears), at_risk=at_risk)
+            body += "\n" + t("digest.arrears", count=len(arrears), at_risk=len(at_risk))
+        if at_risk:
+            new_ids = {item.sponsorship_id for item in newly_at_risk}
+            lines = [t("digest.at_risk.title", count=len(at_risk), new=len(newly_at_risk))]
+            # The news first, then the longest behind (in_arrears' order).
+            for item in sorted(at_risk, key=lambda item: item.sponsorship_id not in new_ids)[
+                :LISTED
+            ]:
+                line = t(
+                    "pic.overdue.line",
+                    name=item.worker_name,
+                    sponsor=item.sponsor_name,
+                    arrears=item.status.months_in_arrears,
+                    month=t.month(item.status.next_month),
+                )
+                if item.sponsorship_id in new_ids:
+                    line += " " + t("digest.new_mark")
+                lines.append(line)
+            if len(at_risk) > LISTED:
+                lines.append(t("digest.at_risk.more", count=len(at_risk) - LISTED))
+            body += "\n\n" + "\n".join(lines)
+        if lapsed:
+            lines = [t("digest.lapsed.title", count=len(lapsed))]
+            lines += [
+                t("digest.lapsed.line", name=name, sponsor=sponsor)
+                for name, sponsor in lapsed[:LISTED]
+            ]
+            if len(lapsed) > LISTED:
+                lines.append(t("digest.lapsed.more", count=len(lapsed) - LISTED))
+            body += "\n\n" + "\n".join(lines)
         return await enqueue(
             connection,
             Notice(

@@ -16,8 +16,9 @@ CARD_HANDED_OVER) as of today's local date and plans, for whoever pays:
 
 Payroll-deduction sponsorships (the plan in force for the unpaid month) are
 paid by the OPD's treasurer, so their before/overdue reminders go to the OPD's
-PICs as one line per OPD and month (`reminder.payroll.pic` with the count),
-not to each ASN; escalation and lapse still reach the ASN.
+PICs as one line per OPD and month (`reminder.payroll.pic` with the count;
+`reminder.payroll.pic_overdue`, kind `reminder.payroll_overdue`, once the due
+date has passed), not to each ASN; escalation and lapse still reach the ASN.
 
 Months count as paid here once the ASN recorded them (the PIC not having
 decided yet): someone who paid is neither reminded nor lapsed while the PIC
@@ -477,13 +478,19 @@ class ReminderPlanner:
                     "count": count,
                     "due_date": t.date(due_date(month, self._calendar)),
                 }
+                # A line for a month whose due date has passed says so: it is overdue,
+                # not "due on" a past day (its own template too).
+                overdue = kind == "overdue"
                 new.append(
                     PlannedNotice(
                         payroll_key(kind, opd_id, pic.pic_id, month),
                         pic.channel,
                         pic.recipient,
-                        "reminder.payroll",
-                        t("reminder.payroll.pic", **params),
+                        "reminder.payroll_overdue" if overdue else "reminder.payroll",
+                        t(
+                            "reminder.payroll.pic_overdue" if overdue else "reminder.payroll.pic",
+                            **params,
+                        ),
                         params_json(params),
                     )
                 )

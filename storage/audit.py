@@ -125,3 +125,24 @@ async def recent(
         statement = statement.where(table.c.opd_id == opd_id)
     rows = await connection.execute(statement)
     return [AuditEntry(**row._mapping) for row in rows]
+
+
+async def latest_details(
+    connection: AsyncConnection, action: str, *, record_type: str, record_id: int, opd_id: int
+) -> dict[str, Any] | None:
+    """The details of the newest `action` entry about one record of an OPD, if any
+    (what the ASN changed in their latest correction, for the PIC's review)."""
+    table = AuditLog.__table__
+    statement = (
+        select(table.c.details)
+        .where(
+            table.c.opd_id == opd_id,
+            table.c.action == action,
+            table.c.record_type == record_type,
+            table.c.record_id == str(record_id),
+        )
+        .order_by(table.c.id.desc())
+        .limit(1)
+    )
+    details = (await connection.execute(statement)).scalar_one_or_none()
+    return dict(details) if details is not None else None

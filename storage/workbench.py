@@ -308,7 +308,12 @@ async def return_enrollment(
             "return_reason": reason_text,
             "return_reason_code": reason_code,
         },
-        details={"reason_code": reason_code.value if reason_code else None},
+        details={
+            "reason_code": reason_code.value if reason_code else None,
+            # The PIC's own words (a common reason is its code); erasing the worker
+            # redacts their name here too (storage.worker_side.scrub_traces).
+            **({"reason": reason_text} if reason_code in (None, ReturnReason.OTHER) else {}),
+        },
     )
     await notices.enrollment_returned(connection, sponsorship_id, now=now)
 
@@ -646,15 +651,48 @@ async def cancel_import(
 
 
 async def cards_to_hand_out(
-    connection: AsyncConnection, *, opd_id: int, limit: int = 10
+    connection: AsyncConnection,
+    *,
+    opd_id: int,
+    limit: int = 10,
+    offset: int = 0,
+    name: str | None = None,
+    batch_number: str | None = None,
 ) -> tuple[list[Enrollment], int]:
-    """Active enrollments whose card has not been handed over yet (oldest KPJ first)."""
+    """Active enrollments whose card has not been handed over yet (oldest KPJ first): one
+    page (`limit` from `offset`) and how many there are in all.
+
+    `name`: only workers whose name contains it (any case); `batch_number`: only that
+    batch's. The count is of the cards so filtered.
+    """
     waiting = and_(Sponsorship.opd_id == opd_id, Sponsorship.status == SponsorshipStatus.ACTIVE)
-    total = await connection.scalar(select(func.count()).select_from(Sponsorship).where(waiting))
+    if name:
+        # Case-insensitive on both databases; % and _ typed by the PIC match themselves.
+        waiting = and_(
+            waiting, func.lower(Worker.full_name).contains(name.casefold(), autoescape=True)
+        )
+    if batch_number is not None:
+        waiting = and_(
+            waiting,
+            Sponsorship.batch_id.in_(
+                select(SubmissionBatch.id).where(
+                    SubmissionBatch.opd_id == opd_id, SubmissionBatch.number == batch_number
+                )
+            ),
+        )
+    total = await connection.scalar(
+        select(func.count())
+        .select_from(Sponsorship)
+        .join(Worker, Worker.id == Sponsorship.worker_id)
+        .where(waiting)
+    )
+    if limit <= 0:
+        return [], int(total or 0)
     query = (
         _enrollments()
         .where(waiting)
         .order_by(Sponsorship.kpj_imported_at, Sponsorship.id)
+        .offset(offset)
         .limit(limit)
     )
     rows = (await connection.execute(query)).all()

@@ -36,6 +36,7 @@ from storage import audit, reply_queue
 from storage.audit import Actor
 from storage.models import (
     Asn,
+    AuditLog,
     ChannelAccount,
     ConsentRecord,
     Conversation,
@@ -440,7 +441,8 @@ async def scrub_traces(
       in its body and parameters; sent ones to the number lose the recipient
       and the platform's message id (a `wamid` encodes the number).
     - Conversations whose answers or parked draft quote the name (an ASN's
-      correction draft) and PICs' typed return reasons are redacted the same way.
+      correction draft) and PICs' typed return reasons (on the enrollment and in
+      its audit entry) are redacted the same way.
     - When the number no longer belongs to anyone (`number_in_use`): its
       WhatsApp account gets an `ERASED_ACCOUNT_PREFIX` id and no display name,
       its conversation is emptied, its handled journal rows, parked updates and
@@ -492,7 +494,7 @@ async def scrub_traces(
 async def _redact_rows(
     connection: AsyncConnection, pattern: re.Pattern[str], words: list[str]
 ) -> None:
-    """Conversations and typed return reasons that quote the worker."""
+    """Conversations and typed return reasons (and their audit entries) that quote the worker."""
     conversations = await connection.execute(
         select(Conversation.id, Conversation.data, Conversation.draft).where(
             or_(_like_any(Conversation.data, words), _like_any(Conversation.draft, words))
@@ -514,6 +516,18 @@ async def _redact_rows(
             update(Sponsorship)
             .where(Sponsorship.id == row.id)
             .values(return_reason=_redact(row.return_reason, pattern))
+        )
+    # A typed return reason is kept in its audit entry too; the entry stays, the name not.
+    entries = await connection.execute(
+        select(AuditLog.id, AuditLog.details).where(
+            AuditLog.action == "enrollment.return", _like_any(AuditLog.details, words)
+        )
+    )
+    for row in entries.all():
+        await connection.execute(
+            update(AuditLog)
+            .where(AuditLog.id == row.id)
+            .values(details=_redact(row.details, pattern))
         )
 
 

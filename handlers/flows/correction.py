@@ -55,6 +55,11 @@ async def load(ctx: Context, sponsorship_id: int) -> str | dict[str, object]:
     sponsorship, worker = found
     if sponsorship.status is not SponsorshipStatus.RETURNED:
         return ctx.t("fix.not_returned", status=ctx.t(f"status.{sponsorship.status.value}"))
+    return _answers_of(ctx, sponsorship, worker)
+
+
+def _answers_of(ctx: Context, sponsorship: Sponsorship, worker: Worker) -> dict[str, object]:
+    """The enrollment as the flow's answers (what the correction starts from)."""
     nik = ctx.cipher.decrypt(worker.nik_ciphertext)
     parsed = parse_nik(nik, today=ctx.today)
     nik_birth = worker.birth_date if isinstance(parsed, NikError) else parsed.birth_date
@@ -75,6 +80,27 @@ async def load(ctx: Context, sponsorship_id: int) -> str | dict[str, object]:
         "plan": sponsorship.plan.value,
         "first_month": sponsorship.first_month.isoformat(),
     }
+
+
+#: Answers that name no field of their own: bookkeeping, or derived from the NIK (which is
+#: compared by its keyed hash: its ciphertext differs at every encryption).
+_NOT_FIELDS = frozenset({"sid", "return_reason", "nik_enc", "nik_masked", "nik_birth", "sex"})
+#: An answer's key where it differs from the field's name (`enrollment.FIELDS`).
+_FIELD_OF = {"full_name": "name", "worker_phone": "phone", "birth_date_differs": "birth_date"}
+
+
+def changed_fields(
+    ctx: Context, sponsorship: Sponsorship, worker: Worker, *, same_nik: bool
+) -> list[str]:
+    """The fields (`enrollment.FIELDS`, in their order) whose answers differ from the
+    enrollment as it was returned: what the PIC is shown as changed."""
+    before = _answers_of(ctx, sponsorship, worker)
+    after = ctx.state.data
+    changed = {"nik"} if not same_nik else set()
+    for key, value in before.items():
+        if key not in _NOT_FIELDS and (after.get(key) or None) != (value or None):
+            changed.add(_FIELD_OF.get(key, key))
+    return [field for field in e.FIELDS if field in changed]
 
 
 class CorrectionSummaryStep(e.SummaryStep):
@@ -116,6 +142,7 @@ class CorrectionSummaryStep(e.SummaryStep):
                 data["_editing"] = True
                 return await e.refuse_nik(ctx, str(data["nik_masked"]), other)
         plan = PaymentPlan(str(data["plan"]))
+        changed = changed_fields(ctx, sponsorship, worker, same_nik=same_worker)
         try:
             async with ctx.repo.session.begin_nested():
                 worker_id = await e.save_worker(ctx, existing, nik)
@@ -150,6 +177,11 @@ class CorrectionSummaryStep(e.SummaryStep):
             record_id=sponsorship.id,
             opd_id=sponsorship.opd_id,
             now=ctx.now,
+            # Field names only (no personal data): the PIC's review shows them.
+            details={"changed": changed},
+        )
+        await ctx.notices.enrollment_resubmitted(
+            ctx.repo.connection, sponsorship.id, changed=changed, now=ctx.now
         )
         name = str(data["full_name"])
         return Done([Reply(ctx.t("fix.done", name=name, opd=asn.opd_name))])

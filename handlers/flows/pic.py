@@ -43,12 +43,21 @@ log = logging.getLogger(__name__)
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 #: Rejected rows listed in the chat preview (the counts cover all of them).
 PREVIEW_EXAMPLES = 10
-#: Cards offered one by one in the hand-over step.
-CARDS_SHOWN = 8
+#: Cards offered one by one per page of the hand-over list (with a batch, "next" and
+#: "stop" still a WhatsApp list of at most 10 rows).
+CARDS_SHOWN = 6
+#: Names shown when the PIC confirms a whole batch's cards.
+BATCH_NAMES_SHOWN = 5
 
 
 def not_a_pic(ctx: Context) -> Reply:
     return Reply(ctx.t("pic.only"))
+
+
+def _no_longer_pic(ctx: Context) -> list[Reply]:
+    """A PIC flow's question when the appointment ended meanwhile: any answer leads to the
+    main menu (the step's handler ends the flow for someone who is not a PIC)."""
+    return [Reply(ctx.t("pic.only"), options=(ctx.option("stop", ctx.t("menu.back_to_menu")),))]
 
 
 def describe(ctx: Context, item: Enrollment) -> str:
@@ -74,6 +83,27 @@ def describe(ctx: Context, item: Enrollment) -> str:
     if item.correction_count:
         lines += "\n" + t("pic.corrected", count=item.correction_count)
     return lines
+
+
+async def _correction_note(ctx: Context, role: PicRole, item: Enrollment) -> str:
+    """Why the enrollment was returned and which fields the ASN changed since."""
+    t = ctx.t
+    details = await audit.latest_details(
+        ctx.repo.connection,
+        "enrollment.resubmit",
+        record_type="sponsorship",
+        record_id=item.id,
+        opd_id=role.opd_id,
+    )
+    changed = [str(field) for field in (details or {}).get("changed", ())]
+    if details is None or "changed" not in details:
+        # Corrected before changes were recorded: say only that it was corrected.
+        fields = t("pic.corrected.unknown")
+    elif changed:
+        fields = ", ".join(t(f"enroll.field.{field}") for field in changed)
+    else:
+        fields = t("notice.resubmitted.nothing_changed")
+    return t("pic.corrected.changes", reason=item.return_reason or "-", fields=fields)
 
 
 # -- home ------------------------------------------------------------------------------
@@ -118,6 +148,19 @@ def _record_id(text: str) -> int:
 
 def _back_home(ctx: Context) -> Option:
     return ctx.global_option("pic", ctx.t("pic.menu.home"))
+
+
+def _stop_option(ctx: Context) -> Option:
+    """A flow question's way back to the PIC menu (its "stop" answer ends the flow there)."""
+    return ctx.option("stop", ctx.t("pic.menu.home"))
+
+
+class PicFlow(Flow):
+    """A PIC flow: it ends, empties or fails on the PIC menu."""
+
+    async def leave(self, ctx: Context) -> Reply | None:
+        role = await ctx.pic()
+        return None if role is None else await home(ctx, role)
 
 
 # -- export ------------------------------------------------------------------------------
@@ -386,7 +429,10 @@ async def _next(ctx: Context, role: PicRole, notice: str) -> Outcome:
     data.pop("sid", None)
     item, _ = await _current(ctx, role)
     if item is None:
-        return Done([Reply(notice), Reply(ctx.t("pic.queue.empty"))], show_menu=False)
+        return Done(
+            [Reply(notice), Reply(ctx.t("pic.queue.empty")), await home(ctx, role)],
+            show_menu=False,
+        )
     return Goto(ReviewStep.name, notice=notice)
 
 
@@ -398,11 +444,26 @@ class ReviewStep(Step):
     async def ask(self, ctx: Context) -> list[Reply]:
         role = await ctx.pic()
         if role is None:
-            return [not_a_pic(ctx)]
+            return _no_longer_pic(ctx)
         item, total = await _current(ctx, role)
         if item is None:
-            return [Reply(ctx.t("pic.queue.empty"))]
+            # Emptied meanwhile (another PIC, a resumed draft): the way back stays.
+            return [Reply(ctx.t("pic.queue.empty"), options=(_stop_option(ctx),))]
+        if item.status is not S.WAITING_FOR_PIC:
+            # Decided by another PIC since it was shown: its buttons no longer apply
+            # (pressed, they are stale), only "next" and the way back.
+            return [
+                Reply(
+                    ctx.t("pic.queue.handled_meanwhile", name=item.worker_name),
+                    options=(
+                        ctx.option("next", ctx.t("pic.queue.next")),
+                        _stop_option(ctx),
+                    ),
+                )
+            ]
         text = ctx.t("pic.queue.title", total=total) + "\n\n" + describe(ctx, item)
+        if item.correction_count:
+            text += "\n" + await _correction_note(ctx, role, item)
         options = (
             ctx.option("accept", ctx.t("pic.queue.accept")),
             ctx.option("return", ctx.t("pic.queue.return")),
@@ -418,7 +479,7 @@ class ReviewStep(Step):
         data = ctx.state.data
         if answer.choice == "stop":
             return Done([Reply(ctx.t("pic.queue.stopped")), await home(ctx, role)], show_menu=False)
-        if "sid" not in data:
+        if "sid" not in data or answer.choice == "next":
             return await _next(ctx, role, ctx.t("pic.queue.refreshed"))
         sid = int(data["sid"])
         if answer.choice == "skip":
@@ -515,7 +576,7 @@ async def _return(ctx: Context, role: PicRole, code: ReturnReason | None, text: 
     return await _next(ctx, role, ctx.t("pic.queue.returned", reason=text))
 
 
-class VerifyFlow(Flow):
+class VerifyFlow(PicFlow):
     name = "verify"
     title_key = "flow.title.verify"
     steps = (ReviewStep(), ReasonStep(), ReasonTextStep())
@@ -533,8 +594,31 @@ class VerifyFlow(Flow):
 # -- cards handed over -------------------------------------------------------------------
 
 
+#: Longest name search the PIC may type (a name's part; the column holds 120).
+SEARCH_MAX_CHARS = 60
+
+
+async def _after_hand_over(ctx: Context, role: PicRole, notice: str) -> Outcome:
+    """Back to the card list with `notice`, or to the PIC menu when no card is left."""
+    _, remaining = await workbench.cards_to_hand_out(
+        ctx.repo.connection, opd_id=role.opd_id, limit=0
+    )
+    if remaining == 0:
+        return Done([Reply(notice), await home(ctx, role)], show_menu=False)
+    if ctx.state.data.get("q"):
+        _, found = await workbench.cards_to_hand_out(
+            ctx.repo.connection, opd_id=role.opd_id, limit=0, name=str(ctx.state.data["q"])
+        )
+        if found == 0:
+            # Every card the search found is handed over: the whole list again.
+            ctx.state.data.pop("q", None)
+            ctx.state.data["page"] = 0
+    return Goto(PickCardStep.name, notice=notice, rewind=True)
+
+
 class PickCardStep(Step):
-    """Mark one card (a button, or its KPJ typed) or a whole batch as handed over."""
+    """The cards still to hand over, a page at a time: one card (a button, or its KPJ
+    typed), a whole batch (confirmed with its count), or a name typed to search."""
 
     name = "pick"
     help_key = "pic.help.cards"
@@ -542,74 +626,181 @@ class PickCardStep(Step):
     async def ask(self, ctx: Context) -> list[Reply]:
         role = await ctx.pic()
         if role is None:
-            return [not_a_pic(ctx)]
+            return _no_longer_pic(ctx)
+        t, data = ctx.t, ctx.state.data
         connection = ctx.repo.connection
-        cards, total = await workbench.cards_to_hand_out(
-            connection, opd_id=role.opd_id, limit=CARDS_SHOWN
-        )
+        _, total = await workbench.cards_to_hand_out(connection, opd_id=role.opd_id, limit=0)
         if total == 0:
-            return [Reply(ctx.t("pic.cards.none"))]
-        options: list[Option] = [
-            ctx.option(f"b:{number}", ctx.t("pic.cards.batch", number=number, count=count))
-            for number, count in await workbench.batches_with_cards(connection, opd_id=role.opd_id)
-        ]
+            return [Reply(t("pic.cards.none"), options=(_stop_option(ctx),))]
+        query = str(data.get("q") or "") or None
+        page = int(data.get("page", 0))
+        cards, found = await workbench.cards_to_hand_out(
+            connection, opd_id=role.opd_id, limit=CARDS_SHOWN, offset=page * CARDS_SHOWN,
+            name=query,
+        )  # fmt: skip
+        if not cards and page > 0:
+            # Cards handed over meanwhile emptied this page: show the last one there is.
+            page = data["page"] = max(0, (found - 1) // CARDS_SHOWN)
+            cards, found = await workbench.cards_to_hand_out(
+                connection, opd_id=role.opd_id, limit=CARDS_SHOWN, offset=page * CARDS_SHOWN,
+                name=query,
+            )  # fmt: skip
+        lines = [t("pic.cards.title", total=total)]
+        if query is not None:
+            lines.append(t("pic.cards.search_result", query=query, count=found))
+        if found > len(cards):
+            first = page * CARDS_SHOWN + 1
+            lines.append(t("pic.cards.page", first=first, last=first + len(cards) - 1, count=found))
+        lines.append(t("pic.cards.how"))
+        options: list[Option] = []
+        if query is None:
+            options += [
+                ctx.option(f"b:{number}", t("pic.cards.batch", number=number, count=count))
+                for number, count in await workbench.batches_with_cards(
+                    connection, opd_id=role.opd_id
+                )
+            ]
         options += [
             ctx.option(
-                f"c:{card.id}", ctx.t("pic.cards.one", name=card.worker_name, kpj=card.kpj or "")
+                f"c:{card.id}", t("pic.cards.one", name=card.worker_name, kpj=card.kpj or "")
             )
             for card in cards
         ]
-        options.append(ctx.option("stop", ctx.t("pic.queue.stop")))
-        return [Reply(ctx.t("pic.cards.title", total=total), options=tuple(options))]
+        if page > 0:
+            options.append(ctx.option("prev", t("pic.cards.prev")))
+        if (page + 1) * CARDS_SHOWN < found:
+            options.append(ctx.option("next", t("pic.cards.next")))
+        if query is not None:
+            options.append(ctx.option("all", t("pic.cards.all")))
+        options.append(ctx.option("stop", t("pic.queue.stop")))
+        return [Reply("\n".join(lines), options=tuple(options))]
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
         role = await ctx.pic()
         if role is None:
             return Done([not_a_pic(ctx)])
         connection = ctx.repo.connection
-        actor = Actor.pic(role.pic_id)
+        data = ctx.state.data
         choice = answer.choice or ""
+        if choice.startswith("c:") and any(char.isalpha() for char in answer.text or ""):
+            # Typed words that begin one card's label ("Sri") are a search, never a
+            # hand-over nobody pressed (the engine matches typed first words to options).
+            choice = ""
         if choice == "stop":
             return Done([await home(ctx, role)], show_menu=False)
+        if choice in ("prev", "next"):
+            data["page"] = max(0, int(data.get("page", 0)) + (1 if choice == "next" else -1))
+            return Goto(PickCardStep.name, rewind=True)
+        if choice == "all":
+            data.pop("q", None)
+            data["page"] = 0
+            return Goto(PickCardStep.name, rewind=True)
+        if choice.startswith("b:"):
+            number = choice[2:]
+            counts = dict(await workbench.batches_with_cards(connection, opd_id=role.opd_id))
+            if number not in counts:
+                return await _after_hand_over(ctx, role, ctx.t("pic.cards.already_handed"))
+            data["batch"], data["batch_count"] = number, counts[number]
+            return Goto(ConfirmBatchStep.name)
+        if choice.startswith("c:"):
+            sid = record_id(choice[2:]) or -1
+        else:
+            text = " ".join((answer.text or "").split())
+            if any(char.isalpha() for char in text):
+                return await self._search(ctx, role, text)
+            kpj = parse_kpj(text)
+            if isinstance(kpj, KpjProblem):
+                return Invalid(ctx.t("pic.cards.kpj_invalid"))
+            found = await workbench.find_active_by_kpj(connection, opd_id=role.opd_id, kpj=kpj)
+            if found is None:
+                return Invalid(ctx.t("pic.cards.kpj_unknown", kpj=kpj))
+            sid = found.id
         try:
-            if choice.startswith("b:"):
-                count = await workbench.hand_over(
-                    connection, opd_id=role.opd_id, actor=actor, now=ctx.now,
-                    batch_number=choice[2:],
-                )  # fmt: skip
-                notice = ctx.t("pic.cards.batch_done", count=count, number=choice[2:])
-            else:
-                if choice.startswith("c:"):
-                    sid = record_id(choice[2:]) or -1
-                else:
-                    kpj = parse_kpj(answer.text or "")
-                    if isinstance(kpj, KpjProblem):
-                        return Invalid(ctx.t("pic.cards.kpj_invalid"))
-                    found = await workbench.find_active_by_kpj(
-                        connection, opd_id=role.opd_id, kpj=kpj
-                    )
-                    if found is None:
-                        return Invalid(ctx.t("pic.cards.kpj_unknown", kpj=kpj))
-                    sid = found.id
-                await workbench.hand_over(
-                    connection, opd_id=role.opd_id, actor=actor, now=ctx.now, sponsorship_id=sid
-                )
-                item = await workbench.enrollment(
-                    connection, opd_id=role.opd_id, sponsorship_id=sid
-                )
-                notice = ctx.t("pic.cards.one_done", name=item.worker_name if item else "")
+            await workbench.hand_over(
+                connection, opd_id=role.opd_id, actor=Actor.pic(role.pic_id), now=ctx.now,
+                sponsorship_id=sid,
+            )  # fmt: skip
         except ChangeProblem:
-            notice = ctx.t("pic.cards.already_handed")
-        _, remaining = await workbench.cards_to_hand_out(connection, opd_id=role.opd_id, limit=0)
-        if remaining == 0:
-            return Done([Reply(notice), await home(ctx, role)], show_menu=False)
-        return Goto(PickCardStep.name, notice=notice)
+            return await _after_hand_over(ctx, role, ctx.t("pic.cards.already_handed"))
+        item = await workbench.enrollment(connection, opd_id=role.opd_id, sponsorship_id=sid)
+        notice = ctx.t("pic.cards.one_done", name=item.worker_name if item else "")
+        return await _after_hand_over(ctx, role, notice)
+
+    async def _search(self, ctx: Context, role: PicRole, text: str) -> Outcome:
+        """A typed name (or part of one): the list shows only the cards it finds."""
+        if len(text) < 2 or len(text) > SEARCH_MAX_CHARS:
+            return Invalid(ctx.t("pic.cards.search_length", max=SEARCH_MAX_CHARS))
+        _, found = await workbench.cards_to_hand_out(
+            ctx.repo.connection, opd_id=role.opd_id, limit=0, name=text
+        )
+        if found == 0:
+            # The list as it was stays (its page and any earlier search).
+            return Invalid(ctx.t("pic.cards.search_none", query=text))
+        ctx.state.data["q"] = text
+        ctx.state.data["page"] = 0
+        return Goto(PickCardStep.name, rewind=True)
 
 
-class HandoverFlow(Flow):
+class ConfirmBatchStep(Step):
+    """A whole batch is many cards: say how many, and which, before marking them."""
+
+    name = "confirm_batch"
+    help_key = "pic.help.cards_batch"
+    free_text = False
+
+    def applies(self, ctx: Context) -> bool:
+        return False  # reached from the card list only
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        role = await ctx.pic()
+        if role is None:
+            return _no_longer_pic(ctx)
+        t, data = ctx.t, ctx.state.data
+        number, count = str(data.get("batch", "")), int(data.get("batch_count", 0))
+        cards, _ = await workbench.cards_to_hand_out(
+            ctx.repo.connection, opd_id=role.opd_id, limit=BATCH_NAMES_SHOWN, batch_number=number
+        )
+        names = ", ".join(card.worker_name for card in cards)
+        if count > len(cards):
+            names = t("pic.cards.batch_names_more", names=names, more=count - len(cards))
+        options = (
+            ctx.option("confirm", t("pic.cards.batch_confirm", count=count)),
+            ctx.option("back", t("pic.cards.back_to_list")),
+        )
+        text = t("pic.cards.batch_ask", count=count, number=number, names=names)
+        return [Reply(text, options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        role = await ctx.pic()
+        if role is None:
+            return Done([not_a_pic(ctx)])
+        data = ctx.state.data
+        if answer.choice == "back":
+            return Goto(PickCardStep.name, rewind=True)
+        number, shown = str(data.get("batch", "")), int(data.get("batch_count", 0))
+        counts = dict(await workbench.batches_with_cards(ctx.repo.connection, opd_id=role.opd_id))
+        now_waiting = counts.get(number, 0)
+        if now_waiting == 0:
+            return await _after_hand_over(ctx, role, ctx.t("pic.cards.already_handed"))
+        if now_waiting != shown:
+            # Cards of the batch handed over (or imported) since the count was shown:
+            # the PIC confirms the new count, never one they did not see.
+            data["batch_count"] = now_waiting
+            return Invalid(ctx.t("pic.cards.batch_changed", count=now_waiting))
+        count = await workbench.hand_over(
+            ctx.repo.connection, opd_id=role.opd_id, actor=Actor.pic(role.pic_id), now=ctx.now,
+            batch_number=number,
+        )  # fmt: skip
+        data.pop("batch", None)
+        data.pop("batch_count", None)
+        notice = ctx.t("pic.cards.batch_done", count=count, number=number)
+        return await _after_hand_over(ctx, role, notice)
+
+
+class HandoverFlow(PicFlow):
     name = "handover"
     title_key = "flow.title.handover"
-    steps = (PickCardStep(),)
+    steps = (PickCardStep(), ConfirmBatchStep())
 
     async def can_start(self, ctx: Context) -> str | None:
         role = await ctx.pic()
@@ -659,7 +850,10 @@ async def _decide_payment(
         notice = ctx.t("pic.payments.confirmed" if confirm else "pic.payments.rejected")
     payment, _ = await _payment(ctx, role)
     if payment is None:
-        return Done([Reply(notice), Reply(ctx.t("pic.payments.none"))], show_menu=False)
+        return Done(
+            [Reply(notice), Reply(ctx.t("pic.payments.none")), await home(ctx, role)],
+            show_menu=False,
+        )
     return Goto(PaymentReviewStep.name, notice=notice)
 
 
@@ -678,10 +872,10 @@ class PaymentReviewStep(Step):
     async def ask(self, ctx: Context) -> list[Reply]:
         role = await ctx.pic()
         if role is None:
-            return [not_a_pic(ctx)]
+            return _no_longer_pic(ctx)
         payment, total = await _payment(ctx, role)
         if payment is None:
-            return [Reply(ctx.t("pic.payments.none"))]
+            return [Reply(ctx.t("pic.payments.none"), options=(_stop_option(ctx),))]
         t = ctx.t
         text = t(
             "pic.payments.item",
@@ -721,7 +915,9 @@ class PaymentReviewStep(Step):
             ]
             payment, _ = await _payment(ctx, role)
             if payment is None:
-                return Done([Reply(ctx.t("pic.payments.none"))], show_menu=False)
+                return Done(
+                    [Reply(ctx.t("pic.payments.none")), await home(ctx, role)], show_menu=False
+                )
             return Goto(PaymentReviewStep.name)
         if answer.choice == "reject":
             return Goto(PaymentRejectStep.name)
@@ -755,7 +951,7 @@ class PaymentRejectStep(Step):
         return await _decide_payment(ctx, role, confirm=False, reason=reason)
 
 
-class PaymentsFlow(Flow):
+class PaymentsFlow(PicFlow):
     name = "pic_payments"
     title_key = "flow.title.pic_payments"
     steps = (PaymentReviewStep(), PaymentRejectStep())

@@ -48,7 +48,7 @@ def templates_the_code_writes() -> set[str]:
     }
     # scheduler/reminders.py writes kinds; storage/dues_queries.py names templates after them.
     kinds = [f"reminder.{kind}" for kind in SPONSORSHIP_REMINDER_KINDS]
-    kinds += ["reminder.payroll", "lapsed.asn", "lapsed.pic"]
+    kinds += ["reminder.payroll", "reminder.payroll_overdue", "lapsed.asn", "lapsed.pic"]
     names |= {kind.replace(".", "_") for kind in kinds}
     return names
 

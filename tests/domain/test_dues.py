@@ -12,6 +12,7 @@ from domain.dues import (
     DuesStatus,
     PaymentProblem,
     allowed_plans,
+    arrears_reached_on,
     check_payment,
     check_plan,
     due_date,
@@ -186,6 +187,30 @@ def test_at_risk_from_two_and_lapsed_from_three_arrears(
     status = status_of(months_from(first, offsets), today, first_month=first)
     assert status.at_risk == (status.months_in_arrears >= 2)
     assert status.lapsed == (status.months_in_arrears >= 3)
+
+
+@given(
+    first=first_months,
+    offsets=paid_offsets,
+    today=todays,
+    holidays=holiday_sets,
+    count=st.integers(1, 3),
+)
+def test_arrears_reach_a_count_on_the_day_named(
+    first: date, offsets: set[int], today: date, holidays: set[date], count: int
+) -> None:
+    """The PIC's digest tells when a sponsor came two months behind: the day named is the
+    first on which `dues_status` counts that many months in arrears."""
+    paid = months_from(first, offsets)
+    calendar = WorkCalendar(holidays)
+    status = status_of(paid, today, first_month=first, calendar=calendar)
+    if status.months_in_arrears < count:
+        return
+    day = arrears_reached_on(status.next_month, paid, count, calendar)
+    assert day <= today
+    on_day = status_of(paid, day, first_month=first, calendar=calendar)
+    day_before = status_of(paid, day - timedelta(days=1), first_month=first, calendar=calendar)
+    assert on_day.months_in_arrears >= count > day_before.months_in_arrears
 
 
 @given(first=first_months, offsets=paid_offsets, today=todays)

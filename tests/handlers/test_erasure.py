@@ -17,6 +17,7 @@ from storage.audit import Actor
 from storage.collective_file import ERASED_ROW_NAME, HEADER_ROW
 from storage.models import (
     Asn,
+    AuditLog,
     Base,
     ChannelAccount,
     Conversation,
@@ -263,6 +264,19 @@ async def test_after_an_erasure_no_table_quotes_the_worker(office: Office) -> No
         # A PIC's typed return reason and an ASN's parked draft quote her.
         await session.execute(
             update(Sponsorship).values(return_reason=f"Nama {NAME} tidak sesuai KTP")
+        )
+        # ... and its audit entry keeps the typed words (issue 12 item 21).
+        session.add(
+            AuditLog(
+                at=now,
+                actor_type="pic",
+                actor="1",
+                action="enrollment.return",
+                record_type="sponsorship",
+                record_id="1",
+                opd_id=None,
+                details={"reason_code": None, "reason": f"Nama {NAME} tidak sesuai KTP"},
+            )
         )
         asn_account = (await session.execute(select(Asn.channel_account_id))).scalar_one()
         await session.execute(

@@ -222,9 +222,10 @@ async def test_two_pics_of_one_opd_do_not_handle_the_same_enrollment_twice(
         await chat.say("pic")
         await chat.press("Periksa pendaftaran")
     await office.pic.press("Terima")
+    # The second PIC's "return" comes after the accept: told at once, before any reason.
     await second.press("Kembalikan")
-    await second.press("Nama tidak sesuai")
-    assert "sudah diproses" in second.text
+    assert "Siti Aminah sudah diproses PIC lain" in second.text
+    assert "Mengapa dikembalikan" not in second.text
     (row,) = await office.sponsorships()
     assert row.status is SponsorshipStatus.ACCEPTED
     assert await office.outbox("returned") == []

@@ -270,6 +270,8 @@ async def test_cards_handed_over_one_by_kpj_then_the_rest_of_the_batch(office: O
     await office.pic.say(KPJ_SITI)
     assert "Kartu Siti Aminah tercatat sudah diserahkan" in office.pic.text
     await office.pic.press("Semua kartu batch BKL-DINKES-2026-001 (1)")
+    assert "Tandai 1 kartu batch BKL-DINKES-2026-001 sudah diserahkan?" in office.pic.text
+    await office.pic.press("Ya, 1 kartu diserahkan")
     assert "1 kartu batch BKL-DINKES-2026-001" in office.pic.text
     rows = await office.sponsorships()
     assert [r.status for r in rows] == [SponsorshipStatus.CARD_HANDED_OVER] * 2

@@ -100,3 +100,51 @@ async def test_sponsors_in_arrears_are_in_the_digest(office: Office) -> None:
     await office.pic.say("pic")
     await office.pic.press("Peserta menunggak")
     assert "Siti Aminah (sponsor Budi Santoso): 2 bulan, sejak Desember 2026" in office.pic.text
+
+
+def at_0830(day: date) -> datetime:
+    """08:30 in Jakarta on `day`."""
+    return datetime.combine(day, time(1, 30), tzinfo=UTC)
+
+
+async def test_a_sponsor_two_months_behind_brings_the_digest_once(office: Office) -> None:
+    from tests.fakes.chat import WORKER_NIK
+    from tests.fakes.workbench import activate
+
+    await activate(office, (WORKER_NIK, "Siti Aminah"))  # first month December 2026
+    office.clock.now = MONDAY_0830
+    assert await planner(office).plan() == 1  # the card to hand out
+    # Thursday 14 January 2027: December is one month behind; not yet news.
+    office.clock.now = at_0830(date(2027, 1, 14))
+    assert await planner(office).plan() == 0
+    # Monday 18 January: January's due date (Friday the 15th) has passed too.
+    office.clock.now = at_0830(date(2027, 1, 18))
+    assert await planner(office).plan() == 1
+    assert await planner(office).plan() == 0  # the same day again: the key holds
+    latest = (await office.outbox("digest"))[-1]
+    assert "Menunggak 2 bulan atau lebih: 1 (1 baru)" in latest.body
+    assert "Siti Aminah (sponsor Budi Santoso): 2 bulan, sejak Desember 2026 🆕" in latest.body
+    # Tuesday: still two months behind, but the PIC was told yesterday.
+    office.clock.now = at_0830(date(2027, 1, 19))
+    assert await planner(office).plan() == 0
+
+
+async def test_a_lapse_brings_the_digest_naming_it(office: Office) -> None:
+    from tests.fakes.chat import WORKER_NIK
+    from tests.fakes.workbench import activate
+
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    office.clock.now = at_0830(date(2027, 1, 18))
+    assert await planner(office).plan() == 1  # the card, and two months behind
+    # Tuesday 16 February: a third due date passed; the 06:00 reminder run lapses it.
+    office.clock.now = datetime(2027, 2, 15, 23, 0, tzinfo=UTC)
+    await office.plan_reminders()
+    (row,) = await office.sponsorships()
+    assert row.status.value == "lapsed"
+    office.clock.now = at_0830(date(2027, 2, 16))
+    assert await planner(office).plan() == 1
+    latest = (await office.outbox("digest"))[-1]
+    assert "Kepesertaan nonaktif sejak ringkasan sebelumnya" in latest.body
+    assert "• Siti Aminah (sponsor Budi Santoso)" in latest.body
+    office.clock.now = at_0830(date(2027, 2, 17))
+    assert await planner(office).plan() == 0

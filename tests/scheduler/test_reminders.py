@@ -367,6 +367,21 @@ async def test_payroll_dues_remind_the_pic_once_per_opd_not_each_asn(world: Worl
     }
 
 
+async def test_a_payroll_line_for_a_past_due_date_says_it_is_overdue(world: World) -> None:
+    await world.sponsorship(PaymentPlan.PAYROLL_DEDUCTION, name="Ani")
+    await run_year(world, {}, until=date(2026, 1, 20))  # January's dues never marked paid
+
+    rows = await world.outbox()
+    before = [row for row in rows if row.kind == "reminder.payroll"]
+    (overdue,) = [row for row in rows if row.kind == "reminder.payroll_overdue"]
+    assert len(before) == 2 and not any("lewat jatuh tempo" in row.body for row in before)
+    assert overdue.recipient == PIC_CHAT
+    assert local_day(overdue) == date(2026, 1, 16)  # the day after the 15th
+    assert "Januari 2026 untuk 1 peserta sudah lewat jatuh tempo (15 Januari 2026)" in (
+        overdue.body
+    )
+
+
 @pytest.mark.parametrize("read_all_payers_from", [10_000, 1], ids=["by-id", "all-at-once"])
 async def test_unpaid_months_overdue_escalation_then_lapse_with_both_notices_once(
     world: World, monkeypatch: pytest.MonkeyPatch, read_all_payers_from: int
