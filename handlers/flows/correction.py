@@ -23,6 +23,7 @@ from domain.vocabulary import (
     PaymentPlan,
     SponsorshipStatus,
 )
+from handlers import staffing
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
 from handlers.flows import enrollment as e
@@ -137,7 +138,10 @@ class CorrectionSummaryStep(e.SummaryStep):
                     )
                 )
         except IntegrityError:
-            return Invalid(ctx.t("enroll.nik_taken_just_now"))
+            mine = await ctx.asn()
+            assert mine is not None
+            contact = await staffing.contact(ctx, mine.opd_id, mine.opd_name)
+            return Invalid(ctx.t("enroll.nik_taken_just_now", contact=contact))
         asn = await ctx.asn()
         assert asn is not None
         if plan is PaymentPlan.PAYROLL_DEDUCTION and sponsorship.plan is not plan:
