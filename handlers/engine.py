@@ -96,6 +96,7 @@ IDLE_WORDS = {
     "pic": "pic",
     "bayar": "pay",
     "tanya": "ask",
+    "admin": "admin",
     # The worker's words on WhatsApp (SPEC 4.6); for anyone else they lead to the menu.
     "ya": "consent:yes",
     "tidak": "consent:no",

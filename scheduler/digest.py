@@ -28,7 +28,8 @@ from domain.tariff import DEFAULT_TARIFF, TariffTable
 from domain.vocabulary import Channel, Language, PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
-from storage import payments, workbench
+from scheduler.admin_digest import plan_admin_digests
+from storage import payments, tickets, workbench
 from storage.models import ChannelAccount, Opd, Outbox, Payment, Pic, Sponsorship
 from storage.outbox import Notice, enqueue
 
@@ -82,6 +83,9 @@ class DigestPlanner:
             for recipient in await self._recipients(connection):
                 if await self._plan_one(connection, recipient, today, now):
                     planned += 1
+            planned += await plan_admin_digests(
+                connection, self._catalogs, today=today, now=now, timezone=self._timezone
+            )
         # A day with nothing planned is routine: DEBUG (SERTAKAN_LOG_LEVEL=DEBUG shows it).
         log.log(
             logging.INFO if planned else logging.DEBUG, "digest: %d planned for %s", planned, today
@@ -146,7 +150,8 @@ class DigestPlanner:
             )
             or 0
         )
-        if new_waiting == 0 and new_cards == 0 and new_payments == 0:
+        new_questions = await tickets.count_open(connection, opd, since=since)
+        if new_waiting == 0 and new_cards == 0 and new_payments == 0 and new_questions == 0:
             return False
         _, payments_waiting = await payments.to_confirm(connection, opd_id=opd, limit=0)
         summary = await workbench.opd_summary(connection, opd)
@@ -164,6 +169,9 @@ class DigestPlanner:
         )
         if payments_waiting:
             body += "\n" + t("digest.payments", count=payments_waiting, new=new_payments)
+        open_questions = await tickets.count_open(connection, opd)
+        if open_questions:
+            body += "\n" + t("digest.questions", count=open_questions, new=new_questions)
         arrears = await payments.in_arrears(
             connection, opd_id=opd, today=today, calendar=self._calendar, tariff=self._tariff
         )
