@@ -365,6 +365,20 @@ async def _close(
     return True
 
 
+async def delete_closed_before(connection: AsyncConnection, before: datetime) -> int:
+    """Delete questions closed before `before` with their threads (retention); how many.
+
+    Open questions are never deleted by age: somebody still waits for an answer.
+    """
+    condition = (Ticket.status == TicketStatus.CLOSED) & (Ticket.closed_at < before)
+    count = int(
+        await connection.scalar(select(func.count()).select_from(Ticket).where(condition)) or 0
+    )
+    if count:
+        await _delete(connection, condition)
+    return count
+
+
 async def delete_for_worker(connection: AsyncConnection, worker_id: int) -> None:
     """Erase the questions a worker asked (their text is the worker's personal data)."""
     await _delete(connection, Ticket.worker_id == worker_id)

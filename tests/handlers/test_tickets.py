@@ -4,11 +4,14 @@ the asker on their own channel; audited; closed by the PIC."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import AskerRole, Channel, TicketStatus
+from scheduler.housekeeping import apply_retention
 from storage.models import AuditLog, Ticket, TicketMessage
 from tests.fakes.chat import Chat
 from tests.fakes.staff import ADMIN_ID, appoint_admin_account, name_account
@@ -288,3 +291,22 @@ async def test_erasing_a_worker_erases_their_questions(
     async with sessionmaker() as session:
         bodies = [m.body for m in (await session.execute(select(TicketMessage))).scalars()]
     assert bodies == ["Kartu [dihapus] sudah terbit?"]
+
+
+async def test_closed_questions_go_after_the_retention_period_open_ones_stay(
+    office: Office,
+) -> None:
+    await ask(office.asn)
+    await ask(office.asn, "Bagaimana cara membayar iuran?")
+    first, second = await tickets(office.sessionmaker)
+    await office.pic.press_id(f"g:tk:{first.id}")
+    await office.pic.press("Tutup pertanyaan")
+    office.clock.advance(timedelta(days=91))
+    result = await apply_retention(
+        office.sessionmaker, older_than=office.clock() - timedelta(days=90)
+    )
+    assert result.questions == 1
+    assert [ticket.id for ticket in await tickets(office.sessionmaker)] == [second.id]
+    async with office.sessionmaker() as session:
+        left = (await session.execute(select(TicketMessage.ticket_id))).scalars().all()
+    assert list(left) == [second.id]
