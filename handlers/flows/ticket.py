@@ -70,7 +70,7 @@ async def asker_of(ctx: Context) -> Asker | None:
 
 
 def _is_worker(ctx: Context) -> bool:
-    return ctx.state.data.get("role") == AskerRole.WORKER.value
+    return ctx.state.data.get("_role") == AskerRole.WORKER.value
 
 
 async def _asker_end(ctx: Context, replies: list[Reply]) -> Done:
@@ -93,8 +93,8 @@ class QuestionStep(Step):
 
     async def ask(self, ctx: Context) -> list[Reply]:
         t = ctx.t
-        opd_id = int(str(ctx.state.data["opd_id"]))
-        opd = str(ctx.state.data["opd_name"])
+        opd_id = int(str(ctx.state.data["_opd_id"]))
+        opd = str(ctx.state.data["_opd_name"])
         staff = await admins.opd_staff(ctx.repo.connection, opd_id)
         if staff:
             names = names_of(staff)
@@ -129,7 +129,7 @@ class ConfirmQuestionStep(Step):
         t = ctx.t
         text = t(
             "ticket.ask.confirm",
-            opd=str(ctx.state.data["opd_name"]),
+            opd=str(ctx.state.data["_opd_name"]),
             question=str(ctx.state.data["text"]),
         )
         return [
@@ -216,7 +216,7 @@ class AskFlow(Flow):
     async def initial_data(self, ctx: Context) -> dict[str, object]:
         asker = await asker_of(ctx)
         assert asker is not None
-        return {"role": asker.role.value, "opd_id": asker.opd_id, "opd_name": asker.opd_name}
+        return {"_role": asker.role.value, "_opd_id": asker.opd_id, "_opd_name": asker.opd_name}
 
 
 # -- answering -------------------------------------------------------------------------
@@ -361,7 +361,7 @@ async def close(ctx: Context, ticket_id: int) -> list[Reply]:
 
 
 async def _answer_scope(ctx: Context) -> Scope | None:
-    if ctx.state.data.get("as_admin"):
+    if ctx.state.data.get("_as_admin"):
         return await admin_scope(ctx)
     return await pic_scope(ctx)
 
@@ -370,7 +370,7 @@ async def _answer_view(ctx: Context) -> TicketView | None:
     scope = await _answer_scope(ctx)
     if scope is None:
         return None
-    return await tickets.get(ctx.repo.connection, int(str(ctx.state.data["tid"])), scope)
+    return await tickets.get(ctx.repo.connection, int(str(ctx.state.data["_tid"])), scope)
 
 
 async def _answer_end(ctx: Context, notice: str) -> Done:
@@ -476,7 +476,7 @@ async def answer_data(ctx: Context, ticket_id: int) -> dict[str, object] | list[
     view, scope = found
     if view.status is not TicketStatus.OPEN:
         return [Reply(ctx.t("ticket.not_open", number=view.id)), *await ticket_list(ctx, scope)]
-    return {"tid": view.id, "as_admin": scope.opd_id is None}
+    return {"_tid": view.id, "_as_admin": scope.opd_id is None}
 
 
 # -- the administrator's chat menu -----------------------------------------------------

@@ -157,3 +157,15 @@ async def test_a_nik_sponsored_in_an_opd_without_pic_tells_the_administrator(
     )
     (notice,) = await outbox(sessionmaker, "no_pic")
     assert notice.recipient == ADMIN_ID and notice.channel is Channel.TELEGRAM
+
+
+async def test_a_pic_appointed_by_id_is_named_once_they_have_written(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await office.asn.say("tanya")
+    assert "dikirim ke PIC Dinas Kesehatan." in office.asn.text  # no name known yet
+    await office.asn.say("batal")
+    await office.pic.say("/start", display_name="Rina Wati")
+    await office.asn.say("tanya")
+    assert "dikirim ke PIC Dinas Kesehatan: Rina Wati." in office.asn.text
