@@ -115,7 +115,9 @@ def _asker_name() -> Any:
     # The ASN's name for an ASN's question, the worker's for a worker's.
     return func.coalesce(
         select(Asn.full_name)
-        .where(Asn.channel_account_id == Ticket.asker_account_id, Ticket.asker_role == "asn")
+        .where(
+            Asn.channel_account_id == Ticket.asker_account_id, Ticket.asker_role == AskerRole.ASN
+        )
         .correlate(Ticket)
         .scalar_subquery(),
         select(Worker.full_name)

@@ -90,6 +90,8 @@ def _text_problem(ctx: Context) -> str:
 class QuestionStep(Step):
     name = "question"
     help_key = "ticket.help.question"
+    #: A typed "1" is (a poor) question, not the position of "Batal".
+    numbers_are_values = True
 
     async def ask(self, ctx: Context) -> list[Reply]:
         t = ctx.t
@@ -383,6 +385,7 @@ async def _answer_end(ctx: Context, notice: str) -> Done:
 class AnswerTextStep(Step):
     name = "answer"
     help_key = "ticket.help.answer"
+    numbers_are_values = True
 
     async def ask(self, ctx: Context) -> list[Reply]:
         t = ctx.t

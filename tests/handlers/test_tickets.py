@@ -157,6 +157,8 @@ async def test_a_question_that_says_nothing_is_asked_again_and_cancel_sends_noth
 ) -> None:
     asn = office.asn
     await asn.say("tanya")
+    await asn.say("1")  # not the first button ("Batal"): a question that says nothing
+    assert "paling sedikit 3 huruf" in asn.text
     await asn.say("1234")
     assert "paling sedikit 3 huruf" in asn.text
     assert "Ketik pertanyaan Anda" in asn.text
