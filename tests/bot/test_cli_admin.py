@@ -77,6 +77,11 @@ async def pics(runtime: Runtime) -> list[tuple[str, str | None, str | None, bool
         (["coverage", "--help"], ["--csv FILE"]),
         (["audit", "list", "--help"], ["--opd CODE", "--limit N"]),
         (["worker", "erase", "--help"], ["--phone PHONE", "--worker ID", "--yes"]),
+        (
+            ["admin", "appoint", "--help"],
+            ["--telegram-id ID", "--whatsapp PHONE", "--console NAME"],
+        ),
+        (["admin", "remove", "--help"], ["ADMIN_ID"]),
     ],
 )
 def test_every_command_has_help(
@@ -410,12 +415,15 @@ async def test_admin_appoint_list_remove_audited(admin: Admin) -> None:
     assert "WhatsApp 0812-3456-7890" in admin.out
     assert await admin.run("admin", "appoint", "--whatsapp", "12") == 1
     assert "'12' is not a mobile number" in admin.err
+    assert await admin.run("admin", "appoint", "--console", "admin") == 0
+    assert "console user admin" in admin.out
 
     assert await admin.run("admin", "list") == 0
     _header, _rule, *rows = admin.out.splitlines()
     assert [row.split()[:2] for row in rows] == [
         [admin_id, "telegram:9001"],
         [str(int(admin_id) + 1), "whatsapp:6281234567890"],
+        [str(int(admin_id) + 2), "console:admin"],
     ]
     assert await admin.run("admin", "remove", admin_id) == 0
     assert await admin.run("admin", "remove", admin_id) == 1
@@ -431,6 +439,7 @@ async def test_admin_appoint_list_remove_audited(admin: Admin) -> None:
     assert [tuple(row) for row in actions] == [
         ("admin.appoint", "admin", admin_id),
         ("admin.appoint", "admin", str(int(admin_id) + 1)),
+        ("admin.appoint", "admin", str(int(admin_id) + 2)),
         ("admin.remove", "admin", admin_id),
     ]
 
