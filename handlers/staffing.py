@@ -74,14 +74,18 @@ async def tell_if_unstaffed(ctx: Context, opd_id: int) -> None:
         )
 
 
-async def queued_text(ctx: Context, name: str, opd_id: int, opd_name: str) -> str:
-    """What the ASN reads when an enrollment enters the OPD's queue (new or corrected).
+async def queued_text(
+    ctx: Context, name: str, opd_id: int, opd_name: str, *, waiting_key: str = "enroll.done"
+) -> str:
+    """What the ASN reads when an enrollment enters the OPD's queue (new, or corrected
+    with `waiting_key` "fix.done").
 
-    With a reachable PIC it waits for them; without one it says so plainly and
-    the administrators are told (or that there is no administrator on the bot).
+    With a reachable PIC it waits for them (`waiting_key`); without one it says
+    so plainly and the administrators are told (or that there is no
+    administrator on the bot).
     """
     if await admins.opd_staff(ctx.repo.connection, opd_id):
-        return ctx.t("enroll.done", name=name, opd=opd_name)
+        return ctx.t(waiting_key, name=name, opd=opd_name)
     told = await tell_admins_no_pic(
         ctx.repo.connection, ctx.notices.catalogs, opd_id, now=ctx.now, today=ctx.today
     )

@@ -156,7 +156,10 @@ class CorrectionSummaryStep(e.SummaryStep):
             now=ctx.now,
         )
         name = str(data["full_name"])
-        return Done([Reply(ctx.t("fix.done", name=name, opd=asn.opd_name))])
+        text = await staffing.queued_text(
+            ctx, name, sponsorship.opd_id, asn.opd_name, waiting_key="fix.done"
+        )
+        return Done([Reply(text)])
 
 
 class CorrectionNikTakenStep(e.NikTakenStep):

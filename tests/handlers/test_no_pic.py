@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel
 from storage.audit import Actor
-from storage.models import Opd, Outbox
-from storage.roles import appoint
+from storage.models import ChannelAccount, Opd, Outbox, Pic
+from storage.roles import appoint, remove
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK, Chat, build_engine, engine_config
 from tests.fakes.staff import ADMIN_ID, appoint_admin_account, name_account
 from tests.fakes.workbench import PIC_ID, appoint_pic, build_office
@@ -169,3 +169,29 @@ async def test_a_pic_appointed_by_id_is_named_once_they_have_written(
     await office.pic.say("/start", display_name="Rina Wati")
     await office.asn.say("tanya")
     assert "dikirim ke PIC Dinas Kesehatan: Rina Wati." in office.asn.text
+
+
+async def test_a_correction_sent_back_after_the_pic_left_says_there_is_none(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await appoint_admin_account(sessionmaker, office.clock)
+    await office.enroll()
+    await office.pic.say("pic")
+    await office.pic.press("Periksa pendaftaran")
+    await office.pic.press("Kembalikan")
+    await office.pic.press("Nama tidak sesuai KTP")
+    async with sessionmaker.kw["bind"].begin() as connection:
+        pic_id = (
+            await connection.execute(
+                select(Pic.id).join(ChannelAccount).where(ChannelAccount.external_id == PIC_ID)
+            )
+        ).scalar_one()
+        await remove(connection, pic_id=pic_id, actor=Actor.admin("test-admin"), now=office.clock())
+    await office.asn.say("/pekerja")
+    await office.asn.press("Perbaiki: Siti Aminah")
+    await office.asn.press("Kirim ulang ke PIC")
+    assert "kembali menunggu pemeriksaan PIC" not in office.asn.text
+    assert "Dinas Kesehatan belum punya PIC yang bisa memeriksanya" in office.asn.text
+    (notice,) = await outbox(sessionmaker, "no_pic")
+    assert notice.recipient == ADMIN_ID
