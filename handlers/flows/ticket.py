@@ -22,7 +22,7 @@ from handlers import menus
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows import pic
-from handlers.flows.worker import phone_of, worker_menu
+from handlers.flows.worker import greeting, phone_of, worker_menu
 from handlers.parsing import record_id
 from handlers.staffing import names_of, quote, tell_answer, tell_closed, tell_new_question
 from handlers.types import Option, Reply
@@ -67,6 +67,11 @@ async def asker_of(ctx: Context) -> Asker | None:
     opd = await ctx.repo.session.get(Opd, sponsorship.opd_id)
     assert opd is not None
     return Asker(AskerRole.WORKER, opd.id, opd.name, sponsorship.worker_id)
+
+
+async def _way_on(ctx: Context) -> list[Reply]:
+    """The person's own menu: a worker's on WhatsApp, everyone else's main menu."""
+    return await greeting(ctx) or [await menus.main_menu(ctx)]
 
 
 def _is_worker(ctx: Context) -> bool:
@@ -337,7 +342,7 @@ async def _fallback_list(ctx: Context) -> list[Reply]:
     """After a question that cannot be shown: the list the person has, or the menu."""
     scope = await pic_scope(ctx) or await admin_scope(ctx)
     if scope is None:
-        return [await menus.main_menu(ctx)]
+        return await _way_on(ctx)
     return await ticket_list(ctx, scope)
 
 
@@ -490,7 +495,7 @@ async def admin_home(ctx: Context) -> list[Reply]:
     t = ctx.t
     scope = await admin_scope(ctx)
     if scope is None:
-        return [Reply(t("admin.only")), await menus.main_menu(ctx)]
+        return [Reply(t("admin.only")), *await _way_on(ctx)]
     unstaffed = await admins.unstaffed_opds(ctx.repo.connection)
     _, questions = await tickets.open_tickets(ctx.repo.connection, scope, limit=0)
     lines = [t("admin.home.title")]
@@ -525,12 +530,12 @@ async def staff_action(ctx: Context, head: str, arg: str) -> list[Reply]:
     if head == "tickets":
         scope = await pic_scope(ctx)
         if scope is None:
-            return [pic.not_a_pic(ctx), await menus.main_menu(ctx)]
+            return [pic.not_a_pic(ctx), *await _way_on(ctx)]
         return await ticket_list(ctx, scope)
     if head == "admin_tickets":
         scope = await admin_scope(ctx)
         if scope is None:
-            return [Reply(ctx.t("admin.only")), await menus.main_menu(ctx)]
+            return [Reply(ctx.t("admin.only")), *await _way_on(ctx)]
         return await ticket_list(ctx, scope)
     ticket_id = record_id(arg) or -1
     if head == "tkc":

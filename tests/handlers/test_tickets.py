@@ -255,6 +255,9 @@ async def test_a_worker_asks_on_whatsapp_and_the_answer_comes_back_there(
     await worker.press("Kirim")
     assert "terkirim ke PIC Dinas Kesehatan" in worker.text
     assert "Status saya" in " ".join(worker.labels())  # back to the worker's own menu
+    await worker.say("admin")  # not an administrator: told so, with their own menu
+    assert "khusus untuk administrator" in worker.text
+    assert "Status saya" in " ".join(worker.labels())
     (ticket,) = await tickets(sessionmaker)
     assert ticket.asker_role is AskerRole.WORKER
     assert ticket.worker_id is not None
