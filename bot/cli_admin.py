@@ -7,6 +7,8 @@
     sertakan coverage [--csv FILE]
     sertakan audit list [--opd CODE] [--limit N]
     sertakan worker erase --phone PHONE [--worker ID] [--yes]
+    sertakan admin appoint (--telegram-id ID | --whatsapp PHONE | --console NAME)
+    sertakan admin remove ADMIN_ID / sertakan admin list / sertakan admin unstaffed
 
 `bot.cli` adds these with `add_parsers` and hands a parsed command to
 `dispatch`. Each command runs in one transaction; every change is written with
@@ -35,13 +37,13 @@ from domain.dues import PaidStanding
 from domain.local_time import format_local, local_date
 from domain.phone import PhoneError, display_phone, parse_mobile
 from domain.vocabulary import Channel, SponsorshipStatus
-from storage import roles, worker_side
+from storage import admins, roles, worker_side
 from storage.audit import Actor, recent
 from storage.coverage import CoverageRow, coverage, coverage_total
 from storage.models import Opd
 from storage.opd_repository import OpdRepository
 
-COMMANDS = frozenset({"pic", "invite", "coverage", "audit", "worker"})
+COMMANDS = frozenset({"pic", "invite", "coverage", "audit", "worker", "admin"})
 #: Columns of the coverage report, as in the CSV header.
 COVERAGE_COLUMNS = (
     "opd_code",
@@ -174,12 +176,40 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     erase.add_argument("--yes", action="store_true", help="erase (otherwise: show only)")
 
+    _add_admin_parsers(sub)
+
     audit = sub.add_parser("audit", help="the audit log of PIC and administrator actions")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_list = audit_sub.add_parser("list", help="the newest entries first")
     audit_list.add_argument("--opd", metavar="CODE", help="only entries about this OPD")
     audit_list.add_argument(
         "--limit", type=_positive_int(), default=50, metavar="N", help="at most N (default 50)"
+    )
+
+
+def _add_admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = sub.add_parser(
+        "admin",
+        help="administrator chat accounts, and the OPDs that wait for a PIC",
+        description="An administrator's chat account gets the daily digest of OPDs with "
+        "enrollments waiting and no PIC, a notice when someone needed such an OPD's PIC, "
+        "and the questions ('Tanya PIC') sent to such OPDs, which it can answer in the chat.",
+    )
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    appoint = admin_sub.add_parser("appoint", help="make a chat account an administrator")
+    who = appoint.add_mutually_exclusive_group(required=True)
+    who.add_argument("--telegram-id", type=_telegram_id, metavar="ID", help="Telegram user id")
+    who.add_argument(
+        "--whatsapp", metavar="PHONE", help="WhatsApp number: 08..., 628... or +628..."
+    )
+    who.add_argument("--console", metavar="NAME", help="a console user (sertakan console --user)")
+    remove = admin_sub.add_parser("remove", help="end an administrator appointment")
+    remove.add_argument(
+        "admin_id", type=_positive_int(), metavar="ADMIN_ID", help="from `admin list`"
+    )
+    admin_sub.add_parser("list", help="list the administrator chat accounts")
+    admin_sub.add_parser(
+        "unstaffed", help="OPDs without a reachable PIC that have enrollments or questions waiting"
     )
 
 
@@ -219,6 +249,8 @@ async def _run(
         return _print_coverage(rows, args.csv, today)
     if command == "worker":
         return await _erase_worker(args, runtime, session, now)
+    if command == "admin":
+        return await _admin_command(args, connection, now, zone)
     opd = await _opd(session, args.opd) if args.opd else None
     return await _print_audit(
         connection, opd_id=opd.id if opd else None, limit=args.limit, zone=zone
@@ -270,6 +302,80 @@ async def _erase_worker(
         f"worker {worker_id} erased; {len(erasure.ended)} enrollment(s) ended, "
         "the ASN and PICs will be told"
     )
+    return 0
+
+
+async def _admin_command(
+    args: argparse.Namespace, connection: AsyncConnection, now: datetime, zone: tzinfo
+) -> int:
+    if args.admin_command == "appoint":
+        if args.telegram_id is not None:
+            channel, external_id = Channel.TELEGRAM, str(args.telegram_id)
+            who = f"Telegram user {external_id}"
+        elif args.whatsapp is not None:
+            parsed = parse_mobile(args.whatsapp)
+            if isinstance(parsed, PhoneError):
+                raise _CommandError(
+                    f"{args.whatsapp!r} is not a mobile number ({parsed.problem.value})"
+                )
+            # WhatsApp addresses a person by the number's digits (their wa_id).
+            channel, external_id = Channel.WHATSAPP, parsed.e164.removeprefix("+")
+            who = f"WhatsApp {display_phone(parsed.e164)}"
+        else:
+            name = str(args.console).strip()
+            if not name:
+                raise _CommandError("a console user needs a name")
+            channel, external_id = Channel.CONSOLE, name
+            who = f"console user {name}"
+        admin_id, new = await admins.appoint_admin(
+            connection, channel=channel, external_id=external_id, actor=_admin(), now=now
+        )
+        if not new:
+            print(f"{who} is already administrator {admin_id}; nothing changed")
+            return 0
+        print(f"administrator {admin_id}: {who}")
+        print(
+            "They get the daily digest of OPDs without a PIC, and the questions sent to such "
+            "OPDs; 'admin' in the chat opens their menu."
+        )
+        return 0
+    if args.admin_command == "remove":
+        await admins.remove_admin(connection, admin_id=args.admin_id, actor=_admin(), now=now)
+        print(f"administrator {args.admin_id} removed")
+        return 0
+    if args.admin_command == "list":
+        listings = await admins.list_admins(connection)
+        if not listings:
+            print("no administrator chat accounts (appoint one: sertakan admin appoint)")
+            return 0
+        rows = [
+            [
+                str(item.admin_id),
+                f"{item.channel.value}:{item.external_id}",
+                item.name or "-",
+                format_local(item.appointed_at, zone),
+                item.appointed_by,
+            ]
+            for item in listings
+        ]
+        print(_table(["id", "account", "name", "appointed", "by"], rows, numeric={0}))
+        return 0
+    unstaffed = await admins.unstaffed_opds(connection)
+    if not unstaffed:
+        print("every OPD with enrollments waiting or open questions has a reachable PIC")
+        return 0
+    rows = [
+        [
+            item.code,
+            _shorten(item.name),
+            str(item.waiting),
+            format_local(item.waiting_since, zone) if item.waiting_since else "-",
+            str(item.open_questions),
+        ]
+        for item in unstaffed
+    ]
+    print(_table(["OPD", "name", "waiting", "oldest", "questions"], rows, numeric={2, 4}))
+    print("Appoint a PIC: sertakan pic appoint --opd CODE ... or sertakan invite create --opd CODE")
     return 0
 
 

@@ -140,11 +140,11 @@ SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
 _COMMANDS: Final[dict[Language, tuple[str, ...]]] = {
     Language.INDONESIAN: (
         "start", "menu", "daftar", "pekerja", "bayar", "info", "bantuan", "batal", "kembali",
-        "bahasa",
+        "bahasa", "tanya",
     ),
     Language.ENGLISH: (
         "start", "menu", "daftar", "pekerja", "bayar", "info", "help", "cancel", "kembali",
-        "bahasa",
+        "bahasa", "tanya",
     ),
 }  # fmt: skip
 

@@ -190,3 +190,27 @@ class PaymentStatus(StrEnum):
     RECORDED = "recorded"
     CONFIRMED = "confirmed"
     REJECTED = "rejected"
+
+
+class TicketStatus(StrEnum):
+    """A question to a person ("Tanya PIC"): open until the PIC (or administrator) closes it."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class TicketAuthor(StrEnum):
+    """Who wrote a message of a question's thread."""
+
+    #: The ASN or worker who asked.
+    ASKER = "asker"
+    PIC = "pic"
+    #: An administrator's chat account (for an OPD without a PIC).
+    ADMIN = "admin"
+
+
+class AskerRole(StrEnum):
+    """As whom a person asked: a registered ASN, or a worker known by their WhatsApp number."""
+
+    ASN = "asn"
+    WORKER = "worker"

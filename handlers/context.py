@@ -28,7 +28,7 @@ from storage.repositories import (
     SponsorshipRepository,
     WorkerRepository,
 )
-from storage.roles import PicRole, pic_for_account
+from storage.roles import PicRole, pic_for_account, remember_display_name
 
 #: Options whose id starts with this work at any time (menus); others are tagged
 #: with the question's version and go stale when the question changes.
@@ -180,6 +180,11 @@ class Context:
                 await self.repo.session.flush()
             self._pic = await pic_for_account(self.repo.connection, self.account.id, now=self.now)
             self._pic_loaded = True
+            if self._pic is not None and self.event.display_name:
+                # Appointed by id before ever writing: the name people are told to contact.
+                await remember_display_name(
+                    self.repo.connection, self.account.id, self.event.display_name
+                )
         return self._pic
 
     def forget_pic(self) -> None:

@@ -30,13 +30,14 @@ from handlers.context import (
     Repositories,
 )
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
-from handlers.flows import correction, pic, worker
+from handlers.flows import correction, pic, ticket, worker
 from handlers.flows.correction import CorrectionFlow
 from handlers.flows.enrollment import EnrollmentFlow
 from handlers.flows.payment import PaymentFlow
 from handlers.flows.pic import HandoverFlow, PaymentsFlow, VerifyFlow
 from handlers.flows.plan_change import PlanChangeFlow
 from handlers.flows.registration import RegistrationFlow
+from handlers.flows.ticket import AnswerFlow, AskFlow
 from handlers.flows.worker import CONSENT_PREFIX, EraseFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
@@ -69,6 +70,8 @@ COMMANDS = {
     "language": "language",
     "pic": "pic",
     "bayar": "pay",
+    "tanya": "ask",
+    "admin": "admin",
 }
 #: Words that act at any step (SPEC 4: batal, menu, bantuan; plus kembali).
 FLOW_WORDS = {
@@ -92,6 +95,8 @@ IDLE_WORDS = {
     "start": "start",
     "pic": "pic",
     "bayar": "pay",
+    "tanya": "ask",
+    "admin": "admin",
     # The worker's words on WhatsApp (SPEC 4.6); for anyone else they lead to the menu.
     "ya": "consent:yes",
     "tidak": "consent:no",
@@ -162,6 +167,8 @@ class Engine:
                 PaymentsFlow(),
                 PlanChangeFlow(),
                 EraseFlow(),
+                AskFlow(),
+                AnswerFlow(),
             )
         }
 
@@ -600,6 +607,13 @@ class Engine:
             return await self._start_flow(ctx, PaymentFlow.name)
         if head.startswith("pic"):
             return await self._pic_action(ctx, head, arg)
+        if head == "ask":
+            return await self._start_flow(ctx, AskFlow.name)
+        if head == "tkr":
+            return await self._start_answer(ctx, arg)
+        if head in ticket.STAFF_ACTIONS:
+            self._park_running(ctx)
+            return await ticket.staff_action(ctx, head, arg)
         if head == "erase":
             return await self._start_flow(ctx, EraseFlow.name)
         if head in ("consent", "wstatus"):
@@ -676,6 +690,19 @@ class Engine:
             return [Reply(ctx.t(f"pic.invite.{result.value}")), await menus.main_menu(ctx)]
         welcome = Reply(ctx.t("pic.invite.welcome", opd=result.opd_name))
         return [welcome, await pic.home(ctx, result)]
+
+    async def _start_answer(self, ctx: Context, arg: str) -> list[Reply]:
+        """The PIC's (or administrator's) answer to the question in `arg`."""
+        self._park_running(ctx)
+        data = await ticket.answer_data(ctx, record_id(arg) or -1)
+        if isinstance(data, list):
+            return data
+        state = ctx.state
+        state.flow = AnswerFlow.name
+        state.data = data
+        state.history = []
+        self._enter(ctx, AnswerFlow.steps[0].name)
+        return await self._flows[AnswerFlow.name].step(state.step or "").ask(ctx)
 
     async def _start_correction(self, ctx: Context, arg: str) -> list[Reply]:
         state = ctx.state

@@ -9,7 +9,7 @@ from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
 from handlers.flows.payment import dues_of, plan_of
 from handlers.types import Option, Reply
-from storage import payments
+from storage import admins, payments
 
 INFO_TOPICS = ("dues", "benefits", "how")
 
@@ -33,6 +33,11 @@ async def main_menu(ctx: Context) -> Reply:
     options.append(ctx.global_option("info", t("menu.info")))
     options.append(ctx.global_option("helpmenu", t("menu.help")))
     options.append(ctx.global_option("language", t("menu.language")))
+    # Added last so the positions above stay as people learnt them.
+    if await ctx.asn() is not None:
+        options.append(ctx.global_option("ask", t("menu.ask")))
+    if await admins.admin_id_for_account(ctx.repo.connection, ctx.account.id) is not None:
+        options.append(ctx.global_option("admin", t("menu.admin")))
     return Reply(t("menu.title"), options=tuple(options))
 
 

@@ -75,6 +75,16 @@ class Notices:
         self._timezone = timezone
 
     @property
+    def catalogs(self) -> Catalogs:
+        """The message catalogues (notices are rendered in each recipient's language)."""
+        return self._catalogs
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The province's time zone, which decides what "today" is."""
+        return self._timezone
+
+    @property
     def worker_channel(self) -> Channel | None:
         """The channel workers are told on (WhatsApp), or None when there is none."""
         return self._worker_channel

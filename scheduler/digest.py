@@ -34,7 +34,8 @@ from domain.tariff import DEFAULT_TARIFF, TariffTable
 from domain.vocabulary import Channel, Language, PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
-from storage import payments, workbench
+from scheduler.admin_digest import plan_admin_digests
+from storage import payments, tickets, workbench
 from storage.models import Asn, ChannelAccount, Opd, Outbox, Payment, Pic, Sponsorship, Worker
 from storage.outbox import Notice, enqueue
 
@@ -91,6 +92,9 @@ class DigestPlanner:
             for recipient in await self._recipients(connection):
                 if await self._plan_one(connection, recipient, today, now):
                     planned += 1
+            planned += await plan_admin_digests(
+                connection, self._catalogs, today=today, now=now, timezone=self._timezone
+            )
         # A day with nothing planned is routine: DEBUG (SERTAKAN_LOG_LEVEL=DEBUG shows it).
         log.log(
             logging.INFO if planned else logging.DEBUG, "digest: %d planned for %s", planned, today
@@ -185,7 +189,8 @@ class DigestPlanner:
                 .order_by(Sponsorship.status_changed_at, Sponsorship.id)
             )
         ).all()
-        news = new_waiting or new_cards or new_payments or newly_at_risk or lapsed
+        new_questions = await tickets.count_open(connection, opd, since=since)
+        news = new_waiting or new_cards or new_payments or new_questions or newly_at_risk or lapsed
         if not news:
             return False
         _, payments_waiting = await payments.to_confirm(connection, opd_id=opd, limit=0)
@@ -204,6 +209,9 @@ class DigestPlanner:
         )
         if payments_waiting:
             body += "\n" + t("digest.payments", count=payments_waiting, new=new_payments)
+        open_questions = await tickets.count_open(connection, opd)
+        if open_questions:
+            body += "\n" + t("digest.questions", count=open_questions, new=new_questions)
         if arrears:
             body += "\n" + t("digest.arrears", count=len(arrears), at_risk=len(at_risk))
         if at_risk:

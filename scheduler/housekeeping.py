@@ -21,6 +21,7 @@ from sqlalchemy import delete, func
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from domain.vocabulary import OutboxStatus
+from storage import tickets
 from storage.models import (
     Asn,
     ChannelAccount,
@@ -30,6 +31,8 @@ from storage.models import (
     PendingReply,
     ProcessedUpdate,
     Sponsorship,
+    Ticket,
+    TicketMessage,
     WhatsappInbound,
     Worker,
 )
@@ -52,6 +55,8 @@ PERSONAL_DATA_TABLES: tuple[str, ...] = tuple(
         FailedUpdate,
         ProcessedUpdate,
         PendingReply,
+        Ticket,
+        TicketMessage,
     )
 )
 
@@ -82,6 +87,8 @@ class RetentionResult:
     parked_updates: int
     #: Replies no process sent in all that time (their channel was switched off).
     replies: int = 0
+    #: Questions ("Tanya PIC") closed before the cut-off, with their threads.
+    questions: int = 0
 
 
 async def apply_retention(
@@ -97,6 +104,7 @@ async def apply_retention(
     parked: an operator had the period to look at them. Replies still queued
     by the time they were written: a running channel drops them after
     REPLY_MAX_AGE_HOURS, so only a channel switched off leaves any this old.
+    Questions to a PIC by the time they were closed (open ones stay).
     """
     async with sessionmaker() as session, session.begin():
         notices = await session.execute(
@@ -111,10 +119,12 @@ async def apply_retention(
         replies = await session.execute(
             delete(PendingReply).where(PendingReply.created_at < older_than)
         )
+        questions = await tickets.delete_closed_before(await session.connection(), older_than)
     return RetentionResult(
         notices=int(notices.rowcount),  # type: ignore[attr-defined]
         parked_updates=int(parked.rowcount),  # type: ignore[attr-defined]
         replies=int(replies.rowcount),  # type: ignore[attr-defined]
+        questions=questions,
     )
 
 

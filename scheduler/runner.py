@@ -121,11 +121,12 @@ async def housekeeping_run(
     deleted = await apply_retention(sessionmaker, older_than=now - retention)
     log.info(
         "housekeeping: %d processed update ids, %d notices, %d parked updates, %d stale "
-        "replies deleted",
+        "replies, %d closed questions deleted",
         removed,
         deleted.notices,
         deleted.parked_updates,
         deleted.replies,
+        deleted.questions,
     )
     database = sessionmaker.kw.get("bind")
     if isinstance(database, AsyncEngine):

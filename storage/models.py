@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from domain.tariff import FundingSource
 from domain.vocabulary import (
+    AskerRole,
     BatchStatus,
     Channel,
     ConsentPurpose,
@@ -47,6 +48,8 @@ from domain.vocabulary import (
     ReturnReason,
     Sex,
     SponsorshipStatus,
+    TicketAuthor,
+    TicketStatus,
     WorkerConsent,
 )
 
@@ -577,4 +580,70 @@ class KeyCheck(Base):
 
     key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
     kcv: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Administrator(Base):
+    """A chat account of the program's administrator (SPEC 2): gets the daily digest of
+    OPDs with no PIC and the questions sent to such OPDs ("Tanya PIC").
+
+    Appointed and removed from the command line (`sertakan admin`); `removed_at`
+    ends an appointment and the row stays for the audit trail.
+    """
+
+    __tablename__ = "administrator"
+    __table_args__ = (
+        # One current appointment per account.
+        Index(
+            "uq_administrator_active_account",
+            "channel_account_id",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_account.id"))
+    appointed_by: Mapped[str] = mapped_column(String(120))
+    appointed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    removed_by: Mapped[str | None] = mapped_column(String(120))
+
+
+class Ticket(Base):
+    """A question an ASN or a worker sent to their OPD's PIC ("Tanya PIC", SPEC 4.7).
+
+    The OPD's current PICs answer it; while the OPD has none, the administrators
+    do. The asker is told on the channel of `asker_account_id`. A worker's
+    question names the worker (`worker_id`): erasing the worker deletes it.
+    """
+
+    __tablename__ = "ticket"
+    __table_args__ = (Index("ix_ticket_opd_status", "opd_id", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    opd_id: Mapped[int] = mapped_column(ForeignKey("opd.id"))
+    asker_account_id: Mapped[int] = mapped_column(ForeignKey("channel_account.id"), index=True)
+    asker_role: Mapped[AskerRole] = mapped_column(_enum(AskerRole, "asker_role"))
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("worker.id"), index=True)
+    status: Mapped[TicketStatus] = mapped_column(_enum(TicketStatus, "ticket_status"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: Time of the newest message (lists show the latest first).
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    closed_by: Mapped[str | None] = mapped_column(String(120))
+
+
+class TicketMessage(Base):
+    """One message of a question's thread: the question, then answers."""
+
+    __tablename__ = "ticket_message"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    author: Mapped[TicketAuthor] = mapped_column(_enum(TicketAuthor, "ticket_author"))
+    #: The channel account that wrote it (None once that account is erased).
+    author_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_account.id"))
+    body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

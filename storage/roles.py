@@ -612,3 +612,18 @@ def _new_id(result: Any) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+async def remember_display_name(connection: AsyncConnection, account_id: int, name: str) -> None:
+    """Keep the platform's profile name of an account that has none yet.
+
+    An account created by an appointment (`appoint` by Telegram id) has no
+    name until its person writes; a PIC's name is what others are told to
+    contact. A name already there is left as it is (one indexed UPDATE that
+    changes nothing).
+    """
+    await connection.execute(
+        update(ChannelAccount)
+        .where(ChannelAccount.id == account_id, ChannelAccount.display_name.is_(None))
+        .values(display_name=name[:200])
+    )

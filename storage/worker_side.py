@@ -32,9 +32,10 @@ from domain.vocabulary import (
     SponsorshipStatus,
     WorkerConsent,
 )
-from storage import audit, reply_queue
+from storage import audit, reply_queue, tickets
 from storage.audit import Actor
 from storage.models import (
+    Administrator,
     Asn,
     AuditLog,
     ChannelAccount,
@@ -44,6 +45,7 @@ from storage.models import (
     Outbox,
     Pic,
     Sponsorship,
+    TicketMessage,
     WhatsappInbound,
     Worker,
 )
@@ -306,6 +308,8 @@ async def erase_worker(
         )
     )
     erasure = Erasure(worker_id, tuple(enrollments))
+    # The worker's questions to their PIC quote them: they go with the worker.
+    await tickets.delete_for_worker(connection, worker_id)
     await cancel_sponsorship_reminders(connection, erasure.ended)
     await scrub_traces(
         connection,
@@ -401,7 +405,8 @@ def _escape_like(text: str) -> str:
 
 
 async def number_in_use(connection: AsyncConnection, phone_e164: str) -> bool:
-    """Whether the number still belongs to someone: a not-erased worker, an ASN or a PIC.
+    """Whether the number still belongs to someone: a not-erased worker, an ASN, a PIC or
+    an administrator.
 
     Then its account, journal and parked updates are theirs too and stay.
     """
@@ -417,6 +422,9 @@ async def number_in_use(connection: AsyncConnection, phone_e164: str) -> bool:
         select(Pic.id).where(
             Pic.removed_at.is_(None),
             or_(Pic.phone_e164 == phone_e164, Pic.channel_account_id == account),
+        ),
+        select(Administrator.id).where(
+            Administrator.removed_at.is_(None), Administrator.channel_account_id == account
         ),
     )
     for check in checks:
@@ -529,6 +537,11 @@ async def _redact_rows(
             .where(AuditLog.id == row.id)
             .values(details=_redact(row.details, pattern))
         )
+    # Questions of others (the ASN's, a PIC's answer) that name the worker.
+    for message_id, body in await tickets.messages_quoting(
+        connection, _like_any(TicketMessage.body, words)
+    ):
+        await tickets.set_body(connection, message_id, _redact(body, pattern))
 
 
 async def _scrub_number(
@@ -554,6 +567,7 @@ async def _scrub_number(
             .where(Conversation.channel_account_id == account_id)
             .values(flow=None, step=None, data={}, history=[], draft=None)
         )
+        await tickets.delete_for_account(connection, account_id)
     from_number = WhatsappInbound.sender_id == wa_id
     await connection.execute(
         delete(WhatsappInbound).where(from_number, WhatsappInbound.processed_at.is_not(None))

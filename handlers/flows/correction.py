@@ -23,6 +23,7 @@ from domain.vocabulary import (
     PaymentPlan,
     SponsorshipStatus,
 )
+from handlers import staffing
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
 from handlers.flows import enrollment as e
@@ -164,7 +165,10 @@ class CorrectionSummaryStep(e.SummaryStep):
                     )
                 )
         except IntegrityError:
-            return Invalid(ctx.t("enroll.nik_taken_just_now"))
+            mine = await ctx.asn()
+            assert mine is not None
+            contact = await staffing.contact(ctx, mine.opd_id, mine.opd_name)
+            return Invalid(ctx.t("enroll.nik_taken_just_now", contact=contact))
         asn = await ctx.asn()
         assert asn is not None
         if plan is PaymentPlan.PAYROLL_DEDUCTION and sponsorship.plan is not plan:
@@ -184,7 +188,10 @@ class CorrectionSummaryStep(e.SummaryStep):
             ctx.repo.connection, sponsorship.id, changed=changed, now=ctx.now
         )
         name = str(data["full_name"])
-        return Done([Reply(ctx.t("fix.done", name=name, opd=asn.opd_name))])
+        text = await staffing.queued_text(
+            ctx, name, sponsorship.opd_id, asn.opd_name, waiting_key="fix.done"
+        )
+        return Done([Reply(text)])
 
 
 class CorrectionNikTakenStep(e.NikTakenStep):

@@ -21,6 +21,7 @@ from domain.vocabulary import (
     Sex,
     WorkerConsent,
 )
+from handlers import staffing
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows.common import EditFieldStep, PersonNameStep
@@ -149,7 +150,11 @@ async def refuse_nik(ctx: Context, masked: str, existing: Sponsorship) -> Goto:
         "masked": masked,
         "status": existing.status.value if mine else None,
         "opd": None if mine else existing.opd.name,
+        "opd_id": None if mine else existing.opd_id,
     }
+    if not mine:
+        # The refusal names whom to contact there; nobody there: the administrators hear.
+        await staffing.tell_if_unstaffed(ctx, existing.opd_id)
     return Goto(NikTakenStep.name)
 
 
@@ -178,7 +183,18 @@ class NikTakenStep(Step):
             status = ctx.t(f"status.{refused['status']}")
             text = ctx.t("enroll.nik_taken.yours", nik=refused["masked"], status=status)
         else:
-            text = ctx.t("enroll.nik_taken.other_asn", nik=refused["masked"], opd=refused["opd"])
+            opd_id = refused.get("opd_id")
+            contact = (
+                await staffing.contact(ctx, int(opd_id), str(refused["opd"]), tell=False)
+                if isinstance(opd_id, int)
+                else ctx.t("contact.pic_unnamed", opd=refused["opd"])
+            )
+            text = ctx.t(
+                "enroll.nik_taken.other_asn",
+                nik=refused["masked"],
+                opd=refused["opd"],
+                contact=contact,
+            )
         options = [ctx.option("retype", ctx.t("enroll.nik_taken.retype"))]
         if self.offers_other_worker:
             options.append(ctx.option("other", ctx.t("enroll.nik_taken.other_worker")))
@@ -512,7 +528,8 @@ class SummaryStep(Step):
             return Done([Reply(ctx.t("enroll.register_first"))])
         limit = ctx.config.max_workers_per_asn
         if await ctx.repo.sponsorships.count_open_for_asn(asn.id) >= limit:
-            return Done([Reply(ctx.t("enroll.limit_reached", max=limit))])
+            contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
+            return Done([Reply(ctx.t("enroll.limit_reached", max=limit, contact=contact))])
         data = ctx.state.data
         nik = _nik_of(ctx)
         worker = await ctx.repo.workers.by_nik(nik)
@@ -540,11 +557,12 @@ class SummaryStep(Step):
                 )
         except IntegrityError:
             # Another ASN enrolled the same NIK a moment ago (unique open sponsorship).
-            return Invalid(ctx.t("enroll.nik_taken_just_now"))
+            contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
+            return Invalid(ctx.t("enroll.nik_taken_just_now", contact=contact))
         if plan is PaymentPlan.PAYROLL_DEDUCTION:
             await _record_payroll_statement(ctx, asn.id, sponsorship_id)
         name = str(data["full_name"])
-        replies = [Reply(ctx.t("enroll.done", name=name, opd=asn.opd_name))]
+        replies = [Reply(await staffing.queued_text(ctx, name, asn.opd_id, asn.opd_name))]
         if await ctx.notices.consent_request(ctx.repo.connection, sponsorship_id, now=ctx.now):
             replies.append(Reply(ctx.t("enroll.consent_requested", name=name)))
         return Done(replies)
@@ -616,5 +634,6 @@ class EnrollmentFlow(Flow):
             return ctx.t("enroll.register_first")
         limit = ctx.config.max_workers_per_asn
         if await ctx.repo.sponsorships.count_open_for_asn(asn.id) >= limit:
-            return ctx.t("enroll.limit_reached", max=limit)
+            contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
+            return ctx.t("enroll.limit_reached", max=limit, contact=contact)
         return None

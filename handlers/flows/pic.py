@@ -30,7 +30,7 @@ from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
 from handlers.flows.payment import receipt_file
 from handlers.parsing import TextProblem, parse_note, record_id
 from handlers.types import Document, Option, Reply
-from storage import audit, dues_queries, payments, workbench
+from storage import audit, dues_queries, payments, tickets, workbench
 from storage.audit import Actor
 from storage.collective import collective_rows, preview_import
 from storage.collective_file import KpjFileError, write_collective_xlsx
@@ -136,6 +136,13 @@ async def home(ctx: Context, role: PicRole) -> Reply:
         ctx.global_option("pic_payroll", t("pic.menu.payroll")),
         ctx.global_option("pic_overdue", t("pic.menu.overdue")),
         ctx.global_option("pic_batches", t("pic.menu.batches")),
+        ctx.global_option(
+            "tickets",
+            t(
+                "pic.menu.questions",
+                count=await tickets.count_open(ctx.repo.connection, role.opd_id),
+            ),
+        ),
         ctx.global_option("menu", t("menu.back_to_menu")),
     )
     return Reply(text, options=options)

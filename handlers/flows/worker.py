@@ -53,6 +53,7 @@ def worker_menu(ctx: Context) -> Reply:
             ctx.global_option("wstatus", t("worker.menu.status")),
             ctx.global_option("erase", t("worker.menu.erase")),
             ctx.global_option("helpmenu", t("menu.help")),
+            ctx.global_option("ask", t("menu.ask")),
         ),
     )
 

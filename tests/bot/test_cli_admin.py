@@ -77,6 +77,11 @@ async def pics(runtime: Runtime) -> list[tuple[str, str | None, str | None, bool
         (["coverage", "--help"], ["--csv FILE"]),
         (["audit", "list", "--help"], ["--opd CODE", "--limit N"]),
         (["worker", "erase", "--help"], ["--phone PHONE", "--worker ID", "--yes"]),
+        (
+            ["admin", "appoint", "--help"],
+            ["--telegram-id ID", "--whatsapp PHONE", "--console NAME"],
+        ),
+        (["admin", "remove", "--help"], ["ADMIN_ID"]),
     ],
 )
 def test_every_command_has_help(
@@ -395,3 +400,69 @@ async def test_worker_erase_on_a_shared_phone_needs_the_worker_and_erases_only_t
             (siti, SponsorshipStatus.WAITING_FOR_PIC),
             (joko, SponsorshipStatus.ENDED),
         ]
+
+
+async def test_admin_appoint_list_remove_audited(admin: Admin) -> None:
+    assert await admin.run("admin", "list") == 0
+    assert "no administrator chat accounts" in admin.out
+    assert await admin.run("admin", "appoint", "--telegram-id", "9001") == 0
+    assert admin.out.startswith("administrator ")
+    admin_id = admin.out.split()[1].rstrip(":")
+    assert "Telegram user 9001" in admin.out
+    assert await admin.run("admin", "appoint", "--telegram-id", "9001") == 0
+    assert f"already administrator {admin_id}; nothing changed" in admin.out
+    assert await admin.run("admin", "appoint", "--whatsapp", "0812-3456-7890") == 0
+    assert "WhatsApp 0812-3456-7890" in admin.out
+    assert await admin.run("admin", "appoint", "--whatsapp", "12") == 1
+    assert "'12' is not a mobile number" in admin.err
+    assert await admin.run("admin", "appoint", "--console", "admin") == 0
+    assert "console user admin" in admin.out
+
+    assert await admin.run("admin", "list") == 0
+    _header, _rule, *rows = admin.out.splitlines()
+    assert [row.split()[:2] for row in rows] == [
+        [admin_id, "telegram:9001"],
+        [str(int(admin_id) + 1), "whatsapp:6281234567890"],
+        [str(int(admin_id) + 2), "console:admin"],
+    ]
+    assert await admin.run("admin", "remove", admin_id) == 0
+    assert await admin.run("admin", "remove", admin_id) == 1
+    assert f"no current administrator with id {admin_id}" in admin.err
+    async with admin.runtime.db.connect() as connection:
+        actions = (
+            await connection.execute(
+                select(AuditLog.action, AuditLog.actor_type, AuditLog.record_id)
+                .where(AuditLog.action.like("admin.%"))
+                .order_by(AuditLog.id)
+            )
+        ).all()
+    assert [tuple(row) for row in actions] == [
+        ("admin.appoint", "admin", admin_id),
+        ("admin.appoint", "admin", str(int(admin_id) + 1)),
+        ("admin.appoint", "admin", str(int(admin_id) + 2)),
+        ("admin.remove", "admin", admin_id),
+    ]
+
+
+async def test_admin_unstaffed_lists_opds_waiting_without_a_pic(
+    admin: Admin, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    assert await admin.run("admin", "unstaffed") == 0
+    assert "every OPD with enrollments waiting or open questions has a reachable PIC" in admin.out
+    budi = Chat(admin.runtime.engine, admin.runtime.clock)  # type: ignore[arg-type]
+    await budi.register()
+    await budi.enroll_until_summary()
+    await budi.press("Kirim ke PIC")
+    assert await admin.run("admin", "unstaffed") == 0
+    header, _rule, row, hint = admin.out.splitlines()
+    assert header.split() == ["OPD", "name", "waiting", "oldest", "questions"]
+    assert row.split()[:3] == ["BKL-DINKES", "Dinas", "Kesehatan"]
+    assert row.split()[3] == "1" and row.endswith("WIB          0")
+    assert "sertakan invite create" in hint
+    # A PIC by phone who never wrote is no one to reach: still listed.
+    await admin.run("pic", "appoint", "--opd", "BKL-DINKES", "--phone", "0812-3456-7890")
+    assert await admin.run("admin", "unstaffed") == 0
+    assert "BKL-DINKES" in admin.out
+    await admin.run("pic", "appoint", "--opd", "BKL-DINKES", "--telegram-id", "2001")
+    assert await admin.run("admin", "unstaffed") == 0
+    assert "every OPD" in admin.out

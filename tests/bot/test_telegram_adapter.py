@@ -381,7 +381,9 @@ async def test_set_commands_publishes_both_menus(server: FakeTelegramServer) -> 
         await channel.set_commands()
     indonesian = [c["command"] for c in server.commands[None]]
     english = [c["command"] for c in server.commands["en"]]
-    assert {"start", "menu", "daftar", "pekerja", "bantuan", "batal", "bahasa"} <= set(indonesian)
+    assert {"start", "menu", "daftar", "pekerja", "bantuan", "batal", "bahasa", "tanya"} <= set(
+        indonesian
+    )
     assert {"start", "help", "cancel", "bahasa"} <= set(english)
     names = indonesian + english
     assert all(n.isascii() and n.replace("_", "").isalnum() and n.islower() for n in names)

@@ -53,8 +53,8 @@ from tests.fakes.telegram_user import TelegramUser, inline_buttons, watching
 
 BUDI = 5500000001
 SECRET = "e2e-webhook-secret_0123456789"
-#: What the bot says once a sponsorship went to the PIC.
-SUBMITTED = "menunggu pemeriksaan PIC Dinas Kesehatan"
+#: What the bot says once a sponsorship went to the OPD's queue (Dinas Kesehatan has no PIC here).
+SUBMITTED = "sudah masuk, tetapi Dinas Kesehatan belum punya PIC"
 
 
 # --- fixtures --------------------------------------------------------------------

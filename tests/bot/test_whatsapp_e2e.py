@@ -251,7 +251,7 @@ async def enroll(budi: Person, nik: str, name: str, phone: str) -> None:
     await budi.press("Bulanan")
     await budi.press("Desember 2026")
     await budi.press("Kirim ke PIC")
-    assert "menunggu pemeriksaan PIC Dinas Kesehatan" in budi.text
+    assert "sudah masuk, tetapi Dinas Kesehatan belum punya PIC" in budi.text
 
 
 async def test_from_whatsapp_registration_to_card_ready_by_template_and_free_text(

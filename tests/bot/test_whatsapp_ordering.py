@@ -69,7 +69,7 @@ async def test_village_and_district_delivered_in_reverse_are_not_swapped(
         await budi.press("Bulanan")
         await budi.press("Desember 2026")
         await budi.press("Kirim ke PIC")
-        assert "menunggu pemeriksaan PIC" in budi.text
+        assert "Dinas Kesehatan belum punya PIC" in budi.text
     async with sessionmaker() as session:
         worker = (await session.execute(select(Worker))).scalar_one()
     assert (worker.village, worker.district) == ("Sukamaju", "Ciawi")

@@ -161,7 +161,7 @@ async def test_replayed_update_has_one_effect(
 ) -> None:
     await chat.enroll_until_summary()
     await chat.press("Kirim ke PIC")
-    assert "Terkirim" in chat.text
+    assert "Pendaftaran Siti Aminah sudah masuk" in chat.text
     assert await chat.replay() == []
     async with sessionmaker() as session:
         assert (await session.execute(select(func.count(Sponsorship.id)))).scalar_one() == 1

@@ -53,7 +53,8 @@ async def test_enrollment_lands_in_database_encrypted(
     # Shown as people write it; stored as E.164 (below).
     assert "0812-9876-5432" in summary and "+62" not in summary
     await chat.press("Kirim ke PIC")
-    assert "menunggu pemeriksaan PIC Dinas Kesehatan" in chat.text
+    # Dinas Kesehatan has no PIC here: said plainly (issue 12 item 2).
+    assert "Dinas Kesehatan belum punya PIC" in chat.text
     async with sessionmaker() as session:
         worker = (await session.execute(select(Worker))).scalar_one()
         sponsorship = (await session.execute(select(Sponsorship))).scalar_one()
@@ -257,7 +258,8 @@ async def test_duplicate_nik_with_another_sponsor_names_whom_to_contact(
     question = other.question.text
     assert "NIK 3201********0001 sudah terdaftar" in question
     assert "sudah disponsori ASN lain melalui Dinas Kesehatan" in question
-    assert "hubungi PIC Dinas Kesehatan" in question
+    # Nobody to contact there: said plainly, not "contact the PIC".
+    assert "Dinas Kesehatan belum punya PIC" in question
     assert "NIK pekerja lain" not in question  # the old prompt that kept the first name
     assert other.labels() == ["✏️ Ketik ulang NIK", "👤 Pekerja lain", "❌ Batalkan"]
     assert len(await _sponsorships(sessionmaker)) == 1

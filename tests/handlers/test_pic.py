@@ -35,7 +35,7 @@ async def test_pic_menu_shows_the_opd_summary(office: Office) -> None:
 
 async def test_asn_menu_has_no_pic_entry_and_pic_words_are_refused(office: Office) -> None:
     await office.asn.say("/start")
-    assert not any("PIC" in label for label in office.asn.labels())
+    assert not any("Menu PIC" in label for label in office.asn.labels())
     await office.asn.say("pic")
     assert "khusus untuk PIC OPD" in office.asn.text
     # A forged button press of the PIC menu writes nothing.

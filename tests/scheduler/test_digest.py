@@ -6,13 +6,17 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
 from scheduler.digest import DigestPlanner
-from tests.fakes.chat import OTHER_NIK
-from tests.fakes.workbench import PIC_ID, Office, build_office
+from storage.models import Outbox
+from tests.fakes.chat import OTHER_NIK, Chat, build_engine, seed_opds
+from tests.fakes.clock import FrozenClock
+from tests.fakes.staff import ADMIN_ID, appoint_admin_account
+from tests.fakes.workbench import PIC_ID, Office, appoint_pic, build_office
 
 #: Monday 23 November 2026, 08:30 in Jakarta.
 MONDAY_0830 = datetime(2026, 11, 23, 1, 30, tzinfo=UTC)
@@ -148,3 +152,59 @@ async def test_a_lapse_brings_the_digest_naming_it(office: Office) -> None:
     assert "• Siti Aminah (sponsor Budi Santoso)" in latest.body
     office.clock.now = at_0830(date(2027, 2, 17))
     assert await planner(office).plan() == 0
+
+
+async def test_a_question_to_the_pic_is_news_for_the_digest(office: Office) -> None:
+    office.clock.now = MONDAY_0830
+    await office.asn.say("tanya")
+    await office.asn.say("Kapan kartu pekerja saya terbit?")
+    await office.asn.press("Kirim")
+    assert await planner(office).plan() == 1
+    (digest,) = await office.outbox("digest")
+    assert "Pertanyaan terbuka: 1 (1 baru)" in digest.body
+
+
+async def test_administrators_hear_every_working_day_of_opds_without_pic(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FrozenClock()
+    await seed_opds(sessionmaker, clock)
+    asn = Chat(build_engine(sessionmaker, clock), clock)
+    await asn.register()  # Dinas Kesehatan, which has no PIC
+    await asn.enroll_until_summary()
+    await asn.press("Kirim ke PIC")
+    await appoint_admin_account(sessionmaker, clock)
+    clock.now = MONDAY_0830
+
+    def admin_planner() -> DigestPlanner:
+        return DigestPlanner(
+            sessionmaker.kw["bind"],
+            Catalogs(),
+            clock,
+            timezone=ZoneInfo("Asia/Jakarta"),
+            calendar=WorkCalendar(()),
+            send_at=time(8, 0),
+        )
+
+    async def admin_digests() -> list[str]:
+        async with sessionmaker() as session:
+            rows = await session.execute(
+                select(Outbox).where(Outbox.kind == "admin_digest").order_by(Outbox.id)
+            )
+            return [f"{row.recipient}|{row.dedupe_key}|{row.body}" for row in rows.scalars()]
+
+    assert await admin_planner().plan() == 1
+    assert await admin_planner().plan() == 0  # once a day
+    (digest,) = await admin_digests()
+    assert digest.startswith(f"{ADMIN_ID}|admin_digest:admin:")
+    assert "OPD tanpa PIC yang punya pekerjaan menunggu: 1" in digest
+    assert "Dinas Kesehatan (BKL-DINKES): 1 pendaftaran menunggu sejak" in digest
+    assert "sertakan pic appoint" in digest
+    # Still nobody there the next working day: told again.
+    clock.advance(timedelta(days=1))
+    assert await admin_planner().plan() == 1
+    # Once a PIC is appointed the OPD leaves the administrators' digest (the PIC gets theirs).
+    await appoint_pic(sessionmaker, clock, telegram_id="2001", opd_code="BKL-DINKES")
+    clock.advance(timedelta(days=1))
+    await admin_planner().plan()
+    assert len(await admin_digests()) == 2
