@@ -656,6 +656,10 @@ class Engine:
             return await pic.discard_import(ctx, role, arg)
         if head == "pic_payroll":
             return await pic.payroll_month(ctx, role, arg)
+        if head == "pic_payroll_ok":
+            return await pic.payroll_confirm(ctx, role, arg)
+        if head == "pic_payroll_undo":
+            return await pic.payroll_undo(ctx, role, arg)
         if head == "pic_overdue":
             return await pic.overdue(ctx, role)
         return [await pic.home(ctx, role)]
