@@ -42,6 +42,7 @@ from handlers.i18n import Catalogs
 from handlers.notices import Notices
 from handlers.parsing import match_option, normalise, record_id, storable_event
 from handlers.types import EventKind, InboundEvent, QueuedReplies, Reply, encode_replies
+from handlers.where_to_pay import where_to_pay
 from storage.collective_file import KpjFileError
 from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
@@ -592,7 +593,11 @@ class Engine:
         if head == "pay":
             if await ctx.asn() is None:
                 return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]
-            return await self._start_flow(ctx, PaymentFlow.name)
+            replies = await self._start_flow(ctx, PaymentFlow.name)
+            if state.flow == PaymentFlow.name and not state.history:
+                # Recording follows paying: say first where BPJS dues are paid.
+                replies.insert(0, Reply(where_to_pay(ctx.t, ctx.config.payment_channels)))
+            return replies
         if head.startswith("pic"):
             return await self._pic_action(ctx, head, arg)
         if head == "erase":

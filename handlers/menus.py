@@ -7,32 +7,44 @@ from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
-from handlers.flows.payment import dues_of, plan_of
+from handlers.flows.payment import dues_of, has_dues_to_pay, plan_of
 from handlers.types import Option, Reply
+from handlers.where_to_pay import where_to_pay
 from storage import payments
 
-INFO_TOPICS = ("dues", "benefits", "how")
+INFO_TOPICS = ("dues", "where", "benefits", "how")
 
 
 async def main_menu(ctx: Context) -> Reply:
-    """The main menu, adapted to whether the person is a registered ASN and has a draft."""
+    """The main menu: the same entries at the same positions whatever happens meanwhile.
+
+    A person types a number they remember ("2" for my workers), so an entry that
+    comes and goes must never move the others (issue 12 item 13). The fixed
+    entries come first (register, or enroll and my workers; then info, help,
+    language); the ones that come and go follow in a fixed order: pay dues (when
+    the ASN has something to pay), the PIC menu (for a PIC), continue the draft
+    (when one is kept), the most changeable last.
+    """
     t = ctx.t
+    asn = await ctx.asn()
     options: list[Option] = []
-    draft = ctx.state.draft
-    if draft:
-        title = t(f"flow.title.{draft.get('flow')}")
-        options.append(ctx.global_option("resume", t("menu.resume", title=title)))
-    if await ctx.asn() is None:
+    if asn is None:
         options.append(ctx.global_option("register", t("menu.register")))
     else:
         options.append(ctx.global_option("enroll", t("menu.enroll")))
         options.append(ctx.global_option("workers", t("menu.workers")))
-    role = await ctx.pic()
-    if role is not None:
-        options.append(ctx.global_option("pic", t("menu.pic", opd=role.opd_name)))
     options.append(ctx.global_option("info", t("menu.info")))
     options.append(ctx.global_option("helpmenu", t("menu.help")))
     options.append(ctx.global_option("language", t("menu.language")))
+    if asn is not None and await has_dues_to_pay(ctx):
+        options.append(ctx.global_option("pay", t("menu.pay")))
+    role = await ctx.pic()
+    if role is not None:
+        options.append(ctx.global_option("pic", t("menu.pic", opd=role.opd_name)))
+    draft = ctx.state.draft
+    if draft:
+        title = t(f"flow.title.{draft.get('flow')}")
+        options.append(ctx.global_option("resume", t("menu.resume", title=title)))
     return Reply(t("menu.title"), options=tuple(options))
 
 
@@ -88,6 +100,8 @@ def info(ctx: Context, topic: str | None) -> Reply:
             monthly=t.money(dues.total),
             quarterly=t.money(ctx.config.tariff.plan_amount(PaymentPlan.QUARTERLY, month)),
         )
+    elif topic == "where":
+        text = where_to_pay(t, ctx.config.payment_channels)
     else:
         text = t(f"info.{topic}")
     return Reply(text, options=topic_options)
