@@ -37,6 +37,7 @@ from handlers.flows.payment import PaymentFlow
 from handlers.flows.pic import HandoverFlow, PaymentsFlow, VerifyFlow
 from handlers.flows.plan_change import PlanChangeFlow
 from handlers.flows.registration import RegistrationFlow
+from handlers.flows.stop import StopSponsoringFlow
 from handlers.flows.worker import CONSENT_PREFIX, EraseFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
@@ -70,6 +71,7 @@ COMMANDS = {
     "language": "language",
     "pic": "pic",
     "bayar": "pay",
+    "berhenti": "stop",
 }
 #: Words that act at any step (SPEC 4: batal, menu, bantuan; plus kembali).
 FLOW_WORDS = {
@@ -93,6 +95,7 @@ IDLE_WORDS = {
     "start": "start",
     "pic": "pic",
     "bayar": "pay",
+    "berhenti": "stop",
     # The worker's words on WhatsApp (SPEC 4.6); for anyone else they lead to the menu.
     "ya": "consent:yes",
     "tidak": "consent:no",
@@ -163,6 +166,7 @@ class Engine:
                 PaymentsFlow(),
                 PlanChangeFlow(),
                 EraseFlow(),
+                StopSponsoringFlow(),
             )
         }
 
@@ -598,6 +602,10 @@ class Engine:
                 # Recording follows paying: say first where BPJS dues are paid.
                 replies.insert(0, Reply(where_to_pay(ctx.t, ctx.config.payment_channels)))
             return replies
+        if head == "stop":
+            if await ctx.asn() is None:
+                return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]
+            return await self._start_flow(ctx, StopSponsoringFlow.name)
         if head.startswith("pic"):
             return await self._pic_action(ctx, head, arg)
         if head == "erase":

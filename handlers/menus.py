@@ -11,6 +11,7 @@ from handlers.flows.payment import dues_of, has_dues_to_pay, plan_of
 from handlers.types import Option, Reply
 from handlers.where_to_pay import where_to_pay
 from storage import payments
+from storage.sponsorship_end import stop_reason
 
 INFO_TOPICS = ("dues", "where", "benefits", "how")
 
@@ -172,6 +173,13 @@ async def my_workers(ctx: Context) -> list[Reply]:
                     )
                 ),
             )
+        stopped = stop_reason(sponsorship.end_reason)
+        if sponsorship.status is SponsorshipStatus.ENDED and stopped is not None:
+            lines[-1] += "\n" + (
+                t("workers.stopped", month=t.month(sponsorship.ended_month))
+                if sponsorship.ended_month
+                else t("workers.stopped_unpaid")
+            )
         if sponsorship.status is SponsorshipStatus.RETURNED:
             lines[-1] += "\n" + t("workers.returned", reason=sponsorship.return_reason or "-")
             actions.append(
@@ -182,6 +190,8 @@ async def my_workers(ctx: Context) -> list[Reply]:
         actions.insert(0, ctx.global_option("plan", t("workers.change_plan")))
     if payable:
         actions.insert(0, ctx.global_option("pay", t("workers.pay")))
+    if any(s.status.is_open for s in sponsorships):
+        actions.append(ctx.global_option("stop", t("workers.stop")))
     if actions:
         prompt = t("workers.fix_prompt") if has_fixes else t("workers.actions")
         return [
