@@ -60,6 +60,19 @@ def resume_offer(ctx: Context, title: str) -> Reply:
     )
 
 
+def draft_kept(ctx: Context, title: str) -> Reply:
+    """After "batal" with answers given: nothing was sent, the answers are a draft;
+    continue it, throw it away, or go to the menu."""
+    return Reply(
+        ctx.t("flow.cancelled_kept", title=title),
+        options=(
+            ctx.global_option("resume", ctx.t("draft.continue")),
+            ctx.global_option("discard", ctx.t("draft.discard")),
+            ctx.global_option("menu", ctx.t("draft.to_menu")),
+        ),
+    )
+
+
 def draft_choice(ctx: Context, title: str, flow: str) -> Reply:
     """Starting a flow that has a draft: continue it or start again."""
     return Reply(

@@ -152,7 +152,10 @@ class CorrectionSummaryStep(e.SummaryStep):
             now=ctx.now,
         )
         name = str(data["full_name"])
-        return Done([Reply(ctx.t("fix.done", name=name, opd=asn.opd_name))])
+        return Done(
+            [Reply(ctx.t("fix.done", name=name, opd=asn.opd_name))],
+            sent_key="flow.already_sent.correction",
+        )
 
 
 class CorrectionNikTakenStep(e.NikTakenStep):
