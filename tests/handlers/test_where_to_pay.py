@@ -71,3 +71,18 @@ async def test_a_reminder_says_where_to_pay(office: Office) -> None:
     (reminder,) = [row for row in await office.outbox() if row.kind.startswith("reminder")]
     assert reminder.body.startswith("⏰ Pengingat: iuran BPJS Ketenagakerjaan Siti Aminah")
     assert "• Minimarket (Indomaret, Alfamart): di kasir" in reminder.body
+
+
+def test_the_reminder_templates_point_to_bayar_outside_the_24_hour_window() -> None:
+    """A WhatsApp reminder sent as its approved template cannot carry the province's list;
+    it says to type BAYAR, which answers with it."""
+    from bot.whatsapp.templates import load_templates
+    from domain.vocabulary import Language
+    from tests.fakes.graph_api import SHIPPED_TEMPLATES
+
+    book = load_templates(SHIPPED_TEMPLATES)
+    for kind in ("before5", "before1", "overdue", "escalation"):
+        template = book.get(f"reminder_{kind}")
+        assert template is not None
+        assert "ketik BAYAR" in template.text_for(Language.INDONESIAN).body
+        assert "type BAYAR" in template.text_for(Language.ENGLISH).body
