@@ -1,4 +1,4 @@
-"""Where BPJS Ketenagakerjaan dues are actually paid: a list a province edits (issue 12 item 10).
+"""Where BPJS Ketenagakerjaan dues are actually paid: a list a province edits.
 
 The bot records payments; the money goes to BPJS through its own channels
 (branch office, post office, banks, shops, the JMO app), which differ by

@@ -20,7 +20,7 @@ async def main_menu(ctx: Context) -> Reply:
     """The main menu: the same entries at the same positions whatever happens meanwhile.
 
     A person types a number they remember ("2" for my workers), so an entry that
-    comes and goes must never move the others (issue 12 item 13). The fixed
+    comes and goes must never move the others. The fixed
     entries come first (register, or enroll and my workers; then info, help,
     language); the ones that come and go follow in a fixed order: pay dues (when
     the ASN has something to pay), the PIC menu (for a PIC), continue the draft

@@ -381,7 +381,7 @@ class Notices:
         now: datetime,
     ) -> None:
         """Tell the OPD's PICs, and the worker on WhatsApp, that the ASN stopped sponsoring
-        (issue 12 item 11), with the last month covered. `reason` renders the ASN's reason
+        with the last month covered. `reason` renders the ASN's reason
         in a recipient's language. The worker is told only if they were ever contacted
         about the enrollment (asked for consent, or consented)."""
         row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()

@@ -1,4 +1,4 @@
-"""The "where to pay" text (issue 12 item 10): the province's payment channels, in the reader's
+"""The "where to pay" text: the province's payment channels, in the reader's
 language, for the info menu, /bayar and the dues reminders."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ASN stops sponsoring a worker (issue 12 item 11): the state change, in one place.
+"""The ASN stops sponsoring a worker: the state change, in one place.
 
 The sponsorship ends at once (status ENDED, so it leaves the open-sponsorship
 index, the reminders, the lapse, the digest counts and the payroll month) and

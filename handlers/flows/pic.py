@@ -802,7 +802,7 @@ async def _undo_option(ctx: Context, role: PicRole, month: date) -> tuple[Option
 
 
 async def payroll_month(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
-    """Payroll deduction (issue 12 item 8): this month and last month with how many are
+    """Payroll deduction: this month and last month with how many are
     unpaid; a month shows who and how much before anything is marked (`payroll_preview`).
     Refused when nobody in the OPD is on payroll deduction."""
     t = ctx.t
