@@ -380,7 +380,7 @@ class Notices:
         reason: Callable[[Translator], str],
         now: datetime,
     ) -> None:
-        """Tell the OPD's PICs, and the worker on WhatsApp, that the ASN stopped sponsoring
+        """Tell the OPD's PICs, and the worker on WhatsApp, that the ASN stopped sponsoring,
         with the last month covered. `reason` renders the ASN's reason
         in a recipient's language. The worker is told only if they were ever contacted
         about the enrollment (asked for consent, or consented)."""
