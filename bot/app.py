@@ -21,6 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.settings import Environment, Settings
 from domain.dues import allowed_plans
 from domain.eligibility import AgeBounds
+from domain.payment_channels import (
+    PaymentChannel,
+    PaymentChannelsFileError,
+    load_payment_channels,
+)
 from domain.tariff import DEFAULT_TARIFF, TariffFileError, TariffTable, load_tariff
 from domain.vocabulary import Channel
 from domain.workdays import HolidayFileError, WorkCalendar, load_holidays
@@ -214,6 +219,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         tariff=tariff_table(settings),
         max_months_ahead=program.max_months_ahead,
         plans=allowed_plans(semiannual=program.allow_semiannual, annual=program.allow_annual),
+        payment_channels=payment_channels(settings),
     )
 
 
@@ -332,6 +338,19 @@ def tariff_table(settings: Settings) -> TariffTable:
         raise StartupError(f"PROGRAM_TARIFF_FILE {path}: {exc}") from exc
 
 
+def payment_channels(settings: Settings) -> tuple[PaymentChannel, ...]:
+    """Where dues are paid (PROGRAM_PAYMENT_CHANNELS_FILE); none, with a warning, without
+    the file (the texts then say to ask the PIC)."""
+    path = settings.program.payment_channels_file
+    if not path.exists():
+        log.warning("no payment channels file at %s: sponsors are told to ask their PIC", path)
+        return ()
+    try:
+        return load_payment_channels(path)
+    except PaymentChannelsFileError as exc:
+        raise StartupError(f"PROGRAM_PAYMENT_CHANNELS_FILE {path}: {exc}") from exc
+
+
 def work_calendar(settings: Settings, clock: Clock) -> WorkCalendar:
     """The holiday list (PROGRAM_HOLIDAYS_FILE); weekends only, with a warning, without one."""
     path = settings.program.holidays_file
@@ -387,6 +406,7 @@ def build_background(
             calendar=runtime.calendar,
             tariff=runtime.engine.config.tariff,
             worker_channel=runtime.engine.notices.worker_channel,
+            payment_channels=runtime.engine.config.payment_channels,
         ),
         reminder_time=settings.program.reminder_time,
     )

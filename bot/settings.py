@@ -93,6 +93,9 @@ class ProgramSettings(BaseSettings):
     #: National holidays and collective leave (date,name[,kind]); Monday to Friday
     #: minus these are working days (digest days, and due dates later).
     holidays_file: Path = Path("data/holidays_id.csv")
+    #: Where BPJS dues are paid (name,how_id[,name_en,how_en]): shown in info, at /bayar
+    #: and in reminders; a province edits it.
+    payment_channels_file: Path = Path("data/payment_channels.csv")
 
 
 class TelegramSettings(BaseSettings):

@@ -139,12 +139,12 @@ SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
 #: of them in both languages.
 _COMMANDS: Final[dict[Language, tuple[str, ...]]] = {
     Language.INDONESIAN: (
-        "start", "menu", "daftar", "pekerja", "bayar", "info", "bantuan", "batal", "kembali",
-        "bahasa", "tanya",
+        "start", "menu", "daftar", "pekerja", "bayar", "berhenti", "info", "bantuan", "batal",
+        "kembali", "bahasa", "tanya",
     ),
     Language.ENGLISH: (
-        "start", "menu", "daftar", "pekerja", "bayar", "info", "help", "cancel", "kembali",
-        "bahasa", "tanya",
+        "start", "menu", "daftar", "pekerja", "bayar", "berhenti", "info", "help", "cancel",
+        "kembali", "bahasa", "tanya",
     ),
 }  # fmt: skip
 

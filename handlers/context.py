@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.eligibility import AgeBounds
+from domain.payment_channels import PaymentChannel
 from domain.tariff import TariffTable
 from domain.vocabulary import Language, PaymentPlan
 from domain.workdays import WorkCalendar
@@ -64,6 +65,8 @@ class EngineConfig:
     #: How much of a KPJ file a PIC sends is read, and the limits of the child reading it.
     kpj_file_budget: FileBudget = DEFAULT_BUDGET
     kpj_read_limits: ReadLimits = DEFAULT_LIMITS
+    #: Where BPJS dues are paid (PROGRAM_PAYMENT_CHANNELS_FILE); empty: "ask your PIC".
+    payment_channels: tuple[PaymentChannel, ...] = ()
 
 
 @dataclasses.dataclass(slots=True)

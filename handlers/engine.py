@@ -38,11 +38,13 @@ from handlers.flows.pic import HandoverFlow, PaymentsFlow, VerifyFlow
 from handlers.flows.plan_change import PlanChangeFlow
 from handlers.flows.registration import RegistrationFlow
 from handlers.flows.ticket import AnswerFlow, AskFlow
+from handlers.flows.stop import StopSponsoringFlow
 from handlers.flows.worker import CONSENT_PREFIX, EraseFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
 from handlers.parsing import match_option, normalise, record_id, storable_event
 from handlers.types import EventKind, InboundEvent, QueuedReplies, Reply, encode_replies
+from handlers.where_to_pay import where_to_pay
 from storage.collective_file import KpjFileError
 from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
@@ -72,6 +74,7 @@ COMMANDS = {
     "bayar": "pay",
     "tanya": "ask",
     "admin": "admin",
+    "berhenti": "stop",
 }
 #: Words that act at any step (SPEC 4: batal, menu, bantuan; plus kembali).
 FLOW_WORDS = {
@@ -97,12 +100,18 @@ IDLE_WORDS = {
     "bayar": "pay",
     "tanya": "ask",
     "admin": "admin",
+    "berhenti": "stop",
     # The worker's words on WhatsApp (SPEC 4.6); for anyone else they lead to the menu.
     "ya": "consent:yes",
     "tidak": "consent:no",
     "status": "wstatus",
     "hapus": "erase",
 }
+#: Key in an idle conversation's data: what the flow that just ended sent (`Done.sent_key`)
+#: and the versions of its questions.
+_SENT = "_sent"
+#: Key in a running flow's data: the version of its first question (kept with a draft).
+_SINCE = "_since"
 #: A typed PIC invite code ("PIC-7K3QX9AB"; the prefix is optional with the dash).
 _INVITE_CODE = re.compile(r"^\s*pic[-\s]?([a-z0-9]{8})\s*$", re.IGNORECASE | re.ASCII)
 
@@ -169,6 +178,7 @@ class Engine:
                 EraseFlow(),
                 AskFlow(),
                 AnswerFlow(),
+                StopSponsoringFlow(),
             )
         }
 
@@ -409,7 +419,11 @@ class Engine:
         if isinstance(outcome, Invalid):
             return [Reply(outcome.message), *await flow.step(state.step).ask(ctx)]
         if isinstance(outcome, Done):
+            versions = {"from": state.data.get(_SINCE, 0), "to": state.version}
             self._end_flow(ctx)
+            if outcome.sent_key is not None:
+                # Until another flow starts: its buttons, pressed again, say it was sent.
+                state.data[_SENT] = {"key": outcome.sent_key, **versions}
             replies = list(outcome.replies)
             if outcome.show_menu or not (replies and replies[-1].options):
                 # An end that offers nothing lands where the flow says it returns.
@@ -502,6 +516,7 @@ class Engine:
         first = flow.first if flow.steps[0].applies(ctx) else flow.after(flow.first, ctx)
         assert first is not None
         self._enter(ctx, first)
+        state.data[_SINCE] = state.version
         return await flow.step(first).ask(ctx)
 
     async def _resume(self, ctx: Context) -> list[Reply]:
@@ -534,13 +549,26 @@ class Engine:
         """Input outside any flow: greet and show the menu (with the draft offer)."""
         event = ctx.event
         if event.kind is EventKind.CHOICE:
-            return [Reply(ctx.t("input.stale_button")), *await self._menu(ctx)]
+            return [Reply(self._stale_notice(ctx)), *await self._menu(ctx)]
         if event.kind is EventKind.UNSUPPORTED:
             return [Reply(ctx.t("input.unsupported")), *await self._menu(ctx)]
         greeting = await worker.greeting(ctx)
         if greeting is not None:
             return greeting
         return [Reply(ctx.t("menu.greeting")), await menus.main_menu(ctx)]
+
+    def _stale_notice(self, ctx: Context) -> str:
+        """What an old button pressed outside any flow says: "already sent" for a question
+        of a flow that sent something (an enrollment), else that it no longer applies."""
+        sent = ctx.state.data.get(_SENT)
+        version = record_id((ctx.event.choice_id or "").partition(":")[0])
+        if (
+            isinstance(sent, dict)
+            and version is not None
+            and int(sent.get("from") or 0) <= version <= int(sent.get("to") or 0)
+        ):
+            return ctx.t(str(sent["key"]))
+        return ctx.t("input.stale_idle")
 
     async def _menu(self, ctx: Context) -> list[Reply]:
         """The main menu, or for a WhatsApp worker / unknown number what they can do."""
@@ -565,8 +593,19 @@ class Engine:
                 return [Reply(ctx.t("flow.nothing_to_cancel")), await menus.main_menu(ctx)]
             had_answers = any(not key.startswith("_") for key in state.data)
             self._park(ctx, flow)
-            key = "flow.cancelled_kept" if had_answers else "flow.cancelled"
-            return [Reply(ctx.t(key)), await menus.main_menu(ctx)]
+            title = ctx.t(flow.title_key)
+            if not had_answers:
+                return [Reply(ctx.t("flow.cancelled", title=title)), await menus.main_menu(ctx)]
+            # Nothing was sent and nothing is lost: say so, and offer both ways on.
+            return [menus.draft_kept(ctx, title)]
+        if head == "discard":
+            if flow is not None:
+                self._park(ctx, flow)
+            if not state.draft:
+                return [Reply(ctx.t("draft.none")), await menus.main_menu(ctx)]
+            title = self._draft_title(ctx)
+            state.draft = None
+            return [Reply(ctx.t("draft.discarded", title=title)), await menus.main_menu(ctx)]
         if head == "help":
             if flow is not None and state.step:
                 step = flow.step(state.step)
@@ -604,7 +643,15 @@ class Engine:
         if head == "pay":
             if await ctx.asn() is None:
                 return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]
-            return await self._start_flow(ctx, PaymentFlow.name)
+            replies = await self._start_flow(ctx, PaymentFlow.name)
+            if state.flow == PaymentFlow.name and not state.history:
+                # Recording follows paying: say first where BPJS dues are paid.
+                replies.insert(0, Reply(where_to_pay(ctx.t, ctx.config.payment_channels)))
+            return replies
+        if head == "stop":
+            if await ctx.asn() is None:
+                return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]
+            return await self._start_flow(ctx, StopSponsoringFlow.name)
         if head.startswith("pic"):
             return await self._pic_action(ctx, head, arg)
         if head == "ask":
@@ -675,6 +722,10 @@ class Engine:
             return await pic.discard_import(ctx, role, arg)
         if head == "pic_payroll":
             return await pic.payroll_month(ctx, role, arg)
+        if head == "pic_payroll_ok":
+            return await pic.payroll_confirm(ctx, role, arg)
+        if head == "pic_payroll_undo":
+            return await pic.payroll_undo(ctx, role, arg)
         if head == "pic_overdue":
             return await pic.overdue(ctx, role)
         return [await pic.home(ctx, role)]
@@ -714,4 +765,5 @@ class Engine:
         state.data = loaded
         state.history = []
         self._enter(ctx, CorrectionFlow.steps[0].name)
+        state.data[_SINCE] = state.version
         return await self._flows[CorrectionFlow.name].step(state.step or "").ask(ctx)

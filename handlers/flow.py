@@ -65,6 +65,9 @@ class Done:
 
     replies: Sequence[Reply]
     show_menu: bool = True
+    #: Catalogue key of what a button of this flow's questions, pressed after the end,
+    #: says instead of the generic "stale button" (an enrollment "was already sent").
+    sent_key: str | None = None
 
 
 Outcome = Invalid | Next | Goto | Done

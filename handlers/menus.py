@@ -7,37 +7,51 @@ from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
-from handlers.flows.payment import dues_of, plan_of
+from handlers.flows.payment import dues_of, has_dues_to_pay, plan_of
 from handlers.types import Option, Reply
+from handlers.where_to_pay import where_to_pay
 from storage import admins, payments
+from storage.sponsorship_end import stop_reason
 
-INFO_TOPICS = ("dues", "benefits", "how")
+INFO_TOPICS = ("dues", "where", "benefits", "how")
 
 
 async def main_menu(ctx: Context) -> Reply:
-    """The main menu, adapted to whether the person is a registered ASN and has a draft."""
+    """The main menu: the same entries at the same positions whatever happens meanwhile.
+
+    A person types a number they remember ("2" for my workers), so an entry that
+    comes and goes must never move the others. The fixed
+    entries come first (register, or enroll and my workers; then info, help,
+    language; then "Tanya PIC" for a registered ASN); the ones that come and go
+    follow in a fixed order: pay dues (when the ASN has something to pay), the
+    PIC menu (for a PIC), the administrator's menu, continue the draft
+    (when one is kept), the most changeable last.
+    """
     t = ctx.t
+    asn = await ctx.asn()
     options: list[Option] = []
-    draft = ctx.state.draft
-    if draft:
-        title = t(f"flow.title.{draft.get('flow')}")
-        options.append(ctx.global_option("resume", t("menu.resume", title=title)))
-    if await ctx.asn() is None:
+    if asn is None:
         options.append(ctx.global_option("register", t("menu.register")))
     else:
         options.append(ctx.global_option("enroll", t("menu.enroll")))
         options.append(ctx.global_option("workers", t("menu.workers")))
-    role = await ctx.pic()
-    if role is not None:
-        options.append(ctx.global_option("pic", t("menu.pic", opd=role.opd_name)))
     options.append(ctx.global_option("info", t("menu.info")))
     options.append(ctx.global_option("helpmenu", t("menu.help")))
     options.append(ctx.global_option("language", t("menu.language")))
-    # Added last so the positions above stay as people learnt them.
-    if await ctx.asn() is not None:
+    if asn is not None:
+        # Asking a person is there for every ASN, so it sits with the fixed entries.
         options.append(ctx.global_option("ask", t("menu.ask")))
+    if asn is not None and await has_dues_to_pay(ctx):
+        options.append(ctx.global_option("pay", t("menu.pay")))
+    role = await ctx.pic()
+    if role is not None:
+        options.append(ctx.global_option("pic", t("menu.pic", opd=role.opd_name)))
     if await admins.admin_id_for_account(ctx.repo.connection, ctx.account.id) is not None:
         options.append(ctx.global_option("admin", t("menu.admin")))
+    draft = ctx.state.draft
+    if draft:
+        title = t(f"flow.title.{draft.get('flow')}")
+        options.append(ctx.global_option("resume", t("menu.resume", title=title)))
     return Reply(t("menu.title"), options=tuple(options))
 
 
@@ -47,6 +61,19 @@ def resume_offer(ctx: Context, title: str) -> Reply:
         ctx.t("draft.idle_offer", title=title),
         options=(
             ctx.global_option("resume", ctx.t("draft.continue")),
+            ctx.global_option("menu", ctx.t("draft.to_menu")),
+        ),
+    )
+
+
+def draft_kept(ctx: Context, title: str) -> Reply:
+    """After "batal" with answers given: nothing was sent, the answers are a draft;
+    continue it, throw it away, or go to the menu."""
+    return Reply(
+        ctx.t("flow.cancelled_kept", title=title),
+        options=(
+            ctx.global_option("resume", ctx.t("draft.continue")),
+            ctx.global_option("discard", ctx.t("draft.discard")),
             ctx.global_option("menu", ctx.t("draft.to_menu")),
         ),
     )
@@ -93,6 +120,8 @@ def info(ctx: Context, topic: str | None) -> Reply:
             monthly=t.money(dues.total),
             quarterly=t.money(ctx.config.tariff.plan_amount(PaymentPlan.QUARTERLY, month)),
         )
+    elif topic == "where":
+        text = where_to_pay(t, ctx.config.payment_channels)
     else:
         text = t(f"info.{topic}")
     return Reply(text, options=topic_options)
@@ -163,6 +192,13 @@ async def my_workers(ctx: Context) -> list[Reply]:
                     )
                 ),
             )
+        stopped = stop_reason(sponsorship.end_reason)
+        if sponsorship.status is SponsorshipStatus.ENDED and stopped is not None:
+            lines[-1] += "\n" + (
+                t("workers.stopped", month=t.month(sponsorship.ended_month))
+                if sponsorship.ended_month
+                else t("workers.stopped_unpaid")
+            )
         if sponsorship.status is SponsorshipStatus.RETURNED:
             lines[-1] += "\n" + t("workers.returned", reason=sponsorship.return_reason or "-")
             actions.append(
@@ -173,6 +209,8 @@ async def my_workers(ctx: Context) -> list[Reply]:
         actions.insert(0, ctx.global_option("plan", t("workers.change_plan")))
     if payable:
         actions.insert(0, ctx.global_option("pay", t("workers.pay")))
+    if any(s.status.is_open for s in sponsorships):
+        actions.append(ctx.global_option("stop", t("workers.stop")))
     if actions:
         prompt = t("workers.fix_prompt") if has_fixes else t("workers.actions")
         return [

@@ -14,7 +14,7 @@ it (console or Telegram only) no worker notice is planned and enrollments keep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -430,6 +430,69 @@ class Notices:
                 body=t(f"notice.payment.{status.value}", **params),
                 template=f"payment_{status.value}",
                 params=params,
+            ),
+            now=now,
+        )
+
+    async def sponsorship_ended(
+        self,
+        connection: AsyncConnection,
+        sponsorship_id: int,
+        *,
+        ended_month: date | None,
+        reason: Callable[[Translator], str],
+        now: datetime,
+    ) -> None:
+        """Tell the OPD's PICs, and the worker on WhatsApp, that the ASN stopped sponsoring,
+        with the last month covered. `reason` renders the ASN's reason
+        in a recipient's language. The worker is told only if they were ever contacted
+        about the enrollment (asked for consent, or consented)."""
+        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
+        opd_id = await connection.scalar(
+            select(Sponsorship.opd_id).where(Sponsorship.id == sponsorship_id)
+        )
+        pics = (await pics_by_opd(connection)).get(int(opd_id or 0), [])
+
+        def until(t: Translator) -> str:
+            return t.month(ended_month) if ended_month else t("stop.until_none")
+
+        for pic in pics:
+            t = self._catalogs.translator(pic.language)
+            params = {
+                "name": row.full_name,
+                "sponsor": row.asn_name,
+                "until": until(t),
+                "reason": reason(t),
+            }
+            await enqueue(
+                connection,
+                Notice(
+                    dedupe_key=f"ended:{sponsorship_id}:pic:{pic.pic_id}",
+                    channel=pic.channel,
+                    recipient=pic.recipient,
+                    kind="sponsorship_ended",
+                    body=t("notice.sponsorship_ended.pic", kpj=row.kpj or "-", **params),
+                    template="sponsorship_ended_pic",
+                    params=params,
+                ),
+                now=now,
+            )
+        consent = WorkerConsent(row.worker_consent)
+        contacted = consent in (WorkerConsent.PENDING, WorkerConsent.GIVEN)
+        if self._worker_channel is None or not row.phone_e164 or not contacted:
+            return
+        wt = self._catalogs.translator(self._worker_language)
+        worker_params = {"name": row.full_name, "asn": row.asn_name, "until": until(wt)}
+        await enqueue(
+            connection,
+            Notice(
+                dedupe_key=f"ended:{sponsorship_id}:worker",
+                channel=self._worker_channel,
+                recipient=self._worker_recipient(row.phone_e164),
+                kind="sponsorship_ended",
+                body=wt("notice.sponsorship_ended.worker", **worker_params),
+                template="sponsorship_ended_worker",
+                params=worker_params,
             ),
             now=now,
         )

@@ -58,7 +58,7 @@ import gc
 import json
 import logging
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
@@ -68,10 +68,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.dues import DuesStatus, due_date, dues_status, plan_in_force
 from domain.months import add_months
+from domain.payment_channels import PaymentChannel
 from domain.tariff import TariffTable
 from domain.vocabulary import Channel, Language, PaymentPlan
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs, Translator
+from handlers.where_to_pay import where_to_pay
 from storage import dues_queries
 from storage.dues_queries import (
     DuesTerms,
@@ -210,9 +212,15 @@ class ReminderPlanner:
         calendar: WorkCalendar,
         tariff: TariffTable,
         worker_channel: Channel | None = None,
+        payment_channels: Sequence[PaymentChannel] = (),
     ) -> None:
-        """`worker_channel` (WhatsApp, when configured): workers are told too (at risk, lapsed)."""
+        """`worker_channel` (WhatsApp, when configured): workers are told too (at risk, lapsed).
+
+        `payment_channels`: where BPJS dues are paid, added to the payer's reminders
+        (PROGRAM_PAYMENT_CHANNELS_FILE; none: "ask your PIC").
+        """
         self._worker_channel = worker_channel
+        self._payment_channels = tuple(payment_channels)
         self._database = database
         self._catalogs = catalogs
         self._clock = clock
@@ -457,7 +465,12 @@ class ReminderPlanner:
                 "due_date": t.date(status.next_due_date),
                 "amount": t.money(status.next_amount),
             }
-        return _Filled.of(t, f"reminder.{kind}", rest)
+        filled = _Filled.of(t, f"reminder.{kind}", rest)
+        # Where to pay goes below the reminder (its text only: the WhatsApp template,
+        # filled from the params, stays as approved).
+        where = where_to_pay(t, self._payment_channels)
+        body = [*filled.body[:-1], f"{filled.body[-1]}\n\n{where}"]
+        return dataclasses.replace(filled, body=body)
 
     async def _write_payroll(
         self,

@@ -242,6 +242,9 @@ class Sponsorship(Base):
     kpj_imported_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     card_handed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     end_reason: Mapped[str | None] = mapped_column(Text)
+    #: A sponsorship the ASN stopped: the last month it covers (the last paid one; None:
+    #: nothing was paid). The worker stays protected to that month's end.
+    ended_month: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     status_changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -276,6 +276,53 @@ async def decide(
     return int(sponsorship_id)
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class PayrollLine:
+    """One payroll-deduction sponsorship of an OPD for a month: who, and whether it is paid."""
+
+    sponsorship_id: int
+    worker_name: str
+    sponsor_name: str
+    paid: bool
+
+
+def _payroll_in_force(month: date) -> ColumnElement[bool]:
+    """Sponsorships whose plan in force for `month` is payroll deduction
+    (`domain.dues.plan_in_force`): a pending change to payroll deduction counts
+    from its month on, a change away from it stops there."""
+    payroll = PaymentPlan.PAYROLL_DEDUCTION
+    no_change_yet = or_(
+        Sponsorship.next_plan.is_(None),
+        Sponsorship.next_plan_from.is_(None),
+        Sponsorship.next_plan_from > month,
+    )
+    changed_to_payroll = and_(Sponsorship.next_plan == payroll, Sponsorship.next_plan_from <= month)
+    return or_(and_(Sponsorship.plan == payroll, no_change_yet), changed_to_payroll)
+
+
+async def payroll_month(
+    connection: AsyncConnection, *, opd_id: int, month: date
+) -> list[PayrollLine]:
+    """The OPD's dues-bearing sponsorships on payroll deduction for `month` (covering it),
+    by worker name, each saying whether `month` is already confirmed paid."""
+    rows = (
+        await connection.execute(
+            select(Sponsorship.id, Worker.full_name, Asn.full_name)
+            .join(Worker, Worker.id == Sponsorship.worker_id)
+            .join(Asn, Asn.id == Sponsorship.asn_id)
+            .where(
+                Sponsorship.opd_id == opd_id,
+                _payroll_in_force(month),
+                Sponsorship.status.in_(DUES_BEARING),
+                Sponsorship.first_month <= month,
+            )
+            .order_by(Worker.full_name, Sponsorship.id)
+        )
+    ).all()
+    covered = await paid_months(connection, [row[0] for row in rows])
+    return [PayrollLine(sid, name, sponsor, month in covered[sid]) for sid, name, sponsor in rows]
+
+
 async def mark_payroll_month(
     connection: AsyncConnection,
     *,
@@ -286,32 +333,14 @@ async def mark_payroll_month(
     now: datetime,
 ) -> int:
     """The bendahara paid `month` for every payroll sponsorship of the OPD: confirmed payments
-    of `amount` (the month's payroll tariff) for those not yet covered; already confirmed
-    months are left alone. Returns how many were marked.
-
-    "Payroll" is the plan in force for `month` (`domain.dues.plan_in_force`): a pending
-    change to payroll deduction counts from its month on, a change away from it stops there.
+    of `amount` (the month's payroll tariff) for those not yet covered (`payroll_month`);
+    already confirmed months are left alone. Audited; returns how many were marked.
     """
-    payroll = PaymentPlan.PAYROLL_DEDUCTION
-    no_change_yet = or_(
-        Sponsorship.next_plan.is_(None),
-        Sponsorship.next_plan_from.is_(None),
-        Sponsorship.next_plan_from > month,
-    )
-    changed_to_payroll = and_(Sponsorship.next_plan == payroll, Sponsorship.next_plan_from <= month)
-    sponsorships = [
-        sid
-        for (sid,) in await connection.execute(
-            select(Sponsorship.id).where(
-                Sponsorship.opd_id == opd_id,
-                or_(and_(Sponsorship.plan == payroll, no_change_yet), changed_to_payroll),
-                Sponsorship.status.in_(DUES_BEARING),
-                Sponsorship.first_month <= month,
-            )
-        )
+    todo = [
+        line.sponsorship_id
+        for line in await payroll_month(connection, opd_id=opd_id, month=month)
+        if not line.paid
     ]
-    covered = await paid_months(connection, sponsorships)
-    todo = [sid for sid in sponsorships if month not in covered[sid]]
     if todo:
         await connection.execute(
             insert(Payment),
@@ -338,9 +367,56 @@ async def mark_payroll_month(
         record_id=opd_id,
         opd_id=opd_id,
         now=now,
-        details={"month": month.isoformat(), "sponsorships": len(todo)},
+        details={"month": month.isoformat(), "sponsorships": len(todo), "amount": amount},
     )
     return len(todo)
+
+
+def _payroll_marks(opd_id: int, month: date, since: datetime) -> ColumnElement[bool]:
+    """The payroll payments of `month` of the OPD's sponsorships marked from `since` on."""
+    return and_(
+        Payment.payroll.is_(True),
+        Payment.first_month == month,
+        Payment.decided_at >= since,
+        Payment.sponsorship_id.in_(select(Sponsorship.id).where(Sponsorship.opd_id == opd_id)),
+    )
+
+
+async def payroll_marked_since(
+    connection: AsyncConnection, *, opd_id: int, month: date, since: datetime
+) -> int:
+    """How many payroll payments of `month` the OPD's PICs marked from `since` on (undoable)."""
+    count = await connection.scalar(
+        select(func.count()).select_from(Payment).where(_payroll_marks(opd_id, month, since))
+    )
+    return int(count or 0)
+
+
+async def undo_payroll_month(
+    connection: AsyncConnection,
+    *,
+    opd_id: int,
+    month: date,
+    since: datetime,
+    pic_id: int,
+    now: datetime,
+) -> int:
+    """Take back the payroll marks of `month` made for the OPD from `since` on (the same local
+    day): those payments are deleted, so the month is unpaid again. Audited with the count;
+    returns how many went. Payments the ASN recorded are never touched."""
+    result = await connection.execute(delete(Payment).where(_payroll_marks(opd_id, month, since)))
+    undone = max(result.rowcount, 0)
+    await audit.record(
+        connection,
+        Actor.pic(pic_id),
+        "payment.payroll_month_undo",
+        record_type="opd",
+        record_id=opd_id,
+        opd_id=opd_id,
+        now=now,
+        details={"month": month.isoformat(), "sponsorships": undone},
+    )
+    return undone
 
 
 @dataclasses.dataclass(slots=True, frozen=True)

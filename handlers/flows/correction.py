@@ -191,7 +191,7 @@ class CorrectionSummaryStep(e.SummaryStep):
         text = await staffing.queued_text(
             ctx, name, sponsorship.opd_id, asn.opd_name, waiting_key="fix.done"
         )
-        return Done([Reply(text)])
+        return Done([Reply(text)], sent_key="flow.already_sent.correction")
 
 
 class CorrectionNikTakenStep(e.NikTakenStep):

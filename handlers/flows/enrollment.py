@@ -565,7 +565,7 @@ class SummaryStep(Step):
         replies = [Reply(await staffing.queued_text(ctx, name, asn.opd_id, asn.opd_name))]
         if await ctx.notices.consent_request(ctx.repo.connection, sponsorship_id, now=ctx.now):
             replies.append(Reply(ctx.t("enroll.consent_requested", name=name)))
-        return Done(replies)
+        return Done(replies, sent_key="flow.already_sent.enrollment")
 
 
 async def save_worker(ctx: Context, existing: Worker | None, nik: str) -> int:

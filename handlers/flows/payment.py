@@ -129,6 +129,11 @@ async def _payable(ctx: Context) -> list[_Payee]:
     return [payee for payee in await _payees(ctx) if paid_by_asn(payee.sponsorship, payee.claimed)]
 
 
+async def has_dues_to_pay(ctx: Context) -> bool:
+    """Whether the ASN pays dues for any worker themself (the main menu's "pay dues")."""
+    return bool(await _payable(ctx))
+
+
 def dues_of(ctx: Context, sponsorship: Sponsorship, paid: set[date]) -> DuesStatus:
     """The sponsorship's dues as of today, from its confirmed months `paid`."""
     return dues_status(

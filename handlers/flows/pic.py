@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from datetime import date
+from datetime import date, datetime, time
 
 from domain.kpj import KpjProblem, parse_kpj
 from domain.local_time import local_moment
@@ -971,41 +971,158 @@ class PaymentsFlow(PicFlow):
         return None if total else ctx.t("pic.payments.none")
 
 
-async def payroll_month(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
-    """Offer this month and last month; mark the chosen one paid for every payroll sponsorship."""
-    t = ctx.t
+#: Names listed in the payroll preview (the count and total cover all of them).
+PAYROLL_SHOWN = 30
+
+
+def _payroll_month_arg(ctx: Context, arg: str) -> date | None:
+    """The month of a payroll button ("2026-12"): this month or last month, else None."""
     this_month = ctx.today.replace(day=1)
-    if arg:
-        try:
-            month = date.fromisoformat(f"{arg}-01")
-        except ValueError:
-            month = None
-        if month not in (this_month, add_months(this_month, -1)):
-            return [Reply(t("pic.payroll.invalid"), options=(_back_home(ctx),))]
-        amount = ctx.config.tariff.dues_for_months(
-            month, 1, funding=FundingSource.PAYROLL_DEDUCTION
-        )
-        count = await payments.mark_payroll_month(
-            ctx.repo.connection,
-            opd_id=role.opd_id,
-            month=month,
-            amount=amount,
-            pic_id=role.pic_id,
-            now=ctx.now,
-        )
-        await dues_queries.cancel_payroll_lines(
-            ctx.repo.connection, opd_id=role.opd_id, month=month
-        )
-        return [
-            Reply(
-                t("pic.payroll.done", month=t.month(month), count=count), options=(_back_home(ctx),)
-            )
-        ]
-    options = tuple(
-        ctx.global_option(f"pic_payroll:{m:%Y-%m}", t("pic.payroll.option", month=t.month(m)))
-        for m in (this_month, add_months(this_month, -1))
+    try:
+        month = date.fromisoformat(f"{arg}-01")
+    except ValueError:
+        return None
+    return month if month in (this_month, add_months(this_month, -1)) else None
+
+
+def _start_of_today(ctx: Context) -> datetime:
+    """Midnight of the local day: payroll marks made since then may be undone."""
+    return datetime.combine(ctx.today, time(0), ctx.config.timezone)
+
+
+def _payroll_amount(ctx: Context, month: date) -> int:
+    return ctx.config.tariff.dues_for_months(month, 1, funding=FundingSource.PAYROLL_DEDUCTION)
+
+
+async def _undo_option(ctx: Context, role: PicRole, month: date) -> tuple[Option, ...]:
+    """The undo button of `month`, when this OPD's payroll marks of it were made today."""
+    marked = await payments.payroll_marked_since(
+        ctx.repo.connection, opd_id=role.opd_id, month=month, since=_start_of_today(ctx)
     )
-    return [Reply(t("pic.payroll.ask"), options=(*options, _back_home(ctx)))]
+    if not marked:
+        return ()
+    label = ctx.t("pic.payroll.undo", month=ctx.t.month(month))
+    return (ctx.global_option(f"pic_payroll_undo:{month:%Y-%m}", label),)
+
+
+async def payroll_month(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
+    """Payroll deduction: this month and last month with how many are
+    unpaid; a month shows who and how much before anything is marked (`payroll_preview`).
+    Refused when nobody in the OPD is on payroll deduction."""
+    t = ctx.t
+    if arg:
+        month = _payroll_month_arg(ctx, arg)
+        if month is None:
+            return [Reply(t("pic.payroll.invalid"), options=(_back_home(ctx),))]
+        return await payroll_preview(ctx, role, month)
+    this_month = ctx.today.replace(day=1)
+    options: list[Option] = []
+    undo: list[Option] = []
+    for month in (this_month, add_months(this_month, -1)):
+        lines = await payments.payroll_month(ctx.repo.connection, opd_id=role.opd_id, month=month)
+        if not lines:
+            continue
+        unpaid = sum(1 for line in lines if not line.paid)
+        label = (
+            t("pic.payroll.option", month=t.month(month), unpaid=unpaid, total=len(lines))
+            if unpaid
+            else t("pic.payroll.option_done", month=t.month(month))
+        )
+        options.append(ctx.global_option(f"pic_payroll:{month:%Y-%m}", label))
+        undo.extend(await _undo_option(ctx, role, month))
+    if not options:
+        return [Reply(t("pic.payroll.nobody", opd=role.opd_name), options=(_back_home(ctx),))]
+    return [Reply(t("pic.payroll.ask"), options=(*options, *undo, _back_home(ctx)))]
+
+
+async def payroll_preview(
+    ctx: Context, role: PicRole, month: date, *, changed: bool = False
+) -> list[Reply]:
+    """Who is marked paid for `month` and how much, with a confirmation button carrying
+    the count (a list that changed before the press is shown again, not marked)."""
+    t = ctx.t
+    lines = await payments.payroll_month(ctx.repo.connection, opd_id=role.opd_id, month=month)
+    back = (ctx.global_option("pic_payroll", t("pic.payroll.other_month")), _back_home(ctx))
+    if not lines:
+        return [Reply(t("pic.payroll.nobody", opd=role.opd_name), options=(_back_home(ctx),))]
+    todo = [line for line in lines if not line.paid]
+    paid = len(lines) - len(todo)
+    undo = await _undo_option(ctx, role, month)
+    if not todo:
+        text = t("pic.payroll.all_paid", month=t.month(month), count=paid)
+        return [Reply(text, options=(*undo, *back))]
+    amount = _payroll_amount(ctx, month)
+    names = [
+        t("pic.payroll.line", name=line.worker_name, sponsor=line.sponsor_name)
+        for line in todo[:PAYROLL_SHOWN]
+    ]
+    if len(todo) > PAYROLL_SHOWN:
+        names.append(t("pic.payroll.more", count=len(todo) - PAYROLL_SHOWN))
+    parts = [t("pic.payroll.changed")] if changed else []
+    parts.append(
+        t(
+            "pic.payroll.preview",
+            month=t.month(month),
+            count=len(todo),
+            amount=t.money(amount),
+            total=t.money(amount * len(todo)),
+            names="\n".join(names),
+        )
+    )
+    if paid:
+        parts.append(t("pic.payroll.already", month=t.month(month), count=paid))
+    confirm = ctx.global_option(
+        f"pic_payroll_ok:{month:%Y-%m}:{len(todo)}",
+        t("pic.payroll.confirm", month=t.month(month), count=len(todo)),
+    )
+    return [Reply("\n\n".join(parts), options=(confirm, *undo, *back))]
+
+
+async def payroll_confirm(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
+    """Mark the month paid for the unpaid payroll sponsorships the PIC was shown
+    ("2026-12:3": month and count); audited, undoable the same day."""
+    t = ctx.t
+    month_arg, _, count_arg = arg.partition(":")
+    month = _payroll_month_arg(ctx, month_arg)
+    if month is None:
+        return [Reply(t("pic.payroll.invalid"), options=(_back_home(ctx),))]
+    lines = await payments.payroll_month(ctx.repo.connection, opd_id=role.opd_id, month=month)
+    unpaid = sum(1 for line in lines if not line.paid)
+    if not unpaid or record_id(count_arg) != unpaid:
+        # Someone joined, left or was marked since the preview: show it again.
+        return await payroll_preview(ctx, role, month, changed=bool(unpaid))
+    amount = _payroll_amount(ctx, month)
+    count = await payments.mark_payroll_month(
+        ctx.repo.connection,
+        opd_id=role.opd_id,
+        month=month,
+        amount=amount,
+        pic_id=role.pic_id,
+        now=ctx.now,
+    )
+    await dues_queries.cancel_payroll_lines(ctx.repo.connection, opd_id=role.opd_id, month=month)
+    text = t("pic.payroll.done", month=t.month(month), count=count, total=t.money(amount * count))
+    undo = await _undo_option(ctx, role, month)
+    return [Reply(text, options=(*undo, _back_home(ctx)))]
+
+
+async def payroll_undo(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
+    """Take back today's payroll marks of a month (audited); other days' marks stay."""
+    t = ctx.t
+    month = _payroll_month_arg(ctx, arg)
+    if month is None:
+        return [Reply(t("pic.payroll.invalid"), options=(_back_home(ctx),))]
+    undone = await payments.undo_payroll_month(
+        ctx.repo.connection,
+        opd_id=role.opd_id,
+        month=month,
+        since=_start_of_today(ctx),
+        pic_id=role.pic_id,
+        now=ctx.now,
+    )
+    key = "pic.payroll.undone" if undone else "pic.payroll.nothing_to_undo"
+    options = (ctx.global_option("pic_payroll", t("pic.payroll.other_month")), _back_home(ctx))
+    return [Reply(t(key, month=t.month(month), count=undone), options=options)]
 
 
 async def overdue(ctx: Context, role: PicRole) -> list[Reply]:

@@ -385,6 +385,8 @@ async def test_set_commands_publishes_both_menus(server: FakeTelegramServer) -> 
         indonesian
     )
     assert {"start", "help", "cancel", "bahasa"} <= set(english)
+    # Paying and stopping are findable from the command menu (issue 12 items 10, 11).
+    assert {"bayar", "berhenti"} <= set(indonesian) & set(english)
     names = indonesian + english
     assert all(n.isascii() and n.replace("_", "").isalnum() and n.islower() for n in names)
 

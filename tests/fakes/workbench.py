@@ -75,6 +75,7 @@ class Office:
             timezone=ZoneInfo("Asia/Jakarta"),
             calendar=WorkCalendar(()),
             tariff=DEFAULT_TARIFF,
+            payment_channels=self.engine.config.payment_channels,
         ).plan()
 
     async def enroll_two(self) -> None:

@@ -96,7 +96,8 @@ _KNOWN_IDS = [
     "g:pic_apply:1", "g:pic_discard:1", "g:pic_payroll:2026-11", "g:pic_overdue",
     "g:info:dues", "g:info", "g:language:en", "g:fresh:enrollment", "g:resume", "g:menu",
     "g:enroll", "g:register", "g:pay", "g:plan", "g:erase", "g:wstatus", "g:workers",
-    "consent:yes:1", "consent:no:", "g:consent:yes:1",
+    "consent:yes:1", "consent:no:", "g:consent:yes:1", "g:stop", "g:discard", "g:info:where",
+    "g:pic_payroll_ok:2026-11:1", "g:pic_payroll_ok:2026-11:", "g:pic_payroll_undo:2026-11",
 ]  # fmt: skip
 
 

@@ -189,7 +189,8 @@ async def test_marking_a_payroll_month_paid_cancels_the_pics_unsent_reminder(
     assert line.recipient == "2001"  # the PIC, not the ASN
     await office.pic.say("pic")
     await office.pic.press("Potong gaji")
-    await office.pic.press("Desember 2026 lunas")
+    await office.pic.press("Desember 2026")
+    await office.pic.press("Tandai 1 lunas")
     assert "Desember 2026 tercatat lunas untuk 1 peserta" in office.pic.text
     assert [row for row in await office.outbox() if row.kind.startswith("reminder")] == []
     (payment,) = await all_payments(office)
@@ -281,7 +282,8 @@ async def test_after_a_change_to_payroll_the_pic_marks_the_month_not_the_asn(
     office.clock.now = datetime(2026, 12, 10, 1, 0, tzinfo=UTC)
     await office.pic.say("pic")
     await office.pic.press("Potong gaji")
-    await office.pic.press("Desember 2026 lunas")
+    await office.pic.press("Desember 2026")
+    await office.pic.press("Tandai 1 lunas")
     assert "Desember 2026 tercatat lunas untuk 1 peserta" in office.pic.text
     (payment,) = await all_payments(office)
     assert payment.status is PaymentStatus.CONFIRMED and payment.payroll

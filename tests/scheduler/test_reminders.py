@@ -29,6 +29,7 @@ from domain.vocabulary import (
 )
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
+from handlers.where_to_pay import where_to_pay
 from scheduler.reminders import PlanResult, ReminderPlanner
 from storage import dues_queries
 from storage.dues_queries import PlannedNotice, cancel_reminders, params_json
@@ -583,10 +584,11 @@ async def test_names_are_written_exactly_as_given_in_body_and_params(world: Worl
             "amount": "Rp16.800",
         }
         assert row.params == params
-        assert row.body == t("reminder.before5", **params)
+        # The text, then where to pay (issue 12 item 10; no channels file here).
+        assert row.body == t("reminder.before5", **params) + "\n\n" + where_to_pay(t, ())
     escalation = rows[f"reminder:escalation:2025-11:{at_risk}"]
     assert escalation.params == {"name": "Joko {0}", "months": 2}
-    assert escalation.body == t("reminder.escalation", name="Joko {0}", months=2)
+    assert escalation.body.startswith(t("reminder.escalation", name="Joko {0}", months=2))
 
 
 async def test_confirmed_months_read_as_runs_and_irregular_months(world: World) -> None:
