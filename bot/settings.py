@@ -93,6 +93,10 @@ class ProgramSettings(BaseSettings):
     #: National holidays and collective leave (date,name[,kind]); Monday to Friday
     #: minus these are working days (digest days, and due dates later).
     holidays_file: Path = Path("data/holidays_id.csv")
+    #: The PIC may accept an enrollment whose worker has not consented (SPEC 4.6: no).
+    accept_without_consent: bool = False
+    #: Days a Telegram consent link (t.me/<bot>?start=...) the ASN forwards stays valid.
+    consent_link_days: int = Field(14, ge=1, le=90)
 
 
 class TelegramSettings(BaseSettings):

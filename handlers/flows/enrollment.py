@@ -23,6 +23,7 @@ from domain.vocabulary import (
 )
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
+from handlers.flows import consent
 from handlers.flows.common import EditFieldStep, PersonNameStep
 from handlers.parsing import DateProblem, TextProblem, parse_day, parse_place
 from handlers.types import Reply
@@ -546,7 +547,11 @@ class SummaryStep(Step):
         name = str(data["full_name"])
         replies = [Reply(ctx.t("enroll.done", name=name, opd=asn.opd_name))]
         if await ctx.notices.consent_request(ctx.repo.connection, sponsorship_id, now=ctx.now):
-            replies.append(Reply(ctx.t("enroll.consent_requested", name=name)))
+            # A worker without WhatsApp on that number can still consent (SPEC 4.6).
+            text = ctx.t("enroll.consent_requested", name=name)
+            replies.append(Reply(text, options=consent.ways_options(ctx, sponsorship_id)))
+        else:
+            replies.append(await consent.link_reply(ctx, sponsorship_id, name, with_back=False))
         return Done(replies)
 
 

@@ -27,6 +27,7 @@ from domain.vocabulary import BatchStatus, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
+from handlers.flows.consent import consent_state, waiting_reason
 from handlers.flows.payment import receipt_file
 from handlers.parsing import TextProblem, parse_note, record_id
 from handlers.types import Document, Option, Reply
@@ -69,7 +70,7 @@ def describe(ctx: Context, item: Enrollment) -> str:
         nip=item.sponsor_nip,
         plan=t(f"plan.{item.plan.value}"),
         first_month=t.month(item.first_month),
-        consent=t(f"consent.{item.worker_consent.value}"),
+        consent=consent_state(ctx, item),
     )
     if item.correction_count:
         lines += "\n" + t("pic.corrected", count=item.correction_count)
@@ -403,8 +404,12 @@ class ReviewStep(Step):
         if item is None:
             return [Reply(ctx.t("pic.queue.empty"))]
         text = ctx.t("pic.queue.title", total=total) + "\n\n" + describe(ctx, item)
+        # Without the worker's consent (SPEC 4.6) there is no accept: the text says why.
+        waits = waiting_reason(ctx, item)
+        if waits is not None:
+            text += "\n\n" + waits
         options = (
-            ctx.option("accept", ctx.t("pic.queue.accept")),
+            *(() if waits else (ctx.option("accept", ctx.t("pic.queue.accept")),)),
             ctx.option("return", ctx.t("pic.queue.return")),
             ctx.option("skip", ctx.t("pic.queue.skip")),
             ctx.option("stop", ctx.t("pic.queue.stop")),
@@ -434,8 +439,11 @@ class ReviewStep(Step):
                 sponsorship_id=sid,
                 pic_id=role.pic_id,
                 now=ctx.now,
+                require_consent=not ctx.config.accept_without_consent,
             )
-        except ChangeProblem:
+        except ChangeProblem as problem:
+            if problem.reason == "no_consent":
+                return Invalid(ctx.t("pic.queue.no_consent"))
             return await _next(ctx, role, ctx.t("pic.queue.already_handled"))
         item = await workbench.enrollment(
             ctx.repo.connection, opd_id=role.opd_id, sponsorship_id=sid

@@ -1,0 +1,245 @@
+"""SPEC 4.6: every worker can consent, whatever they have.
+
+Three ways, one record (`storage.worker_side.record_consent`):
+
+- WhatsApp: the request goes out on enrollment (handlers/notices.py) and the
+  worker answers "YA" / "TIDAK" (handlers/flows/worker.py);
+- a Telegram link t.me/<bot>?start=<token> the ASN forwards: opening it starts
+  `LinkConsentFlow`, which asks the same question (storage/consent_links.py);
+- a printed form (PDF, handlers/consent_form.py) the worker signs: the PIC
+  records its scan from the enrollment's detail (`FormScanStep` in the queue).
+
+By default (PROGRAM_ACCEPT_WITHOUT_CONSENT=false) the PIC cannot accept an
+enrollment without the worker's consent, and the queue says why it waits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from domain.local_time import local_date
+from domain.vocabulary import ConsentMethod, WorkerConsent
+from handlers.context import Context
+from handlers.flow import Answer, Done, Flow, Outcome, Step
+from handlers.flows.worker import consent_recorded_text
+from handlers.parsing import record_id
+from handlers.types import Option, Reply
+from storage import consent_links, worker_side
+from storage.audit import Actor
+from storage.models import Sponsorship
+from storage.worker_side import ConsentOutcome
+
+
+class ConsentFacts(Protocol):
+    """What an enrollment says about its worker's consent (a Sponsorship or an Enrollment)."""
+
+    @property
+    def worker_consent(self) -> WorkerConsent: ...
+
+    @property
+    def consent_requested_via(self) -> ConsentMethod | None: ...
+
+    @property
+    def consent_requested_at(self) -> datetime | None: ...
+
+    @property
+    def consent_method(self) -> ConsentMethod | None: ...
+
+
+def consent_state(ctx: Context, item: ConsentFacts) -> str:
+    """The consent as a person reads it: "given over WhatsApp", "asked over WhatsApp on
+    2 December 2026, no answer yet", "not asked yet"."""
+    t = ctx.t
+    consent = item.worker_consent
+    if consent is WorkerConsent.GIVEN and item.consent_method is not None:
+        return t(f"consent.given_via.{item.consent_method.value}")
+    if consent is WorkerConsent.PENDING and item.consent_requested_via is not None:
+        asked = item.consent_requested_at
+        return t(
+            f"consent.pending_via.{item.consent_requested_via.value}",
+            date=t.date(local_date(asked, ctx.config.timezone)) if asked else "-",
+        )
+    return t(f"consent.{consent.value}")
+
+
+def may_accept(ctx: Context, item: ConsentFacts) -> bool:
+    """Whether the PIC may accept now: the worker consented, or the setting allows without."""
+    return ctx.config.accept_without_consent or item.worker_consent is WorkerConsent.GIVEN
+
+
+def waiting_reason(ctx: Context, item: ConsentFacts) -> str | None:
+    """Why the PIC cannot accept yet, and what can be done; None when they can."""
+    if may_accept(ctx, item):
+        return None
+    if item.worker_consent is WorkerConsent.REFUSED:
+        return ctx.t("pic.queue.consent_refused")
+    return ctx.t("pic.queue.waits_for_consent", state=consent_state(ctx, item))
+
+
+# -- the ASN: ways to ask the worker ---------------------------------------------------
+
+
+def link_shown(ctx: Context, payload: str) -> str:
+    """The link as the ASN forwards it; without a known bot username (the console),
+    the command the worker types: "/start <payload>"."""
+    username = ctx.config.telegram_bot_username
+    if username:
+        return f"https://t.me/{username}?start={payload}"
+    return f"/start {payload}"
+
+
+async def _asn_sponsorship(ctx: Context, sponsorship_id: int) -> Sponsorship | None:
+    """One of this ASN's open enrollments whose worker has not answered yet."""
+    asn = await ctx.asn()
+    if asn is None:
+        return None
+    sponsorship = (
+        await ctx.repo.session.execute(
+            select(Sponsorship)
+            .options(joinedload(Sponsorship.worker))
+            .where(Sponsorship.id == sponsorship_id, Sponsorship.asn_id == asn.id)
+        )
+    ).scalar_one_or_none()
+    if sponsorship is None or not sponsorship.status.is_open:
+        return None
+    return sponsorship
+
+
+def ways_options(ctx: Context, sponsorship_id: int, *, link: bool = True) -> tuple[Option, ...]:
+    """The ASN's ways to ask a worker without WhatsApp: a Telegram link, a printed form."""
+    t = ctx.t
+    options = [ctx.global_option(f"cform:{sponsorship_id}", t("consent.ways.form"))]
+    if link:
+        options.insert(0, ctx.global_option(f"clink:{sponsorship_id}", t("consent.ways.link")))
+    return tuple(options)
+
+
+async def link_reply(
+    ctx: Context, sponsorship_id: int, worker_name: str, *, with_back: bool = True
+) -> Reply:
+    """A new link for the worker, with its expiry, and the printed form as the other way
+    (`with_back`: and the ways back, when no menu follows)."""
+    t = ctx.t
+    link = await consent_links.create_link(
+        ctx.repo.connection,
+        sponsorship_id=sponsorship_id,
+        account_id=ctx.account.id,
+        now=ctx.now,
+        ttl=ctx.config.consent_link_ttl,
+    )
+    text = t(
+        "consent.link.for_asn",
+        name=worker_name,
+        link=link_shown(ctx, link.payload),
+        until=t.date(local_date(link.expires_at, ctx.config.timezone)),
+    )
+    ways = ways_options(ctx, sponsorship_id, link=False)
+    return Reply(text, options=(*ways, *_back(ctx)) if with_back else ways)
+
+
+async def asn_link(ctx: Context, arg: str) -> list[Reply]:
+    """The ASN asked for a consent link for one of their workers (`g:clink:<id>`)."""
+    t = ctx.t
+    sponsorship = await _asn_sponsorship(ctx, record_id(arg) or -1)
+    if sponsorship is None:
+        return [Reply(t("consent.link.not_yours"), options=_back(ctx))]
+    if sponsorship.worker_consent in (WorkerConsent.GIVEN, WorkerConsent.REFUSED):
+        text = t("consent.already_answered", name=sponsorship.worker.full_name)
+        return [Reply(text + " " + consent_state(ctx, sponsorship), options=_back(ctx))]
+    return [await link_reply(ctx, sponsorship.id, sponsorship.worker.full_name)]
+
+
+def _back(ctx: Context) -> tuple[Option, ...]:
+    t = ctx.t
+    return (
+        ctx.global_option("workers", t("menu.workers")),
+        ctx.global_option("menu", t("menu.back_to_menu")),
+    )
+
+
+# -- the worker: answering through the link --------------------------------------------
+
+
+async def find_link(ctx: Context, payload: str) -> int | Reply:
+    """The link a worker opened (its id, for `LinkConsentFlow`), or why it cannot be answered."""
+    found = await consent_links.open_link(
+        ctx.repo.session, payload=payload, account_id=ctx.account.id, now=ctx.now
+    )
+    if isinstance(found, consent_links.LinkProblem):
+        return Reply(ctx.t(f"consent.link.{found.value}"))
+    return found.link_id
+
+
+class LinkAnswerStep(Step):
+    """The consent question to a worker who opened the link: "YA" / "TIDAK"."""
+
+    name = "answer"
+    help_key = "consent.link.help"
+    free_text = False
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        t = ctx.t
+        found = await consent_links.open_link(
+            ctx.repo.session,
+            link_id=int(ctx.state.data.get("link", -1)),
+            account_id=ctx.account.id,
+            now=ctx.now,
+        )
+        if isinstance(found, consent_links.LinkProblem):
+            return [Reply(t(f"consent.link.{found.value}"))]
+        text = t(
+            "consent.link.question",
+            worker=found.sponsorship.worker.full_name,
+            asn=found.asn_name,
+            program=t("program.name"),
+        )
+        return [
+            Reply(
+                text,
+                options=(
+                    ctx.option("yes", t("consent.link.yes")),
+                    ctx.option("no", t("consent.link.no")),
+                ),
+            )
+        ]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        found = await consent_links.open_link(
+            ctx.repo.session,
+            link_id=int(ctx.state.data.get("link", -1)),
+            account_id=ctx.account.id,
+            now=ctx.now,
+        )
+        if isinstance(found, consent_links.LinkProblem):
+            # Answered another way, expired or ended meanwhile: nothing is recorded.
+            return Done([Reply(ctx.t(f"consent.link.{found.value}"))])
+        granted = answer.choice == "yes"
+        result = await worker_side.record_consent(
+            ctx.repo.session,
+            found.sponsorship,
+            granted=granted,
+            method=ConsentMethod.TELEGRAM_LINK,
+            channel=ctx.event.channel,
+            channel_account_id=ctx.account.id,
+            actor=Actor.account("worker", ctx.account.id),
+            now=ctx.now,
+        )
+        if result.outcome not in (ConsentOutcome.GIVEN, ConsentOutcome.REFUSED):
+            return Done([Reply(ctx.t("consent.link.answered"))])
+        await consent_links.mark_used(ctx.repo.connection, found.link_id, ctx.now)
+        await ctx.notices.consent_answered(
+            ctx.repo.connection, found.sponsorship.id, granted=granted, now=ctx.now
+        )
+        return Done([Reply(consent_recorded_text(ctx, result, on_whatsapp=False))])
+
+
+class LinkConsentFlow(Flow):
+    """A worker's answer through a Telegram consent link (`t.me/<bot>?start=c_<token>`)."""
+
+    name = "link_consent"
+    title_key = "flow.title.link_consent"
+    steps = (LinkAnswerStep(),)
