@@ -613,6 +613,9 @@ class Engine:
         if head == "clink":
             self._park_running(ctx)
             return await consent.asn_link(ctx, arg)
+        if head == "cform":
+            self._park_running(ctx)
+            return await consent.asn_form(ctx, arg)
         if head in ("consent", "wstatus"):
             if flow is not None:
                 self._park(ctx, flow)

@@ -15,6 +15,7 @@ enrollment without the worker's consent, and the queue says why it waits.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Protocol
 
@@ -24,13 +25,15 @@ from sqlalchemy.orm import joinedload
 from domain.local_time import local_date
 from domain.vocabulary import ConsentMethod, WorkerConsent
 from handlers.context import Context
-from handlers.flow import Answer, Done, Flow, Outcome, Step
+from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
+from handlers.flows.payment import stored_receipt
 from handlers.flows.worker import consent_recorded_text
 from handlers.parsing import record_id
-from handlers.types import Option, Reply
+from handlers.types import Document, EventKind, Option, Reply
 from storage import consent_links, worker_side
 from storage.audit import Actor
-from storage.models import Sponsorship
+from storage.consent_form import ConsentForm, consent_form_pdf
+from storage.models import Asn, Sponsorship
 from storage.worker_side import ConsentOutcome
 
 
@@ -243,3 +246,155 @@ class LinkConsentFlow(Flow):
     name = "link_consent"
     title_key = "flow.title.link_consent"
     steps = (LinkAnswerStep(),)
+
+
+# -- the printed form --------------------------------------------------------------------
+
+PDF_MIME = "application/pdf"
+
+
+async def asn_form(ctx: Context, arg: str) -> list[Reply]:
+    """The ASN asked for the printable consent form of one of their workers (`g:cform:<id>`).
+
+    The form is in the ASN's language (Indonesian by default), names the worker
+    with a masked NIK, the sponsor, the programme and the dues, and carries the
+    enrollment's number; the worker signs it and the PIC records its scan.
+    """
+    t = ctx.t
+    sponsorship = await _asn_sponsorship(ctx, record_id(arg) or -1)
+    if sponsorship is None:
+        return [Reply(t("consent.link.not_yours"), options=_back(ctx))]
+    worker = sponsorship.worker
+    if sponsorship.worker_consent in (WorkerConsent.GIVEN, WorkerConsent.REFUSED):
+        text = t("consent.already_answered", name=worker.full_name)
+        return [Reply(text + " " + consent_state(ctx, sponsorship), options=_back(ctx))]
+    asn = await ctx.repo.session.get(Asn, sponsorship.asn_id)
+    profile = await ctx.asn()
+    assert asn is not None and profile is not None
+    amount = ctx.config.tariff.dues_for_months(
+        sponsorship.first_month, 1, funding=sponsorship.funding_source
+    )
+    form = ConsentForm(
+        title=t("consent.form.title"),
+        reference=t("consent.form.reference", number=sponsorship.id),
+        facts=(
+            (t("consent.form.worker"), worker.full_name),
+            (t("consent.form.nik"), worker.nik_masked),
+            (t("consent.form.birth_date"), t.date(worker.birth_date)),
+            (t("consent.form.address"), f"{worker.village}, {worker.district}"),
+            (t("consent.form.sponsor"), f"{asn.full_name} (NIP {asn.nip})"),
+            (t("consent.form.opd"), profile.opd_name),
+            (t("consent.form.program"), t("consent.form.program_value")),
+            (
+                t("consent.form.dues"),
+                t("consent.form.dues_value", amount=t.money(amount), asn=asn.full_name),
+            ),
+            (t("consent.form.first_month"), t.month(sponsorship.first_month)),
+        ),
+        consent_text=t(
+            "consent.link.question",
+            worker=worker.full_name,
+            asn=asn.full_name,
+            program=t("program.name"),
+        ),
+        choices=(t("consent.form.yes"), t("consent.form.no")),
+        signatures=(
+            (t("consent.form.sign_worker"), worker.full_name),
+            (t("consent.form.sign_sponsor"), asn.full_name),
+        ),
+        place_date=t("consent.form.place_date"),
+        footer=t(
+            "consent.form.footer", opd=profile.opd_name, version=worker_side.WORKER_CONSENT_VERSION
+        ),
+    )
+    content = await asyncio.to_thread(consent_form_pdf, form, created_at=ctx.now)
+    await consent_links.mark_requested(
+        ctx.repo.connection, sponsorship_id=sponsorship.id, via=ConsentMethod.FORM, now=ctx.now
+    )
+    return [
+        Reply(
+            t("consent.form.for_asn", name=worker.full_name, opd=profile.opd_name),
+            document=Document(f"persetujuan-{sponsorship.id}.pdf", content, PDF_MIME),
+            options=(
+                ctx.global_option(f"clink:{sponsorship.id}", t("consent.ways.link")),
+                *_back(ctx),
+            ),
+        )
+    ]
+
+
+class FormScanStep(Step):
+    """The PIC records a signed consent form by its photo or scan (from the queue's review).
+
+    The scan is kept by the channel's file reference, as a payment receipt is;
+    the consent is recorded with method "form", the PIC as its author in the
+    audit log, and the ASN is told.
+    """
+
+    name = "consent_form"
+    help_key = "pic.consent_form.help"
+    accepts_files = True
+    #: The queue's review step (handlers/flows/pic.py), where the PIC goes back to.
+    review_step = "review"
+
+    def applies(self, ctx: Context) -> bool:
+        return False  # reached from the review step only
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        t = ctx.t
+        name = await self._worker_name(ctx)
+        return [
+            Reply(
+                t("pic.consent_form.ask", name=name or "-"),
+                options=(ctx.option("back", t("pic.consent_form.back")),),
+            )
+        ]
+
+    async def _worker_name(self, ctx: Context) -> str | None:
+        sponsorship = await self._sponsorship(ctx)
+        return sponsorship.worker.full_name if sponsorship is not None else None
+
+    async def _sponsorship(self, ctx: Context) -> Sponsorship | None:
+        role = await ctx.pic()
+        if role is None:
+            return None
+        return (
+            await ctx.repo.session.execute(
+                select(Sponsorship)
+                .options(joinedload(Sponsorship.worker))
+                .where(
+                    Sponsorship.id == int(ctx.state.data.get("sid", -1)),
+                    Sponsorship.opd_id == role.opd_id,
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        t = ctx.t
+        if answer.choice == "back":
+            return Goto(self.review_step)
+        if answer.kind not in (EventKind.PHOTO, EventKind.DOCUMENT) or not answer.file_ref:
+            return Invalid(t("pic.consent_form.need_file"))
+        role = await ctx.pic()
+        sponsorship = await self._sponsorship(ctx)
+        if role is None or sponsorship is None:
+            return Goto(self.review_step, notice=t("pic.queue.already_handled"))
+        result = await worker_side.record_consent(
+            ctx.repo.session,
+            sponsorship,
+            granted=True,
+            method=ConsentMethod.FORM,
+            channel=ctx.event.channel,
+            channel_account_id=ctx.account.id,
+            actor=Actor.pic(role.pic_id),
+            now=ctx.now,
+            evidence_file_ref=stored_receipt(answer.kind, answer.file_ref),
+        )
+        if result.outcome is not ConsentOutcome.GIVEN:
+            notice = t("pic.consent_form.not_recorded", state=consent_state(ctx, sponsorship))
+            return Goto(self.review_step, notice=notice)
+        await ctx.notices.consent_answered(
+            ctx.repo.connection, sponsorship.id, granted=True, now=ctx.now
+        )
+        name = sponsorship.worker.full_name
+        return Goto(self.review_step, notice=t("pic.consent_form.recorded", name=name))

@@ -27,7 +27,7 @@ from domain.vocabulary import BatchStatus, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
-from handlers.flows.consent import consent_state, waiting_reason
+from handlers.flows.consent import FormScanStep, consent_state, waiting_reason
 from handlers.flows.payment import receipt_file
 from handlers.parsing import TextProblem, parse_note, record_id
 from handlers.types import Document, Option, Reply
@@ -410,6 +410,7 @@ class ReviewStep(Step):
             text += "\n\n" + waits
         options = (
             *(() if waits else (ctx.option("accept", ctx.t("pic.queue.accept")),)),
+            *((ctx.option("form", ctx.t("pic.consent_form.record")),) if waits else ()),
             ctx.option("return", ctx.t("pic.queue.return")),
             ctx.option("skip", ctx.t("pic.queue.skip")),
             ctx.option("stop", ctx.t("pic.queue.stop")),
@@ -431,6 +432,8 @@ class ReviewStep(Step):
             return await _next(ctx, role, ctx.t("pic.queue.skipped"))
         if answer.choice == "return":
             return Goto(ReasonStep.name)
+        if answer.choice == "form":
+            return Goto(FormScanStep.name)
         try:
             await workbench.accept(
                 ctx.repo.connection,
@@ -526,7 +529,7 @@ async def _return(ctx: Context, role: PicRole, code: ReturnReason | None, text: 
 class VerifyFlow(Flow):
     name = "verify"
     title_key = "flow.title.verify"
-    steps = (ReviewStep(), ReasonStep(), ReasonTextStep())
+    steps = (ReviewStep(), ReasonStep(), ReasonTextStep(), FormScanStep())
 
     async def can_start(self, ctx: Context) -> str | None:
         role = await ctx.pic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from datetime import timedelta
 
 import pytest
@@ -17,8 +18,9 @@ from domain.vocabulary import (
     SponsorshipStatus,
     WorkerConsent,
 )
+from handlers.types import EventKind
 from storage import workbench
-from storage.models import ConsentLink, ConsentRecord
+from storage.models import AuditLog, ConsentLink, ConsentRecord
 from storage.workbench import ChangeProblem
 from tests.fakes.chat import Chat, engine_config
 from tests.fakes.workbench import Office, build_office
@@ -312,3 +314,117 @@ async def test_the_console_shows_the_link_as_the_start_command_to_type(
     await worker.press("YA, saya setuju")
     (sponsorship,) = await office.sponsorships()
     assert sponsorship.consent_method is ConsentMethod.TELEGRAM_LINK
+
+
+# -- c. a printed form, signed, recorded by the PIC with its scan ----------------------------
+
+
+def option(chat: Chat, label_part: str) -> str:
+    """The id of the option containing `label_part` in any of the last replies."""
+    (found,) = [o.id for r in chat.replies for o in r.options if label_part in o.label]
+    return found
+
+
+def pdf_text(content: bytes) -> str:
+    """The text drawn in a PDF's (compressed) content streams: enough to read the form."""
+    texts = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", content, re.DOTALL):
+        try:
+            texts.append(zlib.decompress(stream).decode("latin-1"))
+        except zlib.error:
+            texts.append(stream.decode("latin-1"))
+    # Literal strings escape their parentheses: \(NIP ...\).
+    return "\n".join(texts).replace("\\(", "(").replace("\\)", ")")
+
+
+async def test_the_asn_prints_a_consent_form_with_the_masked_nik(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await office.enroll(consent=False)
+    await office.asn.press_id(option(office.asn, "Formulir persetujuan"))
+    assert "Cetak, minta Siti Aminah membaca" in office.asn.text
+    (document,) = office.asn.documents
+    (sponsorship,) = await office.sponsorships()
+    assert document.file_name == f"persetujuan-{sponsorship.id}.pdf"
+    assert document.mime_type == "application/pdf"
+    assert document.content.startswith(b"%PDF")
+    text = pdf_text(document.content)
+    for expected in (
+        "Siti Aminah",
+        "3201********0001",
+        "Budi Santoso (NIP 198503122010011002)",
+        "Dinas Kesehatan",
+        "Rp16.800 per bulan",
+        f"Nomor pendaftaran SERTAKAN: {sponsorship.id}",
+        "YA, saya setuju didaftarkan",
+    ):
+        assert expected in text, expected
+    assert "3201014708900001" not in text
+    # The way on: the link, my workers, the menu.
+    assert any("Tautan persetujuan" in label for label in office.asn.labels())
+
+    assert sponsorship.consent_requested_via is ConsentMethod.FORM
+    await open_queue(office)
+    assert "menunggu formulir bertanda tangan (formulir dicetak tanggal 21 November 2026)" in (
+        office.pic.text
+    )
+
+
+async def test_the_pic_records_the_signed_form_with_its_scan_and_may_accept(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await office.enroll(consent=False)
+    await open_queue(office)
+    await office.pic.press("Catat formulir bertanda tangan")
+    assert "Kirim foto atau pindaian formulir persetujuan Siti Aminah" in office.pic.text
+    await office.pic.say("sudah ditandatangani")
+    assert "Yang dibutuhkan foto atau berkas formulir" in office.pic.text
+    await office.pic.send_document("formulir-siti.pdf", b"%PDF-1.4 scan")
+    assert "Formulir persetujuan Siti Aminah dicatat" in office.pic.text
+    assert "Persetujuan pekerja: disetujui dengan formulir bertanda tangan" in office.pic.text
+    await office.pic.press("Terima")
+    assert "Siti Aminah diterima" in office.pic.text
+
+    (sponsorship,) = await office.sponsorships()
+    assert sponsorship.status is SponsorshipStatus.ACCEPTED
+    assert sponsorship.consent_method is ConsentMethod.FORM
+    async with office.sessionmaker() as session:
+        record = (
+            await session.execute(
+                select(ConsentRecord).where(ConsentRecord.subject == ConsentSubject.WORKER)
+            )
+        ).scalar_one()
+        audit = (
+            await session.execute(
+                select(AuditLog).where(AuditLog.action == "sponsorship.worker_consent")
+            )
+        ).scalar_one()
+    assert record.method is ConsentMethod.FORM
+    assert record.evidence_file_ref == "document:file-formulir-siti.pdf"
+    assert record.granted is True
+    assert (audit.actor_type, audit.details["method"]) == ("pic", "form")
+    (told,) = await office.outbox("consent_answered")
+    assert told.recipient == "1001" and "Siti Aminah menyetujui" in told.body
+
+
+async def test_a_photo_of_the_form_is_kept_by_its_reference_and_back_leaves_it_waiting(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await office.enroll(consent=False)
+    await open_queue(office)
+    await office.pic.press("Catat formulir bertanda tangan")
+    await office.pic.press("Kembali ke pendaftaran")
+    assert "Belum bisa diterima" in office.pic.text
+    await office.pic.press("Catat formulir bertanda tangan")
+    await office.pic._send(kind=EventKind.PHOTO, file_ref="AgACAgUAAxkBAAIB")
+    assert "dicatat" in office.pic.text
+    async with office.sessionmaker() as session:
+        record = (
+            await session.execute(
+                select(ConsentRecord).where(ConsentRecord.subject == ConsentSubject.WORKER)
+            )
+        ).scalar_one()
+    assert record.evidence_file_ref == "AgACAgUAAxkBAAIB"
