@@ -193,7 +193,9 @@ class LinkAnswerStep(Step):
             now=ctx.now,
         )
         if isinstance(found, consent_links.LinkProblem):
-            return [Reply(t(f"consent.link.{found.value}"))]
+            # Expired or answered meanwhile: say so, with the way out.
+            menu = ctx.global_option("menu", t("menu.back_to_menu"))
+            return [Reply(t(f"consent.link.{found.value}"), options=(menu,))]
         text = t(
             "consent.link.question",
             worker=found.sponsorship.worker.full_name,
