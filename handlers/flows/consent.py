@@ -23,17 +23,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from domain.local_time import local_date
-from domain.vocabulary import ConsentMethod, WorkerConsent
+from domain.vocabulary import Channel, ConsentMethod, WorkerConsent
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
-from handlers.flows.payment import stored_receipt
+from handlers.flows.payment import receipt_file, stored_receipt
 from handlers.flows.worker import consent_recorded_text
 from handlers.parsing import record_id
-from handlers.types import Document, EventKind, Option, Reply
+from handlers.types import Document, EventKind, FileRef, Option, Reply
 from storage import consent_links, worker_side
 from storage.audit import Actor
 from storage.consent_form import ConsentForm, consent_form_pdf
-from storage.models import Asn, Sponsorship
+from storage.models import Asn, ConsentRecord, Sponsorship
 from storage.worker_side import ConsentOutcome
 
 
@@ -400,3 +400,23 @@ class FormScanStep(Step):
         )
         name = sponsorship.worker.full_name
         return Goto(self.review_step, notice=t("pic.consent_form.recorded", name=name))
+
+
+async def form_scan(ctx: Context, sponsorship_id: int) -> FileRef | None:
+    """The signed form's scan the PIC recorded, to show again with the enrollment, when
+    the person's channel issued its reference (elsewhere the text says how consent came)."""
+    row = (
+        await ctx.repo.connection.execute(
+            select(ConsentRecord.evidence_file_ref, ConsentRecord.channel)
+            .where(
+                ConsentRecord.sponsorship_id == sponsorship_id,
+                ConsentRecord.method == ConsentMethod.FORM,
+                ConsentRecord.evidence_file_ref.is_not(None),
+            )
+            .order_by(ConsentRecord.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None or Channel(row.channel) is not ctx.event.channel:
+        return None
+    return receipt_file(row.evidence_file_ref, ctx.event.channel)

@@ -23,11 +23,11 @@ from domain.local_time import local_moment
 from domain.months import add_months
 from domain.phone import display_phone
 from domain.tariff import FundingSource
-from domain.vocabulary import BatchStatus, ReturnReason
+from domain.vocabulary import BatchStatus, ConsentMethod, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
-from handlers.flows.consent import FormScanStep, consent_state, waiting_reason
+from handlers.flows.consent import FormScanStep, consent_state, form_scan, waiting_reason
 from handlers.flows.payment import receipt_file
 from handlers.parsing import TextProblem, parse_note, record_id
 from handlers.types import Document, Option, Reply
@@ -415,7 +415,9 @@ class ReviewStep(Step):
             ctx.option("skip", ctx.t("pic.queue.skip")),
             ctx.option("stop", ctx.t("pic.queue.stop")),
         )
-        return [Reply(text, options=options)]
+        # A signed form's scan shows with the enrollment (SPEC 4.6).
+        scan = await form_scan(ctx, item.id) if item.consent_method is ConsentMethod.FORM else None
+        return [Reply(text, options=options, attachment=scan)]
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
         role = await ctx.pic()

@@ -18,7 +18,7 @@ from domain.vocabulary import (
     SponsorshipStatus,
     WorkerConsent,
 )
-from handlers.types import EventKind
+from handlers.types import EventKind, FileRef
 from storage import workbench
 from storage.models import AuditLog, ConsentLink, ConsentRecord
 from storage.workbench import ChangeProblem
@@ -384,6 +384,10 @@ async def test_the_pic_records_the_signed_form_with_its_scan_and_may_accept(
     await office.pic.send_document("formulir-siti.pdf", b"%PDF-1.4 scan")
     assert "Formulir persetujuan Siti Aminah dicatat" in office.pic.text
     assert "Persetujuan pekerja: disetujui dengan formulir bertanda tangan" in office.pic.text
+    # The scan shows with the enrollment (the PIC is on the platform that issued it).
+    assert office.pic.question.attachment == FileRef(
+        Channel.TELEGRAM, EventKind.DOCUMENT, "file-formulir-siti.pdf"
+    )
     await office.pic.press("Terima")
     assert "Siti Aminah diterima" in office.pic.text
 
