@@ -220,6 +220,9 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_months_ahead=program.max_months_ahead,
         plans=allowed_plans(semiannual=program.allow_semiannual, annual=program.allow_annual),
         payment_channels=payment_channels(settings),
+        accept_without_consent=program.accept_without_consent,
+        consent_link_ttl=timedelta(days=program.consent_link_days),
+        telegram_bot_username=settings.telegram.bot_username.strip().lstrip("@"),
     )
 
 

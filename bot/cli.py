@@ -260,6 +260,9 @@ async def _run_channels(settings: Settings) -> int:
     try:
         if telegram is not None:
             await telegram.set_commands()
+            if not runtime.engine.config.telegram_bot_username:
+                # Consent links t.me/<username>?start=... need it (TELEGRAM_BOT_USERNAME unset).
+                runtime.engine.use_telegram_username(await telegram.username())
         scheduler.start()
         if telegram_webhook or whatsapp is not None:
             app = web.Application()

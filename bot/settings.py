@@ -96,6 +96,10 @@ class ProgramSettings(BaseSettings):
     #: Where BPJS dues are paid (name,how_id[,name_en,how_en]): shown in info, at /bayar
     #: and in reminders; a province edits it.
     payment_channels_file: Path = Path("data/payment_channels.csv")
+    #: The PIC may accept an enrollment whose worker has not consented (SPEC 4.6: no).
+    accept_without_consent: bool = False
+    #: Days a Telegram consent link (t.me/<bot>?start=...) the ASN forwards stays valid.
+    consent_link_days: int = Field(14, ge=1, le=90)
 
 
 class TelegramSettings(BaseSettings):

@@ -758,6 +758,11 @@ class TelegramChannel:
 
     # --- lifecycle --------------------------------------------------------------
 
+    async def username(self) -> str:
+        """The bot's username as Telegram knows it (getMe), for t.me/<username> links."""
+        me = await self.bot.get_me()
+        return me.username or ""
+
     async def set_commands(self) -> None:
         """Publish the command menu: Indonesian by default, English for "en" clients."""
         for language, names in _COMMANDS.items():

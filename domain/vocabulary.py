@@ -102,6 +102,17 @@ class WorkerConsent(StrEnum):
     REFUSED = "refused"
 
 
+class ConsentMethod(StrEnum):
+    """How a worker is asked for consent and how their answer came (SPEC 4.6)."""
+
+    #: The consent request on WhatsApp ("YA" / "TIDAK").
+    WHATSAPP = "whatsapp"
+    #: A Telegram link t.me/<bot>?start=<token> the ASN forwarded to the worker.
+    TELEGRAM_LINK = "telegram_link"
+    #: A printed form the worker signed; the PIC recorded its scan.
+    FORM = "form"
+
+
 class EmploymentType(StrEnum):
     """ASN kind, told apart by the NIP layout (SPEC 3)."""
 

@@ -67,6 +67,14 @@ class EngineConfig:
     kpj_read_limits: ReadLimits = DEFAULT_LIMITS
     #: Where BPJS dues are paid (PROGRAM_PAYMENT_CHANNELS_FILE); empty: "ask your PIC".
     payment_channels: tuple[PaymentChannel, ...] = ()
+    #: PROGRAM_ACCEPT_WITHOUT_CONSENT: the PIC may accept an enrollment whose worker
+    #: has not consented (default no: it waits, and the PIC sees why).
+    accept_without_consent: bool = False
+    #: How long a Telegram consent link the ASN forwards to the worker works.
+    consent_link_ttl: timedelta = timedelta(days=14)
+    #: The Telegram bot's username (TELEGRAM_BOT_USERNAME, or getMe at start-up), for
+    #: links t.me/<username>?start=...; empty: the link is shown as "/start <payload>".
+    telegram_bot_username: str = ""
 
 
 @dataclasses.dataclass(slots=True)

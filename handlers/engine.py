@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,7 +31,8 @@ from handlers.context import (
     Repositories,
 )
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
-from handlers.flows import correction, pic, ticket, worker
+from handlers.flows import consent, correction, pic, ticket, worker
+from handlers.flows.consent import LinkConsentFlow
 from handlers.flows.correction import CorrectionFlow
 from handlers.flows.enrollment import EnrollmentFlow
 from handlers.flows.payment import PaymentFlow
@@ -46,6 +48,7 @@ from handlers.parsing import match_option, normalise, record_id, storable_event
 from handlers.types import EventKind, InboundEvent, QueuedReplies, Reply, encode_replies
 from handlers.where_to_pay import where_to_pay
 from storage.collective_file import KpjFileError
+from storage.consent_links import is_consent_payload
 from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
 from storage.isolated_read import read_kpj_file_isolated
@@ -179,6 +182,7 @@ class Engine:
                 AskFlow(),
                 AnswerFlow(),
                 StopSponsoringFlow(),
+                LinkConsentFlow(),
             )
         }
 
@@ -186,6 +190,12 @@ class Engine:
     def notices(self) -> Notices:
         """What proactive notices say and to whom (also used by the CLI and planners)."""
         return self._notices
+
+    def use_telegram_username(self, username: str) -> None:
+        """The Telegram bot's username learnt at start-up (getMe), for the links it shows."""
+        self._config = dataclasses.replace(
+            self._config, telegram_bot_username=username.strip().lstrip("@")
+        )
 
     @property
     def config(self) -> EngineConfig:
@@ -311,6 +321,9 @@ class Engine:
 
         if event.kind is EventKind.COMMAND:
             if (event.command or "").lower() == "start" and event.command_args:
+                if is_consent_payload(event.command_args):
+                    # A worker's consent link t.me/<bot>?start=c_<token> (SPEC 4.6).
+                    return await self._open_consent_link(ctx, event.command_args)
                 # A Telegram deep link t.me/<bot>?start=<invite code>.
                 return await self._redeem(ctx, event.command_args)
             action = COMMANDS.get((event.command or "").lower())
@@ -663,6 +676,12 @@ class Engine:
             return await ticket.staff_action(ctx, head, arg)
         if head == "erase":
             return await self._start_flow(ctx, EraseFlow.name)
+        if head == "clink":
+            self._park_running(ctx)
+            return await consent.asn_link(ctx, arg)
+        if head == "cform":
+            self._park_running(ctx)
+            return await consent.asn_form(ctx, arg)
         if head in ("consent", "wstatus"):
             if flow is not None:
                 self._park(ctx, flow)
@@ -754,6 +773,19 @@ class Engine:
         state.history = []
         self._enter(ctx, AnswerFlow.steps[0].name)
         return await self._flows[AnswerFlow.name].step(state.step or "").ask(ctx)
+
+    async def _open_consent_link(self, ctx: Context, payload: str) -> list[Reply]:
+        """A worker opened the consent link the ASN forwarded: the consent question."""
+        self._park_running(ctx)
+        found = await consent.find_link(ctx, payload)
+        if isinstance(found, Reply):
+            return [found, await menus.main_menu(ctx)]
+        state = ctx.state
+        state.flow = LinkConsentFlow.name
+        state.data = {"link": found}
+        state.history = []
+        self._enter(ctx, LinkConsentFlow.steps[0].name)
+        return await self._flows[LinkConsentFlow.name].step(state.step or "").ask(ctx)
 
     async def _start_correction(self, ctx: Context, arg: str) -> list[Reply]:
         state = ctx.state

@@ -5,8 +5,9 @@ from __future__ import annotations
 from domain.dues import due_date
 from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
-from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
+from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus, WorkerConsent
 from handlers.context import Context
+from handlers.flows.consent import consent_state
 from handlers.flows.payment import dues_of, has_dues_to_pay, plan_of
 from handlers.types import Option, Reply
 from handlers.where_to_pay import where_to_pay
@@ -14,6 +15,8 @@ from storage import admins, payments
 from storage.sponsorship_end import stop_reason
 
 INFO_TOPICS = ("dues", "where", "benefits", "how")
+#: A worker who has not answered the consent request can be asked another way.
+_UNANSWERED = (WorkerConsent.NOT_REQUESTED, WorkerConsent.PENDING)
 
 
 async def main_menu(ctx: Context) -> Reply:
@@ -142,6 +145,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
     paid = await payments.paid_months(ctx.repo.connection, [s.id for s in sponsorships])
     lines = [t("workers.title", count=len(sponsorships))]
     actions: list[Option] = []
+    consent_actions: list[Option] = []
     payable = False
     for index, sponsorship in enumerate(sponsorships, start=1):
         worker = sponsorship.worker
@@ -158,7 +162,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
                 nik=worker.nik_masked,
                 occupation=t(f"occupation.{sponsorship.occupation.value}"),
                 status=t(f"status.{sponsorship.status.value}"),
-                consent=t(f"consent.{sponsorship.worker_consent.value}"),
+                consent=consent_state(ctx, sponsorship),
                 plan=t(f"plan.{plan.value}"),
                 first_month=t.month(plan_from),
             )
@@ -199,12 +203,20 @@ async def my_workers(ctx: Context) -> list[Reply]:
                 if sponsorship.ended_month
                 else t("workers.stopped_unpaid")
             )
+        if sponsorship.status.is_open and sponsorship.worker_consent in _UNANSWERED:
+            # The worker has not answered: a Telegram link or a printed form (SPEC 4.6).
+            consent_actions.append(
+                ctx.global_option(
+                    f"clink:{sponsorship.id}", t("consent.ways.ask", name=worker.full_name)
+                )
+            )
         if sponsorship.status is SponsorshipStatus.RETURNED:
             lines[-1] += "\n" + t("workers.returned", reason=sponsorship.return_reason or "-")
             actions.append(
                 ctx.global_option(f"fix:{sponsorship.id}", t("workers.fix", name=worker.full_name))
             )
     has_fixes = bool(actions)
+    actions += consent_actions
     if any(s.status in payments.DUES_BEARING for s in sponsorships):
         actions.insert(0, ctx.global_option("plan", t("workers.change_plan")))
     if payable:

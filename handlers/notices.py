@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.dues import protected_from
 from domain.months import add_months
-from domain.vocabulary import Channel, Language, PaymentStatus, WorkerConsent
+from domain.vocabulary import Channel, ConsentMethod, Language, PaymentStatus, WorkerConsent
 from handlers.i18n import Catalogs, Translator
 from storage.dues_queries import cancel_reminders, pics_by_opd
 from storage.models import Asn, ChannelAccount, Opd, Payment, Sponsorship, Worker
@@ -129,7 +129,11 @@ class Notices:
         await connection.execute(
             update(Sponsorship)
             .where(Sponsorship.id == sponsorship_id)
-            .values(worker_consent=WorkerConsent.PENDING)
+            .values(
+                worker_consent=WorkerConsent.PENDING,
+                consent_requested_via=ConsentMethod.WHATSAPP,
+                consent_requested_at=now,
+            )
         )
         return True
 

@@ -35,6 +35,7 @@ from domain.vocabulary import (
     AskerRole,
     BatchStatus,
     Channel,
+    ConsentMethod,
     ConsentPurpose,
     ConsentSubject,
     DeliveryStatus,
@@ -214,6 +215,15 @@ class Sponsorship(Base):
         _enum(SponsorshipStatus, "sponsorship_status")
     )
     worker_consent: Mapped[WorkerConsent] = mapped_column(_enum(WorkerConsent, "worker_consent"))
+    #: How the worker was last asked to consent, and when: the PIC sees why it waits.
+    consent_requested_via: Mapped[ConsentMethod | None] = mapped_column(
+        _enum(ConsentMethod, "consent_method")
+    )
+    consent_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    #: How the worker's answer came (WhatsApp, the Telegram link, a signed form).
+    consent_method: Mapped[ConsentMethod | None] = mapped_column(
+        _enum(ConsentMethod, "consent_method")
+    )
     #: The ASN confirmed a birth date that differs from the one in the NIK.
     birth_date_differs_from_nik: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
@@ -269,6 +279,33 @@ class ConsentRecord(Base):
     channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_account.id"), index=True)
     sponsorship_id: Mapped[int | None] = mapped_column(ForeignKey("sponsorship.id"))
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: A worker's consent: how it came (None for the ASN's own consents).
+    method: Mapped[ConsentMethod | None] = mapped_column(_enum(ConsentMethod, "consent_method"))
+    #: A signed form's scan, by the channel's file reference (as a payment receipt is
+    #: stored: a document's prefixed "document:"); the channel is the account's.
+    evidence_file_ref: Mapped[str | None] = mapped_column(String(200))
+
+
+class ConsentLink(Base):
+    """A Telegram link t.me/<bot>?start=<token> that asks one worker for consent.
+
+    Only the token's SHA-256 is stored (the token itself is 256 random bits, shown
+    once to the ASN): a database copy cannot be turned into working links. A link
+    serves one sponsorship only and stops working at `expires_at` or once the
+    worker answered; the ASN may make another (earlier ones keep working until
+    they expire).
+    """
+
+    __tablename__ = "consent_link"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sponsorship_id: Mapped[int] = mapped_column(ForeignKey("sponsorship.id"), index=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_by_account_id: Mapped[int] = mapped_column(ForeignKey("channel_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: When the worker answered through it.
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Conversation(Base):

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain.local_time import local_date
 from domain.vocabulary import (
     BatchStatus,
+    ConsentMethod,
     ImportStatus,
     Occupation,
     PaymentPlan,
@@ -103,6 +104,11 @@ class Enrollment:
     return_reason: str | None
     kpj: str | None
     created_at: datetime
+    #: How and when the worker was last asked to consent (None: never asked).
+    consent_requested_via: ConsentMethod | None = None
+    consent_requested_at: datetime | None = None
+    #: How the worker's answer came.
+    consent_method: ConsentMethod | None = None
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -120,7 +126,7 @@ class ChangeProblem(Exception):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        #: "not_found" or "wrong_status".
+        #: "not_found", "wrong_status" or "no_consent" (accept without the worker's consent).
         self.reason = reason
 
 
@@ -145,6 +151,9 @@ _ENROLLMENT_COLUMNS = (
     Sponsorship.return_reason,
     Sponsorship.kpj,
     Sponsorship.created_at,
+    Sponsorship.consent_requested_via,
+    Sponsorship.consent_requested_at,
+    Sponsorship.consent_method,
 )
 
 
@@ -207,23 +216,33 @@ async def _transition(
     sponsorship_id: int,
     from_statuses: Sequence[SponsorshipStatus],
     values: dict[str, object],
+    require_consent: bool = False,
 ) -> None:
-    """Move one enrollment on, if it is of this OPD and in one of `from_statuses`."""
-    result = await connection.execute(
-        update(Sponsorship)
-        .where(
-            Sponsorship.id == sponsorship_id,
-            Sponsorship.opd_id == opd_id,
-            Sponsorship.status.in_(list(from_statuses)),
-        )
-        .values(**values)
+    """Move one enrollment on, if it is of this OPD and in one of `from_statuses`
+    (and, with `require_consent`, its worker consented)."""
+    query = update(Sponsorship).where(
+        Sponsorship.id == sponsorship_id,
+        Sponsorship.opd_id == opd_id,
+        Sponsorship.status.in_(list(from_statuses)),
     )
+    if require_consent:
+        # In the same statement: a consent checked before it could not be relied on.
+        query = query.where(Sponsorship.worker_consent == WorkerConsent.GIVEN)
+    result = await connection.execute(query.values(**values))
     if result.rowcount:
         return
-    exists = await connection.scalar(
-        select(Sponsorship.id).where(Sponsorship.id == sponsorship_id, Sponsorship.opd_id == opd_id)
-    )
-    raise ChangeProblem("wrong_status" if exists else "not_found")
+    found = (
+        await connection.execute(
+            select(Sponsorship.status).where(
+                Sponsorship.id == sponsorship_id, Sponsorship.opd_id == opd_id
+            )
+        )
+    ).first()
+    if found is None:
+        raise ChangeProblem("not_found")
+    if require_consent and SponsorshipStatus(found.status) in from_statuses:
+        raise ChangeProblem("no_consent")
+    raise ChangeProblem("wrong_status")
 
 
 async def _verify(
@@ -236,6 +255,7 @@ async def _verify(
     action: str,
     values: dict[str, object],
     details: dict[str, object] | None = None,
+    require_consent: bool = False,
 ) -> None:
     """The PIC's decision on a waiting enrollment, with its audit entry."""
     await _transition(
@@ -249,6 +269,7 @@ async def _verify(
             "verified_by_pic_id": pic_id,
             "status_changed_at": now,
         },
+        require_consent=require_consent,
     )
     await audit.record(
         connection,
@@ -270,8 +291,13 @@ async def accept(
     sponsorship_id: int,
     pic_id: int,
     now: datetime,
+    require_consent: bool = True,
 ) -> None:
-    """The PIC accepts a waiting enrollment (raises ChangeProblem otherwise); the ASN is told."""
+    """The PIC accepts a waiting enrollment (raises ChangeProblem otherwise); the ASN is told.
+
+    With `require_consent` (PROGRAM_ACCEPT_WITHOUT_CONSENT=false, the default) an
+    enrollment whose worker has not consented is refused: ChangeProblem("no_consent").
+    """
     await _verify(
         connection,
         opd_id=opd_id,
@@ -280,6 +306,7 @@ async def accept(
         now=now,
         action="enrollment.accept",
         values={"status": SponsorshipStatus.ACCEPTED},
+        require_consent=require_consent,
     )
     await notices.enrollment_accepted(connection, sponsorship_id, now=now)
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import contains_eager
 
 from domain.vocabulary import (
     Channel,
+    ConsentMethod,
     ConsentPurpose,
     ConsentSubject,
     OutboxStatus,
@@ -98,6 +99,9 @@ class ConsentAnswer:
     outcome: ConsentOutcome
     sponsorship_id: int | None = None
     worker_name: str | None = None
+    #: The enrollment's status when the answer came (the worker is told what it means:
+    #: a PIC may have accepted or returned it already).
+    status: SponsorshipStatus | None = None
 
 
 async def pending_consent(session: AsyncSession, phone_e164: str) -> Sponsorship | None:
@@ -118,12 +122,10 @@ async def answer_consent(
     channel_account_id: int,
     now: datetime,
 ) -> ConsentAnswer:
-    """Record the worker's YA / TIDAK for one enrollment of theirs.
+    """Record the worker's YA / TIDAK on WhatsApp for one enrollment of theirs.
 
     `sponsorship_id` comes from the template's button payload; None (a typed
-    answer) means the newest pending one. A refusal ends the enrollment
-    (status ENDED, end reason "worker_refused"), with an audit entry. The answer
-    is a consent record (who, when, channel, text version), like the ASN's.
+    answer) means the newest pending one. See `record_consent` for what is written.
     """
     records = await records_for_phone(session, phone_e164)
     if sponsorship_id is None:
@@ -135,10 +137,47 @@ async def answer_consent(
         target = next((s for s in records if s.id == sponsorship_id), None)
         if target is None:
             return ConsentAnswer(ConsentOutcome.NOT_FOUND)
+    return await record_consent(
+        session,
+        target,
+        granted=granted,
+        method=ConsentMethod.WHATSAPP,
+        channel=channel,
+        channel_account_id=channel_account_id,
+        actor=Actor.account("worker", channel_account_id),
+        now=now,
+    )
+
+
+async def record_consent(
+    session: AsyncSession,
+    target: Sponsorship,
+    *,
+    granted: bool,
+    method: ConsentMethod,
+    channel: Channel,
+    channel_account_id: int,
+    actor: Actor,
+    now: datetime,
+    evidence_file_ref: str | None = None,
+) -> ConsentAnswer:
+    """Record a worker's answer for one enrollment (loaded with its worker), however it came.
+
+    The first answer stands (ALREADY afterwards); an ended enrollment takes none
+    (NOT_FOUND). A refusal ends the enrollment (status ENDED, end reason
+    "worker_refused"), also one a PIC already accepted (accepted without consent,
+    PROGRAM_ACCEPT_WITHOUT_CONSENT): nobody is enrolled against their will; a KPJ
+    issued stays on the row for the PIC's report to BPJS. The answer is a consent
+    record (who, when, channel, method, text version, a signed form's scan) with
+    an audit entry by `actor` (the worker, or the PIC who recorded a form).
+    """
     if target.worker_consent in (WorkerConsent.GIVEN, WorkerConsent.REFUSED):
-        return ConsentAnswer(ConsentOutcome.ALREADY, target.id, target.worker.full_name)
+        return ConsentAnswer(
+            ConsentOutcome.ALREADY, target.id, target.worker.full_name, target.status
+        )
     if not target.status.is_open:
         return ConsentAnswer(ConsentOutcome.NOT_FOUND)
+    status_before = target.status
     session.add(
         ConsentRecord(
             subject=ConsentSubject.WORKER,
@@ -150,9 +189,12 @@ async def answer_consent(
             channel_account_id=channel_account_id,
             sponsorship_id=target.id,
             recorded_at=now,
+            method=method,
+            evidence_file_ref=evidence_file_ref,
         )
     )
     target.worker_consent = WorkerConsent.GIVEN if granted else WorkerConsent.REFUSED
+    target.consent_method = method
     if not granted:
         target.status = SponsorshipStatus.ENDED
         target.end_reason = "worker_refused"
@@ -162,18 +204,23 @@ async def answer_consent(
         await cancel_sponsorship_reminders(await session.connection(), [target.id])
     await audit.record(
         await session.connection(),
-        Actor.account("worker", channel_account_id),
+        actor,
         "sponsorship.worker_consent",
         record_type="sponsorship",
         record_id=target.id,
         opd_id=target.opd_id,
         now=now,
-        details={"granted": granted, "text_version": WORKER_CONSENT_VERSION},
+        details={
+            "granted": granted,
+            "text_version": WORKER_CONSENT_VERSION,
+            "method": method.value,
+        },
     )
     return ConsentAnswer(
         ConsentOutcome.GIVEN if granted else ConsentOutcome.REFUSED,
         target.id,
         target.worker.full_name,
+        status_before,
     )
 
 

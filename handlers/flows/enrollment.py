@@ -24,6 +24,7 @@ from domain.vocabulary import (
 from handlers import staffing
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
+from handlers.flows import consent
 from handlers.flows.common import EditFieldStep, PersonNameStep
 from handlers.parsing import DateProblem, TextProblem, parse_day, parse_place
 from handlers.types import Reply
@@ -564,7 +565,11 @@ class SummaryStep(Step):
         name = str(data["full_name"])
         replies = [Reply(await staffing.queued_text(ctx, name, asn.opd_id, asn.opd_name))]
         if await ctx.notices.consent_request(ctx.repo.connection, sponsorship_id, now=ctx.now):
-            replies.append(Reply(ctx.t("enroll.consent_requested", name=name)))
+            # A worker without WhatsApp on that number can still consent (SPEC 4.6).
+            text = ctx.t("enroll.consent_requested", name=name)
+            replies.append(Reply(text, options=consent.ways_options(ctx, sponsorship_id)))
+        else:
+            replies.append(await consent.link_reply(ctx, sponsorship_id, name, with_back=False))
         return Done(replies, sent_key="flow.already_sent.enrollment")
 
 

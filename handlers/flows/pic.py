@@ -23,10 +23,11 @@ from domain.local_time import local_moment
 from domain.months import add_months
 from domain.phone import display_phone
 from domain.tariff import FundingSource
-from domain.vocabulary import BatchStatus, ReturnReason
+from domain.vocabulary import BatchStatus, ConsentMethod, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
+from handlers.flows.consent import FormScanStep, consent_state, form_scan, waiting_reason
 from handlers.flows.payment import receipt_file
 from handlers.parsing import TextProblem, parse_note, record_id
 from handlers.types import Document, Option, Reply
@@ -78,7 +79,7 @@ def describe(ctx: Context, item: Enrollment) -> str:
         nip=item.sponsor_nip,
         plan=t(f"plan.{item.plan.value}"),
         first_month=t.month(item.first_month),
-        consent=t(f"consent.{item.worker_consent.value}"),
+        consent=consent_state(ctx, item),
     )
     if item.correction_count:
         lines += "\n" + t("pic.corrected", count=item.correction_count)
@@ -471,13 +472,20 @@ class ReviewStep(Step):
         text = ctx.t("pic.queue.title", total=total) + "\n\n" + describe(ctx, item)
         if item.correction_count:
             text += "\n" + await _correction_note(ctx, role, item)
+        # Without the worker's consent (SPEC 4.6) there is no accept: the text says why.
+        waits = waiting_reason(ctx, item)
+        if waits is not None:
+            text += "\n\n" + waits
         options = (
-            ctx.option("accept", ctx.t("pic.queue.accept")),
+            *(() if waits else (ctx.option("accept", ctx.t("pic.queue.accept")),)),
+            *((ctx.option("form", ctx.t("pic.consent_form.record")),) if waits else ()),
             ctx.option("return", ctx.t("pic.queue.return")),
             ctx.option("skip", ctx.t("pic.queue.skip")),
             ctx.option("stop", ctx.t("pic.queue.stop")),
         )
-        return [Reply(text, options=options)]
+        # A signed form's scan shows with the enrollment (SPEC 4.6).
+        scan = await form_scan(ctx, item.id) if item.consent_method is ConsentMethod.FORM else None
+        return [Reply(text, options=options, attachment=scan)]
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
         role = await ctx.pic()
@@ -494,6 +502,8 @@ class ReviewStep(Step):
             return await _next(ctx, role, ctx.t("pic.queue.skipped"))
         if answer.choice == "return":
             return Goto(ReasonStep.name)
+        if answer.choice == "form":
+            return Goto(FormScanStep.name)
         try:
             await workbench.accept(
                 ctx.repo.connection,
@@ -502,8 +512,11 @@ class ReviewStep(Step):
                 sponsorship_id=sid,
                 pic_id=role.pic_id,
                 now=ctx.now,
+                require_consent=not ctx.config.accept_without_consent,
             )
-        except ChangeProblem:
+        except ChangeProblem as problem:
+            if problem.reason == "no_consent":
+                return Invalid(ctx.t("pic.queue.no_consent"))
             return await _next(ctx, role, ctx.t("pic.queue.already_handled"))
         item = await workbench.enrollment(
             ctx.repo.connection, opd_id=role.opd_id, sponsorship_id=sid
@@ -586,7 +599,7 @@ async def _return(ctx: Context, role: PicRole, code: ReturnReason | None, text: 
 class VerifyFlow(PicFlow):
     name = "verify"
     title_key = "flow.title.verify"
-    steps = (ReviewStep(), ReasonStep(), ReasonTextStep())
+    steps = (ReviewStep(), ReasonStep(), ReasonTextStep(), FormScanStep())
 
     async def can_start(self, ctx: Context) -> str | None:
         role = await ctx.pic()

@@ -20,6 +20,7 @@ the options: register as ASN, check status as a worker, help.
 from __future__ import annotations
 
 from domain.vocabulary import Channel
+from domain.vocabulary import SponsorshipStatus as S
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Invalid, Next, Outcome, Step
 from handlers.flows.payment import dues_of
@@ -27,7 +28,7 @@ from handlers.types import Option, Reply
 from storage import payments, worker_side
 from storage.audit import Actor
 from storage.models import Asn
-from storage.worker_side import ConsentOutcome
+from storage.worker_side import ConsentAnswer, ConsentOutcome
 
 #: Template button payload prefix (`consent:yes:<sponsorship id>`), see bot/whatsapp/templates.
 CONSENT_PREFIX = "consent:"
@@ -129,8 +130,34 @@ async def answer_consent(ctx: Context, granted: bool, sponsorship_id: int | None
     await ctx.notices.consent_answered(
         ctx.repo.connection, result.sponsorship_id, granted=granted, now=ctx.now
     )
-    key = "worker.consent.thanks" if granted else "worker.consent.refused"
-    return [Reply(t(key, name=result.worker_name or "-")), worker_menu(ctx)]
+    return [Reply(consent_recorded_text(ctx, result, on_whatsapp=True)), worker_menu(ctx)]
+
+
+#: Where the enrollment stood when the worker answered, for what they are told.
+_ACCEPTED = (S.ACCEPTED, S.SUBMITTED, S.ACTIVE, S.CARD_HANDED_OVER)
+
+
+def consent_recorded_text(ctx: Context, result: ConsentAnswer, *, on_whatsapp: bool) -> str:
+    """What a worker is told after answering, by where the enrollment stood.
+
+    A PIC may already have accepted it (PROGRAM_ACCEPT_WITHOUT_CONSENT) or returned
+    it to the ASN for a correction: the worker hears what happens next, and a
+    refusal of an accepted enrollment says the PIC will tell BPJS.
+    """
+    t = ctx.t
+    name = result.worker_name or "-"
+    if result.outcome is ConsentOutcome.REFUSED:
+        key = (
+            "worker.consent.refused_after_accept"
+            if result.status in _ACCEPTED
+            else "worker.consent.refused"
+        )
+        return t(key, name=name)
+    if result.status in _ACCEPTED:
+        return t("worker.consent.thanks_accepted", name=name)
+    if result.status is S.RETURNED:
+        return t("worker.consent.thanks_returned", name=name)
+    return t("worker.consent.thanks" if on_whatsapp else "worker.consent.thanks_link", name=name)
 
 
 async def status(ctx: Context) -> list[Reply]:

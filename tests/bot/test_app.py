@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -84,6 +84,21 @@ def test_settings_read_flat_environment_names(monkeypatch: pytest.MonkeyPatch) -
     assert settings.database_url == "postgresql+asyncpg://u@h/db"
     assert settings.telegram.api_base == "http://127.0.0.1:9999"
     assert settings.program.max_workers_per_asn == 7
+
+
+def test_consent_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    config = engine_config(settings)
+    # SPEC 4.6: by default no accept without the worker's consent; links live 14 days.
+    assert config.accept_without_consent is False
+    assert config.consent_link_ttl == timedelta(days=14)
+    monkeypatch.setenv("PROGRAM_ACCEPT_WITHOUT_CONSENT", "true")
+    monkeypatch.setenv("PROGRAM_CONSENT_LINK_DAYS", "7")
+    monkeypatch.setenv("TELEGRAM_BOT_USERNAME", "@SertakanBot")
+    config = engine_config(Settings())
+    assert config.accept_without_consent is True
+    assert config.consent_link_ttl == timedelta(days=7)
+    assert config.telegram_bot_username == "SertakanBot"
 
 
 def test_cli_migrate_and_opd_load(

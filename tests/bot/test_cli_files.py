@@ -7,6 +7,7 @@ import base64
 import getpass
 import io
 import os
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -442,6 +443,12 @@ async def test_chat_file_and_export_batch_carry_the_same_local_date_after_midnig
         await asn.register()
         await asn.enroll_until_summary()
         await asn.press("Kirim ke PIC")
+        # The worker consents through the Telegram link the ASN got (SPEC 4.6).
+        link = re.search(r"/start (c_[A-Za-z0-9_-]+)", asn.text)
+        assert link is not None
+        worker = Chat(runtime.engine, clock, sender="7001")
+        await worker.say(f"/start {link.group(1)}")
+        await worker.press("YA, saya setuju")
         await appoint_pic(runtime.sessionmaker, clock, telegram_id=PIC_ID, opd_code="BKL-DINKES")
         pic = Chat(runtime.engine, clock, sender=PIC_ID)
         await pic.say("pic")

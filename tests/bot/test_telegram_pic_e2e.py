@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -44,6 +46,8 @@ from tests.fakes.telegram_user import TelegramUser
 
 ASN_ID = 5001
 PIC_ID = 6001
+#: Telegram ids of the workers who open their consent links.
+_worker_ids = itertools.count(7001)
 
 
 @pytest.fixture
@@ -94,6 +98,14 @@ async def enroll(asn: TelegramUser, nik: str, name: str) -> None:
     assert name in asn.text
     await asn.press("Kirim ke PIC")
     assert "menunggu pemeriksaan PIC Dinas Kesehatan" in asn.text
+    # No WhatsApp: the worker consents through the Telegram link the ASN forwards.
+    link = re.search(r"(?:\?start=|/start )(c_[A-Za-z0-9_-]+)", asn.text)
+    assert link is not None, asn.text
+    worker = TelegramUser(asn.server, next(_worker_ids))
+    await worker.say(f"/start {link.group(1)}")
+    assert f"Halo {name}." in worker.text
+    await worker.press("YA, saya setuju")
+    assert "Persetujuan Anda sudah dicatat" in worker.text
 
 
 async def press_on_document(server: FakeTelegramServer, user: TelegramUser, label: str) -> None:
@@ -143,8 +155,11 @@ async def test_from_enrollment_to_card_ready_exactly_once(
     asn = TelegramUser(server, ASN_ID)
     pic = TelegramUser(server, PIC_ID)
     async with open_bot(settings, clock) as bot, polling(bot.channel):
+        # As `sertakan run` does without TELEGRAM_BOT_USERNAME: the links name the bot.
+        bot.runtime.engine.use_telegram_username(await bot.channel.username())
         await register(asn)
         await enroll(asn, WORKER_NIK, "Siti Aminah")
+        assert any("https://t.me/SertakanBot?start=c_" in m.text for m in asn.messages)
         await enroll(asn, OTHER_NIK, "Joko Susilo")
 
         await pic.say("pic")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.vocabulary import Channel
+from domain.vocabulary import Channel, ConsentMethod, SponsorshipStatus, WorkerConsent
 from handlers.context import EngineConfig
 from handlers.engine import Engine
 from storage.audit import Actor
@@ -47,9 +47,34 @@ class Office:
                 query = query.where(Outbox.kind == kind)
             return list((await session.execute(query)).scalars().all())
 
-    async def enroll(self, nik: str = WORKER_NIK, name: str = "Siti Aminah") -> None:
+    async def enroll(
+        self, nik: str = WORKER_NIK, name: str = "Siti Aminah", *, consent: bool | None = None
+    ) -> None:
+        """The ASN enrolls a worker; with `consent`, the worker then consents (SPEC 4.6),
+        so the PIC may accept it. By default (None) the worker consents unless a
+        consent request went out on WhatsApp (the test answers it there)."""
         await self.asn.enroll_until_summary(nik=nik, name=name)
         await self.asn.press("Kirim ke PIC")
+        if consent is None:
+            newest = (await self.sponsorships())[-1]
+            consent = newest.consent_requested_via is not ConsentMethod.WHATSAPP
+        if consent:
+            await self.worker_consents()
+
+    async def worker_consents(self, *, every_waiting: bool = False) -> None:
+        """The newest enrollment's worker (or, with `every_waiting`, the worker of every
+        enrollment waiting for the PIC) consents, unless they answered already."""
+        async with self.sessionmaker() as session, session.begin():
+            query = select(Sponsorship).where(
+                Sponsorship.worker_consent.in_([WorkerConsent.NOT_REQUESTED, WorkerConsent.PENDING])
+            )
+            if every_waiting:
+                query = query.where(Sponsorship.status == SponsorshipStatus.WAITING_FOR_PIC)
+            else:
+                newest = select(func.max(Sponsorship.id)).scalar_subquery()
+                query = query.where(Sponsorship.id == newest)
+            for sponsorship in (await session.execute(query)).scalars():
+                sponsorship.worker_consent = WorkerConsent.GIVEN
 
     async def record_payment(self, months: int = 1) -> None:
         """The ASN records `months` at the tariff amount, without a receipt."""
@@ -136,7 +161,9 @@ async def activate(office: Office, *pairs: tuple[str, str]) -> None:
 
 
 async def issue_cards(office: Office, *niks: str) -> None:
-    """The PIC accepts what waits, exports, and applies a BPJS file with a KPJ per NIK."""
+    """The workers consent, the PIC accepts what waits, exports, and applies a BPJS file
+    with a KPJ per NIK."""
+    await office.worker_consents(every_waiting=True)
     await office.pic.say("pic")
     await office.pic.press("Periksa pendaftaran")
     while any("Terima" in label for label in office.pic.labels()):

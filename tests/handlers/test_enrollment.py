@@ -70,7 +70,8 @@ async def test_enrollment_lands_in_database_encrypted(
     assert sponsorship.occupation is Occupation.HOUSEHOLD_ASSISTANT
     assert sponsorship.plan is PaymentPlan.MONTHLY
     assert sponsorship.first_month == date(2026, 12, 1)
-    assert sponsorship.worker_consent is WorkerConsent.NOT_REQUESTED
+    # Without WhatsApp the ASN got a Telegram consent link to forward: asked, pending.
+    assert sponsorship.worker_consent is WorkerConsent.PENDING
 
 
 async def test_draft_nik_is_not_stored_in_plain_text(

@@ -29,7 +29,7 @@ from storage.models import (
 )
 from storage.worker_side import ERASED_ACCOUNT_PREFIX
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK, Chat
-from tests.fakes.workbench import Office, activate, build_office
+from tests.fakes.workbench import Office, activate, build_office, issue_cards
 
 #: Both workers of `activate` get the phone the ASN types in `enroll_until_summary`.
 SHARED_WA_ID = "6281298765432"
@@ -248,11 +248,12 @@ async def tables_quoting(
 
 
 async def test_after_an_erasure_no_table_quotes_the_worker(office: Office) -> None:
-    await activate(office, (WORKER_NIK, NAME))
+    await office.enroll(WORKER_NIK, NAME)
     phone = worker_chat(office)
-    # The worker writes (their profile name comes along) and consents.
+    # The worker writes (their profile name comes along) and consents; the card comes.
     await phone.say("halo", display_name=NAME)
     await phone.press("YA")
+    await issue_cards(office, WORKER_NIK)
     now = office.clock()
     async with office.sessionmaker() as session, session.begin():
         # Every notice so far went out (the consent request to the worker, the ASN's ones).

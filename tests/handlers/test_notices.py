@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.whatsapp.templates import load_templates
 from domain.vocabulary import Channel, Language, SponsorshipStatus, WorkerConsent
 from storage.models import Outbox
-from tests.fakes.chat import WORKER_NIK, Chat
+from tests.fakes.chat import WORKER_NIK, Chat, engine_config
 from tests.fakes.graph_api import SHIPPED_TEMPLATES
 from tests.fakes.workbench import Office, build_office, issue_cards
 
@@ -76,6 +76,7 @@ async def test_the_asn_is_told_once_when_the_pic_accepts(
     await enroll(office)
     assert "Anda akan diberi tahu bila diterima" in office.asn.text
     assert await office.outbox("accepted") == []
+    await office.worker_consents()
 
     button = await accept(office)
     (notice,) = await office.outbox("accepted")
@@ -136,11 +137,15 @@ async def test_a_worker_who_did_not_consent_or_cannot_be_reached_is_not_told(
     sessionmaker: async_sessionmaker[AsyncSession], case: str
 ) -> None:
     channel = None if case == "no WhatsApp" else Channel.WHATSAPP
-    office = await build_office(sessionmaker, worker_channel=channel)
+    # Accepting without the worker's consent needs PROGRAM_ACCEPT_WITHOUT_CONSENT.
+    config = engine_config(accept_without_consent=True) if case == "consent not given" else None
+    office = await build_office(sessionmaker, worker_channel=channel, config=config)
     await enroll(office, phone=None if case == "no phone" else WORKER_PHONE)
     (sponsorship,) = await office.sponsorships()
-    expected = WorkerConsent.PENDING if case == "consent not given" else WorkerConsent.NOT_REQUESTED
-    assert sponsorship.worker_consent is expected
+    # Asked on WhatsApp, or (no phone, no WhatsApp) through the Telegram link the ASN got.
+    assert sponsorship.worker_consent is WorkerConsent.PENDING
+    if case != "consent not given":
+        await office.worker_consents()  # another way than WhatsApp (a link, a form)
 
     await accept(office)
     (notice,) = await office.outbox("accepted")

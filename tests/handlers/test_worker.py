@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import (
     Channel,
+    ConsentMethod,
     ConsentSubject,
     OutboxStatus,
     SponsorshipStatus,
@@ -58,11 +59,12 @@ async def test_without_a_worker_channel_nothing_is_requested(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     office = await build_office(sessionmaker)
-    await office.enroll()
+    await office.enroll(consent=False)
     (sponsorship,) = await office.sponsorships()
-    assert sponsorship.worker_consent is WorkerConsent.NOT_REQUESTED
     assert await office.outbox("consent_request") == []
-    assert "permintaan persetujuan" not in office.asn.text
+    assert "permintaan persetujuan lewat WhatsApp" not in office.asn.text
+    # The ASN got a Telegram link to forward instead (tests/handlers/test_consent.py).
+    assert sponsorship.consent_requested_via is ConsentMethod.TELEGRAM_LINK
 
 
 async def test_worker_consents_with_the_template_button(office: Office) -> None:
@@ -89,7 +91,13 @@ async def test_worker_consents_with_the_template_button(office: Office) -> None:
     assert record.channel is Channel.WHATSAPP
     assert record.sponsorship_id == sponsorship.id
     assert record.text_version.startswith("worker-consent-")
-    assert audit.details == {"granted": True, "text_version": record.text_version}
+    assert record.method is ConsentMethod.WHATSAPP
+    assert sponsorship.consent_method is ConsentMethod.WHATSAPP
+    assert audit.details == {
+        "granted": True,
+        "text_version": record.text_version,
+        "method": "whatsapp",
+    }
     (told,) = await office.outbox("consent_answered")
     assert told.recipient == "1001"
     assert "Siti Aminah menyetujui" in told.body
