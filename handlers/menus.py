@@ -7,6 +7,7 @@ from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus
 from handlers.context import Context
+from handlers.flows.common import work_label
 from handlers.flows.payment import dues_of, plan_of
 from handlers.types import Option, Reply
 from storage import payments
@@ -122,7 +123,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
                 index=index,
                 name=worker.full_name,
                 nik=worker.nik_masked,
-                occupation=t(f"occupation.{sponsorship.occupation.value}"),
+                occupation=work_label(t, sponsorship.occupation, sponsorship.occupation_text),
                 status=t(f"status.{sponsorship.status.value}"),
                 consent=t(f"consent.{sponsorship.worker_consent.value}"),
                 plan=t(f"plan.{plan.value}"),

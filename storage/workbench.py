@@ -30,6 +30,7 @@ from domain.vocabulary import (
     ImportStatus,
     Occupation,
     PaymentPlan,
+    Relationship,
     ReturnReason,
     SponsorshipStatus,
     WorkerConsent,
@@ -93,7 +94,7 @@ class Enrollment:
     phone_e164: str | None
     village: str
     district: str
-    occupation: Occupation
+    occupation: Occupation | None
     plan: PaymentPlan
     first_month: date
     worker_consent: WorkerConsent
@@ -103,6 +104,11 @@ class Enrollment:
     return_reason: str | None
     kpj: str | None
     created_at: datetime
+    relationship: Relationship
+    occupation_text: str | None
+    birth_place: str | None
+    street_address: str | None
+    regency: str | None
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -145,6 +151,11 @@ _ENROLLMENT_COLUMNS = (
     Sponsorship.return_reason,
     Sponsorship.kpj,
     Sponsorship.created_at,
+    Sponsorship.relationship_to_asn,
+    Sponsorship.occupation_text,
+    Worker.birth_place,
+    Worker.street_address,
+    Worker.regency,
 )
 
 

@@ -298,8 +298,11 @@ async def erase_worker(
             nik_masked=ERASED_MASK,
             birth_date=_ERASED_BIRTH_DATE,
             phone_e164=None,
+            birth_place=None,
+            street_address=None,
             village=ERASED_NAME,
             district=ERASED_NAME,
+            regency=None,
             updated_at=now,
             erased_at=now,
         )

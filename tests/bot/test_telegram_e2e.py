@@ -184,6 +184,7 @@ async def register(user: TelegramUser) -> None:
 
 async def enroll_until_nik(user: TelegramUser) -> None:
     await user.say("/daftar")
+    await user.press("Bekerja untuk rumah tangga saya")
     await user.press("Asisten rumah tangga")
     await user.say("Siti Aminah")
     await user.say(WORKER_NIK)
@@ -198,8 +199,10 @@ async def enroll_after_nik(user: TelegramUser) -> None:
 async def enroll_after_birth_date(user: TelegramUser) -> None:
     """Phone, village, district, plan and first month, up to the summary."""
     await user.say("081298765432")
+    await user.say("Jl. Melati No. 5 RT 02/RW 01")
     await user.say("Sukamaju")
     await user.say("Ciawi")
+    await user.say("Kabupaten Bogor")
     await user.press("Bulanan")
     await user.press("Desember 2026")
     assert "3201********0001" in user.replies[-1].text

@@ -37,10 +37,12 @@ async def test_village_and_district_delivered_in_reverse_are_not_swapped(
         budi = Person(bot, BUDI)
         await register(budi)
         await budi.say("daftar")
+        await budi.press("Bekerja untuk rumah tangga saya")
         await budi.press("Asisten rumah tangga")
         await budi.say("Siti Aminah")
         await budi.say(WORKER_NIK)
         await budi.press("Ya, benar")
+        await budi.say("Bogor")
         await budi.say("081298765432")
         assert "desa" in budi.text.casefold()
     # ... then the same database served by a process with the default-style hold.

@@ -56,8 +56,8 @@ async def test_migrations_form_one_linear_chain() -> None:
 
     script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
     chain = [rev.revision for rev in script.walk_revisions()]
-    assert chain == ["0008", "0007", "0006", "0005", "0004", "0003", "0002", "0001"]
-    assert head_revision() == "0008"
+    assert chain == ["0009", "0008", "0007", "0006", "0005", "0004", "0003", "0002", "0001"]
+    assert head_revision() == "0009"
 
 
 async def test_upgrade_of_an_empty_database_reaches_head(tmp_path: Path) -> None:
