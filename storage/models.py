@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from domain.tariff import FundingSource
 from domain.vocabulary import (
+    OCCUPATION_TEXT_MAX,
     BatchStatus,
     Channel,
     ConsentPurpose,
@@ -40,7 +41,6 @@ from domain.vocabulary import (
     EmploymentType,
     ImportStatus,
     Language,
-    OCCUPATION_TEXT_MAX,
     Occupation,
     OutboxStatus,
     PaymentPlan,

@@ -1,4 +1,4 @@
-"""Steps shared by several flows: a person's name, "which field to edit", and the occupation's label."""
+"""Shared by several flows: the name step, "which field to edit", the occupation's label."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import ClassVar
 from domain.vocabulary import Occupation
 from handlers.context import Context
 from handlers.flow import Answer, Goto, Invalid, Next, Outcome, Step
-from handlers.parsing import TextProblem, parse_person_name
 from handlers.i18n import Translator
+from handlers.parsing import TextProblem, parse_person_name
 from handlers.types import Reply
 
 
