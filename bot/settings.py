@@ -93,6 +93,9 @@ class ProgramSettings(BaseSettings):
     #: National holidays and collective leave (date,name[,kind]); Monday to Friday
     #: minus these are working days (digest days, and due dates later).
     holidays_file: Path = Path("data/holidays_id.csv")
+    #: The collective file's columns (header,source,width): edit to match the BPJS
+    #: branch's BPU collective template; missing: the built-in default.
+    collective_columns_file: Path = Path("data/collective_columns_bpu.csv")
 
 
 class TelegramSettings(BaseSettings):

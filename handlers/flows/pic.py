@@ -156,6 +156,7 @@ async def _batch_file(ctx: Context, role: PicRole, batch: workbench.BatchInfo) -
         # The date `sertakan export --batch` writes too: local, not the stored UTC.
         created_at=local_moment(batch.created_at, ctx.config.timezone),
         erased_rows=sum(row.erased for row in rows),
+        columns=ctx.config.collective_columns,
     )
     return Document(f"{batch.number}.xlsx", buffer.getvalue(), XLSX_MIME)
 

@@ -7,11 +7,15 @@ of them can be answered; the privacy notice lists what is stored.
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from openpyxl import load_workbook
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Occupation, Relationship, ReturnReason, SponsorshipStatus
+from storage.collective_file import HEADER_ROW
 from storage.models import Sponsorship, Worker
 from tests.fakes.chat import WORKER_NIK, Chat
 from tests.fakes.workbench import Office, build_office
@@ -250,3 +254,35 @@ async def test_the_privacy_notice_names_what_the_enrollment_asks(guest: Chat) ->
         "bukti bayar",
     ):
         assert collected in notice
+
+
+async def test_the_pics_file_has_the_typed_occupation_the_relationship_and_the_address(
+    office: Office,
+) -> None:
+    """Issue 12 item 16: 'Pekerjaan' held the relationship; programme and income were missing."""
+    asn = office.asn
+    await asn.say("/daftar")
+    await asn.press("Anggota keluarga")
+    await asn.press("Lainnya")
+    await asn.say("=1+1 buruh cuci")  # formula-looking text stays text in the file
+    await _rest_of_enrollment(asn)
+    await asn.press("Kirim ke PIC")
+    await office.pic.say("pic")
+    await office.pic.press("Periksa pendaftaran")
+    await office.pic.press("Terima")
+    await office.pic.say("pic")
+    await office.pic.press("Ekspor")
+    (document,) = office.pic.documents
+    sheet = load_workbook(io.BytesIO(document.content)).active
+    assert sheet is not None
+    header = [cell.value for cell in sheet[HEADER_ROW]]
+    row = dict(zip(header, sheet[HEADER_ROW + 1], strict=True))
+    assert row["Jenis Pekerjaan"].value == "=1+1 buruh cuci"
+    assert row["Jenis Pekerjaan"].data_type == "s"
+    assert row["Hubungan dengan ASN"].value == "Anggota keluarga ASN"
+    assert row["Program"].value == "JKK+JKM"
+    assert row["Penghasilan Dilaporkan (Rp)"].value == 1_000_000
+    assert row["Tempat Lahir"].value == "Bengkulu"
+    assert row["Alamat (Jalan, RT/RW)"].value == "Jl. Melati No. 5 RT 02/RW 01"
+    assert row["Kabupaten/Kota"].value == "Kota Bengkulu"
+    assert row["Lokasi Kerja (Kabupaten/Kota)"].value == "Kota Bengkulu"
