@@ -184,7 +184,7 @@ async def register(user: TelegramUser) -> None:
 
 async def enroll_until_nik(user: TelegramUser) -> None:
     await user.say("/daftar")
-    await user.press("Bekerja untuk rumah tangga saya")
+    await user.press("Bekerja untuk saya")
     await user.press("Asisten rumah tangga")
     await user.say("Siti Aminah")
     await user.say(WORKER_NIK)
@@ -197,7 +197,8 @@ async def enroll_after_nik(user: TelegramUser) -> None:
 
 
 async def enroll_after_birth_date(user: TelegramUser) -> None:
-    """Phone, village, district, plan and first month, up to the summary."""
+    """Place of birth, phone, address, plan and first month, up to the summary."""
+    await user.say("Bogor")
     await user.say("081298765432")
     await user.say("Jl. Melati No. 5 RT 02/RW 01")
     await user.say("Sukamaju")
@@ -302,7 +303,7 @@ async def test_a_restart_mid_enrollment_continues_at_the_same_step(
 
     async with open_bot(settings, clock) as bot, polling(bot.channel):
         await user.press("Ya, benar")  # the button under the question asked before the restart
-        assert "HP" in user.text
+        assert "tempat lahir" in user.text
         await enroll_after_birth_date(user)
         await user.press("Kirim ke PIC")
         assert SUBMITTED in user.text

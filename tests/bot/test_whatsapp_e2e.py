@@ -243,14 +243,13 @@ async def register(budi: Person) -> None:
 
 async def enroll(budi: Person, nik: str, name: str, phone: str) -> None:
     await budi.say("daftar")
-    await budi.press("Bekerja untuk rumah tangga saya")
+    await budi.press("Bekerja untuk saya")
     await budi.press("Asisten rumah tangga")
     await budi.say(name)
     await budi.say(nik)
     await budi.press("Ya, benar")
-    for answer in (phone, "Sukamaju", "Ciawi"):
+    for answer in ("Bogor", phone, "Jl. Melati No. 5", "Sukamaju", "Ciawi", "Kabupaten Bogor"):
         await budi.say(answer)
-        await budi.say("Kabupaten Bogor")
     await budi.press("Bulanan")
     await budi.press("Desember 2026")
     await budi.press("Kirim ke PIC")

@@ -199,7 +199,7 @@ class Chat:
 
     async def enroll_until_summary(self, nik: str = WORKER_NIK, name: str = "Siti Aminah") -> None:
         await self.say("/daftar")
-        await self.press("Bekerja untuk rumah tangga saya")
+        await self.press("Bekerja untuk saya")
         await self.press("Asisten rumah tangga")
         await self.say(name)
         await self.say(nik)

@@ -43,7 +43,7 @@ async def enroll(
     """The ASN enrolls Siti Aminah, covered from `first_month`; `phone=None`: "no phone"."""
     asn = office.asn
     await asn.say("/daftar")
-    await asn.press("Bekerja untuk rumah tangga saya")
+    await asn.press("Bekerja untuk saya")
     await asn.press("Asisten rumah tangga")
     await asn.say("Siti Aminah")
     await asn.say(WORKER_NIK)

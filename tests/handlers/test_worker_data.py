@@ -74,7 +74,7 @@ async def test_other_occupation_is_asked_as_text_and_kept_apart_from_the_relatio
     assert "nama lengkap pekerja" in chat.question.text
     await _rest_of_enrollment(chat)
     summary = chat.question.text
-    assert "Hubungan dengan Anda: Tetangga / warga sekitar" in summary
+    assert "Hubungan dengan Anda: Tetangga / warga" in summary
     assert "Pekerjaan: buruh cuci" in summary
     await chat.press("Kirim ke PIC")
     _, sponsorship = await _worker_and_sponsorship(sessionmaker)
@@ -105,7 +105,7 @@ async def test_choosing_a_listed_occupation_after_other_forgets_the_typed_one(
     chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     await chat.say("/daftar")
-    await chat.press("Bekerja untuk rumah tangga saya")
+    await chat.press("Bekerja untuk saya")
     await chat.say("penjahit")
     await _rest_of_enrollment(chat)
     await chat.press("Ubah data")
@@ -121,7 +121,7 @@ async def test_place_of_birth_and_every_address_part_are_asked_and_stored(
     chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     await chat.say("/daftar")
-    await chat.press("Bekerja untuk rumah tangga saya")
+    await chat.press("Bekerja untuk saya")
     await chat.press("Asisten rumah tangga")
     await chat.say("Siti Aminah")
     await chat.say(WORKER_NIK)
@@ -165,7 +165,7 @@ async def test_a_return_asking_for_the_occupation_can_be_answered_with_text(
     await office.pic.say("pic")
     await office.pic.press("Periksa pendaftaran")
     assert "Pekerjaan: Asisten rumah tangga" in office.pic.text
-    assert "Hubungan dengan ASN: Bekerja untuk rumah tangga saya" in office.pic.text
+    assert "Hubungan dengan ASN: Bekerja untuk saya" in office.pic.text
     await office.pic.press("Kembalikan")
     await office.pic.press("Pekerjaan belum jelas")
     (row,) = await office.sponsorships()
