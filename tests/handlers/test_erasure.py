@@ -91,6 +91,9 @@ async def test_hapus_on_a_shared_phone_asks_which_worker_and_erases_only_that_on
     assert stored[siti.worker_id].erased_at is None
     assert stored[joko.worker_id].erased_at is not None
     assert stored[joko.worker_id].full_name == worker_side.ERASED_NAME
+    erased = stored[joko.worker_id]
+    assert (erased.birth_place, erased.street_address, erased.regency) == (None, None, None)
+    assert stored[siti.worker_id].street_address == "Jl. Melati No. 5 RT 02/RW 01"
     # The ASN and PIC hear about Joko's enrollment only, with his KPJ, not Siti's.
     notices = await office.outbox("worker_erased")
     assert {n.dedupe_key.split(":")[1] for n in notices} == {str(joko.id)}
