@@ -484,6 +484,16 @@ class RegencyStep(_PlaceStep):
     help_key = "enroll.help.regency"
     field = "regency"
 
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        outcome = await super().handle(ctx, answer)
+        if isinstance(outcome, Next) and ctx.state.data.pop(ADDRESS_EDIT, None):
+            ctx.state.data["_editing"] = True  # the last address part: back to the summary
+        return outcome
+
+
+#: Draft flag: the address is being edited from the summary as a whole.
+ADDRESS_EDIT = "_address_edit"
+
 
 class PlanStep(Step):
     name = "plan"
@@ -565,6 +575,9 @@ class FirstMonthStep(Step):
         return Next()
 
 
+#: "Edit" choice that asks the four address parts in turn, then returns to the summary
+#: (one entry instead of four keeps the list within WhatsApp's 10 rows).
+ADDRESS_FIELD = "address"
 FIELDS = (
     "relationship",
     "occupation",
@@ -573,10 +586,7 @@ FIELDS = (
     "birth_date",
     "birth_place",
     "phone",
-    "street_address",
-    "village",
-    "district",
-    "regency",
+    ADDRESS_FIELD,
     "plan",
     "first_month",
 )
@@ -753,6 +763,16 @@ async def _record_payroll_statement(ctx: Context, asn_id: int, sponsorship_id: i
 class EditStep(EditFieldStep):
     fields = FIELDS
     label_prefix = "enroll.field"
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        data = ctx.state.data
+        data.pop(ADDRESS_EDIT, None)
+        if answer.choice == ADDRESS_FIELD:
+            # Street, village, district, regency in order; the regency returns to the summary.
+            data.pop("_editing", None)
+            data[ADDRESS_EDIT] = True
+            return Goto(StreetStep.name)
+        return await super().handle(ctx, answer)
 
 
 class EnrollmentFlow(Flow):

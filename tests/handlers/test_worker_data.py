@@ -286,3 +286,33 @@ async def test_the_pics_file_has_the_typed_occupation_the_relationship_and_the_a
     assert row["Alamat (Jalan, RT/RW)"].value == "Jl. Melati No. 5 RT 02/RW 01"
     assert row["Kabupaten/Kota"].value == "Kota Bengkulu"
     assert row["Lokasi Kerja (Kabupaten/Kota)"].value == "Kota Bengkulu"
+
+
+async def test_editing_the_address_asks_its_four_parts_then_returns_to_the_summary(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await chat.enroll_until_summary()
+    await chat.press("Ubah data")
+    assert len(chat.labels()) <= 10  # a WhatsApp list holds 10 rows
+    await chat.press("Alamat")
+    assert "alamat tempat tinggal" in chat.question.text
+    await chat.say("Jl. Kenanga No. 9 RT 01/RW 03")
+    assert "desa/kelurahan" in chat.question.text
+    await chat.say("Pasar Baru")
+    await chat.say("Teluk Segara")
+    await chat.say("Kota Bengkulu")
+    summary = chat.question.text
+    assert "Periksa data pekerja" in summary
+    assert "Alamat: Jl. Kenanga No. 9 RT 01/RW 03" in summary
+    assert "Kabupaten/kota: Kota Bengkulu" in summary
+    await chat.press("Ubah data")  # another field afterwards returns at once
+    await chat.press("Tempat lahir")
+    await chat.say("Seluma")
+    assert "Tempat, tanggal lahir: Seluma, 7 Agustus 1990" in chat.question.text
+    await chat.press("Kirim ke PIC")
+    worker, _ = await _worker_and_sponsorship(sessionmaker)
+    assert (worker.street_address, worker.village, worker.regency) == (
+        "Jl. Kenanga No. 9 RT 01/RW 03",
+        "Pasar Baru",
+        "Kota Bengkulu",
+    )
