@@ -68,7 +68,7 @@ def describe(ctx: Context, item: Enrollment) -> str:
         village=item.village,
         district=item.district,
         regency=item.regency or "-",
-        relationship=t(f"relationship.{item.relationship.value}"),
+        relationship=t(f"relationship.of_asn.{item.relationship.value}"),
         occupation=work_label(t, item.occupation, item.occupation_text),
         sponsor=item.sponsor_name,
         nip=item.sponsor_nip,

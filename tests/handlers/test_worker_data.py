@@ -165,7 +165,7 @@ async def test_a_return_asking_for_the_occupation_can_be_answered_with_text(
     await office.pic.say("pic")
     await office.pic.press("Periksa pendaftaran")
     assert "Pekerjaan: Asisten rumah tangga" in office.pic.text
-    assert "Hubungan dengan ASN: Bekerja untuk saya" in office.pic.text
+    assert "Hubungan dengan ASN: Bekerja untuk ASN (rumah tangganya)" in office.pic.text
     await office.pic.press("Kembalikan")
     await office.pic.press("Pekerjaan belum jelas")
     (row,) = await office.sponsorships()
