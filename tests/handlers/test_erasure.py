@@ -160,8 +160,10 @@ async def test_re_downloading_a_submitted_batch_after_an_erasure_shows_the_row_e
     siti, joko = rows[HEADER_ROW:]
     assert siti[1:3] == [WORKER_NIK, "Siti Aminah"]
     assert joko[0] == 2
-    assert joko[1:8] == [None, ERASED_ROW_NAME, None, None, None, None, None]
-    assert joko[8:] == siti[8:]  # occupation, sponsor, plan, first month stay
+    personal = slice(1, 12)  # NIK to the work location, the name in between
+    assert joko[personal] == [None, ERASED_ROW_NAME, *[None] * 9]
+    # Occupation, relationship, income, programme, sponsor, plan, first month stay.
+    assert joko[12:] == siti[12:]
     flat = json.dumps(rows, default=str)
     assert "Joko" not in flat and OTHER_NIK not in flat
     # Still one file: the same bytes on every re-download.
