@@ -6,8 +6,9 @@ deliver it: a JSON payload is validated into an aiogram `Update` and handed to
 `TelegramChannel.handle_update`, which runs the engine (one SQLite transaction
 per update) and sends the replies through the aiogram `Bot`.
 
-    /daftar, occupation button, name, NIK, birth-date button, phone, village,
-    district, plan button, first-month button, "Kirim ke PIC" = 11 updates
+    /daftar, relationship button, occupation button, name, NIK, birth-date
+    button, place of birth, phone, street, village, district, regency, plan
+    button, first-month button, "Kirim ke PIC" = 15 updates
 
 The baseline is a bare aiogram echo bot (a `Dispatcher` with one message and
 one callback-query handler) fed the same update payloads in the same run.
@@ -71,7 +72,7 @@ TOKEN = "123:ABC"
 
 TARGET_STEPS_PER_S = 1500.0
 TARGET_RATIO = 2.5
-ENROLLMENT_STEPS = 11
+ENROLLMENT_STEPS = 15
 
 BOT_USER: dict[str, Any] = {
     "id": 7000000001,
@@ -332,13 +333,17 @@ REGISTRATION: list[Step] = [
 
 ENROLLMENT: list[Step] = [
     ("text", _const("/daftar")),
+    ("press", _const("Bekerja untuk saya")),
     ("press", _const("Asisten rumah tangga")),
     ("text", _const("Siti Aminah")),
     ("text", nik_for),
     ("press", _const("Ya, benar")),
+    ("text", _const("Bogor")),
     ("text", _const("081298765432")),
+    ("text", _const("Jl. Melati No. 5 RT 02/RW 01")),
     ("text", _const("Sukamaju")),
     ("text", _const("Ciawi")),
+    ("text", _const("Kabupaten Bogor")),
     ("press", _const("Bulanan")),
     ("press_first", _const("")),  # the first month offered (next month)
     ("press", _const("Kirim ke PIC")),

@@ -55,6 +55,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.nik import mask_nik
+from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import (
     BatchStatus,
     Channel,
@@ -70,10 +71,11 @@ from storage.collective import collective_rows, export_batch, preview_import
 from storage.collective_file import (
     COLLECTIVE_HEADERS,
     HEADER_ROW,
-    OCCUPATION_WORDS,
     PLAN_WORDS,
+    RELATIONSHIP_WORDS,
     SEX_WORDS,
     CollectiveRow,
+    occupation_word,
     read_kpj_file,
     write_collective_xlsx,
 )
@@ -243,8 +245,11 @@ async def seed(database: AsyncEngine, cipher: NikCipher, rows: int) -> tuple[int
                 "birth_date": date(1980 + i % 20, 1 + i % 12, 1 + i % 28),
                 "sex": Sex.FEMALE,
                 "phone_e164": f"+62813{i:08d}" if i % 3 else None,
+                "birth_place": f"Kota {i % 10}",
+                "street_address": f"Jl. Merdeka No. {i % 200} RT {i % 9:02d}/RW {i % 7:02d}",
                 "village": f"Desa {i % 1447}",
                 "district": f"Kecamatan {i % 129}",
+                "regency": f"Kabupaten {i % 10}",
                 "created_at": NOW,
                 "updated_at": NOW,
             }
@@ -405,9 +410,16 @@ def write_csv_baseline(rows: Sequence[CollectiveRow], path: Path) -> float:
                     row.birth_date,
                     SEX_WORDS[row.sex] if row.sex is not None else "",
                     row.phone_e164 or "",
+                    row.birth_place or "",
+                    row.street_address or "",
                     row.village,
                     row.district,
-                    OCCUPATION_WORDS[row.occupation],
+                    row.regency or "",
+                    row.regency or "",
+                    occupation_word(row) or "",
+                    RELATIONSHIP_WORDS[row.relationship],
+                    LOWEST_INCOME_BRACKET,
+                    "JKK+JKM",
                     row.sponsor_nip,
                     row.sponsor_name,
                     PLAN_WORDS[row.plan],

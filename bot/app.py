@@ -38,6 +38,12 @@ from scheduler.reminders import ReminderPlanner
 from scheduler.runner import build_scheduler
 from scheduler.sending import Sender
 from storage import key_check
+from storage.collective_columns import (
+    DEFAULT_COLUMN_MAP,
+    ColumnMap,
+    ColumnMapError,
+    load_column_map,
+)
 from storage.crypto import NikCipher, NikKeyError, create_key_file, decode_key, read_key_file
 from storage.db import (
     DatabaseUnreachable,
@@ -217,6 +223,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         timezone=timezone,
         default_language=settings.app.default_language,
         tariff=tariff_table(settings),
+        collective_columns=collective_columns(settings),
         max_months_ahead=program.max_months_ahead,
         plans=allowed_plans(semiannual=program.allow_semiannual, annual=program.allow_annual),
         payment_channels=payment_channels(settings),
@@ -327,6 +334,21 @@ async def open_database(settings: Settings, *, migrate: bool, sleep: Sleep = asy
         )
     except DatabaseUnreachable as exc:
         raise StartupError(str(exc)) from exc
+
+
+def collective_columns(settings: Settings) -> ColumnMap:
+    """The collective file's column map (PROGRAM_COLLECTIVE_COLUMNS_FILE); refused with its line.
+
+    Without the file, the built-in default (the shipped file's columns), with a warning.
+    """
+    path = settings.program.collective_columns_file
+    if not path.is_file():
+        log.warning("no column map at %s: using the built-in collective file columns", path)
+        return DEFAULT_COLUMN_MAP
+    try:
+        return load_column_map(path)
+    except (ColumnMapError, OSError) as exc:
+        raise StartupError(f"PROGRAM_COLLECTIVE_COLUMNS_FILE {path}: {exc}") from exc
 
 
 def tariff_table(settings: Settings) -> TariffTable:

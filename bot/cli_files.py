@@ -1,6 +1,6 @@
 """`sertakan export` and `sertakan import`: the collective file and the KPJ file from the CLI.
 
-    sertakan export --opd CODE [--batch NUMBER] --out FILE.xlsx
+    sertakan export --opd CODE [--batch NUMBER] --out FILE.xlsx|FILE.csv
     sertakan import --opd CODE FILE [--yes]
 
 The same work as the PIC's chat commands (SPEC 4.5), for large files and for
@@ -87,7 +87,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     export.add_argument("--opd", required=True, metavar="CODE", help="the OPD's code")
     export.add_argument("--batch", metavar="NUMBER", help="an existing batch, e.g. DINKES-2026-001")
-    export.add_argument("--out", required=True, type=Path, metavar="FILE.xlsx", help="output file")
+    export.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE.xlsx",
+        help="output file (FILE.csv: the same columns as CSV)",
+    )
 
     kpj = sub.add_parser(
         "import",
@@ -178,7 +184,9 @@ async def _export(args: argparse.Namespace, runtime: Runtime) -> int:
                     )
                 batch = created
         try:
-            written = await _write(runtime, batch, opd_name, target)
+            # FILE.csv: the CSV form (formula-looking text escaped); anything else is XLSX.
+            as_csv = out.suffix.casefold() == ".csv"
+            written = await _write(runtime, batch, opd_name, target, as_csv=as_csv)
         except OSError as error:
             raise _CommandError(
                 f"cannot write {out}: {error.strerror}; batch {batch.number} stays as it is, "
@@ -205,7 +213,9 @@ async def _export(args: argparse.Namespace, runtime: Runtime) -> int:
     return 0
 
 
-async def _write(runtime: Runtime, batch: BatchInfo, opd_name: str, target: BinaryIO) -> int:
+async def _write(
+    runtime: Runtime, batch: BatchInfo, opd_name: str, target: BinaryIO, *, as_csv: bool
+) -> int:
     # The sheet shows the batch date in the province's zone, as the chat's file does;
     # the same batch gives the same bytes.
     created_at = local_moment(batch.created_at, runtime.timezone)
@@ -219,6 +229,8 @@ async def _write(runtime: Runtime, batch: BatchInfo, opd_name: str, target: Bina
             opd_name=opd_name,
             created_at=created_at,
             progress=bar.update,
+            columns=runtime.engine.config.collective_columns,
+            as_csv=as_csv,
         )
 
 

@@ -100,6 +100,9 @@ class ProgramSettings(BaseSettings):
     accept_without_consent: bool = False
     #: Days a Telegram consent link (t.me/<bot>?start=...) the ASN forwards stays valid.
     consent_link_days: int = Field(14, ge=1, le=90)
+    #: The collective file's columns (header,source,width): edit to match the BPJS
+    #: branch's BPU collective template; missing: the built-in default.
+    collective_columns_file: Path = Path("data/collective_columns_bpu.csv")
 
 
 class TelegramSettings(BaseSettings):

@@ -21,8 +21,32 @@ class Language(StrEnum):
     ENGLISH = "en"
 
 
+class Relationship(StrEnum):
+    """How the sponsored worker is related to the sponsoring ASN (SPEC 4.2).
+
+    Kept apart from the occupation: BPJS registers what the worker does, the
+    program reports whom ASN sponsor.
+    """
+
+    #: Works for the ASN's household (household assistant, driver, gardener ...).
+    EMPLOYEE = "employee"
+    FAMILY = "family"
+    #: A neighbour or someone else working around the ASN.
+    NEIGHBOUR = "neighbour"
+    OTHER = "other"
+
+
+#: Most characters of an occupation typed after "other" (the collective file's cell).
+OCCUPATION_TEXT_MAX = 60
+
+
 class Occupation(StrEnum):
-    """Relationship or occupation of the sponsored worker (SPEC 4.2)."""
+    """What the sponsored worker does for a living (SPEC 4.2).
+
+    OTHER comes with the occupation typed as text (`Sponsorship.occupation_text`).
+    FAMILY_MEMBER is a relationship, not an occupation: it is kept only so rows
+    from before the two were asked apart still read; it is never offered.
+    """
 
     FAMILY_MEMBER = "family_member"
     HOUSEHOLD_ASSISTANT = "household_assistant"
@@ -33,6 +57,12 @@ class Occupation(StrEnum):
     FISHER = "fisher"
     OJOL_RIDER = "ojol_rider"
     OTHER = "other"
+
+
+#: The occupations an ASN chooses from, in the order offered.
+OFFERED_OCCUPATIONS: tuple[Occupation, ...] = tuple(
+    occupation for occupation in Occupation if occupation is not Occupation.FAMILY_MEMBER
+)
 
 
 class SponsorshipStatus(StrEnum):
@@ -180,6 +210,7 @@ class ReturnReason(StrEnum):
     BIRTH_DATE = "birth_date"
     ADDRESS = "address"
     PHONE = "phone"
+    OCCUPATION = "occupation"
     OTHER = "other"
 
     @property
@@ -189,7 +220,8 @@ class ReturnReason(StrEnum):
             ReturnReason.NIK: ("nik",),
             ReturnReason.NAME: ("name",),
             ReturnReason.BIRTH_DATE: ("birth_date",),
-            ReturnReason.ADDRESS: ("village", "district"),
+            ReturnReason.ADDRESS: ("street_address", "village", "district", "regency"),
+            ReturnReason.OCCUPATION: ("occupation",),
             ReturnReason.PHONE: ("phone",),
             ReturnReason.OTHER: (),
         }[self]

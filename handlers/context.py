@@ -17,6 +17,7 @@ from domain.workdays import WorkCalendar
 from handlers.i18n import Translator
 from handlers.notices import Notices
 from handlers.types import InboundEvent, Option
+from storage.collective_columns import DEFAULT_COLUMN_MAP, ColumnMap
 from storage.collective_file import DEFAULT_BUDGET, FileBudget, KpjFileError, KpjRow
 from storage.conversation_store import ConversationState
 from storage.crypto import NikCipher
@@ -64,6 +65,8 @@ class EngineConfig:
     )
     #: How much of a KPJ file a PIC sends is read, and the limits of the child reading it.
     kpj_file_budget: FileBudget = DEFAULT_BUDGET
+    #: The collective file's columns (PROGRAM_COLLECTIVE_COLUMNS_FILE).
+    collective_columns: ColumnMap = DEFAULT_COLUMN_MAP
     kpj_read_limits: ReadLimits = DEFAULT_LIMITS
     #: Where BPJS dues are paid (PROGRAM_PAYMENT_CHANNELS_FILE); empty: "ask your PIC".
     payment_channels: tuple[PaymentChannel, ...] = ()

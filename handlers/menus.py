@@ -7,6 +7,7 @@ from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus, WorkerConsent
 from handlers.context import Context
+from handlers.flows.common import work_label
 from handlers.flows.consent import consent_state
 from handlers.flows.payment import dues_of, has_dues_to_pay, plan_of
 from handlers.types import Option, Reply
@@ -160,7 +161,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
                 index=index,
                 name=worker.full_name,
                 nik=worker.nik_masked,
-                occupation=t(f"occupation.{sponsorship.occupation.value}"),
+                occupation=work_label(t, sponsorship.occupation, sponsorship.occupation_text),
                 status=t(f"status.{sponsorship.status.value}"),
                 consent=consent_state(ctx, sponsorship),
                 plan=t(f"plan.{plan.value}"),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import date
 from enum import StrEnum
 
+from domain.vocabulary import OCCUPATION_TEXT_MAX
 from handlers.types import MAX_FILE_REF_LENGTH, EventKind, InboundEvent, Option
 
 NAME_MAX = 100
@@ -144,6 +145,20 @@ def _short_text(text: str, minimum: int, maximum: int) -> str | TextProblem:
 def parse_place(text: str) -> str | TextProblem:
     """A village or district name: 2-80 characters with at least one letter."""
     return _short_text(text, 2, PLACE_MAX)
+
+
+#: Longest street line kept (street, house number, RT/RW, hamlet).
+STREET_MAX = 160
+
+
+def parse_occupation(text: str) -> str | TextProblem:
+    """An occupation typed after "other": 3-60 characters with at least one letter."""
+    return _short_text(text, 3, OCCUPATION_TEXT_MAX)
+
+
+def parse_street(text: str) -> str | TextProblem:
+    """A street line ("Jl. Melati No. 5 RT 02/RW 01"): 3-160 characters with a letter."""
+    return _short_text(text, 3, STREET_MAX)
 
 
 def parse_day(text: str) -> date | DateProblem:

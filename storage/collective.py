@@ -26,11 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.kpj import KpjProblem, parse_kpj
 from domain.vocabulary import SponsorshipStatus
+from storage.collective_columns import DEFAULT_COLUMN_MAP, ColumnMap
 from storage.collective_file import (
     CollectiveRow,
     KpjRow,
     NikCellProblem,
     erased_row,
+    write_collective_csv,
     write_collective_xlsx,
 )
 from storage.crypto import NikCipher
@@ -57,7 +59,12 @@ _BATCH_ROWS = (
         _worker.phone_e164,
         _worker.village,
         _worker.district,
+        _worker.birth_place,
+        _worker.street_address,
+        _worker.regency,
         _sponsorship.occupation,
+        _sponsorship.occupation_text,
+        _sponsorship.relationship_to_asn,
         _asn.nip,
         _asn.full_name.label("sponsor_name"),
         _sponsorship.plan,
@@ -97,6 +104,7 @@ async def collective_chunk(
             sponsor_name=record.sponsor_name,
             plan=record.plan,
             first_month=record.first_month,
+            relationship=record.relationship_to_asn,
         )
         if record.erased_at is not None
         else CollectiveRow(
@@ -112,6 +120,11 @@ async def collective_chunk(
             sponsor_name=record.sponsor_name,
             plan=record.plan,
             first_month=record.first_month,
+            birth_place=record.birth_place,
+            street_address=record.street_address,
+            regency=record.regency,
+            relationship=record.relationship_to_asn,
+            occupation_text=record.occupation_text,
         )
         for record in records
     ]
@@ -159,6 +172,8 @@ async def export_batch(
     created_at: datetime,
     chunk_size: int = 2000,
     progress: Callable[[int], object] | None = None,
+    columns: ColumnMap = DEFAULT_COLUMN_MAP,
+    as_csv: bool = False,
 ) -> int:
     """Write the collective file of batch `batch_id` to `target`; returns the rows written.
 
@@ -174,7 +189,8 @@ async def export_batch(
     read-only transactions; commits nothing. `progress` is called with the
     number of rows handed to the writer, per chunk. Rows of workers erased
     since the batch went out are written as erased (`erased_row`), and the
-    file says how many above the headers.
+    file says how many above the headers. `columns`: the province's column
+    map; `as_csv`: the CSV form (`write_collective_csv`) instead of the XLSX.
     """
     loop = asyncio.get_running_loop()
     async with database.begin() as connection:
@@ -198,6 +214,8 @@ async def export_batch(
             if after is None:
                 return
 
+    if as_csv:
+        return await asyncio.to_thread(write_collective_csv, rows(), target, columns=columns)
     return await asyncio.to_thread(
         write_collective_xlsx,
         rows(),
@@ -206,6 +224,7 @@ async def export_batch(
         opd_name=opd_name,
         created_at=created_at,
         erased_rows=erased,
+        columns=columns,
     )
 
 

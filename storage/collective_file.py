@@ -7,8 +7,10 @@ read into `KpjRow`s for the import preview (`storage.collective`).
 
 No database here; bytes in, bytes out.
 
-Language of the collective file: the headers and the words for sex, occupation
-and payment plan are fixed Indonesian constants below, not catalogue entries.
+Language of the collective file: the words for sex, occupation, relationship
+and payment plan are fixed Indonesian constants below, not catalogue entries;
+the headers and their order come from the column map
+(`storage.collective_columns`), which a province edits to match its branch.
 The file is read by the BPJS branch, whatever language the PIC chats in, and
 its layout must not change with a user preference.
 """
@@ -35,7 +37,9 @@ from python_calamine import CalamineError, CalamineWorkbook, SheetTypeEnum
 
 from domain._digits import is_ascii_digits, strip_separators
 from domain.nik import NIK_LENGTH, mask_nik
-from domain.vocabulary import Occupation, PaymentPlan, Sex
+from domain.tariff import LOWEST_INCOME_BRACKET
+from domain.vocabulary import Occupation, PaymentPlan, Relationship, Sex
+from storage.collective_columns import DEFAULT_COLUMN_MAP, ColumnMap, ColumnSource
 from storage.xlsx_stream import Cell, SheetWriter, Style
 
 # --- the collective file (out) ----------------------------------------------------------
@@ -46,28 +50,14 @@ FILE_TITLE = "Pendaftaran Kolektif Peserta BPJS Ketenagakerjaan Bukan Penerima U
 BATCH_LABEL = "Nomor Batch"
 OPD_LABEL = "OPD"
 DATE_LABEL = "Tanggal"
-COLLECTIVE_HEADERS: tuple[str, ...] = (
-    "No",
-    "NIK",
-    "Nama Lengkap (sesuai KTP)",
-    "Tanggal Lahir",
-    "Jenis Kelamin (L/P)",
-    "No. HP",
-    "Desa/Kelurahan",
-    "Kecamatan",
-    "Pekerjaan",
-    "NIP ASN Penanggung",
-    "Nama ASN Penanggung",
-    "Cara Bayar",
-    "Bulan Pertama Kepesertaan",
-)
+#: The headers of the shipped column map (`storage.collective_columns`).
+COLLECTIVE_HEADERS: tuple[str, ...] = DEFAULT_COLUMN_MAP.headers
 #: Row of the column headers (1-based); the data starts right below.
 HEADER_ROW = 6
-_COLUMN_WIDTHS = (6, 20, 32, 13, 10, 16, 22, 22, 28, 21, 32, 26, 14)
 
 SEX_WORDS: Mapping[Sex, str] = {Sex.MALE: "L", Sex.FEMALE: "P"}
 OCCUPATION_WORDS: Mapping[Occupation, str] = {
-    Occupation.FAMILY_MEMBER: "Anggota keluarga",
+    Occupation.FAMILY_MEMBER: "",  # a relationship, never an occupation: left blank
     Occupation.HOUSEHOLD_ASSISTANT: "Asisten rumah tangga",
     Occupation.GARDEN_WORKER: "Tukang kebun",
     Occupation.DRIVER: "Sopir",
@@ -75,7 +65,13 @@ OCCUPATION_WORDS: Mapping[Occupation, str] = {
     Occupation.PLACE_OF_WORSHIP_WORKER: "Marbot / pengurus rumah ibadah",
     Occupation.FISHER: "Nelayan",
     Occupation.OJOL_RIDER: "Pengemudi ojek online",
-    Occupation.OTHER: "Lainnya",
+    Occupation.OTHER: "",  # the typed occupation is written instead
+}
+RELATIONSHIP_WORDS: Mapping[Relationship, str] = {
+    Relationship.EMPLOYEE: "Bekerja untuk rumah tangga ASN",
+    Relationship.FAMILY: "Anggota keluarga ASN",
+    Relationship.NEIGHBOUR: "Tetangga / warga sekitar",
+    Relationship.OTHER: "Lainnya",
 }
 PLAN_WORDS: Mapping[PaymentPlan, str] = {
     PaymentPlan.MONTHLY: "Bulanan",
@@ -89,12 +85,16 @@ PLAN_WORDS: Mapping[PaymentPlan, str] = {
 ERASED_ROW_NAME = "DIHAPUS (permintaan pemilik data)"
 ERASED_NOTE = (
     "Catatan: {count} baris berisi pekerja yang datanya dihapus atas permintaan pemilik "
-    "data (UU No. 27 Tahun 2022 tentang Pelindungan Data Pribadi); NIK, nama, tanggal "
-    "lahir, jenis kelamin, nomor HP dan alamatnya tidak dicantumkan."
+    "data (UU No. 27 Tahun 2022 tentang Pelindungan Data Pribadi); NIK, nama, tempat dan "
+    "tanggal lahir, jenis kelamin, nomor HP dan alamatnya tidak dicantumkan."
 )
 DATE_FORMAT = "DD/MM/YYYY"
 MONTH_FORMAT = "MM/YYYY"
 TEXT_FORMAT = "@"
+INCOME_FORMAT = "#,##0"
+#: The CSV's date and month text (the XLSX formats above, as Python writes them).
+CSV_DATE = "%d/%m/%Y"
+CSV_MONTH = "%m/%Y"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,6 +104,9 @@ class CollectiveRow:
     `erased`: the worker had their data erased after the batch went out; the
     row keeps its place (and the enrollment's own cells) and shows
     `ERASED_ROW_NAME`, with the personal cells empty (`erased_row`).
+    `birth_place`, `street_address` and `regency` are None for workers
+    enrolled before they were asked (the cells stay empty); so is
+    `occupation` for a family member enrolled then.
     """
 
     nik: str
@@ -113,21 +116,28 @@ class CollectiveRow:
     phone_e164: str | None
     village: str
     district: str
-    occupation: Occupation
+    occupation: Occupation | None
     sponsor_nip: str
     sponsor_name: str
     plan: PaymentPlan
     first_month: date
     erased: bool = False
+    birth_place: str | None = None
+    street_address: str | None = None
+    regency: str | None = None
+    relationship: Relationship = Relationship.OTHER
+    #: The occupation typed after "other".
+    occupation_text: str | None = None
 
 
 def erased_row(
     *,
-    occupation: Occupation,
+    occupation: Occupation | None,
     sponsor_nip: str,
     sponsor_name: str,
     plan: PaymentPlan,
     first_month: date,
+    relationship: Relationship = Relationship.OTHER,
 ) -> CollectiveRow:
     """The row of an erased worker's enrollment: no NIK, name, birth date, sex, phone or address."""
     return CollectiveRow(
@@ -144,6 +154,7 @@ def erased_row(
         plan=plan,
         first_month=first_month,
         erased=True,
+        relationship=relationship,
     )
 
 
@@ -156,10 +167,95 @@ def _national_phone(phone_e164: str | None) -> str | None:
     return phone_e164
 
 
+def occupation_word(row: CollectiveRow) -> str | None:
+    """The occupation cell: the listed word, the typed text after "other", else empty."""
+    if row.occupation is None:
+        return None
+    if row.occupation is Occupation.OTHER:
+        return row.occupation_text or None
+    return OCCUPATION_WORDS[row.occupation] or None
+
+
 _TEXT = Style(TEXT_FORMAT)
 _BOLD = Style(bold=True)
 _DATE = Style(DATE_FORMAT)
 _MONTH = Style(MONTH_FORMAT)
+_INCOME = Style(INCOME_FORMAT)
+
+#: A cell of a data row: plain value, or value and style.
+_Value = str | int | date | None
+_CellOf = Callable[[CollectiveRow, int], "_Value | Cell"]
+
+#: Empty in an erased worker's row (the enrollment's own cells stay).
+PERSONAL_SOURCES = frozenset(
+    {
+        ColumnSource.NIK,
+        ColumnSource.BIRTH_PLACE,
+        ColumnSource.BIRTH_DATE,
+        ColumnSource.SEX,
+        ColumnSource.PHONE,
+        ColumnSource.STREET_ADDRESS,
+        ColumnSource.VILLAGE,
+        ColumnSource.DISTRICT,
+        ColumnSource.REGENCY,
+        ColumnSource.WORK_LOCATION,
+    }
+)
+
+
+def _xlsx_cell(source: ColumnSource) -> _CellOf:
+    """How one field becomes an XLSX cell (NIK, phone and NIP as "@" text; dates as dates)."""
+    cells: dict[ColumnSource, _CellOf] = {
+        ColumnSource.ROW_NUMBER: lambda row, number: number,
+        ColumnSource.NIK: lambda row, number: Cell(row.nik, _TEXT),
+        ColumnSource.FULL_NAME: lambda row, number: row.full_name,
+        ColumnSource.BIRTH_PLACE: lambda row, number: row.birth_place,
+        ColumnSource.BIRTH_DATE: lambda row, number: Cell(row.birth_date, _DATE),
+        ColumnSource.SEX: lambda row, number: SEX_WORDS[row.sex] if row.sex else None,
+        ColumnSource.PHONE: lambda row, number: Cell(_national_phone(row.phone_e164), _TEXT),
+        ColumnSource.STREET_ADDRESS: lambda row, number: row.street_address,
+        ColumnSource.VILLAGE: lambda row, number: row.village,
+        ColumnSource.DISTRICT: lambda row, number: row.district,
+        ColumnSource.REGENCY: lambda row, number: row.regency,
+        ColumnSource.WORK_LOCATION: lambda row, number: row.regency,
+        ColumnSource.OCCUPATION: lambda row, number: occupation_word(row),
+        ColumnSource.RELATIONSHIP: lambda row, number: RELATIONSHIP_WORDS[row.relationship],
+        ColumnSource.DECLARED_INCOME: lambda row, number: Cell(LOWEST_INCOME_BRACKET, _INCOME),
+        ColumnSource.SPONSOR_NIP: lambda row, number: Cell(row.sponsor_nip, _TEXT),
+        ColumnSource.SPONSOR_NAME: lambda row, number: row.sponsor_name,
+        ColumnSource.PLAN: lambda row, number: PLAN_WORDS[row.plan],
+        ColumnSource.FIRST_MONTH: lambda row, number: Cell(row.first_month.replace(day=1), _MONTH),
+    }
+    return cells[source]
+
+
+def _row_builder(
+    columns: ColumnMap, cell_of: Callable[[ColumnSource], _CellOf]
+) -> Callable[[CollectiveRow, int], list[Any]]:
+    """The function that turns one row (and its number) into the cells of `columns`."""
+    full: list[_CellOf] = []
+    erased: list[_CellOf] = []
+    for column in columns.columns:
+        if column.source is None:
+            fixed = column.value
+
+            def constant(row: CollectiveRow, number: int, fixed: str | None = fixed) -> _Value:
+                return fixed
+
+            full.append(constant)
+            erased.append(constant)
+            continue
+        getter = cell_of(column.source)
+        full.append(getter)
+        if column.source in PERSONAL_SOURCES:
+            erased.append(lambda row, number: None)
+        else:
+            erased.append(getter)
+
+    def build(row: CollectiveRow, number: int) -> list[Any]:
+        return [cell(row, number) for cell in (erased if row.erased else full)]
+
+    return build
 
 
 class CollectiveWriter:
@@ -180,14 +276,16 @@ class CollectiveWriter:
         opd_name: str,
         created_at: datetime,
         erased_rows: int = 0,
+        columns: ColumnMap = DEFAULT_COLUMN_MAP,
     ) -> None:
         if created_at.tzinfo is None:
             raise ValueError("created_at must be an aware datetime")
         self.rows_written = 0
+        self._build = _row_builder(columns, _xlsx_cell)
         self._sheet = SheetWriter(
             target,
             sheet_name=SHEET_TITLE,
-            column_widths=_COLUMN_WIDTHS,
+            column_widths=columns.widths,
             freeze_rows=HEADER_ROW,
             title=f"{FILE_TITLE} {batch_number}",
             creator="SERTAKAN",
@@ -201,54 +299,18 @@ class CollectiveWriter:
             append([DATE_LABEL, Cell(created_at.date(), _DATE)])
             # The spare row above the headers: a batch without erasures keeps its bytes.
             append([Cell(ERASED_NOTE.format(count=erased_rows), _BOLD)] if erased_rows else [])
-            append([Cell(header, _BOLD) for header in COLLECTIVE_HEADERS])
+            append([Cell(header, _BOLD) for header in columns.headers])
         except BaseException:
             self._sheet.abort()
             raise
 
     def write(self, rows: Iterable[CollectiveRow]) -> int:
         """Append `rows` in order, numbered on from the rows before; returns how many."""
-        append = self._sheet.append
+        append, build = self._sheet.append, self._build
         number = self.rows_written
         for row in rows:
             number += 1
-            if row.erased:
-                append(
-                    (
-                        number,
-                        None,
-                        row.full_name,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        OCCUPATION_WORDS[row.occupation],
-                        Cell(row.sponsor_nip, _TEXT),
-                        row.sponsor_name,
-                        PLAN_WORDS[row.plan],
-                        Cell(row.first_month.replace(day=1), _MONTH),
-                    )
-                )
-                continue
-            assert row.sex is not None and row.birth_date is not None  # only erased rows lack them
-            append(
-                (
-                    number,
-                    Cell(row.nik, _TEXT),
-                    row.full_name,
-                    Cell(row.birth_date, _DATE),
-                    SEX_WORDS[row.sex],
-                    Cell(_national_phone(row.phone_e164), _TEXT),
-                    row.village,
-                    row.district,
-                    OCCUPATION_WORDS[row.occupation],
-                    Cell(row.sponsor_nip, _TEXT),
-                    row.sponsor_name,
-                    PLAN_WORDS[row.plan],
-                    Cell(row.first_month.replace(day=1), _MONTH),
-                )
-            )
+            append(build(row, number))
         written = number - self.rows_written
         self.rows_written = number
         return written
@@ -282,6 +344,7 @@ def write_collective_xlsx(
     opd_name: str,
     created_at: datetime,
     erased_rows: int = 0,
+    columns: ColumnMap = DEFAULT_COLUMN_MAP,
 ) -> int:
     """Write the collective file of one batch to `target`; return the number of data rows.
 
@@ -304,6 +367,9 @@ def write_collective_xlsx(
     `erased_rows`: how many of the rows are erased workers' (`erased_row`);
     when any, the row above the headers says so (`ERASED_NOTE`), otherwise it
     stays empty and a re-export gives the same bytes as the first.
+
+    `columns`: which header holds which field, left to right (the province's
+    map, `storage.collective_columns`; the shipped one by default).
     """
     with CollectiveWriter(
         target,
@@ -311,9 +377,89 @@ def write_collective_xlsx(
         opd_name=opd_name,
         created_at=created_at,
         erased_rows=erased_rows,
+        columns=columns,
     ) as writer:
         writer.write(rows)
     return writer.rows_written
+
+
+# --- the collective file as CSV ----------------------------------------------------------
+
+#: Starts of a cell's text that a spreadsheet takes as a formula when it opens a CSV
+#: (OWASP, "CSV Injection"): such text is written after `CSV_ESCAPE`.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: The escape: a spreadsheet shows the text after it as text. Text that itself
+#: begins with it is escaped too, so `csv_unescape` gives back exactly what was written.
+CSV_ESCAPE = "'"
+
+
+def csv_text(value: str) -> str:
+    """`value` as a CSV cell no spreadsheet runs as a formula (`csv_unescape` reverses it)."""
+    if value.startswith(FORMULA_STARTS) or value.startswith(CSV_ESCAPE):
+        return CSV_ESCAPE + value
+    return value
+
+
+def csv_unescape(cell: str) -> str:
+    """A cell written by `csv_text` as it was before; any other cell unchanged."""
+    if cell.startswith(CSV_ESCAPE) and cell[1:].startswith((*FORMULA_STARTS, CSV_ESCAPE)):
+        return cell[1:]
+    return cell
+
+
+def _csv_cell(value: Any) -> str:
+    """One XLSX cell of `_xlsx_cell` as CSV text: dates as the sheet shows them, text escaped."""
+    style = None
+    if isinstance(value, Cell):
+        value, style = value.value, value.style
+    if value is None:
+        return ""
+    if isinstance(value, date):
+        return value.strftime(CSV_MONTH if style == _MONTH else CSV_DATE)
+    if isinstance(value, int):
+        return str(value)
+    return csv_text(str(value))
+
+
+def write_collective_csv(
+    rows: Iterable[CollectiveRow],
+    target: BinaryIO,
+    *,
+    columns: ColumnMap = DEFAULT_COLUMN_MAP,
+) -> int:
+    """Write the collective file as CSV to `target`; return the number of data rows.
+
+    For a branch's system that takes CSV: UTF-8 with a byte-order mark (so a
+    spreadsheet reads the accents), comma-separated, quoted where needed, the
+    header row of `columns` and one row per enrollment; no title block (the
+    batch number belongs in the file name). Dates are DD/MM/YYYY, the first
+    month MM/YYYY, the income a plain number. Text that a spreadsheet would
+    run as a formula (beginning with = + - @, a tab or a carriage return) is
+    written after an apostrophe (`csv_text`); `read_collective_csv` removes
+    it again, so nothing typed is lost on the way back. NIKs are plain digits:
+    open the CSV through a text import (or use the XLSX) to keep all 16.
+    Erased workers' rows are written as in the XLSX.
+    """
+    build = _row_builder(columns, _xlsx_cell)
+    text = io.TextIOWrapper(target, encoding="utf-8-sig", newline="", write_through=True)
+    try:
+        writer = csv.writer(text, lineterminator="\r\n")
+        writer.writerow([csv_text(header) for header in columns.headers])
+        number = 0
+        for row in rows:
+            number += 1
+            writer.writerow([_csv_cell(cell) for cell in build(row, number)])
+        text.flush()
+    finally:
+        text.detach()  # the caller owns `target`
+    return number
+
+
+def read_collective_csv(content: bytes) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The headers and data rows of a CSV written by `write_collective_csv`, cells unescaped."""
+    table = csv.reader(io.StringIO(content.decode("utf-8-sig"), newline=""))
+    header = tuple(csv_unescape(cell) for cell in next(table, []))
+    return header, [tuple(csv_unescape(cell) for cell in row) for row in table]
 
 
 # --- the KPJ file (in) --------------------------------------------------------------------

@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from domain.tariff import FundingSource
 from domain.vocabulary import (
+    OCCUPATION_TEXT_MAX,
     AskerRole,
     BatchStatus,
     Channel,
@@ -46,6 +47,7 @@ from domain.vocabulary import (
     OutboxStatus,
     PaymentPlan,
     PaymentStatus,
+    Relationship,
     ReturnReason,
     Sex,
     SponsorshipStatus,
@@ -169,8 +171,14 @@ class Worker(Base):
     sex: Mapped[Sex] = mapped_column(_enum(Sex, "sex"))
     #: Indexed: a WhatsApp sender is recognised as a worker by this number (SPEC 4.6).
     phone_e164: Mapped[str | None] = mapped_column(String(20), index=True)
+    #: Place of birth as on the KTP; None for workers enrolled before it was asked.
+    birth_place: Mapped[str | None] = mapped_column(String(120))
+    #: Street, house number, RT/RW or hamlet; None for workers enrolled before it was asked.
+    street_address: Mapped[str | None] = mapped_column(String(200))
     village: Mapped[str] = mapped_column(String(120))
     district: Mapped[str] = mapped_column(String(120))
+    #: Regency or city (kabupaten/kota); None for workers enrolled before it was asked.
+    regency: Mapped[str | None] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     #: Set when the worker's personal data was erased on their request (SPEC 7).
@@ -208,7 +216,14 @@ class Sponsorship(Base):
     asn_id: Mapped[int] = mapped_column(ForeignKey("asn.id"), index=True)
     #: The sponsoring ASN's OPD at enrollment: the PIC who handles it.
     opd_id: Mapped[int] = mapped_column(ForeignKey("opd.id"))
-    occupation: Mapped[Occupation] = mapped_column(_enum(Occupation, "occupation"))
+    #: Not named `relationship`: that is SQLAlchemy's function, used in this class body.
+    relationship_to_asn: Mapped[Relationship] = mapped_column(
+        _enum(Relationship, "relationship"), server_default=Relationship.OTHER.value
+    )
+    #: None for a family member enrolled before occupation and relationship were asked apart.
+    occupation: Mapped[Occupation | None] = mapped_column(_enum(Occupation, "occupation"))
+    #: The occupation typed when `occupation` is OTHER (cleaned, at most OCCUPATION_TEXT_MAX).
+    occupation_text: Mapped[str | None] = mapped_column(String(OCCUPATION_TEXT_MAX))
     plan: Mapped[PaymentPlan] = mapped_column(_enum(PaymentPlan, "payment_plan"))
     first_month: Mapped[date] = mapped_column(Date)
     status: Mapped[SponsorshipStatus] = mapped_column(

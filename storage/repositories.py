@@ -21,6 +21,7 @@ from domain.vocabulary import (
     ConsentSubject,
     Occupation,
     PaymentPlan,
+    Relationship,
     Sex,
     SponsorshipStatus,
     WorkerConsent,
@@ -123,6 +124,9 @@ class WorkerRepository:
         village: str,
         district: str,
         now: datetime,
+        birth_place: str | None = None,
+        street_address: str | None = None,
+        regency: str | None = None,
     ) -> int:
         """The id of the worker row for this NIK, created or refreshed with the latest data.
 
@@ -134,8 +138,11 @@ class WorkerRepository:
             "birth_date": birth_date,
             "sex": sex,
             "phone_e164": phone_e164,
+            "birth_place": birth_place,
+            "street_address": street_address,
             "village": village,
             "district": district,
+            "regency": regency,
             "updated_at": now,
         }
         connection = await self._session.connection()
@@ -191,12 +198,14 @@ class SponsorshipRepository:
         worker_id: int,
         asn_id: int,
         opd_id: int,
-        occupation: Occupation,
+        occupation: Occupation | None,
         plan: PaymentPlan,
         first_month: date,
         worker_consent: WorkerConsent,
         birth_date_differs_from_nik: bool,
         now: datetime,
+        relationship: Relationship = Relationship.OTHER,
+        occupation_text: str | None = None,
     ) -> int:
         """Insert a new enrollment (waiting for the PIC); returns its id."""
         connection = await self._session.connection()
@@ -207,6 +216,8 @@ class SponsorshipRepository:
                 "asn_id": asn_id,
                 "opd_id": opd_id,
                 "occupation": occupation,
+                "occupation_text": occupation_text,
+                "relationship_to_asn": relationship,
                 "plan": plan,
                 "first_month": first_month,
                 "status": SponsorshipStatus.WAITING_FOR_PIC,

@@ -31,6 +31,7 @@ from domain.vocabulary import (
     ImportStatus,
     Occupation,
     PaymentPlan,
+    Relationship,
     ReturnReason,
     SponsorshipStatus,
     WorkerConsent,
@@ -94,7 +95,7 @@ class Enrollment:
     phone_e164: str | None
     village: str
     district: str
-    occupation: Occupation
+    occupation: Occupation | None
     plan: PaymentPlan
     first_month: date
     worker_consent: WorkerConsent
@@ -104,6 +105,11 @@ class Enrollment:
     return_reason: str | None
     kpj: str | None
     created_at: datetime
+    relationship: Relationship
+    occupation_text: str | None
+    birth_place: str | None
+    street_address: str | None
+    regency: str | None
     #: How and when the worker was last asked to consent (None: never asked).
     consent_requested_via: ConsentMethod | None = None
     consent_requested_at: datetime | None = None
@@ -151,6 +157,11 @@ _ENROLLMENT_COLUMNS = (
     Sponsorship.return_reason,
     Sponsorship.kpj,
     Sponsorship.created_at,
+    Sponsorship.relationship_to_asn,
+    Sponsorship.occupation_text,
+    Worker.birth_place,
+    Worker.street_address,
+    Worker.regency,
     Sponsorship.consent_requested_via,
     Sponsorship.consent_requested_at,
     Sponsorship.consent_method,

@@ -293,7 +293,8 @@ async def erase_worker(
     KPJ, so the PIC can report the end to BPJS, and the consent records (proof
     of what was agreed). Replaced: name, NIK (ciphertext, masked form, and the
     lookup hash by random bytes, so the NIK can be enrolled again), birth
-    date, phone, village and district. Every other copy is scrubbed by
+    date, place of birth, phone, street, village, district and regency. Every
+    other copy is scrubbed by
     `scrub_traces` (notices, the number's account, journal and parked updates).
     `inbound_message_id` is the WhatsApp message being handled (the HAPUS
     confirmation), whose journal row is scrubbed with the others. The caller
@@ -348,8 +349,11 @@ async def erase_worker(
             nik_masked=ERASED_MASK,
             birth_date=_ERASED_BIRTH_DATE,
             phone_e164=None,
+            birth_place=None,
+            street_address=None,
             village=ERASED_NAME,
             district=ERASED_NAME,
+            regency=None,
             updated_at=now,
             erased_at=now,
         )

@@ -1,13 +1,29 @@
-"""Steps shared by several flows: a person's name, and "which field to edit"."""
+"""Shared by several flows: the name step, "which field to edit", the occupation's label."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from domain.vocabulary import Occupation
 from handlers.context import Context
 from handlers.flow import Answer, Goto, Invalid, Next, Outcome, Step
+from handlers.i18n import Translator
 from handlers.parsing import TextProblem, parse_person_name
 from handlers.types import Reply
+
+
+def work_label(t: Translator, occupation: object, typed: object) -> str:
+    """What the worker does, for people: the typed occupation after "other", else its word.
+
+    `occupation` is an `Occupation` or its value (None for a family member
+    enrolled before occupations were asked: "not given yet").
+    """
+    if occupation is None or occupation == Occupation.FAMILY_MEMBER.value:
+        return t("occupation.unknown")
+    value = Occupation(str(occupation))
+    if value is Occupation.OTHER and typed:
+        return str(typed)
+    return t(f"occupation.{value.value}")
 
 
 class PersonNameStep(Step):

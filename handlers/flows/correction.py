@@ -21,6 +21,7 @@ from domain.nik import NikError, parse_nik
 from domain.vocabulary import (
     Occupation,
     PaymentPlan,
+    Relationship,
     SponsorshipStatus,
 )
 from handlers import staffing
@@ -67,7 +68,10 @@ def _answers_of(ctx: Context, sponsorship: Sponsorship, worker: Worker) -> dict[
     return {
         "sid": sponsorship.id,
         "return_reason": sponsorship.return_reason or "",
-        "occupation": sponsorship.occupation.value,
+        "relationship": sponsorship.relationship_to_asn.value,
+        # None for a family member enrolled before occupations were asked: asked on resend.
+        "occupation": sponsorship.occupation.value if sponsorship.occupation else None,
+        "occupation_text": sponsorship.occupation_text,
         "full_name": worker.full_name,
         "nik_enc": base64.b64encode(ctx.cipher.encrypt(nik)).decode("ascii"),
         "nik_masked": worker.nik_masked,
@@ -75,9 +79,12 @@ def _answers_of(ctx: Context, sponsorship: Sponsorship, worker: Worker) -> dict[
         "sex": worker.sex.value,
         "birth_date": worker.birth_date.isoformat(),
         "birth_date_differs": sponsorship.birth_date_differs_from_nik,
+        "birth_place": worker.birth_place,
         "worker_phone": worker.phone_e164,
+        "street_address": worker.street_address,
         "village": worker.village,
         "district": worker.district,
+        "regency": worker.regency,
         "plan": sponsorship.plan.value,
         "first_month": sponsorship.first_month.isoformat(),
     }
@@ -123,6 +130,12 @@ class CorrectionSummaryStep(e.SummaryStep):
         if answer.choice == "edit":
             return Goto(e.EditStep.name)
         data = ctx.state.data
+        # An enrollment from before a question existed (an address, the occupation)
+        # is completed before it goes back: BPJS needs every part.
+        missing = e.first_missing(ctx)
+        if missing is not None:
+            data["_editing"] = True
+            return Goto(missing, notice=e.missing_notice(ctx, missing))
         found = await _returned(ctx, int(str(data["sid"])))
         if found is None:
             return Done([Reply(ctx.t("fix.not_found"))])
@@ -156,6 +169,8 @@ class CorrectionSummaryStep(e.SummaryStep):
                     .values(
                         worker_id=worker_id,
                         occupation=Occupation(str(data["occupation"])),
+                        occupation_text=e.occupation_text(data),
+                        relationship_to_asn=Relationship(str(data["relationship"])),
                         plan=plan,
                         first_month=first_month,
                         birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
@@ -210,16 +225,21 @@ class CorrectionFlow(Flow):
     title_key = "flow.title.correction"
     steps = (
         CorrectionSummaryStep(),
+        e.RelationshipStep(),
         e.OccupationStep(),
+        e.OccupationOtherStep(),
         e.NameStep(),
         e.NikStep(),
         CorrectionNikTakenStep(),
         e.BirthDateStep(),
         e.BirthDateMismatchStep(),
         CorrectionAgeRefusedStep(),
+        e.BirthPlaceStep(),
         e.WorkerPhoneStep(),
+        e.StreetStep(),
         e.VillageStep(),
         e.DistrictStep(),
+        e.RegencyStep(),
         e.PlanStep(),
         e.PayrollStatementStep(),
         e.FirstMonthStep(),

@@ -14,10 +14,12 @@ from domain.nik import NikError, parse_nik
 from domain.phone import PhoneError, display_phone, parse_mobile
 from domain.tariff import FundingSource
 from domain.vocabulary import (
+    OFFERED_OCCUPATIONS,
     ConsentPurpose,
     ConsentSubject,
     Occupation,
     PaymentPlan,
+    Relationship,
     Sex,
     WorkerConsent,
 )
@@ -25,8 +27,15 @@ from handlers import staffing
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows import consent
-from handlers.flows.common import EditFieldStep, PersonNameStep
-from handlers.parsing import DateProblem, TextProblem, parse_day, parse_place
+from handlers.flows.common import EditFieldStep, PersonNameStep, work_label
+from handlers.parsing import (
+    DateProblem,
+    TextProblem,
+    parse_day,
+    parse_occupation,
+    parse_place,
+    parse_street,
+)
 from handlers.types import Reply
 from storage.models import Sponsorship, Worker
 
@@ -78,28 +87,88 @@ PERSON_KEYS = (
     "birth_date",
     "birth_date_differs",
     "birth_date_typed",
+    "birth_place",
     "worker_phone",
+    "street_address",
     "village",
     "district",
+    "regency",
     "nik_refused",
     "age_refused",
 )
 
 
-class OccupationStep(Step):
-    name = "occupation"
-    help_key = "enroll.help.occupation"
+class RelationshipStep(Step):
+    """How the worker is related to the ASN; asked apart from what the worker does."""
+
+    name = "relationship"
+    help_key = "enroll.help.relationship"
     free_text = False
 
     async def ask(self, ctx: Context) -> list[Reply]:
         options = tuple(
-            ctx.option(occ.value, ctx.t(f"occupation.{occ.value}")) for occ in Occupation
+            ctx.option(relation.value, ctx.t(f"relationship.{relation.value}"))
+            for relation in Relationship
+        )
+        return [Reply(ctx.t("enroll.ask_relationship"), options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        ctx.state.data["relationship"] = Relationship(answer.choice or "").value
+        return Next()
+
+
+class OccupationStep(Step):
+    """What the worker does: one of the listed occupations, or typed (then "other").
+
+    "Other" asks for the occupation as text (`OccupationOtherStep`); text typed
+    here that matches no option is taken as that occupation at once, so a
+    person who answers in words is not refused.
+    """
+
+    name = "occupation"
+    help_key = "enroll.help.occupation"
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        options = tuple(
+            ctx.option(occ.value, ctx.t(f"occupation.{occ.value}")) for occ in OFFERED_OCCUPATIONS
         )
         return [Reply(ctx.t("enroll.ask_occupation"), options=options)]
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        ctx.state.data["occupation"] = Occupation(answer.choice or "").value
+        data = ctx.state.data
+        if answer.choice is None:
+            return take_occupation_text(ctx, answer.text or "")
+        occupation = Occupation(answer.choice)
+        if occupation is Occupation.OTHER:
+            return Goto(OccupationOtherStep.name)
+        data["occupation"] = occupation.value
+        data.pop("occupation_text", None)
         return Next()
+
+
+def take_occupation_text(ctx: Context, text: str) -> Outcome:
+    """Keep a typed occupation as "other" with its text, or say what is wrong with it."""
+    typed = parse_occupation(text)
+    if isinstance(typed, TextProblem):
+        return Invalid(ctx.t(f"occupation.error.{typed.value}"))
+    ctx.state.data.update(occupation=Occupation.OTHER.value, occupation_text=typed)
+    return Next()
+
+
+class OccupationOtherStep(Step):
+    """The occupation as text after "other" (BPJS registers what the worker does)."""
+
+    name = "occupation_other"
+    help_key = "enroll.help.occupation_other"
+
+    def applies(self, ctx: Context) -> bool:
+        return False  # reached only from the occupation step
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        return [Reply(ctx.t("enroll.ask_occupation_other"))]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        return take_occupation_text(ctx, answer.text or "")
 
 
 class NameStep(PersonNameStep):
@@ -341,6 +410,23 @@ class AgeRefusedStep(Step):
         return Goto(BirthDateStep.name, rewind=True)
 
 
+class BirthPlaceStep(Step):
+    """The place of birth as on the KTP (the BPU registration asks for it)."""
+
+    name = "birth_place"
+    help_key = "enroll.help.birth_place"
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        return [Reply(ctx.t("enroll.ask_birth_place"))]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        place = parse_place(answer.text or "")
+        if isinstance(place, TextProblem):
+            return Invalid(ctx.t(f"place.error.{place.value}"))
+        ctx.state.data["birth_place"] = place
+        return Next()
+
+
 class WorkerPhoneStep(Step):
     name = "phone"
     help_key = "enroll.help.phone"
@@ -379,6 +465,23 @@ class _PlaceStep(Step):
         return Next()
 
 
+class StreetStep(Step):
+    """Street, house number, RT/RW or hamlet: the first line of the worker's address."""
+
+    name = "street_address"
+    help_key = "enroll.help.street_address"
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        return [Reply(ctx.t("enroll.ask_street_address"))]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        street = parse_street(answer.text or "")
+        if isinstance(street, TextProblem):
+            return Invalid(ctx.t(f"street.error.{street.value}"))
+        ctx.state.data["street_address"] = street
+        return Next()
+
+
 class VillageStep(_PlaceStep):
     name = "village"
     help_key = "enroll.help.village"
@@ -389,6 +492,24 @@ class DistrictStep(_PlaceStep):
     name = "district"
     help_key = "enroll.help.district"
     field = "district"
+
+
+class RegencyStep(_PlaceStep):
+    """Regency or city of the address; the collective file's work location too."""
+
+    name = "regency"
+    help_key = "enroll.help.regency"
+    field = "regency"
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        outcome = await super().handle(ctx, answer)
+        if isinstance(outcome, Next) and ctx.state.data.pop(ADDRESS_EDIT, None):
+            ctx.state.data["_editing"] = True  # the last address part: back to the summary
+        return outcome
+
+
+#: Draft flag: the address is being edited from the summary as a whole.
+ADDRESS_EDIT = "_address_edit"
 
 
 class PlanStep(Step):
@@ -471,17 +592,49 @@ class FirstMonthStep(Step):
         return Next()
 
 
+#: "Edit" choice that asks the four address parts in turn, then returns to the summary
+#: (one entry instead of four keeps the list within WhatsApp's 10 rows).
+ADDRESS_FIELD = "address"
 FIELDS = (
+    "relationship",
     "occupation",
     "name",
     "nik",
     "birth_date",
+    "birth_place",
     "phone",
-    "village",
-    "district",
+    ADDRESS_FIELD,
     "plan",
     "first_month",
 )
+#: The draft key each required answer is kept under, by the step that asks it, in
+#: the flow's order: a draft parked before a step existed (or a returned enrollment
+#: from before it was asked) is sent to that step before it can be sent to the PIC.
+REQUIRED_ANSWERS = (
+    ("relationship", "relationship"),
+    ("occupation", "occupation"),
+    ("birth_place", "birth_place"),
+    ("street_address", "street_address"),
+    ("village", "village"),
+    ("district", "district"),
+    ("regency", "regency"),
+)
+
+
+def first_missing(ctx: Context) -> str | None:
+    """The step of the first required answer the draft lacks, or None when complete."""
+    data = ctx.state.data
+    for step, key in REQUIRED_ANSWERS:
+        if not data.get(key) or data[key] == Occupation.FAMILY_MEMBER.value:
+            return step
+    if data.get("occupation") == Occupation.OTHER.value and not data.get("occupation_text"):
+        return OccupationOtherStep.name
+    return None
+
+
+def missing_notice(ctx: Context, step: str) -> str:
+    """What to say when the summary sends the person to a step still unanswered."""
+    return ctx.t("enroll.missing_field", field=ctx.t(f"enroll.field.{step}"))
 
 
 class SummaryStep(Step):
@@ -494,19 +647,26 @@ class SummaryStep(Step):
         plan = PaymentPlan(str(data["plan"]))
         first_month = date.fromisoformat(str(data["first_month"]))
         birth = date.fromisoformat(str(data["birth_date"]))
+        missing = "-"
         text = t(
             "enroll.summary",
-            occupation=t(f"occupation.{data['occupation']}"),
+            relationship=t(f"relationship.{data['relationship']}")
+            if data.get("relationship")
+            else missing,
+            occupation=work_label(t, data.get("occupation"), data.get("occupation_text")),
             name=data["full_name"],
             nik=data["nik_masked"],
             birth_date=t.date(birth),
             birth_note=t("enroll.summary.birth_differs") if data.get("birth_date_differs") else "",
+            birth_place=data.get("birth_place") or missing,
             sex=t(f"sex.{data['sex']}"),
             phone=display_phone(data["worker_phone"])
             if data.get("worker_phone")
             else t("enroll.summary.no_phone"),
-            village=data["village"],
-            district=data["district"],
+            street_address=data.get("street_address") or missing,
+            village=data.get("village") or missing,
+            district=data.get("district") or missing,
+            regency=data.get("regency") or missing,
             plan=t(f"plan.{plan.value}"),
             amount=t.money(_plan_amount(ctx, plan, first_month)),
             first_month=t.month(first_month),
@@ -524,6 +684,10 @@ class SummaryStep(Step):
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
         if answer.choice == "edit":
             return Goto(EditStep.name)
+        missing = first_missing(ctx)
+        if missing is not None:
+            ctx.state.data["_editing"] = True
+            return Goto(missing, notice=missing_notice(ctx, missing))
         asn = await ctx.asn()
         if asn is None:
             return Done([Reply(ctx.t("enroll.register_first"))])
@@ -549,6 +713,8 @@ class SummaryStep(Step):
                     asn_id=asn.id,
                     opd_id=asn.opd_id,
                     occupation=Occupation(str(data["occupation"])),
+                    occupation_text=occupation_text(data),
+                    relationship=Relationship(str(data["relationship"])),
                     plan=plan,
                     first_month=date.fromisoformat(str(data["first_month"])),
                     # Becomes pending below when the request goes out (SPEC 4.6).
@@ -584,10 +750,20 @@ async def save_worker(ctx: Context, existing: Worker | None, nik: str) -> int:
         birth_date=date.fromisoformat(str(data["birth_date"])),
         sex=Sex(str(data["sex"])),
         phone_e164=data.get("worker_phone"),
+        birth_place=str(data["birth_place"]),
+        street_address=str(data["street_address"]),
         village=str(data["village"]),
         district=str(data["district"]),
+        regency=str(data["regency"]),
         now=ctx.now,
     )
+
+
+def occupation_text(data: dict[str, object]) -> str | None:
+    """The typed occupation, kept only with "other"."""
+    if data.get("occupation") != Occupation.OTHER.value:
+        return None
+    return str(data["occupation_text"])
 
 
 async def _record_payroll_statement(ctx: Context, asn_id: int, sponsorship_id: int) -> None:
@@ -611,21 +787,36 @@ class EditStep(EditFieldStep):
     fields = FIELDS
     label_prefix = "enroll.field"
 
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        data = ctx.state.data
+        data.pop(ADDRESS_EDIT, None)
+        if answer.choice == ADDRESS_FIELD:
+            # Street, village, district, regency in order; the regency returns to the summary.
+            data.pop("_editing", None)
+            data[ADDRESS_EDIT] = True
+            return Goto(StreetStep.name)
+        return await super().handle(ctx, answer)
+
 
 class EnrollmentFlow(Flow):
     name = "enrollment"
     title_key = "flow.title.enrollment"
     steps = (
+        RelationshipStep(),
         OccupationStep(),
+        OccupationOtherStep(),
         NameStep(),
         NikStep(),
         NikTakenStep(),
         BirthDateStep(),
         BirthDateMismatchStep(),
         AgeRefusedStep(),
+        BirthPlaceStep(),
         WorkerPhoneStep(),
+        StreetStep(),
         VillageStep(),
         DistrictStep(),
+        RegencyStep(),
         PlanStep(),
         PayrollStatementStep(),
         FirstMonthStep(),

@@ -27,6 +27,7 @@ from domain.vocabulary import BatchStatus, ConsentMethod, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
+from handlers.flows.common import work_label
 from handlers.flows.consent import FormScanStep, consent_state, form_scan, waiting_reason
 from handlers.flows.payment import receipt_file
 from handlers.parsing import TextProblem, parse_note, record_id
@@ -72,9 +73,13 @@ def describe(ctx: Context, item: Enrollment) -> str:
         birth_note=t("pic.birth_differs") if item.birth_date_differs_from_nik else "",
         sex=t(f"sex.{item.sex}"),
         phone=display_phone(item.phone_e164) if item.phone_e164 else t("enroll.summary.no_phone"),
+        birth_place=item.birth_place or "-",
+        street_address=item.street_address or "-",
         village=item.village,
         district=item.district,
-        occupation=t(f"occupation.{item.occupation.value}"),
+        regency=item.regency or "-",
+        relationship=t(f"relationship.of_asn.{item.relationship.value}"),
+        occupation=work_label(t, item.occupation, item.occupation_text),
         sponsor=item.sponsor_name,
         nip=item.sponsor_nip,
         plan=t(f"plan.{item.plan.value}"),
@@ -202,6 +207,7 @@ async def _batch_file(ctx: Context, role: PicRole, batch: workbench.BatchInfo) -
         # The date `sertakan export --batch` writes too: local, not the stored UTC.
         created_at=local_moment(batch.created_at, ctx.config.timezone),
         erased_rows=sum(row.erased for row in rows),
+        columns=ctx.config.collective_columns,
     )
     return Document(f"{batch.number}.xlsx", buffer.getvalue(), XLSX_MIME)
 

@@ -22,7 +22,7 @@ from handlers.types import Reply
 from storage.models import Asn
 
 #: Bump when the privacy notice text changes; stored with every consent.
-PRIVACY_NOTICE_VERSION = "privacy-2026-11"
+PRIVACY_NOTICE_VERSION = "privacy-2026-12"
 
 
 class ConsentStep(Step):

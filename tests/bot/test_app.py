@@ -249,3 +249,19 @@ def test_a_tariff_file_with_overlapping_periods_stops_start_up_naming_the_lines(
     tariff.write_text(tariff.read_text().replace("2026-01-01", "2025-12-01"), encoding="utf-8")
     table = engine_config(settings).tariff
     assert table.monthly_dues(date(2025, 12, 1)).total == 8_400
+
+
+def test_a_column_map_with_an_unknown_source_stops_start_up_naming_the_line(
+    tmp_path: Path,
+) -> None:
+    columns = tmp_path / "columns.csv"
+    columns.write_text(
+        "# my branch's template\nheader,source,width\nNIK,nik,20\nPekerjaan,ocupation,28\n",
+        encoding="utf-8",
+    )
+    settings = _settings(tmp_path)
+    settings.program = ProgramSettings(collective_columns_file=columns)
+    with pytest.raises(StartupError, match=r"columns\.csv: line 4: unknown source 'ocupation'"):
+        engine_config(settings)
+    columns.write_text(columns.read_text().replace("ocupation", "occupation"), encoding="utf-8")
+    assert engine_config(settings).collective_columns.headers == ("NIK", "Pekerjaan")

@@ -24,7 +24,14 @@ from domain.nik import mask_nik
 from domain.vocabulary import ImportStatus, SponsorshipStatus
 from storage import workbench
 from storage.audit import Actor
-from storage.collective_file import DATE_LABEL, DEFAULT_BUDGET, ERASED_ROW_NAME, HEADER_ROW
+from storage.collective_file import (
+    COLLECTIVE_HEADERS,
+    DATE_LABEL,
+    DEFAULT_BUDGET,
+    ERASED_ROW_NAME,
+    HEADER_ROW,
+    read_collective_csv,
+)
 from storage.models import AuditLog, KpjImport, Opd, Outbox, Sponsorship, SubmissionBatch
 from tests.fakes.admin import Admin
 from tests.fakes.chat import TEST_KEY, Chat
@@ -124,6 +131,21 @@ async def test_export_makes_a_batch_of_the_accepted_enrollments(
         ]
     # The full NIK is in the file only.
     assert nik_for(1) not in admin.out + admin.err
+
+
+async def test_export_to_a_csv_file_writes_the_same_columns_as_csv(
+    admin: Admin, runtime: Runtime, tmp_path: Path
+) -> None:
+    await seed(runtime, accepted=2)
+    out = tmp_path / "kolektif.csv"
+
+    assert await admin.run("export", "--opd", "DINKES", "--out", str(out)) == 0
+
+    assert "2 rows written" in admin.out
+    header, rows = read_collective_csv(out.read_bytes())
+    assert header == COLLECTIVE_HEADERS
+    assert [row[header.index("NIK")] for row in rows] == [nik_for(1), nik_for(2)]
+    assert {row[header.index("Program")] for row in rows} == {"JKK+JKM"}
 
 
 async def test_every_file_written_is_audited_and_owner_only(

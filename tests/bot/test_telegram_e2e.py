@@ -184,6 +184,7 @@ async def register(user: TelegramUser) -> None:
 
 async def enroll_until_nik(user: TelegramUser) -> None:
     await user.say("/daftar")
+    await user.press("Bekerja untuk saya")
     await user.press("Asisten rumah tangga")
     await user.say("Siti Aminah")
     await user.say(WORKER_NIK)
@@ -196,10 +197,13 @@ async def enroll_after_nik(user: TelegramUser) -> None:
 
 
 async def enroll_after_birth_date(user: TelegramUser) -> None:
-    """Phone, village, district, plan and first month, up to the summary."""
+    """Place of birth, phone, address, plan and first month, up to the summary."""
+    await user.say("Bogor")
     await user.say("081298765432")
+    await user.say("Jl. Melati No. 5 RT 02/RW 01")
     await user.say("Sukamaju")
     await user.say("Ciawi")
+    await user.say("Kabupaten Bogor")
     await user.press("Bulanan")
     await user.press("Desember 2026")
     assert "3201********0001" in user.replies[-1].text
@@ -299,7 +303,7 @@ async def test_a_restart_mid_enrollment_continues_at_the_same_step(
 
     async with open_bot(settings, clock) as bot, polling(bot.channel):
         await user.press("Ya, benar")  # the button under the question asked before the restart
-        assert "HP" in user.text
+        assert "tempat lahir" in user.text
         await enroll_after_birth_date(user)
         await user.press("Kirim ke PIC")
         assert SUBMITTED in user.text

@@ -87,11 +87,19 @@ async def settings(
 
 async def enroll(asn: TelegramUser, nik: str, name: str) -> None:
     await asn.say("/daftar")
+    await asn.press("Bekerja untuk saya")
     await asn.press("Asisten rumah tangga")
     await asn.say(name)
     await asn.say(nik)
     await asn.press("Ya, benar")
-    for answer in ("081298765432", "Sukamaju", "Ciawi"):
+    for answer in (
+        "Bogor",
+        "081298765432",
+        "Jl. Melati No. 5",
+        "Sukamaju",
+        "Ciawi",
+        "Kabupaten Bogor",
+    ):
         await asn.say(answer)
     await asn.press("Bulanan")
     await asn.press("Desember 2026")

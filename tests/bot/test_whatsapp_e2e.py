@@ -231,6 +231,7 @@ async def register(budi: Person) -> None:
     await budi.press("Daftar")
     await budi.press("Setuju")
     await budi.say("198503122010011002")
+    await budi.say("Jl. Melati No. 5 RT 02/RW 01")
     await budi.say("Budi Santoso")
     await budi.say("kesehatan")
     await budi.press("Dinas Kesehatan")
@@ -242,11 +243,12 @@ async def register(budi: Person) -> None:
 
 async def enroll(budi: Person, nik: str, name: str, phone: str) -> None:
     await budi.say("daftar")
+    await budi.press("Bekerja untuk saya")
     await budi.press("Asisten rumah tangga")
     await budi.say(name)
     await budi.say(nik)
     await budi.press("Ya, benar")
-    for answer in (phone, "Sukamaju", "Ciawi"):
+    for answer in ("Bogor", phone, "Jl. Melati No. 5", "Sukamaju", "Ciawi", "Kabupaten Bogor"):
         await budi.say(answer)
     await budi.press("Bulanan")
     await budi.press("Desember 2026")

@@ -201,12 +201,16 @@ class Chat:
 
     async def enroll_until_summary(self, nik: str = WORKER_NIK, name: str = "Siti Aminah") -> None:
         await self.say("/daftar")
+        await self.press("Bekerja untuk saya")
         await self.press("Asisten rumah tangga")
         await self.say(name)
         await self.say(nik)
         await self.press("Ya, benar")
+        await self.say("Bogor")
         await self.say("081298765432")
+        await self.say("Jl. Melati No. 5 RT 02/RW 01")
         await self.say("Sukamaju")
         await self.say("Ciawi")
+        await self.say("Kabupaten Bogor")
         await self.press("Bulanan")
         await self.press("Desember 2026")

@@ -27,6 +27,7 @@ async def asn(guest: Chat) -> Chat:
 async def to_nik_step(chat: Chat) -> None:
     """Start an enrollment and answer up to the NIK question."""
     await chat.say("/daftar")
+    await chat.press("Bekerja untuk saya")
     await chat.press("Asisten rumah tangga")
     await chat.say("Siti Aminah")
     assert "NIK Siti Aminah" in chat.question.text

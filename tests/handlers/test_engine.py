@@ -44,10 +44,11 @@ async def test_unknown_command_names_it_and_repeats_question(chat: Chat) -> None
 async def test_stale_button_from_an_old_message(chat: Chat) -> None:
     await chat.say("/daftar")
     old_options = chat.options
+    await chat.press("Anggota keluarga")
     await chat.press("Sopir")
     await chat.say("Joko Widodo")
     question = chat.question.text
-    await chat.press_id(old_options[0].id)  # "Anggota keluarga" from the first question
+    await chat.press_id(old_options[0].id)  # the first relationship, from the first question
     assert "dari pertanyaan sebelumnya" in chat.replies[0].text
     assert chat.question.text == question
 
@@ -118,7 +119,7 @@ async def test_menu_mid_flow_then_restart_flow_offers_draft(chat: Chat) -> None:
     await chat.say("/daftar")
     assert "draf pendaftaran pekerja" in chat.question.text
     await chat.press("Mulai dari awal")
-    assert "hubungan atau pekerjaan" in chat.question.text
+    assert "Apa hubungan orang" in chat.question.text
 
 
 async def test_idle_flow_is_offered_for_resumption(chat: Chat) -> None:
@@ -141,13 +142,16 @@ async def test_restart_resumes_at_the_same_step(
     await to_nik_step(first)
     await first.say(WORKER_NIK)
     await first.press("Ya, benar")
+    await first.say("Bogor")
 
     second = Chat(build_engine(sessionmaker, clock), clock)  # fresh engine, no memory
     second.options = first.options
     await second.say("081298765432")
-    assert "desa/kelurahan" in second.question.text
+    assert "alamat tempat tinggal" in second.question.text
+    await second.say("Jl. Melati No. 5 RT 02/RW 01")
     await second.say("Sukamaju")
     await second.say("Ciawi")
+    await second.say("Kabupaten Bogor")
     await second.press("Bulanan")
     await second.press("Desember 2026")
     assert "Siti Aminah" in second.question.text
@@ -253,5 +257,5 @@ async def test_new_user_with_english_client_gets_english(guest: Chat) -> None:
 async def test_pressing_the_current_question_after_a_pause_continues(chat: Chat) -> None:
     await chat.say("/daftar")
     chat.clock.advance(timedelta(hours=5))
-    await chat.press("Sopir")  # a button of the question still on screen
-    assert "nama lengkap pekerja" in chat.question.text
+    await chat.press("Anggota keluarga")  # a button of the question still on screen
+    assert "Apa pekerjaan orang itu" in chat.question.text

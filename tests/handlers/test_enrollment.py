@@ -116,9 +116,12 @@ async def test_nik_birth_date_mismatch_asks_to_confirm(
     await chat.say("17-08-1990")
     assert "berbeda dengan tanggal di NIK" in chat.question.text
     await chat.press("Pakai 17 Agustus 1990")
+    await chat.say("Bogor")
     await chat.say("lewati")
+    await chat.say("Jl. Melati No. 5 RT 02/RW 01")
     await chat.say("Sukamaju")
     await chat.say("Ciawi")
+    await chat.say("Kabupaten Bogor")
     await chat.press("Bulanan")
     await chat.press("Desember 2026")
     assert "17 Agustus 1990 (berbeda dengan NIK" in chat.question.text
@@ -156,7 +159,7 @@ async def test_ineligible_nik_offers_only_what_can_succeed(
     await chat.say(OTHER_NIK)
     assert "1 Januari 1980" in chat.question.text  # the adult's date, offered
     await chat.press("Ya, benar")
-    assert "nomor HP/WhatsApp pekerja" in chat.question.text
+    assert "tempat lahir" in chat.question.text  # then the phone
 
 
 async def test_age_refusal_back_goes_before_the_refused_nik(chat: Chat) -> None:
@@ -179,7 +182,7 @@ async def test_ineligible_nik_then_typed_birth_date_from_id_card(
     assert "berbeda dengan tanggal di NIK" in chat.question.text
     assert [label.startswith("Pakai tanggal NIK") for label in chat.labels()] == [False, False]
     await chat.press("Pakai 1 Januari 1990")
-    assert "nomor HP/WhatsApp pekerja" in chat.question.text
+    assert "tempat lahir" in chat.question.text  # then the phone
 
 
 async def test_ineligible_typed_birth_date_offers_the_same_ways_out(chat: Chat) -> None:
@@ -191,7 +194,7 @@ async def test_ineligible_typed_birth_date_offers_the_same_ways_out(chat: Chat) 
     await chat.press("Ubah tanggal lahir")
     assert "7 Agustus 1990" in chat.question.text
     await chat.press("Ya, benar")  # the NIK's date is eligible: this one succeeds
-    assert "nomor HP/WhatsApp pekerja" in chat.question.text
+    assert "tempat lahir" in chat.question.text  # then the phone
 
 
 async def test_age_refusal_cancel_keeps_nothing(
@@ -278,9 +281,12 @@ async def test_duplicate_nik_then_another_worker_asks_everything_again(
     await other.say(OTHER_NIK)
     assert "1 Januari 1980" in other.question.text  # birth date asked for the new NIK
     await other.press("Ya, benar")
+    await other.say("Bogor")
     await other.press("Lewati")
+    await other.say("Jl. Melati No. 5 RT 02/RW 01")
     await other.say("Pasar Baru")
     await other.say("Teluk Segara")
+    await other.say("Kabupaten Bogor")
     await other.press("Bulanan")
     await other.press("Desember 2026")
     summary = other.question.text
@@ -314,9 +320,12 @@ async def test_duplicate_nik_retyped_for_the_same_worker_keeps_the_name(
     await other.say(SITI_REAL_NIK)
     assert "7 Agustus 1990" in other.question.text
     await other.press("Ya, benar")
+    await other.say("Bogor")
     await other.press("Lewati")
+    await other.say("Jl. Melati No. 5 RT 02/RW 01")
     await other.say("Sukamaju")
     await other.say("Ciawi")
+    await other.say("Kabupaten Bogor")
     await other.press("Bulanan")
     await other.press("Desember 2026")
     assert "Siti Aminah" in other.question.text
@@ -383,6 +392,7 @@ async def test_worker_phone_must_be_mobile(chat: Chat) -> None:
     await to_nik_step(chat)
     await chat.say(WORKER_NIK)
     await chat.press("Ya, benar")
+    await chat.say("Bogor")
     question = chat.question.text
     await chat.say("(0736) 21234")
     assert "nomor telepon rumah/kantor" in chat.replies[0].text
@@ -395,19 +405,24 @@ async def test_text_where_a_button_was_expected(chat: Chat) -> None:
     await chat.say("tukang sate")
     assert "tidak ada di pilihan" in chat.replies[0].text
     assert chat.question.text == question
-    await chat.say("sopir")  # the label typed as a word works
+    await chat.say("anggota keluarga")  # the label typed as words works
+    await chat.say("sopir")
     assert "nama lengkap pekerja" in chat.question.text
 
 
 async def test_typed_option_number_selects_it(chat: Chat) -> None:
     await chat.say("/daftar")
-    await chat.say("4")  # 4th option: driver
+    await chat.say("2")  # 2nd option: family member
+    await chat.say("3")  # 3rd option: driver
     await chat.say("Joko")
     await chat.say(OTHER_NIK)
     await chat.press("Ya, benar")
+    await chat.say("Bogor")
     await chat.press("Lewati")
+    await chat.say("Jl. Melati No. 5 RT 02/RW 01")
     await chat.say("Pasar Baru")
     await chat.say("Teluk Segara")
+    await chat.say("Kabupaten Bogor")
     await chat.press("Tiga bulanan")
     assert "Mulai bulan apa" in chat.question.text
 
@@ -418,9 +433,12 @@ async def test_payroll_plan_records_statement_of_willingness(
     await to_nik_step(chat)
     await chat.say(WORKER_NIK)
     await chat.press("Ya, benar")
+    await chat.say("Bogor")
     await chat.press("Lewati")
+    await chat.say("Jl. Melati No. 5 RT 02/RW 01")
     await chat.say("Sukamaju")
     await chat.say("Ciawi")
+    await chat.say("Kabupaten Bogor")
     await chat.press("Potong gaji")
     assert "pernyataan kesediaan" in chat.question.text
     await chat.press("Saya bersedia")

@@ -92,6 +92,9 @@ async def test_hapus_on_a_shared_phone_asks_which_worker_and_erases_only_that_on
     assert stored[siti.worker_id].erased_at is None
     assert stored[joko.worker_id].erased_at is not None
     assert stored[joko.worker_id].full_name == worker_side.ERASED_NAME
+    erased = stored[joko.worker_id]
+    assert (erased.birth_place, erased.street_address, erased.regency) == (None, None, None)
+    assert stored[siti.worker_id].street_address == "Jl. Melati No. 5 RT 02/RW 01"
     # The ASN and PIC hear about Joko's enrollment only, with his KPJ, not Siti's.
     notices = await office.outbox("worker_erased")
     assert {n.dedupe_key.split(":")[1] for n in notices} == {str(joko.id)}
@@ -200,8 +203,10 @@ async def test_re_downloading_a_submitted_batch_after_an_erasure_shows_the_row_e
     siti, joko = rows[HEADER_ROW:]
     assert siti[1:3] == [WORKER_NIK, "Siti Aminah"]
     assert joko[0] == 2
-    assert joko[1:8] == [None, ERASED_ROW_NAME, None, None, None, None, None]
-    assert joko[8:] == siti[8:]  # occupation, sponsor, plan, first month stay
+    personal = slice(1, 12)  # NIK to the work location, the name in between
+    assert joko[personal] == [None, ERASED_ROW_NAME, *[None] * 9]
+    # Occupation, relationship, income, programme, sponsor, plan, first month stay.
+    assert joko[12:] == siti[12:]
     flat = json.dumps(rows, default=str)
     assert "Joko" not in flat and OTHER_NIK not in flat
     # Still one file: the same bytes on every re-download.

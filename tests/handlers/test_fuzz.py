@@ -219,6 +219,7 @@ async def _enrolling(sessionmaker: async_sessionmaker[AsyncSession], channel: Ch
     chat = Chat(scene.engine, scene.clock, "1001", channel)
     await chat.register()
     await chat.say("/daftar")
+    await chat.press("Bekerja untuk saya")
     await chat.press("Asisten rumah tangga")
     await chat.say("Siti Aminah")
     await chat.say(WORKER_NIK)  # the birth date question: a button or a typed date

@@ -43,16 +43,20 @@ async def enroll(
     """The ASN enrolls Siti Aminah, covered from `first_month`; `phone=None`: "no phone"."""
     asn = office.asn
     await asn.say("/daftar")
+    await asn.press("Bekerja untuk saya")
     await asn.press("Asisten rumah tangga")
     await asn.say("Siti Aminah")
     await asn.say(WORKER_NIK)
     await asn.press("Ya, benar")
+    await asn.say("Bogor")
     if phone is None:
         await asn.press("Lewati")
     else:
         await asn.say(phone)
+    await asn.say("Jl. Melati No. 5 RT 02/RW 01")
     await asn.say("Sukamaju")
     await asn.say("Ciawi")
+    await asn.say("Kabupaten Bogor")
     await asn.press("Bulanan")
     await asn.press(first_month)
     await asn.press("Kirim ke PIC")

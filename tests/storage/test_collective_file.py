@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import random
 import tempfile
@@ -18,7 +19,7 @@ from openpyxl import Workbook, load_workbook
 from openpyxl.cell.cell import Cell
 from python_calamine import CalamineWorkbook
 
-from domain.vocabulary import Occupation, PaymentPlan, Sex
+from domain.vocabulary import Occupation, PaymentPlan, Relationship, Sex
 from storage.collective_file import (
     COLLECTIVE_HEADERS,
     HEADER_ROW,
@@ -29,7 +30,10 @@ from storage.collective_file import (
     KpjFileError,
     KpjRow,
     NikCellProblem,
+    erased_row,
+    read_collective_csv,
     read_kpj_file,
+    write_collective_csv,
     write_collective_xlsx,
 )
 from tests.fakes.hostile_files import far_cell_xlsx, sheet_xml, workbook, zip_bomb_xlsx
@@ -49,9 +53,13 @@ def collective_row(index: int = 0, **changes: Any) -> CollectiveRow:
         "birth_date": date(1990, 8, 7),
         "sex": Sex.FEMALE,
         "phone_e164": "+6281298765432",
+        "birth_place": "Bogor",
+        "street_address": "Jl. Melati No. 5",
         "village": "Sukamaju",
         "district": "Ciawi",
+        "regency": "Kabupaten Bogor",
         "occupation": Occupation.HOUSEHOLD_ASSISTANT,
+        "relationship": Relationship.EMPLOYEE,
         "sponsor_nip": "198503122010011002",
         "sponsor_name": "Budi Santoso",
         "plan": PaymentPlan.QUARTERLY,
@@ -59,6 +67,37 @@ def collective_row(index: int = 0, **changes: Any) -> CollectiveRow:
     }
     values.update(changes)
     return CollectiveRow(**values)
+
+
+def col(header: str) -> int:
+    """The 1-based column of `header` in the shipped column map."""
+    return COLLECTIVE_HEADERS.index(header) + 1
+
+
+def first_row(birth: date | datetime) -> list[Any]:
+    """`collective_row(1)` as the sheet holds it in the shipped columns."""
+    return [
+        1,
+        "3201000000000001",
+        "Siti Aminah 1",
+        "Bogor",
+        birth,
+        "P",
+        "081298765432",
+        "Jl. Melati No. 5",
+        "Sukamaju",
+        "Ciawi",
+        "Kabupaten Bogor",
+        "Kabupaten Bogor",
+        "Asisten rumah tangga",
+        "Bekerja untuk rumah tangga ASN",
+        1_000_000,
+        "JKK+JKM",
+        "198503122010011002",
+        "Budi Santoso",
+        "Tiga bulanan",
+        type(birth)(2026, 12, 1),
+    ]
 
 
 def export(
@@ -126,28 +165,14 @@ def test_the_collective_file_has_a_title_block_headers_and_one_row_per_enrollmen
     header = [cell.value for cell in sheet[HEADER_ROW]]
     assert tuple(header) == COLLECTIVE_HEADERS
     first = [cell.value for cell in sheet[HEADER_ROW + 1]]
-    assert first == [
-        1,
-        "3201000000000001",
-        "Siti Aminah 1",
-        datetime(1990, 8, 7),
-        "P",
-        "081298765432",
-        "Sukamaju",
-        "Ciawi",
-        "Asisten rumah tangga",
-        "198503122010011002",
-        "Budi Santoso",
-        "Tiga bulanan",
-        datetime(2026, 12, 1),
-    ]
+    assert first == first_row(datetime(1990, 8, 7))
     second = [cell.value for cell in sheet[HEADER_ROW + 2]]
     assert second[0] == 2
-    assert second[4] == "L"
-    assert second[5] is None  # no phone
-    assert second[8] == "Pengemudi ojek online"
-    assert second[11] == "Potong gaji (bendahara)"
-    assert second[12] == datetime(2027, 1, 1)
+    assert second[col("Jenis Kelamin (L/P)") - 1] == "L"
+    assert second[col("No. HP") - 1] is None  # no phone
+    assert second[col("Jenis Pekerjaan") - 1] == "Pengemudi ojek online"
+    assert second[col("Cara Bayar") - 1] == "Potong gaji (bendahara)"
+    assert second[col("Bulan Pertama Kepesertaan") - 1] == datetime(2027, 1, 1)
     assert sheet.max_row == HEADER_ROW + 2
 
 
@@ -155,7 +180,16 @@ def test_nik_phone_and_nip_are_text_cells_and_dates_are_dates() -> None:
     sheet = load_workbook(io.BytesIO(export([collective_row(7)]))).active
     assert sheet is not None
     data = HEADER_ROW + 1
-    nik, birth, phone, nip, month = (sheet.cell(data, c) for c in (2, 4, 6, 10, 13))
+    nik, birth, phone, nip, month = (
+        sheet.cell(data, col(header))
+        for header in (
+            "NIK",
+            "Tanggal Lahir",
+            "No. HP",
+            "NIP ASN Penanggung",
+            "Bulan Pertama Kepesertaan",
+        )
+    )
     assert isinstance(birth, Cell) and isinstance(month, Cell)
     assert (nik.data_type, nik.number_format) == ("s", "@")
     assert phone.data_type == "s"
@@ -175,22 +209,15 @@ def test_the_collective_file_reads_back_in_calamine_and_is_a_sound_zip() -> None
     assert table[1][:2] == ["Nomor Batch", "DINKES-2026-001"]
     assert table[3][:2] == ["Tanggal", date(2026, 11, 21)]
     assert tuple(table[HEADER_ROW - 1]) == COLLECTIVE_HEADERS
-    assert table[HEADER_ROW] == [
-        1,
-        "3201000000000001",
-        "Siti Aminah 1",
+    assert table[HEADER_ROW] == first_row(date(1990, 8, 7))
+    assert table[HEADER_ROW + 1][1:7] == [
+        "3201000000000002",
+        " =1+1 ",
+        "Bogor",
         date(1990, 8, 7),
         "P",
-        "081298765432",
-        "Sukamaju",
-        "Ciawi",
-        "Asisten rumah tangga",
-        "198503122010011002",
-        "Budi Santoso",
-        "Tiga bulanan",
-        date(2026, 12, 1),
+        "",
     ]
-    assert table[HEADER_ROW + 1][1:6] == ["3201000000000002", " =1+1 ", date(1990, 8, 7), "P", ""]
     assert len(table) == HEADER_ROW + 2
 
 
@@ -225,9 +252,9 @@ def test_a_name_that_looks_like_a_formula_stays_text() -> None:
     name = sheet.cell(HEADER_ROW + 1, 3)
     assert name.data_type == "s"
     assert name.value == hostile
-    assert sheet.cell(HEADER_ROW + 1, 7).data_type == "s"
+    assert sheet.cell(HEADER_ROW + 1, col("Desa/Kelurahan")).data_type == "s"
     # Control characters cannot be stored in XLSX: dropped, the rest kept.
-    assert sheet.cell(HEADER_ROW + 1, 8).value == "Ciawi"
+    assert sheet.cell(HEADER_ROW + 1, col("Kecamatan")).value == "Ciawi"
 
 
 @pytest.mark.parametrize(
@@ -242,10 +269,11 @@ def test_a_place_that_looks_like_xml_stays_text(place: str) -> None:
     content = export([collective_row(1, village=place, district=place)])
     sheet = load_workbook(io.BytesIO(content)).active
     assert sheet is not None
-    for column in (7, 8):
+    village = col("Desa/Kelurahan")
+    for column in (village, village + 1):
         assert sheet.cell(HEADER_ROW + 1, column).value == place
     table = CalamineWorkbook.from_filelike(io.BytesIO(content)).get_sheet_by_index(0).to_python()
-    assert table[HEADER_ROW][6:8] == [place, place]
+    assert table[HEADER_ROW][village - 1 : village + 1] == [place, place]
     assert sheet.max_column == len(COLLECTIVE_HEADERS)
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         assert "<f>" not in archive.read("xl/worksheets/sheet1.xml").decode()
@@ -821,3 +849,135 @@ def test_a_wide_sheet_within_the_budget_is_read() -> None:
     content = xlsx([header, [NIK_A, *[""] * 28, KPJ_A]])
     rows, _ = read("kpj.xlsx", content)
     assert [(r.nik, r.kpj_raw) for r in rows] == [(NIK_A, KPJ_A)]
+
+
+# --- the new columns, and the CSV form ---------------------------------------------------
+
+#: Text a spreadsheet would run as a formula (OWASP CSV injection), and the escape itself.
+FORMULA_LOOKING = ["=1+1", "+62 ojek", "-RT 02", "@SUM(A1)", "\tx", "\rx", "'quoted", "''x"]
+
+
+def test_a_legacy_row_leaves_what_was_never_asked_empty() -> None:
+    """Rows from before migration 0009: no place of birth, street, regency or occupation."""
+    row = collective_row(1, birth_place=None, street_address=None, regency=None, occupation=None)
+    sheet = load_workbook(io.BytesIO(export([row]))).active
+    assert sheet is not None
+    for header in (
+        "Tempat Lahir",
+        "Alamat (Jalan, RT/RW)",
+        "Kabupaten/Kota",
+        "Lokasi Kerja (Kabupaten/Kota)",
+        "Jenis Pekerjaan",
+    ):
+        assert sheet.cell(HEADER_ROW + 1, col(header)).value is None
+    assert sheet.cell(HEADER_ROW + 1, col("Program")).value == "JKK+JKM"
+
+
+def test_other_occupation_is_written_as_typed_never_as_lainnya() -> None:
+    rows = [
+        collective_row(1, occupation=Occupation.OTHER, occupation_text="Buruh cuci"),
+        collective_row(2, occupation=Occupation.OTHER, occupation_text=None),
+    ]
+    sheet = load_workbook(io.BytesIO(export(rows))).active
+    assert sheet is not None
+    cells = [sheet.cell(HEADER_ROW + n, col("Jenis Pekerjaan")).value for n in (1, 2)]
+    assert cells == ["Buruh cuci", None]
+
+
+@pytest.mark.parametrize("typed", FORMULA_LOOKING)
+def test_formula_looking_typed_text_stays_a_text_cell_in_the_xlsx(typed: str) -> None:
+    row = collective_row(
+        1, occupation=Occupation.OTHER, occupation_text=typed, street_address=typed
+    )
+    sheet = load_workbook(io.BytesIO(export([row]))).active
+    assert sheet is not None
+    for header in ("Jenis Pekerjaan", "Alamat (Jalan, RT/RW)"):
+        cell = sheet.cell(HEADER_ROW + 1, col(header))
+        assert (cell.data_type, cell.value) == ("s", typed)
+
+
+def test_the_csv_escapes_formulas_and_reads_back_exactly() -> None:
+    rows = [
+        collective_row(
+            index,
+            full_name=typed,
+            birth_place=typed,
+            street_address=typed,
+            village=typed,
+            district=typed,
+            regency=typed,
+            occupation=Occupation.OTHER,
+            occupation_text=typed,
+            sponsor_name=typed,
+            phone_e164="+15551234567",
+        )
+        for index, typed in enumerate(FORMULA_LOOKING, 1)
+    ]
+    target = io.BytesIO()
+    assert write_collective_csv(rows, target) == len(rows)
+    content = target.getvalue()
+    assert content.startswith(b"\xef\xbb\xbf")  # UTF-8 with BOM: spreadsheets read accents
+    # No cell of the file as a spreadsheet reads it starts a formula.
+    for cells in csv.reader(io.StringIO(content.decode("utf-8-sig"), newline="")):
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells)
+    header, data = read_collective_csv(content)
+    assert header == COLLECTIVE_HEADERS
+    by_header = [dict(zip(header, cells, strict=True)) for cells in data]
+    for typed, cells in zip(FORMULA_LOOKING, by_header, strict=True):
+        for name in (
+            "Nama Lengkap (sesuai KTP)",
+            "Tempat Lahir",
+            "Alamat (Jalan, RT/RW)",
+            "Desa/Kelurahan",
+            "Kecamatan",
+            "Kabupaten/Kota",
+            "Jenis Pekerjaan",
+            "Nama ASN Penanggung",
+        ):
+            assert cells[name] == typed
+        assert cells["No. HP"] == "+15551234567"
+        assert cells["Tanggal Lahir"] == "07/08/1990"
+        assert cells["Bulan Pertama Kepesertaan"] == "12/2026"
+        assert cells["Penghasilan Dilaporkan (Rp)"] == "1000000"
+    assert by_header[0]["NIK"] == "3201000000000001"
+
+
+def test_the_csv_with_a_kpj_column_added_is_a_kpj_file() -> None:
+    """BPJS may send the CSV back with the KPJ filled in: the importer reads it."""
+    target = io.BytesIO()
+    write_collective_csv([collective_row(1, full_name="=cmd")], target)
+    header, data = read_collective_csv(target.getvalue())
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*header, "No. KPJ"])
+    writer.writerow([*data[0], KPJ_A])
+    rows, _ = read("kembali.csv", out.getvalue().encode())
+    assert [(row.nik, row.kpj_raw) for row in rows] == [("3201000000000001", KPJ_A)]
+
+
+def test_an_erased_workers_row_has_no_personal_cell_in_the_new_columns() -> None:
+    row = erased_row(
+        occupation=Occupation.DRIVER,
+        sponsor_nip="198503122010011002",
+        sponsor_name="Budi Santoso",
+        plan=PaymentPlan.MONTHLY,
+        first_month=date(2026, 12, 1),
+        relationship=Relationship.EMPLOYEE,
+    )
+    sheet = load_workbook(io.BytesIO(export([row]))).active
+    assert sheet is not None
+    values = {
+        header: sheet.cell(HEADER_ROW + 1, col(header)).value for header in COLLECTIVE_HEADERS
+    }
+    for header in (
+        "NIK",
+        "Tempat Lahir",
+        "Tanggal Lahir",
+        "No. HP",
+        "Alamat (Jalan, RT/RW)",
+        "Kabupaten/Kota",
+        "Lokasi Kerja (Kabupaten/Kota)",
+    ):
+        assert values[header] is None
+    assert values["Jenis Pekerjaan"] == "Sopir"
+    assert values["Hubungan dengan ASN"] == "Bekerja untuk rumah tangga ASN"

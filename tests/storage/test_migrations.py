@@ -20,6 +20,7 @@ from domain.vocabulary import (
     Language,
     Occupation,
     PaymentPlan,
+    Relationship,
     Sex,
     SponsorshipStatus,
     WorkerConsent,
@@ -56,8 +57,8 @@ async def test_migrations_form_one_linear_chain() -> None:
 
     script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
     chain = [rev.revision for rev in script.walk_revisions()]
-    assert chain == ["0011", "0010", "0009", "0008", "0007", "0006", "0005", "0004", "0003", "0002", "0001"]
-    assert head_revision() == "0011"
+    assert chain == ["0012", "0011", "0010", "0009", "0008", "0007", "0006", "0005", "0004", "0003", "0002", "0001"]
+    assert head_revision() == "0012"
 
 
 async def test_upgrade_of_an_empty_database_reaches_head(tmp_path: Path) -> None:
@@ -209,3 +210,47 @@ async def test_a_worker_can_have_only_one_open_sponsorship(
 
         with pytest.raises(IntegrityError):
             await _add_sponsorship(session, worker, asn, SponsorshipStatus.WAITING_FOR_PIC)
+
+
+async def test_0012_splits_the_old_kind_into_relationship_and_occupation(tmp_path: Path) -> None:
+    """A family member had no occupation; household work is for the ASN; others keep theirs."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}"
+    await upgrade_to_head(url)
+    engine = create_engine(url)
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            asn, worker = await _asn_and_worker(session)
+            # One open sponsorship per worker: the older two have ended.
+            for status in (
+                SponsorshipStatus.ENDED,
+                SponsorshipStatus.LAPSED,
+                SponsorshipStatus.ACTIVE,
+            ):
+                await _add_sponsorship(session, worker, asn, status)
+        await downgrade_to(url, "0011")
+        async with engine.begin() as connection:
+            ids = (await connection.exec_driver_sql("SELECT id FROM sponsorship ORDER BY id")).all()
+            for (sid,), kind in zip(ids, ("family_member", "driver", "fisher"), strict=True):
+                await connection.exec_driver_sql(
+                    f"UPDATE sponsorship SET occupation = '{kind}' WHERE id = {sid}"
+                )
+        await upgrade_to_head(url)
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(
+                        Sponsorship.relationship_to_asn,
+                        Sponsorship.occupation,
+                        Sponsorship.occupation_text,
+                    ).order_by(Sponsorship.id)
+                )
+            ).all()
+            street = (await connection.scalars(select(Worker.street_address))).one()
+    finally:
+        await engine.dispose()
+    assert [tuple(row) for row in rows] == [
+        (Relationship.FAMILY, None, None),
+        (Relationship.EMPLOYEE, Occupation.DRIVER, None),
+        (Relationship.OTHER, Occupation.FISHER, None),
+    ]
+    assert street is None  # not asked before: the export shows it blank
