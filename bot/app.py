@@ -348,19 +348,20 @@ def work_calendar(settings: Settings, clock: Clock) -> WorkCalendar:
     return calendar
 
 
-def build_background(
-    runtime: Runtime, senders: dict[Channel, Sender], *, quiet_hours: bool = True
-) -> tuple[AsyncIOScheduler, Dispatcher]:
-    """The scheduler (not started) with housekeeping, the outbox dispatcher and the digest.
-
-    `quiet_hours=False` (the console: one terminal, nobody's phone) sends at any hour.
-    """
+def build_planners(runtime: Runtime) -> tuple[ReminderPlanner, DigestPlanner]:
+    """The daily planners (dues reminders, PIC digest) as the scheduler and `sertakan plan`
+    run them."""
     settings = runtime.settings
     timezone = ZoneInfo(settings.app.timezone)
-    dispatch = settings.dispatch
-    if not quiet_hours:
-        dispatch = dispatch.model_copy(update={"quiet_end": dispatch.quiet_start})
-    dispatcher = Dispatcher(runtime.db, senders, runtime.clock, dispatch, timezone)
+    reminders = ReminderPlanner(
+        runtime.db,
+        runtime.catalogs,
+        runtime.clock,
+        timezone=timezone,
+        calendar=runtime.calendar,
+        tariff=runtime.engine.config.tariff,
+        worker_channel=runtime.engine.notices.worker_channel,
+    )
     digest = DigestPlanner(
         runtime.db,
         runtime.catalogs,
@@ -370,6 +371,24 @@ def build_background(
         send_at=settings.program.digest_time,
         tariff=runtime.engine.config.tariff,
     )
+    return reminders, digest
+
+
+def build_background(
+    runtime: Runtime, senders: dict[Channel, Sender], *, quiet_hours: bool = True
+) -> tuple[AsyncIOScheduler, Dispatcher]:
+    """The scheduler (not started) with housekeeping, the outbox dispatcher, the digest, the
+    dues reminders, and the catch-up of the day's planning once it starts.
+
+    `quiet_hours=False` (the console: one terminal, nobody's phone) sends at any hour.
+    """
+    settings = runtime.settings
+    timezone = ZoneInfo(settings.app.timezone)
+    dispatch = settings.dispatch
+    if not quiet_hours:
+        dispatch = dispatch.model_copy(update={"quiet_end": dispatch.quiet_start})
+    dispatcher = Dispatcher(runtime.db, senders, runtime.clock, dispatch, timezone)
+    reminders, digest = build_planners(runtime)
     scheduler = build_scheduler(
         sessionmaker=runtime.sessionmaker,
         clock=runtime.clock,
@@ -379,15 +398,7 @@ def build_background(
         dispatcher=dispatcher,
         digest=digest,
         digest_time=settings.program.digest_time,
-        reminders=ReminderPlanner(
-            runtime.db,
-            runtime.catalogs,
-            runtime.clock,
-            timezone=timezone,
-            calendar=runtime.calendar,
-            tariff=runtime.engine.config.tariff,
-            worker_channel=runtime.engine.notices.worker_channel,
-        ),
+        reminders=reminders,
         reminder_time=settings.program.reminder_time,
     )
     return scheduler, dispatcher

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from bot import cli_admin, cli_files, cli_outbox
+from bot import cli_admin, cli_files, cli_outbox, cli_plan
 from bot.app import (
     Runtime,
     StartupError,
@@ -51,7 +51,7 @@ class _Extension(Protocol):
         ...
 
 
-_EXTENSIONS: tuple[_Extension, ...] = (cli_admin, cli_files, cli_outbox)
+_EXTENSIONS: tuple[_Extension, ...] = (cli_admin, cli_files, cli_outbox, cli_plan)
 _BUILT_IN = frozenset({"run", "console", "migrate", "opd", "failed", "key"})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -49,15 +50,18 @@ def build_scheduler(
     lets a running tick record or hand back its rows.
 
     With `digest`, the PIC digest is planned at `digest_time` local time on
-    Monday to Friday (the planner skips holidays itself). A process that was
-    down at that time plans it when it comes back the same morning (grace of
-    three hours); the dedupe key keeps it to one per PIC per day whichever
-    process or run plans it.
+    Monday to Friday (the planner skips holidays itself); the dedupe key keeps
+    it to one per PIC per day whichever process or run plans it.
 
     With `reminders`, dues reminders, escalations and lapses are planned every
     day at `reminder_time` local time (their rows wait for the morning and for
-    quiet hours in the outbox); a run missed while the process was down is
-    made up within twelve hours, and re-runs add nothing (dedupe keys).
+    quiet hours in the outbox); re-runs add nothing (dedupe keys).
+
+    A process started after those times (a restart, a deployment, an outage)
+    plans the day's missed runs at once (`catch_up`, the job `catch_up`):
+    APScheduler's own misfire grace only covers a run that was due while the
+    scheduler was running (its jobs live in memory), not one due before it
+    started.
     """
     scheduler = AsyncIOScheduler(timezone=timezone)
 
@@ -104,7 +108,44 @@ def build_scheduler(
             max_instances=1,
             misfire_grace_time=12 * 3600,
         )
+    if digest is not None or reminders is not None:
+
+        async def missed() -> None:
+            await catch_up(
+                clock=clock,
+                timezone=ZoneInfo(timezone),
+                reminders=reminders,
+                reminder_time=reminder_time,
+                digest=digest,
+            )
+
+        # A date trigger without a date: once, as soon as the scheduler starts; never
+        # dropped as late (the start itself may take a while on a busy database).
+        scheduler.add_job(missed, "date", id="catch_up", misfire_grace_time=None)
     return scheduler
+
+
+async def catch_up(
+    *,
+    clock: Callable[[], datetime],
+    timezone: ZoneInfo,
+    reminders: ReminderPlanner | None,
+    reminder_time: time,
+    digest: DigestPlanner | None,
+) -> None:
+    """Plan what today's scheduled runs would have planned by now (run once at start).
+
+    Reminders when the local time is past `reminder_time`; the digest when
+    today is a working day past its time (the planner checks both itself).
+    Before those times nothing is planned here: the day's cron run will. Both
+    planners skip what their dedupe keys show is planned already, so a second
+    start, or a process beside this one, plans nothing twice.
+    """
+    local = clock().astimezone(timezone)
+    if reminders is not None and local.time() >= reminder_time:
+        await reminders.plan()
+    if digest is not None:
+        await digest.plan()
 
 
 async def housekeeping_run(

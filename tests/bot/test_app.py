@@ -206,6 +206,7 @@ async def test_background_schedules_dispatcher_digest_and_housekeeping(tmp_path:
             "outbox_dispatcher",
             "pic_digest",
             "dues_reminders",
+            "catch_up",
         }
         assert "mon-fri" in str(jobs["pic_digest"].trigger)
         assert "hour='8'" in str(jobs["pic_digest"].trigger)
