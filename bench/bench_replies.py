@@ -98,11 +98,12 @@ async def _platform_main(
                 pushed = time.monotonic()
                 server.push_update(server.text_update(chat, SCRIPT[step % len(SCRIPT)]))
                 step += 1
+
+                def answered(chat: int = chat, before: int = before) -> bool:
+                    return len(server.messages_to(chat)) > before
+
                 try:
-                    await server.wait_until(
-                        lambda chat=chat, before=before: len(server.messages_to(chat)) > before,
-                        timeout=30,
-                    )
+                    await server.wait_until(answered, timeout=30)
                 except TimeoutError:
                     unanswered += 1
                     return

@@ -59,7 +59,7 @@ def shipped() -> dict[str, Any]:
 
 
 def test_the_shipped_file_is_the_default_and_configures_every_template_written() -> None:
-    assert WhatsAppSettings(_env_file=None).templates_file == Path("data/whatsapp_templates.json")  # type: ignore[call-arg]
+    assert WhatsAppSettings(_env_file=None).templates_file == Path("data/whatsapp_templates.json")
     book = load_templates(SHIPPED)
     written = templates_the_code_writes()
     assert {"card_ready_sponsor", "enrollment_returned", "pic_digest"} <= written  # the scan works

@@ -306,7 +306,7 @@ class FakeGraphServer:
             "api_version": self.api_version,
         }
         values.update(overrides)
-        return WhatsAppSettings(_env_file=None, **values)  # type: ignore[call-arg]
+        return WhatsAppSettings(_env_file=None, **values)
 
     # --- test controls ----------------------------------------------------------
 
@@ -501,6 +501,7 @@ class FakeGraphServer:
         if kind == "text":
             text = content.get("body")
             _require(isinstance(text, str) and text.strip() != "", "text.body is required")
+            assert isinstance(text, str)  # refused above otherwise
             _require(len(text) <= MAX_TEXT, f"text.body must be at most {MAX_TEXT} characters")
         elif kind == "interactive":
             self._validate_interactive(content)
