@@ -54,6 +54,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
+import sertakan_data
+from sertakan_data import shipped
+
 BASE_USER = 7_500_000_000
 #: What each person types, in turn (answered by the menus; no flow state needed).
 SCRIPT = ("/start", "bantuan", "menu", "info")
@@ -154,7 +157,7 @@ async def _run_ours(base_url: str, token: str, stop: asyncio.Event) -> None:
         app=AppSettings(
             data_dir=folder,
             nik_key=SecretStr(generate_key()),
-            opd_seed_file=Path("data/opd_bengkulu.csv"),
+            opd_seed_file=shipped(sertakan_data.OPD_SEED),
         ),
         database=DatabaseSettings(url=url, auto_migrate=False),
         telegram=TelegramSettings(token=SecretStr(token), api_base=base_url, polling_timeout_s=10),

@@ -32,6 +32,7 @@ from scheduler.dispatcher import Dispatcher
 from scheduler.reminders import ReminderPlanner
 from scheduler.runner import build_scheduler
 from scheduler.sending import Sender
+from sertakan_data import HOLIDAYS, OPD_SEED, TARIFF
 from storage import key_check
 from storage.crypto import NikCipher, NikKeyError, create_key_file, decode_key, read_key_file
 from storage.db import (
@@ -322,7 +323,7 @@ async def open_database(settings: Settings, *, migrate: bool, sleep: Sleep = asy
 
 def tariff_table(settings: Settings) -> TariffTable:
     """The tariff file (PROGRAM_TARIFF_FILE); the built-in default, with a warning, without one."""
-    path = settings.program.tariff_file
+    path = settings.data_file(TARIFF, settings.program.tariff_file)
     if not path.exists():
         log.warning("no tariff file at %s: using the built-in PP 44/2015 tariff", path)
         return DEFAULT_TARIFF
@@ -334,7 +335,7 @@ def tariff_table(settings: Settings) -> TariffTable:
 
 def work_calendar(settings: Settings, clock: Clock) -> WorkCalendar:
     """The holiday list (PROGRAM_HOLIDAYS_FILE); weekends only, with a warning, without one."""
-    path = settings.program.holidays_file
+    path = settings.data_file(HOLIDAYS, settings.program.holidays_file)
     if not path.exists():
         log.warning("no holiday list at %s: only weekends are days off", path)
         return WorkCalendar(())
@@ -406,7 +407,8 @@ def build_background(
 
 async def seed_opds_if_empty(runtime: Runtime) -> int:
     """Load the shipped OPD list when the database has none (first console run)."""
-    path = runtime.settings.app.opd_seed_file
+    settings = runtime.settings
+    path = settings.data_file(OPD_SEED, settings.app.opd_seed_file)
     async with runtime.sessionmaker() as session, session.begin():
         repo = OpdRepository(session)
         if await repo.count() > 0 or not path.exists():

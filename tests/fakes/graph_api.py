@@ -47,13 +47,13 @@ import hashlib
 import itertools
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 from pydantic import SecretStr
 
 from bot.settings import WhatsAppSettings
+from sertakan_data import WHATSAPP_TEMPLATES, shipped
 
 #: (HTTP status, title, details) of the error codes the channel handles, as Meta sends them.
 ERRORS: Final[dict[int, tuple[int, str, str]]] = {
@@ -226,8 +226,8 @@ class _Refused(Exception):
         self.details = details
 
 
-#: The templates the project ships (data/whatsapp_templates.json), for the fake to approve.
-SHIPPED_TEMPLATES: Final = Path(__file__).resolve().parents[2] / "data" / "whatsapp_templates.json"
+#: The templates the project ships (sertakan_data/whatsapp_templates.json), for the fake to approve.
+SHIPPED_TEMPLATES: Final = shipped(WHATSAPP_TEMPLATES)
 
 
 class FakeGraphServer:
