@@ -18,6 +18,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecution
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import Runtime, build_background
+from scheduler.runner import stop_scheduler
 from storage.models import Outbox
 from tests.fakes.admin import Admin
 from tests.fakes.chat import TEST_KEY, WORKER_NIK
@@ -71,7 +72,7 @@ async def start_and_stop(runtime: Runtime) -> None:
         await asyncio.wait_for(finished.wait(), timeout=30)
     finally:
         await dispatcher.stop()
-        scheduler.shutdown(wait=False)
+        await stop_scheduler(scheduler)
 
 
 def planned(rows: list[Outbox]) -> list[tuple[str, str]]:
