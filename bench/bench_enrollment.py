@@ -58,16 +58,18 @@ from aiogram.types import CallbackQuery, Message, Update
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+import sertakan_data
 from bot.app import Runtime, build_runtime, seed_opds_if_empty
 from bot.settings import AppSettings, DatabaseSettings, ProgramSettings, Settings, TelegramSettings
 from bot.telegram import TelegramChannel
+from sertakan_data import shipped
 from storage.crypto import generate_key
 from storage.db import create_engine, is_sqlite
 from storage.migrate import upgrade_to_head
 from storage.models import Sponsorship
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-OPD_SEED = REPO_ROOT / "data" / "opd_bengkulu.csv"
+OPD_SEED = shipped(sertakan_data.OPD_SEED)
 TOKEN = "123:ABC"
 
 TARGET_STEPS_PER_S = 1500.0

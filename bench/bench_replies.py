@@ -54,6 +54,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
+import sertakan_data
+from sertakan_data import shipped
+
 BASE_USER = 7_500_000_000
 #: What each person types, in turn (answered by the menus; no flow state needed).
 SCRIPT = ("/start", "bantuan", "menu", "info")
@@ -98,11 +101,12 @@ async def _platform_main(
                 pushed = time.monotonic()
                 server.push_update(server.text_update(chat, SCRIPT[step % len(SCRIPT)]))
                 step += 1
+
+                def answered(chat: int = chat, before: int = before) -> bool:
+                    return len(server.messages_to(chat)) > before
+
                 try:
-                    await server.wait_until(
-                        lambda chat=chat, before=before: len(server.messages_to(chat)) > before,
-                        timeout=30,
-                    )
+                    await server.wait_until(answered, timeout=30)
                 except TimeoutError:
                     unanswered += 1
                     return
@@ -153,7 +157,7 @@ async def _run_ours(base_url: str, token: str, stop: asyncio.Event) -> None:
         app=AppSettings(
             data_dir=folder,
             nik_key=SecretStr(generate_key()),
-            opd_seed_file=Path("data/opd_bengkulu.csv"),
+            opd_seed_file=shipped(sertakan_data.OPD_SEED),
         ),
         database=DatabaseSettings(url=url, auto_migrate=False),
         telegram=TelegramSettings(token=SecretStr(token), api_base=base_url, polling_timeout_s=10),

@@ -42,6 +42,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -52,6 +53,9 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 from sqlalchemy import func, select
+
+from domain.vocabulary import Language
+from handlers.types import QueuedReplies, Reply
 
 TARGET_P99_MS = 50.0
 ROUNDS = ("bare", "webhook", "webhook+processor")
@@ -69,7 +73,12 @@ class _DroppedReplies:
     def __init__(self) -> None:
         self.deliveries = 0
 
-    async def deliver(self, recipient: str, replies: Any, language: Any) -> None:
+    def submit(self, chat_id: str, handled: QueuedReplies, update_id: str) -> None:
+        self.deliveries += 1
+
+    async def send_now(
+        self, chat_id: str, replies: Sequence[Reply], language: Language, update_id: str
+    ) -> None:
         self.deliveries += 1
 
 

@@ -37,6 +37,7 @@ from scheduler.dispatcher import Dispatcher
 from scheduler.reminders import ReminderPlanner
 from scheduler.runner import build_scheduler
 from scheduler.sending import Sender
+from sertakan_data import COLLECTIVE_COLUMNS, HOLIDAYS, OPD_SEED, PAYMENT_CHANNELS, TARIFF
 from storage import key_check
 from storage.collective_columns import (
     DEFAULT_COLUMN_MAP,
@@ -341,7 +342,7 @@ def collective_columns(settings: Settings) -> ColumnMap:
 
     Without the file, the built-in default (the shipped file's columns), with a warning.
     """
-    path = settings.program.collective_columns_file
+    path = settings.data_file(COLLECTIVE_COLUMNS, settings.program.collective_columns_file)
     if not path.is_file():
         log.warning("no column map at %s: using the built-in collective file columns", path)
         return DEFAULT_COLUMN_MAP
@@ -353,7 +354,7 @@ def collective_columns(settings: Settings) -> ColumnMap:
 
 def tariff_table(settings: Settings) -> TariffTable:
     """The tariff file (PROGRAM_TARIFF_FILE); the built-in default, with a warning, without one."""
-    path = settings.program.tariff_file
+    path = settings.data_file(TARIFF, settings.program.tariff_file)
     if not path.exists():
         log.warning("no tariff file at %s: using the built-in PP 44/2015 tariff", path)
         return DEFAULT_TARIFF
@@ -366,7 +367,7 @@ def tariff_table(settings: Settings) -> TariffTable:
 def payment_channels(settings: Settings) -> tuple[PaymentChannel, ...]:
     """Where dues are paid (PROGRAM_PAYMENT_CHANNELS_FILE); none, with a warning, without
     the file (the texts then say to ask the PIC)."""
-    path = settings.program.payment_channels_file
+    path = settings.data_file(PAYMENT_CHANNELS, settings.program.payment_channels_file)
     if not path.exists():
         log.warning("no payment channels file at %s: sponsors are told to ask their PIC", path)
         return ()
@@ -378,7 +379,7 @@ def payment_channels(settings: Settings) -> tuple[PaymentChannel, ...]:
 
 def work_calendar(settings: Settings, clock: Clock) -> WorkCalendar:
     """The holiday list (PROGRAM_HOLIDAYS_FILE); weekends only, with a warning, without one."""
-    path = settings.program.holidays_file
+    path = settings.data_file(HOLIDAYS, settings.program.holidays_file)
     if not path.exists():
         log.warning("no holiday list at %s: only weekends are days off", path)
         return WorkCalendar(())
@@ -392,19 +393,21 @@ def work_calendar(settings: Settings, clock: Clock) -> WorkCalendar:
     return calendar
 
 
-def build_background(
-    runtime: Runtime, senders: dict[Channel, Sender], *, quiet_hours: bool = True
-) -> tuple[AsyncIOScheduler, Dispatcher]:
-    """The scheduler (not started) with housekeeping, the outbox dispatcher and the digest.
-
-    `quiet_hours=False` (the console: one terminal, nobody's phone) sends at any hour.
-    """
+def build_planners(runtime: Runtime) -> tuple[ReminderPlanner, DigestPlanner]:
+    """The daily planners (dues reminders, PIC digest) as the scheduler and `sertakan plan`
+    run them."""
     settings = runtime.settings
     timezone = ZoneInfo(settings.app.timezone)
-    dispatch = settings.dispatch
-    if not quiet_hours:
-        dispatch = dispatch.model_copy(update={"quiet_end": dispatch.quiet_start})
-    dispatcher = Dispatcher(runtime.db, senders, runtime.clock, dispatch, timezone)
+    reminders = ReminderPlanner(
+        runtime.db,
+        runtime.catalogs,
+        runtime.clock,
+        timezone=timezone,
+        calendar=runtime.calendar,
+        tariff=runtime.engine.config.tariff,
+        worker_channel=runtime.engine.notices.worker_channel,
+        payment_channels=runtime.engine.config.payment_channels,
+    )
     digest = DigestPlanner(
         runtime.db,
         runtime.catalogs,
@@ -414,6 +417,24 @@ def build_background(
         send_at=settings.program.digest_time,
         tariff=runtime.engine.config.tariff,
     )
+    return reminders, digest
+
+
+def build_background(
+    runtime: Runtime, senders: dict[Channel, Sender], *, quiet_hours: bool = True
+) -> tuple[AsyncIOScheduler, Dispatcher]:
+    """The scheduler (not started) with housekeeping, the outbox dispatcher, the digest, the
+    dues reminders, and the catch-up of the day's planning once it starts.
+
+    `quiet_hours=False` (the console: one terminal, nobody's phone) sends at any hour.
+    """
+    settings = runtime.settings
+    timezone = ZoneInfo(settings.app.timezone)
+    dispatch = settings.dispatch
+    if not quiet_hours:
+        dispatch = dispatch.model_copy(update={"quiet_end": dispatch.quiet_start})
+    dispatcher = Dispatcher(runtime.db, senders, runtime.clock, dispatch, timezone)
+    reminders, digest = build_planners(runtime)
     scheduler = build_scheduler(
         sessionmaker=runtime.sessionmaker,
         clock=runtime.clock,
@@ -423,16 +444,7 @@ def build_background(
         dispatcher=dispatcher,
         digest=digest,
         digest_time=settings.program.digest_time,
-        reminders=ReminderPlanner(
-            runtime.db,
-            runtime.catalogs,
-            runtime.clock,
-            timezone=timezone,
-            calendar=runtime.calendar,
-            tariff=runtime.engine.config.tariff,
-            worker_channel=runtime.engine.notices.worker_channel,
-            payment_channels=runtime.engine.config.payment_channels,
-        ),
+        reminders=reminders,
         reminder_time=settings.program.reminder_time,
     )
     return scheduler, dispatcher
@@ -440,7 +452,8 @@ def build_background(
 
 async def seed_opds_if_empty(runtime: Runtime) -> int:
     """Load the shipped OPD list when the database has none (first console run)."""
-    path = runtime.settings.app.opd_seed_file
+    settings = runtime.settings
+    path = settings.data_file(OPD_SEED, settings.app.opd_seed_file)
     async with runtime.sessionmaker() as session, session.begin():
         repo = OpdRepository(session)
         if await repo.count() > 0 or not path.exists():

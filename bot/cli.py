@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from bot import cli_admin, cli_files, cli_outbox
+from bot import cli_admin, cli_files, cli_outbox, cli_plan
 from bot.app import (
     Runtime,
     StartupError,
@@ -29,6 +29,7 @@ from bot.console import ConsoleChannel
 from bot.settings import Settings, TelegramMode
 from domain.local_time import format_local
 from domain.vocabulary import Channel
+from scheduler.runner import stop_scheduler
 from storage.crypto import generate_key
 from storage.dead_letters import DeadLetters
 from storage.opd_repository import OpdFileError, OpdRepository
@@ -51,7 +52,7 @@ class _Extension(Protocol):
         ...
 
 
-_EXTENSIONS: tuple[_Extension, ...] = (cli_admin, cli_files, cli_outbox)
+_EXTENSIONS: tuple[_Extension, ...] = (cli_admin, cli_files, cli_outbox, cli_plan)
 _BUILT_IN = frozenset({"run", "console", "migrate", "opd", "failed", "key"})
 
 
@@ -201,7 +202,7 @@ async def _run_console(settings: Settings, *, user: str) -> int:
             await console.run()
         finally:
             await dispatcher.stop()
-            scheduler.shutdown(wait=False)
+            await stop_scheduler(scheduler)
     finally:
         await runtime.close()
     return 0
@@ -294,9 +295,10 @@ async def _run_channels(settings: Settings) -> int:
             if failure is not None:
                 raise failure
     finally:
-        # A tick in progress records what it sent and hands back the rest.
+        # A tick in progress records what it sent and hands back the rest; a planner's
+        # run in progress commits (stop_scheduler waits for it).
         await dispatcher.stop()
-        scheduler.shutdown(wait=False)
+        await stop_scheduler(scheduler)
         if runner is not None:
             await runner.cleanup()
         await _close_channels(runtime, telegram, whatsapp)

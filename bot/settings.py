@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.vocabulary import Language
+from sertakan_data import data_file
 
 
 class Environment(StrEnum):
@@ -44,8 +45,13 @@ class AppSettings(BaseSettings):
     #: The province's time zone (WIB Asia/Jakarta, WITA Asia/Makassar, WIT Asia/Jayapura).
     timezone: str = "Asia/Jakarta"
     log_level: str = "INFO"
-    #: OPD list loaded on the console's first run when the database has none.
-    opd_seed_file: Path = Path("data/opd_bengkulu.csv")
+    #: OPD list loaded on the console's first run when the database has none
+    #: (unset: the shipped Bengkulu list, see `Settings.data_file`).
+    opd_seed_file: Path | None = None
+    #: A folder whose files replace the shipped reference data of the same name
+    #: (tariff_bpu.csv, holidays_id.csv, opd_bengkulu.csv, whatsapp_templates.json);
+    #: a file it lacks stays the shipped one. A file's own setting wins over it.
+    reference_dir: Path | None = None
     #: Inbound update ids are kept this long for deduplication (Meta retries for days).
     processed_update_retention_days: int = Field(30, ge=8)
     #: Sent and failed notices, handled WhatsApp journal rows, processed update ids
@@ -79,8 +85,9 @@ class ProgramSettings(BaseSettings):
     #: A flow untouched this long is parked as a draft and offered for resumption.
     draft_idle_minutes: int = Field(30, ge=1)
     #: The dated tariff table (effective_from,effective_until,jkk_per_mille,jkm,...);
-    #: missing: the built-in PP 44/2015 tariff.
-    tariff_file: Path = Path("data/tariff_bpu.csv")
+    #: unset: the shipped one (see `Settings.data_file`); a path that does not exist:
+    #: the built-in PP 44/2015 tariff.
+    tariff_file: Path | None = None
     #: Months after the current one that may be paid ahead.
     max_months_ahead: int = Field(12, ge=0, le=24)
     #: Offer the 6- and 12-month prepayment plans (SPEC 3: "may be allowed by configuration").
@@ -91,18 +98,19 @@ class ProgramSettings(BaseSettings):
     #: Local time (SERTAKAN_TIMEZONE) of the PIC's daily digest, on working days.
     digest_time: time = time(8, 0)
     #: National holidays and collective leave (date,name[,kind]); Monday to Friday
-    #: minus these are working days (digest days, and due dates later).
-    holidays_file: Path = Path("data/holidays_id.csv")
+    #: minus these are working days (digest days, and due dates later). Unset: the
+    #: shipped list (see `Settings.data_file`).
+    holidays_file: Path | None = None
     #: Where BPJS dues are paid (name,how_id[,name_en,how_en]): shown in info, at /bayar
-    #: and in reminders; a province edits it.
-    payment_channels_file: Path = Path("data/payment_channels.csv")
+    #: and in reminders; a province edits it. Unset: the shipped list.
+    payment_channels_file: Path | None = None
     #: The PIC may accept an enrollment whose worker has not consented (SPEC 4.6: no).
     accept_without_consent: bool = False
     #: Days a Telegram consent link (t.me/<bot>?start=...) the ASN forwards stays valid.
     consent_link_days: int = Field(14, ge=1, le=90)
     #: The collective file's columns (header,source,width): edit to match the BPJS
-    #: branch's BPU collective template; missing: the built-in default.
-    collective_columns_file: Path = Path("data/collective_columns_bpu.csv")
+    #: branch's BPU collective template. Unset: the shipped map; missing: the built-in default.
+    collective_columns_file: Path | None = None
 
 
 class TelegramSettings(BaseSettings):
@@ -153,7 +161,8 @@ class WhatsAppSettings(BaseSettings):
     #: own payloads are a few kilobytes.
     max_body_bytes: int = Field(1024 * 1024, ge=16 * 1024, le=16 * 1024 * 1024)
     #: Proactive message kinds -> approved template name, language and parameters.
-    templates_file: Path = Path("data/whatsapp_templates.json")
+    #: Unset: the shipped file (see `Settings.data_file`).
+    templates_file: Path | None = None
     #: Documents larger than this are not downloaded (the engine is told).
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1, le=100 * 1024 * 1024)
     #: After this many failed attempts an inbound message is parked (failed_update).
@@ -245,6 +254,12 @@ class Settings(BaseSettings):
     dispatch: DispatcherSettings = Field(default_factory=DispatcherSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     reply: ReplySettings = Field(default_factory=ReplySettings)
+
+    def data_file(self, name: str, configured: Path | None) -> Path:
+        """The reference data file `name` (a `sertakan_data` constant) to read: `configured`
+        (its own setting, e.g. `program.tariff_file`) when set, else the copy in
+        SERTAKAN_REFERENCE_DIR when there is one, else the one shipped in the package."""
+        return data_file(name, configured=configured, override_dir=self.app.reference_dir)
 
     @property
     def database_url(self) -> str:

@@ -2,7 +2,7 @@
 
 The bot records payments; the money goes to BPJS through its own channels
 (branch office, post office, banks, shops, the JMO app), which differ by
-region and change over time. They are data (`data/payment_channels.csv`,
+region and change over time. They are data (`sertakan_data/payment_channels.csv`,
 PROGRAM_PAYMENT_CHANNELS_FILE), read once at start-up with
 `load_payment_channels`, and shown in the info menu, at /bayar and in the
 dues reminders.

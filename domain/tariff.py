@@ -6,7 +6,7 @@ Rp50,400 (3 x (JKK Rp10,000 + JKM Rp6,800)) at the PP 44/2015 tariff.
 
 Tariffs change by regulation, so they are rows with an effective-from date,
 never constants in code. An administrator keeps them in a CSV file
-(`data/tariff_bpu.csv`, read with `load_tariff`); `DEFAULT_TARIFF` holds the
+(`sertakan_data/tariff_bpu.csv`, read with `load_tariff`); `DEFAULT_TARIFF` holds the
 same numbers for when no file is configured. Periods start and end on the first of a month,
 because dues are owed per calendar month. Money is whole rupiah; every
 rounding is half up.
@@ -228,7 +228,7 @@ DEFAULT_TARIFF = TariffTable(
         )
     ]
 )
-"""Today's tariff, the same row as the shipped `data/tariff_bpu.csv`. The
+"""Today's tariff, the same row as the shipped `sertakan_data/tariff_bpu.csv`. The
 temporary 50% BPU discount from December 2025 is not a default row because its
 end date is not pinned; an administrator adds it to the tariff file."""
 

@@ -3,7 +3,7 @@ national public holidays and collective leave (cuti bersama).
 
 Which days are holidays is data, not code: the government fixes them each year
 in a joint decree of three ministers (SKB 3 Menteri), and moves them now and
-then. The list ships as `data/holidays_id.csv` (`date,name`, lines starting with
+then. The list ships as `sertakan_data/holidays_id.csv` (`date,name`, lines starting with
 "#" are comments) and is read once at start-up with `load_holidays`. Used for
 the PIC digest (sent on working days) and for due dates that fall on a day off
 (the 15th moves to the next working day).

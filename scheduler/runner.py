@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,6 +23,17 @@ from scheduler.housekeeping import (
 from scheduler.reminders import ReminderPlanner
 
 log = logging.getLogger(__name__)
+
+#: The job runs in progress per scheduler built here (for `stop_scheduler`). APScheduler
+#: keeps its own in private attributes, and its AsyncIOExecutor cancels them at shutdown
+#: whatever `wait` says, which logs "Error running job ... CancelledError".
+_in_flight: weakref.WeakKeyDictionary[AsyncIOScheduler, set[asyncio.Task[object]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+#: How long `stop_scheduler` waits for running jobs by default (a reminder run over
+#: 144,000 sponsorships takes about 3 s; systemd's stop timeout is 90 s).
+STOP_GRACE_S = 30.0
 
 
 def build_scheduler(
@@ -49,17 +64,37 @@ def build_scheduler(
     lets a running tick record or hand back its rows.
 
     With `digest`, the PIC digest is planned at `digest_time` local time on
-    Monday to Friday (the planner skips holidays itself). A process that was
-    down at that time plans it when it comes back the same morning (grace of
-    three hours); the dedupe key keeps it to one per PIC per day whichever
-    process or run plans it.
+    Monday to Friday (the planner skips holidays itself); the dedupe key keeps
+    it to one per PIC per day whichever process or run plans it.
 
     With `reminders`, dues reminders, escalations and lapses are planned every
     day at `reminder_time` local time (their rows wait for the morning and for
-    quiet hours in the outbox); a run missed while the process was down is
-    made up within twelve hours, and re-runs add nothing (dedupe keys).
+    quiet hours in the outbox); re-runs add nothing (dedupe keys).
+
+    A process started after those times (a restart, a deployment, an outage)
+    plans the day's missed runs at once (`catch_up`, the job `catch_up`):
+    APScheduler's own misfire grace only covers a run that was due while the
+    scheduler was running (its jobs live in memory), not one due before it
+    started.
     """
     scheduler = AsyncIOScheduler(timezone=timezone)
+    running: set[asyncio.Task[object]] = set()
+    _in_flight[scheduler] = running
+
+    def tracked(job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+        """`job`, its runs known to `stop_scheduler` while they last."""
+
+        @functools.wraps(job)
+        async def run() -> None:
+            task = asyncio.current_task()
+            assert task is not None  # APScheduler runs coroutine jobs as tasks
+            running.add(task)
+            try:
+                await job()
+            finally:
+                running.discard(task)
+
+        return run
 
     async def housekeeping() -> None:
         await housekeeping_run(
@@ -69,10 +104,12 @@ def build_scheduler(
             retention=retention,
         )
 
-    scheduler.add_job(housekeeping, "cron", hour=3, minute=0, id="housekeeping", coalesce=True)
+    scheduler.add_job(
+        tracked(housekeeping), "cron", hour=3, minute=0, id="housekeeping", coalesce=True
+    )
     if dispatcher is not None:
         scheduler.add_job(
-            dispatcher.tick,
+            tracked(dispatcher.tick),
             "interval",
             seconds=dispatcher.tick_interval_s,
             id="outbox_dispatcher",
@@ -83,7 +120,7 @@ def build_scheduler(
         )
     if digest is not None:
         scheduler.add_job(
-            digest.plan,
+            tracked(digest.plan),
             "cron",
             day_of_week="mon-fri",
             hour=digest_time.hour,
@@ -95,7 +132,7 @@ def build_scheduler(
         )
     if reminders is not None:
         scheduler.add_job(
-            reminders.plan,
+            tracked(reminders.plan),
             "cron",
             hour=reminder_time.hour,
             minute=reminder_time.minute,
@@ -104,7 +141,69 @@ def build_scheduler(
             max_instances=1,
             misfire_grace_time=12 * 3600,
         )
+    if digest is not None or reminders is not None:
+
+        async def missed() -> None:
+            await catch_up(
+                clock=clock,
+                timezone=ZoneInfo(timezone),
+                reminders=reminders,
+                reminder_time=reminder_time,
+                digest=digest,
+            )
+
+        # A date trigger without a date: once, as soon as the scheduler starts; never
+        # dropped as late (the start itself may take a while on a busy database).
+        scheduler.add_job(tracked(missed), "date", id="catch_up", misfire_grace_time=None)
     return scheduler
+
+
+async def stop_scheduler(scheduler: AsyncIOScheduler, *, grace_s: float = STOP_GRACE_S) -> None:
+    """Shut `scheduler` (built by `build_scheduler`) down once the jobs it runs have ended.
+
+    No job starts after this is called; jobs already running (a dispatcher
+    tick, a planner's transaction) finish, for up to `grace_s` seconds, and
+    only one still running after that is cancelled (a warning; its
+    transaction rolls back, and the next start plans it again). Call
+    `Dispatcher.stop()` first so a tick ends after the sends in flight.
+    A scheduler that is not running is left alone.
+    """
+    if not scheduler.running:
+        return
+    scheduler.pause()
+    # A job submitted just before the pause is a task that has not started yet: let it
+    # start (and register) before looking, rather than have shutdown cancel it unseen.
+    await asyncio.sleep(0)
+    running = set(_in_flight.get(scheduler, ()))
+    if running:
+        _, late = await asyncio.wait(running, timeout=grace_s)
+        if late:
+            # APScheduler's shutdown cancels them (and logs each as an error).
+            log.warning("%d scheduled jobs still ran after %.0f s: cancelled", len(late), grace_s)
+    scheduler.shutdown(wait=False)
+
+
+async def catch_up(
+    *,
+    clock: Callable[[], datetime],
+    timezone: ZoneInfo,
+    reminders: ReminderPlanner | None,
+    reminder_time: time,
+    digest: DigestPlanner | None,
+) -> None:
+    """Plan what today's scheduled runs would have planned by now (run once at start).
+
+    Reminders when the local time is past `reminder_time`; the digest when
+    today is a working day past its time (the planner checks both itself).
+    Before those times nothing is planned here: the day's cron run will. Both
+    planners skip what their dedupe keys show is planned already, so a second
+    start, or a process beside this one, plans nothing twice.
+    """
+    local = clock().astimezone(timezone)
+    if reminders is not None and local.time() >= reminder_time:
+        await reminders.plan()
+    if digest is not None:
+        await digest.plan()
 
 
 async def housekeeping_run(

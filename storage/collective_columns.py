@@ -5,7 +5,7 @@ columns are a map a province edits (`PROGRAM_COLLECTIVE_COLUMNS_FILE`, a CSV
 `header,source,width`) rather than code. `source` is one of `ColumnSource`
 (a field of the enrollment) or `value:<text>`, the same text on every row
 (e.g. the programme, `value:JKK+JKM`). The shipped
-`data/collective_columns_bpu.csv` is `DEFAULT_COLUMN_MAP`.
+`sertakan_data/collective_columns_bpu.csv` is `DEFAULT_COLUMN_MAP`.
 
 The map is read and checked at start-up (`load_column_map`): an unknown
 source, a repeated header or a missing NIK column is a `ColumnMapError`
@@ -96,7 +96,7 @@ def _field(header: str, source: ColumnSource, width: float) -> Column:
     return Column(header, source=source, width=width)
 
 
-#: The shipped default (`data/collective_columns_bpu.csv` holds the same).
+#: The shipped default (`sertakan_data/collective_columns_bpu.csv` holds the same).
 DEFAULT_COLUMN_MAP = ColumnMap(
     (
         _field("No", ColumnSource.ROW_NUMBER, 6),

@@ -25,6 +25,7 @@ from bot.whatsapp.render import WhatsAppReplies
 from bot.whatsapp.sender import WhatsAppSender
 from bot.whatsapp.templates import TemplateConfigError, load_templates
 from bot.whatsapp.webhook import WhatsAppWebhook
+from sertakan_data import WHATSAPP_TEMPLATES
 from storage.dead_letters import DeadLetters
 
 
@@ -69,7 +70,9 @@ def build_whatsapp(runtime: Runtime) -> WhatsAppChannel:
             "webhook) and WHATSAPP_VERIFY_TOKEN (for Meta's verification handshake)"
         )
     try:
-        templates = load_templates(settings.templates_file)
+        templates = load_templates(
+            runtime.settings.data_file(WHATSAPP_TEMPLATES, settings.templates_file)
+        )
     except TemplateConfigError as exc:
         raise StartupError(f"WHATSAPP_TEMPLATES_FILE: {exc}") from exc
     client = build_client(settings)

@@ -57,13 +57,12 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.delivery import ReplyDelivery
 from bot.retry_policy import is_transient
 from bot.settings import WhatsAppSettings
 from bot.whatsapp.events import to_event
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs
-from handlers.types import ConversationEngine, EventKind, InboundEvent, Reply
+from handlers.types import ConversationEngine, EventKind, InboundEvent, QueuedReplies, Reply
 from storage.crypto import NikCipher
 from storage.whatsapp_inbound import (
     ClaimedMessage,
@@ -78,6 +77,20 @@ from storage.whatsapp_inbound import (
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+
+class ReplySink(Protocol):
+    """What the processor needs of `bot.delivery.ReplyDelivery` (a benchmark drops them)."""
+
+    def submit(self, chat_id: str, handled: QueuedReplies, update_id: str) -> None:
+        """Start delivering a step's stored replies to `chat_id`, in order."""
+        ...
+
+    async def send_now(
+        self, chat_id: str, replies: Sequence[Reply], language: Language, update_id: str
+    ) -> None:
+        """Store and deliver replies no step wrote. Raises when they cannot be stored."""
+        ...
 
 
 class MediaFetcher(Protocol):
@@ -157,7 +170,7 @@ class InboundProcessor:
         database: AsyncEngine,
         engine: ConversationEngine,
         cipher: NikCipher,
-        replies: ReplyDelivery,
+        replies: ReplySink,
         media: MediaFetcher,
         parking: UpdateParking,
         catalogs: Catalogs,

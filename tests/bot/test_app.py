@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import sertakan_data
 from bot.app import (
     StartupError,
     build_runtime,
@@ -22,6 +23,7 @@ from bot.app import (
 from bot.cli import main
 from bot.settings import AppSettings, DatabaseSettings, Environment, ProgramSettings, Settings
 from domain.vocabulary import Channel
+from sertakan_data import shipped
 from storage.crypto import NikCipher, decode_key, generate_key
 from storage.dead_letters import DeadLetters
 from storage.models import Opd
@@ -135,7 +137,7 @@ def test_key_generate_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) ->
     assert len(decode_key(capsys.readouterr().out.strip())) == 32
 
 
-OPD_SEED = Path(__file__).resolve().parents[2] / "data" / "opd_bengkulu.csv"
+OPD_SEED = shipped(sertakan_data.OPD_SEED)
 
 
 async def test_runtime_migrates_and_seeds_opds_once(tmp_path: Path) -> None:
@@ -221,6 +223,7 @@ async def test_background_schedules_dispatcher_digest_and_housekeeping(tmp_path:
             "outbox_dispatcher",
             "pic_digest",
             "dues_reminders",
+            "catch_up",
         }
         assert "mon-fri" in str(jobs["pic_digest"].trigger)
         assert "hour='8'" in str(jobs["pic_digest"].trigger)

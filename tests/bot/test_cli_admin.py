@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import Runtime
@@ -64,7 +64,7 @@ async def pics(runtime: Runtime) -> list[tuple[str, str | None, str | None, bool
         .order_by(Pic.id)
     )
     async with runtime.db.connect() as connection:
-        return [tuple(row) for row in await connection.execute(statement)]  # type: ignore[misc]
+        return [tuple(row) for row in await connection.execute(statement)]
 
 
 @pytest.mark.parametrize(
@@ -176,9 +176,7 @@ async def test_an_unknown_opd_code_suggests_close_matches(admin: Admin) -> None:
 
 async def test_an_inactive_opd_gets_no_pic(admin: Admin) -> None:
     async with admin.runtime.db.begin() as connection:
-        await connection.execute(
-            Opd.__table__.update().where(Opd.code == "BKL-DINKES").values(active=False)
-        )
+        await connection.execute(update(Opd).where(Opd.code == "BKL-DINKES").values(active=False))
     assert await admin.run("invite", "create", "--opd", "BKL-DINKES") == 1
     assert "BKL-DINKES (Dinas Kesehatan) is inactive" in admin.err
 

@@ -409,8 +409,8 @@ async def test_export_of_a_submitted_batch_after_an_erasure_shows_the_row_erased
     assert await admin.run(*argv, "--yes") == 0
     out = tmp_path / "again.xlsx"
 
-    argv = ("export", "--opd", "DINKES", "--batch", "DINKES-2026-001", "--out", str(out))
-    assert await admin.run(*argv) == 0
+    again = ("export", "--opd", "DINKES", "--batch", "DINKES-2026-001", "--out", str(out))
+    assert await admin.run(*again) == 0
 
     assert "(submitted): 3 rows written" in admin.out
     sheet = load_workbook(out, read_only=True).active

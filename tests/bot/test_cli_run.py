@@ -90,6 +90,7 @@ async def test_run_with_a_token_polls_telegram_and_stops_cleanly(
     assert server.calls_of("deleteWebhook") and server.calls_of("setMyCommands")
     assert server.confirmed_offset > update["update_id"]
     assert code == 0, output
+    assert " ERROR " not in output  # a clean stop (no job cut short)
 
 
 async def test_run_in_webhook_mode_serves_the_endpoint_behind_the_secret(
@@ -125,3 +126,4 @@ async def test_run_in_webhook_mode_serves_the_endpoint_behind_the_secret(
     assert sent[1].text.startswith("Menu utama")
     assert len(server.messages_to(CHAT)) == 2  # the refused request had no effect
     assert code == 0, output
+    assert " ERROR " not in output  # a clean stop (no job cut short)

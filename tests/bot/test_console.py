@@ -21,6 +21,7 @@ from storage import roles
 from storage.audit import Actor
 from storage.models import Asn, ChannelAccount, Opd
 from tests.fakes.chat import ASN_NIP
+from tests.fakes.clock import FrozenClock
 from tests.fakes.runtime import open_runtime
 
 _OPTION = re.compile(r"^\s+\[(\d+)\] (.*)$")
@@ -320,10 +321,12 @@ async def test_two_workers_paid_by_typing_their_numbers_in_the_console(
     from tests.fakes.workbench import Office, activate
 
     await appoint_console_pic(runtime, "pic")
-    chat = functools.partial(Chat, runtime.engine, runtime.clock, channel=Channel.CONSOLE)
+    clock = runtime.clock
+    assert isinstance(clock, FrozenClock)  # the fixture's
+    chat = functools.partial(Chat, runtime.engine, clock, channel=Channel.CONSOLE)
     office = Office(
         engine=runtime.engine,
-        clock=runtime.clock,  # type: ignore[arg-type]
+        clock=clock,
         sessionmaker=sessionmaker,
         asn=chat(sender="asn"),
         pic=chat(sender="pic"),

@@ -363,7 +363,7 @@ async def test_duplicate_webhooks_have_one_effect(
         body = wa.encode(wa.webhook(wa.text(SITI, "halo")))
         # Meta delivers the same message twice at once, then again later.
         statuses = await asyncio.gather(bot.post(body), bot.post(body))
-        assert statuses == [200, 200]
+        assert list(statuses) == [200, 200]
         assert await bot.post(body) == 200
         while await bot.channel.processor.drain_once():
             pass

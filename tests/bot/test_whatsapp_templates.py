@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.settings import WhatsAppSettings
+from bot.settings import Settings, WhatsAppSettings
 from bot.whatsapp.templates import (
     MissingParameter,
     TemplateConfigError,
@@ -18,6 +18,7 @@ from bot.whatsapp.templates import (
     parse_templates,
 )
 from domain.vocabulary import Language, PaymentStatus
+from sertakan_data import WHATSAPP_TEMPLATES
 from storage.dues_queries import SPONSORSHIP_REMINDER_KINDS
 from tests.fakes.graph_api import SHIPPED_TEMPLATES as SHIPPED
 
@@ -59,7 +60,8 @@ def shipped() -> dict[str, Any]:
 
 
 def test_the_shipped_file_is_the_default_and_configures_every_template_written() -> None:
-    assert WhatsAppSettings(_env_file=None).templates_file == Path("data/whatsapp_templates.json")  # type: ignore[call-arg]
+    settings = Settings(whatsapp=WhatsAppSettings(_env_file=None))
+    assert settings.data_file(WHATSAPP_TEMPLATES, settings.whatsapp.templates_file) == SHIPPED
     book = load_templates(SHIPPED)
     written = templates_the_code_writes()
     assert {"card_ready_sponsor", "enrollment_returned", "pic_digest"} <= written  # the scan works

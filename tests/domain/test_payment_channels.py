@@ -10,11 +10,11 @@ from domain.payment_channels import (
     parse_payment_channels,
 )
 from domain.vocabulary import Language
-from tests.fakes.chat import REPO_ROOT
+from sertakan_data import PAYMENT_CHANNELS, shipped
 
 
 def test_the_shipped_file_names_the_branch_office_and_has_english_texts() -> None:
-    channels = load_payment_channels(REPO_ROOT / "data" / "payment_channels.csv")
+    channels = load_payment_channels(shipped(PAYMENT_CHANNELS))
     assert channels[0].name == "Kantor cabang BPJS Ketenagakerjaan"
     assert channels[0].name_in(Language.ENGLISH) == "BPJS Ketenagakerjaan branch office"
     assert all(channel.how_in(Language.ENGLISH) for channel in channels)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import sertakan_data
 from domain.months import add_months
 from domain.tariff import (
     DEFAULT_TARIFF,
@@ -22,8 +23,9 @@ from domain.tariff import (
     parse_tariff,
 )
 from domain.vocabulary import PaymentPlan
+from sertakan_data import shipped
 
-SHIPPED_TARIFF = Path(__file__).resolve().parents[2] / "data" / "tariff_bpu.csv"
+SHIPPED_TARIFF = shipped(sertakan_data.TARIFF)
 
 BASE = TariffPeriod(
     effective_from=date(2015, 7, 1),

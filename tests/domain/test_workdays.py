@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.workdays import HolidayFileError, WorkCalendar, load_holidays, parse_holidays
+from sertakan_data import HOLIDAYS, data_file
 
-HOLIDAYS_FILE = Path(__file__).resolve().parents[2] / "data" / "holidays_id.csv"
+HOLIDAYS_FILE = data_file(HOLIDAYS)
 
 
 @pytest.fixture(scope="module")

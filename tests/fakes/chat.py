@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import sertakan_data
 from domain.eligibility import AgeBounds
 from domain.tariff import DEFAULT_TARIFF
 from domain.vocabulary import Channel, Language
@@ -23,12 +24,13 @@ from handlers.context import EngineConfig
 from handlers.engine import Engine
 from handlers.i18n import Catalogs
 from handlers.types import Document, EventKind, InboundEvent, Option, Reply
+from sertakan_data import shipped
 from storage.crypto import NikCipher
 from storage.opd_repository import OpdRepository
 from tests.fakes.clock import FrozenClock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OPD_SEED = REPO_ROOT / "data" / "opd_bengkulu.csv"
+OPD_SEED = shipped(sertakan_data.OPD_SEED)
 TEST_KEY = bytes(range(32))
 _update_ids = itertools.count(1)
 

@@ -49,13 +49,13 @@ import hashlib
 import itertools
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 from pydantic import SecretStr
 
 from bot.settings import WhatsAppSettings
+from sertakan_data import WHATSAPP_TEMPLATES, shipped
 
 #: (HTTP status, title, details) of the error codes the channel handles, as Meta sends them.
 ERRORS: Final[dict[int, tuple[int, str, str]]] = {
@@ -228,8 +228,8 @@ class _Refused(Exception):
         self.details = details
 
 
-#: The templates the project ships (data/whatsapp_templates.json), for the fake to approve.
-SHIPPED_TEMPLATES: Final = Path(__file__).resolve().parents[2] / "data" / "whatsapp_templates.json"
+#: The templates the project ships (sertakan_data/whatsapp_templates.json), for the fake to approve.
+SHIPPED_TEMPLATES: Final = shipped(WHATSAPP_TEMPLATES)
 
 
 class FakeGraphServer:
@@ -308,7 +308,7 @@ class FakeGraphServer:
             "api_version": self.api_version,
         }
         values.update(overrides)
-        return WhatsAppSettings(_env_file=None, **values)  # type: ignore[call-arg]
+        return WhatsAppSettings(_env_file=None, **values)
 
     # --- test controls ----------------------------------------------------------
 
@@ -503,6 +503,7 @@ class FakeGraphServer:
         if kind == "text":
             text = content.get("body")
             _require(isinstance(text, str) and text.strip() != "", "text.body is required")
+            assert isinstance(text, str)  # refused above otherwise
             _require(len(text) <= MAX_TEXT, f"text.body must be at most {MAX_TEXT} characters")
         elif kind == "interactive":
             self._validate_interactive(content)

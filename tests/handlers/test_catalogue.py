@@ -8,6 +8,7 @@ from pathlib import Path
 
 from domain.vocabulary import Language, Occupation, PaymentPlan, SponsorshipStatus, WorkerConsent
 from handlers.i18n import Catalogs
+from sertakan_data import WHATSAPP_TEMPLATES, shipped
 
 HANDLERS = Path(__file__).resolve().parents[2] / "handlers"
 
@@ -52,7 +53,7 @@ def test_every_enum_value_has_a_label() -> None:
 
 # --- one vocabulary (issue 12, item 15) ------------------------------------------------------
 
-TEMPLATES_FILE = HANDLERS.parent / "data" / "whatsapp_templates.json"
+TEMPLATES_FILE = shipped(WHATSAPP_TEMPLATES)
 #: The sponsor relationship has one word family in Indonesian: sponsor, mensponsori,
 #: disponsori, (yang Anda) sponsori. These other words for it crept in before.
 OTHER_RELATIONSHIP_WORDS = re.compile(

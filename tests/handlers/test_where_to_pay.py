@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.payment_channels import load_payment_channels
-from tests.fakes.chat import REPO_ROOT, WORKER_NIK, engine_config
+from sertakan_data import PAYMENT_CHANNELS, shipped
+from tests.fakes.chat import WORKER_NIK, engine_config
 from tests.fakes.workbench import Office, build_office, issue_cards
 
-CHANNELS = load_payment_channels(REPO_ROOT / "data" / "payment_channels.csv")
+CHANNELS = load_payment_channels(shipped(PAYMENT_CHANNELS))
 
 
 @pytest.fixture

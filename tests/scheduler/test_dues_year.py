@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
-from pathlib import Path
 
 from sqlalchemy import select, update
 
+import sertakan_data
 from bot.settings import DispatcherSettings
 from domain.dues import due_date, dues_status
 from domain.months import add_months
@@ -24,6 +24,7 @@ from handlers.notices import Notices
 from scheduler.dispatcher import Dispatcher
 from scheduler.reminders import ReminderPlanner
 from scheduler.sending import OutgoingNotice, SendResult, Sent
+from sertakan_data import shipped
 from storage import payments
 from storage.dues_queries import cancel_payroll_lines
 from storage.models import ChannelAccount, Sponsorship
@@ -33,7 +34,7 @@ from tests.scheduler.test_reminders import ASN_CHAT, JAKARTA, PIC_CHAT, World, l
 #: The office of the reminder tests (an OPD, its ASN and its PIC), as this module's fixture.
 world = test_reminders.world
 
-HOLIDAYS = load_holidays(Path(__file__).parents[2] / "data" / "holidays_id.csv")
+HOLIDAYS = load_holidays(shipped(sertakan_data.HOLIDAYS))
 #: 50% off JKK and JKM from December 2025 through May 2026, not for regional budgets.
 TARIFF = parse_tariff(
     "effective_from,effective_until,jkk_per_mille,jkm,discount_percent,"

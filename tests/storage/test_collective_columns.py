@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
+from sertakan_data import COLLECTIVE_COLUMNS, shipped
 from storage.collective_columns import (
     DEFAULT_COLUMN_MAP,
     ColumnMapError,
@@ -18,7 +19,7 @@ from storage.collective_columns import (
 from storage.collective_file import HEADER_ROW, write_collective_xlsx
 from tests.storage.test_collective_file import CREATED, collective_row
 
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "collective_columns_bpu.csv"
+SHIPPED = shipped(COLLECTIVE_COLUMNS)
 
 
 def test_the_shipped_file_is_the_built_in_default() -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import sertakan_data
+from sertakan_data import shipped
 from storage.opd_repository import (
     OPD_FILE_MAX_BYTES,
     OpdFileError,
@@ -18,7 +20,7 @@ from storage.opd_repository import (
     normalize_opd_name,
 )
 
-SHIPPED_CSV = Path(__file__).resolve().parents[2] / "data" / "opd_bengkulu.csv"
+SHIPPED_CSV = shipped(sertakan_data.OPD_SEED)
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 LATER = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
 

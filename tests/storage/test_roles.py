@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -508,15 +508,12 @@ async def test_typed_codes_ignore_case_spaces_and_the_prefix(
     connection: AsyncConnection, opds: dict[str, int]
 ) -> None:
     accounts = [await add_account(connection, str(4000 + n)) for n in range(3)]
-    for account, spell in zip(
-        accounts,
-        (
-            lambda code: code.lower(),
-            lambda code: " " + code[4:8] + " " + code[8:].lower() + " ",
-            lambda code: "pic " + code[4:],
-        ),
-        strict=True,
-    ):
+    spellings: tuple[Callable[[str], str], ...] = (
+        lambda code: code.lower(),
+        lambda code: " " + code[4:8] + " " + code[8:].lower() + " ",
+        lambda code: "pic " + code[4:],
+    )
+    for account, spell in zip(accounts, spellings, strict=True):
         code = await create_invite(connection, opd_id=opds["DINKES"], actor=ADMIN, now=NOW)
         role = await redeem_invite(connection, code=spell(code), account_id=account, now=NOW)
         assert isinstance(role, PicRole), spell(code)
