@@ -297,7 +297,7 @@ async def build_runtime(
         config=dataclasses.replace(config, calendar=calendar),
         catalogs=catalogs,
         clock=clock,
-        # Workers have WhatsApp only (SPEC 2): without it they are not asked or told.
+        # Workers have WhatsApp only (PRODUCT 2): without it they are not asked or told.
         worker_channel=Channel.WHATSAPP if settings.whatsapp.enabled else None,
         # The rows it queues are held as long as the deliverer holds the ones it claims.
         reply_lease=timedelta(seconds=settings.reply.lease_s),

@@ -1,4 +1,4 @@
-"""Administrator commands of `sertakan` (SPEC 6): PICs, invite codes, coverage, audit log.
+"""Administrator commands of `sertakan` (PRODUCT 6): PICs, invite codes, coverage, audit log.
 
     sertakan pic appoint --opd CODE (--telegram-id ID | --phone PHONE)
     sertakan pic remove PIC_ID
@@ -155,7 +155,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--csv", type=Path, metavar="FILE", help="also write the report as CSV ('-': stdout)"
     )
 
-    worker = sub.add_parser("worker", help="a worker's data on request (SPEC 7)")
+    worker = sub.add_parser("worker", help="a worker's data on request (PRODUCT 7)")
     worker_sub = worker.add_subparsers(dest="worker_command", required=True)
     erase = worker_sub.add_parser(
         "erase",

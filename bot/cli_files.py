@@ -3,7 +3,7 @@
     sertakan export --opd CODE [--batch NUMBER] --out FILE.xlsx|FILE.csv
     sertakan import --opd CODE FILE [--yes]
 
-The same work as the PIC's chat commands (SPEC 4.5), for large files and for
+The same work as the PIC's chat commands (PRODUCT 4.5), for large files and for
 the administrator: `export` puts the OPD's accepted, not-yet-batched
 enrollments into a batch (`storage.workbench.create_batch`) and writes its
 collective file, or writes an existing batch's file again (the same bytes

@@ -90,7 +90,7 @@ class ProgramSettings(BaseSettings):
     tariff_file: Path | None = None
     #: Months after the current one that may be paid ahead.
     max_months_ahead: int = Field(12, ge=0, le=24)
-    #: Offer the 6- and 12-month prepayment plans (SPEC 3: "may be allowed by configuration").
+    #: Offer the 6- and 12-month prepayment plans (PRODUCT 3: "may be allowed by configuration").
     allow_semiannual: bool = False
     allow_annual: bool = False
     #: Local time at which dues reminders are planned each day (sent from 08:00).
@@ -104,7 +104,7 @@ class ProgramSettings(BaseSettings):
     #: Where BPJS dues are paid (name,how_id[,name_en,how_en]): shown in info, at /bayar
     #: and in reminders; a province edits it. Unset: the shipped list.
     payment_channels_file: Path | None = None
-    #: The PIC may accept an enrollment whose worker has not consented (SPEC 4.6: no).
+    #: The PIC may accept an enrollment whose worker has not consented (PRODUCT 4.6: no).
     accept_without_consent: bool = False
     #: Days a Telegram consent link (t.me/<bot>?start=...) the ASN forwards stays valid.
     consent_link_days: int = Field(14, ge=1, le=90)

@@ -13,7 +13,7 @@ API server) before the engine runs, so no download happens inside a
 transaction; a reply's document goes out with sendDocument. Proactive notices
 from the outbox go out through `TelegramSender` (scheduler.sending.Sender).
 
-Privacy (SPEC 7): logs name updates by id and errors by type; they never carry
+Privacy (PRODUCT 7): logs name updates by id and errors by type; they never carry
 message text, phone numbers or callback data, which may hold a NIK.
 """
 

@@ -1,12 +1,12 @@
 """The dues calendar of one sponsorship: when a month is due, what is paid, what is owed.
 
 Everything here is derived from the confirmed payments and the plan, never
-stored by hand (SPEC 4.4): paid-until, the next due date and amount, the months
+stored by hand (PRODUCT 4.4): paid-until, the next due date and amount, the months
 in arrears, "protection at risk", lapse and tenure. All functions are pure;
 months are `date` values on the first of the month (any day of a month is
 accepted and read as that month).
 
-Rules (SPEC 3):
+Rules (PRODUCT 3):
 - Dues for a month are due on the 15th of that month, moved to the next working
   day when the 15th is a weekend or a holiday (`WorkCalendar`).
 - A month is in arrears once its due date has passed (the day after it) unpaid.
@@ -218,7 +218,7 @@ def arrears_reached_on(
 class PaidStanding(StrEnum):
     """Where a dues-bearing sponsorship's paid-until month stands on one day.
 
-    The buckets of the coverage report's paid-until distribution (SPEC 6), by
+    The buckets of the coverage report's paid-until distribution (PRODUCT 6), by
     months in arrears as `dues_status` counts them (due dates included), so a
     sponsorship paid through last month is up to date until this month's due
     date has passed.

@@ -1,4 +1,4 @@
-"""Who may be enrolled: the working-age bounds (SPEC 3; configuration, not law)."""
+"""Who may be enrolled: the working-age bounds (PRODUCT 3; configuration, not law)."""
 
 from __future__ import annotations
 

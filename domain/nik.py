@@ -2,7 +2,7 @@
 
 Layout: province (2) + regency (2) + district (2) + birth date DDMMYY, with 40
 added to the day for women, + serial (4). Region codes and the serial are not
-validated: unknown codes are accepted (SPEC 3). The birth date and sex read
+validated: unknown codes are accepted (PRODUCT 3). The birth date and sex read
 from a NIK are cross-checks for the caller, not proof.
 """
 

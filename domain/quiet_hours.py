@@ -1,4 +1,4 @@
-"""Quiet hours (SPEC 5): nothing proactive is sent between `start` and `end` local time.
+"""Quiet hours (PRODUCT 5): nothing proactive is sent between `start` and `end` local time.
 
 The default window is 21:00-07:00 in the province's time zone (WIB, WITA or WIT).
 A window may cross midnight (`start` after `end`); `start == end` means no quiet

@@ -22,7 +22,7 @@ class Language(StrEnum):
 
 
 class Relationship(StrEnum):
-    """How the sponsored worker is related to the sponsoring ASN (SPEC 4.2).
+    """How the sponsored worker is related to the sponsoring ASN (PRODUCT 4.2).
 
     Kept apart from the occupation: BPJS registers what the worker does, the
     program reports whom ASN sponsor.
@@ -41,7 +41,7 @@ OCCUPATION_TEXT_MAX = 60
 
 
 class Occupation(StrEnum):
-    """What the sponsored worker does for a living (SPEC 4.2).
+    """What the sponsored worker does for a living (PRODUCT 4.2).
 
     OTHER comes with the occupation typed as text (`Sponsorship.occupation_text`).
     FAMILY_MEMBER is a relationship, not an occupation: it is kept only so rows
@@ -77,7 +77,7 @@ class SponsorshipStatus(StrEnum):
 
     @property
     def is_open(self) -> bool:
-        """True while the sponsorship holds the worker (SPEC 3: one open sponsorship per worker)."""
+        """True while the sponsorship holds the worker (PRODUCT 3: one open sponsorship per worker)."""
         return self not in (SponsorshipStatus.LAPSED, SponsorshipStatus.ENDED)
 
 
@@ -85,7 +85,7 @@ OPEN_STATUSES: tuple[SponsorshipStatus, ...] = tuple(s for s in SponsorshipStatu
 
 
 class PaymentPlan(StrEnum):
-    """How the dues of a sponsorship are paid (SPEC 3).
+    """How the dues of a sponsorship are paid (PRODUCT 3).
 
     Semiannual and annual prepayment exist only when configuration allows them
     (`domain.dues.allowed_plans`); payroll deduction pays one month at a time.
@@ -133,7 +133,7 @@ class WorkerConsent(StrEnum):
 
 
 class ConsentMethod(StrEnum):
-    """How a worker is asked for consent and how their answer came (SPEC 4.6)."""
+    """How a worker is asked for consent and how their answer came (PRODUCT 4.6)."""
 
     #: The consent request on WhatsApp ("YA" / "TIDAK").
     WHATSAPP = "whatsapp"
@@ -144,14 +144,14 @@ class ConsentMethod(StrEnum):
 
 
 class EmploymentType(StrEnum):
-    """ASN kind, told apart by the NIP layout (SPEC 3)."""
+    """ASN kind, told apart by the NIP layout (PRODUCT 3)."""
 
     PNS = "pns"
     PPPK = "pppk"
 
 
 class BatchStatus(StrEnum):
-    """A collective file sent to BPJS (SPEC 4.5)."""
+    """A collective file sent to BPJS (PRODUCT 4.5)."""
 
     #: The file was generated; the PIC has not yet confirmed sending it.
     EXPORTED = "exported"
@@ -168,7 +168,7 @@ class ImportStatus(StrEnum):
 
 
 class OutboxStatus(StrEnum):
-    """A proactive message's life in the outbox (SPEC 5)."""
+    """A proactive message's life in the outbox (PRODUCT 5)."""
 
     PENDING = "pending"
     SENDING = "sending"
@@ -228,7 +228,7 @@ class ReturnReason(StrEnum):
 
 
 class PaymentStatus(StrEnum):
-    """A recorded payment of dues (SPEC 4.4): the PIC confirms or rejects it."""
+    """A recorded payment of dues (PRODUCT 4.4): the PIC confirms or rejects it."""
 
     RECORDED = "recorded"
     CONFIRMED = "confirmed"

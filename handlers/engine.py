@@ -79,7 +79,7 @@ COMMANDS = {
     "admin": "admin",
     "berhenti": "stop",
 }
-#: Words that act at any step (SPEC 4: batal, menu, bantuan; plus kembali).
+#: Words that act at any step (PRODUCT 4: batal, menu, bantuan; plus kembali).
 FLOW_WORDS = {
     "batal": "cancel",
     "cancel": "cancel",
@@ -104,7 +104,7 @@ IDLE_WORDS = {
     "tanya": "ask",
     "admin": "admin",
     "berhenti": "stop",
-    # The worker's words on WhatsApp (SPEC 4.6); for anyone else they lead to the menu.
+    # The worker's words on WhatsApp (PRODUCT 4.6); for anyone else they lead to the menu.
     "ya": "consent:yes",
     "tidak": "consent:no",
     "status": "wstatus",
@@ -322,7 +322,7 @@ class Engine:
         if event.kind is EventKind.COMMAND:
             if (event.command or "").lower() == "start" and event.command_args:
                 if is_consent_payload(event.command_args):
-                    # A worker's consent link t.me/<bot>?start=c_<token> (SPEC 4.6).
+                    # A worker's consent link t.me/<bot>?start=c_<token> (PRODUCT 4.6).
                     return await self._open_consent_link(ctx, event.command_args)
                 # A Telegram deep link t.me/<bot>?start=<invite code>.
                 return await self._redeem(ctx, event.command_args)

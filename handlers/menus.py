@@ -132,7 +132,7 @@ def info(ctx: Context, topic: str | None) -> Reply:
 
 
 async def my_workers(ctx: Context) -> list[Reply]:
-    """SPEC 4.3: the ASN's workers with status, paid-until, next due date and amount.
+    """PRODUCT 4.3: the ASN's workers with status, paid-until, next due date and amount.
 
     Dues figures come from the confirmed payments (`domain.dues`), never typed in.
     """
@@ -205,7 +205,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
                 else t("workers.stopped_unpaid")
             )
         if sponsorship.status.is_open and sponsorship.worker_consent in _UNANSWERED:
-            # The worker has not answered: a Telegram link or a printed form (SPEC 4.6).
+            # The worker has not answered: a Telegram link or a printed form (PRODUCT 4.6).
             consent_actions.append(
                 ctx.global_option(
                     f"clink:{sponsorship.id}", t("consent.ways.ask", name=worker.full_name)

@@ -1,11 +1,11 @@
-"""Proactive messages: what they say and to whom, planned into the outbox (SPEC 5).
+"""Proactive messages: what they say and to whom, planned into the outbox (PRODUCT 5).
 
 Each notice is rendered in the recipient's language when it is planned and
 written with `storage.outbox.enqueue` in the caller's transaction, under a
 dedupe key that makes planning it twice harmless. The dispatcher sends it
 later, outside quiet hours, at the platform's rate.
 
-Workers are told over WhatsApp (SPEC 4.6): with `worker_channel` set (the
+Workers are told over WhatsApp (PRODUCT 4.6): with `worker_channel` set (the
 composition root sets it when the WhatsApp channel is configured) the worker's
 consent request and notices go to their phone number on that channel; without
 it (console or Telegram only) no worker notice is planned and enrollments keep
@@ -96,7 +96,7 @@ class Notices:
     async def consent_request(
         self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
     ) -> bool:
-        """Ask the worker to agree to their enrollment ("YA" / "TIDAK", SPEC 4.6).
+        """Ask the worker to agree to their enrollment ("YA" / "TIDAK", PRODUCT 4.6).
 
         Planned only with a worker channel and a worker phone; the enrollment's
         `worker_consent` becomes pending. Returns whether a request was planned.
@@ -162,7 +162,7 @@ class Notices:
     async def worker_erased(
         self, connection: AsyncConnection, erasure: Erasure, *, now: datetime
     ) -> None:
-        """Tell the ASN and the OPD's PICs that a worker had their data erased (SPEC 4.6).
+        """Tell the ASN and the OPD's PICs that a worker had their data erased (PRODUCT 4.6).
 
         The notice names no one (the name is what was erased): the worker is
         "the worker enrolled on <date>" with the enrollment's KPJ, which the
@@ -340,7 +340,7 @@ class Notices:
         """Card-ready notices to the ASN (and the worker, where a worker channel exists).
 
         The text says from which day the worker is protected when the card comes
-        before the first covered month (SPEC 3: the 1st of that month).
+        before the first covered month (PRODUCT 3: the 1st of that month).
         """
         if not sponsorship_ids:
             return
@@ -390,7 +390,7 @@ class Notices:
     async def payment_recorded(
         self, connection: AsyncConnection, sponsorship_id: int, months: Sequence[date]
     ) -> None:
-        """A recorded payment cancels the still-unsent reminders of its months (SPEC 5)."""
+        """A recorded payment cancels the still-unsent reminders of its months (PRODUCT 5)."""
         await cancel_reminders(connection, sponsorship_id, months)
 
     async def payment_decided(

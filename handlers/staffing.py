@@ -1,4 +1,4 @@
-"""Nobody left without a person (SPEC 2, 4.7): who to contact for an OPD, and the
+"""Nobody left without a person (PRODUCT 2, 4.7): who to contact for an OPD, and the
 notices that reach the PICs, the administrators and the people who asked.
 
 Wherever the bot tells someone to contact a PIC, `contact` names the OPD's

@@ -1,4 +1,4 @@
-"""The PIC's daily digest (SPEC 5): planned into the outbox on working days.
+"""The PIC's daily digest (PRODUCT 5): planned into the outbox on working days.
 
 APScheduler calls `DigestPlanner.plan` at the configured local time on Monday
 to Friday; the planner itself skips holidays (domain.workdays) and PICs with

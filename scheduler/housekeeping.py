@@ -94,7 +94,7 @@ class RetentionResult:
 async def apply_retention(
     sessionmaker: async_sessionmaker[AsyncSession], *, older_than: datetime
 ) -> RetentionResult:
-    """Delete finished notices and parked updates from before `older_than` (SPEC 7, UU PDP).
+    """Delete finished notices and parked updates from before `older_than` (PRODUCT 7, UU PDP).
 
     Notices: `sent` ones by their send time, `failed` ones by their creation
     (pending and in-flight rows are never touched, however old). Their

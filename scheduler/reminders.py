@@ -1,4 +1,4 @@
-"""Dues reminders, escalation and lapse (SPEC 3, 5), planned into the outbox once a day.
+"""Dues reminders, escalation and lapse (PRODUCT 3, 5), planned into the outbox once a day.
 
 `ReminderPlanner.plan` looks at every dues-bearing sponsorship (ACTIVE or
 CARD_HANDED_OVER) as of today's local date and plans, for whoever pays:
@@ -441,7 +441,7 @@ class ReminderPlanner:
     def _worker_notice(
         self, key: str, payer: Payer, kind: str, params: dict[str, Any]
     ) -> PlannedNotice | None:
-        """The worker's own notice (SPEC 4.6: at risk, lapsed), when they can be told."""
+        """The worker's own notice (PRODUCT 4.6: at risk, lapsed), when they can be told."""
         if self._worker_channel is None or not payer.worker_phone:
             return None
         t = self._t(Language.INDONESIAN)

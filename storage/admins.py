@@ -1,4 +1,4 @@
-"""Who can be reached for an OPD (SPEC 2, 4.7): its PICs, else the administrators.
+"""Who can be reached for an OPD (PRODUCT 2, 4.7): its PICs, else the administrators.
 
 An administrator may be a chat account too (`Administrator`), appointed from
 the command line (`sertakan admin appoint`): that account gets the daily digest

@@ -1,4 +1,4 @@
-"""The audit log (SPEC 7): every PIC and administrator action, who, what, which
+"""The audit log (PRODUCT 7): every PIC and administrator action, who, what, which
 record, when. Written in the transaction of the action itself, so an action
 and its audit entry exist together or not at all. Details never hold a NIK.
 """

@@ -1,4 +1,4 @@
-"""The database side of the collective file and the KPJ import (SPEC 4.5).
+"""The database side of the collective file and the KPJ import (PRODUCT 4.5).
 
 `collective_rows` streams the enrollments of one submission batch for
 `storage.collective_file.write_collective_xlsx` (`export_batch` does both

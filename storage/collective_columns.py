@@ -1,4 +1,4 @@
-"""The collective file's columns as data: which header holds which field (SPEC 4.5).
+"""The collective file's columns as data: which header holds which field (PRODUCT 4.5).
 
 Each BPJS Ketenagakerjaan branch has its own BPU collective template, so the
 columns are a map a province edits (`PROGRAM_COLLECTIVE_COLUMNS_FILE`, a CSV

@@ -1,4 +1,4 @@
-"""The files a PIC exchanges with the BPJS Ketenagakerjaan branch (SPEC 4.5).
+"""The files a PIC exchanges with the BPJS Ketenagakerjaan branch (PRODUCT 4.5).
 
 Out: the collective registration file (XLSX), one row per enrollment of a
 submission batch, streamed by `storage.xlsx_stream` so memory stays flat

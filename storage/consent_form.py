@@ -1,4 +1,4 @@
-"""The printable worker consent form (SPEC 4.6): bytes out, no database.
+"""The printable worker consent form (PRODUCT 4.6): bytes out, no database.
 
 A worker with neither WhatsApp nor Telegram signs a printed form; the ASN hands
 it (or its photo) to the PIC, who records its scan on the enrollment. The form

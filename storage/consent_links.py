@@ -1,4 +1,4 @@
-"""Telegram consent links (SPEC 4.6): t.me/<bot>?start=c_<token>, forwarded by the ASN.
+"""Telegram consent links (PRODUCT 4.6): t.me/<bot>?start=c_<token>, forwarded by the ASN.
 
 A worker without WhatsApp opens the link the ASN forwarded and answers the same
 consent question. The token is 192 random bits (`secrets.token_urlsafe`), shown

@@ -1,4 +1,4 @@
-"""The coverage report per OPD (SPEC 6): ASN registered, ASN sponsoring, workers by
+"""The coverage report per OPD (PRODUCT 6): ASN registered, ASN sponsoring, workers by
 status, and the paid-until distribution of the dues-bearing sponsorships.
 
 Three GROUP BY queries for the whole province, whatever the number of OPDs,

@@ -1,4 +1,4 @@
-"""NIK protection at rest (SPEC 7): AES-GCM ciphertext plus a keyed hash for lookups.
+"""NIK protection at rest (PRODUCT 7): AES-GCM ciphertext plus a keyed hash for lookups.
 
 One 32-byte master key (settings) is split with HKDF into an encryption key and
 a hashing key, so the hash column cannot be used to test guesses without the key.

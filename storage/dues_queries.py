@@ -68,7 +68,7 @@ from storage.models import (
 )
 from storage.sqlite_inline import InlineConnection
 
-#: Sponsorships that owe dues (SPEC 4.4): active with BPJS, card handed over or not.
+#: Sponsorships that owe dues (PRODUCT 4.4): active with BPJS, card handed over or not.
 DUES_BEARING: tuple[SponsorshipStatus, ...] = (
     SponsorshipStatus.ACTIVE,
     SponsorshipStatus.CARD_HANDED_OVER,

@@ -1,7 +1,7 @@
 """SQLAlchemy 2 models. Alembic migrations in storage/migrations mirror these.
 
 Times are stored as aware UTC datetimes; money as integer rupiah; the NIK only
-as ciphertext plus a keyed hash (SPEC 7).
+as ciphertext plus a keyed hash (PRODUCT 7).
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class Worker(Base):
     full_name: Mapped[str] = mapped_column(String(120))
     birth_date: Mapped[date] = mapped_column(Date)
     sex: Mapped[Sex] = mapped_column(_enum(Sex, "sex"))
-    #: Indexed: a WhatsApp sender is recognised as a worker by this number (SPEC 4.6).
+    #: Indexed: a WhatsApp sender is recognised as a worker by this number (PRODUCT 4.6).
     phone_e164: Mapped[str | None] = mapped_column(String(20), index=True)
     #: Place of birth as on the KTP; None for workers enrolled before it was asked.
     birth_place: Mapped[str | None] = mapped_column(String(120))
@@ -181,11 +181,11 @@ class Worker(Base):
     regency: Mapped[str | None] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    #: Set when the worker's personal data was erased on their request (SPEC 7).
+    #: Set when the worker's personal data was erased on their request (PRODUCT 7).
     erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
-#: SPEC 3's "open" sponsorship (any status but lapsed/ended) as literal SQL, the
+#: PRODUCT 3's "open" sponsorship (any status but lapsed/ended) as literal SQL, the
 #: same text as the partial unique index's predicate: SQLite uses a partial
 #: index only when the query's condition matches it, and `status IN (...)` with
 #: bound values does not (a full scan: 9.9 ms per lookup at 144,000 rows,
@@ -199,7 +199,7 @@ class Sponsorship(Base):
 
     __tablename__ = "sponsorship"
     __table_args__ = (
-        # SPEC 3: at most one open sponsorship per worker, across all OPDs.
+        # PRODUCT 3: at most one open sponsorship per worker, across all OPDs.
         Index(
             "uq_sponsorship_open_worker",
             "worker_id",
@@ -252,7 +252,7 @@ class Sponsorship(Base):
     correction_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     verified_by_pic_id: Mapped[int | None] = mapped_column(ForeignKey("pic.id"))
-    #: The collective file this enrollment went out in (SPEC 4.5).
+    #: The collective file this enrollment went out in (PRODUCT 4.5).
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("submission_batch.id"), index=True)
     kpj: Mapped[str | None] = mapped_column(String(20))
     #: Who pays the dues: decides the tariff row (a discount may exclude regional budgets).
@@ -279,7 +279,7 @@ class Sponsorship(Base):
 
 
 class ConsentRecord(Base):
-    """Who agreed to what text version, when, over which channel (SPEC 7)."""
+    """Who agreed to what text version, when, over which channel (PRODUCT 7)."""
 
     __tablename__ = "consent_record"
 
@@ -379,7 +379,7 @@ class FailedUpdate(Base):
 
 
 class Pic(Base):
-    """An OPD's PIC appointment (SPEC 4.5, 6).
+    """An OPD's PIC appointment (PRODUCT 4.5, 6).
 
     Appointed by the administrator for a channel account (Telegram id, WhatsApp
     number) or for a phone number not yet seen, which binds to the first account
@@ -429,7 +429,7 @@ class InviteCode(Base):
 
 
 class AuditLog(Base):
-    """Every PIC and administrator action: who, what, which record, when (SPEC 7).
+    """Every PIC and administrator action: who, what, which record, when (PRODUCT 7).
 
     `details` never holds a NIK (masked forms only).
     """
@@ -450,7 +450,7 @@ class AuditLog(Base):
 
 
 class SubmissionBatch(Base):
-    """One collective file of an OPD sent to BPJS (SPEC 1 step 2)."""
+    """One collective file of an OPD sent to BPJS (PRODUCT 1 step 2)."""
 
     __tablename__ = "submission_batch"
 
@@ -531,7 +531,7 @@ class Outbox(Base):
 
 class PendingReply(Base):
     """Replies to one inbound event, written in the event's transaction and deleted
-    once the platform accepted every part (SPEC 7: nothing kept after delivery).
+    once the platform accepted every part (PRODUCT 7: nothing kept after delivery).
 
     A reply that Telegram or WhatsApp refused for a while (5xx, timeout, 429,
     130429) waits here and is sent again, in order per chat, without re-running
@@ -595,7 +595,7 @@ class WhatsappInbound(Base):
 
 
 class Payment(Base):
-    """Dues the payer recorded for consecutive months of one sponsorship (SPEC 4.4).
+    """Dues the payer recorded for consecutive months of one sponsorship (PRODUCT 4.4).
 
     Paid-until and next-due are derived from the confirmed payments, never typed.
     A payroll month marked by the PIC is a payment confirmed at once.
@@ -639,7 +639,7 @@ class KeyCheck(Base):
 
 
 class Administrator(Base):
-    """A chat account of the program's administrator (SPEC 2): gets the daily digest of
+    """A chat account of the program's administrator (PRODUCT 2): gets the daily digest of
     OPDs with no PIC and the questions sent to such OPDs ("Tanya PIC").
 
     Appointed and removed from the command line (`sertakan admin`); `removed_at`
@@ -667,7 +667,7 @@ class Administrator(Base):
 
 
 class Ticket(Base):
-    """A question an ASN or a worker sent to their OPD's PIC ("Tanya PIC", SPEC 4.7).
+    """A question an ASN or a worker sent to their OPD's PIC ("Tanya PIC", PRODUCT 4.7).
 
     The OPD's current PICs answer it; while the OPD has none, the administrators
     do. The asker is told on the channel of `asker_account_id`. A worker's

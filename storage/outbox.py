@@ -1,4 +1,4 @@
-"""The durable outbox (SPEC 5): every proactive message is a row written in the
+"""The durable outbox (PRODUCT 5): every proactive message is a row written in the
 transaction of the change that caused it, then sent by the dispatcher
 (scheduler/dispatcher.py).
 

@@ -1,4 +1,4 @@
-"""Payments of dues (SPEC 4.4): recorded by the payer, confirmed or rejected by the PIC.
+"""Payments of dues (PRODUCT 4.4): recorded by the payer, confirmed or rejected by the PIC.
 
 Paid-until, next due and arrears are never stored: they are derived from the
 confirmed payments by `domain.dues`. Functions take the caller's transaction

@@ -1,4 +1,4 @@
-"""PIC roles (SPEC 4.5, 6): appointments, one-time invite codes, and who is PIC of what.
+"""PIC roles (PRODUCT 4.5, 6): appointments, one-time invite codes, and who is PIC of what.
 
 A PIC acts for one OPD, the one of their current appointment (`pic.removed_at
 IS NULL`); every PIC query is scoped by the OPD this module derives from the

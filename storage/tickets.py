@@ -1,4 +1,4 @@
-"""Questions to a person ("Tanya PIC", SPEC 4.7): tickets and their threads.
+"""Questions to a person ("Tanya PIC", PRODUCT 4.7): tickets and their threads.
 
 An ASN or a worker asks; the question belongs to their OPD. Who may answer
 (`Scope`): the OPD's current PICs, and the administrators for OPDs with no

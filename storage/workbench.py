@@ -1,4 +1,4 @@
-"""The PIC's work on an OPD's enrollments (SPEC 4.5), shared by the chat and the CLI.
+"""The PIC's work on an OPD's enrollments (PRODUCT 4.5), shared by the chat and the CLI.
 
 Every function takes the caller's connection and transaction and never commits,
 so a state change, its audit entry and the notices it causes are written

@@ -1,4 +1,4 @@
-"""The worker's side (SPEC 4.6, 7): found by phone, consent answered, data erased.
+"""The worker's side (PRODUCT 4.6, 7): found by phone, consent answered, data erased.
 
 A worker has no registration: a WhatsApp sender whose number (the `wa_id` the
 platform vouches for) is the phone an ASN typed at enrollment sees their own
@@ -281,7 +281,7 @@ async def erase_worker(
     now: datetime,
     inbound_message_id: str | None = None,
 ) -> Erasure | None:
-    """End one worker's open enrollments and anonymise their personal data (SPEC 7).
+    """End one worker's open enrollments and anonymise their personal data (PRODUCT 7).
 
     The worker is named by id and must be a not-erased worker with this phone
     (the number WhatsApp vouches for, or the one the administrator typed);

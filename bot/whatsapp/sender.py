@@ -1,7 +1,7 @@
 """Outbox notices on WhatsApp: free text inside the 24-hour window, an approved template outside.
 
 `WhatsAppSender` is the `scheduler.sending.Sender` for `Channel.WHATSAPP`. For
-each notice it chooses at send time (SPEC 5):
+each notice it chooses at send time (PRODUCT 5):
 
 - the window is open (the recipient wrote to us less than 24 hours ago,
   `OutgoingNotice.last_inbound_at`) and the row is not `template_only`: the

@@ -1,7 +1,7 @@
 """Approved WhatsApp message templates: the configuration file and its validation.
 
 Outside the 24-hour customer-service window WhatsApp delivers only templates
-that Meta approved beforehand (SPEC 5). Every outbox row carries a `template`
+that Meta approved beforehand (PRODUCT 5). Every outbox row carries a `template`
 (our name, e.g. "card_ready_sponsor") and its `params` (a dict); the file named
 by `WHATSAPP_TEMPLATES_FILE` (shipped: sertakan_data/whatsapp_templates.json) maps each
 of our names to what the operator submitted to Meta:

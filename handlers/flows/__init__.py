@@ -1,1 +1,1 @@
-"""The flows of SPEC 4: registration (4.1) and enrollment (4.2)."""
+"""The flows of PRODUCT 4: registration (4.1) and enrollment (4.2)."""

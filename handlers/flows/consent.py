@@ -1,4 +1,4 @@
-"""SPEC 4.6: every worker can consent, whatever they have.
+"""PRODUCT 4.6: every worker can consent, whatever they have.
 
 Three ways, one record (`storage.worker_side.record_consent`):
 

@@ -1,4 +1,4 @@
-"""SPEC 4.3/4.5: the ASN corrects an enrollment the PIC returned.
+"""PRODUCT 4.3/4.5: the ASN corrects an enrollment the PIC returned.
 
 Started from "my workers" (`start`), it loads the returned enrollment into the
 same steps as a new enrollment, opens at the summary with the PIC's reason

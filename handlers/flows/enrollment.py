@@ -1,4 +1,4 @@
-"""SPEC 4.2: an ASN enrolls a worker; the enrollment then waits for the PIC."""
+"""PRODUCT 4.2: an ASN enrolls a worker; the enrollment then waits for the PIC."""
 
 from __future__ import annotations
 
@@ -541,7 +541,7 @@ class PlanStep(Step):
 
 
 class PayrollStatementStep(Step):
-    """The ASN's statement of willingness for payroll deduction (SPEC 3), recorded on confirm."""
+    """The ASN's statement of willingness for payroll deduction (PRODUCT 3), recorded on confirm."""
 
     name = "payroll_statement"
     help_key = "enroll.help.payroll_statement"
@@ -717,7 +717,7 @@ class SummaryStep(Step):
                     relationship=Relationship(str(data["relationship"])),
                     plan=plan,
                     first_month=date.fromisoformat(str(data["first_month"])),
-                    # Becomes pending below when the request goes out (SPEC 4.6).
+                    # Becomes pending below when the request goes out (PRODUCT 4.6).
                     worker_consent=WorkerConsent.NOT_REQUESTED,
                     birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
                     now=ctx.now,
@@ -731,7 +731,7 @@ class SummaryStep(Step):
         name = str(data["full_name"])
         replies = [Reply(await staffing.queued_text(ctx, name, asn.opd_id, asn.opd_name))]
         if await ctx.notices.consent_request(ctx.repo.connection, sponsorship_id, now=ctx.now):
-            # A worker without WhatsApp on that number can still consent (SPEC 4.6).
+            # A worker without WhatsApp on that number can still consent (PRODUCT 4.6).
             text = ctx.t("enroll.consent_requested", name=name)
             replies.append(Reply(text, options=consent.ways_options(ctx, sponsorship_id)))
         else:

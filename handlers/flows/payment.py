@@ -1,4 +1,4 @@
-"""SPEC 4.4: the ASN records a payment of dues for one or several workers; the PIC confirms
+"""PRODUCT 4.4: the ASN records a payment of dues for one or several workers; the PIC confirms
 or rejects each.
 
 Which workers (when several pay dues: one, all, or a typed list such as "1 3")

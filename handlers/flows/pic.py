@@ -1,4 +1,4 @@
-"""SPEC 4.5: the PIC's work in the chat.
+"""PRODUCT 4.5: the PIC's work in the chat.
 
 The PIC home shows the OPD's summary and the work: the verification queue
 (`VerifyFlow`), the collective file export and its "sent to BPJS"
@@ -478,7 +478,7 @@ class ReviewStep(Step):
         text = ctx.t("pic.queue.title", total=total) + "\n\n" + describe(ctx, item)
         if item.correction_count:
             text += "\n" + await _correction_note(ctx, role, item)
-        # Without the worker's consent (SPEC 4.6) there is no accept: the text says why.
+        # Without the worker's consent (PRODUCT 4.6) there is no accept: the text says why.
         waits = waiting_reason(ctx, item)
         if waits is not None:
             text += "\n\n" + waits
@@ -489,7 +489,7 @@ class ReviewStep(Step):
             ctx.option("skip", ctx.t("pic.queue.skip")),
             ctx.option("stop", ctx.t("pic.queue.stop")),
         )
-        # A signed form's scan shows with the enrollment (SPEC 4.6).
+        # A signed form's scan shows with the enrollment (PRODUCT 4.6).
         scan = await form_scan(ctx, item.id) if item.consent_method is ConsentMethod.FORM else None
         return [Reply(text, options=options, attachment=scan)]
 
@@ -838,7 +838,7 @@ class HandoverFlow(PicFlow):
         return None
 
 
-# -- payments (SPEC 4.4) -------------------------------------------------------------------
+# -- payments (PRODUCT 4.4) -------------------------------------------------------------------
 
 #: Common reasons to reject a recorded payment (or the PIC types one).
 PAYMENT_REJECT_REASONS = ("unreadable", "amount", "not_received")

@@ -1,4 +1,4 @@
-"""SPEC 4.3: the ASN changes how a worker's dues are paid, from the next period on.
+"""PRODUCT 4.3: the ASN changes how a worker's dues are paid, from the next period on.
 
 A change never splits a period already paid for: it takes effect from the
 first month not yet paid (`domain.dues.plan_change_from`; months recorded and

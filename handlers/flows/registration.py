@@ -1,4 +1,4 @@
-"""SPEC 4.1: ASN registration, once: consent, NIP, name, OPD, phone, summary."""
+"""PRODUCT 4.1: ASN registration, once: consent, NIP, name, OPD, phone, summary."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ASN stops sponsoring a worker (SPEC 4.3 "stop sponsoring").
+"""The ASN stops sponsoring a worker (PRODUCT 4.3 "stop sponsoring").
 
 Which worker (when there are several), why (a common reason or typed), then a
 confirmation that says which month is the last one covered: the last month

@@ -1,4 +1,4 @@
-"""SPEC 4.7 "Tanya PIC": a question to a person, answered in the chat.
+"""PRODUCT 4.7 "Tanya PIC": a question to a person, answered in the chat.
 
 - The asker (a registered ASN, or a worker on WhatsApp known by their number)
   types the question, sees it once more and sends it (`AskFlow`). It goes to

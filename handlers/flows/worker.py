@@ -1,4 +1,4 @@
-"""SPEC 4.6: the worker on WhatsApp — consent answer, own status, erasure; unknown numbers.
+"""PRODUCT 4.6: the worker on WhatsApp — consent answer, own status, erasure; unknown numbers.
 
 A worker is recognised by the number WhatsApp vouches for (`event.sender_phone`)
 being the phone an ASN typed when enrolling them; they never register. What
@@ -161,7 +161,7 @@ def consent_recorded_text(ctx: Context, result: ConsentAnswer, *, on_whatsapp: b
 
 
 async def status(ctx: Context) -> list[Reply]:
-    """The worker's own record: masked NIK, status, paid until (SPEC 4.6 "STATUS")."""
+    """The worker's own record: masked NIK, status, paid until (PRODUCT 4.6 "STATUS")."""
     t = ctx.t
     phone = phone_of(ctx)
     if phone is None:

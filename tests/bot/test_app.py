@@ -91,7 +91,7 @@ def test_settings_read_flat_environment_names(monkeypatch: pytest.MonkeyPatch) -
 def test_consent_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     config = engine_config(settings)
-    # SPEC 4.6: by default no accept without the worker's consent; links live 14 days.
+    # PRODUCT 4.6: by default no accept without the worker's consent; links live 14 days.
     assert config.accept_without_consent is False
     assert config.consent_link_ttl == timedelta(days=14)
     monkeypatch.setenv("PROGRAM_ACCEPT_WITHOUT_CONSENT", "true")

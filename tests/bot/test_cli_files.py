@@ -465,7 +465,7 @@ async def test_chat_file_and_export_batch_carry_the_same_local_date_after_midnig
         await asn.register()
         await asn.enroll_until_summary()
         await asn.press("Kirim ke PIC")
-        # The worker consents through the Telegram link the ASN got (SPEC 4.6).
+        # The worker consents through the Telegram link the ASN got (PRODUCT 4.6).
         link = re.search(r"/start (c_[A-Za-z0-9_-]+)", asn.text)
         assert link is not None
         worker = Chat(runtime.engine, clock, sender="7001")

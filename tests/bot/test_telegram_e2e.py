@@ -169,7 +169,7 @@ async def polling(channel: TelegramChannel) -> AsyncIterator[asyncio.Task[None]]
 
 
 async def register(user: TelegramUser) -> None:
-    """SPEC 4.1 over Telegram, the same steps as `tests.fakes.chat.Chat.register`."""
+    """PRODUCT 4.1 over Telegram, the same steps as `tests.fakes.chat.Chat.register`."""
     await user.say("/start")
     await user.press("Daftar sebagai ASN")
     await user.press("Setuju")

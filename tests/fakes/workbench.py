@@ -50,7 +50,7 @@ class Office:
     async def enroll(
         self, nik: str = WORKER_NIK, name: str = "Siti Aminah", *, consent: bool | None = None
     ) -> None:
-        """The ASN enrolls a worker; with `consent`, the worker then consents (SPEC 4.6),
+        """The ASN enrolls a worker; with `consent`, the worker then consents (PRODUCT 4.6),
         so the PIC may accept it. By default (None) the worker consents unless a
         consent request went out on WhatsApp (the test answers it there)."""
         await self.asn.enroll_until_summary(nik=nik, name=name)

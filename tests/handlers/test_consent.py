@@ -1,4 +1,4 @@
-"""SPEC 4.6, issue 12 item 12: every worker can consent; the PIC sees why an enrollment waits."""
+"""PRODUCT 4.6, issue 12 item 12: every worker can consent; the PIC sees why an enrollment waits."""
 
 from __future__ import annotations
 

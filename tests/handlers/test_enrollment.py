@@ -1,4 +1,4 @@
-"""SPEC 4.2 through the real engine and database: enrolling a worker and its bad inputs."""
+"""PRODUCT 4.2 through the real engine and database: enrolling a worker and its bad inputs."""
 
 from __future__ import annotations
 

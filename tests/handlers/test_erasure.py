@@ -1,4 +1,4 @@
-"""Erasure (SPEC 7, issue 11.3): the right worker, every copy, and the batch file afterwards."""
+"""Erasure (PRODUCT 7, issue 11.3): the right worker, every copy, and the batch file afterwards."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC 4.4 for several workers at once: one choice, one receipt, one payment row per
+"""PRODUCT 4.4 for several workers at once: one choice, one receipt, one payment row per
 sponsorship; each worker's problem named and fixed without losing the rest; a month
 recorded meanwhile sends the ASN back to the choice instead of ending the flow."""
 

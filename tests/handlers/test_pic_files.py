@@ -1,4 +1,4 @@
-"""SPEC 4.5 through the real engine with real files: the collective XLSX out, the KPJ file in."""
+"""PRODUCT 4.5 through the real engine with real files: the collective XLSX out, the KPJ file in."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC 4.1 through the real engine and database: ASN registration and its bad inputs."""
+"""PRODUCT 4.1 through the real engine and database: ASN registration and its bad inputs."""
 
 from __future__ import annotations
 

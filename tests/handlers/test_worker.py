@@ -1,4 +1,4 @@
-"""SPEC 4.6 on the engine: consent request and answer, STATUS, HAPUS, unknown numbers."""
+"""PRODUCT 4.6 on the engine: consent request and answer, STATUS, HAPUS, unknown numbers."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The SPEC 3 rule "one open sponsorship per worker", as the index predicate.
+# The PRODUCT 3 rule "one open sponsorship per worker", as the index predicate.
 _OPEN_SPONSORSHIP = "status NOT IN ('lapsed', 'ended')"
 
 
