@@ -77,7 +77,7 @@ class SponsorshipStatus(StrEnum):
 
     @property
     def is_open(self) -> bool:
-        """True while the sponsorship holds the worker (PRODUCT 3: one open sponsorship per worker)."""
+        """True while the sponsorship holds the worker (PRODUCT 3: one open sponsorship each)."""
         return self not in (SponsorshipStatus.LAPSED, SponsorshipStatus.ENDED)
 
 

@@ -39,8 +39,8 @@ from handlers.flows.payment import PaymentFlow
 from handlers.flows.pic import HandoverFlow, PaymentsFlow, VerifyFlow
 from handlers.flows.plan_change import PlanChangeFlow
 from handlers.flows.registration import RegistrationFlow
-from handlers.flows.ticket import AnswerFlow, AskFlow
 from handlers.flows.stop import StopSponsoringFlow
+from handlers.flows.ticket import AnswerFlow, AskFlow
 from handlers.flows.worker import CONSENT_PREFIX, EraseFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices

@@ -1,4 +1,4 @@
-"""PRODUCT 4.4 through the real engine: the ASN records a payment, the PIC confirms or rejects it."""
+"""PRODUCT 4.4 through the real engine: the ASN records a payment, the PIC confirms or rejects."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PRODUCT 4.5 through the real engine: the PIC's queue, returns and corrections, roles and scope."""
+"""PRODUCT 4.5 through the real engine: the PIC's queue, returns, corrections, roles, scope."""
 
 from __future__ import annotations
 

@@ -923,7 +923,7 @@ def test_the_csv_escapes_formulas_and_reads_back_exactly() -> None:
     header, data = read_collective_csv(content)
     assert header == COLLECTIVE_HEADERS
     by_header = [dict(zip(header, cells, strict=True)) for cells in data]
-    for typed, cells in zip(FORMULA_LOOKING, by_header, strict=True):
+    for typed, row in zip(FORMULA_LOOKING, by_header, strict=True):
         for name in (
             "Nama Lengkap (sesuai KTP)",
             "Tempat Lahir",
@@ -934,11 +934,11 @@ def test_the_csv_escapes_formulas_and_reads_back_exactly() -> None:
             "Jenis Pekerjaan",
             "Nama ASN Penanggung",
         ):
-            assert cells[name] == typed
-        assert cells["No. HP"] == "+15551234567"
-        assert cells["Tanggal Lahir"] == "07/08/1990"
-        assert cells["Bulan Pertama Kepesertaan"] == "12/2026"
-        assert cells["Penghasilan Dilaporkan (Rp)"] == "1000000"
+            assert row[name] == typed
+        assert row["No. HP"] == "+15551234567"
+        assert row["Tanggal Lahir"] == "07/08/1990"
+        assert row["Bulan Pertama Kepesertaan"] == "12/2026"
+        assert row["Penghasilan Dilaporkan (Rp)"] == "1000000"
     assert by_header[0]["NIK"] == "3201000000000001"
 
 
