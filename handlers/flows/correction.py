@@ -94,7 +94,17 @@ def _answers_of(ctx: Context, sponsorship: Sponsorship, worker: Worker) -> dict[
 #: compared by its keyed hash: its ciphertext differs at every encryption).
 _NOT_FIELDS = frozenset({"sid", "return_reason", "nik_enc", "nik_masked", "nik_birth", "sex"})
 #: An answer's key where it differs from the field's name (`enrollment.FIELDS`).
-_FIELD_OF = {"full_name": "name", "worker_phone": "phone", "birth_date_differs": "birth_date"}
+_FIELD_OF = {
+    "full_name": "name",
+    "worker_phone": "phone",
+    "birth_date_differs": "birth_date",
+    "occupation_text": "occupation",
+    # The four address parts are edited, and shown as changed, as one "address" entry.
+    "street_address": e.ADDRESS_FIELD,
+    "village": e.ADDRESS_FIELD,
+    "district": e.ADDRESS_FIELD,
+    "regency": e.ADDRESS_FIELD,
+}
 
 
 def changed_fields(

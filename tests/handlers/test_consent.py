@@ -177,7 +177,7 @@ async def test_a_worker_answering_while_the_enrollment_is_returned_hears_it_is_c
     await office.pic.press("NIK")
     worker = whatsapp_worker(office)
     await worker.say("YA")
-    assert "sedang diperbaiki oleh pendaftar" in worker.text
+    assert "sedang diperbaiki oleh ASN sponsor" in worker.text
     (sponsorship,) = await office.sponsorships()
     assert sponsorship.worker_consent is WorkerConsent.GIVEN
     assert sponsorship.status is SponsorshipStatus.RETURNED

@@ -15,7 +15,7 @@ async def test_batal_keeps_a_draft_says_so_and_the_menu_keeps_its_numbers(asn: C
     before = asn.labels()
     assert before[:2] == ["➕ Daftarkan pekerja", "👥 Pekerja saya"]
     await asn.say("/daftar")
-    await asn.press("Asisten rumah tangga")
+    await asn.press("Bekerja untuk saya")
     await asn.say("batal")
     text = asn.text
     assert "Anda keluar dari pendaftaran pekerja. Belum ada yang dikirim." in text
@@ -32,7 +32,7 @@ async def test_batal_keeps_a_draft_says_so_and_the_menu_keeps_its_numbers(asn: C
 
 async def test_a_kept_draft_can_be_discarded(asn: Chat) -> None:
     await asn.say("/daftar")
-    await asn.press("Asisten rumah tangga")
+    await asn.press("Bekerja untuk saya")
     await asn.say("batal")
     await asn.press("Buang draf")
     assert "Draf pendaftaran pekerja dibuang" in asn.text
@@ -52,19 +52,19 @@ async def test_a_button_pressed_after_the_enrollment_was_sent_says_it_was_sent(
     asn: Chat,
 ) -> None:
     await asn.say("/daftar")
-    occupation = next(o.id for o in asn.options if "Asisten rumah tangga" in o.label)
-    await asn.press("Asisten rumah tangga")
+    relationship = next(o.id for o in asn.options if "Bekerja untuk saya" in o.label)
+    await asn.press("Bekerja untuk saya")
     await asn.say("batal")
     await asn.press("Buang draf")
     await asn.enroll_until_summary()
     send = next(o.id for o in asn.options if "Kirim ke PIC" in o.label)
     await asn.press_id(send)
-    assert "menunggu" in asn.text.lower()
+    assert "sudah masuk" in asn.text
     await asn.press_id(send)  # a double tap, or the old message's button later
     assert "Pendaftaran itu sudah dikirim ke PIC" in asn.text
     assert any("Pekerja saya" in label for label in asn.labels())
     async with asn.engine._database.connect() as connection:  # one enrollment, not two
         assert await connection.scalar(select(func.count()).select_from(Sponsorship)) == 1
     # A button of an earlier, abandoned enrollment is only "no longer valid".
-    await asn.press_id(occupation)
+    await asn.press_id(relationship)
     assert "sudah tidak berlaku" in asn.text and "sudah dikirim" not in asn.text

@@ -126,6 +126,7 @@ async def test_a_nik_sponsored_elsewhere_names_that_opds_pic(
         opd_label="Dinas Pendidikan",
     )
     await other.say("/daftar")
+    await other.press("Bekerja untuk saya")
     await other.press("Asisten rumah tangga")
     await other.say("Siti Aminah")
     await other.say(WORKER_NIK)
@@ -149,6 +150,7 @@ async def test_a_nik_sponsored_in_an_opd_without_pic_tells_the_administrator(
         opd_label="Dinas Pendidikan",
     )
     await other.say("/daftar")
+    await other.press("Bekerja untuk saya")
     await other.press("Asisten rumah tangga")
     await other.say("Siti Aminah")
     await other.say(WORKER_NIK)

@@ -41,8 +41,11 @@ async def test_a_corrected_enrollment_tells_the_pic_what_changed(office: Office)
     await asn.press("Nama")
     await asn.say("Siti Aminah Rahayu")
     await asn.press("Ubah")
-    await asn.press("Desa")
+    await asn.press("Alamat")  # street, village, district, regency in turn
+    await asn.say("Jl. Melati No. 5 RT 02/RW 01")
     await asn.say("Sukamakmur")
+    await asn.say("Ciawi")
+    await asn.say("Kabupaten Bogor")
     await asn.press("Kirim ulang ke PIC")
     assert "kembali menunggu pemeriksaan PIC" in asn.text
 
@@ -50,17 +53,17 @@ async def test_a_corrected_enrollment_tells_the_pic_what_changed(office: Office)
     (notice,) = await office.outbox("resubmitted")
     assert notice.recipient == PIC_ID
     assert "Budi Santoso memperbaiki pendaftaran Siti Aminah Rahayu" in notice.body
-    assert "Dikembalikan karena: Alamat (desa/kecamatan) belum lengkap" in notice.body
-    assert "Yang diubah: Nama, Desa/kelurahan" in notice.body
+    assert "Dikembalikan karena: Alamat belum lengkap" in notice.body
+    assert "Yang diubah: Nama, Alamat (jalan s.d. kabupaten)" in notice.body
     assert "3201" not in notice.body  # no NIK, not even masked
-    assert await audit_details(office, "enrollment.resubmit") == [{"changed": ["name", "village"]}]
+    assert await audit_details(office, "enrollment.resubmit") == [{"changed": ["name", "address"]}]
     # The review says why it came back and what the ASN changed.
     await office.pic.say("pic")
     await office.pic.press("Periksa pendaftaran")
     text = office.pic.text
     assert "Sudah diperbaiki ASN 1 kali" in text
-    assert "Dikembalikan karena: Alamat (desa/kecamatan) belum lengkap" in text
-    assert "Yang diubah ASN: Nama, Desa/kelurahan" in text
+    assert "Dikembalikan karena: Alamat belum lengkap" in text
+    assert "Yang diubah ASN: Nama, Alamat (jalan s.d. kabupaten)" in text
 
     # Returned again and sent back unchanged: said so, in a notice of its own.
     await office.pic.press("Kembalikan")

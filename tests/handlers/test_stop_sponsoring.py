@@ -67,7 +67,7 @@ async def test_stopping_after_a_paid_month_tells_everyone_and_stops_the_reminder
     text = office.asn.text
     assert "Hentikan sponsor untuk Siti Aminah?" in text
     assert "Alasan: Tidak lagi bekerja untuk saya" in text
-    assert "Bulan terakhir yang ditanggung: Desember 2026 (sudah dibayar)" in text
+    assert "Bulan terakhir yang disponsori: Desember 2026 (sudah dibayar)" in text
     (sponsorship,) = await office.sponsorships()
     assert sponsorship.status is SponsorshipStatus.ACTIVE  # nothing before the confirmation
 
@@ -82,7 +82,7 @@ async def test_stopping_after_a_paid_month_tells_everyone_and_stops_the_reminder
     to_pic, to_worker = await office.outbox("sponsorship_ended")
     assert to_pic.recipient == "2001" and to_pic.template == "sponsorship_ended_pic"
     assert "Budi Santoso berhenti mensponsori Siti Aminah (KPJ 90000000000)" in to_pic.body
-    assert "Bulan terakhir yang ditanggung: Desember 2026" in to_pic.body
+    assert "Bulan terakhir yang disponsori: Desember 2026" in to_pic.body
     assert (to_worker.channel, to_worker.recipient) == (Channel.WHATSAPP, WORKER_WA_ID)
     template = load_templates(SHIPPED_TEMPLATES).get(to_worker.template)
     assert template is not None
@@ -102,7 +102,7 @@ async def test_stopping_after_a_paid_month_tells_everyone_and_stops_the_reminder
     await office.plan_reminders()
     assert reminders(await office.outbox()) == []
     await office.asn.say("/pekerja")
-    assert "Sponsor dihentikan; iuran ditanggung sampai Desember 2026" in office.asn.text
+    assert "Sponsor dihentikan; iuran disponsori sampai Desember 2026" in office.asn.text
     assert not any("Berhenti" in label or "bayar" in label for label in office.asn.labels())
     await office.asn.say("menu")
     assert not any("Bayar iuran" in label for label in office.asn.labels())

@@ -267,6 +267,7 @@ async def test_the_pics_file_has_the_typed_occupation_the_relationship_and_the_a
     await asn.say("=1+1 buruh cuci")  # formula-looking text stays text in the file
     await _rest_of_enrollment(asn)
     await asn.press("Kirim ke PIC")
+    await office.worker_consents()  # the PIC accepts only with the worker's consent
     await office.pic.say("pic")
     await office.pic.press("Periksa pendaftaran")
     await office.pic.press("Terima")
