@@ -80,14 +80,14 @@ async def test_a_typed_name_finds_the_card(office: Office) -> None:
     await pic.say("x")
     assert "ketik 2 sampai 60 huruf" in pic.text
     await pic.say("Sri")  # the first word of one card's label: a search, not a hand-over
-    assert 'Nama berisi “Sri”: 1 kartu' in pic.text
+    assert "Nama berisi “Sri”: 1 kartu" in pic.text
     assert all(row.status is SponsorshipStatus.ACTIVE for row in await office.sponsorships())
     await pic.say("wahyu")
-    assert 'Nama berisi “wahyu”: 1 kartu' in pic.text
+    assert "Nama berisi “wahyu”: 1 kartu" in pic.text
     assert [label.split(" – ")[0] for label in card_labels(pic)] == ["Sri Wahyuni"]
     assert not any("Semua kartu batch" in label for label in pic.labels())
     await pic.say("TI")  # any case: Siti, Tuti, Yuni Astuti
-    assert 'Nama berisi “TI”: 3 kartu' in pic.text
+    assert "Nama berisi “TI”: 3 kartu" in pic.text
     await pic.press("Semua kartu")
     assert len(card_labels(pic)) == 6 and "Nama berisi" not in pic.text
     await pic.say("wahyu")
