@@ -767,12 +767,7 @@ class Engine:
         data = await ticket.answer_data(ctx, record_id(arg) or -1)
         if isinstance(data, list):
             return data
-        state = ctx.state
-        state.flow = AnswerFlow.name
-        state.data = data
-        state.history = []
-        self._enter(ctx, AnswerFlow.steps[0].name)
-        return await self._flows[AnswerFlow.name].step(state.step or "").ask(ctx)
+        return await self._enter_loaded(ctx, AnswerFlow.name, data)
 
     async def _open_consent_link(self, ctx: Context, payload: str) -> list[Reply]:
         """A worker opened the consent link the ASN forwarded: the consent question."""
@@ -780,22 +775,24 @@ class Engine:
         found = await consent.find_link(ctx, payload)
         if isinstance(found, Reply):
             return [found, await menus.main_menu(ctx)]
-        state = ctx.state
-        state.flow = LinkConsentFlow.name
-        state.data = {"link": found}
-        state.history = []
-        self._enter(ctx, LinkConsentFlow.steps[0].name)
-        return await self._flows[LinkConsentFlow.name].step(state.step or "").ask(ctx)
+        return await self._enter_loaded(ctx, LinkConsentFlow.name, {"link": found})
 
     async def _start_correction(self, ctx: Context, arg: str) -> list[Reply]:
-        state = ctx.state
         self._park_running(ctx)
         loaded = await correction.load(ctx, record_id(arg) or -1)
         if isinstance(loaded, str):
             return [Reply(loaded), *await menus.my_workers(ctx)]
-        state.flow = CorrectionFlow.name
-        state.data = loaded
+        return await self._enter_loaded(ctx, CorrectionFlow.name, loaded)
+
+    async def _enter_loaded(self, ctx: Context, name: str, data: dict[str, object]) -> list[Reply]:
+        """Start flow `name` at its first step with answers already loaded (a returned
+        enrollment, a question to answer, a consent link), and ask that step."""
+        state = ctx.state
+        flow = self._flows[name]
+        state.flow = name
+        state.data = data
         state.history = []
-        self._enter(ctx, CorrectionFlow.steps[0].name)
+        self._enter(ctx, flow.steps[0].name)
+        # Its buttons, pressed again after it sent something, say so (`_stale_notice`).
         state.data[_SINCE] = state.version
-        return await self._flows[CorrectionFlow.name].step(state.step or "").ask(ctx)
+        return await flow.step(state.step or "").ask(ctx)
