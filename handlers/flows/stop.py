@@ -102,11 +102,15 @@ class ConfirmStopStep(Step):
             return [Reply(t("stop.gone"), options=(ctx.option("keep", t("stop.keep")),))]
         connection = ctx.repo.connection
         last = await last_covered_month(connection, sponsorship.id, sponsorship.first_month)
+        end = _end_text(ctx, sponsorship, last)
+        if last is None and sponsorship.status in payments.DUES_BEARING:
+            # Advice that only helps before the stop: the done message leaves it out.
+            end += " " + t("stop.end.pay_first")
         text = t(
             "stop.confirm",
             name=sponsorship.worker.full_name,
             reason=reason_text(t, _code(ctx), _typed(ctx)),
-            end=_end_text(ctx, sponsorship, last),
+            end=end,
         )
         if sponsorship.plan is PaymentPlan.PAYROLL_DEDUCTION or sponsorship.next_plan is (
             PaymentPlan.PAYROLL_DEDUCTION

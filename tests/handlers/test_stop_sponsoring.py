@@ -151,3 +151,20 @@ async def test_with_two_workers_the_asn_chooses_which(
     # Without WhatsApp only the PIC is told.
     (to_pic,) = await office.outbox("sponsorship_ended")
     assert "Joko Susilo" in to_pic.body and "Saya tidak sanggup membayar" in to_pic.body
+
+
+async def test_with_nothing_paid_paying_first_is_offered_before_the_stop_not_after(
+    office: Office,
+) -> None:
+    """Walked from outside: the done message advised paying "before stopping" after the stop."""
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    await office.asn.say("/berhenti")
+    await office.asn.press("Tidak lagi bekerja untuk saya")
+    confirm = office.asn.text
+    assert "tidak ada bulan yang disponsori" in confirm
+    assert "bayar dan catat lewat /bayar sebelum berhenti" in confirm
+    await office.asn.press("Ya, hentikan sponsor")
+    done = office.asn.text
+    assert "Sponsor untuk Siti Aminah dihentikan" in done
+    assert "tidak ada bulan yang disponsori" in done
+    assert "sebelum berhenti" not in done
