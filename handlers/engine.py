@@ -539,6 +539,13 @@ class Engine:
         if draft is None or flow is None or not flow.has_step(str(draft.get("step"))):
             state.draft = None
             return [Reply(ctx.t("draft.none")), await menus.main_menu(ctx)]
+        if state.flow != flow.name:
+            refusal = await flow.can_start(ctx)
+            if refusal is not None:
+                # The draft can no longer be finished (its worker was stopped, lapsed or
+                # erased meanwhile): say why, as a fresh start would, and drop it.
+                state.draft = None
+                return [Reply(refusal), await self._landing(ctx, flow)]
         if state.flow:
             if state.flow == flow.name:
                 assert state.step is not None

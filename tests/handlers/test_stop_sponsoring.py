@@ -168,3 +168,21 @@ async def test_with_nothing_paid_paying_first_is_offered_before_the_stop_not_aft
     assert "Sponsor untuk Siti Aminah dihentikan" in done
     assert "tidak ada bulan yang disponsori" in done
     assert "sebelum berhenti" not in done
+
+
+async def test_a_payment_draft_of_a_stopped_worker_is_dropped_with_the_reason(
+    office: Office,
+) -> None:
+    """Walked from outside: resuming it offered "1 bulan per pekerja, total Rp0" forever."""
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    await office.asn.say("/bayar")
+    await office.asn.say("batal")  # the payment is kept as a draft
+    await office.asn.say("/berhenti")
+    await office.asn.press("Tidak lagi bekerja untuk saya")
+    await office.asn.press("Ya, hentikan sponsor")
+    await office.asn.say("menu")
+    await office.asn.press("Lanjutkan pencatatan pembayaran")
+    assert "Belum ada pekerja aktif yang iurannya Anda bayar sendiri" in office.asn.text
+    assert not any("Rp0" in label for label in office.asn.labels())
+    assert "➕ Daftarkan pekerja" in office.asn.labels()
+    assert not any("Lanjutkan" in label for label in office.asn.labels())
