@@ -39,7 +39,6 @@ from sqlalchemy import (
     select,
     text,
     type_coerce,
-    update,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -54,6 +53,7 @@ from domain.vocabulary import (
     PaymentStatus,
     SponsorshipStatus,
 )
+from storage import sponsorship_state as state
 from storage.db import insert_for
 from storage.models import (
     Asn,
@@ -795,18 +795,18 @@ _LAPSE_DETAILS = {"reason": "three_months_unpaid"}
 #: PostgreSQL: the whole lapse in one statement: the update, and the audit entries
 #: inserted from its RETURNING (one round trip; 8,640 lapses: about 0.45 s of server
 #: time against 0.55-0.8 s for chunked IN lists plus an executemany of audit rows).
-_PG_LAPSE = f"""
-WITH changed AS (
-    UPDATE sponsorship
-    SET status = '{SponsorshipStatus.LAPSED.value}', status_changed_at = $2::timestamptz
-    WHERE id = ANY($1::int[])
-      AND status IN ({", ".join(f"'{status.value}'" for status in DUES_BEARING)})
+_PG_LAPSE_WHERE = """id = ANY($1::int[])
       AND NOT EXISTS (
           SELECT 1 FROM payment
           WHERE payment.sponsorship_id = sponsorship.id
             AND (payment.recorded_at >= $3::timestamptz OR payment.decided_at >= $3::timestamptz)
-      )
-    RETURNING id, opd_id
+      )"""
+_PG_LAPSE_UPDATE = state.pg_update_sql(
+    state.Event.LAPSE, where=_PG_LAPSE_WHERE, now="$2::timestamptz"
+)
+_PG_LAPSE = f"""
+WITH changed AS (
+    {_PG_LAPSE_UPDATE}
 ), audit AS (
     INSERT INTO audit_log (at, actor_type, actor, action, record_type, record_id, opd_id, details)
     SELECT $2::timestamptz, '{_LAPSE_AUDIT["actor_type"]}', '{_LAPSE_AUDIT["actor"]}',
@@ -849,17 +849,13 @@ async def mark_lapsed(
         .exists()
     )
     for part in chunked(sponsorship_ids):
-        result = await connection.execute(
-            update(Sponsorship)
-            .where(
-                Sponsorship.id.in_(part),
-                Sponsorship.status.in_(DUES_BEARING),
-                ~recent_payment,
-            )
-            .values(status=SponsorshipStatus.LAPSED, status_changed_at=now)
-            .returning(Sponsorship.id, Sponsorship.opd_id)
+        rows = await state.transition_many(
+            connection,
+            state.Event.LAPSE,
+            Sponsorship.id.in_(part),
+            ~recent_payment,
+            now=now,
         )
-        rows = result.all()
         changed.extend(row[0] for row in rows)
         if rows:
             await connection.execute(

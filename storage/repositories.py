@@ -23,9 +23,9 @@ from domain.vocabulary import (
     PaymentPlan,
     Relationship,
     Sex,
-    SponsorshipStatus,
     WorkerConsent,
 )
+from storage import sponsorship_state as state
 from storage.crypto import NikCipher
 from storage.models import (
     SPONSORSHIP_IS_OPEN,
@@ -220,14 +220,13 @@ class SponsorshipRepository:
                 "relationship_to_asn": relationship,
                 "plan": plan,
                 "first_month": first_month,
-                "status": SponsorshipStatus.WAITING_FOR_PIC,
                 "funding_source": FundingSource.PAYROLL_DEDUCTION
                 if plan is PaymentPlan.PAYROLL_DEDUCTION
                 else FundingSource.ASN_PERSONAL,
                 "worker_consent": worker_consent,
                 "birth_date_differs_from_nik": birth_date_differs_from_nik,
                 "created_at": now,
-                "status_changed_at": now,
+                **state.enrolled(now),
             },
         )
         return _new_id(result)

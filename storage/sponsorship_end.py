@@ -1,11 +1,12 @@
 """The ASN stops sponsoring a worker: the state change, in one place.
 
-The sponsorship ends at once (status ENDED, so it leaves the open-sponsorship
-index, the reminders, the lapse, the digest counts and the payroll month) and
-records the last month it covers: the last month paid or recorded (a payment
-waiting for the PIC counts, as the ASN paid it). The worker stays protected to
-that month's end; BPJS is told by the PIC. The caller owns the transaction and
-plans the notices (`handlers.notices.Notices.sponsorship_ended`).
+The sponsorship ends at once (event STOP of `storage.sponsorship_state`: status
+ENDED, so it leaves the open-sponsorship index, the reminders, the lapse, the
+digest counts and the payroll month) and records the last month it covers: the
+last month paid or recorded (a payment waiting for the PIC counts, as the ASN
+paid it). The worker stays protected to that month's end; BPJS is told by the
+PIC. The caller owns the transaction and plans the notices
+(`handlers.notices.Notices.sponsorship_ended`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 from datetime import date, datetime
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.months import add_months
-from domain.vocabulary import OPEN_STATUSES, OutboxStatus, SponsorshipStatus
-from storage import audit, payments
+from domain.vocabulary import OPEN_STATUSES, OutboxStatus
+from storage import payments
+from storage import sponsorship_state as state
 from storage.audit import Actor
 from storage.dues_queries import SPONSORSHIP_REMINDER_KINDS, WORKER_REMINDER_KINDS
 from storage.models import Outbox, Sponsorship
@@ -82,17 +84,21 @@ async def end_sponsorship(
     stored_reason = f"{ASN_STOPPED}:{reason_code or 'other'}"
     if reason_text:
         stored_reason += f":{reason_text}"
-    result = await connection.execute(
-        update(Sponsorship)
-        .where(Sponsorship.id == sponsorship_id, Sponsorship.status.in_(OPEN_STATUSES))
-        .values(
-            status=SponsorshipStatus.ENDED,
-            end_reason=stored_reason,
-            ended_month=ended_month,
-            status_changed_at=now,
-        )
+    outcome = await state.transition(
+        connection,
+        state.Event.STOP,
+        sponsorship_id,
+        now=now,
+        scope=(Sponsorship.asn_id == asn_id,),
+        values={"end_reason": stored_reason, "ended_month": ended_month},
+        actor=Actor.account("asn", account_id),
+        details={
+            "reason_code": reason_code,
+            "previous_status": str(row.status),
+            "ended_month": ended_month.isoformat() if ended_month else None,
+        },
     )
-    if not result.rowcount:
+    if not outcome.done:
         return None
     kinds = SPONSORSHIP_REMINDER_KINDS + WORKER_REMINDER_KINDS
     await connection.execute(
@@ -106,20 +112,6 @@ async def end_sponsorship(
                 )
             ),
         )
-    )
-    await audit.record(
-        connection,
-        Actor.account("asn", account_id),
-        "sponsorship.end",
-        record_type="sponsorship",
-        record_id=sponsorship_id,
-        opd_id=row.opd_id,
-        now=now,
-        details={
-            "reason_code": reason_code,
-            "previous_status": str(row.status),
-            "ended_month": ended_month.isoformat() if ended_month else None,
-        },
     )
     return Ended(ended_month)
 

@@ -12,6 +12,10 @@ The life of an enrollment here::
          ^   |                                  --confirm_batch--> submitted
          |   +--return_enrollment--> returned               --apply_import--> active (KPJ)
          +------- resubmit (ASN) ------+                      --hand_over--> card_handed_over
+
+Each status change is an event of `storage.sponsorship_state`, which owns the
+transition table and the guarded statements; this module scopes them to the OPD
+and turns a refused change into a ChangeProblem.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Row, Select, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, Select, and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.local_time import local_date
@@ -37,6 +41,7 @@ from domain.vocabulary import (
     WorkerConsent,
 )
 from storage import audit
+from storage import sponsorship_state as state
 from storage.audit import Actor
 from storage.models import (
     SPONSORSHIP_IS_OPEN,
@@ -220,78 +225,43 @@ async def queue(
     return [Enrollment(*row) for row in rows], int(total or 0)
 
 
-async def _transition(
-    connection: AsyncConnection,
-    *,
-    opd_id: int,
-    sponsorship_id: int,
-    from_statuses: Sequence[SponsorshipStatus],
-    values: dict[str, object],
-    require_consent: bool = False,
-) -> None:
-    """Move one enrollment on, if it is of this OPD and in one of `from_statuses`
-    (and, with `require_consent`, its worker consented)."""
-    query = update(Sponsorship).where(
-        Sponsorship.id == sponsorship_id,
-        Sponsorship.opd_id == opd_id,
-        Sponsorship.status.in_(list(from_statuses)),
-    )
-    if require_consent:
-        # In the same statement: a consent checked before it could not be relied on.
-        query = query.where(Sponsorship.worker_consent == WorkerConsent.GIVEN)
-    result = await connection.execute(query.values(**values))
-    if result.rowcount:
-        return
-    found = (
-        await connection.execute(
-            select(Sponsorship.status).where(
-                Sponsorship.id == sponsorship_id, Sponsorship.opd_id == opd_id
-            )
-        )
-    ).first()
-    if found is None:
-        raise ChangeProblem("not_found")
-    if require_consent and SponsorshipStatus(found.status) in from_statuses:
-        raise ChangeProblem("no_consent")
-    raise ChangeProblem("wrong_status")
+_PROBLEMS = {
+    state.Result.NOT_FOUND: "not_found",
+    state.Result.CONDITION_UNMET: "no_consent",
+    state.Result.ALREADY: "wrong_status",
+    state.Result.NOT_ALLOWED: "wrong_status",
+}
 
 
 async def _verify(
     connection: AsyncConnection,
+    event: state.Event,
     *,
     opd_id: int,
     sponsorship_id: int,
     pic_id: int,
     now: datetime,
-    action: str,
     values: dict[str, object],
     details: dict[str, object] | None = None,
     require_consent: bool = False,
 ) -> None:
-    """The PIC's decision on a waiting enrollment, with its audit entry."""
-    await _transition(
+    """The PIC's decision on a waiting enrollment of the OPD, with its audit entry
+    (raises ChangeProblem when it is not found, not waiting, or, with
+    `require_consent`, its worker has not consented)."""
+    outcome = await state.transition(
         connection,
-        opd_id=opd_id,
-        sponsorship_id=sponsorship_id,
-        from_statuses=(SponsorshipStatus.WAITING_FOR_PIC,),
-        values={
-            **values,
-            "verified_at": now,
-            "verified_by_pic_id": pic_id,
-            "status_changed_at": now,
-        },
-        require_consent=require_consent,
-    )
-    await audit.record(
-        connection,
-        Actor.pic(pic_id),
-        action,
-        record_type="sponsorship",
-        record_id=sponsorship_id,
-        opd_id=opd_id,
+        event,
+        sponsorship_id,
         now=now,
+        scope=(Sponsorship.opd_id == opd_id,),
+        # In the same statement: a consent checked before it could not be relied on.
+        conditions=(Sponsorship.worker_consent == WorkerConsent.GIVEN,) if require_consent else (),
+        values={**values, "verified_by_pic_id": pic_id},
+        actor=Actor.pic(pic_id),
         details=details,
     )
+    if not outcome.done:
+        raise ChangeProblem(_PROBLEMS[outcome.result])
 
 
 async def accept(
@@ -311,12 +281,12 @@ async def accept(
     """
     await _verify(
         connection,
+        state.Event.ACCEPT,
         opd_id=opd_id,
         sponsorship_id=sponsorship_id,
         pic_id=pic_id,
         now=now,
-        action="enrollment.accept",
-        values={"status": SponsorshipStatus.ACCEPTED},
+        values={},
         require_consent=require_consent,
     )
     await notices.enrollment_accepted(connection, sponsorship_id, now=now)
@@ -336,13 +306,12 @@ async def return_enrollment(
     """The PIC returns a waiting enrollment with a reason; the ASN is told at once."""
     await _verify(
         connection,
+        state.Event.RETURN,
         opd_id=opd_id,
         sponsorship_id=sponsorship_id,
         pic_id=pic_id,
         now=now,
-        action="enrollment.return",
         values={
-            "status": SponsorshipStatus.RETURNED,
             "return_reason": reason_text,
             "return_reason_code": reason_code,
         },
@@ -506,13 +475,8 @@ async def confirm_batch(
         .where(SubmissionBatch.id == batch_id)
         .values(status=BatchStatus.SUBMITTED, submitted_at=now)
     )
-    await connection.execute(
-        update(Sponsorship)
-        .where(
-            Sponsorship.batch_id == batch_id,
-            Sponsorship.status == SponsorshipStatus.ACCEPTED,
-        )
-        .values(status=SponsorshipStatus.SUBMITTED, status_changed_at=now)
+    await state.transition_many(
+        connection, state.Event.SUBMIT, Sponsorship.batch_id == batch_id, now=now
     )
     await audit.record(
         connection,
@@ -594,24 +558,13 @@ async def _previewed_import(
     return list(row.matches)
 
 
-_ACTIVATE = (
-    update(Sponsorship)
-    .where(
-        Sponsorship.id == bindparam("sid"),
-        Sponsorship.opd_id == bindparam("opd"),
-        # Not IN (...): an expanding parameter cannot run as executemany.
-        or_(
-            Sponsorship.status == SponsorshipStatus.ACCEPTED,
-            Sponsorship.status == SponsorshipStatus.SUBMITTED,
-        ),
-        Sponsorship.kpj.is_(None),
-    )
-    .values(
-        status=SponsorshipStatus.ACTIVE,
-        kpj=bindparam("kpj"),
-        kpj_imported_at=bindparam("now"),
-        status_changed_at=bindparam("now"),
-    )
+_ACTIVATE = state.statement(
+    state.Event.ACTIVATE,
+    Sponsorship.id == bindparam("sid"),
+    Sponsorship.opd_id == bindparam("opd"),
+    Sponsorship.kpj.is_(None),
+    now=bindparam("now"),
+    values={"kpj": bindparam("kpj")},
 )
 
 
@@ -762,7 +715,7 @@ async def hand_over(
     batch_number: str | None = None,
 ) -> int:
     """Mark one card (or every active card of a batch) as handed over; returns how many."""
-    condition = and_(Sponsorship.opd_id == opd_id, Sponsorship.status == SponsorshipStatus.ACTIVE)
+    condition = Sponsorship.opd_id == opd_id
     if sponsorship_id is not None:
         condition = and_(condition, Sponsorship.id == sponsorship_id)
         record: tuple[str, int | str] = ("sponsorship", sponsorship_id)
@@ -774,14 +727,7 @@ async def hand_over(
         record = ("submission_batch", found.id)
     else:
         raise ValueError("give sponsorship_id or batch_number")
-    result = await connection.execute(
-        update(Sponsorship)
-        .where(condition)
-        .values(
-            status=SponsorshipStatus.CARD_HANDED_OVER, card_handed_at=now, status_changed_at=now
-        )
-    )
-    count = int(result.rowcount or 0)
+    count = len(await state.transition_many(connection, state.Event.HAND_OVER, condition, now=now))
     if count == 0:
         raise ChangeProblem("wrong_status")
     await audit.record(

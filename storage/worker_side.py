@@ -34,6 +34,7 @@ from domain.vocabulary import (
     WorkerConsent,
 )
 from storage import audit, reply_queue, tickets
+from storage import sponsorship_state as state
 from storage.audit import Actor
 from storage.models import (
     Administrator,
@@ -195,13 +196,13 @@ async def record_consent(
     )
     target.worker_consent = WorkerConsent.GIVEN if granted else WorkerConsent.REFUSED
     target.consent_method = method
-    if not granted:
-        target.status = SponsorshipStatus.ENDED
-        target.end_reason = "worker_refused"
-        target.status_changed_at = now
     await session.flush()
     if not granted:
-        await cancel_sponsorship_reminders(await session.connection(), [target.id])
+        connection = await session.connection()
+        # An enrollment ended meanwhile (its ASN stopped) keeps its end; the refusal stands.
+        await state.transition(connection, state.Event.REFUSE, target.id, now=now)
+        await session.refresh(target, ["status", "end_reason", "status_changed_at"])
+        await cancel_sponsorship_reminders(connection, [target.id])
     await audit.record(
         await session.connection(),
         actor,
@@ -320,25 +321,25 @@ async def erase_worker(
         .scalars()
         .all()
     )
-    enrollments: list[ErasedEnrollment] = []
-    for sponsorship in records:
-        is_open = sponsorship.status.is_open
-        if is_open:
-            sponsorship.status = SponsorshipStatus.ENDED
-            sponsorship.end_reason = "worker_erasure"
-            sponsorship.status_changed_at = now
-        enrollments.append(
-            ErasedEnrollment(
-                sponsorship.id,
-                sponsorship.opd_id,
-                sponsorship.asn_id,
-                sponsorship.kpj,
-                sponsorship.created_at.date(),
-                is_open,
-            )
-        )
     await session.flush()
     connection = await session.connection()
+    ended = {
+        sid
+        for sid, _ in await state.transition_many(
+            connection, state.Event.ERASE, Sponsorship.worker_id == worker_id, now=now
+        )
+    }
+    enrollments = [
+        ErasedEnrollment(
+            sponsorship.id,
+            sponsorship.opd_id,
+            sponsorship.asn_id,
+            sponsorship.kpj,
+            sponsorship.created_at.date(),
+            sponsorship.id in ended,
+        )
+        for sponsorship in records
+    ]
     await connection.execute(
         update(Worker)
         .where(Worker.id == worker_id)

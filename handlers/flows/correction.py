@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 from datetime import date
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from domain.months import add_months
@@ -29,7 +29,7 @@ from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
 from handlers.flows import enrollment as e
 from handlers.types import Reply
-from storage import audit
+from storage import sponsorship_state as state
 from storage.audit import Actor
 from storage.models import Sponsorship, Worker
 
@@ -121,6 +121,14 @@ def changed_fields(
     return [field for field in e.FIELDS if field in changed]
 
 
+class _NotReturned(Exception):
+    """The enrollment left "returned" while the ASN corrected it."""
+
+    def __init__(self, status: SponsorshipStatus) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class CorrectionSummaryStep(e.SummaryStep):
     """The enrollment as it stands, the PIC's reason, and "send back to the PIC"."""
 
@@ -170,25 +178,31 @@ class CorrectionSummaryStep(e.SummaryStep):
         try:
             async with ctx.repo.session.begin_nested():
                 worker_id = await e.save_worker(ctx, existing, nik)
-                await ctx.repo.connection.execute(
-                    update(Sponsorship)
-                    .where(
-                        Sponsorship.id == sponsorship.id,
-                        Sponsorship.status == SponsorshipStatus.RETURNED,
-                    )
-                    .values(
-                        worker_id=worker_id,
-                        occupation=Occupation(str(data["occupation"])),
-                        occupation_text=e.occupation_text(data),
-                        relationship_to_asn=Relationship(str(data["relationship"])),
-                        plan=plan,
-                        first_month=first_month,
-                        birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
-                        status=SponsorshipStatus.WAITING_FOR_PIC,
-                        correction_count=Sponsorship.correction_count + 1,
-                        status_changed_at=ctx.now,
-                    )
+                outcome = await state.transition(
+                    ctx.repo.connection,
+                    state.Event.RESUBMIT,
+                    sponsorship.id,
+                    now=ctx.now,
+                    values={
+                        "worker_id": worker_id,
+                        "occupation": Occupation(str(data["occupation"])),
+                        "occupation_text": e.occupation_text(data),
+                        "relationship_to_asn": Relationship(str(data["relationship"])),
+                        "plan": plan,
+                        "first_month": first_month,
+                        "birth_date_differs_from_nik": bool(data.get("birth_date_differs")),
+                    },
+                    actor=Actor.account("asn", ctx.account.id),
+                    # Field names only (no personal data): the PIC's review shows them.
+                    details={"changed": changed},
                 )
+                if not outcome.done:
+                    # Ended meanwhile (stopped elsewhere, the worker erased): the worker
+                    # saved above goes with the savepoint.
+                    raise _NotReturned(outcome.status or sponsorship.status)
+        except _NotReturned as refused:
+            status = ctx.t(f"status.{refused.status.value}")
+            return Done([Reply(ctx.t("fix.not_returned", status=status))])
         except IntegrityError:
             mine = await ctx.asn()
             assert mine is not None
@@ -198,17 +212,6 @@ class CorrectionSummaryStep(e.SummaryStep):
         assert asn is not None
         if plan is PaymentPlan.PAYROLL_DEDUCTION and sponsorship.plan is not plan:
             await e._record_payroll_statement(ctx, asn.id, sponsorship.id)
-        await audit.record(
-            ctx.repo.connection,
-            Actor.account("asn", ctx.account.id),
-            "enrollment.resubmit",
-            record_type="sponsorship",
-            record_id=sponsorship.id,
-            opd_id=sponsorship.opd_id,
-            now=ctx.now,
-            # Field names only (no personal data): the PIC's review shows them.
-            details={"changed": changed},
-        )
         await ctx.notices.enrollment_resubmitted(
             ctx.repo.connection, sponsorship.id, changed=changed, now=ctx.now
         )
