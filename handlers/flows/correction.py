@@ -126,7 +126,7 @@ class _NotReturned(Exception):
 
     def __init__(self, status: SponsorshipStatus) -> None:
         super().__init__(status)
-        self.status = status
+        self.found = status
 
 
 class CorrectionSummaryStep(e.SummaryStep):
@@ -201,7 +201,7 @@ class CorrectionSummaryStep(e.SummaryStep):
                     # saved above goes with the savepoint.
                     raise _NotReturned(outcome.status or sponsorship.status)
         except _NotReturned as refused:
-            status = ctx.t(f"status.{refused.status.value}")
+            status = ctx.t(f"status.{refused.found.value}")
             return Done([Reply(ctx.t("fix.not_returned", status=status))])
         except IntegrityError:
             mine = await ctx.asn()
