@@ -1,4 +1,4 @@
-"""Every change of a sponsorship's status, in one place (PRODUCT 3, 4.5-4.7, 5, 7).
+"""Every change of a sponsorship's status, in one place (PRODUCT 3, 4.2-4.6, 7).
 
 A sponsorship moves only by an `Event` declared in `TRANSITIONS`: the statuses it
 may leave, the status it reaches, and the other columns that event may write.
@@ -43,7 +43,7 @@ from storage.models import Sponsorship
 
 S = SponsorshipStatus
 
-#: The status a new enrollment starts in (the ASN sent it; PRODUCT 4.4).
+#: The status a new enrollment starts in (the ASN sent it; PRODUCT 4.2).
 INITIAL_STATUS = S.WAITING_FOR_PIC
 
 
@@ -54,21 +54,21 @@ class Event(enum.StrEnum):
     ACCEPT = "accept"
     #: The PIC returns a waiting enrollment with a reason (PRODUCT 4.5).
     RETURN = "return"
-    #: The ASN sends a corrected enrollment back to the PIC (PRODUCT 4.5).
+    #: The ASN sends a corrected enrollment back to the PIC (PRODUCT 4.3).
     RESUBMIT = "resubmit"
-    #: The PIC confirms the collective file went to BPJS (its accepted rows).
+    #: The PIC confirms the collective file went to BPJS (its accepted rows; PRODUCT 4.5).
     SUBMIT = "submit"
-    #: BPJS's KPJ number is applied from the PIC's import file.
+    #: BPJS's KPJ number is applied from the PIC's import file (PRODUCT 4.5).
     ACTIVATE = "activate"
-    #: The PIC hands the card over.
+    #: The PIC hands the card over (PRODUCT 4.5).
     HAND_OVER = "hand_over"
-    #: Three months unpaid (the reminder planner; PRODUCT 5).
+    #: Three months unpaid (the reminder planner; PRODUCT 3).
     LAPSE = "lapse"
-    #: The ASN stops sponsoring.
+    #: The ASN stops sponsoring (PRODUCT 4.3).
     STOP = "stop"
     #: The worker refuses consent (PRODUCT 4.6).
     REFUSE = "refuse"
-    #: The worker's data is erased (PRODUCT 7).
+    #: The worker's data is erased (PRODUCT 4.6, 7).
     ERASE = "erase"
 
 
