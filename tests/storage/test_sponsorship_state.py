@@ -18,17 +18,26 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
 
-from domain.vocabulary import OPEN_STATUSES, SponsorshipStatus, WorkerConsent
+from domain.vocabulary import (
+    OPEN_STATUSES,
+    Channel,
+    ConsentMethod,
+    SponsorshipStatus,
+    WorkerConsent,
+)
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
 from storage import sponsorship_state as state
 from storage import workbench
 from storage.audit import Actor
 from storage.db import is_sqlite
-from storage.models import AuditLog, Pic, Sponsorship
+from storage.models import Asn, AuditLog, Pic, Sponsorship
+from storage.sponsorship_end import end_sponsorship
 from storage.sponsorship_state import TRANSITIONS, Event, Result
 from storage.workbench import ChangeProblem
+from storage.worker_side import ConsentOutcome, record_consent
 from tests.fakes.workbench import Office, build_office
 
 NOW = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)
@@ -386,3 +395,54 @@ def test_only_the_state_module_writes_a_sponsorships_status() -> None:
 async def test_the_asn_enrollment_row_starts_in_the_initial_status(office: Office) -> None:
     sponsorship = await _only_sponsorship(office)
     assert sponsorship.status is state.INITIAL_STATUS
+
+
+async def test_a_refusal_arriving_after_the_asn_stopped_keeps_the_stop(
+    sessionmaker: async_sessionmaker[AsyncSession], db_engine: AsyncEngine, database_url: str
+) -> None:
+    """The worker's refusal is handled on an enrollment loaded while it was open; the ASN's
+    stop commits in between. The refusal is recorded, the stop (its reason, its month)
+    stays: before this module the refusal's ORM write overwrote the end reason."""
+    if is_sqlite(database_url):
+        pytest.skip("interleaving two transactions: PostgreSQL (SQLite queues writers)")
+    office = await build_office(sessionmaker)
+    await office.enroll(consent=False)
+    sponsorship = await _only_sponsorship(office)
+    async with office.sessionmaker() as session, session.begin():
+        target = (
+            await session.execute(
+                select(Sponsorship)
+                .options(selectinload(Sponsorship.worker))
+                .where(Sponsorship.id == sponsorship.id)
+            )
+        ).scalar_one()
+        asn_account = (
+            await session.execute(select(Asn.channel_account_id).where(Asn.id == target.asn_id))
+        ).scalar_one()
+        async with db_engine.begin() as elsewhere:
+            ended = await end_sponsorship(
+                elsewhere,
+                sponsorship_id=sponsorship.id,
+                asn_id=target.asn_id,
+                account_id=asn_account,
+                reason_code="cannot_pay",
+                reason_text=None,
+                now=NOW,
+            )
+            assert ended is not None
+        answer = await record_consent(
+            session,
+            target,
+            granted=False,
+            method=ConsentMethod.WHATSAPP,
+            channel=Channel.WHATSAPP,
+            channel_account_id=asn_account,
+            actor=Actor.account("worker", asn_account),
+            now=NOW.replace(hour=5),
+        )
+        assert answer.outcome is ConsentOutcome.REFUSED
+        assert target.status is SponsorshipStatus.ENDED
+    stopped = await _only_sponsorship(office)
+    assert stopped.worker_consent is WorkerConsent.REFUSED
+    assert stopped.end_reason == "asn_stopped:cannot_pay"
+    assert stopped.status_changed_at == NOW
