@@ -214,9 +214,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
             )
         if sponsorship.status is SponsorshipStatus.RETURNED:
             lines[-1] += "\n" + t("workers.returned", reason=sponsorship.return_reason or "-")
-            ways.append(
-                actions.Fix(sponsorship.id).option(t("workers.fix", name=worker.full_name))
-            )
+            ways.append(actions.Fix(sponsorship.id).option(t("workers.fix", name=worker.full_name)))
     has_fixes = bool(ways)
     ways += consent_actions
     if any(s.status in payments.DUES_BEARING for s in sponsorships):
