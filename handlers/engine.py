@@ -535,8 +535,8 @@ class Engine:
             self._park(ctx, flow)
 
     async def _landing(self, ctx: Context, flow: Flow) -> Reply:
-        """Where `flow` returns when it ends, empties or fails: its own screen or the menu."""
-        return await flow.leave(ctx) or await menus.main_menu(ctx)
+        """Where `flow` returns when it ends, empties or fails (`Flow.leave`)."""
+        return await flow.leave(ctx)
 
     def _draft_title(self, ctx: Context) -> str:
         draft = ctx.state.draft or {}

@@ -249,6 +249,12 @@ class LinkConsentFlow(Flow):
     title_key = "flow.title.link_consent"
     steps = (LinkAnswerStep(),)
 
+    async def leave(self, ctx: Context) -> Reply:
+        # Imported here: handlers.menus imports this module (the dues and consent it shows).
+        from handlers import menus
+
+        return await menus.main_menu(ctx)
+
 
 # -- the printed form --------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from domain.phone import display_phone
 from domain.tariff import FundingSource
 from domain.vocabulary import BatchStatus, ConsentMethod, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
-from handlers import actions
+from handlers import actions, menus
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
 from handlers.flows.common import work_label
@@ -171,9 +171,10 @@ def _stop_option(ctx: Context) -> Option:
 class PicFlow(Flow):
     """A PIC flow: it ends, empties or fails on the PIC menu."""
 
-    async def leave(self, ctx: Context) -> Reply | None:
+    async def leave(self, ctx: Context) -> Reply:
         role = await ctx.pic()
-        return None if role is None else await home(ctx, role)
+        # An appointment that ended meanwhile: the main menu, as for anybody.
+        return await menus.main_menu(ctx) if role is None else await home(ctx, role)
 
 
 # -- export ------------------------------------------------------------------------------

@@ -212,6 +212,10 @@ class AskFlow(Flow):
     title_key = "flow.title.ask"
     steps = (QuestionStep(), ConfirmQuestionStep())
 
+    async def leave(self, ctx: Context) -> Reply:
+        # The asker's own menu: a worker's on WhatsApp, everyone else's main menu.
+        return (await _way_on(ctx))[-1]
+
     async def can_start(self, ctx: Context) -> str | None:
         if await asker_of(ctx) is None:
             return ctx.t("ticket.who_can_ask")
@@ -471,6 +475,10 @@ class AnswerFlow(Flow):
     name = "ticket_answer"
     title_key = "flow.title.ticket_answer"
     steps = (AnswerTextStep(), AnswerConfirmStep())
+
+    async def leave(self, ctx: Context) -> Reply:
+        # The open questions the PIC or administrator answers (or their menu).
+        return (await _fallback_list(ctx))[-1]
 
 
 async def answer_data(ctx: Context, ticket_id: int) -> dict[str, object] | list[Reply]:

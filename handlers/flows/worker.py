@@ -289,6 +289,16 @@ class EraseFlow(Flow):
     title_key = "flow.title.erase"
     steps = (WhichWorkerStep(), ConfirmEraseStep())
 
+    async def leave(self, ctx: Context) -> Reply:
+        # A worker's own menu; an ASN or PIC writing "hapus" from WhatsApp gets theirs.
+        own = await greeting(ctx)
+        if own is not None:
+            return own[-1]
+        # Imported here: handlers.menus imports this module through the consent views.
+        from handlers import menus
+
+        return await menus.main_menu(ctx)
+
     async def can_start(self, ctx: Context) -> str | None:
         if phone_of(ctx) is None:
             return ctx.t("worker.whatsapp_only")
