@@ -23,8 +23,8 @@ from datetime import datetime
 from pathlib import Path
 
 from domain.vocabulary import Channel, Language
+from handlers import actions
 from handlers.commands import typed_event
-from handlers.context import GLOBAL_PREFIX
 from handlers.i18n import Catalogs, Translator
 from handlers.parsing import ascii_int
 from handlers.types import (
@@ -107,7 +107,7 @@ class ConsoleChannel:
         number = ascii_int(text, max_digits=3)
         if number is not None and 1 <= number <= len(options):
             choice = options[number - 1].id
-            if choice.startswith(GLOBAL_PREFIX):
+            if actions.lookup(choice) is not None:
                 return dataclasses.replace(
                     event, kind=EventKind.CHOICE, text=None, choice_id=choice
                 )

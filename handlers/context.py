@@ -32,11 +32,6 @@ from storage.repositories import (
 )
 from storage.roles import PicRole, pic_for_account, remember_display_name
 
-#: Options whose id starts with this work at any time (menus); others are tagged
-#: with the question's version and go stale when the question changes.
-GLOBAL_PREFIX = "g:"
-
-
 #: A spreadsheet read before the event's transaction: (data rows, empty rows), or the refusal.
 FileReading = tuple[list[KpjRow], int] | KpjFileError
 
@@ -205,10 +200,7 @@ class Context:
         self._pic_loaded = False
 
     def option(self, key: str, label: str) -> Option:
-        """An answer option of the current question, tagged so stale buttons are recognised."""
-        return Option(id=f"{self.state.version}:{key}", label=label)
+        """An answer option of the current question, tagged so stale buttons are recognised.
 
-    @staticmethod
-    def global_option(key: str, label: str) -> Option:
-        """A menu option that is valid at any time."""
-        return Option(id=GLOBAL_PREFIX + key, label=label)
+        Options valid at any time (menus) are actions: `handlers.actions`."""
+        return Option(id=f"{self.state.version}:{key}", label=label)

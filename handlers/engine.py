@@ -15,15 +15,15 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.vocabulary import Channel, Language
-from handlers import menus
+from handlers import actions, menus
 from handlers.context import (
-    GLOBAL_PREFIX,
     Account,
     Context,
     EngineConfig,
@@ -41,7 +41,7 @@ from handlers.flows.plan_change import PlanChangeFlow
 from handlers.flows.registration import RegistrationFlow
 from handlers.flows.stop import StopSponsoringFlow
 from handlers.flows.ticket import AnswerFlow, AskFlow
-from handlers.flows.worker import CONSENT_PREFIX, EraseFlow
+from handlers.flows.worker import EraseFlow
 from handlers.i18n import Catalogs
 from handlers.notices import Notices
 from handlers.parsing import match_option, normalise, record_id, storable_event
@@ -52,63 +52,63 @@ from storage.consent_links import is_consent_payload
 from storage.conversation_store import ConversationStore, conversation_store
 from storage.crypto import NikCipher
 from storage.isolated_read import read_kpj_file_isolated
-from storage.roles import InviteProblem, redeem_invite
+from storage.roles import InviteProblem, PicRole, redeem_invite
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-#: Slash commands (Telegram) and their actions.
-COMMANDS = {
-    "start": "start",
-    "menu": "menu",
-    "daftar": "enroll",
-    "pekerja": "workers",
-    "info": "info",
-    "bantuan": "help",
-    "help": "help",
-    "batal": "cancel",
-    "cancel": "cancel",
-    "kembali": "back",
-    "back": "back",
-    "bahasa": "language",
-    "language": "language",
-    "pic": "pic",
-    "bayar": "pay",
-    "tanya": "ask",
-    "admin": "admin",
-    "berhenti": "stop",
+#: Slash commands (Telegram; typed "/bayar" on every channel) and the actions they ask for.
+COMMANDS: dict[str, actions.Action] = {
+    "start": actions.Start(),
+    "menu": actions.Menu(),
+    "daftar": actions.Enroll(),
+    "pekerja": actions.Workers(),
+    "info": actions.Info(),
+    "bantuan": actions.Help(),
+    "help": actions.Help(),
+    "batal": actions.Cancel(),
+    "cancel": actions.Cancel(),
+    "kembali": actions.Back(),
+    "back": actions.Back(),
+    "bahasa": actions.ChooseLanguage(),
+    "language": actions.ChooseLanguage(),
+    "pic": actions.PicHome(),
+    "bayar": actions.Pay(),
+    "tanya": actions.Ask(),
+    "admin": actions.AdminHome(),
+    "berhenti": actions.StopSponsoring(),
 }
 #: Words that act at any step (PRODUCT 4: batal, menu, bantuan; plus kembali).
-FLOW_WORDS = {
-    "batal": "cancel",
-    "cancel": "cancel",
-    "menu": "menu",
-    "bantuan": "help",
-    "help": "help",
-    "kembali": "back",
-    "back": "back",
+FLOW_WORDS: dict[str, actions.Action] = {
+    "batal": actions.Cancel(),
+    "cancel": actions.Cancel(),
+    "menu": actions.Menu(),
+    "bantuan": actions.Help(),
+    "help": actions.Help(),
+    "kembali": actions.Back(),
+    "back": actions.Back(),
 }
 #: Extra words understood when no flow is running (WhatsApp users type words, not commands).
-IDLE_WORDS = {
+IDLE_WORDS: dict[str, actions.Action] = {
     **FLOW_WORDS,
-    "daftar": "enroll",
-    "pekerja": "workers",
-    "info": "info",
-    "bahasa": "language",
-    "language": "language",
-    "mulai": "start",
-    "start": "start",
-    "pic": "pic",
-    "bayar": "pay",
-    "tanya": "ask",
-    "admin": "admin",
-    "berhenti": "stop",
+    "daftar": actions.Enroll(),
+    "pekerja": actions.Workers(),
+    "info": actions.Info(),
+    "bahasa": actions.ChooseLanguage(),
+    "language": actions.ChooseLanguage(),
+    "mulai": actions.Start(),
+    "start": actions.Start(),
+    "pic": actions.PicHome(),
+    "bayar": actions.Pay(),
+    "tanya": actions.Ask(),
+    "admin": actions.AdminHome(),
+    "berhenti": actions.StopSponsoring(),
     # The worker's words on WhatsApp (PRODUCT 4.6); for anyone else they lead to the menu.
-    "ya": "consent:yes",
-    "tidak": "consent:no",
-    "status": "wstatus",
-    "hapus": "erase",
+    "ya": actions.Consent("yes"),
+    "tidak": actions.Consent("no"),
+    "status": actions.WorkerStatus(),
+    "hapus": actions.Erase(),
 }
 #: Key in an idle conversation's data: what the flow that just ended sent (`Done.sent_key`)
 #: and the versions of its questions.
@@ -117,6 +117,38 @@ _SENT = "_sent"
 _SINCE = "_since"
 #: A typed PIC invite code ("PIC-7K3QX9AB"; the prefix is optional with the dash).
 _INVITE_CODE = re.compile(r"^\s*pic[-\s]?([a-z0-9]{8})\s*$", re.IGNORECASE | re.ASCII)
+
+
+A = TypeVar("A", bound=actions.Action)
+#: What an action does: the engine, the event's context, the action (its guard passed).
+Handler: TypeAlias = Callable[["Engine", Context, A], Awaitable[list[Reply]]]
+#: What a malformed or forged payload of an action says (its guard passed).
+ForgedHandler: TypeAlias = Callable[["Engine", Context], Awaitable[list[Reply]]]
+#: The action table: one handler per action class (`_on`), filled as the class is defined.
+_ROUTES: dict[type[actions.Action], Handler[Any]] = {}
+_FORGED: dict[type[actions.Action], ForgedHandler] = {}
+
+
+def _on(kind: type[A]) -> Callable[[Handler[A]], Handler[A]]:
+    """Register the engine method below as the handler of action class `kind`."""
+
+    def register(handler: Handler[A]) -> Handler[A]:
+        if kind in _ROUTES:
+            raise TypeError(f"two handlers for {kind.__name__}")
+        _ROUTES[kind] = handler
+        return handler
+
+    return register
+
+
+def _forged(kind: type[actions.Action]) -> Callable[[ForgedHandler], ForgedHandler]:
+    """Register what a malformed payload of `kind` says (default: "no longer valid")."""
+
+    def register(handler: ForgedHandler) -> ForgedHandler:
+        _FORGED[kind] = handler
+        return handler
+
+    return register
 
 
 class _KeyedLocks:
@@ -326,19 +358,19 @@ class Engine:
                     return await self._open_consent_link(ctx, event.command_args)
                 # A Telegram deep link t.me/<bot>?start=<invite code>.
                 return await self._redeem(ctx, event.command_args)
-            action = COMMANDS.get((event.command or "").lower())
-            if action is None:
+            command = COMMANDS.get((event.command or "").lower())
+            if command is None:
                 notice = ctx.t("input.unknown_command", command=f"/{event.command}")
                 return [Reply(notice), *await self._reask_or_menu(ctx)]
-            return await self._global(ctx, action)
+            return await self._act(ctx, command)
 
-        if event.kind is EventKind.CHOICE and (event.choice_id or "").startswith(GLOBAL_PREFIX):
-            return await self._global(ctx, (event.choice_id or "")[len(GLOBAL_PREFIX) :])
-        if event.kind is EventKind.CHOICE and (event.choice_id or "").startswith(CONSENT_PREFIX):
-            # The consent template's buttons ("consent:yes:<id>"), valid whenever they arrive.
-            return await self._global(
-                ctx, "consent:" + (event.choice_id or "")[len(CONSENT_PREFIX) :]
-            )
+        payload = event.choice_id or ""
+        if event.kind is EventKind.CHOICE and (
+            payload.startswith(actions.GLOBAL_PREFIX) or actions.lookup(payload) is not None
+        ):
+            # A menu button, or the consent template's quick reply ("consent:yes:<id>"):
+            # valid whenever it arrives.
+            return await self._act_on_payload(ctx, payload)
 
         if (
             event.kind is EventKind.DOCUMENT
@@ -363,9 +395,9 @@ class Engine:
                 )
                 return [Reply(notice), *await self._reask_or_menu(ctx)]
             words = FLOW_WORDS if state.flow else IDLE_WORDS
-            action = words.get(normalise(text))
-            if action is not None:
-                return await self._global(ctx, action)
+            word = words.get(normalise(text))
+            if word is not None:
+                return await self._act(ctx, word)
 
         flow = self._flows.get(state.flow) if state.flow else None
         if flow is None or state.step is None or not flow.has_step(state.step):
@@ -503,8 +535,8 @@ class Engine:
             self._park(ctx, flow)
 
     async def _landing(self, ctx: Context, flow: Flow) -> Reply:
-        """Where `flow` returns when it ends, empties or fails: its own screen or the menu."""
-        return await flow.leave(ctx) or await menus.main_menu(ctx)
+        """Where `flow` returns when it ends, empties or fails (`Flow.leave`)."""
+        return await flow.leave(ctx)
 
     def _draft_title(self, ctx: Context) -> str:
         draft = ctx.state.draft or {}
@@ -594,167 +626,376 @@ class Engine:
         """The main menu, or for a WhatsApp worker / unknown number what they can do."""
         return await worker.greeting(ctx) or [await menus.main_menu(ctx)]
 
-    # -- global actions ----------------------------------------------------------------
+    # -- actions -----------------------------------------------------------------------
+    # One handler per action class (`handlers.actions`), registered with `_on`; the
+    # guard the class declares is checked once, in `_act`, before its handler runs.
 
-    async def _global(self, ctx: Context, action: str) -> list[Reply]:
-        state = ctx.state
-        flow = self._flows.get(state.flow) if state.flow else None
-        head, _, arg = action.partition(":")
-        if head == "start":
-            if flow is not None:
-                self._park(ctx, flow)
-            return [Reply(ctx.t("menu.welcome")), await menus.main_menu(ctx)]
-        if head == "menu":
-            if flow is not None:
-                self._park(ctx, flow)
-            return [await menus.main_menu(ctx)]
-        if head == "cancel":
-            if flow is None:
-                return [Reply(ctx.t("flow.nothing_to_cancel")), await menus.main_menu(ctx)]
-            had_answers = any(not key.startswith("_") for key in state.data)
-            self._park(ctx, flow)
-            title = ctx.t(flow.title_key)
-            if not had_answers:
-                return [Reply(ctx.t("flow.cancelled", title=title)), await menus.main_menu(ctx)]
-            # Nothing was sent and nothing is lost: say so, and offer both ways on.
-            return [menus.draft_kept(ctx, title)]
-        if head == "discard":
-            if flow is not None:
-                self._park(ctx, flow)
-            if not state.draft:
-                return [Reply(ctx.t("draft.none")), await menus.main_menu(ctx)]
-            title = self._draft_title(ctx)
-            state.draft = None
-            return [Reply(ctx.t("draft.discarded", title=title)), await menus.main_menu(ctx)]
-        if head == "help":
-            if flow is not None and state.step:
-                step = flow.step(state.step)
-                return [Reply(ctx.t(step.help_key)), *await step.ask(ctx)]
-            return [Reply(ctx.t("help.general")), await menus.main_menu(ctx)]
-        if head == "back":
-            if flow is None:
-                return [await menus.main_menu(ctx)]
-            if not state.history:
-                return [Reply(ctx.t("flow.at_first_step")), *await self._reask_or_menu(ctx)]
-            self._enter(ctx, state.history.pop())
-            state.data.pop("_editing", None)
-            assert state.step is not None
-            return await flow.step(state.step).ask(ctx)
-        if head == "register":
-            if await ctx.asn() is not None:
-                return [Reply(ctx.t("registration.already_registered")), await menus.main_menu(ctx)]
-            return await self._start_flow(ctx, RegistrationFlow.name)
-        if head == "enroll":
-            if await ctx.asn() is None:
-                notice = Reply(ctx.t("enroll.register_first"))
-                return [notice, *await self._start_flow(ctx, RegistrationFlow.name)]
-            return await self._start_flow(ctx, EnrollmentFlow.name)
-        if head == "resume":
-            return await self._resume(ctx)
-        if head == "fresh" and arg in self._flows:
-            state.draft = None
-            return await self._start_flow(ctx, arg)
-        if head == "fix":
-            return await self._start_correction(ctx, arg)
-        if head == "plan":
-            if await ctx.asn() is None:
-                return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]
-            return await self._start_flow(ctx, PlanChangeFlow.name)
-        if head == "pay":
-            if await ctx.asn() is None:
-                return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]
-            replies = await self._start_flow(ctx, PaymentFlow.name)
-            if state.flow == PaymentFlow.name and not state.history:
-                # Recording follows paying: say first where BPJS dues are paid.
-                replies.insert(0, Reply(where_to_pay(ctx.t, ctx.config.payment_channels)))
-            return replies
-        if head == "stop":
-            if await ctx.asn() is None:
-                return [Reply(ctx.t("workers.not_registered")), await menus.main_menu(ctx)]
-            return await self._start_flow(ctx, StopSponsoringFlow.name)
-        if head.startswith("pic"):
-            return await self._pic_action(ctx, head, arg)
-        if head == "ask":
-            return await self._start_flow(ctx, AskFlow.name)
-        if head == "tkr":
-            return await self._start_answer(ctx, arg)
-        if head in ticket.STAFF_ACTIONS:
-            self._park_running(ctx)
-            return await ticket.staff_action(ctx, head, arg)
-        if head == "erase":
-            return await self._start_flow(ctx, EraseFlow.name)
-        if head == "clink":
-            self._park_running(ctx)
-            return await consent.asn_link(ctx, arg)
-        if head == "cform":
-            self._park_running(ctx)
-            return await consent.asn_form(ctx, arg)
-        if head in ("consent", "wstatus"):
-            if flow is not None:
-                self._park(ctx, flow)
-            if head == "wstatus":
-                return await worker.status(ctx)
-            answer, _, sponsorship = arg.partition(":")
-            if worker.phone_of(ctx) is None or (
-                not sponsorship and not await worker.is_worker(ctx)
-            ):
-                # "ya" / "tidak" typed by someone who is not a worker: just the menu.
-                return [Reply(ctx.t("menu.greeting")), *await self._menu(ctx)]
-            # A payload's id that cannot be a record ("consent:yes:²") finds nothing.
-            sponsorship_id = (record_id(sponsorship) or -1) if sponsorship else None
-            return await worker.answer_consent(ctx, answer == "yes", sponsorship_id)
-        if flow is not None:
-            self._park(ctx, flow)
-        if head == "workers":
-            return await menus.my_workers(ctx)
-        if head == "info":
-            return [menus.info(ctx, arg or None)]
-        if head == "language":
-            if arg in {lang.value for lang in Language}:
-                ctx.account.language = Language(arg)
-                ctx.t = self._catalogs.translator(ctx.account.language)
-                return [Reply(ctx.t("language.changed")), await menus.main_menu(ctx)]
-            return [menus.language_menu(ctx)]
-        if head == "helpmenu":
-            return [Reply(ctx.t("help.general")), await menus.main_menu(ctx)]
+    async def _act_on_payload(self, ctx: Context, payload: str) -> list[Reply]:
+        """A pressed menu button or template quick reply: its action, guarded."""
+        kind = actions.lookup(payload)
+        if kind is None:
+            return await self._stale(ctx)
+        refusal = await self._refusal(ctx, kind.guard)
+        if refusal is not None:
+            return refusal
+        action = kind.unpack(payload)
+        if action is None:
+            # Forged, or cut by a client: said as for a record that does not exist.
+            forged = _FORGED.get(kind)
+            return await forged(self, ctx) if forged is not None else await self._stale(ctx)
+        return await _ROUTES[kind](self, ctx, action)
+
+    async def _act(self, ctx: Context, action: actions.Action) -> list[Reply]:
+        """A typed command or word: its action, guarded."""
+        refusal = await self._refusal(ctx, action.guard)
+        if refusal is not None:
+            return refusal
+        return await _ROUTES[type(action)](self, ctx, action)
+
+    async def _refusal(self, ctx: Context, guard: actions.Guard) -> list[Reply] | None:
+        """Why this person may not use an action with `guard` (and their menu), or None."""
+        G = actions.Guard
+        if guard is G.ANYONE:
+            return None
+        if guard is G.ASN and await ctx.asn() is None:
+            return [Reply(ctx.t("workers.not_registered")), *await self._menu(ctx)]
+        if guard is G.PIC and await ctx.pic() is None:
+            return [pic.not_a_pic(ctx), *await self._menu(ctx)]
+        if guard is G.ADMIN and await ticket.admin_scope(ctx) is None:
+            return [Reply(ctx.t("admin.only")), *await self._menu(ctx)]
+        if guard is G.STAFF and await ctx.pic() is None and await ticket.admin_scope(ctx) is None:
+            return [pic.not_a_pic(ctx), *await self._menu(ctx)]
+        if guard is G.WORKER and worker.phone_of(ctx) is None:
+            return [Reply(ctx.t("worker.whatsapp_only")), *await self._menu(ctx)]
+        return None
+
+    async def _stale(self, ctx: Context) -> list[Reply]:
+        """A button that asks for nothing this version knows: the menu."""
+        self._park_running(ctx)
         return [Reply(ctx.t("input.stale_button")), await menus.main_menu(ctx)]
 
-    # -- PIC work and corrections ------------------------------------------------------
-
-    async def _pic_action(self, ctx: Context, head: str, arg: str) -> list[Reply]:
+    async def _role(self, ctx: Context) -> PicRole:
+        """The PIC's appointment; only called behind `Guard.PIC`."""
         role = await ctx.pic()
-        if role is None:
-            return [pic.not_a_pic(ctx), await menus.main_menu(ctx)]
-        if head == "pic_queue":
-            return await self._start_flow(ctx, VerifyFlow.name)
-        if head == "pic_cards":
-            return await self._start_flow(ctx, HandoverFlow.name)
-        if head == "pic_payments":
-            return await self._start_flow(ctx, PaymentsFlow.name)
+        assert role is not None, "a PIC action ran without its guard"
+        return role
+
+    # -- moving around -------------------------------------------------------------------
+
+    @_on(actions.Start)
+    async def _on_start(self, ctx: Context, action: actions.Start) -> list[Reply]:
         self._park_running(ctx)
-        if head == "pic_export":
-            return await pic.export(ctx, role)
-        if head == "pic_submit":
-            return await pic.submit(ctx, role, arg)
-        if head == "pic_batches":
-            return await pic.batches(ctx, role)
-        if head == "pic_batch":
-            return await pic.resend_batch(ctx, role, arg)
-        if head == "pic_import":
-            return pic.import_help(ctx)
-        if head == "pic_apply":
-            return await pic.apply_import(ctx, role, arg)
-        if head == "pic_discard":
-            return await pic.discard_import(ctx, role, arg)
-        if head == "pic_payroll":
-            return await pic.payroll_month(ctx, role, arg)
-        if head == "pic_payroll_ok":
-            return await pic.payroll_confirm(ctx, role, arg)
-        if head == "pic_payroll_undo":
-            return await pic.payroll_undo(ctx, role, arg)
-        if head == "pic_overdue":
-            return await pic.overdue(ctx, role)
-        return [await pic.home(ctx, role)]
+        return [Reply(ctx.t("menu.welcome")), await menus.main_menu(ctx)]
+
+    @_on(actions.Menu)
+    async def _on_menu(self, ctx: Context, action: actions.Menu) -> list[Reply]:
+        self._park_running(ctx)
+        return [await menus.main_menu(ctx)]
+
+    @_on(actions.Cancel)
+    async def _on_cancel(self, ctx: Context, action: actions.Cancel) -> list[Reply]:
+        state = ctx.state
+        flow = self._flows.get(state.flow) if state.flow else None
+        if flow is None:
+            return [Reply(ctx.t("flow.nothing_to_cancel")), await menus.main_menu(ctx)]
+        had_answers = any(not key.startswith("_") for key in state.data)
+        self._park(ctx, flow)
+        title = ctx.t(flow.title_key)
+        if not had_answers:
+            return [Reply(ctx.t("flow.cancelled", title=title)), await menus.main_menu(ctx)]
+        # Nothing was sent and nothing is lost: say so, and offer both ways on.
+        return [menus.draft_kept(ctx, title)]
+
+    @_on(actions.Discard)
+    async def _on_discard(self, ctx: Context, action: actions.Discard) -> list[Reply]:
+        self._park_running(ctx)
+        if not ctx.state.draft:
+            return [Reply(ctx.t("draft.none")), await menus.main_menu(ctx)]
+        title = self._draft_title(ctx)
+        ctx.state.draft = None
+        return [Reply(ctx.t("draft.discarded", title=title)), await menus.main_menu(ctx)]
+
+    @_on(actions.Help)
+    async def _on_help(self, ctx: Context, action: actions.Help) -> list[Reply]:
+        state = ctx.state
+        flow = self._flows.get(state.flow) if state.flow else None
+        if flow is not None and state.step:
+            step = flow.step(state.step)
+            return [Reply(ctx.t(step.help_key)), *await step.ask(ctx)]
+        return [Reply(ctx.t("help.general")), await menus.main_menu(ctx)]
+
+    @_on(actions.HelpMenu)
+    async def _on_help_menu(self, ctx: Context, action: actions.HelpMenu) -> list[Reply]:
+        self._park_running(ctx)
+        return [Reply(ctx.t("help.general")), await menus.main_menu(ctx)]
+
+    @_on(actions.Back)
+    async def _on_back(self, ctx: Context, action: actions.Back) -> list[Reply]:
+        state = ctx.state
+        flow = self._flows.get(state.flow) if state.flow else None
+        if flow is None:
+            return [await menus.main_menu(ctx)]
+        if not state.history:
+            return [Reply(ctx.t("flow.at_first_step")), *await self._reask_or_menu(ctx)]
+        self._enter(ctx, state.history.pop())
+        state.data.pop("_editing", None)
+        assert state.step is not None
+        return await flow.step(state.step).ask(ctx)
+
+    @_on(actions.Resume)
+    async def _on_resume(self, ctx: Context, action: actions.Resume) -> list[Reply]:
+        return await self._resume(ctx)
+
+    @_on(actions.Fresh)
+    async def _on_fresh(self, ctx: Context, action: actions.Fresh) -> list[Reply]:
+        if action.flow not in self._flows:
+            return await self._stale(ctx)
+        ctx.state.draft = None
+        return await self._start_flow(ctx, action.flow)
+
+    @_on(actions.Info)
+    async def _on_info(self, ctx: Context, action: actions.Info) -> list[Reply]:
+        self._park_running(ctx)
+        return [menus.info(ctx, action.topic)]
+
+    @_on(actions.ChooseLanguage)
+    async def _on_language(self, ctx: Context, action: actions.ChooseLanguage) -> list[Reply]:
+        self._park_running(ctx)
+        if action.language is None:
+            return [menus.language_menu(ctx)]
+        ctx.account.language = action.language
+        ctx.t = self._catalogs.translator(ctx.account.language)
+        return [Reply(ctx.t("language.changed")), await menus.main_menu(ctx)]
+
+    # -- the ASN -------------------------------------------------------------------------
+
+    @_on(actions.Register)
+    async def _on_register(self, ctx: Context, action: actions.Register) -> list[Reply]:
+        if await ctx.asn() is not None:
+            return [Reply(ctx.t("registration.already_registered")), await menus.main_menu(ctx)]
+        return await self._start_flow(ctx, RegistrationFlow.name)
+
+    @_on(actions.Enroll)
+    async def _on_enroll(self, ctx: Context, action: actions.Enroll) -> list[Reply]:
+        if await ctx.asn() is None:
+            notice = Reply(ctx.t("enroll.register_first"))
+            return [notice, *await self._start_flow(ctx, RegistrationFlow.name)]
+        return await self._start_flow(ctx, EnrollmentFlow.name)
+
+    @_on(actions.Workers)
+    async def _on_workers(self, ctx: Context, action: actions.Workers) -> list[Reply]:
+        self._park_running(ctx)
+        return await menus.my_workers(ctx)
+
+    @_on(actions.ChangePlan)
+    async def _on_plan(self, ctx: Context, action: actions.ChangePlan) -> list[Reply]:
+        return await self._start_flow(ctx, PlanChangeFlow.name)
+
+    @_on(actions.Pay)
+    async def _on_pay(self, ctx: Context, action: actions.Pay) -> list[Reply]:
+        replies = await self._start_flow(ctx, PaymentFlow.name)
+        if ctx.state.flow == PaymentFlow.name and not ctx.state.history:
+            # Recording follows paying: say first where BPJS dues are paid.
+            replies.insert(0, Reply(where_to_pay(ctx.t, ctx.config.payment_channels)))
+        return replies
+
+    @_on(actions.StopSponsoring)
+    async def _on_stop(self, ctx: Context, action: actions.StopSponsoring) -> list[Reply]:
+        return await self._start_flow(ctx, StopSponsoringFlow.name)
+
+    @_on(actions.Fix)
+    async def _on_fix(self, ctx: Context, action: actions.Fix) -> list[Reply]:
+        return await self._start_correction(ctx, action.sponsorship)
+
+    @_forged(actions.Fix)
+    async def _forged_fix(self, ctx: Context) -> list[Reply]:
+        self._park_running(ctx)
+        return [Reply(ctx.t("fix.not_found")), *await menus.my_workers(ctx)]
+
+    @_on(actions.ConsentLink)
+    async def _on_consent_link(self, ctx: Context, action: actions.ConsentLink) -> list[Reply]:
+        self._park_running(ctx)
+        return await consent.asn_link(ctx, action.sponsorship)
+
+    @_on(actions.ConsentForm)
+    async def _on_consent_form(self, ctx: Context, action: actions.ConsentForm) -> list[Reply]:
+        self._park_running(ctx)
+        return await consent.asn_form(ctx, action.sponsorship)
+
+    @_forged(actions.ConsentLink)
+    @_forged(actions.ConsentForm)
+    async def _forged_consent_way(self, ctx: Context) -> list[Reply]:
+        self._park_running(ctx)
+        return consent.not_yours(ctx)
+
+    @_on(actions.Ask)
+    async def _on_ask(self, ctx: Context, action: actions.Ask) -> list[Reply]:
+        return await self._start_flow(ctx, AskFlow.name)
+
+    # -- the worker ----------------------------------------------------------------------
+
+    @_on(actions.Consent)
+    async def _on_consent(self, ctx: Context, action: actions.Consent) -> list[Reply]:
+        self._park_running(ctx)
+        if worker.phone_of(ctx) is None or (
+            action.sponsorship is None and not await worker.is_worker(ctx)
+        ):
+            # "ya" / "tidak" typed by someone who is not a worker: just the menu.
+            return [Reply(ctx.t("menu.greeting")), *await self._menu(ctx)]
+        return await worker.answer_consent(ctx, action.answer == "yes", action.sponsorship)
+
+    @_forged(actions.Consent)
+    async def _forged_consent(self, ctx: Context) -> list[Reply]:
+        self._park_running(ctx)
+        if worker.phone_of(ctx) is None:
+            return [Reply(ctx.t("menu.greeting")), *await self._menu(ctx)]
+        return await worker.no_consent_request(ctx)
+
+    @_on(actions.WorkerStatus)
+    async def _on_worker_status(self, ctx: Context, action: actions.WorkerStatus) -> list[Reply]:
+        self._park_running(ctx)
+        return await worker.status(ctx)
+
+    @_on(actions.Erase)
+    async def _on_erase(self, ctx: Context, action: actions.Erase) -> list[Reply]:
+        return await self._start_flow(ctx, EraseFlow.name)
+
+    # -- the PIC -------------------------------------------------------------------------
+
+    @_on(actions.PicHome)
+    async def _on_pic_home(self, ctx: Context, action: actions.PicHome) -> list[Reply]:
+        self._park_running(ctx)
+        return [await pic.home(ctx, await self._role(ctx))]
+
+    @_on(actions.PicQueue)
+    async def _on_pic_queue(self, ctx: Context, action: actions.PicQueue) -> list[Reply]:
+        return await self._start_flow(ctx, VerifyFlow.name)
+
+    @_on(actions.PicCards)
+    async def _on_pic_cards(self, ctx: Context, action: actions.PicCards) -> list[Reply]:
+        return await self._start_flow(ctx, HandoverFlow.name)
+
+    @_on(actions.PicPayments)
+    async def _on_pic_payments(self, ctx: Context, action: actions.PicPayments) -> list[Reply]:
+        return await self._start_flow(ctx, PaymentsFlow.name)
+
+    @_on(actions.PicExport)
+    async def _on_pic_export(self, ctx: Context, action: actions.PicExport) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.export(ctx, await self._role(ctx))
+
+    @_on(actions.PicSubmit)
+    async def _on_pic_submit(self, ctx: Context, action: actions.PicSubmit) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.submit(ctx, await self._role(ctx), action.batch)
+
+    @_on(actions.PicBatches)
+    async def _on_pic_batches(self, ctx: Context, action: actions.PicBatches) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.batches(ctx, await self._role(ctx))
+
+    @_on(actions.PicBatch)
+    async def _on_pic_batch(self, ctx: Context, action: actions.PicBatch) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.resend_batch(ctx, await self._role(ctx), action.batch)
+
+    @_forged(actions.PicSubmit)
+    @_forged(actions.PicBatch)
+    async def _forged_batch(self, ctx: Context) -> list[Reply]:
+        self._park_running(ctx)
+        return pic.not_found(ctx, "pic.batch.not_found")
+
+    @_on(actions.PicImport)
+    async def _on_pic_import(self, ctx: Context, action: actions.PicImport) -> list[Reply]:
+        self._park_running(ctx)
+        return pic.import_help(ctx)
+
+    @_on(actions.PicApply)
+    async def _on_pic_apply(self, ctx: Context, action: actions.PicApply) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.apply_import(ctx, await self._role(ctx), action.upload)
+
+    @_on(actions.PicDiscard)
+    async def _on_pic_discard(self, ctx: Context, action: actions.PicDiscard) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.discard_import(ctx, await self._role(ctx), action.upload)
+
+    @_forged(actions.PicApply)
+    @_forged(actions.PicDiscard)
+    async def _forged_import(self, ctx: Context) -> list[Reply]:
+        self._park_running(ctx)
+        return pic.not_found(ctx, "pic.import.not_found")
+
+    @_on(actions.PicPayroll)
+    async def _on_pic_payroll(self, ctx: Context, action: actions.PicPayroll) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.payroll_month(ctx, await self._role(ctx), action.month)
+
+    @_on(actions.PicPayrollConfirm)
+    async def _on_pic_payroll_confirm(
+        self, ctx: Context, action: actions.PicPayrollConfirm
+    ) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.payroll_confirm(ctx, await self._role(ctx), action.month, action.count)
+
+    @_on(actions.PicPayrollUndo)
+    async def _on_pic_payroll_undo(
+        self, ctx: Context, action: actions.PicPayrollUndo
+    ) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.payroll_undo(ctx, await self._role(ctx), action.month)
+
+    @_forged(actions.PicPayroll)
+    @_forged(actions.PicPayrollConfirm)
+    @_forged(actions.PicPayrollUndo)
+    async def _forged_payroll(self, ctx: Context) -> list[Reply]:
+        self._park_running(ctx)
+        return pic.not_found(ctx, "pic.payroll.invalid")
+
+    @_on(actions.PicOverdue)
+    async def _on_pic_overdue(self, ctx: Context, action: actions.PicOverdue) -> list[Reply]:
+        self._park_running(ctx)
+        return await pic.overdue(ctx, await self._role(ctx))
+
+    # -- questions and the administrator -------------------------------------------------
+
+    @_on(actions.PicTickets)
+    async def _on_pic_tickets(self, ctx: Context, action: actions.PicTickets) -> list[Reply]:
+        self._park_running(ctx)
+        return await ticket.pic_list(ctx)
+
+    @_on(actions.AdminTickets)
+    async def _on_admin_tickets(self, ctx: Context, action: actions.AdminTickets) -> list[Reply]:
+        self._park_running(ctx)
+        return await ticket.admin_list(ctx)
+
+    @_on(actions.AdminHome)
+    async def _on_admin_home(self, ctx: Context, action: actions.AdminHome) -> list[Reply]:
+        self._park_running(ctx)
+        return await ticket.admin_home(ctx)
+
+    @_on(actions.TicketShow)
+    async def _on_ticket_show(self, ctx: Context, action: actions.TicketShow) -> list[Reply]:
+        self._park_running(ctx)
+        return await ticket.show(ctx, action.ticket)
+
+    @_on(actions.TicketClose)
+    async def _on_ticket_close(self, ctx: Context, action: actions.TicketClose) -> list[Reply]:
+        self._park_running(ctx)
+        return await ticket.close(ctx, action.ticket)
+
+    @_on(actions.TicketAnswer)
+    async def _on_ticket_answer(self, ctx: Context, action: actions.TicketAnswer) -> list[Reply]:
+        return await self._start_answer(ctx, action.ticket)
+
+    @_forged(actions.TicketShow)
+    @_forged(actions.TicketClose)
+    @_forged(actions.TicketAnswer)
+    async def _forged_ticket(self, ctx: Context) -> list[Reply]:
+        self._park_running(ctx)
+        return await ticket.not_found(ctx)
+
+    # -- invites, answers, consent links and corrections --------------------------------
 
     async def _redeem(self, ctx: Context, code: str) -> list[Reply]:
         """An invite code typed or arriving through a deep link: the person becomes PIC."""
@@ -768,10 +1009,10 @@ class Engine:
         welcome = Reply(ctx.t("pic.invite.welcome", opd=result.opd_name))
         return [welcome, await pic.home(ctx, result)]
 
-    async def _start_answer(self, ctx: Context, arg: str) -> list[Reply]:
-        """The PIC's (or administrator's) answer to the question in `arg`."""
+    async def _start_answer(self, ctx: Context, ticket_id: int) -> list[Reply]:
+        """The PIC's (or administrator's) answer to question `ticket_id`."""
         self._park_running(ctx)
-        data = await ticket.answer_data(ctx, record_id(arg) or -1)
+        data = await ticket.answer_data(ctx, ticket_id)
         if isinstance(data, list):
             return data
         return await self._enter_loaded(ctx, AnswerFlow.name, data)
@@ -784,9 +1025,9 @@ class Engine:
             return [found, await menus.main_menu(ctx)]
         return await self._enter_loaded(ctx, LinkConsentFlow.name, {"link": found})
 
-    async def _start_correction(self, ctx: Context, arg: str) -> list[Reply]:
+    async def _start_correction(self, ctx: Context, sponsorship_id: int) -> list[Reply]:
         self._park_running(ctx)
-        loaded = await correction.load(ctx, record_id(arg) or -1)
+        loaded = await correction.load(ctx, sponsorship_id)
         if isinstance(loaded, str):
             return [Reply(loaded), *await menus.my_workers(ctx)]
         return await self._enter_loaded(ctx, CorrectionFlow.name, loaded)
@@ -803,3 +1044,8 @@ class Engine:
         # Its buttons, pressed again after it sent something, say so (`_stale_notice`).
         state.data[_SINCE] = state.version
         return await flow.step(state.step or "").ask(ctx)
+
+
+_UNROUTED = set(actions.every_action()) - set(_ROUTES)
+if _UNROUTED:
+    raise TypeError(f"actions without a handler: {sorted(k.__name__ for k in _UNROUTED)}")

@@ -106,6 +106,12 @@ class Flow:
     title_key: ClassVar[str]
     steps: tuple[Step, ...]
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # A flow (a class with a name) that does not say where it leaves cannot be written.
+        if "name" in cls.__dict__ and cls.leave is Flow.leave:
+            raise TypeError(f"flow {cls.__name__} does not declare where it leaves (Flow.leave)")
+
     def __init__(self) -> None:
         self._by_name = {step.name: step for step in self.steps}
 
@@ -134,8 +140,10 @@ class Flow:
     async def initial_data(self, ctx: Context) -> dict[str, object]:
         return {}
 
-    async def leave(self, ctx: Context) -> Reply | None:
-        """The screen the person lands on when this flow ends, empties, fails or cannot
-        start (None: the main menu). The engine shows it after every end whose last
-        reply offers no options, so no end of a flow leaves the person without a way on."""
-        return None
+    async def leave(self, ctx: Context) -> Reply:
+        """The screen, with options, the person lands on when this flow ends, empties,
+        fails or cannot start. Every flow declares it (a flow class without it fails
+        where it is defined); the engine shows it after every end whose last reply
+        offers no options and after a refusal to start, so no end of a flow leaves the
+        person without a way on."""
+        raise NotImplementedError

@@ -6,6 +6,7 @@ from domain.dues import due_date
 from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Language, PaymentPlan, SponsorshipStatus, WorkerConsent
+from handlers import actions
 from handlers.context import Context
 from handlers.flows.common import work_label
 from handlers.flows.consent import consent_state
@@ -15,7 +16,7 @@ from handlers.where_to_pay import where_to_pay
 from storage import admins, payments
 from storage.sponsorship_end import stop_reason
 
-INFO_TOPICS = ("dues", "where", "benefits", "how")
+INFO_TOPICS: tuple[actions.InfoTopic, ...] = ("dues", "where", "benefits", "how")
 #: A worker who has not answered the consent request can be asked another way.
 _UNANSWERED = (WorkerConsent.NOT_REQUESTED, WorkerConsent.PENDING)
 
@@ -35,27 +36,27 @@ async def main_menu(ctx: Context) -> Reply:
     asn = await ctx.asn()
     options: list[Option] = []
     if asn is None:
-        options.append(ctx.global_option("register", t("menu.register")))
+        options.append(actions.Register().option(t("menu.register")))
     else:
-        options.append(ctx.global_option("enroll", t("menu.enroll")))
-        options.append(ctx.global_option("workers", t("menu.workers")))
-    options.append(ctx.global_option("info", t("menu.info")))
-    options.append(ctx.global_option("helpmenu", t("menu.help")))
-    options.append(ctx.global_option("language", t("menu.language")))
+        options.append(actions.Enroll().option(t("menu.enroll")))
+        options.append(actions.Workers().option(t("menu.workers")))
+    options.append(actions.Info().option(t("menu.info")))
+    options.append(actions.HelpMenu().option(t("menu.help")))
+    options.append(actions.ChooseLanguage().option(t("menu.language")))
     if asn is not None:
         # Asking a person is there for every ASN, so it sits with the fixed entries.
-        options.append(ctx.global_option("ask", t("menu.ask")))
+        options.append(actions.Ask().option(t("menu.ask")))
     if asn is not None and await has_dues_to_pay(ctx):
-        options.append(ctx.global_option("pay", t("menu.pay")))
+        options.append(actions.Pay().option(t("menu.pay")))
     role = await ctx.pic()
     if role is not None:
-        options.append(ctx.global_option("pic", t("menu.pic", opd=role.opd_name)))
+        options.append(actions.PicHome().option(t("menu.pic", opd=role.opd_name)))
     if await admins.admin_id_for_account(ctx.repo.connection, ctx.account.id) is not None:
-        options.append(ctx.global_option("admin", t("menu.admin")))
+        options.append(actions.AdminHome().option(t("menu.admin")))
     draft = ctx.state.draft
     if draft:
         title = t(f"flow.title.{draft.get('flow')}")
-        options.append(ctx.global_option("resume", t("menu.resume", title=title)))
+        options.append(actions.Resume().option(t("menu.resume", title=title)))
     return Reply(t("menu.title"), options=tuple(options))
 
 
@@ -64,8 +65,8 @@ def resume_offer(ctx: Context, title: str) -> Reply:
     return Reply(
         ctx.t("draft.idle_offer", title=title),
         options=(
-            ctx.global_option("resume", ctx.t("draft.continue")),
-            ctx.global_option("menu", ctx.t("draft.to_menu")),
+            actions.Resume().option(ctx.t("draft.continue")),
+            actions.Menu().option(ctx.t("draft.to_menu")),
         ),
     )
 
@@ -76,9 +77,9 @@ def draft_kept(ctx: Context, title: str) -> Reply:
     return Reply(
         ctx.t("flow.cancelled_kept", title=title),
         options=(
-            ctx.global_option("resume", ctx.t("draft.continue")),
-            ctx.global_option("discard", ctx.t("draft.discard")),
-            ctx.global_option("menu", ctx.t("draft.to_menu")),
+            actions.Resume().option(ctx.t("draft.continue")),
+            actions.Discard().option(ctx.t("draft.discard")),
+            actions.Menu().option(ctx.t("draft.to_menu")),
         ),
     )
 
@@ -88,8 +89,8 @@ def draft_choice(ctx: Context, title: str, flow: str) -> Reply:
     return Reply(
         ctx.t("draft.exists", title=title),
         options=(
-            ctx.global_option("resume", ctx.t("draft.continue")),
-            ctx.global_option(f"fresh:{flow}", ctx.t("draft.start_fresh")),
+            actions.Resume().option(ctx.t("draft.continue")),
+            actions.Fresh(flow).option(ctx.t("draft.start_fresh")),
         ),
     )
 
@@ -98,18 +99,18 @@ def language_menu(ctx: Context) -> Reply:
     return Reply(
         ctx.t("language.choose"),
         options=(
-            ctx.global_option(f"language:{Language.INDONESIAN.value}", "Bahasa Indonesia"),
-            ctx.global_option(f"language:{Language.ENGLISH.value}", "English"),
+            actions.ChooseLanguage(Language.INDONESIAN).option("Bahasa Indonesia"),
+            actions.ChooseLanguage(Language.ENGLISH).option("English"),
         ),
     )
 
 
-def info(ctx: Context, topic: str | None) -> Reply:
+def info(ctx: Context, topic: actions.InfoTopic | None) -> Reply:
     """The info menu, or one of its pages (texts live in the catalogue)."""
     t = ctx.t
     topic_options = (
-        *(ctx.global_option(f"info:{name}", t(f"info.menu.{name}")) for name in INFO_TOPICS),
-        ctx.global_option("menu", t("menu.back_to_menu")),
+        *(actions.Info(name).option(t(f"info.menu.{name}")) for name in INFO_TOPICS),
+        actions.Menu().option(t("menu.back_to_menu")),
     )
     if topic not in INFO_TOPICS:
         return Reply(t("info.title"), options=topic_options)
@@ -145,7 +146,7 @@ async def my_workers(ctx: Context) -> list[Reply]:
         return [Reply(t("workers.none")), await main_menu(ctx)]
     paid = await payments.paid_months(ctx.repo.connection, [s.id for s in sponsorships])
     lines = [t("workers.title", count=len(sponsorships))]
-    actions: list[Option] = []
+    ways: list[Option] = []
     consent_actions: list[Option] = []
     payable = False
     for index, sponsorship in enumerate(sponsorships, start=1):
@@ -207,27 +208,25 @@ async def my_workers(ctx: Context) -> list[Reply]:
         if sponsorship.status.is_open and sponsorship.worker_consent in _UNANSWERED:
             # The worker has not answered: a Telegram link or a printed form (PRODUCT 4.6).
             consent_actions.append(
-                ctx.global_option(
-                    f"clink:{sponsorship.id}", t("consent.ways.ask", name=worker.full_name)
+                actions.ConsentLink(sponsorship.id).option(
+                    t("consent.ways.ask", name=worker.full_name)
                 )
             )
         if sponsorship.status is SponsorshipStatus.RETURNED:
             lines[-1] += "\n" + t("workers.returned", reason=sponsorship.return_reason or "-")
-            actions.append(
-                ctx.global_option(f"fix:{sponsorship.id}", t("workers.fix", name=worker.full_name))
-            )
-    has_fixes = bool(actions)
-    actions += consent_actions
+            ways.append(actions.Fix(sponsorship.id).option(t("workers.fix", name=worker.full_name)))
+    has_fixes = bool(ways)
+    ways += consent_actions
     if any(s.status in payments.DUES_BEARING for s in sponsorships):
-        actions.insert(0, ctx.global_option("plan", t("workers.change_plan")))
+        ways.insert(0, actions.ChangePlan().option(t("workers.change_plan")))
     if payable:
-        actions.insert(0, ctx.global_option("pay", t("workers.pay")))
+        ways.insert(0, actions.Pay().option(t("workers.pay")))
     if any(s.status.is_open for s in sponsorships):
-        actions.append(ctx.global_option("stop", t("workers.stop")))
-    if actions:
+        ways.append(actions.StopSponsoring().option(t("workers.stop")))
+    if ways:
         prompt = t("workers.fix_prompt") if has_fixes else t("workers.actions")
         return [
             Reply("\n\n".join(lines)),
-            Reply(prompt, options=(*actions, ctx.global_option("menu", t("menu.back_to_menu")))),
+            Reply(prompt, options=(*ways, actions.Menu().option(t("menu.back_to_menu")))),
         ]
     return [Reply("\n\n".join(lines)), await main_menu(ctx)]

@@ -1,4 +1,5 @@
-"""Shared by several flows: the name step, "which field to edit", the occupation's label."""
+"""Shared by several flows: the name step, "which field to edit", "which worker", the
+occupation's label."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from domain.vocabulary import Occupation
 from handlers.context import Context
 from handlers.flow import Answer, Goto, Invalid, Next, Outcome, Step
 from handlers.i18n import Translator
-from handlers.parsing import TextProblem, parse_person_name
+from handlers.parsing import TextProblem, parse_person_name, record_id
 from handlers.types import Reply
 
 
@@ -68,3 +69,35 @@ class EditFieldStep(Step):
             return Invalid(ctx.t("input.choose_option"))
         ctx.state.data["_editing"] = True
         return Goto(field)
+
+
+class WhichSponsorshipStep(Step):
+    """Which of the ASN's workers a flow is about, when there are several (stop sponsoring,
+    change the plan): one option per sponsorship `choices` lists, into data["sid"].
+
+    A flow with one candidate starts with data["sid"] set and skips this step.
+    Subclasses set the texts (`prompt_key`, `help_key`) and the candidates.
+    """
+
+    name = "which"
+    free_text = False
+    #: Catalogue key of the question.
+    prompt_key: ClassVar[str]
+
+    async def choices(self, ctx: Context) -> list[tuple[int, str]]:
+        """The candidates: (sponsorship id, option label), in the order shown."""
+        raise NotImplementedError
+
+    def applies(self, ctx: Context) -> bool:
+        return "sid" not in ctx.state.data
+
+    async def ask(self, ctx: Context) -> list[Reply]:
+        options = tuple(ctx.option(str(sid), label) for sid, label in await self.choices(ctx))
+        return [Reply(ctx.t(self.prompt_key), options=options)]
+
+    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
+        chosen = record_id(answer.choice or "")
+        if chosen is None or chosen not in {sid for sid, _ in await self.choices(ctx)}:
+            return Invalid(ctx.t(self.help_key))
+        ctx.state.data["sid"] = chosen
+        return Next()

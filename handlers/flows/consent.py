@@ -24,11 +24,11 @@ from sqlalchemy.orm import joinedload
 
 from domain.local_time import local_date
 from domain.vocabulary import Channel, ConsentMethod, WorkerConsent
+from handlers import actions
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
 from handlers.flows.payment import receipt_file, stored_receipt
 from handlers.flows.worker import consent_recorded_text
-from handlers.parsing import record_id
 from handlers.types import Document, EventKind, FileRef, Option, Reply
 from storage import consent_links, worker_side
 from storage.audit import Actor
@@ -115,9 +115,9 @@ async def _asn_sponsorship(ctx: Context, sponsorship_id: int) -> Sponsorship | N
 def ways_options(ctx: Context, sponsorship_id: int, *, link: bool = True) -> tuple[Option, ...]:
     """The ASN's ways to ask a worker without WhatsApp: a Telegram link, a printed form."""
     t = ctx.t
-    options = [ctx.global_option(f"cform:{sponsorship_id}", t("consent.ways.form"))]
+    options = [actions.ConsentForm(sponsorship_id).option(t("consent.ways.form"))]
     if link:
-        options.insert(0, ctx.global_option(f"clink:{sponsorship_id}", t("consent.ways.link")))
+        options.insert(0, actions.ConsentLink(sponsorship_id).option(t("consent.ways.link")))
     return tuple(options)
 
 
@@ -144,12 +144,12 @@ async def link_reply(
     return Reply(text, options=(*ways, *_back(ctx)) if with_back else ways)
 
 
-async def asn_link(ctx: Context, arg: str) -> list[Reply]:
-    """The ASN asked for a consent link for one of their workers (`g:clink:<id>`)."""
+async def asn_link(ctx: Context, sponsorship_id: int) -> list[Reply]:
+    """The ASN asked for a consent link for one of their workers (`actions.ConsentLink`)."""
     t = ctx.t
-    sponsorship = await _asn_sponsorship(ctx, record_id(arg) or -1)
+    sponsorship = await _asn_sponsorship(ctx, sponsorship_id)
     if sponsorship is None:
-        return [Reply(t("consent.link.not_yours"), options=_back(ctx))]
+        return not_yours(ctx)
     if sponsorship.worker_consent in (WorkerConsent.GIVEN, WorkerConsent.REFUSED):
         text = t("consent.already_answered", name=sponsorship.worker.full_name)
         return [Reply(text + " " + consent_state(ctx, sponsorship), options=_back(ctx))]
@@ -159,8 +159,8 @@ async def asn_link(ctx: Context, arg: str) -> list[Reply]:
 def _back(ctx: Context) -> tuple[Option, ...]:
     t = ctx.t
     return (
-        ctx.global_option("workers", t("menu.workers")),
-        ctx.global_option("menu", t("menu.back_to_menu")),
+        actions.Workers().option(t("menu.workers")),
+        actions.Menu().option(t("menu.back_to_menu")),
     )
 
 
@@ -194,7 +194,7 @@ class LinkAnswerStep(Step):
         )
         if isinstance(found, consent_links.LinkProblem):
             # Expired or answered meanwhile: say so, with the way out.
-            menu = ctx.global_option("menu", t("menu.back_to_menu"))
+            menu = actions.Menu().option(t("menu.back_to_menu"))
             return [Reply(t(f"consent.link.{found.value}"), options=(menu,))]
         text = t(
             "consent.link.question",
@@ -249,23 +249,35 @@ class LinkConsentFlow(Flow):
     title_key = "flow.title.link_consent"
     steps = (LinkAnswerStep(),)
 
+    async def leave(self, ctx: Context) -> Reply:
+        # Imported here: handlers.menus imports this module (the dues and consent it shows).
+        from handlers import menus
+
+        return await menus.main_menu(ctx)
+
 
 # -- the printed form --------------------------------------------------------------------
 
 PDF_MIME = "application/pdf"
 
 
-async def asn_form(ctx: Context, arg: str) -> list[Reply]:
-    """The ASN asked for the printable consent form of one of their workers (`g:cform:<id>`).
+def not_yours(ctx: Context) -> list[Reply]:
+    """A consent button naming no open enrollment of this ASN, with the ways on."""
+    return [Reply(ctx.t("consent.link.not_yours"), options=_back(ctx))]
+
+
+async def asn_form(ctx: Context, sponsorship_id: int) -> list[Reply]:
+    """The ASN asked for the printable consent form of one of their workers
+    (`actions.ConsentForm`).
 
     The form is in the ASN's language (Indonesian by default), names the worker
     with a masked NIK, the sponsor, the programme and the dues, and carries the
     enrollment's number; the worker signs it and the PIC records its scan.
     """
     t = ctx.t
-    sponsorship = await _asn_sponsorship(ctx, record_id(arg) or -1)
+    sponsorship = await _asn_sponsorship(ctx, sponsorship_id)
     if sponsorship is None:
-        return [Reply(t("consent.link.not_yours"), options=_back(ctx))]
+        return not_yours(ctx)
     worker = sponsorship.worker
     if sponsorship.worker_consent in (WorkerConsent.GIVEN, WorkerConsent.REFUSED):
         text = t("consent.already_answered", name=worker.full_name)
@@ -318,7 +330,7 @@ async def asn_form(ctx: Context, arg: str) -> list[Reply]:
             t("consent.form.for_asn", name=worker.full_name, opd=profile.opd_name),
             document=Document(f"persetujuan-{sponsorship.id}.pdf", content, PDF_MIME),
             options=(
-                ctx.global_option(f"clink:{sponsorship.id}", t("consent.ways.link")),
+                actions.ConsentLink(sponsorship.id).option(t("consent.ways.link")),
                 *_back(ctx),
             ),
         )

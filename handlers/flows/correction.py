@@ -24,7 +24,7 @@ from domain.vocabulary import (
     Relationship,
     SponsorshipStatus,
 )
-from handlers import staffing
+from handlers import menus, staffing
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome
 from handlers.flows import enrollment as e
@@ -258,3 +258,6 @@ class CorrectionFlow(Flow):
         e.FirstMonthStep(),
         e.EditStep(),
     )
+
+    async def leave(self, ctx: Context) -> Reply:
+        return await menus.main_menu(ctx)

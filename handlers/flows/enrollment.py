@@ -23,7 +23,7 @@ from domain.vocabulary import (
     Sex,
     WorkerConsent,
 )
-from handlers import staffing
+from handlers import menus, staffing
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows import consent
@@ -823,6 +823,9 @@ class EnrollmentFlow(Flow):
         SummaryStep(),
         EditStep(),
     )
+
+    async def leave(self, ctx: Context) -> Reply:
+        return await menus.main_menu(ctx)
 
     async def can_start(self, ctx: Context) -> str | None:
         asn = await ctx.asn()

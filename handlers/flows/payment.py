@@ -701,6 +701,12 @@ class PaymentFlow(Flow):
         FixStep(),
     )
 
+    async def leave(self, ctx: Context) -> Reply:
+        # Imported here: handlers.menus imports this module (the dues and consent it shows).
+        from handlers import menus
+
+        return await menus.main_menu(ctx)
+
     async def can_start(self, ctx: Context) -> str | None:
         asn = await ctx.asn()
         if asn is None:

@@ -25,6 +25,7 @@ from domain.phone import display_phone
 from domain.tariff import FundingSource
 from domain.vocabulary import BatchStatus, ConsentMethod, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
+from handlers import actions, menus
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Outcome, Step
 from handlers.flows.common import work_label
@@ -134,33 +135,32 @@ async def home(ctx: Context, role: PicRole) -> Reply:
         registered=summary.asn_registered,
     )
     options = (
-        ctx.global_option("pic_queue", t("pic.menu.queue", count=summary.count(S.WAITING_FOR_PIC))),
-        ctx.global_option("pic_export", t("pic.menu.export", count=summary.count(S.ACCEPTED))),
-        ctx.global_option("pic_import", t("pic.menu.import")),
-        ctx.global_option("pic_cards", t("pic.menu.cards", count=summary.count(S.ACTIVE))),
-        ctx.global_option("pic_payments", t("pic.menu.payments", count=to_confirm)),
-        ctx.global_option("pic_payroll", t("pic.menu.payroll")),
-        ctx.global_option("pic_overdue", t("pic.menu.overdue")),
-        ctx.global_option("pic_batches", t("pic.menu.batches")),
-        ctx.global_option(
-            "tickets",
+        actions.PicQueue().option(t("pic.menu.queue", count=summary.count(S.WAITING_FOR_PIC))),
+        actions.PicExport().option(t("pic.menu.export", count=summary.count(S.ACCEPTED))),
+        actions.PicImport().option(t("pic.menu.import")),
+        actions.PicCards().option(t("pic.menu.cards", count=summary.count(S.ACTIVE))),
+        actions.PicPayments().option(t("pic.menu.payments", count=to_confirm)),
+        actions.PicPayroll().option(t("pic.menu.payroll")),
+        actions.PicOverdue().option(t("pic.menu.overdue")),
+        actions.PicBatches().option(t("pic.menu.batches")),
+        actions.PicTickets().option(
             t(
                 "pic.menu.questions",
                 count=await tickets.count_open(ctx.repo.connection, role.opd_id),
             ),
         ),
-        ctx.global_option("menu", t("menu.back_to_menu")),
+        actions.Menu().option(t("menu.back_to_menu")),
     )
     return Reply(text, options=options)
 
 
-def _record_id(text: str) -> int:
-    """A record id from a button; anything else finds nothing (ids are positive)."""
-    return record_id(text) or -1
+def not_found(ctx: Context, key: str) -> list[Reply]:
+    """What a button naming no record of this OPD says (catalogue `key`), with the way back."""
+    return [Reply(ctx.t(key), options=(_back_home(ctx),))]
 
 
 def _back_home(ctx: Context) -> Option:
-    return ctx.global_option("pic", ctx.t("pic.menu.home"))
+    return actions.PicHome().option(ctx.t("pic.menu.home"))
 
 
 def _stop_option(ctx: Context) -> Option:
@@ -171,9 +171,10 @@ def _stop_option(ctx: Context) -> Option:
 class PicFlow(Flow):
     """A PIC flow: it ends, empties or fails on the PIC menu."""
 
-    async def leave(self, ctx: Context) -> Reply | None:
+    async def leave(self, ctx: Context) -> Reply:
         role = await ctx.pic()
-        return None if role is None else await home(ctx, role)
+        # An appointment that ended meanwhile: the main menu, as for anybody.
+        return await menus.main_menu(ctx) if role is None else await home(ctx, role)
 
 
 # -- export ------------------------------------------------------------------------------
@@ -230,20 +231,20 @@ async def export(ctx: Context, role: PicRole) -> list[Reply]:
             t("pic.export.done", number=batch.number, count=batch.row_count),
             document=document,
             options=(
-                ctx.global_option(f"pic_submit:{batch.id}", t("pic.export.confirm_sent")),
+                actions.PicSubmit(batch.id).option(t("pic.export.confirm_sent")),
                 _back_home(ctx),
             ),
         )
     ]
 
 
-async def submit(ctx: Context, role: PicRole, batch_id: str) -> list[Reply]:
+async def submit(ctx: Context, role: PicRole, batch_id: int) -> list[Reply]:
     t = ctx.t
     try:
         batch = await workbench.confirm_batch(
             ctx.repo.connection,
             opd_id=role.opd_id,
-            batch_id=_record_id(batch_id),
+            batch_id=batch_id,
             actor=Actor.pic(role.pic_id),
             now=ctx.now,
         )
@@ -266,8 +267,7 @@ async def batches(ctx: Context, role: PicRole) -> list[Reply]:
     if not recent:
         return [Reply(t("pic.batches.none"), options=(_back_home(ctx),))]
     options = tuple(
-        ctx.global_option(
-            f"pic_batch:{batch.id}",
+        actions.PicBatch(batch.id).option(
             t(
                 f"pic.batches.item.{batch.status.value}",
                 number=batch.number,
@@ -279,19 +279,19 @@ async def batches(ctx: Context, role: PicRole) -> list[Reply]:
     return [Reply(t("pic.batches.title"), options=(*options, _back_home(ctx)))]
 
 
-async def resend_batch(ctx: Context, role: PicRole, batch_id: str) -> list[Reply]:
+async def resend_batch(ctx: Context, role: PicRole, batch_id: int) -> list[Reply]:
     t = ctx.t
     batch = await workbench.batch(
         ctx.repo.connection,
         opd_id=role.opd_id,
-        batch_id=_record_id(batch_id),
+        batch_id=batch_id,
     )
     if batch is None:
         return [Reply(t("pic.batch.not_found"), options=(_back_home(ctx),))]
     document = await _batch_file(ctx, role, batch)
     options: tuple[Option, ...] = (_back_home(ctx),)
     if batch.status is BatchStatus.EXPORTED:
-        confirm = ctx.global_option(f"pic_submit:{batch.id}", t("pic.export.confirm_sent"))
+        confirm = actions.PicSubmit(batch.id).option(t("pic.export.confirm_sent"))
         options = (confirm, *options)
     return [
         Reply(
@@ -374,24 +374,22 @@ async def import_file(ctx: Context, role: PicRole) -> list[Reply]:
     if preview.matched:
         lines.append(t("pic.import.ask_apply", matched=len(preview.matched)))
         options.append(
-            ctx.global_option(
-                f"pic_apply:{import_id}", t("pic.import.apply", matched=len(preview.matched))
-            )
+            actions.PicApply(import_id).option(t("pic.import.apply", matched=len(preview.matched)))
         )
     else:
         lines.append(t("pic.import.nothing_to_apply"))
-    options.append(ctx.global_option(f"pic_discard:{import_id}", t("pic.import.discard")))
+    options.append(actions.PicDiscard(import_id).option(t("pic.import.discard")))
     return [Reply("\n".join(lines), options=tuple(options))]
 
 
-async def apply_import(ctx: Context, role: PicRole, import_id: str) -> list[Reply]:
+async def apply_import(ctx: Context, role: PicRole, import_id: int) -> list[Reply]:
     t = ctx.t
     try:
         count = await workbench.apply_import(
             ctx.repo.connection,
             ctx.notices,
             opd_id=role.opd_id,
-            import_id=_record_id(import_id),
+            import_id=import_id,
             actor=Actor.pic(role.pic_id),
             now=ctx.now,
         )
@@ -401,13 +399,13 @@ async def apply_import(ctx: Context, role: PicRole, import_id: str) -> list[Repl
     return [Reply(t("pic.import.applied", count=count), options=(_back_home(ctx),))]
 
 
-async def discard_import(ctx: Context, role: PicRole, import_id: str) -> list[Reply]:
+async def discard_import(ctx: Context, role: PicRole, import_id: int) -> list[Reply]:
     t = ctx.t
     try:
         await workbench.cancel_import(
             ctx.repo.connection,
             opd_id=role.opd_id,
-            import_id=_record_id(import_id),
+            import_id=import_id,
             actor=Actor.pic(role.pic_id),
             now=ctx.now,
         )
@@ -994,13 +992,9 @@ class PaymentsFlow(PicFlow):
 PAYROLL_SHOWN = 30
 
 
-def _payroll_month_arg(ctx: Context, arg: str) -> date | None:
-    """The month of a payroll button ("2026-12"): this month or last month, else None."""
+def _payroll_month_arg(ctx: Context, month: date) -> date | None:
+    """The month of a payroll button when it is this month or last month, else None."""
     this_month = ctx.today.replace(day=1)
-    try:
-        month = date.fromisoformat(f"{arg}-01")
-    except ValueError:
-        return None
     return month if month in (this_month, add_months(this_month, -1)) else None
 
 
@@ -1021,16 +1015,16 @@ async def _undo_option(ctx: Context, role: PicRole, month: date) -> tuple[Option
     if not marked:
         return ()
     label = ctx.t("pic.payroll.undo", month=ctx.t.month(month))
-    return (ctx.global_option(f"pic_payroll_undo:{month:%Y-%m}", label),)
+    return (actions.PicPayrollUndo(month).option(label),)
 
 
-async def payroll_month(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
+async def payroll_month(ctx: Context, role: PicRole, chosen: date | None) -> list[Reply]:
     """Payroll deduction: this month and last month with how many are
     unpaid; a month shows who and how much before anything is marked (`payroll_preview`).
     Refused when nobody in the OPD is on payroll deduction."""
     t = ctx.t
-    if arg:
-        month = _payroll_month_arg(ctx, arg)
+    if chosen is not None:
+        month = _payroll_month_arg(ctx, chosen)
         if month is None:
             return [Reply(t("pic.payroll.invalid"), options=(_back_home(ctx),))]
         return await payroll_preview(ctx, role, month)
@@ -1047,7 +1041,7 @@ async def payroll_month(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
             if unpaid
             else t("pic.payroll.option_done", month=t.month(month))
         )
-        options.append(ctx.global_option(f"pic_payroll:{month:%Y-%m}", label))
+        options.append(actions.PicPayroll(month).option(label))
         undo.extend(await _undo_option(ctx, role, month))
     if not options:
         return [Reply(t("pic.payroll.nobody", opd=role.opd_name), options=(_back_home(ctx),))]
@@ -1061,7 +1055,7 @@ async def payroll_preview(
     the count (a list that changed before the press is shown again, not marked)."""
     t = ctx.t
     lines = await payments.payroll_month(ctx.repo.connection, opd_id=role.opd_id, month=month)
-    back = (ctx.global_option("pic_payroll", t("pic.payroll.other_month")), _back_home(ctx))
+    back = (actions.PicPayroll().option(t("pic.payroll.other_month")), _back_home(ctx))
     if not lines:
         return [Reply(t("pic.payroll.nobody", opd=role.opd_name), options=(_back_home(ctx),))]
     todo = [line for line in lines if not line.paid]
@@ -1090,24 +1084,22 @@ async def payroll_preview(
     )
     if paid:
         parts.append(t("pic.payroll.already", month=t.month(month), count=paid))
-    confirm = ctx.global_option(
-        f"pic_payroll_ok:{month:%Y-%m}:{len(todo)}",
+    confirm = actions.PicPayrollConfirm(month, actions.Count(len(todo))).option(
         t("pic.payroll.confirm", month=t.month(month), count=len(todo)),
     )
     return [Reply("\n\n".join(parts), options=(confirm, *undo, *back))]
 
 
-async def payroll_confirm(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
-    """Mark the month paid for the unpaid payroll sponsorships the PIC was shown
-    ("2026-12:3": month and count); audited, undoable the same day."""
+async def payroll_confirm(ctx: Context, role: PicRole, chosen: date, shown: int) -> list[Reply]:
+    """Mark month `chosen` paid for the unpaid payroll sponsorships the PIC was shown
+    (`shown` of them); audited, undoable the same day."""
     t = ctx.t
-    month_arg, _, count_arg = arg.partition(":")
-    month = _payroll_month_arg(ctx, month_arg)
+    month = _payroll_month_arg(ctx, chosen)
     if month is None:
         return [Reply(t("pic.payroll.invalid"), options=(_back_home(ctx),))]
     lines = await payments.payroll_month(ctx.repo.connection, opd_id=role.opd_id, month=month)
     unpaid = sum(1 for line in lines if not line.paid)
-    if not unpaid or record_id(count_arg) != unpaid:
+    if not unpaid or shown != unpaid:
         # Someone joined, left or was marked since the preview: show it again.
         return await payroll_preview(ctx, role, month, changed=bool(unpaid))
     amount = _payroll_amount(ctx, month)
@@ -1125,10 +1117,10 @@ async def payroll_confirm(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
     return [Reply(text, options=(*undo, _back_home(ctx)))]
 
 
-async def payroll_undo(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
+async def payroll_undo(ctx: Context, role: PicRole, chosen: date) -> list[Reply]:
     """Take back today's payroll marks of a month (audited); other days' marks stay."""
     t = ctx.t
-    month = _payroll_month_arg(ctx, arg)
+    month = _payroll_month_arg(ctx, chosen)
     if month is None:
         return [Reply(t("pic.payroll.invalid"), options=(_back_home(ctx),))]
     undone = await payments.undo_payroll_month(
@@ -1140,7 +1132,7 @@ async def payroll_undo(ctx: Context, role: PicRole, arg: str) -> list[Reply]:
         now=ctx.now,
     )
     key = "pic.payroll.undone" if undone else "pic.payroll.nothing_to_undo"
-    options = (ctx.global_option("pic_payroll", t("pic.payroll.other_month")), _back_home(ctx))
+    options = (actions.PicPayroll().option(t("pic.payroll.other_month")), _back_home(ctx))
     return [Reply(t(key, month=t.month(month), count=undone), options=options)]
 
 

@@ -16,8 +16,10 @@ from sqlalchemy import select, update
 from domain.dues import plan_change_from
 from domain.tariff import FundingSource
 from domain.vocabulary import ConsentPurpose, ConsentSubject, PaymentPlan
+from handlers import menus
 from handlers.context import Context
-from handlers.flow import Answer, Done, Flow, Goto, Next, Outcome, Step
+from handlers.flow import Answer, Done, Flow, Goto, Outcome, Step
+from handlers.flows.common import WhichSponsorshipStep
 from handlers.flows.enrollment import PAYROLL_STATEMENT_VERSION, PayrollStatementStep
 from handlers.flows.payment import next_payment_of
 from handlers.types import Reply
@@ -44,26 +46,15 @@ async def _sponsorship(ctx: Context) -> Sponsorship:
     return row
 
 
-class WhichStep(Step):
-    name = "which"
+class WhichStep(WhichSponsorshipStep):
     help_key = "plan_change.help"
-    free_text = False
+    prompt_key = "pay.ask_worker"
 
-    def applies(self, ctx: Context) -> bool:
-        return "sid" not in ctx.state.data
-
-    async def ask(self, ctx: Context) -> list[Reply]:
-        options = tuple(
-            ctx.option(
-                str(sid), ctx.t("plan_change.worker", name=name, plan=ctx.t(f"plan.{plan.value}"))
-            )
+    async def choices(self, ctx: Context) -> list[tuple[int, str]]:
+        return [
+            (sid, ctx.t("plan_change.worker", name=name, plan=ctx.t(f"plan.{plan.value}")))
             for sid, name, plan in await _changeable(ctx)
-        )
-        return [Reply(ctx.t("pay.ask_worker"), options=options)]
-
-    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        ctx.state.data["sid"] = int(answer.choice or 0)
-        return Next()
+        ]
 
 
 class NewPlanStep(Step):
@@ -169,6 +160,9 @@ class PlanChangeFlow(Flow):
     name = "plan_change"
     title_key = "flow.title.plan_change"
     steps = (WhichStep(), NewPlanStep(), StatementStep(), ConfirmChangeStep())
+
+    async def leave(self, ctx: Context) -> Reply:
+        return await menus.main_menu(ctx)
 
     async def can_start(self, ctx: Context) -> str | None:
         if not await _changeable(ctx):

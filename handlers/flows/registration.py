@@ -14,6 +14,7 @@ from domain.vocabulary import (
     EmploymentType,
     Sex,
 )
+from handlers import menus
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows.common import EditFieldStep, PersonNameStep
@@ -246,6 +247,9 @@ class RegistrationFlow(Flow):
         SummaryStep(),
         EditStep(),
     )
+
+    async def leave(self, ctx: Context) -> Reply:
+        return await menus.main_menu(ctx)
 
     async def can_start(self, ctx: Context) -> str | None:
         if await ctx.asn() is not None:

@@ -16,8 +16,10 @@ from datetime import date
 from sqlalchemy import select
 
 from domain.vocabulary import OPEN_STATUSES, PaymentPlan, SponsorshipStatus
+from handlers import menus
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Invalid, Next, Outcome, Step
+from handlers.flows.common import WhichSponsorshipStep
 from handlers.i18n import Translator
 from handlers.parsing import TextProblem, parse_note
 from handlers.types import Reply
@@ -47,27 +49,15 @@ def reason_text(t: Translator, code: str | None, typed: str | None) -> str:
     return typed or "-"
 
 
-class WhichWorkerStep(Step):
-    name = "which"
+class WhichWorkerStep(WhichSponsorshipStep):
     help_key = "stop.help"
-    free_text = False
+    prompt_key = "stop.ask_worker"
 
-    def applies(self, ctx: Context) -> bool:
-        return "sid" not in ctx.state.data
-
-    async def ask(self, ctx: Context) -> list[Reply]:
-        options = tuple(
-            ctx.option(
-                str(sid),
-                ctx.t("stop.worker_option", name=name, status=ctx.t(f"status.{status.value}")),
-            )
+    async def choices(self, ctx: Context) -> list[tuple[int, str]]:
+        return [
+            (sid, ctx.t("stop.worker_option", name=name, status=ctx.t(f"status.{status.value}")))
             for sid, name, status in await _stoppable(ctx)
-        )
-        return [Reply(ctx.t("stop.ask_worker"), options=options)]
-
-    async def handle(self, ctx: Context, answer: Answer) -> Outcome:
-        ctx.state.data["sid"] = int(answer.choice or 0)
-        return Next()
+        ]
 
 
 class ReasonStep(Step):
@@ -202,6 +192,9 @@ class StopSponsoringFlow(Flow):
     name = "stop_sponsoring"
     title_key = "flow.title.stop_sponsoring"
     steps = (WhichWorkerStep(), ReasonStep(), ConfirmStopStep())
+
+    async def leave(self, ctx: Context) -> Reply:
+        return await menus.main_menu(ctx)
 
     async def can_start(self, ctx: Context) -> str | None:
         if await ctx.asn() is None:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import dataclasses
 
 from domain.vocabulary import AskerRole, TicketStatus
-from handlers import menus
+from handlers import actions, menus
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Goto, Invalid, Next, Outcome, Step
 from handlers.flows import pic
 from handlers.flows.worker import greeting, phone_of, worker_menu
-from handlers.parsing import record_id
 from handlers.staffing import names_of, quote, tell_answer, tell_closed, tell_new_question
 from handlers.types import Option, Reply
 from storage import admins, tickets, worker_side
@@ -37,8 +36,6 @@ LIST_SHOWN = 8
 LABEL_QUOTE = 32
 #: OPDs named on the administrator's screen (the digest and `sertakan admin unstaffed` list all).
 ADMIN_OPDS_SHOWN = 15
-#: Global actions handled here (the engine routes them; see `staff_action`).
-STAFF_ACTIONS = frozenset({"tickets", "admin_tickets", "tk", "tkc", "admin"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -215,6 +212,10 @@ class AskFlow(Flow):
     title_key = "flow.title.ask"
     steps = (QuestionStep(), ConfirmQuestionStep())
 
+    async def leave(self, ctx: Context) -> Reply:
+        # The asker's own menu: a worker's on WhatsApp, everyone else's main menu.
+        return (await _way_on(ctx))[-1]
+
     async def can_start(self, ctx: Context) -> str | None:
         if await asker_of(ctx) is None:
             return ctx.t("ticket.who_can_ask")
@@ -254,29 +255,30 @@ async def find(ctx: Context, ticket_id: int) -> tuple[TicketView, Scope] | None:
     return None
 
 
-def _list_action(scope: Scope) -> str:
-    return "admin_tickets" if scope.opd_id is None else "tickets"
+def _list_option(ctx: Context, scope: Scope) -> Option:
+    """Back to the list of open questions of `scope`."""
+    action = actions.AdminTickets() if scope.opd_id is None else actions.PicTickets()
+    return action.option(ctx.t("ticket.back_to_list"))
 
 
 def _home(ctx: Context, scope: Scope) -> Option:
     if scope.opd_id is None:
-        return ctx.global_option("admin", ctx.t("admin.menu.home"))
-    return ctx.global_option("pic", ctx.t("pic.menu.home"))
+        return actions.AdminHome().option(ctx.t("admin.menu.home"))
+    return actions.PicHome().option(ctx.t("pic.menu.home"))
 
 
 async def ticket_list(ctx: Context, scope: Scope) -> list[Reply]:
     """The open questions `scope` answers, oldest first, each a button."""
     t = ctx.t
     lines, total = await tickets.open_tickets(ctx.repo.connection, scope, limit=LIST_SHOWN)
-    back = (_home(ctx, scope), ctx.global_option("menu", t("menu.back_to_menu")))
+    back = (_home(ctx, scope), actions.Menu().option(t("menu.back_to_menu")))
     if not total:
         return [Reply(t("ticket.list.empty"), options=back)]
     text = t("ticket.list.title", count=total)
     if total > len(lines):
         text += "\n" + t("ticket.list.more", shown=len(lines))
     options = tuple(
-        ctx.global_option(
-            f"tk:{line.id}",
+        actions.TicketShow(line.id).option(
             t(
                 "ticket.list.item",
                 number=line.id,
@@ -321,7 +323,7 @@ async def show(ctx: Context, ticket_id: int) -> list[Reply]:
             Reply(
                 text,
                 options=(
-                    ctx.global_option(_list_action(scope), t("ticket.back_to_list")),
+                    _list_option(ctx, scope),
                     _home(ctx, scope),
                 ),
             )
@@ -330,9 +332,9 @@ async def show(ctx: Context, ticket_id: int) -> list[Reply]:
         Reply(
             text,
             options=(
-                ctx.global_option(f"tkr:{view.id}", t("ticket.answer")),
-                ctx.global_option(f"tkc:{view.id}", t("ticket.close")),
-                ctx.global_option(_list_action(scope), t("ticket.back_to_list")),
+                actions.TicketAnswer(view.id).option(t("ticket.answer")),
+                actions.TicketClose(view.id).option(t("ticket.close")),
+                _list_option(ctx, scope),
             ),
         )
     ]
@@ -474,6 +476,10 @@ class AnswerFlow(Flow):
     title_key = "flow.title.ticket_answer"
     steps = (AnswerTextStep(), AnswerConfirmStep())
 
+    async def leave(self, ctx: Context) -> Reply:
+        # The open questions the PIC or administrator answers (or their menu).
+        return (await _fallback_list(ctx))[-1]
+
 
 async def answer_data(ctx: Context, ticket_id: int) -> dict[str, object] | list[Reply]:
     """The answer flow's starting data for an open question the person may answer,
@@ -517,27 +523,28 @@ async def admin_home(ctx: Context) -> list[Reply]:
     else:
         lines.append(t("admin.home.all_staffed"))
     options = (
-        ctx.global_option("admin_tickets", t("admin.menu.questions", count=questions)),
-        ctx.global_option("menu", t("menu.back_to_menu")),
+        actions.AdminTickets().option(t("admin.menu.questions", count=questions)),
+        actions.Menu().option(t("menu.back_to_menu")),
     )
     return [Reply("\n".join(lines), options=options)]
 
 
-async def staff_action(ctx: Context, head: str, arg: str) -> list[Reply]:
-    """The PIC's and administrator's question actions (`STAFF_ACTIONS`), by button or word."""
-    if head == "admin":
-        return await admin_home(ctx)
-    if head == "tickets":
-        scope = await pic_scope(ctx)
-        if scope is None:
-            return [pic.not_a_pic(ctx), *await _way_on(ctx)]
-        return await ticket_list(ctx, scope)
-    if head == "admin_tickets":
-        scope = await admin_scope(ctx)
-        if scope is None:
-            return [Reply(ctx.t("admin.only")), *await _way_on(ctx)]
-        return await ticket_list(ctx, scope)
-    ticket_id = record_id(arg) or -1
-    if head == "tkc":
-        return await close(ctx, ticket_id)
-    return await show(ctx, ticket_id)
+async def pic_list(ctx: Context) -> list[Reply]:
+    """The open questions of the PIC's OPD (behind `Guard.PIC`)."""
+    scope = await pic_scope(ctx)
+    if scope is None:
+        return [pic.not_a_pic(ctx), *await _way_on(ctx)]
+    return await ticket_list(ctx, scope)
+
+
+async def admin_list(ctx: Context) -> list[Reply]:
+    """The questions waiting for an administrator (behind `Guard.ADMIN`)."""
+    scope = await admin_scope(ctx)
+    if scope is None:
+        return [Reply(ctx.t("admin.only")), *await _way_on(ctx)]
+    return await ticket_list(ctx, scope)
+
+
+async def not_found(ctx: Context) -> list[Reply]:
+    """What a button naming no question the person may see says, with the way on."""
+    return [Reply(ctx.t("ticket.not_found")), *await _fallback_list(ctx)]

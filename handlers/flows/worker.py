@@ -21,17 +21,15 @@ from __future__ import annotations
 
 from domain.vocabulary import Channel
 from domain.vocabulary import SponsorshipStatus as S
+from handlers import actions
 from handlers.context import Context
 from handlers.flow import Answer, Done, Flow, Invalid, Next, Outcome, Step
 from handlers.flows.payment import dues_of
-from handlers.types import Option, Reply
+from handlers.types import Reply
 from storage import payments, worker_side
 from storage.audit import Actor
 from storage.models import Asn
 from storage.worker_side import ConsentAnswer, ConsentOutcome
-
-#: Template button payload prefix (`consent:yes:<sponsorship id>`), see bot/whatsapp/templates.
-CONSENT_PREFIX = "consent:"
 
 
 def phone_of(ctx: Context) -> str | None:
@@ -51,10 +49,10 @@ def worker_menu(ctx: Context) -> Reply:
     return Reply(
         t("worker.menu"),
         options=(
-            ctx.global_option("wstatus", t("worker.menu.status")),
-            ctx.global_option("erase", t("worker.menu.erase")),
-            ctx.global_option("helpmenu", t("menu.help")),
-            ctx.global_option("ask", t("menu.ask")),
+            actions.WorkerStatus().option(t("worker.menu.status")),
+            actions.Erase().option(t("worker.menu.erase")),
+            actions.HelpMenu().option(t("menu.help")),
+            actions.Ask().option(t("menu.ask")),
         ),
     )
 
@@ -70,8 +68,8 @@ def consent_question(ctx: Context, sponsorship_id: int, asn_name: str, worker_na
             program=t("program.name"),
         ),
         options=(
-            Option(f"{CONSENT_PREFIX}yes:{sponsorship_id}", t("worker.consent.yes")),
-            Option(f"{CONSENT_PREFIX}no:{sponsorship_id}", t("worker.consent.no")),
+            actions.Consent("yes", sponsorship_id).option(t("worker.consent.yes")),
+            actions.Consent("no", sponsorship_id).option(t("worker.consent.no")),
         ),
     )
 
@@ -100,9 +98,9 @@ def unknown_intro(ctx: Context) -> Reply:
     return Reply(
         t("whatsapp.unknown_intro"),
         options=(
-            ctx.global_option("register", t("menu.register")),
-            ctx.global_option("wstatus", t("worker.menu.status_unknown")),
-            ctx.global_option("helpmenu", t("menu.help")),
+            actions.Register().option(t("menu.register")),
+            actions.WorkerStatus().option(t("worker.menu.status_unknown")),
+            actions.HelpMenu().option(t("menu.help")),
         ),
     )
 
@@ -123,7 +121,7 @@ async def answer_consent(ctx: Context, granted: bool, sponsorship_id: int | None
     )
     t = ctx.t
     if result.outcome is ConsentOutcome.NOT_FOUND:
-        return [Reply(t("worker.consent.none")), *await _menu_for(ctx)]
+        return await no_consent_request(ctx)
     if result.outcome is ConsentOutcome.ALREADY:
         return [Reply(t("worker.consent.already")), *await _menu_for(ctx)]
     assert result.sponsorship_id is not None
@@ -131,6 +129,11 @@ async def answer_consent(ctx: Context, granted: bool, sponsorship_id: int | None
         ctx.repo.connection, result.sponsorship_id, granted=granted, now=ctx.now
     )
     return [Reply(consent_recorded_text(ctx, result, on_whatsapp=True)), worker_menu(ctx)]
+
+
+async def no_consent_request(ctx: Context) -> list[Reply]:
+    """A YA / TIDAK that answers no request (none pending, or a forged button)."""
+    return [Reply(ctx.t("worker.consent.none")), *await _menu_for(ctx)]
 
 
 #: Where the enrollment stood when the worker answered, for what they are told.
@@ -285,6 +288,16 @@ class EraseFlow(Flow):
     name = "erase"
     title_key = "flow.title.erase"
     steps = (WhichWorkerStep(), ConfirmEraseStep())
+
+    async def leave(self, ctx: Context) -> Reply:
+        # A worker's own menu; an ASN or PIC writing "hapus" from WhatsApp gets theirs.
+        own = await greeting(ctx)
+        if own is not None:
+            return own[-1]
+        # Imported here: handlers.menus imports this module through the consent views.
+        from handlers import menus
+
+        return await menus.main_menu(ctx)
 
     async def can_start(self, ctx: Context) -> str | None:
         if phone_of(ctx) is None:
