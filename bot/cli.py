@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from bot import cli_admin, cli_files, cli_outbox, cli_plan
+from bot import cli_admin, cli_files, cli_keys, cli_outbox, cli_plan
 from bot.app import (
     Runtime,
     StartupError,
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("key", help="NIK encryption key")
     key_sub = key.add_subparsers(dest="key_command", required=True)
     key_sub.add_parser("generate", help="print a new random SERTAKAN_NIK_KEY")
+    cli_keys.add_parsers(key_sub)
     for extension in _EXTENSIONS:
         extension.add_parsers(sub)
     return parser
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First, before anything writes a file: they hold NIKs, names and phone numbers.
     os.umask(PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
-    if args.command == "key":
+    if args.command == "key" and args.key_command == "generate":
         print(generate_key())
         return 0
     settings = Settings()
@@ -139,6 +140,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _load_opds(settings, args.file)
     if command == "failed":
         return await _list_failed(settings)
+    if command == "key":
+        return await cli_keys.dispatch(args, settings)
     if _is_console(args, settings):
         return await _run_console(settings, user=getattr(args, "user", "asn"))
     return await _run_channels(settings)
