@@ -58,6 +58,9 @@ def add_parsers(key_sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="add no key: re-encrypt what still uses an older key (an interrupted rotation)",
     )
     rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
+    rotate.add_argument(
+        "--pause-ms", type=int, default=0, help="wait after each batch (a busy database)"
+    )
     retire = key_sub.add_parser("retire", help="remove an old key no row uses any more")
     retire.add_argument("key_id", type=int)
     key_sub.add_parser("list", help="the key ring's ids and how many rows each key made")
@@ -81,6 +84,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings, out: TextIO = s
                 stage=args.stage,
                 resume=args.resume,
                 batch_size=args.batch_size,
+                pause_s=args.pause_ms / 1000,
                 out=out,
             )
         if command == "retire":
@@ -104,6 +108,7 @@ async def rotate(
     stage: bool,
     resume: bool,
     batch_size: int,
+    pause_s: float = 0.0,
     out: TextIO,
 ) -> int:
     """Add (or promote) a key, then re-encrypt; 0 when no row needs an older key afterwards."""
@@ -158,6 +163,7 @@ async def rotate(
             runtime.db,
             cipher,
             batch_size=batch_size,
+            pause_s=pause_s,
             progress=lambda line: print(f"  {line}", file=out, flush=True),
         )
         rewritten += sum(result.rewritten.values())

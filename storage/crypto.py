@@ -91,6 +91,8 @@ _TAG = b"\xa7\x4e"
 MAX_KEY_ID = 255
 #: The ring entry naming the blind-index key (the NIK lookup hash's key).
 INDEX_ENTRY = "index"
+#: How often (seconds, at most) a cipher with a ring file looks whether it changed.
+RING_RECHECK_S = 2.0
 #: The ring entry naming the current key when a newer one is staged.
 CURRENT_ENTRY = "current"
 
@@ -297,14 +299,14 @@ class NikCipher:
         ring: KeyRing | bytes,
         *,
         source: Path | None = None,
-        recheck_s: float = 2.0,
+        recheck_s: float | None = None,
     ) -> None:
         if isinstance(ring, bytes):
             if len(ring) != 32:
                 raise NikKeyError("the NIK master key must be 32 bytes")
             ring = KeyRing.single(ring)
         self._source = source
-        self._recheck_s = recheck_s
+        self._recheck_s = RING_RECHECK_S if recheck_s is None else recheck_s
         self._last_check = time.monotonic()
         self._seen = self._signature()
         self._install(ring)

@@ -18,6 +18,7 @@ Re-running is harmless: rows already under the current key are only read.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -76,18 +77,24 @@ def _quiet(_: str) -> None:
 
 
 async def reencrypt(
-    db: AsyncEngine, cipher: NikCipher, *, batch_size: int = 500, progress: Progress = _quiet
+    db: AsyncEngine,
+    cipher: NikCipher,
+    *,
+    batch_size: int = 500,
+    pause_s: float = 0.0,
+    progress: Progress = _quiet,
 ) -> PassResult:
     """One pass over every ciphertext: those under an older key are rewritten under the current.
 
-    Raises InvalidTag when a ciphertext needs a key the ring lacks.
+    Waits `pause_s` after each batch (lighter on a busy database). Raises
+    InvalidTag when a ciphertext needs a key the ring lacks.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     result = PassResult()
     for column in _COLUMNS:
-        await _reencrypt_column(db, cipher, column, batch_size, result, progress)
-    await _reencrypt_conversations(db, cipher, batch_size, result, progress)
+        await _reencrypt_column(db, cipher, column, (batch_size, pause_s), result, progress)
+    await _reencrypt_conversations(db, cipher, (batch_size, pause_s), result, progress)
     return result
 
 
@@ -141,10 +148,11 @@ async def _reencrypt_column(
     db: AsyncEngine,
     cipher: NikCipher,
     column: _Column,
-    batch_size: int,
+    pacing: tuple[int, float],
     result: PassResult,
     progress: Progress,
 ) -> None:
+    batch_size, pause_s = pacing
     table = column.id.class_.__table__
     async for rows in _column_batches(db, column, batch_size):
         changes = []
@@ -168,6 +176,7 @@ async def _reencrypt_column(
             f"{column.name}: {result.checked[column.name]} checked, "
             f"{result.rewritten[column.name]} re-encrypted"
         )
+        await asyncio.sleep(pause_s)
 
 
 async def _conversation_batches(db: AsyncEngine, batch_size: int) -> AsyncIterator[list[Row[Any]]]:
@@ -199,8 +208,13 @@ async def _conversation_batches(db: AsyncEngine, batch_size: int) -> AsyncIterat
 
 
 async def _reencrypt_conversations(
-    db: AsyncEngine, cipher: NikCipher, batch_size: int, result: PassResult, progress: Progress
+    db: AsyncEngine,
+    cipher: NikCipher,
+    pacing: tuple[int, float],
+    result: PassResult,
+    progress: Progress,
 ) -> None:
+    batch_size, pause_s = pacing
     async for rows in _conversation_batches(db, batch_size):
         changes = []
         for row in rows:
@@ -224,6 +238,7 @@ async def _reencrypt_conversations(
             f"{CONVERSATION}: {result.checked[CONVERSATION]} checked, "
             f"{result.rewritten[CONVERSATION]} re-encrypted"
         )
+        await asyncio.sleep(pause_s)
 
 
 def _rewrite(document: Any, cipher: NikCipher) -> tuple[Any, bool]:
