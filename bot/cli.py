@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from bot.settings import Settings, TelegramMode
 from domain.local_time import format_local
 from domain.vocabulary import Channel
 from scheduler.runner import stop_scheduler
+from storage.backup import BackupError, backup
 from storage.crypto import generate_key
 from storage.dead_letters import DeadLetters
 from storage.opd_repository import OpdFileError, OpdRepository
@@ -53,7 +55,7 @@ class _Extension(Protocol):
 
 
 _EXTENSIONS: tuple[_Extension, ...] = (cli_admin, cli_files, cli_outbox, cli_plan)
-_BUILT_IN = frozenset({"run", "console", "migrate", "opd", "failed", "key"})
+_BUILT_IN = frozenset({"run", "console", "migrate", "opd", "failed", "key", "backup"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     key_sub = key.add_subparsers(dest="key_command", required=True)
     key_sub.add_parser("generate", help="print a new random SERTAKAN_NIK_KEY")
     cli_keys.add_parsers(key_sub)
+    backup = sub.add_parser(
+        "backup",
+        help="back the database up into a new file while the bot runs (SQLite: online "
+        "backup; PostgreSQL: pg_dump --format=custom); the NIK key is not in it",
+    )
+    backup.add_argument("file", type=Path)
     for extension in _EXTENSIONS:
         extension.add_parsers(sub)
     return parser
@@ -142,6 +150,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _list_failed(settings)
     if command == "key":
         return await cli_keys.dispatch(args, settings)
+    if command == "backup":
+        return await _backup(settings, args.file)
     if _is_console(args, settings):
         return await _run_console(settings, user=getattr(args, "user", "asn"))
     return await _run_channels(settings)
@@ -160,6 +170,19 @@ async def _load_opds(settings: Settings, path: Path) -> int:
     print(
         f"OPD list loaded: {result.inserted} new, {result.updated} updated, "
         f"{result.unchanged} unchanged"
+    )
+    return 0
+
+
+async def _backup(settings: Settings, destination: Path) -> int:
+    try:
+        await asyncio.to_thread(backup, settings.database_url, destination)
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        print(f"sertakan: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"database backed up to {destination}; the NIK key is not in it: "
+        "keep the key's own backup apart"
     )
     return 0
 

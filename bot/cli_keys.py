@@ -26,7 +26,14 @@ from bot.app import Runtime, StartupError, build_runtime, key_file
 from bot.settings import Settings
 from storage import audit, key_check, key_rotation
 from storage.audit import Actor
-from storage.crypto import KeyRing, KeyRingError, NikKeyError, decode_key, generate_key, write_key_ring
+from storage.crypto import (
+    KeyRing,
+    KeyRingError,
+    NikKeyError,
+    decode_key,
+    generate_key,
+    write_key_ring,
+)
 
 #: Audit actions.
 ROTATED = "key.rotate"
@@ -242,7 +249,9 @@ async def list_keys(runtime: Runtime, *, out: TextIO) -> int:
     counts = await key_rotation.census(runtime.db, cipher)
     print("key\tid\tstate\trows", file=out)
     for key_id, (fingerprint, _) in sorted(cipher.fingerprints().items()):
-        state = "current" if key_id == ring.current else "staged" if key_id == ring.staged else "old"
+        state = (
+            "current" if key_id == ring.current else "staged" if key_id == ring.staged else "old"
+        )
         print(f"{key_id}\t{fingerprint}\t{state}\t{counts[key_id]}", file=out)
     if counts[key_rotation.UNREADABLE]:
         print(f"{counts[key_rotation.UNREADABLE]} rows no key of the ring can read", file=out)

@@ -222,9 +222,7 @@ class KeyRing:
             raise KeyRingError(f"the NIK key ring is full (key id {MAX_KEY_ID} reached)")
         if key in self.keys.values():
             raise KeyRingError("that key is already in the NIK key ring")
-        return KeyRing(
-            {**self.keys, key_id: key}, self.lookup_key, self.current if stage else None
-        )
+        return KeyRing({**self.keys, key_id: key}, self.lookup_key, self.current if stage else None)
 
     def promoted(self) -> KeyRing:
         """The staged key made current."""

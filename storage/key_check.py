@@ -99,9 +99,7 @@ async def verify(connection: AsyncConnection, cipher: NikCipher) -> Verdict:
     samples = await _samples(connection)
     if samples.stored:
         ring = {fingerprint: kcv for fingerprint, kcv in cipher.fingerprints().values()}
-        missing = tuple(
-            key_id for key_id, kcv in samples.stored if ring.get(key_id) != kcv
-        )
+        missing = tuple(key_id for key_id, kcv in samples.stored if ring.get(key_id) != kcv)
         if not missing:
             stored = {key_id for key_id, _ in samples.stored}
             return Verdict.KNOWN if ring.keys() <= stored else Verdict.ADDED

@@ -166,7 +166,9 @@ async def test_rotate_while_enrolling_then_retire_the_old_key(
         async with bot.db.begin() as connection:
             await connection.execute(
                 update(Worker)
-                .where(Worker.id == select(Worker.id).order_by(Worker.id).limit(1).scalar_subquery())
+                .where(
+                    Worker.id == select(Worker.id).order_by(Worker.id).limit(1).scalar_subquery()
+                )
                 .values(
                     nik_ciphertext=encrypted_before_key_rings(
                         TEST_KEY, before[0], b"sertakan:nik:v1"
@@ -214,8 +216,7 @@ async def test_rotate_while_enrolling_then_retire_the_old_key(
                     duplicates.append(await told_duplicate(asn, during[index - 1]))
                 if index == 1:
                     # The rotation begins while enrollments keep coming.
-                    while not rotation_started.is_set():
-                        await asyncio.sleep(0.01)
+                    assert await asyncio.to_thread(rotation_started.wait, 60)
                 await asyncio.sleep(0.01)
             return duplicates
 
@@ -243,7 +244,9 @@ async def test_rotate_while_enrolling_then_retire_the_old_key(
         async with bot.db.begin() as connection:
             await connection.execute(
                 update(Worker)
-                .where(Worker.id == select(Worker.id).order_by(Worker.id).limit(1).scalar_subquery())
+                .where(
+                    Worker.id == select(Worker.id).order_by(Worker.id).limit(1).scalar_subquery()
+                )
                 .values(nik_ciphertext=NikCipher(TEST_KEY).encrypt(before[0]))
             )
         refused = await asyncio.to_thread(
@@ -292,7 +295,7 @@ async def test_rotate_while_enrolling_then_retire_the_old_key(
         parked = await DeadLetters(restarted.sessionmaker, restarted.cipher).list()
         assert len(parked) == 1
         payload = await DeadLetters(restarted.sessionmaker, restarted.cipher).payload(parked[0].id)
-        assert payload == "{\"text\": \"3201014708900001\"}"
+        assert payload == '{"text": "3201014708900001"}'
     finally:
         await restarted.close()
 

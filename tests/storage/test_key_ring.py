@@ -55,7 +55,9 @@ def test_an_old_ciphertext_whose_nonce_looks_like_a_key_id_still_reads() -> None
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"nik-encryption").derive(
         KEY_1
     )
-    colliding = colliding[:12] + AESGCM(key).encrypt(colliding[:12], NIK.encode(), b"sertakan:nik:v1")
+    colliding = colliding[:12] + AESGCM(key).encrypt(
+        colliding[:12], NIK.encode(), b"sertakan:nik:v1"
+    )
     assert cipher.decrypt(colliding) == NIK
     assert cipher.nik_key(colliding) == 1
 
