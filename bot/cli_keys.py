@@ -73,8 +73,9 @@ def add_parsers(key_sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     key_sub.add_parser("list", help="the key ring's ids and how many rows each key made")
 
 
-async def dispatch(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
-    """Run `sertakan key rotate | retire | list`."""
+async def dispatch(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """Run `sertakan key rotate | retire | list` (printing to `out`, default stdout)."""
+    out = out or sys.stdout
     command = args.key_command
     if command in ("rotate", "retire") and settings.app.nik_key is not None:
         raise StartupError(

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import cli_keys
 from bot.app import Runtime, StartupError, build_runtime, seed_opds_if_empty
+from bot.cli import main
 from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
 from domain.vocabulary import Channel
 from storage import crypto, key_rotation
@@ -304,3 +305,53 @@ async def test_rotate_while_enrolling_then_retire_the_old_key(
     old_only.write_text(base64.urlsafe_b64encode(TEST_KEY).decode() + "\n")
     with pytest.raises(StartupError, match="does not match this database"):
         await build_runtime(settings_for(tmp_path, database_url, old_only), migrate=False)
+
+
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ring_file: Path) -> None:
+    monkeypatch.delenv("SERTAKAN_NIK_KEY", raising=False)
+    monkeypatch.setenv("SERTAKAN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SERTAKAN_NIK_KEY_FILE", str(ring_file))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'sertakan.db'}")
+
+
+def test_a_staged_key_by_the_command_line_then_made_current_and_the_old_retired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ring_file = tmp_path / "keys" / "nik.ring"
+    ring_file.parent.mkdir()
+    ring_file.write_text(base64.urlsafe_b64encode(TEST_KEY).decode() + "\n")
+    cli_env(monkeypatch, tmp_path, ring_file)
+    assert main(["migrate"]) == 0
+
+    assert main(["key", "rotate", "--stage"]) == 0
+    staged = read_key_ring(ring_file)
+    assert staged is not None and (staged.current, staged.staged) == (1, 2)
+    assert "copy the file to every host" in capsys.readouterr().out
+    # Staged: read by every process, written by none yet.
+    assert NikCipher(staged).nik_key(NikCipher(staged).encrypt("3201014708900001")) == 1
+    assert main(["key", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "\tcurrent\t" in listing.splitlines()[1] and "\tstaged\t" in listing.splitlines()[2]
+
+    assert main(["key", "retire", "1"]) == 1  # the current key
+    assert "current key" in capsys.readouterr().err
+    assert main(["key", "rotate"]) == 0
+    promoted = read_key_ring(ring_file)
+    assert promoted is not None and (promoted.current, promoted.staged) == (2, None)
+    assert promoted.keys == staged.keys  # the staged key became current, no third key
+    assert "every row uses key 2" in capsys.readouterr().out
+    assert main(["key", "retire", "1"]) == 0
+    final = read_key_ring(ring_file)
+    assert final is not None and set(final.keys) == {2}
+    assert final.lookup_key == staged.lookup_key
+    assert ring_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_rotation_refuses_a_key_set_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_env(monkeypatch, tmp_path, tmp_path / "unused")
+    monkeypatch.setenv("SERTAKAN_NIK_KEY", base64.urlsafe_b64encode(TEST_KEY).decode())
+    assert main(["key", "rotate"]) == 2
+    assert "SERTAKAN_NIK_KEY_FILE" in capsys.readouterr().err
+    assert not (tmp_path / "unused").exists()
