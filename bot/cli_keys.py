@@ -18,6 +18,7 @@ Running processes read the ring file again within seconds of a change
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import sys
 from typing import TextIO
@@ -40,7 +41,10 @@ ROTATED = "key.rotate"
 REENCRYPTED = "key.reencrypt"
 RETIRED = "key.retire"
 #: Passes of `rotate` before it gives up on rows the bot keeps writing with an old key.
-MAX_PASSES = 5
+MAX_PASSES = 10
+#: Wait between passes: a flow in progress carries a NIK typed before the rotation
+#: from step to step, and its row changes under the pass until the person pauses.
+PASS_WAIT_S = 1.0
 
 
 def add_parsers(key_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -180,6 +184,7 @@ async def rotate(
         if older == 0:
             break
         print(f"pass {number}: {older} rows still use an older key", file=out)
+        await asyncio.sleep(PASS_WAIT_S)
     async with runtime.db.begin() as connection:
         await audit.record(
             connection,

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Row, Text, cast, or_, select, update
+from sqlalchemy import Row, Text, bindparam, cast, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -163,13 +163,25 @@ async def _reencrypt_column(
         rewritten = 0
         if changes:
             async with db.begin() as connection:
-                for row_id, old, new in changes:
-                    outcome = await connection.execute(
-                        update(table)
-                        .where(column.id == row_id, column.blob == old)
-                        .values({column.blob.key: new})
+                await connection.execute(
+                    update(table)
+                    .where(column.id == bindparam("row_id"), column.blob == bindparam("old"))
+                    .values({column.blob.key: bindparam("new")}),
+                    [{"row_id": row_id, "old": old, "new": new} for row_id, old, new in changes],
+                )
+                # Not the drivers' rowcount (asyncpg has none for executemany): the new
+                # ciphertexts are unique, so those found are the rows replaced.
+                rewritten = int(
+                    await connection.scalar(
+                        select(func.count())
+                        .select_from(table)
+                        .where(
+                            column.id.in_([row_id for row_id, _, _ in changes]),
+                            column.blob.in_([new for _, _, new in changes]),
+                        )
                     )
-                    rewritten += outcome.rowcount
+                    or 0
+                )
         result.checked[column.name] += len(rows)
         result.rewritten[column.name] += rewritten
         progress(
