@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot import cli_keys
 from bot.app import Runtime, StartupError, build_runtime, seed_opds_if_empty
 from bot.cli import main
-from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
+from bot.settings import AppSettings, DatabaseSettings, Environment, Settings, TelegramSettings
 from domain.vocabulary import Channel
 from storage import crypto, key_rotation
 from storage.crypto import NikCipher, read_key_ring
@@ -355,3 +355,19 @@ def test_rotation_refuses_a_key_set_in_the_environment(
     assert main(["key", "rotate"]) == 2
     assert "SERTAKAN_NIK_KEY_FILE" in capsys.readouterr().err
     assert not (tmp_path / "unused").exists()
+
+
+async def test_production_never_makes_a_key_file_and_names_a_broken_one(tmp_path: Path) -> None:
+    ring_file = tmp_path / "keys" / "nik.key"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sertakan.db'}"
+    settings = settings_for(tmp_path, url, ring_file)
+    production = settings.model_copy(
+        update={"app": settings.app.model_copy(update={"env": Environment.PRODUCTION})}
+    )
+    with pytest.raises(StartupError, match="does not exist"):
+        await build_runtime(production)
+    assert not ring_file.exists()
+    ring_file.parent.mkdir()
+    ring_file.write_text("1=" + base64.urlsafe_b64encode(TEST_KEY).decode() + "\n2=oops\n")
+    with pytest.raises(StartupError, match=f"the NIK key file {ring_file}: .*32 bytes"):
+        await build_runtime(production)
