@@ -13,7 +13,7 @@ enrolled a second time. `key_check` holds the key's id and check value
 
 `verify` only reads and copes with tables an older schema lacks, so it runs
 before migrations; `confirm` runs after them, in the caller's transaction.
-Several rows are a key ring (`storage.key_ring`): every stored key must be in
+Several rows are a key ring (`storage.crypto.KeyRing`): every stored key must be in
 the ring given, or start-up is refused; ring keys not stored yet (a key just
 added by `sertakan key rotate`) are stored by `confirm`; `forget` removes a
 retired key's row.
