@@ -45,7 +45,7 @@ from storage.collective_columns import (
     ColumnMapError,
     load_column_map,
 )
-from storage.crypto import NikCipher, NikKeyError, create_key_file, decode_key, read_key_file
+from storage.crypto import KeyRing, NikCipher, NikKeyError, create_key_file, read_key_ring
 from storage.db import (
     DatabaseUnreachable,
     Sleep,
@@ -107,45 +107,47 @@ def configure_logging(settings: Settings, *, to_file: Path | None = None) -> Non
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def configured_nik_key(settings: Settings) -> bytes | None:
-    """SERTAKAN_NIK_KEY decoded; None in development without it (the key file serves)."""
+def configured_nik_key(settings: Settings) -> KeyRing | None:
+    """SERTAKAN_NIK_KEY decoded (one key: key 1, or a key ring); None when a key file serves."""
     configured = settings.app.nik_key
     if configured is not None:
         try:
-            return decode_key(configured.get_secret_value())
+            return KeyRing.parse(configured.get_secret_value())
         except NikKeyError as exc:
             raise StartupError(str(exc)) from exc
-    if settings.app.env is Environment.PRODUCTION:
+    if settings.app.env is Environment.PRODUCTION and settings.app.nik_key_file is None:
         raise StartupError(
-            "SERTAKAN_NIK_KEY is required in production: NIKs are encrypted with it. "
-            "Generate one with `sertakan key generate` and keep it safe; "
-            "losing it makes stored NIKs unreadable."
+            "SERTAKAN_NIK_KEY is required in production (or SERTAKAN_NIK_KEY_FILE naming a "
+            "key ring file): NIKs are encrypted with it. Generate one with "
+            "`sertakan key generate` and keep it safe; losing it makes stored NIKs unreadable."
         )
     return None
 
 
 def key_file(settings: Settings) -> Path:
-    """The development key file, used when SERTAKAN_NIK_KEY is not set."""
-    return settings.app.data_dir / "nik.key"
+    """The key ring file used when SERTAKAN_NIK_KEY is not set (development: data/nik.key)."""
+    return settings.app.nik_key_file or settings.app.data_dir / "nik.key"
 
 
-async def nik_master_key(settings: Settings, db: AsyncEngine) -> bytes:
-    """The NIK key: SERTAKAN_NIK_KEY, or in development the key file.
+async def nik_key_ring(settings: Settings, db: AsyncEngine) -> KeyRing:
+    """The NIK key ring: SERTAKAN_NIK_KEY, or the key file (SERTAKAN_NIK_KEY_FILE, data/nik.key).
 
-    A missing key file is created only when the database holds nothing
-    encrypted; otherwise the old key is needed and start-up stops
-    (StartupError) without writing anything.
+    A missing key file is created only in development and only when the
+    database holds nothing encrypted; otherwise the old key is needed and
+    start-up stops (StartupError) without writing anything.
     """
     configured = configured_nik_key(settings)
     if configured is not None:
         return configured
     path = key_file(settings)
     try:
-        existing = read_key_file(path)
+        existing = read_key_ring(path)
     except NikKeyError as exc:
         raise StartupError(f"the NIK key file {path}: {exc}") from exc
     if existing is not None:
         return existing
+    if settings.app.env is Environment.PRODUCTION:
+        raise StartupError(f"the NIK key file {path} (SERTAKAN_NIK_KEY_FILE) does not exist")
     async with db.connect() as connection:
         keyed = await key_check.keyed_data_present(connection)
     if keyed:
@@ -162,7 +164,7 @@ async def nik_master_key(settings: Settings, db: AsyncEngine) -> bytes:
         "without it the NIKs stored from now on cannot be read",
         path,
     )
-    return key
+    return KeyRing.single(key)
 
 
 def _key_source(settings: Settings) -> str:
@@ -183,7 +185,10 @@ async def checked_cipher(settings: Settings, db: AsyncEngine) -> tuple[NikCipher
 
     Raises StartupError when the key is not the database's own.
     """
-    cipher = NikCipher(await nik_master_key(settings, db))
+    ring = await nik_key_ring(settings, db)
+    # A ring file is read again when `sertakan key rotate` (or retire) changes it.
+    source = None if settings.app.nik_key is not None else key_file(settings)
+    cipher = NikCipher(ring, source=source)
     async with db.connect() as connection:
         try:
             verdict = await key_check.verify(connection, cipher)

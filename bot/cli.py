@@ -9,12 +9,13 @@ import gc
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from bot import cli_admin, cli_files, cli_outbox, cli_plan
+from bot import cli_admin, cli_files, cli_keys, cli_outbox, cli_plan
 from bot.app import (
     Runtime,
     StartupError,
@@ -30,6 +31,7 @@ from bot.settings import Settings, TelegramMode
 from domain.local_time import format_local
 from domain.vocabulary import Channel
 from scheduler.runner import stop_scheduler
+from storage.backup import BackupError, backup
 from storage.crypto import generate_key
 from storage.dead_letters import DeadLetters
 from storage.opd_repository import OpdFileError, OpdRepository
@@ -53,7 +55,7 @@ class _Extension(Protocol):
 
 
 _EXTENSIONS: tuple[_Extension, ...] = (cli_admin, cli_files, cli_outbox, cli_plan)
-_BUILT_IN = frozenset({"run", "console", "migrate", "opd", "failed", "key"})
+_BUILT_IN = frozenset({"run", "console", "migrate", "opd", "failed", "key", "backup"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("key", help="NIK encryption key")
     key_sub = key.add_subparsers(dest="key_command", required=True)
     key_sub.add_parser("generate", help="print a new random SERTAKAN_NIK_KEY")
+    cli_keys.add_parsers(key_sub)
+    backup = sub.add_parser(
+        "backup",
+        help="back the database up into a new file while the bot runs (SQLite: online "
+        "backup; PostgreSQL: pg_dump --format=custom); the NIK key is not in it",
+    )
+    backup.add_argument("file", type=Path)
     for extension in _EXTENSIONS:
         extension.add_parsers(sub)
     return parser
@@ -102,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First, before anything writes a file: they hold NIKs, names and phone numbers.
     os.umask(PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
-    if args.command == "key":
+    if args.command == "key" and args.key_command == "generate":
         print(generate_key())
         return 0
     settings = Settings()
@@ -139,6 +148,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _load_opds(settings, args.file)
     if command == "failed":
         return await _list_failed(settings)
+    if command == "key":
+        return await cli_keys.dispatch(args, settings)
+    if command == "backup":
+        return await _backup(settings, args.file)
     if _is_console(args, settings):
         return await _run_console(settings, user=getattr(args, "user", "asn"))
     return await _run_channels(settings)
@@ -157,6 +170,19 @@ async def _load_opds(settings: Settings, path: Path) -> int:
     print(
         f"OPD list loaded: {result.inserted} new, {result.updated} updated, "
         f"{result.unchanged} unchanged"
+    )
+    return 0
+
+
+async def _backup(settings: Settings, destination: Path) -> int:
+    try:
+        await asyncio.to_thread(backup, settings.database_url, destination)
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        print(f"sertakan: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"database backed up to {destination}; the NIK key is not in it: "
+        "keep the key's own backup apart"
     )
     return 0
 

@@ -38,9 +38,14 @@ class AppSettings(BaseSettings):
     env: Environment = Environment.DEVELOPMENT
     #: Folder for the SQLite database and the development NIK key file.
     data_dir: Path = Path("data")
-    #: 32-byte key, urlsafe base64. Required in production; in development a key
-    #: file is generated in data_dir on first start.
+    #: 32-byte key, urlsafe base64, or a key ring (`id=key` entries and
+    #: `index=key`, comma-separated; see storage.crypto.KeyRing). In production
+    #: this or nik_key_file is required; in development a key file is generated
+    #: in data_dir on first start.
     nik_key: SecretStr | None = None
+    #: A key ring file (0600) read when nik_key is unset, and read again when it
+    #: changes; `sertakan key rotate` and `retire` rewrite it. Unset: data_dir/nik.key.
+    nik_key_file: Path | None = None
     default_language: Language = Language.INDONESIAN
     #: The province's time zone (WIB Asia/Jakarta, WITA Asia/Makassar, WIT Asia/Jayapura).
     timezone: str = "Asia/Jakarta"

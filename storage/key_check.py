@@ -13,7 +13,10 @@ enrolled a second time. `key_check` holds the key's id and check value
 
 `verify` only reads and copes with tables an older schema lacks, so it runs
 before migrations; `confirm` runs after them, in the caller's transaction.
-Several rows are a key ring: `sertakan key rotate` (later) adds one per key.
+Several rows are a key ring (`storage.crypto.KeyRing`): every stored key must be in
+the ring given, or start-up is refused; ring keys not stored yet (a key just
+added by `sertakan key rotate`) are stored by `confirm`; `forget` removes a
+retired key's row.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Text, cast, inspect, or_, select
+from sqlalchemy import Text, cast, delete, inspect, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -64,6 +67,8 @@ class Verdict(StrEnum):
     EMPTY = "empty"
     #: No check value yet; the key decrypted the data already stored.
     DECRYPTS = "decrypts"
+    #: Every stored key is in the ring, which also holds keys not yet stored.
+    ADDED = "added"
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -93,13 +98,12 @@ async def verify(connection: AsyncConnection, cipher: NikCipher) -> Verdict:
     """
     samples = await _samples(connection)
     if samples.stored:
-        if any(
-            key_id == cipher.key_id and kcv == cipher.check_value for key_id, kcv in samples.stored
-        ):
-            return Verdict.KNOWN
-        raise KeyMismatch(
-            given=cipher.key_id, expected=tuple(key_id for key_id, _ in samples.stored)
-        )
+        ring = {fingerprint: kcv for fingerprint, kcv in cipher.fingerprints().values()}
+        missing = tuple(key_id for key_id, kcv in samples.stored if ring.get(key_id) != kcv)
+        if not missing:
+            stored = {key_id for key_id, _ in samples.stored}
+            return Verdict.KNOWN if ring.keys() <= stored else Verdict.ADDED
+        raise KeyMismatch(given=cipher.key_id, expected=missing)
     if not samples.any:
         return Verdict.EMPTY
     try:
@@ -125,12 +129,18 @@ async def confirm(connection: AsyncConnection, cipher: NikCipher, *, now: dateti
         await connection.exec_driver_sql("LOCK TABLE key_check IN SHARE ROW EXCLUSIVE MODE")
     verdict = await verify(connection, cipher)
     if verdict is not Verdict.KNOWN:
-        await connection.execute(
-            insert_for(connection.dialect.name)(KeyCheck)
-            .values(key_id=cipher.key_id, kcv=cipher.check_value, created_at=now)
-            .on_conflict_do_nothing()
-        )
+        for fingerprint, kcv in cipher.fingerprints().values():
+            await connection.execute(
+                insert_for(connection.dialect.name)(KeyCheck)
+                .values(key_id=fingerprint, kcv=kcv, created_at=now)
+                .on_conflict_do_nothing()
+            )
     return verdict
+
+
+async def forget(connection: AsyncConnection, fingerprint: str) -> None:
+    """Remove a retired key's id and check value, in the caller's transaction."""
+    await connection.execute(delete(KeyCheck).where(KeyCheck.key_id == fingerprint))
 
 
 async def has_table(connection: AsyncConnection) -> bool:

@@ -24,7 +24,7 @@ from bot.cli import main
 from bot.settings import AppSettings, DatabaseSettings, Environment, ProgramSettings, Settings
 from domain.vocabulary import Channel
 from sertakan_data import shipped
-from storage.crypto import NikCipher, decode_key, generate_key
+from storage.crypto import KeyRing, NikCipher, decode_key, generate_key
 from storage.dead_letters import DeadLetters
 from storage.models import Opd
 
@@ -68,7 +68,7 @@ async def test_development_creates_and_reuses_a_private_key_file(
 def test_configured_key_wins(tmp_path: Path) -> None:
     key = generate_key()
     settings = _settings(tmp_path, env=Environment.PRODUCTION, nik_key=SecretStr(key))
-    assert configured_nik_key(settings) == decode_key(key)
+    assert configured_nik_key(settings) == KeyRing.single(decode_key(key))
 
 
 def test_age_bounds_must_be_ordered(tmp_path: Path) -> None:
