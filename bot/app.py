@@ -231,6 +231,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         accept_without_consent=program.accept_without_consent,
         consent_link_ttl=timedelta(days=program.consent_link_days),
         telegram_bot_username=settings.telegram.bot_username.strip().lstrip("@"),
+        web_base_url=settings.web.public_url,
     )
 
 

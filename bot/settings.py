@@ -241,6 +241,22 @@ class WebSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    #: The address people open, when a reverse proxy is in front ("https://sertakan.example.go.id");
+    #: empty: http://WEB_HOST:WEB_PORT. An https address makes the session cookie Secure.
+    base_url: str = ""
+    #: A web session ends after this long without a request.
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    #: Sign-in attempts one address may make per minute (the rest get 429).
+    sign_in_per_minute: int = Field(default=10, ge=1)
+    #: Largest KPJ file accepted on the web, in MiB (the Bot API's download limit is 20).
+    max_upload_mb: int = Field(default=20, ge=1, le=64)
+
+    @property
+    def public_url(self) -> str:
+        """Where the web workbench is reached, without a trailing slash."""
+        if self.base_url.strip():
+            return self.base_url.strip().rstrip("/")
+        return f"http://{self.host}:{self.port}"
 
 
 class Settings(BaseSettings):

@@ -46,6 +46,7 @@ from handlers.i18n import Catalogs
 from handlers.notices import Notices
 from handlers.parsing import match_option, normalise, record_id, storable_event
 from handlers.types import EventKind, InboundEvent, QueuedReplies, Reply, encode_replies
+from handlers.web_link import web_link
 from handlers.where_to_pay import where_to_pay
 from storage.collective_file import KpjFileError
 from storage.consent_links import is_consent_payload
@@ -78,6 +79,7 @@ COMMANDS = {
     "tanya": "ask",
     "admin": "admin",
     "berhenti": "stop",
+    "web": "web",
 }
 #: Words that act at any step (PRODUCT 4: batal, menu, bantuan; plus kembali).
 FLOW_WORDS = {
@@ -676,6 +678,8 @@ class Engine:
             return await self._pic_action(ctx, head, arg)
         if head == "ask":
             return await self._start_flow(ctx, AskFlow.name)
+        if head == "web":
+            return await web_link(ctx)
         if head == "tkr":
             return await self._start_answer(ctx, arg)
         if head in ticket.STAFF_ACTIONS:
