@@ -13,7 +13,7 @@ from aiohttp import ClientResponse, FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.settings import WebSettings
-from bot.web.app import ReceiptSource, WebParts, add_web_routes
+from bot.web.app import COOKIE, ReceiptSource, WebParts, add_web_routes
 from domain.vocabulary import Channel
 from handlers.i18n import Catalogs
 from storage.audit import Actor
@@ -22,6 +22,7 @@ from storage.web_access import Principal, WebRole, appoint_leader, issue_link
 from tests.fakes.chat import TEST_KEY, Chat
 from tests.fakes.workbench import Office
 
+COOKIE_NAME = COOKIE
 LINK = re.compile(r"/web/signin\?t=([A-Za-z0-9_\-]+)")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
