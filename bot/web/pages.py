@@ -384,7 +384,7 @@ async def _read_upload(
             while chunk := await part.read_chunk(64 * 1024):
                 chunks += chunk
                 if len(chunks) > limit:
-                    return None, None, "pic.import.too_large"
+                    return None, None, "web.import.too_large"
             content = bytes(chunks)
     if content is None or name is None:
         return None, None, "web.import.no_file"
@@ -400,7 +400,7 @@ async def batch_import(request: web.Request) -> web.Response:
     limit = min(config.kpj_file_budget.max_file_bytes, parts.settings.max_upload_mb << 20)
     name, content, chosen = await _read_upload(request, limit)
     if name is None or content is None:
-        return await batches_page(request, [t(chosen, file="")])
+        return await batches_page(request, [t(chosen, limit=parts.settings.max_upload_mb)])
     try:
         rows, empty_rows = await read_kpj_file_isolated(
             name, content, budget=config.kpj_file_budget, limits=config.kpj_read_limits
