@@ -43,7 +43,7 @@ def upgrade() -> None:
             postgresql_where=sa.text("removed_at IS NULL"),
         )
     for table in ("web_sign_in_link", "web_session"):
-        columns: list[sa.SchemaItem] = [
+        columns: list[sa.schema.SchemaItem] = [
             sa.Column("id", sa.Integer(), nullable=False),
             sa.Column("token_hash", sa.String(length=64), nullable=False),
             sa.Column("role", sa.String(length=16), nullable=False),
