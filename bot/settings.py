@@ -111,6 +111,10 @@ class ProgramSettings(BaseSettings):
     #: The collective file's columns (header,source,width): edit to match the BPJS
     #: branch's BPU collective template. Unset: the shipped map; missing: the built-in default.
     collective_columns_file: Path | None = None
+    #: Coverage targets in protected workers (opd_code,target_workers; a TOTAL line for
+    #: the province): the coverage page's progress. Unset: the shipped file (see
+    #: `Settings.data_file`).
+    coverage_targets_file: Path | None = None
 
 
 class TelegramSettings(BaseSettings):
