@@ -53,6 +53,7 @@ from storage.collective_columns import (
     load_column_map,
 )
 from storage.coverage import CoverageTargets, TargetsFileError, load_targets
+from storage.coverage_cache import CoverageCache
 from storage.crypto import NikCipher, NikKeyError, create_key_file, decode_key, read_key_file
 from storage.db import (
     DatabaseUnreachable,
@@ -373,6 +374,18 @@ def coverage_targets(settings: Settings) -> CoverageTargets:
         return load_targets(path)
     except TargetsFileError as exc:
         raise StartupError(f"PROGRAM_COVERAGE_TARGETS_FILE: {exc}") from exc
+
+
+def coverage_cache(runtime: Runtime) -> CoverageCache:
+    """The coverage page's figures for this process (targets file, PROGRAM_COVERAGE_MAX_AGE_S)."""
+    return CoverageCache(
+        runtime.db,
+        targets=coverage_targets(runtime.settings),
+        calendar=runtime.calendar,
+        zone=runtime.timezone,
+        clock=runtime.clock,
+        max_age=timedelta(seconds=runtime.settings.program.coverage_max_age_s),
+    )
 
 
 def tariff_table(settings: Settings) -> TariffTable:

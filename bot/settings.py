@@ -115,6 +115,9 @@ class ProgramSettings(BaseSettings):
     #: the province): the coverage page's progress. Unset: the shipped file (see
     #: `Settings.data_file`).
     coverage_targets_file: Path | None = None
+    #: The coverage page shows figures at most this old (seconds), read again in the
+    #: background when older (`storage.coverage_cache`); 0: read on every request.
+    coverage_max_age_s: float = Field(60.0, ge=0)
 
 
 class TelegramSettings(BaseSettings):

@@ -352,6 +352,7 @@ class CoverageDashboard:
     protected workers against the overall target (province) or the OPD's.
     `weeks` runs oldest first and ends with the week holding `today`. `paid`
     is the paid-until distribution of the scope's dues-bearing sponsorships.
+    `computed_at` says how old the figures are when they come from `CoverageCache`.
     """
 
     today: date
@@ -363,6 +364,8 @@ class CoverageDashboard:
     paid: dict[PaidStanding, int]
     opds: tuple[OpdRow, ...]
     areas: tuple[AreaRow, ...]
+    #: When the figures were read (set by `CoverageCache`; None: read just now, uncached).
+    computed_at: datetime | None = None
 
 
 class OpdSort(StrEnum):
