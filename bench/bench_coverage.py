@@ -380,8 +380,8 @@ async def measure_parts(connection: AsyncConnection) -> dict[str, float]:
     """Each of the dashboard's reads once (after the runs: caches warm)."""
     parts: dict[str, float] = {}
     for name, work in (
-        ("asn", lambda: connection.execute(coverage_module._ASN_COUNTS)),
-        ("workers", lambda: connection.execute(coverage_module._WORKER_COUNTS)),
+        ("asn", lambda: connection.execute(coverage_module._asn_counts())),
+        ("workers", lambda: connection.execute(coverage_module._worker_counts())),
         (
             "paid_until",
             lambda: coverage_module.paid_standings(connection, today=TODAY, calendar=CALENDAR),
