@@ -111,6 +111,13 @@ class ProgramSettings(BaseSettings):
     #: The collective file's columns (header,source,width): edit to match the BPJS
     #: branch's BPU collective template. Unset: the shipped map; missing: the built-in default.
     collective_columns_file: Path | None = None
+    #: Coverage targets in protected workers (opd_code,target_workers; a TOTAL line for
+    #: the province): the coverage page's progress. Unset: the shipped file (see
+    #: `Settings.data_file`).
+    coverage_targets_file: Path | None = None
+    #: The coverage page shows figures at most this old (seconds), read again in the
+    #: background when older (`storage.coverage_cache`); 0: read on every request.
+    coverage_max_age_s: float = Field(60.0, ge=0)
 
 
 class TelegramSettings(BaseSettings):
