@@ -35,6 +35,7 @@ from domain.vocabulary import Language
 from handlers.engine import Clock, Engine
 from handlers.i18n import Catalogs, Translator
 from storage import web_access
+from storage.coverage_cache import CoverageCache
 from storage.crypto import NikCipher
 from storage.models import Opd
 from storage.web_access import Access, LinkProblem, SessionInfo, WebRole
@@ -68,6 +69,8 @@ class WebParts:
     clock: Clock
     settings: WebSettings
     receipts: ReceiptSource = dataclasses.field(default_factory=ReceiptSource)
+    #: The coverage page's figures (None: no coverage page).
+    coverage: CoverageCache | None = None
 
 
 PARTS = web.AppKey("sertakan_web_parts", WebParts)
@@ -342,7 +345,7 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 def add_web_routes(app: web.Application, parts: WebParts) -> None:
     """Mount the web workbench under /web on `app` (the process's one web server)."""
-    from bot.web import pages
+    from bot.web import coverage_page, pages
 
     sub = web.Application(middlewares=[_guard])
     sub[PARTS] = parts
@@ -360,11 +363,14 @@ def add_web_routes(app: web.Application, parts: WebParts) -> None:
     sub.router.add_post("/language", choose_language)
     sub.router.add_static("/static", STATIC_DIR)
     pages.add_routes(sub)
+    coverage_page.add_routes(sub)
     app.add_subapp(PREFIX, sub)
 
 
 def web_parts(runtime: Any, receipts: ReceiptSource | None = None) -> WebParts:
     """The pages' parts from the process's `bot.app.Runtime`."""
+    from bot.app import coverage_cache
+
     return WebParts(
         database=runtime.db,
         engine=runtime.engine,
@@ -373,4 +379,5 @@ def web_parts(runtime: Any, receipts: ReceiptSource | None = None) -> WebParts:
         clock=runtime.clock,
         settings=runtime.settings.web,
         receipts=receipts or ReceiptSource(),
+        coverage=coverage_cache(runtime),
     )

@@ -5,6 +5,7 @@ session cookie, reads the CSRF token from the page like a browser's form does.""
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -13,6 +14,9 @@ from aiohttp import ClientResponse, FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.settings import WebSettings
+from domain.workdays import WorkCalendar
+from storage.coverage import CoverageTargets
+from storage.coverage_cache import CoverageCache
 from bot.web.app import COOKIE, ReceiptSource, WebParts, add_web_routes
 from domain.vocabulary import Channel
 from handlers.i18n import Catalogs
@@ -36,6 +40,15 @@ def web_parts(office: Office, receipts: ReceiptSource | None = None) -> WebParts
         clock=office.clock,
         settings=WebSettings(),
         receipts=receipts or ReceiptSource(),
+        # Read on every request (max_age 0): a test sees each change at once.
+        coverage=CoverageCache(
+            office.sessionmaker.kw["bind"],
+            targets=CoverageTargets(overall=100, per_opd={"BKL-DINKES": 10}),
+            calendar=WorkCalendar(()),
+            zone=office.engine.config.timezone,
+            clock=office.clock,
+            max_age=timedelta(0),
+        ),
     )
 
 
