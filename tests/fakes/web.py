@@ -5,22 +5,22 @@ session cookie, reads the CSRF token from the page like a browser's form does.""
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
 import re
 from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import ClientResponse, FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.settings import WebSettings
-from domain.workdays import WorkCalendar
-from storage.coverage import CoverageTargets
-from storage.coverage_cache import CoverageCache
 from bot.web.app import COOKIE, ReceiptSource, WebParts, add_web_routes
 from domain.vocabulary import Channel
+from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
 from storage.audit import Actor
+from storage.coverage import CoverageTargets
+from storage.coverage_cache import CoverageCache
 from storage.crypto import NikCipher
 from storage.web_access import Principal, WebRole, appoint_leader, issue_link
 from tests.fakes.chat import TEST_KEY, Chat
