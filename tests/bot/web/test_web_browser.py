@@ -101,12 +101,16 @@ class Page:
     async def text(self) -> str:
         return str(await self.run(lambda d: d.find_element("tag name", "body").text))
 
-    async def wait_for(self, words: str, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while words not in await self.text():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{words!r} not on the page: {await self.text()}")
-            await asyncio.sleep(0.1)
+    async def wait_for(self, words: str) -> None:
+        """Until `words` show on the page (htmx swaps it after a click), at most 15 s."""
+        try:
+            async with asyncio.timeout(15):
+                while True:
+                    if words in await self.text():
+                        return
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise AssertionError(f"{words!r} not on the page: {await self.text()}") from None
 
     async def shot(self, name: str) -> None:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -330,13 +334,19 @@ async def office_ids(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str
         return {str(name): int(sid) for name, sid in rows}
 
 
-async def wait_for_file(path: Path, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or path.stat().st_size == 0:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path.name} was not downloaded: {list(path.parent.iterdir())}")
-        await asyncio.sleep(0.1)
-    assert path.read_bytes()[:2] == b"PK"  # an XLSX (zip)
+def _downloaded(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+async def wait_for_file(path: Path) -> None:
+    """Until Chromium has saved the download (at most 15 s); it must be an XLSX (a zip)."""
+    async with asyncio.timeout(15):
+        while True:
+            content = await asyncio.to_thread(_downloaded, path)
+            if content:
+                break
+            await asyncio.sleep(0.1)
+    assert content[:2] == b"PK"
 
 
 async def all_sent(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
