@@ -240,3 +240,12 @@ async def test_the_language_can_be_switched_to_english(
         await browser.post("/web/language", {"lang": "en", "back": "/web/queue"})
         await browser.get("/web/queue")
         assert "Verification" in browser.last and "Sign out" in browser.last
+
+
+async def test_the_pic_menu_offers_the_web_link(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await office.pic.say("pic")
+    await office.pic.press("Buka di web")
+    assert "/web/signin?t=" in office.pic.text
