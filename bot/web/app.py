@@ -34,7 +34,7 @@ from domain.local_time import format_local
 from domain.vocabulary import Language
 from handlers.engine import Clock, Engine
 from handlers.i18n import Catalogs, Translator
-from storage import web_access
+from storage import audit, web_access
 from storage.coverage_cache import CoverageCache
 from storage.crypto import NikCipher
 from storage.models import Opd
@@ -295,6 +295,18 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
             lang = language if isinstance(language, str) else None
             cookie = await web_access.open_session(
                 connection, outcome, language=translator(parts, lang).language.value, now=now
+            )
+            access = await web_access.principal_access(connection, outcome, now=now)
+            assert access is not None  # redeem_link checked it in this transaction
+            await audit.record(
+                connection,
+                access.actor,
+                "web.sign_in",
+                record_type="web_session",
+                record_id=None,
+                opd_id=access.pic.opd_id if access.pic is not None else None,
+                now=now,
+                details={"role": access.role.value},
             )
     if isinstance(outcome, LinkProblem):
         return render(

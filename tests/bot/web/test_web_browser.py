@@ -99,7 +99,8 @@ class Page:
         await self.run(lambda d: d.find_element("css selector", css).click())
 
     async def text(self) -> str:
-        return str(await self.run(lambda d: d.find_element("tag name", "body").text))
+        # A script, not an element: htmx may swap the body between finding it and reading it.
+        return str(await self.run(lambda d: d.execute_script("return document.body.innerText")))
 
     async def wait_for(self, words: str) -> None:
         """Until `words` show on the page (htmx swaps it after a click), at most 15 s."""
@@ -254,7 +255,7 @@ async def test_a_pic_works_the_queue_in_a_browser_and_the_asn_is_told_over_teleg
             await page.click("a[href*='/file']")
             await wait_for_file(downloads / "BKL-DINKES-2026-001.xlsx")
             await page.click("button.mark-sent")
-            await page.wait_for("dikirim ke BPJS")
+            await page.wait_for("tercatat dikirim ke BPJS")
             kpj = tmp_path / "kpj_dari_bpjs.csv"
             kpj.write_text(f"NIK,KPJ\n{WORKER_NIK},12345678901\n{OTHER_NIK},12345678902\n")
             await page.run(lambda d: d.find_element("id", "kpj-file").send_keys(str(kpj)))

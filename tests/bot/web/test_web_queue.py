@@ -32,4 +32,4 @@ async def test_a_pic_accepts_two_in_bulk_and_the_asn_is_told(
     async with sessionmaker() as session:
         actions = (await session.execute(select(AuditLog.action))).scalars().all()
     assert actions.count("enrollment.accept") == 2
-    assert "web.link" in actions
+    assert "web.link" in actions and "web.sign_in" in actions
