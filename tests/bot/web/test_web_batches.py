@@ -192,3 +192,25 @@ async def test_show_nik_is_explicit_and_audited(
         ).one()
     assert row.actor_type == "pic" and row.record_id == str(sid)
     assert WORKER_NIK not in str(row.details)
+
+
+async def test_another_opds_batch_and_import_are_not_found(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await office.enroll()
+    async with web_server(office) as server, TestClient(server) as client:
+        pic = await pic_signs_in(office, office.pic, client)
+        await _accept_all(pic, office)
+        await pic.post("/web/batches/export", {})
+        batch_id = (await office.sponsorships())[0].batch_id
+        other = await pic_signs_in(office, office.other_pic, client)
+        assert (await other.get(f"/web/batches/{batch_id}/file")).status == 404
+        assert (await other.post(f"/web/batches/{batch_id}/sent", {})).status == 404
+        card = str((await office.sponsorships())[0].id)
+        assert (await other.post("/web/cards/hand-over", {"id": card})).status == 404
+    (sponsorship,) = await office.sponsorships()
+    assert sponsorship.status is SponsorshipStatus.ACCEPTED  # not submitted by the other PIC
+    async with sessionmaker() as session:
+        actions = (await session.execute(select(AuditLog.action))).scalars().all()
+    assert "batch.download" not in actions and "batch.submit" not in actions
