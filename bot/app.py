@@ -37,7 +37,14 @@ from scheduler.dispatcher import Dispatcher
 from scheduler.reminders import ReminderPlanner
 from scheduler.runner import build_scheduler
 from scheduler.sending import Sender
-from sertakan_data import COLLECTIVE_COLUMNS, HOLIDAYS, OPD_SEED, PAYMENT_CHANNELS, TARIFF
+from sertakan_data import (
+    COLLECTIVE_COLUMNS,
+    COVERAGE_TARGETS,
+    HOLIDAYS,
+    OPD_SEED,
+    PAYMENT_CHANNELS,
+    TARIFF,
+)
 from storage import key_check
 from storage.collective_columns import (
     DEFAULT_COLUMN_MAP,
@@ -45,6 +52,8 @@ from storage.collective_columns import (
     ColumnMapError,
     load_column_map,
 )
+from storage.coverage import CoverageTargets, TargetsFileError, load_targets
+from storage.coverage_cache import CoverageCache
 from storage.crypto import KeyRing, NikCipher, NikKeyError, create_key_file, read_key_ring
 from storage.db import (
     DatabaseUnreachable,
@@ -236,6 +245,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         accept_without_consent=program.accept_without_consent,
         consent_link_ttl=timedelta(days=program.consent_link_days),
         telegram_bot_username=settings.telegram.bot_username.strip().lstrip("@"),
+        web_base_url=settings.web.public_url,
     )
 
 
@@ -355,6 +365,33 @@ def collective_columns(settings: Settings) -> ColumnMap:
         return load_column_map(path)
     except (ColumnMapError, OSError) as exc:
         raise StartupError(f"PROGRAM_COLLECTIVE_COLUMNS_FILE {path}: {exc}") from exc
+
+
+def coverage_targets(settings: Settings) -> CoverageTargets:
+    """The coverage targets (PROGRAM_COVERAGE_TARGETS_FILE); refused with its line.
+
+    Without the file, no targets (the coverage page shows none), with a warning.
+    """
+    path = settings.data_file(COVERAGE_TARGETS, settings.program.coverage_targets_file)
+    if not path.is_file():
+        log.warning("no coverage targets at %s: the coverage page shows no targets", path)
+        return CoverageTargets()
+    try:
+        return load_targets(path)
+    except TargetsFileError as exc:
+        raise StartupError(f"PROGRAM_COVERAGE_TARGETS_FILE: {exc}") from exc
+
+
+def coverage_cache(runtime: Runtime) -> CoverageCache:
+    """The coverage page's figures for this process (targets file, PROGRAM_COVERAGE_MAX_AGE_S)."""
+    return CoverageCache(
+        runtime.db,
+        targets=coverage_targets(runtime.settings),
+        calendar=runtime.calendar,
+        zone=runtime.timezone,
+        clock=runtime.clock,
+        max_age=timedelta(seconds=runtime.settings.program.coverage_max_age_s),
+    )
 
 
 def tariff_table(settings: Settings) -> TariffTable:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from bot import cli_admin, cli_files, cli_keys, cli_outbox, cli_plan
+from bot import cli_admin, cli_files, cli_keys, cli_outbox, cli_plan, cli_web
 from bot.app import (
     Runtime,
     StartupError,
@@ -37,6 +37,8 @@ from storage.dead_letters import DeadLetters
 from storage.opd_repository import OpdFileError, OpdRepository
 
 if TYPE_CHECKING:
+    from aiohttp.web import AppRunner
+
     from bot.telegram import TelegramChannel
     from bot.whatsapp.channel import WhatsAppChannel
     from scheduler.sending import Sender
@@ -54,7 +56,7 @@ class _Extension(Protocol):
         ...
 
 
-_EXTENSIONS: tuple[_Extension, ...] = (cli_admin, cli_files, cli_outbox, cli_plan)
+_EXTENSIONS: tuple[_Extension, ...] = (cli_admin, cli_files, cli_outbox, cli_plan, cli_web)
 _BUILT_IN = frozenset({"run", "console", "migrate", "opd", "failed", "key", "backup"})
 
 
@@ -224,14 +226,55 @@ async def _run_console(settings: Settings, *, user: str) -> int:
         scheduler.start()
         # The operator's hint, not a log record: the records themselves go to the file.
         print(f"sertakan: the log is written to {log_file(settings)}", file=sys.stderr)
+        runner = await _console_web(runtime)
         try:
             await console.run()
         finally:
             await dispatcher.stop()
             await stop_scheduler(scheduler)
+            await runner.cleanup()
     finally:
         await runtime.close()
     return 0
+
+
+async def _console_web(runtime: Runtime) -> AppRunner:
+    """The web workbench beside the console chat: its address and an administrator's
+    one-time sign-in link are printed for the operator."""
+    from aiohttp import web
+
+    from bot.access_log import app_runner
+    from bot.web.app import add_web_routes, web_parts
+    from handlers.web_link import SIGN_IN_PATH
+    from storage.audit import Actor
+    from storage.web_access import Principal, WebRole, issue_link
+
+    settings = runtime.settings.web
+    app = web.Application()
+    add_web_routes(app, web_parts(runtime))
+    runner = app_runner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except OSError as error:
+        # The chat works without the pages (another process holds the port).
+        print(f"sertakan: web pages not started on {settings.public_url}: {error}", file=sys.stderr)
+        return runner
+    login = cli_web.login()
+    async with runtime.db.begin() as connection:
+        token = await issue_link(
+            connection,
+            Principal(WebRole.ADMIN, admin_login=login),
+            actor=Actor.admin(login),
+            now=runtime.clock(),
+        )
+    print(f"sertakan: web pages at {settings.public_url}/web/", file=sys.stderr)
+    print(
+        f"sertakan: administrator sign-in (once, 10 minutes): "
+        f"{settings.public_url}{SIGN_IN_PATH}?t={token}",
+        file=sys.stderr,
+    )
+    return runner
 
 
 async def _run_channels(settings: Settings) -> int:
@@ -246,6 +289,8 @@ async def _run_channels(settings: Settings) -> int:
 
     from bot.access_log import app_runner
     from bot.telegram import TelegramChannel, TelegramSender
+    from bot.web.app import add_web_routes, web_parts
+    from bot.web.receipts import TelegramReceipts
     from bot.whatsapp.channel import build_whatsapp
 
     runtime = await build_runtime(settings)
@@ -291,16 +336,18 @@ async def _run_channels(settings: Settings) -> int:
                 # Consent links t.me/<username>?start=... need it (TELEGRAM_BOT_USERNAME unset).
                 runtime.engine.use_telegram_username(await telegram.username())
         scheduler.start()
-        if telegram_webhook or whatsapp is not None:
-            app = web.Application()
-            if telegram is not None and telegram_webhook:
-                telegram.webhook_routes(app)
-            if whatsapp is not None:
-                whatsapp.routes(app)
-            runner = app_runner(app)
-            await runner.setup()
-            await web.TCPSite(runner, settings.web.host, settings.web.port).start()
-            log.info("webhook server on %s:%s", settings.web.host, settings.web.port)
+        # One web server: the webhooks and the web workbench (bot/web, issue 13).
+        app = web.Application()
+        if telegram is not None and telegram_webhook:
+            telegram.webhook_routes(app)
+        if whatsapp is not None:
+            whatsapp.routes(app)
+        receipts = TelegramReceipts(telegram.bot) if telegram is not None else None
+        add_web_routes(app, web_parts(runtime, receipts))
+        runner = app_runner(app)
+        await runner.setup()
+        await web.TCPSite(runner, settings.web.host, settings.web.port).start()
+        log.info("web server on %s:%s", settings.web.host, settings.web.port)
         if telegram is not None and telegram_webhook:
             await telegram.set_webhook()
             # Replies refused for a while, or left by an earlier run (polling runs its own).

@@ -116,6 +116,13 @@ class ProgramSettings(BaseSettings):
     #: The collective file's columns (header,source,width): edit to match the BPJS
     #: branch's BPU collective template. Unset: the shipped map; missing: the built-in default.
     collective_columns_file: Path | None = None
+    #: Coverage targets in protected workers (opd_code,target_workers; a TOTAL line for
+    #: the province): the coverage page's progress. Unset: the shipped file (see
+    #: `Settings.data_file`).
+    coverage_targets_file: Path | None = None
+    #: The coverage page shows figures at most this old (seconds), read again in the
+    #: background when older (`storage.coverage_cache`); 0: read on every request.
+    coverage_max_age_s: float = Field(60.0, ge=0)
 
 
 class TelegramSettings(BaseSettings):
@@ -246,6 +253,22 @@ class WebSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    #: The address people open, when a reverse proxy is in front ("https://sertakan.example.go.id");
+    #: empty: http://WEB_HOST:WEB_PORT. An https address makes the session cookie Secure.
+    base_url: str = ""
+    #: A web session ends after this long without a request.
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    #: Sign-in attempts one address may make per minute (the rest get 429).
+    sign_in_per_minute: int = Field(default=10, ge=1)
+    #: Largest KPJ file accepted on the web, in MiB (the Bot API's download limit is 20).
+    max_upload_mb: int = Field(default=20, ge=1, le=64)
+
+    @property
+    def public_url(self) -> str:
+        """Where the web workbench is reached, without a trailing slash."""
+        if self.base_url.strip():
+            return self.base_url.strip().rstrip("/")
+        return f"http://{self.host}:{self.port}"
 
 
 class Settings(BaseSettings):

@@ -312,6 +312,14 @@ class Enroll(Action):
 
 
 @dataclasses.dataclass(frozen=True)
+class WebLink(Action):
+    """A one-time sign-in link to the web workbench (staff: PIC, leader, administrator;
+    `handlers.web_link` tells anybody else the pages are for staff)."""
+
+    prefix = "web"
+
+
+@dataclasses.dataclass(frozen=True)
 class Ask(Action):
     """ "Tanya PIC": a question to a person (ASN or worker; the flow says who may)."""
 

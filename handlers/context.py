@@ -73,6 +73,9 @@ class EngineConfig:
     #: The Telegram bot's username (TELEGRAM_BOT_USERNAME, or getMe at start-up), for
     #: links t.me/<username>?start=...; empty: the link is shown as "/start <payload>".
     telegram_bot_username: str = ""
+    #: Where the web workbench is reached (WEB_BASE_URL, else http://WEB_HOST:WEB_PORT),
+    #: for the sign-in links the bot sends.
+    web_base_url: str = "http://127.0.0.1:8080"
 
 
 @dataclasses.dataclass(slots=True)

@@ -46,6 +46,7 @@ from handlers.i18n import Catalogs
 from handlers.notices import Notices
 from handlers.parsing import match_option, normalise, record_id, storable_event
 from handlers.types import EventKind, InboundEvent, QueuedReplies, Reply, encode_replies
+from handlers.web_link import web_link
 from handlers.where_to_pay import where_to_pay
 from storage.collective_file import KpjFileError
 from storage.consent_links import is_consent_payload
@@ -78,6 +79,7 @@ COMMANDS: dict[str, actions.Action] = {
     "tanya": actions.Ask(),
     "admin": actions.AdminHome(),
     "berhenti": actions.StopSponsoring(),
+    "web": actions.WebLink(),
 }
 #: Words that act at any step (PRODUCT 4: batal, menu, bantuan; plus kembali).
 FLOW_WORDS: dict[str, actions.Action] = {
@@ -831,6 +833,11 @@ class Engine:
     @_on(actions.Ask)
     async def _on_ask(self, ctx: Context, action: actions.Ask) -> list[Reply]:
         return await self._start_flow(ctx, AskFlow.name)
+
+    @_on(actions.WebLink)
+    async def _on_web_link(self, ctx: Context, action: actions.WebLink) -> list[Reply]:
+        self._park_running(ctx)
+        return await web_link(ctx)
 
     # -- the worker ----------------------------------------------------------------------
 

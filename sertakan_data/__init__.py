@@ -9,7 +9,8 @@ finds them whatever the working directory:
 - `opd_bengkulu.csv`: the OPD list loaded on the console's first run;
 - `whatsapp_templates.json`: the approved WhatsApp templates (`bot.whatsapp.templates`);
 - `payment_channels.csv`: where BPJS dues are paid (`domain.payment_channels`);
-- `collective_columns_bpu.csv`: the collective file's column map (`storage.collective_columns`).
+- `collective_columns_bpu.csv`: the collective file's column map (`storage.collective_columns`);
+- `coverage_targets.csv`: the coverage targets per OPD and overall (`storage.coverage`).
 
 `data_file(name, ...)` resolves one by name: a file setting the operator gave
 (e.g. `PROGRAM_HOLIDAYS_FILE`), else `SERTAKAN_REFERENCE_DIR/<name>` when that
@@ -33,6 +34,7 @@ OPD_SEED = "opd_bengkulu.csv"
 WHATSAPP_TEMPLATES = "whatsapp_templates.json"
 PAYMENT_CHANNELS = "payment_channels.csv"
 COLLECTIVE_COLUMNS = "collective_columns_bpu.csv"
+COVERAGE_TARGETS = "coverage_targets.csv"
 
 
 class DataFileMissing(FileNotFoundError):

@@ -702,3 +702,67 @@ class TicketMessage(Base):
     author_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_account.id"))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ProgramLeader(Base):
+    """A program leader (issue 13): reads every OPD's pages on the web, changes nothing.
+
+    Appointed and removed from the command line (`sertakan leader`) for a chat
+    account, which asks the bot for a sign-in link ("/web"); `removed_at` ends it.
+    """
+
+    __tablename__ = "program_leader"
+    __table_args__ = (
+        Index(
+            "uq_program_leader_active_account",
+            "channel_account_id",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_account.id"))
+    appointed_by: Mapped[str] = mapped_column(String(120))
+    appointed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    removed_by: Mapped[str | None] = mapped_column(String(120))
+
+
+class WebSignInLink(Base):
+    """A one-time web sign-in link (issue 13): only the token's SHA-256 is kept.
+
+    `role` is "pic", "leader" or "admin"; a PIC's and a leader's link is bound to
+    their chat account (the role is derived again from it when the link is used),
+    an administrator's to the login that ran `sertakan web link --admin`.
+    """
+
+    __tablename__ = "web_sign_in_link"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    channel_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_account.id"))
+    admin_login: Mapped[str | None] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class WebSession(Base):
+    """A signed-in web session, kept server-side; the cookie holds a random token whose
+    SHA-256 is `token_hash`. Ends when idle too long or on sign-out (`ended_at`)."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    channel_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_account.id"))
+    admin_login: Mapped[str | None] = mapped_column(String(120))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

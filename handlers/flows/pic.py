@@ -23,7 +23,7 @@ from domain.local_time import local_moment
 from domain.months import add_months
 from domain.phone import display_phone
 from domain.tariff import FundingSource
-from domain.vocabulary import BatchStatus, ConsentMethod, ReturnReason
+from domain.vocabulary import BatchStatus, Channel, ConsentMethod, ReturnReason
 from domain.vocabulary import SponsorshipStatus as S
 from handlers import actions, menus
 from handlers.context import Context
@@ -148,6 +148,12 @@ async def home(ctx: Context, role: PicRole) -> Reply:
                 "pic.menu.questions",
                 count=await tickets.count_open(ctx.repo.connection, role.opd_id),
             ),
+        ),
+        # WhatsApp lists hold ten rows: there the PIC types "/web".
+        *(
+            (actions.WebLink().option(t("pic.menu.web")),)
+            if ctx.event.channel is not Channel.WHATSAPP
+            else ()
         ),
         actions.Menu().option(t("menu.back_to_menu")),
     )

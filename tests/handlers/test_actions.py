@@ -68,6 +68,7 @@ WIRE = {
     "g:tkc:9": actions.TicketClose(9),
     "g:admin": actions.AdminHome(),
     "g:admin_tickets": actions.AdminTickets(),
+    "g:web": actions.WebLink(),
 }
 
 

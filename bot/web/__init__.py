@@ -1,0 +1,1 @@
+"""The web interface: the coverage page, the PIC workbench (issue 13)."""

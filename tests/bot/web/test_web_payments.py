@@ -1,0 +1,88 @@
+"""Payments to confirm on the web: the receipt streamed from its channel, confirm or
+reject with a reason, the ASN told as in the chat (issue 13)."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.web.app import ReceiptSource
+from domain.vocabulary import PaymentStatus
+from handlers.types import EventKind
+from storage.models import Payment
+from tests.fakes.chat import WORKER_NIK
+from tests.fakes.web import pic_signs_in, web_server
+from tests.fakes.workbench import Office, activate, build_office
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+class StoredReceipts(ReceiptSource):
+    """The platform's files, as the Telegram adapter would fetch them."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    async def fetch(self, channel: str, file_ref: str) -> tuple[bytes, str] | None:
+        self.asked.append((channel, file_ref))
+        return (PNG, "image/png") if file_ref == "AgACAgUAAxkBAAIB" else None
+
+
+async def _paid_with_receipt(office: Office) -> None:
+    asn = office.asn
+    await asn.say("bayar")
+    await asn.press("1 bulan")
+    await asn.press("sesuai tarif")
+    await asn._send(kind=EventKind.PHOTO, file_ref="AgACAgUAAxkBAAIB")
+    await asn.press("Catat pembayaran")
+
+
+async def _payments(office: Office) -> list[Payment]:
+    async with office.sessionmaker() as session:
+        return list((await session.execute(select(Payment).order_by(Payment.id))).scalars())
+
+
+async def test_the_receipt_is_shown_and_the_pic_confirms(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    await _paid_with_receipt(office)
+    (payment,) = await _payments(office)
+    receipts = StoredReceipts()
+    async with web_server(office, receipts) as server, TestClient(server) as client:
+        browser = await pic_signs_in(office, office.pic, client)
+        await browser.get("/web/payments")
+        assert "Siti Aminah" in browser.last and "Rp16.800" in browser.last
+        image = await client.get(f"/web/payments/{payment.id}/receipt")
+        assert image.status == 200 and image.content_type == "image/png"
+        assert await image.read() == PNG
+        assert receipts.asked == [("telegram", "AgACAgUAAxkBAAIB")]
+        assert (await browser.post(f"/web/payments/{payment.id}/confirm", {})).status == 200
+        assert "dikonfirmasi" in browser.last
+        again = await browser.post(f"/web/payments/{payment.id}/confirm", {})
+        assert again.status == 200 and "sudah" in browser.last
+    (payment,) = await _payments(office)
+    assert payment.status is PaymentStatus.CONFIRMED
+    (notice,) = await office.outbox("payment_confirmed")
+    assert notice.recipient == "1001"
+
+
+async def test_the_pic_rejects_with_their_own_reason(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    await office.record_payment()
+    (payment,) = await _payments(office)
+    async with web_server(office) as server, TestClient(server) as client:
+        browser = await pic_signs_in(office, office.pic, client)
+        form = {"reason": "other", "reason_text": "Transfer belum masuk rekening BPJS"}
+        assert (await browser.post(f"/web/payments/{payment.id}/reject", form)).status == 200
+        other = await pic_signs_in(office, office.other_pic, client)
+        assert (await other.post(f"/web/payments/{payment.id}/confirm", {})).status == 404
+    (payment,) = await _payments(office)
+    assert payment.status is PaymentStatus.REJECTED
+    (notice,) = await office.outbox("payment_rejected")
+    assert "Transfer belum masuk rekening BPJS" in notice.body

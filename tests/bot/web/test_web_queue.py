@@ -1,0 +1,35 @@
+"""The verification queue on the web: the chat's rules, notices and scope (issue 13)."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.vocabulary import SponsorshipStatus
+from storage.models import AuditLog
+from tests.fakes.chat import OTHER_NIK, WORKER_NIK
+from tests.fakes.web import pic_signs_in, web_server
+from tests.fakes.workbench import build_office
+
+
+async def test_a_pic_accepts_two_in_bulk_and_the_asn_is_told(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    office = await build_office(sessionmaker)
+    await office.enroll_two()
+    async with web_server(office) as server, TestClient(server) as client:
+        browser = await pic_signs_in(office, office.pic, client)
+        page = await browser.get("/web/queue")
+        assert page.status == 200
+        assert "Siti Aminah" in browser.last and "Joko Susilo" in browser.last
+        assert WORKER_NIK not in browser.last and OTHER_NIK not in browser.last
+        ids = [str(s.id) for s in await office.sponsorships()]
+        response = await browser.post("/web/queue/accept", [("id", i) for i in ids])
+        assert response.status == 200
+    assert [s.status for s in await office.sponsorships()] == [SponsorshipStatus.ACCEPTED] * 2
+    assert len(await office.outbox("accepted")) == 2
+    async with sessionmaker() as session:
+        actions = (await session.execute(select(AuditLog.action))).scalars().all()
+    assert actions.count("enrollment.accept") == 2
+    assert "web.link" in actions and "web.sign_in" in actions
