@@ -32,10 +32,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.dues import PaidStanding, paid_standing
-from domain.vocabulary import SponsorshipStatus
+from domain.months import add_months
+from domain.vocabulary import PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from storage import dues_queries
-from storage.models import SPONSORSHIP_IS_OPEN, Asn, Opd, Sponsorship, Worker
+from storage.models import SPONSORSHIP_IS_OPEN, Asn, Opd, Payment, Sponsorship, Worker
 
 TOTAL_CODE = "TOTAL"
 
@@ -110,9 +111,19 @@ def _worker_counts(opd_id: int | None = None) -> CompoundSelect[tuple[int, str, 
 
 
 async def paid_standings(
-    connection: AsyncConnection, *, today: date, calendar: WorkCalendar
+    connection: AsyncConnection,
+    *,
+    today: date,
+    calendar: WorkCalendar,
+    opd_id: int | None = None,
 ) -> dict[int, dict[PaidStanding, int]]:
-    """Per OPD id, its dues-bearing sponsorships counted by `PaidStanding` as of `today`."""
+    """Per OPD id, its dues-bearing sponsorships counted by `PaidStanding` as of `today`.
+
+    `opd_id`: that OPD's only, read through the OPD's own rows (a few thousand
+    sponsorships and their payments) instead of the whole province's.
+    """
+    if opd_id is not None:
+        return await _opd_paid_standings(connection, opd_id, today=today, calendar=calendar)
     terms = await dues_queries.dues_terms(connection)
     paid = await dues_queries.confirmed_months(connection)
     shared: dict[tuple[str, tuple[int, int] | None], PaidStanding] = {}
@@ -135,6 +146,45 @@ async def paid_standings(
             opd = counts[opd_id] = dict.fromkeys(PaidStanding, 0)
         opd[standing] += 1
     return counts
+
+
+async def _opd_paid_standings(
+    connection: AsyncConnection, opd_id: int, *, today: date, calendar: WorkCalendar
+) -> dict[int, dict[PaidStanding, int]]:
+    dues_bearing = (Sponsorship.opd_id == opd_id) & text(
+        "sponsorship.status IN ('active', 'card_handed_over')"
+    )
+    first_months = dict(
+        (
+            await connection.execute(
+                select(Sponsorship.id, Sponsorship.first_month).where(dues_bearing)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    if not first_months:
+        return {}
+    paid: dict[int, list[date]] = {}
+    payments = await connection.execute(
+        select(Payment.sponsorship_id, Payment.first_month, Payment.months)
+        .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
+        .where(dues_bearing, Payment.status == PaymentStatus.CONFIRMED)
+    )
+    for sponsorship_id, first, months in payments.tuples():
+        paid.setdefault(sponsorship_id, []).extend(
+            add_months(first, offset) for offset in range(months)
+        )
+    counts = dict.fromkeys(PaidStanding, 0)
+    for sponsorship_id, first_month in first_months.items():
+        standing = paid_standing(
+            first_month=first_month,
+            paid_months=paid.get(sponsorship_id, ()),
+            today=today,
+            calendar=calendar,
+        )
+        counts[standing] += 1
+    return {opd_id: counts}
 
 
 async def coverage(
@@ -626,7 +676,7 @@ async def dashboard(
     workers: dict[int, dict[SponsorshipStatus, int]] = {}
     for row_opd, status, count in await connection.execute(worker_query):
         workers.setdefault(row_opd, {})[SponsorshipStatus(status)] = count
-    standings = await paid_standings(connection, today=today, calendar=calendar)
+    standings = await paid_standings(connection, today=today, calendar=calendar, opd_id=opd_id)
     rows: list[OpdRow] = []
     scope_name: str | None = None
     for row_opd, code, name, active in await connection.execute(opd_query):
