@@ -32,10 +32,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.dues import PaidStanding, paid_standing
-from domain.vocabulary import SponsorshipStatus
+from domain.months import add_months
+from domain.vocabulary import PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from storage import dues_queries
-from storage.models import SPONSORSHIP_IS_OPEN, Asn, Opd, Sponsorship, Worker
+from storage.models import SPONSORSHIP_IS_OPEN, Asn, Opd, Payment, Sponsorship, Worker
 
 TOTAL_CODE = "TOTAL"
 
@@ -110,9 +111,19 @@ def _worker_counts(opd_id: int | None = None) -> CompoundSelect[tuple[int, str, 
 
 
 async def paid_standings(
-    connection: AsyncConnection, *, today: date, calendar: WorkCalendar
+    connection: AsyncConnection,
+    *,
+    today: date,
+    calendar: WorkCalendar,
+    opd_id: int | None = None,
 ) -> dict[int, dict[PaidStanding, int]]:
-    """Per OPD id, its dues-bearing sponsorships counted by `PaidStanding` as of `today`."""
+    """Per OPD id, its dues-bearing sponsorships counted by `PaidStanding` as of `today`.
+
+    `opd_id`: that OPD's only, read through the OPD's own rows (a few thousand
+    sponsorships and their payments) instead of the whole province's.
+    """
+    if opd_id is not None:
+        return await _opd_paid_standings(connection, opd_id, today=today, calendar=calendar)
     terms = await dues_queries.dues_terms(connection)
     paid = await dues_queries.confirmed_months(connection)
     shared: dict[tuple[str, tuple[int, int] | None], PaidStanding] = {}
@@ -137,6 +148,45 @@ async def paid_standings(
     return counts
 
 
+async def _opd_paid_standings(
+    connection: AsyncConnection, opd_id: int, *, today: date, calendar: WorkCalendar
+) -> dict[int, dict[PaidStanding, int]]:
+    dues_bearing = (Sponsorship.opd_id == opd_id) & text(
+        "sponsorship.status IN ('active', 'card_handed_over')"
+    )
+    first_months = dict(
+        (
+            await connection.execute(
+                select(Sponsorship.id, Sponsorship.first_month).where(dues_bearing)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    if not first_months:
+        return {}
+    paid: dict[int, list[date]] = {}
+    payments = await connection.execute(
+        select(Payment.sponsorship_id, Payment.first_month, Payment.months)
+        .join(Sponsorship, Sponsorship.id == Payment.sponsorship_id)
+        .where(dues_bearing, Payment.status == PaymentStatus.CONFIRMED)
+    )
+    for sponsorship_id, first, months in payments.tuples():
+        paid.setdefault(sponsorship_id, []).extend(
+            add_months(first, offset) for offset in range(months)
+        )
+    counts = dict.fromkeys(PaidStanding, 0)
+    for sponsorship_id, first_month in first_months.items():
+        standing = paid_standing(
+            first_month=first_month,
+            paid_months=paid.get(sponsorship_id, ()),
+            today=today,
+            calendar=calendar,
+        )
+        counts[standing] += 1
+    return {opd_id: counts}
+
+
 async def coverage(
     connection: AsyncConnection, *, today: date, calendar: WorkCalendar
 ) -> list[CoverageRow]:
@@ -144,34 +194,20 @@ async def coverage(
 
     `today` (local date) and `calendar` (due dates) place the paid-until distribution.
     """
-    asn_counts = {
-        opd_id: (registered, sponsoring)
-        for opd_id, registered, sponsoring in await connection.execute(_asn_counts())
-    }
-    workers: dict[int, dict[SponsorshipStatus, int]] = {}
-    for opd_id, status, count in await connection.execute(_worker_counts()):
-        workers.setdefault(opd_id, {})[SponsorshipStatus(status)] = count
-    standings = await paid_standings(connection, today=today, calendar=calendar)
-    opds = await connection.execute(
-        select(Opd.id, Opd.code, Opd.name, Opd.active).order_by(Opd.code)
+    rows = await _opd_rows(
+        connection, opd_id=None, today=today, calendar=calendar, targets=CoverageTargets()
     )
-    rows: list[CoverageRow] = []
-    for opd_id, code, name, active in opds:
-        if not active and opd_id not in asn_counts and opd_id not in workers:
-            continue
-        registered, sponsoring = asn_counts.get(opd_id, (0, 0))
-        statuses = workers.get(opd_id, {})
-        rows.append(
-            CoverageRow(
-                opd_code=code,
-                opd_name=name,
-                asn_registered=registered,
-                asn_sponsoring=sponsoring,
-                by_status={status: statuses.get(status, 0) for status in SponsorshipStatus},
-                paid=standings.get(opd_id) or dict.fromkeys(PaidStanding, 0),
-            )
+    return [
+        CoverageRow(
+            opd_code=row.opd_code,
+            opd_name=row.opd_name,
+            asn_registered=row.asn_registered,
+            asn_sponsoring=row.asn_sponsoring,
+            by_status=row.by_status,
+            paid=row.paid,
         )
-    return rows
+        for row in rows
+    ]
 
 
 def coverage_total(rows: Iterable[CoverageRow], *, name: str = "All OPDs") -> CoverageRow:
@@ -595,6 +631,48 @@ async def _areas(connection: AsyncConnection, *, opd_id: int | None) -> tuple[Ar
     )
 
 
+async def _opd_rows(
+    connection: AsyncConnection,
+    *,
+    opd_id: int | None,
+    today: date,
+    calendar: WorkCalendar,
+    targets: CoverageTargets,
+) -> list[OpdRow]:
+    """The OPD table, by code: one OPD's row, or every active OPD (zeros included) and
+    an inactive one only when it has figures. Three statements and the dues' reads."""
+    asn_counts = {
+        row_opd: (registered, sponsoring)
+        for row_opd, registered, sponsoring in await connection.execute(_asn_counts(opd_id))
+    }
+    workers: dict[int, dict[SponsorshipStatus, int]] = {}
+    for row_opd, status, count in await connection.execute(_worker_counts(opd_id)):
+        workers.setdefault(row_opd, {})[SponsorshipStatus(status)] = count
+    standings = await paid_standings(connection, today=today, calendar=calendar, opd_id=opd_id)
+    opd_query = select(Opd.id, Opd.code, Opd.name, Opd.active).order_by(Opd.code)
+    if opd_id is not None:
+        opd_query = opd_query.where(Opd.id == opd_id)
+    rows: list[OpdRow] = []
+    for row_opd, code, name, active in await connection.execute(opd_query):
+        if opd_id is None and not active and row_opd not in asn_counts and row_opd not in workers:
+            continue
+        registered, sponsoring = asn_counts.get(row_opd, (0, 0))
+        statuses = workers.get(row_opd, {})
+        rows.append(
+            OpdRow(
+                opd_id=row_opd,
+                opd_code=code,
+                opd_name=name,
+                asn_registered=registered,
+                asn_sponsoring=sponsoring,
+                by_status={status: statuses.get(status, 0) for status in SponsorshipStatus},
+                paid=dict(standings.get(row_opd) or dict.fromkeys(PaidStanding, 0)),
+                target=targets.for_opd(code),
+            )
+        )
+    return rows
+
+
 async def dashboard(
     connection: AsyncConnection,
     *,
@@ -614,40 +692,10 @@ async def dashboard(
     """
     if weeks < 1:
         raise ValueError("weeks must be at least 1")
-    asn_query = _asn_counts(opd_id)
-    worker_query = _worker_counts(opd_id)
-    opd_query = select(Opd.id, Opd.code, Opd.name, Opd.active).order_by(Opd.code)
-    if opd_id is not None:
-        opd_query = opd_query.where(Opd.id == opd_id)
-    asn_counts = {
-        row_opd: (registered, sponsoring)
-        for row_opd, registered, sponsoring in await connection.execute(asn_query)
-    }
-    workers: dict[int, dict[SponsorshipStatus, int]] = {}
-    for row_opd, status, count in await connection.execute(worker_query):
-        workers.setdefault(row_opd, {})[SponsorshipStatus(status)] = count
-    standings = await paid_standings(connection, today=today, calendar=calendar)
-    rows: list[OpdRow] = []
-    scope_name: str | None = None
-    for row_opd, code, name, active in await connection.execute(opd_query):
-        if row_opd == opd_id:
-            scope_name = name
-        if opd_id is None and not active and row_opd not in asn_counts and row_opd not in workers:
-            continue
-        registered, sponsoring = asn_counts.get(row_opd, (0, 0))
-        statuses = workers.get(row_opd, {})
-        rows.append(
-            OpdRow(
-                opd_id=row_opd,
-                opd_code=code,
-                opd_name=name,
-                asn_registered=registered,
-                asn_sponsoring=sponsoring,
-                by_status={status: statuses.get(status, 0) for status in SponsorshipStatus},
-                paid=dict(standings.get(row_opd) or dict.fromkeys(PaidStanding, 0)),
-                target=targets.for_opd(code),
-            )
-        )
+    rows = await _opd_rows(
+        connection, opd_id=opd_id, today=today, calendar=calendar, targets=targets
+    )
+    scope_name = rows[0].opd_name if opd_id is not None and rows else None
     by_status = {status: sum(row.by_status[status] for row in rows) for status in SponsorshipStatus}
     paid = {standing: sum(row.paid[standing] for row in rows) for standing in PaidStanding}
     tiles = Tiles(

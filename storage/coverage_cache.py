@@ -15,6 +15,10 @@ operator who prefers exact figures to fast pages). The cache is per process
 (several processes behind a load balancer each keep their own) and bounded
 (`capacity` scopes; the oldest dropped first). A failed background read keeps
 the previous figures and is tried again at the next request.
+
+Each read opens its own connection from the engine: on SQLite the pool holds
+one connection, so a caller must not hold one while it awaits `dashboard()`
+(it would wait for itself until the pool's timeout).
 """
 
 from __future__ import annotations

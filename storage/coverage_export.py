@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 
@@ -29,6 +30,9 @@ from storage.coverage import AreaRow, CoverageDashboard, OpdRow, WeekPoint
 from storage.xlsx_stream import BOLD, DATE_ISO, Cell, CellValue, SheetWriter, Style
 
 Translate = Callable[[str], str]
+
+#: Characters Excel refuses in a sheet name.
+_SHEET_UNSAFE = re.compile(r"[\[\]:*?/\\]")
 
 #: A share (0..1) shown as a per cent with one decimal in the XLSX.
 PERCENT = Style("0.0%")
@@ -256,7 +260,7 @@ def coverage_xlsx(dashboard: CoverageDashboard, translate: Translate = english) 
     stamp = datetime.combine(dashboard.today, time(0), tzinfo=UTC)
     with SheetWriter(
         target,
-        sheet_name="Coverage",
+        sheet_name=_SHEET_UNSAFE.sub("", translate("coverage.title"))[:31] or "Coverage",
         column_widths=(22, 36, 16, 16),
         title=translate("coverage.title"),
         creator="SERTAKAN",

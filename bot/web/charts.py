@@ -26,6 +26,10 @@ import html
 import math
 import re
 from collections.abc import Callable, Sequence
+from datetime import date
+
+from domain.dues import PaidStanding
+from storage.coverage import CoverageDashboard
 
 #: The design width (viewBox units): a phone screen's CSS width.
 WIDTH = 360
@@ -73,6 +77,11 @@ def _open(chart_id: str, height: int, title: str, description: str) -> list[str]
     ]
 
 
+def _text_width(value: str, size: float = 11) -> float:
+    """A generous estimate of `value`'s width at `size` (no font metrics on the server)."""
+    return len(value) * size * 0.6
+
+
 def _nice_ceiling(value: int) -> int:
     """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= `value` (1 for 0)."""
     if value <= 0:
@@ -102,8 +111,6 @@ def bar_chart(
     description lists every value. No categories: the frame with `empty_text`.
     `number` formats values (e.g. `Translator.number`).
     """
-    height = 230
-    top, bottom, left, right = 34, 196, 40, WIDTH - 8
     summary = "; ".join(
         f"{category}: "
         + ", ".join(
@@ -112,12 +119,25 @@ def bar_chart(
         )
         for index, category in enumerate(categories)
     )
+    left, right = 40, WIDTH - 8
+    # The legend flows onto more lines when the names do not fit on one.
+    legend: list[tuple[float, float, str, str]] = []
+    x, y = float(left), 6.0
+    for index, one in enumerate(series):
+        width = 14 + _text_width(one.name) + 12
+        if x + width > right and x > left:
+            x, y = float(left), y + 15
+        legend.append((x, y, PALETTE[index % len(PALETTE)], one.name))
+        x += width
+    top = int(y) + 28
+    bottom = top + 162
+    height = bottom + 34
     parts = _open(chart_id, height, title, summary or empty_text)
-    for number_, one in enumerate(series):
-        x = left + number_ * 100
-        colour = PALETTE[number_ % len(PALETTE)]
-        parts.append(f'<rect x="{x}" y="6" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{x + 14}" y="15" fill="{_TEXT_COLOUR}">{text(one.name)}</text>')
+    for x, y, colour, name in legend:
+        parts.append(f'<rect x="{x:.1f}" y="{y}" width="10" height="10" fill="{colour}"/>')
+        parts.append(
+            f'<text x="{x + 14:.1f}" y="{y + 9}" fill="{_TEXT_COLOUR}">{text(name)}</text>'
+        )
     if not categories or not series:
         parts.append(
             f'<text x="{WIDTH / 2}" y="{(top + bottom) / 2}" text-anchor="middle" '
@@ -243,3 +263,74 @@ def progress_bar(
         "</svg>"
     )
     return "".join(parts)
+
+
+# --- the coverage page's three charts -------------------------------------------------------
+
+#: Paid-until buckets from paid ahead to three months behind: green, blue, then warmer.
+PAID_COLOURS: tuple[str, ...] = ("#009E73", "#0072B2", "#E69F00", "#D55E00", "#CC79A7")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CoverageCharts:
+    """The SVG of the coverage page's pictures (see `coverage_charts`)."""
+
+    progress: str
+    weeks: str
+    paid: str
+
+
+def coverage_charts(
+    board: CoverageDashboard,
+    translate: Callable[..., str],
+    *,
+    number: Callable[[int], str] = _plain,
+    week_label: Callable[[date], str] = lambda day: f"{day.day}/{day.month}",
+) -> CoverageCharts:
+    """The progress bar, the weekly bars and the paid-until histogram of `board`, labelled
+    with `translate` (a `handlers.i18n.Translator`: keys `coverage.*`, `paid_standing.*`).
+
+    `number` formats counts (e.g. `Translator.number`), `week_label` a week's Monday.
+    """
+    target = board.progress.target
+    caption = translate(
+        "coverage.chart.progress_caption",
+        reached=number(board.progress.reached),
+        target=number(target) if target else "-",
+    )
+    return CoverageCharts(
+        progress=progress_bar(
+            chart_id="coverage-progress",
+            title=translate("coverage.chart.progress"),
+            reached=board.progress.reached,
+            target=target,
+            caption=caption,
+            no_target_text=translate("coverage.no_target"),
+        ),
+        weeks=bar_chart(
+            chart_id="coverage-weeks",
+            title=translate("coverage.chart.weekly"),
+            categories=[week_label(week.week_start) for week in board.weeks],
+            series=[
+                Series(
+                    translate("coverage.enrollments"),
+                    [week.enrollments for week in board.weeks],
+                ),
+                Series(translate("coverage.cards"), [week.cards for week in board.weeks]),
+                Series(translate("coverage.lapses"), [week.lapses for week in board.weeks]),
+            ],
+            empty_text=translate("coverage.no_data"),
+            number=number,
+        ),
+        paid=histogram(
+            chart_id="coverage-paid",
+            title=translate("coverage.chart.paid"),
+            buckets=[
+                (translate(f"paid_standing.{standing.value}"), board.paid[standing])
+                for standing in PaidStanding
+            ],
+            colours=PAID_COLOURS,
+            empty_text=translate("coverage.no_data"),
+            number=number,
+        ),
+    )

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
+from datetime import date
 
 import pytest
 
-from bot.web.charts import PALETTE, WIDTH, Series, bar_chart, histogram, progress_bar
+from bot.web.charts import (
+    PAID_COLOURS,
+    PALETTE,
+    WIDTH,
+    Series,
+    bar_chart,
+    coverage_charts,
+    histogram,
+    progress_bar,
+)
+from domain.dues import PaidStanding
+from domain.vocabulary import Language, SponsorshipStatus
+from handlers.i18n import Catalogs
+from storage.coverage import CoverageDashboard, Progress, Tiles, WeekPoint
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 HOSTILE = "<script>alert(\"x\")</script> & Dinas 'Lama'\x00\x1b"
@@ -219,3 +234,74 @@ def test_progress_bar_fills_to_the_share_and_stops_at_the_end() -> None:
             )
         )
         assert (filled, desc) == (0, "5 pekerja: belum ada target")
+
+
+def test_a_long_legend_flows_onto_more_lines_within_the_width() -> None:
+    names = ["Pendaftaran", "Kartu terbit", "Tidak aktif (menunggak)"]
+    root = parse(
+        bar_chart(
+            chart_id="l",
+            title="t",
+            categories=["a"],
+            series=[Series(name, [1]) for name in names],
+        )
+    )
+    legend = [
+        element
+        for element in root.iter("{http://www.w3.org/2000/svg}text")
+        if element.text in names
+    ]
+    assert [element.text for element in legend] == names
+    rows = {element.get("y") for element in legend}
+    assert len(rows) == 2
+    for element in legend:
+        # The generous estimate (0.6 em a character) of its end stays inside the picture.
+        assert float(element.get("x", "")) + len(element.text or "") * 11 * 0.6 <= WIDTH
+
+
+def test_the_coverage_pages_charts_in_indonesian() -> None:
+    t = Catalogs().translator(Language.INDONESIAN)
+    board = CoverageDashboard(
+        today=date(2027, 1, 6),
+        opd_id=None,
+        scope_name=None,
+        tiles=Tiles(
+            asn_registered=4,
+            asn_sponsoring=2,
+            workers_by_status=dict.fromkeys(SponsorshipStatus, 0),
+            active_cards=38_880,
+            dues_bearing=3,
+            paid_up=2,
+        ),
+        progress=Progress(reached=38_880, target=144_000),
+        weeks=(
+            WeekPoint(date(2026, 12, 28), enrollments=5, cards=1, lapses=2),
+            WeekPoint(date(2027, 1, 4), enrollments=7, cards=0, lapses=0),
+        ),
+        paid={standing: number for number, standing in enumerate(PaidStanding)},
+        opds=(),
+        areas=(),
+    )
+
+    charts = coverage_charts(board, t, number=t.number)
+
+    progress = parse(charts.progress)
+    assert accessible_name(progress) == (
+        "Capaian target",
+        "38.880 dari 144.000 pekerja terlindungi (kartu aktif): 27%",
+    )
+    weeks = parse(charts.weeks)
+    assert accessible_name(weeks)[1].startswith(
+        "28/12: Pendaftaran 5, Kartu terbit 1, Tidak aktif (menunggak) 2; 4/1: Pendaftaran 7"
+    )
+    paid = parse(charts.paid)
+    assert accessible_name(paid)[1] == (
+        "dibayar di muka: 0; lancar: 1; menunggak 1 bulan: 2; menunggak 2 bulan: 3; "
+        "menunggak 3 bulan atau lebih: 4"
+    )
+    assert [rect.get("fill") for rect in bars(paid)] == list(PAID_COLOURS)
+    # No target: the text says so instead of a share.
+    untargeted = dataclasses.replace(board, progress=Progress(reached=5, target=None))
+    assert accessible_name(parse(coverage_charts(untargeted, t).progress))[1] == (
+        "5 dari - pekerja terlindungi (kartu aktif): belum ada target"
+    )

@@ -21,7 +21,7 @@ from domain.vocabulary import (
     WorkerConsent,
 )
 from domain.workdays import WorkCalendar
-from storage.coverage import CoverageRow, coverage, coverage_total
+from storage.coverage import CoverageRow, coverage, coverage_total, paid_standings
 from storage.models import Payment, Sponsorship, Worker
 from tests.storage.test_roles import NOW, add_account, add_asn, add_opd
 
@@ -236,6 +236,10 @@ async def test_paid_until_distribution_from_confirmed_payments(
     assert coverage_total(rows.values()).paid == standings(
         paid_ahead=1, up_to_date=2, arrears_1=3, arrears_2=1, arrears_3=1
     )
+    # One OPD's own read (the coverage page of a PIC) agrees with the province's.
+    for code, opd in (("DINKES", dinkes), ("BAPPEDA", bappeda)):
+        own = await paid_standings(connection, today=TODAY, calendar=CALENDAR, opd_id=opd)
+        assert own == {opd: rows[code].paid}
     # A week earlier November was not yet due: those paid through October were current.
     earlier = await coverage(connection, today=date(2026, 11, 13), calendar=CALENDAR)
     assert {row.opd_code: row.paid for row in earlier}["DINKES"] == standings(

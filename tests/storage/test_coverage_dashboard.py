@@ -378,6 +378,8 @@ async def test_one_opd_sees_its_own_figures_only(connection: AsyncConnection) ->
         6,
     )
     assert board.progress == Progress(reached=3, target=4)
+    assert board.paid == standings(paid_ahead=1, up_to_date=1, arrears_2=1)
+    assert (board.tiles.dues_bearing, board.tiles.paid_up) == (3, 2)
     assert board.weeks == (
         WeekPoint(date(2026, 12, 21), enrollments=1, cards=0, lapses=0),
         WeekPoint(date(2026, 12, 28), enrollments=1, cards=1, lapses=1),

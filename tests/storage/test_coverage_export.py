@@ -177,6 +177,9 @@ def test_indonesian_labels_from_the_catalogue() -> None:
     assert rows[0] == ["Cakupan", "Provinsi (semua OPD)"]
     assert section(rows, "Per OPD")[0][:2] == ["Kode OPD", "OPD"]
     assert section(rows, "Per desa/kelurahan")[2][2] == "(pekerja yang datanya dihapus)"
+    sheet = openpyxl.load_workbook(io.BytesIO(coverage_xlsx(province(), t))).active
+    assert sheet is not None
+    assert (sheet.title, sheet["A1"].value) == ("Cakupan", "Cakupan")
 
 
 def test_the_built_in_english_labels_are_the_english_catalogue() -> None:
