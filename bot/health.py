@@ -44,8 +44,7 @@ log = logging.getLogger(__name__)
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
 METRICS_PATH = "/metrics"
-#: Taken from the proxy (nginx sets it) so one request has one id end to end.
-REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_HEADER = log_context.REQUEST_ID_HEADER
 
 
 @dataclasses.dataclass(slots=True, frozen=True)

@@ -24,6 +24,9 @@ from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
 
+#: Taken from the proxy (nginx sets it) so one request has one id end to end.
+REQUEST_ID_HEADER = "X-Request-Id"
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 update_id: ContextVar[str | None] = ContextVar("update_id", default=None)
 
@@ -51,15 +54,18 @@ class ContextFilter(logging.Filter):
     """Adds `request_id` and `update_id` (None outside a request or update) to each record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _REQUEST.get()
-        record.update_id = _UPDATE.get()
+        # An id given by the call (`extra=`, as the access log does) is kept.
+        if getattr(record, "request_id", None) is None:
+            record.request_id = _REQUEST.get()
+        if getattr(record, "update_id", None) is None:
+            record.update_id = _UPDATE.get()
         return True
 
 
 _SECRETS = re.compile(
     r"\d{6,12}:[A-Za-z0-9_-]{30,}"  # Telegram bot token
     r"|(?<!\d)\d{16}(?!\d)"  # NIK
-    r"|(?<![\w+])(?:\+62|62|0)8[\d -]{7,14}\d(?!\d)"  # Indonesian mobile number
+    r"|(?<![\w+])(?:\+62[ -]?|62|0)8[\d -]{7,14}\d(?!\d)"  # Indonesian mobile number
 )
 MASK = "[redacted]"
 
@@ -90,9 +96,10 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def json_formatter() -> logging.Formatter:
-    """One JSON object per line: time, level, logger, message, request_id, update_id, exc_info."""
+    """One JSON object per line: time, level, logger, process (pid), message, request_id,
+    update_id, and exc_info when there is one."""
     return JsonFormatter(
-        "{asctime}{levelname}{name}{message}{request_id}{update_id}",
+        "{asctime}{levelname}{name}{process}{message}{request_id}{update_id}",
         style="{",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         timestamp=False,

@@ -28,7 +28,7 @@ from bot.app import Runtime
 from bot.health import REQUEST_ID_HEADER, add_health_routes
 from bot.settings import WebSettings
 from domain.vocabulary import Channel
-from scheduler.sending import OutgoingNotice, RetryAfter, Sent, SendResult
+from scheduler.sending import OutgoingNotice, RetryAfter, SendResult, Sent
 from storage.db import create_engine
 from storage.migrate import alembic_config
 from storage.outbox import Notice, enqueue
