@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.cli import main
 from bot.settings import DatabaseSettings, Settings, TelegramMode, TelegramSettings
 from bot.workers import refusal
 from storage.db import is_sqlite
@@ -195,3 +196,18 @@ async def test_workers_share_the_port_a_killed_one_is_replaced_and_metrics_add_u
         ended = [r["message"] for r in output.records if "ended with code" in r["message"]]
         # Only the killed child counted as a death: the stop restarted nobody.
         assert len(ended) == 1 and f"(pid {victim})" in ended[0]
+
+
+def test_sertakan_run_with_workers_on_polling_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("SERTAKAN_", "DATABASE_", "TELEGRAM_", "WHATSAPP_", "WEB_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no .env file
+    monkeypatch.setenv("TELEGRAM_TOKEN", "123:abc")
+    monkeypatch.setenv("DATABASE_URL", PG)
+    assert main(["run", "--workers", "3"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sertakan: --workers 3 needs Telegram in webhook mode")
+    assert "TELEGRAM_MODE=webhook" in error
