@@ -103,7 +103,7 @@ async def endpoints(database_url: str, due: int, requests: int) -> dict[str, lis
         for table in reversed(Base.metadata.sorted_tables):
             if table.name != "key_check":
                 await connection.execute(delete(table))
-        rows = [
+        rows: list[dict[str, object]] = [
             {
                 "dedupe_key": f"bench:{i}",
                 "channel": Channel.TELEGRAM,
