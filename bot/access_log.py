@@ -11,6 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from bot.log_context import REQUEST_ID_HEADER
+
 
 class PathAccessLogger(AbstractAccessLogger):
     """One INFO line per request: peer, method, path (no query), status, size, seconds."""
@@ -27,6 +29,8 @@ class PathAccessLogger(AbstractAccessLogger):
             response.body_length,
             time,
             request.headers.get("User-Agent", "-"),
+            # Written after the request's own context ended: its id comes from the response.
+            extra={"request_id": response.headers.get(REQUEST_ID_HEADER)},
         )
 
 

@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.settings import Environment, Settings
+from bot import log_context
+from bot.settings import Environment, LogFormat, Settings
 from domain.dues import allowed_plans
 from domain.eligibility import AgeBounds
 from domain.payment_channels import (
@@ -93,6 +94,8 @@ def log_file(settings: Settings) -> Path:
 def configure_logging(settings: Settings, *, to_file: Path | None = None) -> None:
     """Log at SERTAKAN_LOG_LEVEL to stderr, or, with `to_file`, appended to that file (0600).
 
+    SERTAKAN_LOG_FORMAT=json writes one JSON object per line (`bot.log_context`).
+
     The console passes `log_file(settings)`: log lines printed between the
     bot's replies would bury the conversation. The file is owner-only whatever
     the umask, like every file this process writes. As `logging.basicConfig`,
@@ -107,11 +110,9 @@ def configure_logging(settings: Settings, *, to_file: Path | None = None) -> Non
         to_file.chmod(0o600)
         # Opened at the first record: unused when the root logger is configured already.
         handler = logging.FileHandler(to_file, encoding="utf-8", delay=True)
-    logging.basicConfig(
-        level=settings.app.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[handler],
-    )
+    # Request and update ids on every record, secrets masked; JSON lines with SERTAKAN_LOG_FORMAT.
+    log_context.prepare(handler, json=settings.app.log_format is LogFormat.JSON)
+    logging.basicConfig(level=settings.app.log_level.upper(), handlers=[handler])
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 

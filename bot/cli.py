@@ -67,10 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Ketenagakerjaan. Without a subcommand, `run` is assumed.",
     )
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser(
+    run = sub.add_parser(
         "run",
         help="run the bot: Telegram when TELEGRAM_TOKEN is set, otherwise the console",
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve the webhooks from N processes on one port (webhook mode, PostgreSQL; "
+        "default: WEB_WORKERS, 1)",
+    )
+    # Set by the supervisor of `--workers N` on its children: share the port.
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     console = sub.add_parser("console", help="chat with the bot in this terminal")
     console.add_argument("--user", default="asn", help="simulated user id (default: asn)")
     sub.add_parser("migrate", help="create or upgrade the database schema")
@@ -156,7 +166,12 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _backup(settings, args.file)
     if _is_console(args, settings):
         return await _run_console(settings, user=getattr(args, "user", "asn"))
-    return await _run_channels(settings)
+    workers = getattr(args, "workers", None) or settings.web.workers
+    if workers > 1 and not getattr(args, "worker", False):
+        from bot.workers import supervise
+
+        return await supervise(settings, workers)
+    return await _run_channels(settings, reuse_port=getattr(args, "worker", False))
 
 
 async def _load_opds(settings: Settings, path: Path) -> int:
@@ -277,17 +292,22 @@ async def _console_web(runtime: Runtime) -> AppRunner:
     return runner
 
 
-async def _run_channels(settings: Settings) -> int:
+async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
     """Telegram (polling or webhook) and/or WhatsApp (webhook), with the outbox dispatcher.
 
     One web server serves every webhook (`WEB_HOST`:`WEB_PORT`): Telegram's in
-    webhook mode, WhatsApp's always. The process runs until SIGINT/SIGTERM or
-    until a channel's loop fails.
+    webhook mode, WhatsApp's always, with /healthz, /readyz and /metrics
+    (`bot.health`). `reuse_port`: one of `sertakan run --workers N`'s
+    processes, binding the port with SO_REUSEPORT. The process runs until
+    SIGINT/SIGTERM or until a channel's loop fails.
     """
     # Imported here: the console never loads aiogram, pywa or aiohttp's server.
     from aiohttp import web
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 
+    from bot import metrics
     from bot.access_log import app_runner
+    from bot.health import add_health_routes
     from bot.telegram import TelegramChannel, TelegramSender
     from bot.web.app import add_web_routes, web_parts
     from bot.web.receipts import TelegramReceipts
@@ -316,7 +336,8 @@ async def _run_channels(settings: Settings) -> int:
     except BaseException:
         await _close_channels(runtime, telegram, whatsapp)
         raise
-    scheduler, dispatcher = build_background(runtime, senders)
+    scheduler, dispatcher = build_background(runtime, metrics.metered(senders))
+    scheduler.add_listener(metrics.observe_job, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -336,17 +357,20 @@ async def _run_channels(settings: Settings) -> int:
                 # Consent links t.me/<username>?start=... need it (TELEGRAM_BOT_USERNAME unset).
                 runtime.engine.use_telegram_username(await telegram.username())
         scheduler.start()
-        # One web server: the webhooks and the web workbench (bot/web, issue 13).
+        # One web server: the webhooks, health and metrics (bot/health) and the web
+        # workbench (bot/web, issue 13).
         app = web.Application()
         if telegram is not None and telegram_webhook:
             telegram.webhook_routes(app)
         if whatsapp is not None:
             whatsapp.routes(app)
+        add_health_routes(app, runtime)
         receipts = TelegramReceipts(telegram.bot) if telegram is not None else None
         add_web_routes(app, web_parts(runtime, receipts))
         runner = app_runner(app)
         await runner.setup()
-        await web.TCPSite(runner, settings.web.host, settings.web.port).start()
+        site = web.TCPSite(runner, settings.web.host, settings.web.port, reuse_port=reuse_port)
+        await site.start()
         log.info("web server on %s:%s", settings.web.host, settings.web.port)
         if telegram is not None and telegram_webhook:
             await telegram.set_webhook()

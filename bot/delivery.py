@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import metrics
 from bot.settings import ReplySettings
 from domain.vocabulary import Channel, Language
 from handlers.types import QueuedReplies, Reply, decode_replies, encode_replies
@@ -342,6 +343,7 @@ class ReplyDelivery:
             result: SendResult = Sent()
             while item.parts_sent < len(parts):
                 result = await self._transport.send(chat_id, parts[item.parts_sent])
+                metrics.count_send(self._transport.channel, "reply", result)
                 if isinstance(result, Permanent):
                     logger.warning(
                         "update %s: reply part refused for good: %s", item.update_id, result.error

@@ -23,6 +23,11 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 class TelegramMode(StrEnum):
     POLLING = "polling"
     WEBHOOK = "webhook"
@@ -50,6 +55,9 @@ class AppSettings(BaseSettings):
     #: The province's time zone (WIB Asia/Jakarta, WITA Asia/Makassar, WIT Asia/Jayapura).
     timezone: str = "Asia/Jakarta"
     log_level: str = "INFO"
+    #: `json`: one JSON object per line (time, level, logger, message, request_id,
+    #: update_id) for a log collector; `text`: one readable line.
+    log_format: LogFormat = LogFormat.TEXT
     #: OPD list loaded on the console's first run when the database has none
     #: (unset: the shipped Bengkulu list, see `Settings.data_file`).
     opd_seed_file: Path | None = None
@@ -269,6 +277,15 @@ class WebSettings(BaseSettings):
         if self.base_url.strip():
             return self.base_url.strip().rstrip("/")
         return f"http://{self.host}:{self.port}"
+    #: Processes serving the web server on one port (`sertakan run --workers`, which wins);
+    #: webhook mode and PostgreSQL only. 1: this process alone.
+    workers: int = Field(1, ge=1, le=64)
+    #: Serve /metrics (Prometheus text). Keep it off the public site (deploy/nginx).
+    metrics_enabled: bool = True
+    #: /readyz fails when an outbox notice has been due (outside quiet hours) this long.
+    ready_outbox_stuck_minutes: float = Field(30.0, gt=0)
+    #: /readyz and /metrics read the database at most once per this many seconds.
+    ready_cache_s: float = Field(2.0, ge=0)
 
 
 class Settings(BaseSettings):

@@ -77,6 +77,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import log_context, metrics
 from bot.delivery import DeliverySettings, ReplyDelivery
 from bot.retry_policy import is_transient
 from bot.settings import ReplySettings, TelegramSettings
@@ -479,7 +480,11 @@ class TelegramChannel:
         message = update.message
         if event.kind is EventKind.DOCUMENT and message is not None and message.document:
             event = await self._fetch_document(event, message.document.file_size)
-        handled = await self._engine.handle_queued(event)
+        with (
+            log_context.bound(update_id=event.update_id),
+            metrics.engine_step(Channel.TELEGRAM),
+        ):
+            handled = await self._engine.handle_queued(event)
         if update.callback_query is not None:
             # Stops the button's spinner. The pressed keyboard is left as it is:
             # removing it would cost one more Bot API call per tap against the
@@ -551,6 +556,7 @@ class TelegramChannel:
             now=self._clock(),
         )
         logger.error("update %s parked after %s failed attempts", update.update_id, attempts)
+        metrics.count_parked(Channel.TELEGRAM)
         if update.callback_query is not None:
             self._answer_callback(update.update_id, update.callback_query.id)
         if sender is None:

@@ -57,6 +57,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import log_context, metrics
 from bot.retry_policy import is_transient
 from bot.settings import WhatsAppSettings
 from bot.whatsapp.events import to_event
@@ -297,7 +298,11 @@ class InboundProcessor:
         if event.kind is EventKind.DOCUMENT and event.file_ref is not None:
             event = await self._fetch_document(event)
         async with self._engine_slots:
-            handled = await self._engine.handle_queued(event)
+            with (
+                log_context.bound(update_id=event.update_id),
+                metrics.engine_step(Channel.WHATSAPP),
+            ):
+                handled = await self._engine.handle_queued(event)
         self._replies.submit(event.sender_id, handled, item.message_id)
 
     async def _fetch_document(self, event: InboundEvent) -> InboundEvent:
@@ -348,6 +353,7 @@ class InboundProcessor:
         )
         async with self._database.begin() as connection:
             await mark_processed(connection, item, now=now, error=error)
+        metrics.count_parked(Channel.WHATSAPP)
         logger.error(
             "whatsapp message %s parked after %s failed attempts", item.message_id, attempts
         )
