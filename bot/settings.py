@@ -277,6 +277,7 @@ class WebSettings(BaseSettings):
         if self.base_url.strip():
             return self.base_url.strip().rstrip("/")
         return f"http://{self.host}:{self.port}"
+
     #: Processes serving the web server on one port (`sertakan run --workers`, which wins);
     #: webhook mode and PostgreSQL only. 1: this process alone.
     workers: int = Field(1, ge=1, le=64)
