@@ -22,15 +22,18 @@ pair rate limit; each rate less `rate_margin`, default 3 %):
   behind a batch of notices; a process's own sends queue on a lock per
   channel, one take at a time;
 - per recipient at most one message per interval (`telegram_chat_interval_s`,
-  1 s; `whatsapp_chat_interval_s`, 6 s), kept in the budget too. A batch
-  keeps one row per recipient; further rows of the same recipient go back to pending without counting an
-  attempt, due one interval apart from when the first is expected to go out
-  (its place in the batch at the channel's rate). (Channels without limits,
-  the console, send a recipient's rows in order within the tick);
+  1 s; `whatsapp_chat_interval_s`, 6 s), kept in the budget too, from the
+  planned start and again from the send's completion. A batch keeps one row
+  per recipient; further rows of the same recipient go back to pending
+  without counting an attempt, due one interval apart from when the first is
+  expected to go out (its place in the batch at the channel's rate).
+  (Channels without limits, the console, send a recipient's rows in order
+  within the tick);
 - a `RetryAfter` (Telegram 429, WhatsApp 130429) pauses the whole channel for
   `retry_after`, in the budget (every process waits it out); the row goes
-  back to pending for that long, also without counting an attempt. Rows of the batch not yet sent are handed back the same
-  way, and the next ticks claim nothing for that channel until the pause is over;
+  back to pending for that long, also without counting an attempt. Rows of
+  the batch not yet sent are handed back the same way, and the next ticks
+  claim nothing for that channel until the pause is over;
 - a `Deferred` (WhatsApp 131056, the pair rate limit) concerns one recipient:
   the row goes back to pending for its `seconds` without counting an attempt,
   the recipient's spacing starts again, and the channel keeps sending.
@@ -62,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import random as random_module
 import time as time_module
@@ -85,14 +87,6 @@ from scheduler.sending import (
     Sent,
     Transient,
 )
-from storage.send_budget import (
-    ChannelBusy,
-    ChannelRate,
-    Granted,
-    LocalSendBudget,
-    RecipientBusy,
-    SendBudget,
-)
 from storage.outbox import (
     ClaimedNotice,
     claim_due,
@@ -100,6 +94,14 @@ from storage.outbox import (
     mark_failed,
     mark_retry,
     mark_sent,
+)
+from storage.send_budget import (
+    ChannelBusy,
+    ChannelRate,
+    Granted,
+    LocalSendBudget,
+    RecipientBusy,
+    SendBudget,
 )
 
 log = logging.getLogger(__name__)
