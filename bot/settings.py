@@ -217,8 +217,8 @@ class DispatcherSettings(BaseSettings):
     #: `Dispatcher.run` waits this long after a tick that found less than a full batch.
     idle_s: float = Field(1.0, gt=0)
     #: Share of each rate left unused: sends are paced on their start, and the margin
-    #: absorbs the jitter of their arrival at the platform (0.03: 97 % of the rate).
-    rate_margin: float = Field(0.03, ge=0, lt=0.5)
+    #: absorbs the jitter of their arrival at the platform (0.04: 96 % of the rate).
+    rate_margin: float = Field(0.04, ge=0, lt=0.5)
 
 
 class ReplySettings(BaseSettings):

@@ -11,7 +11,7 @@ conversation replies and, on PostgreSQL, every other process share
 (Telegram: `telegram_rate_per_s`, default 30, the Bot API's limit per bot;
 WhatsApp: `whatsapp_rate_per_s`, default 70, below the Cloud API's 80
 messages/s per number, and `whatsapp_chat_interval_s`, default 6 s, Meta's
-pair rate limit; each rate less `rate_margin`, default 3 %):
+pair rate limit; each rate less `rate_margin`, default 4 %):
 
 - sends are paced on their *start*, evenly, 1/rate apart: the round trip of
   a send costs no throughput (the sliding window before, freeing a place one
@@ -178,7 +178,7 @@ class DispatcherSettings(Protocol):
 
     @property
     def rate_margin(self) -> float:
-        """Share of each rate kept unused against the jitter of arrivals (0.03: 3 %)."""
+        """Share of each rate kept unused against the jitter of arrivals (0.04: 4 %)."""
         ...
 
     @property
@@ -219,6 +219,31 @@ def lookahead_s(rate: ChannelRate) -> float:
     """How far ahead the dispatcher takes places: a few sends, so a late timer costs no
     throughput, while a reply never waits behind more than these."""
     return max(3 * rate.cost_s, 0.05)
+
+
+class _Placing:
+    """Counts a batch's rows down to the last one that took its place in the budget."""
+
+    def __init__(self, rows: int) -> None:
+        self.remaining = rows
+        self.all_placed = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        if rows == 0:
+            self.all_placed.set()
+
+    def once(self) -> Callable[[], None]:
+        """A callback that counts one row, however often it is called."""
+        counted = False
+
+        def placed() -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                self.remaining -= 1
+                if self.remaining <= 0:
+                    self.all_placed.set()
+
+        return placed
 
 
 class Dispatcher:
@@ -280,35 +305,62 @@ class Dispatcher:
     async def tick(self) -> int:
         """Claim what is due now and deliver it; returns how many rows were claimed.
 
+        After a full batch the next is claimed as soon as every row of this one
+        has its place in the budget, while the last sends are still on their
+        way: waiting for their answers would cost a round trip per batch. The
+        tick returns once every claimed row is recorded (or handed back).
+
         Returns 0 at once during quiet hours, while another tick of this
         dispatcher runs, or after `stop()`.
         """
         if self._lock.locked() or self._stopping.is_set():
             return 0
         async with self._lock:
-            now = self._clock()
-            if self._quiet.is_quiet(now, self._zone):
-                return 0
-            channels = [channel for channel in self._senders if self.paused_for(channel) <= 0]
-            if not channels:
-                return 0
-            async with self._database.begin() as connection:
-                claims = await claim_due(
-                    connection,
-                    now=now,
-                    limit=self._settings.batch_size,
-                    lease=timedelta(seconds=self._settings.lease_s),
-                    channels=channels,
-                )
-            # Every tick (2 s): DEBUG, so an idle day leaves no lines at INFO.
-            log.debug("outbox tick: %d due", len(claims))
-            if not claims:
-                return 0
-            chains, later = self._by_recipient(claims)
-            if later:
-                await self._space_out(later, now)
-            await asyncio.gather(*(self._deliver_in_order(chain) for chain in chains))
-            return len(claims)
+            claimed = 0
+            sending: list[asyncio.Task[None]] = []
+            try:
+                while not self._stopping.is_set():
+                    batch = await self._claim_batch()
+                    if batch is None:
+                        break
+                    claims, placing = batch
+                    sending.extend(placing.tasks)
+                    claimed += len(claims)
+                    if len(claims) < self._settings.batch_size:
+                        break
+                    await placing.all_placed.wait()
+            finally:
+                await asyncio.gather(*sending, return_exceptions=True)
+            return claimed
+
+    async def _claim_batch(self) -> tuple[list[ClaimedNotice], _Placing] | None:
+        """Claim due rows and start delivering them; None when nothing is due (or quiet)."""
+        now = self._clock()
+        if self._quiet.is_quiet(now, self._zone):
+            return None
+        channels = [channel for channel in self._senders if self.paused_for(channel) <= 0]
+        if not channels:
+            return None
+        async with self._database.begin() as connection:
+            claims = await claim_due(
+                connection,
+                now=now,
+                limit=self._settings.batch_size,
+                lease=timedelta(seconds=self._settings.lease_s),
+                channels=channels,
+            )
+        # Every tick (2 s): DEBUG, so an idle day leaves no lines at INFO.
+        log.debug("outbox tick: %d due", len(claims))
+        if not claims:
+            return None
+        chains, later = self._by_recipient(claims)
+        if later:
+            await self._space_out(later, now)
+        placing = _Placing(sum(len(chain) for chain in chains))
+        placing.tasks = [
+            asyncio.create_task(self._deliver_in_order(chain, placing)) for chain in chains
+        ]
+        return claims, placing
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop` is set: again at once after a full batch, else after `idle_s`.
@@ -389,12 +441,15 @@ class Dispatcher:
                 chain.append(claim)
         return list(chains.values()), later
 
-    async def _deliver_in_order(self, chain: list[ClaimedNotice]) -> None:
+    async def _deliver_in_order(self, chain: list[ClaimedNotice], placing: _Placing) -> None:
         for claim in chain:
+            placed = placing.once()
             try:
-                await self._deliver(claim)
+                await self._deliver(claim, placed)
             except Exception as exc:  # logged by type: the row comes back after its lease
                 log.error("outbox %s: delivery failed: %s", claim.id, type(exc).__name__)
+            finally:
+                placed()
 
     async def _space_out(self, later: list[tuple[ClaimedNotice, float]], now: datetime) -> None:
         """Hand rows back that a recipient would get too soon after the batch's first."""
@@ -403,8 +458,9 @@ class Dispatcher:
                 connection, [(claim, now + timedelta(seconds=delay)) for claim, delay in later]
             )
 
-    async def _deliver(self, claim: ClaimedNotice) -> None:
-        """Send one claimed row at the channel's pace and record the outcome."""
+    async def _deliver(self, claim: ClaimedNotice, placed: Callable[[], None]) -> None:
+        """Send one claimed row at the channel's pace and record the outcome; `placed()`
+        once its place is taken (or it is handed back)."""
         sender = self._senders[claim.channel]
         notice = OutgoingNotice(
             outbox_id=claim.id,
@@ -419,9 +475,11 @@ class Dispatcher:
             last_inbound_at=claim.last_inbound_at,
         )
         messages = sender.message_count(notice) if isinstance(sender, CountsMessages) else 1
-        if not await self._take_place(claim, messages) or self._stopping.is_set():
+        if not await self._take_place(claim, messages, placed) or self._stopping.is_set():
+            placed()
             await self._hand_back(claim)
             return
+        placed()
         try:
             result = await sender.send(notice)
         except Exception as exc:  # a sender must not raise; if it does, retry the row
@@ -445,9 +503,12 @@ class Dispatcher:
         except Exception as exc:  # the place taken still spaces the recipient from the start
             log.warning("%s spacing not recorded: %s", claim.channel, type(exc).__name__)
 
-    async def _take_place(self, claim: ClaimedNotice, messages: int) -> bool:
+    async def _take_place(
+        self, claim: ClaimedNotice, messages: int, placed: Callable[[], None]
+    ) -> bool:
         """Wait for the row's place in the channel's budget and the recipient's spacing;
-        False when the channel is paused beyond `_WAIT_AT_MOST_S` (or stopping)."""
+        False when the channel is paused beyond `_WAIT_AT_MOST_S` (or stopping). A row
+        waiting for its recipient counts as `placed()`: the next batch need not wait."""
         rate = self._rates.get(claim.channel)
         if rate is None:
             return True
@@ -470,6 +531,7 @@ class Dispatcher:
                     # A 429 to a send before this one pauses the rest of the batch too.
                     return self.paused_for(claim.channel) <= 0
                 case RecipientBusy(free_in_s=free_in):
+                    placed()
                     await self._sleep(free_in)
                 case ChannelBusy(retry_in_s=retry_in):
                     self._note_pause(claim.channel, retry_in)

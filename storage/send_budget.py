@@ -192,7 +192,9 @@ class LocalSendBudget:
 
 # One statement per take: the spacing pre-check, the channel's place (an upsert whose
 # conflict branch locks the row and re-reads it, so concurrent takes serialise on it),
-# then the recipient's place (likewise). A recipient taken by another process between the
+# then the recipient's place (likewise). The place is reckoned from the clock read once
+# the row is locked: a take that waited for another's lock would otherwise plan from a
+# stale "now" and start late, closer to the next one than the rate allows. A recipient taken by another process between the
 # pre-check and its upsert leaves one unused place in the schedule: a short gap, no excess.
 _TAKE = sa.text(
     """
@@ -206,9 +208,9 @@ _TAKE = sa.text(
         SELECT :channel, clock.now + :cost FROM clock
         WHERE NOT EXISTS (SELECT 1 FROM spacing WHERE spacing.free_at > clock.now)
         ON CONFLICT (channel) DO UPDATE
-            SET tat = GREATEST(b.tat, excluded.tat - :cost) + :cost
-            WHERE b.tat <= excluded.tat - :cost + :ahead
-        RETURNING b.tat - :cost AS start
+            SET tat = GREATEST(b.tat, extract(epoch FROM clock_timestamp())::float8) + :cost
+            WHERE b.tat <= extract(epoch FROM clock_timestamp())::float8 + :ahead
+        RETURNING b.tat - :cost AS start, extract(epoch FROM clock_timestamp())::float8 AS now
     ),
     spaced AS (
         INSERT INTO send_spacing AS s (channel, recipient, free_at)
@@ -218,7 +220,7 @@ _TAKE = sa.text(
             WHERE s.free_at <= excluded.free_at - :hold
         RETURNING s.free_at
     )
-    SELECT clock.now,
+    SELECT coalesce((SELECT now FROM taken), clock.now) AS now,
            (SELECT start FROM taken) AS start,
            (SELECT count(*) FROM spaced) AS spaced,
            (SELECT b.tat FROM send_budget AS b WHERE b.channel = :channel) AS tat,
@@ -276,6 +278,7 @@ class PostgresSendBudget:
         if rate is None:
             return Granted(0.0)
         cost = count * rate.cost_s
+        asked = time_module.monotonic()
         async with self._database.begin() as connection:
             row = (
                 await connection.execute(
@@ -294,6 +297,11 @@ class PostgresSendBudget:
             if self._takes % self._PRUNE_EVERY == 0:
                 await connection.execute(_PRUNE)
         now, start, spaced, tat, free_at = row
+        # The wait counts from when PostgreSQL read its clock, after the row's lock; the
+        # commit and the way back took some of it. The wall clocks tell how much (the same
+        # clock on one machine), never more than the whole take took.
+        elapsed = time_module.monotonic() - asked
+        since_read = min(max(0.0, time_module.time() - now), elapsed)
         if start is None:
             if recipient is not None and free_at is not None and free_at > now:
                 return RecipientBusy(free_at - now)
@@ -302,7 +310,7 @@ class PostgresSendBudget:
         if recipient is not None and not spaced:
             # Another process took the recipient meanwhile (see _TAKE).
             return RecipientBusy(rate.recipient_interval_s)
-        return Granted(max(0.0, start - now))
+        return Granted(max(0.0, start - now - since_read))
 
     async def pause(self, channel: Channel, seconds: float) -> None:
         async with self._database.begin() as connection:

@@ -2,7 +2,9 @@
 
 Used on PostgreSQL only (storage/send_budget.py: every process draws on the
 same Telegram and WhatsApp rates); SQLite keeps the schedule in memory, the
-tables stay empty there.
+tables stay empty there. On PostgreSQL both are UNLOGGED: a take's commit
+then waits for no WAL flush (its time would make sends start late, unevenly),
+and after a crash an empty schedule is right anyway.
 
 Revision ID: 0013_budget
 Revises: 0012
@@ -23,11 +25,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    unlogged = ["UNLOGGED"] if op.get_bind().dialect.name == "postgresql" else []
     op.create_table(
         "send_budget",
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("tat", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("channel", name=op.f("pk_send_budget")),
+        prefixes=unlogged,
     )
     op.create_table(
         "send_spacing",
@@ -35,6 +39,7 @@ def upgrade() -> None:
         sa.Column("recipient", sa.String(length=64), nullable=False),
         sa.Column("free_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("channel", "recipient", name=op.f("pk_send_spacing")),
+        prefixes=unlogged,
     )
 
 
