@@ -194,8 +194,9 @@ class LocalSendBudget:
 # conflict branch locks the row and re-reads it, so concurrent takes serialise on it),
 # then the recipient's place (likewise). The place is reckoned from the clock read once
 # the row is locked: a take that waited for another's lock would otherwise plan from a
-# stale "now" and start late, closer to the next one than the rate allows. A recipient taken by another process between the
-# pre-check and its upsert leaves one unused place in the schedule: a short gap, no excess.
+# stale "now" and start late, closer to the next one than the rate allows. A recipient
+# taken by another process between the pre-check and its upsert leaves one unused place in
+# the schedule: a short gap, no excess.
 _TAKE = sa.text(
     """
     WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now),

@@ -4,6 +4,7 @@ by several engines (skipped on SQLite, where the budget lives in memory)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -163,7 +164,7 @@ async def test_processes_share_one_schedule(engines: list[AsyncEngine]) -> None:
         return asyncio.get_running_loop().time() + took.wait_s
 
     starts = sorted(await asyncio.gather(*(take_and_stamp(b) for b in budgets * 4)))
-    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     # 0.25 s apart by PostgreSQL's clock; the local stamps add the round trips' spread.
     assert all(gap > 0.2 for gap in gaps), gaps
     assert starts[-1] - starts[0] == pytest.approx(11 * 0.25, abs=0.25)
