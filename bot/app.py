@@ -34,7 +34,7 @@ from handlers.context import EngineConfig
 from handlers.engine import Engine
 from handlers.i18n import Catalogs
 from scheduler.digest import DigestPlanner
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatcher import Dispatcher, budget_rates
 from scheduler.reminders import ReminderPlanner
 from scheduler.runner import build_scheduler
 from scheduler.sending import Sender
@@ -66,6 +66,7 @@ from storage.db import (
 )
 from storage.migrate import upgrade_to_head
 from storage.opd_repository import OpdRepository
+from storage.send_budget import SendBudget, send_budget
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,9 @@ class Runtime:
     cipher: NikCipher
     clock: Clock
     calendar: WorkCalendar
+    #: The Telegram and WhatsApp send budgets the dispatcher and the replies share (through
+    #: PostgreSQL with the other processes; this process's own on SQLite).
+    send_budget: SendBudget
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -327,6 +331,7 @@ async def build_runtime(
         cipher=cipher,
         clock=clock,
         calendar=calendar,
+        send_budget=send_budget(db, budget_rates(settings.dispatch)),
     )
 
 
@@ -476,7 +481,9 @@ def build_background(
     dispatch = settings.dispatch
     if not quiet_hours:
         dispatch = dispatch.model_copy(update={"quiet_end": dispatch.quiet_start})
-    dispatcher = Dispatcher(runtime.db, senders, runtime.clock, dispatch, timezone)
+    dispatcher = Dispatcher(
+        runtime.db, senders, runtime.clock, dispatch, timezone, budget=runtime.send_budget
+    )
     reminders, digest = build_planners(runtime)
     scheduler = build_scheduler(
         sessionmaker=runtime.sessionmaker,

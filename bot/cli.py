@@ -328,6 +328,7 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
                 database=runtime.db,
                 cipher=runtime.cipher,
                 reply_settings=settings.reply,
+                budget=runtime.send_budget,
             )
             senders[Channel.TELEGRAM] = TelegramSender(telegram.bot)
         if settings.whatsapp.enabled:

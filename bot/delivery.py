@@ -54,6 +54,7 @@ from scheduler.sending import Deferred, Permanent, RetryAfter, SendResult, Sent,
 from storage import reply_queue
 from storage.conversation_store import conversation_store
 from storage.crypto import NikCipher
+from storage.send_budget import Granted, SendBudget
 
 logger = logging.getLogger(__name__)
 
@@ -135,15 +136,19 @@ class ReplyDelivery:
         clock: Clock,
         settings: DeliverySettings | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        budget: SendBudget | None = None,
     ) -> None:
         """Without `database` nothing is stored (engines without a queue, in tests): a
-        refused reply is still retried while the process lives."""
+        refused reply is still retried while the process lives. `budget`: the channel's
+        send budget shared with the outbox dispatcher (and the other processes); each
+        message takes its place first, ahead of the dispatcher's. None: not paced."""
         self._transport = transport
         self._database = database
         self._cipher = cipher
         self._clock = clock
         self._settings = settings or DeliverySettings()
         self._sleep = sleep
+        self._budget = budget
         self._chats: dict[str, collections.deque[_Item]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -342,6 +347,7 @@ class ReplyDelivery:
             await self._wait_for_channel()
             result: SendResult = Sent()
             while item.parts_sent < len(parts):
+                await self._take_place()
                 result = await self._transport.send(chat_id, parts[item.parts_sent])
                 metrics.count_send(self._transport.channel, "reply", result)
                 if isinstance(result, Permanent):
@@ -366,6 +372,8 @@ class ReplyDelivery:
                 )
                 return
             delay, error = self._retry_delay(result, item.attempts)
+            if isinstance(result, RetryAfter) and self._transport.channel_wide_rate_limit:
+                await self._pause_budget(result.seconds)
             logger.warning(
                 "update %s: reply refused (%s), attempt %s, again in %.1fs",
                 item.update_id,
@@ -390,6 +398,28 @@ class ReplyDelivery:
         cap = self._settings.retry_cap.total_seconds()
         backoff = min(first * 2 ** (attempts - 1), cap)
         return backoff * random.uniform(0.8, 1.2), result.error
+
+    async def _take_place(self) -> None:
+        """Wait for this message's place in the channel's send budget (replies go first:
+        the dispatcher only takes places close to now)."""
+        if self._budget is None:
+            return
+        try:
+            took = await self._budget.take(self.channel)
+        except Exception as exc:  # the database is away: a reply is not held up for it
+            logger.warning("%s send budget not reachable: %s", self.channel, type(exc).__name__)
+            return
+        if isinstance(took, Granted) and took.wait_s > 0:
+            await self._sleep(took.wait_s)
+
+    async def _pause_budget(self, seconds: float) -> None:
+        """Share a channel-wide pause (WhatsApp 130429) with the dispatcher and the others."""
+        if self._budget is None:
+            return
+        try:
+            await self._budget.pause(self.channel, seconds)
+        except Exception as exc:
+            logger.warning("%s pause not shared: %s", self.channel, type(exc).__name__)
 
     async def _wait_for_channel(self) -> None:
         """Wait while the whole channel is paused (WhatsApp 130429)."""

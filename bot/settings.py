@@ -206,12 +206,14 @@ class DispatcherSettings(BaseSettings):
 
     model_config = _group("DISPATCH_")
 
-    #: Telegram messages per second, all chats together. The Bot API allows about
-    #: 30; the default leaves room for the conversation's own replies.
-    telegram_rate_per_s: float = Field(25.0, gt=0, le=1000)
-    #: At most one message per this many seconds to one Telegram chat.
+    #: Telegram messages per second for the whole bot: all chats, notices and replies,
+    #: all processes together (shared through PostgreSQL; storage/send_budget.py).
+    #: The Bot API allows about 30.
+    telegram_rate_per_s: float = Field(30.0, gt=0, le=1000)
+    #: At most one notice per this many seconds to one Telegram chat.
     telegram_chat_interval_s: float = Field(1.0, ge=0)
-    #: WhatsApp messages per second from our number (Cloud API: 80 by default).
+    #: WhatsApp messages per second from our number, notices and replies, all processes
+    #: together (Cloud API: 80 by default).
     whatsapp_rate_per_s: float = Field(70.0, gt=0, le=1000)
     #: At most one message per this many seconds to one WhatsApp user (Meta's pair rate limit).
     whatsapp_chat_interval_s: float = Field(6.0, ge=0)
@@ -234,6 +236,9 @@ class DispatcherSettings(BaseSettings):
     tick_interval_s: float = Field(2.0, gt=0)
     #: `Dispatcher.run` waits this long after a tick that found less than a full batch.
     idle_s: float = Field(1.0, gt=0)
+    #: Share of each rate left unused: sends are paced on their start, and the margin
+    #: absorbs the jitter of their arrival at the platform (0.04: 96 % of the rate).
+    rate_margin: float = Field(0.04, ge=0, lt=0.5)
 
 
 class ReplySettings(BaseSettings):

@@ -96,6 +96,7 @@ from handlers.types import (
 )
 from scheduler.sending import OutgoingNotice, Permanent, RetryAfter, SendResult, Sent, Transient
 from storage.crypto import NikCipher
+from storage.send_budget import SendBudget
 
 logger = logging.getLogger(__name__)
 
@@ -355,6 +356,7 @@ class TelegramChannel:
         reply_settings: ReplySettings | None = None,
         delivery: DeliverySettings | None = None,
         session: BaseSession | None = None,
+        budget: SendBudget | None = None,
     ) -> None:
         """`clock` returns aware UTC datetimes; `retry_*` bound the polling back-off.
 
@@ -367,7 +369,8 @@ class TelegramChannel:
         `database` and `cipher` hold the reply queue (bot/delivery.py): with them
         a reply Telegram refuses for a while is sent again, also after a
         restart; without them (tests with a scripted engine) only while the
-        process lives. `reply_settings` (REPLY_*) and `delivery` tune it.
+        process lives. `reply_settings` (REPLY_*) and `delivery` tune it;
+        `budget` paces the replies in the send budget the dispatcher shares.
         `session`: aiogram's seam for every Bot API call (default: HTTP to
         `settings.api_base`; the benchmarks pass one that answers in memory).
         """
@@ -399,6 +402,7 @@ class TelegramChannel:
             cipher=cipher,
             clock=clock,
             settings=delivery or DeliverySettings.from_settings(reply_settings),
+            budget=budget,
         )
 
     # --- updates in -------------------------------------------------------------

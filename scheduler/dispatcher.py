@@ -6,27 +6,34 @@ pace, and commits each row's outcome in its own transaction right after its
 send, so a restart re-sends at most the rows that were in flight (see
 storage/outbox.py for the one duplicate window that leaves).
 
-Pace, per channel (Telegram: `telegram_rate_per_s`, default 25, below the Bot
-API's ~30 messages/s so the conversation replies keep some room; WhatsApp:
-`whatsapp_rate_per_s`, default 70, below the Cloud API's 80 messages/s per
-number, and `whatsapp_chat_interval_s`, default 6 s, Meta's pair rate limit):
+Pace, per channel, from the send budget (storage/send_budget.py) that the
+conversation replies and, on PostgreSQL, every other process share
+(Telegram: `telegram_rate_per_s`, default 30, the Bot API's limit per bot;
+WhatsApp: `whatsapp_rate_per_s`, default 70, below the Cloud API's 80
+messages/s per number, and `whatsapp_chat_interval_s`, default 6 s, Meta's
+pair rate limit; each rate less `rate_margin`, default 4 %):
 
-- a sliding window: at most `rate` sends in any second. A window slot is freed
-  one period after its send *completed*, so however requests are delayed on the
-  way, the platform never sees more than `rate` arrivals in one second.
-  WhatsApp's window also starts sends evenly, 1/rate apart: a burst of 70
-  concurrent requests waits on itself, and each millisecond of that is a
-  millisecond a slot stays taken (bench/bench_whatsapp_dispatcher.py);
+- sends are paced on their *start*, evenly, 1/rate apart: the round trip of
+  a send costs no throughput (the sliding window before, freeing a place one
+  second after a send completed, reached rate/(1 + round trip)). The margin
+  absorbs the jitter between a send's planned start and its arrival;
+- the dispatcher takes a place only when it starts within a few sends of now
+  (`lookahead_s`), so it fills what the replies leave and a reply never waits
+  behind a batch of notices; a process's own sends queue on a lock per
+  channel, one take at a time;
 - per recipient at most one message per interval (`telegram_chat_interval_s`,
-  1 s; `whatsapp_chat_interval_s`, 6 s). A batch keeps one row per recipient;
-  further rows of the same recipient go back to pending without counting an
-  attempt, due one interval apart from when the first is expected to go out
-  (its place in the batch at the channel's rate). (Channels without limits,
-  the console, send a recipient's rows in order within the tick);
+  1 s; `whatsapp_chat_interval_s`, 6 s), kept in the budget too, from the
+  planned start and again from the send's completion. A batch keeps one row
+  per recipient; further rows of the same recipient go back to pending
+  without counting an attempt, due one interval apart from when the first is
+  expected to go out (its place in the batch at the channel's rate).
+  (Channels without limits, the console, send a recipient's rows in order
+  within the tick);
 - a `RetryAfter` (Telegram 429, WhatsApp 130429) pauses the whole channel for
-  `retry_after`; the row goes back to pending for that long, also without
-  counting an attempt. Rows of the batch not yet sent are handed back the same
-  way, and the next ticks claim nothing for that channel until the pause is over;
+  `retry_after`, in the budget (every process waits it out); the row goes
+  back to pending for that long, also without counting an attempt. Rows of
+  the batch not yet sent are handed back the same way, and the next ticks
+  claim nothing for that channel until the pause is over;
 - a `Deferred` (WhatsApp 131056, the pair rate limit) concerns one recipient:
   the row goes back to pending for its `seconds` without counting an attempt,
   the recipient's spacing starts again, and the channel keeps sending.
@@ -58,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import random as random_module
 import time as time_module
@@ -88,6 +94,14 @@ from storage.outbox import (
     mark_failed,
     mark_retry,
     mark_sent,
+)
+from storage.send_budget import (
+    ChannelBusy,
+    ChannelRate,
+    Granted,
+    LocalSendBudget,
+    RecipientBusy,
+    SendBudget,
 )
 
 log = logging.getLogger(__name__)
@@ -163,6 +177,11 @@ class DispatcherSettings(Protocol):
         ...
 
     @property
+    def rate_margin(self) -> float:
+        """Share of each rate kept unused against the jitter of arrivals (0.04: 4 %)."""
+        ...
+
+    @property
     def idle_s(self) -> float:
         """How long `run()` waits after a tick that found less than a full batch."""
         ...
@@ -173,150 +192,58 @@ class CountsMessages(Protocol):
     """A sender that may deliver one notice as several platform messages."""
 
     def message_count(self, notice: OutgoingNotice) -> int:
-        """How many messages `send(notice)` makes, spacing them itself (each takes a rate slot)."""
+        """How many messages `send(notice)` makes, spacing them itself (each takes a place)."""
         ...
 
 
-class _Slot:
-    """One send's place in a sliding window; `done_at` is set when the send completed."""
-
-    __slots__ = ("done_at", "finished")
-
-    def __init__(self) -> None:
-        self.done_at: float | None = None
-        self.finished = asyncio.Event()
-
-    def done(self, at: float) -> None:
-        self.done_at = at
-        self.finished.set()
+#: A channel busy for longer than this (a platform's pause) hands its rows back instead
+#: of holding them; shorter waits are the others' sends and are waited out.
+_WAIT_AT_MOST_S = 1.0
 
 
-class SlidingWindow:
-    """At most `limit` sends in any `period` seconds, counted from each send's completion.
-
-    Waiters are served in arrival order. `pause(seconds)` (a platform's
-    retry_after) makes every `acquire` return None until the pause is over.
-
-    With `even=True` sends also start at least 1/rate apart instead of in a
-    burst whenever places are free. At high rates a burst costs throughput:
-    a place frees one period after its send *completed*, so every millisecond
-    a send waits behind the others of its burst is lost (70 concurrent sends
-    to the local fake Graph API took a median 160 ms each, one at a time 3 ms).
-    """
-
-    def __init__(
-        self,
-        rate_per_s: float,
-        *,
-        monotonic: Callable[[], float],
-        sleep: Sleep,
-        even: bool = False,
-    ) -> None:
-        if rate_per_s <= 0:
-            raise ValueError("rate must be positive")
-        # 25/s -> 25 per 1 s; 2.5/s -> 2 per 0.8 s; 0.5/s -> 1 per 2 s.
-        self.limit = max(1, int(rate_per_s))
-        self.period = self.limit / rate_per_s
-        self.gap = 1.0 / rate_per_s if even else 0.0
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._slots: collections.deque[_Slot] = collections.deque()
-        self._lock = asyncio.Lock()
-        self._paused_until = 0.0
-        self._next_start = 0.0
-
-    def pause(self, seconds: float) -> bool:
-        """Pause for `seconds` from now; False when an existing pause already lasts longer."""
-        until = self._monotonic() + seconds
-        if until <= self._paused_until:
-            return False
-        self._paused_until = until
-        return True
-
-    def paused_for(self) -> float:
-        """Seconds left of the current pause (0 when not paused)."""
-        return max(0.0, self._paused_until - self._monotonic())
-
-    async def acquire(self, count: int = 1) -> list[_Slot] | None:
-        """Wait for `count` free places (at most `limit`), taken together; None while paused.
-
-        The caller must call `slot.done(monotonic())` on each once the send
-        completed. The places are taken at once, never one by one: a waiter
-        holding some places while waiting for more could wait for itself. A
-        pause is not waited out here: the dispatcher hands the row back instead
-        of holding its claim through a long retry_after.
-        """
-        count = min(max(1, count), self.limit)
-        async with self._lock:
-            while True:
-                now = self._monotonic()
-                if self._paused_until > now:
-                    return None
-                slots = self._slots
-                while (
-                    slots and slots[0].done_at is not None and slots[0].done_at + self.period <= now
-                ):
-                    slots.popleft()
-                if len(slots) + count <= self.limit:
-                    if now >= self._next_start:
-                        break
-                    await self._sleep(self._next_start - now)
-                    continue
-                oldest = slots[0]
-                if oldest.done_at is None:
-                    await oldest.finished.wait()
-                else:
-                    await self._sleep(oldest.done_at + self.period - now)
-            taken = [_Slot() for _ in range(count)]
-            slots.extend(taken)
-            # From the planned start when a sleep overslept a little (timers are
-            # late by a millisecond or so, which would cost 7% at 70/s); from
-            # now after a pause in sending.
-            late = now - self._next_start
-            self._next_start = (now if late >= self.gap else self._next_start) + count * self.gap
-            return taken
+def budget_rates(settings: DispatcherSettings) -> dict[Channel, ChannelRate]:
+    """The channels' send budgets from the settings: the configured rate less the safety
+    margin (sends are paced on their start; the margin absorbs the jitter of their arrival)."""
+    keep = 1.0 - settings.rate_margin
+    return {
+        Channel.TELEGRAM: ChannelRate(
+            settings.telegram_rate_per_s * keep, settings.telegram_chat_interval_s
+        ),
+        Channel.WHATSAPP: ChannelRate(
+            settings.whatsapp_rate_per_s * keep, settings.whatsapp_chat_interval_s
+        ),
+    }
 
 
-class RecipientSpacing:
-    """At most one message per `interval` seconds to each recipient."""
-
-    _PRUNE_EVERY = 1024
-
-    def __init__(self, interval: float, *, monotonic: Callable[[], float], sleep: Sleep) -> None:
-        self.interval = interval
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._free_at: dict[str, float] = {}
-        self._marks = 0
-
-    def free_in(self, recipient: str) -> float:
-        """Seconds until `recipient` may get the next message."""
-        return max(0.0, self._free_at.get(recipient, 0.0) - self._monotonic())
-
-    async def wait(self, recipient: str) -> None:
-        delay = self.free_in(recipient)
-        if delay > 0:
-            await self._sleep(delay)
-
-    def sent(self, recipient: str) -> None:
-        """Record that a send to `recipient` just completed (its last message, if several)."""
-        self.defer(recipient, self.interval)
-
-    def defer(self, recipient: str, seconds: float) -> None:
-        """Nothing more to `recipient` for `seconds` from now (and at least the interval)."""
-        now = self._monotonic()
-        self._free_at[recipient] = max(
-            self._free_at.get(recipient, 0.0), now + max(seconds, self.interval)
-        )
-        self._marks += 1
-        if self._marks % self._PRUNE_EVERY == 0:
-            self._free_at = {key: at for key, at in self._free_at.items() if at > now}
+def lookahead_s(rate: ChannelRate) -> float:
+    """How far ahead the dispatcher takes places: a few sends, so a late timer costs no
+    throughput, while a reply never waits behind more than these."""
+    return max(3 * rate.cost_s, 0.05)
 
 
-@dataclasses.dataclass(slots=True)
-class _Pace:
-    window: SlidingWindow | None
-    recipients: RecipientSpacing
+class _Placing:
+    """Counts a batch's rows down to the last one that took its place in the budget."""
+
+    def __init__(self, rows: int) -> None:
+        self.remaining = rows
+        self.all_placed = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        if rows == 0:
+            self.all_placed.set()
+
+    def once(self) -> Callable[[], None]:
+        """A callback that counts one row, however often it is called."""
+        counted = False
+
+        def placed() -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                self.remaining -= 1
+                if self.remaining <= 0:
+                    self.all_placed.set()
+
+        return placed
 
 
 class Dispatcher:
@@ -336,7 +263,10 @@ class Dispatcher:
         monotonic: Callable[[], float] = time_module.monotonic,
         sleep: Sleep = asyncio.sleep,
         random: Callable[[], float] = random_module.random,
+        budget: SendBudget | None = None,
     ) -> None:
+        """`budget`: the send budget shared with the replies (and, on PostgreSQL, with the
+        other processes); by default one of this dispatcher's own on `monotonic`."""
         for channel, sender in senders.items():
             if sender.channel is not channel:
                 raise ValueError(f"sender for {channel} delivers on {sender.channel}")
@@ -349,30 +279,18 @@ class Dispatcher:
         self._monotonic = monotonic
         self._sleep = sleep
         self._random = random
-        self._paces = {channel: self._pace_for(channel) for channel in self._senders}
+        self._rates = {
+            channel: rate
+            for channel, rate in budget_rates(settings).items()
+            if channel in self._senders
+        }
+        self._budget = budget or LocalSendBudget(self._rates, monotonic=monotonic)
+        #: This process's view of a platform's pause (its own 429s, the budget's long waits).
+        self._paused_until: dict[Channel, float] = {}
+        #: One take at a time per channel: this process's sends queue here, not in the budget.
+        self._taking = {channel: asyncio.Lock() for channel in self._rates}
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
-
-    def _pace_for(self, channel: Channel) -> _Pace:
-        """The channel's limits from the settings (Telegram, WhatsApp); none for the console."""
-        settings = self._settings
-        limits = {
-            Channel.TELEGRAM: (settings.telegram_rate_per_s, settings.telegram_chat_interval_s),
-            Channel.WHATSAPP: (settings.whatsapp_rate_per_s, settings.whatsapp_chat_interval_s),
-        }.get(channel)
-        if limits is None:
-            return _Pace(None, RecipientSpacing(0.0, monotonic=self._monotonic, sleep=self._sleep))
-        rate, interval = limits
-        return _Pace(
-            # WhatsApp's 70/s go out evenly: in bursts they queue behind each other.
-            SlidingWindow(
-                rate,
-                monotonic=self._monotonic,
-                sleep=self._sleep,
-                even=channel is Channel.WHATSAPP,
-            ),
-            RecipientSpacing(interval, monotonic=self._monotonic, sleep=self._sleep),
-        )
 
     @property
     def tick_interval_s(self) -> float:
@@ -380,15 +298,17 @@ class Dispatcher:
 
     def paused_for(self, channel: Channel) -> float:
         """Seconds the channel stays paused by a platform's retry_after (0 when not)."""
-        pace = self._paces.get(channel)
-        if pace is None or pace.window is None:
-            return 0.0
-        return pace.window.paused_for()
+        return max(0.0, self._paused_until.get(channel, 0.0) - self._monotonic())
 
     # --- the work -----------------------------------------------------------------
 
     async def tick(self) -> int:
         """Claim what is due now and deliver it; returns how many rows were claimed.
+
+        After a full batch the next is claimed as soon as every row of this one
+        has its place in the budget, while the last sends are still on their
+        way: waiting for their answers would cost a round trip per batch. The
+        tick returns once every claimed row is recorded (or handed back).
 
         Returns 0 at once during quiet hours, while another tick of this
         dispatcher runs, or after `stop()`.
@@ -396,29 +316,51 @@ class Dispatcher:
         if self._lock.locked() or self._stopping.is_set():
             return 0
         async with self._lock:
-            now = self._clock()
-            if self._quiet.is_quiet(now, self._zone):
-                return 0
-            channels = [channel for channel in self._senders if self.paused_for(channel) <= 0]
-            if not channels:
-                return 0
-            async with self._database.begin() as connection:
-                claims = await claim_due(
-                    connection,
-                    now=now,
-                    limit=self._settings.batch_size,
-                    lease=timedelta(seconds=self._settings.lease_s),
-                    channels=channels,
-                )
-            # Every tick (2 s): DEBUG, so an idle day leaves no lines at INFO.
-            log.debug("outbox tick: %d due", len(claims))
-            if not claims:
-                return 0
-            chains, later = self._by_recipient(claims)
-            if later:
-                await self._space_out(later, now)
-            await asyncio.gather(*(self._deliver_in_order(chain) for chain in chains))
-            return len(claims)
+            claimed = 0
+            sending: list[asyncio.Task[None]] = []
+            try:
+                while not self._stopping.is_set():
+                    batch = await self._claim_batch()
+                    if batch is None:
+                        break
+                    claims, placing = batch
+                    sending.extend(placing.tasks)
+                    claimed += len(claims)
+                    if len(claims) < self._settings.batch_size:
+                        break
+                    await placing.all_placed.wait()
+            finally:
+                await asyncio.gather(*sending, return_exceptions=True)
+            return claimed
+
+    async def _claim_batch(self) -> tuple[list[ClaimedNotice], _Placing] | None:
+        """Claim due rows and start delivering them; None when nothing is due (or quiet)."""
+        now = self._clock()
+        if self._quiet.is_quiet(now, self._zone):
+            return None
+        channels = [channel for channel in self._senders if self.paused_for(channel) <= 0]
+        if not channels:
+            return None
+        async with self._database.begin() as connection:
+            claims = await claim_due(
+                connection,
+                now=now,
+                limit=self._settings.batch_size,
+                lease=timedelta(seconds=self._settings.lease_s),
+                channels=channels,
+            )
+        # Every tick (2 s): DEBUG, so an idle day leaves no lines at INFO.
+        log.debug("outbox tick: %d due", len(claims))
+        if not claims:
+            return None
+        chains, later = self._by_recipient(claims)
+        if later:
+            await self._space_out(later, now)
+        placing = _Placing(sum(len(chain) for chain in chains))
+        placing.tasks = [
+            asyncio.create_task(self._deliver_in_order(chain, placing)) for chain in chains
+        ]
+        return claims, placing
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop` is set: again at once after a full batch, else after `idle_s`.
@@ -487,26 +429,27 @@ class Dispatcher:
         later: list[tuple[ClaimedNotice, float]] = []
         for claim in claims:
             key = (claim.channel, claim.recipient)
-            pace = self._paces[claim.channel]
+            rate = self._rates.get(claim.channel)
             chain = chains.setdefault(key, [])
             if not chain:
-                window = pace.window
-                rate = window.limit / window.period if window is not None else 0.0
-                starts[key] = per_channel[claim.channel] / rate if rate else 0.0
+                starts[key] = per_channel[claim.channel] * rate.cost_s if rate else 0.0
                 per_channel[claim.channel] += 1
-            if chain and pace.recipients.interval > 0:
+            if chain and rate is not None and rate.recipient_interval_s > 0:
                 ranks[key] += 1
-                later.append((claim, starts[key] + pace.recipients.interval * ranks[key]))
+                later.append((claim, starts[key] + rate.recipient_interval_s * ranks[key]))
             else:
                 chain.append(claim)
         return list(chains.values()), later
 
-    async def _deliver_in_order(self, chain: list[ClaimedNotice]) -> None:
+    async def _deliver_in_order(self, chain: list[ClaimedNotice], placing: _Placing) -> None:
         for claim in chain:
+            placed = placing.once()
             try:
-                await self._deliver(claim)
+                await self._deliver(claim, placed)
             except Exception as exc:  # logged by type: the row comes back after its lease
                 log.error("outbox %s: delivery failed: %s", claim.id, type(exc).__name__)
+            finally:
+                placed()
 
     async def _space_out(self, later: list[tuple[ClaimedNotice, float]], now: datetime) -> None:
         """Hand rows back that a recipient would get too soon after the batch's first."""
@@ -515,10 +458,10 @@ class Dispatcher:
                 connection, [(claim, now + timedelta(seconds=delay)) for claim, delay in later]
             )
 
-    async def _deliver(self, claim: ClaimedNotice) -> None:
-        """Send one claimed row at the channel's pace and record the outcome."""
+    async def _deliver(self, claim: ClaimedNotice, placed: Callable[[], None]) -> None:
+        """Send one claimed row at the channel's pace and record the outcome; `placed()`
+        once its place is taken (or it is handed back)."""
         sender = self._senders[claim.channel]
-        pace = self._paces[claim.channel]
         notice = OutgoingNotice(
             outbox_id=claim.id,
             channel=claim.channel,
@@ -532,36 +475,86 @@ class Dispatcher:
             last_inbound_at=claim.last_inbound_at,
         )
         messages = sender.message_count(notice) if isinstance(sender, CountsMessages) else 1
-        await pace.recipients.wait(claim.recipient)
-        slots: list[_Slot] | None = []
-        if pace.window is not None:
-            slots = await pace.window.acquire(messages)
-        if slots is None or self._stopping.is_set():
-            for slot in slots or ():
-                slot.done(self._monotonic())
+        if not await self._take_place(claim, messages, placed) or self._stopping.is_set():
+            placed()
             await self._hand_back(claim)
             return
+        placed()
         try:
             result = await sender.send(notice)
         except Exception as exc:  # a sender must not raise; if it does, retry the row
             log.exception("outbox %s: sender raised", claim.id)
             result = Transient(f"sender raised {type(exc).__name__}")
-        finally:
-            finished = self._monotonic()
-            for slot in slots:
-                slot.done(finished)
-            pace.recipients.sent(claim.recipient)
-        if isinstance(result, RetryAfter) and pace.window is not None:
-            self._pause(claim.channel, pace.window, result.seconds)
-        elif isinstance(result, Deferred):
-            pace.recipients.defer(claim.recipient, result.seconds)
+        await self._after_send(claim, result)
         await self._record(claim, result)
 
-    @staticmethod
-    def _pause(channel: Channel, window: SlidingWindow, seconds: float) -> None:
-        """Pause the channel's sends; logged once per pause, not per refused row."""
-        if window.pause(seconds):
+    async def _after_send(self, claim: ClaimedNotice, result: SendResult) -> None:
+        """Tell the budget what the platform said; the recipient's interval runs from now."""
+        rate = self._rates.get(claim.channel)
+        if rate is None:
+            return
+        if isinstance(result, RetryAfter):
+            await self._pause(claim.channel, result.seconds)
+        # The interval also counts from the send's completion: its place was taken for its
+        # planned start, and a request on its way (a new connection) may arrive later.
+        hold = result.seconds if isinstance(result, Deferred) else rate.recipient_interval_s
+        try:
+            await self._budget.defer(claim.channel, claim.recipient, hold)
+        except Exception as exc:  # the place taken still spaces the recipient from the start
+            log.warning("%s spacing not recorded: %s", claim.channel, type(exc).__name__)
+
+    async def _take_place(
+        self, claim: ClaimedNotice, messages: int, placed: Callable[[], None]
+    ) -> bool:
+        """Wait for the row's place in the channel's budget and the recipient's spacing;
+        False when the channel is paused beyond `_WAIT_AT_MOST_S` (or stopping). A row
+        waiting for its recipient counts as `placed()`: the next batch need not wait."""
+        rate = self._rates.get(claim.channel)
+        if rate is None:
+            return True
+        ahead = lookahead_s(rate)
+        while not self._stopping.is_set():
+            if self.paused_for(claim.channel) > 0:
+                return False
+            async with self._taking[claim.channel]:
+                took = await self._budget.take(
+                    claim.channel, count=messages, recipient=claim.recipient, ahead_s=ahead
+                )
+                if isinstance(took, ChannelBusy) and took.retry_in_s <= _WAIT_AT_MOST_S:
+                    # The others' sends: this process's next ones queue behind this one.
+                    await self._sleep(took.retry_in_s)
+                    continue
+            match took:
+                case Granted(wait_s=wait):
+                    if wait > 0:
+                        await self._sleep(wait)
+                    # A 429 to a send before this one pauses the rest of the batch too.
+                    return self.paused_for(claim.channel) <= 0
+                case RecipientBusy(free_in_s=free_in):
+                    placed()
+                    await self._sleep(free_in)
+                case ChannelBusy(retry_in_s=retry_in):
+                    self._note_pause(claim.channel, retry_in)
+                    return False
+        return False
+
+    async def _pause(self, channel: Channel, seconds: float) -> None:
+        """Pause the channel's sends, for every process sharing the budget; logged once per
+        pause, not per refused row."""
+        if self._note_pause(channel, seconds):
             log.warning("%s flood control: sends paused for %.1fs", channel, seconds)
+        try:
+            await self._budget.pause(channel, seconds)
+        except Exception as exc:  # this process pauses anyway; the others learn from their 429
+            log.warning("%s pause not shared: %s", channel, type(exc).__name__)
+
+    def _note_pause(self, channel: Channel, seconds: float) -> bool:
+        """Remember a pause; False when one already known lasts longer."""
+        until = self._monotonic() + seconds
+        if until <= self._paused_until.get(channel, 0.0):
+            return False
+        self._paused_until[channel] = until
+        return True
 
     async def _hand_back(self, claim: ClaimedNotice) -> None:
         """Return an unsent row to pending (stopping, or its channel paused meanwhile)."""

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Double,
     Enum,
     ForeignKey,
     Index,
@@ -766,3 +767,24 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class SendBudget(Base):
+    """A channel's send schedule shared by all processes on PostgreSQL (storage/send_budget.py):
+    `tat` is when its next send may start, in PostgreSQL's epoch seconds."""
+
+    __tablename__ = "send_budget"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tat: Mapped[float] = mapped_column(Double)
+
+
+class SendSpacing(Base):
+    """When a recipient may get the next notice on a channel (storage/send_budget.py), in
+    PostgreSQL's epoch seconds; rows in the past are pruned."""
+
+    __tablename__ = "send_spacing"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(64), primary_key=True)
+    free_at: Mapped[float] = mapped_column(Double)

@@ -91,6 +91,7 @@ def build_whatsapp(runtime: Runtime) -> WhatsAppChannel:
         cipher=runtime.cipher,
         clock=runtime.clock,
         settings=DeliverySettings.from_settings(runtime.settings.reply),
+        budget=runtime.send_budget,
     )
     processor = InboundProcessor(
         database=runtime.db,

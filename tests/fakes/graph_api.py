@@ -25,6 +25,8 @@ Errors come exactly as the Graph API sends them, HTTP status and body
 - `enforce_rates(per_second, pair_interval_s)`: over `per_second` accepted
   messages in any sliding second -> 130429; a second message to the same
   recipient within `pair_interval_s` -> 131056 (counted in `errors`);
+- `answer_delay_s`: every answer to a message waits that long after the
+  message was judged (the Cloud API's round trip; the limits count arrivals);
 - the 24-hour window: free-form messages (all but templates) to a recipient
   whose window the test did not open (`open_window`) -> 131047. Construct with
   `enforce_window=False` to accept free-form to anyone;
@@ -258,6 +260,8 @@ class FakeGraphServer:
         self._drops = 0
         self._storm: tuple[int, float] | None = None
         self._rates: _Rates | None = None
+        #: Every answer to a message waits this long after it was judged (a slow round trip).
+        self.answer_delay_s = 0.0
         self._approved: dict[tuple[str, str], _Approved] = {}
         self._wamids = itertools.count(1)
         self._media_ids = itertools.count(900_000_000_000_001)
@@ -424,6 +428,12 @@ class FakeGraphServer:
         )
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        answer = await self._judge(request)
+        if self.answer_delay_s > 0:
+            await asyncio.sleep(self.answer_delay_s)
+        return answer
+
+    async def _judge(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await request.json()
         except ValueError:

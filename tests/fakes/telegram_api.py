@@ -18,6 +18,8 @@ and is never processed, and connections refused while the server is away).
 (sendMessage, sendDocument) in any sliding second and one per second per chat;
 a send over either limit is refused with 429 and `parameters.retry_after`,
 exactly as Telegram answers, and counted in `too_many_requests`.
+`answer_delay_s` holds every answer that long after the request was judged
+(the round trip of the real Bot API; flood control counts arrivals).
 
 Usage::
 
@@ -218,6 +220,8 @@ class FakeTelegramServer:
         self._faults: list[_Fault] = []
         self._comeback: asyncio.Task[None] | None = None
         self._refusing = False
+        #: Every answer waits this long after its request was judged (a slow round trip).
+        self.answer_delay_s = 0.0
         #: Requests answered with an injected fault, by shape.
         self.faults_played: collections.Counter[str] = collections.Counter()
         self._site: web.TCPSite | None = None
@@ -561,6 +565,12 @@ class FakeTelegramServer:
         return params
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        answer = await self._answer(request)
+        if self.answer_delay_s > 0:
+            await asyncio.sleep(self.answer_delay_s)
+        return answer
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         if self._refusing and request.transport is not None:
             request.transport.close()  # a kept-alive connection to a server that is gone

@@ -1,0 +1,190 @@
+"""The send budget's schedule: the maths on a frozen clock, and the PostgreSQL rows shared
+by several engines (skipped on SQLite, where the budget lives in memory)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.vocabulary import Channel
+from storage.db import create_engine
+from storage.send_budget import (
+    ChannelBusy,
+    ChannelRate,
+    Granted,
+    LocalSendBudget,
+    PostgresSendBudget,
+    RecipientBusy,
+    schedule,
+    send_budget,
+)
+
+RATES = {Channel.TELEGRAM: ChannelRate(per_second=4.0, recipient_interval_s=1.0)}
+
+
+class FrozenMonotonic:
+    """Monotonic time that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FrozenMonotonic:
+    return FrozenMonotonic()
+
+
+@pytest.fixture
+def budget(clock: FrozenMonotonic) -> LocalSendBudget:
+    return LocalSendBudget(RATES, monotonic=clock)
+
+
+def test_a_send_starts_at_the_later_of_now_and_the_schedule() -> None:
+    assert schedule(0.0, 10.0, cost_s=0.25, ahead_s=None) == (10.0, 10.25)
+    assert schedule(12.0, 10.0, cost_s=0.25, ahead_s=None) == (12.0, 12.25)
+    assert schedule(12.0, 10.0, cost_s=0.25, ahead_s=2.0) == (12.0, 12.25)
+    assert schedule(12.0, 10.0, cost_s=0.25, ahead_s=1.9) is None
+
+
+async def test_sends_start_one_over_the_rate_apart_never_in_a_burst(
+    budget: LocalSendBudget,
+) -> None:
+    waits = [await budget.take(Channel.TELEGRAM) for _ in range(5)]
+    assert waits == [Granted(0.0), Granted(0.25), Granted(0.5), Granted(0.75), Granted(1.0)]
+
+
+async def test_an_idle_channel_does_not_save_up_places(
+    budget: LocalSendBudget, clock: FrozenMonotonic
+) -> None:
+    await budget.take(Channel.TELEGRAM)
+    clock.now += 60
+    assert [await budget.take(Channel.TELEGRAM) for _ in range(2)] == [Granted(0.0), Granted(0.25)]
+
+
+async def test_a_notice_of_several_messages_takes_a_place_for_each(
+    budget: LocalSendBudget,
+) -> None:
+    assert await budget.take(Channel.TELEGRAM, count=3) == Granted(0.0)
+    assert await budget.take(Channel.TELEGRAM) == Granted(0.75)
+
+
+async def test_a_take_with_a_lookahead_is_refused_beyond_it_and_takes_nothing(
+    budget: LocalSendBudget,
+) -> None:
+    for _ in range(3):
+        await budget.take(Channel.TELEGRAM)  # the schedule is now 0.75 s ahead
+    assert await budget.take(Channel.TELEGRAM, ahead_s=0.5) == ChannelBusy(0.25)
+    assert await budget.take(Channel.TELEGRAM, ahead_s=0.75) == Granted(0.75)
+
+
+async def test_replies_go_before_notices_waiting_for_room(budget: LocalSendBudget) -> None:
+    """A reply takes the next place whatever the wait; the dispatcher's lookahead then
+    finds the schedule further on and waits its turn behind it."""
+    assert await budget.take(Channel.TELEGRAM, ahead_s=0.3) == Granted(0.0)
+    assert await budget.take(Channel.TELEGRAM, ahead_s=0.3) == Granted(0.25)
+    assert await budget.take(Channel.TELEGRAM) == Granted(0.5)  # a reply
+    assert await budget.take(Channel.TELEGRAM, ahead_s=0.3) == ChannelBusy(0.45)
+
+
+async def test_a_recipient_gets_one_notice_per_interval_per_message(
+    budget: LocalSendBudget, clock: FrozenMonotonic
+) -> None:
+    assert await budget.take(Channel.TELEGRAM, count=2, recipient="42") == Granted(0.0)
+    assert await budget.take(Channel.TELEGRAM, recipient="42") == RecipientBusy(2.0)
+    assert await budget.take(Channel.TELEGRAM, recipient="43") == Granted(0.5)
+    clock.now += 2.0
+    assert await budget.take(Channel.TELEGRAM, recipient="42") == Granted(0.0)
+
+
+async def test_a_recipient_refused_takes_no_place_of_the_channel(budget: LocalSendBudget) -> None:
+    await budget.take(Channel.TELEGRAM, recipient="42")
+    await budget.take(Channel.TELEGRAM, recipient="42")
+    assert await budget.take(Channel.TELEGRAM) == Granted(0.25)
+
+
+async def test_a_deferred_recipient_waits_the_platforms_time(
+    budget: LocalSendBudget, clock: FrozenMonotonic
+) -> None:
+    await budget.defer(Channel.TELEGRAM, "42", 30.0)
+    assert await budget.take(Channel.TELEGRAM, recipient="42") == RecipientBusy(30.0)
+    await budget.defer(Channel.TELEGRAM, "42", 5.0)  # never shortens a longer hold
+    assert await budget.take(Channel.TELEGRAM, recipient="42") == RecipientBusy(30.0)
+
+
+async def test_a_pause_holds_every_send_until_it_is_over(
+    budget: LocalSendBudget, clock: FrozenMonotonic
+) -> None:
+    await budget.pause(Channel.TELEGRAM, 5.0)
+    assert await budget.take(Channel.TELEGRAM, ahead_s=0.5) == ChannelBusy(4.5)
+    assert await budget.take(Channel.TELEGRAM) == Granted(5.0)
+    clock.now += 5.25
+    assert await budget.take(Channel.TELEGRAM, ahead_s=0.5) == Granted(0.0)
+
+
+async def test_a_channel_without_a_rate_is_not_paced(budget: LocalSendBudget) -> None:
+    assert [await budget.take(Channel.CONSOLE, recipient="1") for _ in range(3)] == [
+        Granted(0.0)
+    ] * 3
+
+
+async def test_sqlite_gets_the_local_budget(db_engine: AsyncEngine) -> None:
+    budget = send_budget(db_engine, RATES)
+    expected = PostgresSendBudget if db_engine.dialect.name == "postgresql" else LocalSendBudget
+    assert isinstance(budget, expected)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def engines(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[list[AsyncEngine]]:
+    """Three engines with their own pools: three processes' view of one database."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("the shared budget needs TEST_DATABASE_URL on PostgreSQL")
+    made = [create_engine(database_url) for _ in range(3)]
+    yield made
+    for engine in made:
+        await engine.dispose()
+
+
+async def test_processes_share_one_schedule(engines: list[AsyncEngine]) -> None:
+    """Concurrent takes from three engines get distinct starts, one cost apart."""
+    budgets = [PostgresSendBudget(engine, RATES) for engine in engines]
+
+    async def take_and_stamp(budget: PostgresSendBudget) -> float:
+        took = await budget.take(Channel.TELEGRAM)
+        assert isinstance(took, Granted)
+        return asyncio.get_running_loop().time() + took.wait_s
+
+    starts = sorted(await asyncio.gather(*(take_and_stamp(b) for b in budgets * 4)))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    # 0.25 s apart by PostgreSQL's clock; the local stamps add the round trips' spread.
+    assert all(gap > 0.2 for gap in gaps), gaps
+    assert starts[-1] - starts[0] == pytest.approx(11 * 0.25, abs=0.25)
+
+
+async def test_a_recipient_and_a_pause_hold_for_every_process(engines: list[AsyncEngine]) -> None:
+    first, second, _ = (PostgresSendBudget(engine, RATES) for engine in engines)
+    assert await first.take(Channel.TELEGRAM, recipient="42", ahead_s=1.0) == Granted(0.0)
+    busy = await second.take(Channel.TELEGRAM, recipient="42", ahead_s=1.0)
+    assert isinstance(busy, RecipientBusy) and 0.9 < busy.free_in_s <= 1.0
+
+    await second.pause(Channel.TELEGRAM, 30.0)
+    refused = await first.take(Channel.TELEGRAM, recipient="43", ahead_s=1.0)
+    assert isinstance(refused, ChannelBusy) and 28.5 < refused.retry_in_s <= 29.0
+
+    await first.defer(Channel.TELEGRAM, "44", 60.0)
+    deferred = await second.take(Channel.TELEGRAM, recipient="44")
+    assert isinstance(deferred, RecipientBusy) and 59 < deferred.free_in_s <= 60
+
+
+def test_the_postgres_budget_refuses_sqlite() -> None:
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        PostgresSendBudget(create_engine("sqlite+aiosqlite://"), RATES)
