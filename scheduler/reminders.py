@@ -298,13 +298,20 @@ class ReminderPlanner:
             self._chunk_size,
         )
 
-    async def plan(self, *, on_chunk: ChunkHook | None = None) -> PlanResult:
+    async def plan(
+        self,
+        *,
+        on_chunk: ChunkHook | None = None,
+        between_pages: Callable[[int], Awaitable[None]] | None = None,
+    ) -> PlanResult:
         """Plan today's reminders, escalations and lapses, page by page (`chunk_size`).
 
         `on_chunk` runs in each page's transaction after its writes (and in the
         last one's, after the payroll lines); an exception there rolls the page back
         and ends the run. Pages are committed one by one: a run that stops halfway
         leaves whole pages, and the next run skips what they wrote (dedupe keys).
+        `between_pages(pages done)` is awaited after each committed page, with no
+        transaction open (default: one turn of the event loop for others).
         """
         now = self._clock()
         today = now.astimezone(self._timezone).date()
@@ -316,7 +323,7 @@ class ReminderPlanner:
                 result = await self._plan_whole(now, today, not_before, on_chunk)
             else:
                 result = await self._plan_chunked(
-                    now, today, not_before, self._chunk_size, on_chunk
+                    now, today, not_before, self._chunk_size, on_chunk, between_pages
                 )
         # A run that wrote nothing is routine: DEBUG (SERTAKAN_LOG_LEVEL=DEBUG shows it).
         quiet = result == PlanResult()
@@ -330,6 +337,7 @@ class ReminderPlanner:
         not_before: datetime,
         chunk_size: int,
         on_chunk: ChunkHook | None,
+        between_pages: Callable[[int], Awaitable[None]] | None,
     ) -> PlanResult:
         """Pages of `chunk_size` sponsorships in id order (keyset), one transaction each.
 
@@ -385,8 +393,11 @@ class ReminderPlanner:
                     await on_chunk(connection, pages, result)
             if not terms:
                 return result
-            # Whoever shares this loop (in-process runs) gets a turn between pages.
-            await asyncio.sleep(0)
+            if between_pages is not None:
+                await between_pages(pages)
+            else:
+                # Whoever shares this loop (in-process runs) gets a turn between pages.
+                await asyncio.sleep(0)
 
     async def _plan_whole(
         self, now: datetime, today: date, not_before: datetime, on_chunk: ChunkHook | None

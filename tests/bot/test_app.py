@@ -221,7 +221,7 @@ async def test_background_schedules_dispatcher_digest_and_housekeeping(tmp_path:
         # Housekeeping, the digest and the reminders are the planning tick's jobs
         # (scheduler/planning.py), run once per day across processes.
         assert set(jobs) == {"outbox_dispatcher", "planning"}
-        assert "interval[0:01:00]" == str(jobs["planning"].trigger)
+        assert str(jobs["planning"].trigger) == "interval[0:01:00]"
         # The shipped holiday list is loaded: 17 August is not a working day.
         assert not runtime.calendar.is_working_day(datetime(2026, 8, 17).date())
         await dispatcher.stop()
