@@ -126,7 +126,13 @@ class Planning:
         (done already, or running in another process)."""
         outcome: dict[str, int | None] = {}
         for job in self.due():
-            outcome[job] = await self.run(job)
+            try:
+                outcome[job] = await self.run(job)
+            except Exception:
+                # One job's failure (recorded on its attempt) leaves the others their turn;
+                # the next tick tries it again.
+                log.exception("planning: %s failed", job)
+                outcome[job] = None
         return outcome
 
     async def run(self, job: str, *, again: bool = False) -> int | None:
