@@ -38,14 +38,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -54,6 +57,7 @@ from sqlalchemy import String, case, cast, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.eligibility import AgeBounds
 from domain.months import add_months
 from domain.tariff import DEFAULT_TARIFF, FundingSource
 from domain.vocabulary import (
@@ -68,8 +72,14 @@ from domain.vocabulary import (
     WorkerConsent,
 )
 from domain.workdays import WorkCalendar
+from handlers.context import EngineConfig
+from handlers.engine import Engine
 from handlers.i18n import Catalogs
-from scheduler.reminders import PlanResult, ReminderPlanner
+from handlers.types import EventKind, InboundEvent
+from scheduler.planning import OffLoop, _reminders_in_child, run_in_child
+from scheduler.reminders import DEFAULT_CHUNK_SIZE, PlanResult, ReminderPlanner, ReminderSpec
+from storage import planner_runs
+from storage.crypto import NikCipher
 from storage.db import create_engine, is_sqlite
 from storage.migrate import upgrade_to_head
 from storage.models import (
@@ -210,7 +220,95 @@ async def seed(engine: AsyncEngine, sponsorships: int) -> dict[str, int]:
     rows, payments = sponsorship_rows(sponsorships)
     await _insert(engine, Sponsorship, rows)
     await _insert(engine, Payment, payments)
+    await sync_sequences(engine)
     return {"sponsorships": len(rows), "payments": len(payments), "asn": asn_count}
+
+
+async def sync_sequences(engine: AsyncEngine) -> None:
+    """PostgreSQL: each id sequence past the highest id (the seed writes explicit ids)."""
+    if is_sqlite(str(engine.url)):
+        return
+    async with engine.begin() as connection:
+        for table in (Opd, ChannelAccount, Pic, Asn, Worker, Sponsorship, Payment):
+            name = table.__tablename__
+            await connection.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                f"(SELECT coalesce(max(id), 0) + 1 FROM {name}), false)"
+            )
+
+
+async def replicate(engine: AsyncEngine, sponsorships: int, copies: int) -> None:
+    """Copy the seeded ASN, accounts, workers, sponsorships and payments `copies` times in SQL.
+
+    A big province fast (1.44 million sponsorships from 144,000): each copy is
+    one INSERT ... SELECT per table with the ids shifted and the unique values
+    (NIP, account id, NIK hash) made new, in the database. The mix of plans and
+    arrears repeats (ids shift by a multiple of 3, so `reset` restores statuses).
+    """
+    sqlite = is_sqlite(str(engine.url))
+    asn_count = (sponsorships + PER_ASN - 1) // PER_ASN
+    accounts = asn_count + OPDS
+    async with engine.connect() as connection:
+        payments = int(await connection.scalar(select(func.max(Payment.id))) or 0)
+
+    def padded(expression: str, width: int) -> str:
+        if sqlite:
+            return f"printf('%0{width}d', {expression})"
+        return f"lpad(({expression})::text, {width}, '0')"
+
+    for copy in range(1, copies):
+        shift = {
+            "account": copy * accounts,
+            "asn": copy * asn_count,
+            "worker": copy * sponsorships,
+            "payment": copy * payments,
+        }
+        overrides: dict[type[Any], dict[str, str]] = {
+            ChannelAccount: {
+                "id": f"id + {shift['account']}",
+                "external_id": f"CAST(100000 + id + {shift['account']} AS TEXT)"
+                if sqlite
+                else f"(100000 + id + {shift['account']})::text",
+            },
+            Asn: {
+                "id": f"id + {shift['asn']}",
+                "nip": padded(f"id + {shift['asn']}", 18),
+                "phone_e164": "'+628' || " + padded(f"id + {shift['asn']}", 9),
+                "channel_account_id": f"channel_account_id + {shift['account']}",
+            },
+            Worker: {
+                "id": f"id + {shift['worker']}",
+                "nik_hash": "randomblob(32)"
+                if sqlite
+                else f"sha256(int8send((id + {shift['worker']})::bigint))",
+            },
+            Sponsorship: {
+                "id": f"id + {shift['worker']}",
+                "worker_id": f"worker_id + {shift['worker']}",
+                "asn_id": f"asn_id + {shift['asn']}",
+            },
+            Payment: {
+                "id": f"id + {shift['payment']}",
+                "sponsorship_id": f"sponsorship_id + {shift['worker']}",
+            },
+        }
+        limits = {
+            ChannelAccount: f"id <= {asn_count}",
+            Asn: f"id <= {asn_count}",
+            Worker: f"id <= {sponsorships}",
+            Sponsorship: f"id <= {sponsorships}",
+            Payment: f"id <= {payments}",
+        }
+        async with engine.begin() as connection:
+            for model, columns in overrides.items():
+                table = model.__table__
+                names = [column.name for column in table.columns]
+                values = ", ".join(columns.get(name, name) for name in names)
+                await connection.exec_driver_sql(
+                    f"INSERT INTO {table.name} ({', '.join(names)}) "
+                    f"SELECT {values} FROM {table.name} WHERE {limits[model]}"
+                )
+    await sync_sequences(engine)
 
 
 def _seeded_status(index: int) -> SponsorshipStatus:
@@ -392,7 +490,14 @@ async def timed(planner: ReminderPlanner) -> tuple[float, PlanResult]:
     return time.perf_counter() - started, result
 
 
-async def measure(url: str, sponsorships: int, repeat: int, *, reuse: bool = False) -> int:
+async def measure(
+    url: str,
+    sponsorships: int,
+    repeat: int,
+    *,
+    reuse: bool = False,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+) -> int:
     if not is_sqlite(url) and not reuse:
         engine = create_engine(url)
         async with engine.begin() as connection:
@@ -414,7 +519,7 @@ async def measure(url: str, sponsorships: int, repeat: int, *, reuse: bool = Fal
         else:
             if reuse:
                 await engine.dispose()
-                return await measure(url, sponsorships, repeat)
+                return await measure(url, sponsorships, repeat, chunk_size=chunk_size)
             seeded = await seed(engine, sponsorships)
             await settle(engine)
             print(
@@ -438,7 +543,9 @@ async def measure(url: str, sponsorships: int, repeat: int, *, reuse: bool = Fal
             timezone=JAKARTA,
             calendar=WorkCalendar([]),
             tariff=DEFAULT_TARIFF,
+            chunk_size=chunk_size,
         )
+        print(f"[{backend}] pages of {chunk_size or 'all'} sponsorships", flush=True)
         load_before = os.getloadavg()
         firsts: list[float] = []
         reruns: list[float] = []
@@ -512,6 +619,217 @@ async def measure(url: str, sponsorships: int, repeat: int, *, reuse: bool = Fal
         await engine.dispose()
 
 
+def _measured_child(
+    where: OffLoop, spec: ReminderSpec, lease: planner_runs.Lease, now: datetime
+) -> tuple[float, dict[str, int], int, int]:
+    """The off-loop run as the bot's child process does it, with its time and memory:
+    (seconds, result, max RSS in kB before the run (imports done), max RSS after)."""
+    rss_before = _peak_rss_kb()
+    started = time.perf_counter()
+    values = _reminders_in_child(where, spec, lease, now)
+    seconds = time.perf_counter() - started
+    return seconds, values, rss_before, _peak_rss_kb()
+
+
+def _peak_rss_kb() -> int:
+    """This process's peak resident set (VmHWM), in kB. Not `ru_maxrss`: a spawned child
+    inherits its parent's (fork, then exec), which hid the child's own peak (measured:
+    580 MB "before" in a child whose parent had seeded the database)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _rss_kb() -> int:
+    """This process's resident set now, in kB (Linux /proc)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def chat_engine(engine: AsyncEngine) -> Engine:
+    """The bot's conversation engine on `engine` (the same connection the bot would use)."""
+    return Engine(
+        database=engine,
+        cipher=NikCipher(bytes(range(32))),
+        config=EngineConfig(
+            age_bounds=AgeBounds(15, 65),
+            max_workers_per_asn=5,
+            draft_idle=timedelta(minutes=30),
+            timezone=JAKARTA,
+            default_language=Language.INDONESIAN,
+            tariff=DEFAULT_TARIFF,
+        ),
+        catalogs=Catalogs(),
+        clock=lambda: NOW,
+    )
+
+
+_updates = itertools.count(1)
+
+
+async def chat_steps(bot: Engine, done: Callable[[float], bool]) -> list[float]:
+    """Engine steps one after another ("bantuan" from 50 people in turn) until `done(elapsed)`;
+    each step's seconds."""
+    latencies: list[float] = []
+    started = time.perf_counter()
+    while not done(time.perf_counter() - started):
+        update = next(_updates)
+        event = InboundEvent(
+            channel=Channel.TELEGRAM,
+            sender_id=str(900_000 + update % 50),
+            update_id=f"bench-{update}",
+            kind=EventKind.TEXT,
+            received_at=NOW,
+            text="bantuan",
+        )
+        step = time.perf_counter()
+        replies = await bot.handle(event)
+        latencies.append(time.perf_counter() - step)
+        if not replies:
+            raise RuntimeError("an engine step answered nothing")
+        # A bot waits for the next update between steps (here: SQLite's in-loop steps
+        # never suspend, and the planner's task would never start).
+        await asyncio.sleep(0)
+    return latencies
+
+
+def _until_done(task: asyncio.Future[Any]) -> Callable[[float], bool]:
+    return lambda _elapsed: task.done()
+
+
+def _p(latencies: list[float], quantile: float) -> float:
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+
+
+async def measure_province(
+    url: str, sponsorships: int, copies: int, chunk_size: int, chat_s: float
+) -> int:
+    """The off-loop planner over `sponsorships * copies`, with chats served meanwhile.
+
+    Seeds `sponsorships` and copies them (`replicate`); then measures, in one
+    run: engine steps for `chat_s` seconds alone (the baseline), the off-loop
+    reminder run (a spawned child with its own connection, pages of
+    `chunk_size`) with engine steps served during it on this process's loop
+    and connection, and the idempotent re-run. Reported: the run's wall time,
+    the child's RSS growth (max RSS after the run minus before it, imports
+    done), this process's RSS change, and the steps' p50/p99 with and without
+    the planner.
+    """
+    if not is_sqlite(url):
+        engine = create_engine(url)
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+            await connection.exec_driver_sql("CREATE SCHEMA public")
+        await engine.dispose()
+    await upgrade_to_head(url)
+    engine = create_engine(url)
+    backend = "sqlite" if is_sqlite(url) else "postgresql"
+    broken = False
+    try:
+        started = time.perf_counter()
+        await seed(engine, sponsorships)
+        await replicate(engine, sponsorships, copies)
+        await settle(engine)
+        async with engine.connect() as connection:
+            total = int(await connection.scalar(select(func.count()).select_from(Sponsorship)) or 0)
+            payments = int(await connection.scalar(select(func.count()).select_from(Payment)) or 0)
+        print(
+            f"[{backend}] seeded {total:,} sponsorships, {payments:,} payments in "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        spec = ReminderPlanner(
+            engine,
+            Catalogs(),
+            lambda: NOW,
+            timezone=JAKARTA,
+            calendar=WorkCalendar([]),
+            tariff=DEFAULT_TARIFF,
+            chunk_size=chunk_size,
+        ).spec
+        bot = chat_engine(engine)
+        await chat_steps(bot, lambda elapsed: elapsed >= 1.0)  # warm-up (accounts, caches)
+        alone = await chat_steps(bot, lambda elapsed: elapsed >= chat_s)
+        load_before = os.getloadavg()
+        figures: dict[str, tuple[float, dict[str, int], int, int]] = {}
+        during: list[float] = []
+        parent_rss: tuple[int, int] = (0, 0)
+        for attempt in ("first", "rerun"):
+            lease = await planner_runs.acquire(
+                engine,
+                job="bench_reminders",
+                run_key=attempt,
+                owner="bench",
+                now=NOW,
+                lease_s=3600,
+            )
+            assert lease is not None
+            rss_before = _rss_kb()
+            child = asyncio.ensure_future(
+                run_in_child(_measured_child, OffLoop(url), spec, lease, NOW)
+            )
+            steps = await chat_steps(bot, _until_done(child))
+            figures[attempt] = await child
+            if attempt == "first":
+                during = steps
+                parent_rss = (rss_before, _rss_kb())
+        first_s, first, rss_start, rss_peak = figures["first"]
+        rerun_s, rerun, _, _ = figures["rerun"]
+        if sum(rerun.values()):
+            print(f"BROKEN: the re-run planned {rerun}")
+            broken = True
+        growth_mb = (rss_peak - rss_start) / 1024
+        p99_alone, p99_during = _p(alone, 0.99), _p(during, 0.99)
+        print(f"[{backend}] first run: {first}")
+        print(
+            f"[{backend}] off-loop first run {first_s:.2f} s (target 30 s: "
+            f"{'met' if first_s <= 30 else 'MISS'}), child RSS growth {growth_mb:.0f} MB "
+            f"(target 200 MB: {'met' if growth_mb <= 200 else 'MISS'}), re-run {rerun_s:.2f} s; "
+            f"this process's RSS {parent_rss[0] / 1024:.0f} -> {parent_rss[1] / 1024:.0f} MB"
+        )
+        print(
+            f"[{backend}] engine steps alone: {len(alone) / chat_s:.0f}/s, p50 "
+            f"{_p(alone, 0.5) * 1000:.1f} ms, p99 {p99_alone * 1000:.1f} ms; during the run: "
+            f"{len(during) / first_s:.0f}/s, p50 {_p(during, 0.5) * 1000:.1f} ms, p99 "
+            f"{p99_during * 1000:.1f} ms = {p99_during / p99_alone:.2f}x (target 2x: "
+            f"{'met' if p99_during <= 2 * p99_alone else 'MISS'})"
+        )
+        load_after = os.getloadavg()
+        print(
+            json.dumps(
+                {
+                    "bench": "reminders_province",
+                    "backend": backend,
+                    "sponsorships": total,
+                    "payments": payments,
+                    "chunk_size": chunk_size,
+                    "first_s": round(first_s, 3),
+                    "rerun_s": round(rerun_s, 3),
+                    "child_rss_growth_mb": round(growth_mb, 1),
+                    "child_rss_before_mb": round(rss_start / 1024, 1),
+                    "parent_rss_mb": [round(x / 1024, 1) for x in parent_rss],
+                    "steps_alone": len(alone),
+                    "steps_during": len(during),
+                    "p99_alone_ms": round(p99_alone * 1000, 2),
+                    "p99_during_ms": round(p99_during * 1000, 2),
+                    "p50_alone_ms": round(_p(alone, 0.5) * 1000, 2),
+                    "p50_during_ms": round(_p(during, 0.5) * 1000, 2),
+                    "notices": sum(first.values()) - first["lapsed"],
+                    "load_1min_before": round(load_before[0], 2),
+                    "load_1min_after": round(load_after[0], 2),
+                    "utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+                }
+            ),
+            flush=True,
+        )
+        return 1 if broken else 0
+    finally:
+        await engine.dispose()
+
+
 def dataclasses_repr(result: PlanResult) -> str:
     return (
         f"before5={result.before5} before1={result.before1} overdue={result.overdue} "
@@ -529,6 +847,24 @@ def main(argv: list[str] | None = None) -> int:
         help="PostgreSQL URL (its public schema is dropped first); default: a temporary SQLite",
     )
     parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=f"sponsorships per page (default {DEFAULT_CHUNK_SIZE}; 0: one transaction)",
+    )
+    parser.add_argument(
+        "--province",
+        type=int,
+        metavar="COPIES",
+        help=(
+            "the province case: seed --sponsorships, copy it COPIES times in SQL (10: 1.44 "
+            "million), and measure the off-loop planner with engine steps served meanwhile"
+        ),
+    )
+    parser.add_argument(
+        "--chat-seconds", type=float, default=10.0, help="engine steps alone, the baseline"
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help=(
@@ -537,13 +873,38 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     args = parser.parse_args(argv)
+    if args.province:
+        if args.database_url:
+            return asyncio.run(
+                measure_province(
+                    args.database_url,
+                    args.sponsorships,
+                    args.province,
+                    args.chunk_size,
+                    args.chat_seconds,
+                )
+            )
+        with tempfile.TemporaryDirectory() as directory:
+            url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.sqlite3'}"
+            return asyncio.run(
+                measure_province(
+                    url, args.sponsorships, args.province, args.chunk_size, args.chat_seconds
+                )
+            )
+    chunk_size = args.chunk_size or None
     if args.database_url:
         return asyncio.run(
-            measure(args.database_url, args.sponsorships, args.repeat, reuse=args.reuse)
+            measure(
+                args.database_url,
+                args.sponsorships,
+                args.repeat,
+                reuse=args.reuse,
+                chunk_size=chunk_size,
+            )
         )
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.sqlite3'}"
-        return asyncio.run(measure(url, args.sponsorships, args.repeat))
+        return asyncio.run(measure(url, args.sponsorships, args.repeat, chunk_size=chunk_size))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import log_context
@@ -35,8 +36,9 @@ from handlers.engine import Engine
 from handlers.i18n import Catalogs
 from scheduler.digest import DigestPlanner
 from scheduler.dispatcher import Dispatcher, budget_rates
+from scheduler.planning import OffLoop, Planning
 from scheduler.reminders import ReminderPlanner
-from scheduler.runner import build_scheduler
+from scheduler.runner import build_scheduler, housekeeping_run
 from scheduler.sending import Sender
 from sertakan_data import (
     COLLECTIVE_COLUMNS,
@@ -46,7 +48,7 @@ from sertakan_data import (
     PAYMENT_CHANNELS,
     TARIFF,
 )
-from storage import key_check
+from storage import key_check, planner_runs
 from storage.collective_columns import (
     DEFAULT_COLUMN_MAP,
     ColumnMap,
@@ -61,6 +63,7 @@ from storage.db import (
     Sleep,
     create_engine,
     create_sessionmaker,
+    is_sqlite,
     probe,
     retry_while_unreachable,
 )
@@ -455,6 +458,7 @@ def build_planners(runtime: Runtime) -> tuple[ReminderPlanner, DigestPlanner]:
         tariff=runtime.engine.config.tariff,
         worker_channel=runtime.engine.notices.worker_channel,
         payment_channels=runtime.engine.config.payment_channels,
+        chunk_size=settings.planner.chunk_size,
     )
     digest = DigestPlanner(
         runtime.db,
@@ -466,6 +470,47 @@ def build_planners(runtime: Runtime) -> tuple[ReminderPlanner, DigestPlanner]:
         tariff=runtime.engine.config.tariff,
     )
     return reminders, digest
+
+
+def off_loop(settings: Settings) -> OffLoop | None:
+    """Where the reminder planner's child process finds the database; None when it cannot
+    (PLANNER_OFF_LOOP off, or an in-memory SQLite database only this process sees)."""
+    url = settings.database_url
+    if not settings.planner.off_loop:
+        return None
+    if is_sqlite(url) and make_url(url).database in (None, "", ":memory:"):
+        return None
+    return OffLoop(url, settings.database.sqlite_busy_timeout_ms)
+
+
+def build_planning(runtime: Runtime, *, owner: str | None = None) -> Planning:
+    """The planning jobs (reminders, digest, housekeeping) with their leases, as the
+    scheduler ticks them and `sertakan plan` runs them."""
+    settings = runtime.settings
+    reminders, digest = build_planners(runtime)
+
+    async def housekeeping() -> int:
+        return await housekeeping_run(
+            runtime.sessionmaker,
+            now=runtime.clock(),
+            processed_update_retention=timedelta(days=settings.app.processed_update_retention_days),
+            retention=timedelta(days=settings.app.retention_days),
+        )
+
+    return Planning(
+        runtime.db,
+        runtime.clock,
+        timezone=runtime.timezone,
+        calendar=runtime.calendar,
+        owner=owner or planner_runs.owner_id(),
+        lease_s=settings.planner.lease_s,
+        reminders=reminders,
+        reminder_time=settings.program.reminder_time,
+        digest=digest,
+        digest_time=settings.program.digest_time,
+        housekeeping=housekeeping,
+        off_loop=off_loop(settings),
+    )
 
 
 def build_background(
@@ -484,7 +529,6 @@ def build_background(
     dispatcher = Dispatcher(
         runtime.db, senders, runtime.clock, dispatch, timezone, budget=runtime.send_budget
     )
-    reminders, digest = build_planners(runtime)
     scheduler = build_scheduler(
         sessionmaker=runtime.sessionmaker,
         clock=runtime.clock,
@@ -492,10 +536,8 @@ def build_background(
         timezone=settings.app.timezone,
         retention=timedelta(days=settings.app.retention_days),
         dispatcher=dispatcher,
-        digest=digest,
-        digest_time=settings.program.digest_time,
-        reminders=reminders,
-        reminder_time=settings.program.reminder_time,
+        planning=build_planning(runtime),
+        planning_tick_s=settings.planner.tick_s,
     )
     return scheduler, dispatcher
 

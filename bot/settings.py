@@ -261,6 +261,24 @@ class ReplySettings(BaseSettings):
     send_timeout_s: float = Field(20.0, gt=0)
 
 
+class PlannerSettings(BaseSettings):
+    """The daily planning runs (scheduler/planning.py), env prefix PLANNER_."""
+
+    model_config = _group("PLANNER_")
+
+    #: Run the dues reminder planner in a child process with its own database
+    #: connection, so chats are answered while it plans. Off: on the bot's event
+    #: loop (an in-memory SQLite database always is).
+    off_loop: bool = True
+    #: Sponsorships per page of the reminder planner, each page one transaction.
+    chunk_size: int = Field(5000, ge=100, le=100_000)
+    #: A planning run holds its lease this long past its last page; a run whose
+    #: process died is taken over by another process after it. Must exceed one page's time.
+    lease_s: float = Field(120.0, ge=10)
+    #: How often each process looks for a due planning run not done yet.
+    tick_s: float = Field(60.0, ge=1)
+
+
 class WebSettings(BaseSettings):
     model_config = _group("WEB_")
 
@@ -303,6 +321,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)
     dispatch: DispatcherSettings = Field(default_factory=DispatcherSettings)
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     reply: ReplySettings = Field(default_factory=ReplySettings)
 

@@ -58,7 +58,7 @@ import gc
 import json
 import logging
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
@@ -94,6 +94,11 @@ from storage.dues_queries import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: Sponsorships per page of a chunked run (`ReminderPlanner(chunk_size=...)`): each page
+#: is one short transaction, so a run's memory and a chat's wait for the write lock are
+#: bounded by the page, not by the province.
+DEFAULT_CHUNK_SIZE = 5000
 
 #: Local time from which the day's reminders may go out.
 SEND_FROM = time(8, 0)
@@ -176,6 +181,12 @@ class _Reminder(NamedTuple):
     status: DuesStatus
 
 
+#: Called inside each page's transaction once its rows are written, with the pages done
+#: so far and the run's result so far (`scheduler.planning` renews its lease there, so a
+#: page commits only while the run still holds it).
+ChunkHook = Callable[[AsyncConnection, int, "PlanResult"], Awaitable[None]]
+
+
 @contextlib.contextmanager
 def _cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for one planning run.
@@ -199,6 +210,33 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class ReminderSpec:
+    """Everything a `ReminderPlanner` is made of but its database and clock (picklable:
+    `scheduler.planning` builds the planner again in a child process from it)."""
+
+    catalogs: Catalogs
+    timezone: ZoneInfo
+    calendar: WorkCalendar
+    tariff: TariffTable
+    worker_channel: Channel | None
+    payment_channels: tuple[PaymentChannel, ...]
+    chunk_size: int | None
+
+    def planner(self, database: AsyncEngine, clock: Clock) -> ReminderPlanner:
+        return ReminderPlanner(
+            database,
+            self.catalogs,
+            clock,
+            timezone=self.timezone,
+            calendar=self.calendar,
+            tariff=self.tariff,
+            worker_channel=self.worker_channel,
+            payment_channels=self.payment_channels,
+            chunk_size=self.chunk_size,
+        )
+
+
 class ReminderPlanner:
     """Plans the day's dues reminders; APScheduler calls `plan` (idempotent per day)."""
 
@@ -213,12 +251,19 @@ class ReminderPlanner:
         tariff: TariffTable,
         worker_channel: Channel | None = None,
         payment_channels: Sequence[PaymentChannel] = (),
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     ) -> None:
         """`worker_channel` (WhatsApp, when configured): workers are told too (at risk, lapsed).
 
         `payment_channels`: where BPJS dues are paid, added to the payer's reminders
         (PROGRAM_PAYMENT_CHANNELS_FILE; none: "ask your PIC").
+        `chunk_size`: sponsorships per page, each page its own transaction
+        (`_plan_chunked`); None plans everything in one transaction (`_plan_whole`,
+        the planner before pages: its memory grows with the province).
         """
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+        self._chunk_size = chunk_size
         self._worker_channel = worker_channel
         self._payment_channels = tuple(payment_channels)
         self._database = database
@@ -235,21 +280,129 @@ class ReminderPlanner:
             translator = self._translators[language] = self._catalogs.translator(language)
         return translator
 
-    async def plan(self) -> PlanResult:
-        """Plan today's reminders, escalations and lapses in one transaction."""
+    @property
+    def chunk_size(self) -> int | None:
+        """Sponsorships per page (None: one transaction over all of them)."""
+        return self._chunk_size
+
+    @property
+    def spec(self) -> ReminderSpec:
+        """This planner without its database and clock (see `ReminderSpec`)."""
+        return ReminderSpec(
+            self._catalogs,
+            self._timezone,
+            self._calendar,
+            self._tariff,
+            self._worker_channel,
+            self._payment_channels,
+            self._chunk_size,
+        )
+
+    async def plan(
+        self,
+        *,
+        on_chunk: ChunkHook | None = None,
+        between_pages: Callable[[int], Awaitable[None]] | None = None,
+    ) -> PlanResult:
+        """Plan today's reminders, escalations and lapses, page by page (`chunk_size`).
+
+        `on_chunk` runs in each page's transaction after its writes (and in the
+        last one's, after the payroll lines); an exception there rolls the page back
+        and ends the run. Pages are committed one by one: a run that stops halfway
+        leaves whole pages, and the next run skips what they wrote (dedupe keys).
+        `between_pages(pages done)` is awaited after each committed page, with no
+        transaction open (default: one turn of the event loop for others).
+        """
         now = self._clock()
         today = now.astimezone(self._timezone).date()
         not_before = datetime.combine(today, SEND_FROM, self._timezone).astimezone(UTC)
         with _cyclic_gc_paused():
             # The run's objects live in `_plan`'s frame: all freed when it returns,
             # before the collector is back (see `_cyclic_gc_paused`).
-            result = await self._plan(now, today, not_before)
+            if self._chunk_size is None:
+                result = await self._plan_whole(now, today, not_before, on_chunk)
+            else:
+                result = await self._plan_chunked(
+                    now, today, not_before, self._chunk_size, on_chunk, between_pages
+                )
         # A run that wrote nothing is routine: DEBUG (SERTAKAN_LOG_LEVEL=DEBUG shows it).
         quiet = result == PlanResult()
         log.log(logging.DEBUG if quiet else logging.INFO, "reminders for %s: %s", today, result)
         return result
 
-    async def _plan(self, now: datetime, today: date, not_before: datetime) -> PlanResult:
+    async def _plan_chunked(
+        self,
+        now: datetime,
+        today: date,
+        not_before: datetime,
+        chunk_size: int,
+        on_chunk: ChunkHook | None,
+        between_pages: Callable[[int], Awaitable[None]] | None,
+    ) -> PlanResult:
+        """Pages of `chunk_size` sponsorships in id order (keyset), one transaction each.
+
+        Each page reads only its own terms, payments (an id range of the payment
+        index), planned keys (an IN list of its candidates) and names, and writes
+        its reminders and lapses; the payroll lines, counted over all pages, go
+        in a last transaction. Between pages no transaction is open: a chat's
+        step waits at most one page for SQLite's write lock, and the event loop
+        (when the run shares it) gets its turn.
+        """
+        result = PlanResult()
+        async with self._database.connect() as connection:
+            pics = await dues_queries.pics_by_opd(connection)
+        payroll: dict[tuple[int, str, date], int] = {}
+        decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]] = {}
+        after = 0
+        pages = 0
+        while True:
+            async with self._database.begin() as connection:
+                terms = await dues_queries.dues_terms(connection, after=after, limit=chunk_size)
+                if terms:
+                    id_range = (terms[0][0], terms[-1][0])
+                    paid = await dues_queries.confirmed_months(
+                        connection, including_recorded=True, id_range=id_range
+                    )
+                    reminders, _, page_payroll, lapsing = self._compute(
+                        terms, paid, today, decisions
+                    )
+                    for group, count in page_payroll.items():
+                        payroll[group] = payroll.get(group, 0) + count
+                    existing = await dues_queries.existing_keys_among(
+                        connection, [reminder.key for reminder in reminders]
+                    )
+                    missing = [reminder for reminder in reminders if reminder.key not in existing]
+                    missing.sort(key=_key_of)
+                    lapsing_ids = [row.sponsorship_id for row in lapsing]
+                    wanted = [reminder.terms[0] for reminder in missing] + lapsing_ids
+                    payers = await dues_queries.payers(connection, wanted, id_range=id_range)
+                    changed = await dues_queries.mark_lapsed(
+                        connection, lapsing_ids, now=now, read_at=now
+                    )
+                    await self._write_reminders(
+                        connection, missing, payers, result, now, not_before
+                    )
+                    await self._lapse(
+                        connection, lapsing, set(changed), payers, pics, result, now, not_before
+                    )
+                    after = id_range[1]
+                else:
+                    await self._write_payroll(connection, payroll, pics, result, now, not_before)
+                pages += 1
+                if on_chunk is not None:
+                    await on_chunk(connection, pages, result)
+            if not terms:
+                return result
+            if between_pages is not None:
+                await between_pages(pages)
+            else:
+                # Whoever shares this loop (in-process runs) gets a turn between pages.
+                await asyncio.sleep(0)
+
+    async def _plan_whole(
+        self, now: datetime, today: date, not_before: datetime, on_chunk: ChunkHook | None
+    ) -> PlanResult:
+        """Every sponsorship in one transaction (`chunk_size=None`)."""
         result = PlanResult()
         async with self._database.begin() as connection:
             terms = await dues_queries.dues_terms(connection)
@@ -289,6 +442,8 @@ class ReminderPlanner:
             await self._lapse(
                 connection, lapsing, set(changed), payers, pics, result, now, not_before
             )
+            if on_chunk is not None:
+                await on_chunk(connection, 1, result)
         return result
 
     async def _payers(self, sponsorship_ids: list[int]) -> dict[int, Payer]:
@@ -298,7 +453,12 @@ class ReminderPlanner:
             return await dues_queries.payers(reader, sponsorship_ids)
 
     def _compute(
-        self, terms: list[TermsRow], paid: PaidMonths, today: date
+        self,
+        terms: list[TermsRow],
+        paid: PaidMonths,
+        today: date,
+        decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]]
+        | None = None,
     ) -> tuple[list[_Reminder], set[str], dict[tuple[int, str, date], int], list[DuesTerms]]:
         """Today's reminders and their keys' prefixes, payroll counts per (OPD, kind, month),
         and lapsing sponsorships.
@@ -307,8 +467,10 @@ class ReminderPlanner:
         confirmed months; when those are one run (nearly always) many
         sponsorships share them, so `dues_status` and the decision are made
         once per distinct input and the loop itself only looks them up.
+        `decisions`: that cache, kept across a chunked run's pages.
         """
-        decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]] = {}
+        if decisions is None:
+            decisions = {}
         reminders: list[_Reminder] = []
         prefixes: set[str] = set()
         payroll: dict[tuple[int, str, date], int] = {}

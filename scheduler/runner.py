@@ -20,6 +20,7 @@ from scheduler.housekeeping import (
     prune_processed_updates,
     vacuum_personal_tables,
 )
+from scheduler.planning import Planning
 from scheduler.reminders import ReminderPlanner
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,16 @@ def build_scheduler(
     digest_time: time = time(8, 0),
     reminders: ReminderPlanner | None = None,
     reminder_time: time = time(6, 0),
+    planning: Planning | None = None,
+    planning_tick_s: float = 60.0,
 ) -> AsyncIOScheduler:
     """A scheduler (not started) with the housekeeping job at 03:00 local time.
+
+    With `planning` (what `sertakan run` uses), one job `planning` replaces the
+    housekeeping, digest, reminder and catch-up jobs below: `Planning.tick` at
+    start and every `planning_tick_s` seconds runs each of its jobs that is due
+    and not done today, once across processes (leases), and takes over a run
+    whose process died.
 
     Housekeeping (`housekeeping_run`): processed update ids and handled
     journal rows older than `processed_update_retention` (or `retention`, if
@@ -104,9 +113,22 @@ def build_scheduler(
             retention=retention,
         )
 
-    scheduler.add_job(
-        tracked(housekeeping), "cron", hour=3, minute=0, id="housekeeping", coalesce=True
-    )
+    if planning is not None:
+        scheduler.add_job(
+            tracked(planning.tick),
+            "interval",
+            seconds=planning_tick_s,
+            id="planning",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            # At once when the scheduler starts (a late start plans the day's missed runs).
+            next_run_time=datetime.now(ZoneInfo(timezone)),
+        )
+    else:
+        scheduler.add_job(
+            tracked(housekeeping), "cron", hour=3, minute=0, id="housekeeping", coalesce=True
+        )
     if dispatcher is not None:
         scheduler.add_job(
             tracked(dispatcher.tick),
@@ -118,7 +140,7 @@ def build_scheduler(
             # A late tick is still worth running: it only sends what is due.
             misfire_grace_time=None,
         )
-    if digest is not None:
+    if digest is not None and planning is None:
         scheduler.add_job(
             tracked(digest.plan),
             "cron",
@@ -130,7 +152,7 @@ def build_scheduler(
             max_instances=1,
             misfire_grace_time=3 * 3600,
         )
-    if reminders is not None:
+    if reminders is not None and planning is None:
         scheduler.add_job(
             tracked(reminders.plan),
             "cron",
@@ -141,7 +163,7 @@ def build_scheduler(
             max_instances=1,
             misfire_grace_time=12 * 3600,
         )
-    if digest is not None or reminders is not None:
+    if (digest is not None or reminders is not None) and planning is None:
 
         async def missed() -> None:
             await catch_up(
@@ -212,8 +234,10 @@ async def housekeeping_run(
     now: datetime,
     processed_update_retention: timedelta,
     retention: timedelta,
-) -> None:
-    """One nightly housekeeping: prune dedupe ids, apply retention, vacuum (PostgreSQL)."""
+) -> int:
+    """One nightly housekeeping: prune dedupe ids, apply retention, vacuum (PostgreSQL).
+
+    Returns the rows deleted (for the run's record)."""
     removed = await prune_processed_updates(
         sessionmaker, older_than=now - min(processed_update_retention, retention)
     )
@@ -232,3 +256,4 @@ async def housekeeping_run(
         vacuumed = await vacuum_personal_tables(database)
         if vacuumed:
             log.info("housekeeping: vacuumed %d tables", len(vacuumed))
+    return removed + deleted.notices + deleted.parked_updates + deleted.replies + deleted.questions

@@ -229,7 +229,8 @@ async def _asyncpg(connection: AsyncConnection) -> Any | None:
 
 
 def _sql(statement: Any, dialect: Dialect) -> str:
-    return str(statement.compile(dialect=dialect))
+    # Literal binds: a page's LIMIT is a bound parameter otherwise (only ints are bound).
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 async def _fetch(connection: AsyncConnection, statement: Any) -> list[Any]:
@@ -250,24 +251,32 @@ async def _fetch(connection: AsyncConnection, statement: Any) -> list[Any]:
     return list((await connection.execute(statement)).tuples().all())
 
 
-async def dues_terms(connection: AsyncConnection) -> list[TermsRow]:
+async def dues_terms(
+    connection: AsyncConnection, *, after: int | None = None, limit: int | None = None
+) -> list[TermsRow]:
     """Every dues-bearing sponsorship's plan, first month, funding and pending plan change.
 
     As text (`TermsRow`): SQLAlchemy's per-value processing of enums and dates
-    was most of the cost of this read at 144,000 rows.
+    was most of the cost of this read at 144,000 rows. With `limit`, one page
+    in id order: the first `limit` dues-bearing sponsorships with an id above
+    `after` (keyset pagination: each page is one range scan of the primary key,
+    however far the run has got).
     """
-    return await _fetch(
-        connection,
-        select(
-            Sponsorship.id,
-            Sponsorship.opd_id,
-            type_coerce(Sponsorship.plan, String),
-            cast(Sponsorship.first_month, String),
-            type_coerce(Sponsorship.funding_source, String),
-            type_coerce(Sponsorship.next_plan, String),
-            cast(Sponsorship.next_plan_from, String),
-        ).where(_DUES_BEARING_SQL),
-    )
+    statement = select(
+        Sponsorship.id,
+        Sponsorship.opd_id,
+        type_coerce(Sponsorship.plan, String),
+        cast(Sponsorship.first_month, String),
+        type_coerce(Sponsorship.funding_source, String),
+        type_coerce(Sponsorship.next_plan, String),
+        cast(Sponsorship.next_plan_from, String),
+    ).where(_DUES_BEARING_SQL)
+    if after is not None:
+        # A literal (an int): `_fetch` runs statements without bound parameters.
+        statement = statement.where(text(f"sponsorship.id > {int(after)}"))
+    if limit is not None:
+        statement = statement.order_by(Sponsorship.id).limit(int(limit))
+    return await _fetch(connection, statement)
 
 
 #: PostgreSQL: days since 2000-01-01 of each sponsorship's earliest confirmed payment, and
@@ -282,7 +291,7 @@ SELECT sponsorship_id,
        max((first_month - DATE '2000-01-01')::bigint * {1 << 16} + months),
        sum(months)
 FROM payment
-WHERE status IN ({{statuses}})
+WHERE status IN ({{statuses}}){{id_range}}
 GROUP BY sponsorship_id
 """
 
@@ -296,7 +305,7 @@ SELECT sponsorship_id,
        max((substr(first_month, 1, 4) * 12 + substr(first_month, 6, 2)) * {1 << 16} + months),
        sum(months)
 FROM payment
-WHERE status IN ({{statuses}})
+WHERE status IN ({{statuses}}){{id_range}}
 GROUP BY sponsorship_id
 """
 
@@ -328,8 +337,18 @@ def _month_index_of_day(day: int) -> int:
     return value.year * 12 + value.month - 1
 
 
+def _id_range_sql(id_range: tuple[int, int] | None) -> str:
+    """The WHERE clause's part keeping payments of sponsorships `id_range` (inclusive)."""
+    if id_range is None:
+        return ""
+    low, high = id_range
+    return f" AND sponsorship_id BETWEEN {int(low)} AND {int(high)}"
+
+
 async def _runs(
-    connection: AsyncConnection, statuses: tuple[PaymentStatus, ...]
+    connection: AsyncConnection,
+    statuses: tuple[PaymentStatus, ...],
+    id_range: tuple[int, int] | None = None,
 ) -> tuple[dict[int, tuple[int, int]], list[int]]:
     """The confirmed months that are one run, per sponsorship, and the sponsorships that are not.
 
@@ -343,7 +362,9 @@ async def _runs(
     driver = await _asyncpg(connection)
     if driver is not None:
         index = _month_index_of_day
-        query = _PG_PAID_SPANS.format(statuses=_statuses_sql(statuses))
+        query = _PG_PAID_SPANS.format(
+            statuses=_statuses_sql(statuses), id_range=_id_range_sql(id_range)
+        )
         for sponsorship_id, first_day, last, total in await driver.fetch(query):
             first = index(first_day)
             end = index(last >> 16) + (last & 0xFFFF)
@@ -354,7 +375,11 @@ async def _runs(
         return runs, irregular
     if connection.dialect.name == "sqlite":
         iso_index = _month_index_of_iso
-        spans = text(_SQLITE_PAID_SPANS.format(statuses=_statuses_sql(statuses)))
+        spans = text(
+            _SQLITE_PAID_SPANS.format(
+                statuses=_statuses_sql(statuses), id_range=_id_range_sql(id_range)
+            )
+        )
         for sponsorship_id, first_iso, last, total in await _fetch(connection, spans):
             first = iso_index(first_iso)
             end = (last >> 16) - 1 + (last & 0xFFFF)
@@ -376,7 +401,7 @@ async def _runs(
             func.max(start + Payment.months),
             func.sum(Payment.months),
         )
-        .where(text(f"payment.status IN ({_statuses_sql(statuses)})"))
+        .where(text(f"payment.status IN ({_statuses_sql(statuses)}){_id_range_sql(id_range)}"))
         .group_by(Payment.sponsorship_id),
     )
     for sponsorship_id, first, end, total in aggregated:
@@ -388,7 +413,10 @@ async def _runs(
 
 
 async def confirmed_months(
-    connection: AsyncConnection, *, including_recorded: bool = False
+    connection: AsyncConnection,
+    *,
+    including_recorded: bool = False,
+    id_range: tuple[int, int] | None = None,
 ) -> PaidMonths:
     """The confirmed months of every sponsorship, aggregated per sponsorship in the database.
 
@@ -396,10 +424,11 @@ async def confirmed_months(
     its last and the months counted; when the count fills the span exactly the
     months are one run. The rare others are read row by row.
     `including_recorded`: also the months of payments still waiting for the PIC
-    (what the reminder planner must not remind about).
+    (what the reminder planner must not remind about). `id_range` (first, last
+    sponsorship id, inclusive): only those sponsorships' (one page of the planner).
     """
     statuses = _CONFIRMED_OR_RECORDED if including_recorded else _CONFIRMED
-    runs, irregular = await _runs(connection, statuses)
+    runs, irregular = await _runs(connection, statuses, id_range)
     exact: dict[int, set[date]] = {}
     for part in chunked(irregular):
         rows = await connection.execute(
@@ -434,11 +463,17 @@ _PAYERS = (
 _READ_ALL_PAYERS_FROM = 10_000
 
 
-async def payers(connection: AsyncConnection, sponsorship_ids: Sequence[int]) -> dict[int, Payer]:
+async def payers(
+    connection: AsyncConnection,
+    sponsorship_ids: Sequence[int],
+    *,
+    id_range: tuple[int, int] | None = None,
+) -> dict[int, Payer]:
     """Names and the ASN's account for these sponsorships.
 
     A few are read by IN-list chunks; many (a lapse wave, the 5-day reminders
-    of a whole program) with one pass over the dues-bearing ones.
+    of a whole program) with one pass over the dues-bearing ones, or, with
+    `id_range` (first, last id, inclusive, holding all of them), over that range.
     """
     wanted = sorted(set(sponsorship_ids))
     channels: dict[str, Channel] = {channel.value: channel for channel in Channel}
@@ -452,7 +487,12 @@ async def payers(connection: AsyncConnection, sponsorship_ids: Sequence[int]) ->
         type_coerce(ChannelAccount.language, String),
         Worker.phone_e164,
     )
-    if len(wanted) >= _READ_ALL_PAYERS_FROM:
+    if id_range is not None and len(wanted) >= CHUNK:
+        low, high = id_range
+        rows = await _fetch(
+            connection, plain.where(text(f"sponsorship.id BETWEEN {int(low)} AND {int(high)}"))
+        )
+    elif len(wanted) >= _READ_ALL_PAYERS_FROM:
         rows = await _fetch(connection, plain.where(_DUES_BEARING_SQL))
     else:
         rows = []
@@ -522,6 +562,38 @@ async def existing_keys(connection: AsyncConnection, prefixes: Iterable[str]) ->
     return found
 
 
+async def existing_keys_among(connection: AsyncConnection, keys: Sequence[str]) -> set[str]:
+    """Which of `keys` the outbox holds (one page's keys: an index lookup each, in lists).
+
+    The chunked planner's check: `existing_keys` reads every key of a period,
+    which per page of a 1.44-million run would read them all again and again.
+    """
+    found: set[str] = set()
+    if not keys:
+        return found
+    driver = await _asyncpg(connection)
+    if driver is not None:
+        rows = await driver.fetch(_KEYS_AMONG, list(keys))
+        return {row[0] for row in rows}
+    sqlite = None
+    if connection.dialect.name == "sqlite":
+        inline = (await connection.get_raw_connection()).driver_connection
+        if isinstance(inline, InlineConnection):
+            sqlite = inline.sqlite3_connection
+    for part in chunked(keys):
+        if sqlite is not None:
+            marks = ", ".join("?" * len(part))
+            query = f"SELECT dedupe_key FROM outbox WHERE dedupe_key IN ({marks})"
+            found.update(key for (key,) in sqlite.execute(query, tuple(part)))
+            continue
+        result = await connection.execute(
+            select(Outbox.dedupe_key).where(Outbox.dedupe_key.in_(part))
+        )
+        found.update(result.scalars())
+    return found
+
+
+_KEYS_AMONG = "SELECT dedupe_key FROM outbox WHERE dedupe_key = ANY($1::text[])"
 _KEYS_IN_RANGE = "SELECT dedupe_key FROM outbox WHERE dedupe_key >= $1 AND dedupe_key < $2"
 _SQLITE_KEYS_IN_RANGE = "SELECT dedupe_key FROM outbox WHERE dedupe_key >= ? AND dedupe_key < ?"
 

@@ -788,3 +788,44 @@ class SendSpacing(Base):
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     recipient: Mapped[str] = mapped_column(String(64), primary_key=True)
     free_at: Mapped[float] = mapped_column(Double)
+
+
+class PlannerRun(Base):
+    """One attempt at one scheduled planning run (`storage.planner_runs`).
+
+    `job` ("dues_reminders", "pic_digest", "housekeeping") and `run_key` (the
+    local date) name the run; at most one attempt per run is `running` (partial
+    unique index) and holds the lease until `lease_until`, renewed after every
+    chunk. An attempt whose lease ran out (its process died) is `abandoned` by
+    the next process's tick, which starts its own.
+    """
+
+    __tablename__ = "planner_run"
+    __table_args__ = (
+        Index(
+            "uq_planner_run_running",
+            "job",
+            "run_key",
+            unique=True,
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+        Index("ix_planner_run_job_key", "job", "run_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job: Mapped[str] = mapped_column(String(32))
+    run_key: Mapped[str] = mapped_column(String(32))
+    #: Who ran it: host, process id and a random part (`planner_runs.owner_id`).
+    owner: Mapped[str] = mapped_column(String(120))
+    #: running, done, failed, abandoned.
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    lease_until: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    #: Chunks planned so far (the reminders: sponsorships by id, `planner_chunk_size` each).
+    chunks: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    #: Rows the run wrote (outbox rows, deleted rows for housekeeping).
+    rows: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    #: Why it failed (the exception's type and message), for `sertakan plan status`.
+    error: Mapped[str | None] = mapped_column(Text)

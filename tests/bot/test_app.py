@@ -218,15 +218,10 @@ async def test_background_schedules_dispatcher_digest_and_housekeeping(tmp_path:
     try:
         scheduler, dispatcher = build_background(runtime, {})
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert set(jobs) == {
-            "housekeeping",
-            "outbox_dispatcher",
-            "pic_digest",
-            "dues_reminders",
-            "catch_up",
-        }
-        assert "mon-fri" in str(jobs["pic_digest"].trigger)
-        assert "hour='8'" in str(jobs["pic_digest"].trigger)
+        # Housekeeping, the digest and the reminders are the planning tick's jobs
+        # (scheduler/planning.py), run once per day across processes.
+        assert set(jobs) == {"outbox_dispatcher", "planning"}
+        assert str(jobs["planning"].trigger) == "interval[0:01:00]"
         # The shipped holiday list is loaded: 17 August is not a working day.
         assert not runtime.calendar.is_working_day(datetime(2026, 8, 17).date())
         await dispatcher.stop()

@@ -63,7 +63,7 @@ async def start_and_stop(runtime: Runtime) -> None:
     finished = asyncio.Event()
 
     def on_job(event: JobExecutionEvent) -> None:
-        if event.job_id == "catch_up":
+        if event.job_id == "planning":
             finished.set()
 
     scheduler.add_listener(on_job, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)

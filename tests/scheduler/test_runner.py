@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -37,10 +38,10 @@ class SlowPlanner(ReminderPlanner):
         self.release = asyncio.Event()
         self.finished = False
 
-    async def plan(self) -> PlanResult:
+    async def plan(self, **hooks: Any) -> PlanResult:
         self.started.set()
         await self.release.wait()
-        result = await super().plan()
+        result = await super().plan(**hooks)
         self.finished = True
         return result
 
