@@ -862,6 +862,11 @@ async def test_at_whatsapps_limits_every_notice_arrives_once_without_a_refusal(
         whatsapp_chat_interval_s=0.5,
         batch_size=60,
         idle_s=0.05,
+        # Real time on a shared 2-core CI machine: a send held up by tens of milliseconds of
+        # scheduling jitter bunches with the next ones inside the fake's sliding second. A
+        # 10 % margin keeps this test about correctness (once, no refusal); the default 4 %
+        # and the rate reached are measured by bench/bench_whatsapp_dispatcher.py.
+        rate_margin=0.1,
     )
     running = asyncio.create_task(sending.run(stop))
     await eventually(lambda: _all_sent(db_engine, 150))
