@@ -15,7 +15,7 @@ import io
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from bot.app import build_runtime, seed_opds_if_empty
 from bot.settings import DispatcherSettings, Settings
@@ -56,13 +56,15 @@ async def server() -> AsyncIterator[FakeTelegramServer]:
         yield fake
 
 
-@pytest.fixture
-async def settings(
+async def settings_with_a_pic(
     tmp_path: Path,
     database_url: str,
     server: FakeTelegramServer,
-    sessionmaker: async_sessionmaker[AsyncSession],  # empties every table first
+    *,
+    also: Callable[[AsyncConnection], Awaitable[object]] | None = None,
 ) -> Settings:
+    """Settings on the fake Bot API with the OPD list loaded and PIC_ID appointed PIC of
+    BKL-DINKES (and whatever `also` adds in the same transaction)."""
     settings = make_settings(tmp_path, database_url, server)
     runtime = await build_runtime(settings, clock=FrozenClock(), migrate=False)
     try:
@@ -80,9 +82,21 @@ async def settings(
                 actor=Actor.admin("test"),
                 now=FrozenClock()(),
             )
+            if also is not None:
+                await also(connection)
     finally:
         await runtime.close()
     return settings
+
+
+@pytest.fixture
+async def settings(
+    tmp_path: Path,
+    database_url: str,
+    server: FakeTelegramServer,
+    sessionmaker: async_sessionmaker[AsyncSession],  # empties every table first
+) -> Settings:
+    return await settings_with_a_pic(tmp_path, database_url, server)
 
 
 async def enroll(asn: TelegramUser, nik: str, name: str) -> None:

@@ -25,9 +25,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from bot.app import build_runtime, seed_opds_if_empty
 from bot.settings import DispatcherSettings, Settings
 from bot.telegram import TelegramSender
 from bot.web.app import add_web_routes, web_parts
@@ -37,11 +36,10 @@ from scheduler.dispatcher import Dispatcher
 from storage.audit import Actor
 from storage.coverage import CoverageTargets
 from storage.coverage_cache import CoverageCache
-from storage.models import AuditLog, Opd, Outbox, Sponsorship
-from storage.roles import appoint
+from storage.models import AuditLog, Outbox, Sponsorship
 from storage.web_access import appoint_leader
-from tests.bot.test_telegram_e2e import make_settings, open_bot, polling, register
-from tests.bot.test_telegram_pic_e2e import ASN_ID, PIC_ID, enroll
+from tests.bot.test_telegram_e2e import open_bot, polling, register
+from tests.bot.test_telegram_pic_e2e import ASN_ID, PIC_ID, enroll, settings_with_a_pic
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK
 from tests.fakes.clock import FrozenClock
 from tests.fakes.telegram_api import FakeTelegramServer
@@ -143,33 +141,16 @@ async def settings(
     server: FakeTelegramServer,
     sessionmaker: async_sessionmaker[AsyncSession],  # empties every table first
 ) -> Settings:
-    settings = make_settings(tmp_path, database_url, server)
-    runtime = await build_runtime(settings, clock=FrozenClock(), migrate=False)
-    try:
-        await seed_opds_if_empty(runtime)
-        async with runtime.db.begin() as connection:
-            opd_id = (
-                await connection.execute(select(Opd.id).where(Opd.code == "BKL-DINKES"))
-            ).scalar_one()
-            await appoint(
-                connection,
-                opd_id=opd_id,
-                channel=Channel.TELEGRAM,
-                external_id=str(PIC_ID),
-                phone_e164=None,
-                actor=Actor.admin("test"),
-                now=FrozenClock()(),
-            )
-            await appoint_leader(
-                connection,
-                channel=Channel.TELEGRAM,
-                external_id=str(LEADER_ID),
-                actor=Actor.admin("test"),
-                now=FrozenClock()(),
-            )
-    finally:
-        await runtime.close()
-    return settings
+    async def leader(connection: AsyncConnection) -> tuple[int, bool]:
+        return await appoint_leader(
+            connection,
+            channel=Channel.TELEGRAM,
+            external_id=str(LEADER_ID),
+            actor=Actor.admin("test"),
+            now=FrozenClock()(),
+        )
+
+    return await settings_with_a_pic(tmp_path, database_url, server, also=leader)
 
 
 async def link_from_bot(user: TelegramUser) -> str:
