@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -136,6 +136,28 @@ async def queue_page(request: web.Request, notices: Sequence[str] = ()) -> web.R
     )
 
 
+async def _each_enrollment(
+    database: AsyncEngine,
+    opd_id: int,
+    ids: Sequence[int],
+    decide: Callable[[AsyncConnection, workbench.Enrollment], Awaitable[str]],
+    refused: Callable[[ChangeProblem, workbench.Enrollment], str],
+) -> list[str]:
+    """`decide` each enrollment in its own transaction, as pressing the chat's button once
+    per enrollment would: one refusal (`refused` says it) does not undo the others. The ids
+    were checked to be the OPD's before."""
+    notices: list[str] = []
+    for sid in ids:
+        async with database.begin() as connection:
+            item = await workbench.enrollment(connection, opd_id=opd_id, sponsorship_id=sid)
+            assert item is not None
+            try:
+                notices.append(await decide(connection, item))
+            except ChangeProblem as problem:
+                notices.append(refused(problem, item))
+    return notices
+
+
 async def queue_accept(request: web.Request) -> web.Response:
     checked = _need_pic(request)
     if isinstance(checked, web.Response):
@@ -149,29 +171,26 @@ async def queue_accept(request: web.Request) -> web.Response:
     if not await _all_of_opd(parts.database, role.opd_id, ids):
         # Another OPD's id (forged) or one that does not exist: nothing changes.
         return refuse(request, 404, "web.not_found")
-    notices: list[str] = []
-    for sid in ids:
-        # One transaction each, as in the chat: one refusal does not undo the others.
-        async with parts.database.begin() as connection:
-            item = await workbench.enrollment(connection, opd_id=role.opd_id, sponsorship_id=sid)
-            assert item is not None
-            try:
-                await workbench.accept(
-                    connection,
-                    parts.engine.notices,
-                    opd_id=role.opd_id,
-                    sponsorship_id=sid,
-                    pic_id=role.pic_id,
-                    now=parts.clock(),
-                    require_consent=not parts.engine.config.accept_without_consent,
-                )
-            except ChangeProblem as problem:
-                key = "pic.queue.no_consent" if problem.reason == "no_consent" else None
-                notices.append(
-                    f"{item.worker_name}: {t(key)}" if key else t("pic.queue.already_handled")
-                )
-                continue
-            notices.append(t("pic.queue.accepted", name=item.worker_name))
+    now, require_consent = parts.clock(), not parts.engine.config.accept_without_consent
+
+    async def accept(connection: AsyncConnection, item: workbench.Enrollment) -> str:
+        await workbench.accept(
+            connection,
+            parts.engine.notices,
+            opd_id=role.opd_id,
+            sponsorship_id=item.id,
+            pic_id=role.pic_id,
+            now=now,
+            require_consent=require_consent,
+        )
+        return t("pic.queue.accepted", name=item.worker_name)
+
+    def refused(problem: ChangeProblem, item: workbench.Enrollment) -> str:
+        if problem.reason == "no_consent":
+            return f"{item.worker_name}: {t('pic.queue.no_consent')}"
+        return t("pic.queue.already_handled")
+
+    notices = await _each_enrollment(parts.database, role.opd_id, ids, accept, refused)
     return await queue_page(request, notices)
 
 
@@ -197,26 +216,25 @@ async def queue_return(request: web.Request) -> web.Response:
         text = t(f"return_reason.{code.value}")
     if not await _all_of_opd(parts.database, role.opd_id, ids):
         return refuse(request, 404, "web.not_found")
-    notices: list[str] = []
-    for sid in ids:
-        async with parts.database.begin() as connection:
-            item = await workbench.enrollment(connection, opd_id=role.opd_id, sponsorship_id=sid)
-            assert item is not None
-            try:
-                await workbench.return_enrollment(
-                    connection,
-                    parts.engine.notices,
-                    opd_id=role.opd_id,
-                    sponsorship_id=sid,
-                    pic_id=role.pic_id,
-                    reason_code=code,
-                    reason_text=text,
-                    now=parts.clock(),
-                )
-            except ChangeProblem:
-                notices.append(t("pic.queue.already_handled"))
-                continue
-            notices.append(f"{item.worker_name}: {t('pic.queue.returned', reason=text)}")
+    now = parts.clock()
+
+    async def give_back(connection: AsyncConnection, item: workbench.Enrollment) -> str:
+        await workbench.return_enrollment(
+            connection,
+            parts.engine.notices,
+            opd_id=role.opd_id,
+            sponsorship_id=item.id,
+            pic_id=role.pic_id,
+            reason_code=code,
+            reason_text=text,
+            now=now,
+        )
+        return f"{item.worker_name}: {t('pic.queue.returned', reason=text)}"
+
+    def refused(problem: ChangeProblem, item: workbench.Enrollment) -> str:
+        return t("pic.queue.already_handled")
+
+    notices = await _each_enrollment(parts.database, role.opd_id, ids, give_back, refused)
     return await queue_page(request, notices)
 
 
