@@ -33,3 +33,25 @@ async def test_a_pic_accepts_two_in_bulk_and_the_asn_is_told(
         actions = (await session.execute(select(AuditLog.action))).scalars().all()
     assert actions.count("enrollment.accept") == 2
     assert "web.link" in actions and "web.sign_in" in actions
+
+
+async def test_a_bulk_accept_refuses_the_one_without_consent_and_accepts_the_other(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """One transaction per enrollment, as in the chat: the refusal is said by name and does
+    not undo the accept beside it (PROGRAM_ACCEPT_WITHOUT_CONSENT is false by default)."""
+    office = await build_office(sessionmaker)
+    await office.enroll(WORKER_NIK, "Siti Aminah", consent=True)
+    await office.enroll(OTHER_NIK, "Joko Susilo", consent=False)
+    async with web_server(office) as server, TestClient(server) as client:
+        browser = await pic_signs_in(office, office.pic, client)
+        ids = [str(s.id) for s in await office.sponsorships()]
+        response = await browser.post("/web/queue/accept", [("id", i) for i in ids])
+        assert response.status == 200
+        refusal = "Joko Susilo: Pendaftaran ini belum bisa diterima: pekerja belum memberi"
+        assert refusal in browser.last
+    statuses = {s.id: s.status for s in await office.sponsorships()}
+    assert sorted(statuses.values()) == sorted(
+        [SponsorshipStatus.ACCEPTED, SponsorshipStatus.WAITING_FOR_PIC]
+    )
+    assert len(await office.outbox("accepted")) == 1
