@@ -289,10 +289,18 @@ class WebSettings(BaseSettings):
     base_url: str = ""
     #: A web session ends after this long without a request.
     session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
-    #: Sign-in attempts one address may make per minute (the rest get 429).
+    #: Sign-in attempts one address may make per minute (the rest get 429), counted in the
+    #: database: the limit holds for all processes together.
     sign_in_per_minute: int = Field(default=10, ge=1)
+    #: Peers whose X-Forwarded-For names the client (the reverse proxy), comma-separated.
+    #: The loopback addresses by default: nginx on the same machine (deploy/nginx).
+    trusted_proxies: str = "127.0.0.1,::1"
     #: Largest KPJ file accepted on the web, in MiB (the Bot API's download limit is 20).
     max_upload_mb: int = Field(default=20, ge=1, le=64)
+
+    @property
+    def trusted_proxy_addresses(self) -> frozenset[str]:
+        return frozenset(item.strip() for item in self.trusted_proxies.split(",") if item.strip())
 
     @property
     def public_url(self) -> str:

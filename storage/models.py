@@ -769,6 +769,21 @@ class WebSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
+class WebSignInAttempt(Base):
+    """One web sign-in attempt of the last minute (storage/web_access.py): the rate limit
+    every process shares. Keyed by the SHA-256 of the client's address, not the address."""
+
+    __tablename__ = "web_sign_in_attempt"
+    __table_args__ = (
+        Index("ix_web_sign_in_attempt_address", "address_hash", "attempted_at"),
+        Index("ix_web_sign_in_attempt_at", "attempted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address_hash: Mapped[str] = mapped_column(String(64))
+    attempted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class SendBudget(Base):
     """A channel's send schedule shared by all processes on PostgreSQL (storage/send_budget.py):
     `tat` is when its next send may start, in PostgreSQL's epoch seconds."""

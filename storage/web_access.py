@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
+import zlib
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,13 +31,21 @@ from domain.vocabulary import Channel
 from storage import audit
 from storage.admins import admin_id_for_account
 from storage.audit import Actor
-from storage.models import ChannelAccount, ProgramLeader, WebSession, WebSignInLink
+from storage.models import (
+    ChannelAccount,
+    ProgramLeader,
+    WebSession,
+    WebSignInAttempt,
+    WebSignInLink,
+)
 from storage.roles import PicRole, RoleError, _account_id, pic_for_account
 
 #: How long a sign-in link works (issue 13: ten minutes).
 LINK_TTL = timedelta(minutes=10)
 #: A session's last-seen time is written at most this often (not on every request).
 TOUCH_EVERY = timedelta(minutes=1)
+#: The window of the sign-in rate limit.
+SIGN_IN_WINDOW = timedelta(minutes=1)
 
 
 class WebRole(StrEnum):
@@ -384,3 +393,42 @@ async def set_language(connection: AsyncConnection, session_id: int, language: s
     await connection.execute(
         update(WebSession).where(WebSession.id == session_id).values(language=language)
     )
+
+
+# -- the sign-in rate limit ------------------------------------------------------------------
+
+
+async def sign_in_allowed(
+    connection: AsyncConnection, address: str, *, per_window: int, now: datetime
+) -> bool:
+    """Count a sign-in attempt from `address` unless it already made `per_window` in the
+    last `SIGN_IN_WINDOW`; False (and nothing counted) when it has.
+
+    Shared by every process on the database. Attempts of one address are serialised
+    (PostgreSQL: a transaction-scoped advisory lock on it; SQLite: every transaction
+    is BEGIN IMMEDIATE), so two processes cannot both let the last one through.
+    Rows older than the window are deleted here, whoever's they are: the table holds
+    one minute of attempts. Only the address's SHA-256 is kept.
+    """
+    hashed = token_hash(f"sign-in:{address}")
+    if connection.dialect.name == "postgresql":
+        key = (0x5E28 << 32) | zlib.crc32(hashed.encode())
+        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    since = now - SIGN_IN_WINDOW
+    # Rows another process is deleting are skipped (PostgreSQL), not waited for: two
+    # prunes taking the same old rows in different orders could deadlock.
+    stale = (
+        select(WebSignInAttempt.id)
+        .where(WebSignInAttempt.attempted_at <= since)
+        .with_for_update(skip_locked=True)
+    )
+    await connection.execute(delete(WebSignInAttempt).where(WebSignInAttempt.id.in_(stale)))
+    made = await connection.scalar(
+        select(func.count())
+        .select_from(WebSignInAttempt)
+        .where(WebSignInAttempt.address_hash == hashed, WebSignInAttempt.attempted_at > since)
+    )
+    if int(made or 0) >= per_window:
+        return False
+    await connection.execute(insert(WebSignInAttempt).values(address_hash=hashed, attempted_at=now))
+    return True

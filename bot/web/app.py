@@ -14,10 +14,8 @@ aiohttp application (the webhooks' server). Every request:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hmac
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -92,33 +90,16 @@ class Visit:
 VISIT = web.RequestKey("sertakan_visit", Visit)
 
 
-class SignInLimiter:
-    """At most `per_minute` sign-in attempts per client address in any minute.
-
-    In memory: a sign-in token carries 256 random bits, so the limit is against
-    noise and log flooding, not against guessing; each process limits its own.
-    """
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._per_minute = per_minute
-        self._clock = clock
-        self._seen: dict[str, collections.deque[float]] = {}
-
-    def allow(self, address: str) -> bool:
-        now = self._clock()
-        if len(self._seen) > 10_000:
-            # Forget addresses idle for a minute, so the table cannot grow without end.
-            self._seen = {k: v for k, v in self._seen.items() if v and now - v[-1] < 60}
-        times = self._seen.setdefault(address, collections.deque())
-        while times and now - times[0] >= 60:
-            times.popleft()
-        if len(times) >= self._per_minute:
-            return False
-        times.append(now)
-        return True
-
-
-LIMITER = web.AppKey("sertakan_web_limiter", SignInLimiter)
+def client_address(request: web.Request, trusted_proxies: frozenset[str]) -> str:
+    """The address a request came from: the peer's, or behind a trusted reverse proxy
+    (WEB_TRUSTED_PROXIES) the last address it put in X-Forwarded-For (the one it saw;
+    earlier entries are the client's own claim)."""
+    peer = request.remote or "-"
+    if peer in trusted_proxies:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded[:64]
+    return peer
 
 
 def translator(parts: WebParts, language: str | None) -> Translator:
@@ -278,8 +259,12 @@ async def sign_in_page(request: web.Request) -> web.Response:
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
     parts = parts_of(request)
-    limiter = request.app[LIMITER]
-    if not limiter.allow(request.remote or "-"):
+    address = client_address(request, parts.settings.trusted_proxy_addresses)
+    async with parts.database.begin() as connection:
+        allowed = await web_access.sign_in_allowed(
+            connection, address, per_window=parts.settings.sign_in_per_minute, now=parts.clock()
+        )
+    if not allowed:
         return render(request, "signin.html", {"problem": "web.signin.too_many"}, status=429)
     form = await request.post()
     token = form.get("t")
@@ -361,7 +346,6 @@ def add_web_routes(app: web.Application, parts: WebParts) -> None:
 
     sub = web.Application(middlewares=[_guard])
     sub[PARTS] = parts
-    sub[LIMITER] = SignInLimiter(parts.settings.sign_in_per_minute)
     aiohttp_jinja2.setup(
         sub,
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),

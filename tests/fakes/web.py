@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import ClientResponse, FormData, web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import WebSettings
 from bot.web.app import COOKIE, ReceiptSource, WebParts, add_web_routes
@@ -31,14 +32,22 @@ LINK = re.compile(r"/web/signin\?t=([A-Za-z0-9_\-]+)")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def web_parts(office: Office, receipts: ReceiptSource | None = None) -> WebParts:
+def web_parts(
+    office: Office,
+    receipts: ReceiptSource | None = None,
+    *,
+    settings: WebSettings | None = None,
+    database: AsyncEngine | None = None,
+) -> WebParts:
+    """The pages' parts on the office's database (or `database`: another engine on it,
+    as a second process would have)."""
     return WebParts(
-        database=office.sessionmaker.kw["bind"],
+        database=database or office.sessionmaker.kw["bind"],
         engine=office.engine,
         catalogs=Catalogs(),
         cipher=NikCipher(TEST_KEY),
         clock=office.clock,
-        settings=WebSettings(),
+        settings=settings or WebSettings(),
         receipts=receipts or ReceiptSource(),
         # Read on every request (max_age 0): a test sees each change at once.
         coverage=CoverageCache(
@@ -54,10 +63,14 @@ def web_parts(office: Office, receipts: ReceiptSource | None = None) -> WebParts
 
 @contextlib.asynccontextmanager
 async def web_server(
-    office: Office, receipts: ReceiptSource | None = None
+    office: Office,
+    receipts: ReceiptSource | None = None,
+    *,
+    settings: WebSettings | None = None,
+    database: AsyncEngine | None = None,
 ) -> AsyncIterator[TestServer]:
     app = web.Application()
-    add_web_routes(app, web_parts(office, receipts))
+    add_web_routes(app, web_parts(office, receipts, settings=settings, database=database))
     server = TestServer(app)
     await server.start_server()
     try:

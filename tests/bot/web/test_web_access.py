@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.settings import WebSettings
 from domain.vocabulary import SponsorshipStatus
 from storage.audit import Actor
-from storage.models import AuditLog, Pic, WebSession, WebSignInLink
+from storage.db import create_engine
+from storage.models import AuditLog, Pic, WebSession, WebSignInAttempt, WebSignInLink
 from tests.fakes.chat import Chat
 from tests.fakes.web import (
     COOKIE_NAME,
@@ -249,3 +252,55 @@ async def test_the_pic_menu_offers_the_web_link(
     await office.pic.say("pic")
     await office.pic.press("Buka di web")
     assert "/web/signin?t=" in office.pic.text
+
+
+async def _sign_in_status(client: TestClient[Any, Any], address: str) -> int:
+    response = await client.post(
+        "/web/signin", data={"t": "not-a-token"}, headers={"X-Forwarded-For": address}
+    )
+    return response.status
+
+
+async def test_the_sign_in_limit_is_shared_by_two_processes_on_one_database(
+    sessionmaker: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    """Two web servers, each with its own engine (as two `sertakan run` processes), behind
+    one proxy: an address's attempts count together, other addresses are not held back,
+    and a minute later the address may try again with the old attempts pruned."""
+    office = await build_office(sessionmaker)
+    settings = WebSettings(sign_in_per_minute=4)
+    second_engine = create_engine(database_url)
+    try:
+        async with (
+            web_server(office, settings=settings) as one,
+            web_server(office, settings=settings, database=second_engine) as two,
+            TestClient(one) as first,
+            TestClient(two) as second,
+        ):
+            statuses = [
+                await _sign_in_status(client, "203.0.113.7")
+                for client in (first, second, first, second, first, second)
+            ]
+            # Unknown token (403) four times in all, then refused before it is looked at.
+            assert statuses == [403, 403, 403, 403, 429, 429]
+            assert await _sign_in_status(second, "203.0.113.8") == 403
+            office.clock.advance(timedelta(seconds=61))
+            assert await _sign_in_status(first, "203.0.113.7") == 403
+        async with sessionmaker() as session:
+            rows = (await session.execute(select(WebSignInAttempt.address_hash))).scalars().all()
+        # The minute-old rows went; only the new attempt remains, and no address is kept.
+        assert len(rows) == 1 and "203.0.113.7" not in rows[0]
+    finally:
+        await second_engine.dispose()
+
+
+async def test_a_forwarded_address_counts_only_from_a_trusted_proxy(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A client speaking to the bot directly cannot dodge the limit by inventing a new
+    X-Forwarded-For each time: only the proxy's header is believed."""
+    office = await build_office(sessionmaker)
+    settings = WebSettings(sign_in_per_minute=2, trusted_proxies="192.0.2.1")
+    async with web_server(office, settings=settings) as server, TestClient(server) as client:
+        statuses = [await _sign_in_status(client, f"198.51.100.{n}") for n in range(3)]
+    assert statuses == [403, 403, 429]

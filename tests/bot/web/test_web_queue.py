@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.vocabulary import SponsorshipStatus
 from storage.models import AuditLog
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK
-from tests.fakes.web import pic_signs_in, web_server
+from tests.fakes.web import Browser, admin_link, pic_signs_in, web_server
 from tests.fakes.workbench import build_office
 
 
@@ -55,3 +55,33 @@ async def test_a_bulk_accept_refuses_the_one_without_consent_and_accepts_the_oth
         [SponsorshipStatus.ACCEPTED, SponsorshipStatus.WAITING_FOR_PIC]
     )
     assert len(await office.outbox("accepted")) == 1
+
+
+async def test_an_administrator_reads_the_queue_but_cannot_decide_as_in_the_chat(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The chat lets only the OPD's PIC accept or return (Guard.PIC; the decision records the
+    PIC's id): the web mirrors it for an administrator, says so, and nothing changes."""
+    office = await build_office(sessionmaker)
+    await office.enroll_two()
+    opd = str(await office.opd_id())
+    async with web_server(office) as server, TestClient(server) as client:
+        browser = Browser(client)
+        await browser.sign_in(await admin_link(office))
+        page = await browser.get("/web/queue", opd=opd)
+        assert page.status == 200 and "Siti Aminah" in browser.last
+        assert 'id="pic-decides"' in browser.last and "tugas PIC OPD ini" in browser.last
+        assert 'name="id"' not in browser.last and "/queue/accept" not in browser.last
+        ids = [str(s.id) for s in await office.sponsorships()]
+        accept = await browser.post("/web/queue/accept", [("opd", opd), *(("id", i) for i in ids)])
+        assert accept.status == 403 and "Hanya PIC OPD ini" in browser.last
+        give_back = await browser.post(
+            "/web/queue/return", [("opd", opd), ("id", ids[0]), ("reason", "nik")]
+        )
+        assert give_back.status == 403
+    statuses = [s.status for s in await office.sponsorships()]
+    assert statuses == [SponsorshipStatus.WAITING_FOR_PIC] * 2
+    assert await office.outbox("accepted") == [] and await office.outbox("returned") == []
+    async with sessionmaker() as session:
+        actions = (await session.execute(select(AuditLog.action))).scalars().all()
+    assert "enrollment.accept" not in actions and "enrollment.return" not in actions
