@@ -309,8 +309,8 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
     from bot.access_log import app_runner
     from bot.health import add_health_routes
     from bot.telegram import TelegramChannel, TelegramSender
-    from bot.web.app import add_web_routes, web_parts
-    from bot.web.receipts import TelegramReceipts
+    from bot.web.app import ReceiptSource, add_web_routes, web_parts
+    from bot.web.receipts import ChannelReceipts, TelegramReceipts, WhatsAppReceipts
     from bot.whatsapp.channel import build_whatsapp
 
     runtime = await build_runtime(settings)
@@ -366,8 +366,12 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
         if whatsapp is not None:
             whatsapp.routes(app)
         add_health_routes(app, runtime)
-        receipts = TelegramReceipts(telegram.bot) if telegram is not None else None
-        add_web_routes(app, web_parts(runtime, receipts))
+        receipts: dict[str, ReceiptSource] = {}
+        if telegram is not None:
+            receipts[Channel.TELEGRAM.value] = TelegramReceipts(telegram.bot)
+        if whatsapp is not None:
+            receipts[Channel.WHATSAPP.value] = WhatsAppReceipts(whatsapp.client)
+        add_web_routes(app, web_parts(runtime, ChannelReceipts(receipts)))
         runner = app_runner(app)
         await runner.setup()
         site = web.TCPSite(runner, settings.web.host, settings.web.port, reuse_port=reuse_port)

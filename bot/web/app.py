@@ -18,6 +18,7 @@ import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,28 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ReceiptSource:
-    """Fetches a payment receipt's bytes from the channel that holds it (None: not
-    available on this process, e.g. the console or a channel not configured)."""
+class ReceiptProblem(StrEnum):
+    """Why a receipt is not shown; each has its page message `web.payments.receipt_<value>`."""
 
-    async def fetch(self, channel: str, file_ref: str) -> tuple[bytes, str] | None:
-        """(bytes, content type) of the file, or None when it cannot be fetched."""
+    #: Not reachable now (the channel is not configured here, or it failed): try later.
+    UNAVAILABLE = "unavailable"
+    #: The platform no longer holds it (WhatsApp deletes media after a while).
+    GONE = "gone"
+    #: Larger than `MAX_RECEIPT_BYTES`.
+    TOO_LARGE = "too_large"
+
+
+#: Receipts larger than this are not shown (a photo of a slip is a few hundred KB).
+MAX_RECEIPT_BYTES = 10 << 20
+
+
+class ReceiptSource:
+    """Fetches a payment receipt's bytes from the channel that holds it. This base holds
+    none (the console, or no channel configured)."""
+
+    async def fetch(self, channel: str, file_ref: str) -> tuple[bytes, str] | ReceiptProblem | None:
+        """(bytes, content type) of the file, or why not; None: not this source's channel
+        (said as `ReceiptProblem.UNAVAILABLE`)."""
         return None
 
 

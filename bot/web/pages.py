@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.web.app import (
     PREFIX,
+    ReceiptProblem,
     Visit,
     opd_choices,
     parts_of,
@@ -650,8 +651,10 @@ async def payment_receipt(request: web.Request) -> web.StreamResponse:
     if found is None or found.receipt_file_ref is None or found.receipt_channel is None:
         return refuse(request, 404, "web.not_found")
     fetched = await parts.receipts.fetch(found.receipt_channel.value, found.receipt_file_ref)
-    if fetched is None:
-        return refuse(request, 404, "web.payments.receipt_unavailable")
+    if fetched is None or isinstance(fetched, ReceiptProblem):
+        problem = fetched or ReceiptProblem.UNAVAILABLE
+        status = 404 if problem is ReceiptProblem.GONE else 503
+        return refuse(request, status, f"web.payments.receipt_{problem.value}")
     body, content_type = fetched
     # Only images and PDFs are shown inline; anything else is a download.
     inline = content_type.startswith("image/") or content_type == "application/pdf"

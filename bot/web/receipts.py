@@ -1,8 +1,10 @@
 """Payment receipts for the web page, fetched from the channel that holds them (issue 13).
 
-A receipt is stored as the platform's file reference (a Telegram `file_id`),
-never as bytes: the page asks the platform for the file when it is shown and
-streams it on, so nothing personal is kept on this server.
+A receipt is stored as the platform's file reference (a Telegram `file_id`, a
+WhatsApp media id), never as bytes: the page asks the platform for the file
+when it is shown and passes it on, so nothing personal is kept on this server.
+A reference the platform no longer knows (WhatsApp deletes media after a
+while) is `ReceiptProblem.GONE`; a platform not answering now, `UNAVAILABLE`.
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ from __future__ import annotations
 import io
 import logging
 import mimetypes
+from collections.abc import Mapping
 
+import httpx
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from pywa_async.errors import WhatsAppError
 
-from bot.web.app import ReceiptSource
+from bot.web.app import MAX_RECEIPT_BYTES, ReceiptProblem, ReceiptSource
+from bot.whatsapp.client import WhatsAppClient
 
 log = logging.getLogger(__name__)
 
-#: Receipts larger than this are not shown (a photo of a slip is a few hundred KB).
-MAX_RECEIPT_BYTES = 10 << 20
+#: The Graph API's "object does not exist" (a media id deleted or never issued).
+_GRAPH_NO_OBJECT = 100
 
 
 class TelegramReceipts(ReceiptSource):
@@ -28,17 +34,61 @@ class TelegramReceipts(ReceiptSource):
     def __init__(self, bot: Bot) -> None:
         self._bot = bot
 
-    async def fetch(self, channel: str, file_ref: str) -> tuple[bytes, str] | None:
+    async def fetch(self, channel: str, file_ref: str) -> tuple[bytes, str] | ReceiptProblem | None:
         if channel != "telegram":
             return None
         try:
             file = await self._bot.get_file(file_ref)
-            if not file.file_path or (file.file_size or 0) > MAX_RECEIPT_BYTES:
-                return None
+            if (file.file_size or 0) > MAX_RECEIPT_BYTES:
+                return ReceiptProblem.TOO_LARGE
+            if not file.file_path:
+                return ReceiptProblem.GONE
             buffer = io.BytesIO()
             await self._bot.download_file(file.file_path, destination=buffer)
+        except TelegramBadRequest as error:
+            log.warning("receipt not found on Telegram: %s", type(error).__name__)
+            return ReceiptProblem.GONE
         except TelegramAPIError as error:
             log.warning("receipt not fetched from Telegram: %s", type(error).__name__)
-            return None
+            return ReceiptProblem.UNAVAILABLE
         content_type = mimetypes.guess_type(file.file_path)[0] or "application/octet-stream"
         return buffer.getvalue(), content_type
+
+
+class WhatsAppReceipts(ReceiptSource):
+    """Receipts sent on WhatsApp: the media's URL from the Graph API, then its bytes."""
+
+    def __init__(self, client: WhatsAppClient) -> None:
+        self._client = client
+
+    async def fetch(self, channel: str, file_ref: str) -> tuple[bytes, str] | ReceiptProblem | None:
+        if channel != "whatsapp":
+            return None
+        try:
+            media = await self._client.download_media(file_ref, MAX_RECEIPT_BYTES)
+        except WhatsAppError as error:
+            log.warning("receipt not fetched from WhatsApp: code %s", error.code)
+            gone = error.code == _GRAPH_NO_OBJECT or error.status_code == 404
+            return ReceiptProblem.GONE if gone else ReceiptProblem.UNAVAILABLE
+        except httpx.HTTPStatusError as error:
+            # The download URL (valid five minutes) refused: the media went meanwhile.
+            log.warning("receipt download refused by WhatsApp: %s", error.response.status_code)
+            gone = error.response.status_code in (404, 410)
+            return ReceiptProblem.GONE if gone else ReceiptProblem.UNAVAILABLE
+        except (httpx.HTTPError, TimeoutError) as error:
+            log.warning("receipt not fetched from WhatsApp: %s", type(error).__name__)
+            return ReceiptProblem.UNAVAILABLE
+        if media is None:
+            return ReceiptProblem.TOO_LARGE
+        return media.content, media.mime_type
+
+
+class ChannelReceipts(ReceiptSource):
+    """Each receipt asked of the source for its channel (the channels this process runs)."""
+
+    def __init__(self, sources: Mapping[str, ReceiptSource]) -> None:
+        self._sources = dict(sources)
+
+    async def fetch(self, channel: str, file_ref: str) -> tuple[bytes, str] | ReceiptProblem | None:
+        source = self._sources.get(channel)
+        return await source.fetch(channel, file_ref) if source is not None else None

@@ -32,6 +32,14 @@ def graph_base_url(settings: WhatsAppSettings) -> str:
     return f"{settings.api_base.rstrip('/')}/v{settings.api_version}"
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class MediaFile:
+    """A media downloaded from the Graph API: its bytes and declared MIME type."""
+
+    content: bytes
+    mime_type: str
+
+
 @dataclasses.dataclass(slots=True)
 class WhatsAppClient:
     """The pywa client (`wa`) and the HTTP client under it (`http`, ours to close)."""
@@ -48,6 +56,11 @@ class WhatsAppClient:
         Other failures raise (pywa's `WhatsAppError`, `httpx.HTTPError`): the
         caller retries the inbound message.
         """
+        found = await self.download_media(media_id, max_bytes)
+        return found.content if found is not None else None
+
+    async def download_media(self, media_id: str, max_bytes: int) -> MediaFile | None:
+        """`fetch_media` with the media's type as the Graph API declares it."""
         media = await self.wa.get_media_url(media_id)
         if media.file_size is not None and media.file_size > max_bytes:
             return None
@@ -57,7 +70,7 @@ class WhatsAppClient:
                 received += chunk
                 if len(received) > max_bytes:
                     return None
-        return bytes(received)
+        return MediaFile(bytes(received), media.mime_type or "application/octet-stream")
 
     async def close(self) -> None:
         """Close the HTTP connections."""

@@ -12,7 +12,8 @@ What the channel calls, with Meta's shapes:
   string);
 - `POST /v<version>/<phone_number_id>/media` (multipart upload) -> `{"id"}`;
 - `GET /v<version>/<media_id>` -> url, mime_type, sha256, file_size, id;
-- `GET /download/<media_id>`: the media's bytes (the `url` above).
+- `GET /download/<media_id>`: the media's bytes (the `url` above); `expire_media`
+  makes a media unknown (error 100) or its download URL refused (404).
 
 Every route wants `Authorization: Bearer <token>` (else 401, code 190).
 
@@ -253,6 +254,7 @@ class FakeGraphServer:
         #: Accepted messages, in order.
         self.sent: list[SentWhatsApp] = []
         self.media: dict[str, StoredMedia] = {}
+        self._expired_downloads: set[str] = set()
         #: Error answers given, by code (injected ones and enforced limits).
         self.errors: collections.Counter[int] = collections.Counter()
         self._open_windows: set[str] = set()
@@ -365,6 +367,15 @@ class FakeGraphServer:
         media_id = str(next(self._media_ids))
         self.media[media_id] = StoredMedia(media_id, content, mime_type, file_name)
         return media_id
+
+    def expire_media(self, media_id: str, *, url_only: bool = False) -> None:
+        """Meta no longer holds the media (it deletes inbound media after a while): its id is
+        unknown from now on (error 100). `url_only`: the id still answers, but the download
+        URL it gives is refused (404), as an expired one is."""
+        if url_only:
+            self._expired_downloads.add(media_id)
+        else:
+            del self.media[media_id]
 
     def messages_to(self, recipient: str) -> list[SentWhatsApp]:
         return [message for message in self.sent if message.to == recipient]
@@ -635,7 +646,7 @@ class FakeGraphServer:
             if not self._authorised(request):
                 return web.Response(status=401)
             stored = self.media.get(request.match_info["media_id"])
-            if stored is None:
+            if stored is None or stored.id in self._expired_downloads:
                 return web.Response(status=404)
             return web.Response(body=stored.content, content_type=stored.mime_type)
         finally:

@@ -3,15 +3,20 @@ reject with a reason, the ASN told as in the chat (issue 13)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.web.app import ReceiptSource
-from domain.vocabulary import PaymentStatus
+from bot.web.receipts import ChannelReceipts, WhatsAppReceipts
+from bot.whatsapp.client import WhatsAppClient
+from domain.vocabulary import Channel, PaymentStatus
 from handlers.types import EventKind
 from storage.models import Payment
-from tests.fakes.chat import WORKER_NIK
+from tests.fakes.chat import WORKER_NIK, Chat
+from tests.fakes.graph_api import FakeGraphServer
 from tests.fakes.web import pic_signs_in, web_server
 from tests.fakes.workbench import Office, activate, build_office
 
@@ -29,12 +34,12 @@ class StoredReceipts(ReceiptSource):
         return (PNG, "image/png") if file_ref == "AgACAgUAAxkBAAIB" else None
 
 
-async def _paid_with_receipt(office: Office) -> None:
+async def _paid_with_receipt(office: Office, file_ref: str = "AgACAgUAAxkBAAIB") -> None:
     asn = office.asn
     await asn.say("bayar")
     await asn.press("1 bulan")
     await asn.press("sesuai tarif")
-    await asn._send(kind=EventKind.PHOTO, file_ref="AgACAgUAAxkBAAIB")
+    await asn._send(kind=EventKind.PHOTO, file_ref=file_ref)
     await asn.press("Catat pembayaran")
 
 
@@ -86,3 +91,48 @@ async def test_the_pic_rejects_with_their_own_reason(
     assert payment.status is PaymentStatus.REJECTED
     (notice,) = await office.outbox("payment_rejected")
     assert "Transfer belum masuk rekening BPJS" in notice.body
+
+
+async def _whatsapp_asn_office(sessionmaker: async_sessionmaker[AsyncSession]) -> Office:
+    """The office, with its ASN writing on WhatsApp (the number vouched for by the channel)."""
+    office = await build_office(sessionmaker)
+    asn = Chat(office.engine, office.clock, "6281277770001", Channel.WHATSAPP, "+6281277770001")
+    await asn.say("/start")
+    await asn.press("Daftar sebagai ASN")
+    await asn.press("Setuju")
+    await asn.say("199001152023211005")
+    await asn.say("Budi Santoso")
+    await asn.say("kesehatan")
+    await asn.press("Dinas Kesehatan")
+    await asn.press("Konfirmasi")
+    return dataclasses.replace(office, asn=asn)
+
+
+async def test_a_whatsapp_receipt_is_fetched_from_the_graph_api_and_an_expired_one_is_said(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    graph: FakeGraphServer,
+    wa_client: WhatsAppClient,
+) -> None:
+    """The photo the ASN sent on WhatsApp is asked of the Graph API when the PIC opens it;
+    once Meta no longer holds it the PIC reads why, and can still decide."""
+    office = await _whatsapp_asn_office(sessionmaker)
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    media_id = graph.add_media(PNG, "image/png")
+    await _paid_with_receipt(office, media_id)
+    (payment,) = await _payments(office)
+    assert payment.receipt_file_ref == media_id
+    receipts = ChannelReceipts({"whatsapp": WhatsAppReceipts(wa_client)})
+    async with web_server(office, receipts) as server, TestClient(server) as client:
+        browser = await pic_signs_in(office, office.pic, client)
+        await browser.get("/web/payments")
+        assert f"/web/payments/{payment.id}/receipt" in browser.last
+        image = await client.get(f"/web/payments/{payment.id}/receipt")
+        assert image.status == 200 and image.content_type == "image/png"
+        assert await image.read() == PNG
+        assert image.headers["Cache-Control"] == "no-store"
+        graph.expire_media(media_id)
+        gone = await browser.get(f"/web/payments/{payment.id}/receipt")
+        assert gone.status == 404 and "tidak ada lagi di kanalnya" in browser.last
+        assert (await browser.post(f"/web/payments/{payment.id}/confirm", {})).status == 200
+    (payment,) = await _payments(office)
+    assert payment.status is PaymentStatus.CONFIRMED
