@@ -209,6 +209,8 @@ class Sponsorship(Base):
             postgresql_where=text(OPEN_SPONSORSHIP_SQL),
         ),
         Index("ix_sponsorship_opd_status", "opd_id", "status"),
+        # The web queue's keyset order within an OPD's status (storage/web_queries.py).
+        Index("ix_sponsorship_queue", "opd_id", "status", "status_changed_at", "id"),
         Index("ix_sponsorship_kpj", "kpj"),
     )
 

@@ -9,10 +9,10 @@ audit log searched; the outbox's oldest due row) and the audited NIK "show".
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import OutboxStatus, SponsorshipStatus, WorkerConsent
@@ -32,16 +32,60 @@ class QueueFilter:
     consent: WorkerConsent | None = None
 
 
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class QueueCursor:
+    """A place in the queue's order (the enrollment's last status change, then its id): a
+    page starts after (or ends before) it, whatever was decided meanwhile."""
+
+    changed_at: datetime
+    sponsorship_id: int
+
+    def token(self) -> str:
+        """The cursor as it travels in a link ("<microseconds since 2000>.<id>")."""
+        return f"{(self.changed_at - _EPOCH) // _MICROSECOND}.{self.sponsorship_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> QueueCursor | None:
+        """The cursor of `token()`; None for anything else (the page starts at the top)."""
+        micros, dot, sid = text.partition(".")
+        if not dot or len(text) > 40:
+            return None
+        try:
+            moment, number = int(micros), int(sid)
+            return cls(_EPOCH + moment * _MICROSECOND, number) if number > 0 else None
+        except (ValueError, OverflowError):
+            return None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class QueuePage:
+    """One page of the queue, how many match the filter, and the cursors of the pages
+    before and after it (None: there is none)."""
+
+    items: list[Enrollment]
+    total: int
+    before: QueueCursor | None
+    after: QueueCursor | None
+
+
 async def queue_page(
     connection: AsyncConnection,
     *,
     opd_id: int,
     where: QueueFilter,
     limit: int,
-    offset: int,
-) -> tuple[list[Enrollment], int]:
+    after: QueueCursor | None = None,
+    before: QueueCursor | None = None,
+) -> QueuePage:
     """One page of the OPD's enrollments waiting for the PIC, oldest first (the chat's
-    order), and how many match the filter."""
+    order), with keyset paging: the `limit` after `after`, or the `limit` before
+    `before`, or the first ones. A page never skips or repeats an enrollment because
+    others were decided meanwhile (as OFFSET paging would), and a deep page costs what
+    the first does."""
     condition = and_(
         Sponsorship.opd_id == opd_id, Sponsorship.status == SponsorshipStatus.WAITING_FOR_PIC
     )
@@ -52,20 +96,55 @@ async def queue_page(
             condition,
             func.lower(Worker.full_name).contains(where.name.casefold(), autoescape=True),
         )
-    total = await connection.scalar(
-        select(func.count())
-        .select_from(Sponsorship)
-        .join(Worker, Worker.id == Sponsorship.worker_id)
-        .where(condition)
+    total = int(
+        await connection.scalar(
+            select(func.count())
+            .select_from(Sponsorship)
+            .join(Worker, Worker.id == Sponsorship.worker_id)
+            .where(condition)
+        )
+        or 0
     )
-    rows = await connection.execute(
-        _enrollments()
-        .where(condition)
-        .order_by(Sponsorship.status_changed_at, Sponsorship.id)
-        .offset(offset)
-        .limit(limit)
+    changed, sid = Sponsorship.status_changed_at, Sponsorship.id
+    query = _enrollments().add_columns(changed).where(condition)
+    if before is not None:
+        earlier = or_(
+            changed < before.changed_at,
+            and_(changed == before.changed_at, sid < before.sponsorship_id),
+        )
+        rows = list(
+            await connection.execute(
+                query.where(earlier).order_by(changed.desc(), sid.desc()).limit(limit + 1)
+            )
+        )
+        if len(rows) > limit:
+            rows = rows[:limit][::-1]
+            return _queue_page(rows, total, more_before=True, more_after=True)
+        # Back at the top: the first page, full even if rows went meanwhile.
+    elif after is not None:
+        later = or_(
+            changed > after.changed_at,
+            and_(changed == after.changed_at, sid > after.sponsorship_id),
+        )
+        rows = list(
+            await connection.execute(query.where(later).order_by(changed, sid).limit(limit + 1))
+        )
+        if rows:
+            return _queue_page(rows[:limit], total, more_before=True, more_after=len(rows) > limit)
+        # Nothing after it any more (decided meanwhile): the first page.
+    rows = list(await connection.execute(query.order_by(changed, sid).limit(limit + 1)))
+    return _queue_page(rows[:limit], total, more_before=False, more_after=len(rows) > limit)
+
+
+def _queue_page(rows: list[Any], total: int, *, more_before: bool, more_after: bool) -> QueuePage:
+    items = [Enrollment(*row[:-1]) for row in rows]
+    keys = [QueueCursor(row[-1], int(row[0])) for row in rows]
+    return QueuePage(
+        items,
+        total,
+        before=keys[0] if more_before and keys else None,
+        after=keys[-1] if more_after and keys else None,
     )
-    return [Enrollment(*row) for row in rows], int(total or 0)
 
 
 async def show_nik(

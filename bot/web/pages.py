@@ -36,6 +36,7 @@ from storage.collective import collective_rows, preview_import
 from storage.collective_file import KpjFileError, write_collective_xlsx
 from storage.isolated_read import read_kpj_file_isolated
 from storage.web_access import WebRole
+from storage.web_queries import QueueCursor
 from storage.workbench import ChangeProblem
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -106,27 +107,27 @@ async def queue_page(request: web.Request, notices: Sequence[str] = ()) -> web.R
     consent_text = query.get("consent", "")
     consent = WorkerConsent(consent_text) if consent_text in set(WorkerConsent) else None
     where = web_queries.QueueFilter(name=query.get("q", "").strip()[:60], consent=consent)
-    page = _page(request)
     async with parts.database.begin() as connection:
         scope = await _opd_or_choice(request, connection, "queue", query.get("opd"))
         if isinstance(scope, web.Response):
             return scope
-        items, total = await web_queries.queue_page(
+        found = await web_queries.queue_page(
             connection,
             opd_id=scope[0],
             where=where,
             limit=PAGE_SIZE,
-            offset=(page - 1) * PAGE_SIZE,
+            after=QueueCursor.parse(query.get("after", "")),
+            before=QueueCursor.parse(query.get("before", "")),
         )
     return render(
         request,
         "queue.html",
         {
             "opd": scope,
-            "items": items,
-            "total": total,
-            "page": page,
-            "pages": max(1, -(-total // PAGE_SIZE)),
+            "items": found.items,
+            "total": found.total,
+            "before": found.before.token() if found.before else None,
+            "after": found.after.token() if found.after else None,
             "where": where,
             "consents": list(WorkerConsent),
             "reasons": list(ReturnReason),
