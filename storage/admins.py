@@ -18,15 +18,13 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Exists, exists, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Exists, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import Channel, Language, SponsorshipStatus, TicketStatus
-from storage import audit
+from storage import appointments
 from storage.audit import Actor
 from storage.models import Administrator, Asn, ChannelAccount, Opd, Pic, Sponsorship, Ticket
-from storage.roles import RoleError, _account_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -161,12 +159,9 @@ async def _admin_rows(connection: AsyncConnection) -> list[tuple[AdminListing, L
 
 async def admin_id_for_account(connection: AsyncConnection, account_id: int) -> int | None:
     """The current administrator appointment of this channel account, if any."""
-    value = await connection.scalar(
-        select(Administrator.id).where(
-            Administrator.channel_account_id == account_id, Administrator.removed_at.is_(None)
-        )
+    return await appointments.current_appointment(
+        connection, appointments.ADMINISTRATOR, account_id
     )
-    return int(value) if value is not None else None
 
 
 async def appoint_admin(
@@ -183,38 +178,14 @@ async def appoint_admin(
     account's id is the number without "+"). Appointing a current
     administrator again changes nothing. Audited as "admin.appoint".
     """
-    account_id = await _account_id(connection, channel, external_id, now=now)
-    current = await admin_id_for_account(connection, account_id)
-    if current is not None:
-        return current, False
-    try:
-        async with connection.begin_nested():
-            result = await connection.execute(
-                insert(Administrator).values(
-                    channel_account_id=account_id,
-                    appointed_by=str(actor),
-                    appointed_at=now,
-                )
-            )
-    except IntegrityError:
-        raise RoleError(
-            "the account was appointed by somebody else at the same time; list the "
-            "administrators and try again"
-        ) from None
-    key = result.inserted_primary_key
-    assert key is not None
-    admin_id = int(key[0])
-    await audit.record(
+    return await appointments.appoint(
         connection,
-        actor,
-        "admin.appoint",
-        record_type="administrator",
-        record_id=admin_id,
-        opd_id=None,
+        appointments.ADMINISTRATOR,
+        channel=channel,
+        external_id=external_id,
+        actor=actor,
         now=now,
-        details={"channel": channel.value, "external_id": external_id},
     )
-    return admin_id, True
 
 
 async def remove_admin(
@@ -224,21 +195,8 @@ async def remove_admin(
 
     Raises RoleError when there is no such current administrator.
     """
-    result = await connection.execute(
-        update(Administrator)
-        .where(Administrator.id == admin_id, Administrator.removed_at.is_(None))
-        .values(removed_at=now, removed_by=str(actor))
-    )
-    if not result.rowcount:
-        raise RoleError(f"there is no current administrator with id {admin_id}")
-    await audit.record(
-        connection,
-        actor,
-        "admin.remove",
-        record_type="administrator",
-        record_id=admin_id,
-        opd_id=None,
-        now=now,
+    await appointments.end_appointment(
+        connection, appointments.ADMINISTRATOR, appointment_id=admin_id, actor=actor, now=now
     )
 
 

@@ -24,11 +24,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import delete, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import Channel
-from storage import audit
+from storage import appointments, audit
 from storage.admins import admin_id_for_account
 from storage.audit import Actor
 from storage.models import (
@@ -38,7 +37,7 @@ from storage.models import (
     WebSignInAttempt,
     WebSignInLink,
 )
-from storage.roles import PicRole, RoleError, _account_id, pic_for_account
+from storage.roles import PicRole, pic_for_account
 
 #: How long a sign-in link works (issue 13: ten minutes).
 LINK_TTL = timedelta(minutes=10)
@@ -112,12 +111,9 @@ def token_hash(token: str) -> str:
 
 async def leader_id_for_account(connection: AsyncConnection, account_id: int) -> int | None:
     """The current leader appointment of this chat account, if any."""
-    value = await connection.scalar(
-        select(ProgramLeader.id).where(
-            ProgramLeader.channel_account_id == account_id, ProgramLeader.removed_at.is_(None)
-        )
+    return await appointments.current_appointment(
+        connection, appointments.PROGRAM_LEADER, account_id
     )
-    return int(value) if value is not None else None
 
 
 async def appoint_leader(
@@ -125,33 +121,14 @@ async def appoint_leader(
 ) -> tuple[int, bool]:
     """Make the chat account a program leader; (its leader id, whether new). Audited
     as "leader.appoint". The account row is created if the person never wrote yet."""
-    account_id = await _account_id(connection, channel, external_id, now=now)
-    current = await leader_id_for_account(connection, account_id)
-    if current is not None:
-        return current, False
-    try:
-        async with connection.begin_nested():
-            result = await connection.execute(
-                insert(ProgramLeader).values(
-                    channel_account_id=account_id, appointed_by=str(actor), appointed_at=now
-                )
-            )
-    except IntegrityError:
-        raise RoleError("the account was appointed at the same time; list and try again") from None
-    key = result.inserted_primary_key
-    assert key is not None
-    leader_id = int(key[0])
-    await audit.record(
+    return await appointments.appoint(
         connection,
-        actor,
-        "leader.appoint",
-        record_type="program_leader",
-        record_id=leader_id,
-        opd_id=None,
+        appointments.PROGRAM_LEADER,
+        channel=channel,
+        external_id=external_id,
+        actor=actor,
         now=now,
-        details={"channel": channel.value, "external_id": external_id},
     )
-    return leader_id, True
 
 
 async def remove_leader(
@@ -159,21 +136,8 @@ async def remove_leader(
 ) -> None:
     """End the leader appointment (the row stays); audited as "leader.remove". Their
     open web sessions stop working on their next request (the role is derived again)."""
-    result = await connection.execute(
-        update(ProgramLeader)
-        .where(ProgramLeader.id == leader_id, ProgramLeader.removed_at.is_(None))
-        .values(removed_at=now, removed_by=str(actor))
-    )
-    if not result.rowcount:
-        raise RoleError(f"there is no current program leader with id {leader_id}")
-    await audit.record(
-        connection,
-        actor,
-        "leader.remove",
-        record_type="program_leader",
-        record_id=leader_id,
-        opd_id=None,
-        now=now,
+    await appointments.end_appointment(
+        connection, appointments.PROGRAM_LEADER, appointment_id=leader_id, actor=actor, now=now
     )
 
 
