@@ -87,6 +87,17 @@ def _need_pic(request: web.Request) -> Visit | web.Response:
     return visit
 
 
+def _landed(
+    request: web.Request, page: str, opd_id: int | None, response: web.Response
+) -> web.Response:
+    """A page shown after an action (a POST): htmx puts the page's own address in the
+    address bar (HX-Push-Url), not the action's, so a reload or a filter GETs the page."""
+    if request.method == "POST":
+        chosen = opd_id is not None and visit_of(request).access.pic is None
+        response.headers["HX-Push-Url"] = f"{PREFIX}/{page}" + (f"?opd={opd_id}" if chosen else "")
+    return response
+
+
 async def _opd_or_choice(
     request: web.Request, connection: AsyncConnection, template: str, chosen: str | None
 ) -> tuple[int, str] | web.Response:
@@ -119,22 +130,27 @@ async def queue_page(request: web.Request, notices: Sequence[str] = ()) -> web.R
             after=QueueCursor.parse(query.get("after", "")),
             before=QueueCursor.parse(query.get("before", "")),
         )
-    return render(
+    return _landed(
         request,
-        "queue.html",
-        {
-            "opd": scope,
-            "items": found.items,
-            "total": found.total,
-            "before": found.before.token() if found.before else None,
-            "after": found.after.token() if found.after else None,
-            "where": where,
-            "consents": list(WorkerConsent),
-            "reasons": list(ReturnReason),
-            "notices": notices,
-            "can_decide": visit.access.pic is not None,
-            "needs_consent": not parts.engine.config.accept_without_consent,
-        },
+        "queue",
+        scope[0],
+        render(
+            request,
+            "queue.html",
+            {
+                "opd": scope,
+                "items": found.items,
+                "total": found.total,
+                "before": found.before.token() if found.before else None,
+                "after": found.after.token() if found.after else None,
+                "where": where,
+                "consents": list(WorkerConsent),
+                "reasons": list(ReturnReason),
+                "notices": notices,
+                "can_decide": visit.access.pic is not None,
+                "needs_consent": not parts.engine.config.accept_without_consent,
+            },
+        ),
     )
 
 
@@ -271,15 +287,20 @@ async def batches_page(request: web.Request, notices: Sequence[str] = ()) -> web
             return scope
         recent = await workbench.recent_batches(connection, opd_id=scope[0], limit=20)
         summary = await workbench.opd_summary(connection, scope[0])
-    return render(
+    return _landed(
         request,
-        "batches.html",
-        {
-            "opd": scope,
-            "batches": recent,
-            "accepted": summary.count(SponsorshipStatus.ACCEPTED),
-            "notices": notices,
-        },
+        "batches",
+        scope[0],
+        render(
+            request,
+            "batches.html",
+            {
+                "opd": scope,
+                "batches": recent,
+                "accepted": summary.count(SponsorshipStatus.ACCEPTED),
+                "notices": notices,
+            },
+        ),
     )
 
 
@@ -512,20 +533,25 @@ async def cards_page(request: web.Request, notices: Sequence[str] = ()) -> web.R
             batch_number=batch_number,
         )
         by_batch = await workbench.batches_with_cards(connection, opd_id=scope[0])
-    return render(
+    return _landed(
         request,
-        "cards.html",
-        {
-            "opd": scope,
-            "cards": cards,
-            "total": total,
-            "page": page,
-            "pages": max(1, -(-total // PAGE_SIZE)),
-            "q": name,
-            "batch": batch_number or "",
-            "by_batch": by_batch,
-            "notices": notices,
-        },
+        "cards",
+        scope[0],
+        render(
+            request,
+            "cards.html",
+            {
+                "opd": scope,
+                "cards": cards,
+                "total": total,
+                "page": page,
+                "pages": max(1, -(-total // PAGE_SIZE)),
+                "q": name,
+                "batch": batch_number or "",
+                "by_batch": by_batch,
+                "notices": notices,
+            },
+        ),
     )
 
 
@@ -582,21 +608,26 @@ async def payments_page(request: web.Request, notices: Sequence[str] = ()) -> we
         if isinstance(scope, web.Response):
             return scope
         waiting, total = await payments.to_confirm(connection, opd_id=scope[0], limit=PAGE_SIZE)
-    return render(
+    return _landed(
         request,
-        "payments.html",
-        {
-            "opd": scope,
-            "items": waiting,
-            "periods": {
-                p.id: visit.t.months(p.first_month, add_months(p.first_month, p.months - 1))
-                for p in waiting
+        "payments",
+        scope[0],
+        render(
+            request,
+            "payments.html",
+            {
+                "opd": scope,
+                "items": waiting,
+                "periods": {
+                    p.id: visit.t.months(p.first_month, add_months(p.first_month, p.months - 1))
+                    for p in waiting
+                },
+                "total": total,
+                "reasons": PAYMENT_REJECT_REASONS,
+                "notices": notices,
+                "can_decide": visit.access.pic is not None,
             },
-            "total": total,
-            "reasons": PAYMENT_REJECT_REASONS,
-            "notices": notices,
-            "can_decide": visit.access.pic is not None,
-        },
+        ),
     )
 
 
@@ -726,15 +757,20 @@ async def outbox_page(request: web.Request, notices: Sequence[str] = ()) -> web.
         counts = await outbox.counts_by_status(connection)
         failed = await outbox.list_failed(connection, limit=PAGE_SIZE)
         oldest = await web_queries.oldest_due(connection, now=parts.clock())
-    return render(
+    return _landed(
         request,
-        "outbox.html",
-        {
-            "counts": counts,
-            "failed": failed,
-            "oldest": oldest,
-            "notices": notices,
-        },
+        "outbox",
+        None,
+        render(
+            request,
+            "outbox.html",
+            {
+                "counts": counts,
+                "failed": failed,
+                "oldest": oldest,
+                "notices": notices,
+            },
+        ),
     )
 
 

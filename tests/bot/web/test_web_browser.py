@@ -44,6 +44,8 @@ from tests.fakes.chat import OTHER_NIK, WORKER_NIK
 from tests.fakes.clock import FrozenClock
 from tests.fakes.telegram_api import FakeTelegramServer
 from tests.fakes.telegram_user import TelegramUser
+from tests.fakes.web import link_token, web_server
+from tests.fakes.workbench import build_office
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -338,3 +340,76 @@ async def all_sent(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         if statuses == {OutboxStatus.SENT}:
             return
         await asyncio.sleep(0.1)
+
+
+async def _keys(page: Page, *keys: str) -> None:
+    """Type `keys` where the focus is, as a person at the keyboard does."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    def press(driver: Any) -> None:
+        chain = ActionChains(driver)
+        for key in keys:
+            chain.send_keys(key)
+        chain.perform()
+
+    await page.run(press)
+
+
+async def _focused(page: Page) -> str:
+    """The focused element: its id, else its row's id."""
+    script = "var e = document.activeElement; return e.id || (e.closest('tr') || {}).id || '';"
+    return str(await page.run(lambda d: d.execute_script(script)))
+
+
+async def test_the_queue_s_keyboard_shortcuts_accept_one_and_return_one(
+    sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """j/k move between rows, x ticks, a accepts, r goes to the return reason (then Tab to
+    the button and Enter), / goes to the search box: a PIC works the queue without the
+    mouse, and the decisions are the chat's (audited, the ASN told)."""
+    from selenium.webdriver.common.keys import Keys
+
+    office = await build_office(sessionmaker)
+    await office.enroll(WORKER_NIK, "Siti Aminah", consent=True)
+    await office.enroll(OTHER_NIK, "Joko Susilo", consent=True)
+    await office.enroll(THIRD_NIK, "Rudi Hartono", consent=True)
+    rows = await office_ids(sessionmaker)
+    await office.pic.say("/web")
+    token = link_token(office.pic.text)
+    async with web_server(office) as server:
+        base = str(server.make_url("")).rstrip("/")
+        page = await asyncio.to_thread(Page, base, tmp_path)
+        try:
+            await page.sign_in(token)
+            await page.wait_for("Rudi Hartono")
+            await _keys(page, "j", "j", "k")
+            assert await _focused(page) == f"row-{rows['Siti Aminah']}"
+            await _keys(page, "x", "a")
+            await page.wait_for("Siti Aminah diterima")
+            await page.shot("11-queue-keyboard-accepted")
+            await _keys(page, "j")
+            assert await _focused(page) == f"row-{rows['Joko Susilo']}"
+            await _keys(page, "x", "r")
+            assert await _focused(page) == "reason"
+            await _keys(page, Keys.TAB, Keys.TAB)
+            assert await _focused(page) == "return"
+            await _keys(page, Keys.ENTER)
+            await page.wait_for("Dikembalikan ke ASN")
+            await page.shot("12-queue-keyboard-returned")
+            await _keys(page, "/")
+            assert await _focused(page) == "search"
+            # After the return the address bar shows the queue (not the POST's address),
+            # so the search GETs the queue.
+            await _keys(page, "nobody", Keys.ENTER)
+            await page.wait_for("Tidak ada pendaftaran yang menunggu")
+            assert "Rudi Hartono" not in await page.text()
+        finally:
+            await asyncio.to_thread(page.close)
+    statuses = {s.id: s.status for s in await office.sponsorships()}
+    assert statuses == {
+        rows["Siti Aminah"]: SponsorshipStatus.ACCEPTED,
+        rows["Joko Susilo"]: SponsorshipStatus.RETURNED,
+        rows["Rudi Hartono"]: SponsorshipStatus.WAITING_FOR_PIC,
+    }
+    assert len(await office.outbox("accepted")) == 1
+    assert len(await office.outbox("returned")) == 1

@@ -32,6 +32,9 @@ async def test_a_pic_accepts_two_in_bulk_and_the_asn_is_told(
         ids = [str(s.id) for s in await office.sponsorships()]
         response = await browser.post("/web/queue/accept", [("id", i) for i in ids])
         assert response.status == 200
+        # The address bar shows the queue, not the action: a reload or a filter GETs the page.
+        assert response.headers["HX-Push-Url"] == "/web/queue"
+        assert 'action="/web/queue" class="filters"' in browser.last
     assert [s.status for s in await office.sponsorships()] == [SponsorshipStatus.ACCEPTED] * 2
     assert len(await office.outbox("accepted")) == 2
     async with sessionmaker() as session:
@@ -160,12 +163,12 @@ async def test_the_queue_page_links_to_the_next_and_previous_pages(
         await browser.get("/web/queue")
         assert "Ani Lestari" in browser.last and "Citra Dewi" not in browser.last
         assert 'rel="prev"' not in browser.last
-        cursor = re.search(r'rel="next" href="\?after=([0-9.]+)"', browser.last)
+        cursor = re.search(r'rel="next" href="/web/queue\?after=([0-9.]+)"', browser.last)
         assert cursor is not None
         await browser.get("/web/queue", after=cursor.group(1))
         assert "Citra Dewi" in browser.last and "Dedi Kurnia" in browser.last
         assert "Ani Lestari" not in browser.last
-        back = re.search(r'rel="prev" href="\?before=([0-9.]+)"', browser.last)
+        back = re.search(r'rel="prev" href="/web/queue\?before=([0-9.]+)"', browser.last)
         assert back is not None
         await browser.get("/web/queue", before=back.group(1))
         assert "Ani Lestari" in browser.last and "Bayu Pratama" in browser.last
