@@ -7,11 +7,13 @@ Built in the composition root (`bot.app`) and passed down; no other module reads
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import time
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.vocabulary import Language
@@ -292,15 +294,28 @@ class WebSettings(BaseSettings):
     #: Sign-in attempts one address may make per minute (the rest get 429), counted in the
     #: database: the limit holds for all processes together.
     sign_in_per_minute: int = Field(default=10, ge=1)
-    #: Peers whose X-Forwarded-For names the client (the reverse proxy), comma-separated.
-    #: The loopback addresses by default: nginx on the same machine (deploy/nginx).
+    #: Peers whose X-Forwarded-For names the client (the reverse proxy): addresses or
+    #: networks ("172.16.0.0/12"), comma-separated. Loopback by default: nginx on the same
+    #: machine (deploy/nginx). Empty: the header is never believed.
     trusted_proxies: str = "127.0.0.1,::1"
     #: Largest KPJ file accepted on the web, in MiB (the Bot API's download limit is 20).
     max_upload_mb: int = Field(default=20, ge=1, le=64)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in value.split(","):
+            if item.strip():
+                ipaddress.ip_network(item.strip(), strict=False)  # ValueError: not one
+        return value
+
     @property
-    def trusted_proxy_addresses(self) -> frozenset[str]:
-        return frozenset(item.strip() for item in self.trusted_proxies.split(",") if item.strip())
+    def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(item.strip(), strict=False)
+            for item in self.trusted_proxies.split(",")
+            if item.strip()
+        )
 
     @property
     def public_url(self) -> str:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +109,18 @@ class Visit:
 VISIT = web.RequestKey("sertakan_visit", Visit)
 
 
-def client_address(request: web.Request, trusted_proxies: frozenset[str]) -> str:
+def client_address(
+    request: web.Request, trusted_proxies: Sequence[IPv4Network | IPv6Network]
+) -> str:
     """The address a request came from: the peer's, or behind a trusted reverse proxy
     (WEB_TRUSTED_PROXIES) the last address it put in X-Forwarded-For (the one it saw;
     earlier entries are the client's own claim)."""
     peer = request.remote or "-"
-    if peer in trusted_proxies:
+    try:
+        trusted = any(ipaddress.ip_address(peer) in network for network in trusted_proxies)
+    except ValueError:  # not an address (a Unix socket's peer)
+        trusted = False
+    if trusted:
         forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
         if forwarded:
             return forwarded[:64]
@@ -276,7 +284,7 @@ async def sign_in_page(request: web.Request) -> web.Response:
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
     parts = parts_of(request)
-    address = client_address(request, parts.settings.trusted_proxy_addresses)
+    address = client_address(request, parts.settings.trusted_proxy_networks)
     async with parts.database.begin() as connection:
         allowed = await web_access.sign_in_allowed(
             connection, address, per_window=parts.settings.sign_in_per_minute, now=parts.clock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -304,3 +305,11 @@ async def test_a_forwarded_address_counts_only_from_a_trusted_proxy(
     async with web_server(office, settings=settings) as server, TestClient(server) as client:
         statuses = [await _sign_in_status(client, f"198.51.100.{n}") for n in range(3)]
     assert statuses == [403, 403, 429]
+    # Behind a proxy in a container network (a range): each client counts on its own.
+    office.clock.advance(timedelta(seconds=61))
+    proxied = WebSettings(sign_in_per_minute=2, trusted_proxies="10.0.0.0/8,127.0.0.0/8")
+    async with web_server(office, settings=proxied) as server, TestClient(server) as client:
+        statuses = [await _sign_in_status(client, f"198.51.100.{n}") for n in range(3)]
+    assert statuses == [403, 403, 403]
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
+        WebSettings(trusted_proxies="127.0.0.1,nginx")
