@@ -17,7 +17,7 @@ from handlers.types import EventKind
 from storage.models import Payment
 from tests.fakes.chat import WORKER_NIK, Chat
 from tests.fakes.graph_api import FakeGraphServer
-from tests.fakes.web import pic_signs_in, web_server
+from tests.fakes.web import Browser, admin_link, pic_signs_in, web_server
 from tests.fakes.workbench import Office, activate, build_office
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -136,3 +136,31 @@ async def test_a_whatsapp_receipt_is_fetched_from_the_graph_api_and_an_expired_o
         assert (await browser.post(f"/web/payments/{payment.id}/confirm", {})).status == 200
     (payment,) = await _payments(office)
     assert payment.status is PaymentStatus.CONFIRMED
+
+
+async def test_an_administrator_reads_the_payments_but_cannot_decide_as_in_the_chat(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Confirming a payment is the PIC's in the chat (Guard.PIC; the row names the PIC who
+    decided): an administrator sees the payment and why there is no button, and a POST
+    changes nothing."""
+    office = await build_office(sessionmaker)
+    await activate(office, (WORKER_NIK, "Siti Aminah"))
+    await office.record_payment()
+    (payment,) = await _payments(office)
+    opd = str(await office.opd_id())
+    async with web_server(office) as server, TestClient(server) as client:
+        browser = Browser(client)
+        await browser.sign_in(await admin_link(office))
+        await browser.get("/web/payments", opd=opd)
+        assert "Siti Aminah" in browser.last and 'id="pic-decides"' in browser.last
+        assert "/confirm" not in browser.last
+        confirm = await browser.post(f"/web/payments/{payment.id}/confirm", {"opd": opd})
+        reject = await browser.post(
+            f"/web/payments/{payment.id}/reject", {"opd": opd, "reason": "amount"}
+        )
+        assert confirm.status == reject.status == 403
+    (payment,) = await _payments(office)
+    assert payment.status is PaymentStatus.RECORDED
+    assert await office.outbox("payment_confirmed") == []
+    assert await office.outbox("payment_rejected") == []
