@@ -56,7 +56,9 @@ class QueueCursor:
             return None
         try:
             moment, number = int(micros), int(sid)
-            return cls(_EPOCH + moment * _MICROSECOND, number) if number > 0 else None
+            # An id the column cannot hold would be a database error, not an empty page.
+            valid = 0 < number < 2**31
+            return cls(_EPOCH + moment * _MICROSECOND, number) if valid else None
         except (ValueError, OverflowError):
             return None
 

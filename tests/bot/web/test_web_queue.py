@@ -175,4 +175,5 @@ async def test_the_queue_page_links_to_the_next_and_previous_pages(
         # A cursor that is not one shows the first page, not an error.
         assert (await browser.get("/web/queue", after="9" * 60)).status == 200
         assert (await browser.get("/web/queue", after="x.y")).status == 200
+        assert (await browser.get("/web/queue", before="1." + "9" * 20)).status == 200
         assert "Ani Lestari" in browser.last
