@@ -188,9 +188,13 @@ class PaymentToConfirm:
 
 
 async def to_confirm(
-    connection: AsyncConnection, *, opd_id: int, limit: int = 1
+    connection: AsyncConnection, *, opd_id: int, limit: int = 1, payment_id: int | None = None
 ) -> tuple[list[PaymentToConfirm], int]:
-    """The OPD's recorded payments, oldest first, and how many there are."""
+    """The OPD's recorded payments, oldest first, and how many there are.
+
+    With `payment_id`, only that payment (if it is the OPD's and still waiting): how the web's
+    receipt finds its payment wherever it stands in the queue.
+    """
     same_lot = aliased(Payment)
     shared_by = (
         select(func.count())
@@ -202,6 +206,8 @@ async def to_confirm(
         .scalar_subquery()
     )
     waiting = and_(Sponsorship.opd_id == opd_id, Payment.status == PaymentStatus.RECORDED)
+    if payment_id is not None:
+        waiting = and_(waiting, Payment.id == payment_id)
     total = await connection.scalar(
         select(func.count())
         .select_from(Payment)

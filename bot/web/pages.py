@@ -678,8 +678,10 @@ async def payment_receipt(request: web.Request) -> web.StreamResponse:
         scope = await scoped_opd(request, connection, chosen=request.query.get("opd"))
         if scope is None:
             return refuse(request, 404, "web.not_found")
-        waiting, _ = await payments.to_confirm(connection, opd_id=scope[0], limit=1000)
-    found = next((p for p in waiting if p.id == _one_id(request)), None)
+        waiting, _ = await payments.to_confirm(
+            connection, opd_id=scope[0], payment_id=_one_id(request)
+        )
+    found = waiting[0] if waiting else None
     if found is None or found.receipt_file_ref is None or found.receipt_channel is None:
         return refuse(request, 404, "web.not_found")
     fetched = await parts.receipts.fetch(found.receipt_channel.value, found.receipt_file_ref)

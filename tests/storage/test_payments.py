@@ -55,6 +55,10 @@ async def test_record_confirm_and_reject_within_the_pics_opd(office: Office) -> 
         assert total == 2 and [p.id for p in waiting] == [quarter, month]
         assert waiting[0].has_receipt and not waiting[1].has_receipt
         assert (await payments.to_confirm(connection, opd_id=other_opd))[1] == 0
+        # One payment by id wherever it is in the queue (the web's receipt); only the OPD's.
+        one, _ = await payments.to_confirm(connection, opd_id=opd_id, payment_id=month)
+        assert [p.id for p in one] == [month]
+        assert (await payments.to_confirm(connection, opd_id=other_opd, payment_id=month))[0] == []
         with pytest.raises(ChangeProblem, match="not_found"):
             await payments.decide(
                 connection, opd_id=other_opd, payment_id=quarter, pic_id=pic_id,
