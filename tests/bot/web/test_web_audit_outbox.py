@@ -62,3 +62,32 @@ async def test_an_administrator_sees_the_outbox_and_retries_a_failed_notice(
         actions = (await session.execute(select(AuditLog.action))).scalars().all()
     assert status is OutboxStatus.PENDING
     assert "outbox.retry" in actions
+
+
+async def test_the_audit_pager_names_its_page_so_it_works_from_any_address(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The pager's links carry the page's own path, not only a query: followed from a page
+    shown after a POST (the action's address, without htmx) they still GET the audit log."""
+    office = await build_office(sessionmaker)
+    opd_id = await office.opd_id()
+    async with sessionmaker() as session, session.begin():
+        session.add_all(
+            AuditLog(
+                at=office.clock(),
+                actor_type="pic",
+                actor="1",
+                action=f"test.entry{n}",
+                record_type="sponsorship",
+                record_id=str(n),
+                opd_id=opd_id,
+                details={},
+            )
+            for n in range(60)
+        )
+    async with web_server(office) as server, TestClient(server) as client:
+        browser = await pic_signs_in(office, office.pic, client)
+        await browser.get("/web/audit", action="test.")
+        assert 'rel="next" href="/web/audit?action=test.&amp;page=2"' in browser.last
+        await browser.get("/web/audit", action="test.", page="2")
+        assert browser.last.count("test.entry") == 10
