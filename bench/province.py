@@ -206,19 +206,19 @@ async def insert_rows(connection: AsyncConnection, table: Any, rows: Iterable[Ro
     columns = table.__table__.c
     dialect = connection.dialect
     processors = [
-        columns[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+        _remembered(columns[name].type.dialect_impl(dialect).bind_processor(dialect))
+        for name in names
     ]
 
-    def values(batch: Iterable[Row]) -> list[tuple[Any, ...]]:
-        return [
-            tuple(
-                value if process is None else process(value)
-                for process, value in zip(
-                    processors, (row.get(name) for name in names), strict=True
-                )
-            )
-            for row in batch
+    def values(batch: list[Row]) -> list[tuple[Any, ...]]:
+        # Column by column (one map each), then zipped into rows.
+        by_column = [
+            [row.get(name) for row in batch]
+            if process is None
+            else list(map(process, (row.get(name) for row in batch)))
+            for name, process in zip(names, processors, strict=True)
         ]
+        return list(zip(*by_column, strict=True))
 
     driver: Any = (await connection.get_raw_connection()).driver_connection
     count = 0
@@ -243,6 +243,27 @@ async def insert_rows(connection: AsyncConnection, table: Any, rows: Iterable[Ro
             await connection.exec_driver_sql(sql, values(batch))
         count += len(batch)
     return count
+
+
+def _remembered(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """`process` remembering its results for up to 10,000 values: a seed repeats the same
+    dates, times and enum members hundreds of thousands of times."""
+    if process is None:
+        return None
+    memo: dict[Any, Any] = {}
+
+    def run(value: Any) -> Any:
+        try:
+            return memo[value]
+        except KeyError:
+            result = process(value)
+            if len(memo) < 10_000:
+                memo[value] = result
+            return result
+        except TypeError:  # unhashable (a JSON value)
+            return process(value)
+
+    return run
 
 
 async def sync_sequences(engine: AsyncEngine) -> None:
