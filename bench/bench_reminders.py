@@ -91,6 +91,7 @@ from storage.models import (
     Outbox,
     Payment,
     Pic,
+    PlannerRun,
     Sponsorship,
     Worker,
 )
@@ -451,7 +452,7 @@ def _p(latencies: list[float], quantile: float) -> float:
 
 
 async def measure_province(
-    url: str, sponsorships: int, copies: int, chunk_size: int, chat_s: float
+    url: str, sponsorships: int, copies: int, chunk_size: int, chat_s: float, reuse: bool = False
 ) -> int:
     """The off-loop planner over `sponsorships * copies`, with chats served meanwhile.
 
@@ -464,27 +465,35 @@ async def measure_province(
     done), this process's RSS change, and the steps' p50/p99 with and without
     the planner.
     """
-    if not is_sqlite(url):
+    reused = reuse and await _province_seeded(url, sponsorships * copies)
+    if reused:
         engine = create_engine(url)
+        started = time.perf_counter()
         async with engine.begin() as connection:
-            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await connection.exec_driver_sql("CREATE SCHEMA public")
-        await engine.dispose()
-    await upgrade_to_head(url)
-    engine = create_engine(url)
-    backend = "sqlite" if is_sqlite(url) else "postgresql"
-    broken = False
-    try:
+            await connection.execute(delete(PlannerRun))
+        await reset(engine)
+    else:
+        if not is_sqlite(url):
+            engine = create_engine(url)
+            async with engine.begin() as connection:
+                await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+                await connection.exec_driver_sql("CREATE SCHEMA public")
+            await engine.dispose()
+        await upgrade_to_head(url)
+        engine = create_engine(url)
         started = time.perf_counter()
         await seed(engine, sponsorships)
         await replicate(engine, province(sponsorships), copies)
         await settle(engine)
+    backend = "sqlite" if is_sqlite(url) else "postgresql"
+    broken = False
+    try:
         async with engine.connect() as connection:
             total = int(await connection.scalar(select(func.count()).select_from(Sponsorship)) or 0)
             payments = int(await connection.scalar(select(func.count()).select_from(Payment)) or 0)
         print(
-            f"[{backend}] seeded {total:,} sponsorships, {payments:,} payments in "
-            f"{time.perf_counter() - started:.1f} s",
+            f"[{backend}] {'reset' if reused else 'seeded'} {total:,} sponsorships, "
+            f"{payments:,} payments in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
         spec = ReminderPlanner(
@@ -576,6 +585,19 @@ async def measure_province(
         await engine.dispose()
 
 
+async def _province_seeded(url: str, sponsorships: int) -> bool:
+    """Whether `url` holds a seeded province of `sponsorships` (`--reuse`: reset, not seeded)."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            count = await connection.scalar(select(func.count()).select_from(Sponsorship))
+    except DBAPIError:
+        return False
+    finally:
+        await engine.dispose()
+    return count == sponsorships
+
+
 def dataclasses_repr(result: PlanResult) -> str:
     return (
         f"before5={result.before5} before1={result.before1} overdue={result.overdue} "
@@ -628,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.province,
                     args.chunk_size,
                     args.chat_seconds,
+                    reuse=args.reuse,
                 )
             )
         with tempfile.TemporaryDirectory() as directory:

@@ -476,6 +476,8 @@ async def payers(
     `id_range` (first, last id, inclusive, holding all of them), over that range.
     """
     wanted = sorted(set(sponsorship_ids))
+    if not wanted:
+        return {}
     channels: dict[str, Channel] = {channel.value: channel for channel in Channel}
     languages: dict[str, Language] = {language.value: language for language in Language}
     plain = _PAYERS.with_only_columns(
