@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from bench.bench_reminders import NOW, reset, seed
+from bench.bench_reminders import reset, seed
+from bench.province import NOW
 from domain.tariff import DEFAULT_TARIFF
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
