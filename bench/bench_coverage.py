@@ -52,7 +52,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bench.bench_reminders import settle
-from bench.province import Province, dues_payments, dues_sponsorships, seed_province
+from bench.province import (
+    Province,
+    dues_payments,
+    dues_sponsorships,
+    empty_database,
+    seed_province,
+)
 from bot.web.charts import Series, bar_chart, histogram, progress_bar
 from domain.dues import PaidStanding
 from domain.vocabulary import SponsorshipStatus
@@ -63,7 +69,6 @@ from storage.coverage import CoverageDashboard, dashboard, load_targets
 from storage.coverage_cache import CoverageCache
 from storage.coverage_export import coverage_csv, coverage_xlsx
 from storage.db import create_engine, is_sqlite
-from storage.migrate import upgrade_to_head
 from storage.models import Payment
 
 TARGET_P95_S = 0.300
@@ -191,13 +196,7 @@ async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
 
 
 async def measure(url: str, sponsorships: int, runs: int, breakdown: bool) -> dict[str, Any]:
-    if not is_sqlite(url):
-        engine = create_engine(url)
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await connection.exec_driver_sql("CREATE SCHEMA public")
-        await engine.dispose()
-    await upgrade_to_head(url)
+    await empty_database(url)
     engine = create_engine(url)
     backend = "sqlite" if is_sqlite(url) else "postgresql"
     targets = load_targets(shipped(COVERAGE_TARGETS))

@@ -63,6 +63,7 @@ from bench.province import (
     Province,
     dues_payments,
     dues_sponsorships,
+    empty_database,
     replicate,
     seed_province,
 )
@@ -245,13 +246,10 @@ async def measure(
     reuse: bool = False,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> int:
-    if not is_sqlite(url) and not reuse:
-        engine = create_engine(url)
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await connection.exec_driver_sql("CREATE SCHEMA public")
-        await engine.dispose()
-    await upgrade_to_head(url)
+    if reuse:
+        await upgrade_to_head(url)
+    else:
+        await empty_database(url)
     engine = create_engine(url)
     backend = "sqlite" if is_sqlite(url) else "postgresql"
     try:
@@ -473,13 +471,7 @@ async def measure_province(
             await connection.execute(delete(PlannerRun))
         await reset(engine)
     else:
-        if not is_sqlite(url):
-            engine = create_engine(url)
-            async with engine.begin() as connection:
-                await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-                await connection.exec_driver_sql("CREATE SCHEMA public")
-            await engine.dispose()
-        await upgrade_to_head(url)
+        await empty_database(url)
         engine = create_engine(url)
         started = time.perf_counter()
         await seed(engine, sponsorships)

@@ -40,7 +40,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.province import Province, seed_province
+from bench.province import Province, empty_database, seed_province
 from bot.app import build_runtime
 from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
 from bot.web.app import COOKIE, add_web_routes, web_parts
@@ -53,7 +53,6 @@ from domain.vocabulary import (
 )
 from storage.crypto import generate_key
 from storage.db import create_engine, is_sqlite
-from storage.migrate import upgrade_to_head
 from storage.models import Sponsorship
 from storage.web_access import Principal, WebRole, open_session
 
@@ -118,13 +117,7 @@ async def timed(work: Callable[[], Awaitable[Any]]) -> float:
 
 
 async def measure(url: str, waiting: int, others: int, runs: int, data_dir: Path) -> bool:
-    if not is_sqlite(url):
-        engine = create_engine(url)
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await connection.exec_driver_sql("CREATE SCHEMA public")
-        await engine.dispose()
-    await upgrade_to_head(url)
+    await empty_database(url)
     backend = "sqlite" if is_sqlite(url) else "postgresql"
     settings = Settings(
         app=AppSettings(

@@ -43,7 +43,8 @@ from domain.vocabulary import (
     SponsorshipStatus,
     WorkerConsent,
 )
-from storage.db import is_sqlite
+from storage.db import create_engine, is_sqlite
+from storage.migrate import upgrade_to_head
 from storage.models import Asn, ChannelAccount, Opd, Payment, Pic, Sponsorship, Worker
 from storage.sqlite_inline import InlineConnection
 
@@ -92,6 +93,18 @@ class Province:
     @property
     def asn_count(self) -> int:
         return (len(self.sponsorships) + self.per_asn - 1) // self.per_asn + self.idle_asn
+
+
+async def empty_database(url: str) -> None:
+    """A database at the head migration and empty (PostgreSQL: its public schema is
+    DROPPED first, so give a dedicated database; SQLite: a new file)."""
+    if not is_sqlite(url):
+        engine = create_engine(url)
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+            await connection.exec_driver_sql("CREATE SCHEMA public")
+        await engine.dispose()
+    await upgrade_to_head(url)
 
 
 async def seed_province(engine: AsyncEngine, province: Province) -> dict[str, int]:
