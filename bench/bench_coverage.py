@@ -48,13 +48,20 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bench.bench_reminders import settle, sponsorship_rows
+from bench.bench_reminders import settle
+from bench.province import (
+    Province,
+    dues_payments,
+    dues_sponsorships,
+    empty_database,
+    seed_province,
+)
 from bot.web.charts import Series, bar_chart, histogram, progress_bar
 from domain.dues import PaidStanding
-from domain.vocabulary import Channel, EmploymentType, Language, Sex, SponsorshipStatus
+from domain.vocabulary import SponsorshipStatus
 from domain.workdays import WorkCalendar
 from sertakan_data import COVERAGE_TARGETS, OPD_SEED, shipped
 from storage import coverage as coverage_module
@@ -62,19 +69,16 @@ from storage.coverage import CoverageDashboard, dashboard, load_targets
 from storage.coverage_cache import CoverageCache
 from storage.coverage_export import coverage_csv, coverage_xlsx
 from storage.db import create_engine, is_sqlite
-from storage.migrate import upgrade_to_head
-from storage.models import Asn, ChannelAccount, Opd, Payment, Sponsorship, Worker
+from storage.models import Payment
 
 TARGET_P95_S = 0.300
 JAKARTA = ZoneInfo("Asia/Jakarta")
 TODAY = date(2026, 11, 11)
 NOW = datetime(2026, 11, 11, 9, 0, tzinfo=JAKARTA).astimezone(UTC)
-PER_ASN = 3
 IDLE_ASN = 30_000
 VILLAGES = 1_447
 VILLAGES_PER_DISTRICT = 12
 REGENCIES = 10
-CHUNK = 5000
 CALENDAR = WorkCalendar([])
 S = SponsorshipStatus
 
@@ -103,106 +107,46 @@ def _status_of(index: int, seeded: SponsorshipStatus) -> SponsorshipStatus:
     return seeded
 
 
-async def _insert(engine: AsyncEngine, table: Any, rows: list[dict[str, Any]]) -> None:
-    async with engine.begin() as connection:
-        for start in range(0, len(rows), CHUNK):
-            await connection.execute(insert(table), rows[start : start + CHUNK])
-
-
 async def seed(engine: AsyncEngine, sponsorships: int) -> dict[str, int]:
     """OPDs, ASN, workers, sponsorships and payments (see the module docstring)."""
     opds = _opds()
-    await _insert(
-        engine,
-        Opd,
-        [
-            {
-                "id": number,
-                "code": code,
-                "name": name,
-                "search_name": name.lower(),
-                "active": True,
-                "created_at": NOW,
-            }
-            for number, (code, name) in enumerate(opds, start=1)
-        ],
-    )
-    sponsoring = (sponsorships + PER_ASN - 1) // PER_ASN
-    asn_count = sponsoring + IDLE_ASN
-    await _insert(
-        engine,
-        ChannelAccount,
-        [
-            {
-                "id": account,
-                "channel": Channel.TELEGRAM,
-                "external_id": str(100_000 + account),
-                "language": Language.INDONESIAN,
-                "display_name": None,
-                "created_at": NOW,
-            }
-            for account in range(1, asn_count + 1)
-        ],
-    )
-    await _insert(
-        engine,
-        Asn,
-        [
-            {
-                "id": asn,
-                "nip": f"{asn:018d}",
-                "employment_type": EmploymentType.PNS,
-                "full_name": f"ASN {asn}",
-                "birth_date": date(1980, 1, 1),
-                "sex": Sex.MALE,
-                "opd_id": 1 + asn % len(opds),
-                "phone_e164": f"+628{asn:09d}",
-                "channel_account_id": asn,
-                "registered_at": NOW,
-            }
-            for asn in range(1, asn_count + 1)
-        ],
-    )
-    workers = []
-    for worker in range(1, sponsorships + 1):
-        village = (worker * 7) % VILLAGES
-        district = village // VILLAGES_PER_DISTRICT
-        workers.append(
-            {
-                "id": worker,
-                "nik_hash": worker.to_bytes(32, "big"),
-                "nik_ciphertext": b"x",
-                "nik_masked": "1771********0001",
-                "full_name": f"Pekerja {worker}",
-                "birth_date": date(1985, 1, 1),
-                "sex": Sex.FEMALE,
-                "phone_e164": None,
-                "village": f"Desa {village}",
-                "district": f"Kecamatan {district}",
-                "regency": f"Kabupaten {district % REGENCIES}",
-                "created_at": NOW,
-                "updated_at": NOW,
-            }
-        )
-    await _insert(engine, Worker, workers)
-    rows, payments = sponsorship_rows(sponsorships)
+    rows = dues_sponsorships(sponsorships, opds=len(opds))
     for index, row in enumerate(rows):
         status = _status_of(index, row["status"])
         created = NOW - timedelta(days=index % 364, hours=index % 24)
         card = created + timedelta(days=14)
         row["status"] = status
-        row["opd_id"] = 1 + row["asn_id"] % len(opds)
         row["created_at"] = created
         row["status_changed_at"] = created
+        row["kpj"] = row["kpj_imported_at"] = None
         if status in (S.ACTIVE, S.CARD_HANDED_OVER, S.LAPSED, S.ENDED) and card < NOW:
             row["kpj"] = f"{index:011d}"
             row["kpj_imported_at"] = card
             row["status_changed_at"] = card
         if status in (S.LAPSED, S.ENDED):
             row["status_changed_at"] = NOW - timedelta(days=index % 120, hours=3)
-    await _insert(engine, Sponsorship, rows)
-    await _insert(engine, Payment, payments)
-    return {"sponsorships": len(rows), "payments": len(payments), "asn": asn_count}
+
+    def worker(worker: int) -> dict[str, Any]:
+        village = (worker * 7) % VILLAGES
+        district = village // VILLAGES_PER_DISTRICT
+        return {
+            "nik_masked": "1771********0001",
+            "village": f"Desa {village}",
+            "district": f"Kecamatan {district}",
+            "regency": f"Kabupaten {district % REGENCIES}",
+        }
+
+    return await seed_province(
+        engine,
+        Province(
+            rows,
+            dues_payments(sponsorships),
+            opds=opds,
+            now=NOW,
+            idle_asn=IDLE_ASN,
+            worker_extra=worker,
+        ),
+    )
 
 
 def charts(board: CoverageDashboard) -> list[str]:
@@ -252,13 +196,7 @@ async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
 
 
 async def measure(url: str, sponsorships: int, runs: int, breakdown: bool) -> dict[str, Any]:
-    if not is_sqlite(url):
-        engine = create_engine(url)
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await connection.exec_driver_sql("CREATE SCHEMA public")
-        await engine.dispose()
-    await upgrade_to_head(url)
+    await empty_database(url)
     engine = create_engine(url)
     backend = "sqlite" if is_sqlite(url) else "postgresql"
     targets = load_targets(shipped(COVERAGE_TARGETS))

@@ -51,25 +51,28 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, case, cast, delete, func, insert, select, update
+from sqlalchemy import String, case, cast, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.province import (
+    JAKARTA,
+    NOW,
+    PER_ASN,
+    Province,
+    dues_payments,
+    dues_sponsorships,
+    empty_database,
+    replicate,
+    seed_province,
+)
 from domain.eligibility import AgeBounds
-from domain.months import add_months
-from domain.tariff import DEFAULT_TARIFF, FundingSource
+from domain.tariff import DEFAULT_TARIFF
 from domain.vocabulary import (
     Channel,
-    EmploymentType,
     Language,
-    Occupation,
-    PaymentPlan,
-    PaymentStatus,
-    Sex,
     SponsorshipStatus,
-    WorkerConsent,
 )
 from domain.workdays import WorkCalendar
 from handlers.context import EngineConfig
@@ -85,292 +88,36 @@ from storage.migrate import upgrade_to_head
 from storage.models import (
     Asn,
     AuditLog,
-    ChannelAccount,
     Opd,
     Outbox,
     Payment,
     Pic,
+    PlannerRun,
     Sponsorship,
     Worker,
 )
 
 TARGET_FIRST_S = 3.0
 TARGET_RERUN_S = 1.0
-JAKARTA = ZoneInfo("Asia/Jakarta")
 TODAY = date(2026, 11, 11)
-NOW = datetime(2026, 11, 11, 9, 0, tzinfo=JAKARTA).astimezone(UTC)
 OPDS = 50
-PER_ASN = 3
-CHUNK = 5000
-
-#: (share in percent, months paid through relative to November 2026: -1 = October).
-ARREARS_MIX = ((50, -1), (20, 0), (14, -2), (8, -3), (4, -4), (2, -6))
-
-
-def _plan_of(index: int) -> PaymentPlan:
-    slot = index % 20
-    if slot < 12:
-        return PaymentPlan.MONTHLY
-    if slot < 17:
-        return PaymentPlan.QUARTERLY
-    return PaymentPlan.PAYROLL_DEDUCTION
-
-
-def _paid_through(index: int) -> int | None:
-    """Offset from November 2026 of the last paid month; None: not dues-bearing."""
-    slot = (index * 7919) % 100
-    for share, offset in ARREARS_MIX:
-        if slot < share:
-            return offset
-        slot -= share
-    return None
-
-
-async def _insert(engine: AsyncEngine, table: Any, rows: list[dict[str, Any]]) -> None:
-    async with engine.begin() as connection:
-        for start in range(0, len(rows), CHUNK):
-            await connection.execute(insert(table), rows[start : start + CHUNK])
 
 
 async def seed(engine: AsyncEngine, sponsorships: int) -> dict[str, int]:
     """The OPDs, PICs, ASN, workers, sponsorships and payments; returns what was written."""
-    now = NOW
-    await _insert(
-        engine,
-        Opd,
-        [
-            {
-                "id": opd,
-                "code": f"OPD-{opd}",
-                "name": f"Dinas {opd}",
-                "search_name": f"dinas {opd}",
-                "active": True,
-                "created_at": now,
-            }
-            for opd in range(1, OPDS + 1)
-        ],
+    return await seed_province(engine, province(sponsorships))
+
+
+def province(sponsorships: int) -> Province:
+    """This bench's province: the dues mix in 50 OPDs, one PIC each, every tenth account
+    English."""
+    return Province(
+        dues_sponsorships(sponsorships, opds=OPDS),
+        dues_payments(sponsorships),
+        opds=[(f"OPD-{opd}", f"Dinas {opd}") for opd in range(1, OPDS + 1)],
+        pic_opds=range(1, OPDS + 1),
+        language=lambda account: Language.INDONESIAN if account % 10 else Language.ENGLISH,
     )
-    asn_count = (sponsorships + PER_ASN - 1) // PER_ASN
-    accounts = [
-        {
-            "id": account,
-            "channel": Channel.TELEGRAM,
-            "external_id": str(100_000 + account),
-            "language": Language.INDONESIAN if account % 10 else Language.ENGLISH,
-            "display_name": None,
-            "created_at": now,
-        }
-        for account in range(1, asn_count + OPDS + 1)
-    ]
-    await _insert(engine, ChannelAccount, accounts)
-    await _insert(
-        engine,
-        Pic,
-        [
-            {
-                "id": opd,
-                "opd_id": opd,
-                "channel_account_id": asn_count + opd,
-                "appointed_by": "bench",
-                "appointed_at": now,
-            }
-            for opd in range(1, OPDS + 1)
-        ],
-    )
-    await _insert(
-        engine,
-        Asn,
-        [
-            {
-                "id": asn,
-                "nip": f"{asn:018d}",
-                "employment_type": EmploymentType.PNS,
-                "full_name": f"ASN {asn}",
-                "birth_date": date(1980, 1, 1),
-                "sex": Sex.MALE,
-                "opd_id": 1 + asn % OPDS,
-                "phone_e164": f"+628{asn:09d}",
-                "channel_account_id": asn,
-                "registered_at": now,
-            }
-            for asn in range(1, asn_count + 1)
-        ],
-    )
-    await _insert(
-        engine,
-        Worker,
-        [
-            {
-                "id": worker,
-                "nik_hash": worker.to_bytes(32, "big"),
-                "nik_ciphertext": b"x",
-                "nik_masked": "3201********0001",
-                "full_name": f"Pekerja {worker}",
-                "birth_date": date(1985, 1, 1),
-                "sex": Sex.FEMALE,
-                "phone_e164": None,
-                "village": "Desa",
-                "district": "Kecamatan",
-                "created_at": now,
-                "updated_at": now,
-            }
-            for worker in range(1, sponsorships + 1)
-        ],
-    )
-    rows, payments = sponsorship_rows(sponsorships)
-    await _insert(engine, Sponsorship, rows)
-    await _insert(engine, Payment, payments)
-    await sync_sequences(engine)
-    return {"sponsorships": len(rows), "payments": len(payments), "asn": asn_count}
-
-
-async def sync_sequences(engine: AsyncEngine) -> None:
-    """PostgreSQL: each id sequence past the highest id (the seed writes explicit ids)."""
-    if is_sqlite(str(engine.url)):
-        return
-    async with engine.begin() as connection:
-        for table in (Opd, ChannelAccount, Pic, Asn, Worker, Sponsorship, Payment):
-            name = table.__tablename__
-            await connection.exec_driver_sql(
-                f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
-                f"(SELECT coalesce(max(id), 0) + 1 FROM {name}), false)"
-            )
-
-
-async def replicate(engine: AsyncEngine, sponsorships: int, copies: int) -> None:
-    """Copy the seeded ASN, accounts, workers, sponsorships and payments `copies` times in SQL.
-
-    A big province fast (1.44 million sponsorships from 144,000): each copy is
-    one INSERT ... SELECT per table with the ids shifted and the unique values
-    (NIP, account id, NIK hash) made new, in the database. The mix of plans and
-    arrears repeats (ids shift by a multiple of 3, so `reset` restores statuses).
-    """
-    sqlite = is_sqlite(str(engine.url))
-    asn_count = (sponsorships + PER_ASN - 1) // PER_ASN
-    accounts = asn_count + OPDS
-    async with engine.connect() as connection:
-        payments = int(await connection.scalar(select(func.max(Payment.id))) or 0)
-
-    def padded(expression: str, width: int) -> str:
-        if sqlite:
-            return f"printf('%0{width}d', {expression})"
-        return f"lpad(({expression})::text, {width}, '0')"
-
-    for copy in range(1, copies):
-        shift = {
-            "account": copy * accounts,
-            "asn": copy * asn_count,
-            "worker": copy * sponsorships,
-            "payment": copy * payments,
-        }
-        overrides: dict[type[Any], dict[str, str]] = {
-            ChannelAccount: {
-                "id": f"id + {shift['account']}",
-                "external_id": f"CAST(100000 + id + {shift['account']} AS TEXT)"
-                if sqlite
-                else f"(100000 + id + {shift['account']})::text",
-            },
-            Asn: {
-                "id": f"id + {shift['asn']}",
-                "nip": padded(f"id + {shift['asn']}", 18),
-                "phone_e164": "'+628' || " + padded(f"id + {shift['asn']}", 9),
-                "channel_account_id": f"channel_account_id + {shift['account']}",
-            },
-            Worker: {
-                "id": f"id + {shift['worker']}",
-                "nik_hash": "randomblob(32)"
-                if sqlite
-                else f"sha256(int8send((id + {shift['worker']})::bigint))",
-            },
-            Sponsorship: {
-                "id": f"id + {shift['worker']}",
-                "worker_id": f"worker_id + {shift['worker']}",
-                "asn_id": f"asn_id + {shift['asn']}",
-            },
-            Payment: {
-                "id": f"id + {shift['payment']}",
-                "sponsorship_id": f"sponsorship_id + {shift['worker']}",
-            },
-        }
-        limits = {
-            ChannelAccount: f"id <= {asn_count}",
-            Asn: f"id <= {asn_count}",
-            Worker: f"id <= {sponsorships}",
-            Sponsorship: f"id <= {sponsorships}",
-            Payment: f"id <= {payments}",
-        }
-        async with engine.begin() as connection:
-            for model, columns in overrides.items():
-                table = model.__table__
-                names = [column.name for column in table.columns]
-                values = ", ".join(columns.get(name, name) for name in names)
-                await connection.exec_driver_sql(
-                    f"INSERT INTO {table.name} ({', '.join(names)}) "
-                    f"SELECT {values} FROM {table.name} WHERE {limits[model]}"
-                )
-    await sync_sequences(engine)
-
-
-def _seeded_status(index: int) -> SponsorshipStatus:
-    """The status a sponsorship is seeded with (index = id - 1); None-paid ones are SUBMITTED."""
-    if _paid_through(index) is None:
-        return SponsorshipStatus.SUBMITTED
-    return SponsorshipStatus.ACTIVE if index % 3 else SponsorshipStatus.CARD_HANDED_OVER
-
-
-def sponsorship_rows(sponsorships: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The sponsorship and payment rows of the seed (the same on every call)."""
-    now = NOW
-    november = date(2026, 11, 1)
-    rows: list[dict[str, Any]] = []
-    payments: list[dict[str, Any]] = []
-    for index in range(sponsorships):
-        sponsorship_id = index + 1
-        plan = _plan_of(index)
-        through = _paid_through(index)
-        status = _seeded_status(index)
-        if through is None:
-            through = -12
-        first_month = add_months(november, -1 - index % 12 + min(through, 0))
-        asn = 1 + index // PER_ASN
-        rows.append(
-            {
-                "id": sponsorship_id,
-                "worker_id": sponsorship_id,
-                "asn_id": asn,
-                "opd_id": 1 + asn % OPDS,
-                "occupation": Occupation.DRIVER,
-                "plan": plan,
-                "first_month": first_month,
-                "status": status,
-                "worker_consent": WorkerConsent.GIVEN,
-                "funding_source": (
-                    FundingSource.PAYROLL_DEDUCTION
-                    if plan is PaymentPlan.PAYROLL_DEDUCTION
-                    else FundingSource.ASN_PERSONAL
-                ),
-                "created_at": now,
-                "status_changed_at": now,
-            }
-        )
-        month, last = first_month, add_months(november, through)
-        step = plan.months_per_payment
-        while status is not SponsorshipStatus.SUBMITTED and month <= last:
-            months = min(step, (last.year - month.year) * 12 + last.month - month.month + 1)
-            payments.append(
-                {
-                    "sponsorship_id": sponsorship_id,
-                    "first_month": month,
-                    "months": months,
-                    "amount": 16_800 * months,
-                    "status": PaymentStatus.CONFIRMED,
-                    "recorded_at": now.replace(year=2025),
-                    "decided_at": now.replace(year=2025),
-                    "payroll": plan is PaymentPlan.PAYROLL_DEDUCTION,
-                }
-            )
-            month = add_months(month, months)
-    return rows, payments
 
 
 async def reset(engine: AsyncEngine) -> None:
@@ -419,7 +166,8 @@ async def settle(engine: AsyncEngine) -> None:
 
 async def already_seeded(engine: AsyncEngine, sponsorships: int) -> bool:
     """Whether the database holds exactly this bench's seed (plus a run's writes, if any)."""
-    rows, payments = sponsorship_rows(sponsorships)
+    rows = dues_sponsorships(sponsorships, opds=OPDS)
+    payments = list(dues_payments(sponsorships))
     expected = {
         "opd": OPDS,
         "pic": OPDS,
@@ -498,13 +246,10 @@ async def measure(
     reuse: bool = False,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> int:
-    if not is_sqlite(url) and not reuse:
-        engine = create_engine(url)
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await connection.exec_driver_sql("CREATE SCHEMA public")
-        await engine.dispose()
-    await upgrade_to_head(url)
+    if reuse:
+        await upgrade_to_head(url)
+    else:
+        await empty_database(url)
     engine = create_engine(url)
     backend = "sqlite" if is_sqlite(url) else "postgresql"
     try:
@@ -705,7 +450,7 @@ def _p(latencies: list[float], quantile: float) -> float:
 
 
 async def measure_province(
-    url: str, sponsorships: int, copies: int, chunk_size: int, chat_s: float
+    url: str, sponsorships: int, copies: int, chunk_size: int, chat_s: float, reuse: bool = False
 ) -> int:
     """The off-loop planner over `sponsorships * copies`, with chats served meanwhile.
 
@@ -718,27 +463,29 @@ async def measure_province(
     done), this process's RSS change, and the steps' p50/p99 with and without
     the planner.
     """
-    if not is_sqlite(url):
+    reused = reuse and await _province_seeded(url, sponsorships * copies)
+    if reused:
         engine = create_engine(url)
+        started = time.perf_counter()
         async with engine.begin() as connection:
-            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await connection.exec_driver_sql("CREATE SCHEMA public")
-        await engine.dispose()
-    await upgrade_to_head(url)
-    engine = create_engine(url)
+            await connection.execute(delete(PlannerRun))
+        await reset(engine)
+    else:
+        await empty_database(url)
+        engine = create_engine(url)
+        started = time.perf_counter()
+        await seed(engine, sponsorships)
+        await replicate(engine, province(sponsorships), copies)
+        await settle(engine)
     backend = "sqlite" if is_sqlite(url) else "postgresql"
     broken = False
     try:
-        started = time.perf_counter()
-        await seed(engine, sponsorships)
-        await replicate(engine, sponsorships, copies)
-        await settle(engine)
         async with engine.connect() as connection:
             total = int(await connection.scalar(select(func.count()).select_from(Sponsorship)) or 0)
             payments = int(await connection.scalar(select(func.count()).select_from(Payment)) or 0)
         print(
-            f"[{backend}] seeded {total:,} sponsorships, {payments:,} payments in "
-            f"{time.perf_counter() - started:.1f} s",
+            f"[{backend}] {'reset' if reused else 'seeded'} {total:,} sponsorships, "
+            f"{payments:,} payments in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
         spec = ReminderPlanner(
@@ -830,6 +577,19 @@ async def measure_province(
         await engine.dispose()
 
 
+async def _province_seeded(url: str, sponsorships: int) -> bool:
+    """Whether `url` holds a seeded province of `sponsorships` (`--reuse`: reset, not seeded)."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            count = await connection.scalar(select(func.count()).select_from(Sponsorship))
+    except DBAPIError:
+        return False
+    finally:
+        await engine.dispose()
+    return count == sponsorships
+
+
 def dataclasses_repr(result: PlanResult) -> str:
     return (
         f"before5={result.before5} before1={result.before1} overdue={result.overdue} "
@@ -882,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.province,
                     args.chunk_size,
                     args.chat_seconds,
+                    reuse=args.reuse,
                 )
             )
         with tempfile.TemporaryDirectory() as directory:

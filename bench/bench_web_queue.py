@@ -38,159 +38,68 @@ from typing import Any
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.province import Province, empty_database, seed_province
 from bot.app import build_runtime
 from bot.settings import AppSettings, DatabaseSettings, Settings, TelegramSettings
 from bot.web.app import COOKIE, add_web_routes, web_parts
 from domain.tariff import FundingSource
 from domain.vocabulary import (
-    Channel,
-    EmploymentType,
-    Language,
     Occupation,
     PaymentPlan,
-    Sex,
     SponsorshipStatus,
     WorkerConsent,
 )
 from storage.crypto import generate_key
 from storage.db import create_engine, is_sqlite
-from storage.migrate import upgrade_to_head
-from storage.models import Asn, ChannelAccount, Opd, Pic, Sponsorship, Worker
+from storage.models import Sponsorship
 from storage.web_access import Principal, WebRole, open_session
 from storage.web_queries import QueueCursor
 
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
-CHUNK = 2000
 PER_ASN = 3
-
-
-async def _insert(engine: AsyncEngine, table: Any, rows: list[dict[str, Any]]) -> None:
-    async with engine.begin() as connection:
-        for start in range(0, len(rows), CHUNK):
-            await connection.execute(insert(table), rows[start : start + CHUNK])
 
 
 async def seed(engine: AsyncEngine, waiting: int, others: int) -> int:
     """OPD 1 (the PIC's, `waiting` enrollments waiting) and OPD 2 (`others` active);
     returns the PIC's channel account id."""
-    await _insert(
-        engine,
-        Opd,
-        [
-            {
-                "id": opd,
-                "code": f"OPD-{opd}",
-                "name": f"Dinas {opd}",
-                "search_name": f"dinas {opd}",
-                "active": True,
-                "created_at": NOW,
-            }
-            for opd in (1, 2)
-        ],
-    )
     total = waiting + others
-    asn_count = (total + PER_ASN - 1) // PER_ASN
-    pic_account = asn_count + 1
-    await _insert(
-        engine,
-        ChannelAccount,
-        [
-            {
-                "id": account,
-                "channel": Channel.TELEGRAM,
-                "external_id": str(100_000 + account),
-                "language": Language.INDONESIAN,
-                "display_name": None,
-                "created_at": NOW,
-            }
-            for account in range(1, pic_account + 1)
-        ],
+    rows = [
+        {
+            "id": index,
+            "worker_id": index,
+            "asn_id": 1 + (index - 1) // PER_ASN,
+            "opd_id": 1 if index <= waiting else 2,
+            "occupation": Occupation.DRIVER,
+            "plan": PaymentPlan.MONTHLY,
+            "first_month": date(2026, 12, 1),
+            "status": (
+                SponsorshipStatus.WAITING_FOR_PIC if index <= waiting else SponsorshipStatus.ACTIVE
+            ),
+            "worker_consent": WorkerConsent.GIVEN,
+            "funding_source": FundingSource.ASN_PERSONAL,
+            "created_at": NOW,
+            "status_changed_at": NOW,
+        }
+        for index in range(1, total + 1)
+    ]
+    province = Province(
+        rows,
+        opds=[("OPD-1", "Dinas 1"), ("OPD-2", "Dinas 2")],
+        now=NOW,
+        per_asn=PER_ASN,
+        pic_opds=[1],
+        asn_opd=lambda asn: 1 if (asn - 1) * PER_ASN < waiting else 2,
+        worker_extra=lambda _worker: {
+            "birth_place": "Bengkulu",
+            "street_address": "Jl. Melati 5",
+            "regency": "Kota Bengkulu",
+        },
     )
-    await _insert(
-        engine,
-        Pic,
-        [
-            {
-                "id": 1,
-                "opd_id": 1,
-                "channel_account_id": pic_account,
-                "appointed_by": "bench",
-                "appointed_at": NOW,
-            }
-        ],
-    )
-    await _insert(
-        engine,
-        Asn,
-        [
-            {
-                "id": asn,
-                "nip": f"{asn:018d}",
-                "employment_type": EmploymentType.PNS,
-                "full_name": f"ASN {asn}",
-                "birth_date": date(1980, 1, 1),
-                "sex": Sex.MALE,
-                "opd_id": 1 if (asn - 1) * PER_ASN < waiting else 2,
-                "phone_e164": f"+628{asn:09d}",
-                "channel_account_id": asn,
-                "registered_at": NOW,
-            }
-            for asn in range(1, asn_count + 1)
-        ],
-    )
-    await _insert(
-        engine,
-        Worker,
-        [
-            {
-                "id": worker,
-                "nik_hash": worker.to_bytes(32, "big"),
-                "nik_ciphertext": b"x",
-                "nik_masked": "3201********0001",
-                "full_name": f"Pekerja {worker}",
-                "birth_date": date(1985, 1, 1),
-                "sex": Sex.FEMALE,
-                "phone_e164": None,
-                "birth_place": "Bengkulu",
-                "street_address": "Jl. Melati 5",
-                "village": "Desa",
-                "district": "Kecamatan",
-                "regency": "Kota Bengkulu",
-                "created_at": NOW,
-                "updated_at": NOW,
-            }
-            for worker in range(1, total + 1)
-        ],
-    )
-    await _insert(
-        engine,
-        Sponsorship,
-        [
-            {
-                "id": index,
-                "worker_id": index,
-                "asn_id": 1 + (index - 1) // PER_ASN,
-                "opd_id": 1 if index <= waiting else 2,
-                "occupation": Occupation.DRIVER,
-                "plan": PaymentPlan.MONTHLY,
-                "first_month": date(2026, 12, 1),
-                "status": (
-                    SponsorshipStatus.WAITING_FOR_PIC
-                    if index <= waiting
-                    else SponsorshipStatus.ACTIVE
-                ),
-                "worker_consent": WorkerConsent.GIVEN,
-                "funding_source": FundingSource.ASN_PERSONAL,
-                "created_at": NOW,
-                "status_changed_at": NOW,
-            }
-            for index in range(1, total + 1)
-        ],
-    )
-    return pic_account
+    await seed_province(engine, province)
+    return province.asn_count + 1
 
 
 def p95(values: list[float]) -> float:
@@ -210,13 +119,7 @@ async def timed(work: Callable[[], Awaitable[Any]]) -> float:
 
 
 async def measure(url: str, waiting: int, others: int, runs: int, data_dir: Path) -> bool:
-    if not is_sqlite(url):
-        engine = create_engine(url)
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await connection.exec_driver_sql("CREATE SCHEMA public")
-        await engine.dispose()
-    await upgrade_to_head(url)
+    await empty_database(url)
     backend = "sqlite" if is_sqlite(url) else "postgresql"
     settings = Settings(
         app=AppSettings(

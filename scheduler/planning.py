@@ -10,7 +10,8 @@ starts it again, skipping what the dead attempt committed (dedupe keys).
 
 The reminder planner runs in a child process of its own (`off_loop`: a spawned
 interpreter with its own database connection; SQLite in WAL mode) in pages of
-`PLANNER_CHUNK_SIZE` sponsorships, one transaction each. Its Python work
+`PLANNER_CHUNK_SIZE` sponsorships, each read in a read-only transaction and
+written in a short one (`ReminderPlanner._plan_chunked`). Its Python work
 (some 30 s at 1.44 million sponsorships) would otherwise hold the bot's event
 loop, and on SQLite the loop's one connection, for the whole run: every chat
 froze (issue 14: 2.75 s at 144,000). A thread would still share the GIL with

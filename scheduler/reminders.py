@@ -75,6 +75,7 @@ from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs, Translator
 from handlers.where_to_pay import where_to_pay
 from storage import dues_queries
+from storage.db import read_only
 from storage.dues_queries import (
     DuesTerms,
     PaidMonths,
@@ -339,29 +340,40 @@ class ReminderPlanner:
         on_chunk: ChunkHook | None,
         between_pages: Callable[[int], Awaitable[None]] | None,
     ) -> PlanResult:
-        """Pages of `chunk_size` sponsorships in id order (keyset), one transaction each.
+        """Pages of `chunk_size` sponsorships in id order (keyset), each read, then written.
 
         Each page reads only its own terms, payments (an id range of the payment
-        index), planned keys (an IN list of its candidates) and names, and writes
-        its reminders and lapses; the payroll lines, counted over all pages, go
-        in a last transaction. Between pages no transaction is open: a chat's
-        step waits at most one page for SQLite's write lock, and the event loop
-        (when the run shares it) gets its turn.
+        index), planned keys (an IN list of its candidates) and names, in a
+        transaction that only reads (`storage.db.read_only`: on SQLite no write
+        lock, so a chat's step never waits for a page's reads or its Python
+        work); then writes its reminders and lapses in a short transaction of
+        its own, which first drops the reminders of sponsorships with a payment
+        recorded or decided since the read (`dues_queries.paid_since`; a lapse
+        checks the same in its UPDATE). The payroll lines, counted over all
+        pages, go in the last page's write (a short last page, or an empty one
+        when the last is full). A page with nothing to write and no `on_chunk`
+        opens no write transaction. Between pages no transaction is open.
         """
         result = PlanResult()
-        async with self._database.connect() as connection:
-            pics = await dues_queries.pics_by_opd(connection)
+        pics: dict[int, list[PicRecipient]] | None = None
         payroll: dict[tuple[int, str, date], int] = {}
         decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]] = {}
         after = 0
         pages = 0
         while True:
-            async with self._database.begin() as connection:
-                terms = await dues_queries.dues_terms(connection, after=after, limit=chunk_size)
+            read_at = self._clock()
+            async with read_only(self._database) as reader:
+                if pics is None:
+                    pics = await dues_queries.pics_by_opd(reader)
+                terms = await dues_queries.dues_terms(reader, after=after, limit=chunk_size)
+                last = len(terms) < chunk_size
+                missing: list[_Reminder] = []
+                lapsing: list[DuesTerms] = []
+                payers: dict[int, Payer] = {}
+                id_range = (terms[0][0], terms[-1][0]) if terms else None
                 if terms:
-                    id_range = (terms[0][0], terms[-1][0])
                     paid = await dues_queries.confirmed_months(
-                        connection, including_recorded=True, id_range=id_range
+                        reader, including_recorded=True, id_range=id_range
                     )
                     reminders, _, page_payroll, lapsing = self._compute(
                         terms, paid, today, decisions
@@ -369,15 +381,27 @@ class ReminderPlanner:
                     for group, count in page_payroll.items():
                         payroll[group] = payroll.get(group, 0) + count
                     existing = await dues_queries.existing_keys_among(
-                        connection, [reminder.key for reminder in reminders]
+                        reader, [reminder.key for reminder in reminders]
                     )
                     missing = [reminder for reminder in reminders if reminder.key not in existing]
                     missing.sort(key=_key_of)
-                    lapsing_ids = [row.sponsorship_id for row in lapsing]
-                    wanted = [reminder.terms[0] for reminder in missing] + lapsing_ids
-                    payers = await dues_queries.payers(connection, wanted, id_range=id_range)
+                    wanted = [reminder.terms[0] for reminder in missing]
+                    wanted += [row.sponsorship_id for row in lapsing]
+                    payers = await dues_queries.payers(reader, wanted, id_range=id_range)
+            pages += 1
+            if missing or lapsing or (last and payroll) or on_chunk is not None:
+                async with self._database.begin() as connection:
+                    if id_range is not None and missing:
+                        paid_meanwhile = await dues_queries.paid_since(
+                            connection, id_range, read_at
+                        )
+                        if paid_meanwhile:
+                            missing = [r for r in missing if r.terms[0] not in paid_meanwhile]
                     changed = await dues_queries.mark_lapsed(
-                        connection, lapsing_ids, now=now, read_at=now
+                        connection,
+                        [row.sponsorship_id for row in lapsing],
+                        now=now,
+                        read_at=now,
                     )
                     await self._write_reminders(
                         connection, missing, payers, result, now, not_before
@@ -385,14 +409,16 @@ class ReminderPlanner:
                     await self._lapse(
                         connection, lapsing, set(changed), payers, pics, result, now, not_before
                     )
-                    after = id_range[1]
-                else:
-                    await self._write_payroll(connection, payroll, pics, result, now, not_before)
-                pages += 1
-                if on_chunk is not None:
-                    await on_chunk(connection, pages, result)
-            if not terms:
+                    if last:
+                        await self._write_payroll(
+                            connection, payroll, pics, result, now, not_before
+                        )
+                    if on_chunk is not None:
+                        await on_chunk(connection, pages, result)
+            if last:
                 return result
+            assert id_range is not None
+            after = id_range[1]
             if between_pages is not None:
                 await between_pages(pages)
             else:

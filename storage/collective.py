@@ -36,6 +36,7 @@ from storage.collective_file import (
     write_collective_xlsx,
 )
 from storage.crypto import NikCipher
+from storage.db import read_only
 from storage.models import SPONSORSHIP_IS_OPEN, Asn, Sponsorship, Worker
 
 _sponsorship = Sponsorship.__table__.c
@@ -183,21 +184,23 @@ async def export_batch(
     transaction, the next chunk read while the current one is written. The
     thread costs nothing measurable and gains a little: 144,000 rows took
     4.3-4.7 s this way and 5.0 s written on the loop chunk by chunk (zlib
-    compresses without holding the GIL, overlapping the reading). On SQLite
-    every transaction holds the write lock (BEGIN IMMEDIATE), so one long
-    read would pause the bot for the whole export. Opens and ends its own
-    read-only transactions; commits nothing. `progress` is called with the
+    compresses without holding the GIL, overlapping the reading). Each chunk
+    is read in its own `storage.db.read_only` transaction (SQLite: a deferred
+    BEGIN, no write lock), so neither a long read nor an export in another
+    process holds up the bot's writes. Commits nothing. `progress` is called with the
     number of rows handed to the writer, per chunk. Rows of workers erased
     since the batch went out are written as erased (`erased_row`), and the
     file says how many above the headers. `columns`: the province's column
     map; `as_csv`: the CSV form (`write_collective_csv`) instead of the XLSX.
     """
     loop = asyncio.get_running_loop()
-    async with database.begin() as connection:
+    # Read-only transactions (SQLite: no write lock), so an export in another process
+    # (`sertakan export`) never holds up the bot's writes for a chunk.
+    async with read_only(database) as connection:
         erased = await erased_row_count(connection, batch_id=batch_id)
 
     async def read(after_id: int) -> tuple[list[CollectiveRow], int | None]:
-        async with database.begin() as connection:
+        async with read_only(database) as connection:
             return await collective_chunk(
                 connection, cipher, batch_id=batch_id, after_id=after_id, limit=chunk_size
             )

@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -22,6 +22,7 @@ from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -50,6 +51,24 @@ _PERMANENT_OS_ERRORS: Final = (
 _SQLITE_LOCK_MESSAGES: Final = ("database is locked", "database table is locked")
 #: asyncpg's errors of a server that is starting, shutting down or full (by name: no stubs).
 _POSTGRES_NOT_READY: Final = frozenset({"CannotConnectNowError", "TooManyConnectionsError"})
+
+
+#: The execution option of a connection that only reads (`read_only`).
+READ_ONLY_OPTION: Final = "sertakan_read_only"
+
+
+@contextlib.asynccontextmanager
+async def read_only(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction that only reads, rolled back at the end.
+
+    SQLite: a deferred BEGIN instead of BEGIN IMMEDIATE, so its reads (one WAL
+    snapshot) hold no write lock: a writer, the event loop's chats included,
+    never waits for them. PostgreSQL: an ordinary transaction.
+    """
+    async with engine.connect() as connection:
+        await connection.execution_options(**{READ_ONLY_OPTION: True})
+        await connection.begin()
+        yield connection  # closing the connection rolls the transaction back
 
 
 def insert_for(dialect_name: str) -> Callable[[Any], Any]:
@@ -142,11 +161,14 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         driver = conn.connection.driver_connection
+        # A reader (`READ_ONLY`) takes no write lock: a deferred BEGIN reads one WAL
+        # snapshot while writers go on (and is never waited for by them).
+        begin = "BEGIN" if conn.get_execution_options().get(READ_ONLY_OPTION) else "BEGIN IMMEDIATE"
         if isinstance(driver, InlineConnection):
             # Straight to sqlite3: a statement through SQLAlchemy costs ~0.1 ms per event.
-            driver.sqlite3_connection.execute("BEGIN IMMEDIATE")
+            driver.sqlite3_connection.execute(begin)
         else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(begin)
 
 
 class _DiskTrouble:

@@ -476,6 +476,8 @@ async def payers(
     `id_range` (first, last id, inclusive, holding all of them), over that range.
     """
     wanted = sorted(set(sponsorship_ids))
+    if not wanted:
+        return {}
     channels: dict[str, Channel] = {channel.value: channel for channel in Channel}
     languages: dict[str, Language] = {language.value: language for language in Language}
     plain = _PAYERS.with_only_columns(
@@ -487,7 +489,16 @@ async def payers(
         type_coerce(ChannelAccount.language, String),
         Worker.phone_e164,
     )
-    if id_range is not None and len(wanted) >= CHUNK:
+    driver = await _asyncpg(connection)
+    if driver is not None and (id_range is not None or len(wanted) < _READ_ALL_PAYERS_FROM):
+        # By the ids, one array: the server looks each up by its primary key. (An id range
+        # of the sponsorships was joined by hashing the whole ASN table: 0.2 s a page at
+        # 1.44 million.)
+        rows = await driver.fetch(
+            _sql(plain.where(text("sponsorship.id = ANY($1::int[])")), connection.dialect),
+            wanted,
+        )
+    elif id_range is not None and len(wanted) >= CHUNK:
         low, high = id_range
         rows = await _fetch(
             connection, plain.where(text(f"sponsorship.id BETWEEN {int(low)} AND {int(high)}"))
@@ -507,6 +518,23 @@ async def payers(
         for sponsorship_id, worker, asn, channel, external_id, language, phone in rows
         if sponsorship_id in wanted_set
     }
+
+
+async def paid_since(
+    connection: AsyncConnection, id_range: tuple[int, int], since: datetime
+) -> set[int]:
+    """The sponsorships in `id_range` (inclusive) with a payment recorded or decided after
+    `since`: a chunked planner's page read before then must not remind them now."""
+    low, high = id_range
+    result = await connection.execute(
+        select(Payment.sponsorship_id)
+        .where(
+            Payment.sponsorship_id.between(low, high),
+            or_(Payment.recorded_at > since, Payment.decided_at > since),
+        )
+        .distinct()
+    )
+    return set(result.scalars())
 
 
 async def pics_by_opd(connection: AsyncConnection) -> dict[int, list[PicRecipient]]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from sqlalchemy import text
 
 from storage.crypto import NikCipher, NikKeyError, decode_key, generate_key
-from storage.db import create_engine
+from storage.db import create_engine, read_only
 
 
 async def test_every_sqlite_connection_gets_wal_foreign_keys_and_busy_timeout(
@@ -46,3 +48,29 @@ def test_bad_keys_are_refused_with_a_reason() -> None:
         decode_key("c2hvcnQ=")
     with pytest.raises(NikKeyError, match="base64"):
         decode_key("not base64 at all!")
+
+
+async def test_a_read_only_transaction_holds_no_write_lock(tmp_path: Path) -> None:
+    """SQLite: while one connection reads in `read_only` (a page of the planner), another
+    process's write transaction (BEGIN IMMEDIATE) commits at once, not after a busy wait;
+    an ordinary transaction of the reader would hold the write lock until it ends."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locks.sqlite3'}"
+    reader_engine = create_engine(url)
+    writer_engine = create_engine(url, busy_timeout_ms=100)
+    try:
+        async with reader_engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE item (id INTEGER PRIMARY KEY)"))
+        async with read_only(reader_engine) as reader:
+            assert (await reader.execute(text("SELECT count(*) FROM item"))).scalar_one() == 0
+            async with writer_engine.begin() as writer:
+                await writer.execute(text("INSERT INTO item (id) VALUES (1)"))
+            # One snapshot: the reader still sees the table as it was.
+            assert (await reader.execute(text("SELECT count(*) FROM item"))).scalar_one() == 0
+        async with reader_engine.begin() as holding:
+            await holding.execute(text("SELECT count(*) FROM item"))
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                async with writer_engine.begin() as writer:
+                    await writer.execute(text("INSERT INTO item (id) VALUES (2)"))
+    finally:
+        await reader_engine.dispose()
+        await writer_engine.dispose()
