@@ -162,7 +162,7 @@ async def measure(
                         "batch": batch,
                         "round_trip_ms": round_trip_ms,
                         "margin": margin,
-                        "late_starts": sum(dispatcher.late_starts for dispatcher in running),
+                        "starts_held": sum(dispatcher.starts_held for dispatcher in running),
                         "dispatchers": dispatchers,
                         "database": engines[0].dialect.name,
                         "delivered": len(server.sent),
@@ -198,7 +198,7 @@ def report(result: dict[str, object], rate: float) -> bool:
         f"{steady_ratio:.1%} (target >= {TARGET_RATIO:.0%}); busiest second "
         f"{result['busiest_second']} (server allows {result['server_rate']}); "
         f"429s: {result['too_many_requests']}; margin {result['margin']:.0%}, "
-        f"late starts re-placed: {result['late_starts']}; duplicates: {result['duplicates']}; "
+        f"starts held at the gate: {result['starts_held']}; duplicates: {result['duplicates']}; "
         f"missing: {result['missing']}; wall {result['wall_s']:.1f} s, "
         f"CPU {result['cpu_s']:.1f} s -> {'MET' if met else 'MISS'}",
         flush=True,

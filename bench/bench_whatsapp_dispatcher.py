@@ -203,7 +203,7 @@ async def _measure(
             "batch": batch,
             "round_trip_ms": round_trip_ms,
             "margin": margin,
-            "late_starts": sum(dispatcher.late_starts for dispatcher in running),
+            "starts_held": sum(dispatcher.starts_held for dispatcher in running),
             "dispatchers": len(engines),
             "database": db.dialect.name,
             "delivered": len(graph.sent),
@@ -243,7 +243,7 @@ def report(case: str, result: dict[str, Any], rate: float) -> bool:
         f"{result['achieved_rate']:.2f} msg/s = {ratio:.1%} of the configured {rate:g}/s; steady "
         f"{result['steady_rate']:.2f} msg/s = {steady_ratio:.1%} (target >= {TARGET_RATIO:.0%}); "
         f"130429: {result['refused_130429']}; 131056: {result['refused_131056']}; "
-        f"margin {result['margin']:.0%}, late starts re-placed: {result['late_starts']}; "
+        f"margin {result['margin']:.0%}, starts held at the gate: {result['starts_held']}; "
         f"duplicates: {result['duplicates']}; missing: {result['missing']}; "
         f"wall {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s -> {'MET' if met else 'MISS'}",
         flush=True,

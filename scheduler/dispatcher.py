@@ -196,11 +196,6 @@ class CountsMessages(Protocol):
         ...
 
 
-#: Places a send gives up for waking too late before it goes anyway: a machine that late
-#: keeps no pace, and a platform's rare 429 pauses the channel (handled) where a row that
-#: never goes would not be.
-_LATE_TURNS = 3
-
 #: A channel busy for longer than this (a platform's pause) hands its rows back instead
 #: of holding them; shorter waits are the others' sends and are waited out.
 _WAIT_AT_MOST_S = 1.0
@@ -290,11 +285,13 @@ class Dispatcher:
             if channel in self._senders
         }
         self._budget = budget or LocalSendBudget(self._rates, monotonic=monotonic)
-        #: How late a send may start after its place: half of what the margin leaves between
-        #: the schedule and the platform's limit (at 4 %, 40 ms in any second).
-        self._late_s = settings.rate_margin / 2
-        #: Sends that woke too late for their place and took another (see `_take_place`).
-        self.late_starts = 0
+        #: This process's own sends, by their actual start: when the next may start (see
+        #: `_pass_start_gate`), and how far ahead of that a send may go: half of what the
+        #: margin leaves between the schedule and the platform's limit (4 %: 20 ms a second).
+        self._start_gate = {channel: 0.0 for channel in self._rates}
+        self._gate_slack_s = settings.rate_margin / 2
+        #: Sends the start gate held back (woken by a late loop together with later ones).
+        self.starts_held = 0
         #: This process's view of a platform's pause (its own 429s, the budget's long waits).
         self._paused_until: dict[Channel, float] = {}
         #: One take at a time per channel: this process's sends queue here, not in the budget.
@@ -523,7 +520,6 @@ class Dispatcher:
         if rate is None:
             return True
         ahead = lookahead_s(rate)
-        late_turns = 0
         while not self._stopping.is_set():
             if self.paused_for(claim.channel) > 0:
                 return False
@@ -537,17 +533,9 @@ class Dispatcher:
                     continue
             match took:
                 case Granted(wait_s=wait):
-                    planned = self._monotonic() + wait
                     if wait > 0:
                         await self._sleep(wait)
-                    late = self._monotonic() - planned > self._late_s
-                    if late and late_turns < _LATE_TURNS:
-                        # Woken late (a busy machine): sent now, it would arrive bunched with
-                        # the sends placed after it, over the platform's limit. Its place
-                        # goes unused; it takes the next one.
-                        late_turns += 1
-                        self.late_starts += 1
-                        continue
+                    await self._pass_start_gate(claim.channel, messages * rate.cost_s)
                     # A 429 to a send before this one pauses the rest of the batch too.
                     return self.paused_for(claim.channel) <= 0
                 case RecipientBusy(free_in_s=free_in):
@@ -557,6 +545,26 @@ class Dispatcher:
                     self._note_pause(claim.channel, retry_in)
                     return False
         return False
+
+    async def _pass_start_gate(self, channel: Channel, cost_s: float) -> None:
+        """Wait until this process's sends on `channel`, by their actual start, keep the
+        schedule's pace, less `_gate_slack_s` in all.
+
+        The budget places sends 1/rate apart, but a busy event loop (or a process
+        the system did not run for a while) wakes several at once, late, and a
+        platform counting arrivals sees them in one burst over its limit. This is
+        the same schedule again, on the starts: a send that follows a late one
+        waits for its spacing, so a late loop shifts the stream once instead of
+        bunching it, and the slack lets a send be a little early on that shift.
+        """
+        while True:
+            now = self._monotonic()
+            earliest = self._start_gate[channel] - self._gate_slack_s
+            if now >= earliest:
+                self._start_gate[channel] = max(self._start_gate[channel], now) + cost_s
+                return
+            self.starts_held += 1
+            await self._sleep(earliest - now)
 
     async def _pause(self, channel: Channel, seconds: float) -> None:
         """Pause the channel's sends, for every process sharing the budget; logged once per
