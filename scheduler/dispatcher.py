@@ -17,6 +17,9 @@ pair rate limit; each rate less `rate_margin`, default 4 %):
   a send costs no throughput (the sliding window before, freeing a place one
   second after a send completed, reached rate/(1 + round trip)). The margin
   absorbs the jitter between a send's planned start and its arrival;
+- the same pace again on this process's *actual* starts (`_pass_start_gate`,
+  slack half the margin): a late event loop wakes several sends at once, and
+  they go one interval apart instead of in a burst the platform refuses;
 - the dispatcher takes a place only when it starts within a few sends of now
   (`lookahead_s`), so it fills what the replies leave and a reply never waits
   behind a batch of notices; a process's own sends queue on a lock per
