@@ -463,18 +463,20 @@ async def test_a_sender_that_raises_costs_an_attempt_not_the_batch(
     ] * 2
 
 
-class _StartRecorder:
-    """A Telegram sender that records when (on the fake time) each send started."""
+class StartRecorder:
+    """A Telegram sender that records when (by `stamp`) and to whom each send started, and
+    answers from a script of results, then `Sent`."""
 
     channel = Channel.TELEGRAM
 
-    def __init__(self, fake_time: FakeTime) -> None:
-        self.fake_time = fake_time
+    def __init__(self, stamp: Callable[[], float], *answers: SendResult) -> None:
+        self.stamp = stamp
         self.started: list[tuple[float, str]] = []
+        self._answers = list(answers)
 
     async def send(self, notice: OutgoingNotice) -> SendResult:
-        self.started.append((self.fake_time.now, notice.recipient))
-        return Sent()
+        self.started.append((self.stamp(), notice.recipient))
+        return self._answers.pop(0) if self._answers else Sent()
 
 
 class StallingTime(FakeTime):
@@ -500,7 +502,7 @@ async def test_sends_woken_late_together_go_at_their_spacing_not_in_a_burst(
     chats = [FIRST_CHAT + n for n in range(12)]
     await add(db_engine, chats)
     stalled = StallingTime(clock, stall_after=4, stall_s=0.2)
-    recorder = _StartRecorder(stalled)
+    recorder = StartRecorder(stalled.monotonic)
     sending = Dispatcher(
         db_engine,
         {Channel.TELEGRAM: recorder},

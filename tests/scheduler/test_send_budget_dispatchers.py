@@ -36,12 +36,13 @@ from domain.vocabulary import Channel, Language, OutboxStatus
 from handlers.i18n import Catalogs
 from handlers.types import QueuedReplies, Reply
 from scheduler.dispatcher import Dispatcher, budget_rates
-from scheduler.sending import OutgoingNotice, RetryAfter, SendResult, Sent
+from scheduler.sending import RetryAfter
 from storage.db import create_engine
 from storage.outbox import Notice, counts_by_status, enqueue
 from storage.send_budget import SendBudget, send_budget
 from tests.fakes.graph_api import FakeGraphServer
 from tests.fakes.telegram_api import FakeTelegramServer
+from tests.scheduler.test_dispatcher import StartRecorder
 
 WIB = ZoneInfo("Asia/Jakarta")
 FIRST_CHAT = 7_100_000_000
@@ -235,21 +236,6 @@ async def test_dispatchers_and_replies_share_one_budget_without_a_refusal(
         assert 0.75 * WHATSAPP_RATE <= whatsapp_peak <= WHATSAPP_RATE
 
 
-class _Stamping:
-    """A Telegram sender that stamps each send's start (wall clock, as PostgreSQL's) and
-    answers from a script, then `Sent`."""
-
-    channel = Channel.TELEGRAM
-
-    def __init__(self, *answers: SendResult) -> None:
-        self.started: list[float] = []
-        self._answers = list(answers)
-
-    async def send(self, notice: OutgoingNotice) -> SendResult:
-        self.started.append(time.time())
-        return self._answers.pop(0) if self._answers else Sent()
-
-
 async def test_a_429_to_one_process_holds_every_process_for_its_retry_after(
     engines: list[AsyncEngine],
 ) -> None:
@@ -277,16 +263,17 @@ async def test_a_429_to_one_process_holds_every_process_for_its_retry_after(
                 )
                 await enqueue(connection, notice, now=utc_now())
 
-    def dispatcher(engine: AsyncEngine, sender: _Stamping) -> Dispatcher:
+    def dispatcher(engine: AsyncEngine, sender: StartRecorder) -> Dispatcher:
         budget = send_budget(engine, budget_rates(settings))
         return Dispatcher(engine, {Channel.TELEGRAM: sender}, utc_now, settings, WIB, budget=budget)
 
-    refused = _Stamping(RetryAfter(retry_after, "Too Many Requests: retry after 2"))
+    # Stamped by the wall clock, as PostgreSQL's.
+    refused = StartRecorder(time.time, RetryAfter(retry_after, "Too Many Requests: retry after 2"))
     await due_now([FIRST_CHAT], "first")
     assert await dispatcher(engines[0], refused).tick() == 1
     others = [FIRST_CHAT + 1 + n for n in range(3)]
     await due_now(others, "second")
-    waiting = _Stamping()
+    waiting = StartRecorder(time.time)
     second = dispatcher(engines[1], waiting)
     async with asyncio.timeout(60):
         while len(waiting.started) < len(others):
@@ -295,4 +282,4 @@ async def test_a_429_to_one_process_holds_every_process_for_its_retry_after(
 
     # Rows due at once, yet the other process sent nothing before the pause was over (it
     # counts from PostgreSQL's clock once the 429 came back, after the refused send began).
-    assert min(waiting.started) >= refused.started[0] + retry_after - 0.01
+    assert min(at for at, _ in waiting.started) >= refused.started[0][0] + retry_after - 0.01
