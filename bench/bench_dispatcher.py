@@ -10,7 +10,7 @@ API's round trip; one case per value given).
 
     python -m bench.bench_dispatcher [--notices 20000] [--rate 30] [--server-rate R]
         [--batch 100] [--round-trip-ms 0 100 250]
-        [--dispatchers N --database-url postgresql+asyncpg://...]
+        [--dispatchers N --database-url postgresql+asyncpg://...] [--margin 0.04]
 
 With `--dispatchers N` (PostgreSQL only; the URL's database is wiped), N
 dispatchers, each with its own engine and connection pool as N processes
@@ -95,6 +95,7 @@ async def measure(
     round_trip_ms: int,
     dispatchers: int,
     database_url: str | None,
+    margin: float,
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench-dispatcher-") as folder:
         async with fresh_database(database_url, Path(folder)) as url:
@@ -107,6 +108,7 @@ async def measure(
                     server.answer_delay_s = round_trip_ms / 1000
                     settings = DispatcherSettings(
                         telegram_rate_per_s=rate,
+                        rate_margin=margin,
                         batch_size=batch,
                         idle_s=0.05,
                         # A benchmark runs at any hour.
@@ -159,6 +161,8 @@ async def measure(
                         "server_rate": server_rate,
                         "batch": batch,
                         "round_trip_ms": round_trip_ms,
+                        "margin": margin,
+                        "starts_held": sum(dispatcher.starts_held for dispatcher in running),
                         "dispatchers": dispatchers,
                         "database": engines[0].dialect.name,
                         "delivered": len(server.sent),
@@ -193,7 +197,8 @@ def report(result: dict[str, object], rate: float) -> bool:
         f"the configured {rate:g}/s; steady {result['steady_rate']:.2f} msg/s = "
         f"{steady_ratio:.1%} (target >= {TARGET_RATIO:.0%}); busiest second "
         f"{result['busiest_second']} (server allows {result['server_rate']}); "
-        f"429s: {result['too_many_requests']}; duplicates: {result['duplicates']}; "
+        f"429s: {result['too_many_requests']}; margin {result['margin']:.0%}, "
+        f"starts held at the gate: {result['starts_held']}; duplicates: {result['duplicates']}; "
         f"missing: {result['missing']}; wall {result['wall_s']:.1f} s, "
         f"CPU {result['cpu_s']:.1f} s -> {'MET' if met else 'MISS'}",
         flush=True,
@@ -226,6 +231,10 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--dispatchers", type=int, default=1, help="sharing one budget (PG)")
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL (wiped!)")
+    parser.add_argument(
+        "--margin", type=float, default=DispatcherSettings().rate_margin,
+        help="share of the rate kept unused (DISPATCH_RATE_MARGIN)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.dispatchers > 1 and (args.database_url is None or is_sqlite(args.database_url)):
         parser.error("--dispatchers > 1 needs --database-url on PostgreSQL")
@@ -249,6 +258,7 @@ def main() -> int:
                 round_trip_ms=round_trip_ms,
                 dispatchers=args.dispatchers,
                 database_url=args.database_url,
+                margin=args.margin,
             )
         )
         broken = report(result, args.rate) or broken

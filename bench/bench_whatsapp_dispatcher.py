@@ -13,7 +13,7 @@ template (the proactive case). The fake holds each answer `--round-trip-ms`
     python -m bench.bench_whatsapp_dispatcher [--notices 10000] [--rate 70]
         [--server-rate 80] [--pair-interval 6] [--batch 140]
         [--case single|several|both] [--per-recipient 5] [--round-trip-ms 0 100 250]
-        [--dispatchers N --database-url postgresql+asyncpg://...]
+        [--dispatchers N --database-url postgresql+asyncpg://...] [--margin 0.04]
 
 With `--dispatchers N` (PostgreSQL only; the URL's database is wiped), N
 dispatchers with their own engines share one send budget through PostgreSQL
@@ -109,6 +109,7 @@ async def measure(
     round_trip_ms: int,
     dispatchers: int,
     database_url: str | None,
+    margin: float,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-wa-dispatcher-") as folder:
         async with fresh_database(database_url, Path(folder)) as url:
@@ -122,6 +123,7 @@ async def measure(
                     pair_interval=pair_interval,
                     batch=batch,
                     round_trip_ms=round_trip_ms,
+                    margin=margin,
                 )
             finally:
                 for engine in engines:
@@ -137,6 +139,7 @@ async def _measure(
     pair_interval: float,
     batch: int,
     round_trip_ms: int,
+    margin: float,
 ) -> dict[str, Any]:
     notices = len(recipients)
     db = engines[0]
@@ -149,6 +152,7 @@ async def _measure(
         settings = DispatcherSettings(
             whatsapp_rate_per_s=rate,
             whatsapp_chat_interval_s=pair_interval,
+            rate_margin=margin,
             batch_size=batch,
             idle_s=0.05,
             # A benchmark runs at any hour.
@@ -198,6 +202,8 @@ async def _measure(
             "pair_interval_s": pair_interval,
             "batch": batch,
             "round_trip_ms": round_trip_ms,
+            "margin": margin,
+            "starts_held": sum(dispatcher.starts_held for dispatcher in running),
             "dispatchers": len(engines),
             "database": db.dialect.name,
             "delivered": len(graph.sent),
@@ -237,6 +243,7 @@ def report(case: str, result: dict[str, Any], rate: float) -> bool:
         f"{result['achieved_rate']:.2f} msg/s = {ratio:.1%} of the configured {rate:g}/s; steady "
         f"{result['steady_rate']:.2f} msg/s = {steady_ratio:.1%} (target >= {TARGET_RATIO:.0%}); "
         f"130429: {result['refused_130429']}; 131056: {result['refused_131056']}; "
+        f"margin {result['margin']:.0%}, starts held at the gate: {result['starts_held']}; "
         f"duplicates: {result['duplicates']}; missing: {result['missing']}; "
         f"wall {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s -> {'MET' if met else 'MISS'}",
         flush=True,
@@ -271,6 +278,10 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--dispatchers", type=int, default=1, help="sharing one budget (PG)")
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL (wiped!)")
+    parser.add_argument(
+        "--margin", type=float, default=DispatcherSettings().rate_margin,
+        help="share of the rate kept unused (DISPATCH_RATE_MARGIN)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.dispatchers > 1 and (args.database_url is None or is_sqlite(args.database_url)):
         parser.error("--dispatchers > 1 needs --database-url on PostgreSQL")
@@ -304,6 +315,7 @@ def main() -> int:
                 round_trip_ms=round_trip_ms,
                 dispatchers=args.dispatchers,
                 database_url=args.database_url,
+                margin=args.margin,
             )
         )
         broken = report(case, result, args.rate) or broken

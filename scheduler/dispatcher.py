@@ -17,6 +17,9 @@ pair rate limit; each rate less `rate_margin`, default 4 %):
   a send costs no throughput (the sliding window before, freeing a place one
   second after a send completed, reached rate/(1 + round trip)). The margin
   absorbs the jitter between a send's planned start and its arrival;
+- the same pace again on this process's *actual* starts (`_pass_start_gate`,
+  slack half the margin): a late event loop wakes several sends at once, and
+  they go one interval apart instead of in a burst the platform refuses;
 - the dispatcher takes a place only when it starts within a few sends of now
   (`lookahead_s`), so it fills what the replies leave and a reply never waits
   behind a batch of notices; a process's own sends queue on a lock per
@@ -285,6 +288,15 @@ class Dispatcher:
             if channel in self._senders
         }
         self._budget = budget or LocalSendBudget(self._rates, monotonic=monotonic)
+        #: This process's own sends, by their actual start (see `_pass_start_gate`): when the
+        #: next may start; how far ahead of that a send may go, half of what the margin
+        #: leaves between the schedule and the platform's limit (4 %: 20 ms); and the gate's
+        #: spacing against the schedule's, half the margin closer (a late stream catches up).
+        self._start_gate = {channel: 0.0 for channel in self._rates}
+        self._gate_slack_s = settings.rate_margin / 2
+        self._gate_spacing = (1 - settings.rate_margin) / (1 - settings.rate_margin / 2)
+        #: Sends the start gate held back (woken by a late loop together with later ones).
+        self.starts_held = 0
         #: This process's view of a platform's pause (its own 429s, the budget's long waits).
         self._paused_until: dict[Channel, float] = {}
         #: One take at a time per channel: this process's sends queue here, not in the budget.
@@ -528,6 +540,7 @@ class Dispatcher:
                 case Granted(wait_s=wait):
                     if wait > 0:
                         await self._sleep(wait)
+                    await self._pass_start_gate(claim.channel, messages * rate.cost_s)
                     # A 429 to a send before this one pauses the rest of the batch too.
                     return self.paused_for(claim.channel) <= 0
                 case RecipientBusy(free_in_s=free_in):
@@ -537,6 +550,31 @@ class Dispatcher:
                     self._note_pause(claim.channel, retry_in)
                     return False
         return False
+
+    async def _pass_start_gate(self, channel: Channel, cost_s: float) -> None:
+        """Wait until this process's sends on `channel`, by their actual start, keep
+        about the schedule's pace: `cost_s` apart less `_gate_slack_s` in all.
+
+        The budget places sends 1/rate apart, but a busy event loop (or a process
+        the system did not run for a while) wakes several at once, late, and a
+        platform counting arrivals sees them in one burst over its limit. The gate
+        is the schedule again, on the starts (GCRA with a tolerance): a send that
+        follows a late one waits, so a late loop shifts the stream instead of
+        bunching it. Its spacing is half the margin shorter than the schedule's,
+        so the shift is made up within seconds (at 4 %, 2 % faster) instead of
+        adding up, late wake after late wake, into lost throughput; at most
+        rate x (1 - margin / 2) x (1 s + slack) + 1 sends start in any second
+        (30 at 30/s), the platform's limit.
+        """
+        while True:
+            now = self._monotonic()
+            earliest = self._start_gate[channel] - self._gate_slack_s
+            if now >= earliest:
+                spacing = cost_s * self._gate_spacing
+                self._start_gate[channel] = max(self._start_gate[channel], now) + spacing
+                return
+            self.starts_held += 1
+            await self._sleep(earliest - now)
 
     async def _pause(self, channel: Channel, seconds: float) -> None:
         """Pause the channel's sends, for every process sharing the budget; logged once per

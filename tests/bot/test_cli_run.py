@@ -8,12 +8,14 @@ and stopped with SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -23,6 +25,7 @@ from storage.crypto import generate_key
 from tests.fakes.telegram_api import FakeTelegramServer
 
 CHAT = 4242
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -49,25 +52,65 @@ def _environment(tmp_path: Path, database_url: str, server: FakeTelegramServer) 
     return env
 
 
-async def _run(env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "run",
-        env=env,
-        # Outside the repository, so no .env file there can leak in.
-        cwd=env["SERTAKAN_DATA_DIR"],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+#: Ceilings, not expected times: on a loaded machine (load 10 on 2 cores) starting the
+#: process (imports, migrations) took over a minute. A process that exits fails at once.
+START_WITHIN_S = 300.0
+STOP_WITHIN_S = 120.0
 
 
-async def _stop(process: asyncio.subprocess.Process) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return process.returncode, output.decode(errors="replace")
+@dataclasses.dataclass(slots=True, frozen=True)
+class BotProcess:
+    """`python -m bot run` with its output going to a file: a pipe read only at the end
+    fills up with a busy process's log lines and stops it."""
+
+    process: asyncio.subprocess.Process
+    output: Path
+
+    def read_output(self) -> str:
+        return self.output.read_text(encoding="utf-8", errors="replace")
+
+    async def wait_for(self, condition: Awaitable[T], within_s: float = START_WITHIN_S) -> T:
+        """`condition`'s result, while the process runs; its exit fails the test at once
+        with its output, and `within_s` is only a ceiling."""
+        waiting = asyncio.ensure_future(condition)
+        exited = asyncio.ensure_future(self.process.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {waiting, exited}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (waiting, exited):
+                task.cancel()
+            await asyncio.gather(waiting, exited, return_exceptions=True)
+        if waiting in done:
+            return waiting.result()
+        if exited in done:
+            pytest.fail(f"the bot exited with {self.process.returncode}:\n{self.read_output()}")
+        raise TimeoutError(f"not within {within_s:g} s; the bot's output:\n{self.read_output()}")
+
+
+async def _run(env: dict[str, str]) -> BotProcess:
+    output = Path(env["SERTAKAN_DATA_DIR"]) / "bot-output.log"
+    with output.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            env=env,
+            # Outside the repository, so no .env file there can leak in.
+            cwd=env["SERTAKAN_DATA_DIR"],
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    return BotProcess(process, output)
+
+
+async def _stop(bot: BotProcess) -> tuple[int, str]:
+    if bot.process.returncode is None:
+        bot.process.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(bot.process.wait(), timeout=STOP_WITHIN_S)
+    return code, bot.read_output()
 
 
 def _free_port() -> int:
@@ -82,7 +125,7 @@ async def test_run_with_a_token_polls_telegram_and_stops_cleanly(
     process = await _run(_environment(tmp_path, database_url, server))
     try:
         update = server.push_update(server.text_update(CHAT, "/start"))
-        sent = await server.wait_for_messages(CHAT, 2, timeout=60)
+        sent = await process.wait_for(server.wait_for_messages(CHAT, 2, timeout=START_WITHIN_S))
     finally:
         code, output = await _stop(process)
     assert sent[0].text.startswith("Selamat datang di SERTAKAN")
@@ -108,7 +151,9 @@ async def test_run_in_webhook_mode_serves_the_endpoint_behind_the_secret(
     )
     process = await _run(env)
     try:
-        await server.wait_until(lambda: server.webhook_url == url, timeout=60)
+        await process.wait_for(
+            server.wait_until(lambda: server.webhook_url == url, timeout=START_WITHIN_S)
+        )
         update = server.text_update(CHAT, "/start")
         update["update_id"] = 501
         async with aiohttp.ClientSession() as http:
@@ -118,7 +163,7 @@ async def test_run_in_webhook_mode_serves_the_endpoint_behind_the_secret(
             accepted = await http.post(
                 url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "webhook-secret-1"}
             )
-        sent = await server.wait_for_messages(CHAT, 2, timeout=30)
+        sent = await process.wait_for(server.wait_for_messages(CHAT, 2, timeout=START_WITHIN_S))
     finally:
         code, output = await _stop(process)
     assert (refused.status, accepted.status) == (401, 200)

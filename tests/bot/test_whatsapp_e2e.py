@@ -56,7 +56,7 @@ from storage.audit import Actor
 from storage.models import Opd, Outbox, Sponsorship, WhatsappInbound
 from storage.outbox import Notice, enqueue
 from storage.roles import appoint
-from tests.bot.test_cli_run import _free_port, _run, _stop
+from tests.bot.test_cli_run import START_WITHIN_S, _free_port, _run, _stop
 from tests.fakes import whatsapp_payloads as wa
 from tests.fakes.chat import OPD_SEED, OTHER_NIK, TEST_KEY, WORKER_NIK
 from tests.fakes.clock import FrozenClock
@@ -469,7 +469,8 @@ async def test_the_process_answers_the_handshake_and_a_message(
     url = f"http://127.0.0.1:{port}/whatsapp/webhook"
     try:
         async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(30):
+
+            async def handshake() -> None:
                 while True:
                     with contextlib.suppress(aiohttp.ClientConnectionError):
                         params = {
@@ -480,8 +481,10 @@ async def test_the_process_answers_the_handshake_and_a_message(
                         async with http.get(url, params=params) as response:
                             assert response.status == 200
                             assert await response.text() == "1158201444"
-                            break
+                            return
                     await asyncio.sleep(0.2)
+
+            await process.wait_for(handshake())
             graph.open_window(str(SITI.wa_id))
             # The process runs on the real clock: a message sent now, not on the fixtures' date.
             body = wa.encode(wa.webhook(wa.text(SITI, "halo", at=datetime.now(UTC))))
@@ -492,7 +495,11 @@ async def test_the_process_answers_the_handshake_and_a_message(
             headers = {"X-Hub-Signature-256": wa.sign(body), "Content-Type": "application/json"}
             async with http.post(url, data=body, headers=headers) as response:
                 assert response.status == 200
-            await graph.wait_until(lambda: bool(graph.messages_to(str(SITI.wa_id))), timeout=20)
+            await process.wait_for(
+                graph.wait_until(
+                    lambda: bool(graph.messages_to(str(SITI.wa_id))), timeout=START_WITHIN_S
+                )
+            )
         (intro,) = graph.messages_to(str(SITI.wa_id))
         assert "belum kami kenal" in intro.text
     finally:

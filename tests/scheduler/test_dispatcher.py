@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
 import time as time_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
@@ -57,12 +59,21 @@ class RunningClock(FrozenClock):
 
 
 class FakeTime:
-    """Monotonic time and sleep that move only when slept; the frozen clock moves along."""
+    """Monotonic time and sleep that move only when slept; the frozen clock moves along.
+
+    Sleeps running together behave as timers do: each ends at its own deadline
+    (the time it was called plus its length), the earliest first, and time moves
+    to the deadline of the one that ends, not by the sum of the lengths.
+    """
 
     def __init__(self, clock: FrozenClock) -> None:
         self.clock = clock
         self.now = 1_000.0
         self.slept: list[float] = []
+        #: When each sleep ended (monotonic).
+        self.woke: list[float] = []
+        self._deadlines: list[tuple[float, int]] = []
+        self._numbers = itertools.count()
 
     def monotonic(self) -> float:
         return self.now
@@ -70,9 +81,21 @@ class FakeTime:
     async def sleep(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
         self.slept.append(seconds)
-        self.now += seconds
-        self.clock.advance(timedelta(seconds=seconds))
+        mine = (self.now + seconds, next(self._numbers))
+        heapq.heappush(self._deadlines, mine)
         await asyncio.sleep(0)
+        while self._deadlines[0] != mine:  # noqa: ASYNC110 - an earlier deadline ends first
+            await asyncio.sleep(0)
+        heapq.heappop(self._deadlines)
+        # No yield after this: the sleeper runs at its deadline, before any later one ends.
+        self.advance_to(mine[0])
+        self.woke.append(self.now)
+
+    def advance_to(self, deadline: float) -> None:
+        """Move time on to `deadline` (never back), the frozen clock along."""
+        if deadline > self.now:
+            self.clock.advance(timedelta(seconds=deadline - self.now))
+            self.now = deadline
 
 
 @pytest.fixture
@@ -205,7 +228,7 @@ async def test_due_notices_are_delivered_once_and_marked_sent(
     assert all(
         at is not None and MORNING <= at <= MORNING + timedelta(seconds=0.1) for at in sent_at
     )
-    assert fake_time.slept == pytest.approx([1 / (25 * 0.96)] * 2)
+    assert [at - 1_000.0 for at in fake_time.woke] == pytest.approx([1 / 24, 2 / 24])
 
     clock.now = MORNING + timedelta(minutes=5)
     assert await sending.tick() == 1
@@ -438,6 +461,72 @@ async def test_a_sender_that_raises_costs_an_attempt_not_the_batch(
     assert [(row.status, row.attempts, row.last_error) for row in await rows(db_engine)] == [
         (OutboxStatus.PENDING, 1, "sender raised RuntimeError")
     ] * 2
+
+
+class StartRecorder:
+    """A Telegram sender that records when (by `stamp`) and to whom each send started, and
+    answers from a script of results, then `Sent`."""
+
+    channel = Channel.TELEGRAM
+
+    def __init__(self, stamp: Callable[[], float], *answers: SendResult) -> None:
+        self.stamp = stamp
+        self.started: list[tuple[float, str]] = []
+        self._answers = list(answers)
+
+    async def send(self, notice: OutgoingNotice) -> SendResult:
+        self.started.append((self.stamp(), notice.recipient))
+        return self._answers.pop(0) if self._answers else Sent()
+
+
+class StallingTime(FakeTime):
+    """FakeTime on a busy machine: the `stall_after`-th sleep ends `stall_s` late, and every
+    other sleep due meanwhile with it (a process the system did not run for that long)."""
+
+    def __init__(self, clock: FrozenClock, *, stall_after: int, stall_s: float) -> None:
+        super().__init__(clock)
+        self.stall_after = stall_after
+        self.stall_s = stall_s
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        if len(self.woke) == self.stall_after:
+            self.advance_to(self.now + self.stall_s)
+
+
+async def test_sends_woken_late_together_go_at_their_spacing_not_in_a_burst(
+    db_engine: AsyncEngine, clock: FrozenClock
+) -> None:
+    """Regression (issue 14, a loaded machine): sends whose timers fired late all went at once,
+    and a platform counting arrivals saw more than its limit in one second."""
+    chats = [FIRST_CHAT + n for n in range(12)]
+    await add(db_engine, chats)
+    stalled = StallingTime(clock, stall_after=4, stall_s=0.2)
+    recorder = StartRecorder(stalled.monotonic)
+    sending = Dispatcher(
+        db_engine,
+        {Channel.TELEGRAM: recorder},
+        clock,
+        settings(),  # 25/s less 4 %: one send per 1/24 s; 20 ms late at most
+        WIB,
+        monotonic=stalled.monotonic,
+        sleep=stalled.sleep,
+    )
+
+    assert await sending.tick() == 12
+
+    starts = [at for at, _ in recorder.started]
+    assert sorted(recipient for _, recipient in recorder.started) == sorted(map(str, chats))
+    assert starts == sorted(starts)
+    # The sends due inside the stall went one spacing apart after it: none started closer
+    # to the one before it than the gate's spacing (the schedule's, 2 % shorter to catch
+    # up) less its 20 ms slack.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= 1 / 24 * 0.96 / 0.98 - 0.02 - 1e-9  # (float sums)
+    assert sending.starts_held >= 1
+    # The stall shifted the stream once; the sends kept the schedule's pace after it.
+    assert starts[-1] - starts[0] <= 11 / 24 + 0.2
+    assert [row.status for row in await rows(db_engine)] == [OutboxStatus.SENT] * 12
 
 
 class _ConsoleRecorder:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from datetime import time as wall_time
@@ -35,11 +36,13 @@ from domain.vocabulary import Channel, Language, OutboxStatus
 from handlers.i18n import Catalogs
 from handlers.types import QueuedReplies, Reply
 from scheduler.dispatcher import Dispatcher, budget_rates
+from scheduler.sending import RetryAfter
 from storage.db import create_engine
 from storage.outbox import Notice, counts_by_status, enqueue
 from storage.send_budget import SendBudget, send_budget
 from tests.fakes.graph_api import FakeGraphServer
 from tests.fakes.telegram_api import FakeTelegramServer
+from tests.scheduler.test_dispatcher import StartRecorder
 
 WIB = ZoneInfo("Asia/Jakarta")
 FIRST_CHAT = 7_100_000_000
@@ -231,3 +234,52 @@ async def test_dispatchers_and_replies_share_one_budget_without_a_refusal(
         whatsapp_peak = busiest_second([m.at for m in graph.sent])
         assert 0.75 * TELEGRAM_RATE <= telegram_peak <= TELEGRAM_RATE
         assert 0.75 * WHATSAPP_RATE <= whatsapp_peak <= WHATSAPP_RATE
+
+
+async def test_a_429_to_one_process_holds_every_process_for_its_retry_after(
+    engines: list[AsyncEngine],
+) -> None:
+    """One dispatcher's 429 pauses the channel in the shared budget: another dispatcher
+    (its own engine, as another process) with rows of its own, due now, starts none of
+    them before the retry_after is over."""
+    if len(engines) < 2:
+        pytest.skip("several processes share the budget on PostgreSQL only")
+    retry_after = 2.0
+    settings = DispatcherSettings(
+        telegram_rate_per_s=TELEGRAM_RATE,
+        quiet_start=wall_time(0, 0),
+        quiet_end=wall_time(0, 0),
+    )
+
+    async def due_now(chats: Sequence[int], prefix: str) -> None:
+        async with engines[0].begin() as connection:
+            for chat in chats:
+                notice = Notice(
+                    dedupe_key=f"{prefix}:{chat}",
+                    channel=Channel.TELEGRAM,
+                    recipient=str(chat),
+                    kind="card_ready",
+                    body=f"Pesan untuk {chat}",
+                )
+                await enqueue(connection, notice, now=utc_now())
+
+    def dispatcher(engine: AsyncEngine, sender: StartRecorder) -> Dispatcher:
+        budget = send_budget(engine, budget_rates(settings))
+        return Dispatcher(engine, {Channel.TELEGRAM: sender}, utc_now, settings, WIB, budget=budget)
+
+    # Stamped by the wall clock, as PostgreSQL's.
+    refused = StartRecorder(time.time, RetryAfter(retry_after, "Too Many Requests: retry after 2"))
+    await due_now([FIRST_CHAT], "first")
+    assert await dispatcher(engines[0], refused).tick() == 1
+    others = [FIRST_CHAT + 1 + n for n in range(3)]
+    await due_now(others, "second")
+    waiting = StartRecorder(time.time)
+    second = dispatcher(engines[1], waiting)
+    async with asyncio.timeout(60):
+        while len(waiting.started) < len(others):
+            await second.tick()
+            await asyncio.sleep(0.1)
+
+    # Rows due at once, yet the other process sent nothing before the pause was over (it
+    # counts from PostgreSQL's clock once the 429 came back, after the refused send began).
+    assert min(at for at, _ in waiting.started) >= refused.started[0][0] + retry_after - 0.01
