@@ -210,6 +210,18 @@ class Sponsorship(Base):
         ),
         Index("ix_sponsorship_opd_status", "opd_id", "status"),
         Index("ix_sponsorship_kpj", "kpj"),
+        # The coverage page (storage/coverage.py), read afresh: workers and the paid-until
+        # distribution per OPD from this index alone, and the lapsed/ended workers counted
+        # DISTINCT from a range of the second.
+        Index(
+            "ix_sponsorship_coverage",
+            "opd_id",
+            "status",
+            "paid_until",
+            "first_month",
+            "paid_after_gap",
+        ),
+        Index("ix_sponsorship_status_opd_worker", "status", "opd_id", "worker_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -273,6 +285,13 @@ class Sponsorship(Base):
     ended_month: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     status_changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: Derived from the confirmed payments (`domain.dues.PaidRun`), written only by
+    #: `storage.paid_until.settle`: the last month of the unbroken paid run (None: none)...
+    paid_until: Mapped[date | None] = mapped_column(Date)
+    #: ...and whether confirmed months lie beyond the first unpaid one.
+    paid_after_gap: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
 
     worker: Mapped[Worker] = relationship(lazy="raise")
     asn: Mapped[Asn] = relationship(lazy="raise")
@@ -598,7 +617,8 @@ class WhatsappInbound(Base):
 class Payment(Base):
     """Dues the payer recorded for consecutive months of one sponsorship (PRODUCT 4.4).
 
-    Paid-until and next-due are derived from the confirmed payments, never typed.
+    Paid-until and next-due are derived from the confirmed payments, never typed
+    (`sponsorship.paid_until` is kept by `storage.paid_until.settle` from them).
     A payroll month marked by the PIC is a payment confirmed at once.
     """
 

@@ -1,0 +1,53 @@
+"""The coverage page read afresh: paid-until kept on the sponsorship, and two indexes.
+
+`sponsorship.paid_until` / `paid_after_gap` are derived from the confirmed
+payments (`domain.dues.PaidRun`) and written only by `storage.paid_until.settle`,
+which also fills them here for every sponsorship (the backfill). The indexes let
+the coverage page count workers and the paid-until distribution per OPD from an
+index alone (see docs/ARCHITECTURE.md, "Coverage").
+
+Revision ID: 0014_coverage
+Revises: 0013_planner
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from storage.paid_until import settle
+
+revision: str = "0014_coverage"
+down_revision: str | Sequence[str] | None = "0013_planner"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("sponsorship", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("paid_until", sa.Date(), nullable=True))
+        batch_op.add_column(
+            sa.Column(
+                "paid_after_gap", sa.Boolean(), server_default=sa.text("false"), nullable=False
+            )
+        )
+        batch_op.create_index(
+            "ix_sponsorship_coverage",
+            ["opd_id", "status", "paid_until", "first_month", "paid_after_gap"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_sponsorship_status_opd_worker", ["status", "opd_id", "worker_id"], unique=False
+        )
+    settle(op.get_bind())
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("sponsorship", schema=None) as batch_op:
+        batch_op.drop_index("ix_sponsorship_status_opd_worker")
+        batch_op.drop_index("ix_sponsorship_coverage")
+        batch_op.drop_column("paid_after_gap")
+        batch_op.drop_column("paid_until")
