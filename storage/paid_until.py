@@ -49,6 +49,8 @@ _payment = sa.table(
 #: Ids per IN list and rows per executemany: well under SQLite's bound-parameter limit.
 CHUNK = 2000
 
+_DERIVED = (_sponsorship.c.paid_until, _sponsorship.c.paid_after_gap)
+
 _UPDATE = (
     sa.update(_sponsorship)
     .where(_sponsorship.c.id == sa.bindparam("sid"))
@@ -69,7 +71,10 @@ def settle(connection: Connection, sponsorship_ids: Iterable[int] | None = None)
     sponsorships = _sponsorship.c
     payments = _payment.c
     read = sa.select(
-        sponsorships.id, sponsorships.first_month, sponsorships.paid_until, sponsorships.paid_after_gap
+        sponsorships.id,
+        sponsorships.first_month,
+        sponsorships.paid_until,
+        sponsorships.paid_after_gap,
     )
     paid_rows = sa.select(payments.sponsorship_id, payments.first_month, payments.months).where(
         payments.status == PaymentStatus.CONFIRMED.value

@@ -23,9 +23,9 @@ from domain.tariff import TariffTable
 from domain.vocabulary import Channel, PaymentPlan, PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from storage import audit
-from storage.paid_until import settle_paid_until
 from storage.audit import Actor
 from storage.models import Asn, ChannelAccount, Payment, Sponsorship, Worker
+from storage.paid_until import settle_paid_until
 from storage.workbench import ChangeProblem
 
 #: Sponsorship ids per IN list (well under SQLite's bound-parameter limit).

@@ -185,9 +185,9 @@ async def pay(
     connection: AsyncConnection, worker_id: int, months: list[date], **kw: object
 ) -> None:
     """Payments (one per month) of the sponsorship of `worker_id`, confirmed unless told."""
-    sponsorship = await connection.scalar(
-        select(Sponsorship.id).where(Sponsorship.worker_id == worker_id)
-    )
+    sponsorship = (
+        await connection.scalars(select(Sponsorship.id).where(Sponsorship.worker_id == worker_id))
+    ).one()
     for month in months:
         await connection.execute(
             insert(Payment).values(
