@@ -103,9 +103,10 @@ def _worker_counts(opd_id: int | None = None) -> CompoundSelect[tuple[int, str, 
     if opd_id is not None:
         open_rows = open_rows.where(Sponsorship.opd_id == opd_id)
         closed_rows = closed_rows.where(Sponsorship.opd_id == opd_id)
+    # Grouped in `ix_sponsorship_coverage`'s order: read off the index without a sort.
     return union_all(
-        open_rows.group_by(Sponsorship.opd_id, Sponsorship.status),
-        closed_rows.group_by(Sponsorship.opd_id, Sponsorship.status),
+        open_rows.group_by(Sponsorship.status, Sponsorship.opd_id),
+        closed_rows.group_by(Sponsorship.status, Sponsorship.opd_id),
     )
 
 
@@ -126,21 +127,19 @@ async def paid_standings(
     (`paid_after_gap`) are classified from their payments.
     """
     dues_bearing = text("sponsorship.status IN ('active', 'card_handed_over')")
-    query = select(
-        Sponsorship.opd_id,
-        Sponsorship.paid_until,
-        Sponsorship.first_month,
-        Sponsorship.paid_after_gap,
-        func.count(),
-    ).where(dues_bearing)
-    if opd_id is not None:
-        query = query.where(Sponsorship.opd_id == opd_id)
-    query = query.group_by(
+    # Grouped in `ix_sponsorship_coverage`'s order, status first: no sort (SQLite groups
+    # 126,000 index entries in 40-70 ms so, 180-270 ms without status; loaded machine).
+    grouping = (
+        Sponsorship.status,
         Sponsorship.opd_id,
         Sponsorship.paid_until,
         Sponsorship.first_month,
         Sponsorship.paid_after_gap,
     )
+    query = select(*grouping[1:], func.count()).where(dues_bearing)
+    if opd_id is not None:
+        query = query.where(Sponsorship.opd_id == opd_id)
+    query = query.group_by(*grouping)
     counts: dict[int, dict[PaidStanding, int]] = {}
     by_next: dict[date, PaidStanding] = {}
     gaps = False

@@ -210,18 +210,18 @@ class Sponsorship(Base):
         ),
         Index("ix_sponsorship_opd_status", "opd_id", "status"),
         Index("ix_sponsorship_kpj", "kpj"),
-        # The coverage page (storage/coverage.py), read afresh: workers and the paid-until
-        # distribution per OPD from this index alone, and the lapsed/ended workers counted
-        # DISTINCT from a range of the second.
+        # The coverage page (storage/coverage.py), read afresh: workers per OPD and status,
+        # the lapsed/ended ones DISTINCT, and the paid-until distribution, each from this
+        # index alone, grouped in its order (no sort).
         Index(
             "ix_sponsorship_coverage",
-            "opd_id",
             "status",
+            "opd_id",
             "paid_until",
             "first_month",
             "paid_after_gap",
+            "worker_id",
         ),
-        Index("ix_sponsorship_status_opd_worker", "status", "opd_id", "worker_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -1,10 +1,10 @@
-"""The coverage page read afresh: paid-until kept on the sponsorship, and two indexes.
+"""The coverage page read afresh: paid-until kept on the sponsorship, and an index.
 
 `sponsorship.paid_until` / `paid_after_gap` are derived from the confirmed
 payments (`domain.dues.PaidRun`) and written only by `storage.paid_until.settle`,
-which also fills them here for every sponsorship (the backfill). The indexes let
-the coverage page count workers and the paid-until distribution per OPD from an
-index alone (see docs/ARCHITECTURE.md, "Coverage").
+which also fills them here for every sponsorship (the backfill). The index lets
+the coverage page count workers and the paid-until distribution per OPD from it
+alone (see docs/ARCHITECTURE.md, "Coverage").
 
 Revision ID: 0014_coverage
 Revises: 0013_planner
@@ -36,18 +36,14 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "ix_sponsorship_coverage",
-            ["opd_id", "status", "paid_until", "first_month", "paid_after_gap"],
+            ["status", "opd_id", "paid_until", "first_month", "paid_after_gap", "worker_id"],
             unique=False,
-        )
-        batch_op.create_index(
-            "ix_sponsorship_status_opd_worker", ["status", "opd_id", "worker_id"], unique=False
         )
     settle(op.get_bind())
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sponsorship", schema=None) as batch_op:
-        batch_op.drop_index("ix_sponsorship_status_opd_worker")
         batch_op.drop_index("ix_sponsorship_coverage")
         batch_op.drop_column("paid_after_gap")
         batch_op.drop_column("paid_until")
