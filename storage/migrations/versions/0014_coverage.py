@@ -39,7 +39,11 @@ def upgrade() -> None:
             ["status", "opd_id", "paid_until", "first_month", "paid_after_gap", "worker_id"],
             unique=False,
         )
-    settle(op.get_bind())
+    bind = op.get_bind()
+    settle(bind)
+    if bind.dialect.name == "postgresql":
+        # Every sponsorship row was just rewritten: fresh statistics for the planner.
+        op.execute("ANALYZE sponsorship")
 
 
 def downgrade() -> None:
