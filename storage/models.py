@@ -222,6 +222,10 @@ class Sponsorship(Base):
             "paid_after_gap",
             "worker_id",
         ),
+        # Its weekly series: enrollments, cards and lapses of the last weeks by index ranges.
+        Index("ix_sponsorship_created_at", "created_at"),
+        Index("ix_sponsorship_kpj_imported_at", "kpj_imported_at"),
+        Index("ix_sponsorship_status_changed", "status", "status_changed_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

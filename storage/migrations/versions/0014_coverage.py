@@ -1,10 +1,11 @@
-"""The coverage page read afresh: paid-until kept on the sponsorship, and an index.
+"""The coverage page read afresh: paid-until kept on the sponsorship, and indexes.
 
 `sponsorship.paid_until` / `paid_after_gap` are derived from the confirmed
 payments (`domain.dues.PaidRun`) and written only by `storage.paid_until.settle`,
-which also fills them here for every sponsorship (the backfill). The index lets
-the coverage page count workers and the paid-until distribution per OPD from it
-alone (see docs/ARCHITECTURE.md, "Coverage").
+which also fills them here for every sponsorship (the backfill). The indexes let
+the coverage page count workers and the paid-until distribution per OPD from one
+of them alone, and its weekly series read ranges of the other three (see
+docs/ARCHITECTURE.md, "Coverage read afresh").
 
 Revision ID: 0014_coverage
 Revises: 0013_planner
@@ -39,6 +40,11 @@ def upgrade() -> None:
             ["status", "opd_id", "paid_until", "first_month", "paid_after_gap", "worker_id"],
             unique=False,
         )
+        batch_op.create_index("ix_sponsorship_created_at", ["created_at"], unique=False)
+        batch_op.create_index("ix_sponsorship_kpj_imported_at", ["kpj_imported_at"], unique=False)
+        batch_op.create_index(
+            "ix_sponsorship_status_changed", ["status", "status_changed_at"], unique=False
+        )
     bind = op.get_bind()
     settle(bind)
     if bind.dialect.name == "postgresql":
@@ -48,6 +54,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("sponsorship", schema=None) as batch_op:
+        batch_op.drop_index("ix_sponsorship_status_changed")
+        batch_op.drop_index("ix_sponsorship_kpj_imported_at")
+        batch_op.drop_index("ix_sponsorship_created_at")
         batch_op.drop_index("ix_sponsorship_coverage")
         batch_op.drop_column("paid_after_gap")
         batch_op.drop_column("paid_until")
