@@ -88,7 +88,10 @@ def settle(connection: Connection, sponsorship_ids: Iterable[int] | None = None)
             rows = connection.execute(read).all()
             payment_rows = connection.execute(paid_rows).all()
         else:
-            rows = connection.execute(read.where(sponsorships.id.in_(part))).all()
+            # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers):
+            # two payments of one sponsorship confirmed at once settle one after the other,
+            # the second reading the first's payment, never both from their own snapshot.
+            rows = connection.execute(read.where(sponsorships.id.in_(part)).with_for_update()).all()
             payment_rows = connection.execute(
                 paid_rows.where(payments.sponsorship_id.in_(part))
             ).all()

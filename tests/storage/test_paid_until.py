@@ -4,6 +4,7 @@ the confirmed payments (issue 13, the fresh coverage page)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -19,7 +20,7 @@ from domain.vocabulary import PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
 from storage import payments
 from storage.coverage import paid_standings
-from storage.db import create_engine
+from storage.db import create_engine, is_sqlite
 from storage.migrate import downgrade_to, upgrade_to_head
 from storage.models import Payment, Pic, Sponsorship
 from storage.paid_until import settle_paid_until
@@ -224,6 +225,73 @@ async def test_confirming_rejecting_and_payroll_marks_change_the_next_read(
         )
     ).one()
     assert tuple(stored) == (dec, False)
+
+
+async def test_two_payments_of_one_sponsorship_confirmed_at_once_both_count(
+    db_engine: AsyncEngine, database_url: str
+) -> None:
+    """Two PICs confirm December and January of one sponsorship in two transactions at
+    once: the second waits for the first's lock and reads its payment, so paid-until
+    ends in January, not in whichever month was committed last."""
+    if is_sqlite(database_url):
+        pytest.skip("interleaving two transactions: PostgreSQL (SQLite queues writers)")
+    dec, jan = date(2026, 12, 1), date(2027, 1, 1)
+    async with db_engine.begin() as connection:
+        opd = await add_opd(connection, "DINKES", "Dinas Kesehatan")
+        pic = await _pic(connection, opd)
+        account = await add_account(connection, "asn-at-once")
+        sponsorship = await add_sponsorship(
+            connection,
+            worker_id=await add_worker(connection, PLACE),
+            asn_id=await asn_in(connection, opd),
+            opd_id=opd,
+            status=S.ACTIVE,
+            created_at=NOW,
+            first_month=dec,
+        )
+        waiting = [
+            await payments.record(
+                connection,
+                sponsorship_id=sponsorship,
+                first_month=month,
+                months=1,
+                amount=16_800,
+                receipt_file_ref=None,
+                account_id=account,
+                now=NOW,
+            )
+            for month in (dec, jan)
+        ]
+
+    async def confirm(connection: AsyncConnection, payment_id: int) -> None:
+        await payments.decide(
+            connection,
+            opd_id=opd,
+            payment_id=payment_id,
+            pic_id=pic,
+            confirm=True,
+            reason=None,
+            now=NOW,
+        )
+
+    async with db_engine.connect() as first:
+        await first.begin()
+        await confirm(first, waiting[1])  # January: paid-until still nothing
+        async with db_engine.begin() as second:
+            other = asyncio.create_task(confirm(second, waiting[0]))
+            await asyncio.sleep(0.3)
+            assert not other.done()  # waiting for the first's lock on the sponsorship
+            await first.commit()
+            await other
+    async with db_engine.connect() as connection:
+        stored = (
+            await connection.execute(
+                select(Sponsorship.paid_until, Sponsorship.paid_after_gap).where(
+                    Sponsorship.id == sponsorship
+                )
+            )
+        ).one()
+    assert tuple(stored) == (jan, False)
 
 
 async def test_the_migration_fills_paid_until_from_the_payments(tmp_path: Path) -> None:
