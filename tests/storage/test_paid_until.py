@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -154,13 +155,18 @@ async def _standing(connection: AsyncConnection, opd: int, today: date) -> dict[
     return {standing: count for standing, count in counts[opd].items() if count}
 
 
-async def test_confirming_rejecting_and_payroll_marks_change_the_next_read(
-    connection: AsyncConnection,
-) -> None:
+@dataclass(frozen=True)
+class Payer:
+    """An OPD with its PIC, and one active sponsorship from December 2026 with its ASN."""
+
+    opd: int
+    pic: int
+    account: int
+    sponsorship: int
+
+
+async def _payer(connection: AsyncConnection, account_name: str) -> Payer:
     opd = await add_opd(connection, "DINKES", "Dinas Kesehatan")
-    pic = await _pic(connection, opd)
-    account = await add_account(connection, "asn-paid-until")
-    dec, jan = date(2026, 12, 1), date(2027, 1, 1)
     sponsorship = await add_sponsorship(
         connection,
         worker_id=await add_worker(connection, PLACE),
@@ -168,39 +174,54 @@ async def test_confirming_rejecting_and_payroll_marks_change_the_next_read(
         opd_id=opd,
         status=S.ACTIVE,
         created_at=NOW,
-        first_month=dec,
+        first_month=date(2026, 12, 1),
     )
+    return Payer(
+        opd, await _pic(connection, opd), await add_account(connection, account_name), sponsorship
+    )
+
+
+async def _record(connection: AsyncConnection, payer: Payer, month: date) -> int:
+    return await payments.record(
+        connection,
+        sponsorship_id=payer.sponsorship,
+        first_month=month,
+        months=1,
+        amount=16_800,
+        receipt_file_ref=None,
+        account_id=payer.account,
+        now=NOW,
+    )
+
+
+async def _decide(
+    connection: AsyncConnection, payer: Payer, payment_id: int, *, confirm: bool
+) -> None:
+    await payments.decide(
+        connection,
+        opd_id=payer.opd,
+        payment_id=payment_id,
+        pic_id=payer.pic,
+        confirm=confirm,
+        reason=None if confirm else "salah",
+        now=NOW,
+    )
+
+
+async def test_confirming_rejecting_and_payroll_marks_change_the_next_read(
+    connection: AsyncConnection,
+) -> None:
+    payer = await _payer(connection, "asn-paid-until")
+    opd, pic, sponsorship = payer.opd, payer.pic, payer.sponsorship
+    dec, jan = date(2026, 12, 1), date(2027, 1, 1)
     today = date(2027, 1, 20)  # December and January overdue
     assert await _standing(connection, opd, today) == {PaidStanding.ARREARS_2: 1}
 
-    async def record(first: date) -> int:
-        return await payments.record(
-            connection,
-            sponsorship_id=sponsorship,
-            first_month=first,
-            months=1,
-            amount=16_800,
-            receipt_file_ref=None,
-            account_id=account,
-            now=NOW,
-        )
-
-    async def decide(payment_id: int, confirm: bool) -> None:
-        await payments.decide(
-            connection,
-            opd_id=opd,
-            payment_id=payment_id,
-            pic_id=pic,
-            confirm=confirm,
-            reason=None if confirm else "salah",
-            now=NOW,
-        )
-
-    waiting = await record(dec)
+    waiting = await _record(connection, payer, dec)
     assert await _standing(connection, opd, today) == {PaidStanding.ARREARS_2: 1}
-    await decide(waiting, confirm=False)
+    await _decide(connection, payer, waiting, confirm=False)
     assert await _standing(connection, opd, today) == {PaidStanding.ARREARS_2: 1}
-    await decide(await record(dec), confirm=True)
+    await _decide(connection, payer, await _record(connection, payer, dec), confirm=True)
     assert await _standing(connection, opd, today) == {PaidStanding.ARREARS_1: 1}
 
     # The payroll month marked for the OPD and taken back.
@@ -237,48 +258,14 @@ async def test_two_payments_of_one_sponsorship_confirmed_at_once_both_count(
         pytest.skip("interleaving two transactions: PostgreSQL (SQLite queues writers)")
     dec, jan = date(2026, 12, 1), date(2027, 1, 1)
     async with db_engine.begin() as connection:
-        opd = await add_opd(connection, "DINKES", "Dinas Kesehatan")
-        pic = await _pic(connection, opd)
-        account = await add_account(connection, "asn-at-once")
-        sponsorship = await add_sponsorship(
-            connection,
-            worker_id=await add_worker(connection, PLACE),
-            asn_id=await asn_in(connection, opd),
-            opd_id=opd,
-            status=S.ACTIVE,
-            created_at=NOW,
-            first_month=dec,
-        )
-        waiting = [
-            await payments.record(
-                connection,
-                sponsorship_id=sponsorship,
-                first_month=month,
-                months=1,
-                amount=16_800,
-                receipt_file_ref=None,
-                account_id=account,
-                now=NOW,
-            )
-            for month in (dec, jan)
-        ]
-
-    async def confirm(connection: AsyncConnection, payment_id: int) -> None:
-        await payments.decide(
-            connection,
-            opd_id=opd,
-            payment_id=payment_id,
-            pic_id=pic,
-            confirm=True,
-            reason=None,
-            now=NOW,
-        )
+        payer = await _payer(connection, "asn-at-once")
+        waiting = [await _record(connection, payer, month) for month in (dec, jan)]
 
     async with db_engine.connect() as first:
         await first.begin()
-        await confirm(first, waiting[1])  # January: paid-until still nothing
+        await _decide(first, payer, waiting[1], confirm=True)  # January: paid-until None
         async with db_engine.begin() as second:
-            other = asyncio.create_task(confirm(second, waiting[0]))
+            other = asyncio.create_task(_decide(second, payer, waiting[0], confirm=True))
             await asyncio.sleep(0.3)
             assert not other.done()  # waiting for the first's lock on the sponsorship
             await first.commit()
@@ -287,7 +274,7 @@ async def test_two_payments_of_one_sponsorship_confirmed_at_once_both_count(
         stored = (
             await connection.execute(
                 select(Sponsorship.paid_until, Sponsorship.paid_after_gap).where(
-                    Sponsorship.id == sponsorship
+                    Sponsorship.id == payer.sponsorship
                 )
             )
         ).one()
