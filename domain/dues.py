@@ -236,6 +236,43 @@ class PaidStanding(StrEnum):
     ARREARS_3 = "arrears_3"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PaidRun:
+    """What a sponsorship's confirmed months say whatever the day: the derived columns
+    `sponsorship.paid_until` and `sponsorship.paid_after_gap` (storage/paid_until.py)."""
+
+    #: Last month of the unbroken run of confirmed months from the first month (None: none).
+    paid_until: date | None
+    #: Confirmed months lie after the first unpaid month (a gap): the standing then
+    #: needs the months themselves, not only `paid_until`.
+    after_gap: bool
+
+    def next_month(self, first_month: date) -> date:
+        """The first unpaid month (`DuesStatus.next_month`)."""
+        if self.paid_until is None:
+            return month_start(first_month)
+        return add_months(self.paid_until, 1)
+
+
+def paid_run(first_month: date, paid_months: Iterable[date]) -> PaidRun:
+    """The `PaidRun` of a sponsorship covered from `first_month` (`paid_months` as for
+    `dues_status`: months before `first_month` and duplicates are ignored)."""
+    start = month_start(first_month)
+    paid = frozenset(month for month in _months(paid_months) if month >= start)
+    next_month = _first_unpaid(start, paid)
+    return PaidRun(
+        paid_until=add_months(next_month, -1) if next_month > start else None,
+        after_gap=any(month > next_month for month in paid),
+    )
+
+
+def run_standing(next_month: date, *, today: date, calendar: WorkCalendar) -> PaidStanding:
+    """The `PaidStanding` of a sponsorship whose confirmed months are one unbroken run
+    ending before `next_month` (`PaidRun.after_gap` False): equal to `paid_standing`,
+    as only the months from `next_month` on can be in arrears or paid ahead."""
+    return paid_standing(first_month=next_month, paid_months=(), today=today, calendar=calendar)
+
+
 def paid_standing(
     *, first_month: date, paid_months: Iterable[date], today: date, calendar: WorkCalendar
 ) -> PaidStanding:

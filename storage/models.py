@@ -212,6 +212,22 @@ class Sponsorship(Base):
         # The web queue's keyset order within an OPD's status (storage/web_queries.py).
         Index("ix_sponsorship_queue", "opd_id", "status", "status_changed_at", "id"),
         Index("ix_sponsorship_kpj", "kpj"),
+        # The coverage page (storage/coverage.py), read afresh: workers per OPD and status,
+        # the lapsed/ended ones DISTINCT, and the paid-until distribution, each from this
+        # index alone, grouped in its order (no sort).
+        Index(
+            "ix_sponsorship_coverage",
+            "status",
+            "opd_id",
+            "paid_until",
+            "first_month",
+            "paid_after_gap",
+            "worker_id",
+        ),
+        # Its weekly series: enrollments, cards and lapses of the last weeks by index ranges.
+        Index("ix_sponsorship_created_at", "created_at"),
+        Index("ix_sponsorship_kpj_imported_at", "kpj_imported_at"),
+        Index("ix_sponsorship_status_changed", "status", "status_changed_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -275,6 +291,13 @@ class Sponsorship(Base):
     ended_month: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     status_changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: Derived from the confirmed payments (`domain.dues.PaidRun`), written only by
+    #: `storage.paid_until.settle`: the last month of the unbroken paid run (None: none)...
+    paid_until: Mapped[date | None] = mapped_column(Date)
+    #: ...and whether confirmed months lie beyond the first unpaid one.
+    paid_after_gap: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
 
     worker: Mapped[Worker] = relationship(lazy="raise")
     asn: Mapped[Asn] = relationship(lazy="raise")
@@ -600,7 +623,8 @@ class WhatsappInbound(Base):
 class Payment(Base):
     """Dues the payer recorded for consecutive months of one sponsorship (PRODUCT 4.4).
 
-    Paid-until and next-due are derived from the confirmed payments, never typed.
+    Paid-until and next-due are derived from the confirmed payments, never typed
+    (`sponsorship.paid_until` is kept by `storage.paid_until.settle` from them).
     A payroll month marked by the PIC is a payment confirmed at once.
     """
 

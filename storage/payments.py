@@ -1,7 +1,9 @@
 """Payments of dues (PRODUCT 4.4): recorded by the payer, confirmed or rejected by the PIC.
 
-Paid-until, next due and arrears are never stored: they are derived from the
-confirmed payments by `domain.dues`. Functions take the caller's transaction
+Paid-until, next due and arrears are derived from the confirmed payments by
+`domain.dues`, never typed. The one copy kept for reading (`sponsorship.paid_until`,
+the coverage page's) is settled here, in the transaction of every change to the
+confirmed payments (`storage.paid_until`). Functions take the caller's transaction
 and never commit; PIC actions are scoped by the PIC's OPD and audited.
 """
 
@@ -23,7 +25,11 @@ from domain.workdays import WorkCalendar
 from storage import audit
 from storage.audit import Actor
 from storage.models import Asn, ChannelAccount, Payment, Sponsorship, Worker
+from storage.paid_until import settle_paid_until
 from storage.workbench import ChangeProblem
+
+#: Sponsorship ids per IN list (well under SQLite's bound-parameter limit).
+CHUNK = 2000
 
 #: Statuses in which a sponsorship bears dues.
 DUES_BEARING = (SponsorshipStatus.ACTIVE, SponsorshipStatus.CARD_HANDED_OVER)
@@ -270,6 +276,8 @@ async def decide(
     )
     if not result.rowcount:
         raise ChangeProblem("wrong_status")
+    if confirm:
+        await settle_paid_until(connection, [sponsorship_id])
     await audit.record(
         connection,
         Actor.pic(pic_id),
@@ -365,6 +373,7 @@ async def mark_payroll_month(
                 for sid in todo
             ],
         )
+        await settle_paid_until(connection, todo)
     await audit.record(
         connection,
         Actor.pic(pic_id),
@@ -410,8 +419,14 @@ async def undo_payroll_month(
     """Take back the payroll marks of `month` made for the OPD from `since` on (the same local
     day): those payments are deleted, so the month is unpaid again. Audited with the count;
     returns how many went. Payments the ASN recorded are never touched."""
-    result = await connection.execute(delete(Payment).where(_payroll_marks(opd_id, month, since)))
-    undone = max(result.rowcount, 0)
+    result = await connection.execute(
+        delete(Payment)
+        .where(_payroll_marks(opd_id, month, since))
+        .returning(Payment.sponsorship_id)
+    )
+    unpaid = list(result.scalars())
+    undone = len(unpaid)
+    await settle_paid_until(connection, unpaid)
     await audit.record(
         connection,
         Actor.pic(pic_id),

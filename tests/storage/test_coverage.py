@@ -23,6 +23,7 @@ from domain.vocabulary import (
 from domain.workdays import WorkCalendar
 from storage.coverage import CoverageRow, coverage, coverage_total, paid_standings
 from storage.models import Payment, Sponsorship, Worker
+from storage.paid_until import settle_paid_until
 from tests.storage.test_roles import NOW, add_account, add_asn, add_opd
 
 S = SponsorshipStatus
@@ -145,9 +146,8 @@ async def test_coverage_counts_per_opd_with_zeros_and_a_total(
     finally:
         event.remove(db_engine.sync_engine, "before_cursor_execute", count)
 
-    # Three counts through SQLAlchemy (the dues' two reads run on the driver's own
-    # connection, `dues_queries._fetch`, which this listener does not see).
-    assert len(statements) == 3
+    # ASN, workers, the paid-until groups (no gap here: no read of payments) and the OPDs.
+    assert len(statements) == 4
     assert rows == [
         CoverageRow("BAPPEDA", "Bappeda", 2, 2, statuses(returned=1), standings()),
         CoverageRow(
@@ -185,9 +185,9 @@ async def pay(
     connection: AsyncConnection, worker_id: int, months: list[date], **kw: object
 ) -> None:
     """Payments (one per month) of the sponsorship of `worker_id`, confirmed unless told."""
-    sponsorship = await connection.scalar(
-        select(Sponsorship.id).where(Sponsorship.worker_id == worker_id)
-    )
+    sponsorship = (
+        await connection.scalars(select(Sponsorship.id).where(Sponsorship.worker_id == worker_id))
+    ).one()
     for month in months:
         await connection.execute(
             insert(Payment).values(
@@ -199,6 +199,8 @@ async def pay(
                 recorded_at=NOW,
             )
         )
+    # Written beside `storage.payments`: the derived paid-until is settled as they would.
+    await settle_paid_until(connection, [sponsorship])
 
 
 async def test_paid_until_distribution_from_confirmed_payments(

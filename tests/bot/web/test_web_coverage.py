@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
 import openpyxl
 from aiohttp.test_utils import TestClient
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.fakes.chat import Chat
+from storage.models import Payment
+from tests.fakes.chat import WORKER_NIK, Chat
 from tests.fakes.web import Browser, appoint_leader_account, link_token, pic_signs_in, web_server
-from tests.fakes.workbench import build_office
+from tests.fakes.workbench import activate, build_office
 
 
 def _tile(page: str, name: str) -> str:
@@ -64,3 +67,49 @@ async def test_a_pic_sees_their_own_opd_only(
         await other.get("/web/coverage", opd=str(await office.opd_id()))
         assert _tile(other.last, "waiting_for_pic") == "0"  # their own OPD, whatever was asked
         assert "Provinsi" not in other.last.split("<h1>", 1)[1].split("</h1>", 1)[0]
+
+
+async def test_a_payment_confirmed_on_the_web_or_in_the_chat_moves_the_paid_up_share(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    # The page reads its figures afresh (max_age 0): the paid-until it counts is the one
+    # `storage.payments` settles in the transaction that confirms.
+    office = await build_office(sessionmaker)
+    await activate(office, (WORKER_NIK, "Siti Aminah"))  # covered from December 2026
+    office.clock.now = datetime(2026, 12, 20, 3, 0, tzinfo=UTC)  # December overdue
+    async with web_server(office) as server, TestClient(server) as client:
+        pic = await pic_signs_in(office, office.pic, client)
+        await pic.get("/web/coverage")
+        assert _tile(pic.last, "paid-up") == "0%"
+
+        await office.record_payment()  # December, rejected on the web: still overdue
+        payment_id = await _newest_payment(office.sessionmaker)
+        form = {"reason": "other", "reason_text": "Transfer belum masuk"}
+        assert (await pic.post(f"/web/payments/{payment_id}/reject", form)).status == 200
+        await pic.get("/web/coverage")
+        assert _tile(pic.last, "paid-up") == "0%"
+
+        await office.record_payment()  # December again, confirmed on the web
+        payment_id = await _newest_payment(office.sessionmaker)
+        assert (await pic.post(f"/web/payments/{payment_id}/confirm", {})).status == 200
+        await pic.get("/web/coverage")
+        assert _tile(pic.last, "paid-up") == "100%"
+
+        office.clock.now = datetime(2027, 1, 20, 3, 0, tzinfo=UTC)  # January overdue
+        pic = await pic_signs_in(office, office.pic, client)  # a month on: signed in anew
+        await pic.get("/web/coverage")
+        assert _tile(pic.last, "paid-up") == "0%"
+        await office.record_payment()  # January, confirmed in the chat
+        await office.pic.say("pic")
+        await office.pic.press("Konfirmasi pembayaran (1)")
+        await office.pic.press("Konfirmasi")
+        assert "Pembayaran dikonfirmasi" in office.pic.text
+        await pic.get("/web/coverage")
+        assert _tile(pic.last, "paid-up") == "100%"
+
+
+async def _newest_payment(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    async with sessionmaker() as session:
+        newest = await session.scalar(select(func.max(Payment.id)))
+    assert newest is not None
+    return int(newest)
