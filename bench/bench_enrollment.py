@@ -224,6 +224,25 @@ def _bare(label: str) -> str:
     return re.sub(r"^\W+", "", label.casefold())
 
 
+def pick_button(buttons: list[tuple[str, str]], label_part: str, where: str) -> str:
+    """The callback_data of the one button whose label contains `label_part` ("": the first).
+
+    "Setuju" against "Tidak setuju": among several, the label starting with it.
+    Raises BenchBroken when not exactly one button matches.
+    """
+    wanted = label_part.casefold()
+    if not wanted:
+        matches = buttons[:1]
+    else:
+        matches = [b for b in buttons if wanted in b[0].casefold()]
+        if len(matches) > 1:
+            matches = [b for b in matches if _bare(b[0]).startswith(wanted)]
+    if len(matches) != 1:
+        labels = [b[0] for b in buttons]
+        raise BenchBroken(f"{where}: {label_part!r} matches {len(matches)} of {labels}")
+    return matches[0][1]
+
+
 class Payloads:
     """Builds update payloads as Telegram sends them; buttons come from what the bot sent."""
 
@@ -269,22 +288,11 @@ class Payloads:
     def press(self, user_id: int, label_part: str) -> dict[str, Any]:
         """Press the button of the bot's latest keyboard whose label contains `label_part`."""
         keyboard = self._session.keyboards.get(user_id)
-        buttons = keyboard.buttons if keyboard else []
-        wanted = label_part.casefold()
-        if not wanted:  # the first button
-            matches = buttons[:1]
-        else:
-            matches = [b for b in buttons if wanted in b[0].casefold()]
-            if len(matches) > 1:  # "Setuju" vs "Tidak setuju": the label starting with it
-                matches = [b for b in matches if _bare(b[0]).startswith(wanted)]
-        if keyboard is None or len(matches) != 1:
-            labels = [b[0] for b in keyboard.buttons] if keyboard else []
-            last = self._session.last_text.get(user_id, "")
-            raise BenchBroken(
-                f"user {user_id}: {label_part!r} matches {len(matches)} of {labels}; "
-                f"last text: {last[:200]!r}"
-            )
-        data = matches[0][1]
+        if keyboard is None:
+            raise BenchBroken(f"user {user_id}: no keyboard to press {label_part!r}")
+        last = self._session.last_text.get(user_id, "")
+        where = f"user {user_id}, last text {last[:200]!r}"
+        data = pick_button(keyboard.buttons, label_part, where)
         return {
             "update_id": next(self._update_ids),
             "callback_query": {
