@@ -311,7 +311,6 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
     from bot.telegram import TelegramChannel, TelegramSender
     from bot.web.app import add_web_routes, web_parts
     from bot.web.receipts import TelegramReceipts
-    from bot.whatsapp.channel import build_whatsapp
 
     runtime = await build_runtime(settings)
     senders: dict[Channel, Sender] = {}
@@ -332,6 +331,9 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
             )
             senders[Channel.TELEGRAM] = TelegramSender(telegram.bot)
         if settings.whatsapp.enabled:
+            # Imported only here: a Telegram-only process does not carry pywa (~11 MB).
+            from bot.whatsapp.channel import build_whatsapp
+
             whatsapp = build_whatsapp(runtime)
             senders[Channel.WHATSAPP] = whatsapp.sender
     except BaseException:
