@@ -17,7 +17,6 @@ import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
-
 _TYPOGRAPHY = str.maketrans(
     {"“": '"', "”": '"', "‘": "'", "’": "'", "–": "-", "—": "-", "…": "...", "•": "-"}
 )
