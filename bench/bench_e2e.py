@@ -229,6 +229,7 @@ async def _run_ours(
 
     import sertakan_data
     from bot.app import build_runtime, seed_opds_if_empty
+    from bot.cli import telegram_channel
     from bot.settings import (
         AppSettings,
         DatabaseSettings,
@@ -236,10 +237,8 @@ async def _run_ours(
         Settings,
         TelegramSettings,
     )
-    from bot.telegram import TelegramChannel
     from sertakan_data import shipped
     from storage.crypto import generate_key
-    from storage.dead_letters import DeadLetters
     from storage.models import Sponsorship
 
     settings = Settings(
@@ -255,17 +254,7 @@ async def _run_ours(
     )
     runtime = await build_runtime(settings)
     await seed_opds_if_empty(runtime)
-    channel = TelegramChannel(
-        runtime.engine,
-        settings.telegram,
-        runtime.clock,
-        catalogs=runtime.catalogs,
-        dead_letters=DeadLetters(runtime.sessionmaker, runtime.cipher),
-        database=runtime.db,
-        cipher=runtime.cipher,
-        reply_settings=settings.reply,
-        budget=runtime.send_budget,
-    )
+    channel = telegram_channel(runtime)
     gc.collect()
     gc.freeze()  # as `sertakan run` does after start-up
     try:

@@ -51,16 +51,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiogram import Bot, Dispatcher, F, Router
+from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.base import BaseSession
 from aiogram.methods import AnswerCallbackQuery, SendMessage
 from aiogram.methods.base import TelegramMethod, TelegramType
-from aiogram.types import CallbackQuery, Message, Update
+from aiogram.types import Update
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import func, select
 
 import sertakan_data
+from bench.echo_bot import echo_router
 from bot.app import Runtime, build_runtime, seed_opds_if_empty
 from bot.settings import AppSettings, DatabaseSettings, ProgramSettings, Settings, TelegramSettings
 from bot.telegram import TelegramChannel, UnreadAnswers
@@ -412,19 +413,7 @@ class Echo:
         self.session = session
         self.bot = make_bot(session)
         self.dispatcher = Dispatcher()
-        router = Router()
-
-        @router.message()
-        async def echo_message(message: Message) -> None:
-            await message.answer(message.text or "ok")
-
-        @router.callback_query(F.data)
-        async def echo_callback(callback: CallbackQuery) -> None:
-            await callback.answer()
-            if callback.message is not None:
-                await callback.message.answer(callback.data or "ok")
-
-        self.dispatcher.include_router(router)
+        self.dispatcher.include_router(echo_router())
 
     async def feed(self, payload: dict[str, Any]) -> None:
         update = Update.model_validate(payload, context={"bot": self.bot})

@@ -14,7 +14,7 @@ import contextlib
 import signal
 import sys
 
-from aiogram import Bot, Dispatcher, F
+from aiogram import Bot, Dispatcher, F, Router
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import CallbackQuery, Message
@@ -22,21 +22,28 @@ from aiogram.types import CallbackQuery, Message
 POLLING_TIMEOUT_S = 10
 
 
-async def run_echo(base_url: str, token: str, stop: asyncio.Event) -> None:
-    """Poll `base_url` and echo every message and button press until `stop` is set."""
-    bot = Bot(token=token, session=AiohttpSession(api=TelegramAPIServer.from_base(base_url)))
-    dispatcher = Dispatcher()
+def echo_router() -> Router:
+    """One message handler answering the text, one callback handler answering the data."""
+    router = Router()
 
-    @dispatcher.message()
+    @router.message()
     async def echo_message(message: Message) -> None:
         await message.answer(message.text or "ok")
 
-    @dispatcher.callback_query(F.data)
+    @router.callback_query(F.data)
     async def echo_callback(callback: CallbackQuery) -> None:
         await callback.answer()
         if callback.message is not None:
             await callback.message.answer(callback.data or "ok")
 
+    return router
+
+
+async def run_echo(base_url: str, token: str, stop: asyncio.Event) -> None:
+    """Poll `base_url` and echo every message and button press until `stop` is set."""
+    bot = Bot(token=token, session=AiohttpSession(api=TelegramAPIServer.from_base(base_url)))
+    dispatcher = Dispatcher()
+    dispatcher.include_router(echo_router())
     polling = asyncio.create_task(
         dispatcher.start_polling(bot, handle_signals=False, polling_timeout=POLLING_TIMEOUT_S)
     )
