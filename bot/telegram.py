@@ -174,9 +174,9 @@ class UnreadSendMessage(SendMessage):
     """sendMessage whose answer the program does not read (replies and notices).
 
     A session with `UnreadAnswers` checks its answer's envelope (a refusal raises as
-    for any call) but does not build the sent message into aiogram types: a message
-    with a keyboard is about a dozen pydantic models, a third of aiogram's work per
-    update (bench/bench_enrollment.py). The call then returns None.
+    for any call) but does not build the sent message into aiogram types (a message
+    with a five-button keyboard is nine pydantic models; bench/bench_enrollment.py
+    times the answers' parse). The call then returns None.
     """
 
 
