@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
-.PHONY: run console test test-pg lint bench install lock clean
+.PHONY: run console test test-pg lint bench bench-install install lock clean
 
 # Every dependency (dev tools too) at the version and hash pinned in requirements.lock, then
 # the project itself without resolving anything (setuptools and wheel come from the lock).
@@ -46,6 +46,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_enrollment --users 300
+
+# The benchmarks' optional baselines (python-telegram-bot for bench_enrollment), pyproject's
+# `bench` extra; not in requirements.lock: the product never imports them.
+bench-install: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-build-isolation -e '.[bench]'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -37,6 +37,7 @@ import gc
 import itertools
 import json
 import logging
+import os
 import platform
 import pstats
 import re
@@ -48,20 +49,22 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from aiogram import Bot, Dispatcher, F, Router
+from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.base import BaseSession
+from aiogram.methods import AnswerCallbackQuery, SendMessage
 from aiogram.methods.base import TelegramMethod, TelegramType
-from aiogram.types import CallbackQuery, Message, Update
-from pydantic import SecretStr
+from aiogram.types import Update
+from pydantic import BaseModel, SecretStr
 from sqlalchemy import func, select
 
 import sertakan_data
+from bench.echo_bot import echo_router
 from bot.app import Runtime, build_runtime, seed_opds_if_empty
 from bot.settings import AppSettings, DatabaseSettings, ProgramSettings, Settings, TelegramSettings
-from bot.telegram import TelegramChannel
+from bot.telegram import TelegramChannel, UnreadAnswers
 from sertakan_data import shipped
 from storage.crypto import generate_key
 from storage.db import create_engine, is_sqlite
@@ -117,8 +120,12 @@ class Keyboard:
     buttons: list[tuple[str, str]]  # (label, callback_data)
 
 
-class LocalSession(BaseSession):
+class LocalSession(UnreadAnswers, BaseSession):
     """Answers Bot API calls in-process, the way Telegram would, without a network.
+
+    With `UnreadAnswers` as the adapter's own HTTP session (`TelegramSession`): the
+    answers of the adapter's `UnreadSendMessage` calls are not built into types (the
+    echo bots read theirs: they send plain `SendMessage`).
 
     Per call: the method is dumped and every field prepared as `AiohttpSession`
     does for its form body; the answer is built as Telegram's JSON envelope and
@@ -133,6 +140,8 @@ class LocalSession(BaseSession):
         #: The latest text sent to each chat.
         self.last_text: dict[int, str] = {}
         self.calls: dict[str, int] = {}
+        #: Seconds in aiogram's pydantic work: dumping the method, parsing the answer.
+        self.timing = {"dump": 0.0, "parse": 0.0}
 
     async def close(self) -> None:
         return None
@@ -154,22 +163,34 @@ class LocalSession(BaseSession):
         method: TelegramMethod[TelegramType],
         timeout: int | None = None,  # noqa: ASYNC109 (aiogram's signature)
     ) -> TelegramType:
+        perf = time.perf_counter
+        started = perf()
         files: dict[str, Any] = {}
         params: dict[str, Any] = {}
         for key, value in method.model_dump(warnings=False).items():
             prepared = self.prepare_value(value, bot=bot, files=files)
             if prepared:
                 params[key] = prepared
+        self.timing["dump"] += perf() - started
         name = method.__api_method__
         self.calls[name] = self.calls.get(name, 0) + 1
-        result: Any
+        content = self.json_dumps({"ok": True, "result": self.answer(name, params)})
+        started = perf()
+        response = self.check_response(bot=bot, method=method, status_code=200, content=content)
+        self.timing["parse"] += perf() - started
+        return response.result  # type: ignore[return-value]
+
+    def answer(self, name: str, params: dict[str, Any]) -> Any:
+        """Telegram's `result` for the call `name` with its form fields `params`."""
         if name == "sendMessage":
-            result = self._sent_message(params)
-        elif name == "answerCallbackQuery":
-            result = True
-        elif name == "editMessageReplyMarkup":
+            return self._sent_message(params)
+        if name == "answerCallbackQuery":
+            return True
+        if name == "getMe":
+            return BOT_USER
+        if name == "editMessageReplyMarkup":
             chat_id = int(params["chat_id"])
-            result = {
+            return {
                 "message_id": int(params["message_id"]),
                 "from": BOT_USER,
                 "chat": {"id": chat_id, "type": "private", "first_name": "Bench"},
@@ -177,11 +198,7 @@ class LocalSession(BaseSession):
                 "edit_date": int(time.time()),
                 "text": "…",
             }
-        else:
-            raise RuntimeError(f"LocalSession does not implement {name}")
-        content = self.json_dumps({"ok": True, "result": result})
-        response = self.check_response(bot=bot, method=method, status_code=200, content=content)
-        return response.result  # type: ignore[return-value]
+        raise RuntimeError(f"LocalSession does not implement {name}")
 
     def _sent_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = int(params["chat_id"])
@@ -222,6 +239,25 @@ def make_bot(session: LocalSession) -> Bot:
 def _bare(label: str) -> str:
     """A label without its leading emoji and spaces, casefolded."""
     return re.sub(r"^\W+", "", label.casefold())
+
+
+def pick_button(buttons: list[tuple[str, str]], label_part: str, where: str) -> str:
+    """The callback_data of the one button whose label contains `label_part` ("": the first).
+
+    "Setuju" against "Tidak setuju": among several, the label starting with it.
+    Raises BenchBroken when not exactly one button matches.
+    """
+    wanted = label_part.casefold()
+    if not wanted:
+        matches = buttons[:1]
+    else:
+        matches = [b for b in buttons if wanted in b[0].casefold()]
+        if len(matches) > 1:
+            matches = [b for b in matches if _bare(b[0]).startswith(wanted)]
+    if len(matches) != 1:
+        labels = [b[0] for b in buttons]
+        raise BenchBroken(f"{where}: {label_part!r} matches {len(matches)} of {labels}")
+    return matches[0][1]
 
 
 class Payloads:
@@ -269,22 +305,11 @@ class Payloads:
     def press(self, user_id: int, label_part: str) -> dict[str, Any]:
         """Press the button of the bot's latest keyboard whose label contains `label_part`."""
         keyboard = self._session.keyboards.get(user_id)
-        buttons = keyboard.buttons if keyboard else []
-        wanted = label_part.casefold()
-        if not wanted:  # the first button
-            matches = buttons[:1]
-        else:
-            matches = [b for b in buttons if wanted in b[0].casefold()]
-            if len(matches) > 1:  # "Setuju" vs "Tidak setuju": the label starting with it
-                matches = [b for b in matches if _bare(b[0]).startswith(wanted)]
-        if keyboard is None or len(matches) != 1:
-            labels = [b[0] for b in keyboard.buttons] if keyboard else []
-            last = self._session.last_text.get(user_id, "")
-            raise BenchBroken(
-                f"user {user_id}: {label_part!r} matches {len(matches)} of {labels}; "
-                f"last text: {last[:200]!r}"
-            )
-        data = matches[0][1]
+        if keyboard is None:
+            raise BenchBroken(f"user {user_id}: no keyboard to press {label_part!r}")
+        last = self._session.last_text.get(user_id, "")
+        where = f"user {user_id}, last text {last[:200]!r}"
+        data = pick_button(keyboard.buttons, label_part, where)
         return {
             "update_id": next(self._update_ids),
             "callback_query": {
@@ -388,23 +413,55 @@ class Echo:
         self.session = session
         self.bot = make_bot(session)
         self.dispatcher = Dispatcher()
-        router = Router()
-
-        @router.message()
-        async def echo_message(message: Message) -> None:
-            await message.answer(message.text or "ok")
-
-        @router.callback_query(F.data)
-        async def echo_callback(callback: CallbackQuery) -> None:
-            await callback.answer()
-            if callback.message is not None:
-                await callback.message.answer(callback.data or "ok")
-
-        self.dispatcher.include_router(router)
+        self.dispatcher.include_router(echo_router())
 
     async def feed(self, payload: dict[str, Any]) -> None:
         update = Update.model_validate(payload, context={"bot": self.bot})
         await self.dispatcher.feed_update(self.bot, update)
+
+
+class Bare:
+    """aiogram without a Dispatcher: the `Update` parsed, the same echo sent through `Bot`."""
+
+    def __init__(self, session: LocalSession) -> None:
+        self.session = session
+        self.bot = make_bot(session)
+
+    async def feed(self, payload: dict[str, Any]) -> None:
+        update = Update.model_validate(payload, context={"bot": self.bot})
+        if update.message is not None:
+            message = update.message
+            await self.bot(SendMessage(chat_id=message.chat.id, text=message.text or "ok"))
+        elif update.callback_query is not None:
+            query = update.callback_query
+            await self.bot(AnswerCallbackQuery(callback_query_id=query.id))
+            await self.bot(SendMessage(chat_id=query.from_user.id, text=query.data or "ok"))
+
+
+class Baseline(Protocol):
+    async def feed(self, payload: dict[str, Any]) -> None:
+        """Handle one update payload and send its answers."""
+        ...
+
+
+class ClosableBaseline(Baseline, Protocol):
+    async def close(self) -> None:
+        """Release what the bot holds."""
+        ...
+
+
+PTB_MISSING = "skipped: python-telegram-bot not installed (make bench-install)"
+
+
+async def ptb_baseline() -> ClosableBaseline | None:
+    """The python-telegram-bot echo bot, started; None when the `bench` extra is absent."""
+    try:
+        from bench.ptb_echo import PtbEcho
+    except ImportError:
+        return None
+    bot = PtbEcho(TOKEN, LocalSession().answer)
+    await bot.start()
+    return bot
 
 
 # --- the driver ---------------------------------------------------------------------
@@ -445,7 +502,7 @@ async def converse(
     return elapsed
 
 
-async def replay(echo: Echo, recorded: list[dict[str, Any]]) -> float:
+async def replay(echo: Baseline, recorded: list[dict[str, Any]]) -> float:
     elapsed = 0.0
     perf = time.perf_counter
     for payload in recorded:
@@ -476,9 +533,17 @@ class Result:
     rounds: int
     updates: int
     ours_s: float
-    echo_s: float
-    round_ratios: list[float] = field(default_factory=list)
+    #: Seconds per baseline ("echo", "bare", "ptb"), summed over rounds.
+    baseline_s: dict[str, float] = field(default_factory=dict)
+    #: ours / baseline per round, per baseline.
+    round_ratios: dict[str, list[float]] = field(default_factory=dict)
     sponsorships: int = 0
+    #: µs per update of aiogram's pydantic work in our adapter (see `_pydantic_share`).
+    pydantic_us: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def echo_s(self) -> float:
+        return self.baseline_s["echo"]
 
     @property
     def ours_steps_per_s(self) -> float:
@@ -498,7 +563,8 @@ class Result:
 
     @property
     def ratio(self) -> float:
-        return self.ours_s / self.echo_s
+        """ours / echo: the median of the rounds (one slow round on a noisy VM moves it less)."""
+        return statistics.median(self.round_ratios["echo"])
 
     def verdicts(self) -> tuple[bool, bool]:
         return self.ours_steps_per_s >= TARGET_STEPS_PER_S, self.ratio <= TARGET_RATIO
@@ -553,28 +619,39 @@ async def measure(
     try:
         if await seed_opds_if_empty(runtime) == 0:
             raise BenchBroken(f"no OPDs loaded from {OPD_SEED}")
-        ours_session, echo_session = LocalSession(), LocalSession()
-        ours, echo = Ours(runtime, ours_session), Echo(echo_session)
+        ours_session = LocalSession()
+        ours = Ours(runtime, ours_session)
+        baselines: dict[str, Baseline] = {
+            "echo": Echo(LocalSession()),
+            "bare": Bare(LocalSession()),
+        }
+        ptb = await ptb_baseline()
+        if ptb is not None:
+            baselines["ptb"] = ptb
         payloads = Payloads(ours_session)
         total = warmup + users
 
         # Setup, not timed: every person registers once.
         await converse(ours, payloads, REGISTRATION, range(total))
 
-        # Warm-up: both bots, same updates.
+        # Warm-up: every bot, same updates.
         recorded: list[dict[str, Any]] = []
         await converse(ours, payloads, ENROLLMENT, range(warmup), recorded)
-        await replay(echo, recorded)
+        for baseline in baselines.values():
+            await replay(baseline, recorded)
 
         # Long-lived objects made so far (both bots, mappers, models, setup data)
         # leave the collector's generations, as a server's start-up objects do
-        # after `bot.app.build_runtime` (gc.freeze); applies to both bots alike.
+        # after `bot.app.build_runtime` (gc.freeze); applies to every bot alike.
         gc.collect()
         gc.freeze()
 
         profiler = cProfile.Profile() if profile_path is not None else None
-        ours_s = echo_s = 0.0
-        round_ratios: list[float] = []
+        ours_s = 0.0
+        baseline_s = dict.fromkeys(baselines, 0.0)
+        round_ratios: dict[str, list[float]] = {name: [] for name in baselines}
+        ours_session.timing = {"dump": 0.0, "parse": 0.0}
+        timed: list[dict[str, Any]] = []
         bounds = [warmup + users * r // rounds for r in range(rounds + 1)]
         for first, end in itertools.pairwise(bounds):
             recorded = []
@@ -582,14 +659,18 @@ async def measure(
             ours_round = await converse(
                 ours, payloads, ENROLLMENT, range(first, end), recorded, profiler
             )
-            gc.collect()
-            echo_round = await replay(echo, recorded)
             ours_s += ours_round
-            echo_s += echo_round
-            round_ratios.append(ours_round / echo_round)
+            timed.extend(recorded)
+            for name, baseline in baselines.items():
+                gc.collect()
+                seconds = await replay(baseline, recorded)
+                baseline_s[name] += seconds
+                round_ratios[name].append(ours_round / seconds)
 
         if profiler is not None and profile_path is not None:
             profiler.dump_stats(str(profile_path))
+        if ptb is not None:
+            await ptb.close()
 
         async with runtime.sessionmaker() as db_session:
             sponsorships = await db_session.scalar(select(func.count()).select_from(Sponsorship))
@@ -606,13 +687,55 @@ async def measure(
             rounds=rounds,
             updates=users * ENROLLMENT_STEPS,
             ours_s=ours_s,
-            echo_s=echo_s,
+            baseline_s=baseline_s,
             round_ratios=round_ratios,
             sponsorships=users,
+            pydantic_us=_pydantic_share(ours.bot, timed, ours_session.timing),
         )
     finally:
         logging.getLogger().removeHandler(warnings)
         await runtime.close()
+
+
+def _count_models(value: Any) -> int:
+    """How many pydantic models `value` is made of (itself and everything nested)."""
+    if isinstance(value, BaseModel):
+        return 1 + sum(_count_models(getattr(value, name)) for name in type(value).model_fields)
+    if isinstance(value, list | tuple):
+        return sum(_count_models(item) for item in value)
+    return 0
+
+
+def _pydantic_share(
+    bot: Bot, payloads: list[dict[str, Any]], timing: dict[str, float]
+) -> dict[str, float]:
+    """µs per update of aiogram's pydantic work in our adapter's timed updates.
+
+    `update_validate`: `Update.model_validate` of the same payloads again (what the
+    adapter pays per update); `update_construct`: `Update.model_construct` of them, a
+    lower bound for building the update without validation (shallow: not usable as is);
+    `method_dump` and `answer_parse`: measured in `LocalSession` during the timed
+    rounds (the method dumped for the request, the answer parsed into aiogram types).
+    """
+    count = len(payloads)
+    perf = time.perf_counter
+    started = perf()
+    for payload in payloads:
+        Update.model_validate(payload, context={"bot": bot})
+    validate = perf() - started
+    started = perf()
+    for payload in payloads:
+        Update.model_construct(**payload)
+    construct = perf() - started
+    sample = payloads[:300]
+    models = sum(_count_models(Update.model_validate(p, context={"bot": bot})) for p in sample)
+    return {
+        "update_validate": validate / count * 1e6,
+        "update_construct": construct / count * 1e6,
+        "method_dump": timing["dump"] / count * 1e6,
+        "answer_parse": timing["parse"] / count * 1e6,
+        "update_models": models / len(sample),
+    }
 
 
 def _report(result: Result) -> None:
@@ -623,17 +746,37 @@ def _report(result: Result) -> None:
         f"in {result.rounds} rounds (our adapter, then the echo bot, per round); "
         f"{result.sponsorships} sponsorships verified"
     )
-    print(f"{'':24}{'steps/s':>10}{'us/update':>12}")
-    print(f"{'SERTAKAN adapter':24}{result.ours_steps_per_s:>10.0f}{result.ours_us:>12.0f}")
-    print(f"{'aiogram echo bot':24}{result.echo_steps_per_s:>10.0f}{result.echo_us:>12.0f}")
-    rounds = ", ".join(f"{r:.2f}" for r in result.round_ratios)
-    print(f"ratio ours/echo: {result.ratio:.2f}x (per round: {rounds})")
+    names = {
+        "echo": "aiogram echo (Dispatcher)",
+        "bare": "bare aiogram (no Dispatcher)",
+        "ptb": "python-telegram-bot echo",
+    }
+    print(f"{'':30}{'steps/s':>10}{'us/update':>12}{'ours/it, median (min-max of rounds)':>40}")
+    print(f"{'SERTAKAN adapter':30}{result.ours_steps_per_s:>10.0f}{result.ours_us:>12.0f}")
+    for name, seconds in result.baseline_s.items():
+        ratios = result.round_ratios[name]
+        spread = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+        print(
+            f"{names[name]:30}{result.updates / seconds:>10.0f}"
+            f"{seconds / result.updates * 1e6:>12.0f}{spread:>40}"
+        )
+    if "ptb" not in result.baseline_s:
+        print(f"{names['ptb']:30}{PTB_MISSING}")
+    share = result.pydantic_us
+    aiogram_us = share["update_validate"] + share["method_dump"] + share["answer_parse"]
+    print(
+        f"aiogram's pydantic work in ours, us/update: Update.model_validate "
+        f"{share['update_validate']:.0f} ({share['update_models']:.1f} models; "
+        f"model_construct {share['update_construct']:.0f}), methods dumped "
+        f"{share['method_dump']:.0f}, answers parsed {share['answer_parse']:.0f}: "
+        f"{aiogram_us:.0f} of {result.ours_us:.0f} ({aiogram_us / result.ours_us:.0%})"
+    )
     print(
         f"target >= {TARGET_STEPS_PER_S:.0f} steps/s: "
         f"{'PASS' if speed_ok else 'MISS'} ({result.ours_steps_per_s:.0f})"
     )
     print(
-        f"target <= {TARGET_RATIO:.1f}x echo: "
+        f"target <= {TARGET_RATIO:.1f}x echo (median of rounds): "
         f"{'PASS' if ratio_ok else 'MISS'} ({result.ratio:.2f}x)"
     )
     print(
@@ -648,8 +791,16 @@ def _report(result: Result) -> None:
                 "ours_us_per_update": round(result.ours_us, 1),
                 "echo_us_per_update": round(result.echo_us, 1),
                 "ratio": round(result.ratio, 3),
-                "round_ratios": [round(r, 3) for r in result.round_ratios],
-                "median_round_ratio": round(statistics.median(result.round_ratios), 3),
+                "baseline_us_per_update": {
+                    name: round(seconds / result.updates * 1e6, 1)
+                    for name, seconds in result.baseline_s.items()
+                },
+                "round_ratios": {
+                    name: [round(r, 3) for r in ratios]
+                    for name, ratios in result.round_ratios.items()
+                },
+                "pydantic_us_per_update": {k: round(v, 1) for k, v in result.pydantic_us.items()},
+                "load_average": [round(value, 2) for value in os.getloadavg()],
                 "steps_target": "PASS" if speed_ok else "MISS",
                 "ratio_target": "PASS" if ratio_ok else "MISS",
                 "python": platform.python_version(),
@@ -693,7 +844,7 @@ async def main_async(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=300, help="people timed (default 300)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--warmup", type=int, default=20, help="people in the warm-up (default 20)")
     parser.add_argument(
         "--database-url",

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import inspect
 import json
 import logging
@@ -179,26 +178,10 @@ async def _run_ours(base_url: str, token: str, stop: asyncio.Event) -> None:
 
 
 async def _run_echo(base_url: str, token: str, stop: asyncio.Event) -> None:
-    from aiogram import Bot, Dispatcher
-    from aiogram.client.session.aiohttp import AiohttpSession
-    from aiogram.client.telegram import TelegramAPIServer
-    from aiogram.types import Message
+    # Imported here: an older checkout measured with `--bots ours` need not have it.
+    from bench.echo_bot import run_echo
 
-    bot = Bot(token=token, session=AiohttpSession(api=TelegramAPIServer.from_base(base_url)))
-    dispatcher = Dispatcher()
-
-    @dispatcher.message()
-    async def echo(message: Message) -> None:
-        await message.answer(message.text or "?")
-
-    polling = asyncio.create_task(
-        dispatcher.start_polling(bot, handle_signals=False, polling_timeout=10)
-    )
-    await stop.wait()
-    await dispatcher.stop_polling()
-    with contextlib.suppress(Exception):
-        await polling
-    await bot.session.close()
+    await run_echo(base_url, token, stop)
 
 
 async def _round(bot: str, fault: bool, args: argparse.Namespace) -> dict[str, Any]:

@@ -308,10 +308,9 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
     from bot import metrics
     from bot.access_log import app_runner
     from bot.health import add_health_routes
-    from bot.telegram import TelegramChannel, TelegramSender
+    from bot.telegram import TelegramSender
     from bot.web.app import ReceiptSource, add_web_routes, web_parts
-    from bot.web.receipts import ChannelReceipts, TelegramReceipts, WhatsAppReceipts
-    from bot.whatsapp.channel import build_whatsapp
+    from bot.web.receipts import ChannelReceipts, TelegramReceipts
 
     runtime = await build_runtime(settings)
     senders: dict[Channel, Sender] = {}
@@ -319,19 +318,12 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
     whatsapp: WhatsAppChannel | None = None
     try:
         if settings.telegram.token is not None:
-            telegram = TelegramChannel(
-                runtime.engine,
-                settings.telegram,
-                runtime.clock,
-                catalogs=runtime.catalogs,
-                dead_letters=DeadLetters(runtime.sessionmaker, runtime.cipher),
-                database=runtime.db,
-                cipher=runtime.cipher,
-                reply_settings=settings.reply,
-                budget=runtime.send_budget,
-            )
+            telegram = telegram_channel(runtime)
             senders[Channel.TELEGRAM] = TelegramSender(telegram.bot)
         if settings.whatsapp.enabled:
+            # Imported only here: a Telegram-only process does not carry pywa (~11 MB).
+            from bot.whatsapp.channel import build_whatsapp
+
             whatsapp = build_whatsapp(runtime)
             senders[Channel.WHATSAPP] = whatsapp.sender
     except BaseException:
@@ -370,6 +362,8 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
         if telegram is not None:
             receipts[Channel.TELEGRAM.value] = TelegramReceipts(telegram.bot)
         if whatsapp is not None:
+            from bot.whatsapp.receipts import WhatsAppReceipts
+
             receipts[Channel.WHATSAPP.value] = WhatsAppReceipts(whatsapp.client)
         add_web_routes(app, web_parts(runtime, ChannelReceipts(receipts)))
         runner = app_runner(app)
@@ -405,6 +399,25 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
             await runner.cleanup()
         await _close_channels(runtime, telegram, whatsapp)
     return 0
+
+
+def telegram_channel(runtime: Runtime) -> TelegramChannel:
+    """The Telegram channel as `sertakan run` serves it: parking updates that keep failing,
+    the durable reply queue, the shared send budget (raises ValueError without a token)."""
+    from bot.telegram import TelegramChannel
+
+    settings = runtime.settings
+    return TelegramChannel(
+        runtime.engine,
+        settings.telegram,
+        runtime.clock,
+        catalogs=runtime.catalogs,
+        dead_letters=DeadLetters(runtime.sessionmaker, runtime.cipher),
+        database=runtime.db,
+        cipher=runtime.cipher,
+        reply_settings=settings.reply,
+        budget=runtime.send_budget,
+    )
 
 
 async def _close_channels(

@@ -7,20 +7,22 @@ exception (a bug, data the code cannot handle) would fail the same way on every
 try, and retrying it would hold the person's later messages (and, on Telegram's
 polling, everybody in the batch) for nothing: such an update is parked at once
 with its payload, and the person is told.
+
+The WhatsApp failures that heal (Graph API 5xx, 429, pywa's transient errors,
+httpx's transport errors) are added by `bot.whatsapp.errors.is_transient_update`,
+so a Telegram-only process never loads pywa (~11 MB resident).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import httpx
 from aiogram.exceptions import (
     ClientDecodeError,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
 )
-from pywa_async.errors import WhatsAppError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -35,7 +37,6 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     TelegramServerError,
     TelegramRetryAfter,
     ClientDecodeError,  # an HTML error page from a proxy in front of the Bot API
-    httpx.TransportError,
 )
 
 
@@ -43,9 +44,4 @@ def is_transient(exc: BaseException) -> bool:
     """True when trying the same update again later may succeed."""
     if isinstance(exc, _TRANSIENT_TYPES):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, WhatsAppError):
-        status = exc.status_code
-        return status is None or status >= 500 or status == 429 or bool(exc.is_transient)
-    return False
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -29,7 +29,8 @@ import math
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol, TypeVar
+from http import HTTPStatus
+from typing import Any, Final, Protocol, TypeVar, cast
 
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
@@ -59,7 +60,7 @@ from aiogram.methods import (
     SetMyCommands,
     SetWebhook,
 )
-from aiogram.methods.base import Response
+from aiogram.methods.base import Response, TelegramMethod, TelegramType
 from aiogram.types import (
     BotCommand,
     BufferedInputFile,
@@ -169,6 +170,44 @@ class UpdateParking(Protocol):
         ...
 
 
+class UnreadSendMessage(SendMessage):
+    """sendMessage whose answer the program does not read (replies and notices).
+
+    A session with `UnreadAnswers` checks its answer's envelope (a refusal raises as
+    for any call) but does not build the sent message into aiogram types (a message
+    with a five-button keyboard is nine pydantic models; bench/bench_enrollment.py
+    times the answers' parse). The call then returns None.
+    """
+
+
+#: What an accepted `UnreadSendMessage` answers (its result not built).
+_ACCEPTED: Final[Response[Any]] = Response[Any](ok=True)
+
+
+class UnreadAnswers(BaseSession):
+    """A session mixin: the answer of an `UnreadSendMessage` is not parsed into types."""
+
+    def check_response(
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        status_code: int,
+        content: str,
+    ) -> Response[TelegramType]:
+        if isinstance(method, UnreadSendMessage) and HTTPStatus.OK <= status_code < 300:
+            try:
+                data = self.json_loads(content)
+            except Exception:  # not JSON: aiogram's own path raises ClientDecodeError
+                data = None
+            if isinstance(data, dict) and data.get("ok") is True:
+                return cast(Response[TelegramType], _ACCEPTED)
+        return super().check_response(bot, method, status_code, content)
+
+
+class TelegramSession(UnreadAnswers, AiohttpSession):
+    """aiogram's HTTP session, without building the answers the program does not read."""
+
+
 @dataclasses.dataclass(slots=True, frozen=True)
 class OutboundMessage:
     """One `sendMessage` call: plain text (no parse mode) and an optional keyboard.
@@ -190,7 +229,9 @@ class OutboundMessage:
                 return SendDocument(chat_id=chat_id, document=self.file.ref)
             return SendPhoto(chat_id=chat_id, photo=self.file.ref)
         if self.document is None:
-            return SendMessage(chat_id=chat_id, text=self.text, reply_markup=self.reply_markup)
+            return UnreadSendMessage(
+                chat_id=chat_id, text=self.text, reply_markup=self.reply_markup
+            )
         return SendDocument(
             chat_id=chat_id,
             document=BufferedInputFile(self.document.content, filename=self.document.file_name),
@@ -387,7 +428,7 @@ class TelegramChannel:
         self._clock = clock
         self._retry_first_s = retry_first_s
         self._retry_cap_s = retry_cap_s
-        session = session or AiohttpSession(api=TelegramAPIServer.from_base(settings.api_base))
+        session = session or TelegramSession(api=TelegramAPIServer.from_base(settings.api_base))
         # No parse mode: user text (names, addresses) must never be read as HTML.
         self.bot = Bot(
             token=settings.token.get_secret_value(),
@@ -870,7 +911,7 @@ class TelegramSender:
             if index:
                 await self._sleep(self._chunk_interval_s)
             try:
-                await self._bot(SendMessage(chat_id=chat_id, text=chunk))
+                await self._bot(UnreadSendMessage(chat_id=chat_id, text=chunk))
             except Exception as exc:
                 return scrub_token(classify_error(exc), self._bot.token)
         return Sent()

@@ -17,9 +17,6 @@ import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
-from fpdf import FPDF
-from fpdf.enums import XPos, YPos
-
 _TYPOGRAPHY = str.maketrans(
     {"“": '"', "”": '"', "‘": "'", "’": "'", "–": "-", "—": "-", "…": "...", "•": "-"}
 )
@@ -61,6 +58,11 @@ class ConsentForm:
 
 def consent_form_pdf(form: ConsentForm, *, created_at: datetime) -> bytes:
     """The form as one A4 page of PDF (the same bytes for the same form and time)."""
+    # Imported here: fpdf (with fontTools and Pillow) is ~27 MB resident, and a running
+    # bot draws a form rarely; `sertakan run` should not carry it at idle.
+    from fpdf import FPDF
+    from fpdf.enums import XPos, YPos
+
     pdf = FPDF(format="A4")
     pdf.set_creation_date(created_at)
     pdf.set_title(_latin1(form.title))

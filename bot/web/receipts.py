@@ -5,6 +5,7 @@ WhatsApp media id), never as bytes: the page asks the platform for the file
 when it is shown and passes it on, so nothing personal is kept on this server.
 A reference the platform no longer knows (WhatsApp deletes media after a
 while) is `ReceiptProblem.GONE`; a platform not answering now, `UNAVAILABLE`.
+WhatsApp's source is bot.whatsapp.receipts, loaded only where WhatsApp runs (pywa).
 """
 
 from __future__ import annotations
@@ -14,18 +15,12 @@ import logging
 import mimetypes
 from collections.abc import Mapping
 
-import httpx
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
-from pywa_async.errors import WhatsAppError
 
 from bot.web.app import MAX_RECEIPT_BYTES, ReceiptProblem, ReceiptSource
-from bot.whatsapp.client import WhatsAppClient
 
 log = logging.getLogger(__name__)
-
-#: The Graph API's "object does not exist" (a media id deleted or never issued).
-_GRAPH_NO_OBJECT = 100
 
 
 class TelegramReceipts(ReceiptSource):
@@ -53,34 +48,6 @@ class TelegramReceipts(ReceiptSource):
             return ReceiptProblem.UNAVAILABLE
         content_type = mimetypes.guess_type(file.file_path)[0] or "application/octet-stream"
         return buffer.getvalue(), content_type
-
-
-class WhatsAppReceipts(ReceiptSource):
-    """Receipts sent on WhatsApp: the media's URL from the Graph API, then its bytes."""
-
-    def __init__(self, client: WhatsAppClient) -> None:
-        self._client = client
-
-    async def fetch(self, channel: str, file_ref: str) -> tuple[bytes, str] | ReceiptProblem | None:
-        if channel != "whatsapp":
-            return None
-        try:
-            media = await self._client.download_media(file_ref, MAX_RECEIPT_BYTES)
-        except WhatsAppError as error:
-            log.warning("receipt not fetched from WhatsApp: code %s", error.code)
-            gone = error.code == _GRAPH_NO_OBJECT or error.status_code == 404
-            return ReceiptProblem.GONE if gone else ReceiptProblem.UNAVAILABLE
-        except httpx.HTTPStatusError as error:
-            # The download URL (valid five minutes) refused: the media went meanwhile.
-            log.warning("receipt download refused by WhatsApp: %s", error.response.status_code)
-            gone = error.response.status_code in (404, 410)
-            return ReceiptProblem.GONE if gone else ReceiptProblem.UNAVAILABLE
-        except (httpx.HTTPError, TimeoutError) as error:
-            log.warning("receipt not fetched from WhatsApp: %s", type(error).__name__)
-            return ReceiptProblem.UNAVAILABLE
-        if media is None:
-            return ReceiptProblem.TOO_LARGE
-        return media.content, media.mime_type
 
 
 class ChannelReceipts(ReceiptSource):

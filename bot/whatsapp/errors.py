@@ -18,6 +18,7 @@ from typing import Final
 import httpx
 from pywa_async.errors import WhatsAppError
 
+from bot.retry_policy import is_transient
 from scheduler.sending import Deferred, Permanent, RetryAfter, SendResult, Transient
 
 #: Our number's throughput (130429) and the app's call limit (4): pause the channel.
@@ -27,6 +28,17 @@ PAIR_RATE_LIMIT: Final = 131056
 UNDELIVERABLE: Final = 131026
 #: The access token was rejected (expired, revoked).
 AUTH_ERRORS: Final = frozenset({0, 190})
+
+
+def is_transient_update(exc: BaseException) -> bool:
+    """`bot.retry_policy.is_transient`, plus the Graph API's and the network's failures that heal:
+    5xx, 429, pywa's `is_transient`, and httpx's transport errors."""
+    if is_transient(exc) or isinstance(exc, httpx.TransportError):
+        return True
+    if isinstance(exc, WhatsAppError):
+        status = exc.status_code
+        return status is None or status >= 500 or status == 429 or bool(exc.is_transient)
+    return False
 
 
 def classify_error(

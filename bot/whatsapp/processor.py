@@ -58,8 +58,8 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import log_context, metrics
-from bot.retry_policy import is_transient
 from bot.settings import WhatsAppSettings
+from bot.whatsapp.errors import is_transient_update
 from bot.whatsapp.events import to_event
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs
@@ -320,7 +320,7 @@ class InboundProcessor:
         logger.warning(
             "whatsapp message %s failed (attempt %s): %s", item.message_id, attempts, error
         )
-        if attempts >= self._settings.max_attempts or not is_transient(exc):
+        if attempts >= self._settings.max_attempts or not is_transient_update(exc):
             try:
                 await self._park(item, error, attempts)
                 return True

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.web.app import ReceiptSource
-from bot.web.receipts import ChannelReceipts, WhatsAppReceipts
+from bot.web.receipts import ChannelReceipts
 from bot.whatsapp.client import WhatsAppClient
+from bot.whatsapp.receipts import WhatsAppReceipts
 from domain.vocabulary import Channel, PaymentStatus
 from handlers.types import EventKind
 from storage.models import Payment

@@ -8,8 +8,9 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
 from bot.web.app import MAX_RECEIPT_BYTES, ReceiptProblem
-from bot.web.receipts import ChannelReceipts, TelegramReceipts, WhatsAppReceipts
+from bot.web.receipts import ChannelReceipts, TelegramReceipts
 from bot.whatsapp.client import WhatsAppClient, build_client
+from bot.whatsapp.receipts import WhatsAppReceipts
 from tests.fakes.graph_api import FakeGraphServer
 from tests.fakes.telegram_api import FakeTelegramServer
 
