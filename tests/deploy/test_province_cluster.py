@@ -228,8 +228,12 @@ class Person:
         await server.wait_until(lambda: len(self.messages) > before, timeout=STEP_WITHIN_S)
         while True:
             count = len(self.messages)
+
+            def more(seen: int = count) -> bool:
+                return len(self.messages) > seen
+
             with contextlib.suppress(TimeoutError):
-                await server.wait_until(lambda n=count: len(self.messages) > n, timeout=1.5)
+                await server.wait_until(more, timeout=1.5)
                 continue
             return since()
 
