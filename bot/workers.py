@@ -16,6 +16,10 @@ any request. The supervisor binds nothing and touches no update.
 - SIGTERM or SIGINT to the supervisor is forwarded to every child as SIGTERM;
   each stops as one process does (a dispatcher tick records what it sent, the
   web server closes), and one still running after `STOP_GRACE_S` is killed.
+- Telegram's set-up calls are the supervisor's, once per start: the command
+  menu and getMe before the children start (the username goes to them as
+  TELEGRAM_BOT_USERNAME), setWebhook once a child listens. The children
+  (`--worker`) skip them, so a restarted child changes nothing at Telegram.
 - Metrics: the children share one fresh `PROMETHEUS_MULTIPROC_DIR`
   (`bot.metrics`), removed when the supervisor ends.
 

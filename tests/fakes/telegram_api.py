@@ -18,6 +18,9 @@ and is never processed, and connections refused while the server is away).
 (sendMessage, sendDocument) in any sliding second and one per second per chat;
 a send over either limit is refused with 429 and `parameters.retry_after`,
 exactly as Telegram answers, and counted in `too_many_requests`.
+`enforce_rates(chat_burst=N)` allows Telegram's short bursts in a private chat
+(N sends in any N seconds). `post_webhook` is Telegram in webhook mode: it
+POSTs an update to the registered webhook with the secret token header.
 `answer_delay_s` holds every answer that long after the request was judged
 (the round trip of the real Bot API; flood control counts arrivals).
 
