@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import random
 import re
@@ -49,7 +50,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.bench_enrollment import ENROLLMENT, REGISTRATION, Step
-from bench.province import NGINX, Nginx, Province, bot_environment, free_port, run_command
+from bench.province import (
+    NGINX,
+    WEBHOOK_SECRET,
+    Nginx,
+    Province,
+    bot_environment,
+    free_port,
+    run_command,
+)
 from domain.vocabulary import WorkerConsent
 from storage.db import is_sqlite
 from storage.models import PlannerRun, Sponsorship
@@ -116,6 +125,12 @@ class Cluster:
         self.random = random.Random(14)
         self.killed_at: list[float] = []
 
+    @functools.cached_property
+    def tls(self) -> aiohttp.ClientSession:
+        """Kept-alive connections to nginx (a TLS handshake per update would make this
+        test process, which also plays both platforms, the bottleneck)."""
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, ssl=self.nginx.tls))
+
     def _target(self, path: str) -> tuple[str, dict[str, Any]]:
         """nginx (TLS) or the bot's own port, at random."""
         if self.random.random() < 0.5:
@@ -138,6 +153,11 @@ class Cluster:
 
         async def post() -> int:
             url, options = self._target("/telegram/webhook")
+            if "ssl" in options:  # to nginx: kept-alive TLS connections, as Telegram's
+                headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
+                async with self.tls.post(url, json=update, headers=headers) as response:
+                    await response.read()
+                    return response.status
             return await self.telegram.post_webhook(update, url=url, **options)
 
         copies = self.random.randint(1, 3)
@@ -221,7 +241,8 @@ class Person:
                 raise AssertionError(
                     f"person {self.index}: after {step[0]} {step[1](self.index)!r} came "
                     f"{since()}, not {expected}; killed at {self.cluster.killed_at}, now "
-                    f"{time.monotonic()}; {[(m.at, m.text[:40]) for m in self.messages[-4:]]}"
+                    f"{time.monotonic()}; {[(m.at, m.text[:40]) for m in self.messages[-4:]]}\n"
+                    f"the bot's log:\n{self.cluster.province.log_tail(30)}"
                 ) from None
             self.shown = expected
             return expected
@@ -297,7 +318,11 @@ async def province_up(
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=True)
         ) as http:
-            yield Cluster(province, nginx, telegram, graph, http)
+            cluster = Cluster(province, nginx, telegram, graph, http)
+            try:
+                yield cluster
+            finally:
+                await cluster.tls.close()
     finally:
         try:
             code = await province.stop()
