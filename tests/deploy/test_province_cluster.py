@@ -306,8 +306,9 @@ async def province_up(
         DISPATCH_WHATSAPP_CHAT_INTERVAL_S=str(PAIR_INTERVAL_S),
         DISPATCH_TICK_INTERVAL_S="0.5",
         DISPATCH_IDLE_S="0.2",
-        # Replies a killed process held are taken over after this (default 30 s).
-        REPLY_LEASE_S="10",
+        # REPLY_LEASE_S stays at its default (30 s): a shorter lease lets another process
+        # take over, and send again, a reply its holder is still waiting to send under
+        # load (10 s gave duplicates with no process killed).
         PLANNER_TICK_S="1",
     )
     await run_command(env, "opd", "load", str(OPD_SEED))
