@@ -22,10 +22,15 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 # Re-resolve pyproject.toml's ranges (with [dev]) into requirements.lock, for Python 3.11 on
-# Linux x86_64 (run it there); `make install` then installs the new pins.
+# Linux x86_64 (run it there); `make install` then installs the new pins. Then
+# requirements-run.lock: the runtime dependencies only (and the build backend), at the same
+# pins (started from requirements.lock), for the image (deploy/Dockerfile) and servers.
 lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --generate-hashes --extra dev --allow-unsafe --strip-extras \
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+	cp requirements.lock requirements-run.lock
+	$(BIN)/pip-compile --quiet --generate-hashes --all-build-deps --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file requirements-run.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/sertakan run

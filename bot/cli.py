@@ -171,7 +171,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from bot.workers import supervise
 
         return await supervise(settings, workers)
-    return await _run_channels(settings, reuse_port=getattr(args, "worker", False))
+    child = getattr(args, "worker", False)
+    return await _run_channels(settings, reuse_port=child, announce=not child)
 
 
 async def _load_opds(settings: Settings, path: Path) -> int:
@@ -292,13 +293,18 @@ async def _console_web(runtime: Runtime) -> AppRunner:
     return runner
 
 
-async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
+async def _run_channels(
+    settings: Settings, *, reuse_port: bool = False, announce: bool = True
+) -> int:
     """Telegram (polling or webhook) and/or WhatsApp (webhook), with the outbox dispatcher.
 
     One web server serves every webhook (`WEB_HOST`:`WEB_PORT`): Telegram's in
     webhook mode, WhatsApp's always, with /healthz, /readyz and /metrics
     (`bot.health`). `reuse_port`: one of `sertakan run --workers N`'s
-    processes, binding the port with SO_REUSEPORT. The process runs until
+    processes, binding the port with SO_REUSEPORT. `announce`: publish the
+    command menu and register the webhook with Telegram (False in those
+    processes: their supervisor did it once, `bot.workers.announce_telegram`,
+    rather than N times at every start and restart). The process runs until
     SIGINT/SIGTERM or until a channel's loop fails.
     """
     # Imported here: the console never loads aiogram, pywa or aiohttp's server.
@@ -345,7 +351,8 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
     gc.freeze()
     try:
         if telegram is not None:
-            await telegram.set_commands()
+            if announce:
+                await telegram.set_commands()
             if not runtime.engine.config.telegram_bot_username:
                 # Consent links t.me/<username>?start=... need it (TELEGRAM_BOT_USERNAME unset).
                 runtime.engine.use_telegram_username(await telegram.username())
@@ -371,8 +378,9 @@ async def _run_channels(settings: Settings, *, reuse_port: bool = False) -> int:
         site = web.TCPSite(runner, settings.web.host, settings.web.port, reuse_port=reuse_port)
         await site.start()
         log.info("web server on %s:%s", settings.web.host, settings.web.port)
-        if telegram is not None and telegram_webhook:
+        if telegram is not None and telegram_webhook and announce:
             await telegram.set_webhook()
+        if telegram is not None and telegram_webhook:
             # Replies refused for a while, or left by an earlier run (polling runs its own).
             loops.append(asyncio.create_task(telegram.replies.run(stop)))
         if whatsapp is not None:

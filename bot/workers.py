@@ -16,6 +16,10 @@ any request. The supervisor binds nothing and touches no update.
 - SIGTERM or SIGINT to the supervisor is forwarded to every child as SIGTERM;
   each stops as one process does (a dispatcher tick records what it sent, the
   web server closes), and one still running after `STOP_GRACE_S` is killed.
+- Telegram's set-up calls are the supervisor's, once per start: the command
+  menu and getMe before the children start (the username goes to them as
+  TELEGRAM_BOT_USERNAME), setWebhook once a child listens. The children
+  (`--worker`) skip them, so a restarted child changes nothing at Telegram.
 - Metrics: the children share one fresh `PROMETHEUS_MULTIPROC_DIR`
   (`bot.metrics`), removed when the supervisor ends.
 
@@ -39,6 +43,7 @@ import time
 from bot import metrics
 from bot.app import StartupError, build_runtime
 from bot.settings import Settings, TelegramMode
+from bot.telegram import TelegramChannel
 from storage.db import is_sqlite
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 30.0
 RESTART_FIRST_S = 1.0
 RESTART_CAP_S = 30.0
+#: The supervisor registers the Telegram webhook once a child listens, or after this long.
+WEBHOOK_WAIT_S = 60.0
 #: A child that ran at least this long before dying restarts after the first pause again.
 STABLE_S = 60.0
 
@@ -146,6 +153,34 @@ class Supervisor:
             await child.wait()
 
 
+async def _port_answers(settings: Settings, within_s: float) -> bool:
+    """Whether WEB_HOST:WEB_PORT accepts a connection (a child listens) within `within_s`."""
+    host = settings.web.host if settings.web.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(host, settings.web.port)
+        except OSError:
+            await asyncio.sleep(0.2)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
+
+
+async def _register_webhook(telegram: TelegramChannel, settings: Settings) -> None:
+    """setWebhook once a child listens, as one process does after its server started
+    (after WEBHOOK_WAIT_S without one, anyway: Telegram retries its deliveries)."""
+    await _port_answers(settings, WEBHOOK_WAIT_S)
+    try:
+        await telegram.set_webhook()
+        log.info("Telegram webhook registered")
+    except Exception:
+        log.exception("setWebhook failed: no Telegram update arrives until a restart registers it")
+
+
 def child_command() -> list[str]:
     """How the supervisor starts one child: this interpreter, `-m bot run --worker`."""
     return [sys.executable, "-m", "bot", "run", "--worker"]
@@ -161,11 +196,30 @@ async def supervise(settings: Settings, workers: int) -> int:
         raise StartupError(reason)
     # Migrations and the key's first recording happen here, once, not N times at once.
     runtime = await build_runtime(settings)
-    await runtime.close()
+    telegram: TelegramChannel | None = None
+    env = dict(os.environ)
+    try:
+        if settings.telegram.token is not None:
+            # Telegram's set-up calls, once for all the children (they skip them:
+            # `_run_channels(announce=False)`), not N times at every start and restart.
+            telegram = TelegramChannel(
+                runtime.engine, settings.telegram, runtime.clock, catalogs=runtime.catalogs
+            )
+            await telegram.set_commands()
+            # The children need the username for consent links: getMe once, here.
+            username = settings.telegram.bot_username or await telegram.username()
+            if username:
+                env["TELEGRAM_BOT_USERNAME"] = username
+    except BaseException:
+        if telegram is not None:
+            await telegram.close()
+        raise
+    finally:
+        # The channel keeps only its Bot API session (for setWebhook below).
+        await runtime.close()
     metrics_dir = tempfile.mkdtemp(prefix="sertakan-metrics-")
     # The children read their settings from this same environment (the one place
     # that passes it on rather than reading it).
-    env = dict(os.environ)
     env.update({metrics.MULTIPROC_ENV: metrics_dir, "DATABASE_AUTO_MIGRATE": "false"})
     supervisor = Supervisor(child_command(), workers, env)
     loop = asyncio.get_running_loop()
@@ -173,9 +227,18 @@ async def supervise(settings: Settings, workers: int) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, supervisor.stop)
     log.info("serving %s:%s from %d processes", settings.web.host, settings.web.port, workers)
+    registering = None
+    if telegram is not None and settings.telegram.mode is TelegramMode.WEBHOOK:
+        registering = asyncio.create_task(_register_webhook(telegram, settings))
     try:
         await supervisor.run()
     finally:
+        if registering is not None:
+            registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await registering
+        if telegram is not None:
+            await telegram.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("all %d workers stopped", workers)
     return 0

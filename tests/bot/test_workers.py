@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -24,6 +23,7 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.launcher import Output
 from bot.cli import main
 from bot.settings import DatabaseSettings, Settings, TelegramMode, TelegramSettings
 from bot.workers import refusal
@@ -34,43 +34,6 @@ from tests.fakes.telegram_api import FakeTelegramServer
 
 SECRET = "webhook-secret-1"
 PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/x"
-
-
-class Output:
-    """The supervisor's output (its children's too), parsed line by line as it comes."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.raw: list[str] = []
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._read(process))
-
-    async def _read(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None
-        async for line in process.stdout:
-            text = line.decode(errors="replace").strip()
-            if not text:
-                continue
-            self.raw.append(text)
-            with contextlib.suppress(ValueError):
-                self.records.append(json.loads(text))
-            self._changed.set()
-
-    async def wait_for(self, pattern: str, count: int = 1, within_s: float = 120) -> list[str]:
-        """The first `count` messages matching `pattern`, waiting for them."""
-
-        async def enough() -> list[str]:
-            while True:
-                found = [r["message"] for r in self.records if re.search(pattern, r["message"])]
-                if len(found) >= count:
-                    return found
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(enough(), within_s)
-
-    async def close(self) -> None:
-        await asyncio.wait_for(self._task, 30)
 
 
 @contextlib.asynccontextmanager
@@ -193,6 +156,11 @@ async def test_workers_share_the_port_a_killed_one_is_replaced_and_metrics_add_u
         for pid in (pids - {victim}) | {new_pid}:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+        # Telegram's set-up calls came once, from the supervisor: not from each child at
+        # its start, nor from the one started again after the kill.
+        assert len(server.calls_of("setWebhook")) == 1
+        assert len(server.calls_of("setMyCommands")) == len(server.commands) == 2
+        assert len(server.calls_of("getMe")) == 1
         ended = [r["message"] for r in output.records if "ended with code" in r["message"]]
         # Only the killed child counted as a death: the stop restarted nobody.
         assert len(ended) == 1 and f"(pid {victim})" in ended[0]

@@ -9,9 +9,6 @@ webhook on 127.0.0.1. Skipped only where no nginx binary exists.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -20,78 +17,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from bench.launcher import NGINX, free_port, site_config
 from bot.app import Runtime
 from bot.health import add_health_routes
 from tests.bot.test_health import runtime  # noqa: F401  (the fixture)
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (.ci/run installs it)"
 )
-
-
-def self_signed(folder: Path) -> None:
-    """fullchain.pem and privkey.pem for localhost, valid for a day."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "fullchain.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / "privkey.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def site_config(folder: Path, *, http: int, https: int, bot: int) -> Path:
-    """The shipped site and local upstream, with this test's paths and ports, in an nginx.conf."""
-    self_signed(folder)
-    upstream = (DEPLOY / "nginx" / "upstream-local.conf").read_text()
-    (folder / "upstream.conf").write_text(upstream.replace("127.0.0.1:8080", f"127.0.0.1:{bot}"))
-    site = (DEPLOY / "nginx" / "sertakan.conf").read_text()
-    for shipped, local in {
-        "/etc/nginx/sertakan/upstream.conf": str(folder / "upstream.conf"),
-        "/etc/ssl/sertakan/": f"{folder}/",
-        "/var/log/nginx/": f"{folder}/",
-        "listen 80;": f"listen 127.0.0.1:{http};",
-        "listen 443 ssl http2;": f"listen 127.0.0.1:{https} ssl http2;",
-    }.items():
-        assert shipped in site, shipped
-        site = site.replace(shipped, local)
-    site = "\n".join(line for line in site.splitlines() if "[::]" not in line)
-    (folder / "sertakan.conf").write_text(site)
-    config = folder / "nginx.conf"
-    config.write_text(
-        f"daemon off;\npid {folder}/nginx.pid;\nerror_log {folder}/error.log;\n"
-        "events {}\n"
-        f"http {{\n  client_body_temp_path {folder}/body;\n  proxy_temp_path {folder}/proxy;\n"
-        f"  include {folder}/sertakan.conf;\n}}\n"
-    )
-    return config
 
 
 def test_nginx_accepts_the_site(tmp_path: Path) -> None:

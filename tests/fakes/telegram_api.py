@@ -18,6 +18,9 @@ and is never processed, and connections refused while the server is away).
 (sendMessage, sendDocument) in any sliding second and one per second per chat;
 a send over either limit is refused with 429 and `parameters.retry_after`,
 exactly as Telegram answers, and counted in `too_many_requests`.
+`enforce_rates(chat_burst=N)` allows Telegram's short bursts in a private chat
+(N sends in any N seconds). `post_webhook` is Telegram in webhook mode: it
+POSTs an update to the registered webhook with the secret token header.
 `answer_delay_s` holds every answer that long after the request was judged
 (the round trip of the real Bot API; flood control counts arrivals).
 
@@ -46,6 +49,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 PAYLOADS_DIR = Path(__file__).parent / "telegram_payloads"
@@ -153,12 +157,15 @@ class _Failure:
 
 @dataclasses.dataclass(slots=True)
 class _RateLimits:
-    """Flood control: `per_second` sends in any sliding second, one per `chat_interval_s`."""
+    """Flood control: `per_second` sends in any sliding second, and per chat at most
+    `chat_burst` sends in any `chat_burst * chat_interval_s` seconds (burst 1: one per
+    `chat_interval_s`)."""
 
     per_second: int
     chat_interval_s: float
     accepted: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
-    last_by_chat: dict[int, float] = dataclasses.field(default_factory=dict)
+    chat_burst: int = 1
+    by_chat: dict[int, collections.deque[float]] = dataclasses.field(default_factory=dict)
 
 
 #: Outage shapes `fault_for` can play.
@@ -230,6 +237,8 @@ class FakeTelegramServer:
         self._closing = False
         self._runner: web.AppRunner | None = None
         self._port = 0
+        #: The client of `post_webhook` (a new connection per update, as Telegram's).
+        self._webhook_http: aiohttp.ClientSession | None = None
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -250,6 +259,8 @@ class FakeTelegramServer:
         if self._comeback is not None:
             self._comeback.cancel()
         self._notify()
+        if self._webhook_http is not None:
+            await self._webhook_http.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -275,6 +286,29 @@ class FakeTelegramServer:
         self._pending.append(queued)
         self._notify()
         return queued
+
+    async def post_webhook(
+        self, update: Mapping[str, Any], *, url: str | None = None, **options: Any
+    ) -> int:
+        """Webhook mode: POST `update` to the registered webhook (or `url`), with the secret
+        token header, as Telegram does; the HTTP status (Telegram redelivers on anything
+        but 2xx). `options` go to aiohttp's `post` (`ssl=` for a self-signed certificate).
+        """
+        target = url or self.webhook_url
+        if not target:
+            raise RuntimeError("no webhook registered (setWebhook) and no url given")
+        headers = {}
+        if self.webhook_secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook_secret
+        if self._webhook_http is None:
+            self._webhook_http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True)
+            )
+        async with self._webhook_http.post(
+            target, json=dict(update), headers=headers, **options
+        ) as response:
+            await response.read()
+            return response.status
 
     def fail_next(
         self,
@@ -377,10 +411,17 @@ class FakeTelegramServer:
         """Sends to `chat_id` answer 400 "chat not found"."""
         self._unknown_chats.add(chat_id)
 
-    def enforce_rates(self, per_second: int = 30, chat_interval_s: float = 1.0) -> None:
+    def enforce_rates(
+        self, per_second: int = 30, chat_interval_s: float = 1.0, *, chat_burst: int = 1
+    ) -> None:
         """Refuse sends over `per_second` in any sliding second or closer than
-        `chat_interval_s` to the previous accepted send to the same chat (429)."""
-        self._rates = _RateLimits(per_second, chat_interval_s)
+        `chat_interval_s` to the previous accepted send to the same chat (429).
+
+        `chat_burst` > 1: Telegram's "short bursts" in a private chat: up to that many
+        sends to one chat in any `chat_burst * chat_interval_s` seconds (the average
+        stays one per `chat_interval_s`).
+        """
+        self._rates = _RateLimits(per_second, chat_interval_s, chat_burst=chat_burst)
 
     def add_file(
         self, file_id: str, name: str, content: bytes, *, mime_type: str | None = None
@@ -636,14 +677,17 @@ class FakeTelegramServer:
         wait = 0.0
         if len(rates.accepted) >= rates.per_second:
             wait = rates.accepted[0] + 1.0 - now
-        last = rates.last_by_chat.get(chat_id)
-        if last is not None and now - last < rates.chat_interval_s:
-            wait = max(wait, last + rates.chat_interval_s - now)
+        recent = rates.by_chat.setdefault(chat_id, collections.deque())
+        window = rates.chat_burst * rates.chat_interval_s
+        while recent and recent[0] <= now - window:
+            recent.popleft()
+        if len(recent) >= rates.chat_burst:
+            wait = max(wait, recent[0] + window - now)
         if wait > 0:
             self.too_many_requests += 1
             return _too_many(max(1, math.ceil(wait)))
         rates.accepted.append(now)
-        rates.last_by_chat[chat_id] = now
+        recent.append(now)
         return None
 
     async def _get_me(self, params: dict[str, Any]) -> web.Response:

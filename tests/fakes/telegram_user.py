@@ -83,9 +83,12 @@ class TelegramUser:
         """
         return await self.send(self.press_update(label_part))
 
-    def press_update(self, label_part: str) -> dict[str, Any]:
-        """The callback_query update pressing `label_part`, without sending it."""
-        keyboards = [message for message in self.messages if inline_buttons(message)]
+    def press_update(
+        self, label_part: str, among: list[SentMessage] | None = None
+    ) -> dict[str, Any]:
+        """The callback_query update pressing `label_part`, without sending it (on the
+        latest message with buttons, or the latest of `among`)."""
+        keyboards = [message for message in among or self.messages if inline_buttons(message)]
         if not keyboards:
             raise AssertionError("the bot has not shown any buttons")
         message = keyboards[-1]
