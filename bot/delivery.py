@@ -156,6 +156,8 @@ class ReplyDelivery:
         self._delivered: list[int] = []
         self._delivered_ids: set[int] = set()
         self._flusher: asyncio.Task[None] | None = None
+        #: Renews the leases of the rows held here while any are (`_renew_loop`).
+        self._renewer: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
         #: The latest deleted rows (bounded): see `_waiting_elsewhere`.
         self._forgotten: collections.deque[int] = collections.deque()
@@ -286,9 +288,10 @@ class ReplyDelivery:
             for item in queue
             if item.reply_id is not None
         ]
-        for task in [*self._tasks.values(), *self._background]:
+        renewer = [self._renewer] if self._renewer is not None else []
+        for task in [*self._tasks.values(), *self._background, *renewer]:
             task.cancel()
-        for task in [*self._tasks.values(), *self._background]:
+        for task in [*self._tasks.values(), *self._background, *renewer]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._flusher is not None:
@@ -320,6 +323,49 @@ class ReplyDelivery:
         if chat_id not in self._tasks:
             self._idle.clear()
             self._tasks[chat_id] = asyncio.create_task(self._run_chat(chat_id))
+        if item.reply_id is not None and (self._renewer is None or self._renewer.done()):
+            self._renewer = asyncio.create_task(self._renew_loop())
+
+    def _held(self) -> list[int]:
+        """The rows this process holds: on their way, or delivered and not yet deleted."""
+        on_their_way = [
+            item.reply_id
+            for queue in self._chats.values()
+            for item in queue
+            if item.reply_id is not None
+        ]
+        return [*on_their_way, *self._delivered]
+
+    async def renew_once(self) -> int:
+        """Extend the lease of every row held here to a full lease from now."""
+        held = self._held()
+        if not held or self._database is None:
+            return 0
+        async with self._database.begin() as connection:
+            return await reply_queue.renew(
+                connection, held, until=self._clock() + self._settings.lease
+            )
+
+    async def _renew_loop(self) -> None:
+        """While rows are held, renew their leases every third of the lease (real time):
+        a reply waiting longer than the lease is not taken over by another process's
+        sweep and sent twice. A process that dies stops renewing: its rows are taken
+        over one lease later, as before."""
+        interval = self._settings.lease.total_seconds() / 3
+        failures = 0
+        while self._held():
+            await asyncio.sleep(interval)
+            try:
+                await self.renew_once()
+                failures = 0
+            except Exception as exc:  # the database is away: the next round tries again
+                failures += 1
+                logger.warning(
+                    "%s reply leases not renewed (%s times): %s",
+                    self.channel,
+                    failures,
+                    type(exc).__name__,
+                )
 
     async def _run_chat(self, chat_id: str) -> None:
         queue = self._chats[chat_id]

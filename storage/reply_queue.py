@@ -6,7 +6,10 @@ the writing process's lease. The channel sends them at once and deletes the row
 (`forget`); a reply the platform refused for a while (5xx, timeout, 429,
 WhatsApp 130429) stays with `parts_sent`, `attempts` and its next try
 (`record_failure`) and is sent again without re-running the step. Rows whose
-process died are taken over by `claim` once their lease has passed.
+process died are taken over by `claim` once their lease has passed; a live
+process renews the leases of the rows it still holds (`renew`) every third of
+the lease, so a reply that waits long (behind the person's earlier replies, a
+429, a slow send) is not taken over and sent a second time elsewhere.
 
 Ordering rule of `claim` (as for the WhatsApp journal): a person's rows are
 handed out only together with their earliest row, and never while any of
@@ -168,6 +171,26 @@ async def forget(connection: AsyncConnection, reply_ids: Sequence[int]) -> int:
     if not reply_ids:
         return 0
     result = await connection.execute(delete(PendingReply).where(PendingReply.id.in_(reply_ids)))
+    return int(result.rowcount)
+
+
+async def renew(connection: AsyncConnection, reply_ids: Sequence[int], *, until: datetime) -> int:
+    """Keep holding rows this process still works on (waiting behind a person's earlier
+    replies, being sent, or delivered and not yet deleted) until at least `until`, so
+    `claim` elsewhere does not take them over while they are on their way. Rows handed
+    back (no lease) stay handed back; a later lease (a retry's) is kept. Returns how many
+    were renewed."""
+    if not reply_ids:
+        return 0
+    result = await connection.execute(
+        update(PendingReply)
+        .where(
+            PendingReply.id.in_(reply_ids),
+            PendingReply.lease_until.is_not(None),
+            PendingReply.lease_until < until,
+        )
+        .values(lease_until=until)
+    )
     return int(result.rowcount)
 
 
