@@ -75,6 +75,8 @@ pytestmark = pytest.mark.skipif(
 PEOPLE = int(__import__("os").environ.get("PROVINCE_PEOPLE", "300"))
 WORKERS = 3
 TELEGRAM_RATE = 150
+#: The send budget keeps this share of the fakes' rates unused (see its use).
+PROOF_RATE_MARGIN = 0.2
 WHATSAPP_RATE = 80
 CHAT_INTERVAL_S = 1.0
 #: A step's replies (up to 3 messages) go out together, as Telegram allows in a private chat.
@@ -214,9 +216,13 @@ class Person:
         return server.callback_update(self.chat, data, latest.message_id)
 
     async def _paced(self) -> None:
-        """A person reads before answering: no step within a chat interval of our last message."""
+        """A person reads before answering: no step until the chat's burst window has
+        passed since our last message, so the next step's replies (up to CHAT_BURST) are
+        within Telegram's per-chat limit whatever came just before (a run with a one
+        interval pause got one per-chat 429 from two steps' replies in 1.05 s)."""
         if self.messages:
-            wait = self.messages[-1].at + CHAT_INTERVAL_S + 0.05 - time.monotonic()
+            window = CHAT_BURST * CHAT_INTERVAL_S
+            wait = self.messages[-1].at + window + 0.05 - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
 
@@ -301,6 +307,12 @@ async def province_up(
         },
         DATABASE_AUTO_MIGRATE="false",
         DISPATCH_TELEGRAM_RATE_PER_S=str(TELEGRAM_RATE),
+        # The fakes stamp each arrival on this test's event loop, which also plays 300
+        # people: sends spaced correctly by the bots arrive here bunched by that loop's
+        # lag (BENCHMARKS 13: p99 17-21 ms, 100-170 ms at load 12), and a run at load
+        # 10 got 72 refusals of the sliding second at the default 4 % margin. A wider
+        # margin here absorbs the measuring, not the product's pacing.
+        DISPATCH_RATE_MARGIN=str(PROOF_RATE_MARGIN),
         DISPATCH_WHATSAPP_RATE_PER_S=str(WHATSAPP_RATE),
         DISPATCH_TELEGRAM_CHAT_INTERVAL_S=str(CHAT_INTERVAL_S),
         DISPATCH_WHATSAPP_CHAT_INTERVAL_S=str(PAIR_INTERVAL_S),
@@ -432,7 +444,7 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
         assert got == expected_worker, f"worker {index}"
         assert [m.type for m in got_messages(graph, index)][:1] == ["template"]
     every = collections.Counter((m.chat_id, m.text) for m in telegram.sent)
-    assert telegram.too_many_requests == 0
+    assert telegram.too_many_requests == 0, f"refused by limit: {dict(telegram.refused_by)}"
     assert graph.errors == {}
 
     async with db_engine.connect() as connection:

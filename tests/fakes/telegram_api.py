@@ -221,6 +221,8 @@ class FakeTelegramServer:
         self.files: dict[str, StoredFile] = {}
         #: 429 answers given (flood control and injected ones).
         self.too_many_requests = 0
+        #: Flood-control refusals by the limit that refused: "global" or "chat".
+        self.refused_by: collections.Counter[str] = collections.Counter()
         self._blocked: set[int] = set()
         self._unknown_chats: set[int] = set()
         self._rates: _RateLimits | None = None
@@ -675,16 +677,20 @@ class FakeTelegramServer:
         while rates.accepted and rates.accepted[0] <= now - 1.0:
             rates.accepted.popleft()
         wait = 0.0
+        limit = ""
         if len(rates.accepted) >= rates.per_second:
             wait = rates.accepted[0] + 1.0 - now
+            limit = "global"
         recent = rates.by_chat.setdefault(chat_id, collections.deque())
         window = rates.chat_burst * rates.chat_interval_s
         while recent and recent[0] <= now - window:
             recent.popleft()
         if len(recent) >= rates.chat_burst:
             wait = max(wait, recent[0] + window - now)
+            limit = limit or "chat"
         if wait > 0:
             self.too_many_requests += 1
+            self.refused_by[limit] += 1
             return _too_many(max(1, math.ceil(wait)))
         rates.accepted.append(now)
         recent.append(now)
