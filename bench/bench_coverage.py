@@ -382,7 +382,7 @@ async def measure_parts(connection: AsyncConnection) -> dict[str, float]:
                 connection, opd_id=None, today=TODAY, weeks=12, zone=JAKARTA
             ),
         ),
-        ("villages", lambda: coverage_module._areas(connection, opd_id=None)),
+        ("villages", lambda: coverage_module.areas_counted(connection)),
         (
             "count_payments",
             lambda: connection.scalar(select(func.count()).select_from(Payment)),

@@ -228,6 +228,8 @@ class Sponsorship(Base):
         Index("ix_sponsorship_created_at", "created_at"),
         Index("ix_sponsorship_kpj_imported_at", "kpj_imported_at"),
         Index("ix_sponsorship_status_changed", "status", "status_changed_at"),
+        # A worker's sponsorships in one status: the `coverage_area` triggers' probe.
+        Index("ix_sponsorship_worker_status", "worker_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -870,3 +872,30 @@ class PlannerRun(Base):
     rows: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     #: Why it failed (the exception's type and message), for `sertakan plan status`.
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class CoverageArea(Base):
+    """The province's workers per place and sponsorship status: the coverage page's
+    villages table, kept by database triggers (migration 0015_coverage_counts).
+
+    `workers` counts the distinct (worker, status) pairs among the sponsorships
+    whose worker lives in this village (`erased`: every erased worker, one row
+    with empty names): a worker counts once per status they hold, however many
+    lapsed or ended sponsorships they have. The triggers on `sponsorship`
+    (insert, delete, update of status or worker) and `worker` (update of the
+    address or `erased_at`) keep it equal to that GROUP BY at every commit,
+    bulk statements included; no Python code writes it (see
+    docs/ARCHITECTURE.md, "Coverage read afresh"). Rows that fell to 0 stay.
+    """
+
+    __tablename__ = "coverage_area"
+
+    erased: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    #: The worker's regency ('' when none, and for erased workers).
+    regency: Mapped[str] = mapped_column(String(120), primary_key=True)
+    district: Mapped[str] = mapped_column(String(120), primary_key=True)
+    village: Mapped[str] = mapped_column(String(120), primary_key=True)
+    status: Mapped[SponsorshipStatus] = mapped_column(
+        _enum(SponsorshipStatus, "sponsorship_status"), primary_key=True
+    )
+    workers: Mapped[int] = mapped_column(Integer)

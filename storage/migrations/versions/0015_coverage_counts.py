@@ -1,0 +1,305 @@
+"""The coverage page's villages table kept by triggers: table `coverage_area`.
+
+`coverage_area` holds, per place (regency, district, village; every erased
+worker in one row) and sponsorship status, how many distinct workers hold a
+sponsorship in that status: what the coverage page's villages table used to
+compute afresh with a join of every sponsorship and its worker. Triggers keep
+it in step with every write, one definition per dialect:
+
+- SQLite: row triggers on `sponsorship` (insert, delete, update of status or
+  worker) and `worker` (update of the address or erasure). SQLite runs a row
+  trigger right after its row is written, so each sees the table as it was
+  between rows and a bulk statement is counted exactly row by row.
+- PostgreSQL: AFTER ROW triggers would all run at the end of the statement,
+  each seeing every row already changed (two sponsorships of one worker
+  changed by one statement would be miscounted), so `sponsorship` has
+  statement triggers with transition tables: the net change of (worker,
+  status) rows, compared with the rows left, gives each pair's change of
+  presence exactly, for any statement. `worker` keeps a row trigger: one
+  worker's change of place reads only its own sponsorships, which that
+  statement does not change.
+
+A worker counts once per status they hold: the test that the row exists is
+an index probe on the new `ix_sponsorship_worker_status`. The backfill is one
+INSERT ... SELECT run by the database (no rows through Python, whatever the
+size). Why triggers and not calls from storage: docs/ARCHITECTURE.md,
+"Coverage read afresh".
+
+Revision ID: 0015_coverage_counts
+Revises: 0014_coverage
+Create Date: 2026-12-03
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0015_coverage_counts"
+down_revision: str | Sequence[str] | None = "0014_coverage"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_KEY = "erased, regency, district, village, status"
+
+
+def _places(worker: str) -> tuple[str, str, str, str]:
+    """The place columns of `worker` (a table alias, OLD or NEW): erased workers' address
+    is gone (placeholders), so all of them share one place with empty names."""
+    kept = f"{worker}.erased_at IS NULL"
+    return (
+        f"{worker}.erased_at IS NOT NULL",
+        f"CASE WHEN {kept} THEN COALESCE({worker}.regency, '') ELSE '' END",
+        f"CASE WHEN {kept} THEN {worker}.district ELSE '' END",
+        f"CASE WHEN {kept} THEN {worker}.village ELSE '' END",
+    )
+
+
+def _place(worker: str) -> str:
+    return ", ".join(_places(worker))
+
+
+def _place_of_key(worker: str) -> str:
+    """`coverage_area`'s place columns equal to `worker`'s place."""
+    columns = ("erased", "regency", "district", "village")
+    return " AND ".join(
+        f"coverage_area.{column} = ({value})"
+        for column, value in zip(columns, _places(worker), strict=True)
+    )
+
+
+def _place_changed(old: str, new: str, *, differ: str = "IS NOT") -> str:
+    pairs = zip(_places(old), _places(new), strict=True)
+    return " OR ".join(f"({a}) {differ} ({b})" for a, b in pairs)
+
+
+def _holds(worker_id: str, status: str, *, other_than: str | None = None) -> str:
+    """Whether the worker still holds a sponsorship in the status (excluding one row)."""
+    excluded = f" AND held.id <> {other_than}" if other_than else ""
+    return (
+        "EXISTS (SELECT 1 FROM sponsorship AS held "
+        f"WHERE held.worker_id = {worker_id} AND held.status = {status}{excluded})"
+    )
+
+
+_ADD_ONE = f"ON CONFLICT ({_KEY}) DO UPDATE SET workers = workers + 1"
+
+#: Every statement, SQLite. A decrement is an UPDATE (never inserts a row).
+_SQLITE = [
+    f"""
+    CREATE TRIGGER coverage_area_sponsorship_insert AFTER INSERT ON sponsorship
+    WHEN NOT {_holds("NEW.worker_id", "NEW.status", other_than="NEW.id")}
+    BEGIN
+        INSERT INTO coverage_area ({_KEY}, workers)
+        SELECT {_place("w")}, NEW.status, 1 FROM worker AS w WHERE w.id = NEW.worker_id
+        {_ADD_ONE};
+    END
+    """,
+    f"""
+    CREATE TRIGGER coverage_area_sponsorship_delete AFTER DELETE ON sponsorship
+    WHEN NOT {_holds("OLD.worker_id", "OLD.status")}
+    BEGIN
+        UPDATE coverage_area SET workers = workers - 1 FROM worker AS w
+        WHERE w.id = OLD.worker_id AND {_place_of_key("w")} AND coverage_area.status = OLD.status;
+    END
+    """,
+    f"""
+    CREATE TRIGGER coverage_area_sponsorship_update AFTER UPDATE OF status, worker_id
+    ON sponsorship
+    WHEN OLD.status <> NEW.status OR OLD.worker_id <> NEW.worker_id
+    BEGIN
+        UPDATE coverage_area SET workers = workers - 1 FROM worker AS w
+        WHERE w.id = OLD.worker_id AND {_place_of_key("w")} AND coverage_area.status = OLD.status
+          AND NOT {_holds("OLD.worker_id", "OLD.status")};
+        INSERT INTO coverage_area ({_KEY}, workers)
+        SELECT {_place("w")}, NEW.status, 1 FROM worker AS w
+        WHERE w.id = NEW.worker_id
+          AND NOT {_holds("NEW.worker_id", "NEW.status", other_than="NEW.id")}
+        {_ADD_ONE};
+    END
+    """,
+    f"""
+    CREATE TRIGGER coverage_area_worker_update
+    AFTER UPDATE OF regency, district, village, erased_at ON worker
+    WHEN {_place_changed("OLD", "NEW")}
+    BEGIN
+        UPDATE coverage_area SET workers = workers - 1
+        WHERE {_place_of_key("OLD")}
+          AND coverage_area.status IN (SELECT status FROM sponsorship WHERE worker_id = OLD.id);
+        INSERT INTO coverage_area ({_KEY}, workers)
+        SELECT DISTINCT {_place("NEW")}, status, 1 FROM sponsorship WHERE worker_id = NEW.id
+        {_ADD_ONE};
+    END
+    """,
+]
+
+_SQLITE_DROP = [
+    "DROP TRIGGER IF EXISTS coverage_area_worker_update",
+    "DROP TRIGGER IF EXISTS coverage_area_sponsorship_update",
+    "DROP TRIGGER IF EXISTS coverage_area_sponsorship_delete",
+    "DROP TRIGGER IF EXISTS coverage_area_sponsorship_insert",
+]
+
+#: PostgreSQL: `coverage_area_shift` takes the rows a statement added (+1) and removed
+#: (-1) as (worker, status, delta), nets them per pair, and compares with the rows left
+#: after the statement: the pair was present before iff (rows now - net) > 0. The
+#: changes are applied in key order (concurrent writers lock count rows in one order).
+_POSTGRESQL = [
+    f"""
+    CREATE FUNCTION coverage_area_shift(
+        worker_ids integer[], statuses text[], deltas integer[]
+    ) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO coverage_area AS counted ({_KEY}, workers)
+    SELECT {_place("w")}, moved.status, sum(moved.delta)
+    FROM (
+        SELECT net.worker_id, net.status,
+               (now_held.n > 0)::integer - (now_held.n - net.delta > 0)::integer AS delta
+        FROM (
+            SELECT worker_id, status, sum(delta) AS delta
+            FROM unnest(worker_ids, statuses, deltas) AS change(worker_id, status, delta)
+            GROUP BY worker_id, status
+            HAVING sum(delta) <> 0
+        ) AS net
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS n FROM sponsorship AS held
+            WHERE held.worker_id = net.worker_id AND held.status = net.status
+        ) AS now_held
+    ) AS moved
+    JOIN worker AS w ON w.id = moved.worker_id
+    WHERE moved.delta <> 0
+    GROUP BY 1, 2, 3, 4, 5
+    HAVING sum(moved.delta) <> 0
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT ({_KEY}) DO UPDATE SET workers = counted.workers + EXCLUDED.workers
+    $$
+    """,
+    """
+    CREATE FUNCTION coverage_area_sponsorship_inserted() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM coverage_area_shift(array_agg(worker_id), array_agg(status::text), array_agg(1))
+        FROM new_rows;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE FUNCTION coverage_area_sponsorship_deleted() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM coverage_area_shift(array_agg(worker_id), array_agg(status::text), array_agg(-1))
+        FROM old_rows;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE FUNCTION coverage_area_sponsorship_updated() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        -- Only rows whose status or worker changed (paid-until, consent... change neither).
+        PERFORM coverage_area_shift(
+            array_agg(change.worker_id), array_agg(change.status), array_agg(change.delta)
+        )
+        FROM old_rows AS o
+        JOIN new_rows AS n ON n.id = o.id
+        CROSS JOIN LATERAL (
+            VALUES (o.worker_id, o.status::text, -1), (n.worker_id, n.status::text, 1)
+        ) AS change(worker_id, status, delta)
+        WHERE o.status <> n.status OR o.worker_id <> n.worker_id;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER coverage_area_sponsorship_insert AFTER INSERT ON sponsorship
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION coverage_area_sponsorship_inserted()
+    """,
+    """
+    CREATE TRIGGER coverage_area_sponsorship_delete AFTER DELETE ON sponsorship
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION coverage_area_sponsorship_deleted()
+    """,
+    """
+    CREATE TRIGGER coverage_area_sponsorship_update AFTER UPDATE ON sponsorship
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION coverage_area_sponsorship_updated()
+    """,
+    f"""
+    CREATE FUNCTION coverage_area_worker_moved() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE coverage_area SET workers = workers - 1
+        WHERE {_place_of_key("OLD")}
+          AND coverage_area.status IN (SELECT status FROM sponsorship WHERE worker_id = OLD.id);
+        INSERT INTO coverage_area AS counted ({_KEY}, workers)
+        SELECT DISTINCT {_place("NEW")}, status, 1 FROM sponsorship WHERE worker_id = NEW.id
+        ORDER BY status
+        ON CONFLICT ({_KEY}) DO UPDATE SET workers = counted.workers + 1;
+        RETURN NULL;
+    END
+    $$
+    """,
+    f"""
+    CREATE TRIGGER coverage_area_worker_update
+    AFTER UPDATE OF regency, district, village, erased_at ON worker
+    FOR EACH ROW WHEN ({_place_changed("OLD", "NEW", differ="IS DISTINCT FROM")})
+    EXECUTE FUNCTION coverage_area_worker_moved()
+    """,
+]
+
+_POSTGRESQL_DROP = [
+    "DROP TRIGGER IF EXISTS coverage_area_worker_update ON worker",
+    "DROP TRIGGER IF EXISTS coverage_area_sponsorship_update ON sponsorship",
+    "DROP TRIGGER IF EXISTS coverage_area_sponsorship_delete ON sponsorship",
+    "DROP TRIGGER IF EXISTS coverage_area_sponsorship_insert ON sponsorship",
+    "DROP FUNCTION IF EXISTS coverage_area_worker_moved()",
+    "DROP FUNCTION IF EXISTS coverage_area_sponsorship_updated()",
+    "DROP FUNCTION IF EXISTS coverage_area_sponsorship_deleted()",
+    "DROP FUNCTION IF EXISTS coverage_area_sponsorship_inserted()",
+    "DROP FUNCTION IF EXISTS coverage_area_shift(integer[], text[], integer[])",
+]
+
+#: The backfill: the distinct (worker, status) pairs counted per place, by the database.
+BACKFILL = f"""
+    INSERT INTO coverage_area ({_KEY}, workers)
+    SELECT {_place("w")}, pairs.status, count(*)
+    FROM (SELECT DISTINCT worker_id, status FROM sponsorship) AS pairs
+    JOIN worker AS w ON w.id = pairs.worker_id
+    GROUP BY 1, 2, 3, 4, 5
+"""
+
+
+def upgrade() -> None:
+    op.create_table(
+        "coverage_area",
+        sa.Column("erased", sa.Boolean(), nullable=False),
+        sa.Column("regency", sa.String(length=120), nullable=False),
+        sa.Column("district", sa.String(length=120), nullable=False),
+        sa.Column("village", sa.String(length=120), nullable=False),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("workers", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "erased", "regency", "district", "village", "status", name=op.f("pk_coverage_area")
+        ),
+    )
+    with op.batch_alter_table("sponsorship", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_sponsorship_worker_status", ["worker_id", "status"], unique=False
+        )
+    op.execute(BACKFILL)
+    statements = _POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _SQLITE
+    for statement in statements:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    drops = _POSTGRESQL_DROP if op.get_bind().dialect.name == "postgresql" else _SQLITE_DROP
+    for statement in drops:
+        op.execute(statement)
+    with op.batch_alter_table("sponsorship", schema=None) as batch_op:
+        batch_op.drop_index("ix_sponsorship_worker_status")
+    op.drop_table("coverage_area")
