@@ -26,7 +26,9 @@ dashboard already built), and the baseline, a plain `SELECT count(*) FROM
 sponsorship` over the same rows. p50 and p95 of each (p95: nearest rank), and
 p95s against the baseline's. Goal (issue 13): the province page p95 <= 300 ms,
 on SQLite and on PostgreSQL. `--breakdown` also times the dashboard's parts
-once each after the runs (ASN, workers, paid-until, weeks, villages). The
+once each after the runs (ASN, workers, paid-until, weeks, villages from
+`coverage_area`, and the join they replace, `villages_afresh`); the villages
+of the last page must equal that join (else exit code 1). The
 machine's load average is printed: figures are comparable only when it is near
 zero.
 
@@ -306,6 +308,13 @@ async def measure(url: str, sponsorships: int, runs: int, breakdown: bool) -> di
         broken = board.tiles.workers != seeded["sponsorships"]
         if broken:
             print(f"BROKEN: {board.tiles.workers} workers counted, {seeded['sponsorships']} seeded")
+        # The villages come from `coverage_area` (kept by triggers through the seed's bulk
+        # inserts and status updates): they must equal the join they replace.
+        async with engine.connect() as connection:
+            joined = await coverage_module.areas_afresh(connection, opd_id=None)
+        if board.areas != joined:
+            broken = True
+            print(f"BROKEN: coverage_area gives {len(board.areas)} places, the join {len(joined)}")
         figures = {
             "bench": "coverage",
             "backend": backend,
@@ -383,6 +392,7 @@ async def measure_parts(connection: AsyncConnection) -> dict[str, float]:
             ),
         ),
         ("villages", lambda: coverage_module.areas_counted(connection)),
+        ("villages_afresh", lambda: coverage_module.areas_afresh(connection, opd_id=None)),
         (
             "count_payments",
             lambda: connection.scalar(select(func.count()).select_from(Payment)),
