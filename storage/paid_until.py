@@ -67,44 +67,55 @@ def settle(connection: Connection, sponsorship_ids: Iterable[int] | None = None)
     """Recompute `paid_until` and `paid_after_gap` of these sponsorships (None: every one)
     from their confirmed payments; returns how many rows changed. No commit: the
     caller's transaction. Unknown ids are ignored.
+
+    Works in pages of `CHUNK` sponsorships (every one: pages of ids in order), so
+    memory stays bounded whatever the number of sponsorships and payments.
     """
+    if sponsorship_ids is not None:
+        return sum(_settle_part(connection, part) for part in _chunks(sorted(set(sponsorship_ids))))
+    ids = _sponsorship.c.id
+    changed, after = 0, None
+    while True:
+        page = sa.select(ids).order_by(ids).limit(CHUNK)
+        if after is not None:
+            page = page.where(ids > after)
+        part = connection.scalars(page).all()
+        if not part:
+            return changed
+        changed += _settle_part(connection, part)
+        after = part[-1]
+
+
+def _settle_part(connection: Connection, part: Sequence[int]) -> int:
     sponsorships = _sponsorship.c
     payments = _payment.c
-    read = sa.select(
-        sponsorships.id,
-        sponsorships.first_month,
-        sponsorships.paid_until,
-        sponsorships.paid_after_gap,
-    )
-    paid_rows = sa.select(payments.sponsorship_id, payments.first_month, payments.months).where(
-        payments.status == PaymentStatus.CONFIRMED.value
-    )
-    stored: list[tuple[int, date, date | None, bool]] = []
+    # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers): two
+    # payments of one sponsorship confirmed at once settle one after the other, the
+    # second reading the first's payment, never both from their own snapshot.
+    rows = connection.execute(
+        sa.select(
+            sponsorships.id,
+            sponsorships.first_month,
+            sponsorships.paid_until,
+            sponsorships.paid_after_gap,
+        )
+        .where(sponsorships.id.in_(part))
+        .with_for_update()
+    ).all()
     paid: dict[int, list[date]] = {}
-    parts: Iterable[Sequence[int] | None]
-    parts = [None] if sponsorship_ids is None else _chunks(sorted(set(sponsorship_ids)))
-    for part in parts:
-        if part is None:
-            rows = connection.execute(read).all()
-            payment_rows = connection.execute(paid_rows).all()
-        else:
-            # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers):
-            # two payments of one sponsorship confirmed at once settle one after the other,
-            # the second reading the first's payment, never both from their own snapshot.
-            rows = connection.execute(read.where(sponsorships.id.in_(part)).with_for_update()).all()
-            payment_rows = connection.execute(
-                paid_rows.where(payments.sponsorship_id.in_(part))
-            ).all()
-        stored.extend((sid, first, until, bool(gap)) for sid, first, until, gap in rows)
-        for sid, first, months in payment_rows:
-            paid.setdefault(sid, []).extend(add_months(first, offset) for offset in range(months))
+    for sid, first, months in connection.execute(
+        sa.select(payments.sponsorship_id, payments.first_month, payments.months).where(
+            payments.status == PaymentStatus.CONFIRMED.value, payments.sponsorship_id.in_(part)
+        )
+    ):
+        paid.setdefault(sid, []).extend(add_months(first, offset) for offset in range(months))
     changes = []
-    for sid, first_month, until, gap in stored:
+    for sid, first_month, until, gap in rows:
         run = paid_run(first_month, paid.get(sid, ()))
-        if run != PaidRun(until, gap):
+        if run != PaidRun(until, bool(gap)):
             changes.append({"sid": sid, "until": run.paid_until, "gap": run.after_gap})
-    for start in range(0, len(changes), CHUNK):
-        connection.execute(_UPDATE, changes[start : start + CHUNK])
+    if changes:
+        connection.execute(_UPDATE, changes)
     return len(changes)
 
 

@@ -19,7 +19,7 @@ from domain.dues import PaidRun, PaidStanding, paid_run, paid_standing
 from domain.months import add_months
 from domain.vocabulary import PaymentStatus, SponsorshipStatus
 from domain.workdays import WorkCalendar
-from storage import payments
+from storage import paid_until, payments
 from storage.coverage import paid_standings
 from storage.db import create_engine, is_sqlite
 from storage.migrate import downgrade_to, upgrade_to_head
@@ -76,11 +76,12 @@ def _from_payments(
 
 
 async def test_the_distribution_equals_the_one_computed_from_the_payments(
-    connection: AsyncConnection,
+    connection: AsyncConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """400 sponsorships over three OPDs: unbroken runs, gaps, months before the first,
     overlaps, payments waiting or rejected, and every status; compared on several days,
-    for the province and for each OPD."""
+    for the province and for each OPD. Settled in pages of 64 (as the backfill pages)."""
+    monkeypatch.setattr(paid_until, "CHUNK", 64)
     draw = random.Random(13)
     opds = [await add_opd(connection, f"OPD{n}", f"Dinas {n}") for n in range(3)]
     asn = {opd: await asn_in(connection, opd) for opd in opds}
