@@ -10,6 +10,7 @@ read (`areas_counted`) is also compared with the join it replaces (`areas_afresh
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from collections import Counter
@@ -379,3 +380,64 @@ async def world_after_upgrade(connection: AsyncConnection) -> None:
     await connection.execute(
         update(Sponsorship).where(Sponsorship.worker_id == worker).values(status=S.ENDED)
     )
+
+
+async def _blocked_or_done(engine: AsyncEngine, pid: int, task: asyncio.Task[None]) -> None:
+    """Until the backend `pid` waits for a lock, or `task` ended (a bounded poll)."""
+    async with engine.connect() as watcher:
+        for _ in range(400):
+            if task.done():
+                return
+            waiting = await watcher.scalar(
+                text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
+                {"pid": pid},
+            )
+            if waiting == "Lock":
+                return
+            await asyncio.sleep(0.025)
+
+
+@pytest.mark.parametrize("first", ["address", "status"])
+async def test_a_move_and_a_status_change_in_two_transactions_at_once(
+    db_engine: AsyncEngine, first: str
+) -> None:
+    """PostgreSQL: the worker's new address and their sponsorship's lapse, committed by
+    two transactions that overlap, either one first: both land in the counts."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    async with db_engine.begin() as connection:
+        world = await build_world(connection, workers=1)
+        (worker,) = world.workers
+        sponsorship = await add_sponsorship(
+            connection, worker_id=worker, asn_id=world.asns[0][0], opd_id=world.opds[0],
+            status=S.ACTIVE, created_at=NOW,
+        )  # fmt: skip
+
+    async def readdress(connection: AsyncConnection) -> None:
+        await connection.execute(
+            update(Worker).where(Worker.id == worker).values(village="Pindah", district="Baru", regency=None)
+        )
+
+    async def lapse(connection: AsyncConnection) -> None:
+        moved = await dues_queries.mark_lapsed(connection, [sponsorship], now=NOW, read_at=NOW)
+        assert moved == [sponsorship]
+
+    writes = {"address": readdress, "status": lapse}
+    later = "status" if first == "address" else "address"
+    async with db_engine.connect() as holder, db_engine.connect() as other:
+        await holder.begin()
+        await writes[first](holder)
+        pid = await other.scalar(text("SELECT pg_backend_pid()"))
+        await other.commit()
+
+        async def second() -> None:
+            async with other.begin():
+                await writes[later](other)
+
+        task = asyncio.create_task(second())
+        await _blocked_or_done(db_engine, int(pid or 0), task)
+        await holder.commit()
+        await task
+    async with db_engine.connect() as connection:
+        assert await stored_counts(connection) == {(False, "", "Baru", "Pindah", "lapsed"): 1}
+        await assert_in_step(connection, f"{first} first")

@@ -146,11 +146,19 @@ _SQLITE_DROP = [
 #: (-1) as (worker, status, delta), nets them per pair, and compares with the rows left
 #: after the statement: the pair was present before iff (rows now - net) > 0. The
 #: changes are applied in key order (concurrent writers lock count rows in one order).
+#: A worker's change of place and a change of their sponsorships in two transactions
+#: serialise on the worker row (FOR SHARE here, the UPDATE's lock there): the worker
+#: trigger then reads the statuses committed, this function the place committed.
 _POSTGRESQL = [
     f"""
     CREATE FUNCTION coverage_area_shift(
         worker_ids integer[], statuses text[], deltas integer[]
-    ) RETURNS void LANGUAGE sql AS $$
+    ) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+    -- The workers first, in id order: a concurrent change of their place waits for this
+    -- transaction, or this waits for it and then reads the place it committed (each
+    -- statement below takes a new snapshot), so neither counts from a stale place.
+    PERFORM 1 FROM worker WHERE id = ANY(worker_ids) ORDER BY id FOR SHARE;
     INSERT INTO coverage_area AS counted ({_KEY}, workers)
     SELECT {_place("w")}, moved.status, sum(moved.delta)
     FROM (
@@ -172,7 +180,8 @@ _POSTGRESQL = [
     GROUP BY 1, 2, 3, 4, 5
     HAVING sum(moved.delta) <> 0
     ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT ({_KEY}) DO UPDATE SET workers = counted.workers + EXCLUDED.workers
+    ON CONFLICT ({_KEY}) DO UPDATE SET workers = counted.workers + EXCLUDED.workers;
+    END
     $$
     """,
     """
