@@ -636,17 +636,28 @@ async def areas_afresh(
 async def areas_counted(connection: AsyncConnection) -> tuple[AreaRow, ...]:
     """The province's villages table read from `coverage_area` (kept by triggers; about
     11,600 rows for 144,000 sponsorships over 1,447 villages): equal to
-    `areas_afresh(opd_id=None)` at every commit."""
-    counted = CoverageArea
-    query = select(
-        counted.erased,
-        counted.regency,
-        counted.district,
-        counted.village,
-        counted.status,
-        counted.workers,
-    ).where(counted.workers > 0)
-    return _area_rows(await connection.execute(query))
+    `areas_afresh(opd_id=None)` at every commit.
+
+    One row per place with a column per status, summed in the table's key order (no
+    sort): an eighth of the rows to turn into Python objects."""
+    counted = CoverageArea.__table__.c
+    place = (counted.erased, counted.regency, counted.district, counted.village)
+    query = (
+        select(
+            *place,
+            *(
+                func.sum(case((counted.status == status.value, counted.workers), else_=0))
+                for status in SponsorshipStatus
+            ),
+        )
+        .where(counted.workers > 0)
+        .group_by(*place)
+    )
+    places: dict[tuple[bool, str, str, str], dict[SponsorshipStatus, int]] = {}
+    for is_erased, regency, district, village, *counts in await connection.execute(query):
+        by_status = dict(zip(SponsorshipStatus, map(int, counts), strict=True))
+        places[(bool(is_erased), regency, district, village)] = by_status
+    return _sorted_areas(places)
 
 
 def _area_rows(
@@ -658,6 +669,12 @@ def _area_rows(
         key = (True, "", "", "") if is_erased else (False, regency or "", district, village)
         counts = places.setdefault(key, dict.fromkeys(SponsorshipStatus, 0))
         counts[SponsorshipStatus(status)] += count
+    return _sorted_areas(places)
+
+
+def _sorted_areas(
+    places: Mapping[tuple[bool, str, str, str], dict[SponsorshipStatus, int]],
+) -> tuple[AreaRow, ...]:
     return tuple(
         sort_areas(
             AreaRow(
