@@ -29,6 +29,7 @@ from sqlalchemy import (
     text,
     union_all,
 )
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.dues import PaidRun, PaidStanding, paid_standing, run_standing
@@ -606,9 +607,7 @@ async def _weekly(
     )
 
 
-async def areas_afresh(
-    connection: AsyncConnection, *, opd_id: int | None
-) -> tuple[AreaRow, ...]:
+async def areas_afresh(connection: AsyncConnection, *, opd_id: int | None) -> tuple[AreaRow, ...]:
     """The villages table from the sponsorships joined with their workers (one OPD's, or
     the province's with `opd_id` None), by place: what `coverage_area` holds for the
     province, computed afresh. One OPD's page reads this (its own rows)."""
@@ -661,7 +660,7 @@ async def areas_counted(connection: AsyncConnection) -> tuple[AreaRow, ...]:
 
 
 def _area_rows(
-    rows: Iterable[tuple[bool, str | None, str, str, str, int]],
+    rows: Result[tuple[bool, str | None, str, str, SponsorshipStatus, int]],
 ) -> tuple[AreaRow, ...]:
     places: dict[tuple[bool, str, str, str], dict[SponsorshipStatus, int]] = {}
     for is_erased, regency, district, village, status, count in rows:

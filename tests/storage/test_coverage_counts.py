@@ -182,9 +182,7 @@ class World:
         ).scalar()
 
     async def erased(self, worker_id: int) -> bool:
-        stamp = await self.connection.scalar(
-            select(Worker.erased_at).where(Worker.id == worker_id)
-        )
+        stamp = await self.connection.scalar(select(Worker.erased_at).where(Worker.id == worker_id))
         return stamp is not None
 
 
@@ -415,7 +413,9 @@ async def test_a_move_and_a_status_change_in_two_transactions_at_once(
 
     async def readdress(connection: AsyncConnection) -> None:
         await connection.execute(
-            update(Worker).where(Worker.id == worker).values(village="Pindah", district="Baru", regency=None)
+            update(Worker)
+            .where(Worker.id == worker)
+            .values(village="Pindah", district="Baru", regency=None)
         )
 
     async def lapse(connection: AsyncConnection) -> None:

@@ -296,9 +296,7 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("sponsorship", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_sponsorship_worker_status", ["worker_id", "status"], unique=False
-        )
+        batch_op.create_index("ix_sponsorship_worker_status", ["worker_id", "status"], unique=False)
     op.execute(BACKFILL)
     statements = _POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _SQLITE
     for statement in statements:
