@@ -374,12 +374,7 @@ async def measure_parts(connection: AsyncConnection) -> dict[str, float]:
     """Each of the dashboard's reads once (after the runs: caches warm)."""
     parts: dict[str, float] = {}
     for name, work in (
-        (
-            "asn",
-            lambda: connection.execute(
-                coverage_module._asn_counts(dialect=connection.dialect.name)
-            ),
-        ),
+        ("asn", lambda: connection.execute(coverage_module._asn_counts())),
         ("workers", lambda: connection.execute(coverage_module._worker_counts())),
         (
             "paid_until",

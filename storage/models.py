@@ -138,6 +138,10 @@ class Asn(Base):
     """A registered civil servant (sponsor)."""
 
     __tablename__ = "asn"
+    __table_args__ = (
+        # The coverage page: ASN registered and sponsoring per OPD from this index alone.
+        Index("ix_asn_opd_open", "opd_id", "open_sponsorships"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     nip: Mapped[str] = mapped_column(String(18), unique=True)
@@ -151,6 +155,9 @@ class Asn(Base):
     phone_e164: Mapped[str] = mapped_column(String(20))
     channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_account.id"), unique=True)
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: How many of this ASN's sponsorships are open (any status but lapsed and ended):
+    #: kept by the triggers of migration 0015_coverage_counts, never written by Python.
+    open_sponsorships: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     opd: Mapped[Opd] = relationship(lazy="raise")
 

@@ -1,7 +1,8 @@
-"""`coverage_area` (migration 0015, kept by triggers) equals a fresh count after every
-kind of write: enrollment, every transition (one and in bulk), the planner's lapse,
-erasure, a change of address, a resubmission that changes the worker, a statement
-that moves two rows of one worker at once, deletes; and after random sequences.
+"""`coverage_area` and `asn.open_sponsorships` (migration 0015, kept by triggers) equal
+a fresh count after every kind of write: enrollment, every transition (one and in
+bulk), the planner's lapse, erasure, a change of address, a resubmission that changes
+the worker, a statement that moves two rows of one worker at once, deletes; and after
+random sequences.
 
 The expected figures are computed here in Python from the raw rows (the distinct
 (worker, status) pairs per place), independent of the SQL under test; the page's
@@ -36,7 +37,7 @@ from storage.coverage import areas_afresh, areas_counted
 from storage.crypto import NikCipher
 from storage.db import create_engine
 from storage.migrate import downgrade_to, upgrade_to_head
-from storage.models import CoverageArea, Sponsorship, Worker
+from storage.models import Asn, CoverageArea, Sponsorship, Worker
 from storage.repositories import SponsorshipRepository, WorkerRepository
 from tests.fakes.chat import TEST_KEY
 from tests.storage.test_coverage_dashboard import add_sponsorship, add_worker, asn_in
@@ -98,8 +99,20 @@ async def stored_counts(connection: AsyncConnection) -> Counter[Key]:
     return counts
 
 
+async def open_per_asn(connection: AsyncConnection) -> tuple[dict[int, int], dict[int, int]]:
+    """(stored `asn.open_sponsorships`, open sponsorships counted in Python) per ASN."""
+    rows = await connection.execute(select(Asn.id, Asn.open_sponsorships))
+    stored = {asn_id: count for asn_id, count in rows}
+    counted = dict.fromkeys(stored, 0)
+    for asn_id, status in await connection.execute(select(Sponsorship.asn_id, Sponsorship.status)):
+        counted[asn_id] += SponsorshipStatus(status).is_open
+    return stored, counted
+
+
 async def assert_in_step(connection: AsyncConnection, after: str) -> None:
     assert await stored_counts(connection) == await expected_counts(connection), after
+    stored, counted = await open_per_asn(connection)
+    assert stored == counted, after
     assert await areas_counted(connection) == await areas_afresh(connection, opd_id=None), after
 
 
@@ -272,6 +285,16 @@ async def test_one_statement_moving_two_rows_of_one_worker(connection: AsyncConn
     )
     await assert_in_step(connection, "swap in one statement")
     await connection.execute(
+        update(Sponsorship)
+        .where(Sponsorship.id == first)
+        .values(asn_id=world.asns[2][0], status=S.WAITING_FOR_PIC)
+    )
+    await assert_in_step(connection, "reopened under another ASN")
+    await connection.execute(
+        update(Sponsorship).where(Sponsorship.id == first).values(asn_id=world.asns[0][0])
+    )
+    await assert_in_step(connection, "an open sponsorship moved to another ASN")
+    await connection.execute(
         update(Sponsorship).where(Sponsorship.worker_id == w1).values(status=S.ENDED)
     )
     await assert_in_step(connection, "both ended in one statement")
@@ -357,6 +380,8 @@ async def test_backfill_counts_existing_rows_and_downgrade_removes_the_triggers(
             expected = await expected_counts(connection)
             assert sum(expected.values()) == 6
             assert await stored_counts(connection) == expected
+            stored, counted = await open_per_asn(connection)
+            assert stored == counted and sum(counted.values()) == 4
             await world_after_upgrade(connection)
             await assert_in_step(connection, "a write after the backfill")
         await downgrade_to(url, "0014_coverage")

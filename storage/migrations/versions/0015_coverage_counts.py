@@ -37,6 +37,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from domain.vocabulary import SponsorshipStatus
+
 revision: str = "0015_coverage_counts"
 down_revision: str | Sequence[str] | None = "0014_coverage"
 branch_labels: str | Sequence[str] | None = None
@@ -272,6 +274,75 @@ _POSTGRESQL_DROP = [
     "DROP FUNCTION IF EXISTS coverage_area_shift(integer[], text[], integer[])",
 ]
 
+#: `asn.open_sponsorships`: plain counts, so row triggers are exact on both databases
+#: (increments commute; PostgreSQL's end-of-statement row triggers read nothing).
+_CLOSED = ", ".join(f"'{status.value}'" for status in SponsorshipStatus if not status.is_open)
+_OPEN_OLD, _OPEN_NEW = f"OLD.status NOT IN ({_CLOSED})", f"NEW.status NOT IN ({_CLOSED})"
+_ASN_LESS = "UPDATE asn SET open_sponsorships = open_sponsorships - 1 WHERE id = OLD.asn_id"
+_ASN_MORE = "UPDATE asn SET open_sponsorships = open_sponsorships + 1 WHERE id = NEW.asn_id"
+_ASN_MOVED = f"({_OPEN_OLD}) <> ({_OPEN_NEW}) OR OLD.asn_id <> NEW.asn_id"
+
+_SQLITE_ASN = [
+    f"""
+    CREATE TRIGGER asn_open_sponsorship_insert AFTER INSERT ON sponsorship
+    WHEN {_OPEN_NEW} BEGIN {_ASN_MORE}; END
+    """,
+    f"""
+    CREATE TRIGGER asn_open_sponsorship_delete AFTER DELETE ON sponsorship
+    WHEN {_OPEN_OLD} BEGIN {_ASN_LESS}; END
+    """,
+    f"""
+    CREATE TRIGGER asn_open_sponsorship_update AFTER UPDATE OF status, asn_id ON sponsorship
+    WHEN {_ASN_MOVED}
+    BEGIN
+        {_ASN_LESS} AND {_OPEN_OLD};
+        {_ASN_MORE} AND {_OPEN_NEW};
+    END
+    """,
+]
+_SQLITE_ASN_DROP = [
+    "DROP TRIGGER IF EXISTS asn_open_sponsorship_update",
+    "DROP TRIGGER IF EXISTS asn_open_sponsorship_delete",
+    "DROP TRIGGER IF EXISTS asn_open_sponsorship_insert",
+]
+_POSTGRESQL_ASN = [
+    f"""
+    CREATE FUNCTION asn_open_sponsorships_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            IF {_OPEN_OLD} THEN {_ASN_LESS}; END IF;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            IF {_OPEN_NEW} THEN {_ASN_MORE}; END IF;
+        END IF;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER asn_open_sponsorship_insert_delete AFTER INSERT OR DELETE ON sponsorship
+    FOR EACH ROW EXECUTE FUNCTION asn_open_sponsorships_counted()
+    """,
+    f"""
+    CREATE TRIGGER asn_open_sponsorship_update AFTER UPDATE OF status, asn_id ON sponsorship
+    FOR EACH ROW WHEN ({_ASN_MOVED.replace(" <> ", " IS DISTINCT FROM ")})
+    EXECUTE FUNCTION asn_open_sponsorships_counted()
+    """,
+]
+_POSTGRESQL_ASN_DROP = [
+    "DROP TRIGGER IF EXISTS asn_open_sponsorship_update ON sponsorship",
+    "DROP TRIGGER IF EXISTS asn_open_sponsorship_insert_delete ON sponsorship",
+    "DROP FUNCTION IF EXISTS asn_open_sponsorships_counted()",
+]
+#: Only the ASN with an open sponsorship: the others keep the column's default 0.
+ASN_BACKFILL = f"""
+    UPDATE asn SET open_sponsorships = (
+        SELECT count(*) FROM sponsorship
+        WHERE sponsorship.asn_id = asn.id AND sponsorship.status NOT IN ({_CLOSED})
+    )
+    WHERE id IN (SELECT asn_id FROM sponsorship WHERE status NOT IN ({_CLOSED}))
+"""
+
 #: The backfill: the distinct (worker, status) pairs counted per place, by the database.
 BACKFILL = f"""
     INSERT INTO coverage_area ({_KEY}, workers)
@@ -297,16 +368,33 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("sponsorship", schema=None) as batch_op:
         batch_op.create_index("ix_sponsorship_worker_status", ["worker_id", "status"], unique=False)
+    with op.batch_alter_table("asn", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "open_sponsorships", sa.Integer(), server_default=sa.text("0"), nullable=False
+            )
+        )
+        batch_op.create_index("ix_asn_opd_open", ["opd_id", "open_sponsorships"], unique=False)
     op.execute(BACKFILL)
-    statements = _POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _SQLITE
+    op.execute(ASN_BACKFILL)
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    statements = _POSTGRESQL + _POSTGRESQL_ASN if postgresql else _SQLITE + _SQLITE_ASN
     for statement in statements:
         op.execute(statement)
+    if postgresql:
+        op.execute("ANALYZE asn")
 
 
 def downgrade() -> None:
-    drops = _POSTGRESQL_DROP if op.get_bind().dialect.name == "postgresql" else _SQLITE_DROP
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    drops = (
+        _POSTGRESQL_ASN_DROP + _POSTGRESQL_DROP if postgresql else _SQLITE_ASN_DROP + _SQLITE_DROP
+    )
     for statement in drops:
         op.execute(statement)
+    with op.batch_alter_table("asn", schema=None) as batch_op:
+        batch_op.drop_index("ix_asn_opd_open")
+        batch_op.drop_column("open_sponsorships")
     with op.batch_alter_table("sponsorship", schema=None) as batch_op:
         batch_op.drop_index("ix_sponsorship_worker_status")
     op.drop_table("coverage_area")
