@@ -36,11 +36,23 @@ from domain.dues import PaidRun, PaidStanding, paid_standing, run_standing
 from domain.vocabulary import SponsorshipStatus
 from domain.workdays import WorkCalendar
 from storage import payments
-from storage.models import SPONSORSHIP_IS_OPEN, Asn, CoverageArea, Opd, Sponsorship, Worker
+from storage.models import (
+    NO_PAID_MONTH,
+    SPONSORSHIP_IS_OPEN,
+    Asn,
+    CoverageArea,
+    CoverageGroup,
+    Opd,
+    Sponsorship,
+    Worker,
+)
 
 TOTAL_CODE = "TOTAL"
 #: Lapsed and ended: the statuses a worker may hold several sponsorships in (counted DISTINCT).
 _IS_CLOSED = text("sponsorship.status IN ('lapsed', 'ended')")
+_CLOSED_STATUSES = tuple(status.value for status in SponsorshipStatus if not status.is_open)
+#: The statuses that bear dues: the paid-until distribution's.
+_DUES_BEARING = (SponsorshipStatus.ACTIVE.value, SponsorshipStatus.CARD_HANDED_OVER.value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,24 +98,25 @@ def _asn_counts(opd_id: int | None = None) -> Select[tuple[int, int, int]]:
 def _worker_counts(opd_id: int | None = None) -> CompoundSelect[tuple[int, str, int]]:
     """Per OPD and status, the workers with a sponsorship in it.
 
-    An open sponsorship is the only open one of its worker (PRODUCT 3), so the
-    open statuses are plain row counts off the (opd_id, status) index; only a
-    lapsed or ended worker may have several rows (ended twice in one OPD) and is
-    counted DISTINCT (71 ms against 843 ms for DISTINCT over every row, 144,000
-    sponsorships, SQLite).
+    An open sponsorship is the only open one of its worker (PRODUCT 3), so the open
+    statuses are sponsorship counts, summed from `coverage_group` (kept by triggers,
+    about 3,000 rows); only a lapsed or ended worker may have several rows (ended twice
+    in one OPD) and is counted DISTINCT off `ix_sponsorship_coverage` (its 9 % of the
+    rows).
     """
-    open_rows = select(Sponsorship.opd_id, Sponsorship.status, func.count()).where(
-        SPONSORSHIP_IS_OPEN
+    group = CoverageGroup.__table__.c
+    open_rows = select(group.opd_id, group.status, func.sum(group.sponsorships)).where(
+        group.status.not_in(_CLOSED_STATUSES), group.sponsorships > 0
     )
     closed_rows = select(
         Sponsorship.opd_id, Sponsorship.status, func.count(distinct(Sponsorship.worker_id))
     ).where(_IS_CLOSED)
     if opd_id is not None:
-        open_rows = open_rows.where(Sponsorship.opd_id == opd_id)
+        open_rows = open_rows.where(group.opd_id == opd_id)
         closed_rows = closed_rows.where(Sponsorship.opd_id == opd_id)
-    # Grouped in `ix_sponsorship_coverage`'s order: read off the index without a sort.
+    # Grouped in the primary key's and `ix_sponsorship_coverage`'s order: no sort.
     return union_all(
-        open_rows.group_by(Sponsorship.status, Sponsorship.opd_id),
+        open_rows.group_by(group.status, group.opd_id),
         closed_rows.group_by(Sponsorship.status, Sponsorship.opd_id),
     )
 
@@ -118,26 +131,19 @@ async def paid_standings(
     """Per OPD id, its dues-bearing sponsorships counted by `PaidStanding` as of `today`
     (`opd_id`: that OPD's only).
 
-    Read from the derived `sponsorship.paid_until` (storage/paid_until.py), grouped
-    by OPD, paid-until and first month off `ix_sponsorship_coverage`: an unbroken
-    run's standing depends on its first unpaid month alone, so a group is
-    classified once. The few sponsorships with confirmed months after a gap
-    (`paid_after_gap`) are classified from their payments.
+    Read from `coverage_group` (the dues-bearing sponsorships counted per OPD,
+    first month and derived paid-until, kept by triggers: about 1,600 rows for
+    126,000): an unbroken run's standing depends on its first unpaid month alone,
+    so a group is classified once. The few sponsorships with confirmed months after
+    a gap (`paid_after_gap`) are classified from their payments.
     """
     dues_bearing = text("sponsorship.status IN ('active', 'card_handed_over')")
-    # Grouped in `ix_sponsorship_coverage`'s order, status first: no sort (SQLite groups
-    # 126,000 index entries in 40-70 ms so, 180-270 ms without status; loaded machine).
-    grouping = (
-        Sponsorship.status,
-        Sponsorship.opd_id,
-        Sponsorship.paid_until,
-        Sponsorship.first_month,
-        Sponsorship.paid_after_gap,
-    )
-    query = select(*grouping[1:], func.count()).where(dues_bearing)
+    group = CoverageGroup.__table__.c
+    query = select(
+        group.opd_id, group.paid_until, group.first_month, group.paid_after_gap, group.sponsorships
+    ).where(group.status.in_(_DUES_BEARING), group.sponsorships > 0)
     if opd_id is not None:
-        query = query.where(Sponsorship.opd_id == opd_id)
-    query = query.group_by(*grouping)
+        query = query.where(group.opd_id == opd_id)
     counts: dict[int, dict[PaidStanding, int]] = {}
     by_next: dict[date, PaidStanding] = {}
     gaps = False
@@ -148,7 +154,8 @@ async def paid_standings(
         if after_gap:
             gaps = True
             continue
-        next_month = PaidRun(until, after_gap=False).next_month(first_month)
+        paid_until = None if until == NO_PAID_MONTH else until
+        next_month = PaidRun(paid_until, after_gap=False).next_month(first_month)
         standing = by_next.get(next_month)
         if standing is None:
             standing = by_next[next_month] = run_standing(

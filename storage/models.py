@@ -906,3 +906,29 @@ class CoverageArea(Base):
         _enum(SponsorshipStatus, "sponsorship_status"), primary_key=True
     )
     workers: Mapped[int] = mapped_column(Integer)
+
+
+#: `CoverageGroup.paid_until` of a sponsorship with no paid month (a key cannot be NULL).
+NO_PAID_MONTH = date(1, 1, 1)
+
+
+class CoverageGroup(Base):
+    """Sponsorships per (status, OPD, first month, paid-until, gap): the coverage page's
+    workers per OPD and status and its paid-until distribution, kept by database
+    triggers (migration 0015_coverage_counts), never written by Python.
+
+    `paid_until` is `NO_PAID_MONTH` where the sponsorship's is None. An open
+    sponsorship is its worker's only open one, so for open statuses `sponsorships`
+    is also the number of workers. About 3,000 rows for 144,000 sponsorships.
+    """
+
+    __tablename__ = "coverage_group"
+
+    status: Mapped[SponsorshipStatus] = mapped_column(
+        _enum(SponsorshipStatus, "sponsorship_status"), primary_key=True
+    )
+    opd_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_month: Mapped[date] = mapped_column(Date, primary_key=True)
+    paid_until: Mapped[date] = mapped_column(Date, primary_key=True)
+    paid_after_gap: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    sponsorships: Mapped[int] = mapped_column(Integer)

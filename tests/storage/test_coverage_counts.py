@@ -1,8 +1,8 @@
-"""`coverage_area` and `asn.open_sponsorships` (migration 0015, kept by triggers) equal
-a fresh count after every kind of write: enrollment, every transition (one and in
-bulk), the planner's lapse, erasure, a change of address, a resubmission that changes
-the worker, a statement that moves two rows of one worker at once, deletes; and after
-random sequences.
+"""`coverage_area`, `coverage_group` and `asn.open_sponsorships` (migration 0015, kept
+by triggers) equal a fresh count after every kind of write: enrollment, every
+transition (one and in bulk), the planner's lapse, erasure, a change of address, a
+resubmission that changes the worker, statements that move two rows of one worker at
+once, deletes; and after random sequences.
 
 The expected figures are computed here in Python from the raw rows (the distinct
 (worker, status) pairs per place), independent of the SQL under test; the page's
@@ -37,7 +37,7 @@ from storage.coverage import areas_afresh, areas_counted
 from storage.crypto import NikCipher
 from storage.db import create_engine
 from storage.migrate import downgrade_to, upgrade_to_head
-from storage.models import Asn, CoverageArea, Sponsorship, Worker
+from storage.models import NO_PAID_MONTH, Asn, CoverageArea, CoverageGroup, Sponsorship, Worker
 from storage.repositories import SponsorshipRepository, WorkerRepository
 from tests.fakes.chat import TEST_KEY
 from tests.storage.test_coverage_dashboard import add_sponsorship, add_worker, asn_in
@@ -109,8 +109,46 @@ async def open_per_asn(connection: AsyncConnection) -> tuple[dict[int, int], dic
     return stored, counted
 
 
+GroupKey = tuple[str, int, date, date | None, bool]
+
+
+async def groups(connection: AsyncConnection) -> tuple[Counter[GroupKey], Counter[GroupKey]]:
+    """(stored `coverage_group`, sponsorships counted in Python) per group key."""
+    stored: Counter[GroupKey] = Counter()
+    group = CoverageGroup
+    for status, opd, first, until, gap, count in await connection.execute(
+        select(
+            group.status,
+            group.opd_id,
+            group.first_month,
+            group.paid_until,
+            group.paid_after_gap,
+            group.sponsorships,
+        )
+    ):
+        assert count >= 0
+        if count:
+            key = (str(status), opd, first, None if until == NO_PAID_MONTH else until, bool(gap))
+            stored[key] = count
+    counted: Counter[GroupKey] = Counter(
+        (str(status), opd, first, until, bool(gap))
+        for status, opd, first, until, gap in await connection.execute(
+            select(
+                Sponsorship.status,
+                Sponsorship.opd_id,
+                Sponsorship.first_month,
+                Sponsorship.paid_until,
+                Sponsorship.paid_after_gap,
+            )
+        )
+    )
+    return stored, counted
+
+
 async def assert_in_step(connection: AsyncConnection, after: str) -> None:
     assert await stored_counts(connection) == await expected_counts(connection), after
+    stored_groups, counted_groups = await groups(connection)
+    assert stored_groups == counted_groups, after
     stored, counted = await open_per_asn(connection)
     assert stored == counted, after
     assert await areas_counted(connection) == await areas_afresh(connection, opd_id=None), after
@@ -295,6 +333,19 @@ async def test_one_statement_moving_two_rows_of_one_worker(connection: AsyncConn
     )
     await assert_in_step(connection, "an open sponsorship moved to another ASN")
     await connection.execute(
+        update(Sponsorship)
+        .where(Sponsorship.worker_id == w1)
+        .values(
+            opd_id=world.opds[1],
+            first_month=date(2026, 11, 1),
+            paid_until=date(2026, 12, 1),
+            paid_after_gap=True,
+        )
+    )
+    await assert_in_step(connection, "OPD, first month and paid-until of two rows at once")
+    await connection.execute(update(Sponsorship).values(paid_until=None, paid_after_gap=False))
+    await assert_in_step(connection, "paid-until cleared everywhere")
+    await connection.execute(
         update(Sponsorship).where(Sponsorship.worker_id == w1).values(status=S.ENDED)
     )
     await assert_in_step(connection, "both ended in one statement")
@@ -382,6 +433,8 @@ async def test_backfill_counts_existing_rows_and_downgrade_removes_the_triggers(
             assert await stored_counts(connection) == expected
             stored, counted = await open_per_asn(connection)
             assert stored == counted and sum(counted.values()) == 4
+            stored_groups, counted_groups = await groups(connection)
+            assert stored_groups == counted_groups and sum(counted_groups.values()) == 7
             await world_after_upgrade(connection)
             await assert_in_step(connection, "a write after the backfill")
         await downgrade_to(url, "0014_coverage")

@@ -343,6 +343,120 @@ ASN_BACKFILL = f"""
     WHERE id IN (SELECT asn_id FROM sponsorship WHERE status NOT IN ({_CLOSED}))
 """
 
+#: `coverage_group`: sponsorships per (status, OPD, first month, paid-until, gap), plain
+#: counts (paid-until None keyed as 0001-01-01). SQLite: row triggers. PostgreSQL:
+#: statement triggers that net the statement's rows per key and apply them in one upsert
+#: in key order, so two bulk statements (the planner's lapse, a KPJ import) lock the
+#: shared count rows in one order.
+_GROUP_COLUMNS = ("status", "opd_id", "first_month", "paid_until", "paid_after_gap")
+_GROUP = ", ".join(_GROUP_COLUMNS)
+
+
+def _group_values(row: str, none: str) -> tuple[str, ...]:
+    return tuple(
+        f"COALESCE({row}.{column}, {none})" if column == "paid_until" else f"{row}.{column}"
+        for column in _GROUP_COLUMNS
+    )
+
+
+_SQLITE_NONE = "'0001-01-01'"
+_GROUP_LESS = "UPDATE coverage_group SET sponsorships = sponsorships - 1 WHERE " + " AND ".join(
+    f"coverage_group.{column} = {value}"
+    for column, value in zip(_GROUP_COLUMNS, _group_values("OLD", _SQLITE_NONE), strict=True)
+)
+_GROUP_MORE = (
+    f"INSERT INTO coverage_group ({_GROUP}, sponsorships) "
+    f"VALUES ({', '.join(_group_values('NEW', _SQLITE_NONE))}, 1) "
+    f"ON CONFLICT ({_GROUP}) DO UPDATE SET sponsorships = sponsorships + 1"
+)
+_GROUP_CHANGED = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in _GROUP_COLUMNS)
+_SQLITE_GROUP = [
+    f"""
+    CREATE TRIGGER coverage_group_insert AFTER INSERT ON sponsorship
+    BEGIN {_GROUP_MORE}; END
+    """,
+    f"""
+    CREATE TRIGGER coverage_group_delete AFTER DELETE ON sponsorship
+    BEGIN {_GROUP_LESS}; END
+    """,
+    f"""
+    CREATE TRIGGER coverage_group_update AFTER UPDATE OF {_GROUP} ON sponsorship
+    WHEN {_GROUP_CHANGED}
+    BEGIN {_GROUP_LESS}; {_GROUP_MORE}; END
+    """,
+]
+_SQLITE_GROUP_DROP = [
+    "DROP TRIGGER IF EXISTS coverage_group_update",
+    "DROP TRIGGER IF EXISTS coverage_group_delete",
+    "DROP TRIGGER IF EXISTS coverage_group_insert",
+]
+
+
+def _pg_rows(table: str, delta: int) -> str:
+    values = ", ".join(
+        f"{value} AS {column}"
+        for column, value in zip(
+            _GROUP_COLUMNS, _group_values(table, "DATE '0001-01-01'"), strict=True
+        )
+    )
+    return f"SELECT {values}, {delta} AS delta FROM {table}"
+
+
+def _pg_group_function(name: str, rows: str) -> str:
+    """A statement trigger function: the net change per key of `rows`, one upsert."""
+    return f"""
+    CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO coverage_group AS counted ({_GROUP}, sponsorships)
+        SELECT {_GROUP}, sum(delta) FROM ({rows}) AS change
+        GROUP BY {_GROUP} HAVING sum(delta) <> 0
+        ORDER BY {_GROUP}
+        ON CONFLICT ({_GROUP})
+        DO UPDATE SET sponsorships = counted.sponsorships + EXCLUDED.sponsorships;
+        RETURN NULL;
+    END
+    $$
+    """
+
+
+_POSTGRESQL_GROUP = [
+    _pg_group_function("coverage_group_inserted", _pg_rows("new_rows", 1)),
+    _pg_group_function("coverage_group_deleted", _pg_rows("old_rows", -1)),
+    # Rows whose key did not change cancel out in the GROUP BY.
+    _pg_group_function(
+        "coverage_group_updated",
+        f"{_pg_rows('new_rows', 1)} UNION ALL {_pg_rows('old_rows', -1)}",
+    ),
+    """
+    CREATE TRIGGER coverage_group_insert AFTER INSERT ON sponsorship
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION coverage_group_inserted()
+    """,
+    """
+    CREATE TRIGGER coverage_group_delete AFTER DELETE ON sponsorship
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION coverage_group_deleted()
+    """,
+    """
+    CREATE TRIGGER coverage_group_update AFTER UPDATE ON sponsorship
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION coverage_group_updated()
+    """,
+]
+_POSTGRESQL_GROUP_DROP = [
+    "DROP TRIGGER IF EXISTS coverage_group_update ON sponsorship",
+    "DROP TRIGGER IF EXISTS coverage_group_delete ON sponsorship",
+    "DROP TRIGGER IF EXISTS coverage_group_insert ON sponsorship",
+    "DROP FUNCTION IF EXISTS coverage_group_updated()",
+    "DROP FUNCTION IF EXISTS coverage_group_deleted()",
+    "DROP FUNCTION IF EXISTS coverage_group_inserted()",
+]
+GROUP_BACKFILL = f"""
+    INSERT INTO coverage_group ({_GROUP}, sponsorships)
+    SELECT status, opd_id, first_month, COALESCE(paid_until, {{none}}), paid_after_gap, count(*)
+    FROM sponsorship GROUP BY 1, 2, 3, 4, 5
+"""
+
 #: The backfill: the distinct (worker, status) pairs counted per place, by the database.
 BACKFILL = f"""
     INSERT INTO coverage_area ({_KEY}, workers)
@@ -375,10 +489,25 @@ def upgrade() -> None:
             )
         )
         batch_op.create_index("ix_asn_opd_open", ["opd_id", "open_sponsorships"], unique=False)
+    op.create_table(
+        "coverage_group",
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("opd_id", sa.Integer(), nullable=False),
+        sa.Column("first_month", sa.Date(), nullable=False),
+        sa.Column("paid_until", sa.Date(), nullable=False),
+        sa.Column("paid_after_gap", sa.Boolean(), nullable=False),
+        sa.Column("sponsorships", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(*_GROUP_COLUMNS, name=op.f("pk_coverage_group")),
+    )
+    postgresql = op.get_bind().dialect.name == "postgresql"
     op.execute(BACKFILL)
     op.execute(ASN_BACKFILL)
-    postgresql = op.get_bind().dialect.name == "postgresql"
-    statements = _POSTGRESQL + _POSTGRESQL_ASN if postgresql else _SQLITE + _SQLITE_ASN
+    op.execute(GROUP_BACKFILL.format(none="DATE '0001-01-01'" if postgresql else _SQLITE_NONE))
+    statements = (
+        _POSTGRESQL + _POSTGRESQL_ASN + _POSTGRESQL_GROUP
+        if postgresql
+        else _SQLITE + _SQLITE_ASN + _SQLITE_GROUP
+    )
     for statement in statements:
         op.execute(statement)
     if postgresql:
@@ -388,10 +517,13 @@ def upgrade() -> None:
 def downgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
     drops = (
-        _POSTGRESQL_ASN_DROP + _POSTGRESQL_DROP if postgresql else _SQLITE_ASN_DROP + _SQLITE_DROP
+        _POSTGRESQL_GROUP_DROP + _POSTGRESQL_ASN_DROP + _POSTGRESQL_DROP
+        if postgresql
+        else _SQLITE_GROUP_DROP + _SQLITE_ASN_DROP + _SQLITE_DROP
     )
     for statement in drops:
         op.execute(statement)
+    op.drop_table("coverage_group")
     with op.batch_alter_table("asn", schema=None) as batch_op:
         batch_op.drop_index("ix_asn_opd_open")
         batch_op.drop_column("open_sponsorships")
