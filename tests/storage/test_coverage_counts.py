@@ -434,7 +434,7 @@ async def test_backfill_counts_existing_rows_and_downgrade_removes_the_triggers(
             stored, counted = await open_per_asn(connection)
             assert stored == counted and sum(counted.values()) == 4
             stored_groups, counted_groups = await groups(connection)
-            assert stored_groups == counted_groups and sum(counted_groups.values()) == 7
+            assert stored_groups == counted_groups and sum(counted_groups.values()) == 6
             await world_after_upgrade(connection)
             await assert_in_step(connection, "a write after the backfill")
         await downgrade_to(url, "0014_coverage")
