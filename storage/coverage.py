@@ -100,7 +100,7 @@ def _worker_counts(opd_id: int | None = None) -> CompoundSelect[tuple[int, str, 
 
     An open sponsorship is the only open one of its worker (PRODUCT 3), so the open
     statuses are sponsorship counts, summed from `coverage_group` (kept by triggers,
-    about 3,000 rows); only a lapsed or ended worker may have several rows (ended twice
+    3,735 rows at 144,000 sponsorships); only a lapsed or ended worker may have several rows (ended twice
     in one OPD) and is counted DISTINCT off `ix_sponsorship_coverage` (its 9 % of the
     rows).
     """
@@ -132,8 +132,8 @@ async def paid_standings(
     (`opd_id`: that OPD's only).
 
     Read from `coverage_group` (the dues-bearing sponsorships counted per OPD,
-    first month and derived paid-until, kept by triggers: about 1,600 rows for
-    126,000): an unbroken run's standing depends on its first unpaid month alone,
+    first month and derived paid-until, kept by triggers: 2,763 rows for the
+    bench's 126,000): an unbroken run's standing depends on its first unpaid month alone,
     so a group is classified once. The few sponsorships with confirmed months after
     a gap (`paid_after_gap`) are classified from their payments.
     """
