@@ -100,9 +100,9 @@ def _worker_counts(opd_id: int | None = None) -> CompoundSelect[tuple[int, str, 
 
     An open sponsorship is the only open one of its worker (PRODUCT 3), so the open
     statuses are sponsorship counts, summed from `coverage_group` (kept by triggers,
-    3,735 rows at 144,000 sponsorships); only a lapsed or ended worker may have several rows (ended twice
-    in one OPD) and is counted DISTINCT off `ix_sponsorship_coverage` (its 9 % of the
-    rows).
+    3,735 rows at 144,000 sponsorships); only a lapsed or ended worker may have
+    several rows (ended twice in one OPD) and is counted DISTINCT off
+    `ix_sponsorship_coverage` (9 % of the rows).
     """
     group = CoverageGroup.__table__.c
     open_rows = select(group.opd_id, group.status, func.sum(group.sponsorships)).where(
