@@ -5,6 +5,11 @@ Four GROUP BY queries for the whole province, whatever the number of OPDs: the
 paid-until standing is counted from `sponsorship.paid_until`, which
 `storage.paid_until` derives from the confirmed payments in the transaction that
 changes them, once per distinct first unpaid month, as thousands share one.
+The counts the page reads for the province (villages, sponsoring ASN, workers per
+OPD and status, paid-until groups) come from tables that database triggers keep in
+step with every write (migration 0015_coverage_counts: `coverage_area`,
+`coverage_group`, `asn.open_sponsorships`); `areas_afresh` is the join they
+replace, still read for one OPD.
 """
 
 from __future__ import annotations
