@@ -1,6 +1,11 @@
-"""The coverage page's villages table kept by triggers: table `coverage_area`.
+"""The coverage page's counts kept by triggers: `coverage_area`, `coverage_group` and
+`asn.open_sponsorships` (docs/ARCHITECTURE.md, "Coverage read afresh: counts kept by
+triggers").
 
-`coverage_area` holds, per place (regency, district, village; every erased
+`coverage_group` (sponsorships per status, OPD, first month, paid-until and gap)
+and `asn.open_sponsorships` are plain counts, kept by row triggers (and, for
+`coverage_group` on PostgreSQL, statement triggers with one ordered upsert); see
+their blocks below. `coverage_area` holds, per place (regency, district, village; every erased
 worker in one row) and sponsorship status, how many distinct workers hold a
 sponsorship in that status: what the coverage page's villages table used to
 compute afresh with a join of every sponsorship and its worker. Triggers keep
@@ -22,8 +27,7 @@ it in step with every write, one definition per dialect:
 A worker counts once per status they hold: the test that the row exists is
 an index probe on the new `ix_sponsorship_worker_status`. The backfill is one
 INSERT ... SELECT run by the database (no rows through Python, whatever the
-size). Why triggers and not calls from storage: docs/ARCHITECTURE.md,
-"Coverage read afresh".
+size), and so are the other two's.
 
 Revision ID: 0015_coverage_counts
 Revises: 0014_coverage
