@@ -17,7 +17,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from pathlib import Path
@@ -29,7 +30,6 @@ from sqlalchemy import (
     case,
     distinct,
     func,
-    literal,
     select,
     text,
     union_all,
@@ -545,17 +545,6 @@ def week_start(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
-def _bucket(column: Any, inner: Sequence[datetime]) -> Any:
-    """A CASE giving the week index of `column`: 0 before inner[0], i before inner[i],
-    len(inner) after the last (the caller keeps `column` within the whole span)."""
-    if not inner:
-        return literal(0)
-    return case(
-        *((column < bound, index) for index, bound in enumerate(inner)),
-        else_=len(inner),
-    )
-
-
 async def _weekly(
     connection: AsyncConnection,
     *,
@@ -572,28 +561,24 @@ async def _weekly(
         for day in [*starts, starts[-1] + timedelta(weeks=1)]
     ]
     series = (
-        (0, Sponsorship.created_at, None),
-        (1, Sponsorship.kpj_imported_at, None),
-        (2, Sponsorship.status_changed_at, Sponsorship.status == SponsorshipStatus.LAPSED),
+        (Sponsorship.created_at, None),
+        (Sponsorship.kpj_imported_at, None),
+        (Sponsorship.status_changed_at, Sponsorship.status == SponsorshipStatus.LAPSED),
     )
-    selects = []
-    for number, column, condition in series:
-        # The week index is computed in a subquery and grouped on outside: PostgreSQL
-        # would not match a GROUP BY CASE whose bound values are separate parameters.
-        inner = select(
-            literal(number).label("kind"), _bucket(column, bounds[1:-1]).label("week")
-        ).where(column >= bounds[0], column < bounds[-1])
-        if condition is not None:
-            inner = inner.where(condition)
-        if opd_id is not None:
-            inner = inner.where(Sponsorship.opd_id == opd_id)
-        marks = inner.subquery()
-        selects.append(
-            select(marks.c.kind, marks.c.week, func.count()).group_by(marks.c.kind, marks.c.week)
-        )
-    counts = [[0, 0, 0] for _ in starts]
-    for kind, week, count in await connection.execute(union_all(*selects)):
-        counts[int(week)][int(kind)] += int(count)
+    # One count per series and week, each a range of that series' index: no expression
+    # per row and no sort (a CASE giving each row its week, grouped, read every row of
+    # the span, 40-90 ms at 144,000 sponsorships on the loaded bench machine).
+    ranges = []
+    for column, condition in series:
+        for start, end in itertools.pairwise(bounds):
+            count = select(func.count()).where(column >= start, column < end)
+            if condition is not None:
+                count = count.where(condition)
+            if opd_id is not None:
+                count = count.where(Sponsorship.opd_id == opd_id)
+            ranges.append(count.scalar_subquery())
+    figures = [int(value) for value in (await connection.execute(select(*ranges))).one()]
+    counts = [figures[week :: len(starts)] for week in range(len(starts))]
     return tuple(
         WeekPoint(week_start=start, enrollments=values[0], cards=values[1], lapses=values[2])
         for start, values in zip(starts, counts, strict=True)
