@@ -58,6 +58,13 @@ _UPDATE = (
 )
 
 
+_PG_UPDATE = sa.text(
+    "UPDATE sponsorship SET paid_until = settled.until, paid_after_gap = settled.gap "
+    "FROM unnest(CAST(:sids AS integer[]), CAST(:untils AS date[]), CAST(:gaps AS boolean[])) "
+    "AS settled (sid, until, gap) WHERE sponsorship.id = settled.sid"
+)
+
+
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
     for start in range(0, len(ids), CHUNK):
         yield ids[start : start + CHUNK]
@@ -114,7 +121,19 @@ def _settle_part(connection: Connection, part: Sequence[int]) -> int:
         run = paid_run(first_month, paid.get(sid, ()))
         if run != PaidRun(until, bool(gap)):
             changes.append({"sid": sid, "until": run.paid_until, "gap": run.after_gap})
-    if changes:
+    if changes and connection.dialect.name == "postgresql":
+        # One set-based UPDATE per page, not one statement per row: every UPDATE
+        # statement of `sponsorship` runs the coverage counts' statement triggers
+        # (migration 0015), so a page pays them once.
+        connection.execute(
+            _PG_UPDATE,
+            {
+                "sids": [change["sid"] for change in changes],
+                "untils": [change["until"] for change in changes],
+                "gaps": [change["gap"] for change in changes],
+            },
+        )
+    elif changes:
         connection.execute(_UPDATE, changes)
     return len(changes)
 
