@@ -148,6 +148,24 @@ _SQLITE_DROP = [
     "DROP TRIGGER IF EXISTS coverage_area_sponsorship_insert",
 ]
 
+
+def _pg_statement_triggers(prefix: str) -> list[str]:
+    """`{prefix}_insert`, `_delete` and `_update`: statement triggers on `sponsorship`
+    with their transition tables, calling `{prefix}_inserted()` and so on."""
+    events = (
+        ("insert", "INSERT", "NEW TABLE AS new_rows", "inserted"),
+        ("delete", "DELETE", "OLD TABLE AS old_rows", "deleted"),
+        ("update", "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows", "updated"),
+    )
+    return [
+        f"""
+    CREATE TRIGGER {prefix}_{name} AFTER {event} ON sponsorship REFERENCING {tables}
+    FOR EACH STATEMENT EXECUTE FUNCTION {prefix}_{function}()
+    """
+        for name, event, tables, function in events
+    ]
+
+
 #: PostgreSQL: `coverage_area_shift` takes the rows a statement added (+1) and removed
 #: (-1) as (worker, status, delta), nets them per pair, and compares with the rows left
 #: after the statement: the pair was present before iff (rows now - net) > 0. The
@@ -228,21 +246,7 @@ _POSTGRESQL = [
     END
     $$
     """,
-    """
-    CREATE TRIGGER coverage_area_sponsorship_insert AFTER INSERT ON sponsorship
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION coverage_area_sponsorship_inserted()
-    """,
-    """
-    CREATE TRIGGER coverage_area_sponsorship_delete AFTER DELETE ON sponsorship
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION coverage_area_sponsorship_deleted()
-    """,
-    """
-    CREATE TRIGGER coverage_area_sponsorship_update AFTER UPDATE ON sponsorship
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION coverage_area_sponsorship_updated()
-    """,
+    *_pg_statement_triggers("coverage_area_sponsorship"),
     f"""
     CREATE FUNCTION coverage_area_worker_moved() RETURNS trigger
     LANGUAGE plpgsql AS $$
@@ -431,21 +435,7 @@ _POSTGRESQL_GROUP = [
         "coverage_group_updated",
         f"{_pg_rows('new_rows', 1)} UNION ALL {_pg_rows('old_rows', -1)}",
     ),
-    """
-    CREATE TRIGGER coverage_group_insert AFTER INSERT ON sponsorship
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION coverage_group_inserted()
-    """,
-    """
-    CREATE TRIGGER coverage_group_delete AFTER DELETE ON sponsorship
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION coverage_group_deleted()
-    """,
-    """
-    CREATE TRIGGER coverage_group_update AFTER UPDATE ON sponsorship
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION coverage_group_updated()
-    """,
+    *_pg_statement_triggers("coverage_group"),
 ]
 _POSTGRESQL_GROUP_DROP = [
     "DROP TRIGGER IF EXISTS coverage_group_update ON sponsorship",
