@@ -58,6 +58,7 @@ async def test_migrations_form_one_linear_chain() -> None:
     script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
     chain = [rev.revision for rev in script.walk_revisions()]
     assert chain == [
+        "0015_tg_inbound",
         "0014_coverage",
         "0014_web",
         "0013_planner",
@@ -76,7 +77,7 @@ async def test_migrations_form_one_linear_chain() -> None:
         "0002",
         "0001",
     ]
-    assert head_revision() == "0014_coverage"
+    assert head_revision() == "0015_tg_inbound"
 
 
 async def test_upgrade_of_an_empty_database_reaches_head(tmp_path: Path) -> None:
