@@ -885,8 +885,12 @@ class TelegramChannel:
             self._nothing_in_hand.set()
 
     async def settled(self) -> None:
-        """Wait until every fetched update was handled and its replies delivered (tests)."""
+        """Wait until every fetched update was handled, its journal row deleted and its
+        replies delivered (tests)."""
         await self._nothing_in_hand.wait()
+        forgetter = self._forgetter
+        if forgetter is not None and not forgetter.done():
+            await asyncio.shield(forgetter)
         await self.replies.drain()
 
     def _forget_later(self, update_id: int) -> None:
