@@ -409,9 +409,10 @@ async def _run_channels(
     return 0
 
 
-def telegram_channel(runtime: Runtime) -> TelegramChannel:
+def telegram_channel(runtime: Runtime, *, journal: bool = True) -> TelegramChannel:
     """The Telegram channel as `sertakan run` serves it: parking updates that keep failing,
-    the durable reply queue, the shared send budget (raises ValueError without a token)."""
+    the inbound journal for long polling, the durable reply queue, the shared send budget
+    (raises ValueError without a token). `journal=False`: the benchmark's baseline."""
     from bot.telegram import TelegramChannel
 
     settings = runtime.settings
@@ -425,6 +426,7 @@ def telegram_channel(runtime: Runtime) -> TelegramChannel:
         cipher=runtime.cipher,
         reply_settings=settings.reply,
         budget=runtime.send_budget,
+        journal=journal,
     )
 
 
