@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -349,6 +350,7 @@ async def _run_channels(
     # take them out of the collector's generations so full collections stay short.
     gc.collect()
     gc.freeze()
+    _return_freed_memory()
     try:
         if telegram is not None:
             if announce:
@@ -407,6 +409,19 @@ async def _run_channels(
             await runner.cleanup()
         await _close_channels(runtime, telegram, whatsapp)
     return 0
+
+
+def _return_freed_memory() -> None:
+    """Give the heap pages start-up used and freed (catalogues read, seed files parsed,
+    the collector's garbage) back to the system: glibc keeps them otherwise, and they
+    count in the idle process's memory for its lifetime (docs/BENCHMARKS.md section 16)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, macOS): nothing to do
+        return
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def telegram_channel(runtime: Runtime, *, journal: bool = True) -> TelegramChannel:
