@@ -115,7 +115,8 @@ async def current_revision(database_url: str) -> str | None:
 def _current_revision(connection: Connection) -> str | None:
     if not inspect(connection).has_table("alembic_version"):
         return None
-    return connection.scalar(text("SELECT max(version_num) FROM alembic_version"))
+    revision = connection.scalar(text("SELECT max(version_num) FROM alembic_version"))
+    return None if revision is None else str(revision)
 
 
 if __name__ == "__main__":  # the child of `upgrade_in_child`
