@@ -690,10 +690,7 @@ class TelegramChannel:
         stop = stop if stop is not None else asyncio.Event()
         sweep = asyncio.create_task(self.replies.run(stop))
         try:
-            if self._journal:
-                await self._poll_journaled(stop)
-            else:
-                await self._poll(stop)
+            await self._poll(stop)
         finally:
             sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -743,55 +740,17 @@ class TelegramChannel:
                 await asyncio.wait_for(self.bot.get_updates(offset=offset, limit=1, timeout=0), 5)
 
     async def _poll(self, stop: asyncio.Event) -> None:
+        """Fetch until stopped; each batch is journaled (or, without the journal, handled)
+        before the next fetch confirms it. A batch that failed is fetched again."""
         backoff = _Backoff(self._retry_first_s, self._retry_cap_s)
         await self._delete_webhook(stop, backoff)
+        if self._journal:
+            await self._resume_journal(stop, backoff)
+        accept = self._journal_batch if self._journal else self._handle_batch
         offset: int | None = None
         confirmed: int | None = None
         while not stop.is_set():
-            try:
-                updates = await self._fetch(offset, stop, backoff)
-            except _FetchFailed:
-                continue
-            if updates is None:
-                break
-            confirmed = offset
-            if not updates:
-                backoff.reset()
-                continue
-            try:
-                await self._handle_batch(updates)
-            except Exception:
-                delay = backoff.next()
-                logger.warning("batch of %s updates retried in %.1fs", len(updates), delay)
-                await self._sleep(delay, stop)
-                continue
-            offset = max(update.update_id for update in updates) + 1
-            backoff.reset()
-        await self._confirm(offset, confirmed)
-
-    # --- long polling through the inbound journal ---------------------------------
-
-    async def _poll_journaled(self, stop: asyncio.Event) -> None:
-        """Journal each batch, confirm it with the next fetch, handle it meanwhile."""
-        backoff = _Backoff(self._retry_first_s, self._retry_cap_s)
-        await self._delete_webhook(stop, backoff)
-        while not stop.is_set():
-            try:
-                left = await self._journal_pending()
-            except Exception as exc:
-                logger.warning("the inbound journal is unreadable: %s", type(exc).__name__)
-                await self._sleep(backoff.next(), stop)
-                continue
-            if left:
-                logger.info("%s journaled updates from before handled first", len(left))
-            for update in left:
-                self._take_in_hand(update)
-            break
-        backoff.reset()
-        offset: int | None = None
-        confirmed: int | None = None
-        while not stop.is_set():
-            if not self._room.is_set():
+            if not self._room.is_set():  # journaled: too many updates in hand
                 await self._until_stopped(self._room.wait(), stop)
                 continue
             try:
@@ -805,25 +764,48 @@ class TelegramChannel:
                 backoff.reset()
                 continue
             try:
-                fresh = await self._journal_record(updates)
+                await accept(updates)
             except Exception as exc:
-                # Not confirmed: the same updates are fetched again.
                 delay = backoff.next()
                 logger.warning(
-                    "batch of %s updates not journaled (%s), fetched again in %.1fs",
+                    "batch of %s updates fetched again in %.1fs: %s",
                     len(updates),
-                    type(exc).__name__,
                     delay,
+                    type(exc).__name__,
                 )
                 await self._sleep(delay, stop)
                 continue
             offset = max(update.update_id for update in updates) + 1
             backoff.reset()
-            for update in sorted(updates, key=lambda u: u.update_id):
-                if update.update_id in fresh:
-                    self._take_in_hand(update)
-        await self._finish_handlers()
+        if self._journal:
+            await self._finish_handlers()
         await self._confirm(offset, confirmed)
+
+    # --- long polling through the inbound journal ---------------------------------
+
+    async def _resume_journal(self, stop: asyncio.Event, backoff: _Backoff) -> None:
+        """Take in hand what a crash or a stop left in the journal, before anything new."""
+        while not stop.is_set():
+            try:
+                left = await self._journal_pending()
+            except Exception as exc:
+                logger.warning("the inbound journal is unreadable: %s", type(exc).__name__)
+                await self._sleep(backoff.next(), stop)
+                continue
+            if left:
+                logger.info("%s journaled updates from before handled first", len(left))
+            for update in left:
+                self._take_in_hand(update)
+            break
+        backoff.reset()
+
+    async def _journal_batch(self, updates: Sequence[Update]) -> None:
+        """Record the batch (then the next fetch may confirm it) and hand its new updates
+        to their senders' tasks; raises when it was not recorded."""
+        fresh = await self._journal_record(updates)
+        for update in sorted(updates, key=lambda u: u.update_id):
+            if update.update_id in fresh:
+                self._take_in_hand(update)
 
     async def _journal_record(self, updates: Sequence[Update]) -> set[int]:
         assert self._database is not None and self._cipher is not None

@@ -228,6 +228,13 @@ async def processed(sessionmaker: async_sessionmaker[AsyncSession], update_id: o
         return int(await session.scalar(query) or 0)
 
 
+def long_polling(settings: Settings) -> Settings:
+    """`settings` with a long poll (10 s) that is still waiting when the test queues updates."""
+    return settings.model_copy(
+        update={"telegram": settings.telegram.model_copy(update={"polling_timeout_s": 10})}
+    )
+
+
 def sent_texts(server: FakeTelegramServer, user_id: int) -> list[str]:
     return [message.text for message in server.messages_to(user_id)]
 
@@ -349,10 +356,7 @@ async def test_an_update_redelivered_after_a_crash_before_confirming_has_one_eff
     clock: FrozenClock,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    # A long poll that is surely still waiting when the last update is queued.
-    settings = settings.model_copy(
-        update={"telegram": settings.telegram.model_copy(update={"polling_timeout_s": 10})}
-    )
+    settings = long_polling(settings)  # surely still waiting when the last update is queued
     user = TelegramUser(server, BUDI)
     async with open_bot(settings, clock) as bot, polling(bot.channel):
         await register(user)
@@ -760,10 +764,7 @@ async def test_an_update_delivered_again_while_journaled_is_handled_once(
     clock: FrozenClock,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    # A long poll that is surely still waiting when the update is queued.
-    settings = settings.model_copy(
-        update={"telegram": settings.telegram.model_copy(update={"polling_timeout_s": 10})}
-    )
+    settings = long_polling(settings)  # surely still waiting when the update is queued
     start = server.text_update(BUDI, "/start")
     start["update_id"] = 720
     gate = Gate()
