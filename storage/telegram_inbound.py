@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import LargeBinary, delete, func, select
+from sqlalchemy import LargeBinary, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.crypto import NikCipher
@@ -93,9 +93,3 @@ async def forget(connection: AsyncConnection, update_ids: Sequence[int]) -> int:
         delete(TelegramInbound).where(TelegramInbound.update_id.in_(list(update_ids)))
     )
     return result.rowcount
-
-
-async def pending_count(connection: AsyncConnection) -> int:
-    """How many journaled updates wait to be handled."""
-    count = await connection.scalar(select(func.count()).select_from(TelegramInbound))
-    return int(count or 0)
