@@ -21,13 +21,19 @@ The parent process is the bot, long polling as `sertakan run` does:
   cap both bots alike, and the question is what the bot itself costs;
 - `echo`: a bare aiogram echo bot (`bench/echo_bot.py`: `Dispatcher.start_polling`,
   one message and one callback handler) under the same load, in the same run.
-  Its presses carry made-up callback data; each of its steps has one reply.
+  Its presses carry made-up callback data; each of its steps has one reply;
+- `batch` (only when asked for with `--bots`): `ours` without the Telegram inbound
+  journal, confirming a batch only after all of it was handled (as before the journal).
+
+With `--rounds R` the bots take turns R times (ours, echo, ours, echo, ...), and each
+figure is the median of its R rounds, so a load change on a shared machine hits
+both bots alike.
 
 Then idle memory: `python -m bot run` (Telegram polling against a fake Bot API,
 SQLite in a fresh folder) and `python -m bench.echo_bot` as processes of their
 own; each one's VmRSS is read from /proc after it has polled for `--settle` s.
 
-    python -m bench.bench_e2e [--levels 1,4,16,64,256] [--bots ours,echo]
+    python -m bench.bench_e2e [--levels 1,4,16,64,256] [--bots ours,echo] [--rounds 1]
                               [--profile FILE] [--no-rss] [--rss-only]
 
 Goals (issue 14): p99 reply time at 64 people <= 2x the echo bot's; idle RSS
@@ -70,6 +76,10 @@ GOAL_P99_RATIO = 2.0
 GOAL_RSS_RATIO = 1.3
 #: The level whose p99 the goal is about.
 GOAL_LEVEL = 64
+#: Our bot: `ours` with the Telegram inbound journal (as `sertakan run` polls), `batch`
+#: without it (a batch confirmed only after all of it was handled: the same-run baseline
+#: of the journal's effect).
+OURS = ("ours", "batch")
 #: A person not answered within this long breaks the run.
 REPLY_TIMEOUT_S = 60.0
 #: While learning a step's number of messages: quiet this long means the step is done.
@@ -222,7 +232,13 @@ async def _load_main(pipe: Connection, bot: str, levels: list[int]) -> None:
 
 
 async def _run_ours(
-    base_url: str, token: str, stop: asyncio.Event, folder: Path, people: list[int]
+    base_url: str,
+    token: str,
+    stop: asyncio.Event,
+    folder: Path,
+    people: list[int],
+    *,
+    journal: bool = True,
 ) -> None:
     from pydantic import SecretStr
     from sqlalchemy import func, select
@@ -254,7 +270,7 @@ async def _run_ours(
     )
     runtime = await build_runtime(settings)
     await seed_opds_if_empty(runtime)
-    channel = telegram_channel(runtime)
+    channel = telegram_channel(runtime, journal=journal)
     gc.collect()
     gc.freeze()  # as `sertakan run` does after start-up
     try:
@@ -282,8 +298,15 @@ async def _bot_round(
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         if profiler is not None:
             profiler.enable()
-        if bot == "ours":
-            runner = _run_ours(hello["base_url"], hello["token"], stop, Path(tmp), sponsorships)
+        if bot in OURS:
+            runner = _run_ours(
+                hello["base_url"],
+                hello["token"],
+                stop,
+                Path(tmp),
+                sponsorships,
+                journal=bot == "ours",
+            )
         else:
             runner = run_echo(hello["base_url"], hello["token"], stop)
         task = asyncio.create_task(runner)
@@ -303,7 +326,7 @@ async def _bot_round(
     process.join(10)
     if "broken" in message:
         raise Broken(f"{bot}: {message['broken']}")
-    if bot == "ours" and sponsorships != [message["people"]]:
+    if bot in OURS and sponsorships != [message["people"]]:
         raise Broken(f"expected {message['people']} sponsorships, found {sponsorships}")
     return rows, message
 
@@ -398,13 +421,17 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         if not args.rss_only:
             profiler = cProfile.Profile() if args.profile else None
-            by_bot: dict[str, list[dict[str, Any]]] = {}
-            for bot in bots:
-                rows, done = await _bot_round(bot, levels, profiler if bot == "ours" else None)
-                by_bot[bot] = [_summary(row) for row in rows]
-                if bot == "ours":
-                    report["ours_messages_per_step"] = done["messages_per_step"]
+            rounds: dict[str, list[list[dict[str, Any]]]] = {bot: [] for bot in bots}
+            for _ in range(args.rounds):
+                for bot in bots:
+                    rows, done = await _bot_round(bot, levels, profiler if bot == "ours" else None)
+                    rounds[bot].append([_summary(row) for row in rows])
+                    if bot == "ours":
+                        report["ours_messages_per_step"] = done["messages_per_step"]
+            by_bot = {bot: _median_rows(runs) for bot, runs in rounds.items()}
             report["rows"] = by_bot
+            if args.rounds > 1:
+                report["rounds"] = rounds
             _print_levels(by_bot)
             if profiler is not None:
                 _print_profile(profiler, args.profile, args.profile_lines)
@@ -430,6 +457,14 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0
 
 
+def _median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per level, the median of each figure over the rounds."""
+    return [
+        {key: statistics.median(row[key] for row in level) for key in level[0]}
+        for level in zip(*runs, strict=True)
+    ]
+
+
 def _print_levels(by_bot: dict[str, list[dict[str, Any]]]) -> None:
     print("\nenrollment steps, closed loop over HTTP (reply = first message of a step)")
     print(
@@ -441,18 +476,21 @@ def _print_levels(by_bot: dict[str, list[dict[str, Any]]]) -> None:
                 f"{bot:<6}{row['users']:>7}{row['steps']:>7}{row['steps_per_s']:>9.0f}"
                 f"{row['messages_per_s']:>8.0f}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}"
             )
-    ours, echo = by_bot.get("ours"), by_bot.get("echo")
-    if not ours or not echo:
-        return
-    for mine, theirs in zip(ours, echo, strict=True):
-        ratio = mine["p99_ms"] / theirs["p99_ms"]
-        goal = ""
-        if mine["users"] == GOAL_LEVEL:
-            goal = f"  (goal <= {GOAL_P99_RATIO}x: {'PASS' if ratio <= GOAL_P99_RATIO else 'MISS'})"
-        print(
-            f"{mine['users']:>4} people: p99 ours/echo {ratio:.2f}x, "
-            f"steps/s ours/echo {mine['steps_per_s'] / theirs['steps_per_s']:.2f}x{goal}"
-        )
+    echo = by_bot.get("echo")
+    for name in OURS:
+        ours = by_bot.get(name)
+        if not ours or not echo:
+            continue
+        for mine, theirs in zip(ours, echo, strict=True):
+            ratio = mine["p99_ms"] / theirs["p99_ms"]
+            goal = ""
+            if mine["users"] == GOAL_LEVEL and name == "ours":
+                verdict = "PASS" if ratio <= GOAL_P99_RATIO else "MISS"
+                goal = f"  (goal <= {GOAL_P99_RATIO}x: {verdict})"
+            print(
+                f"{mine['users']:>4} people: p99 {name}/echo {ratio:.2f}x, "
+                f"steps/s {name}/echo {mine['steps_per_s'] / theirs['steps_per_s']:.2f}x{goal}"
+            )
 
 
 def _load_average() -> str:
@@ -463,7 +501,8 @@ def _load_average() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="1,4,16,64,256", help="people per level")
-    parser.add_argument("--bots", default="ours,echo")
+    parser.add_argument("--bots", default="ours,echo", help="of ours, batch, echo")
+    parser.add_argument("--rounds", type=int, default=1, help="turns per bot (medians)")
     parser.add_argument("--profile", type=Path, help="cProfile the bot process (ours) to FILE")
     parser.add_argument("--profile-lines", type=int, default=40)
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before RSS")

@@ -67,7 +67,7 @@ from storage.db import (
     probe,
     retry_while_unreachable,
 )
-from storage.migrate import upgrade_to_head
+from storage.migrate import upgrade_in_child
 from storage.opd_repository import OpdRepository
 from storage.send_budget import SendBudget, send_budget
 
@@ -351,7 +351,7 @@ async def open_database(settings: Settings, *, migrate: bool, sleep: Sleep = asy
     async def reach() -> None:
         await probe(url, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
         if migrate:
-            await upgrade_to_head(url)
+            await upgrade_in_child(url)
 
     try:
         await retry_while_unreachable(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -349,6 +350,7 @@ async def _run_channels(
     # take them out of the collector's generations so full collections stay short.
     gc.collect()
     gc.freeze()
+    _return_freed_memory()
     try:
         if telegram is not None:
             if announce:
@@ -409,9 +411,23 @@ async def _run_channels(
     return 0
 
 
-def telegram_channel(runtime: Runtime) -> TelegramChannel:
+def _return_freed_memory() -> None:
+    """Give the heap pages start-up used and freed (catalogues read, seed files parsed,
+    the collector's garbage) back to the system: glibc keeps them otherwise, and they
+    count in the idle process's memory for its lifetime (docs/BENCHMARKS.md section 16)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, macOS): nothing to do
+        return
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def telegram_channel(runtime: Runtime, *, journal: bool = True) -> TelegramChannel:
     """The Telegram channel as `sertakan run` serves it: parking updates that keep failing,
-    the durable reply queue, the shared send budget (raises ValueError without a token)."""
+    the inbound journal for long polling, the durable reply queue, the shared send budget
+    (raises ValueError without a token). `journal=False`: the benchmark's baseline."""
     from bot.telegram import TelegramChannel
 
     settings = runtime.settings
@@ -425,6 +441,7 @@ def telegram_channel(runtime: Runtime) -> TelegramChannel:
         cipher=runtime.cipher,
         reply_settings=settings.reply,
         budget=runtime.send_budget,
+        journal=journal,
     )
 
 

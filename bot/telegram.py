@@ -27,6 +27,7 @@ import io
 import logging
 import math
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -96,8 +97,10 @@ from handlers.types import (
     Reply,
 )
 from scheduler.sending import OutgoingNotice, Permanent, RetryAfter, SendResult, Sent, Transient
+from storage import telegram_inbound
 from storage.crypto import NikCipher
 from storage.send_budget import SendBudget
+from storage.telegram_inbound import JournaledUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +138,12 @@ MAX_CALLBACK_DATA_BYTES: Final = 64
 MAX_BUTTON_LABEL: Final = 64
 #: Header Telegram sends with the secret given to setWebhook.
 SECRET_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"
+#: Journaled polling: updates fetched and not handled yet, at most (then the poller waits).
+MAX_UPDATES_IN_HAND: Final = 1000
+#: Handled updates' journal rows are deleted together, this long after the first of them.
+_FORGET_DELAY_S: Final = 0.05
+#: On stop, updates already being handled get this long to finish (the rest stay journaled).
+_STOP_GRACE_S: Final = 5.0
 
 #: The command menu per language (names are Telegram's [a-z0-9_]; descriptions
 #: come from the catalogue as "command.<name>"). The Indonesian menu offers the
@@ -150,6 +159,10 @@ _COMMANDS: Final[dict[Language, tuple[str, ...]]] = {
         "kembali", "bahasa", "tanya",
     ),
 }  # fmt: skip
+
+
+class _FetchFailed(Exception):
+    """getUpdates failed (logged, and the back-off waited)."""
 
 
 class UpdateParking(Protocol):
@@ -398,6 +411,7 @@ class TelegramChannel:
         delivery: DeliverySettings | None = None,
         session: BaseSession | None = None,
         budget: SendBudget | None = None,
+        journal: bool | None = None,
     ) -> None:
         """`clock` returns aware UTC datetimes; `retry_*` bound the polling back-off.
 
@@ -414,6 +428,10 @@ class TelegramChannel:
         `budget` paces the replies in the send budget the dispatcher shares.
         `session`: aiogram's seam for every Bot API call (default: HTTP to
         `settings.api_base`; the benchmarks pass one that answers in memory).
+        `journal`: long polling records each batch in the inbound journal
+        (storage/telegram_inbound.py) and confirms it before handling; default:
+        on when `database` and `cipher` are given. Without it a batch is
+        confirmed only after all of it was handled.
         """
         if settings.token is None:
             raise ValueError("TELEGRAM_TOKEN is not set")
@@ -428,6 +446,25 @@ class TelegramChannel:
         self._clock = clock
         self._retry_first_s = retry_first_s
         self._retry_cap_s = retry_cap_s
+        self._database = database
+        self._cipher = cipher
+        self._journal = (
+            journal if journal is not None else (database is not None and cipher is not None)
+        )
+        if self._journal and (database is None or cipher is None):
+            raise ValueError("the inbound journal needs `database` and `cipher`")
+        #: Journaled polling: each person's fetched updates not handled yet, in order,
+        #: and the task handling them (one per person at a time).
+        self._in_hand: dict[str, deque[Update]] = {}
+        self._handlers: dict[str, asyncio.Task[None]] = {}
+        self._in_hand_count = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._nothing_in_hand = asyncio.Event()
+        self._nothing_in_hand.set()
+        #: Handled update ids whose journal rows are not deleted yet.
+        self._handled: list[int] = []
+        self._forgetter: asyncio.Task[None] | None = None
         session = session or TelegramSession(api=TelegramAPIServer.from_base(settings.api_base))
         # No parse mode: user text (names, addresses) must never be read as HTML.
         self.bot = Bot(
@@ -640,11 +677,15 @@ class TelegramChannel:
     async def run_polling(self, stop: asyncio.Event | None = None) -> None:
         """Fetch and handle updates until `stop` is set.
 
-        An update is confirmed (the next getUpdates offset passes it) only after
-        every update of its batch was handled. Updates of one sender run in order;
-        different senders run concurrently. When handling fails, the same offset
-        is fetched again after a back-off, so committed updates come back and the
-        engine drops them as replays.
+        Updates of one sender run in order, never two at once; different
+        senders run concurrently. With the journal (the default with a
+        database) a batch is recorded in it and confirmed by fetching the next
+        at once, while its updates are handled; updates a crash left in the
+        journal are handled first. Without it, an update is confirmed (the next
+        getUpdates offset passes it) only after every update of its batch was
+        handled; when handling fails, the same offset is fetched again after a
+        back-off, so committed updates come back and the engine drops them as
+        replays.
         """
         stop = stop if stop is not None else asyncio.Event()
         sweep = asyncio.create_task(self.replies.run(stop))
@@ -654,9 +695,9 @@ class TelegramChannel:
             sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweep
+            await self._stop_handlers()
 
-    async def _poll(self, stop: asyncio.Event) -> None:
-        backoff = _Backoff(self._retry_first_s, self._retry_cap_s)
+    async def _delete_webhook(self, stop: asyncio.Event, backoff: _Backoff) -> None:
         while not stop.is_set():
             try:
                 await self._until_stopped(self.bot.delete_webhook(drop_pending_updates=False), stop)
@@ -667,25 +708,54 @@ class TelegramChannel:
                 logger.warning("deleteWebhook failed: %s", type(exc).__name__)
                 await self._sleep(backoff.next(), stop)
         backoff.reset()
+
+    async def _fetch(
+        self, offset: int | None, stop: asyncio.Event, backoff: _Backoff
+    ) -> list[Update] | None:
+        """One getUpdates; None when stopped. A failure is logged and backed off, then
+        raises `_FetchFailed`."""
+        timeout = self._settings.polling_timeout_s
+        try:
+            updates = await self._until_stopped(
+                self.bot.get_updates(
+                    offset=offset,
+                    timeout=timeout,
+                    allowed_updates=list(ALLOWED_UPDATES),
+                    request_timeout=timeout + 10,
+                ),
+                stop,
+            )
+        except TelegramUnauthorizedError:
+            raise
+        except TelegramAPIError as exc:
+            logger.warning("getUpdates failed: %s", type(exc).__name__)
+            await self._sleep(backoff.next(), stop)
+            raise _FetchFailed from exc
+        return updates
+
+    async def _confirm(self, offset: int | None, confirmed: int | None) -> None:
+        """Confirm what was handled since the last fetch, fetching nothing new."""
+        if offset is not None and offset != confirmed:
+            with contextlib.suppress(TelegramAPIError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.bot.get_updates(offset=offset, limit=1, timeout=0), 5)
+
+    async def _poll(self, stop: asyncio.Event) -> None:
+        """Fetch until stopped; each batch is journaled (or, without the journal, handled)
+        before the next fetch confirms it. A batch that failed is fetched again."""
+        backoff = _Backoff(self._retry_first_s, self._retry_cap_s)
+        await self._delete_webhook(stop, backoff)
+        if self._journal:
+            await self._resume_journal(stop, backoff)
+        accept = self._journal_batch if self._journal else self._handle_batch
         offset: int | None = None
         confirmed: int | None = None
-        timeout = self._settings.polling_timeout_s
         while not stop.is_set():
+            if not self._room.is_set():  # journaled: too many updates in hand
+                await self._until_stopped(self._room.wait(), stop)
+                continue
             try:
-                updates = await self._until_stopped(
-                    self.bot.get_updates(
-                        offset=offset,
-                        timeout=timeout,
-                        allowed_updates=list(ALLOWED_UPDATES),
-                        request_timeout=timeout + 10,
-                    ),
-                    stop,
-                )
-            except TelegramUnauthorizedError:
-                raise
-            except TelegramAPIError as exc:
-                logger.warning("getUpdates failed: %s", type(exc).__name__)
-                await self._sleep(backoff.next(), stop)
+                updates = await self._fetch(offset, stop, backoff)
+            except _FetchFailed:
                 continue
             if updates is None:
                 break
@@ -694,18 +764,170 @@ class TelegramChannel:
                 backoff.reset()
                 continue
             try:
-                await self._handle_batch(updates)
-            except Exception:
+                await accept(updates)
+            except Exception as exc:
                 delay = backoff.next()
-                logger.warning("batch of %s updates retried in %.1fs", len(updates), delay)
+                logger.warning(
+                    "batch of %s updates fetched again in %.1fs: %s",
+                    len(updates),
+                    delay,
+                    type(exc).__name__,
+                )
                 await self._sleep(delay, stop)
                 continue
             offset = max(update.update_id for update in updates) + 1
             backoff.reset()
-        if offset is not None and offset != confirmed:
-            # Confirm what was handled since the last fetch, fetching nothing new.
-            with contextlib.suppress(TelegramAPIError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.bot.get_updates(offset=offset, limit=1, timeout=0), 5)
+        if self._journal:
+            await self._finish_handlers()
+        await self._confirm(offset, confirmed)
+
+    # --- long polling through the inbound journal ---------------------------------
+
+    async def _resume_journal(self, stop: asyncio.Event, backoff: _Backoff) -> None:
+        """Take in hand what a crash or a stop left in the journal, before anything new."""
+        while not stop.is_set():
+            try:
+                left = await self._journal_pending()
+            except Exception as exc:
+                logger.warning("the inbound journal is unreadable: %s", type(exc).__name__)
+                await self._sleep(backoff.next(), stop)
+                continue
+            if left:
+                logger.info("%s journaled updates from before handled first", len(left))
+            for update in left:
+                self._take_in_hand(update)
+            break
+        backoff.reset()
+
+    async def _journal_batch(self, updates: Sequence[Update]) -> None:
+        """Record the batch (then the next fetch may confirm it) and hand its new updates
+        to their senders' tasks; raises when it was not recorded."""
+        fresh = await self._journal_record(updates)
+        for update in sorted(updates, key=lambda u: u.update_id):
+            if update.update_id in fresh:
+                self._take_in_hand(update)
+
+    async def _journal_record(self, updates: Sequence[Update]) -> set[int]:
+        assert self._database is not None and self._cipher is not None
+        entries = [
+            JournaledUpdate(update.update_id, update.model_dump_json(exclude_none=True))
+            for update in updates
+        ]
+        async with self._database.begin() as connection:
+            return await telegram_inbound.record(
+                connection, entries, cipher=self._cipher, now=self._clock()
+            )
+
+    async def _journal_pending(self) -> list[Update]:
+        assert self._database is not None and self._cipher is not None
+        async with self._database.connect() as connection:
+            rows = await telegram_inbound.pending(connection, cipher=self._cipher)
+        return [Update.model_validate_json(row.payload, context={"bot": self.bot}) for row in rows]
+
+    def _take_in_hand(self, update: Update) -> None:
+        """Queue `update` behind its sender's others; start their handler if none runs."""
+        key = self._sender_key(update)
+        self._in_hand.setdefault(key, deque()).append(update)
+        self._in_hand_count += 1
+        self._nothing_in_hand.clear()
+        if self._in_hand_count >= MAX_UPDATES_IN_HAND:
+            self._room.clear()
+        if key not in self._handlers:
+            self._handlers[key] = asyncio.create_task(self._handle_sender(key))
+
+    async def _handle_sender(self, key: str) -> None:
+        """One sender's updates in order; a failed one is tried again after a back-off."""
+        queue = self._in_hand[key]
+        backoff = _Backoff(self._retry_first_s, self._retry_cap_s)
+        try:
+            while queue:
+                update = queue[0]
+                try:
+                    await self._handle_or_park(update)
+                except Exception as exc:
+                    _log_failure("handling", update.update_id, exc)
+                    await asyncio.sleep(backoff.next())
+                    continue
+                backoff.reset()
+                queue.popleft()
+                self._in_hand_count -= 1
+                self._forget_later(update.update_id)
+                self._update_room()
+        finally:
+            # Cancelled: what is left stays journaled for the next start.
+            self._in_hand_count -= len(queue)
+            del self._in_hand[key]
+            del self._handlers[key]
+            self._update_room()
+
+    def _update_room(self) -> None:
+        if self._in_hand_count < MAX_UPDATES_IN_HAND:
+            self._room.set()
+        if not self._in_hand:
+            self._nothing_in_hand.set()
+
+    async def settled(self) -> None:
+        """Wait until every fetched update was handled, its journal row deleted and its
+        replies delivered (tests)."""
+        await self._nothing_in_hand.wait()
+        forgetter = self._forgetter
+        if forgetter is not None and not forgetter.done():
+            await asyncio.shield(forgetter)
+        await self.replies.drain()
+
+    def _forget_later(self, update_id: int) -> None:
+        self._handled.append(update_id)
+        if self._forgetter is None or self._forgetter.done():
+            self._forgetter = asyncio.create_task(self._forget_loop())
+
+    async def _forget_loop(self) -> None:
+        """Delete handled updates' rows, those handled meanwhile together (a few DELETEs a
+        second, not one per update). A crash in between hands them to the engine again,
+        which finds them claimed and does nothing."""
+        assert self._database is not None
+        failures = 0
+        while self._handled:
+            await asyncio.sleep(_FORGET_DELAY_S if not failures else min(2**failures, 30))
+            batch = list(self._handled)
+            try:
+                async with self._database.begin() as connection:
+                    await telegram_inbound.forget(connection, batch)
+            except Exception as exc:
+                failures += 1
+                logger.warning(
+                    "handled updates not deleted from the journal yet: %s", type(exc).__name__
+                )
+                continue
+            failures = 0
+            del self._handled[: len(batch)]
+
+    async def _finish_handlers(self) -> None:
+        """On stop: the updates being handled get a moment to finish, and the journal rows
+        of the handled ones are deleted (what is left is handled at the next start)."""
+        handlers = list(self._handlers.values())
+        if handlers:
+            await asyncio.wait(handlers, timeout=_STOP_GRACE_S)
+        await self._cancel_handlers()
+        forgetter = self._forgetter
+        if forgetter is not None and not forgetter.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(forgetter), _STOP_GRACE_S)
+
+    async def _cancel_handlers(self) -> None:
+        tasks = list(self._handlers.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _stop_handlers(self) -> None:
+        """Cancel the handlers still running (their updates stay journaled) and the deletes."""
+        await self._cancel_handlers()
+        forgetter = self._forgetter
+        if forgetter is not None and not forgetter.done():
+            forgetter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forgetter
 
     async def _handle_batch(self, updates: Sequence[Update]) -> None:
         """Handle one batch; raises the first failure after every chain settled."""

@@ -629,6 +629,27 @@ class WhatsappInbound(Base):
     last_error: Mapped[str | None] = mapped_column(String(200))
 
 
+class TelegramInbound(Base):
+    """A Telegram update fetched by long polling and not handled yet (its journal).
+
+    The poller writes the updates of a `getUpdates` answer here in one short
+    transaction and only then moves the offset past them (so Telegram forgets
+    them), then fetches again at once; the updates are handled from here, per
+    person in order, and the row is deleted once handled (or parked). After a
+    crash the rows left are handled first at the next start. `update_id` is the
+    key: an update delivered again while its row is here is one row. The
+    payload may hold a NIK: it is stored encrypted, like a parked update.
+    """
+
+    __tablename__ = "telegram_inbound"
+
+    update_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    payload_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class Payment(Base):
     """Dues the payer recorded for consecutive months of one sponsorship (PRODUCT 4.4).
 

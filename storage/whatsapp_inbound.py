@@ -44,28 +44,25 @@ No commit happens here: the caller owns the transaction.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from sqlalchemy import (
     LargeBinary,
-    TextClause,
     and_,
-    bindparam,
     case,
     delete,
     func,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import DeliveryStatus, OutboxStatus
 from storage.crypto import NikCipher
+from storage.inbound_journal import insert_new, row_params
 from storage.models import PERSON_ID_LENGTH, Outbox, UtcDateTime, WhatsappInbound
 
 #: WhatsApp's error code for a free-form message outside the 24-hour customer-service window.
@@ -141,39 +138,34 @@ async def record(
         unique.setdefault(message.message_id, message)
     if not unique:
         return []
-    params: dict[str, Any] = {"received_at": now}
-    for index, message in enumerate(unique.values()):
-        params[f"message_id_{index}"] = message.message_id
-        params[f"sender_id_{index}"] = message.sender_id
-        params[f"payload_{index}"] = cipher.encrypt_payload(message.payload)
-        params[f"sent_at_{index}"] = message.sent_at
-    result = await connection.execute(_record_statement(len(unique)), params)
+    params: dict[str, Any] = {"received_at": now, "attempts": 0}
+    params.update(
+        row_params(
+            [
+                {
+                    "message_id": message.message_id,
+                    "sender_id": message.sender_id,
+                    "payload_ciphertext": cipher.encrypt_payload(message.payload),
+                    "sent_at": message.sent_at,
+                }
+                for message in unique.values()
+            ]
+        )
+    )
+    statement = insert_new("whatsapp_inbound", "message_id", _PER_ROW, _SHARED, len(unique))
+    result = await connection.execute(statement, params)
     recorded = set(result.scalars())
     # RETURNING keeps no order; answer in the order given.
     return [message_id for message_id in unique if message_id in recorded]
 
 
-@functools.lru_cache(maxsize=16)
-def _record_statement(count: int) -> TextClause:
-    """INSERT of `count` rows as fixed text: SQLAlchemy compiles it once per batch size.
-
-    (SQLAlchemy never caches a dialect `insert()` with ON CONFLICT: compiling it
-    on every request was half of the webhook's CPU time per request.) Valid on
-    SQLite 3.35+ and PostgreSQL alike.
-    """
-    rows = ", ".join(
-        f"(:message_id_{i}, :sender_id_{i}, :payload_{i}, :received_at, :sent_at_{i}, 0)"
-        for i in range(count)
-    )
-    return text(
-        "INSERT INTO whatsapp_inbound "
-        "(message_id, sender_id, payload_ciphertext, received_at, sent_at, attempts) "
-        f"VALUES {rows} ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
-    ).bindparams(
-        bindparam("received_at", type_=UtcDateTime()),
-        *(bindparam(f"payload_{i}", type_=LargeBinary()) for i in range(count)),
-        *(bindparam(f"sent_at_{i}", type_=UtcDateTime()) for i in range(count)),
-    )
+_PER_ROW: Final = (
+    ("message_id", None),
+    ("sender_id", None),
+    ("payload_ciphertext", LargeBinary),
+    ("sent_at", UtcDateTime),
+)
+_SHARED: Final = (("received_at", UtcDateTime), ("attempts", None))
 
 
 async def claim(

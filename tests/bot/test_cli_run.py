@@ -12,6 +12,7 @@ import dataclasses
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.crypto import generate_key
+from storage.migrate import current_revision, head_revision
 from tests.fakes.telegram_api import FakeTelegramServer
 
 CHAT = 4242
@@ -172,3 +174,34 @@ async def test_run_in_webhook_mode_serves_the_endpoint_behind_the_secret(
     assert len(server.messages_to(CHAT)) == 2  # the refused request had no effect
     assert code == 0, output
     assert " ERROR " not in output  # a clean stop (no job cut short)
+
+
+async def test_run_migrates_a_fresh_database_in_a_child_and_answers(
+    tmp_path: Path, server: FakeTelegramServer
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}"
+    process = await _run(_environment(tmp_path, url, server))
+    try:
+        server.push_update(server.text_update(CHAT, "/start"))
+        sent = await process.wait_for(server.wait_for_messages(CHAT, 2, timeout=START_WITHIN_S))
+    finally:
+        code, output = await _stop(process)
+    assert sent[0].text.startswith("Selamat datang di SERTAKAN")
+    assert await current_revision(url) == head_revision()
+    assert code == 0, output
+
+
+def test_the_running_bot_never_imports_alembic() -> None:
+    """Alembic, Mako and Pygments (about 13 MB) stay out of the bot's memory: it migrates
+    in a child process and knows its head revision as a constant."""
+    program = (
+        "import sys\n"
+        "import bot.app, bot.cli, bot.health, bot.telegram, bot.web.app, storage.migrate\n"
+        "from storage.migrate import head_revision\n"
+        "head_revision()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'mako', 'pygments'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ from bot.settings import (
 from bot.telegram import SECRET_HEADER, TelegramChannel, UpdateParking
 from domain.vocabulary import Channel, Language, Occupation, PaymentPlan, SponsorshipStatus
 from handlers.types import ConversationEngine, InboundEvent, QueuedReplies, Reply
+from storage import telegram_inbound
 from storage.crypto import NikCipher, decode_key, generate_key
+from storage.db import create_engine
 from storage.dead_letters import DeadLetters
 from storage.models import (
     Asn,
@@ -44,8 +46,10 @@ from storage.models import (
     Opd,
     ProcessedUpdate,
     Sponsorship,
+    TelegramInbound,
     Worker,
 )
+from storage.telegram_inbound import JournaledUpdate
 from tests.fakes.chat import ASN_NIP, OPD_SEED, WORKER_NIK
 from tests.fakes.clock import FrozenClock
 from tests.fakes.telegram_api import FakeTelegramServer
@@ -54,6 +58,7 @@ from tests.fakes.telegram_user import TelegramUser, inline_buttons, watching
 BUDI = 5500000001
 SECRET = "e2e-webhook-secret_0123456789"
 #: What the bot says once a sponsorship went to the OPD's queue (Dinas Kesehatan has no PIC here).
+NOW_UTC = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 SUBMITTED = "sudah masuk, tetapi Dinas Kesehatan belum punya PIC"
 
 
@@ -146,7 +151,7 @@ async def open_bot(
         ),
     )
     try:
-        with watching(channel.replies.drain):
+        with watching(channel.settled):
             yield RunningBot(runtime, channel)
         await asyncio.wait_for(channel.replies.drain(), 10)
     finally:
@@ -221,6 +226,13 @@ async def processed(sessionmaker: async_sessionmaker[AsyncSession], update_id: o
             ProcessedUpdate.update_id == str(update_id),
         )
         return int(await session.scalar(query) or 0)
+
+
+def long_polling(settings: Settings) -> Settings:
+    """`settings` with a long poll (10 s) that is still waiting when the test queues updates."""
+    return settings.model_copy(
+        update={"telegram": settings.telegram.model_copy(update={"polling_timeout_s": 10})}
+    )
 
 
 def sent_texts(server: FakeTelegramServer, user_id: int) -> list[str]:
@@ -344,10 +356,7 @@ async def test_an_update_redelivered_after_a_crash_before_confirming_has_one_eff
     clock: FrozenClock,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    # A long poll that is surely still waiting when the last update is queued.
-    settings = settings.model_copy(
-        update={"telegram": settings.telegram.model_copy(update={"polling_timeout_s": 10})}
-    )
+    settings = long_polling(settings)  # surely still waiting when the last update is queued
     user = TelegramUser(server, BUDI)
     async with open_bot(settings, clock) as bot, polling(bot.channel):
         await register(user)
@@ -407,7 +416,7 @@ class FailingOnce:
         return await self._engine.language_of(channel, sender_id)
 
 
-async def test_an_update_is_confirmed_only_after_its_transaction_committed(
+async def test_an_update_whose_step_failed_is_tried_again_from_the_journal(
     server: FakeTelegramServer,
     settings: Settings,
     clock: FrozenClock,
@@ -425,9 +434,8 @@ async def test_an_update_is_confirmed_only_after_its_transaction_committed(
         assert SUBMITTED in user.text
 
     update_id = submit["update_id"]
-    # Attempted twice; neither attempt found the update confirmed.
+    # Confirmed to Telegram once journaled, then attempted twice from the journal.
     assert len(engine.offsets_at_attempts) == 2
-    assert all(offset <= update_id for offset in engine.offsets_at_attempts)
     assert server.confirmed_offset > update_id
     assert callback_answers(server, submit) == 1  # the failed attempt delivered nothing
     assert await count(sessionmaker, Sponsorship) == 1
@@ -603,7 +611,10 @@ async def test_when_parking_fails_the_update_is_retried_not_dropped(
         server.push_update(poisoned)
         async with polling(bot.channel):
             await server.wait_until(lambda: store.calls >= 3, timeout=10)
-            assert server.confirmed_offset <= POISON_ID
+        # Confirmed to Telegram, but its one durable copy, the journal's, is kept.
+        async with bot.runtime.db.connect() as connection:
+            left = await telegram_inbound.pending(connection, cipher=bot.runtime.cipher)
+    assert [update.update_id for update in left] == [POISON_ID]
     assert server.messages_to(BUDI) == []
 
 
@@ -631,3 +642,188 @@ async def test_webhook_answers_500_until_the_update_is_parked(
     async with sessionmaker() as session:
         assert len((await session.execute(select(FailedUpdate))).scalars().all()) == 1
     assert "belum bisa kami proses" in server.messages_to(BUDI)[0].text
+
+
+# --- the inbound journal: confirmed to Telegram before handling, never lost ----------
+
+
+class Gate:
+    """Test double around the real engine: holds chosen updates until they are let through,
+    and records every attempt at every update (sender, update id) in order."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[str, str]] = []
+        self.held: dict[str, asyncio.Event] = {}
+        self.waiting: set[str] = set()
+        self._engine: ConversationEngine | None = None
+
+    def around(self, engine: ConversationEngine) -> ConversationEngine:
+        self._engine = engine
+        return self
+
+    def hold(self, update_id: object) -> asyncio.Event:
+        return self.held.setdefault(str(update_id), asyncio.Event())
+
+    def tries(self, update_id: object) -> int:
+        return sum(1 for _, attempted in self.attempts if attempted == str(update_id))
+
+    def order(self, sender: int) -> list[int]:
+        return [int(update_id) for who, update_id in self.attempts if who == str(sender)]
+
+    async def handle(self, event: InboundEvent) -> Sequence[Reply]:
+        return (await self.handle_queued(event)).replies
+
+    async def handle_queued(self, event: InboundEvent) -> QueuedReplies:
+        assert self._engine is not None
+        self.attempts.append((event.sender_id, event.update_id))
+        gate = self.held.get(event.update_id)
+        if gate is not None:
+            self.waiting.add(event.update_id)
+            await gate.wait()
+        return await self._engine.handle_queued(event)
+
+    async def language_of(self, channel: Channel, sender_id: str) -> Language:
+        assert self._engine is not None
+        return await self._engine.language_of(channel, sender_id)
+
+
+async def journaled(runtime: Runtime) -> list[int]:
+    async with runtime.db.connect() as connection:
+        rows = await telegram_inbound.pending(connection, cipher=runtime.cipher)
+    return [row.update_id for row in rows]
+
+
+async def crash(task: asyncio.Task[None]) -> None:
+    """Cancel the polling task where it stands, as a killed process stops."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_a_crash_after_the_offset_moved_loses_no_update(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    gate = Gate()
+    start = server.text_update(BUDI, "/start")
+    start["update_id"] = 700
+    gate.hold(700)
+    async with open_bot(settings, clock, wrap=gate.around) as bot:
+        task = asyncio.create_task(bot.channel.run_polling())
+        server.push_update(start)
+        await server.wait_until(lambda: "700" in gate.waiting and server.confirmed_offset > 700)
+        await crash(task)  # Telegram has forgotten the update; it was never handled
+        assert await journaled(bot.runtime) == [700]
+    assert await processed(sessionmaker, 700) == 0
+    assert server.messages_to(BUDI) == []
+
+    async with open_bot(settings, clock) as bot:
+        async with polling(bot.channel):
+            await server.wait_for_messages(BUDI, 1)
+            await bot.channel.settled()
+        assert await journaled(bot.runtime) == []
+    assert await processed(sessionmaker, 700) == 1
+    assert await count(sessionmaker, ChannelAccount) == 1
+
+
+async def test_one_persons_updates_stay_in_order_while_others_and_the_poller_go_on(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+) -> None:
+    siti = 5500000002
+    gate = Gate()
+    first, second = (server.text_update(BUDI, text) for text in ("/start", "/menu"))
+    first["update_id"], second["update_id"] = 710, 711
+    released = gate.hold(710)
+    async with open_bot(settings, clock, wrap=gate.around) as bot, polling(bot.channel):
+        server.push_update(first)
+        server.push_update(second)
+        server.push_update(server.text_update(siti, "/start"))
+        await server.wait_until(lambda: "710" in gate.waiting)
+        await server.wait_for_messages(siti, 1)
+        # While Budi's first update is held, a later update of Siti's is fetched and
+        # answered: the poller does not wait for the slowest person of a batch.
+        later = server.push_update(server.text_update(siti, "/menu"))
+        await server.wait_for_messages(siti, 2)
+        assert server.confirmed_offset > later["update_id"]
+        assert gate.order(BUDI) == [710]  # his second waits behind his first
+        assert server.messages_to(BUDI) == []
+        released.set()
+        await server.wait_for_messages(BUDI, 2)
+        await bot.channel.settled()
+        assert await journaled(bot.runtime) == []
+    assert gate.order(BUDI) == [710, 711]
+
+
+async def test_an_update_delivered_again_while_journaled_is_handled_once(
+    server: FakeTelegramServer,
+    settings: Settings,
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    settings = long_polling(settings)  # surely still waiting when the update is queued
+    start = server.text_update(BUDI, "/start")
+    start["update_id"] = 720
+    gate = Gate()
+    gate.hold(720)
+    async with open_bot(settings, clock, wrap=gate.around) as bot:
+        task = asyncio.create_task(bot.channel.run_polling())
+        await server.wait_until(lambda: bool(server.calls_of("deleteWebhook")))
+        await asyncio.sleep(0.3)  # the first long poll is waiting by now
+        # The waiting long poll returns the update; the next fetch, its confirmation, fails.
+        server.fail_next("getUpdates", 1_000_000)
+        server.push_update(start)
+        await server.wait_until(lambda: "720" in gate.waiting)
+        await crash(task)
+    assert server.confirmed_offset <= 720
+
+    server.fail_next("getUpdates", 0)
+    gate = Gate()
+    # Held until Telegram delivered it again (and the journal found it there).
+    redelivered = gate.hold(720)
+    async with open_bot(settings, clock, wrap=gate.around) as bot, polling(bot.channel):
+        await server.wait_until(lambda: "720" in gate.waiting)
+        await server.wait_until(lambda: server.confirmed_offset > 720)
+        redelivered.set()
+        await server.wait_for_messages(BUDI, 1)
+        await bot.channel.settled()
+    assert gate.tries(720) == 1
+    assert await processed(sessionmaker, 720) == 1
+    assert sum("Selamat datang" in text for text in sent_texts(server, BUDI)) == 1
+
+
+async def test_the_journal_keeps_one_encrypted_row_per_update(database_url: str) -> None:
+    cipher = NikCipher(decode_key(generate_key()))
+    database = create_engine(database_url)
+    payload = f'{{"update_id": 731, "message": {{"text": "{WORKER_NIK}"}}}}'
+    try:
+        async with database.begin() as connection:
+            first = await telegram_inbound.record(
+                connection,
+                [JournaledUpdate(731, payload), JournaledUpdate(730, "{}")],
+                cipher=cipher,
+                now=NOW_UTC,
+            )
+            again = await telegram_inbound.record(
+                connection,
+                [JournaledUpdate(731, payload), JournaledUpdate(731, payload)],
+                cipher=cipher,
+                now=NOW_UTC,
+            )
+            stored = await connection.scalar(
+                select(TelegramInbound.payload_ciphertext).where(TelegramInbound.update_id == 731)
+            )
+            assert [
+                u.update_id for u in await telegram_inbound.pending(connection, cipher=cipher)
+            ] == [730, 731]
+            assert (await telegram_inbound.pending(connection, cipher=cipher))[1].payload == payload
+            assert await telegram_inbound.forget(connection, [730, 731, 999]) == 2
+            assert await telegram_inbound.pending(connection, cipher=cipher) == []
+    finally:
+        await database.dispose()
+    assert first == {730, 731}
+    assert again == set()
+    assert stored is not None and WORKER_NIK.encode() not in stored

@@ -26,7 +26,14 @@ from domain.vocabulary import (
     WorkerConsent,
 )
 from storage.db import create_engine
-from storage.migrate import current_revision, downgrade_to, head_revision, upgrade_to_head
+from storage.migrate import (
+    current_revision,
+    downgrade_to,
+    head_revision,
+    scripts_head,
+    upgrade_in_child,
+    upgrade_to_head,
+)
 from storage.models import (
     Asn,
     Base,
@@ -58,6 +65,7 @@ async def test_migrations_form_one_linear_chain() -> None:
     script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
     chain = [rev.revision for rev in script.walk_revisions()]
     assert chain == [
+        "0016_tg_inbound",
         "0015_coverage_counts",
         "0014_coverage",
         "0014_web",
@@ -77,7 +85,17 @@ async def test_migrations_form_one_linear_chain() -> None:
         "0002",
         "0001",
     ]
-    assert head_revision() == "0015_coverage_counts"
+    assert head_revision() == "0016_tg_inbound"
+    assert scripts_head() == head_revision()  # the constant the bot reads, true to the scripts
+
+
+async def test_the_bot_migrates_in_a_child_process_up_to_head(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'child.sqlite3'}"
+    assert await current_revision(url) is None
+    await upgrade_in_child(url)
+    assert await current_revision(url) == head_revision()
+    await upgrade_in_child(url)  # at head: no child, nothing changes
+    assert await current_revision(url) == head_revision()
 
 
 async def test_upgrade_of_an_empty_database_reaches_head(tmp_path: Path) -> None:
