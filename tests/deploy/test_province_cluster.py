@@ -507,6 +507,12 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
         assert [m.type for m in got_messages(graph, index)][:1] == ["template"]
     every = collections.Counter((m.chat_id, m.text) for m in telegram.sent)
     print(f"province proof: Telegram refusals by limit: {dict(telegram.refused_by)}")
+    for refusal in telegram.refusals:
+        print(
+            f"  {refusal.limit} at {refusal.at - started:.2f} s from the start "
+            f"({refusal.at - crash.killed_at:+.2f} s from the kill), {refusal.chat_id}, "
+            f"{refusal.in_last_second} in the second before, {refusal.text!r}"
+        )
     print(f"province proof: Graph API refusals by code: {dict(graph.errors)}")
 
     async with db_engine.connect() as connection:

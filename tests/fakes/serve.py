@@ -49,7 +49,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.fakes.graph_api import FakeGraphServer, GraphCall, SentWhatsApp
-from tests.fakes.telegram_api import ApiCall, FakeTelegramServer, SentMessage
+from tests.fakes.telegram_api import ApiCall, FakeTelegramServer, Refusal, SentMessage
 
 #: The test controls a test may call in the child, by fake.
 CONTROLS: Final[dict[str, frozenset[str]]] = {
@@ -87,6 +87,7 @@ class _Child:
         if isinstance(fake, FakeTelegramServer):
             state.update(
                 refused_by=dict(fake.refused_by),
+                refusals=[dataclasses.asdict(refusal) for refusal in fake.refusals],
                 too_many_requests=fake.too_many_requests,
                 webhook_url=fake.webhook_url,
                 webhook_secret=fake.webhook_secret,
@@ -301,6 +302,7 @@ class RemoteTelegramServer(_Remote, FakeTelegramServer):
             self._by_chat.setdefault(message.chat_id, []).append(message)
         self.calls.extend(ApiCall(**call) for call in state["calls"])
         self.refused_by = collections.Counter(state["refused_by"])
+        self.refusals = [Refusal(**refusal) for refusal in state["refusals"]]
         self.too_many_requests = int(state["too_many_requests"])
         self.webhook_url = state["webhook_url"]
         self.webhook_secret = state["webhook_secret"]
