@@ -333,11 +333,11 @@ async def province_up(
         DATABASE_AUTO_MIGRATE="false",
         DISPATCH_TELEGRAM_RATE_PER_S=str(TELEGRAM_RATE),
         # A send arriving more than the margin's share of a second (4 %: ~40 ms) after
-        # its planned start can put one too many into a sliding second. On this 2-core
-        # machine, shared with other suites (load 8-10), the bots' processes wait that
-        # long for a core: a run with the fakes in their own processes and the default
-        # 4 % got 3 refusals of 8,400 sends. 10 % (~100 ms) absorbs the machine, not
-        # the pacing (BENCHMARKS 15).
+        # its planned start can put one too many into a sliding second; on this 2-core
+        # machine, shared with other suites, a bot process may wait that long for a core.
+        # 10 % (~100 ms) allows for the machine, not for the pacing. Not settled: with the
+        # fakes in their own processes, 3 refusals of 8,400 sends came at 4 % and at 10 %
+        # alike in 2 of 4 runs at load 5-9, cause unknown (BENCHMARKS 15a).
         DISPATCH_RATE_MARGIN=str(PROOF_RATE_MARGIN),
         DISPATCH_WHATSAPP_RATE_PER_S=str(WHATSAPP_RATE),
         DISPATCH_TELEGRAM_CHAT_INTERVAL_S=str(CHAT_INTERVAL_S),

@@ -214,12 +214,12 @@ class _Remote:
         """One look at the child's state; False when another look changed the mirror
         meanwhile (this answer is then dropped: it may be older)."""
         assert self._http is not None
-        counts = {"sent": len(self._sent_list()), "calls": len(self._calls_list())}
+        counts = {"sent": len(self.sent), "calls": len(self.calls)}
         query = {**counts, "wait": int(wait)}
         async with self._http.get(f"{self._control}/state", params=query) as response:
             state = await response.json()
         # Another pull may have applied the same slice meanwhile: apply only what is new.
-        if counts != {"sent": len(self._sent_list()), "calls": len(self._calls_list())}:
+        if counts != {"sent": len(self.sent), "calls": len(self.calls)}:
             return False
         self._apply(state)
         self._notify()
@@ -237,14 +237,17 @@ class _Remote:
             process.terminate()
             await asyncio.wait_for(process.wait(), 30)
 
+    async def start(self) -> None:
+        await self._spawn()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
     # Provided by the fake's class.
     _notify: Callable[[], None]
-
-    def _sent_list(self) -> list[Any]:
-        raise NotImplementedError
-
-    def _calls_list(self) -> list[Any]:
-        raise NotImplementedError
+    sent: Any
+    calls: Any
 
     def _apply(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -273,23 +276,10 @@ class RemoteTelegramServer(_Remote, FakeTelegramServer):
         # Ids of the people's messages, apart from the child's ids for the bot's messages.
         self._message_ids = itertools.count(500_000_000)
 
-    async def start(self) -> None:
-        await self._spawn()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
     async def close(self) -> None:
         self._closing = True
         await self._stop()
         await super().close()
-
-    def _sent_list(self) -> list[Any]:
-        return self.sent
-
-    def _calls_list(self) -> list[Any]:
-        return self.calls
 
     def messages_to(self, chat_id: int) -> list[SentMessage]:
         """As the fake's, from an index (hundreds of waiters ask on every change)."""
@@ -323,22 +313,9 @@ class RemoteGraphServer(_Remote, FakeGraphServer):
         self._remote_init()
         self._by_recipient: dict[str, list[SentWhatsApp]] = {}
 
-    async def start(self) -> None:
-        await self._spawn()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
     async def close(self) -> None:
         await self._stop()
         self._notify()
-
-    def _sent_list(self) -> list[Any]:
-        return self.sent
-
-    def _calls_list(self) -> list[Any]:
-        return self.calls
 
     def messages_to(self, recipient: str) -> list[SentWhatsApp]:
         """As the fake's, from an index (hundreds of waiters ask on every change)."""
