@@ -462,9 +462,9 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
                 return any("menyetujui" in m.text for m in person.messages)
 
             await telegram.wait_until(lambda: all(told(p) for p in everyone), timeout=120)
-            # Each worker has as many WhatsApp messages as the first one (their replies
-            # go 6 s apart to one recipient), then nothing more is on its way: quiet at
-            # both fakes for longer than the pair interval.
+            # Each worker has as many WhatsApp messages as the first one, then nothing
+            # more is on its way: quiet at both fakes for longer than the pair interval
+            # (notices to one recipient go 6 s apart).
             first_worker = len(got_messages(graph, 0))
             await graph.wait_until(
                 lambda: all(
