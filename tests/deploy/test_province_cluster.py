@@ -337,7 +337,7 @@ async def province_up(
         # machine, shared with other suites, a bot process may wait that long for a core.
         # 10 % (~100 ms) allows for the machine, not for the pacing. Not settled: with the
         # fakes in their own processes, 3 refusals of 8,400 sends came at 4 % and at 10 %
-        # alike in 2 of 4 runs at load 5-9, cause unknown (BENCHMARKS 15a).
+        # alike in 2 of 7 runs at load 4-9, cause unknown (BENCHMARKS 15a).
         DISPATCH_RATE_MARGIN=str(PROOF_RATE_MARGIN),
         DISPATCH_WHATSAPP_RATE_PER_S=str(WHATSAPP_RATE),
         DISPATCH_TELEGRAM_CHAT_INTERVAL_S=str(CHAT_INTERVAL_S),
