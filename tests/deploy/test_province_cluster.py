@@ -15,20 +15,20 @@ is killed with SIGKILL; the supervisor starts another (what systemd's unit
 does for a whole process).
 
 Asserted: every ASN has exactly one enrollment, consented; every person got
-the same messages in the same order as the first person walked alone (so each
-step applied once and in order, and every reply and notice went out exactly
-once: counted at the fakes by chat and text); no per-chat 429 from the fake
-Bot API and no other Graph API error; each planning run done
-once (planner_runs), no two attempts overlapping; the webhook and the command
-menu registered once, by the supervisor, the restart included.
+the same messages in the same order as the first person (so each step applied
+once and in order, and every reply and notice went out exactly once: counted
+at the fakes by chat and text); no flood refusal at all from the enforcing
+fakes: no 429 of Telegram's sliding second or per-chat limit, no 130429 or
+131056 (the pair limit with Meta's documented burst) nor any other Graph API
+error; each planning run done once (planner_runs), no two attempts
+overlapping; the webhook and the command menu registered once, by the
+supervisor, the restart included.
 
-Not asserted yet (issue 14 stays open on it): no 429 of Telegram's global
-sliding second and no 130429 / 131056 of the Graph API. The fakes stamp
-arrivals on this test's own busy loop and bunch sends the bots spaced
-(11-72 Telegram refusals at load 4-10; up to six 130429 at load 4), and a
-worker's two-message reply goes to one number back to back (one 131056 per
-worker: replies are not spaced per recipient), each retried, nothing lost or
-doubled; the counts are printed.
+The fakes run in processes of their own (tests/fakes/serve.py): on this test's
+event loop, which also plays 300 people, they stamped sends the bots spaced
+correctly late and bunched (11-72 refusals of Telegram's sliding second at
+load 4-10 with a fifth of the rate unused). The first person learns what each
+step brings and everyone else follows one step behind it.
 
 The Telegram budget is raised to 150 messages/s on both sides (bot and fake):
 300 people's ~8,000 messages at the real 30/s take 4.5 minutes by themselves;
@@ -67,12 +67,13 @@ from bench.launcher import (
     free_port,
     run_command,
 )
-from domain.vocabulary import WorkerConsent
+from domain.vocabulary import Channel, WorkerConsent
 from storage.db import is_sqlite
-from storage.models import PlannerRun, Sponsorship
+from storage.models import PendingReply, PlannerRun, Sponsorship
 from tests.fakes import whatsapp_payloads as wa
 from tests.fakes.chat import OPD_SEED
-from tests.fakes.graph_api import SHIPPED_TEMPLATES, FakeGraphServer, SentWhatsApp
+from tests.fakes.graph_api import PAIR_BURST, SHIPPED_TEMPLATES, FakeGraphServer, SentWhatsApp
+from tests.fakes.serve import RemoteGraphServer, RemoteTelegramServer
 from tests.fakes.telegram_api import FakeTelegramServer, SentMessage
 from tests.fakes.telegram_user import TelegramUser, inline_buttons
 
@@ -84,7 +85,7 @@ PEOPLE = int(__import__("os").environ.get("PROVINCE_PEOPLE", "300"))
 WORKERS = 3
 TELEGRAM_RATE = 150
 #: The send budget keeps this share of the fakes' rates unused (see its use).
-PROOF_RATE_MARGIN = 0.2
+PROOF_RATE_MARGIN = 0.1
 WHATSAPP_RATE = 80
 CHAT_INTERVAL_S = 1.0
 #: A step's replies (up to 3 messages) go out together, as Telegram allows in a private chat.
@@ -121,8 +122,8 @@ class Cluster:
         self,
         province: Province,
         nginx: Nginx,
-        telegram: FakeTelegramServer,
-        graph: FakeGraphServer,
+        telegram: RemoteTelegramServer,
+        graph: RemoteGraphServer,
         http: aiohttp.ClientSession,
     ) -> None:
         self.province = province
@@ -134,6 +135,8 @@ class Cluster:
         self.retried = 0
         self.random = random.Random(14)
         self.killed_at: list[float] = []
+        #: The province's database (set by the test).
+        self.database: AsyncEngine | None = None
 
     @functools.cached_property
     def tls(self) -> aiohttp.ClientSession:
@@ -157,6 +160,22 @@ class Cluster:
             self.retried += 1
             await asyncio.sleep(0.5)
         raise AssertionError("an update was never accepted")
+
+    async def replies_delivered(self, channel: Channel, chat_id: str) -> None:
+        """Until no reply to `chat_id` waits in the reply queue: each row is deleted
+        once the platform accepted all its messages."""
+        assert self.database is not None
+        waiting = (
+            select(func.count())
+            .select_from(PendingReply)
+            .where(PendingReply.channel == channel, PendingReply.chat_id == chat_id)
+        )
+        async with asyncio.timeout(STEP_WITHIN_S):
+            while True:
+                async with self.database.connect() as connection:
+                    if not await connection.scalar(waiting):
+                        return
+                await asyncio.sleep(0.1)
 
     async def telegram_update(self, update: dict[str, Any]) -> None:
         """Telegram's webhook delivery of `update`, 1-3 copies at once."""
@@ -236,7 +255,7 @@ class Person:
 
     async def step(self, step: Step, expected: list[str] | None) -> list[str]:
         """Send one step; wait until its replies came: the `expected` texts (normalised),
-        or, for the first person, whatever came until 1.5 s without another message."""
+        or, for the first person, whatever came until its replies left the reply queue."""
         await self._paced()
         before = len(self.messages)
         await self.cluster.telegram_update(self._update(step))
@@ -260,17 +279,13 @@ class Person:
                 ) from None
             self.shown = expected
             return expected
+        # The step's replies were written with the step; each row goes once the platform
+        # took all its messages (under load one reply's messages may come a second apart,
+        # too far apart to tell the end of a step by a pause).
         await server.wait_until(lambda: len(self.messages) > before, timeout=STEP_WITHIN_S)
-        while True:
-            count = len(self.messages)
-
-            def more(seen: int = count) -> bool:
-                return len(self.messages) > seen
-
-            with contextlib.suppress(TimeoutError):
-                await server.wait_until(more, timeout=1.5)
-                continue
-            return since()
+        await self.cluster.replies_delivered(Channel.TELEGRAM, str(self.chat))
+        await server.synced()
+        return since()
 
     async def consent(self) -> None:
         """The worker receives the consent template and presses its first button (YA)."""
@@ -279,12 +294,10 @@ class Person:
         await graph.wait_until(lambda: bool(graph.messages_to(number)), timeout=STEP_WITHIN_S)
         request = graph.messages_to(number)[0]
         assert request.type == "template"
-        # A person takes a moment; our reply may not follow the template within Meta's pair limit.
-        wait = request.at + PAIR_INTERVAL_S + 0.1 - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        # Pressed at once: the template and our reply of two messages are within Meta's
+        # pair burst (the run before this waited one pair interval first).
         worker = wa.WaUser(wa_id=number, user_id=f"ID.{number}", name="Siti Aminah")
-        graph.open_window(number)
+        await graph.control("open_window", number)
         yes = request.template_payloads[0]
         assert yes.startswith("consent:yes:")
         incoming = wa.quick_reply(worker, yes, "YA", at=datetime.now(UTC))
@@ -293,7 +306,11 @@ class Person:
 
 @contextlib.asynccontextmanager
 async def province_up(
-    tmp_path: Path, database_url: str, telegram: FakeTelegramServer, graph: FakeGraphServer
+    tmp_path: Path,
+    database_url: str,
+    telegram: RemoteTelegramServer,
+    graph: RemoteGraphServer,
+    database: AsyncEngine,
 ) -> AsyncIterator[Cluster]:
     port = free_port()
     (tmp_path / "nginx").mkdir()
@@ -315,11 +332,12 @@ async def province_up(
         },
         DATABASE_AUTO_MIGRATE="false",
         DISPATCH_TELEGRAM_RATE_PER_S=str(TELEGRAM_RATE),
-        # The fakes stamp each arrival on this test's event loop, which also plays 300
-        # people: sends spaced correctly by the bots arrive here bunched by that loop's
-        # lag (BENCHMARKS 13: p99 17-21 ms, 100-170 ms at load 12), and a run at load
-        # 10 got 72 refusals of the sliding second at the default 4 % margin. A wider
-        # margin here absorbs the measuring, not the product's pacing.
+        # A send arriving more than the margin's share of a second (4 %: ~40 ms) after
+        # its planned start can put one too many into a sliding second; on this 2-core
+        # machine, shared with other suites, a bot process may wait that long for a core.
+        # 10 % (~100 ms) allows for the machine, not for the pacing. Not settled: with the
+        # fakes in their own processes, 3 refusals of 8,400 sends came at 4 % and at 10 %
+        # alike in 2 of 7 runs at load 4-9, cause unknown (BENCHMARKS 15a).
         DISPATCH_RATE_MARGIN=str(PROOF_RATE_MARGIN),
         DISPATCH_WHATSAPP_RATE_PER_S=str(WHATSAPP_RATE),
         DISPATCH_TELEGRAM_CHAT_INTERVAL_S=str(CHAT_INTERVAL_S),
@@ -343,6 +361,7 @@ async def province_up(
             connector=aiohttp.TCPConnector(limit=0, force_close=True)
         ) as http:
             cluster = Cluster(province, nginx, telegram, graph, http)
+            cluster.database = database
             try:
                 yield cluster
             finally:
@@ -356,38 +375,63 @@ async def province_up(
 
 
 async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_a_kill(
-    tmp_path: Path, database_url: str, db_engine: AsyncEngine, graph: FakeGraphServer
+    tmp_path: Path, database_url: str, db_engine: AsyncEngine
 ) -> None:
     if is_sqlite(database_url):
         pytest.skip("several processes need PostgreSQL (TEST_DATABASE_URL)")
     started = time.monotonic()
-    async with FakeTelegramServer() as telegram:
-        telegram.enforce_rates(
-            per_second=TELEGRAM_RATE, chat_interval_s=CHAT_INTERVAL_S, chat_burst=CHAT_BURST
+    # Each fake in a process of its own: it judges a send when it arrives, not when
+    # this test's loop, busy with 300 people, gets to it (tests/fakes/serve.py).
+    async with RemoteTelegramServer() as telegram, RemoteGraphServer() as graph:
+        await telegram.control(
+            "enforce_rates",
+            per_second=TELEGRAM_RATE,
+            chat_interval_s=CHAT_INTERVAL_S,
+            chat_burst=CHAT_BURST,
         )
-        graph.enforce_rates(per_second=WHATSAPP_RATE, pair_interval_s=PAIR_INTERVAL_S)
-        async with province_up(tmp_path, database_url, telegram, graph) as cluster:
+        await graph.control(
+            "enforce_rates",
+            per_second=WHATSAPP_RATE,
+            pair_interval_s=PAIR_INTERVAL_S,
+            pair_burst=PAIR_BURST,
+        )
+        phases: dict[str, float] = {"fakes up": time.monotonic() - started}
+        async with province_up(tmp_path, database_url, telegram, graph, db_engine) as cluster:
+            phases["province up"] = time.monotonic() - started
             province = cluster.province
             first_children = province.children()
             assert len(first_children) == WORKERS
             await telegram.wait_until(lambda: bool(telegram.calls_of("setWebhook")), timeout=60)
             steps = [*REGISTRATION, *ENROLLMENT]
 
-            # The first person alone: how many messages each step brings.
+            # The first person learns what each step brings (its messages, waiting for
+            # quiet after each step); everyone else takes step n once the first person
+            # has learned it, so the crowd follows one step behind instead of waiting
+            # for the whole walk.
             reference = Person(cluster, 0)
-            replies = [await reference.step(step, None) for step in steps]
-            await reference.consent()
-
+            replies: list[list[str]] = []
+            learned = asyncio.Condition()
             total = len(steps) * (PEOPLE - 1)
             done = 0
             killed: list[int] = []
             killed_at = cluster.killed_at
             halfway = asyncio.Event()
 
+            async def lead() -> None:
+                for step in steps:
+                    texts = await reference.step(step, None)
+                    async with learned:
+                        replies.append(texts)
+                        learned.notify_all()
+                await reference.consent()
+                phases["first person"] = time.monotonic() - started
+
             async def walk(person: Person) -> None:
                 nonlocal done
-                for step, texts in zip(steps, replies, strict=True):
-                    await person.step(step, texts)
+                for number, step in enumerate(steps):
+                    async with learned:
+                        await learned.wait_for(lambda n=number: len(replies) > n)  # type: ignore[misc]
+                    await person.step(step, replies[number])
                     done += 1
                     if done >= total // 2:
                         halfway.set()
@@ -395,6 +439,10 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
 
             async def kill_midway() -> None:
                 await halfway.wait()
+                # Right after the first person learned a step: it has nothing on its way
+                # (its replies left the reply queue), so what it learns is never a copy.
+                async with learned:
+                    await learned.wait()
                 victim = cluster.random.choice(province.children())
                 province.kill(victim)
                 killed.append(victim)
@@ -403,9 +451,10 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
             people = [Person(cluster, index) for index in range(1, PEOPLE)]
             killer = asyncio.create_task(kill_midway())
             await asyncio.wait_for(
-                asyncio.gather(*(walk(person) for person in people)), RUN_WITHIN_S
+                asyncio.gather(lead(), *(walk(person) for person in people)), RUN_WITHIN_S
             )
             await killer
+            phases["299 people"] = time.monotonic() - started
             everyone = [reference, *people]
 
             # Each ASN is told their worker consented (a notice from the outbox).
@@ -413,9 +462,9 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
                 return any("menyetujui" in m.text for m in person.messages)
 
             await telegram.wait_until(lambda: all(told(p) for p in everyone), timeout=120)
-            # Each worker has as many WhatsApp messages as the first one (their replies
-            # go 6 s apart to one recipient), then nothing more is on its way: quiet at
-            # both fakes for longer than the pair interval.
+            # Each worker has as many WhatsApp messages as the first one, then nothing
+            # more is on its way: quiet at both fakes for longer than the pair interval
+            # (notices to one recipient go 6 s apart).
             first_worker = len(got_messages(graph, 0))
             await graph.wait_until(
                 lambda: all(
@@ -423,8 +472,12 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
                 ),
                 timeout=120,
             )
+            phases["every notice"] = time.monotonic() - started
             await settle(telegram, graph)
+            phases["settled"] = time.monotonic() - started
             await province.wait_children()
+            await telegram.synced()
+            await graph.synced()
             restarted = province.children()
 
         # Outside the province now: every process stopped (exit code 0 checked).
@@ -453,23 +506,14 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
         assert got == expected_worker, f"worker {index}"
         assert [m.type for m in got_messages(graph, index)][:1] == ["template"]
     every = collections.Counter((m.chat_id, m.text) for m in telegram.sent)
-    # Per chat, Telegram's 1/s (bursts of CHAT_BURST) is the product's to keep: none.
-    assert telegram.refused_by["chat"] == 0, f"refused by limit: {dict(telegram.refused_by)}"
-    # The sliding second of the whole bot is NOT asserted yet (issue 14 stays open on
-    # it): the fake stamps arrivals on this test's own loop, which also plays 300 people,
-    # and bunches sends the bots spaced correctly. Runs at load 4-10 got 11-72 such
-    # refusals even with 20 % of the rate unused; each was retried after its
-    # retry_after and nothing was lost or sent twice (asserted above). The count is
-    # reported; the fix is the fakes in a process of their own (BENCHMARKS 13).
     print(f"province proof: Telegram refusals by limit: {dict(telegram.refused_by)}")
-    # The same holds for the Graph API's throughput (130429) and pair (131056) refusals:
-    # runs at load 4 got up to six 130429, and one 131056 per worker (a reply of two
-    # messages to one number goes out back to back: replies are not spaced per
-    # recipient, the fake allows one per 6 s), all retried, nothing lost or doubled.
-    # Any other Graph API error fails the proof.
-    flood = {130429, 131056}
-    print(f"province proof: Graph API rate refusals: {dict(graph.errors)}")
-    assert {code: n for code, n in graph.errors.items() if code not in flood and n} == {}
+    for refusal in telegram.refusals:
+        print(
+            f"  {refusal.limit} at {refusal.at - started:.2f} s from the start "
+            f"({refusal.at - crash.killed_at:+.2f} s from the kill), {refusal.chat_id}, "
+            f"{refusal.in_last_second} in the second before, {refusal.text!r}"
+        )
+    print(f"province proof: Graph API refusals by code: {dict(graph.errors)}")
 
     async with db_engine.connect() as connection:
         enrollments = (
@@ -502,8 +546,16 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
     print(
         f"\n{PEOPLE} people, {cluster.copies} copies ({cluster.retried} redelivered), "
         f"{len(every)} Telegram messages, {crash.resent} sent again after the kill, "
-        f"{elapsed:.0f} s"
+        f"{elapsed:.0f} s; seconds from the start: "
+        + ", ".join(f"{phase} {at:.1f}" for phase, at in phases.items())
     )
+
+    # No flood refusal from the enforcing fakes: neither Telegram's limits (the whole
+    # bot's sliding second, 1/s per chat in bursts of CHAT_BURST) nor the Graph API's
+    # throughput (130429) or pair rate limit (131056, with Meta's documented burst: a
+    # reply of 2-3 messages to one number is within it), nor any other Graph API error.
+    assert telegram.refused_by == {}, f"refused by limit: {dict(telegram.refused_by)}"
+    assert +graph.errors == {}, f"Graph API errors by code: {dict(graph.errors)}"
 
 
 def got_messages(graph: FakeGraphServer, index: int) -> list[SentWhatsApp]:
@@ -516,20 +568,23 @@ REPLY_LEASE_S = 30.0
 
 class CrashWindow:
     """Messages sent again because the process that sent them was killed before it
-    recorded them: the first copy from `WINDOW_S` before the kill to `LAG_S` after it
-    (the fakes run on this test's busy event loop: a message the victim wrote to its
-    socket just before it died is read and timestamped here up to a moment later; a
-    run measured 0.41 s), the second copy from `TAKEN_OVER_AFTER_S` to
-    `TAKEN_OVER_BY_S` after the kill (a survivor takes a dead process's rows over only
-    when their lease has run out: REPLY_LEASE_S, renewed every third of it: two thirds
-    of it at the earliest)."""
+    recorded them. The first copy came from `WINDOW_S` before the kill to `LAG_S`
+    after it (a message the victim wrote to its socket just before it died may be
+    read a moment later), the second from `TAKEN_OVER_AFTER_S` after the kill (a
+    survivor takes a dead process's rows over only when their lease has run out:
+    REPLY_LEASE_S, renewed every third of it: two thirds of it at the earliest) to
+    `TAKEN_OVER_BY_S`, and right after the first copy in that person's chat: the
+    person's later replies queue behind the dead process's rows (kept in order), so
+    nothing comes between. A copy is the same text; the same text later, after other
+    messages (a menu shown again, say), is the person's own next message, not a copy.
+    """
 
     WINDOW_S = 3.0
     LAG_S = 2.0
     TAKEN_OVER_AFTER_S = REPLY_LEASE_S * 2 / 3 - 1
-    #: ... and at the latest one lease, a sweep and a loaded send later (the same text
-    #: later on, a menu say, is the person's own next message, not a copy).
-    TAKEN_OVER_BY_S = REPLY_LEASE_S + 10.0
+    #: A lease, a sweep and a send on a starved machine later: a run at load 9 saw a
+    #: copy 47.7 s after the kill (the window before was the lease + 10 s, and failed).
+    TAKEN_OVER_BY_S = REPLY_LEASE_S + 60.0
 
     def __init__(self, killed_at: float) -> None:
         self.killed_at = killed_at
@@ -538,17 +593,22 @@ class CrashWindow:
     def without_resent(self, messages: Sequence[SentMessage | SentWhatsApp]) -> list[Any]:
         kept: list[Any] = []
         in_window: collections.Counter[str] = collections.Counter()
+        #: The previous message was in the kill's window or a copy.
+        follows_window = False
         for message in messages:
             taken_over = (
                 self.killed_at + self.TAKEN_OVER_AFTER_S
                 <= message.at
                 <= self.killed_at + self.TAKEN_OVER_BY_S
             )
-            if taken_over and in_window[message.text] > 0:
+            if taken_over and follows_window and in_window[message.text] > 0:
                 in_window[message.text] -= 1
                 self.resent += 1
                 continue
-            if self.killed_at - self.WINDOW_S <= message.at <= self.killed_at + self.LAG_S:
+            follows_window = (
+                self.killed_at - self.WINDOW_S <= message.at <= self.killed_at + self.LAG_S
+            )
+            if follows_window:
                 in_window[message.text] += 1
             kept.append(message)
         return kept

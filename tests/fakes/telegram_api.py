@@ -155,6 +155,18 @@ class _Failure:
     retry_after: int | None = None
 
 
+@dataclasses.dataclass(slots=True, frozen=True)
+class Refusal:
+    """One flood-control refusal: when (time.monotonic()), by which limit ("global" or
+    "chat"), to whom, the text's start, and the sends the sliding second held then."""
+
+    at: float
+    limit: str
+    chat_id: int
+    text: str
+    in_last_second: int
+
+
 @dataclasses.dataclass(slots=True)
 class _RateLimits:
     """Flood control: `per_second` sends in any sliding second, and per chat at most
@@ -223,6 +235,8 @@ class FakeTelegramServer:
         self.too_many_requests = 0
         #: Flood-control refusals by the limit that refused: "global" or "chat".
         self.refused_by: collections.Counter[str] = collections.Counter()
+        #: Every flood-control refusal, in order.
+        self.refusals: list[Refusal] = []
         self._blocked: set[int] = set()
         self._unknown_chats: set[int] = set()
         self._rates: _RateLimits | None = None
@@ -691,6 +705,8 @@ class FakeTelegramServer:
         if wait > 0:
             self.too_many_requests += 1
             self.refused_by[limit] += 1
+            text = str(params.get("text", ""))[:40]
+            self.refusals.append(Refusal(now, limit, chat_id, text, len(rates.accepted)))
             return _too_many(max(1, math.ceil(wait)))
         rates.accepted.append(now)
         recent.append(now)
