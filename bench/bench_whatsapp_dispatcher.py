@@ -16,7 +16,7 @@ per value given).
         [--server-rate 80] [--pair-interval 6] [--batch 140]
         [--case single|several|both] [--per-recipient 5] [--round-trip-ms 0 100 250]
         [--dispatchers N --database-url postgresql+asyncpg://...] [--margin 0.04]
-        [--profile PATH]
+        [--http-pool aiohttp httpx] [--profile PATH]
 
 With `--dispatchers N` (PostgreSQL only; the URL's database is wiped), N
 dispatchers with their own engines share one send budget through PostgreSQL
@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -69,7 +70,7 @@ from bench.dispatch_run import (
     start_to_arrival_ms,
 )
 from bot.settings import DispatcherSettings, WhatsAppSettings
-from bot.whatsapp.client import build_client
+from bot.whatsapp.client import DEFAULT_LIMITS, build_client
 from bot.whatsapp.sender import WhatsAppSender
 from bot.whatsapp.templates import load_templates
 from domain.vocabulary import Channel, OutboxStatus
@@ -123,6 +124,7 @@ async def measure(
     dispatchers: int,
     database_url: str | None,
     margin: float,
+    http_pool: str,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-wa-dispatcher-") as folder:
         async with fresh_database(database_url, Path(folder)) as url:
@@ -137,6 +139,7 @@ async def measure(
                     batch=batch,
                     round_trip_ms=round_trip_ms,
                     margin=margin,
+                    http_pool=http_pool,
                 )
             finally:
                 for engine in engines:
@@ -153,6 +156,7 @@ async def _measure(
     batch: int,
     round_trip_ms: int,
     margin: float,
+    http_pool: str,
 ) -> dict[str, Any]:
     notices = len(recipients)
     db = engines[0]
@@ -171,7 +175,15 @@ async def _measure(
             quiet_start=wall_time(0, 0),
             quiet_end=wall_time(0, 0),
         )
-        clients = [build_client(graph_settings(graph.reached)) for _ in engines]
+        clients = [
+            build_client(
+                graph_settings(graph.reached),
+                transport=httpx.AsyncHTTPTransport(limits=DEFAULT_LIMITS)
+                if http_pool == "httpx"
+                else None,
+            )
+            for _ in engines
+        ]
         senders = [
             CountingSender(
                 WhatsAppSender(client, book, clock=_utc_now, chunk_interval_s=pair_interval)
@@ -219,6 +231,7 @@ async def _measure(
         "batch": batch,
         "round_trip_ms": round_trip_ms,
         "margin": margin,
+        "http_pool": http_pool,
         "starts_held": sum(dispatcher.starts_held for dispatcher in running),
         "dispatchers": len(engines),
         "database": db.dialect.name,
@@ -317,7 +330,8 @@ def report(case: str, result: dict[str, Any], rate: float) -> bool:
         f"duplicates: {result['duplicates']}; missing: {result['missing']}; in flight at a "
         f"send's start: mean {result['in_flight_mean']:.1f}, max {result['in_flight_max']}; "
         f"send p50/p99 {result['send_ms_p50']:.0f}/{result['send_ms_p99']:.0f} ms; fake's loop "
-        f"lag p99 {result['fake_loop_lag_ms'][1]:.1f} ms; start to arrival p50/p99/max "
+        f"lag p99 {result['fake_loop_lag_ms'][1]:.1f} ms (max "
+        f"{result['fake_loop_lag_ms'][2]:.0f}); start to arrival p50/p99/max "
         f"{'/'.join(f'{lag:.0f}' for lag in result['start_to_arrival_ms'])} ms; "
         f"wall {result['wall_s']:.1f} s, "
         f"CPU {result['cpu_s']:.1f} s (fake {result['fake_cpu_s']:.1f} s) -> "
@@ -359,6 +373,10 @@ def main() -> int:
         help="share of the rate kept unused (DISPATCH_RATE_MARGIN)",
     )  # fmt: skip
     parser.add_argument(
+        "--http-pool", choices=("aiohttp", "httpx"), nargs="+", default=["aiohttp"],
+        help="the WhatsApp client's connections: ours (aiohttp) or httpx's own pool; one run each",
+    )  # fmt: skip
+    parser.add_argument(
         "--profile", default=None, metavar="PATH",
         help="cProfile the dispatcher's process, one PATH.<case>.<round trip>ms.prof per case",
     )  # fmt: skip
@@ -371,14 +389,15 @@ def main() -> int:
         "several": recipients_for(args.notices, args.per_recipient),
     }
     broken = False
-    for round_trip_ms, (case, recipients) in [
-        (round_trip_ms, item)
+    for round_trip_ms, (case, recipients), http_pool in [
+        (round_trip_ms, item, http_pool)
         for round_trip_ms in args.round_trip_ms
         for item in cases.items()
         if args.case in (item[0], "both")
+        for http_pool in args.http_pool
     ]:
         print(
-            f"bench_whatsapp_dispatcher [{case}]: {len(recipients)} notices to "
+            f"bench_whatsapp_dispatcher [{case}, {http_pool}]: {len(recipients)} notices to "
             f"{len(set(recipients))} recipients, dispatcher at {args.rate:g}/s, server enforcing "
             f"{args.server_rate}/s and 1 per {args.pair_interval:g} s per recipient, answering "
             f"after {round_trip_ms} ms, {args.dispatchers} dispatcher(s) "
@@ -386,7 +405,9 @@ def main() -> int:
             flush=True,
         )
         result = profiled(
-            None if args.profile is None else f"{args.profile}.{case}.{round_trip_ms}ms.prof",
+            None
+            if args.profile is None
+            else f"{args.profile}.{case}.{http_pool}.{round_trip_ms}ms.prof",
             measure(
                 recipients,
                 rate=args.rate,
@@ -397,9 +418,10 @@ def main() -> int:
                 dispatchers=args.dispatchers,
                 database_url=args.database_url,
                 margin=args.margin,
+                http_pool=http_pool,
             ),
         )
-        broken = report(case, result, args.rate) or broken
+        broken = report(f"{case}, {http_pool}", result, args.rate) or broken
     return 1 if broken else 0
 
 

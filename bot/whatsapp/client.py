@@ -188,16 +188,20 @@ def build_client(
     *,
     timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     limits: httpx.Limits = DEFAULT_LIMITS,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> WhatsAppClient:
     """The client for `settings.phone_number_id` with `settings.access_token`.
+
+    `transport`: by default an `AiohttpTransport` of `limits.max_connections`
+    (the benchmark passes httpx's own to compare).
 
     Raises ValueError when the channel is not configured (no phone number id or token).
     """
     if not settings.enabled or settings.access_token is None:
         raise ValueError("WHATSAPP_PHONE_NUMBER_ID and WHATSAPP_ACCESS_TOKEN are required")
-    http = httpx.AsyncClient(
-        timeout=timeout, transport=AiohttpTransport(max_connections=limits.max_connections or 0)
-    )
+    if transport is None:
+        transport = AiohttpTransport(max_connections=limits.max_connections or 0)
+    http = httpx.AsyncClient(timeout=timeout, transport=transport)
     wa = WhatsApp(
         phone_id=settings.phone_number_id,
         token=settings.access_token.get_secret_value(),
