@@ -31,13 +31,14 @@ clock, so any number of processes on any machines share it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time as time_module
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Final, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.vocabulary import Channel
 
@@ -199,7 +200,10 @@ class LocalSendBudget:
 # the schedule: a short gap, no excess.
 _TAKE = sa.text(
     """
-    WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now),
+    WITH clock AS (
+        SELECT extract(epoch FROM clock_timestamp())::float8 AS now,
+               set_config('synchronous_commit', 'off', true) AS commit_mode
+    ),
     spacing AS (
         SELECT s.free_at FROM send_spacing AS s
         WHERE s.channel = :channel AND s.recipient = :recipient
@@ -233,7 +237,8 @@ _TAKE = sa.text(
 _PAUSE = sa.text(
     """
     INSERT INTO send_budget AS b (channel, tat)
-    VALUES (:channel, extract(epoch FROM clock_timestamp())::float8 + :seconds)
+    SELECT :channel, extract(epoch FROM clock_timestamp())::float8 + :seconds
+    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode
     ON CONFLICT (channel) DO UPDATE SET tat = GREATEST(b.tat, excluded.tat)
     """
 )
@@ -241,7 +246,8 @@ _PAUSE = sa.text(
 _DEFER = sa.text(
     """
     INSERT INTO send_spacing AS s (channel, recipient, free_at)
-    VALUES (:channel, :recipient, extract(epoch FROM clock_timestamp())::float8 + :seconds)
+    SELECT :channel, :recipient, extract(epoch FROM clock_timestamp())::float8 + :seconds
+    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode
     ON CONFLICT (channel, recipient) DO UPDATE SET free_at = GREATEST(s.free_at, excluded.free_at)
     """
 )
@@ -254,8 +260,15 @@ _PRUNE = sa.text(
 class PostgresSendBudget:
     """The budget in PostgreSQL rows, shared by every process using the database.
 
-    One round trip per take (measured in bench/bench_dispatcher.py --processes);
-    the times are PostgreSQL's clock, so processes on several machines agree.
+    One round trip per take, pause or defer: each is one statement in autocommit,
+    and its commit does not wait for the WAL to reach the disk
+    (`synchronous_commit` off for that statement's transaction alone). The
+    channel's row stays locked from a take's update to its commit, so every
+    take of every process queued behind a WAL flush: on a disk busy with other
+    writes that capped the takes of three dispatchers below WhatsApp's 70/s
+    (docs/BENCHMARKS.md section 13). What a crash can lose is the last few
+    milliseconds of places, which only pace sends; nothing is sent twice for
+    it. The times are PostgreSQL's clock, so processes on several machines agree.
     """
 
     _PRUNE_EVERY = 4096
@@ -266,6 +279,13 @@ class PostgresSendBudget:
         self._database = database
         self._rates = dict(rates)
         self._takes = 0
+
+    @contextlib.asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection whose every statement commits by itself (no BEGIN, no COMMIT
+        round trips); the pool resets the isolation level when it is returned."""
+        async with self._database.connect() as connection:
+            yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
     async def take(
         self,
@@ -280,7 +300,7 @@ class PostgresSendBudget:
             return Granted(0.0)
         cost = count * rate.cost_s
         asked = time_module.monotonic()
-        async with self._database.begin() as connection:
+        async with self._autocommit() as connection:
             row = (
                 await connection.execute(
                     _TAKE,
@@ -314,11 +334,11 @@ class PostgresSendBudget:
         return Granted(max(0.0, start - now - since_read))
 
     async def pause(self, channel: Channel, seconds: float) -> None:
-        async with self._database.begin() as connection:
+        async with self._autocommit() as connection:
             await connection.execute(_PAUSE, {"channel": channel.value, "seconds": seconds})
 
     async def defer(self, channel: Channel, recipient: str, seconds: float) -> None:
-        async with self._database.begin() as connection:
+        async with self._autocommit() as connection:
             await connection.execute(
                 _DEFER, {"channel": channel.value, "recipient": recipient, "seconds": seconds}
             )
