@@ -54,15 +54,16 @@ from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.dispatch_run import (
-    ROUND_TRIPS_MS,
     CountingSender,
     FakeInChild,
+    add_shared_options,
+    both_sides,
     busiest_second,
+    describe_both_sides,
     drain,
     fresh_database,
     profiled,
     send_rates,
-    start_to_arrival_ms,
 )
 from bot.settings import DispatcherSettings
 from bot.telegram import TelegramSender
@@ -167,7 +168,6 @@ async def measure(
                 expected = {FIRST_CHAT + number for number in range(notices)}
                 times = [at for _, at in seen.arrivals]
                 achieved, steady = send_rates(times)
-                flights = [sender.summary() for sender in senders]
                 return {
                     "notices": notices,
                     "configured_rate": rate,
@@ -192,13 +192,7 @@ async def measure(
                     "rows_not_sent": notices - counts[OutboxStatus.SENT],
                     "wall_s": wall,
                     "cpu_s": cpu,
-                    "fake_cpu_s": seen.cpu_s,
-                    "fake_loop_lag_ms": seen.loop_lag_ms,
-                    "start_to_arrival_ms": start_to_arrival_ms(senders, seen.arrivals),
-                    "in_flight_mean": max(flight["in_flight_mean"] for flight in flights),
-                    "in_flight_max": max(flight["in_flight_max"] for flight in flights),
-                    "send_ms_p50": max(flight["send_ms_p50"] for flight in flights),
-                    "send_ms_p99": max(flight["send_ms_p99"] for flight in flights),
+                    **both_sides(seen, senders),
                 }
             finally:
                 for engine in engines:
@@ -249,14 +243,7 @@ def report(result: dict[str, Any], rate: float) -> bool:
         f"{result['busiest_second']} (server allows {result['server_rate']}); "
         f"429s: {result['too_many_requests']}; margin {result['margin']:.0%}, "
         f"starts held at the gate: {result['starts_held']}; duplicates: {result['duplicates']}; "
-        f"missing: {result['missing']}; in flight at a send's start: mean "
-        f"{result['in_flight_mean']:.1f}, max {result['in_flight_max']}; send p50/p99 "
-        f"{result['send_ms_p50']:.0f}/{result['send_ms_p99']:.0f} ms; fake's loop lag p99 "
-        f"{result['fake_loop_lag_ms'][1]:.1f} ms (max "
-        f"{result['fake_loop_lag_ms'][2]:.0f}); start to arrival p50/p99/max "
-        f"{'/'.join(f'{lag:.0f}' for lag in result['start_to_arrival_ms'])} ms; "
-        f"wall {result['wall_s']:.1f} s, "
-        f"CPU {result['cpu_s']:.1f} s (fake {result['fake_cpu_s']:.1f} s) -> "
+        f"missing: {result['missing']}; {describe_both_sides(result)} -> "
         f"{'MET' if met else 'MISS'}",
         flush=True,
     )
@@ -282,20 +269,7 @@ def main() -> int:
         "--server-rate", type=int, default=None, help="server's limit (default: --rate)"
     )
     parser.add_argument("--batch", type=int, default=100, help="rows claimed per tick")
-    parser.add_argument(
-        "--round-trip-ms", type=int, nargs="+", default=list(ROUND_TRIPS_MS),
-        help="the fake server holds each answer this long; one case per value",
-    )  # fmt: skip
-    parser.add_argument("--dispatchers", type=int, default=1, help="sharing one budget (PG)")
-    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (wiped!)")
-    parser.add_argument(
-        "--margin", type=float, default=DispatcherSettings().rate_margin,
-        help="share of the rate kept unused (DISPATCH_RATE_MARGIN)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--profile", default=None, metavar="PATH",
-        help="cProfile the dispatcher's process, one PATH.<round trip>ms.prof per case",
-    )  # fmt: skip
+    add_shared_options(parser, default_margin=DispatcherSettings().rate_margin)
     args = parser.parse_args()
     if args.dispatchers > 1 and (args.database_url is None or is_sqlite(args.database_url)):
         parser.error("--dispatchers > 1 needs --database-url on PostgreSQL")

@@ -59,15 +59,16 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.dispatch_run import (
-    ROUND_TRIPS_MS,
     CountingSender,
     FakeInChild,
+    add_shared_options,
+    both_sides,
     busiest_second,
+    describe_both_sides,
     drain,
     fresh_database,
     profiled,
     send_rates,
-    start_to_arrival_ms,
 )
 from bot.settings import DispatcherSettings, WhatsAppSettings
 from bot.whatsapp.client import DEFAULT_LIMITS, build_client
@@ -221,7 +222,6 @@ async def _measure(
     expected = collections.Counter(str(wa_id) for wa_id in recipients)
     times = [at for _, at in seen.arrivals]
     achieved, steady = send_rates(times)
-    flights = [sender.summary() for sender in senders]
     return {
         "notices": notices,
         "recipients": len(expected),
@@ -248,13 +248,7 @@ async def _measure(
         "rows_not_sent": notices - counts[OutboxStatus.SENT],
         "wall_s": wall,
         "cpu_s": cpu,
-        "fake_cpu_s": seen.cpu_s,
-        "fake_loop_lag_ms": seen.loop_lag_ms,
-        "start_to_arrival_ms": start_to_arrival_ms(senders, seen.arrivals),
-        "in_flight_mean": max(flight["in_flight_mean"] for flight in flights),
-        "in_flight_max": max(flight["in_flight_max"] for flight in flights),
-        "send_ms_p50": max(flight["send_ms_p50"] for flight in flights),
-        "send_ms_p99": max(flight["send_ms_p99"] for flight in flights),
+        **both_sides(seen, senders),
     }
 
 
@@ -327,14 +321,8 @@ def report(case: str, result: dict[str, Any], rate: float) -> bool:
         f"{result['steady_rate']:.2f} msg/s = {steady_ratio:.1%} (target >= {TARGET_RATIO:.0%}); "
         f"130429: {result['refused_130429']}; 131056: {result['refused_131056']}; "
         f"margin {result['margin']:.0%}, starts held at the gate: {result['starts_held']}; "
-        f"duplicates: {result['duplicates']}; missing: {result['missing']}; in flight at a "
-        f"send's start: mean {result['in_flight_mean']:.1f}, max {result['in_flight_max']}; "
-        f"send p50/p99 {result['send_ms_p50']:.0f}/{result['send_ms_p99']:.0f} ms; fake's loop "
-        f"lag p99 {result['fake_loop_lag_ms'][1]:.1f} ms (max "
-        f"{result['fake_loop_lag_ms'][2]:.0f}); start to arrival p50/p99/max "
-        f"{'/'.join(f'{lag:.0f}' for lag in result['start_to_arrival_ms'])} ms; "
-        f"wall {result['wall_s']:.1f} s, "
-        f"CPU {result['cpu_s']:.1f} s (fake {result['fake_cpu_s']:.1f} s) -> "
+        f"duplicates: {result['duplicates']}; missing: {result['missing']}; "
+        f"{describe_both_sides(result)} -> "
         f"{'MET' if met else 'MISS'}",
         flush=True,
     )
@@ -362,23 +350,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=140, help="rows claimed per tick")
     parser.add_argument("--case", choices=("single", "several", "both"), default="both")
     parser.add_argument("--per-recipient", type=int, default=5, help="notices each (several)")
-    parser.add_argument(
-        "--round-trip-ms", type=int, nargs="+", default=list(ROUND_TRIPS_MS),
-        help="the fake server holds each answer this long; one run per value",
-    )  # fmt: skip
-    parser.add_argument("--dispatchers", type=int, default=1, help="sharing one budget (PG)")
-    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (wiped!)")
-    parser.add_argument(
-        "--margin", type=float, default=DispatcherSettings().rate_margin,
-        help="share of the rate kept unused (DISPATCH_RATE_MARGIN)",
-    )  # fmt: skip
+    add_shared_options(parser, default_margin=DispatcherSettings().rate_margin)
     parser.add_argument(
         "--http-pool", choices=("aiohttp", "httpx"), nargs="+", default=["aiohttp"],
         help="the WhatsApp client's connections: ours (aiohttp) or httpx's own pool; one run each",
-    )  # fmt: skip
-    parser.add_argument(
-        "--profile", default=None, metavar="PATH",
-        help="cProfile the dispatcher's process, one PATH.<case>.<round trip>ms.prof per case",
     )  # fmt: skip
     args = parser.parse_args()
     if args.dispatchers > 1 and (args.database_url is None or is_sqlite(args.database_url)):

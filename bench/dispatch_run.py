@@ -5,6 +5,7 @@ rates read off the fake server's clock."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import cProfile
@@ -13,7 +14,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -82,6 +83,48 @@ async def drain(
         stop.set()
         await asyncio.gather(*running)
     return time.perf_counter() - started, time.process_time() - cpu_started
+
+
+def both_sides(seen: FakeReport, senders: Sequence[CountingSender]) -> dict[str, Any]:
+    """A case's result fields on what the fake's process and the dispatchers' senders saw."""
+    flights = [sender.summary() for sender in senders]
+    return {
+        "fake_cpu_s": seen.cpu_s,
+        "fake_loop_lag_ms": seen.loop_lag_ms,
+        "start_to_arrival_ms": start_to_arrival_ms(senders, seen.arrivals),
+        **{key: max(flight[key] for flight in flights) for key in flights[0]},
+    }
+
+
+def describe_both_sides(result: Mapping[str, Any]) -> str:
+    """The fields of `both_sides` (and the wall and CPU times) as a report line's end."""
+    lag_p99, lag_max = result["fake_loop_lag_ms"][1], result["fake_loop_lag_ms"][2]
+    arrival = "/".join(f"{lag:.0f}" for lag in result["start_to_arrival_ms"])
+    return (
+        f"in flight at a send's start: mean {result['in_flight_mean']:.1f}, max "
+        f"{result['in_flight_max']}; send p50/p99 {result['send_ms_p50']:.0f}/"
+        f"{result['send_ms_p99']:.0f} ms; fake's loop lag p99 {lag_p99:.1f} ms (max "
+        f"{lag_max:.0f}); start to arrival p50/p99/max {arrival} ms; wall "
+        f"{result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s (fake {result['fake_cpu_s']:.1f} s)"
+    )
+
+
+def add_shared_options(parser: argparse.ArgumentParser, *, default_margin: float) -> None:
+    """The options both dispatcher benches take: round trips, dispatchers, margin, profile."""
+    parser.add_argument(
+        "--round-trip-ms", type=int, nargs="+", default=list(ROUND_TRIPS_MS),
+        help="the fake server holds each answer this long; one case per value",
+    )  # fmt: skip
+    parser.add_argument("--dispatchers", type=int, default=1, help="sharing one budget (PG)")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (wiped!)")
+    parser.add_argument(
+        "--margin", type=float, default=default_margin,
+        help="share of the rate kept unused (DISPATCH_RATE_MARGIN)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", default=None, metavar="PATH",
+        help="cProfile the dispatcher's process, one PATH.<case>.prof per case",
+    )  # fmt: skip
 
 
 def start_to_arrival_ms(
