@@ -200,10 +200,7 @@ class LocalSendBudget:
 # the schedule: a short gap, no excess.
 _TAKE = sa.text(
     """
-    WITH clock AS (
-        SELECT extract(epoch FROM clock_timestamp())::float8 AS now,
-               set_config('synchronous_commit', 'off', true) AS commit_mode
-    ),
+    WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now),
     spacing AS (
         SELECT s.free_at FROM send_spacing AS s
         WHERE s.channel = :channel AND s.recipient = :recipient
@@ -237,8 +234,7 @@ _TAKE = sa.text(
 _PAUSE = sa.text(
     """
     INSERT INTO send_budget AS b (channel, tat)
-    SELECT :channel, extract(epoch FROM clock_timestamp())::float8 + :seconds
-    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode
+    VALUES (:channel, extract(epoch FROM clock_timestamp())::float8 + :seconds)
     ON CONFLICT (channel) DO UPDATE SET tat = GREATEST(b.tat, excluded.tat)
     """
 )
@@ -246,8 +242,7 @@ _PAUSE = sa.text(
 _DEFER = sa.text(
     """
     INSERT INTO send_spacing AS s (channel, recipient, free_at)
-    SELECT :channel, :recipient, extract(epoch FROM clock_timestamp())::float8 + :seconds
-    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode
+    VALUES (:channel, :recipient, extract(epoch FROM clock_timestamp())::float8 + :seconds)
     ON CONFLICT (channel, recipient) DO UPDATE SET free_at = GREATEST(s.free_at, excluded.free_at)
     """
 )
@@ -261,14 +256,13 @@ class PostgresSendBudget:
     """The budget in PostgreSQL rows, shared by every process using the database.
 
     One round trip per take, pause or defer: each is one statement in autocommit,
-    and its commit does not wait for the WAL to reach the disk
-    (`synchronous_commit` off for that statement's transaction alone). The
-    channel's row stays locked from a take's update to its commit, so every
-    take of every process queued behind a WAL flush: on a disk busy with other
-    writes that capped the takes of three dispatchers below WhatsApp's 70/s
-    (docs/BENCHMARKS.md section 13). What a crash can lose is the last few
-    milliseconds of places, which only pace sends; nothing is sent twice for
-    it. The times are PostgreSQL's clock, so processes on several machines agree.
+    committed by PostgreSQL as the statement ends. In a transaction of its own
+    (BEGIN, the statement, COMMIT from the client) the channel's row stayed
+    locked from the take's update until the client's COMMIT arrived, a round
+    trip later and later still when the process's event loop was busy, and
+    every take of every process queued behind it. The tables are UNLOGGED
+    (migration 0013): a commit waits for no WAL flush. The times are
+    PostgreSQL's clock, so processes on several machines agree.
     """
 
     _PRUNE_EVERY = 4096

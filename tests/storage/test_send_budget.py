@@ -188,19 +188,26 @@ async def test_a_recipient_and_a_pause_hold_for_every_process(engines: list[Asyn
 async def test_the_budgets_statements_leave_the_pooled_connection_as_they_found_it(
     engines: list[AsyncEngine],
 ) -> None:
-    """A take, a pause and a defer commit on their own without waiting for the disk; the
-    connection goes back to the pool in a transaction of its own, committing durably."""
+    """A take, a defer and a pause commit by themselves (autocommit); the connection goes
+    back to the pool transactional again: a transaction on it still rolls back."""
     engine = create_async_engine(engines[0].url, pool_size=1, max_overflow=0)
     try:
         budget = PostgresSendBudget(engine, RATES)
         assert isinstance(await budget.take(Channel.TELEGRAM, recipient="45"), Granted)
         await budget.defer(Channel.TELEGRAM, "45", 5.0)
         await budget.pause(Channel.TELEGRAM, 0.5)
-        async with engine.begin() as connection:  # the same (only) pooled connection
-            mode = (await connection.exec_driver_sql("SHOW synchronous_commit")).scalar()
-            isolation = (await connection.exec_driver_sql("SHOW transaction_isolation")).scalar()
-            in_transaction = connection.in_transaction()
-        assert (mode, isolation, in_transaction) == ("on", "read committed", True)
+        with pytest.raises(RuntimeError, match="undo"):
+            async with engine.begin() as connection:  # the same (only) pooled connection
+                await connection.exec_driver_sql(
+                    "INSERT INTO send_spacing (channel, recipient, free_at) "
+                    "VALUES ('telegram', 'undone', 0)"
+                )
+                raise RuntimeError("undo")
+        async with engine.connect() as connection:
+            left = await connection.exec_driver_sql(
+                "SELECT count(*) FROM send_spacing WHERE recipient = 'undone'"
+            )
+            assert left.scalar() == 0
     finally:
         await engine.dispose()
     # Committed, each statement by itself: another process sees all three.
