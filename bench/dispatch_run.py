@@ -134,8 +134,9 @@ def start_to_arrival_ms(
     """From a send's start in the dispatcher to the fake's arrival stamp, p50 / p99 / max in
     ms (the last send to each recipient, the one accepted; both stamps time.monotonic())."""
     started: dict[str, float] = {}
-    for sender in senders:
-        started.update(sender.started_at)
+    for sender in senders:  # a row handed back may be sent again by another dispatcher
+        for recipient, at in sender.started_at.items():
+            started[recipient] = max(at, started.get(recipient, at))
     first: dict[str, float] = {}
     for recipient, at in arrivals:
         first.setdefault(recipient, at)
