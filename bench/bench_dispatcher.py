@@ -3,14 +3,17 @@
 N notices to N different chats are enqueued in a fresh database; the real
 `Dispatcher` with the real `TelegramSender` (aiogram `Bot`, HTTP) delivers
 them to the fake Bot API server of the tests (tests/fakes/telegram_api.py,
-127.0.0.1, same process), which refuses with 429 + retry_after any send over
-`--server-rate` in a sliding second or a second message to a chat within one
-second, as Telegram does, and holds each answer `--round-trip-ms` (the real
-API's round trip; one case per value given).
+127.0.0.1, in a child process on its own event loop, so its arrival stamps
+and refusals are not delayed by the dispatcher's loop), which refuses with
+429 + retry_after any send over `--server-rate` in a sliding second or a
+second message to a chat within one second, as Telegram does, and holds
+each answer `--round-trip-ms` (the real API's round trip; one case per
+value given).
 
     python -m bench.bench_dispatcher [--notices 20000] [--rate 30] [--server-rate R]
         [--batch 100] [--round-trip-ms 0 100 250]
         [--dispatchers N --database-url postgresql+asyncpg://...] [--margin 0.04]
+        [--profile PATH]
 
 With `--dispatchers N` (PostgreSQL only; the URL's database is wiped), N
 dispatchers, each with its own engine and connection pool as N processes
@@ -32,7 +35,6 @@ run itself was broken (a notice missing or duplicated, rows not all `sent`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import json
 import logging
@@ -42,6 +44,7 @@ import tempfile
 from datetime import UTC, datetime
 from datetime import time as wall_time
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
@@ -50,7 +53,18 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.dispatch_run import ROUND_TRIPS_MS, busiest_second, drain, fresh_database, send_rates
+from bench.dispatch_run import (
+    CountingSender,
+    FakeInChild,
+    add_shared_options,
+    both_sides,
+    busiest_second,
+    describe_both_sides,
+    drain,
+    fresh_database,
+    profiled,
+    send_rates,
+)
 from bot.settings import DispatcherSettings
 from bot.telegram import TelegramSender
 from domain.vocabulary import Channel, OutboxStatus
@@ -96,16 +110,16 @@ async def measure(
     dispatchers: int,
     database_url: str | None,
     margin: float,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-dispatcher-") as folder:
         async with fresh_database(database_url, Path(folder)) as url:
             engines = [create_engine(url) for _ in range(dispatchers)]
             db = engines[0]
             try:
                 await enqueue_notices(db, notices)
-                async with FakeTelegramServer() as server:
-                    server.enforce_rates(per_second=server_rate, chat_interval_s=1.0)
-                    server.answer_delay_s = round_trip_ms / 1000
+                async with FakeInChild(
+                    TelegramHost, server_rate=server_rate, round_trip_ms=round_trip_ms
+                ) as server:
                     settings = DispatcherSettings(
                         telegram_rate_per_s=rate,
                         rate_margin=margin,
@@ -117,76 +131,106 @@ async def measure(
                     )
                     bots = [
                         Bot(
-                            token=server.token,
+                            token=server.reached["token"],
                             session=AiohttpSession(
-                                api=TelegramAPIServer.from_base(server.base_url)
+                                api=TelegramAPIServer.from_base(server.reached["base_url"])
                             ),
                             default=DefaultBotProperties(parse_mode=None),
                         )
                         for _ in engines
                     ]
+                    senders = [CountingSender(TelegramSender(bot)) for bot in bots]
                     running = [
                         Dispatcher(
                             engine,
-                            {Channel.TELEGRAM: TelegramSender(bot)},
+                            {Channel.TELEGRAM: sender},
                             _utc_now,
                             settings,
                             ZoneInfo("Asia/Jakarta"),
                             budget=send_budget(engine, budget_rates(settings)),
                         )
-                        for engine, bot in zip(engines, bots, strict=True)
+                        for engine, sender in zip(engines, senders, strict=True)
                     ]
+
+                    async def progress(sent: int) -> str:
+                        refused = await server.refusals()
+                        return f"{sent}/{notices} sent, {refused['429']} refused with 429"
+
                     try:
-                        wall, cpu = await drain(
-                            db,
-                            running,
-                            notices,
-                            lambda sent: (
-                                f"{sent}/{notices} sent, "
-                                f"{server.too_many_requests} refused with 429"
-                            ),
-                        )
+                        wall, cpu = await drain(db, running, notices, progress)
                     finally:
                         for bot in bots:
                             await bot.session.close()
-                    async with db.connect() as connection:
-                        counts = await counts_by_status(connection)
-                    received = collections.Counter(message.chat_id for message in server.sent)
-                    expected = {FIRST_CHAT + number for number in range(notices)}
-                    times = [message.at for message in server.sent]
-                    achieved, steady = send_rates(times)
-                    return {
-                        "notices": notices,
-                        "configured_rate": rate,
-                        "server_rate": server_rate,
-                        "batch": batch,
-                        "round_trip_ms": round_trip_ms,
-                        "margin": margin,
-                        "starts_held": sum(dispatcher.starts_held for dispatcher in running),
-                        "dispatchers": dispatchers,
-                        "database": engines[0].dialect.name,
-                        "delivered": len(server.sent),
-                        "achieved_rate": achieved,
-                        "steady_rate": steady,
-                        "busiest_second": busiest_second(times),
-                        "too_many_requests": server.too_many_requests,
-                        "duplicates": sum(n - 1 for n in received.values() if n > 1),
-                        "missing": len(expected - set(received)),
-                        "unexpected": len(set(received) - expected),
-                        "rows_sent": counts[OutboxStatus.SENT],
-                        "rows_not_sent": notices - counts[OutboxStatus.SENT],
-                        "wall_s": wall,
-                        "cpu_s": cpu,
-                    }
+                    seen = await server.finish()
+                async with db.connect() as connection:
+                    counts = await counts_by_status(connection)
+                received = collections.Counter(int(chat) for chat, _ in seen.arrivals)
+                expected = {FIRST_CHAT + number for number in range(notices)}
+                times = [at for _, at in seen.arrivals]
+                achieved, steady = send_rates(times)
+                return {
+                    "notices": notices,
+                    "configured_rate": rate,
+                    "server_rate": server_rate,
+                    "batch": batch,
+                    "round_trip_ms": round_trip_ms,
+                    "margin": margin,
+                    "starts_held": sum(dispatcher.starts_held for dispatcher in running),
+                    "dispatchers": dispatchers,
+                    "database": engines[0].dialect.name,
+                    "delivered": len(seen.arrivals),
+                    "achieved_rate": achieved,
+                    "steady_rate": steady,
+                    "busiest_second": busiest_second(times),
+                    "too_many_requests": seen.refusals["429"],
+                    "refused_global": seen.refusals["global"],
+                    "refused_chat": seen.refusals["chat"],
+                    "duplicates": sum(n - 1 for n in received.values() if n > 1),
+                    "missing": len(expected - set(received)),
+                    "unexpected": len(set(received) - expected),
+                    "rows_sent": counts[OutboxStatus.SENT],
+                    "rows_not_sent": notices - counts[OutboxStatus.SENT],
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                    **both_sides(seen, senders),
+                }
             finally:
                 for engine in engines:
                     await engine.dispose()
 
 
-def report(result: dict[str, object], rate: float) -> bool:
+class TelegramHost:
+    """The fake Bot API as the bench's child process runs it (`FakeInChild`): enforcing
+    `server_rate` sends/s and one per second per chat, answering after `round_trip_ms`."""
+
+    def __init__(self, *, server_rate: int, round_trip_ms: int) -> None:
+        self._server = FakeTelegramServer()
+        self._server.enforce_rates(per_second=server_rate, chat_interval_s=1.0)
+        self._server.answer_delay_s = round_trip_ms / 1000
+
+    async def start(self) -> dict[str, Any]:
+        await self._server.start()
+        return {"base_url": self._server.base_url, "token": self._server.token}
+
+    def refusals(self) -> dict[str, int]:
+        server = self._server
+        return {
+            "429": server.too_many_requests,
+            "global": server.refused_by["global"],
+            "chat": server.refused_by["chat"],
+        }
+
+    def arrivals(self) -> list[tuple[str, float]]:
+        return [(str(message.chat_id), message.at) for message in self._server.sent]
+
+    async def close(self) -> None:
+        await self._server.close()
+
+
+def report(result: dict[str, Any], rate: float) -> bool:
     """Print one case's verdict and JSON line; True when the run itself was broken."""
-    ratio = float(result["achieved_rate"]) / rate  # type: ignore[arg-type]
-    steady_ratio = float(result["steady_rate"]) / rate  # type: ignore[arg-type]
+    ratio = float(result["achieved_rate"]) / rate
+    steady_ratio = float(result["steady_rate"]) / rate
     broken = bool(
         result["duplicates"] or result["missing"] or result["unexpected"] or result["rows_not_sent"]
     )
@@ -199,8 +243,8 @@ def report(result: dict[str, object], rate: float) -> bool:
         f"{result['busiest_second']} (server allows {result['server_rate']}); "
         f"429s: {result['too_many_requests']}; margin {result['margin']:.0%}, "
         f"starts held at the gate: {result['starts_held']}; duplicates: {result['duplicates']}; "
-        f"missing: {result['missing']}; wall {result['wall_s']:.1f} s, "
-        f"CPU {result['cpu_s']:.1f} s -> {'MET' if met else 'MISS'}",
+        f"missing: {result['missing']}; {describe_both_sides(result)} -> "
+        f"{'MET' if met else 'MISS'}",
         flush=True,
     )
     result.update(
@@ -225,16 +269,7 @@ def main() -> int:
         "--server-rate", type=int, default=None, help="server's limit (default: --rate)"
     )
     parser.add_argument("--batch", type=int, default=100, help="rows claimed per tick")
-    parser.add_argument(
-        "--round-trip-ms", type=int, nargs="+", default=list(ROUND_TRIPS_MS),
-        help="the fake server holds each answer this long; one case per value",
-    )  # fmt: skip
-    parser.add_argument("--dispatchers", type=int, default=1, help="sharing one budget (PG)")
-    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (wiped!)")
-    parser.add_argument(
-        "--margin", type=float, default=DispatcherSettings().rate_margin,
-        help="share of the rate kept unused (DISPATCH_RATE_MARGIN)",
-    )  # fmt: skip
+    add_shared_options(parser, default_margin=DispatcherSettings().rate_margin)
     args = parser.parse_args()
     if args.dispatchers > 1 and (args.database_url is None or is_sqlite(args.database_url)):
         parser.error("--dispatchers > 1 needs --database-url on PostgreSQL")
@@ -249,7 +284,8 @@ def main() -> int:
             f"(about {args.notices / args.rate / 60:.1f} min)",
             flush=True,
         )
-        result = asyncio.run(
+        result = profiled(
+            None if args.profile is None else f"{args.profile}.{round_trip_ms}ms.prof",
             measure(
                 args.notices,
                 rate=args.rate,
@@ -259,7 +295,7 @@ def main() -> int:
                 dispatchers=args.dispatchers,
                 database_url=args.database_url,
                 margin=args.margin,
-            )
+            ),
         )
         broken = report(result, args.rate) or broken
     return 1 if broken else 0

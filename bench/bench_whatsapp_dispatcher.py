@@ -3,17 +3,20 @@
 N notices to M recipients are enqueued in a fresh SQLite database; the real
 `Dispatcher` with the real `WhatsAppSender` (pywa over httpx, HTTP) delivers
 them to the fake Graph API of the tests (tests/fakes/graph_api.py, 127.0.0.1,
-same process), which refuses a message over `--server-rate` in any sliding
-second with 130429 and a message to a recipient within `--pair-interval`
-seconds of the previous one with 131056, as the Cloud API does. The
-recipients never wrote to us, so every notice goes out as its approved
-template (the proactive case). The fake holds each answer `--round-trip-ms`
-(the Cloud API's round trip; one run of the cases per value given).
+in a child process on its own event loop, so its arrival stamps and refusals
+are not delayed by the dispatcher's loop), which refuses a message over
+`--server-rate` in any sliding second with 130429 and a message to a
+recipient within `--pair-interval` seconds of the previous one with 131056,
+as the Cloud API does. The recipients never wrote to us, so every notice
+goes out as its approved template (the proactive case). The fake holds each
+answer `--round-trip-ms` (the Cloud API's round trip; one run of the cases
+per value given).
 
     python -m bench.bench_whatsapp_dispatcher [--notices 10000] [--rate 70]
         [--server-rate 80] [--pair-interval 6] [--batch 140]
         [--case single|several|both] [--per-recipient 5] [--round-trip-ms 0 100 250]
         [--dispatchers N --database-url postgresql+asyncpg://...] [--margin 0.04]
+        [--http-pool aiohttp httpx] [--profile PATH]
 
 With `--dispatchers N` (PostgreSQL only; the URL's database is wiped), N
 dispatchers with their own engines share one send budget through PostgreSQL
@@ -39,7 +42,6 @@ run itself was broken (a notice missing or duplicated, rows not all `sent`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import json
 import logging
@@ -52,11 +54,24 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.dispatch_run import ROUND_TRIPS_MS, busiest_second, drain, fresh_database, send_rates
-from bot.settings import DispatcherSettings
-from bot.whatsapp.client import build_client
+from bench.dispatch_run import (
+    CountingSender,
+    FakeInChild,
+    add_shared_options,
+    both_sides,
+    busiest_second,
+    describe_both_sides,
+    drain,
+    fresh_database,
+    profiled,
+    send_rates,
+)
+from bot.settings import DispatcherSettings, WhatsAppSettings
+from bot.whatsapp.client import DEFAULT_LIMITS, build_client
 from bot.whatsapp.sender import WhatsAppSender
 from bot.whatsapp.templates import load_templates
 from domain.vocabulary import Channel, OutboxStatus
@@ -110,6 +125,7 @@ async def measure(
     dispatchers: int,
     database_url: str | None,
     margin: float,
+    http_pool: str,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-wa-dispatcher-") as folder:
         async with fresh_database(database_url, Path(folder)) as url:
@@ -124,6 +140,7 @@ async def measure(
                     batch=batch,
                     round_trip_ms=round_trip_ms,
                     margin=margin,
+                    http_pool=http_pool,
                 )
             finally:
                 for engine in engines:
@@ -140,15 +157,15 @@ async def _measure(
     batch: int,
     round_trip_ms: int,
     margin: float,
+    http_pool: str,
 ) -> dict[str, Any]:
     notices = len(recipients)
     db = engines[0]
     await enqueue_notices(db, recipients)
     book = load_templates(SHIPPED_TEMPLATES)
-    async with FakeGraphServer() as graph:
-        graph.approve_book(book.templates.values())
-        graph.enforce_rates(per_second=server_rate, pair_interval_s=pair_interval)
-        graph.answer_delay_s = round_trip_ms / 1000
+    async with FakeInChild(
+        GraphHost, server_rate=server_rate, pair_interval=pair_interval, round_trip_ms=round_trip_ms
+    ) as graph:
         settings = DispatcherSettings(
             whatsapp_rate_per_s=rate,
             whatsapp_chat_interval_s=pair_interval,
@@ -159,69 +176,129 @@ async def _measure(
             quiet_start=wall_time(0, 0),
             quiet_end=wall_time(0, 0),
         )
-        clients = [build_client(graph.settings()) for _ in engines]
+        clients = [
+            build_client(
+                graph_settings(graph.reached),
+                transport=httpx.AsyncHTTPTransport(limits=DEFAULT_LIMITS)
+                if http_pool == "httpx"
+                else None,
+            )
+            for _ in engines
+        ]
+        senders = [
+            CountingSender(
+                WhatsAppSender(client, book, clock=_utc_now, chunk_interval_s=pair_interval)
+            )
+            for client in clients
+        ]
         running = [
             Dispatcher(
                 engine,
-                {
-                    Channel.WHATSAPP: WhatsAppSender(
-                        client, book, clock=_utc_now, chunk_interval_s=pair_interval
-                    )
-                },
+                {Channel.WHATSAPP: sender},
                 _utc_now,
                 settings,
                 ZoneInfo("Asia/Jakarta"),
                 budget=send_budget(engine, budget_rates(settings)),
             )
-            for engine, client in zip(engines, clients, strict=True)
+            for engine, sender in zip(engines, senders, strict=True)
         ]
-        try:
-            wall, cpu = await drain(
-                db,
-                running,
-                notices,
-                lambda sent: (
-                    f"{sent}/{notices} sent, refused: {graph.errors[130429]} "
-                    f"x 130429, {graph.errors[131056]} x 131056"
-                ),
+
+        async def progress(sent: int) -> str:
+            refused = await graph.refusals()
+            return (
+                f"{sent}/{notices} sent, refused: {refused['130429']} x 130429, "
+                f"{refused['131056']} x 131056"
             )
+
+        try:
+            wall, cpu = await drain(db, running, notices, progress)
         finally:
             for client in clients:
                 await client.close()
-        async with db.connect() as connection:
-            counts = await counts_by_status(connection)
-        received = collections.Counter(message.to for message in graph.sent)
-        expected = collections.Counter(str(wa_id) for wa_id in recipients)
-        times = [message.at for message in graph.sent]
-        achieved, steady = send_rates(times)
+        seen = await graph.finish()
+    async with db.connect() as connection:
+        counts = await counts_by_status(connection)
+    received = collections.Counter(to for to, _ in seen.arrivals)
+    expected = collections.Counter(str(wa_id) for wa_id in recipients)
+    times = [at for _, at in seen.arrivals]
+    achieved, steady = send_rates(times)
+    return {
+        "notices": notices,
+        "recipients": len(expected),
+        "configured_rate": rate,
+        "server_rate": server_rate,
+        "pair_interval_s": pair_interval,
+        "batch": batch,
+        "round_trip_ms": round_trip_ms,
+        "margin": margin,
+        "http_pool": http_pool,
+        "starts_held": sum(dispatcher.starts_held for dispatcher in running),
+        "dispatchers": len(engines),
+        "database": db.dialect.name,
+        "delivered": len(seen.arrivals),
+        "achieved_rate": achieved,
+        "steady_rate": steady,
+        "busiest_second": busiest_second(times),
+        "refused_130429": seen.refusals["130429"],
+        "refused_131056": seen.refusals["131056"],
+        "other_errors": seen.refusals["other"],
+        "duplicates": sum((received - expected).values()),
+        "missing": sum((expected - received).values()),
+        "rows_sent": counts[OutboxStatus.SENT],
+        "rows_not_sent": notices - counts[OutboxStatus.SENT],
+        "wall_s": wall,
+        "cpu_s": cpu,
+        **both_sides(seen, senders),
+    }
+
+
+class GraphHost:
+    """The fake Graph API as the bench's child process runs it (`FakeInChild`): enforcing
+    `server_rate` messages/s and one per `pair_interval` s per recipient, answering after
+    `round_trip_ms`, the shipped templates approved."""
+
+    def __init__(self, *, server_rate: int, pair_interval: float, round_trip_ms: int) -> None:
+        self._graph = FakeGraphServer()
+        self._graph.enforce_rates(per_second=server_rate, pair_interval_s=pair_interval)
+        self._graph.answer_delay_s = round_trip_ms / 1000
+        self._graph.approve_book(load_templates(SHIPPED_TEMPLATES).templates.values())
+
+    async def start(self) -> dict[str, Any]:
+        await self._graph.start()
+        graph = self._graph
         return {
-            "notices": notices,
-            "recipients": len(expected),
-            "configured_rate": rate,
-            "server_rate": server_rate,
-            "pair_interval_s": pair_interval,
-            "batch": batch,
-            "round_trip_ms": round_trip_ms,
-            "margin": margin,
-            "starts_held": sum(dispatcher.starts_held for dispatcher in running),
-            "dispatchers": len(engines),
-            "database": db.dialect.name,
-            "delivered": len(graph.sent),
-            "achieved_rate": achieved,
-            "steady_rate": steady,
-            "busiest_second": busiest_second(times),
-            "refused_130429": graph.errors[130429],
-            "refused_131056": graph.errors[131056],
-            "other_errors": sum(graph.errors.values())
-            - graph.errors[130429]
-            - graph.errors[131056],
-            "duplicates": sum((received - expected).values()),
-            "missing": sum((expected - received).values()),
-            "rows_sent": counts[OutboxStatus.SENT],
-            "rows_not_sent": notices - counts[OutboxStatus.SENT],
-            "wall_s": wall,
-            "cpu_s": cpu,
+            "api_base": graph.base_url,
+            "access_token": graph.token,
+            "phone_number_id": graph.phone_number_id,
+            "api_version": graph.api_version,
         }
+
+    def refusals(self) -> dict[str, int]:
+        errors = self._graph.errors
+        return {
+            "130429": errors[130429],
+            "131056": errors[131056],
+            "other": sum(errors.values()) - errors[130429] - errors[131056],
+        }
+
+    def arrivals(self) -> list[tuple[str, float]]:
+        return [(message.to, message.at) for message in self._graph.sent]
+
+    async def close(self) -> None:
+        await self._graph.close()
+
+
+def graph_settings(reached: dict[str, Any]) -> WhatsAppSettings:
+    """WhatsAppSettings for the fake Graph API in the child process (`GraphHost.start`)."""
+    return WhatsAppSettings(
+        _env_file=None,
+        phone_number_id=reached["phone_number_id"],
+        access_token=SecretStr(reached["access_token"]),
+        app_secret=SecretStr("fake-app-secret"),
+        verify_token=SecretStr("fake-verify-token"),
+        api_base=reached["api_base"],
+        api_version=reached["api_version"],
+    )
 
 
 def report(case: str, result: dict[str, Any], rate: float) -> bool:
@@ -245,7 +322,8 @@ def report(case: str, result: dict[str, Any], rate: float) -> bool:
         f"130429: {result['refused_130429']}; 131056: {result['refused_131056']}; "
         f"margin {result['margin']:.0%}, starts held at the gate: {result['starts_held']}; "
         f"duplicates: {result['duplicates']}; missing: {result['missing']}; "
-        f"wall {result['wall_s']:.1f} s, CPU {result['cpu_s']:.1f} s -> {'MET' if met else 'MISS'}",
+        f"{describe_both_sides(result)} -> "
+        f"{'MET' if met else 'MISS'}",
         flush=True,
     )
     result.update(
@@ -272,15 +350,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=140, help="rows claimed per tick")
     parser.add_argument("--case", choices=("single", "several", "both"), default="both")
     parser.add_argument("--per-recipient", type=int, default=5, help="notices each (several)")
+    add_shared_options(parser, default_margin=DispatcherSettings().rate_margin)
     parser.add_argument(
-        "--round-trip-ms", type=int, nargs="+", default=list(ROUND_TRIPS_MS),
-        help="the fake server holds each answer this long; one run per value",
-    )  # fmt: skip
-    parser.add_argument("--dispatchers", type=int, default=1, help="sharing one budget (PG)")
-    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (wiped!)")
-    parser.add_argument(
-        "--margin", type=float, default=DispatcherSettings().rate_margin,
-        help="share of the rate kept unused (DISPATCH_RATE_MARGIN)",
+        "--http-pool", choices=("aiohttp", "httpx"), nargs="+", default=["aiohttp"],
+        help="the WhatsApp client's connections: ours (aiohttp) or httpx's own pool; one run each",
     )  # fmt: skip
     args = parser.parse_args()
     if args.dispatchers > 1 and (args.database_url is None or is_sqlite(args.database_url)):
@@ -291,21 +364,25 @@ def main() -> int:
         "several": recipients_for(args.notices, args.per_recipient),
     }
     broken = False
-    for round_trip_ms, (case, recipients) in [
-        (round_trip_ms, item)
+    for round_trip_ms, (case, recipients), http_pool in [
+        (round_trip_ms, item, http_pool)
         for round_trip_ms in args.round_trip_ms
         for item in cases.items()
         if args.case in (item[0], "both")
+        for http_pool in args.http_pool
     ]:
         print(
-            f"bench_whatsapp_dispatcher [{case}]: {len(recipients)} notices to "
+            f"bench_whatsapp_dispatcher [{case}, {http_pool}]: {len(recipients)} notices to "
             f"{len(set(recipients))} recipients, dispatcher at {args.rate:g}/s, server enforcing "
             f"{args.server_rate}/s and 1 per {args.pair_interval:g} s per recipient, answering "
             f"after {round_trip_ms} ms, {args.dispatchers} dispatcher(s) "
             f"(about {len(recipients) / args.rate / 60:.1f} min)",
             flush=True,
         )
-        result = asyncio.run(
+        result = profiled(
+            None
+            if args.profile is None
+            else f"{args.profile}.{case}.{http_pool}.{round_trip_ms}ms.prof",
             measure(
                 recipients,
                 rate=args.rate,
@@ -316,9 +393,10 @@ def main() -> int:
                 dispatchers=args.dispatchers,
                 database_url=args.database_url,
                 margin=args.margin,
-            )
+                http_pool=http_pool,
+            ),
         )
-        broken = report(case, result, args.rate) or broken
+        broken = report(f"{case}, {http_pool}", result, args.rate) or broken
     return 1 if broken else 0
 
 

@@ -31,13 +31,14 @@ clock, so any number of processes on any machines share it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time as time_module
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Final, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.vocabulary import Channel
 
@@ -254,8 +255,14 @@ _PRUNE = sa.text(
 class PostgresSendBudget:
     """The budget in PostgreSQL rows, shared by every process using the database.
 
-    One round trip per take (measured in bench/bench_dispatcher.py --processes);
-    the times are PostgreSQL's clock, so processes on several machines agree.
+    One round trip per take, pause or defer: each is one statement in autocommit,
+    committed by PostgreSQL as the statement ends. In a transaction of its own
+    (BEGIN, the statement, COMMIT from the client) the channel's row stayed
+    locked from the take's update until the client's COMMIT arrived, a round
+    trip later and later still when the process's event loop was busy, and
+    every take of every process queued behind it. The tables are UNLOGGED
+    (migration 0013): a commit waits for no WAL flush. The times are
+    PostgreSQL's clock, so processes on several machines agree.
     """
 
     _PRUNE_EVERY = 4096
@@ -266,6 +273,13 @@ class PostgresSendBudget:
         self._database = database
         self._rates = dict(rates)
         self._takes = 0
+
+    @contextlib.asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection whose every statement commits by itself (no BEGIN, no COMMIT
+        round trips); the pool resets the isolation level when it is returned."""
+        async with self._database.connect() as connection:
+            yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
     async def take(
         self,
@@ -280,7 +294,7 @@ class PostgresSendBudget:
             return Granted(0.0)
         cost = count * rate.cost_s
         asked = time_module.monotonic()
-        async with self._database.begin() as connection:
+        async with self._autocommit() as connection:
             row = (
                 await connection.execute(
                     _TAKE,
@@ -314,11 +328,11 @@ class PostgresSendBudget:
         return Granted(max(0.0, start - now - since_read))
 
     async def pause(self, channel: Channel, seconds: float) -> None:
-        async with self._database.begin() as connection:
+        async with self._autocommit() as connection:
             await connection.execute(_PAUSE, {"channel": channel.value, "seconds": seconds})
 
     async def defer(self, channel: Channel, recipient: str, seconds: float) -> None:
-        async with self._database.begin() as connection:
+        async with self._autocommit() as connection:
             await connection.execute(
                 _DEFER, {"channel": channel.value, "recipient": recipient, "seconds": seconds}
             )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.whatsapp.client import WhatsAppClient, build_client
@@ -278,6 +280,38 @@ async def test_a_server_that_cannot_be_reached_is_transient(book: TemplateBook) 
     finally:
         await unreachable.close()
     assert result == Transient("ConnectError")
+
+
+async def test_an_answer_slower_than_the_read_timeout_is_a_transient_timeout(
+    graph: FakeGraphServer, book: TemplateBook
+) -> None:
+    graph.answer_delay_s = 1.0
+    slow = build_client(graph.settings(), timeout=httpx.Timeout(5.0, read=0.2))
+    try:
+        result = await WhatsAppSender(slow, book, clock=FrozenClock(NOW)).send(notice())
+    finally:
+        await slow.close()
+    assert result == Transient("timeout")
+    assert len(graph.sent) == 1  # judged and accepted; the answer came too late
+
+
+async def test_many_sends_at_once_share_the_clients_connections(
+    graph: FakeGraphServer, book: TemplateBook
+) -> None:
+    graph.answer_delay_s = 0.05
+    few = build_client(graph.settings(), limits=httpx.Limits(max_connections=3))
+    try:
+        sender = WhatsAppSender(few, book, clock=FrozenClock(NOW))
+        results = await asyncio.gather(
+            *(sender.send(notice(recipient=f"62812000000{n:02d}")) for n in range(12))
+        )
+    finally:
+        await few.close()
+    assert all(isinstance(result, Sent) for result in results)
+    assert len({result.provider_message_id for result in results if isinstance(result, Sent)}) == 12
+    assert sorted(message.to for message in graph.sent) == [
+        f"62812000000{n:02d}" for n in range(12)
+    ]
 
 
 async def test_a_recipient_that_is_not_a_wa_id_fails_without_a_call(

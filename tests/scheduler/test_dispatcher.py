@@ -463,6 +463,40 @@ async def test_a_sender_that_raises_costs_an_attempt_not_the_batch(
     ] * 2
 
 
+class PendingAtSend:
+    """A Telegram sender that records, as each send starts, how many rows still wait in the
+    outbox unclaimed."""
+
+    channel = Channel.TELEGRAM
+
+    def __init__(self, db: AsyncEngine) -> None:
+        self.db = db
+        self.pending: list[int] = []
+
+    async def send(self, notice: OutgoingNotice) -> SendResult:
+        self.pending.append((await status_counts(self.db))[OutboxStatus.PENDING])
+        return Sent()
+
+
+async def test_the_next_batch_is_claimed_while_this_one_still_has_places_to_take(
+    db_engine: AsyncEngine, clock: FrozenClock
+) -> None:
+    """Real time, 24 sends/s after the margin: the second batch of 20 is claimed once at most
+    12 rows of the first (half a second of sends) wait for their places, not after the last
+    has its place, so the schedule does not run dry while the claim waits for the database."""
+    await add(db_engine, [FIRST_CHAT + number for number in range(40)])
+    recorder = PendingAtSend(db_engine)
+    sending = Dispatcher(
+        db_engine, {Channel.TELEGRAM: recorder}, clock, settings(batch_size=20), WIB
+    )
+    assert await sending.tick() == 40
+    assert len(recorder.pending) == 40
+    # The first batch's twelfth send starts about 0.25 s after the claim was due; waiting
+    # for every place (the 20th is taken 3 sends ahead) would leave 20 rows pending here.
+    assert recorder.pending[11] == 0
+    assert await status_counts(db_engine) == collections.Counter({OutboxStatus.SENT: 40})
+
+
 class StartRecorder:
     """A Telegram sender that records when (by `stamp`) and to whom each send started, and
     answers from a script of results, then `Sent`."""

@@ -8,7 +8,7 @@ import itertools
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from domain.vocabulary import Channel
 from storage.db import create_engine
@@ -183,6 +183,39 @@ async def test_a_recipient_and_a_pause_hold_for_every_process(engines: list[Asyn
     await first.defer(Channel.TELEGRAM, "44", 60.0)
     deferred = await second.take(Channel.TELEGRAM, recipient="44")
     assert isinstance(deferred, RecipientBusy) and 59 < deferred.free_in_s <= 60
+
+
+async def test_the_budgets_statements_leave_the_pooled_connection_as_they_found_it(
+    engines: list[AsyncEngine],
+) -> None:
+    """A take, a defer and a pause commit by themselves (autocommit); the connection goes
+    back to the pool transactional again: a transaction on it still rolls back."""
+    engine = create_async_engine(engines[0].url, pool_size=1, max_overflow=0)
+    try:
+        budget = PostgresSendBudget(engine, RATES)
+        assert isinstance(await budget.take(Channel.TELEGRAM, recipient="45"), Granted)
+        await budget.defer(Channel.TELEGRAM, "45", 5.0)
+        await budget.pause(Channel.TELEGRAM, 0.5)
+        with pytest.raises(RuntimeError, match="undo"):
+            async with engine.begin() as connection:  # the same (only) pooled connection
+                await connection.exec_driver_sql(
+                    "INSERT INTO send_spacing (channel, recipient, free_at) "
+                    "VALUES ('telegram', 'undone', 0)"
+                )
+                raise RuntimeError("undo")
+        async with engine.connect() as connection:
+            left = await connection.exec_driver_sql(
+                "SELECT count(*) FROM send_spacing WHERE recipient = 'undone'"
+            )
+            assert left.scalar() == 0
+    finally:
+        await engine.dispose()
+    # Committed, each statement by itself: another process sees all three.
+    other = PostgresSendBudget(engines[1], RATES)
+    refused = await other.take(Channel.TELEGRAM, recipient="46", ahead_s=0.1)
+    assert isinstance(refused, ChannelBusy)
+    spaced = await other.take(Channel.TELEGRAM, recipient="45")
+    assert isinstance(spaced, RecipientBusy) and spaced.free_in_s > 4.0
 
 
 def test_the_postgres_budget_refuses_sqlite() -> None:
