@@ -54,7 +54,7 @@ from scheduler.sending import Deferred, Permanent, RetryAfter, SendResult, Sent,
 from storage import reply_queue
 from storage.conversation_store import conversation_store
 from storage.crypto import NikCipher
-from storage.send_budget import Granted, SendBudget
+from storage.send_budget import Granted, SendBudget, start_on_time
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,8 @@ class ReplyDelivery:
         self._settings = settings or DeliverySettings()
         self._sleep = sleep
         self._budget = budget
+        #: Places given up because this process woke after their start (`start_on_time`).
+        self.places_retaken = 0
         self._chats: dict[str, collections.deque[_Item]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -455,8 +457,12 @@ class ReplyDelivery:
         except Exception as exc:  # the database is away: a reply is not held up for it
             logger.warning("%s send budget not reachable: %s", self.channel, type(exc).__name__)
             return
-        if isinstance(took, Granted) and took.wait_s > 0:
-            await self._sleep(took.wait_s)
+        if isinstance(took, Granted):
+            # A place whose start passed while this process stalled is taken anew.
+            with contextlib.suppress(Exception):
+                self.places_retaken += await start_on_time(
+                    self._budget, self.channel, took.wait_s, sleep=self._sleep
+                )
 
     async def _pause_budget(self, seconds: float) -> None:
         """Share a channel-wide pause (WhatsApp 130429) with the dispatcher and the others."""

@@ -99,12 +99,14 @@ from storage.outbox import (
     mark_sent,
 )
 from storage.send_budget import (
+    LATE_PLACE_S,
     ChannelBusy,
     ChannelRate,
     Granted,
     LocalSendBudget,
     RecipientBusy,
     SendBudget,
+    start_on_time,
 )
 
 log = logging.getLogger(__name__)
@@ -310,6 +312,8 @@ class Dispatcher:
         self._gate_spacing = (1 - settings.rate_margin) / (1 - settings.rate_margin / 2)
         #: Sends the start gate held back (woken by a late loop together with later ones).
         self.starts_held = 0
+        #: Places given up because this process woke after their start (`start_on_time`).
+        self.places_retaken = 0
         #: This process's view of a platform's pause (its own 429s, the budget's long waits).
         self._paused_until: dict[Channel, float] = {}
         #: One take at a time per channel: this process's sends queue here, not in the budget.
@@ -554,8 +558,16 @@ class Dispatcher:
                     continue
             match took:
                 case Granted(wait_s=wait):
-                    if wait > 0:
-                        await self._sleep(wait)
+                    self.places_retaken += await start_on_time(
+                        self._budget,
+                        claim.channel,
+                        wait,
+                        count=messages,
+                        sleep=self._sleep,
+                        monotonic=self._monotonic,
+                        late_after_s=max(self._gate_slack_s, LATE_PLACE_S),
+                        ahead_s=ahead,
+                    )
                     await self._pass_start_gate(claim.channel, messages * rate.cost_s)
                     # A 429 to a send before this one pauses the rest of the batch too.
                     return self.paused_for(claim.channel) <= 0

@@ -20,7 +20,14 @@ outbox dispatcher (scheduler/dispatcher.py) and the conversation replies
   conversation's replies are answers to the person's own message and are not
   spaced);
 - a platform's "slow down" (Telegram 429, WhatsApp 130429) moves tat to the
-  end of the pause: every process waits it out.
+  end of the pause: every process waits it out;
+- a place is worth its time only if the send starts then: a process whose
+  event loop (or whose whole self) stalled wakes with several places already
+  past, and sending them together would put them in the seconds the other
+  processes' places fill, over the platform's limit. `start_on_time` (both
+  senders wait through it) gives up a place whose start passed by more than
+  `LATE_PLACE_S` and takes a new one at the schedule's end: a stall costs
+  the stalled process its places, never the platform's limit.
 
 Two implementations of one `SendBudget` port: `LocalSendBudget` keeps the
 schedule in memory (SQLite: one process); `PostgresSendBudget` keeps it in
@@ -34,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time as time_module
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Final, Protocol
 
 import sqlalchemy as sa
@@ -44,6 +51,11 @@ from domain.vocabulary import Channel
 
 #: A reservation further ahead than this is "any": replies take their place whatever the wait.
 _UNBOUNDED: Final = 1e9
+
+#: A place whose start had passed by more than this when its sender woke is given up and a
+#: new one taken (`start_on_time`): half of the default 4 % rate margin of a second, the
+#: lateness the margin absorbs without a burst over the platform's limit.
+LATE_PLACE_S: Final = 0.02
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -107,6 +119,41 @@ class SendBudget(Protocol):
     async def defer(self, channel: Channel, recipient: str, seconds: float) -> None:
         """No notice to `recipient` starts in the next `seconds` (WhatsApp's 131056)."""
         ...
+
+
+async def start_on_time(
+    budget: SendBudget,
+    channel: Channel,
+    wait_s: float,
+    *,
+    count: int = 1,
+    sleep: Callable[[float], Awaitable[None]],
+    monotonic: Callable[[], float] = time_module.monotonic,
+    late_after_s: float = LATE_PLACE_S,
+    retakes: int = 1,
+    ahead_s: float | None = None,
+) -> int:
+    """Wait `wait_s` for a granted place, then, if the wake-up came more than
+    `late_after_s` after the place's start, take a new place (channel only: the
+    recipient's spacing was counted from the first, earlier one) and wait for it, at
+    most `retakes` times: a loop late on every wake (a machine under constant load)
+    still sends, one place late, instead of taking places forever. Returns how many
+    places were taken anew. A new place further than `ahead_s` (the dispatcher's
+    lookahead: a platform's pause, which it answers by handing its rows back) is not
+    taken: the loop ends and the caller decides as for a place met on time."""
+    retaken = 0
+    planned = monotonic() + wait_s
+    if wait_s > 0:
+        await sleep(wait_s)
+    while retaken < retakes and monotonic() - planned > late_after_s:
+        took = await budget.take(channel, count=count, ahead_s=ahead_s)
+        if not isinstance(took, Granted):
+            break
+        retaken += 1
+        planned = monotonic() + took.wait_s
+        if took.wait_s > 0:
+            await sleep(took.wait_s)
+    return retaken
 
 
 # --- the maths ------------------------------------------------------------------------

@@ -557,7 +557,9 @@ async def test_sends_woken_late_together_go_at_their_spacing_not_in_a_burst(
     # up) less its 20 ms slack.
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert min(gaps) >= 1 / 24 * 0.96 / 0.98 - 0.02 - 1e-9  # (float sums)
-    assert sending.starts_held >= 1
+    # Places whose start passed in the stall were given up and taken anew at the schedule's
+    # end (shared with every process), rather than sent late together.
+    assert sending.places_retaken >= 1
     # The stall shifted the stream once; the sends kept the schedule's pace after it.
     assert starts[-1] - starts[0] <= 11 / 24 + 0.2
     assert [row.status for row in await rows(db_engine)] == [OutboxStatus.SENT] * 12

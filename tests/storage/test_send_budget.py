@@ -21,6 +21,7 @@ from storage.send_budget import (
     RecipientBusy,
     schedule,
     send_budget,
+    start_on_time,
 )
 
 RATES = {Channel.TELEGRAM: ChannelRate(per_second=4.0, recipient_interval_s=1.0)}
@@ -132,6 +133,67 @@ async def test_a_channel_without_a_rate_is_not_paced(budget: LocalSendBudget) ->
     assert [await budget.take(Channel.CONSOLE, recipient="1") for _ in range(3)] == [
         Granted(0.0)
     ] * 3
+
+
+class StallingSleep:
+    """A sleep on the frozen clock that oversleeps by `stalls` (one per call, then 0): a
+    process the system did not run for a while."""
+
+    def __init__(self, clock: FrozenMonotonic, stalls: list[float]) -> None:
+        self.clock = clock
+        self.stalls = stalls
+        self.slept: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock.now += seconds + (self.stalls.pop(0) if self.stalls else 0.0)
+
+
+async def test_a_place_whose_start_passed_in_a_stall_is_taken_anew_at_the_schedules_end(
+    budget: LocalSendBudget, clock: FrozenMonotonic
+) -> None:
+    first = await budget.take(Channel.TELEGRAM)  # starts now
+    second = await budget.take(Channel.TELEGRAM)  # 0.25 s later
+    assert isinstance(second, Granted)
+    for _ in range(4):  # other senders fill the schedule up to now + 1.5 s
+        await budget.take(Channel.TELEGRAM)
+    sleep = StallingSleep(clock, stalls=[0.3])  # the loop wakes 300 ms after the place
+    retaken = await start_on_time(
+        budget, Channel.TELEGRAM, second.wait_s, sleep=sleep, monotonic=clock
+    )
+    assert first == Granted(0.0)
+    assert retaken == 1
+    # The new place is the schedule's next one (now + 1.5 s), not "now, with the others".
+    assert sleep.slept == [0.25, pytest.approx(1.5 - 0.55)]
+    assert clock.now == pytest.approx(1_000.0 + 1.5)
+
+
+async def test_a_place_met_on_time_or_within_the_tolerance_is_kept(
+    budget: LocalSendBudget, clock: FrozenMonotonic
+) -> None:
+    await budget.take(Channel.TELEGRAM)
+    took = await budget.take(Channel.TELEGRAM)
+    assert isinstance(took, Granted)
+    sleep = StallingSleep(clock, stalls=[0.015])  # 15 ms late: inside the 20 ms tolerance
+    retaken = await start_on_time(
+        budget, Channel.TELEGRAM, took.wait_s, sleep=sleep, monotonic=clock
+    )
+    assert retaken == 0
+    assert sleep.slept == [0.25]
+
+
+async def test_a_loop_late_on_every_wake_takes_one_new_place_then_sends(
+    budget: LocalSendBudget, clock: FrozenMonotonic
+) -> None:
+    await budget.take(Channel.TELEGRAM)
+    took = await budget.take(Channel.TELEGRAM)
+    assert isinstance(took, Granted)
+    sleep = StallingSleep(clock, stalls=[0.1, 0.1, 0.1])  # every wake 100 ms late
+    retaken = await start_on_time(
+        budget, Channel.TELEGRAM, took.wait_s, sleep=sleep, monotonic=clock
+    )
+    assert retaken == 1  # not a place after place for ever: one new place, then it sends
+    assert len(sleep.slept) == 2
 
 
 async def test_sqlite_gets_the_local_budget(db_engine: AsyncEngine) -> None:
