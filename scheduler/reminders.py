@@ -78,6 +78,7 @@ from storage import dues_queries
 from storage.db import read_only
 from storage.dues_queries import (
     DuesTerms,
+    NoticeGroup,
     PaidMonths,
     Payer,
     PicRecipient,
@@ -358,6 +359,7 @@ class ReminderPlanner:
         pics: dict[int, list[PicRecipient]] | None = None
         payroll: dict[tuple[int, str, date], int] = {}
         decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]] = {}
+        texts: dict[tuple[str, DuesStatus, Language | None], NoticeGroup] = {}
         after = 0
         pages = 0
         while True:
@@ -380,14 +382,13 @@ class ReminderPlanner:
                     )
                     for group, count in page_payroll.items():
                         payroll[group] = payroll.get(group, 0) + count
-                    existing = await dues_queries.existing_keys_among(
-                        reader, [reminder.key for reminder in reminders]
-                    )
-                    missing = [reminder for reminder in reminders if reminder.key not in existing]
-                    missing.sort(key=_key_of)
-                    wanted = [reminder.terms[0] for reminder in missing]
-                    wanted += [row.sponsorship_id for row in lapsing]
-                    payers = await dues_queries.payers(reader, wanted, id_range=id_range)
+                    # The reminders are written from SQL with their names, skipping keys
+                    # that exist (`_write_named`): neither keys nor names are read here.
+                    missing = reminders
+                    if lapsing:
+                        payers = await dues_queries.payers(
+                            reader, [row.sponsorship_id for row in lapsing], id_range=id_range
+                        )
             pages += 1
             if missing or lapsing or (last and payroll) or on_chunk is not None:
                 async with self._database.begin() as connection:
@@ -403,9 +404,7 @@ class ReminderPlanner:
                         now=now,
                         read_at=now,
                     )
-                    await self._write_reminders(
-                        connection, missing, payers, result, now, not_before
-                    )
+                    await self._write_named(connection, missing, texts, result, now, not_before)
                     await self._lapse(
                         connection, lapsing, set(changed), payers, pics, result, now, not_before
                     )
@@ -625,6 +624,103 @@ class ReminderPlanner:
         for reminder in missing:
             if reminder.key in written:
                 setattr(result, reminder.kind, getattr(result, reminder.kind) + 1)
+
+    async def _write_named(
+        self,
+        connection: AsyncConnection,
+        reminders: list[_Reminder],
+        texts: dict[tuple[str, DuesStatus, Language | None], NoticeGroup],
+        result: PlanResult,
+        now: datetime,
+        not_before: datetime,
+    ) -> None:
+        """Write one page's reminders from SQL (`dues_queries.insert_named_notices`).
+
+        The rows `_write_reminders` would write, without the names and keys
+        passing through Python: a reminder's text depends on its kind, its
+        status and the payer's language only, so each (kind, status) is
+        rendered once per language (`texts`, kept across pages) and the
+        database writes each row with its worker's name put in, skipping keys
+        that exist (ON CONFLICT DO NOTHING: a re-run writes nothing). The
+        worker's own "at risk" notice goes with each escalation written.
+        """
+        if not reminders:
+            return
+        group_ids: dict[tuple[str, int], int] = {}
+        groups: list[NoticeGroup] = []
+        rows: list[tuple[str, int, int]] = []
+        for reminder in reminders:
+            local = (reminder.kind, id(reminder.status))
+            group_id = group_ids.get(local)
+            if group_id is None:
+                group_id = group_ids[local] = len(group_ids)
+                for language in Language:
+                    groups.append(
+                        self._named_text(texts, group_id, reminder.kind, reminder.status, language)
+                    )
+            rows.append((reminder.key, reminder.terms[0], group_id))
+        written = await dues_queries.insert_named_notices(
+            connection, rows, groups, now=now, not_before=not_before
+        )
+        counts: dict[str, int] = {}
+        for _key, kind in written:
+            counts[kind] = counts.get(kind, 0) + 1
+        for kind, count in counts.items():
+            name = kind.removeprefix("reminder.")
+            setattr(result, name, getattr(result, name) + count)
+        if self._worker_channel is None or not counts.get("reminder.escalation"):
+            return
+        # The worker is told (Indonesian) of each escalation this page wrote.
+        new = {key for key, kind in written if kind == "reminder.escalation"}
+        worker_rows: list[tuple[str, int, int]] = []
+        worker_groups: dict[int, NoticeGroup] = {}
+        for reminder in reminders:
+            if reminder.key not in new:
+                continue
+            status, sponsorship_id = reminder.status, reminder.terms[0]
+            group_id = group_ids[(reminder.kind, id(status))]
+            if group_id not in worker_groups:
+                worker_groups[group_id] = self._named_text(
+                    texts, group_id, "at_risk.worker", status, None
+                )
+            worker_rows.append(
+                (
+                    reminder_key("escalation_worker", sponsorship_id, status.next_month),
+                    sponsorship_id,
+                    group_id,
+                )
+            )
+        await dues_queries.insert_named_notices(
+            connection,
+            worker_rows,
+            list(worker_groups.values()),
+            now=now,
+            not_before=not_before,
+            worker_channel=self._worker_channel,
+        )
+
+    def _named_text(
+        self,
+        texts: dict[tuple[str, DuesStatus, Language | None], NoticeGroup],
+        group_id: int,
+        kind: str,
+        status: DuesStatus,
+        language: Language | None,
+    ) -> NoticeGroup:
+        """The text of a reminder of `kind` (None for `language`: the worker's notice of
+        `kind`, in Indonesian) about `status`, as a `NoticeGroup` numbered `group_id`."""
+        cached = texts.get((kind, status, language))
+        if cached is None:
+            if language is None:
+                t = self._t(Language.INDONESIAN)
+                rest = {"months": status.months_in_arrears}
+                filled = _Filled.of(t, f"reminder.{kind}", rest)
+                cached = NoticeGroup.of(0, Language.INDONESIAN, kind, filled.body, filled.params)
+            else:
+                filled = self._reminder_text(language, kind, status)
+                cached = NoticeGroup.of(0, language, filled.kind, filled.body, filled.params)
+            texts[(kind, status, language)] = cached
+        return cached._replace(group_id=group_id)
 
     def _worker_notice(
         self, key: str, payer: Payer, kind: str, params: dict[str, Any]

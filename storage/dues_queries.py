@@ -835,13 +835,7 @@ def _insert_sqlite(
     now: datetime,
     not_before: datetime,
 ) -> set[str]:
-    dialect = connection.dialect
-    columns = Outbox.__table__.c
-
-    def bind(name: str, value: Any) -> Any:
-        process = columns[name].type.dialect_impl(dialect).bind_processor(dialect)
-        return value if process is None else process(value)
-
+    bind = _sqlite_binds(connection.dialect)
     channels = {channel: bind("channel", channel) for channel in Channel}
     templates: dict[str, str] = {}
     pending = bind("status", OutboxStatus.PENDING)
@@ -881,6 +875,186 @@ def _insert_sqlite(
         return {notice.dedupe_key for notice in notices}
     cursor = sqlite.execute("SELECT dedupe_key FROM outbox WHERE id > ?", (largest,))
     return {key for (key,) in cursor.fetchall()}
+
+
+#: Stands for the name in a `NoticeGroup`'s body; `json.dumps` of it in its params. Not a
+#: character any text of the catalogs, month, date or amount holds (`NoticeGroup.of` checks).
+NAME_MARK = "\x01"
+_NAME_MARK_JSON = json.dumps(NAME_MARK)
+
+
+class NoticeGroup(NamedTuple):
+    """The text of many notices that differ only in the name they carry.
+
+    `body` holds `NAME_MARK` where the name goes, `params` (the params JSON)
+    its JSON string: the database puts each notice's name in
+    (`insert_named_notices`), so the rows are written from SQL, not one by one.
+    """
+
+    group_id: int
+    #: The payer's language this text is in (`Language.value`); `insert_named_notices`
+    #: picks the group of each sponsorship's ASN account's language.
+    language: str
+    kind: str
+    body: str
+    params: str
+
+    @classmethod
+    def of(
+        cls, group_id: int, language: Language, kind: str, body: Sequence[str], params: tuple[str, str]
+    ) -> NoticeGroup:
+        """From a text split where the name goes (`body`) and the params JSON before and
+        after the name's JSON string."""
+        if any(NAME_MARK in part for part in (*body, *params)):  # pragma: no cover - never
+            raise ValueError(f"a text of {kind} holds the name's mark: {body}")
+        return cls(
+            group_id,
+            language.value,
+            kind,
+            NAME_MARK.join(body),
+            params[0] + _NAME_MARK_JSON + params[1],
+        )
+
+
+#: Who a named notice goes to: the sponsorship's ASN (their account's channel, id and
+#: language), or the worker (on the given channel, their phone without "+"; the group's
+#: language is not looked at: the worker's notices are in Indonesian).
+_ASN_RECIPIENT = (
+    "ca.channel",
+    "ca.external_id",
+    "JOIN asn a ON a.id = s.asn_id JOIN channel_account ca ON ca.id = a.channel_account_id",
+    " AND g.language = ca.language",
+    "",
+)
+
+
+def _worker_recipient(channel: Channel) -> tuple[str, str, str, str, str]:
+    return (f"'{channel.value}'", "ltrim(w.phone_e164, '+')", "", "", " AND w.phone_e164 <> ''")
+
+
+#: PostgreSQL: one page's named notices in one statement: (key, sponsorship, group)
+#: arrays joined to the names and the groups' texts (arrays too).
+_PG_NAMED = """
+INSERT INTO outbox ({columns})
+SELECT u.k, {channel}, {recipient}, g.kind, replace(g.body, $9, w.full_name), g.template,
+       replace(g.params, $10, to_json(w.full_name)::text)::json, '{pending}',
+       $11::timestamptz, 0, $12::timestamptz
+FROM unnest($1::text[], $2::bigint[], $3::int[]) AS u(k, sid, gid)
+JOIN sponsorship s ON s.id = u.sid
+JOIN worker w ON w.id = s.worker_id {join}
+JOIN unnest($4::int[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $13::text[]) AS g(gid, language, kind, body, params, template)
+  ON g.gid = u.gid{on}
+WHERE true{where}
+ORDER BY u.k
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING dedupe_key, kind
+"""
+
+#: SQLite: the same from two JSON arrays (rows, groups), each read once into a table.
+_SQLITE_NAMED = """
+WITH u AS MATERIALIZED (
+    SELECT json_extract(value, '$[0]') AS k, json_extract(value, '$[1]') AS sid,
+           json_extract(value, '$[2]') AS gid
+    FROM json_each(?)
+), g AS MATERIALIZED (
+    SELECT json_extract(value, '$[0]') AS gid, json_extract(value, '$[1]') AS language,
+           json_extract(value, '$[2]') AS kind, json_extract(value, '$[3]') AS body,
+           json_extract(value, '$[4]') AS params, json_extract(value, '$[5]') AS template
+    FROM json_each(?)
+)
+INSERT INTO outbox ({columns})
+SELECT u.k, {channel}, {recipient}, g.kind, replace(g.body, ?, w.full_name), g.template,
+       replace(g.params, ?, json_quote(w.full_name)), ?, ?, 0, ?
+FROM u
+JOIN sponsorship s ON s.id = u.sid
+JOIN worker w ON w.id = s.worker_id {join}
+JOIN g ON g.gid = u.gid{on}
+WHERE true{where}
+ORDER BY u.k
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING dedupe_key, kind
+"""
+
+
+async def insert_named_notices(
+    connection: AsyncConnection,
+    rows: Sequence[tuple[str, int, int]],
+    groups: Sequence[NoticeGroup],
+    *,
+    now: datetime,
+    not_before: datetime,
+    worker_channel: Channel | None = None,
+) -> list[tuple[str, str]]:
+    """Write pending notices from SQL: each row (dedupe key, sponsorship id, group id) gets
+    its group's text with its worker's name put in; existing keys are skipped.
+
+    To the sponsorship's ASN (the group of their account's language), or with
+    `worker_channel` to the worker on that channel (only workers with a phone).
+    Returns (dedupe key, kind) of the rows written. The same rows as
+    `insert_notices` of the notices rendered in Python (the params JSON may
+    spell a non-ASCII character of a name as itself rather than as a \\u
+    escape: the same JSON value). The names never leave the database.
+    """
+    if not rows:
+        return []
+    channel, recipient, join, on, where = (
+        _ASN_RECIPIENT if worker_channel is None else _worker_recipient(worker_channel)
+    )
+    parts = {
+        "columns": ", ".join(_OUTBOX_COLUMNS),
+        "channel": channel,
+        "recipient": recipient,
+        "join": join,
+        "on": on,
+        "where": where,
+    }
+    driver = await _asyncpg(connection)
+    if driver is not None:
+        written = await driver.fetch(
+            _PG_NAMED.format(pending=OutboxStatus.PENDING.value, **parts),
+            [row[0] for row in rows],
+            [row[1] for row in rows],
+            [row[2] for row in rows],
+            [group.group_id for group in groups],
+            [group.language for group in groups],
+            [group.kind for group in groups],
+            [group.body for group in groups],
+            [group.params for group in groups],
+            NAME_MARK,
+            _NAME_MARK_JSON,
+            not_before,
+            now,
+            [_template(group.kind) for group in groups],
+        )
+        return [(record[0], record[1]) for record in written]
+    bind = _sqlite_binds(connection.dialect)
+    result = await connection.exec_driver_sql(
+        _SQLITE_NAMED.format(**parts),
+        (
+            json.dumps(rows, ensure_ascii=False),
+            json.dumps(
+                [(*group, _template(group.kind)) for group in groups], ensure_ascii=False
+            ),
+            NAME_MARK,
+            _NAME_MARK_JSON,
+            bind("status", OutboxStatus.PENDING),
+            bind("not_before", not_before),
+            bind("created_at", now),
+        ),
+    )
+    return [(key, kind) for key, kind in result.tuples()]
+
+
+def _sqlite_binds(dialect: Dialect) -> Any:
+    """`bind(column, value)`: a value of an outbox column as SQLite's driver takes it."""
+    columns = Outbox.__table__.c
+
+    def bind(name: str, value: Any) -> Any:
+        process = columns[name].type.dialect_impl(dialect).bind_processor(dialect)
+        return value if process is None else process(value)
+
+    return bind
 
 
 #: The audit entry of a lapse: actor "system:reminders".

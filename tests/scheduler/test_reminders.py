@@ -34,7 +34,7 @@ from handlers.where_to_pay import where_to_pay
 from scheduler.reminders import PlanResult, ReminderPlanner
 from storage import dues_queries
 from storage.db import create_engine
-from storage.dues_queries import Payer, PlannedNotice, cancel_reminders, params_json
+from storage.dues_queries import PaidMonths, PlannedNotice, cancel_reminders, params_json
 from storage.models import (
     Asn,
     AuditLog,
@@ -744,23 +744,24 @@ async def test_a_payment_recorded_between_a_pages_read_and_its_write_gets_no_rem
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A page is read in a transaction that only reads, then written in another: a payment
-    committed in between (here: right after the page read its names) is seen by the write,
-    which leaves that sponsorship's reminder out; the other one of the page is written."""
+    committed in between (here: right after the page read its payments) is seen by the
+    write, which leaves that sponsorship's reminder out; the other one of the page is
+    written."""
     paying = await world.sponsorship(PaymentPlan.MONTHLY, name="Siti")
     other = await world.sponsorship(PaymentPlan.MONTHLY, name="Budi")
     world.clock.now = datetime(2026, 1, 10, 9, tzinfo=JAKARTA).astimezone(UTC)
     # Another process's engine: the planner's own (one connection on SQLite) is reading.
     elsewhere = create_engine(world.engine.url.render_as_string(hide_password=False))
-    read_payers = dues_queries.payers
+    read_payments = dues_queries.confirmed_months
 
-    async def payers_then_a_payment(*args: Any, **kwargs: Any) -> dict[int, Payer]:
-        found = await read_payers(*args, **kwargs)
+    async def payments_then_a_payment(*args: Any, **kwargs: Any) -> PaidMonths:
+        found = await read_payments(*args, **kwargs)
         await dataclasses.replace(world, engine=elsewhere).pay(
             paying, date(2026, 1, 1), recorded=world.clock() + timedelta(seconds=1)
         )
         return found
 
-    monkeypatch.setattr(dues_queries, "payers", payers_then_a_payment)
+    monkeypatch.setattr(dues_queries, "confirmed_months", payments_then_a_payment)
     try:
         result = await planner(world).plan()
     finally:
