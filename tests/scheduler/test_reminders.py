@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.months import add_months
@@ -769,3 +769,111 @@ async def test_a_payment_recorded_between_a_pages_read_and_its_write_gets_no_rem
     assert result.before5 == 1
     keys = [row.dedupe_key for row in await world.outbox("reminder.before5")]
     assert keys == [dues_queries.reminder_key("before5", other, date(2026, 1, 1))]
+
+
+async def _rows_as_written(world: World) -> list[tuple[Any, ...]]:
+    """Every outbox row as the planner wrote it (but its id and write time), in key order."""
+    async with world.engine.connect() as connection:
+        result = await connection.execute(
+            select(
+                Outbox.dedupe_key,
+                Outbox.channel,
+                Outbox.recipient,
+                Outbox.kind,
+                Outbox.body,
+                Outbox.template,
+                Outbox.params,
+                Outbox.status,
+                Outbox.not_before,
+                Outbox.attempts,
+            ).order_by(Outbox.dedupe_key)
+        )
+        return [tuple(row) for row in result]
+
+
+async def test_pages_write_from_sql_exactly_the_rows_rendered_one_by_one(world: World) -> None:
+    """A page writes its reminders from SQL, the database putting each name into a text
+    rendered once per (kind, status, language); the one-transaction planner renders each
+    notice in Python. Same rows: every kind, both languages, the worker's own notices, and
+    names with quotes, backslashes, newlines, non-ASCII and the format's braces."""
+    names = ['Ñoño "Q" \\ {month}', "Siti 😀 Aminah", "Ani\nBaru", "Joko {0}", "O'Brien"]
+    months = [date(2026, 1, 1), date(2025, 12, 1), date(2025, 11, 1), date(2025, 10, 1)]
+    ids = [
+        await world.sponsorship(
+            PaymentPlan.MONTHLY,
+            name=f"{name} {index}",
+            first_month=first_month,
+            phone=f"+62812000{index:04d}" if index % 3 else None,
+        )
+        for index, (name, first_month) in enumerate(
+            (name, first_month) for name in names for first_month in months
+        )
+    ]
+    await world.sponsorship(PaymentPlan.PAYROLL_DEDUCTION, name="Payroll")
+    now = world.clock()
+    # Every other sponsorship's ASN reads English.
+    async with world.engine.begin() as connection:
+        account = (
+            await connection.execute(
+                insert(ChannelAccount)
+                .values(
+                    channel=Channel.TELEGRAM,
+                    external_id="1002",
+                    language=Language.ENGLISH,
+                    display_name=None,
+                    created_at=now,
+                )
+                .returning(ChannelAccount.id)
+            )
+        ).scalar_one()
+        english = (
+            await connection.execute(
+                insert(Asn)
+                .values(
+                    nip="198001012006041002",
+                    employment_type=EmploymentType.PNS,
+                    full_name='Ann "Smith"',
+                    birth_date=date(1980, 1, 1),
+                    sex=Sex.FEMALE,
+                    opd_id=world.opd_id,
+                    phone_e164="+6281234567891",
+                    channel_account_id=account,
+                    registered_at=now,
+                )
+                .returning(Asn.id)
+            )
+        ).scalar_one()
+        await connection.execute(
+            update(Sponsorship).where(Sponsorship.id.in_(ids[::2])).values(asn_id=english)
+        )
+    world.clock.now = datetime(2026, 1, 10, 9, tzinfo=JAKARTA).astimezone(UTC)
+
+    def planner_of(chunk_size: int | None) -> ReminderPlanner:
+        return ReminderPlanner(
+            world.engine,
+            CATALOGS,
+            world.clock,
+            timezone=JAKARTA,
+            calendar=WorkCalendar(HOLIDAYS),
+            tariff=DEFAULT_TARIFF,
+            worker_channel=Channel.WHATSAPP,
+            chunk_size=chunk_size,
+        )
+
+    one_by_one = await planner_of(None).plan()
+    assert min(one_by_one.before5, one_by_one.overdue, one_by_one.escalation) > 0
+    assert min(one_by_one.payroll, one_by_one.lapsed) > 0
+    expected = await _rows_as_written(world)
+    assert {row[3] for row in expected} >= {"reminder.before5", "at_risk.worker", "lapsed.pic"}
+    assert {row[1] for row in expected} == {Channel.TELEGRAM, Channel.WHATSAPP}
+    async with world.engine.begin() as connection:
+        await connection.execute(delete(Outbox))
+        await connection.execute(
+            update(Sponsorship)
+            .where(Sponsorship.status == SponsorshipStatus.LAPSED)
+            .values(status=SponsorshipStatus.ACTIVE)
+        )
+    paged = await planner_of(3).plan()
+    assert paged == one_by_one
+    assert await _rows_as_written(world) == expected
+    assert await planner_of(3).plan() == PlanResult()
