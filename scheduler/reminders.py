@@ -47,6 +47,18 @@ same day renders and writes nothing.
 Everything that decides or writes happens in one transaction (only the names
 are read beside it): a payment recorded meanwhile waits for it (SQLite) or is
 seen by the lapse update's own check (`mark_lapsed`).
+
+That is the one-transaction planner (`chunk_size=None`). The default planner
+works in pages (`_plan_chunked`) and writes a page's reminders from SQL
+(`_write_named`): each (kind, status, language) is rendered once with a mark
+for the name, and one INSERT ... SELECT per page joins the page's (key,
+sponsorship, text) rows to the names and accounts, puts the name in
+(`replace()`), and skips keys that exist (ON CONFLICT DO NOTHING), so
+neither the existing keys nor the names are read and no row is built in
+Python (at 1.44 million sponsorships those per-row steps were most of the
+client's time and a large part of the server's; docs/ARCHITECTURE.md "One
+planner across processes"). The rows are those the per-row path writes (a
+test compares them).
 """
 
 from __future__ import annotations
@@ -371,7 +383,6 @@ class ReminderPlanner:
                 last = len(terms) < chunk_size
                 missing: list[_Reminder] = []
                 lapsing: list[DuesTerms] = []
-                payers: dict[int, Payer] = {}
                 id_range = (terms[0][0], terms[-1][0]) if terms else None
                 if terms:
                     paid = await dues_queries.confirmed_months(
@@ -382,13 +393,10 @@ class ReminderPlanner:
                     )
                     for group, count in page_payroll.items():
                         payroll[group] = payroll.get(group, 0) + count
-                    # The reminders are written from SQL with their names, skipping keys
-                    # that exist (`_write_named`): neither keys nor names are read here.
+                    # Reminders and lapse notices are written from SQL with their names,
+                    # skipping keys that exist (`_write_named`, `_lapse_named`): neither
+                    # keys nor names are read here.
                     missing = reminders
-                    if lapsing:
-                        payers = await dues_queries.payers(
-                            reader, [row.sponsorship_id for row in lapsing], id_range=id_range
-                        )
             pages += 1
             if missing or lapsing or (last and payroll) or on_chunk is not None:
                 async with self._database.begin() as connection:
@@ -405,9 +413,7 @@ class ReminderPlanner:
                         read_at=now,
                     )
                     await self._write_named(connection, missing, texts, result, now, not_before)
-                    await self._lapse(
-                        connection, lapsing, set(changed), payers, pics, result, now, not_before
-                    )
+                    await self._lapse_named(connection, changed, result, now, not_before)
                     if last:
                         await self._write_payroll(
                             connection, payroll, pics, result, now, not_before
@@ -698,6 +704,73 @@ class ReminderPlanner:
             not_before=not_before,
             worker_channel=self._worker_channel,
         )
+
+    async def _lapse_named(
+        self,
+        connection: AsyncConnection,
+        changed: Sequence[int],
+        result: PlanResult,
+        now: datetime,
+        not_before: datetime,
+    ) -> None:
+        """The notices of the sponsorships that lapsed (`changed`), from SQL: the rows
+        `_lapse` writes (the ASN's, the worker's, each current PIC's)."""
+        if not changed:
+            return
+        result.lapsed += len(changed)
+        groups = self._lapse_texts()
+        written = await dues_queries.insert_named_notices(
+            connection,
+            [(lapse_asn_key(sponsorship_id), sponsorship_id, 0) for sponsorship_id in changed],
+            groups[0],
+            now=now,
+            not_before=not_before,
+        )
+        count = len(written)
+        if self._worker_channel is not None:
+            count += len(
+                await dues_queries.insert_named_notices(
+                    connection,
+                    [(f"lapsed:worker:{sid}", sid, 0) for sid in changed],
+                    groups[1],
+                    now=now,
+                    not_before=not_before,
+                    worker_channel=self._worker_channel,
+                )
+            )
+        count += len(
+            await dues_queries.insert_pic_lapse_notices(
+                connection, changed, groups[2], now=now, not_before=not_before
+            )
+        )
+        # New unless the sponsorship lapsed before, was reactivated and lapsed again.
+        result.lapse_notices += count
+
+    def _lapse_texts(
+        self,
+    ) -> tuple[list[NoticeGroup], list[NoticeGroup], list[dues_queries.PairGroup]]:
+        """The lapse notices' texts: the ASN's per language, the worker's (Indonesian), the
+        PIC's per language."""
+        asn: list[NoticeGroup] = []
+        pic: list[dues_queries.PairGroup] = []
+        for language in Language:
+            t = self._t(language)
+            filled = _Filled.of(t, "reminder.lapsed.asn", {})
+            asn.append(NoticeGroup.of(0, language, "lapsed.asn", filled.body, filled.params))
+            names = {"name": dues_queries.NAME_MARK, "sponsor": dues_queries.SPONSOR_MARK}
+            pic.append(
+                dues_queries.PairGroup.of(
+                    language,
+                    "lapsed.pic",
+                    t("reminder.lapsed.pic", **names),
+                    params_json(names),
+                )
+            )
+        filled = _Filled.of(self._t(Language.INDONESIAN), "reminder.lapsed.worker", {})
+        worker = [
+            NoticeGroup.of(0, Language.INDONESIAN, "lapsed.worker", filled.body, filled.params)
+        ]
+        return asn, worker, pic
 
     def _named_text(
         self,

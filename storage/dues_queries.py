@@ -901,7 +901,12 @@ class NoticeGroup(NamedTuple):
 
     @classmethod
     def of(
-        cls, group_id: int, language: Language, kind: str, body: Sequence[str], params: tuple[str, str]
+        cls,
+        group_id: int,
+        language: Language,
+        kind: str,
+        body: Sequence[str],
+        params: tuple[str, str],
     ) -> NoticeGroup:
         """From a text split where the name goes (`body`) and the params JSON before and
         after the name's JSON string."""
@@ -1033,9 +1038,7 @@ async def insert_named_notices(
         _SQLITE_NAMED.format(**parts),
         (
             json.dumps(rows, ensure_ascii=False),
-            json.dumps(
-                [(*group, _template(group.kind)) for group in groups], ensure_ascii=False
-            ),
+            json.dumps([(*group, _template(group.kind)) for group in groups], ensure_ascii=False),
             NAME_MARK,
             _NAME_MARK_JSON,
             bind("status", OutboxStatus.PENDING),
@@ -1044,6 +1047,160 @@ async def insert_named_notices(
         ),
     )
     return [(key, kind) for key, kind in result.tuples()]
+
+
+#: Stands for the second name (the sponsor's) in a `PairGroup`'s text.
+SPONSOR_MARK = "\x02"
+_SPONSOR_MARK_JSON = json.dumps(SPONSOR_MARK)
+
+
+class PairGroup(NamedTuple):
+    """The text of a lapse's notice to a PIC, naming the worker and the sponsor (ASN).
+
+    The body is split where the names go (`body`: before, between, after;
+    `worker_first`: which comes first in this language), as is the params JSON
+    (`params`: the worker's JSON string goes first): the database joins the
+    pieces, so neither name is ever searched for in the other.
+    """
+
+    language: str
+    kind: str
+    body: tuple[str, str, str]
+    worker_first: bool
+    params: tuple[str, str, str]
+
+    @classmethod
+    def of(cls, language: Language, kind: str, body: str, params: str) -> PairGroup:
+        """From a body and a params JSON holding `NAME_MARK` for the worker's name and
+        `SPONSOR_MARK` for the sponsor's (their JSON strings in the params), once each."""
+        marks = (NAME_MARK, SPONSOR_MARK)
+        if (
+            sorted(body.count(mark) for mark in marks) != [1, 1]
+            or params.count(_NAME_MARK_JSON) + params.count(_SPONSOR_MARK_JSON) != 2
+        ):  # pragma: no cover - the catalog's texts
+            raise ValueError(f"the text of {kind} must name the worker and the sponsor once")
+        worker_first = body.index(NAME_MARK) < body.index(SPONSOR_MARK)
+        first, second = marks if worker_first else marks[::-1]
+        head, _, rest = body.partition(first)
+        middle, _, tail = rest.partition(second)
+        params_head, _, params_rest = params.partition(_NAME_MARK_JSON)
+        params_middle, _, params_tail = params_rest.partition(_SPONSOR_MARK_JSON)
+        return cls(
+            language.value,
+            kind,
+            (head, middle, tail),
+            worker_first,
+            (params_head, params_middle, params_tail),
+        )
+
+
+#: PostgreSQL: the notices of lapses to every current PIC of each sponsorship's OPD.
+_PG_PIC_LAPSES = f"""
+INSERT INTO outbox ({", ".join(_OUTBOX_COLUMNS)})
+SELECT 'lapsed:pic:' || u.sid || ':' || p.id, pca.channel, pca.external_id, g.kind,
+       g.b0 || CASE WHEN g.wf THEN w.full_name ELSE a.full_name END || g.b1
+            || CASE WHEN g.wf THEN a.full_name ELSE w.full_name END || g.b2,
+       g.template,
+       (g.p0 || to_json(w.full_name)::text || g.p1 || to_json(a.full_name)::text || g.p2)::json,
+       '{OutboxStatus.PENDING.value}', $3::timestamptz, 0, $4::timestamptz
+FROM unnest($1::bigint[]) AS u(sid)
+JOIN sponsorship s ON s.id = u.sid
+JOIN worker w ON w.id = s.worker_id
+JOIN asn a ON a.id = s.asn_id
+JOIN pic p ON p.opd_id = s.opd_id AND p.removed_at IS NULL
+JOIN opd o ON o.id = p.opd_id
+JOIN channel_account pca ON pca.id = p.channel_account_id
+JOIN json_to_recordset($2::json) AS g(
+    language text, kind text, template text, b0 text, b1 text, b2 text, wf boolean,
+    p0 text, p1 text, p2 text
+) ON g.language = pca.language
+ORDER BY 1
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING dedupe_key
+"""
+
+#: SQLite: the same.
+_SQLITE_PIC_LAPSES = f"""
+WITH u AS MATERIALIZED (SELECT value AS sid FROM json_each(?)),
+g AS MATERIALIZED (
+    SELECT json_extract(value, '$.language') AS language,
+           json_extract(value, '$.kind') AS kind,
+           json_extract(value, '$.template') AS template,
+           json_extract(value, '$.b0') AS b0, json_extract(value, '$.b1') AS b1,
+           json_extract(value, '$.b2') AS b2, json_extract(value, '$.wf') AS wf,
+           json_extract(value, '$.p0') AS p0, json_extract(value, '$.p1') AS p1,
+           json_extract(value, '$.p2') AS p2
+    FROM json_each(?)
+)
+INSERT INTO outbox ({", ".join(_OUTBOX_COLUMNS)})
+SELECT 'lapsed:pic:' || u.sid || ':' || p.id, pca.channel, pca.external_id, g.kind,
+       g.b0 || CASE WHEN g.wf THEN w.full_name ELSE a.full_name END || g.b1
+            || CASE WHEN g.wf THEN a.full_name ELSE w.full_name END || g.b2,
+       g.template,
+       g.p0 || json_quote(w.full_name) || g.p1 || json_quote(a.full_name) || g.p2,
+       ?, ?, 0, ?
+FROM u
+JOIN sponsorship s ON s.id = u.sid
+JOIN worker w ON w.id = s.worker_id
+JOIN asn a ON a.id = s.asn_id
+JOIN pic p ON p.opd_id = s.opd_id AND p.removed_at IS NULL
+JOIN opd o ON o.id = p.opd_id
+JOIN channel_account pca ON pca.id = p.channel_account_id
+JOIN g ON g.language = pca.language
+WHERE true
+ORDER BY 1
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING dedupe_key
+"""
+
+
+async def insert_pic_lapse_notices(
+    connection: AsyncConnection,
+    sponsorship_ids: Sequence[int],
+    groups: Sequence[PairGroup],
+    *,
+    now: datetime,
+    not_before: datetime,
+) -> list[str]:
+    """Tell every current PIC of each sponsorship's OPD that it lapsed (`lapse_pic_key`),
+    in the PIC's language (`groups`: one per language), from SQL; existing keys are
+    skipped. Returns the keys written."""
+    if not sponsorship_ids:
+        return []
+    records = json.dumps(
+        [
+            {
+                "language": group.language,
+                "kind": group.kind,
+                "template": _template(group.kind),
+                "b0": group.body[0],
+                "b1": group.body[1],
+                "b2": group.body[2],
+                "wf": group.worker_first,
+                "p0": group.params[0],
+                "p1": group.params[1],
+                "p2": group.params[2],
+            }
+            for group in groups
+        ],
+        ensure_ascii=False,
+    )
+    driver = await _asyncpg(connection)
+    if driver is not None:
+        rows = await driver.fetch(_PG_PIC_LAPSES, list(sponsorship_ids), records, not_before, now)
+        return [row[0] for row in rows]
+    bind = _sqlite_binds(connection.dialect)
+    result = await connection.exec_driver_sql(
+        _SQLITE_PIC_LAPSES,
+        (
+            json.dumps(list(sponsorship_ids)),
+            records,
+            bind("status", OutboxStatus.PENDING),
+            bind("not_before", not_before),
+            bind("created_at", now),
+        ),
+    )
+    return [key for (key,) in result.tuples()]
 
 
 def _sqlite_binds(dialect: Dialect) -> Any:
