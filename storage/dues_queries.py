@@ -178,6 +178,8 @@ class PaidMonths:
 
 
 _DUES_BEARING_SQL = text("sponsorship.status IN ('active', 'card_handed_over')")
+#: SQLite: the same, the status index excluded (a unary plus; PostgreSQL has none for text).
+_DUES_BEARING_BY_KEY_SQL = text("+sponsorship.status IN ('active', 'card_handed_over')")
 
 
 def _month_of_index(index: int) -> date:
@@ -270,7 +272,15 @@ async def dues_terms(
         type_coerce(Sponsorship.funding_source, String),
         type_coerce(Sponsorship.next_plan, String),
         cast(Sponsorship.next_plan_from, String),
-    ).where(_DUES_BEARING_SQL)
+    )
+    if limit is not None and connection.dialect.name == "sqlite":
+        # A page is a range of the primary key. Left to itself SQLite's planner took
+        # the status index (no statistics), reading and sorting every dues-bearing row
+        # above `after` for each page (1.06 s of 2 s of reads at 144,000 on a re-run;
+        # quadratic in the province); "+status" keeps the index out of it.
+        statement = statement.where(_DUES_BEARING_BY_KEY_SQL)
+    else:
+        statement = statement.where(_DUES_BEARING_SQL)
     if after is not None:
         # A literal (an int): `_fetch` runs statements without bound parameters.
         statement = statement.where(text(f"sponsorship.id > {int(after)}"))
@@ -956,7 +966,9 @@ ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING dedupe_key, kind
 """
 
-#: SQLite: the same from two JSON arrays (rows, groups), each read once into a table.
+#: SQLite: the same from two JSON arrays (rows, groups), each read once into a table; a
+#: key that exists is left out before its row is built (a re-run: one index probe a row,
+#: not the join, the text and the sort of a row ON CONFLICT then drops).
 _SQLITE_NAMED = """
 WITH u AS MATERIALIZED (
     SELECT json_extract(value, '$[0]') AS k, json_extract(value, '$[1]') AS sid,
@@ -975,7 +987,7 @@ FROM u
 JOIN sponsorship s ON s.id = u.sid
 JOIN worker w ON w.id = s.worker_id {join}
 JOIN g ON g.gid = u.gid{on}
-WHERE true{where}
+WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.dedupe_key = u.k){where}
 ORDER BY u.k
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING dedupe_key, kind
