@@ -424,7 +424,8 @@ async def chat_steps(bot: Engine, done: Callable[[float], bool]) -> list[float]:
         event = InboundEvent(
             channel=Channel.TELEGRAM,
             sender_id=str(900_000 + update % 50),
-            update_id=f"bench-{update}",
+            # The process in the id: a `--reuse` run's database remembers the ids it handled.
+            update_id=f"bench-{os.getpid()}-{update}",
             kind=EventKind.TEXT,
             received_at=NOW,
             text="bantuan",

@@ -50,10 +50,11 @@ seen by the lapse update's own check (`mark_lapsed`).
 
 That is the one-transaction planner (`chunk_size=None`). The default planner
 works in pages (`_plan_chunked`) and writes a page's reminders from SQL
-(`_write_named`): each (kind, status, language) is rendered once with a mark
-for the name, and one INSERT ... SELECT per page joins the page's (key,
-sponsorship, text) rows to the names and accounts, puts the name in
-(`replace()`), and skips keys that exist (ON CONFLICT DO NOTHING), so
+(`_write_named`; the lapse notices alike, `_lapse_named`): each (kind, status,
+language) is rendered once with a mark for the name, and one INSERT ... SELECT
+per page joins the page's (key, sponsorship, text) rows to the names and
+accounts, puts the name in (`replace()`), and skips keys that exist (ON
+CONFLICT DO NOTHING), so
 neither the existing keys nor the names are read and no row is built in
 Python (at 1.44 million sponsorships those per-row steps were most of the
 client's time and a large part of the server's; docs/ARCHITECTURE.md "One
@@ -355,12 +356,13 @@ class ReminderPlanner:
     ) -> PlanResult:
         """Pages of `chunk_size` sponsorships in id order (keyset), each read, then written.
 
-        Each page reads only its own terms, payments (an id range of the payment
-        index), planned keys (an IN list of its candidates) and names, in a
-        transaction that only reads (`storage.db.read_only`: on SQLite no write
-        lock, so a chat's step never waits for a page's reads or its Python
-        work); then writes its reminders and lapses in a short transaction of
-        its own, which first drops the reminders of sponsorships with a payment
+        Each page reads only its own terms and payments (an id range of the
+        payment index), in a transaction that only reads (`storage.db.read_only`:
+        on SQLite no write lock, so a chat's step never waits for a page's reads
+        or its Python work); then writes its reminders and lapses, and their
+        notices from SQL with the names (`_write_named`, `_lapse_named`: no keys
+        or names are read), in a short transaction of its own, which first
+        drops the reminders of sponsorships with a payment
         recorded or decided since the read (`dues_queries.paid_since`; a lapse
         checks the same in its UPDATE). The payroll lines, counted over all
         pages, go in the last page's write (a short last page, or an empty one
