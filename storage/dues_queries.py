@@ -938,13 +938,21 @@ _ASN_RECIPIENT = (
     "ca.channel",
     "ca.external_id",
     "JOIN asn a ON a.id = s.asn_id JOIN channel_account ca ON ca.id = a.channel_account_id",
-    " AND g.language = ca.language",
+    # One condition on both (PostgreSQL joined the groups by id alone first, before the
+    # account was read, and looked up every name and account twice: 3 ms of every 8).
+    "g.gid || ':' || g.language = u.gid || ':' || ca.language",
     "",
 )
 
 
 def _worker_recipient(channel: Channel) -> tuple[str, str, str, str, str]:
-    return (f"'{channel.value}'", "ltrim(w.phone_e164, '+')", "", "", " AND w.phone_e164 <> ''")
+    return (
+        f"'{channel.value}'",
+        "ltrim(w.phone_e164, '+')",
+        "",
+        "g.gid = u.gid",
+        " AND w.phone_e164 <> ''",
+    )
 
 
 #: PostgreSQL: one page's named notices in one statement: (key, sponsorship, group)
@@ -959,7 +967,7 @@ JOIN sponsorship s ON s.id = u.sid
 JOIN worker w ON w.id = s.worker_id {join}
 JOIN unnest($4::int[], $5::text[], $6::text[], $7::text[], $8::text[],
             $13::text[]) AS g(gid, language, kind, body, params, template)
-  ON g.gid = u.gid{on}
+  ON {on}
 WHERE true{where}
 ORDER BY u.k
 ON CONFLICT (dedupe_key) DO NOTHING
@@ -986,7 +994,7 @@ SELECT u.k, {channel}, {recipient}, g.kind, replace(g.body, ?, w.full_name), g.t
 FROM u
 JOIN sponsorship s ON s.id = u.sid
 JOIN worker w ON w.id = s.worker_id {join}
-JOIN g ON g.gid = u.gid{on}
+JOIN g ON {on}
 WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.dedupe_key = u.k){where}
 ORDER BY u.k
 ON CONFLICT (dedupe_key) DO NOTHING
