@@ -938,11 +938,13 @@ _ASN_RECIPIENT = (
     "ca.channel",
     "ca.external_id",
     "JOIN asn a ON a.id = s.asn_id JOIN channel_account ca ON ca.id = a.channel_account_id",
-    # One condition on both (PostgreSQL joined the groups by id alone first, before the
-    # account was read, and looked up every name and account twice: 3 ms of every 8).
+    # PostgreSQL: one condition on both (it joined the groups by id alone first, before
+    # the account was read, and looked up every name and account twice: 220 ms a page of
+    # 3,600 against 155 ms). SQLite (`_SQLITE_ON`) needs the plain pair for its index.
     "g.gid || ':' || g.language = u.gid || ':' || ca.language",
     "",
 )
+_SQLITE_ON = {_ASN_RECIPIENT[3]: "g.gid = u.gid AND g.language = ca.language"}
 
 
 def _worker_recipient(channel: Channel) -> tuple[str, str, str, str, str]:
@@ -1054,6 +1056,7 @@ async def insert_named_notices(
         )
         return [(record[0], record[1]) for record in written]
     bind = _sqlite_binds(connection.dialect)
+    parts["on"] = _SQLITE_ON.get(on, on)
     result = await connection.exec_driver_sql(
         _SQLITE_NAMED.format(**parts),
         (
