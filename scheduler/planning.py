@@ -33,14 +33,13 @@ from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.workdays import WorkCalendar
 from scheduler.digest import DigestPlanner
 from scheduler.reminders import PlanResult, ReminderPlanner, ReminderSpec
 from storage import planner_runs
-from storage.db import create_engine, is_sqlite
+from storage.db import create_engine
 from storage.planner_runs import Lease
 
 log = logging.getLogger(__name__)
@@ -226,28 +225,12 @@ def _reminders_in_child(
 
     async def main() -> PlanResult:
         database = create_engine(where.database_url, busy_timeout_ms=where.sqlite_busy_timeout_ms)
-        if is_sqlite(where.database_url):
-            _larger_page_cache(database)
         try:
             return await leased_reminders(database, spec.planner(database, clock), lease, clock)
         finally:
             await database.dispose()
 
     return dataclasses.asdict(asyncio.run(main()))
-
-
-#: SQLite's page cache of the reminder child's connection, in KiB (SQLite's default: 2 MB).
-#: A page's writes touch the outbox's and the sponsorships' index pages all over a
-#: province's database (3 GB at 1.44 M); the cache is part of the child's RSS budget.
-CHILD_SQLITE_CACHE_KIB = 65_536
-
-
-def _larger_page_cache(database: AsyncEngine) -> None:
-    @event.listens_for(database.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA cache_size=-{CHILD_SQLITE_CACHE_KIB}")
-        cursor.close()
 
 
 def _child_main(answer: Connection, work: Callable[..., Any], args: tuple[Any, ...]) -> None:
