@@ -1117,22 +1117,28 @@ class PairGroup(NamedTuple):
         )
 
 
-#: PostgreSQL: the notices of lapses to every current PIC of each sponsorship's OPD.
-_PG_PIC_LAPSES = f"""
-INSERT INTO outbox ({", ".join(_OUTBOX_COLUMNS)})
-SELECT 'lapsed:pic:' || u.sid || ':' || p.id, pca.channel, pca.external_id, g.kind,
+#: A lapse notice to a PIC: key, the PIC's account, the text with both names put in.
+_PIC_LAPSE_SELECT = """SELECT 'lapsed:pic:' || u.sid || ':' || p.id, pca.channel, pca.external_id,
+       g.kind,
        g.b0 || CASE WHEN g.wf THEN w.full_name ELSE a.full_name END || g.b1
             || CASE WHEN g.wf THEN a.full_name ELSE w.full_name END || g.b2,
-       g.template,
-       (g.p0 || to_json(w.full_name)::text || g.p1 || to_json(a.full_name)::text || g.p2)::json,
-       '{OutboxStatus.PENDING.value}', $3::timestamptz, 0, $4::timestamptz
-FROM unnest($1::bigint[]) AS u(sid)
-JOIN sponsorship s ON s.id = u.sid
+       g.template,"""
+#: Each lapsed sponsorship (u.sid) with its names and every current PIC of its OPD.
+_PIC_LAPSE_JOINS = """JOIN sponsorship s ON s.id = u.sid
 JOIN worker w ON w.id = s.worker_id
 JOIN asn a ON a.id = s.asn_id
 JOIN pic p ON p.opd_id = s.opd_id AND p.removed_at IS NULL
 JOIN opd o ON o.id = p.opd_id
-JOIN channel_account pca ON pca.id = p.channel_account_id
+JOIN channel_account pca ON pca.id = p.channel_account_id"""
+
+#: PostgreSQL: the notices of lapses to every current PIC of each sponsorship's OPD.
+_PG_PIC_LAPSES = f"""
+INSERT INTO outbox ({", ".join(_OUTBOX_COLUMNS)})
+{_PIC_LAPSE_SELECT}
+       (g.p0 || to_json(w.full_name)::text || g.p1 || to_json(a.full_name)::text || g.p2)::json,
+       '{OutboxStatus.PENDING.value}', $3::timestamptz, 0, $4::timestamptz
+FROM unnest($1::bigint[]) AS u(sid)
+{_PIC_LAPSE_JOINS}
 JOIN json_to_recordset($2::json) AS g(
     language text, kind text, template text, b0 text, b1 text, b2 text, wf boolean,
     p0 text, p1 text, p2 text
@@ -1156,19 +1162,11 @@ g AS MATERIALIZED (
     FROM json_each(?)
 )
 INSERT INTO outbox ({", ".join(_OUTBOX_COLUMNS)})
-SELECT 'lapsed:pic:' || u.sid || ':' || p.id, pca.channel, pca.external_id, g.kind,
-       g.b0 || CASE WHEN g.wf THEN w.full_name ELSE a.full_name END || g.b1
-            || CASE WHEN g.wf THEN a.full_name ELSE w.full_name END || g.b2,
-       g.template,
+{_PIC_LAPSE_SELECT}
        g.p0 || json_quote(w.full_name) || g.p1 || json_quote(a.full_name) || g.p2,
        ?, ?, 0, ?
 FROM u
-JOIN sponsorship s ON s.id = u.sid
-JOIN worker w ON w.id = s.worker_id
-JOIN asn a ON a.id = s.asn_id
-JOIN pic p ON p.opd_id = s.opd_id AND p.removed_at IS NULL
-JOIN opd o ON o.id = p.opd_id
-JOIN channel_account pca ON pca.id = p.channel_account_id
+{_PIC_LAPSE_JOINS}
 JOIN g ON g.language = pca.language
 WHERE true
 ORDER BY 1

@@ -31,7 +31,7 @@ from domain.vocabulary import (
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
 from handlers.where_to_pay import where_to_pay
-from scheduler.reminders import PlanResult, ReminderPlanner
+from scheduler.reminders import DEFAULT_CHUNK_SIZE, PlanResult, ReminderPlanner
 from storage import dues_queries
 from storage.db import create_engine
 from storage.dues_queries import PaidMonths, PlannedNotice, cancel_reminders, params_json
@@ -48,6 +48,7 @@ from storage.models import (
 )
 from storage.outbox import claim_due
 from tests.fakes.clock import FrozenClock
+from tests.scheduler.test_planning import outbox_rows
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 #: Independence Day 2026 is a Monday; 15 August is a Saturday, so August dues are due Tue 18th.
@@ -162,17 +163,43 @@ class World:
             return result.scalar_one()
 
 
-async def _account(connection: AsyncConnection, external_id: str, now: datetime) -> int:
+async def _account(
+    connection: AsyncConnection,
+    external_id: str,
+    now: datetime,
+    language: Language = Language.INDONESIAN,
+) -> int:
     result = await connection.execute(
         insert(ChannelAccount)
         .values(
             channel=Channel.TELEGRAM,
             external_id=external_id,
-            language=Language.INDONESIAN,
+            language=language,
             display_name=None,
             created_at=now,
         )
         .returning(ChannelAccount.id)
+    )
+    return int(result.scalar_one())
+
+
+async def _asn(
+    connection: AsyncConnection, account_id: int, opd_id: int, name: str, now: datetime
+) -> int:
+    result = await connection.execute(
+        insert(Asn)
+        .values(
+            nip=f"19800101200604{1000 + account_id}",
+            employment_type=EmploymentType.PNS,
+            full_name=name,
+            birth_date=date(1980, 1, 1),
+            sex=Sex.MALE,
+            opd_id=opd_id,
+            phone_e164=f"+62812345{account_id:05d}",
+            channel_account_id=account_id,
+            registered_at=now,
+        )
+        .returning(Asn.id)
     )
     return int(result.scalar_one())
 
@@ -197,23 +224,7 @@ async def world(db_engine: AsyncEngine) -> World:
         ).scalar_one()
         asn_account = await _account(connection, ASN_CHAT, now)
         pic_account = await _account(connection, PIC_CHAT, now)
-        asn_id = (
-            await connection.execute(
-                insert(Asn)
-                .values(
-                    nip="198001012006041001",
-                    employment_type=EmploymentType.PNS,
-                    full_name="Budi Santoso",
-                    birth_date=date(1980, 1, 1),
-                    sex=Sex.MALE,
-                    opd_id=opd_id,
-                    phone_e164="+6281234567890",
-                    channel_account_id=asn_account,
-                    registered_at=now,
-                )
-                .returning(Asn.id)
-            )
-        ).scalar_one()
+        asn_id = await _asn(connection, asn_account, opd_id, "Budi Santoso", now)
         pic_id = (
             await connection.execute(
                 insert(Pic)
@@ -233,7 +244,11 @@ async def world(db_engine: AsyncEngine) -> World:
 CATALOGS = Catalogs()
 
 
-def planner(world: World, worker_channel: Channel | None = None) -> ReminderPlanner:
+def planner(
+    world: World,
+    worker_channel: Channel | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+) -> ReminderPlanner:
     return ReminderPlanner(
         world.engine,
         CATALOGS,
@@ -242,6 +257,7 @@ def planner(world: World, worker_channel: Channel | None = None) -> ReminderPlan
         calendar=WorkCalendar(HOLIDAYS),
         tariff=DEFAULT_TARIFF,
         worker_channel=worker_channel,
+        chunk_size=chunk_size,
     )
 
 
@@ -771,26 +787,6 @@ async def test_a_payment_recorded_between_a_pages_read_and_its_write_gets_no_rem
     assert keys == [dues_queries.reminder_key("before5", other, date(2026, 1, 1))]
 
 
-async def _rows_as_written(world: World) -> list[tuple[Any, ...]]:
-    """Every outbox row as the planner wrote it (but its id and write time), in key order."""
-    async with world.engine.connect() as connection:
-        result = await connection.execute(
-            select(
-                Outbox.dedupe_key,
-                Outbox.channel,
-                Outbox.recipient,
-                Outbox.kind,
-                Outbox.body,
-                Outbox.template,
-                Outbox.params,
-                Outbox.status,
-                Outbox.not_before,
-                Outbox.attempts,
-            ).order_by(Outbox.dedupe_key)
-        )
-        return [tuple(row) for row in result]
-
-
 async def test_pages_write_from_sql_exactly_the_rows_rendered_one_by_one(world: World) -> None:
     """A page writes its reminders from SQL, the database putting each name into a text
     rendered once per (kind, status, language); the one-transaction planner renders each
@@ -813,57 +809,17 @@ async def test_pages_write_from_sql_exactly_the_rows_rendered_one_by_one(world: 
     now = world.clock()
     # Every other sponsorship's ASN reads English.
     async with world.engine.begin() as connection:
-        account = (
-            await connection.execute(
-                insert(ChannelAccount)
-                .values(
-                    channel=Channel.TELEGRAM,
-                    external_id="1002",
-                    language=Language.ENGLISH,
-                    display_name=None,
-                    created_at=now,
-                )
-                .returning(ChannelAccount.id)
-            )
-        ).scalar_one()
-        english = (
-            await connection.execute(
-                insert(Asn)
-                .values(
-                    nip="198001012006041002",
-                    employment_type=EmploymentType.PNS,
-                    full_name='Ann "Smith"',
-                    birth_date=date(1980, 1, 1),
-                    sex=Sex.FEMALE,
-                    opd_id=world.opd_id,
-                    phone_e164="+6281234567891",
-                    channel_account_id=account,
-                    registered_at=now,
-                )
-                .returning(Asn.id)
-            )
-        ).scalar_one()
+        account = await _account(connection, "1002", now, Language.ENGLISH)
+        english = await _asn(connection, account, world.opd_id, 'Ann "Smith"', now)
         await connection.execute(
             update(Sponsorship).where(Sponsorship.id.in_(ids[::2])).values(asn_id=english)
         )
     world.clock.now = datetime(2026, 1, 10, 9, tzinfo=JAKARTA).astimezone(UTC)
 
-    def planner_of(chunk_size: int | None) -> ReminderPlanner:
-        return ReminderPlanner(
-            world.engine,
-            CATALOGS,
-            world.clock,
-            timezone=JAKARTA,
-            calendar=WorkCalendar(HOLIDAYS),
-            tariff=DEFAULT_TARIFF,
-            worker_channel=Channel.WHATSAPP,
-            chunk_size=chunk_size,
-        )
-
-    one_by_one = await planner_of(None).plan()
+    one_by_one = await planner(world, Channel.WHATSAPP, None).plan()
     assert min(one_by_one.before5, one_by_one.overdue, one_by_one.escalation) > 0
     assert min(one_by_one.payroll, one_by_one.lapsed) > 0
-    expected = await _rows_as_written(world)
+    expected = await outbox_rows(world.engine)
     assert {row[3] for row in expected} >= {"reminder.before5", "at_risk.worker", "lapsed.pic"}
     assert {row[1] for row in expected} == {Channel.TELEGRAM, Channel.WHATSAPP}
     async with world.engine.begin() as connection:
@@ -873,7 +829,7 @@ async def test_pages_write_from_sql_exactly_the_rows_rendered_one_by_one(world: 
             .where(Sponsorship.status == SponsorshipStatus.LAPSED)
             .values(status=SponsorshipStatus.ACTIVE)
         )
-    paged = await planner_of(3).plan()
+    paged = await planner(world, Channel.WHATSAPP, 3).plan()
     assert paged == one_by_one
-    assert await _rows_as_written(world) == expected
-    assert await planner_of(3).plan() == PlanResult()
+    assert await outbox_rows(world.engine) == expected
+    assert await planner(world, Channel.WHATSAPP, 3).plan() == PlanResult()
