@@ -473,17 +473,12 @@ _PAYERS = (
 _READ_ALL_PAYERS_FROM = 10_000
 
 
-async def payers(
-    connection: AsyncConnection,
-    sponsorship_ids: Sequence[int],
-    *,
-    id_range: tuple[int, int] | None = None,
-) -> dict[int, Payer]:
-    """Names and the ASN's account for these sponsorships.
+async def payers(connection: AsyncConnection, sponsorship_ids: Sequence[int]) -> dict[int, Payer]:
+    """Names and the ASN's account for these sponsorships (the one-transaction planner;
+    a chunked planner's pages have the database put the names in).
 
     A few are read by IN-list chunks; many (a lapse wave, the 5-day reminders
-    of a whole program) with one pass over the dues-bearing ones, or, with
-    `id_range` (first, last id, inclusive, holding all of them), over that range.
+    of a whole program) with one pass over the dues-bearing ones.
     """
     wanted = sorted(set(sponsorship_ids))
     if not wanted:
@@ -500,18 +495,11 @@ async def payers(
         Worker.phone_e164,
     )
     driver = await _asyncpg(connection)
-    if driver is not None and (id_range is not None or len(wanted) < _READ_ALL_PAYERS_FROM):
-        # By the ids, one array: the server looks each up by its primary key. (An id range
-        # of the sponsorships was joined by hashing the whole ASN table: 0.2 s a page at
-        # 1.44 million.)
+    if driver is not None and len(wanted) < _READ_ALL_PAYERS_FROM:
+        # By the ids, one array: the server looks each up by its primary key.
         rows = await driver.fetch(
             _sql(plain.where(text("sponsorship.id = ANY($1::int[])")), connection.dialect),
             wanted,
-        )
-    elif id_range is not None and len(wanted) >= CHUNK:
-        low, high = id_range
-        rows = await _fetch(
-            connection, plain.where(text(f"sponsorship.id BETWEEN {int(low)} AND {int(high)}"))
         )
     elif len(wanted) >= _READ_ALL_PAYERS_FROM:
         rows = await _fetch(connection, plain.where(_DUES_BEARING_SQL))
@@ -600,38 +588,6 @@ async def existing_keys(connection: AsyncConnection, prefixes: Iterable[str]) ->
     return found
 
 
-async def existing_keys_among(connection: AsyncConnection, keys: Sequence[str]) -> set[str]:
-    """Which of `keys` the outbox holds (one page's keys: an index lookup each, in lists).
-
-    The chunked planner's check: `existing_keys` reads every key of a period,
-    which per page of a 1.44-million run would read them all again and again.
-    """
-    found: set[str] = set()
-    if not keys:
-        return found
-    driver = await _asyncpg(connection)
-    if driver is not None:
-        rows = await driver.fetch(_KEYS_AMONG, list(keys))
-        return {row[0] for row in rows}
-    sqlite = None
-    if connection.dialect.name == "sqlite":
-        inline = (await connection.get_raw_connection()).driver_connection
-        if isinstance(inline, InlineConnection):
-            sqlite = inline.sqlite3_connection
-    for part in chunked(keys):
-        if sqlite is not None:
-            marks = ", ".join("?" * len(part))
-            query = f"SELECT dedupe_key FROM outbox WHERE dedupe_key IN ({marks})"
-            found.update(key for (key,) in sqlite.execute(query, tuple(part)))
-            continue
-        result = await connection.execute(
-            select(Outbox.dedupe_key).where(Outbox.dedupe_key.in_(part))
-        )
-        found.update(result.scalars())
-    return found
-
-
-_KEYS_AMONG = "SELECT dedupe_key FROM outbox WHERE dedupe_key = ANY($1::text[])"
 _KEYS_IN_RANGE = "SELECT dedupe_key FROM outbox WHERE dedupe_key >= $1 AND dedupe_key < $2"
 _SQLITE_KEYS_IN_RANGE = "SELECT dedupe_key FROM outbox WHERE dedupe_key >= ? AND dedupe_key < ?"
 
