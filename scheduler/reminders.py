@@ -47,6 +47,19 @@ same day renders and writes nothing.
 Everything that decides or writes happens in one transaction (only the names
 are read beside it): a payment recorded meanwhile waits for it (SQLite) or is
 seen by the lapse update's own check (`mark_lapsed`).
+
+That is the one-transaction planner (`chunk_size=None`). The default planner
+works in pages (`_plan_chunked`) and writes a page's reminders from SQL
+(`_write_named`; the lapse notices alike, `_lapse_named`): each (kind, status,
+language) is rendered once with a mark for the name, and one INSERT ... SELECT
+per page joins the page's (key, sponsorship, text) rows to the names and
+accounts, puts the name in (`replace()`), and skips keys that exist (ON
+CONFLICT DO NOTHING), so
+neither the existing keys nor the names are read and no row is built in
+Python (at 1.44 million sponsorships those per-row steps were most of the
+client's time and a large part of the server's; docs/ARCHITECTURE.md "One
+planner across processes"). The rows are those the per-row path writes (a
+test compares them).
 """
 
 from __future__ import annotations
@@ -78,6 +91,7 @@ from storage import dues_queries
 from storage.db import read_only
 from storage.dues_queries import (
     DuesTerms,
+    NoticeGroup,
     PaidMonths,
     Payer,
     PicRecipient,
@@ -342,12 +356,13 @@ class ReminderPlanner:
     ) -> PlanResult:
         """Pages of `chunk_size` sponsorships in id order (keyset), each read, then written.
 
-        Each page reads only its own terms, payments (an id range of the payment
-        index), planned keys (an IN list of its candidates) and names, in a
-        transaction that only reads (`storage.db.read_only`: on SQLite no write
-        lock, so a chat's step never waits for a page's reads or its Python
-        work); then writes its reminders and lapses in a short transaction of
-        its own, which first drops the reminders of sponsorships with a payment
+        Each page reads only its own terms and payments (an id range of the
+        payment index), in a transaction that only reads (`storage.db.read_only`:
+        on SQLite no write lock, so a chat's step never waits for a page's reads
+        or its Python work); then writes its reminders and lapses, and their
+        notices from SQL with the names (`_write_named`, `_lapse_named`: no keys
+        or names are read), in a short transaction of its own, which first
+        drops the reminders of sponsorships with a payment
         recorded or decided since the read (`dues_queries.paid_since`; a lapse
         checks the same in its UPDATE). The payroll lines, counted over all
         pages, go in the last page's write (a short last page, or an empty one
@@ -358,6 +373,7 @@ class ReminderPlanner:
         pics: dict[int, list[PicRecipient]] | None = None
         payroll: dict[tuple[int, str, date], int] = {}
         decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]] = {}
+        texts: dict[tuple[str, DuesStatus, Language | None], NoticeGroup] = {}
         after = 0
         pages = 0
         while True:
@@ -369,7 +385,6 @@ class ReminderPlanner:
                 last = len(terms) < chunk_size
                 missing: list[_Reminder] = []
                 lapsing: list[DuesTerms] = []
-                payers: dict[int, Payer] = {}
                 id_range = (terms[0][0], terms[-1][0]) if terms else None
                 if terms:
                     paid = await dues_queries.confirmed_months(
@@ -380,14 +395,10 @@ class ReminderPlanner:
                     )
                     for group, count in page_payroll.items():
                         payroll[group] = payroll.get(group, 0) + count
-                    existing = await dues_queries.existing_keys_among(
-                        reader, [reminder.key for reminder in reminders]
-                    )
-                    missing = [reminder for reminder in reminders if reminder.key not in existing]
-                    missing.sort(key=_key_of)
-                    wanted = [reminder.terms[0] for reminder in missing]
-                    wanted += [row.sponsorship_id for row in lapsing]
-                    payers = await dues_queries.payers(reader, wanted, id_range=id_range)
+                    # Reminders and lapse notices are written from SQL with their names,
+                    # skipping keys that exist (`_write_named`, `_lapse_named`): neither
+                    # keys nor names are read here.
+                    missing = reminders
             pages += 1
             if missing or lapsing or (last and payroll) or on_chunk is not None:
                 async with self._database.begin() as connection:
@@ -403,12 +414,8 @@ class ReminderPlanner:
                         now=now,
                         read_at=now,
                     )
-                    await self._write_reminders(
-                        connection, missing, payers, result, now, not_before
-                    )
-                    await self._lapse(
-                        connection, lapsing, set(changed), payers, pics, result, now, not_before
-                    )
+                    await self._write_named(connection, missing, texts, result, now, not_before)
+                    await self._lapse_named(connection, changed, result, now, not_before)
                     if last:
                         await self._write_payroll(
                             connection, payroll, pics, result, now, not_before
@@ -625,6 +632,170 @@ class ReminderPlanner:
         for reminder in missing:
             if reminder.key in written:
                 setattr(result, reminder.kind, getattr(result, reminder.kind) + 1)
+
+    async def _write_named(
+        self,
+        connection: AsyncConnection,
+        reminders: list[_Reminder],
+        texts: dict[tuple[str, DuesStatus, Language | None], NoticeGroup],
+        result: PlanResult,
+        now: datetime,
+        not_before: datetime,
+    ) -> None:
+        """Write one page's reminders from SQL (`dues_queries.insert_named_notices`).
+
+        The rows `_write_reminders` would write, without the names and keys
+        passing through Python: a reminder's text depends on its kind, its
+        status and the payer's language only, so each (kind, status) is
+        rendered once per language (`texts`, kept across pages) and the
+        database writes each row with its worker's name put in, skipping keys
+        that exist (ON CONFLICT DO NOTHING: a re-run writes nothing). The
+        worker's own "at risk" notice goes with each escalation written.
+        """
+        if not reminders:
+            return
+        group_ids: dict[tuple[str, int], int] = {}
+        groups: list[NoticeGroup] = []
+        rows: list[tuple[str, int, int]] = []
+        for reminder in reminders:
+            local = (reminder.kind, id(reminder.status))
+            group_id = group_ids.get(local)
+            if group_id is None:
+                group_id = group_ids[local] = len(group_ids)
+                for language in Language:
+                    groups.append(
+                        self._named_text(texts, group_id, reminder.kind, reminder.status, language)
+                    )
+            rows.append((reminder.key, reminder.terms[0], group_id))
+        written = await dues_queries.insert_named_notices(
+            connection, rows, groups, now=now, not_before=not_before
+        )
+        counts: dict[str, int] = {}
+        for _key, kind in written:
+            counts[kind] = counts.get(kind, 0) + 1
+        for kind, count in counts.items():
+            name = kind.removeprefix("reminder.")
+            setattr(result, name, getattr(result, name) + count)
+        if self._worker_channel is None or not counts.get("reminder.escalation"):
+            return
+        # The worker is told (Indonesian) of each escalation this page wrote.
+        new = {key for key, kind in written if kind == "reminder.escalation"}
+        worker_rows: list[tuple[str, int, int]] = []
+        worker_groups: dict[int, NoticeGroup] = {}
+        for reminder in reminders:
+            if reminder.key not in new:
+                continue
+            status, sponsorship_id = reminder.status, reminder.terms[0]
+            group_id = group_ids[(reminder.kind, id(status))]
+            if group_id not in worker_groups:
+                worker_groups[group_id] = self._named_text(
+                    texts, group_id, "at_risk.worker", status, None
+                )
+            worker_rows.append(
+                (
+                    reminder_key("escalation_worker", sponsorship_id, status.next_month),
+                    sponsorship_id,
+                    group_id,
+                )
+            )
+        await dues_queries.insert_named_notices(
+            connection,
+            worker_rows,
+            list(worker_groups.values()),
+            now=now,
+            not_before=not_before,
+            worker_channel=self._worker_channel,
+        )
+
+    async def _lapse_named(
+        self,
+        connection: AsyncConnection,
+        changed: Sequence[int],
+        result: PlanResult,
+        now: datetime,
+        not_before: datetime,
+    ) -> None:
+        """The notices of the sponsorships that lapsed (`changed`), from SQL: the rows
+        `_lapse` writes (the ASN's, the worker's, each current PIC's)."""
+        if not changed:
+            return
+        result.lapsed += len(changed)
+        groups = self._lapse_texts()
+        written = await dues_queries.insert_named_notices(
+            connection,
+            [(lapse_asn_key(sponsorship_id), sponsorship_id, 0) for sponsorship_id in changed],
+            groups[0],
+            now=now,
+            not_before=not_before,
+        )
+        count = len(written)
+        if self._worker_channel is not None:
+            count += len(
+                await dues_queries.insert_named_notices(
+                    connection,
+                    [(f"lapsed:worker:{sid}", sid, 0) for sid in changed],
+                    groups[1],
+                    now=now,
+                    not_before=not_before,
+                    worker_channel=self._worker_channel,
+                )
+            )
+        count += len(
+            await dues_queries.insert_pic_lapse_notices(
+                connection, changed, groups[2], now=now, not_before=not_before
+            )
+        )
+        # New unless the sponsorship lapsed before, was reactivated and lapsed again.
+        result.lapse_notices += count
+
+    def _lapse_texts(
+        self,
+    ) -> tuple[list[NoticeGroup], list[NoticeGroup], list[dues_queries.PairGroup]]:
+        """The lapse notices' texts: the ASN's per language, the worker's (Indonesian), the
+        PIC's per language."""
+        asn: list[NoticeGroup] = []
+        pic: list[dues_queries.PairGroup] = []
+        for language in Language:
+            t = self._t(language)
+            filled = _Filled.of(t, "reminder.lapsed.asn", {})
+            asn.append(NoticeGroup.of(0, language, "lapsed.asn", filled.body, filled.params))
+            names = {"name": dues_queries.NAME_MARK, "sponsor": dues_queries.SPONSOR_MARK}
+            pic.append(
+                dues_queries.PairGroup.of(
+                    language,
+                    "lapsed.pic",
+                    t("reminder.lapsed.pic", **names),
+                    params_json(names),
+                )
+            )
+        filled = _Filled.of(self._t(Language.INDONESIAN), "reminder.lapsed.worker", {})
+        worker = [
+            NoticeGroup.of(0, Language.INDONESIAN, "lapsed.worker", filled.body, filled.params)
+        ]
+        return asn, worker, pic
+
+    def _named_text(
+        self,
+        texts: dict[tuple[str, DuesStatus, Language | None], NoticeGroup],
+        group_id: int,
+        kind: str,
+        status: DuesStatus,
+        language: Language | None,
+    ) -> NoticeGroup:
+        """The text of a reminder of `kind` (None for `language`: the worker's notice of
+        `kind`, in Indonesian) about `status`, as a `NoticeGroup` numbered `group_id`."""
+        cached = texts.get((kind, status, language))
+        if cached is None:
+            if language is None:
+                t = self._t(Language.INDONESIAN)
+                rest = {"months": status.months_in_arrears}
+                filled = _Filled.of(t, f"reminder.{kind}", rest)
+                cached = NoticeGroup.of(0, Language.INDONESIAN, kind, filled.body, filled.params)
+            else:
+                filled = self._reminder_text(language, kind, status)
+                cached = NoticeGroup.of(0, language, filled.kind, filled.body, filled.params)
+            texts[(kind, status, language)] = cached
+        return cached._replace(group_id=group_id)
 
     def _worker_notice(
         self, key: str, payer: Payer, kind: str, params: dict[str, Any]

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.months import add_months
@@ -31,10 +31,10 @@ from domain.vocabulary import (
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
 from handlers.where_to_pay import where_to_pay
-from scheduler.reminders import PlanResult, ReminderPlanner
+from scheduler.reminders import DEFAULT_CHUNK_SIZE, PlanResult, ReminderPlanner
 from storage import dues_queries
 from storage.db import create_engine
-from storage.dues_queries import Payer, PlannedNotice, cancel_reminders, params_json
+from storage.dues_queries import PaidMonths, PlannedNotice, cancel_reminders, params_json
 from storage.models import (
     Asn,
     AuditLog,
@@ -48,6 +48,7 @@ from storage.models import (
 )
 from storage.outbox import claim_due
 from tests.fakes.clock import FrozenClock
+from tests.scheduler.test_planning import outbox_rows
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 #: Independence Day 2026 is a Monday; 15 August is a Saturday, so August dues are due Tue 18th.
@@ -162,17 +163,43 @@ class World:
             return result.scalar_one()
 
 
-async def _account(connection: AsyncConnection, external_id: str, now: datetime) -> int:
+async def _account(
+    connection: AsyncConnection,
+    external_id: str,
+    now: datetime,
+    language: Language = Language.INDONESIAN,
+) -> int:
     result = await connection.execute(
         insert(ChannelAccount)
         .values(
             channel=Channel.TELEGRAM,
             external_id=external_id,
-            language=Language.INDONESIAN,
+            language=language,
             display_name=None,
             created_at=now,
         )
         .returning(ChannelAccount.id)
+    )
+    return int(result.scalar_one())
+
+
+async def _asn(
+    connection: AsyncConnection, account_id: int, opd_id: int, name: str, now: datetime
+) -> int:
+    result = await connection.execute(
+        insert(Asn)
+        .values(
+            nip=f"19800101200604{1000 + account_id}",
+            employment_type=EmploymentType.PNS,
+            full_name=name,
+            birth_date=date(1980, 1, 1),
+            sex=Sex.MALE,
+            opd_id=opd_id,
+            phone_e164=f"+62812345{account_id:05d}",
+            channel_account_id=account_id,
+            registered_at=now,
+        )
+        .returning(Asn.id)
     )
     return int(result.scalar_one())
 
@@ -197,23 +224,7 @@ async def world(db_engine: AsyncEngine) -> World:
         ).scalar_one()
         asn_account = await _account(connection, ASN_CHAT, now)
         pic_account = await _account(connection, PIC_CHAT, now)
-        asn_id = (
-            await connection.execute(
-                insert(Asn)
-                .values(
-                    nip="198001012006041001",
-                    employment_type=EmploymentType.PNS,
-                    full_name="Budi Santoso",
-                    birth_date=date(1980, 1, 1),
-                    sex=Sex.MALE,
-                    opd_id=opd_id,
-                    phone_e164="+6281234567890",
-                    channel_account_id=asn_account,
-                    registered_at=now,
-                )
-                .returning(Asn.id)
-            )
-        ).scalar_one()
+        asn_id = await _asn(connection, asn_account, opd_id, "Budi Santoso", now)
         pic_id = (
             await connection.execute(
                 insert(Pic)
@@ -233,7 +244,11 @@ async def world(db_engine: AsyncEngine) -> World:
 CATALOGS = Catalogs()
 
 
-def planner(world: World, worker_channel: Channel | None = None) -> ReminderPlanner:
+def planner(
+    world: World,
+    worker_channel: Channel | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+) -> ReminderPlanner:
     return ReminderPlanner(
         world.engine,
         CATALOGS,
@@ -242,6 +257,7 @@ def planner(world: World, worker_channel: Channel | None = None) -> ReminderPlan
         calendar=WorkCalendar(HOLIDAYS),
         tariff=DEFAULT_TARIFF,
         worker_channel=worker_channel,
+        chunk_size=chunk_size,
     )
 
 
@@ -744,23 +760,24 @@ async def test_a_payment_recorded_between_a_pages_read_and_its_write_gets_no_rem
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A page is read in a transaction that only reads, then written in another: a payment
-    committed in between (here: right after the page read its names) is seen by the write,
-    which leaves that sponsorship's reminder out; the other one of the page is written."""
+    committed in between (here: right after the page read its payments) is seen by the
+    write, which leaves that sponsorship's reminder out; the other one of the page is
+    written."""
     paying = await world.sponsorship(PaymentPlan.MONTHLY, name="Siti")
     other = await world.sponsorship(PaymentPlan.MONTHLY, name="Budi")
     world.clock.now = datetime(2026, 1, 10, 9, tzinfo=JAKARTA).astimezone(UTC)
     # Another process's engine: the planner's own (one connection on SQLite) is reading.
     elsewhere = create_engine(world.engine.url.render_as_string(hide_password=False))
-    read_payers = dues_queries.payers
+    read_payments = dues_queries.confirmed_months
 
-    async def payers_then_a_payment(*args: Any, **kwargs: Any) -> dict[int, Payer]:
-        found = await read_payers(*args, **kwargs)
+    async def payments_then_a_payment(*args: Any, **kwargs: Any) -> PaidMonths:
+        found = await read_payments(*args, **kwargs)
         await dataclasses.replace(world, engine=elsewhere).pay(
             paying, date(2026, 1, 1), recorded=world.clock() + timedelta(seconds=1)
         )
         return found
 
-    monkeypatch.setattr(dues_queries, "payers", payers_then_a_payment)
+    monkeypatch.setattr(dues_queries, "confirmed_months", payments_then_a_payment)
     try:
         result = await planner(world).plan()
     finally:
@@ -768,3 +785,51 @@ async def test_a_payment_recorded_between_a_pages_read_and_its_write_gets_no_rem
     assert result.before5 == 1
     keys = [row.dedupe_key for row in await world.outbox("reminder.before5")]
     assert keys == [dues_queries.reminder_key("before5", other, date(2026, 1, 1))]
+
+
+async def test_pages_write_from_sql_exactly_the_rows_rendered_one_by_one(world: World) -> None:
+    """A page writes its reminders from SQL, the database putting each name into a text
+    rendered once per (kind, status, language); the one-transaction planner renders each
+    notice in Python. Same rows: every kind, both languages, the worker's own notices, and
+    names with quotes, backslashes, newlines, non-ASCII and the format's braces."""
+    names = ['Ñoño "Q" \\ {month}', "Siti 😀 Aminah", "Ani\nBaru", "Joko {0}", "O'Brien"]
+    months = [date(2026, 1, 1), date(2025, 12, 1), date(2025, 11, 1), date(2025, 10, 1)]
+    ids = [
+        await world.sponsorship(
+            PaymentPlan.MONTHLY,
+            name=f"{name} {index}",
+            first_month=first_month,
+            phone=f"+62812000{index:04d}" if index % 3 else None,
+        )
+        for index, (name, first_month) in enumerate(
+            (name, first_month) for name in names for first_month in months
+        )
+    ]
+    await world.sponsorship(PaymentPlan.PAYROLL_DEDUCTION, name="Payroll")
+    now = world.clock()
+    # Every other sponsorship's ASN reads English.
+    async with world.engine.begin() as connection:
+        account = await _account(connection, "1002", now, Language.ENGLISH)
+        english = await _asn(connection, account, world.opd_id, 'Ann "Smith"', now)
+        await connection.execute(
+            update(Sponsorship).where(Sponsorship.id.in_(ids[::2])).values(asn_id=english)
+        )
+    world.clock.now = datetime(2026, 1, 10, 9, tzinfo=JAKARTA).astimezone(UTC)
+
+    one_by_one = await planner(world, Channel.WHATSAPP, None).plan()
+    assert min(one_by_one.before5, one_by_one.overdue, one_by_one.escalation) > 0
+    assert min(one_by_one.payroll, one_by_one.lapsed) > 0
+    expected = await outbox_rows(world.engine)
+    assert {row[3] for row in expected} >= {"reminder.before5", "at_risk.worker", "lapsed.pic"}
+    assert {row[1] for row in expected} == {Channel.TELEGRAM, Channel.WHATSAPP}
+    async with world.engine.begin() as connection:
+        await connection.execute(delete(Outbox))
+        await connection.execute(
+            update(Sponsorship)
+            .where(Sponsorship.status == SponsorshipStatus.LAPSED)
+            .values(status=SponsorshipStatus.ACTIVE)
+        )
+    paged = await planner(world, Channel.WHATSAPP, 3).plan()
+    assert paged == one_by_one
+    assert await outbox_rows(world.engine) == expected
+    assert await planner(world, Channel.WHATSAPP, 3).plan() == PlanResult()
