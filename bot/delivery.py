@@ -408,6 +408,7 @@ class ReplyDelivery:
                     break
                 item.parts_sent += 1
             else:
+                await self._note_replied(chat_id)
                 return
             item.attempts += 1
             now = self._clock()
@@ -463,6 +464,16 @@ class ReplyDelivery:
                 self.places_retaken += await start_on_time(
                     self._budget, self.channel, took.wait_s, sleep=self._sleep
                 )
+
+    async def _note_replied(self, chat_id: str) -> None:
+        """Keep the outbox's notices to this person one interval after the reply (the
+        platform counts a chat's messages, whichever path sent them)."""
+        if self._budget is None:
+            return
+        try:
+            await self._budget.replied(self.channel, chat_id)
+        except Exception as exc:
+            logger.warning("%s reply not noted in the budget: %s", self.channel, type(exc).__name__)
 
     async def _pause_budget(self, seconds: float) -> None:
         """Share a channel-wide pause (WhatsApp 130429) with the dispatcher and the others."""

@@ -16,9 +16,9 @@ outbox dispatcher (scheduler/dispatcher.py) and the conversation replies
   `ahead_s` of now, so it fills what the replies leave and never queues the
   replies behind a backlog of notices;
 - per recipient, `free_at`: a notice to a person starts no earlier than one
-  interval after the previous notice to them (the dispatcher's rows; a
-  conversation's replies are answers to the person's own message and are not
-  spaced);
+  interval after the previous notice or reply to them (`replied`, after a
+  reply's last message). A conversation's replies are answers to the person's
+  own message and are not spaced themselves;
 - a platform's "slow down" (Telegram 429, WhatsApp 130429) moves tat to the
   end of the pause: every process waits it out;
 - a place is worth its time only if the send starts then: a process whose
@@ -118,6 +118,12 @@ class SendBudget(Protocol):
 
     async def defer(self, channel: Channel, recipient: str, seconds: float) -> None:
         """No notice to `recipient` starts in the next `seconds` (WhatsApp's 131056)."""
+        ...
+
+    async def replied(self, channel: Channel, recipient: str) -> None:
+        """A reply just went to `recipient`: no notice to them starts within the channel's
+        recipient interval (a notice due then would join the reply's messages in one burst
+        over the platform's per-chat limit)."""
         ...
 
 
@@ -234,6 +240,11 @@ class LocalSendBudget:
         if state is not None:
             free_at = self._monotonic() + seconds
             state.free_at[recipient] = max(state.free_at.get(recipient, 0.0), free_at)
+
+    async def replied(self, channel: Channel, recipient: str) -> None:
+        rate = self._rates.get(channel)
+        if rate is not None:
+            await self.defer(channel, recipient, rate.recipient_interval_s)
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
@@ -383,6 +394,11 @@ class PostgresSendBudget:
             await connection.execute(
                 _DEFER, {"channel": channel.value, "recipient": recipient, "seconds": seconds}
             )
+
+    async def replied(self, channel: Channel, recipient: str) -> None:
+        rate = self._rates.get(channel)
+        if rate is not None:
+            await self.defer(channel, recipient, rate.recipient_interval_s)
 
 
 def send_budget(
