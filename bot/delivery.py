@@ -408,7 +408,7 @@ class ReplyDelivery:
                     break
                 item.parts_sent += 1
             else:
-                await self._note_replied(chat_id)
+                await self._note_replied(chat_id, len(parts))
                 return
             item.attempts += 1
             now = self._clock()
@@ -465,13 +465,13 @@ class ReplyDelivery:
                     self._budget, self.channel, took.wait_s, sleep=self._sleep
                 )
 
-    async def _note_replied(self, chat_id: str) -> None:
-        """Keep the outbox's notices to this person one interval after the reply (the
-        platform counts a chat's messages, whichever path sent them)."""
+    async def _note_replied(self, chat_id: str, count: int) -> None:
+        """Keep the outbox's notices to this person one interval per message after the
+        reply (the platform counts a chat's messages, whichever path sent them)."""
         if self._budget is None:
             return
         try:
-            await self._budget.replied(self.channel, chat_id)
+            await self._budget.replied(self.channel, chat_id, count)
         except Exception as exc:
             logger.warning("%s reply not noted in the budget: %s", self.channel, type(exc).__name__)
 

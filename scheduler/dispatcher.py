@@ -99,7 +99,6 @@ from storage.outbox import (
     mark_sent,
 )
 from storage.send_budget import (
-    LATE_PLACE_S,
     ChannelBusy,
     ChannelRate,
     Granted,
@@ -565,7 +564,8 @@ class Dispatcher:
                         count=messages,
                         sleep=self._sleep,
                         monotonic=self._monotonic,
-                        late_after_s=max(self._gate_slack_s, LATE_PLACE_S),
+                        # Later than a place it would take now: a stall, not jitter.
+                        late_after_s=ahead,
                         ahead_s=ahead,
                     )
                     await self._pass_start_gate(claim.channel, messages * rate.cost_s)

@@ -16,8 +16,8 @@ outbox dispatcher (scheduler/dispatcher.py) and the conversation replies
   `ahead_s` of now, so it fills what the replies leave and never queues the
   replies behind a backlog of notices;
 - per recipient, `free_at`: a notice to a person starts no earlier than one
-  interval after the previous notice or reply to them (`replied`, after a
-  reply's last message). A conversation's replies are answers to the person's
+  interval per message after the previous notice or reply to them (`replied`,
+  after a reply's last message). A conversation's replies are answers to the person's
   own message and are not spaced themselves;
 - a platform's "slow down" (Telegram 429, WhatsApp 130429) moves tat to the
   end of the pause: every process waits it out;
@@ -120,10 +120,11 @@ class SendBudget(Protocol):
         """No notice to `recipient` starts in the next `seconds` (WhatsApp's 131056)."""
         ...
 
-    async def replied(self, channel: Channel, recipient: str) -> None:
-        """A reply just went to `recipient`: no notice to them starts within the channel's
-        recipient interval (a notice due then would join the reply's messages in one burst
-        over the platform's per-chat limit)."""
+    async def replied(self, channel: Channel, recipient: str, count: int = 1) -> None:
+        """A reply of `count` messages just went to `recipient`: no notice to them starts
+        within `count` recipient intervals, as if the reply had been notices (a notice due
+        sooner would join the reply's messages in one burst over the platform's per-chat
+        limit: Telegram allows 3 messages to a chat in 3 s, not a fourth)."""
         ...
 
 
@@ -241,10 +242,10 @@ class LocalSendBudget:
             free_at = self._monotonic() + seconds
             state.free_at[recipient] = max(state.free_at.get(recipient, 0.0), free_at)
 
-    async def replied(self, channel: Channel, recipient: str) -> None:
+    async def replied(self, channel: Channel, recipient: str, count: int = 1) -> None:
         rate = self._rates.get(channel)
         if rate is not None:
-            await self.defer(channel, recipient, rate.recipient_interval_s)
+            await self.defer(channel, recipient, count * rate.recipient_interval_s)
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
@@ -395,10 +396,10 @@ class PostgresSendBudget:
                 _DEFER, {"channel": channel.value, "recipient": recipient, "seconds": seconds}
             )
 
-    async def replied(self, channel: Channel, recipient: str) -> None:
+    async def replied(self, channel: Channel, recipient: str, count: int = 1) -> None:
         rate = self._rates.get(channel)
         if rate is not None:
-            await self.defer(channel, recipient, rate.recipient_interval_s)
+            await self.defer(channel, recipient, count * rate.recipient_interval_s)
 
 
 def send_budget(
