@@ -374,23 +374,26 @@ class ReplyDelivery:
         try:
             while queue:
                 item = queue[0]
-                await self._deliver(chat_id, item)
+                sent = await self._deliver(chat_id, item)
                 queue.popleft()
                 if item.reply_id is not None:
                     self._mark_delivered(item.reply_id)
+                if sent:  # after the row is marked: its delete is not held by the budget
+                    await self._note_replied(chat_id, sent)
         finally:
             del self._chats[chat_id]
             del self._tasks[chat_id]
             if not self._tasks:
                 self._idle.set()
 
-    async def _deliver(self, chat_id: str, item: _Item) -> None:
-        """Send `item` until every part went out, it was refused for good, or it is too old."""
+    async def _deliver(self, chat_id: str, item: _Item) -> int:
+        """Send `item` until every part went out, it was refused for good, or it is too old;
+        returns how many messages went out when all did (else 0)."""
         try:
             parts = self._transport.render(item.replies, item.language)
         except Exception as exc:  # a rendering bug must not block the person's later replies
             logger.error("update %s: replies not rendered: %s", item.update_id, type(exc).__name__)
-            return
+            return 0
         while True:
             await self._wait_for_channel()
             result: SendResult = Sent()
@@ -403,13 +406,12 @@ class ReplyDelivery:
                         "update %s: reply part refused for good: %s", item.update_id, result.error
                     )
                     if result.recipient_gone:
-                        return  # blocked, or the number cannot receive: the rest cannot help
+                        return 0  # blocked, or the number cannot receive: the rest cannot help
                 elif not isinstance(result, Sent):
                     break
                 item.parts_sent += 1
             else:
-                await self._note_replied(chat_id, len(parts))
-                return
+                return len(parts)
             item.attempts += 1
             now = self._clock()
             if now - item.created_at > self._settings.max_age:
@@ -419,7 +421,7 @@ class ReplyDelivery:
                     item.attempts,
                     self._settings.max_age,
                 )
-                return
+                return 0
             delay, error = self._retry_delay(result, item.attempts)
             if isinstance(result, RetryAfter) and self._transport.channel_wide_rate_limit:
                 await self._pause_budget(result.seconds)
