@@ -99,7 +99,6 @@ from handlers.types import (
 from scheduler.sending import OutgoingNotice, Permanent, RetryAfter, SendResult, Sent, Transient
 from storage import telegram_inbound
 from storage.crypto import NikCipher
-from storage.db import first_in_line
 from storage.send_budget import SendBudget
 from storage.telegram_inbound import JournaledUpdate
 
@@ -814,13 +813,10 @@ class TelegramChannel:
             JournaledUpdate(update.update_id, update.model_dump_json(exclude_none=True))
             for update in updates
         ]
-        # Ahead of the steps queued for SQLite's one connection: the next fetch (and the
-        # next people's replies) waits for this INSERT alone.
-        with first_in_line():
-            async with self._database.begin() as connection:
-                return await telegram_inbound.record(
-                    connection, entries, cipher=self._cipher, now=self._clock()
-                )
+        async with self._database.begin() as connection:
+            return await telegram_inbound.record(
+                connection, entries, cipher=self._cipher, now=self._clock()
+            )
 
     async def _journal_pending(self) -> list[Update]:
         assert self._database is not None and self._cipher is not None

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -29,9 +28,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlalchemy.util import memoized_property
-from sqlalchemy.util import queue as sqla_queue
 
 from storage.sqlite_inline import InlineConnection, inline_connector
 
@@ -93,12 +89,9 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) 
             protect_sqlite_files(Path(database))
         # One connection per file database: transactions of this process queue
         # (asynchronously) at checkout, so an in-loop BEGIN IMMEDIATE never waits
-        # on our own lock, first in first out except `first_in_line`. (":memory:"
-        # already gets SQLAlchemy's StaticPool.)
+        # on our own lock. (":memory:" already gets SQLAlchemy's StaticPool.)
         pool: dict[str, Any] = (
-            {"poolclass": _UrgentFirstPool, "pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
-            if file_db
-            else {}
+            {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60} if file_db else {}
         )
         engine = create_async_engine(
             url,
@@ -311,65 +304,3 @@ async def retry_while_unreachable(
         await sleep(delay)
         waited += delay
         delay = min(delay * 2, max_delay_s)
-
-
-# --- first in line for the one SQLite connection ----------------------------------------
-
-_URGENT: contextvars.ContextVar[bool] = contextvars.ContextVar("sertakan_db_urgent", default=False)
-
-
-@contextlib.contextmanager
-def first_in_line() -> Iterator[None]:
-    """Checkouts of the pooled connection made inside this block (in this task) wait at
-    the head of the line rather than its tail.
-
-    A file SQLite database has one pooled connection (`create_engine`), and checkouts
-    wait first in, first out. Telegram's poller records each fetched batch in the
-    inbound journal before it fetches again (bot/telegram.py): behind some sixty queued
-    steps that short INSERT, and so every next person's reply, waited for all of them.
-    There is still one writer: only the order of the waiting changes. PostgreSQL's
-    pool has many connections and is unaffected.
-    """
-    token = _URGENT.set(True)
-    try:
-        yield
-    finally:
-        _URGENT.reset(token)
-
-
-class _CheckoutLine(asyncio.Queue[Any]):
-    """The pool's queue of idle connections, whose `first_in_line` takers wait in front.
-
-    asyncio.Queue's getters wait in a deque woken from the left (`_getters`, a private
-    attribute of CPython's asyncio.Queue, which this relies on)."""
-
-    async def get(self) -> Any:
-        while self.empty():
-            getter = self._get_loop().create_future()  # type: ignore[attr-defined]
-            getters = self._getters  # type: ignore[attr-defined]
-            if _URGENT.get():
-                getters.appendleft(getter)
-            else:
-                getters.append(getter)
-            try:
-                await getter
-            except:
-                getter.cancel()  # just in case getter is not done yet.
-                with contextlib.suppress(ValueError):
-                    getters.remove(getter)
-                if not self.empty() and not getter.cancelled():
-                    self._wakeup_next(getters)  # type: ignore[attr-defined]
-                raise
-        return self.get_nowait()
-
-
-class _UrgentFirstQueue(sqla_queue.AsyncAdaptedQueue[Any]):
-    @memoized_property
-    def _queue(self) -> asyncio.Queue[Any]:
-        return _CheckoutLine(maxsize=self.maxsize)
-
-
-class _UrgentFirstPool(AsyncAdaptedQueuePool):
-    """SQLAlchemy's asyncio queue pool over `_CheckoutLine`."""
-
-    _queue_class = _UrgentFirstQueue

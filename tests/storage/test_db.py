@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import text
 
 from storage.crypto import NikCipher, NikKeyError, decode_key, generate_key
-from storage.db import create_engine, first_in_line, read_only
+from storage.db import create_engine, read_only
 
 
 async def test_every_sqlite_connection_gets_wal_foreign_keys_and_busy_timeout(
@@ -75,52 +74,3 @@ async def test_a_read_only_transaction_holds_no_write_lock(tmp_path: Path) -> No
     finally:
         await reader_engine.dispose()
         await writer_engine.dispose()
-
-
-async def test_a_first_in_line_checkout_is_served_before_those_waiting(tmp_path: Path) -> None:
-    """SQLite file: one pooled connection. While it is busy, two ordinary transactions
-    queue for it and then one begun in `first_in_line` (Telegram's journal INSERT): that
-    one gets the connection next, the others after it in their order."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'line.sqlite3'}")
-    served: list[str] = []
-
-    async def step(name: str, *, urgent: bool = False) -> None:
-        if urgent:
-            with first_in_line():
-                async with engine.begin() as connection:
-                    served.append(name)
-                    await connection.execute(
-                        text("INSERT INTO item (name) VALUES (:n)"), {"n": name}
-                    )
-        else:
-            async with engine.begin() as connection:
-                served.append(name)
-                await connection.execute(text("INSERT INTO item (name) VALUES (:n)"), {"n": name})
-
-    def waiting() -> int:
-        return len(engine.sync_engine.pool._pool._queue._getters)  # type: ignore[attr-defined]
-
-    async def queued(task: asyncio.Task[None], before: int) -> None:
-        for _ in range(1000):  # a few turns of the loop until it waits for the connection
-            if waiting() > before or task.done():
-                return
-            await asyncio.sleep(0)
-
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text("CREATE TABLE item (name TEXT)"))
-        tasks: list[asyncio.Task[None]] = []
-        async with engine.begin() as holding:
-            for name, urgent in (("first", False), ("second", False), ("journal", True)):
-                task = asyncio.create_task(step(name, urgent=urgent))
-                await queued(task, len(tasks))
-                tasks.append(task)
-            assert waiting() == 3
-            await holding.execute(text("INSERT INTO item (name) VALUES ('holder')"))
-        await asyncio.gather(*tasks)
-        assert served == ["journal", "first", "second"]
-        async with engine.connect() as connection:
-            rows = (await connection.execute(text("SELECT name FROM item ORDER BY rowid"))).all()
-        assert [name for (name,) in rows] == ["holder", "journal", "first", "second"]
-    finally:
-        await engine.dispose()
