@@ -30,11 +30,10 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
-from tqdm import tqdm
 
 from bot.app import Runtime
 from domain.local_time import local_moment
@@ -45,6 +44,9 @@ from storage.collective_file import FileProblem, KpjFileError, check_file_size
 from storage.isolated_read import read_kpj_file_isolated
 from storage.models import Opd
 from storage.workbench import BatchInfo, NoticePlanner
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 COMMANDS = frozenset({"export", "import"})
 #: Rejected rows listed after the counts; the rest are only counted.
@@ -213,13 +215,21 @@ async def _export(args: argparse.Namespace, runtime: Runtime) -> int:
     return 0
 
 
+def _bar(**options: Any) -> tqdm[Any]:
+    """A progress bar on stderr. tqdm (0.8 MB) is imported here, not where `sertakan run`
+    loads the CLI's commands."""
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, **options)
+
+
 async def _write(
     runtime: Runtime, batch: BatchInfo, opd_name: str, target: BinaryIO, *, as_csv: bool
 ) -> int:
     # The sheet shows the batch date in the province's zone, as the chat's file does;
     # the same batch gives the same bytes.
     created_at = local_moment(batch.created_at, runtime.timezone)
-    with tqdm(total=batch.row_count, desc="writing", unit=" rows", file=sys.stderr) as bar:
+    with _bar(total=batch.row_count, desc="writing", unit=" rows") as bar:
         return await export_batch(
             runtime.db,
             runtime.cipher,
@@ -273,7 +283,7 @@ async def _import(args: argparse.Namespace, runtime: Runtime) -> int:
         detail = f"{path.name}: {FILE_PROBLEM_TEXT[error.problem]} ({error.detail})"
         raise _CommandError(detail) from error
     try:
-        with tqdm(desc="reading", unit=" rows", file=sys.stderr) as bar:
+        with _bar(desc="reading", unit=" rows") as bar:
             rows, empty = await read_kpj_file_isolated(path.name, content, progress=bar.update)
     except KpjFileError as error:
         detail = f" ({error.detail})" if error.detail else ""
@@ -284,7 +294,7 @@ async def _import(args: argparse.Namespace, runtime: Runtime) -> int:
     # Its own transaction: on SQLite a transaction holds the write lock.
     async with runtime.db.begin() as connection:
         total = len(rows)
-        with tqdm(total=total, desc="previewing", unit=" rows", file=sys.stderr) as bar:
+        with _bar(total=total, desc="previewing", unit=" rows") as bar:
             preview = await preview_import(
                 connection,
                 runtime.cipher,
@@ -308,7 +318,7 @@ async def _import(args: argparse.Namespace, runtime: Runtime) -> int:
         import_id = await workbench.stage_import(
             connection, opd_id=opd_id, preview=preview, file_name=path.name, actor=actor, now=now
         )
-        with tqdm(total=len(preview.matched), desc="writing", unit=" rows", file=sys.stderr) as bar:
+        with _bar(total=len(preview.matched), desc="writing", unit=" rows") as bar:
             activated = await workbench.apply_import(
                 connection,
                 _CountingNotices(runtime.engine.notices, bar),

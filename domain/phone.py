@@ -16,14 +16,9 @@ import dataclasses
 import re
 from enum import StrEnum
 
-import phonenumbers
-
 _ALLOWED = re.compile(r"[0-9+\s.\-()/]+")
 _NOISE = re.compile(r"[\s.\-()/]+")
 _INDONESIA_COUNTRY_CODE = "62"
-_MOBILE_TYPES = frozenset(
-    {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
-)
 
 
 class PhoneProblem(StrEnum):
@@ -55,6 +50,9 @@ def parse_mobile(text: str, *, region: str = "ID") -> PhoneNumber | PhoneError:
     Invalid numbers (per phonenumbers' metadata) give NOT_A_NUMBER; valid
     numbers whose type is not MOBILE or FIXED_LINE_OR_MOBILE give NOT_MOBILE.
     """
+    # phonenumbers' metadata (1 MB) loads with the first number, not with the bot.
+    import phonenumbers
+
     stripped = text.strip()
     if not stripped:
         return PhoneError(PhoneProblem.EMPTY)
@@ -68,7 +66,11 @@ def parse_mobile(text: str, *, region: str = "ID") -> PhoneNumber | PhoneError:
         return PhoneError(PhoneProblem.NOT_A_NUMBER)
     if not phonenumbers.is_valid_number(number):
         return PhoneError(PhoneProblem.NOT_A_NUMBER)
-    if phonenumbers.number_type(number) not in _MOBILE_TYPES:
+    mobile = (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    )
+    if phonenumbers.number_type(number) not in mobile:
         return PhoneError(PhoneProblem.NOT_MOBILE)
     return PhoneNumber(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
@@ -83,6 +85,8 @@ def display_phone(phone: str) -> str:
     parsed = parse_mobile(phone)
     if isinstance(parsed, PhoneError):
         return phone
+    import phonenumbers
+
     number = phonenumbers.parse(parsed.e164, None)
     if number.country_code == int(_INDONESIA_COUNTRY_CODE):
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)

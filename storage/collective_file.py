@@ -31,9 +31,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from datetime import date, datetime
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, BinaryIO
-
-from python_calamine import CalamineError, CalamineWorkbook, SheetTypeEnum
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from domain._digits import is_ascii_digits, strip_separators
 from domain.nik import NIK_LENGTH, mask_nik
@@ -41,6 +39,10 @@ from domain.tariff import LOWEST_INCOME_BRACKET
 from domain.vocabulary import Occupation, PaymentPlan, Relationship, Sex
 from storage.collective_columns import DEFAULT_COLUMN_MAP, ColumnMap, ColumnSource
 from storage.xlsx_stream import Cell, SheetWriter, Style
+
+if TYPE_CHECKING:
+    # Imported where an XLSX is read: the running bot, which only writes them, goes without (1 MB).
+    from python_calamine import CalamineWorkbook
 
 # --- the collective file (out) ----------------------------------------------------------
 
@@ -691,6 +693,8 @@ def read_kpj_file(
         if content.startswith(magic):
             raise KpjFileError(FileProblem.NOT_SPREADSHEET, what)
     if content.startswith(_ZIP_MAGIC):
+        from python_calamine import CalamineError
+
         with contextlib.closing(_xlsx_tables(content, budget)) as sheets:
             try:
                 return _read_rows(sheets, budget, progress)
@@ -743,6 +747,8 @@ def _xlsx_tables(content: bytes, budget: FileBudget) -> Generator[_Table, None, 
             check_xlsx_budget(archive, budget)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as exc:
         raise KpjFileError(FileProblem.UNREADABLE, "damaged zip archive") from exc
+    from python_calamine import CalamineError, CalamineWorkbook
+
     try:
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(content))
     except CalamineError as exc:
@@ -884,6 +890,8 @@ def _mib(size: int) -> str:
 
 
 def _sheets(workbook: CalamineWorkbook, budget: FileBudget) -> Generator[_Table, None, None]:
+    from python_calamine import SheetTypeEnum
+
     with workbook:
         for index, sheet_info in enumerate(workbook.sheets_metadata):
             if sheet_info.typ is not SheetTypeEnum.WorkSheet:  # chart and macro sheets
