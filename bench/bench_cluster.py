@@ -6,7 +6,9 @@ Each configuration runs behind Debian's nginx with the shipped site
 - ours: `sertakan run --workers N` (N = 1, 2, 3) in Telegram webhook mode; the
   load is /start from a new person per update, POSTed by Telegram's fake to
   nginx's webhook path; the reply time is from the POST to the reply's arrival
-  at the fake Bot API (the moment a person would see it);
+  at the fake Bot API (the moment a person would see it); the fake runs in a
+  process of its own (tests/fakes/serve.py), so its arrival stamps are not
+  delayed by this process's load generation;
 - bare: one aiohttp process whose handler does one INSERT per request (asyncpg),
   behind the same nginx site; its reply time is the HTTP answer.
 
@@ -41,7 +43,7 @@ from aiohttp import web
 from bench.launcher import Nginx, Province, bot_environment, free_port, wait_until_answers
 from storage.db import create_engine
 from storage.migrate import upgrade_to_head
-from tests.fakes.telegram_api import FakeTelegramServer
+from tests.fakes.serve import RemoteTelegramServer
 
 #: One request of the load: its reply time in seconds, None when it was not answered.
 Send = Callable[[int], Coroutine[Any, Any, float | None]]
@@ -140,7 +142,7 @@ async def run_ours(args: Any, workers: int, folder: Path) -> dict[str, float]:
     port = free_port()
     (folder / "nginx").mkdir(parents=True)
     nginx = Nginx(folder / "nginx", port)
-    async with FakeTelegramServer() as telegram:
+    async with RemoteTelegramServer() as telegram:
         env = bot_environment(
             folder,
             args.database_url,
