@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import sys
 import tempfile
@@ -40,9 +41,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench.dispatch_run import fresh_database
 from bench.launcher import Nginx, Province, bot_environment, free_port, wait_until_answers
-from storage.db import create_engine
-from storage.migrate import upgrade_to_head
+from storage.crypto import generate_key
 from tests.fakes.serve import RemoteTelegramServer
 
 #: One request of the load: its reply time in seconds, None when it was not answered.
@@ -151,6 +152,8 @@ async def run_ours(args: Any, workers: int, folder: Path) -> dict[str, float]:
             telegram=(telegram.token, telegram.base_url),
             DATABASE_AUTO_MIGRATE="false",
             DISPATCH_TELEGRAM_RATE_PER_S="1000",
+            # One database for every configuration: the key its first start recorded.
+            SERTAKAN_NIK_KEY=args.nik_key,
         )
         province = Province(env, workers)
         await nginx.start()
@@ -158,11 +161,16 @@ async def run_ours(args: Any, workers: int, folder: Path) -> dict[str, float]:
             await province.start()
             await telegram.wait_until(lambda: bool(telegram.calls_of("setWebhook")), timeout=60)
             users = iter(range(FIRST_USER + workers * 10_000_000, 10**12))
+            # Each configuration's fake numbers its updates from 1, and the database (shared
+            # by the configurations) remembers the ids it handled: a number range per
+            # configuration, or the next one's updates are answered as duplicates.
+            update_ids = itertools.count(workers * 10_000_000)
 
             def factory() -> Send:
                 async def send(_: int) -> float | None:
                     chat = next(users)
                     update = telegram.text_update(chat, "/start")
+                    update["update_id"] = next(update_ids)
                     began = time.monotonic()
                     status = await telegram.post_webhook(update, ssl=nginx.tls)
                     if status != 200:
@@ -214,13 +222,15 @@ async def run_bare(args: Any, folder: Path) -> dict[str, float]:
 
 
 async def main_async(args: Any) -> int:
-    await upgrade_to_head(args.database_url)
-    engine = create_engine(args.database_url)
-    await engine.dispose()
+    # The database is wiped and migrated (never point it at real data); one NIK key serves
+    # every configuration on it.
+    args.nik_key = generate_key()
     cores = os.cpu_count() or 1
     print(f"load average before: {os.getloadavg()}; cores: {cores}", flush=True)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        async with fresh_database(args.database_url, Path(tmp)):
+            pass
         results["bare"] = await run_bare(args, Path(tmp) / "bare")
         for workers in args.workers:
             results[f"ours{workers}"] = await run_ours(args, workers, Path(tmp) / f"ours{workers}")
