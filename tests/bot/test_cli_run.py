@@ -191,6 +191,34 @@ async def test_run_migrates_a_fresh_database_in_a_child_and_answers(
     assert code == 0, output
 
 
+def test_sertakan_run_parses_without_the_other_commands_modules() -> None:
+    """`sertakan run` (and the other built-in commands) build their command line without
+    importing the modules of the admin, file, outbox, planning and web commands (about
+    0.9 MB of a running bot); any other command, or the top-level help, gets them all."""
+    program = (
+        "import sys\n"
+        "from bot import cli\n"
+        "words = ['run', '--workers', '2']\n"
+        "full = cli._needs_extensions(words)\n"
+        "args = cli.build_parser(extensions=full, keys=full).parse_args(words)\n"
+        "assert (args.command, args.workers, full) == ('run', 2, False), args\n"
+        "print(sorted(m for m in sys.modules if m.startswith('bot.cli_')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert result.stdout.strip() == "[]"
+    from bot import cli
+
+    assert not cli._needs_extensions([])  # no command: `run`
+    assert not cli._needs_extensions(["key", "generate"])
+    assert cli._needs_extensions(["--help"])
+    assert cli._needs_extensions(["outbox", "failed"])
+    # A command of an extension parses with the full command line.
+    words = ["web", "link", "--admin"]
+    assert cli.build_parser(extensions=cli._needs_extensions(words)).parse_args(words).command
+
+
 def test_the_running_bot_never_imports_what_it_does_not_use() -> None:
     """Alembic, Mako and Pygments (about 13 MB) stay out of the bot's memory: it migrates
     in a child process and knows its head revision as a constant. The CLI's progress bars
