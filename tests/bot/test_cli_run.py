@@ -225,7 +225,7 @@ def test_the_running_bot_never_imports_what_it_does_not_use() -> None:
     (tqdm), the web pages' templates (jinja2) and the XLSX reader (python_calamine) load
     where they are used, not with the modules `sertakan run` loads; phonenumbers' metadata
     with the first phone number."""
-    unused = {"alembic", "mako", "pygments", "tqdm", "jinja2", "aiohttp_jinja2"}
+    unused = {"alembic", "mako", "pygments", "tqdm", "jinja2"}
     unused |= {"python_calamine", "phonenumbers"}
     program = (
         "import sys\n"
