@@ -149,8 +149,6 @@ class ReplyDelivery:
         self._settings = settings or DeliverySettings()
         self._sleep = sleep
         self._budget = budget
-        #: Places given up because this process woke after their start (`start_on_time`).
-        self.places_retaken = 0
         self._chats: dict[str, collections.deque[_Item]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -452,20 +450,16 @@ class ReplyDelivery:
 
     async def _take_place(self) -> None:
         """Wait for this message's place in the channel's send budget (replies go first:
-        the dispatcher only takes places close to now)."""
+        the dispatcher only takes places close to now); a place whose start passed while
+        this process stalled is taken anew (`start_on_time`)."""
         if self._budget is None:
             return
         try:
             took = await self._budget.take(self.channel)
+            if isinstance(took, Granted):
+                await start_on_time(self._budget, self.channel, took.wait_s, sleep=self._sleep)
         except Exception as exc:  # the database is away: a reply is not held up for it
             logger.warning("%s send budget not reachable: %s", self.channel, type(exc).__name__)
-            return
-        if isinstance(took, Granted):
-            # A place whose start passed while this process stalled is taken anew.
-            with contextlib.suppress(Exception):
-                self.places_retaken += await start_on_time(
-                    self._budget, self.channel, took.wait_s, sleep=self._sleep
-                )
 
     async def _note_replied(self, chat_id: str, count: int) -> None:
         """Keep the outbox's notices to this person one interval per message after the

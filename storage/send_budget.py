@@ -26,8 +26,9 @@ outbox dispatcher (scheduler/dispatcher.py) and the conversation replies
   past, and sending them together would put them in the seconds the other
   processes' places fill, over the platform's limit. `start_on_time` (both
   senders wait through it) gives up a place whose start passed by more than
-  `LATE_PLACE_S` and takes a new one at the schedule's end: a stall costs
-  the stalled process its places, never the platform's limit.
+  the sender's tolerance (a reply: `LATE_PLACE_S`; the dispatcher: its
+  lookahead) and takes a new one at the schedule's end: a stall costs the
+  stalled process its places, never the platform's limit.
 
 Two implementations of one `SendBudget` port: `LocalSendBudget` keeps the
 schedule in memory (SQLite: one process); `PostgresSendBudget` keeps it in
@@ -184,7 +185,22 @@ class _Schedule:
     takes: int = 0
 
 
-class LocalSendBudget:
+class _RepliedAsNotices:
+    """`SendBudget.replied` for both budgets: a deferral of the recipient by one interval
+    per message of the reply."""
+
+    _rates: dict[Channel, ChannelRate]
+
+    async def defer(self, channel: Channel, recipient: str, seconds: float) -> None:
+        raise NotImplementedError
+
+    async def replied(self, channel: Channel, recipient: str, count: int = 1) -> None:
+        rate = self._rates.get(channel)
+        if rate is not None:
+            await self.defer(channel, recipient, count * rate.recipient_interval_s)
+
+
+class LocalSendBudget(_RepliedAsNotices):
     """The budget in this process's memory (SQLite: the bot runs as one process).
 
     `monotonic` is injectable so tests run the schedule on a frozen clock.
@@ -241,11 +257,6 @@ class LocalSendBudget:
         if state is not None:
             free_at = self._monotonic() + seconds
             state.free_at[recipient] = max(state.free_at.get(recipient, 0.0), free_at)
-
-    async def replied(self, channel: Channel, recipient: str, count: int = 1) -> None:
-        rate = self._rates.get(channel)
-        if rate is not None:
-            await self.defer(channel, recipient, count * rate.recipient_interval_s)
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
@@ -311,7 +322,7 @@ _PRUNE = sa.text(
 )
 
 
-class PostgresSendBudget:
+class PostgresSendBudget(_RepliedAsNotices):
     """The budget in PostgreSQL rows, shared by every process using the database.
 
     One round trip per take, pause or defer: each is one statement in autocommit,
@@ -395,11 +406,6 @@ class PostgresSendBudget:
             await connection.execute(
                 _DEFER, {"channel": channel.value, "recipient": recipient, "seconds": seconds}
             )
-
-    async def replied(self, channel: Channel, recipient: str, count: int = 1) -> None:
-        rate = self._rates.get(channel)
-        if rate is not None:
-            await self.defer(channel, recipient, count * rate.recipient_interval_s)
 
 
 def send_budget(
