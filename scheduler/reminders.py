@@ -383,7 +383,7 @@ class ReminderPlanner:
                     pics = await dues_queries.pics_by_opd(reader)
                 terms = await dues_queries.dues_terms(reader, after=after, limit=chunk_size)
                 last = len(terms) < chunk_size
-                missing: list[_Reminder] = []
+                reminders: list[_Reminder] = []
                 lapsing: list[DuesTerms] = []
                 id_range = (terms[0][0], terms[-1][0]) if terms else None
                 if terms:
@@ -395,26 +395,22 @@ class ReminderPlanner:
                     )
                     for group, count in page_payroll.items():
                         payroll[group] = payroll.get(group, 0) + count
-                    # Reminders and lapse notices are written from SQL with their names,
-                    # skipping keys that exist (`_write_named`, `_lapse_named`): neither
-                    # keys nor names are read here.
-                    missing = reminders
             pages += 1
-            if missing or lapsing or (last and payroll) or on_chunk is not None:
+            if reminders or lapsing or (last and payroll) or on_chunk is not None:
                 async with self._database.begin() as connection:
-                    if id_range is not None and missing:
+                    if id_range is not None and reminders:
                         paid_meanwhile = await dues_queries.paid_since(
                             connection, id_range, read_at
                         )
                         if paid_meanwhile:
-                            missing = [r for r in missing if r.terms[0] not in paid_meanwhile]
+                            reminders = [r for r in reminders if r.terms[0] not in paid_meanwhile]
                     changed = await dues_queries.mark_lapsed(
                         connection,
                         [row.sponsorship_id for row in lapsing],
                         now=now,
                         read_at=now,
                     )
-                    await self._write_named(connection, missing, texts, result, now, not_before)
+                    await self._write_named(connection, reminders, texts, result, now, not_before)
                     await self._lapse_named(connection, changed, result, now, not_before)
                     if last:
                         await self._write_payroll(
