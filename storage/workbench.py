@@ -25,7 +25,19 @@ from collections.abc import Sequence
 from datetime import date, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Row, Select, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Integer,
+    Row,
+    Select,
+    String,
+    and_,
+    column,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import values as sa_values
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.local_time import local_date
@@ -558,14 +570,33 @@ async def _previewed_import(
     return list(row.matches)
 
 
-_ACTIVATE = state.statement(
-    state.Event.ACTIVATE,
-    Sponsorship.id == bindparam("sid"),
-    Sponsorship.opd_id == bindparam("opd"),
-    Sponsorship.kpj.is_(None),
-    now=bindparam("now"),
-    values={"kpj": bindparam("kpj")},
-)
+def _activate_statement(chunk: Sequence[tuple[int, str]], opd_id: int, now: datetime) -> Any:
+    """One guarded UPDATE ... FROM a VALUES list for a chunk of (sponsorship id, KPJ):
+    set-based, because on PostgreSQL every UPDATE statement on `sponsorship` runs the
+    coverage counts' statement triggers (0015), which an executemany would run per row."""
+    # A CTE (WITH imported(sid, kpj) AS (VALUES ...)): SQLite takes no column list on
+    # a FROM (VALUES ...) alias, both take it on a CTE.
+    imported = (
+        sa_values(column("sid", Integer), column("kpj", String), name="imported")
+        .data(list(chunk))
+        .cte("imported")
+    )
+    return state.statement(
+        state.Event.ACTIVATE,
+        Sponsorship.id == imported.c.sid,
+        Sponsorship.opd_id == opd_id,
+        Sponsorship.kpj.is_(None),
+        now=now,
+        values={"kpj": imported.c.kpj},
+    ).returning(Sponsorship.id)
+
+
+async def _activate(
+    connection: AsyncConnection, *, opd_id: int, chunk: Sequence[tuple[int, str]], now: datetime
+) -> list[int]:
+    """Activate the chunk's sponsorships that may still take their KPJ; their ids, sorted."""
+    rows = await connection.execute(_activate_statement(chunk, opd_id, now))
+    return sorted(int(sid) for (sid,) in rows)
 
 
 async def apply_import(
@@ -584,20 +615,7 @@ async def apply_import(
     activated: list[int] = []
     for start in range(0, len(matches), CHUNK):
         chunk = [(int(str(sid)), str(kpj)) for sid, kpj in matches[start : start + CHUNK]]
-        await connection.execute(
-            _ACTIVATE,
-            [{"sid": sid, "opd": opd_id, "kpj": kpj, "now": now} for sid, kpj in chunk],
-        )
-        # executemany rowcounts are not reliable on every driver: read back what changed.
-        ids = [sid for sid, _ in chunk]
-        rows = await connection.execute(
-            select(Sponsorship.id).where(
-                Sponsorship.id.in_(ids),
-                Sponsorship.kpj_imported_at == now,
-                Sponsorship.status == SponsorshipStatus.ACTIVE,
-            )
-        )
-        changed = [int(sid) for (sid,) in rows]
+        changed = await _activate(connection, opd_id=opd_id, chunk=chunk, now=now)
         activated.extend(changed)
         await notices.cards_ready(connection, changed, now=now)
     await connection.execute(

@@ -6,12 +6,12 @@ import io
 
 import pytest
 from openpyxl import Workbook, load_workbook
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import BatchStatus, ImportStatus, SponsorshipStatus
 from storage.isolated_read import ReadLimits
-from storage.models import AuditLog, KpjImport, Pic, SubmissionBatch
+from storage.models import AuditLog, KpjImport, Pic, Sponsorship, SubmissionBatch
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK, Chat, engine_config
 from tests.fakes.hostile_files import far_cell_xlsx, zip_bomb_xlsx
 from tests.fakes.workbench import Office, build_office
@@ -167,6 +167,31 @@ async def test_kpj_import_previews_then_applies_and_plans_card_notices_once(
 
     await office.asn.say("/pekerja")
     assert f"Nomor KPJ: {KPJ_SITI}" in office.asn.text
+
+
+async def test_an_import_applies_only_what_did_not_change_since_the_preview(
+    office: Office,
+) -> None:
+    """Between preview and "Terapkan" one of the two enrollments ended: it keeps its
+    status and gets no KPJ, the other is activated (one set-based UPDATE for both)."""
+    await submitted_batch(office)
+    content = csv_file((WORKER_NIK, KPJ_SITI), (OTHER_NIK, "123-4567-8902"))
+    await office.pic.send_document("kpj_bpjs.csv", content)
+    assert "Cocok, siap diterapkan: 2" in office.pic.text
+    first, second = sorted(await office.sponsorships(), key=lambda row: row.id)
+    async with office.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Sponsorship)
+            .where(Sponsorship.id == first.id)
+            .values(status=SponsorshipStatus.ENDED)
+        )
+    await office.pic.press("Terapkan 2 KPJ")
+    assert "1 pendaftaran kini aktif" in office.pic.text
+    rows = {row.id: row for row in await office.sponsorships()}
+    assert rows[first.id].status is SponsorshipStatus.ENDED and rows[first.id].kpj is None
+    assert rows[second.id].status is SponsorshipStatus.ACTIVE
+    assert rows[second.id].kpj is not None
+    assert len(await office.outbox("card_ready")) == 1
 
 
 async def test_xlsx_import_with_title_rows_and_spaced_headers(office: Office) -> None:
