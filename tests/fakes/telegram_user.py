@@ -105,7 +105,14 @@ class TelegramUser:
         )
 
     async def send(self, update: dict[str, Any]) -> list[SentMessage]:
-        """Queue `update`, wait until the bot confirmed it; the replies it caused."""
+        """Queue `update`, wait until the bot confirmed it and every registered settler
+        (`watching`) returned; the replies it caused.
+
+        With the inbound journal (`storage.telegram_inbound`) a confirmed offset means
+        "recorded", not "handled": a bot under test must be registered with `watching`,
+        its settler waiting for the journal's rows to be handled and the replies sent
+        (`open_bot` registers `channel.settled`), or this returns before the replies.
+        """
         before = len(self.messages)
         self.last_update = self.server.push_update(update)
         update_id = int(self.last_update["update_id"])
