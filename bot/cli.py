@@ -28,7 +28,7 @@ from bot.app import (
     seed_opds_if_empty,
 )
 from bot.console import ConsoleChannel
-from bot.settings import Settings, TelegramMode
+from bot.settings import Environment, Settings, TelegramMode
 from domain.local_time import format_local
 from domain.vocabulary import Channel
 from scheduler.runner import stop_scheduler
@@ -168,11 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _no_messenger(settings: Settings) -> bool:
+    return settings.telegram.token is None and not settings.whatsapp.enabled
+
+
 def _is_console(args: argparse.Namespace, settings: Settings) -> bool:
-    """`sertakan console`, or `run` (the default) without Telegram or WhatsApp credentials."""
+    """`sertakan console`, or `run` (the default) without Telegram or WhatsApp credentials
+    outside production (in production `run` refuses instead: `_dispatch`)."""
     command = args.command or "run"
-    no_messenger = settings.telegram.token is None and not settings.whatsapp.enabled
-    return command == "console" or (command == "run" and no_messenger)
+    trying = command == "run" and _no_messenger(settings)
+    return command == "console" or (trying and settings.app.env is not Environment.PRODUCTION)
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -199,6 +204,16 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _backup(settings, args.file)
     if _is_console(args, settings):
         return await _run_console(settings, user=getattr(args, "user", "asn"))
+    if _no_messenger(settings):
+        # A production server with its credentials missing (a service unit or a container
+        # whose env file was not filled in) must stop with a reason, not open a console
+        # that reads end-of-file, exits 0, is restarted, and prints a fresh
+        # administrator sign-in link into the service's log each time.
+        raise StartupError(
+            "no messenger is configured: set TELEGRAM_TOKEN, or WHATSAPP_PHONE_NUMBER_ID "
+            "with the other WHATSAPP_* settings (docs/DEPLOY.md); to try the bot without "
+            "them, run `sertakan console` or leave SERTAKAN_ENV unset"
+        )
     workers = getattr(args, "workers", None) or settings.web.workers
     if workers > 1 and not getattr(args, "worker", False):
         from bot.workers import supervise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -130,6 +131,25 @@ def test_cli_refuses_production_start_without_key(
     monkeypatch.delenv("SERTAKAN_NIK_KEY", raising=False)
     assert main(["console"]) == 2
     assert "SERTAKAN_NIK_KEY is required in production" in capsys.readouterr().err
+
+
+def test_run_in_production_without_a_messenger_refuses_instead_of_opening_the_console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A service or container whose env file lacks the credentials stops with a reason
+    (exit 2): no console reading end-of-file, no administrator sign-in link in its log."""
+    for name in list(os.environ):
+        if name.startswith(("TELEGRAM_", "WHATSAPP_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SERTAKAN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SERTAKAN_ENV", "production")
+    monkeypatch.setenv("SERTAKAN_NIK_KEY", generate_key())
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}")
+    assert main(["run"]) == 2
+    captured = capsys.readouterr()
+    assert "no messenger is configured: set TELEGRAM_TOKEN" in captured.err
+    assert "signin" not in captured.out + captured.err
+    assert "Konsol SERTAKAN" not in captured.out
 
 
 def test_key_generate_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
