@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import logging
 import platform
@@ -119,7 +120,7 @@ def where_places_went(
     cost = 1.0 / per_second
     lost = {"claim": 0.0, "other": 0.0, "gaps_over_2_cost": 0.0, "gaps_over_100ms": 0.0}
     long_lost = 0.0
-    for earlier, later in zip(steady, steady[1:], strict=False):
+    for earlier, later in itertools.pairwise(steady):
         gap = later - earlier
         if gap <= cost:
             continue
@@ -134,6 +135,8 @@ def where_places_went(
     span = steady[-1] - steady[0] if len(steady) > 1 else 0.0
     return {
         "places_in_span": span * per_second,
+        # Gaps minus the bunches that made up for them: what the steady rate lost.
+        "net_lost_places": span * per_second - max(0, len(steady) - 1),
         "lost_places_claim": lost["claim"],
         "lost_places_other": lost["other"],
         "lost_places_in_gaps_over_100ms": long_lost,
@@ -394,7 +397,8 @@ def report(case: str, result: dict[str, Any], rate: float) -> bool:
         f"130429: {result['refused_130429']}; 131056: {result['refused_131056']}; "
         f"margin {result['margin']:.0%}, starts held at the gate: {result['starts_held']}; "
         f"places retaken: {result['places_retaken']}; of {result['places_in_span']:.0f} places "
-        f"in the steady span, lost {result['lost_places_claim']:.1f} during a claim "
+        f"in the steady span, {result['net_lost_places']:.1f} not taken (net); gaps lost "
+        f"{result['lost_places_claim']:.1f} during a claim "
         f"({result['claims']} claims, p50/max {result['claim_ms_p50_max'][0]:.0f}/"
         f"{result['claim_ms_p50_max'][1]:.0f} ms) and {result['lost_places_other']:.1f} "
         f"otherwise ({result['lost_places_in_gaps_over_100ms']:.1f} in "

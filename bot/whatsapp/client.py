@@ -6,7 +6,8 @@ connection limits are ours and the Graph API base URL is `WHATSAPP_API_BASE`
 (a BSP's proxy, or the tests' fake server) instead of graph.facebook.com.
 
 The client's requests travel over aiohttp (`AiohttpTransport`, the
-`httpx-aiohttp` package's transport), not httpx's own connection pool: httpcore's pool (1.0.x) scans all its connections
+`httpx-aiohttp` package's transport), not httpx's own connection pool:
+httpcore's pool (1.0.x) scans all its connections
 several times for every request it queues or releases, one pass nested in
 another (`_assign_requests_to_connections`), so its CPU per send grows with
 the connections open, which grow with rate x round trip. At 70 sends/s and a

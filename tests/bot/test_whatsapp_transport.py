@@ -64,9 +64,7 @@ async def server() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    client = httpx.AsyncClient(
-        transport=AiohttpTransport(), timeout=httpx.Timeout(5.0, read=0.2)
-    )
+    client = httpx.AsyncClient(transport=AiohttpTransport(), timeout=httpx.Timeout(5.0, read=0.2))
     yield client
     await client.aclose()
 
