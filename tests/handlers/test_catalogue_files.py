@@ -11,7 +11,6 @@ import pytest
 from babel.messages.pofile import read_po
 
 from domain.vocabulary import Language
-from handlers import i18n
 from handlers.i18n import LOCALES_DIR, Catalogs, po_path, read_catalog
 
 
@@ -78,7 +77,7 @@ def test_a_folder_that_cannot_be_written_still_gives_the_texts(
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(i18n.os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     messages = read_catalog(Language.INDONESIAN, locales)
     assert messages == po_texts(Language.INDONESIAN, locales)
     folder = po_path(Language.INDONESIAN, locales).parent
