@@ -5,8 +5,9 @@ Every outbound call (sends, uploads, media downloads) goes through one pywa
 connection limits are ours and the Graph API base URL is `WHATSAPP_API_BASE`
 (a BSP's proxy, or the tests' fake server) instead of graph.facebook.com.
 
-The client's requests travel over aiohttp (`AiohttpTransport`), not httpx's
-own connection pool: httpcore's pool (1.0.x) scans all its connections
+The client's requests travel over aiohttp (`AiohttpTransport`, the
+`httpx-aiohttp` package's transport), not httpx's own connection pool:
+httpcore's pool (1.0.x) scans all its connections
 several times for every request it queues or releases, one pass nested in
 another (`_assign_requests_to_connections`), so its CPU per send grows with
 the connections open, which grow with rate x round trip. At 70 sends/s and a
@@ -24,7 +25,6 @@ webhook is ours (bot/whatsapp/webhook.py), so pywa never handles updates.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
@@ -32,6 +32,7 @@ from typing import Final
 
 import aiohttp
 import httpx
+import httpx_aiohttp
 from pywa_async.client import WhatsApp
 
 from bot.settings import WhatsAppSettings
@@ -93,94 +94,62 @@ class WhatsAppClient:
         await self.http.aclose()
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx's requests sent over one `aiohttp.ClientSession` (see the module docstring).
+class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
+    """httpx's requests sent over one `aiohttp.ClientSession`: `httpx-aiohttp`'s transport
+    (see the module docstring), with its errors named as httpx names them.
 
-    Timeouts come from each request (`httpx.Timeout`: connect, read, pool);
-    aiohttp's errors are raised as httpx's (`ConnectTimeout`, `ReadTimeout`,
-    `ConnectError`, `ReadError`), so callers see what httpx would raise. The
-    session is made on the first request, on the event loop that sends.
-    Responses are streamed (media downloads) and decoded by httpx.
+    httpx-aiohttp (0.2) maps every `aiohttp.ClientConnectionError` that is not a
+    timeout to `httpx.ConnectTimeout`: a refused connection, a reset or a server
+    that closed the connection would read "timeout" in the outbox's error and
+    the logs. Here they are what httpx's own transport raises: `ConnectError`
+    for a connection that could not be made (nothing was sent), `ReadError` for
+    one lost after the request went out. Timeouts (connect, pool, read) keep the
+    library's mapping (`ConnectTimeout`, `ReadTimeout`). All are
+    `httpx.TransportError`s: transient for the sender and the inbound retries
+    (bot/whatsapp/errors.py).
     """
 
-    def __init__(self, *, max_connections: int) -> None:
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
-                # httpx decodes the body by its Content-Encoding; aiohttp must not first.
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            )
-        return self._session
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeouts.get("pool"),
-            sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
-        )
-        body = await request.aread()
         try:
-            response = await self._open().request(
-                request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
-                data=body or None,
-                allow_redirects=False,
-                timeout=timeout,
-            )
-        except Exception as exc:
-            raise _as_httpx(exc, request, connecting=True) from exc
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=_ResponseBody(response, request),
-            extensions={"http_version": b"HTTP/1.1"},
-        )
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+            response = await super().handle_async_request(request)
+        except httpx.TransportError as error:
+            raise _renamed(error, request) from error.__cause__
+        if isinstance(response.stream, httpx.AsyncByteStream):
+            response.stream = _RenamedErrors(response.stream, request)
+        return response
 
 
-class _ResponseBody(httpx.AsyncByteStream):
-    """An aiohttp response's body as httpx reads it; closing it frees the connection."""
+class _RenamedErrors(httpx.AsyncByteStream):
+    """A response body whose connection errors while it is read are named as httpx's."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._response = response
+    def __init__(self, stream: httpx.AsyncByteStream, request: httpx.Request) -> None:
+        self._stream = stream
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_chunked(64 * 1024):
+            async for chunk in self._stream:
                 yield chunk
-        except Exception as exc:
-            raise _as_httpx(exc, self._request, connecting=False) from exc
+        except httpx.TransportError as error:
+            raise _renamed(error, self._request) from error.__cause__
 
     async def aclose(self) -> None:
-        self._response.release()
+        await self._stream.aclose()
 
 
-def _as_httpx(exc: Exception, request: httpx.Request, *, connecting: bool) -> Exception:
-    """aiohttp's (or asyncio's) error as the httpx error a caller expects; others as they are."""
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(message, request=request)
-    if isinstance(exc, asyncio.TimeoutError):
-        return httpx.ReadTimeout(message, request=request)
-    if isinstance(exc, aiohttp.ClientConnectorError) or (
-        connecting and isinstance(exc, ConnectionError)
+def _renamed(error: httpx.TransportError, request: httpx.Request) -> httpx.TransportError:
+    """`error` as httpx's own transport would name it (see `AiohttpTransport`)."""
+    cause = error.__cause__
+    if not isinstance(error, httpx.ConnectTimeout) or not isinstance(
+        cause, aiohttp.ClientConnectionError
     ):
+        return error
+    if isinstance(cause, aiohttp.ServerTimeoutError):  # a real timeout
+        return error
+    message = str(cause) or type(cause).__name__
+    if isinstance(cause, aiohttp.ClientConnectorError):
         return httpx.ConnectError(message, request=request)
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return httpx.ReadError(message, request=request)
-    return exc
+    return httpx.ReadError(message, request=request)
 
 
 def build_client(
@@ -192,15 +161,15 @@ def build_client(
 ) -> WhatsAppClient:
     """The client for `settings.phone_number_id` with `settings.access_token`.
 
-    `transport`: by default an `AiohttpTransport` of `limits.max_connections`
-    (the benchmark passes httpx's own to compare).
+    `transport`: by default an `AiohttpTransport` of `limits` (the benchmark
+    passes httpx's own to compare).
 
     Raises ValueError when the channel is not configured (no phone number id or token).
     """
     if not settings.enabled or settings.access_token is None:
         raise ValueError("WHATSAPP_PHONE_NUMBER_ID and WHATSAPP_ACCESS_TOKEN are required")
     if transport is None:
-        transport = AiohttpTransport(max_connections=limits.max_connections or 0)
+        transport = AiohttpTransport(limits=limits)
     http = httpx.AsyncClient(timeout=timeout, transport=transport)
     wa = WhatsApp(
         phone_id=settings.phone_number_id,

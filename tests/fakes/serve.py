@@ -15,7 +15,8 @@ server, on a port of its own:
 
 - `POST /call/<name>` with a JSON list of arguments and an object of keyword
   arguments (`{"args": [...], "kwargs": {...}}`): one of the fake's test
-  controls (`CONTROLS`) is called, e.g. `enforce_rates`, `open_window`;
+  controls (`CONTROLS`) is called, e.g. `enforce_rates`, `open_window`, or
+  `answer_delay` (seconds: the fake's `answer_delay_s`, a round trip);
 - `GET /state?sent=<n>&calls=<m>[&wait=0]`: waits up to a second (unless
   `wait=0`) for either count to differ from the ones given, then answers
   what the test mirrors: the sent messages and calls after those counts, and
@@ -53,9 +54,22 @@ from tests.fakes.telegram_api import ApiCall, FakeTelegramServer, Refusal, SentM
 
 #: The test controls a test may call in the child, by fake.
 CONTROLS: Final[dict[str, frozenset[str]]] = {
-    "telegram": frozenset({"enforce_rates", "block_chat", "forget_chat", "fail_next"}),
-    "graph": frozenset({"enforce_rates", "open_window", "close_window", "fail_next"}),
+    "telegram": frozenset(
+        {"enforce_rates", "block_chat", "forget_chat", "fail_next", "answer_delay"}
+    ),
+    "graph": frozenset(
+        {"enforce_rates", "open_window", "close_window", "fail_next", "answer_delay"}
+    ),
 }
+
+
+def _answer_delay(fake: FakeTelegramServer | FakeGraphServer, seconds: float) -> None:
+    """Every answer waits `seconds` after its request was judged (a round trip)."""
+    fake.answer_delay_s = float(seconds)
+
+
+#: Controls that set a fake's attribute rather than call its method.
+_SETTERS: Final[dict[str, Callable[..., None]]] = {"answer_delay": _answer_delay}
 #: How long a `/state` request waits for something new.
 _LONG_POLL_S = 1.0
 
@@ -115,7 +129,11 @@ class _Child:
         if name not in CONTROLS[self.kind]:
             return web.json_response({"error": f"no control {name!r}"}, status=404)
         body = await request.json()
-        getattr(self.fake, name)(*body.get("args", []), **body.get("kwargs", {}))
+        args, kwargs = body.get("args", []), body.get("kwargs", {})
+        if name in _SETTERS:
+            _SETTERS[name](self.fake, *args, **kwargs)
+        else:
+            getattr(self.fake, name)(*args, **kwargs)
         return web.json_response({"ok": True})
 
 

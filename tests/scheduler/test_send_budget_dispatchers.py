@@ -40,8 +40,7 @@ from scheduler.sending import RetryAfter
 from storage.db import create_engine
 from storage.outbox import Notice, counts_by_status, enqueue
 from storage.send_budget import SendBudget, send_budget
-from tests.fakes.graph_api import FakeGraphServer
-from tests.fakes.telegram_api import FakeTelegramServer
+from tests.fakes.serve import RemoteGraphServer, RemoteTelegramServer
 from tests.scheduler.test_dispatcher import StartRecorder
 
 WIB = ZoneInfo("Asia/Jakarta")
@@ -144,11 +143,18 @@ async def test_dispatchers_and_replies_share_one_budget_without_a_refusal(
         quiet_start=wall_time(0, 0),
         quiet_end=wall_time(0, 0),
     )
-    async with FakeTelegramServer() as server, FakeGraphServer() as graph:
-        server.enforce_rates(per_second=TELEGRAM_RATE, chat_interval_s=CHAT_INTERVAL_S)
-        graph.approve_book(book.templates.values())
-        graph.enforce_rates(per_second=WHATSAPP_RATE, pair_interval_s=PAIR_INTERVAL_S)
-        server.answer_delay_s = graph.answer_delay_s = 0.1  # a round trip of 100 ms
+    # The fakes in processes of their own: on the test's loop, which also runs the
+    # dispatchers, a request is stamped when that loop gets to it, and sends spaced
+    # correctly but read late in a bunch would be refused as over the rate.
+    async with RemoteTelegramServer() as server, RemoteGraphServer() as graph:
+        await server.control(
+            "enforce_rates", per_second=TELEGRAM_RATE, chat_interval_s=CHAT_INTERVAL_S
+        )
+        await graph.control(
+            "enforce_rates", per_second=WHATSAPP_RATE, pair_interval_s=PAIR_INTERVAL_S
+        )
+        for fake in (server, graph):  # a round trip of 100 ms
+            await fake.control("answer_delay", 0.1)
         budgets: list[SendBudget] = [send_budget(e, budget_rates(settings)) for e in engines]
         bots = [
             Bot(
@@ -203,6 +209,9 @@ async def test_dispatchers_and_replies_share_one_budget_without_a_refusal(
                 await bot.session.close()
             for client in clients:
                 await client.close()
+        # The mirrors hold everything the fakes saw.
+        await server.synced()
+        await graph.synced()
 
         async with engines[0].connect() as connection:
             counts = await counts_by_status(connection)
