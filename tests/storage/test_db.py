@@ -99,7 +99,7 @@ def test_begin_immediate_waits_for_the_write_lock_in_small_steps(
             if len(sleeps) == 3:
                 holder.execute("COMMIT")  # the other process lets go
 
-        monkeypatch.setattr(db.time, "sleep", sleep)
+        monkeypatch.setattr("storage.db.time.sleep", sleep)
         db.begin_immediate(waiter, 5000)
         assert sleeps == [db.BEGIN_RETRY_S] * 3
         assert waiter.in_transaction
