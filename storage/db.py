@@ -14,7 +14,6 @@ import logging
 import os
 import sqlite3
 import stat
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -167,42 +166,9 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         begin = "BEGIN" if conn.get_execution_options().get(READ_ONLY_OPTION) else "BEGIN IMMEDIATE"
         if isinstance(driver, InlineConnection):
             # Straight to sqlite3: a statement through SQLAlchemy costs ~0.1 ms per event.
-            if begin == "BEGIN":
-                driver.sqlite3_connection.execute(begin)
-            else:
-                begin_immediate(driver.sqlite3_connection, busy_timeout_ms)
+            driver.sqlite3_connection.execute(begin)
         else:
             conn.exec_driver_sql(begin)
-
-
-#: Seconds between two tries of BEGIN IMMEDIATE while another process holds the write lock.
-BEGIN_RETRY_S: Final = 0.0001
-
-
-def begin_immediate(connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
-    """BEGIN IMMEDIATE on `connection`, waiting for another process's write lock in steps
-    of `BEGIN_RETRY_S` for up to `busy_timeout_ms` (then "database is locked" as before).
-
-    SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms
-    between tries: a chat step that met another process's write transaction (the planner's
-    page, `scheduler.planning`) waited at least 1 ms, and up to 100 ms past the lock's
-    release. Here the wait ends within ~0.1 ms of it. The handler is off (busy_timeout 0)
-    only for these tries: every other statement keeps it. The two PRAGMAs cost some
-    30 us a transaction (measured, load 6).
-    """
-    deadline = time.monotonic() + busy_timeout_ms / 1000
-    connection.execute("PRAGMA busy_timeout=0")
-    try:
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if str(exc) not in _SQLITE_LOCK_MESSAGES or time.monotonic() >= deadline:
-                    raise
-            time.sleep(BEGIN_RETRY_S)
-    finally:
-        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
 
 
 class _DiskTrouble:

@@ -9,7 +9,6 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import text
 
-from storage import db
 from storage.crypto import NikCipher, NikKeyError, decode_key, generate_key
 from storage.db import create_engine, read_only
 
@@ -75,54 +74,3 @@ async def test_a_read_only_transaction_holds_no_write_lock(tmp_path: Path) -> No
     finally:
         await reader_engine.dispose()
         await writer_engine.dispose()
-
-
-def test_begin_immediate_waits_for_the_write_lock_in_small_steps(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another process's write transaction: BEGIN IMMEDIATE is tried again after sleeps of
-    BEGIN_RETRY_S (not SQLite's busy handler, whose sleeps are 1 ms and more) until the
-    lock is free; the connection's busy timeout is back afterwards."""
-    path = tmp_path / "lock.sqlite3"
-    holder = sqlite3.connect(path, isolation_level=None)
-    waiter = sqlite3.connect(path, isolation_level=None)
-    try:
-        holder.execute("PRAGMA journal_mode=WAL")
-        holder.execute("CREATE TABLE item (id INTEGER PRIMARY KEY)")
-        waiter.execute("PRAGMA busy_timeout=5000")
-        holder.execute("BEGIN IMMEDIATE")
-        holder.execute("INSERT INTO item (id) VALUES (1)")
-        sleeps: list[float] = []
-
-        def sleep(seconds: float) -> None:
-            sleeps.append(seconds)
-            if len(sleeps) == 3:
-                holder.execute("COMMIT")  # the other process lets go
-
-        monkeypatch.setattr("storage.db.time.sleep", sleep)
-        db.begin_immediate(waiter, 5000)
-        assert sleeps == [db.BEGIN_RETRY_S] * 3
-        assert waiter.in_transaction
-        waiter.execute("INSERT INTO item (id) VALUES (2)")
-        waiter.execute("COMMIT")
-        assert waiter.execute("PRAGMA busy_timeout").fetchone() == (5000,)
-        assert waiter.execute("SELECT count(*) FROM item").fetchone() == (2,)
-    finally:
-        holder.close()
-        waiter.close()
-
-
-def test_begin_immediate_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
-    path = tmp_path / "lock.sqlite3"
-    holder = sqlite3.connect(path, isolation_level=None)
-    waiter = sqlite3.connect(path, isolation_level=None)
-    try:
-        holder.execute("PRAGMA journal_mode=WAL")
-        holder.execute("BEGIN IMMEDIATE")
-        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-            db.begin_immediate(waiter, 20)
-        assert not waiter.in_transaction
-        assert waiter.execute("PRAGMA busy_timeout").fetchone() == (20,)
-    finally:
-        holder.close()
-        waiter.close()
