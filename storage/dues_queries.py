@@ -1180,9 +1180,10 @@ async def insert_pic_lapse_notices(
     return [key for (key,) in result.tuples()]
 
 
-def _sqlite_binds(dialect: Dialect) -> Any:
-    """`bind(column, value)`: a value of an outbox column as SQLite's driver takes it."""
-    columns = Outbox.__table__.c
+def _sqlite_binds(dialect: Dialect, table: Any = None) -> Any:
+    """`bind(column, value)`: a value of a column of `table` (default: the outbox) as
+    SQLite's driver takes it."""
+    columns = (Outbox.__table__ if table is None else table).c
 
     def bind(name: str, value: Any) -> Any:
         process = columns[name].type.dialect_impl(dialect).bind_processor(dialect)
@@ -1225,6 +1226,24 @@ SELECT id FROM changed ORDER BY id
 """
 
 
+#: SQLite: the lapse of a list of ids (literal ints, `{ids}`), by the primary key. Left to
+#: itself, SQLite's planner (no statistics) took the status index for an IN list of 30 ids
+#: or more and read every dues-bearing row's entry for each statement: at 1.44 million
+#: sponsorships 180-260 ms for 300 lapses against 18 ms by the key, most of a province's
+#: run (docs/BENCHMARKS.md 14). NOT INDEXED keeps the indexes out; ids are still looked up
+#: by rowid.
+_SQLITE_LAPSE = state.pg_update_sql(
+    state.Event.LAPSE,
+    where="""id IN ({ids})
+      AND NOT EXISTS (
+          SELECT 1 FROM payment
+          WHERE payment.sponsorship_id = sponsorship.id
+            AND (payment.recorded_at >= :read_at OR payment.decided_at >= :read_at)
+      )""",
+    now=":now",
+).replace("UPDATE sponsorship SET ", "UPDATE sponsorship NOT INDEXED SET ", 1)
+
+
 async def mark_lapsed(
     connection: AsyncConnection,
     sponsorship_ids: Sequence[int],
@@ -1248,22 +1267,16 @@ async def mark_lapsed(
         )
         return [row[0] for row in rows]
     changed: list[int] = []
-    recent_payment = (
-        select(Payment.id)
-        .where(
-            Payment.sponsorship_id == Sponsorship.id,
-            or_(Payment.recorded_at >= read_at, Payment.decided_at >= read_at),
-        )
-        .exists()
-    )
+    bind = _sqlite_binds(connection.dialect, Sponsorship.__table__)
     for part in chunked(sponsorship_ids):
-        rows = await state.transition_many(
-            connection,
-            state.Event.LAPSE,
-            Sponsorship.id.in_(part),
-            ~recent_payment,
-            now=now,
+        result = await connection.exec_driver_sql(
+            _SQLITE_LAPSE.format(ids=", ".join(str(int(sid)) for sid in part)),
+            {
+                "now": bind("status_changed_at", now),
+                "read_at": bind("status_changed_at", read_at),
+            },
         )
+        rows = sorted((int(row[0]), int(row[1])) for row in result.tuples())
         changed.extend(row[0] for row in rows)
         if rows:
             await connection.execute(

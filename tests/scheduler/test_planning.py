@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from bench.bench_reminders import reset, seed
-from bench.province import NOW
+from bench.bench_reminders import reset, seed, seed_sqlite_file, sqlite_copy
+from bench.province import NOW, dues_payments
 from domain.tariff import DEFAULT_TARIFF
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
@@ -27,7 +28,7 @@ from scheduler.reminders import PlanResult, ReminderPlanner
 from storage import planner_runs
 from storage.db import create_engine, is_sqlite
 from storage.dues_queries import DUES_BEARING
-from storage.models import Outbox, PlannerRun, Sponsorship
+from storage.models import Outbox, Payment, PlannerRun, Sponsorship
 from tests.fakes.chat import Chat, build_engine
 from tests.fakes.clock import FrozenClock
 
@@ -280,3 +281,29 @@ async def test_the_off_loop_run_plans_the_same_rows_in_a_child_process(
     assert await child.tick() == {JOB_REMINDERS: whole.notices}
     assert await outbox_rows(province) == expected_rows
     assert await attempts(province) == [("process-a", "done", pages)]
+
+
+def _wal_bytes(database: Path) -> int:
+    wal = Path(f"{database}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+async def test_the_benchs_seeded_sqlite_province_is_whole_in_a_copy_of_its_file(
+    tmp_path: Path,
+) -> None:
+    """`bench_reminders --sqlite-seed`: the province seeded into a file once (its WAL
+    checkpointed into it), each run on a copy of the file alone, which holds it all."""
+    seeded = tmp_path / "province.sqlite3"
+    await seed_sqlite_file(seeded, 30, 2)
+    assert _wal_bytes(seeded) == 0
+    (tmp_path / "run").mkdir()
+    url = sqlite_copy(seeded, str(tmp_path / "run"))
+    assert url == f"sqlite+aiosqlite:///{tmp_path / 'run' / 'bench.sqlite3'}"
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            sponsorships = await connection.scalar(select(func.count()).select_from(Sponsorship))
+            payments = await connection.scalar(select(func.count()).select_from(Payment))
+    finally:
+        await engine.dispose()
+    assert (sponsorships, payments) == (60, 2 * len(list(dues_payments(30))))
