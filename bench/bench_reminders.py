@@ -454,7 +454,13 @@ def _p(latencies: list[float], quantile: float) -> float:
 
 
 async def measure_province(
-    url: str, sponsorships: int, copies: int, chunk_size: int, chat_s: float, reuse: bool = False
+    url: str,
+    sponsorships: int,
+    copies: int,
+    chunk_size: int,
+    chat_s: float,
+    reuse: bool = False,
+    pages_in_flight: int = 1,
 ) -> int:
     """The off-loop planner over `sponsorships * copies`, with chats served meanwhile.
 
@@ -500,6 +506,7 @@ async def measure_province(
             calendar=WorkCalendar([]),
             tariff=DEFAULT_TARIFF,
             chunk_size=chunk_size,
+            pages_in_flight=pages_in_flight,
         ).spec
         bot = chat_engine(engine)
         await chat_steps(bot, lambda elapsed: elapsed >= 1.0)  # warm-up (accounts, caches)
@@ -559,6 +566,7 @@ async def measure_province(
                     "sponsorships": total,
                     "payments": payments,
                     "chunk_size": chunk_size,
+                    "pages_in_flight": pages_in_flight,
                     "first_s": round(first_s, 3),
                     "rerun_s": round(rerun_s, 3),
                     "child_cpu_first_s": round(first_cpu_s, 1),
@@ -640,6 +648,12 @@ def main(argv: list[str] | None = None) -> int:
             "state instead of dropped and seeded again); otherwise seed as usual"
         ),
     )
+    parser.add_argument(
+        "--pages-in-flight",
+        type=int,
+        default=1,
+        help="PostgreSQL --province: pages planned at once, on connections of their own",
+    )
     args = parser.parse_args(argv)
     if args.province:
         if args.database_url:
@@ -651,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.chunk_size,
                     args.chat_seconds,
                     reuse=args.reuse,
+                    pages_in_flight=args.pages_in_flight,
                 )
             )
         with tempfile.TemporaryDirectory() as directory:
