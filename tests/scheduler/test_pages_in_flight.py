@@ -130,7 +130,7 @@ async def test_pages_in_flight_off_the_loop_renew_one_lease(
 async def test_a_failing_page_stops_the_others_and_the_next_attempt_completes_the_run(
     province: AsyncEngine,  # noqa: F811
 ) -> None:
-    expected, expected_rows, expected_statuses = await one_at_a_time(province)
+    _, expected_rows, expected_statuses = await one_at_a_time(province)
     clock = FrozenClock(NOW)
 
     class Broken(RuntimeError):

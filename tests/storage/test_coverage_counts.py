@@ -532,9 +532,13 @@ async def test_one_statement_moving_several_sponsorships_of_one_asn(
     (a1, opd1), (a2, _opd2), (a3, _) = world.asns
     rows = [
         await add_sponsorship(
-            connection, worker_id=worker, asn_id=a1, opd_id=opd1,
-            status=S.ACTIVE if number < 4 else S.WAITING_FOR_PIC, created_at=NOW,
-        )  # fmt: skip
+            connection,
+            worker_id=worker,
+            asn_id=a1,
+            opd_id=opd1,
+            status=S.ACTIVE if number < 4 else S.WAITING_FOR_PIC,
+            created_at=NOW,
+        )
         for number, worker in enumerate(world.workers)
     ]
     await assert_in_step(connection, "six open under one ASN")
@@ -595,9 +599,13 @@ async def test_two_bulk_lapses_of_shared_asns_at_once(db_engine: AsyncEngine) ->
         (a1, opd1), (a2, opd2), _ = world.asns
         rows = [
             await add_sponsorship(
-                connection, worker_id=worker, asn_id=asn, opd_id=opd, status=S.ACTIVE,
+                connection,
+                worker_id=worker,
+                asn_id=asn,
+                opd_id=opd,
+                status=S.ACTIVE,
                 created_at=NOW,
-            )  # fmt: skip
+            )
             for worker, (asn, opd) in zip(
                 world.workers, [(a1, opd1), (a2, opd2), (a1, opd1), (a2, opd2)], strict=True
             )
