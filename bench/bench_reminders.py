@@ -246,6 +246,7 @@ async def measure(
     *,
     reuse: bool = False,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    pages_in_flight: int = 1,
 ) -> int:
     if reuse:
         await upgrade_to_head(url)
@@ -265,7 +266,13 @@ async def measure(
         else:
             if reuse:
                 await engine.dispose()
-                return await measure(url, sponsorships, repeat, chunk_size=chunk_size)
+                return await measure(
+                    url,
+                    sponsorships,
+                    repeat,
+                    chunk_size=chunk_size,
+                    pages_in_flight=pages_in_flight,
+                )
             seeded = await seed(engine, sponsorships)
             await settle(engine)
             print(
@@ -290,8 +297,12 @@ async def measure(
             calendar=WorkCalendar([]),
             tariff=DEFAULT_TARIFF,
             chunk_size=chunk_size,
+            pages_in_flight=pages_in_flight,
         )
-        print(f"[{backend}] pages of {chunk_size or 'all'} sponsorships", flush=True)
+        print(
+            f"[{backend}] pages of {chunk_size or 'all'} sponsorships, {pages_in_flight} at once",
+            flush=True,
+        )
         load_before = os.getloadavg()
         firsts: list[float] = []
         reruns: list[float] = []
@@ -343,6 +354,7 @@ async def measure(
                     "sponsorships": seeded["sponsorships"],
                     "payments": seeded["payments"],
                     "repeat": repeat,
+                    "pages_in_flight": pages_in_flight,
                     "first_s": round(first, 4),
                     "rerun_s": round(rerun, 4),
                     "baseline_select_s": round(base, 4),
@@ -708,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         "--pages-in-flight",
         type=int,
         default=1,
-        help="PostgreSQL --province: pages planned at once, on connections of their own",
+        help="PostgreSQL: pages planned at once, on connections of their own (default 1)",
     )
     args = parser.parse_args(argv)
     if args.province:
@@ -740,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.repeat,
                 reuse=args.reuse,
                 chunk_size=chunk_size,
+                pages_in_flight=args.pages_in_flight,
             )
         )
     with tempfile.TemporaryDirectory() as directory:
