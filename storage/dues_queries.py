@@ -927,7 +927,7 @@ JOIN unnest($4::int[], $5::text[], $6::text[], $7::text[], $8::text[],
             $13::text[]) AS g(gid, language, kind, body, params, template)
   ON {on}
 WHERE true{where}
-ORDER BY u.k COLLATE "C"
+ORDER BY u.k
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING dedupe_key, kind
 """

@@ -535,12 +535,7 @@ class Outbox(Base):
     __table_args__ = (Index("ix_outbox_due", "status", "not_before"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    #: PostgreSQL: collation "C" (bytewise, migration 0017): the same order as the
-    #: database's C.UTF-8 for these ASCII keys, without strcoll in every comparison of
-    #: the unique index (a planner run inserts a million keys).
-    dedupe_key: Mapped[str] = mapped_column(
-        String(200).with_variant(String(200, collation="C"), "postgresql"), unique=True
-    )
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
     channel: Mapped[Channel] = mapped_column(_enum(Channel, "channel"))
     #: The channel's id of the person (Telegram chat id, WhatsApp wa_id, console user).
     recipient: Mapped[str] = mapped_column(String(PERSON_ID_LENGTH))

@@ -1,5 +1,4 @@
-"""PostgreSQL: `asn.open_sponsorships` kept by statement triggers, and the outbox's dedupe
-keys compared bytewise (issue 14, the planner at 1.44 million sponsorships).
+"""PostgreSQL: `asn.open_sponsorships` kept by statement triggers (issue 14, the planner).
 
 Migration 0015 kept the count with a PostgreSQL row trigger: one `UPDATE asn`
 per sponsorship moved, 8 ms of the 28-32 ms a page's 300 lapses took at 1.44
@@ -14,13 +13,6 @@ a trigger with transition tables, so the UPDATE trigger runs for every UPDATE
 of `sponsorship` (a statement that moves no open row changes nothing).
 
 SQLite keeps 0015's row triggers (each runs right after its row, exact).
-
-`outbox.dedupe_key` gets collation "C": every comparison in its unique index
-(some 20 per key inserted; a planner run inserts a million keys) was a
-strcoll() of the database's C.UTF-8 collation, now a memcmp. The keys are
-ASCII, and C.UTF-8 orders by code point, so equality, order and the prefix
-range scans are unchanged. The unique index is rebuilt (on a big outbox the
-table is locked meanwhile). SQLite compares bytewise already (BINARY).
 
 Revision ID: 0017_pgplan
 Revises: 0016_tg_inbound
@@ -125,19 +117,13 @@ DOWNGRADE = [
 ]
 
 
-KEYS_BYTEWISE = 'ALTER TABLE outbox ALTER COLUMN dedupe_key TYPE varchar(200) COLLATE "C"'
-KEYS_DEFAULT = 'ALTER TABLE outbox ALTER COLUMN dedupe_key TYPE varchar(200) COLLATE "default"'
-
-
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for statement in UPGRADE:
             op.execute(statement)
-        op.execute(KEYS_BYTEWISE)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(KEYS_DEFAULT)
         for statement in DOWNGRADE:
             op.execute(statement)
