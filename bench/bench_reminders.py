@@ -54,6 +54,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -259,6 +260,7 @@ async def measure(
     *,
     reuse: bool = False,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    pages_in_flight: int = 1,
 ) -> int:
     if reuse:
         await upgrade_to_head(url)
@@ -278,7 +280,13 @@ async def measure(
         else:
             if reuse:
                 await engine.dispose()
-                return await measure(url, sponsorships, repeat, chunk_size=chunk_size)
+                return await measure(
+                    url,
+                    sponsorships,
+                    repeat,
+                    chunk_size=chunk_size,
+                    pages_in_flight=pages_in_flight,
+                )
             seeded = await seed(engine, sponsorships)
             await settle(engine)
             print(
@@ -303,8 +311,12 @@ async def measure(
             calendar=WorkCalendar([]),
             tariff=DEFAULT_TARIFF,
             chunk_size=chunk_size,
+            pages_in_flight=pages_in_flight,
         )
-        print(f"[{backend}] pages of {chunk_size or 'all'} sponsorships", flush=True)
+        print(
+            f"[{backend}] pages of {chunk_size or 'all'} sponsorships, {pages_in_flight} at once",
+            flush=True,
+        )
         load_before = os.getloadavg()
         firsts: list[float] = []
         reruns: list[float] = []
@@ -356,6 +368,7 @@ async def measure(
                     "sponsorships": seeded["sponsorships"],
                     "payments": seeded["payments"],
                     "repeat": repeat,
+                    "pages_in_flight": pages_in_flight,
                     "first_s": round(first, 4),
                     "rerun_s": round(rerun, 4),
                     "baseline_select_s": round(base, 4),
@@ -393,6 +406,54 @@ def _measured_child(
     # mostly waiting for a core.
     values["cpu_ms"] = round((time.process_time() - cpu) * 1000)
     return seconds, values, rss_before, _peak_rss_kb()
+
+
+class ServerCpu:
+    """CPU time (user + system) of the PostgreSQL backends of one database that were not
+    there when it started: the planner child's, on a server on this machine (Linux
+    /proc; read as root or as the server's user). Sampled every 0.1 s in a thread, so a
+    backend that exits is counted up to its last sample."""
+
+    def __init__(self, database: str) -> None:
+        self._marker = f" {database} ".encode()
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._before = set(self._backends())
+        self._seen: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _backends(self) -> dict[int, int]:
+        found: dict[int, int] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as cmdline:
+                    title = cmdline.read()
+                if not title.startswith(b"postgres: ") or self._marker not in title:
+                    continue
+                with open(f"/proc/{name}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            found[int(name)] = int(fields[11]) + int(fields[12])
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            for pid, ticks in self._backends().items():
+                if pid not in self._before:
+                    self._seen[pid] = ticks
+
+    def stop(self) -> float:
+        """Seconds of CPU of the new backends."""
+        self._stop.set()
+        self._thread.join()
+        for pid, ticks in self._backends().items():
+            if pid not in self._before:
+                self._seen[pid] = ticks
+        return sum(self._seen.values()) / self._tick
 
 
 def _peak_rss_kb() -> int:
@@ -470,7 +531,13 @@ def _p(latencies: list[float], quantile: float) -> float:
 
 
 async def measure_province(
-    url: str, sponsorships: int, copies: int, chunk_size: int, chat_s: float, reuse: bool = False
+    url: str,
+    sponsorships: int,
+    copies: int,
+    chunk_size: int,
+    chat_s: float,
+    reuse: bool = False,
+    pages_in_flight: int = 1,
 ) -> int:
     """The off-loop planner over `sponsorships * copies`, with chats served meanwhile.
 
@@ -516,6 +583,7 @@ async def measure_province(
             calendar=WorkCalendar([]),
             tariff=DEFAULT_TARIFF,
             chunk_size=chunk_size,
+            pages_in_flight=pages_in_flight,
         ).spec
         bot = chat_engine(engine)
         await chat_steps(bot, lambda elapsed: elapsed >= 1.0)  # warm-up (accounts, caches)
@@ -524,6 +592,7 @@ async def measure_province(
         figures: dict[str, tuple[float, dict[str, int], int, int]] = {}
         during: list[float] = []
         parent_rss: tuple[int, int] = (0, 0)
+        server_cpu: dict[str, float] = {}
         for attempt in ("first", "rerun"):
             lease = await planner_runs.acquire(
                 engine,
@@ -535,11 +604,13 @@ async def measure_province(
             )
             assert lease is not None
             rss_before = _rss_kb()
+            server = None if backend == "sqlite" else ServerCpu(engine.url.database or "")
             child = asyncio.ensure_future(
                 run_in_child(_measured_child, OffLoop(url), spec, lease, NOW)
             )
             steps = await chat_steps(bot, _until_done(child))
             figures[attempt] = await child
+            server_cpu[attempt] = server.stop() if server is not None else 0.0
             if attempt == "first":
                 during = steps
                 parent_rss = (rss_before, _rss_kb())
@@ -557,6 +628,8 @@ async def measure_province(
             f"{'met' if first_s <= 30 else 'MISS'}), child RSS growth {growth_mb:.0f} MB "
             f"(target 200 MB: {'met' if growth_mb <= 200 else 'MISS'}), re-run {rerun_s:.2f} s; "
             f"the child's CPU time {first_cpu_s:.1f} s first run, {rerun_cpu_s:.1f} s re-run; "
+            f"its server backends' CPU time {server_cpu['first']:.1f} s first run, "
+            f"{server_cpu['rerun']:.1f} s re-run; "
             f"this process's RSS {parent_rss[0] / 1024:.0f} -> {parent_rss[1] / 1024:.0f} MB"
         )
         print(
@@ -575,10 +648,13 @@ async def measure_province(
                     "sponsorships": total,
                     "payments": payments,
                     "chunk_size": chunk_size,
+                    "pages_in_flight": pages_in_flight,
                     "first_s": round(first_s, 3),
                     "rerun_s": round(rerun_s, 3),
                     "child_cpu_first_s": round(first_cpu_s, 1),
                     "child_cpu_rerun_s": round(rerun_cpu_s, 1),
+                    "server_cpu_first_s": round(server_cpu["first"], 1),
+                    "server_cpu_rerun_s": round(server_cpu["rerun"], 1),
                     "child_rss_growth_mb": round(growth_mb, 1),
                     "child_rss_before_mb": round(rss_start / 1024, 1),
                     "parent_rss_mb": [round(x / 1024, 1) for x in parent_rss],
@@ -691,6 +767,12 @@ def main(argv: list[str] | None = None) -> int:
             "and run each measurement on a fresh copy of it (no 4-minute seeding per run)"
         ),
     )
+    parser.add_argument(
+        "--pages-in-flight",
+        type=int,
+        default=1,
+        help="PostgreSQL: pages planned at once, on connections of their own (default 1)",
+    )
     args = parser.parse_args(argv)
     if args.province and args.sqlite_seed and not args.database_url:
         if not args.sqlite_seed.exists():
@@ -717,6 +799,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.chunk_size,
                     args.chat_seconds,
                     reuse=args.reuse,
+                    pages_in_flight=args.pages_in_flight,
                 )
             )
         with tempfile.TemporaryDirectory() as directory:
@@ -735,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.repeat,
                 reuse=args.reuse,
                 chunk_size=chunk_size,
+                pages_in_flight=args.pages_in_flight,
             )
         )
     with tempfile.TemporaryDirectory() as directory:

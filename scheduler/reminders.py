@@ -237,6 +237,7 @@ class ReminderSpec:
     worker_channel: Channel | None
     payment_channels: tuple[PaymentChannel, ...]
     chunk_size: int | None
+    pages_in_flight: int = 1
 
     def planner(self, database: AsyncEngine, clock: Clock) -> ReminderPlanner:
         return ReminderPlanner(
@@ -249,6 +250,7 @@ class ReminderSpec:
             worker_channel=self.worker_channel,
             payment_channels=self.payment_channels,
             chunk_size=self.chunk_size,
+            pages_in_flight=self.pages_in_flight,
         )
 
 
@@ -267,6 +269,7 @@ class ReminderPlanner:
         worker_channel: Channel | None = None,
         payment_channels: Sequence[PaymentChannel] = (),
         chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        pages_in_flight: int = 1,
     ) -> None:
         """`worker_channel` (WhatsApp, when configured): workers are told too (at risk, lapsed).
 
@@ -275,9 +278,14 @@ class ReminderPlanner:
         `chunk_size`: sponsorships per page, each page its own transaction
         (`_plan_chunked`); None plans everything in one transaction (`_plan_whole`,
         the planner before pages: its memory grows with the province).
+        `pages_in_flight`: PostgreSQL, pages planned at once, each on a connection of
+        its own (`_plan_in_flight`); SQLite (one writer) always plans one at a time.
         """
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+        if pages_in_flight < 1:
+            raise ValueError(f"pages_in_flight must be at least 1, not {pages_in_flight}")
+        self._pages_in_flight = pages_in_flight
         self._chunk_size = chunk_size
         self._worker_channel = worker_channel
         self._payment_channels = tuple(payment_channels)
@@ -311,6 +319,7 @@ class ReminderPlanner:
             self._worker_channel,
             self._payment_channels,
             self._chunk_size,
+            self._pages_in_flight,
         )
 
     async def plan(
@@ -336,6 +345,10 @@ class ReminderPlanner:
             # before the collector is back (see `_cyclic_gc_paused`).
             if self._chunk_size is None:
                 result = await self._plan_whole(now, today, not_before, on_chunk)
+            elif self._pages_in_flight > 1 and self._database.dialect.name == "postgresql":
+                result = await self._plan_in_flight(
+                    now, today, not_before, self._chunk_size, on_chunk, between_pages
+                )
             else:
                 result = await self._plan_chunked(
                     now, today, not_before, self._chunk_size, on_chunk, between_pages
@@ -427,6 +440,113 @@ class ReminderPlanner:
             else:
                 # Whoever shares this loop (in-process runs) gets a turn between pages.
                 await asyncio.sleep(0)
+
+    async def _plan_in_flight(
+        self,
+        now: datetime,
+        today: date,
+        not_before: datetime,
+        chunk_size: int,
+        on_chunk: ChunkHook | None,
+        between_pages: Callable[[int], Awaitable[None]] | None,
+    ) -> PlanResult:
+        """PostgreSQL: `_plan_chunked`'s pages, `pages_in_flight` of them at once.
+
+        A page is planned by the server (the reads, the lapse and the notices'
+        INSERT ... SELECT are most of a run), on one backend per connection: one
+        page at a time leaves the second core idle. Each of `pages_in_flight`
+        tasks takes the next page (its terms read under a lock, so the pages
+        are disjoint id ranges in keyset order) and reads, decides and writes it
+        on connections of its own, as `_plan_chunked` does. In a page's write
+        transaction the reminders go first and the lapse last: the lapse's
+        count triggers lock shared count rows (per OPD and status) until the
+        commit, which the other page's lapse waits for; the rows are locked in
+        one order, so the pages wait, never deadlock. The payroll lines,
+        counted over all pages, are written once every page is done, in a
+        transaction of their own (with `on_chunk`). The rows written are those
+        of `_plan_chunked` (a test compares them); a failure cancels the other
+        pages (their transactions roll back) and is raised.
+        """
+        result = PlanResult()
+        payroll: dict[tuple[int, str, date], int] = {}
+        decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]] = {}
+        texts: dict[tuple[str, DuesStatus, Language | None], NoticeGroup] = {}
+        async with read_only(self._database) as reader:
+            pics = await dues_queries.pics_by_opd(reader)
+        # The next page's start, whether the last page was read, and the pages done.
+        cursor = {"after": 0, "ended": False, "done": 0}
+        next_page = asyncio.Lock()
+
+        async def plan_pages() -> None:
+            while not cursor["ended"]:
+                read_at = self._clock()
+                reminders: list[_Reminder] = []
+                lapsing: list[DuesTerms] = []
+                async with read_only(self._database) as reader:
+                    async with next_page:
+                        if cursor["ended"]:
+                            return
+                        terms = await dues_queries.dues_terms(
+                            reader, after=int(cursor["after"]), limit=chunk_size
+                        )
+                        if len(terms) < chunk_size:
+                            cursor["ended"] = True
+                        if terms:
+                            cursor["after"] = terms[-1][0]
+                    id_range = (terms[0][0], terms[-1][0]) if terms else None
+                    if id_range is not None:
+                        paid = await dues_queries.confirmed_months(
+                            reader, including_recorded=True, id_range=id_range
+                        )
+                        reminders, _, page_payroll, lapsing = self._compute(
+                            terms, paid, today, decisions
+                        )
+                        for group, count in page_payroll.items():
+                            payroll[group] = payroll.get(group, 0) + count
+                if reminders or lapsing or on_chunk is not None:
+                    async with self._database.begin() as connection:
+                        if id_range is not None and reminders:
+                            paid_meanwhile = await dues_queries.paid_since(
+                                connection, id_range, read_at
+                            )
+                            if paid_meanwhile:
+                                reminders = [
+                                    r for r in reminders if r.terms[0] not in paid_meanwhile
+                                ]
+                        await self._write_named(
+                            connection, reminders, texts, result, now, not_before
+                        )
+                        changed = await dues_queries.mark_lapsed(
+                            connection,
+                            [row.sponsorship_id for row in lapsing],
+                            now=now,
+                            read_at=now,
+                        )
+                        await self._lapse_named(connection, changed, result, now, not_before)
+                        cursor["done"] += 1
+                        if on_chunk is not None:
+                            await on_chunk(connection, int(cursor["done"]), result)
+                else:
+                    cursor["done"] += 1
+                if between_pages is not None:
+                    await between_pages(int(cursor["done"]))
+                else:
+                    await asyncio.sleep(0)
+
+        tasks = [asyncio.ensure_future(plan_pages()) for _ in range(self._pages_in_flight)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        if payroll or on_chunk is not None:
+            async with self._database.begin() as connection:
+                await self._write_payroll(connection, payroll, pics, result, now, not_before)
+                if on_chunk is not None:
+                    await on_chunk(connection, int(cursor["done"]), result)
+        return result
 
     async def _plan_whole(
         self, now: datetime, today: date, not_before: datetime, on_chunk: ChunkHook | None

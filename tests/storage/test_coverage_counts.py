@@ -519,3 +519,116 @@ async def test_a_move_and_a_status_change_in_two_transactions_at_once(
     async with db_engine.connect() as connection:
         assert await stored_counts(connection) == {(False, "", "Baru", "Pindah", "lapsed"): 1}
         await assert_in_step(connection, f"{first} first")
+
+
+async def test_one_statement_moving_several_sponsorships_of_one_asn(
+    connection: AsyncConnection,
+) -> None:
+    """`asn.open_sponsorships` when one statement moves several rows of one ASN at once
+    (PostgreSQL sums them per ASN in one statement trigger): a bulk lapse, several rows
+    handed to another ASN while one of them closes, and rows that change neither ASN
+    nor openness."""
+    world = await build_world(connection, workers=6)
+    (a1, opd1), (a2, _opd2), (a3, _) = world.asns
+    rows = [
+        await add_sponsorship(
+            connection,
+            worker_id=worker,
+            asn_id=a1,
+            opd_id=opd1,
+            status=S.ACTIVE if number < 4 else S.WAITING_FOR_PIC,
+            created_at=NOW,
+        )
+        for number, worker in enumerate(world.workers)
+    ]
+    await assert_in_step(connection, "six open under one ASN")
+    stored, _ = await open_per_asn(connection)
+    assert stored[a1] == 6
+
+    lapsed = await dues_queries.mark_lapsed(connection, rows[:3], now=NOW, read_at=NOW)
+    assert lapsed == rows[:3]
+    await assert_in_step(connection, "three of one ASN lapsed in one statement")
+    stored, _ = await open_per_asn(connection)
+    assert stored[a1] == 3
+
+    # Three rows go to another ASN in one statement; one of them (open) also ends, one was
+    # lapsed (closed, so it moves no count), one stays open.
+    await connection.execute(
+        update(Sponsorship)
+        .where(Sponsorship.id.in_([rows[0], rows[3], rows[4]]))
+        .values(
+            asn_id=a2,
+            status=text(f"CASE id WHEN {rows[3]} THEN 'ended' ELSE status END"),
+        )
+    )
+    await assert_in_step(connection, "three rows to another ASN, one of them ending")
+    stored, _ = await open_per_asn(connection)
+    assert (stored[a1], stored[a2]) == (1, 1)
+
+    # Every row to a third ASN, reopened: each ASN's count moves by several at once.
+    await connection.execute(
+        update(Sponsorship)
+        .where(Sponsorship.id.in_(rows))
+        .values(asn_id=a3, status=S.WAITING_FOR_PIC)
+    )
+    await assert_in_step(connection, "all rows to a third ASN, reopened")
+    stored, _ = await open_per_asn(connection)
+    assert (stored[a1], stored[a2], stored[a3]) == (0, 0, 6)
+
+    # A statement changing neither ASN nor openness (open to open, closed to closed).
+    await connection.execute(
+        update(Sponsorship).where(Sponsorship.id.in_(rows[:2])).values(status=S.ACTIVE)
+    )
+    await assert_in_step(connection, "open to open")
+    stored, _ = await open_per_asn(connection)
+    assert stored[a3] == 6
+    await connection.execute(delete(Sponsorship).where(Sponsorship.id.in_(rows[1:5])))
+    await assert_in_step(connection, "four rows of one ASN deleted in one statement")
+    stored, _ = await open_per_asn(connection)
+    assert stored[a3] == 2
+
+
+async def test_two_bulk_lapses_of_shared_asns_at_once(db_engine: AsyncEngine) -> None:
+    """PostgreSQL: two transactions lapsing sponsorships of the same two ASNs, listed in
+    opposite orders, both commit (the ASN rows are locked in id order: no deadlock) and
+    the counts hold both."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    async with db_engine.begin() as connection:
+        world = await build_world(connection, workers=4)
+        (a1, opd1), (a2, opd2), _ = world.asns
+        rows = [
+            await add_sponsorship(
+                connection,
+                worker_id=worker,
+                asn_id=asn,
+                opd_id=opd,
+                status=S.ACTIVE,
+                created_at=NOW,
+            )
+            for worker, (asn, opd) in zip(
+                world.workers, [(a1, opd1), (a2, opd2), (a1, opd1), (a2, opd2)], strict=True
+            )
+        ]
+    # The first lapses a1's row then a2's, the second a2's then a1's.
+    first, second = [rows[0], rows[1]], [rows[3], rows[2]]
+    async with db_engine.connect() as holder, db_engine.connect() as other:
+        await holder.begin()
+        assert await dues_queries.mark_lapsed(holder, first, now=NOW, read_at=NOW) == first
+        pid = await other.scalar(text("SELECT pg_backend_pid()"))
+        await other.commit()
+
+        async def lapse_second() -> None:
+            async with other.begin():
+                changed = await dues_queries.mark_lapsed(other, second, now=NOW, read_at=NOW)
+                assert changed == sorted(second)
+
+        task = asyncio.create_task(lapse_second())
+        await _blocked_or_done(db_engine, int(pid or 0), task)
+        await holder.commit()
+        await task
+    async with db_engine.connect() as connection:
+        stored, counted = await open_per_asn(connection)
+        assert stored == counted
+        assert (stored[a1], stored[a2]) == (0, 0)
+        await assert_in_step(connection, "two bulk lapses at once")

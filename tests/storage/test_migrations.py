@@ -65,6 +65,7 @@ async def test_migrations_form_one_linear_chain() -> None:
     script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
     chain = [rev.revision for rev in script.walk_revisions()]
     assert chain == [
+        "0017_pgplan",
         "0016_tg_inbound",
         "0015_coverage_counts",
         "0014_coverage",
@@ -85,7 +86,7 @@ async def test_migrations_form_one_linear_chain() -> None:
         "0002",
         "0001",
     ]
-    assert head_revision() == "0016_tg_inbound"
+    assert head_revision() == "0017_pgplan"
     assert scripts_head() == head_revision()  # the constant the bot reads, true to the scripts
 
 
