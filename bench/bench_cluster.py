@@ -55,6 +55,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import ssl
 import sys
 import tempfile
@@ -367,6 +368,8 @@ class Target:
     #: (planned-to-arrival seconds per answered request) from the generators' results;
     #: ours waits for the replies at the fake until `deadline` (time.monotonic()).
     replies: Callable[[list[list[float]], int, float], Awaitable[dict[int, float]]]
+    on_start: Callable[[], None] = lambda: None
+    on_stop: Callable[[], None] = lambda: None
     #: Waits until what a run left in flight is done (ours: no reply for 2 s).
     settle: Callable[[], Awaitable[None]] | None = None
 
@@ -416,6 +419,7 @@ async def run_load(target: Target, args: Any, rate: float, folder: Path) -> Run:
     meter = CpuMeter({**target.groups, "generators": generator_pids})
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     await meter.start()
+    target.on_start()
     metered_from = time.monotonic()
     # The generators' CPU is read before they exit (a process that ended is not in /proc).
     deadline = start_at + args.seconds * 3
@@ -438,6 +442,7 @@ async def run_load(target: Target, args: Any, rate: float, folder: Path) -> Run:
         print(f"  answers by HTTP status (-1: none): {dict(statuses)}", flush=True)
     answered_at = await target.replies(results, first_user, deadline)
     cpu = await meter.stop()
+    target.on_stop()
     span = time.monotonic() - metered_from
     cpu["generators"] = sum(generator_cpu.values())
     cpu["server"] = sum(cpu[name] for name in target.groups if name != "fake")
@@ -551,6 +556,7 @@ async def run_ours(args: Any, workers: int, folder: Path) -> dict[str, Any]:
             wrapper = ("bench.profiled", args.profile)
             # The bot runs in its data folder: bench/ is found from the checkout.
             env["PYTHONPATH"] = CHECKOUT
+            env["PROFILE_ON_SIGNAL"] = "1"
         province = Province(env, workers, wrapper=wrapper)
         await nginx.start()
         try:
@@ -607,9 +613,15 @@ async def run_ours(args: Any, workers: int, folder: Path) -> dict[str, Any]:
                     if len(telegram.sent) == count:
                         return
 
+            def profile(sig: signal.Signals) -> None:
+                if args.profile is not None and province.process is not None:
+                    province.process.send_signal(sig)
+
             target = Target(
                 url=f"{nginx.base}/telegram/webhook",
                 cafile=str(folder / "nginx" / "fullchain.pem"),
+                on_start=lambda: profile(signal.SIGUSR1),
+                on_stop=lambda: profile(signal.SIGUSR2),
                 first_user=first_user,
                 first_update=first_update,
                 groups={

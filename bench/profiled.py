@@ -3,10 +3,11 @@
     python -m bench.profiled <folder> <module> [args...]
 
 Writes, when the program ends (SIGTERM included: it is turned into a normal
-exit), `<folder>/<pid>.prof` (cProfile's stats) and `<folder>/<pid>.sql.json`:
-the statements the process sent to its database, counted by their first
-words (every `execute` is one round trip on asyncpg; transactions' BEGIN and
-COMMIT are counted apart from SQLAlchemy's events, which do not see them).
+exit), or with PROFILE_ON_SIGNAL=1 for what ran from SIGUSR1 to SIGUSR2,
+`<folder>/<pid>.prof` (cProfile's stats, CPU time) and `<folder>/<pid>.sql.json`:
+the statements the process sent to its database, counted by their first words
+(each one round trip on asyncpg), with the transactions' BEGIN, COMMIT and
+ROLLBACK and the pool checkouts (a pre-ping is three round trips more).
 Only for benches: the profiler roughly doubles the process's CPU time.
 """
 
@@ -74,20 +75,39 @@ def main() -> None:
 
     # CPU time, not wall time: on a shared machine the wall clock counts the others too.
     profile = cProfile.Profile(time.process_time)
-    sys.argv = [module, *sys.argv[3:]]
-    signal.signal(signal.SIGTERM, _exit)
-    profile.enable()
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit:
-        pass
-    finally:
-        profile.disable()
+
+    def _dump() -> None:
         pid = os.getpid()
         profile.dump_stats(folder / f"{pid}.prof")
         (folder / f"{pid}.sql.json").write_text(
             json.dumps({"statements": dict(counts), "transactions": dict(transactions)}, indent=1)
         )
+
+    def _start(*_: Any) -> None:
+        counts.clear()
+        transactions.clear()
+        profile.enable()
+
+    def _stop(*_: Any) -> None:
+        profile.disable()
+        _dump()
+
+    sys.argv = [module, *sys.argv[3:]]
+    signal.signal(signal.SIGTERM, _exit)
+    # SIGUSR1 starts the profile (the counts start again), SIGUSR2 stops and writes it: the
+    # bench profiles its load, not the imports. Without PROFILE_ON_SIGNAL: the whole run.
+    signal.signal(signal.SIGUSR1, _start)
+    signal.signal(signal.SIGUSR2, _stop)
+    if not os.environ.get("PROFILE_ON_SIGNAL"):
+        profile.enable()
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit:
+        pass
+    finally:
+        if not os.environ.get("PROFILE_ON_SIGNAL"):
+            profile.disable()
+            _dump()
 
 
 if __name__ == "__main__":
