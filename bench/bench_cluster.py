@@ -211,6 +211,7 @@ async def _generate(plan: Plan) -> None:
                 await asyncio.sleep(delay)
             due.put_nowait((i, planned))
         # What is still queued at the end of the window is not sent: the run is over.
+        await asyncio.sleep(max(0.0, start_at + plan.seconds - time.monotonic()))
         with contextlib.suppress(asyncio.QueueEmpty):
             while True:
                 due.get_nowait()
