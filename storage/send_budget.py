@@ -348,8 +348,8 @@ class PostgresSendBudget(_RepliedAsNotices):
     times the take itself, and a reply of two messages checks out three times.
     A connection that died (PostgreSQL restarted) fails its statement, which
     the pool takes as a disconnect and replaces at the next checkout; the
-    sender logs the failure and sends without its place, as when the database
-    is away.
+    caller meets the failure as when the database is away (a reply is sent
+    without its place, logged; the dispatcher's row is tried again).
     """
 
     _PRUNE_EVERY = 4096
