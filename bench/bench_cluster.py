@@ -40,6 +40,8 @@ measure the machine; CPU per update measures the code.
 `--profile FOLDER`: ours x1 only, under cProfile (bench/profiled.py: stats and
 the SQL statements counted per kind in FOLDER); its CPU figures are the
 profiler's, not the product's.
+`BENCH_LOG_TAIL=1` in the environment prints the bot's last log lines after
+each configuration (to see why a run answered nothing).
 
 Goals (issue 14): cost per update <= 3x the bare handler's, p99 <= 250 ms at
 70 % of saturation. Per-core scaling efficiency: throughput(N) /
