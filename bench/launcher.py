@@ -279,9 +279,12 @@ class Nginx:
 class Province:
     """`sertakan run --workers N` (a supervisor and its N children) with `env`, on its port."""
 
-    def __init__(self, env: dict[str, str], workers: int) -> None:
+    def __init__(self, env: dict[str, str], workers: int, *, wrapper: tuple[str, ...] = ()) -> None:
+        """`wrapper`: module and arguments that run `bot` (`python -m <wrapper...> bot run ...`),
+        e.g. ("bench.profiled", folder) to profile a one-process province."""
         self.env = env
         self.workers = workers
+        self.wrapper = wrapper
         self.port = int(env["WEB_PORT"])
         self.direct = f"http://127.0.0.1:{self.port}"
         self.process: asyncio.subprocess.Process | None = None
@@ -291,6 +294,7 @@ class Province:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
+            *self.wrapper,
             "bot",
             "run",
             "--workers",

@@ -276,6 +276,7 @@ class Runtime:
         return self.engine.config.timezone
 
     async def close(self) -> None:
+        await self.send_budget.close()
         await self.db.dispose()
 
 

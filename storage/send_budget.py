@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Final, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from domain.vocabulary import Channel
 
@@ -126,6 +126,10 @@ class SendBudget(Protocol):
         within `count` recipient intervals, as if the reply had been notices (a notice due
         sooner would join the reply's messages in one burst over the platform's per-chat
         limit: Telegram allows 3 messages to a chat in 3 s, not a fourth)."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the budget holds (its database connections)."""
         ...
 
 
@@ -217,6 +221,9 @@ class LocalSendBudget(_RepliedAsNotices):
         self._rates = dict(rates)
         self._monotonic = monotonic
         self._schedules = {channel: _Schedule() for channel in self._rates}
+
+    async def close(self) -> None:
+        return None
 
     async def take(
         self,
@@ -333,23 +340,44 @@ class PostgresSendBudget(_RepliedAsNotices):
     every take of every process queued behind it. The tables are UNLOGGED
     (migration 0013): a commit waits for no WAL flush. The times are
     PostgreSQL's clock, so processes on several machines agree.
+
+    The statements run on a small pool of the budget's own (`POOL_SIZE`, more
+    while many replies take places at once), opened in autocommit and checked
+    out without the application pool's pre-ping: on asyncpg a pre-ping is three
+    round trips (BEGIN, an empty statement, ROLLBACK) on every checkout, three
+    times the take itself, and a reply of two messages checks out three times.
+    A connection that died (PostgreSQL restarted) fails its statement, which
+    the pool takes as a disconnect and replaces at the next checkout; the
+    caller meets the failure as when the database is away (a reply is sent
+    without its place, logged; the dispatcher's row is tried again).
     """
 
     _PRUNE_EVERY = 4096
+    #: Connections kept open for the budget's statements; `POOL_OVERFLOW` more at most.
+    POOL_SIZE: Final = 2
+    POOL_OVERFLOW: Final = 8
 
     def __init__(self, database: AsyncEngine, rates: Mapping[Channel, ChannelRate]) -> None:
         if database.dialect.name != "postgresql":
             raise ValueError("PostgresSendBudget needs PostgreSQL; use LocalSendBudget")
-        self._database = database
+        self._database = create_async_engine(
+            database.url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=self.POOL_SIZE,
+            max_overflow=self.POOL_OVERFLOW,
+        )
         self._rates = dict(rates)
         self._takes = 0
 
+    async def close(self) -> None:
+        await self._database.dispose()
+
     @contextlib.asynccontextmanager
     async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection whose every statement commits by itself (no BEGIN, no COMMIT
-        round trips); the pool resets the isolation level when it is returned."""
+        """A connection of the budget's pool, whose every statement commits by itself (no
+        BEGIN, no COMMIT round trips, no pre-ping)."""
         async with self._database.connect() as connection:
-            yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
 
     async def take(
         self,

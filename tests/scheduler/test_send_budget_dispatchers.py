@@ -209,6 +209,8 @@ async def test_dispatchers_and_replies_share_one_budget_without_a_refusal(
                 await bot.session.close()
             for client in clients:
                 await client.close()
+            for budget in budgets:
+                await budget.close()
         # The mirrors hold everything the fakes saw.
         await server.synced()
         await graph.synced()
@@ -272,22 +274,29 @@ async def test_a_429_to_one_process_holds_every_process_for_its_retry_after(
                 )
                 await enqueue(connection, notice, now=utc_now())
 
+    budgets: list[SendBudget] = []
+
     def dispatcher(engine: AsyncEngine, sender: StartRecorder) -> Dispatcher:
         budget = send_budget(engine, budget_rates(settings))
+        budgets.append(budget)
         return Dispatcher(engine, {Channel.TELEGRAM: sender}, utc_now, settings, WIB, budget=budget)
 
     # Stamped by the wall clock, as PostgreSQL's.
     refused = StartRecorder(time.time, RetryAfter(retry_after, "Too Many Requests: retry after 2"))
-    await due_now([FIRST_CHAT], "first")
-    assert await dispatcher(engines[0], refused).tick() == 1
-    others = [FIRST_CHAT + 1 + n for n in range(3)]
-    await due_now(others, "second")
-    waiting = StartRecorder(time.time)
-    second = dispatcher(engines[1], waiting)
-    async with asyncio.timeout(60):
-        while len(waiting.started) < len(others):
-            await second.tick()
-            await asyncio.sleep(0.1)
+    try:
+        await due_now([FIRST_CHAT], "first")
+        assert await dispatcher(engines[0], refused).tick() == 1
+        others = [FIRST_CHAT + 1 + n for n in range(3)]
+        await due_now(others, "second")
+        waiting = StartRecorder(time.time)
+        second = dispatcher(engines[1], waiting)
+        async with asyncio.timeout(60):
+            while len(waiting.started) < len(others):
+                await second.tick()
+                await asyncio.sleep(0.1)
+    finally:
+        for budget in budgets:
+            await budget.close()
 
     # Rows due at once, yet the other process sent nothing before the pause was over (it
     # counts from PostgreSQL's clock once the 429 came back, after the refused send began).

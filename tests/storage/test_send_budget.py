@@ -8,6 +8,7 @@ import itertools
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from domain.vocabulary import Channel
@@ -216,9 +217,17 @@ async def engines(db_engine: AsyncEngine, database_url: str) -> AsyncIterator[li
         await engine.dispose()
 
 
-async def test_processes_share_one_schedule(engines: list[AsyncEngine]) -> None:
+@pytest.fixture
+async def budgets(engines: list[AsyncEngine]) -> AsyncIterator[list[PostgresSendBudget]]:
+    """One shared budget per engine (process), closed after the test."""
+    made = [PostgresSendBudget(engine, RATES) for engine in engines]
+    yield made
+    for budget in made:
+        await budget.close()
+
+
+async def test_processes_share_one_schedule(budgets: list[PostgresSendBudget]) -> None:
     """Concurrent takes from three engines get distinct starts, one cost apart."""
-    budgets = [PostgresSendBudget(engine, RATES) for engine in engines]
 
     async def take_and_stamp(budget: PostgresSendBudget) -> float:
         took = await budget.take(Channel.TELEGRAM)
@@ -232,8 +241,10 @@ async def test_processes_share_one_schedule(engines: list[AsyncEngine]) -> None:
     assert starts[-1] - starts[0] == pytest.approx(11 * 0.25, abs=0.25)
 
 
-async def test_a_recipient_and_a_pause_hold_for_every_process(engines: list[AsyncEngine]) -> None:
-    first, second, _ = (PostgresSendBudget(engine, RATES) for engine in engines)
+async def test_a_recipient_and_a_pause_hold_for_every_process(
+    budgets: list[PostgresSendBudget],
+) -> None:
+    first, second, _ = budgets
     assert await first.take(Channel.TELEGRAM, recipient="42", ahead_s=1.0) == Granted(0.0)
     busy = await second.take(Channel.TELEGRAM, recipient="42", ahead_s=1.0)
     assert isinstance(busy, RecipientBusy) and 0.9 < busy.free_in_s <= 1.0
@@ -247,23 +258,25 @@ async def test_a_recipient_and_a_pause_hold_for_every_process(engines: list[Asyn
     assert isinstance(deferred, RecipientBusy) and 59 < deferred.free_in_s <= 60
 
 
-async def test_the_budgets_statements_leave_the_pooled_connection_as_they_found_it(
-    engines: list[AsyncEngine],
+async def test_the_budgets_statements_commit_by_themselves_off_the_applications_pool(
+    engines: list[AsyncEngine], budgets: list[PostgresSendBudget]
 ) -> None:
-    """A take, a defer and a pause commit by themselves (autocommit); the connection goes
-    back to the pool transactional again: a transaction on it still rolls back."""
-    engine = create_async_engine(engines[0].url, pool_size=1, max_overflow=0)
+    """A take, a defer and a pause commit by themselves (autocommit), on connections of the
+    budget's own: they neither wait for the application's pool (its only connection is
+    in a transaction here) nor join that transaction (it rolls back; they stay)."""
+    engine = create_async_engine(engines[0].url, pool_size=1, max_overflow=0, pool_timeout=2)
+    budget = PostgresSendBudget(engine, RATES)
     try:
-        budget = PostgresSendBudget(engine, RATES)
-        assert isinstance(await budget.take(Channel.TELEGRAM, recipient="45"), Granted)
-        await budget.defer(Channel.TELEGRAM, "45", 5.0)
-        await budget.pause(Channel.TELEGRAM, 0.5)
         with pytest.raises(RuntimeError, match="undo"):
-            async with engine.begin() as connection:  # the same (only) pooled connection
+            async with engine.begin() as connection:  # the application's only connection
                 await connection.exec_driver_sql(
                     "INSERT INTO send_spacing (channel, recipient, free_at) "
                     "VALUES ('telegram', 'undone', 0)"
                 )
+                took = await budget.take(Channel.TELEGRAM, recipient="45")
+                assert isinstance(took, Granted)
+                await budget.defer(Channel.TELEGRAM, "45", 5.0)
+                await budget.pause(Channel.TELEGRAM, 0.5)
                 raise RuntimeError("undo")
         async with engine.connect() as connection:
             left = await connection.exec_driver_sql(
@@ -271,13 +284,37 @@ async def test_the_budgets_statements_leave_the_pooled_connection_as_they_found_
             )
             assert left.scalar() == 0
     finally:
+        await budget.close()
         await engine.dispose()
     # Committed, each statement by itself: another process sees all three.
-    other = PostgresSendBudget(engines[1], RATES)
+    other = budgets[1]
     refused = await other.take(Channel.TELEGRAM, recipient="46", ahead_s=0.1)
     assert isinstance(refused, ChannelBusy)
     spaced = await other.take(Channel.TELEGRAM, recipient="45")
     assert isinstance(spaced, RecipientBusy) and spaced.free_in_s > 4.0
+
+
+async def test_the_budget_sends_no_pre_ping_and_survives_a_dropped_connection(
+    engines: list[AsyncEngine], budgets: list[PostgresSendBudget]
+) -> None:
+    """A take is one statement on the wire (the application's pool pre-pings: BEGIN, an
+    empty statement and ROLLBACK before it); when PostgreSQL drops the budget's
+    connection, that one take fails and the next succeeds on a new connection."""
+    budget = budgets[0]
+    pool_engine = budget._database.sync_engine
+    async with budget._database.connect() as connection:  # the budget's one open connection
+        pid = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar()
+    sent: list[str] = []
+    sqlalchemy.event.listen(pool_engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    assert isinstance(await budget.take(Channel.TELEGRAM), Granted)
+    assert len(sent) == 1 and sent[0].lstrip().startswith("WITH clock")
+    assert pool_engine.pool._pre_ping is False
+
+    async with engines[1].connect() as connection:
+        await connection.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with pytest.raises(sqlalchemy.exc.DBAPIError):
+        await budget.take(Channel.TELEGRAM)
+    assert isinstance(await budget.take(Channel.TELEGRAM), Granted)
 
 
 def test_the_postgres_budget_refuses_sqlite() -> None:
