@@ -460,6 +460,7 @@ def build_planners(runtime: Runtime) -> tuple[ReminderPlanner, DigestPlanner]:
         worker_channel=runtime.engine.notices.worker_channel,
         payment_channels=runtime.engine.config.payment_channels,
         chunk_size=settings.planner.chunk_size,
+        pages_in_flight=settings.planner.pages_in_flight,
     )
     digest = DigestPlanner(
         runtime.db,

@@ -16,13 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import sertakan_data
 from bot.app import (
     StartupError,
+    build_planners,
     build_runtime,
     configured_nik_key,
     engine_config,
     seed_opds_if_empty,
 )
 from bot.cli import main
-from bot.settings import AppSettings, DatabaseSettings, Environment, ProgramSettings, Settings
+from bot.settings import (
+    AppSettings,
+    DatabaseSettings,
+    Environment,
+    PlannerSettings,
+    ProgramSettings,
+    Settings,
+)
 from domain.vocabulary import Channel
 from sertakan_data import shipped
 from storage.crypto import KeyRing, NikCipher, decode_key, generate_key
@@ -283,3 +291,17 @@ def test_a_column_map_with_an_unknown_source_stops_start_up_naming_the_line(
         engine_config(settings)
     columns.write_text(columns.read_text().replace("ocupation", "occupation"), encoding="utf-8")
     assert engine_config(settings).collective_columns.headers == ("NIK", "Pekerjaan")
+
+
+async def test_the_planner_settings_reach_the_planner_and_its_child(tmp_path: Path) -> None:
+    """PLANNER_PAGES_IN_FLIGHT and PLANNER_CHUNK_SIZE are what the planner (and the spec
+    its off-loop child is built from) uses."""
+    settings = _settings(tmp_path)
+    settings.planner = PlannerSettings(chunk_size=700, pages_in_flight=3)
+    runtime = await build_runtime(settings)
+    try:
+        reminders, _ = build_planners(runtime)
+        spec = reminders.spec
+        assert (spec.chunk_size, spec.pages_in_flight) == (700, 3)
+    finally:
+        await runtime.close()
