@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, exists, literal, select
+from sqlalchemy import bindparam, exists, select
 
 from domain.dues import due_date
 from domain.months import add_months
@@ -64,6 +64,25 @@ async def main_menu(ctx: Context) -> Reply:
     return Reply(t("menu.title"), options=tuple(options))
 
 
+#: (the ASN has a dues-bearing sponsorship, the account is a current administrator);
+#: built once (building it per call cost more than running it). A NULL asn_id: no ASN.
+_MENU_FACTS = select(
+    exists()
+    .where(
+        Sponsorship.asn_id == bindparam("asn_id"),
+        Sponsorship.status.in_(payments.DUES_BEARING),
+        Worker.id == Sponsorship.worker_id,
+    )
+    .label("dues_bearing"),
+    exists()
+    .where(
+        Administrator.channel_account_id == bindparam("account_id"),
+        Administrator.removed_at.is_(None),
+    )
+    .label("administrator"),
+)
+
+
 async def _menu_facts(ctx: Context, asn_id: int | None) -> tuple[bool, bool]:
     """One statement: (the ASN has a dues-bearing sponsorship, the account is a current
     administrator).
@@ -75,20 +94,9 @@ async def _menu_facts(ctx: Context, asn_id: int | None) -> tuple[bool, bool]:
     query sees: the event's transaction as flushed so far (the session does not
     autoflush).
     """
-    administrator = exists().where(
-        Administrator.channel_account_id == ctx.account.id, Administrator.removed_at.is_(None)
-    )
-    if asn_id is None:
-        dues_bearing: ColumnElement[bool] = literal(False)
-    else:
-        dues_bearing = exists().where(
-            Sponsorship.asn_id == asn_id,
-            Sponsorship.status.in_(payments.DUES_BEARING),
-            Worker.id == Sponsorship.worker_id,
-        )
     row = (
         await ctx.repo.connection.execute(
-            select(dues_bearing.label("dues_bearing"), administrator.label("administrator"))
+            _MENU_FACTS, {"asn_id": asn_id, "account_id": ctx.account.id}
         )
     ).one()
     return bool(row.dues_bearing), bool(row.administrator)
