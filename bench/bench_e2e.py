@@ -229,10 +229,17 @@ async def _load_main(pipe: Connection, bot: str, levels: list[int]) -> None:
                         "wall_s": wall,
                         "times": times,
                         "positions": positions,
+                        "updates": users * (len(REGISTRATION) + len(ENROLLMENT)),
                         "messages": len(server.sent) - sent_before,
                     }
                 )
-            pipe.send({"done": True, "people": first, "messages_per_step": enrollment})
+            pipe.send(
+                {
+                    "done": True,
+                    "people": first,
+                    "messages_per_step": enrollment,
+                }
+            )
         except (Broken, BenchBroken) as exc:
             pipe.send({"broken": str(exc)})
         pipe.recv()  # the bot has stopped: close the server
@@ -306,6 +313,9 @@ async def _bot_round(
     stop = asyncio.Event()
     sponsorships: list[int] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        # The bot's CPU time (every thread of this process: the bot runs here, the people
+        # in the child), less sensitive to a busy machine than reply times.
+        cpu_mark = time.process_time()
         if profiler is not None:
             profiler.enable()
         if bot in OURS:
@@ -324,6 +334,11 @@ async def _bot_round(
         while True:
             message: dict[str, Any] = await loop.run_in_executor(None, parent.recv)
             if "users" in message:
+                now_cpu = time.process_time()
+                # This level's people, registering and enrolling (the first level's
+                # figure also holds the bot's start-up).
+                message["cpu_s"] = now_cpu - cpu_mark
+                cpu_mark = now_cpu
                 rows.append(message)
                 print(json.dumps({"bot": bot, **_summary(message)}), flush=True)
                 continue
@@ -353,6 +368,10 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": round(p99, 1),
         "max_ms": round(max(times), 1),
     }
+    if "cpu_s" in row:
+        # The bot process's CPU time per update of the level (registration and
+        # enrollment): less sensitive to a busy machine than the reply times.
+        summary["cpu_ms_per_update"] = round(row["cpu_s"] * 1000 / row["updates"], 3)
     positions = row.get("positions")
     if positions and len(positions) == len(times):
         # Where the tail comes from: the last step ("Kirim ke PIC") against the others.
@@ -503,6 +522,11 @@ def _print_levels(by_bot: dict[str, list[dict[str, Any]]]) -> None:
             )
     for bot, rows in by_bot.items():
         for row in rows:
+            if "cpu_ms_per_update" in row:
+                print(
+                    f"{bot:<6}{row['users']:>7} people: bot CPU {row['cpu_ms_per_update']:.2f} ms"
+                    " per update (registration and enrollment; the first level with start-up)"
+                )
             if "send_p99_ms" in row:
                 print(
                     f"{bot:<6}{row['users']:>7} people: last step p50 / p99 "
