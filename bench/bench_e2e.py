@@ -186,10 +186,14 @@ async def _load_main(pipe: Connection, bot: str, levels: list[int]) -> None:
             return counts
 
         async def person(
-            index: int, steps: list[Step], counts: list[int], times: list[float] | None
+            index: int,
+            steps: list[Step],
+            counts: list[int],
+            times: list[float] | None,
+            positions: list[int] | None = None,
         ) -> None:
             chat = BASE_USER + index
-            for step, count in zip(steps, counts, strict=True):
+            for position, (step, count) in enumerate(zip(steps, counts, strict=True)):
                 seen = len(server.inbox.setdefault(chat, []))
                 pushed = time.monotonic()
                 server.push_update(update_for(chat, index, step))
@@ -199,6 +203,8 @@ async def _load_main(pipe: Connection, bot: str, levels: list[int]) -> None:
                     raise Broken(f"chat {chat}: no answer to {step[0]} within 60 s") from None
                 if times is not None:
                     times.append(server.inbox[chat][seen].at - pushed)
+                if positions is not None:
+                    positions.append(position)
 
         try:
             registration = await learn(REGISTRATION, 0)
@@ -209,9 +215,12 @@ async def _load_main(pipe: Connection, bot: str, levels: list[int]) -> None:
                 first += users
                 await asyncio.gather(*(person(i, REGISTRATION, registration, None) for i in people))
                 times: list[float] = []
+                positions: list[int] = []
                 sent_before = len(server.sent)
                 started = time.monotonic()
-                await asyncio.gather(*(person(i, ENROLLMENT, enrollment, times) for i in people))
+                await asyncio.gather(
+                    *(person(i, ENROLLMENT, enrollment, times, positions) for i in people)
+                )
                 wall = time.monotonic() - started
                 pipe.send(
                     {
@@ -219,10 +228,18 @@ async def _load_main(pipe: Connection, bot: str, levels: list[int]) -> None:
                         "steps": len(times),
                         "wall_s": wall,
                         "times": times,
+                        "positions": positions,
+                        "updates": users * (len(REGISTRATION) + len(ENROLLMENT)),
                         "messages": len(server.sent) - sent_before,
                     }
                 )
-            pipe.send({"done": True, "people": first, "messages_per_step": enrollment})
+            pipe.send(
+                {
+                    "done": True,
+                    "people": first,
+                    "messages_per_step": enrollment,
+                }
+            )
         except (Broken, BenchBroken) as exc:
             pipe.send({"broken": str(exc)})
         pipe.recv()  # the bot has stopped: close the server
@@ -296,6 +313,9 @@ async def _bot_round(
     stop = asyncio.Event()
     sponsorships: list[int] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        # The bot's CPU time (every thread of this process: the bot runs here, the people
+        # in the child), less sensitive to a busy machine than reply times.
+        cpu_mark = time.process_time()
         if profiler is not None:
             profiler.enable()
         if bot in OURS:
@@ -314,6 +334,11 @@ async def _bot_round(
         while True:
             message: dict[str, Any] = await loop.run_in_executor(None, parent.recv)
             if "users" in message:
+                now_cpu = time.process_time()
+                # This level's people, registering and enrolling (the first level's
+                # figure also holds the bot's start-up).
+                message["cpu_s"] = now_cpu - cpu_mark
+                cpu_mark = now_cpu
                 rows.append(message)
                 print(json.dumps({"bot": bot, **_summary(message)}), flush=True)
                 continue
@@ -333,15 +358,34 @@ async def _bot_round(
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     times = [value * 1000 for value in row["times"]]
-    return {
+    p99 = percentile(times, 0.99)
+    summary = {
         "users": row["users"],
         "steps": row["steps"],
         "steps_per_s": round(row["steps"] / row["wall_s"], 1),
         "messages_per_s": round(row["messages"] / row["wall_s"], 1),
         "p50_ms": round(statistics.median(times), 1),
-        "p99_ms": round(percentile(times, 0.99), 1),
+        "p99_ms": round(p99, 1),
         "max_ms": round(max(times), 1),
     }
+    if "cpu_s" in row:
+        # The bot process's CPU time per update of the level (registration and
+        # enrollment): less sensitive to a busy machine than the reply times.
+        summary["cpu_ms_per_update"] = round(row["cpu_s"] * 1000 / row["updates"], 3)
+    positions = row.get("positions")
+    if positions and len(positions) == len(times):
+        # Where the tail comes from: the last step ("Kirim ke PIC") against the others.
+        last = max(positions)
+        sent = [ms for ms, at in zip(times, positions, strict=True) if at == last]
+        other = [ms for ms, at in zip(times, positions, strict=True) if at != last]
+        tail = [at for ms, at in zip(times, positions, strict=True) if ms >= p99]
+        summary |= {
+            "send_p50_ms": round(statistics.median(sent), 1),
+            "send_p99_ms": round(percentile(sent, 0.99), 1),
+            "others_p99_ms": round(percentile(other, 0.99), 1),
+            "tail_send_share": round(tail.count(last) / len(tail), 2),
+        }
+    return summary
 
 
 # --- idle memory -------------------------------------------------------------------------
@@ -476,6 +520,20 @@ def _print_levels(by_bot: dict[str, list[dict[str, Any]]]) -> None:
                 f"{bot:<6}{row['users']:>7}{row['steps']:>7}{row['steps_per_s']:>9.0f}"
                 f"{row['messages_per_s']:>8.0f}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}"
             )
+    for bot, rows in by_bot.items():
+        for row in rows:
+            if "cpu_ms_per_update" in row:
+                print(
+                    f"{bot:<6}{row['users']:>7} people: bot CPU {row['cpu_ms_per_update']:.2f} ms"
+                    " per update (registration and enrollment; the first level with start-up)"
+                )
+            if "send_p99_ms" in row:
+                print(
+                    f"{bot:<6}{row['users']:>7} people: last step p50 / p99 "
+                    f"{row['send_p50_ms']:.1f} / {row['send_p99_ms']:.1f} ms, other steps p99 "
+                    f"{row['others_p99_ms']:.1f} ms, last step's share of the top 1 %: "
+                    f"{row['tail_send_share']:.0%}"
+                )
     echo = by_bot.get("echo")
     for name in OURS:
         ours = by_bot.get(name)

@@ -419,26 +419,38 @@ class Engine:
         state = ctx.state
         assert state.step is not None
         step = flow.step(state.step)
-        question = await step.ask(ctx)
-        options = question[-1].options if question else ()
+        # The options read the answer; the question's text is needed only to ask again.
+        # A step whose text costs much to render (the summary) gives its options alone.
+        question: list[Reply] | None = None
+        cheap = await step.options(ctx)
+        if cheap is None:
+            question = await step.ask(ctx)
+            options = question[-1].options if question else ()
+        else:
+            options = cheap
+
+        async def again(notice_key: str) -> list[Reply]:
+            asked = question if question is not None else await step.ask(ctx)
+            return [Reply(ctx.t(notice_key)), *asked]
+
         keys = {opt.id.split(":", 1)[1]: opt for opt in options if ":" in opt.id}
 
         if event.out_of_order:
             # Taking it would answer a later question with an earlier answer.
-            return [Reply(ctx.t("input.out_of_order")), *question]
+            return await again("input.out_of_order")
         answer: Answer
         if event.kind is EventKind.CHOICE:
             version, _, key = (event.choice_id or "").partition(":")
             if version != str(state.version) or key not in keys:
-                return [Reply(ctx.t("input.stale_button")), *question]
+                return await again("input.stale_button")
             answer = Answer(kind=EventKind.CHOICE, choice=key)
         elif event.kind is EventKind.TEXT:
             text = (event.text or "").strip()
             if not text:
-                return [Reply(ctx.t("input.empty")), *question]
+                return await again("input.empty")
             choice = match_option(text, options, by_position=not step.numbers_are_values)
             if choice is None and options and not step.free_text:
-                return [Reply(ctx.t("input.choose_option")), *question]
+                return await again("input.choose_option")
             answer = Answer(kind=EventKind.TEXT, text=text, choice=choice)
         elif event.kind is EventKind.CONTACT:
             answer = Answer(
@@ -448,14 +460,14 @@ class Engine:
             )
         elif event.kind in (EventKind.PHOTO, EventKind.DOCUMENT):
             if not step.accepts_files:
-                return [Reply(ctx.t("input.file_not_needed")), *question]
+                return await again("input.file_not_needed")
             answer = Answer(kind=event.kind, file_ref=event.file_ref)
         elif step.accepts_files:
             # A sticker or voice note where a photo or file is asked for: the step says
             # what it wants (the generic text would ask for text instead).
             answer = Answer(kind=EventKind.UNSUPPORTED)
         else:
-            return [Reply(ctx.t("input.unsupported")), *question]
+            return await again("input.unsupported")
 
         outcome = await step.handle(ctx, answer)
         return await self._apply_outcome(ctx, flow, outcome)

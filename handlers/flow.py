@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from handlers.types import EventKind, Reply
+from handlers.types import EventKind, Option, Reply
 
 if TYPE_CHECKING:
     from handlers.context import Context
@@ -92,6 +92,13 @@ class Step:
     async def ask(self, ctx: Context) -> list[Reply]:
         """The question (the last reply carries its options); deterministic from the state."""
         raise NotImplementedError
+
+    async def options(self, ctx: Context) -> tuple[Option, ...] | None:
+        """The question's options without its text, for a step whose text costs much to
+        render (the engine needs only the options to read an answer, and the text only
+        when it asks again). The same options `ask` offers; None (the default): the
+        engine renders `ask` to learn them."""
+        return None
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
         """Decide what the answer means."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import bindparam, exists, select
+
 from domain.dues import due_date
 from domain.months import add_months
 from domain.tariff import LOWEST_INCOME_BRACKET
@@ -13,7 +15,8 @@ from handlers.flows.consent import consent_state
 from handlers.flows.payment import dues_of, has_dues_to_pay, plan_of
 from handlers.types import Option, Reply
 from handlers.where_to_pay import where_to_pay
-from storage import admins, payments
+from storage import payments
+from storage.models import Administrator, Sponsorship, Worker
 from storage.sponsorship_end import stop_reason
 
 INFO_TOPICS: tuple[actions.InfoTopic, ...] = ("dues", "where", "benefits", "how")
@@ -46,18 +49,57 @@ async def main_menu(ctx: Context) -> Reply:
     if asn is not None:
         # Asking a person is there for every ASN, so it sits with the fixed entries.
         options.append(actions.Ask().option(t("menu.ask")))
-    if asn is not None and await has_dues_to_pay(ctx):
+    dues_bearing, administrator = await _menu_facts(ctx, asn.id if asn is not None else None)
+    if dues_bearing and await has_dues_to_pay(ctx):
         options.append(actions.Pay().option(t("menu.pay")))
     role = await ctx.pic()
     if role is not None:
         options.append(actions.PicHome().option(t("menu.pic", opd=role.opd_name)))
-    if await admins.admin_id_for_account(ctx.repo.connection, ctx.account.id) is not None:
+    if administrator:
         options.append(actions.AdminHome().option(t("menu.admin")))
     draft = ctx.state.draft
     if draft:
         title = t(f"flow.title.{draft.get('flow')}")
         options.append(actions.Resume().option(t("menu.resume", title=title)))
     return Reply(t("menu.title"), options=tuple(options))
+
+
+#: (the ASN has a dues-bearing sponsorship, the account is a current administrator);
+#: built once (building it per call cost more than running it). A NULL asn_id: no ASN.
+_MENU_FACTS = select(
+    exists()
+    .where(
+        Sponsorship.asn_id == bindparam("asn_id"),
+        Sponsorship.status.in_(payments.DUES_BEARING),
+        Worker.id == Sponsorship.worker_id,
+    )
+    .label("dues_bearing"),
+    exists()
+    .where(
+        Administrator.channel_account_id == bindparam("account_id"),
+        Administrator.removed_at.is_(None),
+    )
+    .label("administrator"),
+)
+
+
+async def _menu_facts(ctx: Context, asn_id: int | None) -> tuple[bool, bool]:
+    """One statement: (the ASN has a dues-bearing sponsorship, the account is a current
+    administrator).
+
+    The first is what `has_dues_to_pay` reads first (its sponsorships with their
+    workers): without one there is nothing to pay, and its entity load and
+    month queries are skipped. Most menus are shown to an ASN whose workers are
+    still waiting for the PIC, or to someone who is not an ASN. It sees what that
+    query sees: the event's transaction as flushed so far (the session does not
+    autoflush).
+    """
+    row = (
+        await ctx.repo.connection.execute(
+            _MENU_FACTS, {"asn_id": asn_id, "account_id": ctx.account.id}
+        )
+    ).one()
+    return bool(row.dues_bearing), bool(row.administrator)
 
 
 def resume_offer(ctx: Context, title: str) -> Reply:

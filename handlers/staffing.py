@@ -84,13 +84,27 @@ async def queued_text(
     so plainly and the administrators are told (or that there is no
     administrator on the bot).
     """
-    if await admins.opd_staff(ctx.repo.connection, opd_id):
+    # One statement in the usual cases (a PIC; or no PIC and everybody told today).
+    state = await admins.no_pic_notice_state(
+        ctx.repo.connection, opd_id, dedupe_prefix=no_pic_dedupe_prefix(opd_id, ctx.today)
+    )
+    if state.has_pic:
         return ctx.t(waiting_key, name=name, opd=opd_name)
     told = await tell_admins_no_pic(
-        ctx.repo.connection, ctx.notices.catalogs, opd_id, now=ctx.now, today=ctx.today
+        ctx.repo.connection,
+        ctx.notices.catalogs,
+        opd_id,
+        now=ctx.now,
+        today=ctx.today,
+        state=state,
     )
     key = "enroll.done_no_pic" if told else "enroll.done_no_pic_no_admin"
     return ctx.t(key, name=name, opd=opd_name)
+
+
+def no_pic_dedupe_prefix(opd_id: int, today: date) -> str:
+    """The no-PIC notice's dedupe key without the administrator's `Staff.key`."""
+    return f"no_pic:{opd_id}:{today.isoformat()}:"
 
 
 async def tell_admins_no_pic(
@@ -100,14 +114,26 @@ async def tell_admins_no_pic(
     *,
     now: datetime,
     today: date,
+    state: admins.NoPicNoticeState | None = None,
 ) -> bool:
     """Tell every administrator that the OPD has no PIC and someone needed one.
 
     Once per OPD per local day and administrator (dedupe key). False when there
-    is no administrator account to tell.
+    is no administrator account to tell. When every current administrator was
+    told today already (their rows exist: `state`, read here when not given),
+    nothing else is read or written: every enrollment of an OPD without PIC
+    passes here, and only the day's first one tells anybody.
     """
+    if state is None:
+        state = await admins.no_pic_notice_state(
+            connection, opd_id, dedupe_prefix=no_pic_dedupe_prefix(opd_id, today)
+        )
+    if not state.administrators:
+        return False
+    if not state.untold:
+        return True
     staff = await admins.administrators(connection)
-    if not staff:
+    if not staff:  # all removed since `state` was read (another process, PostgreSQL)
         return False
     opd = (await connection.execute(select(Opd.code, Opd.name).where(Opd.id == opd_id))).one()
     waiting = int(
@@ -127,7 +153,7 @@ async def tell_admins_no_pic(
         await enqueue(
             connection,
             Notice(
-                dedupe_key=f"no_pic:{opd_id}:{today.isoformat()}:{admin.key}",
+                dedupe_key=no_pic_dedupe_prefix(opd_id, today) + admin.key,
                 channel=admin.channel,
                 recipient=admin.external_id,
                 kind="no_pic",

@@ -18,13 +18,25 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Exists, exists, func, select
+from sqlalchemy import Exists, Select, String, bindparam, cast, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.vocabulary import Channel, Language, SponsorshipStatus, TicketStatus
 from storage import appointments
 from storage.audit import Actor
-from storage.models import Administrator, Asn, ChannelAccount, Opd, Pic, Sponsorship, Ticket
+from storage.models import (
+    Administrator,
+    Asn,
+    ChannelAccount,
+    Opd,
+    Outbox,
+    Pic,
+    Sponsorship,
+    Ticket,
+)
+
+#: `Staff.key` of an administrator: "admin:<administrator id>".
+ADMIN_KEY_PREFIX = "admin:"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,11 +117,68 @@ async def opd_staff(connection: AsyncConnection, opd_id: int) -> list[Staff]:
     ]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class NoPicNoticeState:
+    """What telling the administrators about an OPD without PIC would do, read at once."""
+
+    #: The OPD has a reachable PIC (then there is nothing to tell).
+    has_pic: bool
+    #: Current administrator accounts.
+    administrators: int
+    #: Of them, those with no outbox row under their dedupe key yet (not told).
+    untold: int
+
+
+def _no_pic_notice_state() -> Select[Any]:
+    current = Administrator.removed_at.is_(None)
+    told = exists().where(
+        Outbox.dedupe_key
+        == bindparam("admin_key_prefix", type_=String) + cast(Administrator.id, String)
+    )
+    return select(
+        _has_reachable_pic(bindparam("opd_id")).label("has_pic"),
+        select(func.count())
+        .select_from(Administrator)
+        .where(current)
+        .scalar_subquery()
+        .label("administrators"),
+        select(func.count())
+        .select_from(Administrator)
+        .where(current, ~told)
+        .scalar_subquery()
+        .label("untold"),
+    )
+
+
+#: Built once: a statement built per call costs more to build than to run (bench/).
+_NO_PIC_NOTICE_STATE = _no_pic_notice_state()
+
+
+async def no_pic_notice_state(
+    connection: AsyncConnection, opd_id: int, *, dedupe_prefix: str
+) -> NoPicNoticeState:
+    """One statement: whether the OPD has a reachable PIC, how many administrators there
+    are, and how many of them have no outbox row keyed `dedupe_prefix` + their `Staff.key`.
+
+    The outbox keeps its rows (sent or not) for the retention period, and its
+    dedupe key is unique, so "a row exists" is exactly "enqueueing the notice
+    again would write nothing": a caller may skip the notice's work then. It
+    reads the database, so it holds after a restart and across processes.
+    """
+    row = (
+        await connection.execute(
+            _NO_PIC_NOTICE_STATE,
+            {"opd_id": opd_id, "admin_key_prefix": dedupe_prefix + ADMIN_KEY_PREFIX},
+        )
+    ).one()
+    return NoPicNoticeState(bool(row.has_pic), int(row.administrators), int(row.untold))
+
+
 async def administrators(connection: AsyncConnection) -> list[Staff]:
     """The current administrator accounts, oldest appointment first."""
     return [
         Staff(
-            f"admin:{listing.admin_id}",
+            f"{ADMIN_KEY_PREFIX}{listing.admin_id}",
             listing.name,
             listing.channel,
             listing.external_id,

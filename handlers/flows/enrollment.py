@@ -36,7 +36,7 @@ from handlers.parsing import (
     parse_place,
     parse_street,
 )
-from handlers.types import Reply
+from handlers.types import Option, Reply
 from storage.models import Sponsorship, Worker
 
 #: Bump when the payroll-deduction statement text changes.
@@ -637,6 +637,13 @@ def missing_notice(ctx: Context, step: str) -> str:
     return ctx.t("enroll.missing_field", field=ctx.t(f"enroll.field.{step}"))
 
 
+def _summary_options(ctx: Context) -> tuple[Option, ...]:
+    return (
+        ctx.option("confirm", ctx.t("summary.send_to_pic")),
+        ctx.option("edit", ctx.t("summary.edit")),
+    )
+
+
 class SummaryStep(Step):
     name = "summary"
     help_key = "enroll.help.summary"
@@ -671,15 +678,11 @@ class SummaryStep(Step):
             amount=t.money(_plan_amount(ctx, plan, first_month)),
             first_month=t.month(first_month),
         )
-        return [
-            Reply(
-                text,
-                options=(
-                    ctx.option("confirm", t("summary.send_to_pic")),
-                    ctx.option("edit", t("summary.edit")),
-                ),
-            )
-        ]
+        return [Reply(text, options=_summary_options(ctx))]
+
+    async def options(self, ctx: Context) -> tuple[Option, ...]:
+        # The summary's text (every answer formatted) is rendered only to ask again.
+        return _summary_options(ctx)
 
     async def handle(self, ctx: Context, answer: Answer) -> Outcome:
         if answer.choice == "edit":

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel, Language
+from handlers.flows.enrollment import SummaryStep
 from handlers.types import EventKind, InboundEvent
 from storage.models import ChannelAccount, ProcessedUpdate, Sponsorship
 from tests.fakes.chat import WORKER_NIK, Chat, build_engine, seed_opds
@@ -259,3 +261,44 @@ async def test_pressing_the_current_question_after_a_pause_continues(chat: Chat)
     chat.clock.advance(timedelta(hours=5))
     await chat.press("Anggota keluarga")  # a button of the question still on screen
     assert "Apa pekerjaan orang itu" in chat.question.text
+
+
+# --- stepcost: a step that gives its options alone (the summary) ---------------------
+
+
+class CountingAsk:
+    """`SummaryStep.ask`, counted while the test runs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = SummaryStep.ask
+
+        async def ask(step: SummaryStep, ctx: Any) -> Any:
+            self.calls += 1
+            return await original(step, ctx)
+
+        monkeypatch.setattr(SummaryStep, "ask", ask)
+
+
+async def test_the_summary_is_rendered_only_to_ask_again(
+    asn: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await asn.enroll_until_summary()
+    summary = asn.question.text
+    assert "Kirim ke PIC" in " ".join(asn.labels())
+    stale = asn.options[0].id
+    counting = CountingAsk(monkeypatch)
+
+    # Answers that are not an option get the notice and the whole summary again.
+    await asn.say("halo")
+    assert "tidak ada di pilihan" in asn.replies[0].text
+    assert asn.question.text == summary
+    await asn.press_id("0:" + stale.split(":", 1)[1])  # a button of an older question
+    assert "dari pertanyaan sebelumnya" in asn.replies[0].text
+    assert asn.question.text == summary
+    assert counting.calls == 2
+
+    # An option, pressed or typed by its number, is read without rendering the summary.
+    await asn.say("1")
+    assert "Dinas Kesehatan belum punya PIC" in asn.text
+    assert counting.calls == 2

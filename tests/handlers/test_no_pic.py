@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel
+from handlers import staffing
+from storage.admins import remove_admin
 from storage.audit import Actor
 from storage.models import ChannelAccount, Opd, Outbox, Pic
+from storage.outbox import enqueue
 from storage.roles import appoint, remove
 from tests.fakes.chat import OTHER_NIK, WORKER_NIK, Chat, build_engine, engine_config
 from tests.fakes.staff import ADMIN_ID, appoint_admin_account, name_account
@@ -197,3 +204,95 @@ async def test_a_correction_sent_back_after_the_pic_left_says_there_is_none(
     assert "Dinas Kesehatan belum punya PIC yang bisa memeriksanya" in office.asn.text
     (notice,) = await outbox(sessionmaker, "no_pic")
     assert notice.recipient == ADMIN_ID
+
+
+# --- stepcost: the notice's work skipped once everybody was told today ----------------
+
+
+def nik(serial: int) -> str:
+    """WORKER_NIK with another serial: the same valid woman born 7 Aug 1990."""
+    return f"{WORKER_NIK[:12]}{serial:04d}"
+
+
+class CountingEnqueue:
+    """`storage.outbox.enqueue` as the no-PIC notice calls it, counted."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, connection: Any, notice: Any, **kwargs: Any) -> bool:
+        self.calls += 1
+        return await enqueue(connection, notice, **kwargs)
+
+
+async def test_the_administrators_are_told_once_a_day_and_later_enrollments_skip_the_notice(
+    asn: Chat, sessionmaker: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting = CountingEnqueue()
+    monkeypatch.setattr(staffing, "enqueue", counting)
+    await appoint_admin_account(sessionmaker, asn.clock)
+    await asn.enroll_until_summary(nik=nik(1))
+    await asn.press("Kirim ke PIC")
+    assert counting.calls == 1
+    assert "Administrator program sudah diberi tahu" in asn.text
+
+    # The same day: the reply is the same, and nothing of the notice is done again.
+    await asn.enroll_until_summary(nik=nik(2))
+    await asn.press("Kirim ke PIC")
+    assert "Administrator program sudah diberi tahu" in asn.text
+    assert counting.calls == 1
+
+    # After a restart (a new engine on the same database) too: it is read from the outbox.
+    restarted = Chat(build_engine(sessionmaker, asn.clock), asn.clock, sender=asn.sender)
+    await restarted.enroll_until_summary(nik=nik(3))
+    await restarted.press("Kirim ke PIC")
+    assert "Administrator program sudah diberi tahu" in restarted.text
+    assert counting.calls == 1
+    assert [n.recipient for n in await outbox(sessionmaker, "no_pic")] == [ADMIN_ID]
+
+    # An administrator appointed later that day is told, the first one not again.
+    await appoint_admin_account(sessionmaker, asn.clock, external_id="9002")
+    await restarted.enroll_until_summary(nik=nik(4))
+    await restarted.press("Kirim ke PIC")
+    notices = await outbox(sessionmaker, "no_pic")
+    assert [n.recipient for n in notices] == [ADMIN_ID, "9002"]
+    assert "menunggu pemeriksaan: 4" in notices[1].body
+
+    # The next local day, both are told again.
+    asn.clock.advance(timedelta(days=1))
+    await restarted.enroll_until_summary(nik=nik(5))
+    await restarted.press("Kirim ke PIC")
+    notices = await outbox(sessionmaker, "no_pic")
+    assert [n.recipient for n in notices] == [ADMIN_ID, "9002", ADMIN_ID, "9002"]
+    assert len({n.dedupe_key for n in notices}) == 4
+
+
+async def test_a_pic_appointed_after_the_administrators_were_told_is_waited_for(
+    asn: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await appoint_admin_account(sessionmaker, asn.clock)
+    await asn.enroll_until_summary(nik=nik(1))
+    await asn.press("Kirim ke PIC")
+    assert "Administrator program sudah diberi tahu" in asn.text
+    await appoint_pic(sessionmaker, asn.clock, telegram_id="3001", opd_code="BKL-DINKES")
+    await asn.enroll_until_summary(nik=nik(2))
+    await asn.press("Kirim ke PIC")
+    assert "menunggu pemeriksaan PIC Dinas Kesehatan" in asn.text
+    assert "belum punya PIC" not in asn.text
+    assert len(await outbox(sessionmaker, "no_pic")) == 1
+
+
+async def test_an_administrator_removed_after_being_told_is_not_counted_as_told(
+    asn: Chat, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    admin_id = await appoint_admin_account(sessionmaker, asn.clock)
+    await asn.enroll_until_summary(nik=nik(1))
+    await asn.press("Kirim ke PIC")
+    async with sessionmaker.kw["bind"].begin() as connection:
+        await remove_admin(
+            connection, admin_id=admin_id, actor=Actor.admin("test-admin"), now=asn.clock()
+        )
+    await asn.enroll_until_summary(nik=nik(2))
+    await asn.press("Kirim ke PIC")
+    assert "belum ada administrator program yang terhubung ke bot" in asn.text
+    assert "sudah diberi tahu" not in asn.text
