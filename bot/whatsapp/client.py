@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -36,6 +37,20 @@ import httpx_aiohttp
 from pywa_async.client import WhatsApp
 
 from bot.settings import WhatsAppSettings
+
+#: pywa logs this advice at WARNING before re-raising every timeout or connection
+#: error; we do give it our own client (`build_client`), so during a Graph API outage
+#: it would only double each failed send's log line with a misleading hint. The
+#: failure itself is logged by our sender and delivery, with its reason.
+_PYWA_ADVICE: Final = "You may want to provide your own `httpx.Client` instance"
+
+
+class _WithoutPywaAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_PYWA_ADVICE)
+
+
+logging.getLogger("pywa.api").addFilter(_WithoutPywaAdvice())
 
 #: Graph API calls are small JSON requests; uploads and downloads of a few
 #: megabytes get the longer read/write timeouts.

@@ -6,14 +6,17 @@ only for a timeout."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
-from bot.whatsapp.client import AiohttpTransport
+from bot.settings import WhatsAppSettings
+from bot.whatsapp.client import AiohttpTransport, build_client
 from bot.whatsapp.errors import classify_error, is_transient_update
 from scheduler.sending import Transient
 
@@ -115,3 +118,25 @@ async def test_a_body_cut_short_is_a_read_error(server: str, http: httpx.AsyncCl
     with pytest.raises(httpx.ReadError) as raised:
         await http.get(f"{server}/cut")
     assert _judged(raised.value) == Transient("ReadError")
+
+
+async def test_a_failed_send_logs_no_advice_from_pywa_to_bring_our_own_client(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """pywa logs "provide your own httpx.Client" before re-raising each connection error;
+    we do, so during an outage that line would only mislead whoever reads the log."""
+    settings = WhatsAppSettings(
+        phone_number_id="1234",
+        access_token=SecretStr("token"),
+        api_base=f"http://127.0.0.1:{_closed_port()}",
+    )
+    client = build_client(settings)
+    caplog.set_level(logging.DEBUG, logger="pywa")
+    try:
+        with pytest.raises(httpx.ConnectError):
+            await client.wa.send_message(to="6281234567890", text="halo")
+    finally:
+        await client.close()
+    pywa_records = [r for r in caplog.records if r.name.startswith("pywa")]
+    assert pywa_records, "pywa logged nothing: the filter's logger name is no longer its own"
+    assert not [r for r in pywa_records if "provide your own" in r.getMessage()]
