@@ -190,7 +190,7 @@ async def tell_new_question(
                 kind="ticket_new",
                 body=t(
                     "notice.ticket.new_admin"
-                    if person.key.startswith("admin:")
+                    if person.key.startswith(admins.ADMIN_KEY_PREFIX)
                     else "notice.ticket.new",
                     question=quote(text),
                     **params,
