@@ -22,6 +22,9 @@ that person's own, so nobody waits for anybody else's reply:
   the others delivered within `flush_delay_s` (one DELETE, off the reply
   path). A crash after a send and before that delete sends that reply again
   after a restart: at least once, never lost;
+- each message takes its place in the channel's send budget, and is written
+  only if its connection was ready in time for it (bot/send_deadline.py);
+  otherwise it takes one new place and goes then;
 - a reply older than `max_age` is dropped with a log line (WhatsApp refuses
   free text after 24 hours anyway, and a day-old answer misleads more than it
   helps).
@@ -40,6 +43,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -47,6 +51,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import metrics
+from bot.send_deadline import PlaceMissed, write_by
 from bot.settings import ReplySettings
 from domain.vocabulary import Channel, Language
 from handlers.types import QueuedReplies, Reply, decode_replies, encode_replies
@@ -54,7 +59,7 @@ from scheduler.sending import Deferred, Permanent, RetryAfter, SendResult, Sent,
 from storage import reply_queue
 from storage.conversation_store import conversation_store
 from storage.crypto import NikCipher
-from storage.send_budget import Granted, SendBudget, start_on_time
+from storage.send_budget import LATE_PLACE_S, Granted, SendBudget, start_on_time
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +154,8 @@ class ReplyDelivery:
         self._settings = settings or DeliverySettings()
         self._sleep = sleep
         self._budget = budget
+        #: Messages whose connection was ready after their place (`_send_part`).
+        self.places_missed = 0
         self._chats: dict[str, collections.deque[_Item]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -396,8 +403,7 @@ class ReplyDelivery:
             await self._wait_for_channel()
             result: SendResult = Sent()
             while item.parts_sent < len(parts):
-                await self._take_place()
-                result = await self._transport.send(chat_id, parts[item.parts_sent])
+                result = await self._send_part(chat_id, parts[item.parts_sent])
                 metrics.count_send(self._transport.channel, "reply", result)
                 if isinstance(result, Permanent):
                     logger.warning(
@@ -448,18 +454,37 @@ class ReplyDelivery:
         backoff = min(first * 2 ** (attempts - 1), cap)
         return backoff * random.uniform(0.8, 1.2), result.error
 
-    async def _take_place(self) -> None:
+    async def _send_part(self, chat_id: str, part: Any) -> SendResult:
+        """Send one message in its place in the send budget. A transport whose connection
+        was ready only after the place passed (`PlaceMissed`, bot/send_deadline.py: a
+        new connection on a busy loop) wrote nothing; the message takes a new place and
+        goes then, whatever the lateness (its connection now waits in the pool)."""
+        deadline = await self._take_place()
+        if deadline is not None:
+            try:
+                with write_by(deadline):
+                    return await self._transport.send(chat_id, part)
+            except PlaceMissed as missed:
+                self.places_missed += 1
+                logger.debug("%s reply: %s; a new place", self.channel, missed)
+                await self._take_place()
+        return await self._transport.send(chat_id, part)
+
+    async def _take_place(self) -> float | None:
         """Wait for this message's place in the channel's send budget (replies go first:
         the dispatcher only takes places close to now); a place whose start passed while
-        this process stalled is taken anew (`start_on_time`)."""
+        this process stalled is taken anew (`start_on_time`). Returns when the message
+        must be written by (`time.monotonic()`), None without a budget."""
         if self._budget is None:
-            return
+            return None
         try:
             took = await self._budget.take(self.channel)
             if isinstance(took, Granted):
                 await start_on_time(self._budget, self.channel, took.wait_s, sleep=self._sleep)
         except Exception as exc:  # the database is away: a reply is not held up for it
             logger.warning("%s send budget not reachable: %s", self.channel, type(exc).__name__)
+            return None
+        return time.monotonic() + LATE_PLACE_S
 
     async def _note_replied(self, chat_id: str, count: int) -> None:
         """Keep the outbox's notices to this person one interval per message after the

@@ -82,6 +82,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot import log_context, metrics
 from bot.delivery import DeliverySettings, ReplyDelivery
 from bot.retry_policy import is_transient
+from bot.send_deadline import OnTimeConnector, PlaceMissed
 from bot.settings import ReplySettings, TelegramSettings
 from domain.vocabulary import Channel, Language
 from handlers.commands import typed_event
@@ -218,7 +219,17 @@ class UnreadAnswers(BaseSession):
 
 
 class TelegramSession(UnreadAnswers, AiohttpSession):
-    """aiogram's HTTP session, without building the answers the program does not read."""
+    """aiogram's HTTP session, without building the answers the program does not read.
+
+    Its connections come from an `OnTimeConnector` (bot/send_deadline.py): a send
+    whose connection is ready only after its place in the send budget passed is
+    stopped before it is written (`PlaceMissed`), and its sender takes a new place.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if "proxy" not in kwargs:  # aiogram's proxy support brings a connector of its own
+            self._connector_type = OnTimeConnector
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -387,6 +398,8 @@ class TelegramReplies:
             # aiogram takes whole seconds; a fraction is rounded up, never to 0 (no limit).
             timeout = max(1, math.ceil(self._timeout_s))
             await self._bot(part.to_method(int(chat_id)), request_timeout=timeout)
+        except PlaceMissed:
+            raise  # nothing was written: the sender takes a new place (bot/delivery.py)
         except Exception as exc:
             return scrub_token(classify_error(exc), self._bot.token)
         return Sent()

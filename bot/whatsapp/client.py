@@ -36,6 +36,7 @@ import httpx
 import httpx_aiohttp
 from pywa_async.client import WhatsApp
 
+from bot.send_deadline import OnTimeConnector
 from bot.settings import WhatsAppSettings
 
 #: pywa logs this advice at WARNING before re-raising every timeout or connection
@@ -123,6 +124,17 @@ class AiohttpTransport(httpx_aiohttp.AiohttpTransport):
     `httpx.TransportError`s: transient for the sender and the inbound retries
     (bot/whatsapp/errors.py).
     """
+
+    def get_client(self) -> aiohttp.ClientSession:
+        """The library's session, its connections from an `OnTimeConnector`
+        (bot/send_deadline.py): a reply whose connection is ready only after its place
+        in the send budget passed is not written, and takes a new place."""
+        connector = OnTimeConnector(
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+            limit=self.limits.max_connections or 0,  # aiohttp: 0 is no limit
+        )
+        return aiohttp.ClientSession(connector=connector)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:

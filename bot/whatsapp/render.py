@@ -41,6 +41,7 @@ from typing import Final
 
 from pywa_async.types.callback import Button, Section, SectionList, SectionRow
 
+from bot.send_deadline import PlaceMissed
 from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.errors import classify_error
 from domain.vocabulary import Channel, Language
@@ -295,6 +296,8 @@ class WhatsAppReplies:
     async def send(self, chat_id: str, part: MessageSpec) -> SendResult:
         try:
             await self._call(chat_id, part)
+        except PlaceMissed:
+            raise  # nothing was written: the sender takes a new place (bot/delivery.py)
         except Exception as exc:
             return classify_error(
                 exc, rate_limit_pause_s=self._rate_limit_pause_s, pair_retry_s=self._pair_retry_s

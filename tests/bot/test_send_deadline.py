@@ -1,0 +1,181 @@
+"""A send is written only if its connection is ready by its deadline (bot/send_deadline.py):
+found with the province proof, where sends that had to open a connection on a busy loop went
+out 75-134 ms after their places in the send budget, together, over Telegram's limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.telegram import TelegramAPIServer
+
+from bot.delivery import ReplyDelivery
+from bot.send_deadline import OnTimeConnector, PlaceMissed, write_by
+from bot.telegram import TelegramReplies, TelegramSession, UnreadSendMessage
+from bot.whatsapp.client import WhatsAppClient
+from bot.whatsapp.render import TextMessage, WhatsAppReplies
+from domain.vocabulary import Channel, Language
+from handlers.i18n import Catalogs
+from handlers.types import Reply
+from scheduler.sending import Sent
+from storage.send_budget import ChannelRate, LocalSendBudget, Take
+from tests.fakes.clock import FrozenClock
+from tests.fakes.graph_api import FakeGraphServer
+from tests.fakes.telegram_api import FakeTelegramServer
+
+CHAT = 5512345678
+#: How long opening a connection takes here: a busy event loop's few turns.
+SLOW_CONNECT_S = 0.1
+
+
+class SlowConnector(OnTimeConnector):
+    """Opens each connection `SLOW_CONNECT_S` late, and counts them."""
+
+    opened = 0
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).opened += 1
+        await asyncio.sleep(SLOW_CONNECT_S)
+        return await super()._create_connection(*args, **kwargs)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeTelegramServer]:
+    async with FakeTelegramServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def bot(server: FakeTelegramServer) -> AsyncIterator[Bot]:
+    SlowConnector.opened = 0
+    session = TelegramSession(api=TelegramAPIServer.from_base(server.base_url))
+    session._connector_type = SlowConnector
+    bot = Bot(token=server.token, session=session, default=DefaultBotProperties(parse_mode=None))
+    yield bot
+    await bot.session.close()
+
+
+def test_the_telegram_session_opens_its_connections_through_the_on_time_connector() -> None:
+    assert TelegramSession()._connector_type is OnTimeConnector
+
+
+async def test_a_send_whose_connection_comes_after_its_deadline_is_not_written(
+    server: FakeTelegramServer, bot: Bot
+) -> None:
+    with pytest.raises(PlaceMissed) as missed, write_by(time.monotonic() + 0.02):
+        await bot(UnreadSendMessage(chat_id=CHAT, text="Halo"))
+
+    assert missed.value.late_s > 0
+    assert server.messages_to(CHAT) == []
+    # The connection went back to the pool: the next send is written on it, at once.
+    with write_by(time.monotonic() + 0.02):
+        await bot(UnreadSendMessage(chat_id=CHAT, text="Halo"))
+    assert [m.text for m in server.messages_to(CHAT)] == ["Halo"]
+    assert SlowConnector.opened == 1
+
+
+async def test_a_send_without_a_deadline_or_in_time_is_written(
+    server: FakeTelegramServer, bot: Bot
+) -> None:
+    await bot(UnreadSendMessage(chat_id=CHAT, text="Satu"))
+    with write_by(time.monotonic() + 5.0):
+        await bot(UnreadSendMessage(chat_id=CHAT, text="Dua"))
+
+    assert [m.text for m in server.messages_to(CHAT)] == ["Satu", "Dua"]
+
+
+class CountingBudget(LocalSendBudget):
+    def __init__(self) -> None:
+        super().__init__(
+            {Channel.TELEGRAM: ChannelRate(per_second=1000.0, recipient_interval_s=1.0)}
+        )
+        self.takes = 0
+
+    async def take(self, channel: Channel, **kwargs: Any) -> Take:
+        self.takes += 1
+        return await super().take(channel, **kwargs)
+
+
+async def test_a_reply_whose_connection_came_late_takes_a_new_place_and_goes_once(
+    server: FakeTelegramServer, bot: Bot
+) -> None:
+    budget = CountingBudget()
+    replies = ReplyDelivery(
+        TelegramReplies(bot, Catalogs(), timeout_s=5),
+        database=None,
+        cipher=None,
+        clock=FrozenClock(),
+        budget=budget,
+    )
+    try:
+        await replies.send_now(str(CHAT), [Reply("Halo")], Language.INDONESIAN, "u1")
+        await replies.idle()
+    finally:
+        await replies.close()
+
+    assert [m.text for m in server.messages_to(CHAT)] == ["Halo"]
+    assert replies.places_missed == 1
+    assert budget.takes == 2  # its place, then a new one once the connection was there
+    assert SlowConnector.opened == 1
+
+
+async def test_a_reply_without_a_budget_is_never_stopped(
+    server: FakeTelegramServer, bot: Bot
+) -> None:
+    replies = ReplyDelivery(
+        TelegramReplies(bot, Catalogs(), timeout_s=5),
+        database=None,
+        cipher=None,
+        clock=FrozenClock(),
+    )
+    try:
+        await replies.send_now(str(CHAT), [Reply("Halo")], Language.INDONESIAN, "u1")
+        await replies.idle()
+    finally:
+        await replies.close()
+
+    assert [m.text for m in server.messages_to(CHAT)] == ["Halo"]
+    assert replies.places_missed == 0
+
+
+async def test_the_connector_stops_any_aiohttp_request_after_its_deadline(
+    server: FakeTelegramServer,
+) -> None:
+    async with aiohttp.ClientSession(connector=SlowConnector()) as http:
+        url = f"{server.base_url}/bot{server.token}/getMe"
+        with pytest.raises(PlaceMissed), write_by(time.monotonic()):
+            await http.get(url)
+        async with http.get(url) as response:
+            assert response.status == 200
+
+
+# --- WhatsApp: pywa over httpx over aiohttp ------------------------------------------------
+
+WA_ID = "6281298765432"
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[FakeGraphServer]:
+    async with FakeGraphServer() as fake:
+        fake.open_window(WA_ID)
+        yield fake
+
+
+async def test_a_whatsapp_reply_past_its_deadline_is_not_written_and_its_retry_is(
+    graph: FakeGraphServer, wa_client: WhatsAppClient
+) -> None:
+    transport = WhatsAppReplies(wa_client, Catalogs())
+    # A deadline passed already: even a connection opened at once comes after it.
+    with pytest.raises(PlaceMissed), write_by(time.monotonic() - 1.0):
+        await transport.send(WA_ID, TextMessage("Halo"))
+    assert graph.messages_to(WA_ID) == []
+
+    with write_by(time.monotonic() + 5.0):
+        assert isinstance(await transport.send(WA_ID, TextMessage("Halo")), Sent)
+    assert [m.text for m in graph.messages_to(WA_ID)] == ["Halo"]
