@@ -499,6 +499,7 @@ async def test_three_processes_behind_nginx_enroll_300_people_once_each_through_
             f"person {person.index}; killed at {crash.killed_at:.2f}; their messages "
             "(seconds after the kill, text): "
             f"{[(round(m.at - crash.killed_at, 2), m.text[:30]) for m in person.messages]}"
+            f"\nthe bot's warnings and errors:\n{province.log_tail(60)}"
         )
     expected_worker = [normalised(m.text) for m in graph.messages_to(wa_id(0))]
     for index in range(1, PEOPLE):
