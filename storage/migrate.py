@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: The newest revision shipped with this package (a test checks it against the scripts).
-HEAD_REVISION: Final = "0017_pgplan"
+HEAD_REVISION: Final = "0018_opd_status_index"
 #: The child started by `upgrade_in_child` reads the database URL from here (not argv:
 #: a password in the URL would show in the process list).
 _URL_VARIABLE: Final = "SERTAKAN_MIGRATE_DATABASE_URL"

@@ -215,8 +215,9 @@ class Sponsorship(Base):
             sqlite_where=text(OPEN_SPONSORSHIP_SQL),
             postgresql_where=text(OPEN_SPONSORSHIP_SQL),
         ),
-        Index("ix_sponsorship_opd_status", "opd_id", "status"),
-        # The web queue's keyset order within an OPD's status (storage/web_queries.py).
+        # The web queue's keyset order within an OPD's status (storage/web_queries.py);
+        # also every look-up by OPD and status (an index on those two alone was its
+        # prefix, dropped by migration 0018).
         Index("ix_sponsorship_queue", "opd_id", "status", "status_changed_at", "id"),
         Index("ix_sponsorship_kpj", "kpj"),
         # The coverage page (storage/coverage.py), read afresh: workers per OPD and status,

@@ -65,6 +65,7 @@ async def test_migrations_form_one_linear_chain() -> None:
     script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
     chain = [rev.revision for rev in script.walk_revisions()]
     assert chain == [
+        "0018_opd_status_index",
         "0017_pgplan",
         "0016_tg_inbound",
         "0015_coverage_counts",
@@ -86,7 +87,7 @@ async def test_migrations_form_one_linear_chain() -> None:
         "0002",
         "0001",
     ]
-    assert head_revision() == "0017_pgplan"
+    assert head_revision() == "0018_opd_status_index"
     assert scripts_head() == head_revision()  # the constant the bot reads, true to the scripts
 
 
