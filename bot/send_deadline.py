@@ -50,8 +50,10 @@ class PlaceMissed(Exception):
 
 @contextlib.contextmanager
 def write_by(deadline: float | None) -> Iterator[None]:
-    """Within this block, an HTTP request of this task through an `OnTimeConnector` is
-    written only if its connection is ready by `deadline` (None: whenever)."""
+    """Within this block, the first HTTP request of this task through an
+    `OnTimeConnector` is written only if its connection is ready by `deadline` (None:
+    whenever). Only the first: a notice of several messages took its place for its
+    first, and a later one stopped would leave the earlier ones sent twice on retry."""
     token = _DEADLINE.set(deadline)
     try:
         yield
@@ -71,6 +73,7 @@ class OnTimeConnector(aiohttp.TCPConnector):
         connection = await super().connect(req, traces, timeout)
         deadline = _DEADLINE.get()
         if deadline is not None:
+            _DEADLINE.set(None)  # the block's first request only (see `write_by`)
             late = time.monotonic() - deadline
             if late > 0:
                 connection.release()  # unused: back to the pool for the next attempt

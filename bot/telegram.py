@@ -1147,6 +1147,8 @@ class TelegramSender:
                 await self._sleep(self._chunk_interval_s)
             try:
                 await self._bot(UnreadSendMessage(chat_id=chat_id, text=chunk))
+            except PlaceMissed:
+                raise  # nothing was written: the dispatcher takes a new place
             except Exception as exc:
                 return scrub_token(classify_error(exc), self._bot.token)
         return Sent()

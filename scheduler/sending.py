@@ -93,5 +93,7 @@ class Sender(Protocol):
     channel: Channel
 
     async def send(self, notice: OutgoingNotice) -> SendResult:
-        """Deliver one notice; never raises for platform errors (returns them)."""
+        """Deliver one notice; never raises for platform errors (returns them). Within a
+        `bot.send_deadline.write_by` block, a sender whose first request's connection came
+        after the deadline raises `PlaceMissed`: nothing was sent."""
         ...

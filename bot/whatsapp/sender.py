@@ -31,7 +31,8 @@ lose throughput. The dispatcher already keeps one message per
 `whatsapp_chat_interval_s` per recipient; a 131056 means someone else (the
 conversation's own replies) just wrote to them.
 
-`send` never raises: pywa's and httpx's exceptions all become outcomes.
+`send` never raises: pywa's and httpx's exceptions all become outcomes (but for
+`PlaceMissed` within a send deadline: nothing was sent, bot/send_deadline.py).
 `Sent.provider_message_id` is the `wamid` (of the last part, for a split text),
 stored on the row for the status webhooks.
 """
@@ -48,6 +49,7 @@ from typing import Final
 from pywa_async.errors import WhatsAppError
 from pywa_async.types.templates import TemplateLanguage
 
+from bot.send_deadline import PlaceMissed
 from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.errors import classify_error, describe
 from bot.whatsapp.render import MAX_TEXT
@@ -134,6 +136,8 @@ class WhatsAppSender:
                     return result
                 logger.info("outbox %s: %s; sending the template", notice.outbox_id, result.error)
             return await self._send_template(notice)
+        except PlaceMissed:
+            raise  # nothing was written: the dispatcher takes a new place
         except Exception as exc:  # the contract: outcomes, never exceptions
             logger.error("outbox %s: unexpected %s", notice.outbox_id, type(exc).__name__)
             return Transient(f"unexpected {type(exc).__name__}")

@@ -179,3 +179,17 @@ async def test_a_whatsapp_reply_past_its_deadline_is_not_written_and_its_retry_i
     with write_by(time.monotonic() + 5.0):
         assert isinstance(await transport.send(WA_ID, TextMessage("Halo")), Sent)
     assert [m.text for m in graph.messages_to(WA_ID)] == ["Halo"]
+
+
+async def test_only_the_first_request_of_a_block_is_held_to_its_deadline(
+    server: FakeTelegramServer,
+) -> None:
+    """A notice of several messages took one place for its first: once that one is
+    written, the rest go whatever the time (a stop there would send the first twice)."""
+    async with aiohttp.ClientSession(connector=OnTimeConnector()) as http:
+        url = f"{server.base_url}/bot{server.token}/getMe"
+        with write_by(time.monotonic() - 1.0):
+            with pytest.raises(PlaceMissed):
+                await http.get(url)
+            async with http.get(url) as response:
+                assert response.status == 200
