@@ -51,11 +51,19 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import metrics
-from bot.send_deadline import PlaceMissed, write_by
 from bot.settings import ReplySettings
 from domain.vocabulary import Channel, Language
 from handlers.types import QueuedReplies, Reply, decode_replies, encode_replies
-from scheduler.sending import Deferred, Permanent, RetryAfter, SendResult, Sent, Transient
+from scheduler.sending import (
+    Deferred,
+    Permanent,
+    PlaceMissed,
+    RetryAfter,
+    SendResult,
+    Sent,
+    Transient,
+    write_by,
+)
 from storage import reply_queue
 from storage.conversation_store import conversation_store
 from storage.crypto import NikCipher

@@ -14,7 +14,8 @@ processes' places already fill: over the platform's limit, although every place
 was taken correctly.
 
 `OnTimeConnector` checks again once the connection is in hand, before anything
-is written: a send whose deadline (`write_by`) has passed raises `PlaceMissed`,
+is written: a send whose deadline (`scheduler.sending.write_by`) has passed
+raises `PlaceMissed`,
 its connection goes back to the pool (the next attempt finds it ready, so it
 cannot miss for the same reason), and the sender takes a new place. A send
 without a deadline (no budget, the console, a retry already made) is never
@@ -23,42 +24,17 @@ stopped.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+from scheduler.sending import PlaceMissed, claim_deadline
 
 if TYPE_CHECKING:
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.connector import Connection
     from aiohttp.tracing import Trace
-
-#: When the current task's send must be written by (`time.monotonic()`), or None.
-_DEADLINE: Final[ContextVar[float | None]] = ContextVar("sertakan_send_deadline", default=None)
-
-
-class PlaceMissed(Exception):
-    """The connection for a send was ready only after the send's write deadline."""
-
-    def __init__(self, late_s: float) -> None:
-        super().__init__(f"connection ready {late_s * 1000:.0f} ms after the send's deadline")
-        self.late_s = late_s
-
-
-@contextlib.contextmanager
-def write_by(deadline: float | None) -> Iterator[None]:
-    """Within this block, the first HTTP request of this task through an
-    `OnTimeConnector` is written only if its connection is ready by `deadline` (None:
-    whenever). Only the first: a notice of several messages took its place for its
-    first, and a later one stopped would leave the earlier ones sent twice on retry."""
-    token = _DEADLINE.set(deadline)
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
 
 
 class OnTimeConnector(aiohttp.TCPConnector):
@@ -71,9 +47,8 @@ class OnTimeConnector(aiohttp.TCPConnector):
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
     ) -> Connection:
         connection = await super().connect(req, traces, timeout)
-        deadline = _DEADLINE.get()
+        deadline = claim_deadline()
         if deadline is not None:
-            _DEADLINE.set(None)  # the block's first request only (see `write_by`)
             late = time.monotonic() - deadline
             if late > 0:
                 connection.release()  # unused: back to the pool for the next attempt

@@ -82,7 +82,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot import log_context, metrics
 from bot.delivery import DeliverySettings, ReplyDelivery
 from bot.retry_policy import is_transient
-from bot.send_deadline import OnTimeConnector, PlaceMissed
+from bot.send_deadline import OnTimeConnector
 from bot.settings import ReplySettings, TelegramSettings
 from domain.vocabulary import Channel, Language
 from handlers.commands import typed_event
@@ -97,7 +97,15 @@ from handlers.types import (
     Option,
     Reply,
 )
-from scheduler.sending import OutgoingNotice, Permanent, RetryAfter, SendResult, Sent, Transient
+from scheduler.sending import (
+    OutgoingNotice,
+    Permanent,
+    PlaceMissed,
+    RetryAfter,
+    SendResult,
+    Sent,
+    Transient,
+)
 from storage import telegram_inbound
 from storage.crypto import NikCipher
 from storage.send_budget import SendBudget

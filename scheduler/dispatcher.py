@@ -84,11 +84,13 @@ from scheduler.sending import (
     Deferred,
     OutgoingNotice,
     Permanent,
+    PlaceMissed,
     RetryAfter,
     Sender,
     SendResult,
     Sent,
     Transient,
+    write_by,
 )
 from storage.outbox import (
     ClaimedNotice,
@@ -313,6 +315,8 @@ class Dispatcher:
         self.starts_held = 0
         #: Places given up because this process woke after their start (`start_on_time`).
         self.places_retaken = 0
+        #: Sends whose connection came after their place: not written, placed anew.
+        self.places_missed = 0
         #: This process's view of a platform's pause (its own 429s, the budget's long waits).
         self._paused_until: dict[Channel, float] = {}
         #: One take at a time per channel: this process's sends queue here, not in the budget.
@@ -512,12 +516,35 @@ class Dispatcher:
             return
         placed()
         try:
-            result = await sender.send(notice)
+            result = await self._send_in_place(claim, sender, notice, messages)
         except Exception as exc:  # a sender must not raise; if it does, retry the row
             log.exception("outbox %s: sender raised", claim.id)
             result = Transient(f"sender raised {type(exc).__name__}")
         await self._after_send(claim, result)
         await self._record(claim, result)
+
+    async def _send_in_place(
+        self, claim: ClaimedNotice, sender: Sender, notice: OutgoingNotice, messages: int
+    ) -> SendResult:
+        """Send `notice`, its place come: its first request is written within the
+        channel's lookahead of now or not at all (`write_by`; a connection opened on a
+        busy loop came later: `PlaceMissed`, nothing written). Then the row takes one new
+        place in the channel (its recipient's spacing counts from the first) and goes
+        then on the connection now in the pool, whatever the time."""
+        rate = self._rates.get(claim.channel)
+        if rate is None:
+            return await sender.send(notice)
+        try:
+            with write_by(time_module.monotonic() + lookahead_s(rate)):
+                return await sender.send(notice)
+        except PlaceMissed as missed:
+            self.places_missed += 1
+            log.debug("outbox %s: %s; a new place", claim.id, missed)
+        took = await self._budget.take(claim.channel, count=messages)
+        if isinstance(took, Granted) and took.wait_s > 0:
+            await self._sleep(took.wait_s)
+        await self._pass_start_gate(claim.channel, messages * rate.cost_s)
+        return await sender.send(notice)
 
     async def _after_send(self, claim: ClaimedNotice, result: SendResult) -> None:
         """Tell the budget what the platform said; the recipient's interval runs from now."""

@@ -3,13 +3,22 @@
 A channel adapter implements `Sender`; the dispatcher (scheduler/dispatcher.py)
 claims due outbox rows and hands each to the sender of its channel, then records
 the `SendResult`. Senders never touch the database.
+
+A send can carry a deadline (`write_by`): its first request must be written by
+then, or not at all. The channels' HTTP connectors (bot/send_deadline.py) check
+it once the connection is in hand and raise `PlaceMissed` when it passed: the
+send's place in the send budget went by while a connection was being opened,
+and writing it now would put it among the places other sends already fill.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from domain.vocabulary import Channel, Language
 
@@ -97,3 +106,40 @@ class Sender(Protocol):
         `bot.send_deadline.write_by` block, a sender whose first request's connection came
         after the deadline raises `PlaceMissed`: nothing was sent."""
         ...
+
+
+# --- send deadlines --------------------------------------------------------------------
+
+#: When the current task's next send must be written by (`time.monotonic()`), or None.
+_DEADLINE: Final[ContextVar[float | None]] = ContextVar("sertakan_send_deadline", default=None)
+
+
+class PlaceMissed(Exception):
+    """The connection for a send was ready only after the send's deadline: nothing was
+    written."""
+
+    def __init__(self, late_s: float) -> None:
+        super().__init__(f"connection ready {late_s * 1000:.0f} ms after the send's deadline")
+        self.late_s = late_s
+
+
+@contextlib.contextmanager
+def write_by(deadline: float | None) -> Iterator[None]:
+    """Within this block, the first HTTP request of this task through a connector that
+    keeps deadlines (bot/send_deadline.py) is written only if its connection is ready
+    by `deadline` (`time.monotonic()`; None: whenever). Only the first: a notice of
+    several messages took its place for its first, and a later one stopped would leave
+    the earlier ones sent twice on retry."""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def claim_deadline() -> float | None:
+    """The current block's deadline, once: later requests of the block have none."""
+    deadline = _DEADLINE.get()
+    if deadline is not None:
+        _DEADLINE.set(None)
+    return deadline

@@ -41,14 +41,13 @@ from typing import Final
 
 from pywa_async.types.callback import Button, Section, SectionList, SectionRow
 
-from bot.send_deadline import PlaceMissed
 from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.errors import classify_error
 from domain.vocabulary import Channel, Language
 from handlers.i18n import Catalogs, Translator
 from handlers.splitting import shorten, split_tail, split_text, utf16_length
 from handlers.types import Document, Option, Reply
-from scheduler.sending import SendResult, Sent
+from scheduler.sending import PlaceMissed, SendResult, Sent
 
 logger = logging.getLogger(__name__)
 

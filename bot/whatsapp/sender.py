@@ -49,7 +49,6 @@ from typing import Final
 from pywa_async.errors import WhatsAppError
 from pywa_async.types.templates import TemplateLanguage
 
-from bot.send_deadline import PlaceMissed
 from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.errors import classify_error, describe
 from bot.whatsapp.render import MAX_TEXT
@@ -59,6 +58,7 @@ from handlers.splitting import split_text
 from scheduler.sending import (
     OutgoingNotice,
     Permanent,
+    PlaceMissed,
     SendResult,
     Sent,
     Transient,

@@ -7,23 +7,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.telegram import TelegramAPIServer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.delivery import ReplyDelivery
-from bot.send_deadline import OnTimeConnector, PlaceMissed, write_by
-from bot.telegram import TelegramReplies, TelegramSession, UnreadSendMessage
+from bot.send_deadline import OnTimeConnector
+from bot.settings import DispatcherSettings
+from bot.telegram import TelegramReplies, TelegramSender, TelegramSession, UnreadSendMessage
 from bot.whatsapp.client import WhatsAppClient
 from bot.whatsapp.render import TextMessage, WhatsAppReplies
-from domain.vocabulary import Channel, Language
+from domain.vocabulary import Channel, Language, OutboxStatus
 from handlers.i18n import Catalogs
 from handlers.types import Reply
-from scheduler.sending import Sent
+from scheduler.dispatcher import Dispatcher
+from scheduler.sending import PlaceMissed, Sent, write_by
+from storage.models import Outbox
+from storage.outbox import Notice, enqueue
 from storage.send_budget import ChannelRate, LocalSendBudget, Take
 from tests.fakes.clock import FrozenClock
 from tests.fakes.graph_api import FakeGraphServer
@@ -193,3 +201,40 @@ async def test_only_the_first_request_of_a_block_is_held_to_its_deadline(
                 await http.get(url)
             async with http.get(url) as response:
                 assert response.status == 200
+
+
+# --- the outbox dispatcher ------------------------------------------------------------------
+
+
+async def test_a_notice_whose_connection_came_late_takes_a_new_place_and_is_sent_once(
+    db_engine: AsyncEngine, server: FakeTelegramServer, bot: Bot
+) -> None:
+    morning = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)  # 09:00 in Jakarta: no quiet hours
+    async with db_engine.begin() as connection:
+        await enqueue(
+            connection,
+            Notice(
+                dedupe_key="card:1",
+                channel=Channel.TELEGRAM,
+                recipient=str(CHAT),
+                kind="card_ready",
+                body="Kartu Anda sudah jadi.",
+            ),
+            now=morning,
+        )
+    sending = Dispatcher(
+        db_engine,
+        {Channel.TELEGRAM: TelegramSender(bot)},
+        lambda: morning,
+        DispatcherSettings(telegram_rate_per_s=100.0),  # a lookahead of 50 ms
+        ZoneInfo("Asia/Jakarta"),
+    )
+
+    assert await sending.tick() == 1
+
+    assert [m.text for m in server.messages_to(CHAT)] == ["Kartu Anda sudah jadi."]
+    assert sending.places_missed == 1
+    assert SlowConnector.opened == 1
+    async with db_engine.connect() as connection:
+        row = (await connection.execute(select(Outbox.status, Outbox.attempts))).one()
+    assert (row.status, row.attempts) == (OutboxStatus.SENT, 1)
