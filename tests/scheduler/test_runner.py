@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from domain.tariff import DEFAULT_TARIFF
 from domain.workdays import WorkCalendar
 from handlers.i18n import Catalogs
+from scheduler.dispatcher import Dispatcher
 from scheduler.reminders import PlanResult, ReminderPlanner
 from scheduler.runner import build_scheduler, stop_scheduler
 from tests.fakes.clock import FrozenClock
@@ -87,3 +88,54 @@ async def test_a_scheduler_that_never_started_is_left_alone(
     )
     await stop_scheduler(scheduler)
     assert not scheduler.running
+
+
+class SlowTicks:
+    """A dispatcher whose ticks outlast its interval (a full batch at the rate)."""
+
+    tick_interval_s = 0.05
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def tick(self) -> int:
+        self.ticks += 1
+        await asyncio.sleep(0.3)
+        return 0
+
+    async def stop(self) -> None:
+        return None
+
+
+class OtherTicks(SlowTicks):
+    """Another job as slow: its skips are still warned about."""
+
+
+async def test_skipped_dispatcher_ticks_are_not_warned_about_and_other_skips_are(
+    sessionmaker: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under load a province's log held a skip warning every half second per process."""
+    dispatcher = SlowTicks()
+    scheduler = build_scheduler(
+        sessionmaker=sessionmaker,
+        clock=FrozenClock(MONDAY_0900),
+        processed_update_retention=timedelta(days=30),
+        timezone="Asia/Jakarta",
+        dispatcher=cast(Dispatcher, dispatcher),
+    )
+    other = OtherTicks()
+    scheduler.add_job(other.tick, "interval", seconds=0.05, id="other", max_instances=1)
+    caplog.set_level(logging.WARNING, logger="apscheduler")
+    scheduler.start()
+    try:
+        await asyncio.sleep(0.7)
+    finally:
+        await stop_scheduler(scheduler)
+
+    skips = [
+        record.getMessage()
+        for record in caplog.records
+        if "maximum number of running instances" in record.getMessage()
+    ]
+    assert dispatcher.ticks >= 2 and other.ticks >= 2
+    assert skips and all('"OtherTicks.tick' in message for message in skips)
