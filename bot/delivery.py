@@ -46,9 +46,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot import metrics
 from bot.settings import ReplySettings
@@ -67,6 +67,7 @@ from scheduler.sending import (
 from storage import reply_queue
 from storage.conversation_store import conversation_store
 from storage.crypto import NikCipher
+from storage.db import side_pool
 from storage.send_budget import LATE_PLACE_S, Granted, SendBudget, start_on_time
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,12 @@ class ReplyTransport(Protocol):
     async def send(self, chat_id: str, part: Any) -> SendResult:
         """Send one rendered message; never raises for platform or network errors."""
         ...
+
+
+#: The reply queue's own connections per process (`ReplyDelivery._books`): one for the
+#: sweep and the renewals, more while replies are deleted and failures recorded at once.
+BOOKKEEPING_POOL: Final = 1
+BOOKKEEPING_OVERFLOW: Final = 3
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -157,6 +164,15 @@ class ReplyDelivery:
         message takes its place first, ahead of the dispatcher's. None: not paced."""
         self._transport = transport
         self._database = database
+        #: The reply queue's own few connections (PostgreSQL; SQLite: `database`): its
+        #: claims, lease renewals and deletes do not queue behind the engine's steps
+        #: (storage.db.side_pool); under load they timed out there, leases ran out and
+        #: other processes sent replies again.
+        self._books = (
+            side_pool(database, size=BOOKKEEPING_POOL, overflow=BOOKKEEPING_OVERFLOW)
+            if database is not None
+            else None
+        )
         self._cipher = cipher
         self._clock = clock
         self._settings = settings or DeliverySettings()
@@ -219,7 +235,7 @@ class ReplyDelivery:
         if self._database is not None and self._cipher is not None:
             now = self._clock()
             payload = self._cipher.encrypt_payload(encode_replies(replies, language))
-            async with self._database.begin() as connection:
+            async with self._books_begin() as connection:
                 store = await conversation_store(connection)
                 reply_id, earlier = await store.queue_replies(
                     self.channel,
@@ -252,7 +268,7 @@ class ReplyDelivery:
         """Claim the rows nobody holds and start delivering them; returns how many."""
         if self._database is None or self._cipher is None:
             return 0
-        async with self._database.begin() as connection:
+        async with self._books_begin() as connection:
             claimed = await reply_queue.claim(
                 connection,
                 self.channel,
@@ -315,6 +331,13 @@ class ReplyDelivery:
         with contextlib.suppress(Exception):
             await self._flush()
             await self._release(held)
+        if self._books is not None and self._books is not self._database:
+            await self._books.dispose()
+
+    def _books_begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A transaction on the reply queue's own connections."""
+        assert self._books is not None
+        return self._books.begin()
 
     # --- per person ---------------------------------------------------------------------
 
@@ -356,7 +379,7 @@ class ReplyDelivery:
         held = self._held()
         if not held or self._database is None:
             return 0
-        async with self._database.begin() as connection:
+        async with self._books_begin() as connection:
             return await reply_queue.renew(
                 connection, held, until=self._clock() + self._settings.lease
             )
@@ -522,7 +545,7 @@ class ReplyDelivery:
     async def _record_failure(self, item: _Item, retry_at: datetime, error: str) -> None:
         assert item.reply_id is not None and self._database is not None
         try:
-            async with self._database.begin() as connection:
+            async with self._books_begin() as connection:
                 await reply_queue.record_failure(
                     connection,
                     item.reply_id,
@@ -566,7 +589,7 @@ class ReplyDelivery:
             self._delivered_ids.clear()
             return
         batch = list(self._delivered)
-        async with self._database.begin() as connection:
+        async with self._books_begin() as connection:
             await reply_queue.forget(connection, batch)
         del self._delivered[: len(batch)]
         self._delivered_ids.difference_update(batch)
@@ -579,7 +602,7 @@ class ReplyDelivery:
         if not reply_ids or self._database is None:
             return
         try:
-            async with self._database.begin() as connection:
+            async with self._books_begin() as connection:
                 await reply_queue.release(connection, reply_ids)
         except Exception as exc:  # the lease runs out instead
             logger.warning("replies not handed back: %s", type(exc).__name__)

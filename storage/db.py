@@ -104,6 +104,27 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) 
     return create_async_engine(url, echo=echo, pool_pre_ping=True)
 
 
+def side_pool(
+    database: AsyncEngine, *, size: int, overflow: int, autocommit: bool = False
+) -> AsyncEngine:
+    """A small pool of its own to `database`'s PostgreSQL server, for short bookkeeping
+    statements that must not queue behind the application's pool (the send budget's
+    takes; the reply queue's lease renewals and deletes): with every application
+    connection busy for a pool timeout under load, renewals failed, leases ran out and
+    other processes sent the replies again. Without the pre-ping: on asyncpg it is three
+    round trips per checkout; a connection the server dropped fails its one statement
+    and is replaced at the next checkout. SQLite (one process, one connection per
+    file) gets `database` itself."""
+    if database.dialect.name != "postgresql":
+        return database
+    return create_async_engine(
+        database.url,
+        pool_size=size,
+        max_overflow=overflow,
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
+    )
+
+
 def protect_sqlite_files(database: Path) -> None:
     """Make the database file and its companions owner-only (0600); create it so if missing.
 

@@ -46,9 +46,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Final, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.vocabulary import Channel
+from storage.db import side_pool
 
 #: A reservation further ahead than this is "any": replies take their place whatever the wait.
 _UNBOUNDED: Final = 1e9
@@ -360,11 +361,8 @@ class PostgresSendBudget(_RepliedAsNotices):
     def __init__(self, database: AsyncEngine, rates: Mapping[Channel, ChannelRate]) -> None:
         if database.dialect.name != "postgresql":
             raise ValueError("PostgresSendBudget needs PostgreSQL; use LocalSendBudget")
-        self._database = create_async_engine(
-            database.url,
-            isolation_level="AUTOCOMMIT",
-            pool_size=self.POOL_SIZE,
-            max_overflow=self.POOL_OVERFLOW,
+        self._database = side_pool(
+            database, size=self.POOL_SIZE, overflow=self.POOL_OVERFLOW, autocommit=True
         )
         self._rates = dict(rates)
         self._takes = 0

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.delivery import DeliverySettings, ReplyDelivery
 from domain.vocabulary import Channel, Language
@@ -119,3 +120,36 @@ async def test_a_dead_holders_reply_is_still_taken_over_after_its_lease(
         assert sink.sent == [("42", "Ketik NIK Siti Aminah")]
     finally:
         await other.close()
+
+
+async def test_the_reply_queue_keeps_working_while_the_engine_pool_is_exhausted(
+    db_engine: AsyncEngine, database_url: str
+) -> None:
+    """The province proof at load 10: every engine connection of a process was busy past
+    the pool's timeout, lease renewals and deletes timed out behind them, the leases ran
+    out and other processes sent the replies again. The reply queue's statements have
+    connections of their own (PostgreSQL; SQLite has one connection per process)."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("a pool of its own needs PostgreSQL")
+    crowded = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    sink = SlowSink()
+    sink.opened.set()
+    replies = ReplyDelivery(
+        sink,
+        database=crowded,
+        cipher=CIPHER,
+        clock=FrozenClock(),
+        settings=DeliverySettings(flush_delay_s=0.01),
+    )
+    busy = await crowded.connect()  # the engine's steps hold every connection
+    try:
+        await replies.send_now("42", [Reply("Tersimpan.")], Language.INDONESIAN, "u1")
+        await asyncio.wait_for(replies.drain(), 10)
+        assert await replies.renew_once() == 0  # nothing held: delivered and deleted
+        async with db_engine.connect() as connection:
+            assert await connection.scalar(select(func.count()).select_from(PendingReply)) == 0
+    finally:
+        await busy.close()
+        await replies.close()
+        await crowded.dispose()
+    assert sink.sent == [("42", "Tersimpan.")]
