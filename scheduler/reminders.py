@@ -380,7 +380,9 @@ class ReminderPlanner:
         checks the same in its UPDATE). The payroll lines, counted over all
         pages, go in the last page's write (a short last page, or an empty one
         when the last is full). A page with nothing to write and no `on_chunk`
-        opens no write transaction. Between pages no transaction is open.
+        opens no write transaction; reminders whose keys exist are left out in
+        the read (`_not_planned`), so a re-run's pages write nothing. Between
+        pages no transaction is open.
         """
         result = PlanResult()
         pics: dict[int, list[PicRecipient]] | None = None
@@ -408,6 +410,7 @@ class ReminderPlanner:
                     )
                     for group, count in page_payroll.items():
                         payroll[group] = payroll.get(group, 0) + count
+                    reminders = await self._not_planned(reader, reminders)
             pages += 1
             if reminders or lapsing or (last and payroll) or on_chunk is not None:
                 async with self._database.begin() as connection:
@@ -503,6 +506,7 @@ class ReminderPlanner:
                         )
                         for group, count in page_payroll.items():
                             payroll[group] = payroll.get(group, 0) + count
+                        reminders = await self._not_planned(reader, reminders)
                 if reminders or lapsing or on_chunk is not None:
                     async with self._database.begin() as connection:
                         if id_range is not None and reminders:
@@ -594,6 +598,26 @@ class ReminderPlanner:
             if on_chunk is not None:
                 await on_chunk(connection, 1, result)
         return result
+
+    @staticmethod
+    async def _not_planned(reader: AsyncConnection, reminders: list[_Reminder]) -> list[_Reminder]:
+        """A page's `reminders` whose keys are not in the outbox yet (read in the page's read
+        transaction, one index probe a key: `dues_queries.keys_present`).
+
+        A re-run the same day finds them all, so its pages open no write
+        transaction: no `paid_since` read, no INSERT whose every row its NOT EXISTS
+        probe drops, and no wait for, or hold of, SQLite's write lock. A key
+        deleted after the read is not planned again by this run: what deletes a
+        pending reminder (a payment's `cancel_reminders`, the sponsorship's end)
+        also means it is not due. The write still skips keys written since the
+        read (ON CONFLICT DO NOTHING).
+        """
+        if not reminders:
+            return reminders
+        present = await dues_queries.keys_present(reader, [r.key for r in reminders])
+        if not present:
+            return reminders
+        return [reminder for reminder in reminders if reminder.key not in present]
 
     async def _payers(self, sponsorship_ids: list[int]) -> dict[int, Payer]:
         """`dues_queries.payers` on a connection of its own (read only, outside the run's

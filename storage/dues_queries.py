@@ -588,6 +588,41 @@ async def existing_keys(connection: AsyncConnection, prefixes: Iterable[str]) ->
     return found
 
 
+async def keys_present(connection: AsyncConnection, keys: Sequence[str]) -> set[str]:
+    """Which of `keys` the outbox holds: one probe of the unique index per key, in one
+    statement (a chunked planner's page, in its read transaction).
+
+    A page's keys are not one range of the index (a key ends in the sponsorship
+    id as text: "12" sorts between "115000" and "120000"), so `existing_keys`'
+    range scans would read every key of the period for each page.
+    """
+    if not keys:
+        return set()
+    driver = await _asyncpg(connection)
+    if driver is not None:
+        rows = await driver.fetch(_PG_KEYS_PRESENT, list(keys))
+        return {row[0] for row in rows}
+    if connection.dialect.name == "sqlite":
+        inline = (await connection.get_raw_connection()).driver_connection
+        if isinstance(inline, InlineConnection):
+            cursor = inline.sqlite3_connection.execute(_SQLITE_KEYS_PRESENT, (json.dumps(keys),))
+            return {key for (key,) in cursor}
+    found: set[str] = set()
+    for part in chunked(keys):
+        result = await connection.execute(
+            select(Outbox.dedupe_key).where(Outbox.dedupe_key.in_(part))
+        )
+        found.update(result.scalars())
+    return found
+
+
+_PG_KEYS_PRESENT = "SELECT dedupe_key FROM outbox WHERE dedupe_key = ANY($1::text[])"
+#: The keys read into a table first (as `_SQLITE_NAMED` does), then one index probe each.
+_SQLITE_KEYS_PRESENT = """
+WITH k AS MATERIALIZED (SELECT value AS key FROM json_each(?))
+SELECT o.dedupe_key FROM k JOIN outbox o ON o.dedupe_key = k.key
+"""
+
 _KEYS_IN_RANGE = "SELECT dedupe_key FROM outbox WHERE dedupe_key >= $1 AND dedupe_key < $2"
 _SQLITE_KEYS_IN_RANGE = "SELECT dedupe_key FROM outbox WHERE dedupe_key >= ? AND dedupe_key < ?"
 

@@ -787,6 +787,47 @@ async def test_a_payment_recorded_between_a_pages_read_and_its_write_gets_no_rem
     assert keys == [dues_queries.reminder_key("before5", other, date(2026, 1, 1))]
 
 
+async def test_a_pages_planned_reminders_are_left_out_in_its_read_so_a_rerun_writes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page leaves out, in its read, the reminders whose keys exist: a re-run the same day
+    opens no page's write (no `paid_since` read, no INSERT of rows all skipped); a page
+    with one key missing (a new sponsorship, a deleted row) writes just that one."""
+    ids = [await world.sponsorship(PaymentPlan.MONTHLY, name=f"W{n}") for n in range(5)]
+    world.clock.now = datetime(2026, 1, 10, 9, tzinfo=JAKARTA).astimezone(UTC)
+    assert (await planner(world, chunk_size=2).plan()).before5 == 5
+    calls: dict[str, int] = {"paid_since": 0, "insert_named_notices": 0}
+
+    def counted(name: str) -> Callable[..., Awaitable[Any]]:
+        real = getattr(dues_queries, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return await real(*args, **kwargs)
+
+        return call
+
+    for name in calls:
+        monkeypatch.setattr(dues_queries, name, counted(name))
+    assert await planner(world, chunk_size=2).plan() == PlanResult()
+    assert calls == {"paid_since": 0, "insert_named_notices": 0}
+
+    newcomer = await world.sponsorship(PaymentPlan.MONTHLY, name="Baru")
+    async with world.engine.begin() as connection:
+        await connection.execute(
+            delete(Outbox).where(
+                Outbox.dedupe_key == dues_queries.reminder_key("before5", ids[0], date(2026, 1, 1))
+            )
+        )
+    assert (await planner(world, chunk_size=2).plan()).before5 == 2
+    # The first page (ids 0-1) and the last (5: the newcomer) wrote; the second did not.
+    assert calls == {"paid_since": 2, "insert_named_notices": 2}
+    keys = sorted(row.dedupe_key for row in await world.outbox("reminder.before5"))
+    assert keys == sorted(
+        dues_queries.reminder_key("before5", sid, date(2026, 1, 1)) for sid in [*ids, newcomer]
+    )
+
+
 async def test_pages_write_from_sql_exactly_the_rows_rendered_one_by_one(world: World) -> None:
     """A page writes its reminders from SQL, the database putting each name into a text
     rendered once per (kind, status, language); the one-transaction planner renders each

@@ -153,3 +153,43 @@ def test_a_running_cipher_follows_its_ring_file(tmp_path: Path) -> None:
     os.utime(path, ns=(1, 1))
     assert cipher.reload(force=True) is False
     assert cipher.current_id == 2
+
+
+@pytest.mark.parametrize("info", [b"nik-encryption", b"nik-lookup-hash", b"", b"x" * 100])
+def test_keys_are_derived_as_cryptographys_hkdf_derives_them(info: bytes) -> None:
+    """`_derive` (HKDF-SHA256 with the standard library) gives the bytes `cryptography`'s
+    HKDF gives: the keys of every existing database stay the same."""
+    from storage.crypto import _derive
+
+    for master_key in (KEY_1, KEY_2, os.urandom(32)):
+        expected = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+            master_key
+        )
+        assert _derive(master_key, info) == expected
+
+
+def test_cryptography_loads_with_the_first_ciphertext_not_with_the_key_ring(
+    tmp_path: Path,
+) -> None:
+    """Naming, checking and hashing with a key ring (what an idle `sertakan run` does at
+    start) leave `cryptography`'s Rust bindings (about 7.5 MB) unloaded; the first NIK
+    encrypted loads them, and it decrypts."""
+    import subprocess
+    import sys
+
+    program = (
+        "import os, sys\n"
+        "import bot.app, bot.cli, bot.telegram, storage.key_check\n"
+        "from storage.crypto import KeyRing, NikCipher\n"
+        f"ring = KeyRing({{1: {KEY_1!r}, 2: {KEY_2!r}}})\n"
+        "cipher = NikCipher(ring)\n"
+        "cipher.key_id, cipher.check_value, cipher.fingerprints(), ring.lookup_key\n"
+        f"cipher.lookup_hash({NIK!r})\n"
+        "print('cryptography' in sys.modules)\n"
+        f"assert cipher.decrypt(cipher.encrypt({NIK!r})) == {NIK!r}\n"
+        "print('cryptography' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert result.stdout.split() == ["False", "True"]
