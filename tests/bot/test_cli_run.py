@@ -224,10 +224,9 @@ def test_the_running_bot_never_imports_what_it_does_not_use() -> None:
     in a child process and knows its head revision as a constant. The CLI's progress bars
     (tqdm), the web pages' templates (jinja2) and the XLSX reader (python_calamine) load
     where they are used, not with the modules `sertakan run` loads; phonenumbers' metadata
-    with the first phone number; cryptography's Rust bindings (about 7.5 MB) with the first
-    ciphertext (`storage.crypto`)."""
+    with the first phone number."""
     unused = {"alembic", "mako", "pygments", "tqdm", "jinja2"}
-    unused |= {"python_calamine", "phonenumbers", "cryptography"}
+    unused |= {"python_calamine", "phonenumbers"}
     program = (
         "import sys\n"
         "import bot.app, bot.cli, bot.health, bot.telegram, bot.web.app, storage.migrate\n"
