@@ -23,10 +23,11 @@ import secrets
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,7 @@ CURRENT_ENTRY = "current"
 
 
 def _derive(master_key: bytes, info: bytes) -> bytes:
-    """HKDF-SHA256 (RFC 5869) of `master_key`, no salt, 32 bytes: one extract and one
-    expand block, with the standard library's HMAC. The same bytes as `cryptography`'s
-    `HKDF(hashes.SHA256(), 32, None, info)` (a test compares them), without loading its
-    Rust bindings in a process that only hashes NIKs (see `_Key`)."""
-    prk = hmac.new(bytes(hashlib.sha256().digest_size), master_key, hashlib.sha256).digest()
-    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master_key)
 
 
 def _encode(raw: bytes) -> str:
@@ -271,31 +267,16 @@ def write_key_ring(path: Path, ring: KeyRing) -> None:
 
 
 class _Key:
-    """One master key's derived encryption key and its names.
+    """One master key's derived encryption key and its names."""
 
-    The cipher (`aead`) is made at its first use: `cryptography`'s Rust bindings
-    (about 7.5 MB of a process's memory) load with the first NIK encrypted or
-    decrypted, not with every process that only names or hashes keys (an idle
-    `sertakan run`: the start-up key check compares check values, HMACs).
-    """
-
-    __slots__ = ("_aead", "_master_key", "check_value", "fingerprint", "header", "key_id")
+    __slots__ = ("aead", "check_value", "fingerprint", "header", "key_id")
 
     def __init__(self, key_id: int, master_key: bytes) -> None:
         self.key_id = key_id
         self.header = _TAG + bytes([key_id])
-        self._master_key = master_key
-        self._aead: AESGCM | None = None
+        self.aead = AESGCM(_derive(master_key, b"nik-encryption"))
         self.fingerprint = hmac.new(master_key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:8]
         self.check_value = hmac.new(master_key, _KEY_CHECK_LABEL, hashlib.sha256).digest()
-
-    @property
-    def aead(self) -> AESGCM:
-        if self._aead is None:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-            self._aead = AESGCM(_derive(self._master_key, b"nik-encryption"))
-        return self._aead
 
 
 class NikCipher:
@@ -410,8 +391,6 @@ class NikCipher:
 
     def _open(self, blob: bytes, aad: bytes) -> tuple[int, bytes]:
         """The ring id of the key that made `blob`, and its plaintext."""
-        from cryptography.exceptions import InvalidTag
-
         header = blob[: len(_TAG) + 1]
         if header[: len(_TAG)] == _TAG and len(header) == len(_TAG) + 1:
             key_id = header[-1]

@@ -29,6 +29,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import Text, cast, delete, inspect, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -105,9 +106,6 @@ async def verify(connection: AsyncConnection, cipher: NikCipher) -> Verdict:
         raise KeyMismatch(given=cipher.key_id, expected=missing)
     if not samples.any:
         return Verdict.EMPTY
-    # Here, not with the module: `cryptography` loads with the first ciphertext opened.
-    from cryptography.exceptions import InvalidTag
-
     try:
         if samples.nik is not None:
             cipher.decrypt(samples.nik)
