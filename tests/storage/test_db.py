@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from storage.crypto import NikCipher, NikKeyError, decode_key, generate_key
-from storage.db import create_engine, read_only
+from storage.db import create_engine, is_sqlite, read_only
+from tests.fakes.chat import Chat, build_engine, seed_opds
+from tests.fakes.clock import FrozenClock
 
 
 async def test_every_sqlite_connection_gets_wal_foreign_keys_and_busy_timeout(
@@ -74,3 +78,68 @@ async def test_a_read_only_transaction_holds_no_write_lock(tmp_path: Path) -> No
     finally:
         await reader_engine.dispose()
         await writer_engine.dispose()
+
+
+# -- PostgreSQL: connections the server closed while they sat in the pool ----------------
+
+
+async def _terminate_backends(database_url: str) -> set[int]:
+    """Terminate every other backend connected to the test database (as a restart or an
+    administrator's `pg_terminate_backend` does) and wait until they are gone."""
+    killer = create_engine(database_url)
+    try:
+        # Autocommit: within one transaction pg_stat_activity is a snapshot.
+        async with killer.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            others = (
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            pids = set((await connection.exec_driver_sql(others)).scalars())
+            for pid in pids:
+                await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            for _ in range(200):
+                if not set((await connection.exec_driver_sql(others)).scalars()) & pids:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError(f"backends {pids} still there")
+        return pids
+    finally:
+        await killer.dispose()
+
+
+async def _backend_pid(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one())
+
+
+async def test_a_pooled_connection_whose_backend_was_killed_is_replaced(
+    db_engine: AsyncEngine, database_url: str
+) -> None:
+    """No pre-ping: the pool hands out another connection, without an error, when the
+    server closed the one it kept (storage.db._configure_asyncpg)."""
+    if is_sqlite(database_url):
+        pytest.skip("PostgreSQL's pooled connections (TEST_DATABASE_URL)")
+    first = await _backend_pid(db_engine)
+    assert first in await _terminate_backends(database_url)
+    second = await _backend_pid(db_engine)  # raised "connection was closed" before
+    assert second != first
+    assert await _backend_pid(db_engine) == second  # the new one is pooled in turn
+
+
+async def test_an_update_after_its_connection_was_killed_is_handled(
+    sessionmaker: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    """The engine step's connection comes from the pool without a pre-ping; after a
+    restart-like kill of every pooled backend the next update is handled at once."""
+    if is_sqlite(database_url):
+        pytest.skip("PostgreSQL's pooled connections (TEST_DATABASE_URL)")
+    clock = FrozenClock()
+    await seed_opds(sessionmaker, clock)
+    chat = Chat(build_engine(sessionmaker, clock), clock)
+    await chat.say("/start")
+    assert chat.question.options  # the main menu
+    await _terminate_backends(database_url)
+    await chat.say("/daftar")
+    assert "NIP" in chat.question.text
