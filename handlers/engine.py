@@ -334,6 +334,7 @@ class Engine:
             cipher=self._cipher,
             notices=self._notices,
             file_reading=reading,
+            account_created=record.created,
         )
         replies = await self._route(ctx, record.updated_at)
         await ctx.repo.flush_and_close()

@@ -1,12 +1,14 @@
 """The per-event hot path (storage.conversation_store): a new person's rows, the reply
-queue's order."""
+queue's order, and what a new person's first event does not look up."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from domain.vocabulary import Channel, Language
@@ -112,6 +114,61 @@ async def test_a_new_whatsapp_account_still_claims_the_appointment_for_its_phone
         ).one()
     assert bound[0] == bound[1]  # bound to the account its first event created
     assert any("Dinas Kesehatan" in label for label in chat.labels()), chat.labels()
+
+
+@contextmanager
+def _statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_new_person_s_start_looks_up_no_role(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Nothing can refer to an account its own event created: no ASN, PIC or
+    administrator look-up runs for it (on PostgreSQL the whole step is five statements:
+    claim, load, create both rows, save, queue the reply)."""
+    clock = FrozenClock()
+    await seed_opds(sessionmaker, clock)
+    engine = sessionmaker.kw["bind"]
+    chat = Chat(build_engine(sessionmaker, clock), clock, sender="7007")
+    with _statements(engine) as seen:
+        await chat.engine.handle_queued(chat_event(chat, "/start"))
+    roles = [s for s in seen if any(t in s for t in (" asn", " pic", " administrator"))]
+    assert roles == []
+    if engine.dialect.name == "postgresql":
+        assert len(seen) == 5, seen
+    # The menu of a person with no role, as before.
+    await Chat(build_engine(sessionmaker, clock), clock, sender="7008").say("/start")
+    with _statements(engine) as seen:
+        await chat.say("/start")  # known now: its roles are looked up
+    assert any(" asn" in s for s in seen)
+
+
+def chat_event(chat: Chat, text: str) -> Any:
+    from handlers.commands import parse_command
+    from handlers.types import EventKind, InboundEvent
+
+    command = parse_command(text)
+    assert command is not None
+    return InboundEvent(
+        channel=chat.channel,
+        sender_id=chat.sender,
+        update_id=f"u-{chat.sender}-{text}",
+        received_at=chat.clock(),
+        kind=EventKind.COMMAND,
+        text=text,
+        command=command.word,
+        command_args=command.args,
+    )
 
 
 async def test_a_queued_reply_names_the_rows_waiting_before_it_for_that_person(
