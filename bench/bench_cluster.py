@@ -334,7 +334,18 @@ async def database_backends(dsn: str) -> Callable[[], Awaitable[list[int]]]:
         )
         return [int(row["pid"]) for row in rows]
 
+    async def sessions() -> int:
+        """Connections ever made to the database (PostgreSQL 14+): a pool too small for
+        the load connects and disconnects, and a backend that lived between two reads
+        of the meter is missing from the PostgreSQL CPU figure."""
+        return int(
+            await connection.fetchval(
+                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+            )
+        )
+
     pids.close = connection.close  # type: ignore[attr-defined]
+    pids.sessions = sessions  # type: ignore[attr-defined]
     return pids
 
 
@@ -355,6 +366,8 @@ class Run:
     span: float
     #: The server side's CPU seconds per second with no load (measured before the runs).
     idle_cpu_per_s: float = 0.0
+    #: New connections to the database during the run (pg_stat_database.sessions).
+    new_sessions: int = 0
 
     @property
     def throughput(self) -> float:
@@ -436,7 +449,9 @@ async def run_load(target: Target, args: Any, rate: float, folder: Path) -> Run:
         return [process.pid for process in generators if process.returncode is None]
 
     meter = CpuMeter({**target.groups, "generators": generator_pids})
+    sessions = getattr(target.groups["postgres"], "sessions", None)
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    sessions_before = await sessions() if sessions is not None else 0
     await meter.start()
     target.on_start()
     metered_from = time.monotonic()
@@ -462,6 +477,7 @@ async def run_load(target: Target, args: Any, rate: float, folder: Path) -> Run:
     answered_at = await target.replies(results, first_user, deadline)
     cpu = await meter.stop()
     target.on_stop()
+    new_sessions = (await sessions() - sessions_before) if sessions is not None else 0
     span = time.monotonic() - metered_from
     cpu["generators"] = sum(generator_cpu.values())
     cpu["server"] = sum(cpu[name] for name in target.groups if name != "fake")
@@ -479,6 +495,7 @@ async def run_load(target: Target, args: Any, rate: float, folder: Path) -> Run:
         cpu=cpu,
         generator_lag_p99_ms=p(lags, 0.99),
         span=span,
+        new_sessions=new_sessions,
     )
 
 
@@ -488,7 +505,8 @@ def shares(run: Run) -> str:
     return (
         f"server {run.cpu['server'] / machine:4.0%}, generators "
         f"{run.cpu['generators'] / machine:4.0%}{fake} of the machine's busy "
-        f"{run.cpu['machine']:.1f} CPU-s; generator lag p99 {run.generator_lag_p99_ms:.0f} ms"
+        f"{run.cpu['machine']:.1f} CPU-s; generator lag p99 {run.generator_lag_p99_ms:.0f} ms; "
+        f"new database connections {run.new_sessions}"
     )
 
 
