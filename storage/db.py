@@ -104,9 +104,23 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) 
         return engine
     if make_url(url).get_driver_name() != "asyncpg":
         return create_async_engine(url, echo=echo, pool_pre_ping=True)
-    engine = create_async_engine(url, echo=echo)
+    engine = create_async_engine(
+        url, echo=echo, pool_size=POSTGRESQL_POOL_SIZE, max_overflow=POSTGRESQL_POOL_OVERFLOW
+    )
     _configure_asyncpg(engine)
     return engine
+
+
+_ASYNCPG_STUCK: Final = "cannot switch to state"
+
+#: Connections a process keeps open to PostgreSQL, and how many more it opens at a peak.
+#: An overflow connection is closed when it comes back, so a peak above the kept ones
+#: connects and disconnects per transaction: a new server process, authentication and
+#: the driver's set-up each time. With SQLAlchemy's default of 5 kept, a machine slowed
+#: down (steps in flight for seconds) made 106-209 new connections per 400 updates of
+#: bench_cluster at 40/s (docs/BENCHMARKS.md, "cost").
+POSTGRESQL_POOL_SIZE: Final = 10
+POSTGRESQL_POOL_OVERFLOW: Final = 10
 
 
 def _configure_asyncpg(engine: AsyncEngine) -> None:
@@ -131,6 +145,15 @@ def _configure_asyncpg(engine: AsyncEngine) -> None:
     def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         if dbapi_connection.driver_connection.is_closed():
             raise DisconnectionError("the server closed this pooled connection")
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        # The server's "terminating connection" error read while the connection sat in
+        # the pool, its end of file not yet: asyncpg waits for a ReadyForQuery that never
+        # comes and refuses the next statement with this. A disconnect, so the
+        # connection is replaced and the failure counts as one that heals.
+        if _ASYNCPG_STUCK in str(context.original_exception):
+            context.is_disconnect = True
 
 
 def protect_sqlite_files(database: Path) -> None:
