@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from handlers import engine as engine_module
+from storage.conversation_store import conversation_store
 from storage.crypto import NikCipher, NikKeyError, decode_key, generate_key
 from storage.db import create_engine, is_sqlite, read_only
 from tests.fakes.chat import Chat, build_engine, seed_opds
@@ -196,10 +196,9 @@ async def test_a_step_whose_connection_is_lost_at_its_first_statement_runs_once_
     await seed_opds(sessionmaker, clock)
     chat = Chat(build_engine(sessionmaker, clock), clock)
     failures = iter([True, False, True, True])
-    real = engine_module.conversation_store
 
     async def flaky_store(connection: Any) -> Any:
-        store = await real(connection)
+        store = await conversation_store(connection)
         claim = store.claim
 
         async def lost_or_claim(*args: Any) -> bool:
@@ -212,10 +211,10 @@ async def test_a_step_whose_connection_is_lost_at_its_first_statement_runs_once_
                 )
             return await claim(*args)
 
-        store.claim = lost_or_claim  # type: ignore[method-assign]
+        store.claim = lost_or_claim  # type: ignore[method-assign, assignment]
         return store
 
-    monkeypatch.setattr(engine_module, "conversation_store", flaky_store)
+    monkeypatch.setattr("handlers.engine.conversation_store", flaky_store)
     await chat.say("/start")  # lost once, then handled
     assert chat.question.options
     with pytest.raises(DBAPIError):  # lost twice: the caller's retry (bot.retry_policy)
