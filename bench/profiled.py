@@ -70,6 +70,14 @@ def main() -> None:
     def _checkout(*_: Any) -> None:
         transactions["pool checkout (a ping when pool_pre_ping)"] += 1
 
+    @event.listens_for(Pool, "connect")
+    def _connect(_dbapi: Any, record: Any) -> None:
+        # A new connection (a new PostgreSQL backend) per pool: an overflow connection is
+        # closed when it is checked in, so a pool too small for the load connects anew.
+        pool = getattr(record, "_ConnectionRecord__pool", None)
+        size = pool.size() if pool is not None and hasattr(pool, "size") else "?"
+        transactions[f"new connection, pool of size {size}"] += 1
+
     def _exit(*_: Any) -> None:
         raise SystemExit(0)
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from domain.eligibility import AgeBounds
 from domain.payment_channels import PaymentChannel
 from domain.tariff import TariffTable
-from domain.vocabulary import Language, PaymentPlan
+from domain.vocabulary import Channel, Language, PaymentPlan
 from domain.workdays import WorkCalendar
 from handlers.i18n import Translator
 from handlers.notices import Notices
@@ -161,10 +161,19 @@ class Context:
     #: A spreadsheet the person sent, already read (in a child process, before the
     #: event's transaction opened): its rows and empty-row count, or why it was refused.
     file_reading: FileReading | None = None
+    #: The account was created by this event (`ConversationRecord.created`): no row refers
+    #: to it, so it is nobody's ASN, PIC or administrator and those look-ups are skipped;
+    #: a WhatsApp account's PIC look-up still runs (an appointment may wait for its phone).
+    account_created: bool = False
     _asn: AsnProfile | None = None
     _asn_loaded: bool = False
     _pic: PicRole | None = None
     _pic_loaded: bool = False
+
+    def __post_init__(self) -> None:
+        if self.account_created:
+            self._asn_loaded = True
+            self._pic_loaded = self.event.channel is not Channel.WHATSAPP
 
     @property
     def today(self) -> date:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.vocabulary import Channel, Language
@@ -153,6 +154,10 @@ def _forged(kind: type[actions.Action]) -> Callable[[ForgedHandler], ForgedHandl
     return register
 
 
+class _LostBeforeClaim(Exception):
+    """The step's connection was found dead at its first statement (tried once more)."""
+
+
 class _KeyedLocks:
     """One asyncio.Lock per sender, dropped when nobody holds or waits for it."""
 
@@ -253,32 +258,55 @@ class Engine:
         # connection, and a read of up to a minute must not hold them.
         reading = await self._read_spreadsheet(event)
         async with self._locks.hold((event.channel, event.sender_id)):
-            # Closed explicitly: `async with engine.connect()` runs close() in a task
-            # of its own, an extra event-loop round on every event (bench/).
-            connection = await self._database.connect()
             try:
-                async with connection.begin():
-                    now = self._clock()
-                    store = await conversation_store(connection)
-                    if not await store.claim(event.channel, event.update_id, now):
-                        log.info("replayed update %s/%s ignored", event.channel, event.update_id)
-                        return QueuedReplies((), self._config.default_language)
-                    replies, language = await self._apply(connection, store, event, now, reading)
-                    if not queue or not replies:
-                        return QueuedReplies(replies, language)
-                    # Written with the step, so a reply the platform refuses for a
-                    # while is sent again later instead of being lost.
-                    payload = self._cipher.encrypt_payload(encode_replies(replies, language))
-                    reply_id, earlier = await store.queue_replies(
-                        event.channel,
-                        event.sender_id,
-                        event.update_id,
-                        payload,
-                        now=now,
-                        lease_until=now + self._reply_lease,
-                    )
-            finally:
-                await connection.close()
+                return await self._transaction(event, queue, reading, retry=True)
+            except _LostBeforeClaim as lost:
+                # Pooled connections are not pinged (storage.db): one the server closed
+                # fails the step's first statement. Nothing of the update was written;
+                # once more, on a fresh connection.
+                log.warning(
+                    "database connection lost before update %s/%s, trying again: %s",
+                    event.channel,
+                    event.update_id,
+                    type(lost.__cause__).__name__,
+                )
+            return await self._transaction(event, queue, reading, retry=False)
+
+    async def _transaction(
+        self, event: InboundEvent, queue: bool, reading: FileReading | None, *, retry: bool
+    ) -> QueuedReplies:
+        # Closed explicitly: `async with engine.connect()` runs close() in a task
+        # of its own, an extra event-loop round on every event (bench/).
+        connection = await self._database.connect()
+        try:
+            async with connection.begin():
+                now = self._clock()
+                store = await conversation_store(connection)
+                try:
+                    claimed = await store.claim(event.channel, event.update_id, now)
+                except DBAPIError as error:
+                    if retry and error.connection_invalidated:
+                        raise _LostBeforeClaim from error
+                    raise
+                if not claimed:
+                    log.info("replayed update %s/%s ignored", event.channel, event.update_id)
+                    return QueuedReplies((), self._config.default_language)
+                replies, language = await self._apply(connection, store, event, now, reading)
+                if not queue or not replies:
+                    return QueuedReplies(replies, language)
+                # Written with the step, so a reply the platform refuses for a
+                # while is sent again later instead of being lost.
+                payload = self._cipher.encrypt_payload(encode_replies(replies, language))
+                reply_id, earlier = await store.queue_replies(
+                    event.channel,
+                    event.sender_id,
+                    event.update_id,
+                    payload,
+                    now=now,
+                    lease_until=now + self._reply_lease,
+                )
+        finally:
+            await connection.close()
         return QueuedReplies(replies, language, reply_id, earlier)
 
     async def _read_spreadsheet(self, event: InboundEvent) -> FileReading | None:
@@ -334,6 +362,7 @@ class Engine:
             cipher=self._cipher,
             notices=self._notices,
             file_reading=reading,
+            account_created=record.created,
         )
         replies = await self._route(ctx, record.updated_at)
         await ctx.repo.flush_and_close()

@@ -94,6 +94,8 @@ async def _menu_facts(ctx: Context, asn_id: int | None) -> tuple[bool, bool]:
     query sees: the event's transaction as flushed so far (the session does not
     autoflush).
     """
+    if asn_id is None and ctx.account_created:
+        return False, False  # a new account: no ASN, and nobody's administrator
     row = (
         await ctx.repo.connection.execute(
             _MENU_FACTS, {"asn_id": asn_id, "account_id": ctx.account.id}

@@ -64,6 +64,10 @@ class ConversationRecord:
     state: ConversationState
     #: The previous inbound event's time.
     updated_at: datetime
+    #: The account was created by this event (first contact): nothing refers to it yet,
+    #: so it is nobody's ASN, PIC or administrator (a PIC appointment for the phone a
+    #: WhatsApp account proves may still be waiting: `storage.roles.pic_for_account`).
+    created: bool = False
 
 
 class ConversationStore(Protocol):
@@ -204,6 +208,40 @@ _QUEUE_REPLY = (
 )
 
 
+# PostgreSQL, first contact: both rows in one statement (a new person's /start made
+# five: the failed load, the account's INSERT, a SELECT of its id, the conversation's
+# INSERT and the load again). The account's INSERT leaves a row that exists out (an
+# account created elsewhere, or by a concurrent first event): then nothing is
+# returned and the general path below runs. Rows this transaction inserted are its
+# own until it commits, as the load's FOR UPDATE would have made them.
+_CREATE_BOTH = text(
+    "WITH account AS ("
+    "INSERT INTO channel_account (channel, external_id, language, display_name, created_at) "
+    "VALUES (:channel, :external_id, :language, :display_name, :now) "
+    "ON CONFLICT (channel, external_id) DO NOTHING RETURNING id) "
+    "INSERT INTO conversation (channel_account_id, data, history, version, updated_at) "
+    "SELECT id, '{}', '[]', 0, :now FROM account "
+    "RETURNING channel_account_id, id"
+).bindparams(bindparam("now", type_=UtcDateTime()))
+
+# PostgreSQL: the reply's INSERT and the ids of the rows already waiting for the person
+# in one statement. The main query's subquery reads the statement's snapshot, which
+# does not hold the row its WITH inserts: only the earlier rows.
+_QUEUE_REPLY_AND_EARLIER = text(
+    "WITH queued AS ("
+    "INSERT INTO pending_reply (channel, chat_id, update_id, payload_ciphertext, parts_sent, "
+    "attempts, created_at, not_before, lease_until) "
+    "VALUES (:channel, :chat_id, :update_id, :payload_ciphertext, 0, 0, :created_at, "
+    ":not_before, :lease_until) RETURNING id) "
+    "SELECT queued.id, ARRAY(SELECT id FROM pending_reply "
+    "WHERE channel = :channel AND chat_id = :chat_id ORDER BY id) FROM queued"
+).bindparams(
+    bindparam("created_at", type_=UtcDateTime()),
+    bindparam("not_before", type_=UtcDateTime()),
+    bindparam("lease_until", type_=UtcDateTime()),
+)
+
+
 def _record(row: Any) -> ConversationRecord:
     return ConversationRecord(
         account_id=row[0],
@@ -226,6 +264,7 @@ class CoreConversationStore:
 
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
+        self._postgresql = connection.dialect.name == "postgresql"
 
     async def claim(self, channel: Channel, update_id: str, now: datetime) -> bool:
         result = await self._connection.execute(
@@ -251,8 +290,32 @@ class CoreConversationStore:
         record = await self._load(channel, external_id)
         if record is not None:
             return record
+        if self._postgresql:
+            created = (
+                await self._connection.execute(
+                    _CREATE_BOTH,
+                    {
+                        "channel": channel.value,
+                        "external_id": external_id,
+                        "language": language.value,
+                        "display_name": display_name,
+                        "now": now,
+                    },
+                )
+            ).first()
+            if created is not None:
+                return ConversationRecord(
+                    account_id=created[0],
+                    language=language,
+                    conversation_id=created[1],
+                    state=ConversationState(
+                        flow=None, step=None, data={}, history=[], draft=None, version=0
+                    ),
+                    updated_at=now,
+                    created=True,
+                )
         insert = insert_for(self._connection.dialect.name)
-        await self._connection.execute(
+        account = await self._connection.execute(
             insert(ChannelAccount)
             .values(
                 channel=channel.value,
@@ -277,7 +340,7 @@ class CoreConversationStore:
         )
         record = await self._load(channel, external_id)
         assert record is not None
-        return record
+        return dataclasses.replace(record, created=account.rowcount == 1)
 
     async def save(self, conversation_id: int, state: ConversationState, *, now: datetime) -> None:
         await self._connection.execute(
@@ -315,6 +378,21 @@ class CoreConversationStore:
         lease_until: datetime,
     ) -> tuple[int, tuple[int, ...]]:
         params = {"channel": channel.value, "chat_id": chat_id}
+        if self._postgresql:
+            queued = (
+                await self._connection.execute(
+                    _QUEUE_REPLY_AND_EARLIER,
+                    {
+                        **params,
+                        "update_id": update_id,
+                        "payload_ciphertext": payload,
+                        "created_at": now,
+                        "not_before": now,
+                        "lease_until": lease_until,
+                    },
+                )
+            ).one()
+            return int(queued[0]), tuple(queued[1])
         earlier = tuple((await self._connection.execute(_WAITING_REPLIES, params)).scalars())
         row_id = (
             await self._connection.execute(
@@ -396,7 +474,7 @@ class SqliteConversationStore:
         record = self._load(channel, external_id)
         if record is not None:
             return record
-        self._db.execute(
+        account = self._db.execute(
             "INSERT INTO channel_account "
             "(channel, external_id, language, display_name, created_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel, external_id) DO NOTHING",
@@ -413,7 +491,7 @@ class SqliteConversationStore:
         )
         record = self._load(channel, external_id)
         assert record is not None
-        return record
+        return dataclasses.replace(record, created=account.rowcount == 1)
 
     async def save(self, conversation_id: int, state: ConversationState, *, now: datetime) -> None:
         self._db.execute(

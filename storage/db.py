@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -101,7 +102,58 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) 
         )
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
-    return create_async_engine(url, echo=echo, pool_pre_ping=True)
+    if make_url(url).get_driver_name() != "asyncpg":
+        return create_async_engine(url, echo=echo, pool_pre_ping=True)
+    engine = create_async_engine(
+        url, echo=echo, pool_size=POSTGRESQL_POOL_SIZE, max_overflow=POSTGRESQL_POOL_OVERFLOW
+    )
+    _configure_asyncpg(engine)
+    return engine
+
+
+_ASYNCPG_STUCK: Final = "cannot switch to state"
+
+#: Connections a process keeps open to PostgreSQL, and how many more it opens at a peak.
+#: An overflow connection is closed when it comes back, so a peak above the kept ones
+#: connects and disconnects per transaction: a new server process, authentication and
+#: the driver's set-up each time. With SQLAlchemy's default of 5 kept, a machine slowed
+#: down (steps in flight for seconds) made 106-209 new connections per 400 updates of
+#: bench_cluster at 40/s (docs/BENCHMARKS.md, "cost").
+POSTGRESQL_POOL_SIZE: Final = 10
+POSTGRESQL_POOL_OVERFLOW: Final = 10
+
+
+def _configure_asyncpg(engine: AsyncEngine) -> None:
+    """A pooled connection the server closed is replaced at checkout, without a round trip.
+
+    `pool_pre_ping` asks the server at every checkout: on asyncpg three round trips
+    (BEGIN, an empty statement, ROLLBACK), 3 of the ~17 an engine step made
+    (docs/BENCHMARKS.md, "cost"). What it caught is a connection the server closed
+    while it sat in the pool: a restart, `pg_terminate_backend`, an idle timeout. The
+    server says so on the socket (an error, then end of file), and asyncpg, which
+    reads every connection's socket on the event loop even while it is idle, marks the
+    connection closed: `is_closed()` is that mark, read locally. A closed one is
+    discarded here and the pool hands out another (or connects afresh). Left to
+    SQLAlchemy's disconnect handling: a close that arrives between the checkout and
+    the first statement, or a peer gone without a word (which a ping would not catch
+    either before the network's timeout). The statement then fails as a disconnect,
+    SQLAlchemy invalidates the pool's older connections, and the caller retries
+    (an inbound update: `bot.retry_policy`, the webhook's 500).
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        # The server's "terminating connection" error read while the connection sat in
+        # the pool, its end of file not yet: asyncpg waits for a ReadyForQuery that never
+        # comes and refuses the next statement with this. A disconnect, so the
+        # connection is replaced and the failure counts as one that heals.
+        if _ASYNCPG_STUCK in str(context.original_exception):
+            context.is_disconnect = True
 
 
 def side_pool(
