@@ -97,9 +97,9 @@ class ReplyTransport(Protocol):
 
 
 #: The reply queue's own connections per process (`ReplyDelivery._books`): one for the
-#: sweep and the renewals, more while replies are deleted and failures recorded at once.
+#: sweep and the renewals, one more while replies are deleted or failures recorded.
 BOOKKEEPING_POOL: Final = 1
-BOOKKEEPING_OVERFLOW: Final = 3
+BOOKKEEPING_OVERFLOW: Final = 1
 
 
 @dataclasses.dataclass(slots=True, frozen=True)

@@ -120,7 +120,10 @@ _ASYNCPG_STUCK: Final = "cannot switch to state"
 #: down (steps in flight for seconds) made 106-209 new connections per 400 updates of
 #: bench_cluster at 40/s (docs/BENCHMARKS.md, "cost").
 POSTGRESQL_POOL_SIZE: Final = 10
-POSTGRESQL_POOL_OVERFLOW: Final = 10
+#: Five more at a peak: with the send budget's and the reply queue's own pools
+#: (`side_pool`) a process holds at most 27, so three workers stay within PostgreSQL's
+#: default `max_connections` of 100 (docs/DEPLOY.md).
+POSTGRESQL_POOL_OVERFLOW: Final = 5
 
 
 def _configure_asyncpg(engine: AsyncEngine) -> None:
@@ -163,18 +166,21 @@ def side_pool(
     statements that must not queue behind the application's pool (the send budget's
     takes; the reply queue's lease renewals and deletes): with every application
     connection busy for a pool timeout under load, renewals failed, leases ran out and
-    other processes sent the replies again. Without the pre-ping: on asyncpg it is three
-    round trips per checkout; a connection the server dropped fails its one statement
-    and is replaced at the next checkout. SQLite (one process, one connection per
-    file) gets `database` itself."""
+    other processes sent the replies again. Without the pre-ping; on asyncpg a pooled
+    connection the server closed is discarded at checkout, as the application's are
+    (`_configure_asyncpg`). SQLite (one process, one connection per file) gets
+    `database` itself."""
     if database.dialect.name != "postgresql":
         return database
-    return create_async_engine(
+    engine = create_async_engine(
         database.url,
         pool_size=size,
         max_overflow=overflow,
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
+    if database.url.get_driver_name() == "asyncpg":
+        _configure_asyncpg(engine)
+    return engine
 
 
 def protect_sqlite_files(database: Path) -> None:
