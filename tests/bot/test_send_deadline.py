@@ -32,7 +32,7 @@ from scheduler.dispatcher import Dispatcher
 from scheduler.sending import PlaceMissed, Sent, write_by
 from storage.models import Outbox
 from storage.outbox import Notice, enqueue
-from storage.send_budget import ChannelRate, LocalSendBudget, Take
+from storage.send_budget import ChannelRate, LocalSendBudget, SendBudget, Take
 from tests.fakes.clock import FrozenClock
 from tests.fakes.graph_api import FakeGraphServer
 from tests.fakes.telegram_api import FakeTelegramServer
@@ -110,10 +110,8 @@ class CountingBudget(LocalSendBudget):
         return await super().take(channel, **kwargs)
 
 
-async def test_a_reply_whose_connection_came_late_takes_a_new_place_and_goes_once(
-    server: FakeTelegramServer, bot: Bot
-) -> None:
-    budget = CountingBudget()
+async def reply_halo(bot: Bot, budget: SendBudget | None) -> ReplyDelivery:
+    """Reply "Halo" to CHAT through the Telegram transport, paced by `budget`."""
     replies = ReplyDelivery(
         TelegramReplies(bot, Catalogs(), timeout_s=5),
         database=None,
@@ -126,6 +124,14 @@ async def test_a_reply_whose_connection_came_late_takes_a_new_place_and_goes_onc
         await replies.idle()
     finally:
         await replies.close()
+    return replies
+
+
+async def test_a_reply_whose_connection_came_late_takes_a_new_place_and_goes_once(
+    server: FakeTelegramServer, bot: Bot
+) -> None:
+    budget = CountingBudget()
+    replies = await reply_halo(bot, budget)
 
     assert [m.text for m in server.messages_to(CHAT)] == ["Halo"]
     assert replies.places_missed == 1
@@ -136,17 +142,7 @@ async def test_a_reply_whose_connection_came_late_takes_a_new_place_and_goes_onc
 async def test_a_reply_without_a_budget_is_never_stopped(
     server: FakeTelegramServer, bot: Bot
 ) -> None:
-    replies = ReplyDelivery(
-        TelegramReplies(bot, Catalogs(), timeout_s=5),
-        database=None,
-        cipher=None,
-        clock=FrozenClock(),
-    )
-    try:
-        await replies.send_now(str(CHAT), [Reply("Halo")], Language.INDONESIAN, "u1")
-        await replies.idle()
-    finally:
-        await replies.close()
+    replies = await reply_halo(bot, None)
 
     assert [m.text for m in server.messages_to(CHAT)] == ["Halo"]
     assert replies.places_missed == 0
