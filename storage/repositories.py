@@ -1,17 +1,21 @@
 """Repositories: the queries the engine needs, one class per aggregate.
 
 Each wraps the event's `AsyncSession`; none commits (the unit of work does).
+The engine gives them the event's connection too and its session only on first
+use (a callable): their Core statements then run on the connection and an
+event that needs no ORM entity never opens a session, whose set-up, flush and
+close cost more than the statements (docs/BENCHMARKS.md, section 16, e2e3).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import CursorResult, bindparam, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import contains_eager
 
 from domain.tariff import FundingSource
@@ -44,6 +48,7 @@ _ASN_PROFILE_BY_ACCOUNT = (
 )
 _ASN_BY_NIP = select(Asn).where(Asn.nip == bindparam("nip"))
 _WORKER_BY_HASH = select(Worker).where(Worker.nik_hash == bindparam("nik_hash"))
+_WORKER_ID_BY_HASH = select(Worker.id).where(Worker.nik_hash == bindparam("nik_hash"))
 _OPEN_SPONSORSHIP_OF_WORKER = (
     select(Sponsorship)
     .join(Sponsorship.asn)
@@ -55,8 +60,12 @@ _OPEN_SPONSORSHIP_OF_WORKER = (
 _INSERT_WORKER = insert(Worker)
 _UPDATE_WORKER = update(Worker).where(Worker.id == bindparam("worker_id"))
 _INSERT_SPONSORSHIP = insert(Sponsorship)
-_COUNT_OPEN_OF_ASN = select(func.count(Sponsorship.id)).where(
-    Sponsorship.asn_id == bindparam("asn_id"), SPONSORSHIP_IS_OPEN
+# The profile with the ASN's open sponsorships counted (the enrollment's limit): one
+# statement where the profile and a count were two.
+_ASN_PROFILE_AND_OPEN_BY_ACCOUNT = _ASN_PROFILE_BY_ACCOUNT.add_columns(
+    select(func.count(Sponsorship.id))
+    .where(Sponsorship.asn_id == Asn.id, SPONSORSHIP_IS_OPEN)
+    .scalar_subquery()
 )
 
 
@@ -77,21 +86,53 @@ class AsnProfile:
     opd_name: str
 
 
-class AsnRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+#: The event's session, or how to open it (on first use).
+SessionSource = AsyncSession | Callable[[], AsyncSession]
 
+
+class _Repository:
+    """On the event's session; Core statements on `connection` when given (else the
+    session's), so that they open no session."""
+
+    def __init__(self, session: SessionSource, connection: AsyncConnection | None = None) -> None:
+        self._session_source = session
+        self._bound_connection = connection
+
+    @property
+    def _session(self) -> AsyncSession:
+        source = self._session_source
+        return source if isinstance(source, AsyncSession) else source()
+
+    async def _connection(self) -> AsyncConnection:
+        """The connection of the event's transaction, for Core statements.
+
+        The session does not autoflush, so a Core statement never saw pending ORM
+        changes through the session's connection either."""
+        if self._bound_connection is not None:
+            return self._bound_connection
+        return await self._session.connection()
+
+
+class AsnRepository(_Repository):
     async def profile_by_account(self, account_id: int) -> AsnProfile | None:
         """The registered ASN of this channel account, if any.
 
         Read in Core on the session's connection: it is asked on most events
         (menus, enrollment) and an ORM entity load costs several times more.
         """
-        connection = await self._session.connection()
+        connection = await self._connection()
         row = (
             await connection.execute(_ASN_PROFILE_BY_ACCOUNT, {"account_id": account_id})
         ).first()
         return AsnProfile(*row) if row is not None else None
+
+    async def profile_and_open_count(self, account_id: int) -> tuple[AsnProfile, int] | None:
+        """The registered ASN of this channel account and how many open sponsorships
+        (any status but lapsed/ended) it has, if registered."""
+        connection = await self._connection()
+        params = {"account_id": account_id}
+        row = (await connection.execute(_ASN_PROFILE_AND_OPEN_BY_ACCOUNT, params)).first()
+        return (AsnProfile(*row[:4]), int(row[4])) if row is not None else None
 
     async def by_nip(self, nip: str) -> Asn | None:
         return (await self._session.execute(_ASN_BY_NIP, {"nip": nip})).scalar_one_or_none()
@@ -102,18 +143,29 @@ class AsnRepository:
         return asn
 
 
-class WorkerRepository:
-    def __init__(self, session: AsyncSession, cipher: NikCipher) -> None:
-        self._session = session
+class WorkerRepository(_Repository):
+    def __init__(
+        self,
+        session: SessionSource,
+        cipher: NikCipher,
+        connection: AsyncConnection | None = None,
+    ) -> None:
+        super().__init__(session, connection)
         self._cipher = cipher
 
     async def by_nik(self, nik: str) -> Worker | None:
         params = {"nik_hash": self._cipher.lookup_hash(nik)}
         return (await self._session.execute(_WORKER_BY_HASH, params)).scalar_one_or_none()
 
+    async def id_by_nik(self, nik: str) -> int | None:
+        """The id of the worker with this NIK, if any (Core: no entity loaded)."""
+        connection = await self._connection()
+        params = {"nik_hash": self._cipher.lookup_hash(nik)}
+        return (await connection.execute(_WORKER_ID_BY_HASH, params)).scalar_one_or_none()
+
     async def upsert(
         self,
-        existing: Worker | None,
+        existing: int | None,
         *,
         nik: str,
         nik_masked: str,
@@ -130,8 +182,9 @@ class WorkerRepository:
     ) -> int:
         """The id of the worker row for this NIK, created or refreshed with the latest data.
 
-        `existing` is the result of `by_nik(nik)` the caller already has. Written
-        in Core: an ORM flush costs about 1 ms here (bench/).
+        `existing` is the id of the worker with this NIK the caller already looked
+        up (`id_by_nik`), or None. Written in Core: an ORM flush costs about 1 ms
+        here (bench/).
         """
         values: dict[str, object] = {
             "full_name": full_name,
@@ -145,10 +198,10 @@ class WorkerRepository:
             "regency": regency,
             "updated_at": now,
         }
-        connection = await self._session.connection()
+        connection = await self._connection()
         if existing is not None:
-            await connection.execute(_UPDATE_WORKER, {"worker_id": existing.id, **values})
-            return existing.id
+            await connection.execute(_UPDATE_WORKER, {"worker_id": existing, **values})
+            return existing
         result = await connection.execute(
             _INSERT_WORKER,
             {
@@ -162,19 +215,11 @@ class WorkerRepository:
         return _new_id(result)
 
 
-class SponsorshipRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
+class SponsorshipRepository(_Repository):
     async def open_for_worker(self, worker_id: int) -> Sponsorship | None:
         """The worker's open sponsorship (any status but lapsed/ended), with its ASN and OPD."""
         result = await self._session.execute(_OPEN_SPONSORSHIP_OF_WORKER, {"worker_id": worker_id})
         return result.scalar_one_or_none()
-
-    async def count_open_for_asn(self, asn_id: int) -> int:
-        connection = await self._session.connection()
-        result = await connection.execute(_COUNT_OPEN_OF_ASN, {"asn_id": asn_id})
-        return int(result.scalar_one())
 
     async def list_for_asn(self, asn_id: int) -> Sequence[Sponsorship]:
         """The ASN's sponsorships with their workers, open ones first, newest first.
@@ -208,7 +253,7 @@ class SponsorshipRepository:
         occupation_text: str | None = None,
     ) -> int:
         """Insert a new enrollment (waiting for the PIC); returns its id."""
-        connection = await self._session.connection()
+        connection = await self._connection()
         result = await connection.execute(
             _INSERT_SPONSORSHIP,
             {
@@ -232,10 +277,7 @@ class SponsorshipRepository:
         return _new_id(result)
 
 
-class ConsentRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
+class ConsentRepository(_Repository):
     async def record(
         self,
         *,

@@ -37,7 +37,7 @@ from handlers.parsing import (
     parse_street,
 )
 from handlers.types import Option, Reply
-from storage.models import Sponsorship, Worker
+from storage.models import Sponsorship
 
 #: Bump when the payroll-deduction statement text changes.
 PAYROLL_STATEMENT_VERSION = "payroll-2026-11"
@@ -188,9 +188,9 @@ class NikStep(Step):
         if isinstance(parsed, NikError):
             return Invalid(ctx.t(f"nik.error.{parsed.problem.value}", length=parsed.length))
         data = ctx.state.data
-        worker = await ctx.repo.workers.by_nik(parsed.value)
-        if worker is not None:
-            existing = await ctx.repo.sponsorships.open_for_worker(worker.id)
+        worker_id = await ctx.repo.workers.id_by_nik(parsed.value)
+        if worker_id is not None:
+            existing = await ctx.repo.sponsorships.open_for_worker(worker_id)
             # A correction (handlers.flows.correction) keeps its own enrollment's NIK.
             if existing is not None and existing.id != data.get("sid"):
                 return await refuse_nik(ctx, parsed.masked, existing)
@@ -691,26 +691,28 @@ class SummaryStep(Step):
         if missing is not None:
             ctx.state.data["_editing"] = True
             return Goto(missing, notice=missing_notice(ctx, missing))
-        asn = await ctx.asn()
+        asn, open_count = await ctx.asn_and_open_count()
         if asn is None:
             return Done([Reply(ctx.t("enroll.register_first"))])
         limit = ctx.config.max_workers_per_asn
-        if await ctx.repo.sponsorships.count_open_for_asn(asn.id) >= limit:
+        if open_count >= limit:
             contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
             return Done([Reply(ctx.t("enroll.limit_reached", max=limit, contact=contact))])
         data = ctx.state.data
         nik = _nik_of(ctx)
-        worker = await ctx.repo.workers.by_nik(nik)
-        if worker is not None:
-            existing = await ctx.repo.sponsorships.open_for_worker(worker.id)
+        known_worker = await ctx.repo.workers.id_by_nik(nik)
+        if known_worker is not None:
+            existing = await ctx.repo.sponsorships.open_for_worker(known_worker)
             if existing is not None:
                 # Enrolled by someone else since the NIK step; retyping returns here.
                 data["_editing"] = True
                 return await refuse_nik(ctx, str(data["nik_masked"]), existing)
         plan = PaymentPlan(str(data["plan"]))
         try:
-            async with ctx.repo.session.begin_nested():
-                worker_id = await save_worker(ctx, worker, nik)
+            # A savepoint on the connection: both writes are Core, and an ORM session
+            # (set up, flushed and closed for nothing) cost more than they do.
+            async with ctx.repo.connection.begin_nested():
+                worker_id = await save_worker(ctx, known_worker, nik)
                 sponsorship_id = await ctx.repo.sponsorships.add(
                     worker_id=worker_id,
                     asn_id=asn.id,
@@ -742,8 +744,9 @@ class SummaryStep(Step):
         return Done(replies, sent_key="flow.already_sent.enrollment")
 
 
-async def save_worker(ctx: Context, existing: Worker | None, nik: str) -> int:
-    """Write the draft's worker fields (a new worker, or `existing` refreshed); its id."""
+async def save_worker(ctx: Context, existing: int | None, nik: str) -> int:
+    """Write the draft's worker fields (a new worker, or the worker whose id is `existing`
+    refreshed); its id."""
     data = ctx.state.data
     return await ctx.repo.workers.upsert(
         existing,
@@ -831,11 +834,11 @@ class EnrollmentFlow(Flow):
         return await menus.main_menu(ctx)
 
     async def can_start(self, ctx: Context) -> str | None:
-        asn = await ctx.asn()
+        asn, open_count = await ctx.asn_and_open_count()
         if asn is None:
             return ctx.t("enroll.register_first")
         limit = ctx.config.max_workers_per_asn
-        if await ctx.repo.sponsorships.count_open_for_asn(asn.id) >= limit:
+        if open_count >= limit:
             contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
             return ctx.t("enroll.limit_reached", max=limit, contact=contact)
         return None
