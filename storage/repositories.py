@@ -31,6 +31,7 @@ from domain.vocabulary import (
 )
 from storage import sponsorship_state as state
 from storage.crypto import NikCipher
+from storage.db import insert_for
 from storage.models import (
     SPONSORSHIP_IS_OPEN,
     Asn,
@@ -58,6 +59,14 @@ _OPEN_SPONSORSHIP_OF_WORKER = (
 )
 # Writes take their values as execution parameters, so each compiles once.
 _INSERT_WORKER = insert(Worker)
+# A new worker unless one with the NIK was committed meanwhile (then no row, no error:
+# the caller needs no savepoint to go on). Per dialect: the construct is the dialect's.
+_INSERT_NEW_WORKER = {
+    dialect: insert_for(dialect)(Worker)
+    .on_conflict_do_nothing(index_elements=["nik_hash"])
+    .returning(Worker.id)
+    for dialect in ("sqlite", "postgresql")
+}
 _UPDATE_WORKER = update(Worker).where(Worker.id == bindparam("worker_id"))
 _INSERT_SPONSORSHIP = insert(Sponsorship)
 # The profile with the ASN's open sponsorships counted (the enrollment's limit): one
@@ -143,6 +152,34 @@ class AsnRepository(_Repository):
         return asn
 
 
+def _worker_values(
+    *,
+    full_name: str,
+    birth_date: date,
+    sex: Sex,
+    phone_e164: str | None,
+    birth_place: str | None,
+    street_address: str | None,
+    village: str,
+    district: str,
+    regency: str | None,
+    now: datetime,
+) -> dict[str, object]:
+    """A worker's fields an enrollment writes (new or refreshed)."""
+    return {
+        "full_name": full_name,
+        "birth_date": birth_date,
+        "sex": sex,
+        "phone_e164": phone_e164,
+        "birth_place": birth_place,
+        "street_address": street_address,
+        "village": village,
+        "district": district,
+        "regency": regency,
+        "updated_at": now,
+    }
+
+
 class WorkerRepository(_Repository):
     def __init__(
         self,
@@ -186,33 +223,76 @@ class WorkerRepository(_Repository):
         up (`id_by_nik`), or None. Written in Core: an ORM flush costs about 1 ms
         here (bench/).
         """
-        values: dict[str, object] = {
-            "full_name": full_name,
-            "birth_date": birth_date,
-            "sex": sex,
-            "phone_e164": phone_e164,
-            "birth_place": birth_place,
-            "street_address": street_address,
-            "village": village,
-            "district": district,
-            "regency": regency,
-            "updated_at": now,
-        }
+        values = _worker_values(
+            full_name=full_name,
+            birth_date=birth_date,
+            sex=sex,
+            phone_e164=phone_e164,
+            birth_place=birth_place,
+            street_address=street_address,
+            village=village,
+            district=district,
+            regency=regency,
+            now=now,
+        )
         connection = await self._connection()
         if existing is not None:
             await connection.execute(_UPDATE_WORKER, {"worker_id": existing, **values})
             return existing
         result = await connection.execute(
-            _INSERT_WORKER,
-            {
-                "nik_hash": self._cipher.lookup_hash(nik),
-                "nik_ciphertext": self._cipher.encrypt(nik),
-                "nik_masked": nik_masked,
-                "created_at": now,
-                **values,
-            },
+            _INSERT_WORKER, self._new_worker(nik, nik_masked, now, values)
         )
         return _new_id(result)
+
+    async def add_if_new(
+        self,
+        *,
+        nik: str,
+        nik_masked: str,
+        full_name: str,
+        birth_date: date,
+        sex: Sex,
+        phone_e164: str | None,
+        village: str,
+        district: str,
+        now: datetime,
+        birth_place: str | None = None,
+        street_address: str | None = None,
+        regency: str | None = None,
+    ) -> int | None:
+        """Insert the worker with this NIK; its id, or None when a worker with the NIK
+        exists (committed by another transaction since the caller looked: on
+        PostgreSQL this waits for that transaction, as a unique violation would).
+
+        Unlike `upsert(None, ...)` a NIK already taken raises nothing, so the caller's
+        transaction goes on without a savepoint."""
+        values = _worker_values(
+            full_name=full_name,
+            birth_date=birth_date,
+            sex=sex,
+            phone_e164=phone_e164,
+            birth_place=birth_place,
+            street_address=street_address,
+            village=village,
+            district=district,
+            regency=regency,
+            now=now,
+        )
+        connection = await self._connection()
+        statement = _INSERT_NEW_WORKER[connection.dialect.name]
+        result = await connection.execute(statement, self._new_worker(nik, nik_masked, now, values))
+        return result.scalar_one_or_none()
+
+    def _new_worker(
+        self, nik: str, nik_masked: str, now: datetime, values: dict[str, object]
+    ) -> dict[str, object]:
+        return {
+            "nik_hash": self._cipher.lookup_hash(nik),
+            "nik_ciphertext": self._cipher.encrypt(nik),
+            "nik_masked": nik_masked,
+            "created_at": now,
+            **values,
+        }
 
 
 class SponsorshipRepository(_Repository):

@@ -708,29 +708,44 @@ class SummaryStep(Step):
                 data["_editing"] = True
                 return await refuse_nik(ctx, str(data["nik_masked"]), existing)
         plan = PaymentPlan(str(data["plan"]))
-        try:
-            # A savepoint on the connection: both writes are Core, and an ORM session
-            # (set up, flushed and closed for nothing) cost more than they do.
-            async with ctx.repo.connection.begin_nested():
-                worker_id = await save_worker(ctx, known_worker, nik)
-                sponsorship_id = await ctx.repo.sponsorships.add(
-                    worker_id=worker_id,
-                    asn_id=asn.id,
-                    opd_id=asn.opd_id,
-                    occupation=Occupation(str(data["occupation"])),
-                    occupation_text=occupation_text(data),
-                    relationship=Relationship(str(data["relationship"])),
-                    plan=plan,
-                    first_month=date.fromisoformat(str(data["first_month"])),
-                    # Becomes pending below when the request goes out (PRODUCT 4.6).
-                    worker_consent=WorkerConsent.NOT_REQUESTED,
-                    birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
-                    now=ctx.now,
-                )
-        except IntegrityError:
-            # Another ASN enrolled the same NIK a moment ago (unique open sponsorship).
-            contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
-            return Invalid(ctx.t("enroll.nik_taken_just_now", contact=contact))
+
+        async def add_sponsorship(worker_id: int) -> int:
+            return await ctx.repo.sponsorships.add(
+                worker_id=worker_id,
+                asn_id=asn.id,
+                opd_id=asn.opd_id,
+                occupation=Occupation(str(data["occupation"])),
+                occupation_text=occupation_text(data),
+                relationship=Relationship(str(data["relationship"])),
+                plan=plan,
+                first_month=date.fromisoformat(str(data["first_month"])),
+                # Becomes pending below when the request goes out (PRODUCT 4.6).
+                worker_consent=WorkerConsent.NOT_REQUESTED,
+                birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
+                now=ctx.now,
+            )
+
+        if known_worker is None:
+            # A new worker. Should another ASN have enrolled the NIK since the look-up,
+            # the insert writes nothing (and there is nothing to undo); and nobody can
+            # enroll a worker this transaction has not committed: no savepoint needed.
+            new_worker = await add_new_worker(ctx, nik)
+            if new_worker is None:
+                contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
+                return Invalid(ctx.t("enroll.nik_taken_just_now", contact=contact))
+            sponsorship_id = await add_sponsorship(new_worker)
+        else:
+            try:
+                # A savepoint on the connection (both writes are Core): the worker's
+                # refresh goes too should their enrollment by another ASN, committed
+                # since the check above, refuse the insert.
+                async with ctx.repo.connection.begin_nested():
+                    await save_worker(ctx, known_worker, nik)
+                    sponsorship_id = await add_sponsorship(known_worker)
+            except IntegrityError:
+                # Another ASN enrolled the same NIK a moment ago (unique open sponsorship).
+                contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
+                return Invalid(ctx.t("enroll.nik_taken_just_now", contact=contact))
         if plan is PaymentPlan.PAYROLL_DEDUCTION:
             await _record_payroll_statement(ctx, asn.id, sponsorship_id)
         name = str(data["full_name"])
@@ -750,6 +765,25 @@ async def save_worker(ctx: Context, existing: int | None, nik: str) -> int:
     data = ctx.state.data
     return await ctx.repo.workers.upsert(
         existing,
+        nik=nik,
+        nik_masked=str(data["nik_masked"]),
+        full_name=str(data["full_name"]),
+        birth_date=date.fromisoformat(str(data["birth_date"])),
+        sex=Sex(str(data["sex"])),
+        phone_e164=data.get("worker_phone"),
+        birth_place=str(data["birth_place"]),
+        street_address=str(data["street_address"]),
+        village=str(data["village"]),
+        district=str(data["district"]),
+        regency=str(data["regency"]),
+        now=ctx.now,
+    )
+
+
+async def add_new_worker(ctx: Context, nik: str) -> int | None:
+    """Insert the draft's worker; its id, or None when the NIK was taken meanwhile."""
+    data = ctx.state.data
+    return await ctx.repo.workers.add_if_new(
         nik=nik,
         nik_masked=str(data["nik_masked"]),
         full_name=str(data["full_name"]),
