@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, bindparam, func, insert, select, update
+from sqlalchemy import CursorResult, Integer, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import contains_eager
 
@@ -31,7 +31,6 @@ from domain.vocabulary import (
 )
 from storage import sponsorship_state as state
 from storage.crypto import NikCipher
-from storage.db import insert_for
 from storage.models import (
     SPONSORSHIP_IS_OPEN,
     Asn,
@@ -60,13 +59,19 @@ _OPEN_SPONSORSHIP_OF_WORKER = (
 # Writes take their values as execution parameters, so each compiles once.
 _INSERT_WORKER = insert(Worker)
 # A new worker unless one with the NIK was committed meanwhile (then no row, no error:
-# the caller needs no savepoint to go on). Per dialect: the construct is the dialect's.
-_INSERT_NEW_WORKER = {
-    dialect: insert_for(dialect)(Worker)
-    .on_conflict_do_nothing(index_elements=["nik_hash"])
-    .returning(Worker.id)
-    for dialect in ("sqlite", "postgresql")
-}
+# the caller needs no savepoint to go on). Text, valid on SQLite (3.35+) and PostgreSQL
+# alike: the dialects' `insert().on_conflict_do_nothing()` has no cache key
+# (SQLAlchemy 2.0), so it was compiled again on every enrollment.
+_NEW_WORKER_COLUMNS = [c for c in Worker.__table__.c if c.name not in ("id", "erased_at")]
+_INSERT_NEW_WORKER = (
+    text(
+        f"INSERT INTO worker ({', '.join(c.name for c in _NEW_WORKER_COLUMNS)}) "
+        f"VALUES ({', '.join(':' + c.name for c in _NEW_WORKER_COLUMNS)}) "
+        "ON CONFLICT (nik_hash) DO NOTHING RETURNING id"
+    )
+    .bindparams(*(bindparam(c.name, type_=c.type) for c in _NEW_WORKER_COLUMNS))
+    .columns(id=Integer)
+)
 _UPDATE_WORKER = update(Worker).where(Worker.id == bindparam("worker_id"))
 _INSERT_SPONSORSHIP = insert(Sponsorship)
 # The profile with the ASN's open sponsorships counted (the enrollment's limit): one
@@ -279,9 +284,8 @@ class WorkerRepository(_Repository):
             now=now,
         )
         connection = await self._connection()
-        statement = _INSERT_NEW_WORKER[connection.dialect.name]
-        result = await connection.execute(statement, self._new_worker(nik, nik_masked, now, values))
-        return result.scalar_one_or_none()
+        params = self._new_worker(nik, nik_masked, now, values)
+        return (await connection.execute(_INSERT_NEW_WORKER, params)).scalar_one_or_none()
 
     def _new_worker(
         self, nik: str, nik_masked: str, now: datetime, values: dict[str, object]
