@@ -56,6 +56,13 @@ _OPEN_SPONSORSHIP_OF_WORKER = (
     .options(contains_eager(Sponsorship.asn), contains_eager(Sponsorship.opd))
     .where(Sponsorship.worker_id == bindparam("worker_id"), SPONSORSHIP_IS_OPEN)
 )
+_SPONSORSHIPS_OF_ASN = (
+    select(Sponsorship)
+    .join(Sponsorship.worker)
+    .options(contains_eager(Sponsorship.worker))
+    .where(Sponsorship.asn_id == bindparam("asn_id"), Worker.erased_at.is_(None))
+    .order_by(Sponsorship.created_at.desc(), Sponsorship.id.desc())
+)
 # Writes take their values as execution parameters, so each compiles once.
 _INSERT_WORKER = insert(Worker)
 # A new worker unless one with the NIK was committed meanwhile (then no row, no error:
@@ -311,14 +318,8 @@ class SponsorshipRepository(_Repository):
         A worker whose data was erased is left out: nothing of them is left to show
         (the name is "-") and nothing can be done for them; the ASN was told.
         """
-        stmt = (
-            select(Sponsorship)
-            .join(Sponsorship.worker)
-            .options(contains_eager(Sponsorship.worker))
-            .where(Sponsorship.asn_id == asn_id, Worker.erased_at.is_(None))
-            .order_by(Sponsorship.created_at.desc(), Sponsorship.id.desc())
-        )
-        rows = (await self._session.execute(stmt)).scalars().all()
+        params = {"asn_id": asn_id}
+        rows = (await self._session.execute(_SPONSORSHIPS_OF_ASN, params)).scalars().all()
         return sorted(rows, key=lambda s: not s.status.is_open)
 
     async def add(
