@@ -109,6 +109,10 @@ class Notices:
         # WhatsApp addresses a person by the number without "+" (their wa_id).
         return phone_e164.lstrip("+")
 
+    def asks_for_consent(self, phone_e164: str | None) -> bool:
+        """Whether `consent_request` plans a request for a worker with this phone."""
+        return self._worker_channel is not None and bool(phone_e164)
+
     async def consent_request(
         self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
     ) -> bool:
@@ -120,7 +124,7 @@ class Notices:
         if self._worker_channel is None:
             return False
         row = (await connection.execute(_RECIPIENT, {"sponsorship_id": sponsorship_id})).one()
-        if not row.phone_e164:
+        if not self.asks_for_consent(row.phone_e164):
             return False
         t = self._catalogs.translator(self._worker_language)
         params = {

@@ -21,6 +21,7 @@ from sqlalchemy.orm import contains_eager
 from domain.tariff import FundingSource
 from domain.vocabulary import (
     Channel,
+    ConsentMethod,
     ConsentPurpose,
     ConsentSubject,
     Occupation,
@@ -336,12 +337,20 @@ class SponsorshipRepository(_Repository):
         now: datetime,
         relationship: Relationship = Relationship.OTHER,
         occupation_text: str | None = None,
+        consent_requested_via: ConsentMethod | None = None,
     ) -> int:
-        """Insert a new enrollment (waiting for the PIC); returns its id."""
+        """Insert a new enrollment (waiting for the PIC); returns its id.
+
+        `consent_requested_via`: the worker is asked this way at once (with
+        `worker_consent` pending): written with the row, not updated after it."""
         connection = await self._connection()
+        asked: dict[str, object] = {}
+        if consent_requested_via is not None:
+            asked = {"consent_requested_via": consent_requested_via, "consent_requested_at": now}
         result = await connection.execute(
             _INSERT_SPONSORSHIP,
             {
+                **asked,
                 "worker_id": worker_id,
                 "asn_id": asn_id,
                 "opd_id": opd_id,

@@ -15,6 +15,7 @@ from domain.phone import PhoneError, display_phone, parse_mobile
 from domain.tariff import FundingSource
 from domain.vocabulary import (
     OFFERED_OCCUPATIONS,
+    ConsentMethod,
     ConsentPurpose,
     ConsentSubject,
     Occupation,
@@ -708,6 +709,11 @@ class SummaryStep(Step):
                 data["_editing"] = True
                 return await refuse_nik(ctx, str(data["nik_masked"]), existing)
         plan = PaymentPlan(str(data["plan"]))
+        # Asked on WhatsApp (below, once written), or else by the link this step shows:
+        # then the row is written pending and asked by link at once (no UPDATE after it).
+        phone = data.get("worker_phone")
+        on_whatsapp = ctx.notices.asks_for_consent(str(phone) if phone else None)
+        consent_state = WorkerConsent.NOT_REQUESTED if on_whatsapp else WorkerConsent.PENDING
 
         async def add_sponsorship(worker_id: int) -> int:
             return await ctx.repo.sponsorships.add(
@@ -719,8 +725,9 @@ class SummaryStep(Step):
                 relationship=Relationship(str(data["relationship"])),
                 plan=plan,
                 first_month=date.fromisoformat(str(data["first_month"])),
-                # Becomes pending below when the request goes out (PRODUCT 4.6).
-                worker_consent=WorkerConsent.NOT_REQUESTED,
+                # On WhatsApp: becomes pending below when the request goes out (PRODUCT 4.6).
+                worker_consent=consent_state,
+                consent_requested_via=None if on_whatsapp else ConsentMethod.TELEGRAM_LINK,
                 birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
                 now=ctx.now,
             )
@@ -750,12 +757,18 @@ class SummaryStep(Step):
             await _record_payroll_statement(ctx, asn.id, sponsorship_id)
         name = str(data["full_name"])
         replies = [Reply(await staffing.queued_text(ctx, name, asn.opd_id, asn.opd_name))]
-        if await ctx.notices.consent_request(ctx.repo.connection, sponsorship_id, now=ctx.now):
+        if on_whatsapp and await ctx.notices.consent_request(
+            ctx.repo.connection, sponsorship_id, now=ctx.now
+        ):
             # A worker without WhatsApp on that number can still consent (PRODUCT 4.6).
             text = ctx.t("enroll.consent_requested", name=name)
             replies.append(Reply(text, options=consent.ways_options(ctx, sponsorship_id)))
         else:
-            replies.append(await consent.link_reply(ctx, sponsorship_id, name, with_back=False))
+            replies.append(
+                await consent.link_reply(
+                    ctx, sponsorship_id, name, with_back=False, requested_already=not on_whatsapp
+                )
+            )
         return Done(replies, sent_key="flow.already_sent.enrollment")
 
 
