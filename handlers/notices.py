@@ -55,8 +55,8 @@ _RECIPIENTS = (
     .join(Opd, Opd.id == Sponsorship.opd_id)
     .join(ChannelAccount, ChannelAccount.id == Asn.channel_account_id)
 )
-# Built once with bind parameters (stepcost, e2e3): a statement constructed per call
-# cost more than running it.
+# Built once with bind parameters: constructing a statement per call cost more
+# than running it (docs/BENCHMARKS.md, stepcost and "Kirim ke PIC in 7 statements").
 _RECIPIENT = _RECIPIENTS.where(Sponsorship.id == bindparam("sponsorship_id"))
 _RECIPIENTS_AMONG = _RECIPIENTS.where(
     Sponsorship.id.in_(bindparam("sponsorship_ids", expanding=True))

@@ -89,7 +89,8 @@ def _has_reachable_pic(opd_id: Any) -> Exists:
     )
 
 
-# Built once (stepcost, e2e3): constructing a statement per call cost more than running it.
+# Built once with bind parameters: constructing a statement per call cost more
+# than running it (docs/BENCHMARKS.md, stepcost and "Kirim ke PIC in 7 statements").
 _OPD_STAFF = (
     select(
         Pic.id,

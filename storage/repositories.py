@@ -4,7 +4,8 @@ Each wraps the event's `AsyncSession`; none commits (the unit of work does).
 The engine gives them the event's connection too and its session only on first
 use (a callable): their Core statements then run on the connection and an
 event that needs no ORM entity never opens a session, whose set-up, flush and
-close cost more than the statements (docs/BENCHMARKS.md, section 16, e2e3).
+close cost more than the statements (docs/BENCHMARKS.md, "Kirim ke PIC in 7
+statements").
 """
 
 from __future__ import annotations

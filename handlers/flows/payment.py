@@ -101,7 +101,8 @@ class _Payee:
         return self.paid | self.waiting
 
 
-# Built once (stepcost, e2e3): constructing a statement per call cost more than running it.
+# Built once with bind parameters: constructing a statement per call cost more
+# than running it (docs/BENCHMARKS.md, stepcost and "Kirim ke PIC in 7 statements").
 _PAYEES = (
     select(Sponsorship, Worker.full_name)
     .join(Worker, Worker.id == Sponsorship.worker_id)

@@ -1,7 +1,7 @@
 """The main menu reads whether the ASN has a dues-bearing worker, whether the account is
 an administrator and whether a PIC appointment may be found for it in one statement, and
 looks at the dues only when there is something dues-bearing and at the PIC role only when
-one may be found (stepcost, e2e3: the menu after every finished flow)."""
+one may be found (stepcost and e2e: the menu after every finished flow)."""
 
 from __future__ import annotations
 
