@@ -116,21 +116,26 @@ class Repositories:
             )
         return self._session
 
+    def _open_session(self) -> AsyncSession:
+        return self.session
+
+    # The repositories run their Core statements on the connection and open the
+    # session only for an ORM entity (storage.repositories).
     @functools.cached_property
     def asns(self) -> AsnRepository:
-        return AsnRepository(self.session)
+        return AsnRepository(self._open_session, self._connection)
 
     @functools.cached_property
     def workers(self) -> WorkerRepository:
-        return WorkerRepository(self.session, self._cipher)
+        return WorkerRepository(self._open_session, self._cipher, self._connection)
 
     @functools.cached_property
     def sponsorships(self) -> SponsorshipRepository:
-        return SponsorshipRepository(self.session)
+        return SponsorshipRepository(self._open_session, self._connection)
 
     @functools.cached_property
     def consents(self) -> ConsentRepository:
-        return ConsentRepository(self.session)
+        return ConsentRepository(self._open_session, self._connection)
 
     @functools.cached_property
     def opds(self) -> OpdRepository:
@@ -187,6 +192,14 @@ class Context:
             self._asn_loaded = True
         return self._asn
 
+    async def asn_and_open_count(self) -> tuple[AsnProfile | None, int]:
+        """The registered ASN (as `asn()`, which it loads too) and how many open
+        sponsorships it has (0 without an ASN): one statement."""
+        found = await self.repo.asns.profile_and_open_count(self.account.id)
+        self._asn, open_count = found if found is not None else (None, 0)
+        self._asn_loaded = True
+        return self._asn, open_count
+
     def forget_asn(self) -> None:
         self._asn_loaded = False
 
@@ -207,6 +220,11 @@ class Context:
                     self.repo.connection, self.account.id, self.event.display_name
                 )
         return self._pic
+
+    @property
+    def pic_loaded(self) -> bool:
+        """Whether `pic()` was read in this event (it answers from memory then)."""
+        return self._pic_loaded
 
     def forget_pic(self) -> None:
         self._pic_loaded = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlalchemy import bindparam, exists, select
 
 from domain.dues import due_date
@@ -15,7 +17,7 @@ from handlers.flows.consent import consent_state
 from handlers.flows.payment import dues_of, has_dues_to_pay, plan_of
 from handlers.types import Option, Reply
 from handlers.where_to_pay import where_to_pay
-from storage import payments
+from storage import payments, roles
 from storage.models import Administrator, Sponsorship, Worker
 from storage.sponsorship_end import stop_reason
 
@@ -49,13 +51,14 @@ async def main_menu(ctx: Context) -> Reply:
     if asn is not None:
         # Asking a person is there for every ASN, so it sits with the fixed entries.
         options.append(actions.Ask().option(t("menu.ask")))
-    dues_bearing, administrator = await _menu_facts(ctx, asn.id if asn is not None else None)
-    if dues_bearing and await has_dues_to_pay(ctx):
+    facts = await _menu_facts(ctx, asn.id if asn is not None else None)
+    if facts.dues_bearing and await has_dues_to_pay(ctx):
         options.append(actions.Pay().option(t("menu.pay")))
-    role = await ctx.pic()
+    # Without an appointment to find, `ctx.pic()` would return None: its query is skipped.
+    role = await ctx.pic() if facts.pic_possible or ctx.pic_loaded else None
     if role is not None:
         options.append(actions.PicHome().option(t("menu.pic", opd=role.opd_name)))
-    if administrator:
+    if facts.administrator:
         options.append(actions.AdminHome().option(t("menu.admin")))
     draft = ctx.state.draft
     if draft:
@@ -64,8 +67,9 @@ async def main_menu(ctx: Context) -> Reply:
     return Reply(t("menu.title"), options=tuple(options))
 
 
-#: (the ASN has a dues-bearing sponsorship, the account is a current administrator);
-#: built once (building it per call cost more than running it). A NULL asn_id: no ASN.
+#: (the ASN has a dues-bearing sponsorship, the account is a current administrator,
+#: a PIC appointment may be found for the account: `roles.PIC_POSSIBLE`); built once
+#: (building it per call cost more than running it). A NULL asn_id: no ASN.
 _MENU_FACTS = select(
     exists()
     .where(
@@ -80,19 +84,27 @@ _MENU_FACTS = select(
         Administrator.removed_at.is_(None),
     )
     .label("administrator"),
+    roles.PIC_POSSIBLE.label("pic_possible"),
 )
 
 
-async def _menu_facts(ctx: Context, asn_id: int | None) -> tuple[bool, bool]:
-    """One statement: (the ASN has a dues-bearing sponsorship, the account is a current
-    administrator).
+class _MenuFacts(NamedTuple):
+    dues_bearing: bool
+    administrator: bool
+    pic_possible: bool
+
+
+async def _menu_facts(ctx: Context, asn_id: int | None) -> _MenuFacts:
+    """One statement: the ASN has a dues-bearing sponsorship, the account is a current
+    administrator, a PIC appointment may be found for it.
 
     The first is what `has_dues_to_pay` reads first (its sponsorships with their
     workers): without one there is nothing to pay, and its entity load and
     month queries are skipped. Most menus are shown to an ASN whose workers are
-    still waiting for the PIC, or to someone who is not an ASN. It sees what that
+    still waiting for the PIC, or to someone who is not an ASN; and most people
+    are no PIC, so `pic_for_account`'s query is skipped too. It sees what that
     query sees: the event's transaction as flushed so far (the session does not
-    autoflush).
+    autoflush; `ctx.pic()` flushes it first, but appointments are written in Core).
     """
     if asn_id is None and ctx.account_created:
         return False, False  # a new account: no ASN, and nobody's administrator
@@ -101,7 +113,7 @@ async def _menu_facts(ctx: Context, asn_id: int | None) -> tuple[bool, bool]:
             _MENU_FACTS, {"asn_id": asn_id, "account_id": ctx.account.id}
         )
     ).one()
-    return bool(row.dues_bearing), bool(row.administrator)
+    return _MenuFacts(bool(row.dues_bearing), bool(row.administrator), bool(row.pic_possible))
 
 
 def resume_offer(ctx: Context, title: str) -> Reply:

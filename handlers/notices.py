@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.dues import protected_from
@@ -54,6 +54,22 @@ _RECIPIENTS = (
     .join(Asn, Asn.id == Sponsorship.asn_id)
     .join(Opd, Opd.id == Sponsorship.opd_id)
     .join(ChannelAccount, ChannelAccount.id == Asn.channel_account_id)
+)
+# Built once with bind parameters: constructing a statement per call cost more
+# than running it (docs/BENCHMARKS.md, stepcost and "Kirim ke PIC in 7 statements").
+_RECIPIENT = _RECIPIENTS.where(Sponsorship.id == bindparam("sponsorship_id"))
+_RECIPIENTS_AMONG = _RECIPIENTS.where(
+    Sponsorship.id.in_(bindparam("sponsorship_ids", expanding=True))
+)
+_OPD_OF = select(Sponsorship.opd_id).where(Sponsorship.id == bindparam("sponsorship_id"))
+_ASKED_ON_WHATSAPP = (
+    update(Sponsorship)
+    .where(Sponsorship.id == bindparam("sponsorship_id"))
+    .values(
+        worker_consent=WorkerConsent.PENDING,
+        consent_requested_via=ConsentMethod.WHATSAPP,
+        consent_requested_at=bindparam("requested_at"),
+    )
 )
 
 
@@ -93,6 +109,10 @@ class Notices:
         # WhatsApp addresses a person by the number without "+" (their wa_id).
         return phone_e164.lstrip("+")
 
+    def asks_for_consent(self, phone_e164: str | None) -> bool:
+        """Whether `consent_request` plans a request for a worker with this phone."""
+        return self._worker_channel is not None and bool(phone_e164)
+
     async def consent_request(
         self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
     ) -> bool:
@@ -103,8 +123,8 @@ class Notices:
         """
         if self._worker_channel is None:
             return False
-        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
-        if not row.phone_e164:
+        row = (await connection.execute(_RECIPIENT, {"sponsorship_id": sponsorship_id})).one()
+        if not self.asks_for_consent(row.phone_e164):
             return False
         t = self._catalogs.translator(self._worker_language)
         params = {
@@ -127,13 +147,7 @@ class Notices:
             now=now,
         )
         await connection.execute(
-            update(Sponsorship)
-            .where(Sponsorship.id == sponsorship_id)
-            .values(
-                worker_consent=WorkerConsent.PENDING,
-                consent_requested_via=ConsentMethod.WHATSAPP,
-                consent_requested_at=now,
-            )
+            _ASKED_ON_WHATSAPP, {"sponsorship_id": sponsorship_id, "requested_at": now}
         )
         return True
 
@@ -141,7 +155,7 @@ class Notices:
         self, connection: AsyncConnection, sponsorship_id: int, *, granted: bool, now: datetime
     ) -> None:
         """Tell the ASN what the worker answered (a refusal ended the enrollment)."""
-        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
+        row = (await connection.execute(_RECIPIENT, {"sponsorship_id": sponsorship_id})).one()
         t = self._catalogs.translator(Language(row.language))
         answer = "given" if granted else "refused"
         params = {"name": row.full_name, "answer": t(f"consent.{answer}")}
@@ -230,7 +244,7 @@ class Notices:
         An enrollment is accepted once (only from the queue), so the keys name
         the enrollment alone.
         """
-        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
+        row = (await connection.execute(_RECIPIENT, {"sponsorship_id": sponsorship_id})).one()
         t = self._catalogs.translator(Language(row.language))
         params = {"name": row.full_name, "opd": row.name}
         await enqueue(
@@ -269,7 +283,7 @@ class Notices:
         self, connection: AsyncConnection, sponsorship_id: int, *, now: datetime
     ) -> None:
         """Tell the ASN an enrollment came back with the PIC's reason."""
-        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
+        row = (await connection.execute(_RECIPIENT, {"sponsorship_id": sponsorship_id})).one()
         t = self._catalogs.translator(Language(row.language))
         body = t(
             "notice.returned",
@@ -306,10 +320,8 @@ class Notices:
 
         One notice per PIC per round of correction (the key carries the count).
         """
-        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
-        opd_id = await connection.scalar(
-            select(Sponsorship.opd_id).where(Sponsorship.id == sponsorship_id)
-        )
+        row = (await connection.execute(_RECIPIENT, {"sponsorship_id": sponsorship_id})).one()
+        opd_id = await connection.scalar(_OPD_OF, {"sponsorship_id": sponsorship_id})
         for pic in (await pics_by_opd(connection)).get(int(opd_id or 0), []):
             t = self._catalogs.translator(pic.language)
             fields = ", ".join(t(f"enroll.field.{field}") for field in changed)
@@ -345,7 +357,9 @@ class Notices:
         if not sponsorship_ids:
             return
         today = now.astimezone(self._timezone).date()
-        rows = await connection.execute(_RECIPIENTS.where(Sponsorship.id.in_(sponsorship_ids)))
+        rows = await connection.execute(
+            _RECIPIENTS_AMONG, {"sponsorship_ids": list(sponsorship_ids)}
+        )
         for row in rows:
             t = self._catalogs.translator(Language(row.language))
             start = protected_from(row.first_month)
@@ -451,10 +465,8 @@ class Notices:
         with the last month covered. `reason` renders the ASN's reason
         in a recipient's language. The worker is told only if they were ever contacted
         about the enrollment (asked for consent, or consented)."""
-        row = (await connection.execute(_RECIPIENTS.where(Sponsorship.id == sponsorship_id))).one()
-        opd_id = await connection.scalar(
-            select(Sponsorship.opd_id).where(Sponsorship.id == sponsorship_id)
-        )
+        row = (await connection.execute(_RECIPIENT, {"sponsorship_id": sponsorship_id})).one()
+        opd_id = await connection.scalar(_OPD_OF, {"sponsorship_id": sponsorship_id})
         pics = (await pics_by_opd(connection)).get(int(opd_id or 0), [])
 
         def until(t: Translator) -> str:

@@ -10,10 +10,11 @@ Every function works on the caller's connection and never commits.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Select, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,13 +53,18 @@ async def current_appointment(
     connection: AsyncConnection, role: AccountRole, account_id: int
 ) -> int | None:
     """The account's current appointment to `role`, if any."""
-    columns = role.table.c
-    value = await connection.scalar(
-        select(columns.id).where(
-            columns.channel_account_id == account_id, columns.removed_at.is_(None)
-        )
-    )
+    value = await connection.scalar(_current_of(role), {"account_id": account_id})
     return int(value) if value is not None else None
+
+
+@functools.cache
+def _current_of(role: AccountRole) -> Select[tuple[int]]:
+    """`current_appointment`'s statement, built once per role (building it per call cost
+    more than running it)."""
+    columns = role.table.c
+    return select(columns.id).where(
+        columns.channel_account_id == bindparam("account_id"), columns.removed_at.is_(None)
+    )
 
 
 async def appoint(

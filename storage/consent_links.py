@@ -79,11 +79,14 @@ async def create_link(
     account_id: int,
     now: datetime,
     ttl: timedelta,
+    requested_already: bool = False,
 ) -> NewLink:
     """A new link for the sponsorship; the enrollment's consent becomes "asked by link".
 
     A consent still not requested becomes pending; one pending on WhatsApp
     stays pending, now "asked by link" (the latest way shown to the PIC).
+    `requested_already`: the caller wrote the enrollment so already (a new one, written
+    pending and asked by link with its row), and it is left as it is.
     """
     token = secrets.token_urlsafe(_TOKEN_BYTES)
     expires_at = now + ttl
@@ -97,9 +100,10 @@ async def create_link(
             "expires_at": expires_at,
         },
     )
-    await mark_requested(
-        connection, sponsorship_id=sponsorship_id, via=ConsentMethod.TELEGRAM_LINK, now=now
-    )
+    if not requested_already:
+        await mark_requested(
+            connection, sponsorship_id=sponsorship_id, via=ConsentMethod.TELEGRAM_LINK, now=now
+        )
     return NewLink(PAYLOAD_PREFIX + token, expires_at)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import (
     bindparam,
+    exists,
     func,
     insert,
     literal,
@@ -143,6 +144,14 @@ _ROLE_OR_CLAIMABLE = union_all(
     select(Pic.channel_account_id, *_ROLE_COLUMNS)
     .join(Opd, Opd.id == Pic.opd_id)
     .where(Pic.phone_e164 == _ACCOUNT_PHONE, Pic.removed_at.is_(None)),
+)
+#: Whether `pic_for_account` can find anything for the account (`account_id`): an
+#: appointment of its own, or one for the phone it proves (bound or not). When
+#: false it returns None and writes nothing, so a caller that reads this with other
+#: facts in one statement (the main menu) may skip it.
+PIC_POSSIBLE = or_(
+    exists().where(Pic.channel_account_id == bindparam("account_id"), Pic.removed_at.is_(None)),
+    exists().where(Pic.phone_e164 == _ACCOUNT_PHONE, Pic.removed_at.is_(None)),
 )
 _BIND = (
     update(Pic)

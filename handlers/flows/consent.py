@@ -122,10 +122,16 @@ def ways_options(ctx: Context, sponsorship_id: int, *, link: bool = True) -> tup
 
 
 async def link_reply(
-    ctx: Context, sponsorship_id: int, worker_name: str, *, with_back: bool = True
+    ctx: Context,
+    sponsorship_id: int,
+    worker_name: str,
+    *,
+    with_back: bool = True,
+    requested_already: bool = False,
 ) -> Reply:
     """A new link for the worker, with its expiry, and the printed form as the other way
-    (`with_back`: and the ways back, when no menu follows)."""
+    (`with_back`: and the ways back, when no menu follows; `requested_already`: the
+    enrollment was written as asked by link, see `consent_links.create_link`)."""
     t = ctx.t
     link = await consent_links.create_link(
         ctx.repo.connection,
@@ -133,6 +139,7 @@ async def link_reply(
         account_id=ctx.account.id,
         now=ctx.now,
         ttl=ctx.config.consent_link_ttl,
+        requested_already=requested_already,
     )
     text = t(
         "consent.link.for_asn",

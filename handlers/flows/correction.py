@@ -177,7 +177,9 @@ class CorrectionSummaryStep(e.SummaryStep):
         changed = changed_fields(ctx, sponsorship, worker, same_nik=same_worker)
         try:
             async with ctx.repo.session.begin_nested():
-                worker_id = await e.save_worker(ctx, existing, nik)
+                worker_id = await e.save_worker(
+                    ctx, existing.id if existing is not None else None, nik
+                )
                 outcome = await state.transition(
                     ctx.repo.connection,
                     state.Event.RESUBMIT,

@@ -15,6 +15,7 @@ from domain.phone import PhoneError, display_phone, parse_mobile
 from domain.tariff import FundingSource
 from domain.vocabulary import (
     OFFERED_OCCUPATIONS,
+    ConsentMethod,
     ConsentPurpose,
     ConsentSubject,
     Occupation,
@@ -37,7 +38,7 @@ from handlers.parsing import (
     parse_street,
 )
 from handlers.types import Option, Reply
-from storage.models import Sponsorship, Worker
+from storage.models import Sponsorship
 
 #: Bump when the payroll-deduction statement text changes.
 PAYROLL_STATEMENT_VERSION = "payroll-2026-11"
@@ -188,9 +189,9 @@ class NikStep(Step):
         if isinstance(parsed, NikError):
             return Invalid(ctx.t(f"nik.error.{parsed.problem.value}", length=parsed.length))
         data = ctx.state.data
-        worker = await ctx.repo.workers.by_nik(parsed.value)
-        if worker is not None:
-            existing = await ctx.repo.sponsorships.open_for_worker(worker.id)
+        worker_id = await ctx.repo.workers.id_by_nik(parsed.value)
+        if worker_id is not None:
+            existing = await ctx.repo.sponsorships.open_for_worker(worker_id)
             # A correction (handlers.flows.correction) keeps its own enrollment's NIK.
             if existing is not None and existing.id != data.get("sid"):
                 return await refuse_nik(ctx, parsed.masked, existing)
@@ -691,62 +692,111 @@ class SummaryStep(Step):
         if missing is not None:
             ctx.state.data["_editing"] = True
             return Goto(missing, notice=missing_notice(ctx, missing))
-        asn = await ctx.asn()
+        asn, open_count = await ctx.asn_and_open_count()
         if asn is None:
             return Done([Reply(ctx.t("enroll.register_first"))])
         limit = ctx.config.max_workers_per_asn
-        if await ctx.repo.sponsorships.count_open_for_asn(asn.id) >= limit:
+        if open_count >= limit:
             contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
             return Done([Reply(ctx.t("enroll.limit_reached", max=limit, contact=contact))])
         data = ctx.state.data
         nik = _nik_of(ctx)
-        worker = await ctx.repo.workers.by_nik(nik)
-        if worker is not None:
-            existing = await ctx.repo.sponsorships.open_for_worker(worker.id)
+        known_worker = await ctx.repo.workers.id_by_nik(nik)
+        if known_worker is not None:
+            existing = await ctx.repo.sponsorships.open_for_worker(known_worker)
             if existing is not None:
                 # Enrolled by someone else since the NIK step; retyping returns here.
                 data["_editing"] = True
                 return await refuse_nik(ctx, str(data["nik_masked"]), existing)
         plan = PaymentPlan(str(data["plan"]))
-        try:
-            async with ctx.repo.session.begin_nested():
-                worker_id = await save_worker(ctx, worker, nik)
-                sponsorship_id = await ctx.repo.sponsorships.add(
-                    worker_id=worker_id,
-                    asn_id=asn.id,
-                    opd_id=asn.opd_id,
-                    occupation=Occupation(str(data["occupation"])),
-                    occupation_text=occupation_text(data),
-                    relationship=Relationship(str(data["relationship"])),
-                    plan=plan,
-                    first_month=date.fromisoformat(str(data["first_month"])),
-                    # Becomes pending below when the request goes out (PRODUCT 4.6).
-                    worker_consent=WorkerConsent.NOT_REQUESTED,
-                    birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
-                    now=ctx.now,
-                )
-        except IntegrityError:
-            # Another ASN enrolled the same NIK a moment ago (unique open sponsorship).
-            contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
-            return Invalid(ctx.t("enroll.nik_taken_just_now", contact=contact))
+        # Asked on WhatsApp (below, once written), or else by the link this step shows:
+        # then the row is written pending and asked by link at once (no UPDATE after it).
+        phone = data.get("worker_phone")
+        on_whatsapp = ctx.notices.asks_for_consent(str(phone) if phone else None)
+        consent_state = WorkerConsent.NOT_REQUESTED if on_whatsapp else WorkerConsent.PENDING
+
+        async def add_sponsorship(worker_id: int) -> int:
+            return await ctx.repo.sponsorships.add(
+                worker_id=worker_id,
+                asn_id=asn.id,
+                opd_id=asn.opd_id,
+                occupation=Occupation(str(data["occupation"])),
+                occupation_text=occupation_text(data),
+                relationship=Relationship(str(data["relationship"])),
+                plan=plan,
+                first_month=date.fromisoformat(str(data["first_month"])),
+                # On WhatsApp: becomes pending below when the request goes out (PRODUCT 4.6).
+                worker_consent=consent_state,
+                consent_requested_via=None if on_whatsapp else ConsentMethod.TELEGRAM_LINK,
+                birth_date_differs_from_nik=bool(data.get("birth_date_differs")),
+                now=ctx.now,
+            )
+
+        if known_worker is None:
+            # A new worker. Should another ASN have enrolled the NIK since the look-up,
+            # the insert writes nothing (and there is nothing to undo); and nobody can
+            # enroll a worker this transaction has not committed: no savepoint needed.
+            new_worker = await add_new_worker(ctx, nik)
+            if new_worker is None:
+                contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
+                return Invalid(ctx.t("enroll.nik_taken_just_now", contact=contact))
+            sponsorship_id = await add_sponsorship(new_worker)
+        else:
+            try:
+                # A savepoint on the connection (both writes are Core): the worker's
+                # refresh goes too should their enrollment by another ASN, committed
+                # since the check above, refuse the insert.
+                async with ctx.repo.connection.begin_nested():
+                    await save_worker(ctx, known_worker, nik)
+                    sponsorship_id = await add_sponsorship(known_worker)
+            except IntegrityError:
+                # Another ASN enrolled the same NIK a moment ago (unique open sponsorship).
+                contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
+                return Invalid(ctx.t("enroll.nik_taken_just_now", contact=contact))
         if plan is PaymentPlan.PAYROLL_DEDUCTION:
             await _record_payroll_statement(ctx, asn.id, sponsorship_id)
         name = str(data["full_name"])
         replies = [Reply(await staffing.queued_text(ctx, name, asn.opd_id, asn.opd_name))]
-        if await ctx.notices.consent_request(ctx.repo.connection, sponsorship_id, now=ctx.now):
+        if on_whatsapp and await ctx.notices.consent_request(
+            ctx.repo.connection, sponsorship_id, now=ctx.now
+        ):
             # A worker without WhatsApp on that number can still consent (PRODUCT 4.6).
             text = ctx.t("enroll.consent_requested", name=name)
             replies.append(Reply(text, options=consent.ways_options(ctx, sponsorship_id)))
         else:
-            replies.append(await consent.link_reply(ctx, sponsorship_id, name, with_back=False))
+            replies.append(
+                await consent.link_reply(
+                    ctx, sponsorship_id, name, with_back=False, requested_already=not on_whatsapp
+                )
+            )
         return Done(replies, sent_key="flow.already_sent.enrollment")
 
 
-async def save_worker(ctx: Context, existing: Worker | None, nik: str) -> int:
-    """Write the draft's worker fields (a new worker, or `existing` refreshed); its id."""
+async def save_worker(ctx: Context, existing: int | None, nik: str) -> int:
+    """Write the draft's worker fields (a new worker, or the worker whose id is `existing`
+    refreshed); its id."""
     data = ctx.state.data
     return await ctx.repo.workers.upsert(
         existing,
+        nik=nik,
+        nik_masked=str(data["nik_masked"]),
+        full_name=str(data["full_name"]),
+        birth_date=date.fromisoformat(str(data["birth_date"])),
+        sex=Sex(str(data["sex"])),
+        phone_e164=data.get("worker_phone"),
+        birth_place=str(data["birth_place"]),
+        street_address=str(data["street_address"]),
+        village=str(data["village"]),
+        district=str(data["district"]),
+        regency=str(data["regency"]),
+        now=ctx.now,
+    )
+
+
+async def add_new_worker(ctx: Context, nik: str) -> int | None:
+    """Insert the draft's worker; its id, or None when the NIK was taken meanwhile."""
+    data = ctx.state.data
+    return await ctx.repo.workers.add_if_new(
         nik=nik,
         nik_masked=str(data["nik_masked"]),
         full_name=str(data["full_name"]),
@@ -831,11 +881,11 @@ class EnrollmentFlow(Flow):
         return await menus.main_menu(ctx)
 
     async def can_start(self, ctx: Context) -> str | None:
-        asn = await ctx.asn()
+        asn, open_count = await ctx.asn_and_open_count()
         if asn is None:
             return ctx.t("enroll.register_first")
         limit = ctx.config.max_workers_per_asn
-        if await ctx.repo.sponsorships.count_open_for_asn(asn.id) >= limit:
+        if open_count >= limit:
             contact = await staffing.contact(ctx, asn.opd_id, asn.opd_name)
             return ctx.t("enroll.limit_reached", max=limit, contact=contact)
         return None

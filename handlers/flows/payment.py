@@ -27,7 +27,7 @@ import re
 from collections.abc import Sequence
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from domain.dues import (
     DuesStatus,
@@ -101,20 +101,31 @@ class _Payee:
         return self.paid | self.waiting
 
 
+# Built once with bind parameters: constructing a statement per call cost more
+# than running it (docs/BENCHMARKS.md, stepcost and "Kirim ke PIC in 7 statements").
+_PAYEES = (
+    select(Sponsorship, Worker.full_name)
+    .join(Worker, Worker.id == Sponsorship.worker_id)
+    .where(
+        Sponsorship.asn_id == bindparam("asn_id"),
+        Sponsorship.status.in_(payments.DUES_BEARING),
+    )
+    .order_by(Sponsorship.id)
+)
+_PAYEES_AMONG = _PAYEES.where(Sponsorship.id.in_(bindparam("sids", expanding=True)))
+
+
 async def _payees(ctx: Context, sids: Sequence[int] | None = None) -> list[_Payee]:
     """The ASN's dues-bearing sponsorships (only `sids`, when given), oldest first."""
     asn = await ctx.asn()
     if asn is None:
         return []
-    query = (
-        select(Sponsorship, Worker.full_name)
-        .join(Worker, Worker.id == Sponsorship.worker_id)
-        .where(Sponsorship.asn_id == asn.id, Sponsorship.status.in_(payments.DUES_BEARING))
-        .order_by(Sponsorship.id)
-    )
-    if sids is not None:
-        query = query.where(Sponsorship.id.in_(list(sids)))
-    rows = (await ctx.repo.session.execute(query)).all()
+    params: dict[str, object]
+    if sids is None:
+        query, params = _PAYEES, {"asn_id": asn.id}
+    else:
+        query, params = _PAYEES_AMONG, {"asn_id": asn.id, "sids": list(sids)}
+    rows = (await ctx.repo.session.execute(query, params)).all()
     ids = [row[0].id for row in rows]
     paid = await payments.paid_months(ctx.repo.connection, ids)
     waiting = await payments.waiting_months(ctx.repo.connection, ids)

@@ -18,6 +18,7 @@ from domain.vocabulary import (
 )
 from storage.crypto import NikCipher
 from storage.models import ConsentRecord, Sponsorship, Worker
+from storage.repositories import SponsorshipRepository, WorkerRepository
 from tests.fakes.chat import (
     OTHER_NIK,
     TEST_KEY,
@@ -365,6 +366,65 @@ async def test_nik_taken_while_at_the_summary_offers_retype_back_to_the_summary(
     assert "Sukamaju" in chat.question.text  # the summary, the other answers kept
     await chat.press("Kirim ke PIC")
     assert len(await _sponsorships(sessionmaker)) == 2
+
+
+async def _second_asn_at_the_summary(chat: Chat) -> Chat:
+    """`chat` and another ASN both at the summary with the same NIK (WORKER_NIK)."""
+    await chat.enroll_until_summary()
+    other = Chat(chat.engine, chat.clock, sender="3003")
+    await other.register(
+        nip="199001152023211005",
+        name="Ani Lestari",
+        opd_query="pendidikan",
+        opd_label="Dinas Pendidikan",
+    )
+    await other.enroll_until_summary(name="Siti A.")
+    return other
+
+
+async def test_a_new_worker_written_meanwhile_by_another_asn_is_told_and_kept(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the summary's look-up cannot see (PostgreSQL, two processes): the other
+    ASN's worker and enrollment committed between the look-up and the insert."""
+    other = await _second_asn_at_the_summary(chat)
+    await other.press("Kirim ke PIC")
+
+    async def not_yet(self: object, nik: str) -> None:
+        return None  # as the look-up saw it, just before the other commit
+
+    monkeypatch.setattr(WorkerRepository, "id_by_nik", not_yet)
+    await chat.press("Kirim ke PIC")
+    assert "baru saja didaftarkan oleh ASN lain" in chat.text
+    assert "Ubah data" in " ".join(chat.labels())  # still at the summary
+    async with sessionmaker() as session:
+        worker = (await session.execute(select(Worker))).scalar_one()
+    assert worker.full_name == "Siti A."  # the other ASN's data, untouched
+    assert len(await _sponsorships(sessionmaker)) == 1
+    monkeypatch.undo()
+    await chat.say("menu")  # the conversation goes on: its transaction was committed
+    assert "Daftarkan pekerja" in " ".join(chat.labels())
+
+
+async def test_a_known_worker_enrolled_meanwhile_keeps_their_data(
+    chat: Chat, sessionmaker: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker is known (the other ASN's enrollment wrote them), and that enrollment
+    was not seen open by the summary's check (committed just after it): the insert
+    is refused, and the refresh of the worker's data is undone with it."""
+    other = await _second_asn_at_the_summary(chat)
+    await other.press("Kirim ke PIC")
+
+    async def none_open(self: object, worker_id: int) -> None:
+        return None  # as the check saw it, just before the other commit
+
+    monkeypatch.setattr(SponsorshipRepository, "open_for_worker", none_open)
+    await chat.press("Kirim ke PIC")
+    assert "baru saja didaftarkan oleh ASN lain" in chat.text
+    async with sessionmaker() as session:
+        worker = (await session.execute(select(Worker))).scalar_one()
+    assert worker.full_name == "Siti A."
+    assert len(await _sponsorships(sessionmaker)) == 1
 
 
 async def test_same_asn_enrolling_same_nik_twice_is_told(chat: Chat) -> None:

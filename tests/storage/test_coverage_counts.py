@@ -208,7 +208,7 @@ class World:
         assert worker is not None
         village, district, regency = place
         await WorkerRepository(self.session, NikCipher(TEST_KEY)).upsert(
-            worker,
+            worker.id,
             nik="1771010101900001",
             nik_masked=worker.nik_masked,
             full_name=worker.full_name,
