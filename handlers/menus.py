@@ -107,7 +107,9 @@ async def _menu_facts(ctx: Context, asn_id: int | None) -> _MenuFacts:
     autoflush; `ctx.pic()` flushes it first, but appointments are written in Core).
     """
     if asn_id is None and ctx.account_created:
-        return False, False  # a new account: no ASN, and nobody's administrator
+        # A new account: no ASN, and nobody's administrator; its PIC look-up is the
+        # context's (none on Telegram; on WhatsApp an appointment may wait for its phone).
+        return _MenuFacts(dues_bearing=False, administrator=False, pic_possible=True)
     row = (
         await ctx.repo.connection.execute(
             _MENU_FACTS, {"asn_id": asn_id, "account_id": ctx.account.id}
