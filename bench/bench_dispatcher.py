@@ -56,19 +56,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.dispatch_run import (
     CountingSender,
     FakeInChild,
+    ProcessWatch,
+    TimedDispatcher,
     add_shared_options,
     both_sides,
     busiest_second,
+    claim_fields,
     describe_both_sides,
+    describe_places,
     drain,
     fresh_database,
     profiled,
     send_rates,
+    where_places_went,
 )
 from bot.settings import DispatcherSettings
 from bot.telegram import TelegramSender
 from domain.vocabulary import Channel, OutboxStatus
-from scheduler.dispatcher import Dispatcher, budget_rates
+from scheduler.dispatcher import budget_rates
 from storage.db import create_engine, is_sqlite
 from storage.outbox import Notice, counts_by_status, enqueue
 from storage.send_budget import send_budget
@@ -110,6 +115,7 @@ async def measure(
     dispatchers: int,
     database_url: str | None,
     margin: float,
+    gc_freeze: bool = True,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-dispatcher-") as folder:
         async with fresh_database(database_url, Path(folder)) as url:
@@ -141,7 +147,7 @@ async def measure(
                     ]
                     senders = [CountingSender(TelegramSender(bot)) for bot in bots]
                     running = [
-                        Dispatcher(
+                        TimedDispatcher(
                             engine,
                             {Channel.TELEGRAM: sender},
                             _utc_now,
@@ -156,8 +162,11 @@ async def measure(
                         refused = await server.refusals()
                         return f"{sent}/{notices} sent, {refused['429']} refused with 429"
 
+                    watch = ProcessWatch()
                     try:
-                        wall, cpu = await drain(db, running, notices, progress)
+                        wall, cpu = await drain(
+                            db, running, notices, progress, watch=watch, freeze=gc_freeze
+                        )
                     finally:
                         for bot in bots:
                             await bot.session.close()
@@ -176,6 +185,16 @@ async def measure(
                     "round_trip_ms": round_trip_ms,
                     "margin": margin,
                     "starts_held": sum(dispatcher.starts_held for dispatcher in running),
+                    "places_retaken": sum(dispatcher.places_retaken for dispatcher in running),
+                    **claim_fields(running),
+                    **where_places_went(
+                        times,
+                        [claim for dispatcher in running for claim in dispatcher.claims],
+                        rate * (1 - margin),
+                        watch,
+                    ),
+                    **watch.summary(),
+                    "gc_frozen": gc_freeze,
                     "dispatchers": dispatchers,
                     "database": engines[0].dialect.name,
                     "delivered": len(seen.arrivals),
@@ -242,7 +261,8 @@ def report(result: dict[str, Any], rate: float) -> bool:
         f"{steady_ratio:.1%} (target >= {TARGET_RATIO:.0%}); busiest second "
         f"{result['busiest_second']} (server allows {result['server_rate']}); "
         f"429s: {result['too_many_requests']}; margin {result['margin']:.0%}, "
-        f"starts held at the gate: {result['starts_held']}; duplicates: {result['duplicates']}; "
+        f"starts held at the gate: {result['starts_held']}; {describe_places(result)}; "
+        f"duplicates: {result['duplicates']}; "
         f"missing: {result['missing']}; {describe_both_sides(result)} -> "
         f"{'MET' if met else 'MISS'}",
         flush=True,
@@ -295,6 +315,7 @@ def main() -> int:
                 dispatchers=args.dispatchers,
                 database_url=args.database_url,
                 margin=args.margin,
+                gc_freeze=args.gc_freeze,
             ),
         )
         broken = report(result, args.rate) or broken

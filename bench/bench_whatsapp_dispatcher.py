@@ -43,13 +43,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import json
 import logging
 import platform
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from datetime import time as wall_time
 from pathlib import Path
@@ -63,21 +61,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.dispatch_run import (
     CountingSender,
     FakeInChild,
+    ProcessWatch,
+    TimedDispatcher,
     add_shared_options,
     both_sides,
     busiest_second,
+    claim_fields,
     describe_both_sides,
+    describe_places,
     drain,
     fresh_database,
     profiled,
     send_rates,
+    where_places_went,
 )
 from bot.settings import DispatcherSettings, WhatsAppSettings
 from bot.whatsapp.client import DEFAULT_LIMITS, build_client
 from bot.whatsapp.sender import WhatsAppSender
 from bot.whatsapp.templates import load_templates
 from domain.vocabulary import Channel, OutboxStatus
-from scheduler.dispatcher import Dispatcher, budget_rates
+from scheduler.dispatcher import budget_rates
 from storage.db import create_engine, is_sqlite
 from storage.outbox import Notice, counts_by_status, enqueue
 from storage.send_budget import send_budget
@@ -85,64 +88,6 @@ from tests.fakes.graph_api import SHIPPED_TEMPLATES, FakeGraphServer
 
 TARGET_RATIO = 0.95
 FIRST_WA_ID = 6281300000000
-
-
-class TimedDispatcher(Dispatcher):
-    """The dispatcher, with each batch's claim timed (time.monotonic(), the fake's clock):
-    when a claim ran, for `where_places_went`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.claims: list[tuple[float, float]] = []
-
-    async def _claim_batch(self) -> Any:
-        started = time.monotonic()
-        try:
-            return await super()._claim_batch()
-        finally:
-            self.claims.append((started, time.monotonic()))
-
-
-def where_places_went(
-    times: list[float], claims: list[tuple[float, float]], per_second: float
-) -> dict[str, float]:
-    """The places of the schedule (`per_second`, the rate less the margin) that no message
-    took, after the first second, by what the dispatcher did meanwhile.
-
-    Between two arrivals `cost` = 1 / per_second apart none is lost; a longer gap lost
-    (gap - cost) x per_second places: counted under "claim" when a batch's claim ran
-    during the gap (its start before the gap's end, its end after the gap's start),
-    else under "other" (timers woken late, the budget's take, the start gate). Gaps
-    are also binned by length: many short ones are jitter, a few long ones stalls.
-    """
-    ordered = sorted(times)
-    steady = [at for at in ordered if at >= ordered[0] + 1.0] if ordered else []
-    cost = 1.0 / per_second
-    lost = {"claim": 0.0, "other": 0.0, "gaps_over_2_cost": 0.0, "gaps_over_100ms": 0.0}
-    long_lost = 0.0
-    for earlier, later in itertools.pairwise(steady):
-        gap = later - earlier
-        if gap <= cost:
-            continue
-        places = (gap - cost) * per_second
-        during_claim = any(start < later and end > earlier for start, end in claims)
-        lost["claim" if during_claim else "other"] += places
-        if gap > 2 * cost:
-            lost["gaps_over_2_cost"] += 1
-        if gap > 0.1:
-            lost["gaps_over_100ms"] += 1
-            long_lost += places
-    span = steady[-1] - steady[0] if len(steady) > 1 else 0.0
-    return {
-        "places_in_span": span * per_second,
-        # Gaps minus the bunches that made up for them: what the steady rate lost.
-        "net_lost_places": span * per_second - max(0, len(steady) - 1),
-        "lost_places_claim": lost["claim"],
-        "lost_places_other": lost["other"],
-        "lost_places_in_gaps_over_100ms": long_lost,
-        "gaps_over_2_cost": lost["gaps_over_2_cost"],
-        "gaps_over_100ms": lost["gaps_over_100ms"],
-    }
 
 
 def _utc_now() -> datetime:
@@ -186,6 +131,7 @@ async def measure(
     database_url: str | None,
     margin: float,
     http_pool: str,
+    gc_freeze: bool,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-wa-dispatcher-") as folder:
         async with fresh_database(database_url, Path(folder)) as url:
@@ -201,6 +147,7 @@ async def measure(
                     round_trip_ms=round_trip_ms,
                     margin=margin,
                     http_pool=http_pool,
+                    gc_freeze=gc_freeze,
                 )
             finally:
                 for engine in engines:
@@ -218,6 +165,7 @@ async def _measure(
     round_trip_ms: int,
     margin: float,
     http_pool: str,
+    gc_freeze: bool,
 ) -> dict[str, Any]:
     notices = len(recipients)
     db = engines[0]
@@ -270,8 +218,9 @@ async def _measure(
                 f"{refused['131056']} x 131056"
             )
 
+        watch = ProcessWatch()
         try:
-            wall, cpu = await drain(db, running, notices, progress)
+            wall, cpu = await drain(db, running, notices, progress, watch=watch, freeze=gc_freeze)
         finally:
             for client in clients:
                 await client.close()
@@ -294,15 +243,15 @@ async def _measure(
         "http_pool": http_pool,
         "starts_held": sum(dispatcher.starts_held for dispatcher in running),
         "places_retaken": sum(dispatcher.places_retaken for dispatcher in running),
-        "claims": sum(len(dispatcher.claims) for dispatcher in running),
-        "claim_ms_p50_max": _p50_max_ms(
-            [end - start for dispatcher in running for start, end in dispatcher.claims]
-        ),
+        **claim_fields(running),
         **where_places_went(
             times,
             [claim for dispatcher in running for claim in dispatcher.claims],
             rate * (1 - margin),
+            watch,
         ),
+        **watch.summary(),
+        "gc_frozen": gc_freeze,
         "dispatchers": len(engines),
         "database": db.dialect.name,
         "delivered": len(seen.arrivals),
@@ -320,11 +269,6 @@ async def _measure(
         "cpu_s": cpu,
         **both_sides(seen, senders),
     }
-
-
-def _p50_max_ms(seconds: list[float]) -> tuple[float, float]:
-    ordered = sorted(seconds) or [0.0]
-    return 1000 * ordered[len(ordered) // 2], 1000 * ordered[-1]
 
 
 class GraphHost:
@@ -396,13 +340,7 @@ def report(case: str, result: dict[str, Any], rate: float) -> bool:
         f"{result['steady_rate']:.2f} msg/s = {steady_ratio:.1%} (target >= {TARGET_RATIO:.0%}); "
         f"130429: {result['refused_130429']}; 131056: {result['refused_131056']}; "
         f"margin {result['margin']:.0%}, starts held at the gate: {result['starts_held']}; "
-        f"places retaken: {result['places_retaken']}; of {result['places_in_span']:.0f} places "
-        f"in the steady span, {result['net_lost_places']:.1f} not taken (net); gaps lost "
-        f"{result['lost_places_claim']:.1f} during a claim "
-        f"({result['claims']} claims, p50/max {result['claim_ms_p50_max'][0]:.0f}/"
-        f"{result['claim_ms_p50_max'][1]:.0f} ms) and {result['lost_places_other']:.1f} "
-        f"otherwise ({result['lost_places_in_gaps_over_100ms']:.1f} in "
-        f"{result['gaps_over_100ms']:.0f} gaps over 100 ms); "
+        f"{describe_places(result)}; "
         f"duplicates: {result['duplicates']}; missing: {result['missing']}; "
         f"{describe_both_sides(result)} -> "
         f"{'MET' if met else 'MISS'}",
@@ -476,6 +414,7 @@ def main() -> int:
                 database_url=args.database_url,
                 margin=args.margin,
                 http_pool=http_pool,
+                gc_freeze=args.gc_freeze,
             ),
         )
         broken = report(f"{case}, {http_pool}", result, args.rate) or broken

@@ -11,6 +11,7 @@ import contextlib
 import cProfile
 import dataclasses
 import gc
+import itertools
 import multiprocessing
 import multiprocessing.process
 import os
@@ -60,15 +61,27 @@ async def drain(
     dispatchers: Sequence[Dispatcher],
     notices: int,
     progress: Callable[[int], Awaitable[str]],
+    *,
+    watch: ProcessWatch | None = None,
+    freeze: bool = True,
 ) -> tuple[float, float]:
     """Run `dispatchers` until all `notices` rows are sent or failed; (wall s, CPU s).
 
-    Every `PROGRESS_EVERY_S` prints `progress(rows sent)`.
+    Every `PROGRESS_EVERY_S` prints `progress(rows sent)`. With `freeze`, the start-up
+    heap (the imported modules, the engines, the clients) is frozen first, as `sertakan
+    run` does after start-up (bot/cli.py): without it, one full collection of this heap
+    stalled the dispatchers' process for 0.3-1.1 s per case on the shared machine, a
+    stall the product does not have. `watch` records this process's loop lag and
+    collections meanwhile.
     """
+    if freeze:
+        gc.collect()
+        gc.freeze()
     stop = asyncio.Event()
     started = time.perf_counter()
     cpu_started = time.process_time()
     running = [asyncio.create_task(dispatcher.run(stop)) for dispatcher in dispatchers]
+    watching = asyncio.create_task(watch.run()) if watch is not None else None
     try:
         last_report = time.perf_counter()
         while True:
@@ -83,7 +96,165 @@ async def drain(
     finally:
         stop.set()
         await asyncio.gather(*running)
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        if freeze:
+            gc.unfreeze()
     return time.perf_counter() - started, time.process_time() - cpu_started
+
+
+class ProcessWatch:
+    """The dispatchers' process while they run: how late a 10 ms timer fires on its event
+    loop (a stall: the system did not run it, or it was busy) and its garbage collections
+    (each one's pause, by generation), to tell a gap in the arrivals from the claims."""
+
+    def __init__(self, every_s: float = 0.01) -> None:
+        self._every_s = every_s
+        #: (when the timer was due, how late it fired), time.monotonic().
+        self.lags: list[tuple[float, float]] = []
+        #: (start, end, generation) of each collection, time.monotonic().
+        self.collections: list[tuple[float, float, int]] = []
+        self._collecting_since = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._collecting_since = time.monotonic()
+        else:
+            self.collections.append((self._collecting_since, time.monotonic(), info["generation"]))
+
+    async def run(self) -> None:
+        gc.callbacks.append(self._on_gc)
+        try:
+            while True:
+                planned = time.monotonic() + self._every_s
+                await asyncio.sleep(self._every_s)
+                self.lags.append((planned, max(0.0, time.monotonic() - planned)))
+        finally:
+            gc.callbacks.remove(self._on_gc)
+
+    def summary(self) -> dict[str, Any]:
+        """Loop lag p50 / p99 / max (ms); full (generation 2) collections and the longest
+        pause of any collection (ms)."""
+        lags = sorted(lag for _, lag in self.lags) or [0.0]
+        pauses = [end - start for start, end, _ in self.collections] or [0.0]
+        return {
+            "loop_lag_ms": (
+                1000 * lags[len(lags) // 2],
+                1000 * lags[min(len(lags) - 1, len(lags) * 99 // 100)],
+                1000 * lags[-1],
+            ),
+            "full_collections": sum(1 for *_, generation in self.collections if generation == 2),
+            "longest_collection_ms": 1000 * max(pauses),
+        }
+
+
+class TimedDispatcher(Dispatcher):
+    """The dispatcher, with each batch's claim timed (time.monotonic(), the fake's clock):
+    when a claim ran, for `where_places_went`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.claims: list[tuple[float, float]] = []
+
+    async def _claim_batch(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await super()._claim_batch(*args, **kwargs)
+        finally:
+            self.claims.append((started, time.monotonic()))
+
+
+def claim_fields(running: Sequence[TimedDispatcher]) -> dict[str, Any]:
+    """How many claims the dispatchers made and how long they took (p50 / max, ms)."""
+    took = sorted(end - start for dispatcher in running for start, end in dispatcher.claims)
+    took = took or [0.0]
+    return {
+        "claims": sum(len(dispatcher.claims) for dispatcher in running),
+        "claim_ms_p50_max": (1000 * took[len(took) // 2], 1000 * took[-1]),
+    }
+
+
+def where_places_went(
+    times: list[float],
+    claims: list[tuple[float, float]],
+    per_second: float,
+    watch: ProcessWatch | None = None,
+) -> dict[str, float]:
+    """The places of the schedule (`per_second`, the rate less the margin) that no message
+    took, after the first second, by what the dispatcher did meanwhile.
+
+    Between two arrivals `cost` = 1 / per_second apart none is lost; a longer gap lost
+    (gap - cost) x per_second places: counted under "claim" when a batch's claim ran
+    during the gap (its start before the gap's end, its end after the gap's start),
+    else under "other" (timers woken late, the budget's take, the start gate). Gaps
+    are also binned by length: many short ones are jitter, a few long ones stalls;
+    with `watch`, the gaps over 100 ms are also counted by whether the dispatchers'
+    process was stalled meanwhile (its loop late by over 50 ms) and whether a full
+    collection ran in it.
+    """
+    ordered = sorted(times)
+    steady = [at for at in ordered if at >= ordered[0] + 1.0] if ordered else []
+    cost = 1.0 / per_second
+    lost = {"claim": 0.0, "other": 0.0, "gaps_over_2_cost": 0.0, "gaps_over_100ms": 0.0}
+    long_lost = 0.0
+    stalled = {"gaps_over_100ms_in_a_stall": 0.0, "gaps_over_100ms_in_a_full_collection": 0.0}
+    for earlier, later in itertools.pairwise(steady):
+        gap = later - earlier
+        if gap <= cost:
+            continue
+        places = (gap - cost) * per_second
+        during_claim = any(start < later and end > earlier for start, end in claims)
+        lost["claim" if during_claim else "other"] += places
+        if gap > 2 * cost:
+            lost["gaps_over_2_cost"] += 1
+        if gap > 0.1:
+            lost["gaps_over_100ms"] += 1
+            long_lost += places
+            if watch is not None:
+                if any(
+                    due < later and due + lag > earlier and lag > 0.05 for due, lag in watch.lags
+                ):
+                    stalled["gaps_over_100ms_in_a_stall"] += 1
+                if any(
+                    start < later and end > earlier and generation == 2
+                    for start, end, generation in watch.collections
+                ):
+                    stalled["gaps_over_100ms_in_a_full_collection"] += 1
+    span = steady[-1] - steady[0] if len(steady) > 1 else 0.0
+    return {
+        "places_in_span": span * per_second,
+        # Gaps minus the bunches that made up for them: what the steady rate lost.
+        "net_lost_places": span * per_second - max(0, len(steady) - 1),
+        "lost_places_claim": lost["claim"],
+        "lost_places_other": lost["other"],
+        "lost_places_in_gaps_over_100ms": long_lost,
+        "gaps_over_2_cost": lost["gaps_over_2_cost"],
+        "gaps_over_100ms": lost["gaps_over_100ms"],
+        **stalled,
+    }
+
+
+def describe_places(result: Mapping[str, Any]) -> str:
+    """The fields of `claim_fields`, `where_places_went` and `ProcessWatch.summary` as a
+    report line's part."""
+    lag = "/".join(f"{ms:.0f}" for ms in result["loop_lag_ms"])
+    return (
+        f"places retaken: {result['places_retaken']}; of {result['places_in_span']:.0f} places "
+        f"in the steady span, {result['net_lost_places']:.1f} not taken (net); gaps lost "
+        f"{result['lost_places_claim']:.1f} during a claim "
+        f"({result['claims']} claims, p50/max {result['claim_ms_p50_max'][0]:.0f}/"
+        f"{result['claim_ms_p50_max'][1]:.0f} ms) and {result['lost_places_other']:.1f} "
+        f"otherwise ({result['lost_places_in_gaps_over_100ms']:.1f} in "
+        f"{result['gaps_over_100ms']:.0f} gaps over 100 ms, "
+        f"{result['gaps_over_100ms_in_a_stall']:.0f} of them while the dispatchers' loop "
+        f"was over 50 ms late, {result['gaps_over_100ms_in_a_full_collection']:.0f} in a full "
+        f"collection); dispatchers' loop lag p50/p99/max {lag} ms, "
+        f"{result['full_collections']} full collection(s), longest collection "
+        f"{result['longest_collection_ms']:.0f} ms"
+        f"{'' if result['gc_frozen'] else ' (start-up heap NOT frozen)'}"
+    )
 
 
 def both_sides(seen: FakeReport, senders: Sequence[CountingSender]) -> dict[str, Any]:
@@ -111,7 +282,8 @@ def describe_both_sides(result: Mapping[str, Any]) -> str:
 
 
 def add_shared_options(parser: argparse.ArgumentParser, *, default_margin: float) -> None:
-    """The options both dispatcher benches take: round trips, dispatchers, margin, profile."""
+    """The options both dispatcher benches take: round trips, dispatchers, margin, the heap's
+    freeze, profile."""
     parser.add_argument(
         "--round-trip-ms", type=int, nargs="+", default=list(ROUND_TRIPS_MS),
         help="the fake server holds each answer this long; one case per value",
@@ -121,6 +293,10 @@ def add_shared_options(parser: argparse.ArgumentParser, *, default_margin: float
     parser.add_argument(
         "--margin", type=float, default=default_margin,
         help="share of the rate kept unused (DISPATCH_RATE_MARGIN)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-gc-freeze", dest="gc_freeze", action="store_false",
+        help="leave the start-up heap unfrozen (sertakan run freezes it; bot/cli.py)",
     )  # fmt: skip
     parser.add_argument(
         "--profile", default=None, metavar="PATH",

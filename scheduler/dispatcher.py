@@ -4,7 +4,11 @@ One `tick()` claims a batch of due rows (storage.outbox.claim_due), sends them
 concurrently through each channel's `Sender` while keeping to the channel's
 pace, and commits each row's outcome in its own transaction right after its
 send, so a restart re-sends at most the rows that were in flight (see
-storage/outbox.py for the one duplicate window that leaves).
+storage/outbox.py for the one duplicate window that leaves). While a batch takes
+its places the next one is already claimed (one batch ahead), so a slow claim
+never leaves the schedule without rows; the rows take their places in the order
+claimed, and a row whose lease is half gone by then goes back to pending
+unsent instead (it could be claimed again by another dispatcher).
 
 Pace, per channel, from the send budget (storage/send_budget.py) that the
 conversation replies and, on PostgreSQL, every other process share
@@ -227,41 +231,6 @@ def lookahead_s(rate: ChannelRate) -> float:
     return max(3 * rate.cost_s, 0.05)
 
 
-#: The next batch is claimed while this one still has this long of sends to place (at the
-#: fastest channel's rate), so the claim's database round trip, queued behind the
-#: outcomes being recorded, ends before the schedule runs dry: a place nobody takes in time
-#: is lost (estimated from a profile, not measured side by side: about 100 ms per batch
-#: claimed only once all were placed, the claim waiting for the engine behind the commits).
-_CLAIM_LEAD_S = 0.5
-
-
-class _Placing:
-    """Counts a batch's rows down; `nearly_placed` is set once at most `lead` rows are
-    still to take their place in the budget (time to claim the next batch)."""
-
-    def __init__(self, rows: int, lead: int = 0) -> None:
-        self.remaining = rows
-        self._lead = lead
-        self.nearly_placed = asyncio.Event()
-        self.tasks: list[asyncio.Task[None]] = []
-        if rows <= lead:
-            self.nearly_placed.set()
-
-    def once(self) -> Callable[[], None]:
-        """A callback that counts one row, however often it is called."""
-        counted = False
-
-        def placed() -> None:
-            nonlocal counted
-            if not counted:
-                counted = True
-                self.remaining -= 1
-                if self.remaining <= self._lead:
-                    self.nearly_placed.set()
-
-        return placed
-
-
 class Dispatcher:
     """Claims due outbox rows and delivers them through `senders` (one per channel).
 
@@ -301,9 +270,12 @@ class Dispatcher:
             if channel in self._senders
         }
         self._budget = budget or LocalSendBudget(self._rates, monotonic=monotonic)
-        self._claim_lead = int(
-            max((rate.per_second for rate in self._rates.values()), default=0.0) * _CLAIM_LEAD_S
-        )
+        #: Claimed rows still to take their place (all batches of the running tick): per
+        #: channel, and per recipient (a later batch hands that recipient's rows back);
+        #: `_dequeued` is set whenever one took it (or went back to pending).
+        self._queued_rows: collections.Counter[Channel] = collections.Counter()
+        self._queued_recipients: collections.Counter[tuple[Channel, str]] = collections.Counter()
+        self._dequeued = asyncio.Event()
         #: This process's own sends, by their actual start (see `_pass_start_gate`): when the
         #: next may start; how far ahead of that a send may go, half of what the margin
         #: leaves between the schedule and the platform's limit (4 %: 20 ms); and the gate's
@@ -337,13 +309,15 @@ class Dispatcher:
     async def tick(self) -> int:
         """Claim what is due now and deliver it; returns how many rows were claimed.
 
-        After a full batch the next is claimed while the last half second of this
-        one's sends (`_CLAIM_LEAD_S` at the fastest channel's rate) still wait for
-        their places, so the schedule never runs dry between two batches (a
-        claim waiting for every place, and then for a database connection behind
-        the outcomes being recorded, lost about 100 ms of places per batch);
-        waiting for the sends' answers would cost a round trip per batch. The
-        tick returns once every claimed row is recorded (or handed back).
+        After a full batch the next is claimed at once, while this one takes its
+        places, and then one more each time a batch's worth of rows has taken
+        theirs: a batch of rows always waits, claimed, behind those being placed,
+        so a claim has a whole batch's sending time (2 s at 70/s) to come back and
+        the schedule never runs dry between two batches. (Claimed half a second
+        ahead, as before, a claim that took longer, behind the outcomes being
+        committed or in a stall of the process, left the schedule's places
+        untaken: a place nobody takes in time is lost.) The tick returns once every
+        claimed row is recorded (or handed back).
 
         Returns 0 at once during quiet hours, while another tick of this
         dispatcher runs, or after `stop()`.
@@ -355,20 +329,25 @@ class Dispatcher:
             sending: list[asyncio.Task[None]] = []
             try:
                 while not self._stopping.is_set():
+                    # One batch ahead: claimed once at most a batch's rows wait for places.
+                    while self._queued_rows.total() > self._settings.batch_size:
+                        self._dequeued.clear()
+                        await self._dequeued.wait()
+                    if self._stopping.is_set():
+                        break
                     batch = await self._claim_batch()
                     if batch is None:
                         break
-                    claims, placing = batch
-                    sending.extend(placing.tasks)
+                    claims, tasks = batch
+                    sending.extend(tasks)
                     claimed += len(claims)
                     if len(claims) < self._settings.batch_size:
                         break
-                    await placing.nearly_placed.wait()
             finally:
                 await asyncio.gather(*sending, return_exceptions=True)
             return claimed
 
-    async def _claim_batch(self) -> tuple[list[ClaimedNotice], _Placing] | None:
+    async def _claim_batch(self) -> tuple[list[ClaimedNotice], list[asyncio.Task[None]]] | None:
         """Claim due rows and start delivering them; None when nothing is due (or quiet)."""
         now = self._clock()
         if self._quiet.is_quiet(now, self._zone):
@@ -391,11 +370,11 @@ class Dispatcher:
         chains, later = self._by_recipient(claims)
         if later:
             await self._space_out(later, now)
-        placing = _Placing(sum(len(chain) for chain in chains), self._claim_lead)
-        placing.tasks = [
-            asyncio.create_task(self._deliver_in_order(chain, placing)) for chain in chains
-        ]
-        return claims, placing
+        for chain in chains:
+            for claim in chain:
+                self._queued_rows[claim.channel] += 1
+                self._queued_recipients[claim.channel, claim.recipient] += 1
+        return claims, [asyncio.create_task(self._deliver_in_order(chain)) for chain in chains]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop` is set: again at once after a full batch, else after `idle_s`.
@@ -451,9 +430,13 @@ class Dispatcher:
         holds one claim and the recipient's others are handed back, so a tick
         never sits out the interval: the rank-th other (1, 2, ...) is due
         `rank` intervals after the chain's own send is expected to start (its
-        place among the channel's chains at the channel's rate). A row due
-        before its recipient's spacing ran out would hold up a later tick;
-        with the 6 s WhatsApp interval and a batch taking 2 s that showed.
+        place among the channel's chains at the channel's rate, behind the rows
+        of earlier batches still waiting for theirs). A row due before its
+        recipient's spacing ran out would hold up a later tick; with the 6 s
+        WhatsApp interval and a batch taking 2 s that showed. A recipient with a
+        row of an earlier batch still waiting for its place gets no chain: their
+        rows here are handed back likewise, counted from when the rows waiting
+        will have gone (so a recipient's rows keep their order across batches).
         Without an interval (the console), a recipient's claims are sent one
         after another in the tick.
         """
@@ -465,26 +448,51 @@ class Dispatcher:
         for claim in claims:
             key = (claim.channel, claim.recipient)
             rate = self._rates.get(claim.channel)
-            chain = chains.setdefault(key, [])
-            if not chain:
-                starts[key] = per_channel[claim.channel] * rate.cost_s if rate else 0.0
+            spaced = rate is not None and rate.recipient_interval_s > 0
+            queued = self._queued_rows[claim.channel]
+            if spaced and key not in starts and self._queued_recipients[key] > 0:
+                assert rate is not None
+                starts[key] = queued * rate.cost_s  # at the latest, with the rows waiting
+            if key not in starts:
+                starts[key] = (queued + per_channel[claim.channel]) * rate.cost_s if rate else 0.0
                 per_channel[claim.channel] += 1
-            if chain and rate is not None and rate.recipient_interval_s > 0:
+                chains[key] = []
+            if spaced and (key not in chains or chains[key]):
+                assert rate is not None
                 ranks[key] += 1
                 later.append((claim, starts[key] + rate.recipient_interval_s * ranks[key]))
             else:
-                chain.append(claim)
+                chains[key].append(claim)
         return list(chains.values()), later
 
-    async def _deliver_in_order(self, chain: list[ClaimedNotice], placing: _Placing) -> None:
+    async def _deliver_in_order(self, chain: list[ClaimedNotice]) -> None:
         for claim in chain:
-            placed = placing.once()
+            placed = self._placed_once(claim)
             try:
                 await self._deliver(claim, placed)
             except Exception as exc:  # logged by type: the row comes back after its lease
                 log.error("outbox %s: delivery failed: %s", claim.id, type(exc).__name__)
             finally:
                 placed()
+
+    def _placed_once(self, claim: ClaimedNotice) -> Callable[[], None]:
+        """A callback taking the claim off the rows waiting for their places (it took its
+        place, waits for its recipient, or went back), once, however often it is called."""
+        counted = False
+
+        def placed() -> None:
+            nonlocal counted
+            if counted:
+                return
+            counted = True
+            key = (claim.channel, claim.recipient)
+            self._queued_rows[claim.channel] -= 1
+            self._queued_recipients[key] -= 1
+            if self._queued_recipients[key] <= 0:
+                del self._queued_recipients[key]
+            self._dequeued.set()
+
+        return placed
 
     async def _space_out(self, later: list[tuple[ClaimedNotice, float]], now: datetime) -> None:
         """Hand rows back that a recipient would get too soon after the batch's first."""
@@ -546,6 +554,19 @@ class Dispatcher:
         await self._pass_start_gate(claim.channel, messages * rate.cost_s)
         return await sender.send(notice)
 
+    def _lease_running_out(self, claim: ClaimedNotice) -> bool:
+        """Less than half the claim's lease is left: the row goes back to pending unsent
+        rather than take a place.
+
+        A batch waits, claimed, behind the one being placed (`tick`), so a row may
+        wait two batches' sending time for its place (10 s at 30/s with batches of
+        150), and a row held back for its recipient (a 131056) longer; a row sent
+        after its lease ran out might be sent again by another dispatcher that
+        claimed it meanwhile. Half the lease is left for the wait within the
+        lookahead, the send, its answer and the outcome's commit."""
+        left = claim.claimed_until - self._clock()
+        return left < timedelta(seconds=self._settings.lease_s / 2)
+
     async def _after_send(self, claim: ClaimedNotice, result: SendResult) -> None:
         """Tell the budget what the platform said; the recipient's interval runs from now."""
         rate = self._rates.get(claim.channel)
@@ -565,8 +586,9 @@ class Dispatcher:
         self, claim: ClaimedNotice, messages: int, placed: Callable[[], None]
     ) -> bool:
         """Wait for the row's place in the channel's budget and the recipient's spacing;
-        False when the channel is paused beyond `_WAIT_AT_MOST_S` (or stopping). A row
-        waiting for its recipient counts as `placed()`: the next batch need not wait."""
+        False when the channel is paused beyond `_WAIT_AT_MOST_S`, when the claim's lease
+        is running out (`_lease_running_out`) or when stopping. A row waiting for its
+        recipient counts as `placed()`: the next batch need not wait for it."""
         rate = self._rates.get(claim.channel)
         if rate is None:
             return True
@@ -575,13 +597,20 @@ class Dispatcher:
             if self.paused_for(claim.channel) > 0:
                 return False
             async with self._taking[claim.channel]:
-                took = await self._budget.take(
-                    claim.channel, count=messages, recipient=claim.recipient, ahead_s=ahead
-                )
-                if isinstance(took, ChannelBusy) and took.retry_in_s <= _WAIT_AT_MOST_S:
-                    # The others' sends: this process's next ones queue behind this one.
+                while True:
+                    if self._stopping.is_set() or self._lease_running_out(claim):
+                        return False
+                    took = await self._budget.take(
+                        claim.channel, count=messages, recipient=claim.recipient, ahead_s=ahead
+                    )
+                    if not (isinstance(took, ChannelBusy) and took.retry_in_s <= _WAIT_AT_MOST_S):
+                        break
+                    # The others' sends: waited out holding the lock, so this process's
+                    # next rows queue behind this one, in the order claimed. (Let go and
+                    # taken again, the lock put this row behind every row waiting for it:
+                    # half the rows, each that met a full lookahead, went behind the rest
+                    # of the batch and the next one's.)
                     await self._sleep(took.retry_in_s)
-                    continue
             match took:
                 case Granted(wait_s=wait):
                     self.places_retaken += await start_on_time(

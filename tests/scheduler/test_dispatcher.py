@@ -481,9 +481,10 @@ class PendingAtSend:
 async def test_the_next_batch_is_claimed_while_this_one_still_has_places_to_take(
     db_engine: AsyncEngine, clock: FrozenClock
 ) -> None:
-    """Real time, 24 sends/s after the margin: the second batch of 20 is claimed once at most
-    12 rows of the first (half a second of sends) wait for their places, not after the last
-    has its place, so the schedule does not run dry while the claim waits for the database."""
+    """Real time, 24 sends/s after the margin: the second batch of 20 is claimed while the
+    first takes its places (at once: one batch waits, claimed, behind the one being placed),
+    not after the last has its place, so the schedule does not run dry while the claim waits
+    for the database (tests/scheduler/test_dispatcher_claims.py, on fake time)."""
     await add(db_engine, [FIRST_CHAT + number for number in range(40)])
     recorder = PendingAtSend(db_engine)
     sending = Dispatcher(
@@ -491,7 +492,7 @@ async def test_the_next_batch_is_claimed_while_this_one_still_has_places_to_take
     )
     assert await sending.tick() == 40
     assert len(recorder.pending) == 40
-    # The first batch's twelfth send starts about 0.25 s after the claim was due; waiting
+    # The first batch's twelfth send starts about 0.5 s after the claim was due; waiting
     # for every place (the 20th is taken 3 sends ahead) would leave 20 rows pending here.
     assert recorder.pending[11] == 0
     assert await status_counts(db_engine) == collections.Counter({OutboxStatus.SENT: 40})
