@@ -96,10 +96,12 @@ class ReplyTransport(Protocol):
         ...
 
 
-#: The reply queue's own connections per process (`ReplyDelivery._books`): one for the
-#: sweep and the renewals, one more while replies are deleted or failures recorded.
-BOOKKEEPING_POOL: Final = 1
-BOOKKEEPING_OVERFLOW: Final = 1
+#: The reply queue's own connections per process (`ReplyDelivery._books`), kept open: the
+#: sweep, the renewals, the deletes and the failures recorded share them. No overflow: an
+#: overflow connection is opened and closed per use, and with 1 kept + 1 a province of two
+#: processes opened 329 connections in 10 s of bench_cluster (p99 at 70 %: 370 ms).
+BOOKKEEPING_POOL: Final = 2
+BOOKKEEPING_OVERFLOW: Final = 0
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
