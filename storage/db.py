@@ -119,11 +119,14 @@ _ASYNCPG_STUCK: Final = "cannot switch to state"
 #: the driver's set-up each time. With SQLAlchemy's default of 5 kept, a machine slowed
 #: down (steps in flight for seconds) made 106-209 new connections per 400 updates of
 #: bench_cluster at 40/s (docs/BENCHMARKS.md, "cost").
-POSTGRESQL_POOL_SIZE: Final = 10
-#: Five more at a peak: with the send budget's and the reply queue's own pools
-#: (`side_pool`) a process holds at most 27, so three workers stay within PostgreSQL's
-#: default `max_connections` of 100 (docs/DEPLOY.md).
-POSTGRESQL_POOL_OVERFLOW: Final = 5
+#: All kept, none opened at a peak: with 10 kept and 5 more, a province of two processes
+#: at 70 % of its saturation opened 393 connections in 10 s and its p99 was 704 ms; with
+#: this pool and the send budget's both kept (10, no overflow), 0 and 40 ms
+#: (docs/BENCHMARKS.md section 18). With the send budget's and the reply queue's pools a
+#: process holds 27, so three workers stay within PostgreSQL's default
+#: `max_connections` of 100 (docs/DEPLOY.md); a step beyond 15 at once waits its turn.
+POSTGRESQL_POOL_SIZE: Final = 15
+POSTGRESQL_POOL_OVERFLOW: Final = 0
 
 
 def _configure_asyncpg(engine: AsyncEngine) -> None:

@@ -342,8 +342,8 @@ class PostgresSendBudget(_RepliedAsNotices):
     (migration 0013): a commit waits for no WAL flush. The times are
     PostgreSQL's clock, so processes on several machines agree.
 
-    The statements run on a small pool of the budget's own (`POOL_SIZE`, more
-    while many replies take places at once), opened in autocommit and checked
+    The statements run on a pool of the budget's own (`POOL_SIZE`, kept open),
+    opened in autocommit and checked
     out without the application pool's pre-ping: on asyncpg a pre-ping is three
     round trips (BEGIN, an empty statement, ROLLBACK) on every checkout, three
     times the take itself, and a reply of two messages checks out three times.
@@ -354,11 +354,12 @@ class PostgresSendBudget(_RepliedAsNotices):
     """
 
     _PRUNE_EVERY = 4096
-    #: Connections kept open for the budget's statements; `POOL_OVERFLOW` more at most (an
-    #: overflow connection closes when it comes back: with 2 kept, a process behind its
-    #: replies opened one per take, 235 of 251 new connections in helper cost's profile).
-    POOL_SIZE: Final = 4
-    POOL_OVERFLOW: Final = 6
+    #: Connections kept open for the budget's statements, none opened beyond them: an
+    #: overflow connection closes when it comes back, so with 2 kept a process behind its
+    #: replies opened one per take (235 of 251 new connections in helper cost's profile),
+    #: and with 4 + 6 a province of two processes still churned (BENCHMARKS section 18).
+    POOL_SIZE: Final = 10
+    POOL_OVERFLOW: Final = 0
 
     def __init__(self, database: AsyncEngine, rates: Mapping[Channel, ChannelRate]) -> None:
         if database.dialect.name != "postgresql":
