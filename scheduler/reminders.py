@@ -402,15 +402,9 @@ class ReminderPlanner:
                 lapsing: list[DuesTerms] = []
                 id_range = (terms[0][0], terms[-1][0]) if terms else None
                 if terms:
-                    paid = await dues_queries.confirmed_months(
-                        reader, including_recorded=True, id_range=id_range
+                    reminders, lapsing = await self._read_page(
+                        reader, terms, today, decisions, payroll
                     )
-                    reminders, _, page_payroll, lapsing = self._compute(
-                        terms, paid, today, decisions
-                    )
-                    for group, count in page_payroll.items():
-                        payroll[group] = payroll.get(group, 0) + count
-                    reminders = await self._not_planned(reader, reminders)
             pages += 1
             if reminders or lapsing or (last and payroll) or on_chunk is not None:
                 async with self._database.begin() as connection:
@@ -498,15 +492,9 @@ class ReminderPlanner:
                             cursor["after"] = terms[-1][0]
                     id_range = (terms[0][0], terms[-1][0]) if terms else None
                     if id_range is not None:
-                        paid = await dues_queries.confirmed_months(
-                            reader, including_recorded=True, id_range=id_range
+                        reminders, lapsing = await self._read_page(
+                            reader, terms, today, decisions, payroll
                         )
-                        reminders, _, page_payroll, lapsing = self._compute(
-                            terms, paid, today, decisions
-                        )
-                        for group, count in page_payroll.items():
-                            payroll[group] = payroll.get(group, 0) + count
-                        reminders = await self._not_planned(reader, reminders)
                 if reminders or lapsing or on_chunk is not None:
                     async with self._database.begin() as connection:
                         if id_range is not None and reminders:
@@ -598,6 +586,24 @@ class ReminderPlanner:
             if on_chunk is not None:
                 await on_chunk(connection, 1, result)
         return result
+
+    async def _read_page(
+        self,
+        reader: AsyncConnection,
+        terms: list[TermsRow],
+        today: date,
+        decisions: dict[tuple[object, ...], tuple[str | None, DuesStatus | None, str]],
+        payroll: dict[tuple[int, str, date], int],
+    ) -> tuple[list[_Reminder], list[DuesTerms]]:
+        """One page's reminders not planned yet and its lapses, in the page's read; its
+        payroll lines added to `payroll` (both the page loop and pages in flight)."""
+        paid = await dues_queries.confirmed_months(
+            reader, including_recorded=True, id_range=(terms[0][0], terms[-1][0])
+        )
+        reminders, _, page_payroll, lapsing = self._compute(terms, paid, today, decisions)
+        for group, count in page_payroll.items():
+            payroll[group] = payroll.get(group, 0) + count
+        return await self._not_planned(reader, reminders), lapsing
 
     @staticmethod
     async def _not_planned(reader: AsyncConnection, reminders: list[_Reminder]) -> list[_Reminder]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import date, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -772,44 +772,34 @@ class SummaryStep(Step):
         return Done(replies, sent_key="flow.already_sent.enrollment")
 
 
+def _draft_worker(ctx: Context, nik: str) -> dict[str, Any]:
+    """The draft's worker fields, as the worker repository takes them."""
+    data = ctx.state.data
+    return {
+        "nik": nik,
+        "nik_masked": str(data["nik_masked"]),
+        "full_name": str(data["full_name"]),
+        "birth_date": date.fromisoformat(str(data["birth_date"])),
+        "sex": Sex(str(data["sex"])),
+        "phone_e164": data.get("worker_phone"),
+        "birth_place": str(data["birth_place"]),
+        "street_address": str(data["street_address"]),
+        "village": str(data["village"]),
+        "district": str(data["district"]),
+        "regency": str(data["regency"]),
+        "now": ctx.now,
+    }
+
+
 async def save_worker(ctx: Context, existing: int | None, nik: str) -> int:
     """Write the draft's worker fields (a new worker, or the worker whose id is `existing`
     refreshed); its id."""
-    data = ctx.state.data
-    return await ctx.repo.workers.upsert(
-        existing,
-        nik=nik,
-        nik_masked=str(data["nik_masked"]),
-        full_name=str(data["full_name"]),
-        birth_date=date.fromisoformat(str(data["birth_date"])),
-        sex=Sex(str(data["sex"])),
-        phone_e164=data.get("worker_phone"),
-        birth_place=str(data["birth_place"]),
-        street_address=str(data["street_address"]),
-        village=str(data["village"]),
-        district=str(data["district"]),
-        regency=str(data["regency"]),
-        now=ctx.now,
-    )
+    return await ctx.repo.workers.upsert(existing, **_draft_worker(ctx, nik))
 
 
 async def add_new_worker(ctx: Context, nik: str) -> int | None:
     """Insert the draft's worker; its id, or None when the NIK was taken meanwhile."""
-    data = ctx.state.data
-    return await ctx.repo.workers.add_if_new(
-        nik=nik,
-        nik_masked=str(data["nik_masked"]),
-        full_name=str(data["full_name"]),
-        birth_date=date.fromisoformat(str(data["birth_date"])),
-        sex=Sex(str(data["sex"])),
-        phone_e164=data.get("worker_phone"),
-        birth_place=str(data["birth_place"]),
-        street_address=str(data["street_address"]),
-        village=str(data["village"]),
-        district=str(data["district"]),
-        regency=str(data["regency"]),
-        now=ctx.now,
-    )
+    return await ctx.repo.workers.add_if_new(**_draft_worker(ctx, nik))
 
 
 def occupation_text(data: dict[str, object]) -> str | None:
